@@ -1,0 +1,1 @@
+//! PyTorch `.pth` state_dict files.
