@@ -1,0 +1,27 @@
+//! Subcommands of the `vggq` binary. Errors meet `anyhow` here, at the edge.
+
+mod bench_train;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "vggq", version, about = "VGG11-BN on CIFAR-10 with Burn: train, quantize, export, evaluate")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Training and evaluation images/s on random data, measured as `torch_train_bench.py` measures PyTorch.
+    BenchTrain(bench_train::Args),
+}
+
+impl Cli {
+    pub fn run(self) -> Result<()> {
+        match self.command {
+            Command::BenchTrain(args) => bench_train::run(args),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The network: VGG11-BN shaped like torchvision's, and its pretrained initialisation.
+
+mod pretrained;
+mod vgg;
+
+use std::path::PathBuf;
+
+pub use pretrained::{load_features, PretrainedWeights, VGG11_BN_IMAGENET1K_V1};
+pub use vgg::{Classifier, ConvBlock, FeatureLayer, Vgg, VggConfig, FEATURE_STRIDE, VGG11_FEATURES};
+
+/// What can go wrong building or initialising the model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The checkpoint file does not exist.
+    #[error("pretrained checkpoint `{0}` not found")]
+    MissingCheckpoint(PathBuf),
+    /// The checkpoint could not be read, or one of its tensors does not fit the model.
+    #[error("checkpoint `{path}`: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    /// A tensor the model needs is absent from the checkpoint.
+    #[error("checkpoint `{path}` lacks tensor `{key}`")]
+    MissingTensor { path: PathBuf, key: String },
+    /// The checkpoint holds a feature tensor the model has no place for.
+    #[error("checkpoint `{path}` has tensor `{key}`, which this model has no place for")]
+    UnexpectedTensor { path: PathBuf, key: String },
+}

@@ -1,0 +1,109 @@
+//! torchvision's ImageNet weights for VGG11-BN, loaded into the feature extractor of our [`Vgg`].
+//!
+//! The classifier is always new: the seed rebuilds it for 128-px input and 10 classes.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn_store::{ModuleSnapshot, PytorchStore};
+
+use super::vgg::{FeatureLayer, Vgg, VggConfig};
+use super::ModelError;
+
+/// A published torchvision checkpoint: where it lives and how to recognise it.
+#[derive(Debug, Clone, Copy)]
+pub struct PretrainedWeights {
+    pub url: &'static str,
+    /// torchvision names its files `<arch>-<first 8 hex digits of the SHA-256>.pth`; `torch.hub` checks
+    /// that prefix, and so do we (no full digest is published).
+    pub sha256_prefix: &'static str,
+    pub file_name: &'static str,
+}
+
+/// `torchvision.models.VGG11_BN_Weights.IMAGENET1K_V1`: top-1 70.37 % on ImageNet-1k.
+pub const VGG11_BN_IMAGENET1K_V1: PretrainedWeights = PretrainedWeights {
+    url: "https://download.pytorch.org/models/vgg11_bn-6002323d.pth",
+    sha256_prefix: "6002323d",
+    file_name: "vgg11_bn-6002323d.pth",
+};
+
+/// torchvision's BatchNorm tensors and their Burn names; `num_batches_tracked` has no Burn twin.
+const NORM_TENSORS: [(&str, &str); 4] =
+    [("weight", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"), ("running_var", "running_var")];
+
+/// Loads torchvision's `features.*` tensors from a `.pth` state_dict into `model`.
+///
+/// torchvision numbers `features` as one `nn.Sequential` (conv, bn, relu and pools all take an index);
+/// ours is a list of conv blocks, so each torchvision index is remapped to its block by one regex per
+/// tensor group, derived from the same configuration that built the model. Every feature tensor of the
+/// model must be loaded, with the file's shape; a tensor of the file that fits nowhere is an error.
+pub fn load_features<B: Backend>(
+    mut model: Vgg<B>,
+    config: &VggConfig,
+    path: &Path,
+) -> Result<Vgg<B>, ModelError> {
+    if !path.is_file() {
+        return Err(ModelError::MissingCheckpoint(path.to_path_buf()));
+    }
+    let mut store = PytorchStore::from_file(path)
+        .map_indices_contiguous(false)
+        .allow_partial(true)
+        .validate(false)
+        .with_regex(r"^features\.");
+    for (block, torch_index) in torchvision_conv_indices(config).into_iter().enumerate() {
+        store = store
+            .with_key_remapping(format!(r"^features\.{torch_index}\.(weight|bias)$"), format!("features.{block}.conv.$1"));
+        for (torch_name, burn_name) in NORM_TENSORS {
+            store = store.with_key_remapping(
+                format!(r"^features\.{}\.{torch_name}$", torch_index + 1),
+                format!("features.{block}.norm.{burn_name}"),
+            );
+        }
+    }
+    let result = model
+        .load_from(&mut store)
+        .map_err(|source| ModelError::Checkpoint { path: path.to_path_buf(), message: source.to_string() })?;
+
+    if let Some(error) = result.errors.first() {
+        return Err(ModelError::Checkpoint { path: path.to_path_buf(), message: error.to_string() });
+    }
+    if let Some((key, _)) = result.missing.iter().find(|(key, _)| key.starts_with("features.")) {
+        return Err(ModelError::MissingTensor { path: path.to_path_buf(), key: key.clone() });
+    }
+    if let Some(key) = result
+        .unused
+        .iter()
+        .find(|key| key.starts_with("features.") && !key.ends_with(".num_batches_tracked"))
+    {
+        return Err(ModelError::UnexpectedTensor { path: path.to_path_buf(), key: key.clone() });
+    }
+    Ok(model)
+}
+
+/// The `nn.Sequential` index of each conv in torchvision's `make_layers(cfg, batch_norm=True)`:
+/// a conv takes three slots (conv, bn, relu) and a max-pool one.
+fn torchvision_conv_indices(config: &VggConfig) -> Vec<usize> {
+    let mut index = 0;
+    let mut conv_indices = Vec::new();
+    for layer in config.features() {
+        match layer {
+            FeatureLayer::Conv(_) => {
+                conv_indices.push(index);
+                index += 3;
+            }
+            FeatureLayer::MaxPool => index += 1,
+        }
+    }
+    conv_indices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conv_indices_follow_torchvision_make_layers() {
+        // torchvision's vgg11_bn state_dict has convs at these `features.N` indices.
+        assert_eq!(torchvision_conv_indices(&VggConfig::seed()), vec![0, 4, 8, 11, 15, 18, 22, 25]);
+    }
+}

@@ -1,0 +1,157 @@
+//! VGG11-BN (configuration "A" with batch norm) in Burn, shaped like torchvision's `vgg11_bn` so its
+//! weights map one-to-one onto torchvision's state_dict.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// One entry of a VGG feature configuration: a 3x3 conv (+BN +ReLU) of the given width, or a 2x2 max-pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureLayer {
+    Conv(usize),
+    MaxPool,
+}
+
+/// torchvision's configuration "A" (VGG11) at full width.
+pub const VGG11_FEATURES: [FeatureLayer; 13] = {
+    use FeatureLayer::{Conv, MaxPool};
+    [Conv(64), MaxPool, Conv(128), MaxPool, Conv(256), Conv(256), MaxPool, Conv(512), Conv(512), MaxPool, Conv(512), Conv(512), MaxPool]
+};
+
+/// The five max-pools halve the input five times.
+pub const FEATURE_STRIDE: usize = 32;
+
+/// The shape of a VGG11-BN: everything that changes the tensors, nothing about training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VggConfig {
+    /// Conv widths are torchvision's divided by this (1 = the real VGG11-BN).
+    pub width_divisor: usize,
+    /// Side of the square input images in pixels; a multiple of 32.
+    pub input_size: usize,
+    /// Side of the adaptive average pool's output. torchvision uses 7 for 224-px ImageNet input; the seed
+    /// rebuilds it as input/32 so the pool is an identity at 128 px (4x4).
+    pub pool_size: usize,
+    /// Width of the two hidden classifier layers (4096 in torchvision).
+    pub hidden: usize,
+    pub classes: usize,
+    /// Dropout probability of the classifier (0.5 in torchvision).
+    pub dropout: f64,
+}
+
+impl VggConfig {
+    /// The seed's model: 128-px input, 4x4 pool, Linear 8192 -> 4096 -> 4096 -> 10.
+    pub fn seed() -> Self {
+        Self::for_input(1, 128, 4096, 10)
+    }
+
+    /// A VGG11-BN whose average pool is input/32, as the seed rebuilds it.
+    pub fn for_input(width_divisor: usize, input_size: usize, hidden: usize, classes: usize) -> Self {
+        Self { width_divisor, input_size, pool_size: input_size / FEATURE_STRIDE, hidden, classes, dropout: 0.5 }
+    }
+
+    /// The feature configuration at this width.
+    pub fn features(&self) -> Vec<FeatureLayer> {
+        VGG11_FEATURES
+            .iter()
+            .map(|layer| match *layer {
+                FeatureLayer::Conv(width) => FeatureLayer::Conv(width / self.width_divisor),
+                FeatureLayer::MaxPool => FeatureLayer::MaxPool,
+            })
+            .collect()
+    }
+
+    /// Channels leaving the last conv.
+    pub fn feature_channels(&self) -> usize {
+        512 / self.width_divisor
+    }
+
+    /// Inputs of the first classifier layer: channels x pool x pool.
+    pub fn classifier_inputs(&self) -> usize {
+        self.feature_channels() * self.pool_size * self.pool_size
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Vgg<B> {
+        let mut features = Vec::new();
+        let mut in_channels = 3;
+        for layer in self.features() {
+            match layer {
+                FeatureLayer::Conv(out_channels) => {
+                    features.push(ConvBlock {
+                        conv: Conv2dConfig::new([in_channels, out_channels], [3, 3])
+                            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                            .init(device),
+                        norm: BatchNormConfig::new(out_channels).init(device),
+                        pool: false,
+                    });
+                    in_channels = out_channels;
+                }
+                FeatureLayer::MaxPool => {
+                    features.last_mut().expect("VGG configurations start with a conv").pool = true;
+                }
+            }
+        }
+        Vgg {
+            features,
+            max_pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            avgpool: AdaptiveAvgPool2dConfig::new([self.pool_size, self.pool_size]).init(),
+            classifier: Classifier {
+                hidden1: LinearConfig::new(self.classifier_inputs(), self.hidden).init(device),
+                hidden2: LinearConfig::new(self.hidden, self.hidden).init(device),
+                output: LinearConfig::new(self.hidden, self.classes).init(device),
+                dropout: DropoutConfig::new(self.dropout).init(),
+            },
+        }
+    }
+}
+
+/// Conv 3x3 (padding 1) -> BatchNorm -> ReLU, then a 2x2 max-pool where the configuration has one.
+#[derive(Module, Debug)]
+pub struct ConvBlock<B: Backend> {
+    pub conv: Conv2d<B>,
+    pub norm: BatchNorm<B>,
+    /// Whether a max-pool follows this block.
+    pub pool: bool,
+}
+
+/// torchvision's classifier: Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear.
+#[derive(Module, Debug)]
+pub struct Classifier<B: Backend> {
+    pub hidden1: Linear<B>,
+    pub hidden2: Linear<B>,
+    pub output: Linear<B>,
+    pub dropout: Dropout,
+}
+
+#[derive(Module, Debug)]
+pub struct Vgg<B: Backend> {
+    pub features: Vec<ConvBlock<B>>,
+    pub max_pool: MaxPool2d,
+    pub avgpool: AdaptiveAvgPool2d,
+    pub classifier: Classifier<B>,
+}
+
+impl<B: Backend> Vgg<B> {
+    /// torchvision's `model.features(x)`: [N, 3, H, W] -> [N, C, H/32, W/32].
+    pub fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.features.iter().fold(images, |x, block| {
+            let x = Relu::new().forward(block.norm.forward(block.conv.forward(x)));
+            if block.pool {
+                self.max_pool.forward(x)
+            } else {
+                x
+            }
+        })
+    }
+
+    /// Logits: [N, 3, H, W] -> [N, classes]. Dropout and batch statistics apply on autodiff backends
+    /// only, as in Burn (`model.valid()` gives the evaluation model).
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let x = self.avgpool.forward(self.features(images)).flatten::<2>(1, 3);
+        let head = &self.classifier;
+        let x = head.dropout.forward(Relu::new().forward(head.hidden1.forward(x)));
+        let x = head.dropout.forward(Relu::new().forward(head.hidden2.forward(x)));
+        head.output.forward(x)
+    }
+}

@@ -1,0 +1,48 @@
+//! The pinned Python venv (PyTorch, torchvision, onnx, onnxruntime) the tests use as their independent
+//! reference. It is large (CUDA wheels included: PyPI's torch has no CPU-only build), so it lives in a
+//! user cache outside the repo and is reused until `scripts/requirements-interop.txt` changes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use xshell::{cmd, Shell};
+
+const REQUIREMENTS: &str = "scripts/requirements-interop.txt";
+
+/// `$VGGQ_CACHE`, else `$XDG_CACHE_HOME/vggq`, else `~/.cache/vggq`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VGGQ_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache"));
+    base.join("vggq")
+}
+
+/// Creates the venv if its requirements changed or it is incomplete; returns its python.
+pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
+    let requirements = sh.read_file(REQUIREMENTS).with_context(|| format!("reading {REQUIREMENTS}"))?;
+    let venv = cache_dir().join(format!("venv-{}", short_hash(&requirements)));
+    let python = venv.join("bin/python");
+    // Written last, so an interrupted install is redone rather than trusted.
+    let complete = venv.join(".vggq-complete");
+    if complete.exists() {
+        return Ok(python);
+    }
+    eprintln!("setting up the pinned Python venv in {} (PyTorch with its CUDA wheels: a few GB, once)", venv.display());
+    let system_python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
+    cmd!(sh, "{system_python} -m venv --clear {venv}").run().context("creating the venv (is python3 with venv installed?)")?;
+    cmd!(sh, "{python} -m pip install --quiet --disable-pip-version-check -r {REQUIREMENTS}")
+        .run()
+        .context("installing the pinned Python packages (needs PyPI)")?;
+    cmd!(sh, "{python} -c 'import torch, torchvision, onnx, onnxruntime'").run().context("checking the venv")?;
+    sh.write_file(&complete, requirements)?;
+    Ok(python)
+}
+
+/// FNV-1a of the requirements: names the venv after what is in it.
+fn short_hash(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{:012x}", hash >> 16)
+}
