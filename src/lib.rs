@@ -4,17 +4,27 @@
 //! The modules follow the pipeline: [`data`] -> [`model`] -> [`train`]; [`backend`] picks the device and
 //! [`profile`] holds the recipe.
 
+pub mod atomic;
 pub mod backend;
+pub mod data;
 pub mod model;
 pub mod profile;
 pub mod train;
 pub mod throughput;
 
-// TEMP stub until the data module lands.
-pub mod data {
-    pub struct Batch { pub images: Vec<f32>, pub labels: Vec<i64>, pub side: usize }
-    impl Batch { pub fn shape(&self) -> [usize; 4] { [self.labels.len(), 3, self.side, self.side] } }
-}
 
 /// The Burn release this build uses, for reports and provenance.
 pub const BURN_VERSION: &str = "0.21.0";
+
+/// Where downloads (CIFAR-10, torchvision weights) are kept between runs: `$VGGQ_CACHE`, else
+/// `$XDG_CACHE_HOME/vggq`, else `~/.cache/vggq`.
+pub fn cache_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(dir) = std::env::var_os("VGGQ_CACHE") {
+        return PathBuf::from(dir);
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache"))
+        .join("vggq")
+}

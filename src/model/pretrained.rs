@@ -7,6 +7,8 @@ use std::path::Path;
 use burn::prelude::*;
 use burn_store::{ModuleSnapshot, PytorchStore};
 
+use crate::data::{DigestAlgorithm, ExpectedFile};
+
 use super::vgg::{FeatureLayer, Vgg, VggConfig};
 use super::ModelError;
 
@@ -14,22 +16,21 @@ use super::ModelError;
 #[derive(Debug, Clone, Copy)]
 pub struct PretrainedWeights {
     pub url: &'static str,
-    /// torchvision names its files `<arch>-<first 8 hex digits of the SHA-256>.pth`; `torch.hub` checks
-    /// that prefix, and so do we (no full digest is published).
-    pub sha256_prefix: &'static str,
     pub file_name: &'static str,
+    /// torchvision names its files `<arch>-<first 8 hex digits of the SHA-256>.pth` and publishes no
+    /// length or full digest; `torch.hub` checks that prefix, and so do we.
+    pub expected: ExpectedFile<'static>,
 }
 
 /// `torchvision.models.VGG11_BN_Weights.IMAGENET1K_V1`: top-1 70.37 % on ImageNet-1k.
 pub const VGG11_BN_IMAGENET1K_V1: PretrainedWeights = PretrainedWeights {
     url: "https://download.pytorch.org/models/vgg11_bn-6002323d.pth",
-    sha256_prefix: "6002323d",
     file_name: "vgg11_bn-6002323d.pth",
+    expected: ExpectedFile { length: None, algorithm: DigestAlgorithm::Sha256, digest: "6002323d" },
 };
 
-/// torchvision's BatchNorm tensors and their Burn names; `num_batches_tracked` has no Burn twin.
-const NORM_TENSORS: [(&str, &str); 4] =
-    [("weight", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"), ("running_var", "running_var")];
+/// Tensors of a torchvision BatchNorm that our model holds; `num_batches_tracked` has no Burn twin.
+const NORM_TENSORS: &str = "weight|bias|running_mean|running_var";
 
 /// Loads torchvision's `features.*` tensors from a `.pth` state_dict into `model`.
 ///
@@ -52,13 +53,11 @@ pub fn load_features<B: Backend>(
         .with_regex(r"^features\.");
     for (block, torch_index) in torchvision_conv_indices(config).into_iter().enumerate() {
         store = store
-            .with_key_remapping(format!(r"^features\.{torch_index}\.(weight|bias)$"), format!("features.{block}.conv.$1"));
-        for (torch_name, burn_name) in NORM_TENSORS {
-            store = store.with_key_remapping(
-                format!(r"^features\.{}\.{torch_name}$", torch_index + 1),
-                format!("features.{block}.norm.{burn_name}"),
+            .with_key_remapping(format!(r"^features\.{torch_index}\.(weight|bias)$"), format!("features.{block}.conv.$1"))
+            .with_key_remapping(
+                format!(r"^features\.{}\.({NORM_TENSORS})$", torch_index + 1),
+                format!("features.{block}.norm.$1"),
             );
-        }
     }
     let result = model
         .load_from(&mut store)

@@ -3,9 +3,11 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use super::batch_norm::BatchNorm2d;
 
 /// One entry of a VGG feature configuration: a 3x3 conv (+BN +ReLU) of the given width, or a 2x2 max-pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +84,7 @@ impl VggConfig {
                         conv: Conv2dConfig::new([in_channels, out_channels], [3, 3])
                             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                             .init(device),
-                        norm: BatchNormConfig::new(out_channels).init(device),
+                        norm: BatchNorm2d::new(out_channels, device),
                         pool: false,
                     });
                     in_channels = out_channels;
@@ -110,7 +112,7 @@ impl VggConfig {
 #[derive(Module, Debug)]
 pub struct ConvBlock<B: Backend> {
     pub conv: Conv2d<B>,
-    pub norm: BatchNorm<B>,
+    pub norm: BatchNorm2d<B>,
     /// Whether a max-pool follows this block.
     pub pool: bool,
 }
