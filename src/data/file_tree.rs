@@ -1,0 +1,339 @@
+//! A folder or `.tar.gz` archive read into memory as one tree of files, so that both dataset layouts are
+//! parsed by one code path whatever container they come in (and archives need no extraction to disk).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+use rayon::prelude::*;
+
+use crate::data::digest::{DigestAlgorithm, DigestReader, Hasher};
+use crate::data::error::DataError;
+use crate::data::source::Fingerprint;
+
+/// Largest single file accepted: the biggest real one is a 30 MB CIFAR-10 batch.
+const MAX_FILE_BYTES: u64 = 256 << 20;
+/// Largest total of file contents accepted, so a malformed or hostile archive cannot exhaust memory.
+const MAX_TREE_BYTES: u64 = 2 << 30;
+/// The first bytes of every gzip stream.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Where a dataset was read from, which decides what its SHA-256 fingerprint covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataOrigin {
+    /// A `.tar.gz` file: fingerprint = SHA-256 of the archive's bytes.
+    Archive(PathBuf),
+    /// A folder: fingerprint = SHA-256 of its listing, one `sha256sum`-style line `<hex>  <relative path>\n`
+    /// per file, sorted by path (`find . -type f | sort | xargs sha256sum` without the `./`).
+    Folder(PathBuf),
+}
+
+/// Files (by `/`-separated relative path) and folders of a folder or archive.
+pub(crate) struct FileTree {
+    pub(crate) origin: DataOrigin,
+    pub(crate) sha256: String,
+    files: BTreeMap<String, Vec<u8>>,
+    folders: BTreeSet<String>,
+}
+
+impl FileTree {
+    /// Reads a folder or a `.tar.gz` archive, telling them apart by content rather than by name.
+    pub(crate) fn read(path: &Path) -> Result<FileTree, DataError> {
+        let metadata = fs::metadata(path).map_err(DataError::io(path))?;
+        if metadata.is_dir() {
+            return Self::read_folder(path);
+        }
+        let mut magic = [0u8; 2];
+        let mut file = File::open(path).map_err(DataError::io(path))?;
+        let is_gzip = match file.read_exact(&mut magic) {
+            Ok(()) => magic == GZIP_MAGIC,
+            // Shorter than a gzip header: certainly no archive.
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => false,
+            Err(source) => {
+                return Err(DataError::Io {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        if is_gzip {
+            Self::read_tar_gz(path)
+        } else {
+            Err(DataError::UnknownLayout {
+                path: path.to_owned(),
+            })
+        }
+    }
+
+    fn read_tar_gz(archive_path: &Path) -> Result<FileTree, DataError> {
+        let file = File::open(archive_path).map_err(DataError::io(archive_path))?;
+        let hashed = DigestReader::new(BufReader::new(file), DigestAlgorithm::Sha256);
+        let mut archive = tar::Archive::new(GzDecoder::new(hashed));
+        let mut tree = FileTree::empty(DataOrigin::Archive(archive_path.to_owned()));
+        let mut total: u64 = 0;
+        let io_error = DataError::io(archive_path);
+        for entry in archive.entries().map_err(DataError::io(archive_path))? {
+            let mut entry = entry.map_err(DataError::io(archive_path))?;
+            let name = normalise(
+                &entry
+                    .path()
+                    .map_err(DataError::io(archive_path))?
+                    .to_string_lossy(),
+            );
+            let kind = entry.header().entry_type();
+            if kind.is_dir() {
+                tree.add_folder(&name);
+            } else if kind.is_file() {
+                let size = entry.size();
+                total = total.saturating_add(size);
+                let entry_path = archive_path.join(&name);
+                if size > MAX_FILE_BYTES {
+                    return Err(DataError::TooLarge {
+                        path: entry_path,
+                        limit: MAX_FILE_BYTES,
+                    });
+                }
+                if total > MAX_TREE_BYTES {
+                    return Err(DataError::TooLarge {
+                        path: archive_path.to_owned(),
+                        limit: MAX_TREE_BYTES,
+                    });
+                }
+                // The size is bounded above, so the capacity is a safe hint.
+                let mut bytes = Vec::with_capacity(size as usize);
+                entry
+                    .read_to_end(&mut bytes)
+                    .map_err(DataError::io(entry_path))?;
+                tree.add_file(name, bytes);
+            }
+            // Links and special entries carry no data either layout uses.
+        }
+        tree.sha256 = archive
+            .into_inner()
+            .into_inner()
+            .finish()
+            .map_err(io_error)?
+            .hex;
+        Ok(tree)
+    }
+
+    fn read_folder(root: &Path) -> Result<FileTree, DataError> {
+        let mut tree = FileTree::empty(DataOrigin::Folder(root.to_owned()));
+        let mut file_names = Vec::new();
+        let mut pending = vec![String::new()];
+        while let Some(folder) = pending.pop() {
+            let folder_path = root.join(&folder);
+            for dir_entry in fs::read_dir(&folder_path).map_err(DataError::io(&folder_path))? {
+                let dir_entry = dir_entry.map_err(DataError::io(&folder_path))?;
+                let name = join(&folder, &dir_entry.file_name().to_string_lossy());
+                // Follows symlinks, as a user who links a data folder in expects.
+                let metadata =
+                    fs::metadata(dir_entry.path()).map_err(DataError::io(dir_entry.path()))?;
+                if metadata.is_dir() {
+                    tree.add_folder(&name);
+                    pending.push(name);
+                } else if metadata.len() > MAX_FILE_BYTES {
+                    return Err(DataError::TooLarge {
+                        path: dir_entry.path(),
+                        limit: MAX_FILE_BYTES,
+                    });
+                } else {
+                    file_names.push((name, metadata.len()));
+                }
+            }
+        }
+        let total = file_names
+            .iter()
+            .fold(0u64, |sum, (_, len)| sum.saturating_add(*len));
+        if total > MAX_TREE_BYTES {
+            return Err(DataError::TooLarge {
+                path: root.to_owned(),
+                limit: MAX_TREE_BYTES,
+            });
+        }
+        // Tens of thousands of small files: reading them in parallel hides the per-file latency.
+        let contents: Vec<(String, Vec<u8>)> = file_names
+            .into_par_iter()
+            .map(|(name, _)| {
+                let path = root.join(&name);
+                fs::read(&path)
+                    .map(|bytes| (name, bytes))
+                    .map_err(DataError::io(path))
+            })
+            .collect::<Result<_, _>>()?;
+        for (name, bytes) in contents {
+            tree.add_file(name, bytes);
+        }
+        tree.sha256 = tree.listing_sha256();
+        Ok(tree)
+    }
+
+    fn empty(origin: DataOrigin) -> Self {
+        FileTree {
+            origin,
+            sha256: String::new(),
+            files: BTreeMap::new(),
+            folders: BTreeSet::new(),
+        }
+    }
+
+    fn add_file(&mut self, name: String, bytes: Vec<u8>) {
+        if let Some((parent, _)) = name.rsplit_once('/') {
+            self.add_folder(parent);
+        }
+        self.files.insert(name, bytes);
+    }
+
+    /// Records `name` and its ancestors: archives need not list a folder before its contents.
+    fn add_folder(&mut self, name: &str) {
+        let mut end = name.len();
+        while end > 0 && self.folders.insert(name[..end].to_owned()) {
+            end = name[..end].rfind('/').unwrap_or(0);
+        }
+    }
+
+    fn listing_sha256(&self) -> String {
+        let mut listing = Hasher::new(DigestAlgorithm::Sha256);
+        for (name, bytes) in &self.files {
+            let mut file = Hasher::new(DigestAlgorithm::Sha256);
+            file.update(bytes);
+            listing.update(format!("{}  {name}\n", file.finish().hex).as_bytes());
+        }
+        listing.finish().hex
+    }
+
+    pub(crate) fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            origin: self.origin.clone(),
+            sha256: self.sha256.clone(),
+        }
+    }
+
+    /// The path to show in messages for a relative name in this tree.
+    pub(crate) fn display_path(&self, name: &str) -> PathBuf {
+        match &self.origin {
+            DataOrigin::Archive(root) | DataOrigin::Folder(root) => root.join(name),
+        }
+    }
+
+    pub(crate) fn has_folder(&self, name: &str) -> bool {
+        name.is_empty() || self.folders.contains(name)
+    }
+
+    pub(crate) fn file(&self, name: &str) -> Option<&[u8]> {
+        self.files.get(name).map(Vec::as_slice)
+    }
+
+    /// Names of the folders directly inside `folder`, sorted.
+    pub(crate) fn subfolders(&self, folder: &str) -> Vec<String> {
+        let prefix = join(folder, "");
+        self.folders
+            .range(prefix.clone()..)
+            .take_while(|name| name.starts_with(&prefix))
+            .filter_map(|name| {
+                let rest = &name[prefix.len()..];
+                (!rest.contains('/')).then(|| rest.to_owned())
+            })
+            .collect()
+    }
+
+    /// Files anywhere below `folder`, sorted by name, as (name, bytes).
+    pub(crate) fn files_below<'a>(
+        &'a self,
+        folder: &str,
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let prefix = join(folder, "");
+        self.files
+            .range(prefix.clone()..)
+            .take_while(move |(name, _)| name.starts_with(&prefix))
+            .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+    }
+
+    /// The folder a layout should be looked for in: the root when it holds one of `markers`, else the single
+    /// folder an archive may wrap everything in (as `tar czf x.tar.gz dataset/` does).
+    pub(crate) fn content_root(&self, markers: &[&str]) -> String {
+        let marked = |name: &&str| self.has_folder(name) || self.files.contains_key(*name);
+        if markers.iter().any(marked) {
+            return String::new();
+        }
+        let root_has_files = self.files.keys().any(|name| !name.contains('/'));
+        match self.subfolders("").as_slice() {
+            [only] if !root_has_files => only.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// `folder/name`, or `name` at the root.
+pub(crate) fn join(folder: &str, name: &str) -> String {
+    if folder.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{folder}/{name}")
+    }
+}
+
+/// Archive member names without `./` prefixes or trailing slashes.
+fn normalise(name: &str) -> String {
+    let name = name.replace('\\', "/");
+    let mut name = name.as_str();
+    while let Some(rest) = name.strip_prefix("./") {
+        name = rest;
+    }
+    name.trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalise_strips_dot_prefix_and_trailing_slash() {
+        assert_eq!(normalise("./train/cat/"), "train/cat");
+        assert_eq!(normalise("train/cat/1.jpg"), "train/cat/1.jpg");
+    }
+
+    #[test]
+    fn oversized_archive_entry_is_refused_before_reading_it() {
+        let mut header = tar::Header::new_gnu();
+        header
+            .set_path("cifar-10-batches-bin/data_batch_1.bin")
+            .unwrap();
+        header.set_size(MAX_FILE_BYTES + 1);
+        header.set_cksum();
+        // Only the header: the claimed data never comes, and must not be waited for or allocated.
+        let mut tar_bytes = header.as_bytes().to_vec();
+        tar_bytes.extend([0u8; 1024]);
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("huge.tar.gz");
+        let mut encoder = flate2::write::GzEncoder::new(
+            File::create(&archive).unwrap(),
+            flate2::Compression::fast(),
+        );
+        std::io::Write::write_all(&mut encoder, &tar_bytes).unwrap();
+        encoder.finish().unwrap();
+        match FileTree::read(&archive) {
+            Err(DataError::TooLarge { path, limit }) => {
+                assert_eq!(limit, MAX_FILE_BYTES);
+                assert!(path.ends_with("data_batch_1.bin"), "{}", path.display());
+            }
+            other => panic!("expected TooLarge, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn folders_are_implied_by_files() {
+        let mut tree = FileTree::empty(DataOrigin::Folder(PathBuf::from("/x")));
+        tree.add_file("data/train/cat/1.png".into(), vec![1]);
+        tree.add_folder("data/test");
+        assert!(tree.has_folder("data/train/cat"));
+        assert_eq!(tree.subfolders("data"), ["test", "train"]);
+        assert_eq!(tree.subfolders("data/train"), ["cat"]);
+        assert_eq!(tree.content_root(&["train"]), "data");
+        assert_eq!(tree.content_root(&["data"]), "");
+        assert_eq!(tree.files_below("data/train").count(), 1);
+        assert_eq!(tree.files_below("data/tr").count(), 0);
+    }
+}

@@ -1,0 +1,110 @@
+//! Where CIFAR-10 comes from, and loading it from there into memory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::data::cifar_binary::{self, BATCH_FOLDER, TRAIN_BATCHES};
+use crate::data::digest::DigestAlgorithm;
+use crate::data::download::{download_verified, ExpectedFile};
+use crate::data::error::DataError;
+use crate::data::file_tree::{join, DataOrigin, FileTree};
+use crate::data::image_folder::{self, TEST_FOLDER, TRAIN_FOLDER};
+use crate::data::image_set::ImageSet;
+
+/// The canonical location of the official binary archive.
+pub const CIFAR10_BINARY_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+/// The official archive as its authors publish it (MD5 only: they give no SHA-256).
+pub const CIFAR10_BINARY_ARCHIVE: ExpectedFile<'static> = ExpectedFile {
+    length: Some(170_052_171),
+    algorithm: DigestAlgorithm::Md5,
+    digest: "c32a1d4ab5d03f1284b67883e8d87530",
+};
+/// File name of the archive in a download cache folder.
+pub const CIFAR10_BINARY_FILE_NAME: &str = "cifar-10-binary.tar.gz";
+/// Labels are stored as u8.
+pub const MAX_CLASSES: usize = 256;
+
+/// Where to get CIFAR-10 from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// The official binary archive, downloaded into (or found already verified in) `cache_dir`.
+    Download { cache_dir: PathBuf },
+    /// A local CIFAR-10 binary archive or folder, or an ImageFolder archive or folder, told apart by content.
+    Local { path: PathBuf },
+}
+
+impl fmt::Display for DataSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataSource::Download { cache_dir } => write!(
+                f,
+                "{CIFAR10_BINARY_URL} (cached in {})",
+                cache_dir.display()
+            ),
+            DataSource::Local { path } => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// What identifies the data a model was trained on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub origin: DataOrigin,
+    /// Lowercase hex SHA-256; see `DataOrigin` for what it covers.
+    pub sha256: String,
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            DataOrigin::Archive(path) => {
+                write!(f, "sha256:{} (archive {})", self.sha256, path.display())
+            }
+            DataOrigin::Folder(path) => write!(
+                f,
+                "sha256:{} (listing of folder {})",
+                self.sha256,
+                path.display()
+            ),
+        }
+    }
+}
+
+/// CIFAR-10 in memory: 50,000 training and 10,000 test images for the real data set.
+#[derive(Debug, Clone)]
+pub struct Cifar10 {
+    pub train: ImageSet,
+    pub test: ImageSet,
+    /// Class names indexed by label (airplane ... truck for CIFAR-10).
+    pub classes: Vec<String>,
+    pub fingerprint: Fingerprint,
+}
+
+/// Loads CIFAR-10 from `source`, downloading it first if asked to.
+pub fn load(source: &DataSource) -> Result<Cifar10, DataError> {
+    match source {
+        DataSource::Download { cache_dir } => {
+            let archive = cache_dir.join(CIFAR10_BINARY_FILE_NAME);
+            download_verified(CIFAR10_BINARY_URL, &archive, &CIFAR10_BINARY_ARCHIVE)?;
+            load_local(&archive)
+        }
+        DataSource::Local { path } => load_local(path),
+    }
+}
+
+fn load_local(path: &Path) -> Result<Cifar10, DataError> {
+    let tree = FileTree::read(path)?;
+    let root = tree.content_root(&[BATCH_FOLDER, TRAIN_BATCHES[0], TRAIN_FOLDER, TEST_FOLDER]);
+    let batch_folder = join(&root, BATCH_FOLDER);
+    if cifar_binary::is_batch_folder(&tree, &batch_folder) {
+        cifar_binary::read(&tree, &batch_folder)
+    } else if cifar_binary::is_batch_folder(&tree, &root) {
+        cifar_binary::read(&tree, &root)
+    } else if image_folder::is_image_folder(&tree, &root) {
+        image_folder::read(&tree, &root)
+    } else {
+        Err(DataError::UnknownLayout {
+            path: path.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! The seeded 8:2 split of the training images into train and validation, and seeded subsets of it.
+
+use rand::seq::SliceRandom;
+
+use crate::data::error::DataError;
+use crate::data::seed::{rng, Purpose};
+
+/// Train : validation = 8 : 2, as the seed does it.
+const VAL_PARTS: usize = 2;
+const TOTAL_PARTS: usize = 10;
+
+/// Indices into the training `ImageSet`: disjoint train and validation parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+}
+
+impl Split {
+    /// Shuffles `0..len` with `seed` and gives the first fifth (rounded down) to validation:
+    /// 50,000 images become 40,000 train / 10,000 val.
+    pub fn new(len: usize, seed: u64) -> Split {
+        let mut indices: Vec<usize> = (0..len).collect();
+        indices.shuffle(&mut rng(seed, Purpose::Split, 0));
+        // len <= isize::MAX elements exist, so len * 2 cannot overflow usize.
+        let train = indices.split_off(len * VAL_PARTS / TOTAL_PARTS);
+        Split {
+            train,
+            val: indices,
+        }
+    }
+
+    /// All images of both parts.
+    pub fn len(&self) -> usize {
+        self.train.len() + self.val.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A seeded random `total` images of this split, with train and val in this split's proportions
+    /// (10,000 of 40,000/10,000 give 8,000/2,000).
+    pub fn subset(&self, total: usize, seed: u64) -> Result<Split, DataError> {
+        let available = self.len();
+        if total == 0 || total > available {
+            return Err(DataError::SubsetSize {
+                requested: total,
+                available,
+            });
+        }
+        let scaled = total
+            .checked_mul(self.val.len())
+            .ok_or(DataError::SubsetSize {
+                requested: total,
+                available,
+            })?;
+        // Round to nearest; never more than either part holds since total <= available.
+        let val_count = ((scaled + available / 2) / available).min(self.val.len());
+        let train_count = total - val_count;
+        let mut random = rng(seed, Purpose::Subset, 0);
+        let mut pick = |part: &[usize], count: usize| {
+            let mut part = part.to_vec();
+            part.shuffle(&mut random);
+            part.truncate(count);
+            part
+        };
+        Ok(Split {
+            train: pick(&self.train, train_count),
+            val: pick(&self.val, val_count),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_disjoint_and_complete() {
+        let split = Split::new(1000, 7);
+        assert_eq!((split.train.len(), split.val.len()), (800, 200));
+        let mut all: Vec<usize> = split.train.iter().chain(&split.val).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn subset_keeps_fractions_and_stays_inside_parts() {
+        let split = Split::new(50_000, 0);
+        let subset = split.subset(10_000, 0).unwrap();
+        assert_eq!((subset.train.len(), subset.val.len()), (8_000, 2_000));
+        assert!(subset.val.iter().all(|i| split.val.contains(i)));
+        assert!(matches!(
+            split.subset(50_001, 0),
+            Err(DataError::SubsetSize {
+                requested: 50_001,
+                ..
+            })
+        ));
+        assert!(matches!(
+            split.subset(0, 0),
+            Err(DataError::SubsetSize { .. })
+        ));
+    }
+}
