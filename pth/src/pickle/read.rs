@@ -1,0 +1,708 @@
+//! A restricted pickle machine in the spirit of `torch/_weights_only_unpickler.py`.
+//!
+//! It accepts only the opcodes below and only globals on [`ALLOWED_GLOBALS`]; it imports nothing and
+//! calls nothing. `REDUCE` and `BUILD` record the call as a passive [`Object::Call`] / [`Object::Build`]
+//! node (except `collections.OrderedDict()`, which is simply an empty dict), and the caller interprets
+//! the tree it gets back. Every size read from the input is checked against a named limit.
+
+use std::rc::Rc;
+
+use super::op;
+use crate::error::{Error, Result};
+
+/// Largest `data.pkl` accepted (a VGG state_dict pickle is a few KiB).
+pub const MAX_PICKLE_BYTES: usize = 64 << 20;
+/// Most values and marks on the machine's stacks at once.
+pub const MAX_STACK_LEN: usize = 1 << 20;
+/// Highest memo index accepted.
+pub const MAX_MEMO_INDEX: u32 = 1 << 20;
+/// Deepest nesting of tuples, dicts and calls; bounds recursion in `Drop` and in the interpreter.
+pub const MAX_NESTING: usize = 64;
+/// Longest string accepted.
+pub const MAX_STRING_BYTES: usize = 1 << 20;
+
+/// Module attributes the reader accepts: what `torch.save` of a (quantized) state_dict references.
+pub const ALLOWED_GLOBALS: &[(&str, &str)] = &[
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_qtensor"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch", "FloatStorage"),
+    ("torch", "DoubleStorage"),
+    ("torch", "LongStorage"),
+    ("torch", "QInt8Storage"),
+    ("torch", "QUInt8Storage"),
+    ("torch", "float32"),
+    ("torch", "float64"),
+    ("torch", "int64"),
+    ("torch", "qint8"),
+    ("torch", "quint8"),
+    ("torch", "per_tensor_affine"),
+    ("torch", "per_channel_affine"),
+];
+
+/// A global from [`ALLOWED_GLOBALS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Global {
+    pub module: &'static str,
+    pub name: &'static str,
+}
+
+/// A passive pickled value.
+#[derive(Debug, Clone)]
+pub(crate) enum Object {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Rc<str>),
+    Global(Global),
+    Nested(Rc<Nested>),
+}
+
+/// A container, with its nesting depth so that limits need no recursion.
+#[derive(Debug, Clone)]
+pub(crate) struct Nested {
+    pub depth: usize,
+    pub kind: NestedKind,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum NestedKind {
+    Tuple(Vec<Object>),
+    List(Vec<Object>),
+    /// A dict or OrderedDict, in insertion order.
+    Dict(Vec<(Object, Object)>),
+    /// `callable(*args)`, recorded, not performed.
+    Call {
+        callable: Object,
+        args: Object,
+    },
+    /// `object.__setstate__(state)`, recorded, not performed.
+    Build {
+        object: Object,
+        state: Object,
+    },
+    /// A `BINPERSID` reference to external data.
+    PersistentId(Object),
+}
+
+impl Object {
+    fn depth(&self) -> usize {
+        match self {
+            Object::Nested(n) => n.depth,
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> Option<&NestedKind> {
+        match self {
+            Object::Nested(n) => Some(&n.kind),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_tuple(&self) -> Option<&[Object]> {
+        match self.kind() {
+            Some(NestedKind::Tuple(items)) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_dict(&self) -> Option<&[(Object, Object)]> {
+        match self.kind() {
+            Some(NestedKind::Dict(items)) => Some(items),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            Object::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_int(&self) -> Option<i64> {
+        match self {
+            Object::Int(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+/// Runs the restricted machine over `pickle` and returns the object `STOP` yields.
+pub(crate) fn read(pickle: &[u8]) -> Result<Object> {
+    if pickle.len() > MAX_PICKLE_BYTES {
+        return Err(Error::LimitExceeded {
+            what: "pickle size",
+            found: pickle.len() as u64,
+            limit: MAX_PICKLE_BYTES as u64,
+        });
+    }
+    Machine {
+        input: pickle,
+        pos: 0,
+        op_start: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: Vec::new(),
+    }
+    .run()
+}
+
+struct Machine<'a> {
+    input: &'a [u8],
+    pos: usize,
+    op_start: usize,
+    stack: Vec<Object>,
+    marks: Vec<usize>,
+    /// Memo slots; `None` for unset. A dict is stored with `mutable = true`: fetching it would need
+    /// shared mutation, which torch.save never relies on, so it is refused instead.
+    memo: Vec<Option<(Object, bool)>>,
+}
+
+impl Machine<'_> {
+    fn malformed(&self, reason: &'static str) -> Error {
+        Error::MalformedPickle {
+            offset: self.op_start,
+            reason,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.input.len())
+            .ok_or(Error::Truncated {
+                what: "pickle argument",
+            })?;
+        let out = &self.input[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn take_array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn line(&mut self) -> Result<&str> {
+        let input = self.input;
+        let rest = &input[self.pos..];
+        let len = rest
+            .iter()
+            .take(MAX_STRING_BYTES)
+            .position(|&b| b == b'\n')
+            .ok_or(self.malformed("unterminated GLOBAL line"))?;
+        self.pos += len + 1;
+        std::str::from_utf8(&rest[..len]).map_err(|_| self.malformed("GLOBAL name is not utf-8"))
+    }
+
+    fn push(&mut self, object: Object) -> Result<()> {
+        if self.stack.len() + self.marks.len() >= MAX_STACK_LEN {
+            return Err(Error::LimitExceeded {
+                what: "pickle stack length",
+                found: MAX_STACK_LEN as u64,
+                limit: MAX_STACK_LEN as u64,
+            });
+        }
+        self.stack.push(object);
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Result<Object> {
+        if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
+            return Err(self.malformed("pop across a MARK"));
+        }
+        self.stack.pop().ok_or(self.malformed("stack underflow"))
+    }
+
+    fn pop_mark(&mut self) -> Result<Vec<Object>> {
+        let mark = self
+            .marks
+            .pop()
+            .ok_or(self.malformed("no MARK on the stack"))?;
+        Ok(self.stack.split_off(mark))
+    }
+
+    fn nested(&self, kind: NestedKind) -> Result<Object> {
+        let children_depth = match &kind {
+            NestedKind::Tuple(items) | NestedKind::List(items) => max_depth(items),
+            NestedKind::Dict(items) => items
+                .iter()
+                .map(|(k, v)| k.depth().max(v.depth()))
+                .max()
+                .unwrap_or(0),
+            NestedKind::Call {
+                callable: a,
+                args: b,
+            }
+            | NestedKind::Build {
+                object: a,
+                state: b,
+            } => a.depth().max(b.depth()),
+            NestedKind::PersistentId(pid) => pid.depth(),
+        };
+        let depth = 1 + children_depth;
+        if depth > MAX_NESTING {
+            return Err(Error::LimitExceeded {
+                what: "pickle nesting depth",
+                found: depth as u64,
+                limit: MAX_NESTING as u64,
+            });
+        }
+        Ok(Object::Nested(Rc::new(Nested { depth, kind })))
+    }
+
+    fn memo_put(&mut self, index: u32) -> Result<()> {
+        if index > MAX_MEMO_INDEX {
+            return Err(Error::LimitExceeded {
+                what: "pickle memo index",
+                found: u64::from(index),
+                limit: u64::from(MAX_MEMO_INDEX),
+            });
+        }
+        let top = self
+            .stack
+            .last()
+            .ok_or(self.malformed("memo put with an empty stack"))?
+            .clone();
+        let mutable = matches!(top.kind(), Some(NestedKind::Dict(_) | NestedKind::List(_)));
+        let index = index as usize;
+        if self.memo.len() <= index {
+            self.memo.resize(index + 1, None);
+        }
+        self.memo[index] = Some((top, mutable));
+        Ok(())
+    }
+
+    fn memo_get(&mut self, index: u32) -> Result<()> {
+        let object = match self.memo.get(index as usize) {
+            Some(Some((_, true))) => {
+                return Err(self.malformed("memo fetch of a mutable container"))
+            }
+            Some(Some((object, false))) => object.clone(),
+            _ => return Err(self.malformed("memo fetch of an unset slot")),
+        };
+        self.push(object)
+    }
+
+    /// Applies `update` to the dict or list at the top of the stack; `children_depth`, the deepest new
+    /// child, raises the container's depth (kept incremental so long APPEND runs stay linear).
+    fn extend_top(
+        &mut self,
+        children_depth: usize,
+        update: impl FnOnce(&mut NestedKind) -> Result<(), &'static str>,
+    ) -> Result<()> {
+        let added_depth = 1 + children_depth;
+        if added_depth > MAX_NESTING {
+            return Err(Error::LimitExceeded {
+                what: "pickle nesting depth",
+                found: added_depth as u64,
+                limit: MAX_NESTING as u64,
+            });
+        }
+        let top = self.pop()?;
+        let Object::Nested(mut nested) = top else {
+            return Err(self.malformed("SETITEM/APPEND target is not a container"));
+        };
+        let target = Rc::make_mut(&mut nested);
+        update(&mut target.kind).map_err(|reason| self.malformed(reason))?;
+        target.depth = target.depth.max(added_depth);
+        self.push(Object::Nested(nested))
+    }
+
+    fn run(mut self) -> Result<Object> {
+        loop {
+            self.op_start = self.pos;
+            let [opcode] = self.take_array::<1>()?;
+            match opcode {
+                op::PROTO => {
+                    let [version] = self.take_array::<1>()?;
+                    if version > 2 {
+                        return Err(self.malformed("protocol above 2"));
+                    }
+                }
+                op::STOP => {
+                    let result = self.pop()?;
+                    if !self.stack.is_empty() || !self.marks.is_empty() {
+                        return Err(self.malformed("values left on the stack at STOP"));
+                    }
+                    return Ok(result);
+                }
+                op::MARK => {
+                    if self.marks.len() + self.stack.len() >= MAX_STACK_LEN {
+                        return Err(Error::LimitExceeded {
+                            what: "pickle stack length",
+                            found: MAX_STACK_LEN as u64,
+                            limit: MAX_STACK_LEN as u64,
+                        });
+                    }
+                    self.marks.push(self.stack.len());
+                }
+                op::GLOBAL => {
+                    let offset = self.op_start;
+                    let module = self.line()?.to_owned();
+                    let name = self.line()?.to_owned();
+                    let global = ALLOWED_GLOBALS
+                        .iter()
+                        .find(|(m, n)| *m == module && *n == name)
+                        .map(|&(module, name)| Global { module, name })
+                        .ok_or(Error::ForbiddenGlobal {
+                            module,
+                            name,
+                            offset,
+                        })?;
+                    self.push(Object::Global(global))?;
+                }
+                op::REDUCE => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    let ordered_dict = Global {
+                        module: "collections",
+                        name: "OrderedDict",
+                    };
+                    let result = match (&callable, args.as_tuple()) {
+                        (Object::Global(g), Some([])) if *g == ordered_dict => {
+                            self.nested(NestedKind::Dict(Vec::new()))?
+                        }
+                        _ => self.nested(NestedKind::Call { callable, args })?,
+                    };
+                    self.push(result)?;
+                }
+                op::BUILD => {
+                    let state = self.pop()?;
+                    let object = self.pop()?;
+                    let built = self.nested(NestedKind::Build { object, state })?;
+                    self.push(built)?;
+                }
+                op::BINPERSID => {
+                    let pid = self.pop()?;
+                    let reference = self.nested(NestedKind::PersistentId(pid))?;
+                    self.push(reference)?;
+                }
+                op::NONE => self.push(Object::None)?,
+                op::NEWTRUE => self.push(Object::Bool(true))?,
+                op::NEWFALSE => self.push(Object::Bool(false))?,
+                op::BININT => {
+                    let v = i32::from_le_bytes(self.take_array()?);
+                    self.push(Object::Int(i64::from(v)))?;
+                }
+                op::BININT1 => {
+                    let [v] = self.take_array::<1>()?;
+                    self.push(Object::Int(i64::from(v)))?;
+                }
+                op::BININT2 => {
+                    let v = u16::from_le_bytes(self.take_array()?);
+                    self.push(Object::Int(i64::from(v)))?;
+                }
+                op::LONG1 => {
+                    let [len] = self.take_array::<1>()?;
+                    let len = usize::from(len);
+                    if len > 8 {
+                        return Err(self.malformed("LONG1 wider than 64 bits"));
+                    }
+                    let bytes = self.take(len)?;
+                    let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) {
+                        0xff
+                    } else {
+                        0
+                    };
+                    let mut wide = [fill; 8];
+                    wide[..len].copy_from_slice(bytes);
+                    self.push(Object::Int(i64::from_le_bytes(wide)))?;
+                }
+                op::BINFLOAT => {
+                    let v = f64::from_be_bytes(self.take_array()?);
+                    self.push(Object::Float(v))?;
+                }
+                op::BINUNICODE | op::SHORT_BINUNICODE => {
+                    let len = if opcode == op::BINUNICODE {
+                        u32::from_le_bytes(self.take_array()?) as usize
+                    } else {
+                        usize::from(self.take_array::<1>()?[0])
+                    };
+                    if len > MAX_STRING_BYTES {
+                        return Err(Error::LimitExceeded {
+                            what: "pickle string length",
+                            found: len as u64,
+                            limit: MAX_STRING_BYTES as u64,
+                        });
+                    }
+                    let bad_utf8 = self.malformed("string is not utf-8");
+                    let s = std::str::from_utf8(self.take(len)?).map_err(|_| bad_utf8)?;
+                    let s = Object::Str(Rc::from(s));
+                    self.push(s)?;
+                }
+                op::EMPTY_TUPLE => {
+                    let t = self.nested(NestedKind::Tuple(Vec::new()))?;
+                    self.push(t)?;
+                }
+                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                    let len = usize::from(opcode - op::TUPLE1) + 1;
+                    let mut items = (0..len).map(|_| self.pop()).collect::<Result<Vec<_>>>()?;
+                    items.reverse();
+                    let t = self.nested(NestedKind::Tuple(items))?;
+                    self.push(t)?;
+                }
+                op::TUPLE => {
+                    let items = self.pop_mark()?;
+                    let t = self.nested(NestedKind::Tuple(items))?;
+                    self.push(t)?;
+                }
+                op::EMPTY_LIST => {
+                    let l = self.nested(NestedKind::List(Vec::new()))?;
+                    self.push(l)?;
+                }
+                op::EMPTY_DICT => {
+                    let d = self.nested(NestedKind::Dict(Vec::new()))?;
+                    self.push(d)?;
+                }
+                op::APPEND => {
+                    let item = self.pop()?;
+                    self.extend_top(item.depth(), |kind| match kind {
+                        NestedKind::List(items) => {
+                            items.push(item);
+                            Ok(())
+                        }
+                        _ => Err("APPEND target is not a list"),
+                    })?;
+                }
+                op::APPENDS => {
+                    let new = self.pop_mark()?;
+                    self.extend_top(max_depth(&new), |kind| match kind {
+                        NestedKind::List(items) => {
+                            items.extend(new);
+                            Ok(())
+                        }
+                        _ => Err("APPENDS target is not a list"),
+                    })?;
+                }
+                op::SETITEM => {
+                    let value = self.pop()?;
+                    let key = self.pop()?;
+                    self.extend_top(key.depth().max(value.depth()), |kind| match kind {
+                        NestedKind::Dict(items) => {
+                            items.push((key, value));
+                            Ok(())
+                        }
+                        _ => Err("SETITEM target is not a dict"),
+                    })?;
+                }
+                op::SETITEMS => {
+                    let flat = self.pop_mark()?;
+                    if flat.len() % 2 != 0 {
+                        return Err(self.malformed("SETITEMS with an odd number of values"));
+                    }
+                    let depth = max_depth(&flat);
+                    let mut flat = flat.into_iter();
+                    let pairs = std::iter::from_fn(move || Some((flat.next()?, flat.next()?)));
+                    self.extend_top(depth, |kind| match kind {
+                        NestedKind::Dict(items) => {
+                            items.extend(pairs);
+                            Ok(())
+                        }
+                        _ => Err("SETITEMS target is not a dict"),
+                    })?;
+                }
+                op::BINPUT => {
+                    let [index] = self.take_array::<1>()?;
+                    self.memo_put(u32::from(index))?;
+                }
+                op::LONG_BINPUT => {
+                    let index = u32::from_le_bytes(self.take_array()?);
+                    self.memo_put(index)?;
+                }
+                op::BINGET => {
+                    let [index] = self.take_array::<1>()?;
+                    self.memo_get(u32::from(index))?;
+                }
+                op::LONG_BINGET => {
+                    let index = u32::from_le_bytes(self.take_array()?);
+                    self.memo_get(index)?;
+                }
+                _ => {
+                    return Err(Error::ForbiddenOpcode {
+                        opcode,
+                        offset: self.op_start,
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn max_depth(objects: &[Object]) -> usize {
+    objects.iter().map(Object::depth).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(pickle: &[u8]) -> Error {
+        read(pickle).expect_err("hostile pickle must be refused")
+    }
+
+    #[test]
+    fn globals_outside_the_allowlist_are_refused_by_name() {
+        let e = err(b"\x80\x02cos\nsystem\nq\x00.");
+        assert_eq!(
+            e.to_string(),
+            "pickle global `os.system` at offset 2 is not allowed"
+        );
+    }
+
+    #[test]
+    fn opcodes_outside_the_subset_are_refused() {
+        // INST would import and call; weights_only refuses it too.
+        assert!(matches!(
+            err(b"\x80\x02(ios\nsystem\n."),
+            Error::ForbiddenOpcode {
+                opcode: b'i',
+                offset: 3
+            }
+        ));
+    }
+
+    #[test]
+    fn protocols_above_two_are_refused() {
+        assert!(matches!(
+            err(b"\x80\x05N."),
+            Error::MalformedPickle {
+                reason: "protocol above 2",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn stack_underflow_is_reported() {
+        assert!(matches!(
+            err(b"\x80\x02R."),
+            Error::MalformedPickle {
+                reason: "stack underflow",
+                offset: 2
+            }
+        ));
+    }
+
+    #[test]
+    fn pops_may_not_cross_a_mark() {
+        assert!(matches!(
+            err(b"\x80\x02N(\x85."),
+            Error::MalformedPickle {
+                reason: "pop across a MARK",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unset_memo_slots_are_reported() {
+        assert!(matches!(
+            err(b"\x80\x02h\x05."),
+            Error::MalformedPickle {
+                reason: "memo fetch of an unset slot",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn mutable_containers_are_not_fetched_from_the_memo() {
+        assert!(matches!(
+            err(b"\x80\x02}q\x00h\x00."),
+            Error::MalformedPickle {
+                reason: "memo fetch of a mutable container",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_missing_stop_is_truncation() {
+        assert!(matches!(err(b"\x80\x02N"), Error::Truncated { .. }));
+    }
+
+    #[test]
+    fn short_arguments_are_truncation() {
+        assert!(matches!(
+            err(b"\x80\x02X\xff\x00\x00\x00abc"),
+            Error::Truncated {
+                what: "pickle argument"
+            }
+        ));
+    }
+
+    #[test]
+    fn huge_strings_are_refused_before_reading() {
+        assert!(matches!(
+            err(b"\x80\x02X\xff\xff\xff\x7f"),
+            Error::LimitExceeded {
+                what: "pickle string length",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut pickle = b"\x80\x02)".to_vec();
+        pickle.extend(std::iter::repeat_n(op::TUPLE1, MAX_NESTING + 1));
+        pickle.push(op::STOP);
+        assert!(matches!(
+            err(&pickle),
+            Error::LimitExceeded {
+                what: "pickle nesting depth",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn huge_memo_indices_are_refused() {
+        assert!(matches!(
+            err(b"\x80\x02Nr\xff\xff\xff\xff."),
+            Error::LimitExceeded {
+                what: "pickle memo index",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn leftover_values_are_reported() {
+        assert!(matches!(
+            err(b"\x80\x02NN."),
+            Error::MalformedPickle {
+                reason: "values left on the stack at STOP",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn ordered_dict_calls_become_dicts_and_other_calls_stay_passive() {
+        let object = read(b"\x80\x02ccollections\nOrderedDict\n)R(K\x01K\x02u.").unwrap();
+        assert!(matches!(
+            object.as_dict(),
+            Some([(Object::Int(1), Object::Int(2))])
+        ));
+        let call = read(b"\x80\x02ctorch._utils\n_rebuild_parameter\nK\x01\x85R.").unwrap();
+        assert!(matches!(call.kind(), Some(NestedKind::Call { .. })));
+    }
+
+    #[test]
+    fn long1_decodes_negative_and_wide_ints() {
+        let object = read(b"\x80\x02\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80.").unwrap();
+        assert_eq!(object.as_int(), Some(i64::MIN));
+        assert!(matches!(
+            err(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00."),
+            Error::MalformedPickle { .. }
+        ));
+    }
+}

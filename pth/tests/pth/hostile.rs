@@ -1,0 +1,82 @@
+//! Truncated and corrupted files give errors, never panics.
+
+use vggq_pth::{read_pth, Error};
+
+use crate::util::reference_bytes;
+
+#[test]
+fn every_truncation_is_an_error() {
+    let bytes = reference_bytes("tiny_static_int8_fx");
+    for len in (0..bytes.len()).step_by(7) {
+        assert!(read_pth(&bytes[..len]).is_err(), "truncated to {len} bytes");
+    }
+}
+
+#[test]
+fn corrupted_bytes_never_panic() {
+    let original = reference_bytes("tiny_qat_int8_fx");
+    for position in (0..original.len()).step_by(13) {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bytes = original.clone();
+            bytes[position] ^= flip;
+            // Most flips are errors (CRC, signatures); some hit padding and are harmless. None may panic.
+            let _ = read_pth(&bytes);
+        }
+    }
+}
+
+#[test]
+fn a_flipped_storage_byte_fails_the_crc() {
+    let mut bytes = reference_bytes("tiny_fp32");
+    // data/0 of tiny_fp32 starts at 7574 + 30 + name + extra, on a 64-byte boundary.
+    let data_start = (7574 + 30 + "tiny_fp32/data/0".len() + 4).next_multiple_of(64);
+    bytes[data_start] ^= 1;
+    assert!(
+        matches!(read_pth(&bytes), Err(Error::CrcMismatch { entry }) if entry == "tiny_fp32/data/0")
+    );
+}
+
+#[test]
+fn a_missing_end_record_is_reported() {
+    let mut bytes = reference_bytes("tiny_fp32");
+    let end = bytes.len() - 22;
+    bytes[end] = b'X';
+    assert!(matches!(
+        read_pth(&bytes),
+        Err(Error::BadSignature {
+            what: "end of central directory",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_compressed_entry_is_refused() {
+    let mut bytes = reference_bytes("tiny_fp32");
+    let directory = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    bytes[directory + 10] = 8; // method: deflate
+    let err = read_pth(&bytes).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "zip entry `tiny_fp32/data.pkl` is unsupported: compressed; only stored entries are read"
+    );
+}
+
+#[test]
+fn a_missing_record_is_named() {
+    let bytes = reference_bytes("tiny_fp32");
+    let renamed = replace_all(&bytes, b"tiny_fp32/byteorder", b"tiny_fp32/byteorde_");
+    assert!(
+        matches!(read_pth(&renamed), Err(Error::MissingEntry { entry }) if entry == "tiny_fp32/byteorder")
+    );
+}
+
+fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = haystack.to_vec();
+    let mut i = 0;
+    while let Some(p) = out[i..].windows(from.len()).position(|w| w == from) {
+        out[i + p..i + p + to.len()].copy_from_slice(to);
+        i += p + 1;
+    }
+    out
+}
