@@ -12,7 +12,7 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::data::Batch;
+use crate::data::{Batch, BatchLoader};
 use crate::model::Vgg;
 
 /// The optimisation recipe.
@@ -115,15 +115,15 @@ fn progress_bar(len: usize, prefix: String) -> ProgressBar {
 /// Loss and accuracy of the evaluation model (no dropout, running BN statistics) over `batches`.
 pub fn evaluate<B: Backend>(
     model: &Vgg<B>,
-    batches: impl Iterator<Item = Batch>,
-    batch_count: usize,
+    batches: &BatchLoader,
     device: &B::Device,
     label: &str,
 ) -> Score {
     let loss_fn = CrossEntropyLoss::new(None, device);
-    let bar = progress_bar(batch_count, label.to_string());
+    let bar = progress_bar(batches.batch_count(), label.to_string());
     let mut sum = ScoreSum::default();
-    for batch in batches {
+    // Evaluation batches are neither shuffled nor flipped: every epoch number gives the same ones.
+    for batch in batches.epoch(0) {
         let (images, labels) = batch_tensors::<B>(&batch, device);
         let logits = model.forward(images);
         let loss: f64 = loss_fn.forward(logits.clone(), labels.clone()).into_scalar().elem();
@@ -134,20 +134,11 @@ pub fn evaluate<B: Backend>(
     sum.score()
 }
 
-/// Where the batches of each epoch come from.
-pub trait EpochBatches {
-    /// Training batches of `epoch` (shuffled and augmented as that epoch's seed says).
-    fn train(&self, epoch: usize) -> Box<dyn Iterator<Item = Batch> + '_>;
-    fn train_batch_count(&self) -> usize;
-    /// Validation batches, in order, without augmentation.
-    fn val(&self) -> Box<dyn Iterator<Item = Batch> + '_>;
-    fn val_batch_count(&self) -> usize;
-}
-
 /// Trains `model` for `config.epochs`, printing a bar per epoch and a summary line after each.
 pub fn train<B: AutodiffBackend>(
     mut model: Vgg<B>,
-    data: &impl EpochBatches,
+    train_batches: &BatchLoader,
+    val_batches: &BatchLoader,
     config: &TrainConfig,
     device: &B::Device,
 ) -> (Vgg<B>, Vec<EpochReport>) {
@@ -155,10 +146,10 @@ pub fn train<B: AutodiffBackend>(
     let loss_fn = CrossEntropyLoss::new(None, device);
     let mut reports = Vec::with_capacity(config.epochs);
     for epoch in 1..=config.epochs {
-        let bar = progress_bar(data.train_batch_count(), format!("epoch {epoch}/{}", config.epochs));
+        let bar = progress_bar(train_batches.batch_count(), format!("epoch {epoch}/{}", config.epochs));
         let started = Instant::now();
         let mut sum = ScoreSum::default();
-        for batch in data.train(epoch) {
+        for batch in train_batches.epoch(epoch as u64) {
             let (images, labels) = batch_tensors::<B>(&batch, device);
             let logits = model.forward(images);
             let loss = loss_fn.forward(logits.clone(), labels.clone());
@@ -172,7 +163,7 @@ pub fn train<B: AutodiffBackend>(
         let train_seconds = started.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let train = sum.score();
-        let val = evaluate(&model.valid(), data.val(), data.val_batch_count(), device, "validation");
+        let val = evaluate(&model.valid(), val_batches, device, "validation");
         let report = EpochReport { epoch, train, val, train_images_per_sec: train.images as f64 / train_seconds };
         println!("{report}");
         reports.push(report);

@@ -1,6 +1,7 @@
 //! Subcommands of the `vggq` binary. Errors meet `anyhow` here, at the edge.
 
 mod bench_train;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -14,6 +15,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Fine-tune VGG11-BN on CIFAR-10 and save the FP32 model and a training report under `--out`.
+    Train(train::Args),
     /// Training and evaluation images/s on random data, measured as `torch_train_bench.py` measures PyTorch.
     BenchTrain(bench_train::Args),
 }
@@ -21,6 +24,7 @@ enum Command {
 impl Cli {
     pub fn run(self) -> Result<()> {
         match self.command {
+            Command::Train(args) => train::run(args),
             Command::BenchTrain(args) => bench_train::run(args),
         }
     }

@@ -1,0 +1,162 @@
+//! `vggq train`: data -> model -> fine-tuning, into `<out>/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::module::{AutodiffModule, Module};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+use vggq::backend::{self, Backend, DeviceRequest};
+use vggq::data::{self, BatchLoader, DataSource, LoaderConfig, Split};
+use vggq::model::{load_features, VGG11_BN_IMAGENET1K_V1};
+use vggq::profile::{Init, Profile, ProfileName};
+use vggq::train::{evaluate, train, EpochReport, Score};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The recipe: `full` (the seed's) or `smoke` (minutes on 2 CPU cores).
+    #[arg(long, value_enum, default_value = "full")]
+    profile: ProfileName,
+    /// `auto` picks CUDA when libcuda, NVRTC and the CUDA headers are found, else the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceRequest,
+    /// Overrides the profile's initialisation.
+    #[arg(long, value_enum)]
+    init: Option<Init>,
+    /// Overrides the profile's number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// CIFAR-10 on disk: the official binary archive (`cifar-10-binary.tar.gz`) or its extracted folder, or
+    /// an ImageFolder tree (`train/<class>/*`, `test/<class>/*`) as a folder or `.tar.gz`. Without it the
+    /// official archive is downloaded (and verified) into the cache. Also read from `$VGGQ_DATA`.
+    #[arg(long, env = "VGGQ_DATA")]
+    data: Option<PathBuf>,
+    /// torchvision's `vgg11_bn-6002323d.pth` on disk; without it, it is downloaded (and verified) into
+    /// the cache when the init is `pretrained`. Also read from `$VGGQ_WEIGHTS`.
+    #[arg(long, env = "VGGQ_WEIGHTS")]
+    weights: Option<PathBuf>,
+    /// Output folder; default `artifacts/<profile>`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// What `train_report.json` records.
+#[derive(Serialize)]
+struct TrainReport<'a> {
+    profile: &'a Profile,
+    backend: Backend,
+    dataset: String,
+    epochs: Vec<EpochReport>,
+    test: Score,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut profile = Profile::named(args.profile);
+    profile.init = args.init.unwrap_or(profile.init);
+    profile.train.epochs = args.epochs.unwrap_or(profile.train.epochs);
+    println!("profile:\n{}", profile.to_json());
+    let selection = backend::select(args.device)?;
+    println!("{}", selection.reason);
+    let out = args.out.unwrap_or_else(|| Path::new("artifacts").join(&profile.name));
+    let data_source = match args.data {
+        Some(path) => DataSource::Local { path },
+        None => DataSource::Download { cache_dir: vggq::cache_dir() },
+    };
+    let weights = match profile.init {
+        Init::Pretrained => Some(pretrained_weights(args.weights)?),
+        Init::Random => None,
+    };
+    let run = Run { profile: &profile, data_source, weights, out, backend: selection.backend };
+    match selection.backend {
+        Backend::Cpu => run.execute::<backend::CpuBackend>(&Default::default()),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => run.execute::<backend::CudaBackend>(&Default::default()),
+        #[cfg(not(feature = "cuda"))]
+        Backend::Cuda => unreachable!("backend::select never picks CUDA without the cuda feature"),
+    }
+}
+
+/// The given checkpoint, or torchvision's downloaded into the cache.
+fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path);
+    }
+    let weights = VGG11_BN_IMAGENET1K_V1;
+    let path = vggq::cache_dir().join(weights.file_name);
+    data::download_verified(weights.url, &path, &weights.expected)
+        .with_context(|| format!("fetching torchvision's weights (or pass --weights {})", weights.file_name))?;
+    Ok(path)
+}
+
+struct Run<'a> {
+    profile: &'a Profile,
+    data_source: DataSource,
+    weights: Option<PathBuf>,
+    out: PathBuf,
+    backend: Backend,
+}
+
+impl Run<'_> {
+    fn execute<B: AutodiffBackend>(self, device: &B::Device) -> Result<()> {
+        let profile = self.profile;
+        println!("data: {}", self.data_source);
+        let cifar = data::load(&self.data_source)?;
+        println!("dataset: {}", cifar.fingerprint);
+
+        let split = Split::new(cifar.train.len(), profile.data.split_seed);
+        let split = match (profile.data.train_images, profile.data.val_images) {
+            (None, None) => split,
+            (train, val) => {
+                let total = train.unwrap_or(split.train.len()) + val.unwrap_or(split.val.len());
+                split.subset(total, profile.data.split_seed)?
+            }
+        };
+        let side = profile.model.input_size;
+        let batch_size = profile.train.batch_size;
+        let loader = |images, config: LoaderConfig| BatchLoader::new(images, LoaderConfig { batch_size, ..config });
+        let train_batches = loader(cifar.train.select(&split.train), LoaderConfig::train(side, profile.train.seed))?;
+        let val_batches = loader(cifar.train.select(&split.val), LoaderConfig::eval(side))?;
+        let test_batches = loader(cifar.test, LoaderConfig::eval(side))?;
+        println!("images: train {} | val {} | test {}", train_batches.len(), val_batches.len(), test_batches.len());
+
+        B::seed(device, profile.train.seed);
+        let mut model = profile.model.init::<B>(device);
+        if let Some(weights) = &self.weights {
+            model = load_features(model, &profile.model, weights)?;
+            println!("features initialised from {}", weights.display());
+        }
+        let (model, epochs) = train(model, &train_batches, &val_batches, &profile.train, device);
+        let test = evaluate(&model.valid(), &test_batches, device, "test");
+        println!("test: loss {:.4} acc {:.2} % ({} images)", test.loss, test.accuracy, test.images);
+
+        std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
+        save_model(model, &self.out.join("model_fp32"))?;
+        let report = TrainReport {
+            profile,
+            backend: self.backend,
+            dataset: cifar.fingerprint.to_string(),
+            epochs,
+            test,
+        };
+        let report_path = self.out.join("train_report.json");
+        vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
+            .with_context(|| format!("writing {}", report_path.display()))?;
+        println!("wrote {}", self.out.display());
+        Ok(())
+    }
+}
+
+/// The trained FP32 model as a Burn record (`<stem>.mpk`), renamed into place once complete. Burn's
+/// recorder picks the extension itself, so the partial file gets a folder of its own.
+fn save_model<B: AutodiffBackend>(model: vggq::model::Vgg<B>, stem: &Path) -> Result<()> {
+    let target = stem.with_extension("mpk");
+    let folder = target.parent().unwrap_or(Path::new("."));
+    let staging = tempfile::tempdir_in(folder)?;
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let partial = staging.path().join("model");
+    model.valid().save_file(&partial, &recorder).with_context(|| format!("saving {}", target.display()))?;
+    std::fs::rename(partial.with_extension("mpk"), &target)
+        .with_context(|| format!("moving {} into place", target.display()))?;
+    Ok(())
+}
