@@ -15,17 +15,15 @@ pub enum Init {
     Random,
 }
 
-/// Which images of CIFAR-10 a run uses.
+/// Which images of CIFAR-10 a run uses. The 50,000 training images are always split 8:2 into train and
+/// validation (40,000 / 10,000), as the seed does; the 10,000 test images are for evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataConfig {
-    /// Share of the 50,000 training images held out for validation (the seed: 0.2, i.e. 40,000 / 10,000).
-    pub val_fraction: f64,
     /// Seed of the train/val split and of the subset below.
     pub split_seed: u64,
-    /// Use only this many training images (`None`: the whole training split).
-    pub train_images: Option<usize>,
-    /// Use only this many validation images (`None`: the whole validation split).
-    pub val_images: Option<usize>,
+    /// Use only this many of the split's images, train and val in the split's 8:2 proportions
+    /// (`None`: all 50,000).
+    pub subset: Option<usize>,
 }
 
 /// A named, complete recipe.
@@ -60,7 +58,7 @@ impl Profile {
         Self {
             name: "full".into(),
             init: Init::Pretrained,
-            data: DataConfig { val_fraction: 0.2, split_seed: 0, train_images: None, val_images: None },
+            data: DataConfig { split_seed: 0, subset: None },
             model: VggConfig::seed(),
             train: TrainConfig::seed(),
         }
@@ -70,7 +68,7 @@ impl Profile {
         Self {
             name: "smoke".into(),
             init: Init::Random,
-            data: DataConfig { train_images: Some(8_000), val_images: Some(2_000), ..Self::full().data },
+            data: DataConfig { subset: Some(10_000), ..Self::full().data },
             model: VggConfig::for_input(4, 32, 512, 10),
             train: TrainConfig { epochs: 2, ..TrainConfig::seed() },
         }

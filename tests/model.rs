@@ -7,16 +7,12 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use vggq::model::{load_features, ModelError, VggConfig};
 
+mod util;
+
 type B = Flex;
 
-fn shared_dir() -> PathBuf {
-    std::env::var_os("VGGQ_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
 fn fixture(name: &str) -> PathBuf {
-    shared_dir().join("fixtures/torchvision").join(name)
+    util::shared_dir().join("fixtures/torchvision").join(name)
 }
 
 /// The fixture's model: torchvision's VGG11-BN at width 1/16 with its ImageNet head (7x7 pool, 1000 classes).

@@ -8,10 +8,11 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use vggq::backend::{self, Backend, DeviceRequest};
-use vggq::data::{self, BatchLoader, DataSource, LoaderConfig, Split};
-use vggq::model::{load_features, VGG11_BN_IMAGENET1K_V1};
+use vggq::data::{self, DataSource};
+use vggq::model::VGG11_BN_IMAGENET1K_V1;
+use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
 use vggq::profile::{Init, Profile, ProfileName};
-use vggq::train::{evaluate, train, EpochReport, Score};
+use vggq::train::{EpochReport, Score};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -102,32 +103,15 @@ impl Run<'_> {
         let profile = self.profile;
         println!("data: {}", self.data_source);
         let cifar = data::load(&self.data_source)?;
-        println!("dataset: {}", cifar.fingerprint);
+        let dataset = cifar.fingerprint.to_string();
+        println!("dataset: {dataset}");
 
-        let split = Split::new(cifar.train.len(), profile.data.split_seed);
-        let split = match (profile.data.train_images, profile.data.val_images) {
-            (None, None) => split,
-            (train, val) => {
-                let total = train.unwrap_or(split.train.len()) + val.unwrap_or(split.val.len());
-                split.subset(total, profile.data.split_seed)?
-            }
-        };
-        let side = profile.model.input_size;
-        let batch_size = profile.train.batch_size;
-        let loader = |images, config: LoaderConfig| BatchLoader::new(images, LoaderConfig { batch_size, ..config });
-        let train_batches = loader(cifar.train.select(&split.train), LoaderConfig::train(side, profile.train.seed))?;
-        let val_batches = loader(cifar.train.select(&split.val), LoaderConfig::eval(side))?;
-        let test_batches = loader(cifar.test, LoaderConfig::eval(side))?;
-        println!("images: train {} | val {} | test {}", train_batches.len(), val_batches.len(), test_batches.len());
-
-        B::seed(device, profile.train.seed);
-        let mut model = profile.model.init::<B>(device);
+        let data = RunData::new(cifar, profile)?;
+        println!("images: train {} | val {} | test {}", data.train.len(), data.val.len(), data.test.len());
         if let Some(weights) = &self.weights {
-            model = load_features(model, &profile.model, weights)?;
             println!("features initialised from {}", weights.display());
         }
-        let (model, epochs) = train(model, &train_batches, &val_batches, &profile.train, device);
-        let test = evaluate(&model.valid(), &test_batches, device, "test");
+        let TrainedFp32 { model, epochs, test } = train_fp32::<B>(profile, &data, self.weights.as_deref(), device)?;
         println!("test: loss {:.4} acc {:.2} % ({} images)", test.loss, test.accuracy, test.images);
 
         std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
@@ -135,7 +119,7 @@ impl Run<'_> {
         let report = TrainReport {
             profile,
             backend: self.backend,
-            dataset: cifar.fingerprint.to_string(),
+            dataset,
             epochs,
             test,
         };

@@ -14,15 +14,13 @@ pub struct Args {
     /// `pretrained` or `random`; defaults to the profile's.
     #[arg(long)]
     init: Option<String>,
-    /// CIFAR-10 source: an archive or folder (official binary or ImageFolder layout). Default: download.
+    /// CIFAR-10 on disk: an archive or folder (official binary or ImageFolder layout). Default: download
+    /// the official archive into the cache.
     #[arg(long)]
     data: Option<String>,
     /// Output folder (default `artifacts/<profile>`).
     #[arg(long)]
     out: Option<String>,
-    /// Redo every step even when its outputs are up to date.
-    #[arg(long)]
-    force: bool,
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
@@ -32,9 +30,6 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         if let Some(value) = value {
             train_args.extend([flag.to_string(), value]);
         }
-    }
-    if args.force {
-        train_args.push("--force".into());
     }
     cmd!(sh, "cargo run --release {features...} --bin vggq -- train {train_args...}").run()?;
     Ok(())

@@ -6,6 +6,7 @@
 
 mod all;
 mod bench;
+mod inspect;
 mod python;
 mod test;
 
@@ -31,6 +32,8 @@ enum Command {
     Setup,
     /// Benchmarks, each beside its baseline on the same machine.
     Bench(bench::Args),
+    /// List what a `.pth` file holds, as PyTorch sees it, without executing anything in it.
+    Inspect(inspect::Args),
 }
 
 fn main() -> Result<()> {
@@ -42,6 +45,7 @@ fn main() -> Result<()> {
         Command::Test(args) => test::run(&sh, args),
         Command::Setup => python::ensure_venv(&sh).map(|python| println!("python venv: {}", python.display())),
         Command::Bench(args) => bench::run(&sh, args),
+        Command::Inspect(args) => inspect::run(args),
     }
 }
 
