@@ -1,5 +1,6 @@
 //! Subcommands of the `vggq` binary. Errors meet `anyhow` here, at the edge.
 
+mod bench_loader;
 mod bench_train;
 mod train;
 
@@ -19,6 +20,8 @@ enum Command {
     Train(train::Args),
     /// Training and evaluation images/s on random data, measured as `torch_train_bench.py` measures PyTorch.
     BenchTrain(bench_train::Args),
+    /// Training images/s the data loader delivers (decode, resize, flip, normalise, batch).
+    BenchLoader(bench_loader::Args),
 }
 
 impl Cli {
@@ -26,6 +29,7 @@ impl Cli {
         match self.command {
             Command::Train(args) => train::run(args),
             Command::BenchTrain(args) => bench_train::run(args),
+            Command::BenchLoader(args) => bench_loader::run(args),
         }
     }
 }

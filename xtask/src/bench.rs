@@ -15,6 +15,8 @@ pub struct Args {
 enum Bench {
     /// Training steps and eval forward passes per second, vggq (Burn) vs `torch_train_bench.py`.
     Train(TrainShapes),
+    /// Images per second the data loader prepares at 128 px from the JPEG copy in ../shared.
+    Loader,
 }
 
 /// The model and batch shapes to measure; the defaults are the smoke profile's.
@@ -37,12 +39,22 @@ struct TrainShapes {
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    let Bench::Train(shapes) = args.what;
+    let features = crate::cuda_feature_flags();
+    cmd!(sh, "cargo build --release {features...} --bin vggq").run()?;
+    match args.what {
+        Bench::Train(shapes) => train(sh, shapes),
+        Bench::Loader => {
+            let data = shared_dir().join("data/cifar10-jpeg.tar.gz");
+            cmd!(sh, "target/release/vggq bench-loader --data {data}").run()?;
+            Ok(())
+        }
+    }
+}
+
+fn train(sh: &Shell, shapes: TrainShapes) -> Result<()> {
     let TrainShapes { size, width_div, hidden, batch, seconds, device } = shapes;
     let (size, width_div, hidden, batch, seconds) =
         (size.to_string(), width_div.to_string(), hidden.to_string(), batch.to_string(), seconds.to_string());
-    let features = crate::cuda_feature_flags();
-    cmd!(sh, "cargo build --release {features...} --bin vggq").run()?;
     cmd!(sh, "target/release/vggq bench-train --device {device} --size {size} --width-div {width_div} --hidden {hidden} --batch {batch} --seconds {seconds}")
         .run()?;
     let python = python::ensure_venv(sh)?;
