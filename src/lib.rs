@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod backend;
 pub mod data;
 pub mod model;
+pub mod package;
 pub mod pipeline;
 pub mod profile;
 pub mod train;

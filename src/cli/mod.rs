@@ -3,6 +3,7 @@
 mod bench_loader;
 mod bench_train;
 mod train;
+mod verify;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -22,6 +23,8 @@ enum Command {
     BenchTrain(bench_train::Args),
     /// Training images/s the data loader delivers (decode, resize, flip, normalise, batch).
     BenchLoader(bench_loader::Args),
+    /// Re-hash an artifact package against its `manifest.json`; fails on any missing, extra or changed file.
+    Verify(verify::Args),
 }
 
 impl Cli {
@@ -30,6 +33,7 @@ impl Cli {
             Command::Train(args) => train::run(args),
             Command::BenchTrain(args) => bench_train::run(args),
             Command::BenchLoader(args) => bench_loader::run(args),
+            Command::Verify(args) => verify::run(args),
         }
     }
 }

@@ -9,6 +9,7 @@ mod bench;
 mod inspect;
 mod python;
 mod test;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -32,6 +33,8 @@ enum Command {
     Setup,
     /// Benchmarks, each beside its baseline on the same machine.
     Bench(bench::Args),
+    /// Re-hash an artifact package against its manifest; fails on any missing, extra or changed file.
+    Verify(verify::Args),
     /// List what a `.pth` file holds, as PyTorch sees it, without executing anything in it.
     Inspect(inspect::Args),
 }
@@ -46,6 +49,7 @@ fn main() -> Result<()> {
         Command::Setup => python::ensure_venv(&sh).map(|python| println!("python venv: {}", python.display())),
         Command::Bench(args) => bench::run(&sh, args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Verify(args) => verify::run(&sh, args),
     }
 }
 

@@ -1,0 +1,178 @@
+//! The artifact package of a run: `SHA256SUMS` (what `sha256sum -c` reads) and `manifest.json` (what each
+//! file is and where the run came from), and [`verify`], which re-hashes a package against its manifest.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{file_digest, DataError, DigestAlgorithm};
+
+/// The checksum list, in `sha256sum`'s format.
+pub const CHECKSUMS_FILE: &str = "SHA256SUMS";
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// A file of the package as its producer describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRole {
+    /// File name inside the package folder.
+    pub name: String,
+    /// Which model it holds (`fp32`, `dynamic_int8`, ...) or what else it is (`metrics`, `report`).
+    pub variant: String,
+    /// `pth`, `onnx`, `json`, `markdown`, `svg`, `burn-record`.
+    pub format: String,
+    /// What it was made from (another file of the package, or a pipeline step).
+    pub source: String,
+}
+
+/// A file of the package with its size and digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackagedFile {
+    #[serde(flatten)]
+    pub role: FileRole,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Where a package came from: enough to reproduce it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub git_commit: String,
+    pub git_dirty: bool,
+    pub rustc: String,
+    pub burn: String,
+    pub ort: String,
+    pub onnxruntime: String,
+    pub device: String,
+    pub execution_providers: Vec<String>,
+    pub seed: u64,
+    pub dataset: String,
+    pub dataset_sha256: String,
+    /// The full profile, as printed at the start of the run.
+    pub config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub files: Vec<PackagedFile>,
+    pub provenance: Provenance,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    /// A file could not be read or hashed.
+    #[error(transparent)]
+    Digest(#[from] DataError),
+    /// The package folder or one of its own files could not be read or written.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// `manifest.json` is not a manifest.
+    #[error("{path} is not a valid manifest: {source}")]
+    Manifest { path: PathBuf, source: serde_json::Error },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
+    move |source| PackageError::Io { path: path.to_path_buf(), source }
+}
+
+/// Hashes the files named in `roles` (inside `dir`) and writes `manifest.json`, then `SHA256SUMS` over
+/// them and the manifest, each atomically.
+pub fn write(dir: &Path, roles: Vec<FileRole>, provenance: Provenance) -> Result<Manifest, PackageError> {
+    let mut files = roles
+        .into_iter()
+        .map(|role| {
+            let digest = file_digest(&dir.join(&role.name), DigestAlgorithm::Sha256)?;
+            Ok(PackagedFile { role, bytes: digest.length, sha256: digest.hex })
+        })
+        .collect::<Result<Vec<_>, PackageError>>()?;
+    files.sort_by(|a, b| a.role.name.cmp(&b.role.name));
+    let manifest = Manifest { files, provenance };
+
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let json = serde_json::to_string_pretty(&manifest).expect("a manifest is plain data") + "\n";
+    crate::atomic::write(&manifest_path, json.as_bytes()).map_err(io_error(&manifest_path))?;
+
+    let manifest_digest = file_digest(&manifest_path, DigestAlgorithm::Sha256)?;
+    let mut lines: Vec<(String, String)> =
+        manifest.files.iter().map(|f| (f.role.name.clone(), f.sha256.clone())).collect();
+    lines.push((MANIFEST_FILE.to_string(), manifest_digest.hex));
+    lines.sort();
+    let sums: String = lines.iter().map(|(name, hex)| format!("{hex}  {name}\n")).collect();
+    let sums_path = dir.join(CHECKSUMS_FILE);
+    crate::atomic::write(&sums_path, sums.as_bytes()).map_err(io_error(&sums_path))?;
+    Ok(manifest)
+}
+
+/// What [`verify`] found wrong; empty when the package is intact.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Discrepancies {
+    /// In the manifest, not in the folder.
+    pub missing: Vec<String>,
+    /// In the folder, not in the manifest.
+    pub extra: Vec<String>,
+    /// Present, but with other bytes than the manifest records (name, expected, actual SHA-256).
+    pub changed: Vec<(String, String, String)>,
+}
+
+impl Discrepancies {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl std::fmt::Display for Discrepancies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for name in &self.missing {
+            writeln!(f, "missing: {name}")?;
+        }
+        for name in &self.extra {
+            writeln!(f, "extra: {name}")?;
+        }
+        for (name, expected, actual) in &self.changed {
+            writeln!(f, "changed: {name} (manifest {expected}, file {actual})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Re-hashes every file of the package in `dir` against its `manifest.json` (and the manifest against
+/// `SHA256SUMS`), and lists files the manifest does not know.
+pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&manifest_path).map_err(io_error(&manifest_path))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|source| PackageError::Manifest { path: manifest_path.clone(), source })?;
+
+    let mut expected: Vec<(String, String)> =
+        manifest.files.iter().map(|f| (f.role.name.clone(), f.sha256.clone())).collect();
+    let sums_path = dir.join(CHECKSUMS_FILE);
+    let sums = std::fs::read_to_string(&sums_path).map_err(io_error(&sums_path))?;
+    if let Some((hex, _)) = sums.lines().filter_map(|line| line.split_once("  ")).find(|(_, name)| *name == MANIFEST_FILE) {
+        expected.push((MANIFEST_FILE.to_string(), hex.to_string()));
+    }
+
+    let mut found = Discrepancies::default();
+    for (name, sha256) in &expected {
+        let path = dir.join(name);
+        if !path.is_file() {
+            found.missing.push(name.clone());
+            continue;
+        }
+        let actual = file_digest(&path, DigestAlgorithm::Sha256)?.hex;
+        if &actual != sha256 {
+            found.changed.push((name.clone(), sha256.clone(), actual));
+        }
+    }
+    let known: BTreeSet<&str> =
+        expected.iter().map(|(name, _)| name.as_str()).chain([CHECKSUMS_FILE]).collect();
+    let mut entries: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| !known.contains(name.as_str()))
+        .collect();
+    entries.sort();
+    found.extra = entries;
+    Ok(found)
+}

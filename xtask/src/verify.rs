@@ -1,0 +1,19 @@
+//! `cargo xtask verify [DIR]`: re-hash an artifact package against its manifest (exit code != 0 on any
+//! missing, extra or changed file).
+
+use anyhow::Result;
+use xshell::{cmd, Shell};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The package folder.
+    #[arg(default_value = "artifacts/full")]
+    dir: String,
+}
+
+pub fn run(sh: &Shell, args: Args) -> Result<()> {
+    let features = crate::cuda_feature_flags();
+    let dir = args.dir;
+    cmd!(sh, "cargo run --release --quiet {features...} --bin vggq -- verify {dir}").run()?;
+    Ok(())
+}
