@@ -12,6 +12,7 @@ use vggq::data::{self, DataSource};
 use vggq::model::VGG11_BN_IMAGENET1K_V1;
 use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
 use vggq::profile::{Init, Profile, ProfileName};
+use vggq::steps::Step;
 use vggq::train::{EpochReport, Score};
 
 #[derive(clap::Args)]
@@ -40,6 +41,9 @@ pub struct Args {
     /// Output folder; default `artifacts/<profile>`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Train even when the outputs of an identical earlier run are in place.
+    #[arg(long)]
+    force: bool,
 }
 
 /// What `train_report.json` records.
@@ -60,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
     let selection = backend::select(args.device)?;
     println!("{}", selection.reason);
     let out = args.out.unwrap_or_else(|| Path::new("artifacts").join(&profile.name));
-    let data_source = match args.data {
+    let data_source = match args.data.clone() {
         Some(path) => DataSource::Local { path },
         None => DataSource::Download { cache_dir: vggq::cache_dir() },
     };
@@ -68,15 +72,33 @@ pub fn run(args: Args) -> Result<()> {
         Init::Pretrained => Some(pretrained_weights(args.weights)?),
         Init::Random => None,
     };
+    let inputs: Vec<&Path> = [args.data.as_deref(), weights.as_deref()].into_iter().flatten().filter(|p| p.is_file()).collect();
+    let step = Step::new(
+        "train",
+        &out,
+        &(&profile, selection.backend, data_source.to_string()),
+        &inputs,
+        vec![out.join(MODEL_FILE), out.join(REPORT_FILE)],
+    )?;
+    if !args.force && step.is_up_to_date()? {
+        println!("train: up to date in {} (--force to redo)", out.display());
+        return Ok(());
+    }
     let run = Run { profile: &profile, data_source, weights, out, backend: selection.backend };
     match selection.backend {
-        Backend::Cpu => run.execute::<backend::CpuBackend>(&Default::default()),
+        Backend::Cpu => run.execute::<backend::CpuBackend>(&Default::default())?,
         #[cfg(feature = "cuda")]
-        Backend::Cuda => run.execute::<backend::CudaBackend>(&Default::default()),
+        Backend::Cuda => run.execute::<backend::CudaBackend>(&Default::default())?,
         #[cfg(not(feature = "cuda"))]
         Backend::Cuda => unreachable!("backend::select never picks CUDA without the cuda feature"),
     }
+    step.record()?;
+    Ok(())
 }
+
+/// The trained FP32 model, as a Burn record.
+const MODEL_FILE: &str = "model_fp32.mpk";
+const REPORT_FILE: &str = "train_report.json";
 
 /// The given checkpoint, or torchvision's downloaded into the cache.
 fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -115,7 +137,7 @@ impl Run<'_> {
         println!("test: loss {:.4} acc {:.2} % ({} images)", test.loss, test.accuracy, test.images);
 
         std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
-        save_model(model, &self.out.join("model_fp32"))?;
+        save_model(model, &self.out.join(MODEL_FILE))?;
         let report = TrainReport {
             profile,
             backend: self.backend,
@@ -123,7 +145,7 @@ impl Run<'_> {
             epochs,
             test,
         };
-        let report_path = self.out.join("train_report.json");
+        let report_path = self.out.join(REPORT_FILE);
         vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing {}", report_path.display()))?;
         println!("wrote {}", self.out.display());
@@ -131,16 +153,15 @@ impl Run<'_> {
     }
 }
 
-/// The trained FP32 model as a Burn record (`<stem>.mpk`), renamed into place once complete. Burn's
-/// recorder picks the extension itself, so the partial file gets a folder of its own.
-fn save_model<B: AutodiffBackend>(model: vggq::model::Vgg<B>, stem: &Path) -> Result<()> {
-    let target = stem.with_extension("mpk");
+/// The trained FP32 model as a Burn record at `target` (`.mpk`), renamed into place once complete.
+/// Burn's recorder picks the extension itself, so the partial file gets a folder of its own.
+fn save_model<B: AutodiffBackend>(model: vggq::model::Vgg<B>, target: &Path) -> Result<()> {
     let folder = target.parent().unwrap_or(Path::new("."));
     let staging = tempfile::tempdir_in(folder)?;
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
     let partial = staging.path().join("model");
     model.valid().save_file(&partial, &recorder).with_context(|| format!("saving {}", target.display()))?;
-    std::fs::rename(partial.with_extension("mpk"), &target)
+    std::fs::rename(partial.with_extension("mpk"), target)
         .with_context(|| format!("moving {} into place", target.display()))?;
     Ok(())
 }

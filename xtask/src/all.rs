@@ -21,6 +21,9 @@ pub struct Args {
     /// Output folder (default `artifacts/<profile>`).
     #[arg(long)]
     out: Option<String>,
+    /// Redo every step even when its outputs are up to date.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
@@ -30,6 +33,9 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         if let Some(value) = value {
             train_args.extend([flag.to_string(), value]);
         }
+    }
+    if args.force {
+        train_args.push("--force".into());
     }
     cmd!(sh, "cargo run --release {features...} --bin vggq -- train {train_args...}").run()?;
     Ok(())

@@ -1,0 +1,118 @@
+//! Up-to-date checks for pipeline steps: a step's outputs are keyed by a hash of its configuration and
+//! of its input files, so a rerun skips what is current, an interrupted run resumes at the first step
+//! that did not finish, and `--force` redoes.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::data::{file_digest, DataError, DigestAlgorithm};
+
+/// Where the stamps live, inside a step's output folder (a folder, so package checks skip it).
+const STAMP_FOLDER: &str = ".steps";
+
+/// One step of the pipeline: what it reads, how it is configured, what it writes.
+pub struct Step {
+    name: String,
+    stamp: PathBuf,
+    key: String,
+    outputs: Vec<PathBuf>,
+}
+
+/// What a finished step leaves behind: its key and the digests of its outputs.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Stamp {
+    key: String,
+    outputs: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Digest(#[from] DataError),
+    #[error("step stamp {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl Step {
+    /// `config` is anything that changes the outputs (profile, backend, flags); `inputs` are files the step
+    /// reads; `outputs` the files it writes (all inside or beside `out`).
+    pub fn new(
+        name: &str,
+        out: &Path,
+        config: &impl Serialize,
+        inputs: &[&Path],
+        outputs: Vec<PathBuf>,
+    ) -> Result<Self, StepError> {
+        let mut hasher = Sha256::new();
+        hasher.update(name.as_bytes());
+        hasher.update(serde_json::to_vec(config).expect("step configurations are plain data"));
+        for input in inputs {
+            hasher.update(file_digest(input, DigestAlgorithm::Sha256)?.hex.as_bytes());
+        }
+        Ok(Self {
+            name: name.to_string(),
+            stamp: out.join(STAMP_FOLDER).join(format!("{name}.json")),
+            key: hex::encode(hasher.finalize()),
+            outputs,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True when the last run of this step had the same key and its outputs are still as it left them.
+    pub fn is_up_to_date(&self) -> Result<bool, StepError> {
+        let Ok(text) = std::fs::read_to_string(&self.stamp) else { return Ok(false) };
+        let Ok(stamp) = serde_json::from_str::<Stamp>(&text) else { return Ok(false) };
+        if stamp.key != self.key || self.outputs.iter().any(|output| !output.is_file()) {
+            return Ok(false);
+        }
+        Ok(stamp == self.current_stamp()?)
+    }
+
+    /// Records that the step finished: call after every output is in place.
+    pub fn record(&self) -> Result<(), StepError> {
+        let folder = self.stamp.parent().expect("stamps live in a folder");
+        std::fs::create_dir_all(folder).map_err(|source| StepError::Io { path: folder.to_path_buf(), source })?;
+        let json = serde_json::to_vec_pretty(&self.current_stamp()?).expect("a stamp is plain data");
+        crate::atomic::write(&self.stamp, &json).map_err(|source| StepError::Io { path: self.stamp.clone(), source })
+    }
+
+    fn current_stamp(&self) -> Result<Stamp, StepError> {
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|output| Ok((output.display().to_string(), file_digest(output, DigestAlgorithm::Sha256)?.hex)))
+            .collect::<Result<_, StepError>>()?;
+        Ok(Stamp { key: self.key.clone(), outputs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_current_until_its_config_input_or_output_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("input.bin");
+        let output = dir.path().join("output.bin");
+        std::fs::write(&input, b"in").unwrap();
+        let step = |config: u32| Step::new("demo", dir.path(), &config, &[&input], vec![output.clone()]).unwrap();
+
+        assert!(!step(1).is_up_to_date().unwrap(), "never ran");
+        std::fs::write(&output, b"out").unwrap();
+        step(1).record().unwrap();
+        assert!(step(1).is_up_to_date().unwrap());
+        assert!(!step(2).is_up_to_date().unwrap(), "other configuration");
+
+        std::fs::write(&output, b"tampered").unwrap();
+        assert!(!step(1).is_up_to_date().unwrap(), "output changed since");
+        std::fs::write(&output, b"out").unwrap();
+        std::fs::write(&input, b"new input").unwrap();
+        assert!(!step(1).is_up_to_date().unwrap(), "input changed");
+    }
+}
