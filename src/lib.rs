@@ -9,6 +9,7 @@ pub mod backend;
 pub mod data;
 pub mod model;
 pub mod profile;
+pub mod quant;
 pub mod train;
 pub mod throughput;
 
