@@ -187,23 +187,28 @@ fn static_weights_match_pytorch() {
     assert!(worst_scale < 1e-6);
 }
 
-/// The histogram observers, fed calib_0..3, choose PyTorch's activation parameters.
+/// The histogram observers, fed calib_0..3, choose PyTorch's activation parameters: zero points equal,
+/// scales equal to a few f32 ulps, except where Burn's and PyTorch's convolutions, rounding differently
+/// in the last bit, move the L2 search's stopping bin (measured: 2 of 12 points, by up to 0.95 %).
+/// On identical activations the port is exact (`histogram_port_is_exact_on_identical_data`).
 #[test]
 fn static_activation_qparams_match_pytorch() {
     let bytes = fixture("tiny_static_int8_fx.pth");
     let reference = read_state_dict(&bytes).unwrap();
     let ours = quantized_state_dict(&tiny_static(Calibration::Histogram)).unwrap();
-    let mut worst = 0.0f32;
+    let (mut worst, mut exact) = (0.0f32, 0);
     for (key, _) in ours.entries.iter().filter(|(k, _)| k.ends_with("scale") || k.ends_with("scale_0")) {
         let (a, b) = (scalar_f32(&ours, key), scalar_f32(&reference, key));
         let zero_point_key = key.replace("scale", "zero_point");
         let (za, zb) = (scalar_i64(&ours, &zero_point_key), scalar_i64(&reference, &zero_point_key));
         println!("{key}: ours {a:e} zp {za}, PyTorch {b:e} zp {zb}");
         worst = worst.max((a - b).abs() / b);
+        exact += usize::from((a - b).abs() / b < 1e-6);
         assert_eq!(za, zb, "{zero_point_key}");
     }
-    println!("activation scales: worst relative difference {worst:e}");
-    assert!(worst < 1e-6, "{worst}");
+    println!("activation scales: {exact} of 12 within 1e-6, worst relative difference {worst:e}");
+    assert!(exact >= 10, "only {exact} scales within 1e-6");
+    assert!(worst < 0.015, "{worst}");
 }
 
 #[test]
@@ -230,4 +235,43 @@ fn quantized_weights_round_half_to_even() {
     let weight = QuantizedWeight::symmetric(vec![1, 4], &[0.5, 1.5, -0.5, 127.5], &[vggq::quant::observer::MinMax { min: -127.5, max: 127.5 }], vggq::quant::QuantRange::QINT8);
     assert_eq!(weight.scales, vec![1.0]);
     assert_eq!(weight.values, vec![0, 2, 0, 127]);
+}
+
+/// The histogram observer port against PyTorch's `HistogramObserver` on the same values (the fixture
+/// model's second conv output on calib_0..3, one `forward` per batch): identical scale and zero point.
+#[test]
+fn histogram_port_is_exact_on_identical_data() {
+    let python = std::env::var("VGGQ_PYTHON").expect("run through `cargo xtask test`, which sets VGGQ_PYTHON");
+    let fused = FusedVgg::fuse(&tiny_fp32());
+    let net = FloatNet::<B>::fused(&fused, &Default::default());
+    let mut observer = vggq::quant::observer::ActivationObserver::new(Calibration::Histogram);
+    let mut bytes = Vec::new();
+    for i in 0..4 {
+        let mut point = 0;
+        net.forward(images(&format!("calib_{i}")), &mut |values| {
+            if point == 2 {
+                observer.observe(&values);
+                bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            }
+            point += 1;
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("activations.f32");
+    std::fs::write(&path, &bytes).unwrap();
+    let script = format!(
+        "import warnings, numpy, torch\nwarnings.simplefilter('ignore')\n\
+         x = torch.from_numpy(numpy.fromfile({:?}, dtype=numpy.float32)).reshape(4, -1)\n\
+         o = torch.ao.quantization.HistogramObserver(reduce_range=True)\n\
+         [o(b) for b in x]\ns, z = o.calculate_qparams()\nprint(repr(s.item()), int(z.item()))",
+        path.display().to_string()
+    );
+    let output = std::process::Command::new(&python).arg("-c").arg(script).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let mut fields = text.split_whitespace();
+    let scale: f64 = fields.next().unwrap().parse().unwrap();
+    let zero_point: i32 = fields.next().unwrap().parse().unwrap();
+    let ours = observer.qparams().unwrap();
+    assert_eq!((ours.scale, ours.zero_point), (scale as f32, zero_point));
 }

@@ -1,6 +1,7 @@
 //! Subcommands of the `vggq` binary. Errors meet `anyhow` here, at the edge.
 
 mod bench_train;
+mod quantize;
 mod train;
 
 use anyhow::Result;
@@ -17,6 +18,9 @@ pub struct Cli {
 enum Command {
     /// Fine-tune VGG11-BN on CIFAR-10 and save the FP32 model and a training report under `--out`.
     Train(train::Args),
+    /// Quantize the trained FP32 model three ways (dynamic PTQ, static PTQ, QAT) with PyTorch's fbgemm
+    /// semantics, evaluate each, and write the four `.pth` files and `quant_report.json` under `--out`.
+    Quantize(quantize::Args),
     /// Training and evaluation images/s on random data, measured as `torch_train_bench.py` measures PyTorch.
     BenchTrain(bench_train::Args),
 }
@@ -25,6 +29,7 @@ impl Cli {
     pub fn run(self) -> Result<()> {
         match self.command {
             Command::Train(args) => train::run(args),
+            Command::Quantize(args) => quantize::run(args),
             Command::BenchTrain(args) => bench_train::run(args),
         }
     }

@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// The given checkpoint, or torchvision's downloaded into the cache.
-fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
+pub(super) fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path);
     }
@@ -87,6 +87,39 @@ fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
     data::download_verified(weights.url, &path, &weights.expected)
         .with_context(|| format!("fetching torchvision's weights (or pass --weights {})", weights.file_name))?;
     Ok(path)
+}
+
+/// The profile's images: the seeded train/val split (and subset), the test set, and the training split
+/// once more without augmentation (calibration).
+pub(super) struct Loaders {
+    pub train: BatchLoader,
+    pub train_unaugmented: BatchLoader,
+    pub val: BatchLoader,
+    pub test: BatchLoader,
+}
+
+impl Loaders {
+    pub fn new(profile: &Profile, cifar: data::Cifar10) -> Result<Self> {
+        let split = Split::new(cifar.train.len(), profile.data.split_seed);
+        let split = match (profile.data.train_images, profile.data.val_images) {
+            (None, None) => split,
+            (train, val) => {
+                let total = train.unwrap_or(split.train.len()) + val.unwrap_or(split.val.len());
+                split.subset(total, profile.data.split_seed)?
+            }
+        };
+        let side = profile.model.input_size;
+        let batch_size = profile.train.batch_size;
+        let loader = |images, config: LoaderConfig| BatchLoader::new(images, LoaderConfig { batch_size, ..config });
+        let loaders = Loaders {
+            train: loader(cifar.train.select(&split.train), LoaderConfig::train(side, profile.train.seed))?,
+            train_unaugmented: loader(cifar.train.select(&split.train), LoaderConfig::eval(side))?,
+            val: loader(cifar.train.select(&split.val), LoaderConfig::eval(side))?,
+            test: loader(cifar.test, LoaderConfig::eval(side))?,
+        };
+        println!("images: train {} | val {} | test {}", loaders.train.len(), loaders.val.len(), loaders.test.len());
+        Ok(loaders)
+    }
 }
 
 struct Run<'a> {
@@ -104,21 +137,8 @@ impl Run<'_> {
         let cifar = data::load(&self.data_source)?;
         println!("dataset: {}", cifar.fingerprint);
 
-        let split = Split::new(cifar.train.len(), profile.data.split_seed);
-        let split = match (profile.data.train_images, profile.data.val_images) {
-            (None, None) => split,
-            (train, val) => {
-                let total = train.unwrap_or(split.train.len()) + val.unwrap_or(split.val.len());
-                split.subset(total, profile.data.split_seed)?
-            }
-        };
-        let side = profile.model.input_size;
-        let batch_size = profile.train.batch_size;
-        let loader = |images, config: LoaderConfig| BatchLoader::new(images, LoaderConfig { batch_size, ..config });
-        let train_batches = loader(cifar.train.select(&split.train), LoaderConfig::train(side, profile.train.seed))?;
-        let val_batches = loader(cifar.train.select(&split.val), LoaderConfig::eval(side))?;
-        let test_batches = loader(cifar.test, LoaderConfig::eval(side))?;
-        println!("images: train {} | val {} | test {}", train_batches.len(), val_batches.len(), test_batches.len());
+        let dataset = cifar.fingerprint.to_string();
+        let Loaders { train: train_batches, val: val_batches, test: test_batches, .. } = Loaders::new(profile, cifar)?;
 
         B::seed(device, profile.train.seed);
         let mut model = profile.model.init::<B>(device);
@@ -135,7 +155,7 @@ impl Run<'_> {
         let report = TrainReport {
             profile,
             backend: self.backend,
-            dataset: cifar.fingerprint.to_string(),
+            dataset,
             epochs,
             test,
         };
