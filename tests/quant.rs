@@ -275,3 +275,49 @@ fn histogram_port_is_exact_on_identical_data() {
     let ours = observer.qparams().unwrap();
     assert_eq!((ours.scale, ours.zero_point), (scale as f32, zero_point));
 }
+
+/// The smoke pipeline end to end at test size: a few hundred real CIFAR-10 images, one epoch of FP32
+/// training, then all three variants, each simulated, evaluated and turned into a valid state_dict.
+#[test]
+fn smoke_pipeline_produces_three_valid_variants() {
+    use burn::module::AutodiffModule;
+    use vggq::data::{load, BatchLoader, DataSource, LoaderConfig};
+    use vggq::quant::qat::{train_qat, QatMode};
+    use vggq::quant::quantize_static;
+    use vggq::train::{evaluate, evaluate_with, train, TrainConfig};
+    type AD = burn::backend::Autodiff<Flex>;
+
+    let archive = shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let cifar = load(&DataSource::Local { path: archive }).expect("the shared CIFAR-10 copy loads");
+    let config = VggConfig::for_input(4, 32, 512, 10);
+    let recipe = TrainConfig { epochs: 1, ..TrainConfig::seed() };
+    // The seeded split, not the archive's order, which is sorted by class.
+    let split = vggq::data::Split::new(cifar.train.len(), 0);
+    let loader = |indices: &[usize], config: LoaderConfig| BatchLoader::new(cifar.train.select(indices), config).unwrap();
+    let train_batches = loader(&split.train[..320], LoaderConfig::train(32, 0));
+    let calibration = loader(&split.train[..320], LoaderConfig::eval(32));
+    let val = loader(&split.val[..256], LoaderConfig::eval(32));
+    let device = Default::default();
+
+    <AD as Backend>::seed(&device, 0);
+    let (model, _) = train(config.init::<AD>(&device), &train_batches, &val, &recipe, &device);
+    let float = FloatVgg::from_model(&model.valid(), &config);
+    let fp32 = evaluate(&model.valid(), &val, &device, "fp32");
+    let accuracy = |model: &QuantizedVgg| {
+        let simulated = SimulatedVgg::<B>::new(model, &device);
+        quantized_state_dict(model).expect("a valid PyTorch layout");
+        evaluate_with::<B>(&val, &device, "int8", |x| simulated.forward(x)).accuracy
+    };
+    let dynamic = accuracy(&quantize_dynamic(&float));
+    let (static_model, _) =
+        quantize_static::<B>(&float, calibration.epoch(0).take(4), Calibration::Histogram, &device, &ProgressBar::hidden()).unwrap();
+    let static_accuracy = accuracy(&static_model);
+    <AD as Backend>::seed(&device, 0);
+    let (qat_model, _) = train_qat(model, &config, &train_batches, &val, &QatMode::Finetune.recipe(&recipe), &device);
+    let qat = accuracy(&qat_model);
+    fp32_state_dict(&float).expect("a valid PyTorch layout");
+    println!("smoke test: fp32 {:.2} %, dynamic {dynamic:.2} %, static {static_accuracy:.2} %, qat {qat:.2} %", fp32.accuracy);
+    assert!((dynamic - fp32.accuracy).abs() <= 2.0, "dynamic {dynamic} vs fp32 {}", fp32.accuracy);
+    assert!((static_accuracy - fp32.accuracy).abs() <= 5.0, "static {static_accuracy} vs fp32 {}", fp32.accuracy);
+    assert!(qat > 10.0 - 5.0, "qat {qat}");
+}
