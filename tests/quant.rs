@@ -10,7 +10,7 @@ use vggq::data::Batch;
 use vggq::model::VggConfig;
 use vggq::quant::model::{QuantizedFeatures, QuantizedWeight};
 use vggq::quant::simulate::FloatNet;
-use vggq::quant::state_dict::{fp32_state_dict, quantized_state_dict};
+use vggq::quant::state_dict::{fp32_state_dict, int8_from_state_dict, quantized_state_dict};
 use vggq::quant::static_ptq::{calibrate, convert, weight_ranges, FusedVgg};
 use vggq::quant::{quantize_dynamic, Calibration, FloatVgg, QuantMethod, QuantizedVgg, SimulatedVgg};
 use vggq_pth::{read_state_dict, QTensor, Quantizer, StateDict, Value};
@@ -218,6 +218,21 @@ fn static_logits_match_pytorch() {
     assert_eq!(agree, n);
     let reference: f32 = images("probe_input").abs().max().into_scalar().elem();
     assert!(max_error < 0.05, "{max_error} (inputs up to {reference})");
+}
+
+/// PyTorch's own static parameters (the file), run through our simulated int8 forward: fbgemm's integer
+/// arithmetic reproduced, so the logits match to float rounding of the final dequantization, and our
+/// state_dict writer reproduces the file entry for entry.
+#[test]
+fn pytorchs_static_model_simulates_exactly_and_round_trips() {
+    let bytes = fixture("tiny_static_int8_fx.pth");
+    let reference = read_state_dict(&bytes).unwrap();
+    let model = int8_from_state_dict(&reference, &tiny_config(), QuantMethod::Static).unwrap();
+    assert_eq!(quantized_state_dict(&model).unwrap(), reference);
+    let simulated = SimulatedVgg::<B>::new(&model, &Default::default());
+    let (agree, n, max_error) = compare_logits(simulated.forward(images("probe_input")), "static");
+    assert_eq!(agree, n);
+    assert!(max_error < 1e-5, "{max_error}");
 }
 
 #[test]

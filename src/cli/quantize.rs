@@ -136,7 +136,7 @@ fn execute<B: AutodiffBackend>(profile: &Profile, args: Args, backend: BackendKi
     report_line("dynamic int8", &dynamic_scores);
 
     let bar = progress_bar(args.calibration_batches, "calibration".into());
-    let calibration_set = loaders.train_unaugmented.epoch(0).take(args.calibration_batches);
+    let calibration_set = loaders.train.unaugmented().epoch(0).take(args.calibration_batches);
     let (static_model, calibration_timing) =
         quantize_static::<B::InnerBackend>(&float, calibration_set, args.calibration, inner, &bar)?;
     bar.finish_and_clear();

@@ -89,11 +89,9 @@ pub(super) fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The profile's images: the seeded train/val split (and subset), the test set, and the training split
-/// once more without augmentation (calibration).
+/// The profile's images: the seeded train/val split (and subset) and the test set.
 pub(super) struct Loaders {
     pub train: BatchLoader,
-    pub train_unaugmented: BatchLoader,
     pub val: BatchLoader,
     pub test: BatchLoader,
 }
@@ -113,7 +111,6 @@ impl Loaders {
         let loader = |images, config: LoaderConfig| BatchLoader::new(images, LoaderConfig { batch_size, ..config });
         let loaders = Loaders {
             train: loader(cifar.train.select(&split.train), LoaderConfig::train(side, profile.train.seed))?,
-            train_unaugmented: loader(cifar.train.select(&split.train), LoaderConfig::eval(side))?,
             val: loader(cifar.train.select(&split.val), LoaderConfig::eval(side))?,
             test: loader(cifar.test, LoaderConfig::eval(side))?,
         };
@@ -138,7 +135,7 @@ impl Run<'_> {
         println!("dataset: {}", cifar.fingerprint);
 
         let dataset = cifar.fingerprint.to_string();
-        let Loaders { train: train_batches, val: val_batches, test: test_batches, .. } = Loaders::new(profile, cifar)?;
+        let Loaders { train: train_batches, val: val_batches, test: test_batches } = Loaders::new(profile, cifar)?;
 
         B::seed(device, profile.train.seed);
         let mut model = profile.model.init::<B>(device);

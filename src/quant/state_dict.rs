@@ -9,7 +9,8 @@ use vggq_pth::tensor::{channels_last_strides, contiguous_strides, to_channels_la
 use vggq_pth::{DType, PackedLinearParams, QTensor, Quantizer, StateDict, Tensor, Value};
 
 use super::float_model::{pth_config, FloatConvBlock, FloatVgg, CLASSIFIER_LINEARS};
-use super::model::{QuantMethod, QuantizedFeatures, QuantizedVgg, QuantizedWeight, WeightScheme};
+use super::model::{QuantMethod, QuantizedConv, QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight, WeightScheme};
+use super::QParams;
 use super::QuantError;
 
 fn f32_tensor(shape: Vec<usize>, values: &[f32]) -> Tensor<'static> {
@@ -138,4 +139,140 @@ pub fn quantized_state_dict(model: &QuantizedVgg) -> Result<StateDict<'static>, 
         QuantMethod::Qat => (Variant::QatInt8Fx, "qat_int8_fx"),
     };
     finish(entries, &model.config, variant, name)
+}
+
+/// Reads a static or QAT int8 state_dict that PyTorch's `convert_fx` wrote (any strides) back into a
+/// [`QuantizedVgg`] shaped like `config`: to run PyTorch's own parameters through [`super::simulate`].
+pub fn int8_from_state_dict(
+    state_dict: &StateDict<'_>,
+    config: &crate::model::VggConfig,
+    method: QuantMethod,
+) -> Result<QuantizedVgg, QuantError> {
+    let input = QParams {
+        scale: f32_scalar(state_dict, "features_0_input_scale_0")?,
+        zero_point: i32_scalar(state_dict, "features_0_input_zero_point_0")?,
+    };
+    let layout = pth_config(config);
+    let pools = pth_pools_after_convs(&layout);
+    let convs = layout
+        .convs()
+        .iter()
+        .zip(pools)
+        .map(|(conv, pool)| {
+            let prefix = format!("features.{}.", conv.index);
+            Ok(QuantizedConv {
+                weight: weight_of(state_dict, &format!("{prefix}weight"))?,
+                bias: f32_values(state_dict, &format!("{prefix}bias"))?,
+                output: output_of(state_dict, &prefix)?,
+                pool,
+            })
+        })
+        .collect::<Result<_, QuantError>>()?;
+    let classifier = CLASSIFIER_LINEARS
+        .iter()
+        .enumerate()
+        .map(|(i, index)| {
+            let prefix = format!("classifier.{index}.");
+            let key = format!("{prefix}_packed_params._packed_params");
+            let Some(Value::PackedLinear(packed)) = state_dict.get(&key) else {
+                return Err(QuantError::StateDict { key, reason: "is not a packed Linear".into() });
+            };
+            let bias = packed.bias.as_ref().map_or_else(|| vec![0.0; packed.weight.shape[0]], |b| f32_le(&b.data));
+            Ok(QuantizedLinear {
+                weight: weight_from_qtensor(&packed.weight, &key)?,
+                bias,
+                relu: i + 1 < CLASSIFIER_LINEARS.len(),
+                output: Some(output_of(state_dict, &prefix)?),
+            })
+        })
+        .collect::<Result<_, QuantError>>()?;
+    Ok(QuantizedVgg { method, config: config.clone(), features: QuantizedFeatures::Int8 { input, convs }, classifier })
+}
+
+/// Whether each conv of the layout is followed by a max-pool.
+fn pth_pools_after_convs(layout: &vggq_pth::layout::VggConfig) -> Vec<bool> {
+    let mut pools: Vec<bool> = Vec::new();
+    for feature in &layout.features {
+        match feature {
+            vggq_pth::layout::Feature::Conv(_) => pools.push(false),
+            vggq_pth::layout::Feature::MaxPool => {
+                if let Some(last) = pools.last_mut() {
+                    *last = true;
+                }
+            }
+        }
+    }
+    pools
+}
+
+fn f32_le(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+fn plain_tensor<'a>(state_dict: &'a StateDict<'_>, key: &str) -> Result<&'a Tensor<'a>, QuantError> {
+    match state_dict.get(key) {
+        Some(Value::Tensor(t) | Value::Parameter(t)) => Ok(t),
+        _ => Err(QuantError::StateDict { key: key.into(), reason: "is missing or not a plain tensor".into() }),
+    }
+}
+
+fn f32_values(state_dict: &StateDict<'_>, key: &str) -> Result<Vec<f32>, QuantError> {
+    let tensor = plain_tensor(state_dict, key)?;
+    if tensor.dtype != DType::F32 {
+        return Err(QuantError::StateDict { key: key.into(), reason: format!("has dtype {}, expected f32", tensor.dtype) });
+    }
+    Ok(f32_le(&tensor.data))
+}
+
+fn f32_scalar(state_dict: &StateDict<'_>, key: &str) -> Result<f32, QuantError> {
+    f32_values(state_dict, key)?
+        .first()
+        .copied()
+        .ok_or_else(|| QuantError::StateDict { key: key.into(), reason: "is empty".into() })
+}
+
+fn i32_scalar(state_dict: &StateDict<'_>, key: &str) -> Result<i32, QuantError> {
+    let tensor = plain_tensor(state_dict, key)?;
+    match (tensor.dtype, tensor.data.get(..8)) {
+        (DType::I64, Some(bytes)) => Ok(i64::from_le_bytes(bytes.try_into().expect("8 bytes")) as i32),
+        _ => Err(QuantError::StateDict { key: key.into(), reason: "is not an int64 scalar".into() }),
+    }
+}
+
+fn output_of(state_dict: &StateDict<'_>, prefix: &str) -> Result<QParams, QuantError> {
+    Ok(QParams {
+        scale: f32_scalar(state_dict, &format!("{prefix}scale"))?,
+        zero_point: i32_scalar(state_dict, &format!("{prefix}zero_point"))?,
+    })
+}
+
+fn weight_of(state_dict: &StateDict<'_>, key: &str) -> Result<QuantizedWeight, QuantError> {
+    match state_dict.get(key) {
+        Some(Value::QTensor(q)) => weight_from_qtensor(q, key),
+        _ => Err(QuantError::StateDict { key: key.into(), reason: "is missing or not a quantized tensor".into() }),
+    }
+}
+
+/// A qint8 tensor with any strides as a row-major [`QuantizedWeight`].
+fn weight_from_qtensor(q: &QTensor<'_>, key: &str) -> Result<QuantizedWeight, QuantError> {
+    if q.dtype != DType::QInt8 {
+        return Err(QuantError::StateDict { key: key.into(), reason: format!("has dtype {}, expected qint8", q.dtype) });
+    }
+    let numel: usize = q.shape.iter().product();
+    let row_major = contiguous_strides(&q.shape);
+    let values = (0..numel)
+        .map(|i| {
+            let offset: usize = row_major.iter().zip(&q.shape).zip(&q.strides).map(|((&r, &d), &s)| (i / r % d) * s).sum();
+            q.data[offset] as i8
+        })
+        .collect();
+    let (scheme, scales, zero_points) = match &q.quantizer {
+        Quantizer::PerTensorAffine { scale, zero_point } => (WeightScheme::PerTensor, vec![*scale as f32], vec![*zero_point as i32]),
+        Quantizer::PerChannelAffine { scales, zero_points, .. } => (
+            WeightScheme::PerChannel,
+            scales.iter().map(|&s| s as f32).collect(),
+            zero_points.iter().map(|&z| z as i32).collect(),
+        ),
+    };
+    Ok(QuantizedWeight { shape: q.shape.clone(), values, scheme, scales, zero_points })
 }
