@@ -142,7 +142,7 @@ impl FloatVgg {
 }
 
 /// Whether each conv of `config` is followed by a max-pool.
-fn pools_after_convs(config: &VggConfig) -> Vec<bool> {
+pub(crate) fn pools_after_convs(config: &VggConfig) -> Vec<bool> {
     use crate::model::FeatureLayer;
     let mut pools: Vec<bool> = Vec::new();
     for layer in config.features() {

@@ -60,11 +60,6 @@ impl QuantizedWeight {
         }
     }
 
-    /// Output channels (the first dimension).
-    pub fn channels(&self) -> usize {
-        self.shape[0]
-    }
-
     /// The scale that applies to output channel `c`.
     pub fn scale(&self, c: usize) -> f32 {
         self.scales[if self.scales.len() == 1 { 0 } else { c }]

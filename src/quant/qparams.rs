@@ -125,11 +125,6 @@ pub fn runtime_qparams(min: f32, max: f32, range: QuantRange, preserve_sparsity:
     QParams { scale: scale as f32, zero_point }
 }
 
-/// Quantize-dequantize: the value the integer model sees in place of `value`.
-pub fn fake_quantize(value: f32, qparams: QParams, range: QuantRange) -> f32 {
-    qparams.dequantize(qparams.quantize(value, range))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
 
 use super::float_model::{FloatVgg, BATCH_NORM_EPS};
-use super::model::{QuantizedFeatures, QuantizedLinear, QuantizedVgg};
+use super::model::{QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight};
 use super::qparams::{runtime_qparams, QParams, QuantRange};
 use super::static_ptq::FusedVgg;
 
@@ -178,15 +178,13 @@ struct IntLayer<B: Backend, const W: usize> {
 }
 
 impl<B: Backend, const W: usize> IntLayer<B, W> {
-    fn new(weight: Tensor<B, W>, scales: (&[f32], &[f32]), input: QParams, output: QParams, relu: bool, pool: bool, device: &B::Device) -> Self {
-        let (weight_scales, bias) = scales;
-        let act_times_w: Vec<f32> = (0..bias.len())
-            .map(|c| input.scale * weight_scales[if weight_scales.len() == 1 { 0 } else { c }])
-            .collect();
+    /// `values` is the integer weight as a tensor, `quantized` the weight it came from (for its scales).
+    fn new(values: Tensor<B, W>, quantized: &QuantizedWeight, bias: &[f32], (input, output): (QParams, QParams), relu: bool, pool: bool, device: &B::Device) -> Self {
+        let act_times_w: Vec<f32> = (0..bias.len()).map(|c| input.scale * quantized.scale(c)).collect();
         let bias_in_accumulator: Vec<f32> = bias.iter().zip(&act_times_w).map(|(b, s)| b / s).collect();
         let multiplier: Vec<f32> = act_times_w.iter().map(|s| s / output.scale).collect();
         IntLayer {
-            weight,
+            weight: values,
             bias_in_accumulator: tensor1(&bias_in_accumulator, device),
             multiplier: tensor1(&multiplier, device),
             input_zero_point: input.zero_point as f32,
@@ -247,7 +245,7 @@ impl<B: Backend> SimulatedVgg<B> {
                     .map(|c| {
                         let s = &c.weight.shape;
                         let weight = tensor(integer_weight(&c.weight.values), [s[0], s[1], s[2], s[3]], device);
-                        let layer = IntLayer::new(weight, (&c.weight.scales, &c.bias), previous, c.output, true, c.pool, device);
+                        let layer = IntLayer::new(weight, &c.weight, &c.bias, (previous, c.output), true, c.pool, device);
                         previous = c.output;
                         layer
                     })
@@ -258,7 +256,7 @@ impl<B: Backend> SimulatedVgg<B> {
                     .map(|l| {
                         let output = l.output.expect("int8 models quantize every Linear output");
                         let weight = linear_weight(l);
-                        let layer = IntLayer::new(weight, (&l.weight.scales, &l.bias), previous, output, l.relu, false, device);
+                        let layer = IntLayer::new(weight, &l.weight, &l.bias, (previous, output), l.relu, false, device);
                         previous = output;
                         layer
                     })

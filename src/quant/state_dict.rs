@@ -8,7 +8,7 @@ use vggq_pth::layout::{layout, validate, Variant};
 use vggq_pth::tensor::{channels_last_strides, contiguous_strides, to_channels_last};
 use vggq_pth::{DType, PackedLinearParams, QTensor, Quantizer, StateDict, Tensor, Value};
 
-use super::float_model::{pth_config, FloatConvBlock, FloatVgg, CLASSIFIER_LINEARS};
+use super::float_model::{pools_after_convs, pth_config, FloatConvBlock, FloatVgg, CLASSIFIER_LINEARS};
 use super::model::{QuantMethod, QuantizedConv, QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight, WeightScheme};
 use super::QParams;
 use super::QuantError;
@@ -153,7 +153,7 @@ pub fn int8_from_state_dict(
         zero_point: i32_scalar(state_dict, "features_0_input_zero_point_0")?,
     };
     let layout = pth_config(config);
-    let pools = pth_pools_after_convs(&layout);
+    let pools = pools_after_convs(config);
     let convs = layout
         .convs()
         .iter()
@@ -187,22 +187,6 @@ pub fn int8_from_state_dict(
         })
         .collect::<Result<_, QuantError>>()?;
     Ok(QuantizedVgg { method, config: config.clone(), features: QuantizedFeatures::Int8 { input, convs }, classifier })
-}
-
-/// Whether each conv of the layout is followed by a max-pool.
-fn pth_pools_after_convs(layout: &vggq_pth::layout::VggConfig) -> Vec<bool> {
-    let mut pools: Vec<bool> = Vec::new();
-    for feature in &layout.features {
-        match feature {
-            vggq_pth::layout::Feature::Conv(_) => pools.push(false),
-            vggq_pth::layout::Feature::MaxPool => {
-                if let Some(last) = pools.last_mut() {
-                    *last = true;
-                }
-            }
-        }
-    }
-    pools
 }
 
 fn f32_le(bytes: &[u8]) -> Vec<f32> {
