@@ -148,10 +148,11 @@ fn execute<B: AutodiffBackend>(profile: &Profile, args: Args, backend: BackendKi
     report_line("static int8", &static_scores);
 
     let recipe = args.qat_mode.recipe(&profile.train);
+    // Seeded in both modes: dropout draws from the backend's generator.
+    B::seed(device, profile.train.seed);
     let start = match args.qat_mode {
         QatMode::Finetune => trained,
         QatMode::Fp32match => {
-            B::seed(device, profile.train.seed);
             let model = profile.model.init::<B>(device);
             match profile.init {
                 Init::Pretrained => load_features(model, &profile.model, &pretrained_weights(args.weights)?)?,

@@ -36,12 +36,13 @@ pub enum QatMode {
     /// The FP32 recipe (same initialisation, optimizer, epochs and seed), with fake quantization from the
     /// first step.
     Fp32match,
-    /// Fine-tunes the trained FP32 model for [`FINETUNE_EPOCHS`] at [`FINETUNE_LR_FACTOR`] times its
-    /// learning rate.
+    /// Fine-tunes the trained FP32 model for 1 epoch at a tenth of its learning rate.
     Finetune,
 }
 
+/// Epochs of [`QatMode::Finetune`].
 pub const FINETUNE_EPOCHS: usize = 1;
+/// [`QatMode::Finetune`]'s learning rate relative to the FP32 recipe's.
 pub const FINETUNE_LR_FACTOR: f64 = 0.1;
 
 impl QatMode {
