@@ -11,6 +11,7 @@ pub mod model;
 pub mod package;
 pub mod pipeline;
 pub mod profile;
+pub mod quant;
 pub mod steps;
 pub mod train;
 pub mod throughput;

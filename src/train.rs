@@ -101,7 +101,8 @@ pub fn batch_tensors<B: Backend>(batch: &Batch, device: &B::Device) -> (Tensor<B
     (images, labels)
 }
 
-fn progress_bar(len: usize, prefix: String) -> ProgressBar {
+/// The bar every long loop shows: batches done, rate, ETA.
+pub fn progress_bar(len: usize, prefix: String) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} batches {per_sec} ETA {eta} {msg}")
@@ -119,13 +120,23 @@ pub fn evaluate<B: Backend>(
     device: &B::Device,
     label: &str,
 ) -> Score {
+    evaluate_with(batches, device, label, |images| model.forward(images))
+}
+
+/// Loss and accuracy of the logits `forward` gives for `batches` (any model: float or simulated int8).
+pub fn evaluate_with<B: Backend>(
+    batches: &BatchLoader,
+    device: &B::Device,
+    label: &str,
+    forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
+) -> Score {
     let loss_fn = CrossEntropyLoss::new(None, device);
     let bar = progress_bar(batches.batch_count(), label.to_string());
     let mut sum = ScoreSum::default();
     // Evaluation batches are neither shuffled nor flipped: every epoch number gives the same ones.
     for batch in batches.epoch(0) {
         let (images, labels) = batch_tensors::<B>(&batch, device);
-        let logits = model.forward(images);
+        let logits = forward(images);
         let loss: f64 = loss_fn.forward(logits.clone(), labels.clone()).into_scalar().elem();
         sum.add(logits, labels, loss);
         bar.inc(1);
@@ -136,11 +147,24 @@ pub fn evaluate<B: Backend>(
 
 /// Trains `model` for `config.epochs`, printing a bar per epoch and a summary line after each.
 pub fn train<B: AutodiffBackend>(
+    model: Vgg<B>,
+    train_batches: &BatchLoader,
+    val_batches: &BatchLoader,
+    config: &TrainConfig,
+    device: &B::Device,
+) -> (Vgg<B>, Vec<EpochReport>) {
+    train_with(model, train_batches, val_batches, config, device, |model, images| model.forward(images))
+}
+
+/// [`train`] with another training forward pass (quantization-aware training inserts fake quantization);
+/// validation still runs the plain float model.
+pub fn train_with<B: AutodiffBackend>(
     mut model: Vgg<B>,
     train_batches: &BatchLoader,
     val_batches: &BatchLoader,
     config: &TrainConfig,
     device: &B::Device,
+    mut forward: impl FnMut(&Vgg<B>, Tensor<B, 4>) -> Tensor<B, 2>,
 ) -> (Vgg<B>, Vec<EpochReport>) {
     let mut optimizer = config.optimizer().init::<B, Vgg<B>>();
     let loss_fn = CrossEntropyLoss::new(None, device);
@@ -151,7 +175,7 @@ pub fn train<B: AutodiffBackend>(
         let mut sum = ScoreSum::default();
         for batch in train_batches.epoch(epoch as u64) {
             let (images, labels) = batch_tensors::<B>(&batch, device);
-            let logits = model.forward(images);
+            let logits = forward(&model, images);
             let loss = loss_fn.forward(logits.clone(), labels.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(config.learning_rate, model, grads);

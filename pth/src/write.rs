@@ -61,6 +61,11 @@ pub fn write_file(path: &Path, state_dict: &StateDict<'_>) -> Result<()> {
     )?;
     out.into_inner().map_err(|e| Error::Io(e.into_error()))?;
     temp.as_file().sync_all().map_err(file_error(temp.path()))?;
+    // Temporary files are created private; a model file is for everyone to read, as torch.save's are.
+    #[cfg(unix)]
+    temp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(file_error(temp.path()))?;
     temp.persist(path).map_err(|e| Error::File {
         path: path.to_owned(),
         source: e.error,

@@ -2,6 +2,7 @@
 
 mod bench_loader;
 mod bench_train;
+mod quantize;
 mod train;
 mod verify;
 
@@ -19,6 +20,9 @@ pub struct Cli {
 enum Command {
     /// Fine-tune VGG11-BN on CIFAR-10 and save the FP32 model and a training report under `--out`.
     Train(train::Args),
+    /// Quantize the trained FP32 model three ways (dynamic PTQ, static PTQ, QAT) with PyTorch's fbgemm
+    /// semantics, evaluate each, and write the four `.pth` files and `quant_report.json` under `--out`.
+    Quantize(quantize::Args),
     /// Training and evaluation images/s on random data, measured as `torch_train_bench.py` measures PyTorch.
     BenchTrain(bench_train::Args),
     /// Training images/s the data loader delivers (decode, resize, flip, normalise, batch).
@@ -31,6 +35,7 @@ impl Cli {
     pub fn run(self) -> Result<()> {
         match self.command {
             Command::Train(args) => train::run(args),
+            Command::Quantize(args) => quantize::run(args),
             Command::BenchTrain(args) => bench_train::run(args),
             Command::BenchLoader(args) => bench_loader::run(args),
             Command::Verify(args) => verify::run(args),

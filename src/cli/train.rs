@@ -101,7 +101,7 @@ const MODEL_FILE: &str = "model_fp32.mpk";
 const REPORT_FILE: &str = "train_report.json";
 
 /// The given checkpoint, or torchvision's downloaded into the cache.
-fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
+pub(super) fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path);
     }

@@ -128,6 +128,17 @@ impl BatchLoader {
         })
     }
 
+    /// The same images, preprocessing and worker threads in their set's order and never flipped: the
+    /// training split as calibration reads it.
+    pub fn unaugmented(&self) -> Self {
+        BatchLoader {
+            images: Arc::clone(&self.images),
+            preprocess: Arc::clone(&self.preprocess),
+            pool: Arc::clone(&self.pool),
+            config: LoaderConfig { shuffle: false, random_flip: false, ..self.config.clone() },
+        }
+    }
+
     /// Images per epoch.
     pub fn len(&self) -> usize {
         self.images.len()

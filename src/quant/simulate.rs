@@ -1,0 +1,313 @@
+//! Burn forward passes over the plain-data models: the float fused model (calibration), and the
+//! quantized models with fbgemm's integer arithmetic simulated in f32 tensors that hold integers, so
+//! that accuracy can be measured before export.
+//!
+//! Static int8 (fbgemm `quantized::conv2d_relu` / `linear_relu`): the input is quantized with
+//! `zp + round(x / s)` (by the f32 reciprocal), each layer accumulates `(x_q - zp_x) * w_q`, adds
+//! `bias / (s_x * s_w)` and requantizes with `round(acc * (s_x * s_w / s_y)) + zp_y`, clamped to
+//! `[0 or zp_y with ReLU, 255]`. Accumulations are exact while they stay below 2^24 (f32), which holds
+//! for the smoke model; wider layers may differ from int32 sums in rare last-step roundings.
+//!
+//! Dynamic (fbgemm `quantized::linear_dynamic`, `reduce_range=True`): each Linear input tensor (the whole
+//! batch) gets parameters from its min/max with fbgemm's `ChooseQuantizationParams`, the product is
+//! scaled back to float and the bias added in float.
+
+use burn::prelude::*;
+use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::ops::ConvOptions;
+
+use super::float_model::{FloatVgg, BATCH_NORM_EPS};
+use super::model::{QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight};
+use super::qparams::{runtime_qparams, QParams, QuantRange};
+use super::static_ptq::FusedVgg;
+
+fn tensor1<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B, 1> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+fn tensor<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// `[C]` -> `[1, C, 1, 1]` for broadcasting over a feature map.
+fn per_channel<B: Backend>(values: Tensor<B, 1>) -> Tensor<B, 4> {
+    let c = values.dims()[0];
+    values.reshape([1, c, 1, 1])
+}
+
+/// 3x3 convolution with padding 1 (zero real value, i.e. the zero point in the quantized domain).
+fn conv3x3<B: Backend>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+    conv2d(x, weight, bias, ConvOptions::new([1, 1], [1, 1], [1, 1], 1))
+}
+
+fn pool2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+}
+
+fn data_of<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Vec<f32> {
+    x.clone().into_data().convert::<f32>().to_vec::<f32>().expect("f32 data after convert")
+}
+
+/// A float conv layer, with an eval-mode BatchNorm as a per-channel affine map where it is not folded.
+struct FloatConv<B: Backend> {
+    weight: Tensor<B, 4>,
+    bias: Tensor<B, 1>,
+    /// `gamma / sqrt(var + eps)` and `beta - mean * that`, `[1, C, 1, 1]`.
+    norm: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    pool: bool,
+}
+
+/// A float Linear with Burn's `[in, out]` weight.
+struct FloatLinearLayer<B: Backend> {
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+}
+
+/// The float network (fused for calibration, or with separate BNs for dynamic quantization's features).
+pub struct FloatNet<B: Backend> {
+    convs: Vec<FloatConv<B>>,
+    linears: Vec<FloatLinearLayer<B>>,
+    pool_size: usize,
+}
+
+impl<B: Backend> FloatNet<B> {
+    /// The FX-fused model: BN already folded into each conv.
+    pub fn fused(model: &FusedVgg, device: &B::Device) -> Self {
+        let convs = model
+            .convs
+            .iter()
+            .map(|c| FloatConv {
+                weight: tensor(c.weight.clone(), [c.out_channels, c.in_channels, 3, 3], device),
+                bias: tensor1(&c.bias, device),
+                norm: None,
+                pool: c.pool,
+            })
+            .collect();
+        Self { convs, linears: float_linears(&model.classifier, device), pool_size: model.config.pool_size }
+    }
+
+    /// The unfused FP32 model (conv, then BN as in eval mode).
+    pub fn unfused(model: &FloatVgg, device: &B::Device) -> Self {
+        Self {
+            convs: float_convs(&model.blocks, device),
+            linears: float_linears(&model.classifier, device),
+            pool_size: model.config.pool_size,
+        }
+    }
+
+    /// `[N, 3, H, W]` -> `[N, C, p, p]`; `observe` receives every conv block's output (before its pool).
+    fn features(&self, images: Tensor<B, 4>, observe: &mut dyn FnMut(Vec<f32>)) -> Tensor<B, 4> {
+        let x = self.convs.iter().fold(images, |x, conv| {
+            let mut x = conv3x3(x, conv.weight.clone(), Some(conv.bias.clone()));
+            if let Some((scale, shift)) = &conv.norm {
+                x = x * scale.clone() + shift.clone();
+            }
+            let x = x.clamp_min(0.0);
+            observe(data_of(&x));
+            if conv.pool {
+                pool2x2(x)
+            } else {
+                x
+            }
+        });
+        adaptive_avg_pool2d(x, [self.pool_size, self.pool_size])
+    }
+
+    /// Logits; `observe` receives the values at each FX observation point in order: the input, every
+    /// conv block's output, every Linear's output (after its ReLU).
+    pub fn forward(&self, images: Tensor<B, 4>, observe: &mut dyn FnMut(Vec<f32>)) -> Tensor<B, 2> {
+        observe(data_of(&images));
+        let mut x = self.features(images, observe).flatten::<2>(1, 3);
+        let last = self.linears.len() - 1;
+        for (i, linear) in self.linears.iter().enumerate() {
+            x = x.matmul(linear.weight.clone()) + linear.bias.clone().unsqueeze();
+            if i != last {
+                x = x.clamp_min(0.0);
+            }
+            observe(data_of(&x));
+        }
+        x
+    }
+}
+
+fn float_convs<B: Backend>(blocks: &[super::float_model::FloatConvBlock], device: &B::Device) -> Vec<FloatConv<B>> {
+    blocks
+        .iter()
+        .map(|b| {
+            let scale: Vec<f32> =
+                b.norm.weight.iter().zip(&b.norm.running_var).map(|(g, v)| g / (v + BATCH_NORM_EPS).sqrt()).collect();
+            let shift: Vec<f32> =
+                b.norm.bias.iter().zip(&b.norm.running_mean).zip(&scale).map(|((beta, m), s)| beta - m * s).collect();
+            FloatConv {
+                weight: tensor(b.weight.clone(), [b.out_channels, b.in_channels, 3, 3], device),
+                bias: tensor1(&b.bias, device),
+                norm: Some((per_channel(tensor1(&scale, device)), per_channel(tensor1(&shift, device)))),
+                pool: b.pool,
+            }
+        })
+        .collect()
+}
+
+fn float_linears<B: Backend>(linears: &[super::float_model::FloatLinear], device: &B::Device) -> Vec<FloatLinearLayer<B>> {
+    linears
+        .iter()
+        .map(|l| FloatLinearLayer {
+            weight: tensor::<B, 2>(l.weight.clone(), [l.out_features, l.in_features], device).transpose(),
+            bias: tensor1(&l.bias, device),
+        })
+        .collect()
+}
+
+/// Quantizes `x` with `q` into integers held as floats, clamped to quint8's storage range.
+fn quantize<B: Backend, const D: usize>(x: Tensor<B, D>, q: QParams) -> Tensor<B, D> {
+    ((x * (1.0 / q.scale)).round() + q.zero_point as f32).clamp(0.0, 255.0)
+}
+
+/// An int8 layer's integer weight and its requantization constants.
+struct IntLayer<B: Backend, const W: usize> {
+    /// Integer weight values, conv `[out, in, 3, 3]` or Linear `[in, out]`.
+    weight: Tensor<B, W>,
+    /// `bias / (s_x * s_w[c])`, `[C]`.
+    bias_in_accumulator: Tensor<B, 1>,
+    /// `s_x * s_w[c] / s_y`, `[C]`.
+    multiplier: Tensor<B, 1>,
+    input_zero_point: f32,
+    output: QParams,
+    relu: bool,
+    pool: bool,
+}
+
+impl<B: Backend, const W: usize> IntLayer<B, W> {
+    /// `values` is the integer weight as a tensor, `quantized` the weight it came from (for its scales).
+    fn new(values: Tensor<B, W>, quantized: &QuantizedWeight, bias: &[f32], (input, output): (QParams, QParams), relu: bool, pool: bool, device: &B::Device) -> Self {
+        let act_times_w: Vec<f32> = (0..bias.len()).map(|c| input.scale * quantized.scale(c)).collect();
+        let bias_in_accumulator: Vec<f32> = bias.iter().zip(&act_times_w).map(|(b, s)| b / s).collect();
+        let multiplier: Vec<f32> = act_times_w.iter().map(|s| s / output.scale).collect();
+        IntLayer {
+            weight: values,
+            bias_in_accumulator: tensor1(&bias_in_accumulator, device),
+            multiplier: tensor1(&multiplier, device),
+            input_zero_point: input.zero_point as f32,
+            output,
+            relu,
+            pool,
+        }
+    }
+
+    /// fbgemm's `ReQuantizeOutput` with a float bias.
+    fn requantize<const D: usize>(&self, accumulator: Tensor<B, D>, bias: Tensor<B, D>, multiplier: Tensor<B, D>) -> Tensor<B, D> {
+        let low = if self.relu { self.output.zero_point as f32 } else { 0.0 };
+        (((accumulator + bias) * multiplier).round() + self.output.zero_point as f32).clamp(low, 255.0)
+    }
+}
+
+/// A Burn executable form of a [`QuantizedVgg`].
+pub struct SimulatedVgg<B: Backend> {
+    kind: Simulation<B>,
+    pool_size: usize,
+}
+
+enum Simulation<B: Backend> {
+    Dynamic { convs: Vec<FloatConv<B>>, linears: Vec<DynamicLinear<B>> },
+    Int8 { input: QParams, convs: Vec<IntLayer<B, 4>>, linears: Vec<IntLayer<B, 2>> },
+}
+
+/// A dynamic Linear: integer `[in, out]` weight, per-tensor scale, float bias.
+struct DynamicLinear<B: Backend> {
+    weight: Tensor<B, 2>,
+    scale: f32,
+    bias: Tensor<B, 1>,
+    relu: bool,
+}
+
+fn integer_weight(values: &[i8]) -> Vec<f32> {
+    values.iter().map(|&v| v as f32).collect()
+}
+
+impl<B: Backend> SimulatedVgg<B> {
+    pub fn new(model: &QuantizedVgg, device: &B::Device) -> Self {
+        let linear_weight = |l: &QuantizedLinear| {
+            tensor::<B, 2>(integer_weight(&l.weight.values), [l.weight.shape[0], l.weight.shape[1]], device).transpose()
+        };
+        let kind = match &model.features {
+            QuantizedFeatures::Float(blocks) => Simulation::Dynamic {
+                convs: float_convs(blocks, device),
+                linears: model
+                    .classifier
+                    .iter()
+                    .map(|l| DynamicLinear { weight: linear_weight(l), scale: l.weight.scales[0], bias: tensor1(&l.bias, device), relu: l.relu })
+                    .collect(),
+            },
+            QuantizedFeatures::Int8 { input, convs } => {
+                let mut previous = *input;
+                let convs = convs
+                    .iter()
+                    .map(|c| {
+                        let s = &c.weight.shape;
+                        let weight = tensor(integer_weight(&c.weight.values), [s[0], s[1], s[2], s[3]], device);
+                        let layer = IntLayer::new(weight, &c.weight, &c.bias, (previous, c.output), true, c.pool, device);
+                        previous = c.output;
+                        layer
+                    })
+                    .collect();
+                let linears = model
+                    .classifier
+                    .iter()
+                    .map(|l| {
+                        let output = l.output.expect("int8 models quantize every Linear output");
+                        let weight = linear_weight(l);
+                        let layer = IntLayer::new(weight, &l.weight, &l.bias, (previous, output), l.relu, false, device);
+                        previous = output;
+                        layer
+                    })
+                    .collect();
+                Simulation::Int8 { input: *input, convs, linears }
+            }
+        };
+        SimulatedVgg { kind, pool_size: model.config.pool_size }
+    }
+
+    /// Logits (dequantized for int8 models): `[N, 3, H, W]` -> `[N, classes]`.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        match &self.kind {
+            Simulation::Dynamic { convs, linears } => {
+                let net_features = convs.iter().fold(images, |x, conv| {
+                    let (scale, shift) = conv.norm.as_ref().expect("dynamic features keep their BatchNorms");
+                    let x = (conv3x3(x, conv.weight.clone(), Some(conv.bias.clone())) * scale.clone() + shift.clone()).clamp_min(0.0);
+                    if conv.pool { pool2x2(x) } else { x }
+                });
+                let mut x = adaptive_avg_pool2d(net_features, [self.pool_size, self.pool_size]).flatten::<2>(1, 3);
+                for linear in linears {
+                    let min: f32 = x.clone().min().into_scalar().elem();
+                    let max: f32 = x.clone().max().into_scalar().elem();
+                    let q = runtime_qparams(min, max, QuantRange::QUINT8_REDUCED, false);
+                    let xq = quantize(x, q) - q.zero_point as f32;
+                    x = xq.matmul(linear.weight.clone()) * (q.scale * linear.scale) + linear.bias.clone().unsqueeze();
+                    if linear.relu {
+                        x = x.clamp_min(0.0);
+                    }
+                }
+                x
+            }
+            Simulation::Int8 { input, convs, linears } => {
+                let x = convs.iter().fold(quantize(images, *input), |x, layer| {
+                    let accumulator = conv3x3(x - layer.input_zero_point, layer.weight.clone(), None);
+                    let y = layer.requantize(
+                        accumulator,
+                        per_channel(layer.bias_in_accumulator.clone()),
+                        per_channel(layer.multiplier.clone()),
+                    );
+                    if layer.pool { pool2x2(y) } else { y }
+                });
+                // The quantized average pool rounds the mean back onto the same grid.
+                let mut x = adaptive_avg_pool2d(x, [self.pool_size, self.pool_size]).round().flatten::<2>(1, 3);
+                for layer in linears {
+                    let accumulator = (x - layer.input_zero_point).matmul(layer.weight.clone());
+                    x = layer.requantize(accumulator, layer.bias_in_accumulator.clone().unsqueeze(), layer.multiplier.clone().unsqueeze());
+                }
+                let output = linears.last().expect("a classifier").output;
+                (x - output.zero_point as f32) * output.scale
+            }
+        }
+    }
+}
