@@ -1,6 +1,9 @@
 //! Subcommands of the `vggq` binary. Errors meet `anyhow` here, at the edge.
 
 mod bench_train;
+mod eval;
+mod export;
+mod run_dir;
 mod train;
 
 use anyhow::Result;
@@ -19,6 +22,10 @@ enum Command {
     Train(train::Args),
     /// Training and evaluation images/s on random data, measured as `torch_train_bench.py` measures PyTorch.
     BenchTrain(bench_train::Args),
+    /// Write one variant of a trained run as ONNX (opset 17, `input` -> `logits`).
+    Export(export::Args),
+    /// Accuracy, speed and execution-provider placement of ONNX files with ONNX Runtime.
+    Eval(eval::Args),
 }
 
 impl Cli {
@@ -26,6 +33,8 @@ impl Cli {
         match self.command {
             Command::Train(args) => train::run(args),
             Command::BenchTrain(args) => bench_train::run(args),
+            Command::Export(args) => export::run(args),
+            Command::Eval(args) => eval::run(args),
         }
     }
 }

@@ -11,6 +11,7 @@ mod folded;
 pub mod fp32;
 pub mod graph;
 mod layers;
+pub mod minmax;
 mod provenance;
 pub mod proto;
 pub mod qdq;
