@@ -6,6 +6,7 @@
 
 mod all;
 mod bench;
+mod onnxruntime;
 mod python;
 mod test;
 
@@ -27,7 +28,7 @@ enum Command {
     All(all::Args),
     /// The whole test suite, as CI runs it (sets up the pinned PyTorch venv first).
     Test(test::Args),
-    /// Install what the pipeline and its tests need beside Rust (the pinned Python venv), idempotently.
+    /// Install what the pipeline and its tests need beside Rust (the pinned Python venv, ONNX Runtime), idempotently.
     Setup,
     /// Benchmarks, each beside its baseline on the same machine.
     Bench(bench::Args),
@@ -40,9 +41,24 @@ fn main() -> Result<()> {
     match cli.command {
         Command::All(args) => all::run(&sh, args),
         Command::Test(args) => test::run(&sh, args),
-        Command::Setup => python::ensure_venv(&sh).map(|python| println!("python venv: {}", python.display())),
+        Command::Setup => setup(&sh).map(|_| ()),
         Command::Bench(args) => bench::run(&sh, args),
     }
+}
+
+/// The pinned Python venv and ONNX Runtime; says where they are. `all` and `test` run it first.
+fn setup(sh: &xshell::Shell) -> Result<Setup> {
+    let python = python::ensure_venv(sh)?;
+    println!("python venv: {}", python.display());
+    let onnxruntime = onnxruntime::ensure(sh)?;
+    println!("ONNX Runtime: {} (the vggq binary finds it through {})", onnxruntime.display(), onnxruntime::ORT_DYLIB_PATH);
+    Ok(Setup { python, onnxruntime })
+}
+
+/// Where `setup` put things.
+struct Setup {
+    python: PathBuf,
+    onnxruntime: PathBuf,
 }
 
 /// The workspace root: xtask lives one level below it.
