@@ -66,6 +66,12 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits inside the workspace").to_path_buf()
 }
 
+/// Cargo's target folder: `$CARGO_TARGET_DIR`, else `target/` in the workspace.
+fn target_dir(sh: &xshell::Shell) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    sh.current_dir().join(target)
+}
+
 /// `../shared` beside the checkout, or `$VGGQ_SHARED`: the team's fixtures, data and baselines.
 fn shared_dir() -> PathBuf {
     std::env::var_os("VGGQ_SHARED").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared"))

@@ -28,8 +28,7 @@ pub fn ensure(sh: &Shell) -> Result<PathBuf> {
         return Ok(path);
     }
     let package = if Path::new(NVIDIA_DRIVER).exists() { "onnxruntime-gpu" } else { "onnxruntime" };
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
-    let root = sh.current_dir().join(target).join("onnxruntime").join(format!("{package}-{VERSION}"));
+    let root = crate::target_dir(sh).join("onnxruntime").join(format!("{package}-{VERSION}"));
     let lib_dir = root.join("lib");
     // Written last, so an interrupted setup is redone rather than trusted.
     let complete = root.join(".complete");
