@@ -73,8 +73,8 @@ pub fn fixture_onnx() -> Vec<u8> {
     let model = fixture_model::<burn::backend::Flex>(&device);
     let provenance = Provenance {
         variant: Variant::Fp32,
-        // No .pth stands behind this fixture; the all-zero digest says so.
-        source_pth_sha256: "0".repeat(64),
+        // No .pth stands behind this fixture.
+        source_pth_sha256: None,
         training: "deterministic test fixture (vggq-onnx-import)".into(),
     };
     let proto = onnx::fp32::model(&FoldedVgg::from_model(&model, &fixture_config()), &provenance).expect("the fixture's pool is 1x1");

@@ -17,9 +17,9 @@ pub struct Args {
     run: PathBuf,
     #[arg(long, value_enum)]
     variant: Variant,
-    /// The `.pth` holding the same variant; its SHA-256 goes into the file's metadata.
+    /// The `.pth` holding the same variant; its SHA-256 goes into the file's metadata (`none` without it).
     #[arg(long)]
-    pth: PathBuf,
+    pth: Option<PathBuf>,
     /// Output file; default `<run>/<the variant's file name>`.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -37,9 +37,12 @@ pub fn run(args: Args) -> Result<()> {
     let model = trained.model::<Flex>(&device)?;
     let config = &trained.profile.model;
     let folded = FoldedVgg::from_model(&model, config);
-    let source_pth_sha256 = data::file_digest(&args.pth, data::DigestAlgorithm::Sha256)
-        .with_context(|| format!("hashing {}", args.pth.display()))?
-        .hex;
+    let source_pth_sha256 = match &args.pth {
+        Some(pth) => Some(
+            data::file_digest(pth, data::DigestAlgorithm::Sha256).with_context(|| format!("hashing {}", pth.display()))?.hex,
+        ),
+        None => None,
+    };
     let provenance = Provenance { variant: args.variant, source_pth_sha256, training: trained.training() };
     let proto = match args.variant {
         Variant::Fp32 => onnx::fp32::model(&folded, &provenance)?,

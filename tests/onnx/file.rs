@@ -2,7 +2,7 @@
 
 use prost::Message;
 use vggq::export::onnx::proto::ModelProto;
-use vggq::export::onnx::{self, minmax, FoldedVgg, Variant, SOURCE_PTH_SHA256_KEY, VARIANT_KEY};
+use vggq::export::onnx::{self, minmax, FoldedVgg, Variant, NO_PTH, SOURCE_PTH_SHA256_KEY, VARIANT_KEY};
 
 use crate::util::*;
 
@@ -51,7 +51,7 @@ fn metadata_names_the_variant_and_the_source_pth() {
         let decoded = ModelProto::decode(proto.encode_to_vec().as_slice()).unwrap();
         let get = |key: &str| decoded.metadata_props.iter().find(|p| p.key.as_deref() == Some(key)).and_then(|p| p.value.clone());
         assert_eq!(get(VARIANT_KEY).as_deref(), Some(variant.as_str()));
-        assert_eq!(get(SOURCE_PTH_SHA256_KEY), Some("0".repeat(64)));
+        assert_eq!(get(SOURCE_PTH_SHA256_KEY).as_deref(), Some(NO_PTH));
         assert_eq!(decoded.producer_name.as_deref(), Some("vggq"));
         assert_eq!(decoded.opset_import[0].version, Some(17));
     }

@@ -38,7 +38,7 @@ pub fn tiny_model(config: &VggConfig, seed: u64) -> Vgg<B> {
 }
 
 pub fn provenance(variant: Variant) -> Provenance {
-    Provenance { variant, source_pth_sha256: "0".repeat(64), training: "untrained: test model".into() }
+    Provenance { variant, source_pth_sha256: None, training: "untrained: test model".into() }
 }
 
 /// `count` images spread over the whole CIFAR-10 (JPEG copy) test set (which is ordered by class), or

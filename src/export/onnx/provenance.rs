@@ -41,8 +41,9 @@ impl Variant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provenance {
     pub variant: Variant,
-    /// SHA-256 (hex) of the `.pth` holding the same weights.
-    pub source_pth_sha256: String,
+    /// SHA-256 (hex) of the `.pth` holding the same weights; `None` where no `.pth` was written (the
+    /// metadata then says `none`, so a reader never mistakes another file's digest for it).
+    pub source_pth_sha256: Option<String>,
     /// How the weights were obtained, e.g. `trained: 5 epochs` or `untrained (--epochs 0): for benchmarks only`.
     pub training: String,
 }
@@ -51,12 +52,14 @@ pub struct Provenance {
 pub const VARIANT_KEY: &str = "variant";
 pub const SOURCE_PTH_SHA256_KEY: &str = "source_pth_sha256";
 pub const TRAINING_KEY: &str = "training";
+/// The `source_pth_sha256` value of a model exported without a `.pth`.
+pub const NO_PTH: &str = "none";
 
 impl Provenance {
     pub fn metadata(&self) -> Metadata {
         vec![
             (VARIANT_KEY.into(), self.variant.as_str().into()),
-            (SOURCE_PTH_SHA256_KEY.into(), self.source_pth_sha256.clone()),
+            (SOURCE_PTH_SHA256_KEY.into(), self.source_pth_sha256.clone().unwrap_or_else(|| NO_PTH.into())),
             (TRAINING_KEY.into(), self.training.clone()),
         ]
     }
