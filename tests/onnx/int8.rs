@@ -15,7 +15,7 @@ const CALIBRATION_IMAGES: usize = 128;
 #[test]
 fn static_int8_agrees_with_the_burn_simulation_and_runs_as_integer_kernels() {
     let config = tiny_config(SIDE);
-    let model = tiny_model(&config, 3);
+    let model = trained_tiny_model();
     let mut ranges = minmax::Ranges::default();
     for batch in cifar_batches(true, CALIBRATION_IMAGES, SIDE).epoch(0) {
         ranges.observe(&model, images_tensor(&batch));
@@ -36,7 +36,10 @@ fn static_int8_agrees_with_the_burn_simulation_and_runs_as_integer_kernels() {
         onnx_logits.extend(session.run(&batch.images, batch.len()).unwrap());
         burn_logits.extend(values(simulate::static_int8(&quantized, images_tensor(&batch))));
     }
+    let distinct = distinct_top1(&onnx_logits, config.classes);
+    assert!(distinct >= MIN_DISTINCT_TOP1, "the model predicts only {distinct} classes");
     let agreement = top1_agreement(&onnx_logits, &burn_logits, config.classes);
+    println!("top-1 agreement {agreement}");
     assert!(agreement >= MIN_AGREEMENT, "top-1 agreement {agreement}");
     // Both sides hold logits on the output's uint8 grid: they may differ by a step where a rounding
     // boundary falls between float and integer arithmetic, rarely more.
@@ -48,7 +51,7 @@ fn static_int8_agrees_with_the_burn_simulation_and_runs_as_integer_kernels() {
 #[test]
 fn dynamic_int8_agrees_with_the_burn_simulation_and_fuses_its_matmuls() {
     let config = tiny_config(SIDE);
-    let model = tiny_model(&config, 4);
+    let model = trained_tiny_model();
     let folded = FoldedVgg::from_model(&model, &config);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(Variant::Int8Dynamic.file_name());
@@ -63,6 +66,9 @@ fn dynamic_int8_agrees_with_the_burn_simulation_and_fuses_its_matmuls() {
         onnx_logits.extend(session.run(&batch.images, batch.len()).unwrap());
         burn_logits.extend(values(simulate::dynamic_int8(&model, &folded, images_tensor(&batch))));
     }
+    let distinct = distinct_top1(&onnx_logits, config.classes);
+    assert!(distinct >= MIN_DISTINCT_TOP1, "the model predicts only {distinct} classes");
     let agreement = top1_agreement(&onnx_logits, &burn_logits, config.classes);
+    println!("top-1 agreement {agreement}");
     assert!(agreement >= MIN_AGREEMENT, "top-1 agreement {agreement}");
 }

@@ -8,4 +8,5 @@ mod file;
 mod fp32;
 mod int8;
 mod simulate;
+mod torch;
 mod util;

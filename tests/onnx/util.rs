@@ -2,15 +2,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use burn::backend::Flex;
-use burn::module::RunningState;
+use burn::module::{AutodiffModule, RunningState};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use vggq::data::{self, DataSource, ImageSet, LoaderConfig, BatchLoader};
 use vggq::eval::{OnnxSession, Provider, ORT_DYLIB_PATH};
 use vggq::export::onnx::{Provenance, Variant};
 use vggq::model::{Vgg, VggConfig};
+use vggq::train::TrainConfig;
 
 pub type B = Flex;
 
@@ -41,15 +43,49 @@ pub fn provenance(variant: Variant) -> Provenance {
     Provenance { variant, source_pth_sha256: None, training: "untrained: test model".into() }
 }
 
-/// `count` images spread over the whole CIFAR-10 (JPEG copy) test set (which is ordered by class), or
-/// over the training set, preprocessed as evaluation preprocesses them.
-pub fn cifar_batches(train: bool, count: usize, side: usize) -> BatchLoader {
-    let path = shared_dir().join("data/cifar10-jpeg.tar.gz");
-    let cifar = data::load(&DataSource::Local { path }).expect("the shared CIFAR-10 copy loads");
-    let set: &ImageSet = if train { &cifar.train } else { &cifar.test };
+/// The shared CIFAR-10 (JPEG copy), read once per test binary.
+fn cifar() -> &'static data::Cifar10 {
+    static CIFAR: OnceLock<data::Cifar10> = OnceLock::new();
+    CIFAR.get_or_init(|| {
+        let path = shared_dir().join("data/cifar10-jpeg.tar.gz");
+        data::load(&DataSource::Local { path }).expect("the shared CIFAR-10 copy loads")
+    })
+}
+
+/// `count` images spread over the whole test set (which is ordered by class), or over the training
+/// set, in batches of 32.
+fn spread(train: bool, count: usize) -> ImageSet {
+    let set: &ImageSet = if train { &cifar().train } else { &cifar().test };
     let step = set.len() / count;
     let indices: Vec<usize> = (0..count).map(|i| i * step).collect();
-    BatchLoader::new(set.select(&indices), LoaderConfig::eval(side)).expect("loader")
+    set.select(&indices)
+}
+
+/// [`spread`] images, preprocessed as evaluation preprocesses them.
+pub fn cifar_batches(train: bool, count: usize, side: usize) -> BatchLoader {
+    BatchLoader::new(spread(train, count), LoaderConfig::eval(side)).expect("loader")
+}
+
+/// Training images for [`trained_tiny_model`]: enough for a model that tells classes apart.
+const TRAINING_IMAGES: usize = 2048;
+
+/// A tiny 32-px model after one epoch on [`TRAINING_IMAGES`] CIFAR-10 images, trained once per test
+/// binary: agreement figures mean little on a random model, which predicts one class for everything.
+pub fn trained_tiny_model() -> Vgg<B> {
+    static TRAINED: OnceLock<Vgg<B>> = OnceLock::new();
+    TRAINED
+        .get_or_init(|| {
+            type Train = burn::backend::Autodiff<B>;
+            let config = tiny_config(32);
+            let device = Default::default();
+            Train::seed(&device, 0);
+            let train_config = TrainConfig { epochs: 1, learning_rate: 0.02, ..TrainConfig::seed() };
+            let train = BatchLoader::new(spread(true, TRAINING_IMAGES), LoaderConfig::train(32, 0)).unwrap();
+            let val = cifar_batches(false, 64, 32);
+            let (model, _) = vggq::train::train(config.init::<Train>(&device), &train, &val, &train_config, &device);
+            model.valid()
+        })
+        .clone()
 }
 
 pub fn images_tensor(batch: &data::Batch) -> Tensor<B, 4> {
@@ -101,3 +137,12 @@ pub fn top1_agreement(a: &[f32], b: &[f32], classes: usize) -> f64 {
     let same = a.chunks(classes).zip(b.chunks(classes)).filter(|(x, y)| argmax(x) == argmax(y)).count();
     same as f64 / rows as f64
 }
+
+/// Distinct top-1 classes among the rows: agreement means little when a model always predicts one class.
+pub fn distinct_top1(logits: &[f32], classes: usize) -> usize {
+    let argmax = vggq::eval::metrics::argmax;
+    logits.chunks(classes).map(argmax).collect::<std::collections::BTreeSet<_>>().len()
+}
+
+/// At least this many distinct predictions before an agreement figure counts.
+pub const MIN_DISTINCT_TOP1: usize = 3;
