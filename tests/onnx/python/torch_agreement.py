@@ -2,8 +2,9 @@
 
 Usage: torch_agreement.py VARIANT PTH CONFIG_JSON IMAGES_F32 ONNX_LOGITS_F32
 
-VARIANT is `fp32` (torchvision's VGG11-BN layout, eval mode) or `dynamic_int8` (the same model through
-`torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, torch.qint8)`, as the seed quantizes it).
+VARIANT is `fp32` (torchvision's VGG11-BN layout, eval mode), `dynamic_int8` (the FP32 .pth through
+`torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, torch.qint8)`, as the seed quantizes it) or
+`static_int8_fx` (a `convert_fx` fbgemm module, loaded with the quantized state_dict in PTH).
 The image and logit files are raw little-endian float32. Prints one JSON line: the largest absolute
 difference relative to the largest |logit| and the share of images whose top-1 class agrees.
 """
@@ -13,7 +14,8 @@ import sys
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.ao.quantization import quantize_dynamic
+from torch.ao.quantization import get_default_qconfig_mapping, quantize_dynamic
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 from torchvision.models.vgg import VGG, make_layers
 
 
@@ -36,11 +38,18 @@ def main():
     variant, pth, config_json, images_path, logits_path = sys.argv[1:6]
     config = json.loads(config_json)
     torch.backends.quantized.engine = "fbgemm"
+    side = config["input_side"]
     model = build(config)
-    model.load_state_dict(torch.load(pth, weights_only=True), strict=True)
+    state_dict = torch.load(pth, weights_only=True)
+    if variant == "static_int8_fx":
+        # The module structure convert_fx gives; its calibration is replaced by the parameters we load.
+        example = (torch.randn(2, 3, side, side),)
+        prepared = prepare_fx(model, get_default_qconfig_mapping("fbgemm"), example)
+        prepared(*example)
+        model = convert_fx(prepared)
+    model.load_state_dict(state_dict, strict=True)
     if variant == "dynamic_int8":
         model = quantize_dynamic(model, {nn.Linear}, torch.qint8)
-    side = config["input_side"]
     images = torch.from_numpy(np.fromfile(images_path, dtype="<f4").reshape(-1, 3, side, side))
     onnx_logits = np.fromfile(logits_path, dtype="<f4").reshape(images.shape[0], -1)
     with torch.no_grad():
