@@ -58,7 +58,7 @@ pub fn adaptive_average_pool(
     if pool_size == 1 {
         return Ok(g.node("GlobalAveragePool", &[x], output, &[]));
     }
-    if pool_size == 0 || side % pool_size != 0 {
+    if pool_size == 0 || !side.is_multiple_of(pool_size) {
         return Err(ExportError::UnsupportedPool { side, pool_size });
     }
     let k = (side / pool_size) as i64;
