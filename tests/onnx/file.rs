@@ -65,3 +65,22 @@ fn a_pool_that_does_not_divide_is_refused() {
     let error = onnx::fp32::model(&folded, &provenance(Variant::Fp32)).unwrap_err();
     assert!(matches!(error, onnx::ExportError::UnsupportedPool { side: 3, pool_size: 2 }), "{error}");
 }
+
+#[test]
+fn a_cuda_request_is_never_reported_as_cuda_without_cuda_nodes() {
+    use vggq::eval::{OnnxSession, Provider};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, proto) = tiny_variants(32).remove(0);
+    let path = dir.path().join("fp32.onnx");
+    onnx::write(&path, &proto).unwrap();
+    let _ = ort_session(&path, 32); // fails clearly when ORT_DYLIB_PATH is unset
+    // Without a GPU (or with a CPU-only ONNX Runtime) registration fails loudly instead of quietly
+    // giving a CPU session; with one, the label follows the nodes ORT's profile puts on CUDA.
+    match OnnxSession::open(&path, 32, Provider::Cuda, Some(1)) {
+        Err(error) => assert!(error.to_string().contains("CUDA"), "{error}"),
+        Ok(session) => {
+            let on_cuda = session.placement.nodes.contains_key("CUDAExecutionProvider");
+            assert_eq!(session.placement.to_string().starts_with("CUDA"), on_cuda, "{}", session.placement);
+        }
+    }
+}

@@ -162,3 +162,21 @@ fn bias(g: &mut GraphBuilder, name: &str, bias: &[f32], input_scale: f32, weight
     let zero_points = g.initializer(&format!("{name}.bias_zero_point"), &[channels], &vec![0_i32; channels]);
     Ok(g.node("DequantizeLinear", &[&values, &scales, &zero_points], &format!("{name}.bias"), &[("axis", Attr::Int(0))]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn biases_are_int32_at_input_times_weight_scale() {
+        let mut g = GraphBuilder::new();
+        assert!(bias(&mut g, "layer", &[0.75, -0.25], 0.5, &[0.5, 0.25]).is_ok());
+    }
+
+    #[test]
+    fn a_bias_beyond_int32_is_refused() {
+        let mut g = GraphBuilder::new();
+        let error = bias(&mut g, "layer", &[0.0, 1e10], 1e-3, &[1e-3, 1e-3]).unwrap_err();
+        assert!(matches!(error, ExportError::BiasOverflow { ref layer, channel: 1 } if layer == "layer"), "{error}");
+    }
+}
