@@ -76,6 +76,7 @@ pub fn fixture_onnx() -> Vec<u8> {
         // No .pth stands behind this fixture.
         source_pth_sha256: None,
         training: "deterministic test fixture (vggq-onnx-import)".into(),
+        calibration: None,
     };
     let proto = onnx::fp32::model(&FoldedVgg::from_model(&model, &fixture_config()), &provenance).expect("the fixture's pool is 1x1");
     onnx::graph::encode(&proto)

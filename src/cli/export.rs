@@ -43,7 +43,7 @@ pub fn run(args: Args) -> Result<()> {
         ),
         None => None,
     };
-    let provenance = Provenance { variant: args.variant, source_pth_sha256, training: trained.training() };
+    let mut provenance = Provenance { variant: args.variant, source_pth_sha256, training: trained.training(), calibration: None };
     let proto = match args.variant {
         Variant::Fp32 => onnx::fp32::model(&folded, &provenance)?,
         Variant::Int8Dynamic => onnx::dynamic::model(&folded, &provenance)?,
@@ -62,7 +62,9 @@ pub fn run(args: Args) -> Result<()> {
                     .reshape([batch.len(), 3, batch.side, batch.side]);
                 ranges.observe(&model, images);
             }
-            println!("calibrated on {count} training images (min/max)");
+            let calibration = format!("min/max over the first {count} CIFAR-10 training images ({})", cifar.fingerprint);
+            println!("calibrated: {calibration}");
+            provenance.calibration = Some(calibration);
             onnx::qdq::model(&ranges.quantize(&folded), &provenance)?
         }
         Variant::QatInt8 => bail!("the QAT variant comes from the quantization stage (src/quant), not yet on this branch"),

@@ -40,7 +40,7 @@ pub fn tiny_model(config: &VggConfig, seed: u64) -> Vgg<B> {
 }
 
 pub fn provenance(variant: Variant) -> Provenance {
-    Provenance { variant, source_pth_sha256: None, training: "untrained: test model".into() }
+    Provenance { variant, source_pth_sha256: None, training: "untrained: test model".into(), calibration: None }
 }
 
 /// The shared CIFAR-10 (JPEG copy), read once per test binary.

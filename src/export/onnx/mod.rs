@@ -19,7 +19,7 @@ pub mod qdq;
 use std::path::{Path, PathBuf};
 
 pub use folded::{Dense, FoldedConv, FoldedVgg};
-pub use provenance::{Provenance, Variant, NO_PTH, SOURCE_PTH_SHA256_KEY, TRAINING_KEY, VARIANT_KEY};
+pub use provenance::{Provenance, Variant, CALIBRATION_KEY, NO_PTH, SOURCE_PTH_SHA256_KEY, TRAINING_KEY, VARIANT_KEY};
 pub use qdq::{ActivationQuant, ChannelInt8, QuantConv, QuantDense, QuantVgg};
 
 /// What can go wrong writing an ONNX file.

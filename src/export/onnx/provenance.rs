@@ -46,21 +46,29 @@ pub struct Provenance {
     pub source_pth_sha256: Option<String>,
     /// How the weights were obtained, e.g. `trained: 5 epochs` or `untrained (--epochs 0): for benchmarks only`.
     pub training: String,
+    /// How activation ranges were calibrated, for the static variants (e.g. `min/max over 512 CIFAR-10
+    /// training images`); `None` where nothing was calibrated, and then the key is absent.
+    pub calibration: Option<String>,
 }
 
 /// Metadata keys.
 pub const VARIANT_KEY: &str = "variant";
 pub const SOURCE_PTH_SHA256_KEY: &str = "source_pth_sha256";
 pub const TRAINING_KEY: &str = "training";
+pub const CALIBRATION_KEY: &str = "calibration";
 /// The `source_pth_sha256` value of a model exported without a `.pth`.
 pub const NO_PTH: &str = "none";
 
 impl Provenance {
     pub fn metadata(&self) -> Metadata {
-        vec![
+        let mut metadata = vec![
             (VARIANT_KEY.into(), self.variant.as_str().into()),
             (SOURCE_PTH_SHA256_KEY.into(), self.source_pth_sha256.clone().unwrap_or_else(|| NO_PTH.into())),
             (TRAINING_KEY.into(), self.training.clone()),
-        ]
+        ];
+        if let Some(calibration) = &self.calibration {
+            metadata.push((CALIBRATION_KEY.into(), calibration.clone()));
+        }
+        metadata
     }
 }
