@@ -7,6 +7,8 @@
 pub mod atomic;
 pub mod backend;
 pub mod data;
+pub mod eval;
+pub mod export;
 pub mod model;
 pub mod package;
 pub mod pipeline;

@@ -3,6 +3,9 @@
 mod bench_loader;
 mod bench_train;
 mod quantize;
+mod eval;
+mod export;
+mod run_dir;
 mod train;
 mod verify;
 
@@ -29,6 +32,10 @@ enum Command {
     BenchLoader(bench_loader::Args),
     /// Re-hash an artifact package against its `manifest.json`; fails on any missing, extra or changed file.
     Verify(verify::Args),
+    /// Write one variant of a trained run as ONNX (opset 17, `input` -> `logits`).
+    Export(export::Args),
+    /// Accuracy, speed and execution-provider placement of ONNX files with ONNX Runtime.
+    Eval(eval::Args),
 }
 
 impl Cli {
@@ -39,6 +46,8 @@ impl Cli {
             Command::BenchTrain(args) => bench_train::run(args),
             Command::BenchLoader(args) => bench_loader::run(args),
             Command::Verify(args) => verify::run(args),
+            Command::Export(args) => export::run(args),
+            Command::Eval(args) => eval::run(args),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Args {
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
+    let setup = crate::setup(sh)?;
+    let _onnxruntime = sh.push_env(crate::onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime);
     let features = crate::cuda_feature_flags();
     let mut train_args = vec!["--profile".to_string(), args.profile, "--device".into(), args.device];
     for (flag, value) in [("--init", args.init), ("--data", args.data), ("--out", args.out)] {

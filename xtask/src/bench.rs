@@ -1,5 +1,7 @@
 //! `cargo xtask bench`: throughput of vggq beside its PyTorch baseline, same machine, same shapes, one run.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use xshell::{cmd, Shell};
 
@@ -17,7 +19,34 @@ enum Bench {
     Train(TrainShapes),
     /// Images per second the data loader prepares at 128 px from the JPEG copy in ../shared.
     Loader,
+    /// ONNX on ONNX Runtime's CPU EP: static INT8 vs FP32 with `vggq eval`, and `vggq eval` vs ORT's
+    /// Python API (`scripts/ort_bench.py`) on the same files.
+    Onnx(OnnxBench),
 }
+
+/// The ONNX files to measure: a `vggq train` folder holding the exported variants (full-size models can
+/// come from `vggq train --epochs 0`: untrained, which their metadata says; calibration is still real).
+#[derive(clap::Args)]
+struct OnnxBench {
+    #[arg(long)]
+    run: PathBuf,
+    /// Test images per file for `vggq eval` (batches of 32; the first 3 batches are warm-up).
+    #[arg(long, default_value_t = 736)]
+    images: usize,
+    /// Timed batches for the Python baseline (after 3 warm-up batches): the same count as `vggq eval`'s.
+    #[arg(long, default_value_t = 20)]
+    batches: usize,
+    /// Intra-op threads, both sides (0: ORT's default, one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// CIFAR-10 for `vggq eval` (see `vggq train --help`).
+    #[arg(long)]
+    data: Option<String>,
+}
+
+/// The files `bench onnx` compares, in order.
+const ONNX_BENCH_FILES: [&str; 3] =
+    ["mission16_vgg11bn_fp32.onnx", "mission16_vgg11bn_int8_static.onnx", "mission16_vgg11bn_int8_dynamic.onnx"];
 
 /// The model and batch shapes to measure; the defaults are the smoke profile's.
 #[derive(clap::Args)]
@@ -48,7 +77,33 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             cmd!(sh, "target/release/vggq bench-loader --data {data}").run()?;
             Ok(())
         }
+        Bench::Onnx(bench) => onnx(sh, bench),
     }
+}
+
+fn onnx(sh: &Shell, bench: OnnxBench) -> Result<()> {
+    let setup = crate::setup(sh)?;
+    let _onnxruntime = sh.push_env(crate::onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime);
+    let files: Vec<PathBuf> = ONNX_BENCH_FILES.iter().map(|f| bench.run.join(f)).filter(|p| p.is_file()).collect();
+    if files.is_empty() {
+        anyhow::bail!("no exported ONNX files in {} (run `vggq export` first)", bench.run.display());
+    }
+    let (images, batches, threads) = (bench.images.to_string(), bench.batches.to_string(), bench.threads.to_string());
+    let mut eval_args = vec!["--providers".to_string(), "cpu".into(), "--images".into(), images];
+    if bench.threads > 0 {
+        eval_args.extend(["--threads".into(), threads.clone()]);
+    }
+    if let Some(data) = bench.data {
+        eval_args.extend(["--data".into(), data]);
+    }
+    let report = bench.run.join("bench_onnx.json");
+    let files_for_eval = &files;
+    let vggq = crate::target_dir(sh).join("release/vggq");
+    cmd!(sh, "{vggq} eval {files_for_eval...} {eval_args...} --report {report}").run()?;
+    let python = setup.python;
+    let files = &files;
+    cmd!(sh, "{python} scripts/ort_bench.py {files...} --batches {batches} --threads {threads}").run()?;
+    Ok(())
 }
 
 fn train(sh: &Shell, shapes: TrainShapes) -> Result<()> {

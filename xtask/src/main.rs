@@ -7,6 +7,7 @@
 mod all;
 mod bench;
 mod inspect;
+mod onnxruntime;
 mod python;
 mod test;
 mod verify;
@@ -29,7 +30,7 @@ enum Command {
     All(all::Args),
     /// The whole test suite, as CI runs it (sets up the pinned PyTorch venv first).
     Test(test::Args),
-    /// Install what the pipeline and its tests need beside Rust (the pinned Python venv), idempotently.
+    /// Install what the pipeline and its tests need beside Rust (the pinned Python venv, ONNX Runtime), idempotently.
     Setup,
     /// Benchmarks, each beside its baseline on the same machine.
     Bench(bench::Args),
@@ -46,16 +47,37 @@ fn main() -> Result<()> {
     match cli.command {
         Command::All(args) => all::run(&sh, args),
         Command::Test(args) => test::run(&sh, args),
-        Command::Setup => python::ensure_venv(&sh).map(|python| println!("python venv: {}", python.display())),
+        Command::Setup => setup(&sh).map(|_| ()),
         Command::Bench(args) => bench::run(&sh, args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(&sh, args),
     }
 }
 
+/// The pinned Python venv and ONNX Runtime; says where they are. `all` and `test` run it first.
+fn setup(sh: &xshell::Shell) -> Result<Setup> {
+    let python = python::ensure_venv(sh)?;
+    println!("python venv: {}", python.display());
+    let onnxruntime = onnxruntime::ensure(sh)?;
+    println!("ONNX Runtime: {} (the vggq binary finds it through {})", onnxruntime.display(), onnxruntime::ORT_DYLIB_PATH);
+    Ok(Setup { python, onnxruntime })
+}
+
+/// Where `setup` put things.
+struct Setup {
+    python: PathBuf,
+    onnxruntime: PathBuf,
+}
+
 /// The workspace root: xtask lives one level below it.
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits inside the workspace").to_path_buf()
+}
+
+/// Cargo's target folder: `$CARGO_TARGET_DIR`, else `target/` in the workspace.
+fn target_dir(sh: &xshell::Shell) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    sh.current_dir().join(target)
 }
 
 /// `../shared` beside the checkout, or `$VGGQ_SHARED`: the team's fixtures, data and baselines.

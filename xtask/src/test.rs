@@ -3,7 +3,7 @@
 use anyhow::Result;
 use xshell::{cmd, Shell};
 
-use crate::{python, shared_dir};
+use crate::{onnxruntime, shared_dir};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,8 +13,9 @@ pub struct Args {
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    let python = python::ensure_venv(sh)?;
-    let _python = sh.push_env("VGGQ_PYTHON", &python);
+    let setup = crate::setup(sh)?;
+    let _python = sh.push_env("VGGQ_PYTHON", &setup.python);
+    let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime);
     let _shared = sh.push_env("VGGQ_SHARED", shared_dir());
     // --release: the tests train a small VGG on real images, and release shares its build with `all`.
     let cargo_args = args.cargo_args;

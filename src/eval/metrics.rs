@@ -1,0 +1,112 @@
+//! Accuracy and speed of one session over a set of batches: top-1, ms per image and images/s in steady
+//! state (warm-up batches excluded), with and without the preprocessing, and batch latency percentiles.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::session::{OnnxSession, Provider};
+use super::EvalError;
+use crate::data::BatchLoader;
+
+/// Throughput over the measured (post-warm-up) batches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Timing {
+    pub ms_per_image: f64,
+    pub images_per_s: f64,
+}
+
+impl Timing {
+    fn new(elapsed: Duration, images: usize) -> Self {
+        let seconds = elapsed.as_secs_f64();
+        Timing { ms_per_image: seconds * 1e3 / images as f64, images_per_s: images as f64 / seconds }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub requested: Provider,
+    /// `CUDA`, `CPU` or `CUDA (k nodes on CPU: ...)`, from ORT's profile.
+    pub placement: String,
+    /// Operator counts of the graph ORT ran (after its optimizations).
+    pub op_counts: BTreeMap<String, usize>,
+    pub images: usize,
+    /// Percent.
+    pub top1: f64,
+    pub batch_size: usize,
+    pub warmup_batches: usize,
+    /// Batches behind `inference` and the percentiles.
+    pub timed_batches: usize,
+    /// `session.run` alone, on preprocessed batches, the loader idle.
+    pub inference: Timing,
+    /// The whole pass after warm-up: inference while the loader preprocesses (decode, resize, normalise)
+    /// on its worker threads, waits for it included.
+    pub with_preprocessing: Timing,
+    pub p50_batch_ms: f64,
+    pub p95_batch_ms: f64,
+}
+
+/// Batches kept for the inference-only timing: enough for stable percentiles, few enough to hold in
+/// memory at 128 px (6 MiB per batch of 32).
+const TIMED_BATCHES: usize = 20;
+
+/// Runs every batch once, in order, for accuracy and the end-to-end throughput (the loader preprocesses
+/// on its worker threads meanwhile; the first `warmup_batches` are not timed). Then runs up to
+/// `TIMED_BATCHES` of those preprocessed batches again with the loader idle, timing `session.run` alone:
+/// on a machine with few cores the loader's threads would otherwise slow the inference they overlap.
+pub fn evaluate(session: &mut OnnxSession, batches: &BatchLoader, warmup_batches: usize) -> Result<EvalReport, EvalError> {
+    let batch_size = batches.config().batch_size;
+    let (mut correct, mut images) = (0_usize, 0_usize);
+    let mut kept = Vec::new();
+    let mut measured_images = 0_usize;
+    let mut loop_start = Instant::now();
+    let mut loop_end = loop_start;
+    for (index, batch) in batches.epoch(0).enumerate() {
+        if index == warmup_batches {
+            loop_start = Instant::now();
+        }
+        let logits = session.run(&batch.images, batch.len())?;
+        let classes = logits.len() / batch.len();
+        correct += logits.chunks(classes).zip(&batch.labels).filter(|(row, &label)| argmax(row) == label as usize).count();
+        images += batch.len();
+        if index >= warmup_batches && batch.len() == batch_size {
+            measured_images += batch.len();
+            loop_end = Instant::now();
+            if kept.len() < TIMED_BATCHES {
+                kept.push(batch);
+            }
+        }
+    }
+    if kept.is_empty() {
+        return Err(EvalError::Ort(format!("no full batch left to time after {warmup_batches} warm-up batches")));
+    }
+    let mut latencies: Vec<Duration> = Vec::with_capacity(kept.len());
+    for batch in &kept {
+        let started = Instant::now();
+        session.run(&batch.images, batch.len())?;
+        latencies.push(started.elapsed());
+    }
+    let inference: Duration = latencies.iter().sum();
+    latencies.sort();
+    let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
+    Ok(EvalReport {
+        requested: session.requested,
+        placement: session.placement.to_string(),
+        op_counts: session.placement.op_counts(),
+        images,
+        top1: 100.0 * correct as f64 / images as f64,
+        batch_size,
+        warmup_batches,
+        timed_batches: kept.len(),
+        inference: Timing::new(inference, kept.len() * batch_size),
+        with_preprocessing: Timing::new(loop_end - loop_start, measured_images),
+        p50_batch_ms: percentile(0.5),
+        p95_batch_ms: percentile(0.95),
+    })
+}
+
+/// Index of the largest value (the first on ties, as torch.argmax).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
+}

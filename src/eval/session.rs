@@ -1,0 +1,93 @@
+//! An ONNX Runtime session on the execution provider asked for, with the placement ORT chose for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::ep;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::placement::Placement;
+use super::EvalError;
+use crate::export::onnx::graph::{INPUT_NAME, OUTPUT_NAME};
+
+/// The environment variable naming the ONNX Runtime shared library (`cargo xtask setup` sets it up).
+pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
+/// RGB.
+const CHANNELS: usize = 3;
+
+/// The execution provider a session is asked to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// CUDA first; nodes it cannot take, or the whole model when the EP fails to register, go to the CPU.
+    Cuda,
+    Cpu,
+}
+
+/// A loaded model and where ORT placed its nodes.
+pub struct OnnxSession {
+    session: Session,
+    side: usize,
+    pub requested: Provider,
+    /// Which provider ran each node of the optimized graph, from one profiled run.
+    pub placement: Placement,
+}
+
+impl OnnxSession {
+    /// Loads `path` (input `[N, 3, side, side]`) with every graph optimization on, asks for `provider`,
+    /// then runs one image with ORT's profiler on to record which provider ran each node. `threads`
+    /// bounds ORT's intra-op pool (its default is one thread per core).
+    pub fn open(path: &Path, side: usize, provider: Provider, threads: Option<usize>) -> Result<Self, EvalError> {
+        let profile_dir = tempfile::tempdir().map_err(|e| EvalError::Ort(format!("profile folder: {e}")))?;
+        let mut builder = Session::builder(environment()?)?
+            .with_optimization_level(GraphOptimizationLevel::All)?
+            .with_profiling(profile_dir.path().join("ort_profile"))?;
+        if let Some(threads) = threads {
+            builder = builder.with_intra_threads(threads)?;
+        }
+        if provider == Provider::Cuda {
+            // A CUDA EP that cannot register (no GPU, a CPU-only library) is an error here rather than a
+            // silent CPU session; nodes CUDA has no kernel for still fall back, and the profile shows them.
+            builder = builder.with_execution_providers([ep::CUDA::default().build().error_on_failure()])?;
+        }
+        let session = builder.commit_from_file(path)?;
+        let mut this = OnnxSession { session, side, requested: provider, placement: Placement::default() };
+        this.run(&vec![0.0; CHANNELS * side * side], 1)?;
+        let profile = PathBuf::from(this.session.end_profiling()?);
+        this.placement = Placement::from_profile(&profile)?;
+        Ok(this)
+    }
+
+    /// Logits `[batch, classes]` (row-major) of `batch` CHW images.
+    pub fn run(&mut self, images: &[f32], batch: usize) -> Result<Vec<f32>, EvalError> {
+        let input = TensorRef::from_array_view(([batch, CHANNELS, self.side, self.side], images))?;
+        let outputs = self.session.run(ort::inputs![INPUT_NAME => input])?;
+        let (shape, logits) = outputs[OUTPUT_NAME].try_extract_tensor::<f32>()?;
+        if shape.len() != 2 || shape[0] != batch as i64 {
+            return Err(EvalError::OutputShape { shape: shape.to_vec(), batch });
+        }
+        Ok(logits.to_vec())
+    }
+}
+
+/// The process's one ONNX Runtime environment, from the library `$ORT_DYLIB_PATH` names. ort allows one
+/// environment per process, ever, so it lives for the whole run.
+fn environment() -> Result<&'static Environment, EvalError> {
+    static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
+    static INIT: Mutex<()> = Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(environment) = ENVIRONMENT.get() {
+        return Ok(environment);
+    }
+    let path = PathBuf::from(std::env::var_os(ORT_DYLIB_PATH).ok_or(EvalError::MissingLibrary)?);
+    let library_error = |message: String| EvalError::Library { path: path.clone(), message };
+    let environment = ort::init_from(&path)
+        .map_err(|e| library_error(e.to_string()))?
+        .with_name("vggq")
+        .build()
+        .map_err(|e| library_error(e.to_string()))?;
+    Ok(ENVIRONMENT.get_or_init(|| environment))
+}

@@ -1,0 +1,3 @@
+//! Writing models for other runtimes: [`onnx`].
+
+pub mod onnx;

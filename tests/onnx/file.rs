@@ -1,0 +1,86 @@
+//! The files themselves: accepted by onnx's full checker, deterministic, with their metadata.
+
+use prost::Message;
+use vggq::export::onnx::proto::ModelProto;
+use vggq::export::onnx::{self, minmax, FoldedVgg, Variant, NO_PTH, SOURCE_PTH_SHA256_KEY, VARIANT_KEY};
+
+use crate::util::*;
+
+/// The three variants this branch can write, for a tiny model.
+fn tiny_variants(side: usize) -> Vec<(Variant, ModelProto)> {
+    let config = tiny_config(side);
+    let model = tiny_model(&config, 1);
+    let folded = FoldedVgg::from_model(&model, &config);
+    let mut ranges = minmax::Ranges::default();
+    ranges.observe(&model, Tensor::random([4, 3, side, side], Distribution::Normal(0.0, 1.0), &Default::default()));
+    vec![
+        (Variant::Fp32, onnx::fp32::model(&folded, &provenance(Variant::Fp32)).unwrap()),
+        (Variant::Int8Dynamic, onnx::dynamic::model(&folded, &provenance(Variant::Int8Dynamic)).unwrap()),
+        (Variant::Int8Static, onnx::qdq::model(&ranges.quantize(&folded), &provenance(Variant::Int8Static)).unwrap()),
+    ]
+}
+
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+#[test]
+fn every_variant_passes_the_full_checker_and_loads_in_onnx_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    for side in [32, 128] {
+        for (variant, proto) in tiny_variants(side) {
+            let path = dir.path().join(format!("{side}_{}", variant.file_name()));
+            onnx::write(&path, &proto).unwrap();
+            onnx_check(&path);
+            let mut session = ort_session(&path, side);
+            let logits = session.run(&vec![0.5; 2 * 3 * side * side], 2).unwrap();
+            assert_eq!(logits.len(), 2 * 10, "{variant:?} at {side} px");
+        }
+    }
+}
+
+#[test]
+fn the_same_model_gives_the_same_bytes() {
+    let first: Vec<Vec<u8>> = tiny_variants(32).iter().map(|(_, p)| p.encode_to_vec()).collect();
+    let second: Vec<Vec<u8>> = tiny_variants(32).iter().map(|(_, p)| p.encode_to_vec()).collect();
+    assert_eq!(first, second);
+}
+
+#[test]
+fn metadata_names_the_variant_and_the_source_pth() {
+    for (variant, proto) in tiny_variants(32) {
+        let decoded = ModelProto::decode(proto.encode_to_vec().as_slice()).unwrap();
+        let get = |key: &str| decoded.metadata_props.iter().find(|p| p.key.as_deref() == Some(key)).and_then(|p| p.value.clone());
+        assert_eq!(get(VARIANT_KEY).as_deref(), Some(variant.as_str()));
+        assert_eq!(get(SOURCE_PTH_SHA256_KEY).as_deref(), Some(NO_PTH));
+        assert_eq!(decoded.producer_name.as_deref(), Some("vggq"));
+        assert_eq!(decoded.opset_import[0].version, Some(17));
+    }
+}
+
+#[test]
+fn a_pool_that_does_not_divide_is_refused() {
+    let mut config = tiny_config(96);
+    config.pool_size = 2; // 3x3 features to 2x2
+    let folded = FoldedVgg::from_model(&tiny_model(&config, 0), &config);
+    let error = onnx::fp32::model(&folded, &provenance(Variant::Fp32)).unwrap_err();
+    assert!(matches!(error, onnx::ExportError::UnsupportedPool { side: 3, pool_size: 2 }), "{error}");
+}
+
+#[test]
+fn a_cuda_request_is_never_reported_as_cuda_without_cuda_nodes() {
+    use vggq::eval::{OnnxSession, Provider};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, proto) = tiny_variants(32).remove(0);
+    let path = dir.path().join("fp32.onnx");
+    onnx::write(&path, &proto).unwrap();
+    let _ = ort_session(&path, 32); // fails clearly when ORT_DYLIB_PATH is unset
+    // Without a GPU (or with a CPU-only ONNX Runtime) registration fails loudly instead of quietly
+    // giving a CPU session; with one, the label follows the nodes ORT's profile puts on CUDA.
+    match OnnxSession::open(&path, 32, Provider::Cuda, Some(1)) {
+        Err(error) => assert!(error.to_string().contains("CUDA"), "{error}"),
+        Ok(session) => {
+            let on_cuda = session.placement.nodes.contains_key("CUDAExecutionProvider");
+            assert_eq!(session.placement.to_string().starts_with("CUDA"), on_cuda, "{}", session.placement);
+        }
+    }
+}

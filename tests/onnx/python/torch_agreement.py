@@ -1,0 +1,65 @@
+"""Runs the PyTorch module loaded from our .pth on the images ONNX Runtime saw, and compares logits.
+
+Usage: torch_agreement.py VARIANT PTH CONFIG_JSON IMAGES_F32 ONNX_LOGITS_F32
+
+VARIANT is `fp32` (torchvision's VGG11-BN layout, eval mode), `dynamic_int8` (the FP32 .pth through
+`torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, torch.qint8)`, as the seed quantizes it) or
+`static_int8_fx` (a `convert_fx` fbgemm module, loaded with the quantized state_dict in PTH).
+The image and logit files are raw little-endian float32. Prints one JSON line: the largest absolute
+difference relative to the largest |logit| and the share of images whose top-1 class agrees.
+"""
+import json
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.ao.quantization import get_default_qconfig_mapping, quantize_dynamic
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+from torchvision.models.vgg import VGG, make_layers
+
+
+def build(config):
+    cfg = [c if c != 0 else "M" for c in config["features"]]
+    side = config["avgpool_side"]
+    last = [c for c in cfg if c != "M"][-1]
+    model = VGG(make_layers(cfg, batch_norm=True), num_classes=config["classes"], init_weights=False)
+    model.avgpool = nn.AdaptiveAvgPool2d((side, side))
+    h = config["hidden"]
+    model.classifier = nn.Sequential(
+        nn.Linear(last * side * side, h), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(h, h), nn.ReLU(True), nn.Dropout(),
+        nn.Linear(h, config["classes"]),
+    )
+    return model.eval()
+
+
+def main():
+    variant, pth, config_json, images_path, logits_path = sys.argv[1:6]
+    config = json.loads(config_json)
+    torch.backends.quantized.engine = "fbgemm"
+    side = config["input_side"]
+    model = build(config)
+    state_dict = torch.load(pth, weights_only=True)
+    if variant == "static_int8_fx":
+        # The module structure convert_fx gives; its calibration is replaced by the parameters we load.
+        example = (torch.randn(2, 3, side, side),)
+        prepared = prepare_fx(model, get_default_qconfig_mapping("fbgemm"), example)
+        prepared(*example)
+        model = convert_fx(prepared)
+    model.load_state_dict(state_dict, strict=True)
+    if variant == "dynamic_int8":
+        model = quantize_dynamic(model, {nn.Linear}, torch.qint8)
+    images = torch.from_numpy(np.fromfile(images_path, dtype="<f4").reshape(-1, 3, side, side))
+    onnx_logits = np.fromfile(logits_path, dtype="<f4").reshape(images.shape[0], -1)
+    with torch.no_grad():
+        torch_logits = model(images).numpy()
+    scale = float(np.abs(torch_logits).max())
+    print(json.dumps({
+        "relative_error": float(np.abs(torch_logits - onnx_logits).max()) / scale,
+        "top1_agreement": float((torch_logits.argmax(1) == onnx_logits.argmax(1)).mean()),
+    }))
+
+
+if __name__ == "__main__":
+    main()
