@@ -14,6 +14,7 @@ pub mod package;
 pub mod pipeline;
 pub mod profile;
 pub mod quant;
+pub mod report;
 pub mod steps;
 pub mod train;
 pub mod throughput;
@@ -21,6 +22,8 @@ pub mod throughput;
 
 /// The Burn release this build uses, for reports and provenance.
 pub const BURN_VERSION: &str = "0.21.0";
+/// The `ort` crate release this build uses, for reports and provenance.
+pub const ORT_CRATE_VERSION: &str = "2.0.0-rc.15";
 
 /// Where downloads (CIFAR-10, torchvision weights) are kept between runs: `$VGGQ_CACHE`, else
 /// `$XDG_CACHE_HOME/vggq`, else `~/.cache/vggq`.

@@ -1,5 +1,7 @@
-//! The artifact package of a run: `SHA256SUMS` (what `sha256sum -c` reads) and `manifest.json` (what each
-//! file is and where the run came from), and [`verify`], which re-hashes a package against its manifest.
+//! The artifact package of a run: `SHA256SUMS` (what `sha256sum -c` reads) over the reproducible files,
+//! so two runs of the same code, seed and data on the same machine give the same `SHA256SUMS`, and
+//! `manifest.json` (every file with its role and digest, and where the run came from); [`verify`]
+//! re-hashes a package against its manifest.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,19 @@ pub struct FileRole {
     pub format: String,
     /// What it was made from (another file of the package, or a pipeline step).
     pub source: String,
+    /// A function of the seed, data and code alone (models), listed in `SHA256SUMS`; measurements
+    /// (timings, reports) vary from run to run and are in the manifest only.
+    pub reproducible: bool,
+}
+
+impl FileRole {
+    pub fn reproducible(name: &str, variant: &str, format: &str, source: &str) -> Self {
+        Self { name: name.into(), variant: variant.into(), format: format.into(), source: source.into(), reproducible: true }
+    }
+
+    pub fn measured(name: &str, variant: &str, format: &str, source: &str) -> Self {
+        Self { reproducible: false, ..Self::reproducible(name, variant, format, source) }
+    }
 }
 
 /// A file of the package with its size and digest.
@@ -76,7 +91,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
 }
 
 /// Hashes the files named in `roles` (inside `dir`) and writes `manifest.json`, then `SHA256SUMS` over
-/// them and the manifest, each atomically.
+/// the reproducible ones, each atomically.
 pub fn write(dir: &Path, roles: Vec<FileRole>, provenance: Provenance) -> Result<Manifest, PackageError> {
     let mut files = roles
         .into_iter()
@@ -92,12 +107,12 @@ pub fn write(dir: &Path, roles: Vec<FileRole>, provenance: Provenance) -> Result
     let json = serde_json::to_string_pretty(&manifest).expect("a manifest is plain data") + "\n";
     crate::atomic::write(&manifest_path, json.as_bytes()).map_err(io_error(&manifest_path))?;
 
-    let manifest_digest = file_digest(&manifest_path, DigestAlgorithm::Sha256)?;
-    let mut lines: Vec<(String, String)> =
-        manifest.files.iter().map(|f| (f.role.name.clone(), f.sha256.clone())).collect();
-    lines.push((MANIFEST_FILE.to_string(), manifest_digest.hex));
-    lines.sort();
-    let sums: String = lines.iter().map(|(name, hex)| format!("{hex}  {name}\n")).collect();
+    let sums: String = manifest
+        .files
+        .iter()
+        .filter(|f| f.role.reproducible)
+        .map(|f| format!("{}  {}\n", f.sha256, f.role.name))
+        .collect();
     let sums_path = dir.join(CHECKSUMS_FILE);
     crate::atomic::write(&sums_path, sums.as_bytes()).map_err(io_error(&sums_path))?;
     Ok(manifest)
@@ -135,8 +150,8 @@ impl std::fmt::Display for Discrepancies {
     }
 }
 
-/// Re-hashes every file of the package in `dir` against its `manifest.json` (and the manifest against
-/// `SHA256SUMS`), and lists files the manifest does not know.
+/// Re-hashes every file of the package in `dir` against its `manifest.json` and checks that `SHA256SUMS`
+/// says the same of the files it lists, and lists files the manifest does not know.
 pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&manifest_path).map_err(io_error(&manifest_path))?;
@@ -145,10 +160,14 @@ pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
 
     let mut expected: Vec<(String, String)> =
         manifest.files.iter().map(|f| (f.role.name.clone(), f.sha256.clone())).collect();
+    // SHA256SUMS is what users check with `sha256sum -c`: a line that disagrees with the manifest is a
+    // change as much as a changed file is.
     let sums_path = dir.join(CHECKSUMS_FILE);
     let sums = std::fs::read_to_string(&sums_path).map_err(io_error(&sums_path))?;
-    if let Some((hex, _)) = sums.lines().filter_map(|line| line.split_once("  ")).find(|(_, name)| *name == MANIFEST_FILE) {
-        expected.push((MANIFEST_FILE.to_string(), hex.to_string()));
+    for (hex, name) in sums.lines().filter_map(|line| line.split_once("  ")) {
+        if !expected.iter().any(|(n, h)| n == name && h == hex) {
+            expected.push((name.to_string(), hex.to_string()));
+        }
     }
 
     let mut found = Discrepancies::default();
@@ -164,7 +183,7 @@ pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
         }
     }
     let known: BTreeSet<&str> =
-        expected.iter().map(|(name, _)| name.as_str()).chain([CHECKSUMS_FILE]).collect();
+        expected.iter().map(|(name, _)| name.as_str()).chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
     let mut entries: Vec<String> = std::fs::read_dir(dir)
         .map_err(io_error(dir))?
         .filter_map(|entry| entry.ok())

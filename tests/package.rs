@@ -26,13 +26,13 @@ fn provenance() -> Provenance {
 fn package(dir: &Path) {
     std::fs::write(dir.join("model.pth"), b"weights").unwrap();
     std::fs::write(dir.join("model.onnx"), b"graph").unwrap();
-    let role = |name: &str, format: &str| FileRole {
-        name: name.into(),
-        variant: "fp32".into(),
-        format: format.into(),
-        source: "train".into(),
-    };
-    package::write(dir, vec![role("model.pth", "pth"), role("model.onnx", "onnx")], provenance()).unwrap();
+    std::fs::write(dir.join("metrics.json"), b"{}").unwrap();
+    let roles = vec![
+        FileRole::reproducible("model.pth", "fp32", "pth", "train"),
+        FileRole::reproducible("model.onnx", "fp32", "onnx", "export"),
+        FileRole::measured("metrics.json", "report", "json", "eval"),
+    ];
+    package::write(dir, roles, provenance()).unwrap();
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn intact_package_verifies_here_and_with_sha256sum() {
     package(dir.path());
     assert!(package::verify(dir.path()).unwrap().is_empty());
     let sums = std::fs::read_to_string(dir.path().join(CHECKSUMS_FILE)).unwrap();
-    assert_eq!(sums.lines().count(), 3, "two artifacts and the manifest:\n{sums}");
+    assert_eq!(sums.lines().count(), 2, "the two reproducible artifacts, not the measurements:\n{sums}");
     let status = Command::new("sha256sum").arg("-c").arg(CHECKSUMS_FILE).current_dir(dir.path()).status().unwrap();
     assert!(status.success(), "sha256sum -c rejected our SHA256SUMS");
 }
@@ -64,12 +64,20 @@ fn verify_names_changed_missing_and_extra_files() {
 }
 
 #[test]
-fn a_tampered_manifest_is_caught() {
+fn checksums_that_disagree_with_the_manifest_are_caught() {
     let dir = tempfile::tempdir().unwrap();
     package(dir.path());
+    // A manifest edited to bless a changed model still disagrees with SHA256SUMS.
+    std::fs::write(dir.path().join("model.pth"), b"weightz").unwrap();
     let manifest = dir.path().join(package::MANIFEST_FILE);
-    let text = std::fs::read_to_string(&manifest).unwrap().replace("0123abc", "fedcba9");
-    std::fs::write(&manifest, text).unwrap();
+    let forged = vggq::data::file_digest(&dir.path().join("model.pth"), vggq::data::DigestAlgorithm::Sha256).unwrap().hex;
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let manifest_json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let old = manifest_json["files"].as_array().unwrap().iter().find(|f| f["name"] == "model.pth").unwrap()["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(&manifest, text.replace(&old, &forged)).unwrap();
     let found = package::verify(dir.path()).unwrap();
-    assert_eq!(found.changed.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), vec![package::MANIFEST_FILE]);
+    assert_eq!(found.changed.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), vec!["model.pth"]);
 }

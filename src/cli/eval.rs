@@ -4,13 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use prost::Message;
-use serde::Serialize;
 use vggq::data::{self, BatchLoader, DataSource, LoaderConfig, DEFAULT_BATCH_SIZE};
-use vggq::eval::{self, EvalReport, OnnxSession, Provider};
+use vggq::eval::{self, ModelMetrics, OnnxSession, Provider, MIB};
 use vggq::export::onnx::proto::{tensor_shape_proto::dimension, type_proto, ModelProto};
-
-/// Bytes per MiB.
-const MIB: f64 = (1 << 20) as f64;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,15 +34,6 @@ pub struct Args {
     /// Also write the rows as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
-}
-
-#[derive(Serialize)]
-struct Row {
-    file: String,
-    size_bytes: u64,
-    size_mib: f64,
-    #[serde(flatten)]
-    eval: EvalReport,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -92,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
                 report.p95_batch_ms
             );
             println!("    ops run: {:?}", report.op_counts);
-            rows.push(Row { file: file_name(path), size_bytes, size_mib: size_bytes as f64 / MIB, eval: report });
+            rows.push(ModelMetrics { file: file_name(path), size_bytes, size_mib: size_bytes as f64 / MIB, eval: report });
         }
     }
     if let Some(report) = &args.report {

@@ -3,6 +3,7 @@
 mod bench_loader;
 mod bench_train;
 mod quantize;
+mod report;
 mod eval;
 mod export;
 mod run_dir;
@@ -26,6 +27,8 @@ enum Command {
     /// Quantize the trained FP32 model three ways (dynamic PTQ, static PTQ, QAT) with PyTorch's fbgemm
     /// semantics, evaluate each, and write the four `.pth` files and `quant_report.json` under `--out`.
     Quantize(quantize::Args),
+    /// `report.md` and charts from `metrics.json`, then the package's `manifest.json` and `SHA256SUMS`.
+    Report(report::Args),
     /// Training and evaluation images/s on random data, measured as `torch_train_bench.py` measures PyTorch.
     BenchTrain(bench_train::Args),
     /// Training images/s the data loader delivers (decode, resize, flip, normalise, batch).
@@ -43,6 +46,7 @@ impl Cli {
         match self.command {
             Command::Train(args) => train::run(args),
             Command::Quantize(args) => quantize::run(args),
+            Command::Report(args) => report::run(args),
             Command::BenchTrain(args) => bench_train::run(args),
             Command::BenchLoader(args) => bench_loader::run(args),
             Command::Verify(args) => verify::run(args),

@@ -14,6 +14,10 @@ use vggq::profile::Profile;
 #[derive(Deserialize)]
 pub struct TrainedRun {
     pub profile: Profile,
+    /// The dataset's fingerprint (`sha256:<hex> (<origin>)`).
+    pub dataset: String,
+    /// Class names in label order.
+    pub classes: Vec<String>,
     epochs: Vec<serde_json::Value>,
     #[serde(skip)]
     pub folder: PathBuf,

@@ -52,6 +52,7 @@ struct TrainReport<'a> {
     profile: &'a Profile,
     backend: Backend,
     dataset: String,
+    classes: Vec<String>,
     epochs: Vec<EpochReport>,
     test: Score,
 }
@@ -127,6 +128,7 @@ impl Run<'_> {
         let cifar = data::load(&self.data_source)?;
         let dataset = cifar.fingerprint.to_string();
         println!("dataset: {dataset}");
+        let classes = cifar.classes.clone();
 
         let data = RunData::new(cifar, profile)?;
         println!("images: train {} | val {} | test {}", data.train.len(), data.val.len(), data.test.len());
@@ -142,6 +144,7 @@ impl Run<'_> {
             profile,
             backend: self.backend,
             dataset,
+            classes,
             epochs,
             test,
         };

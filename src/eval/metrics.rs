@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::session::{OnnxSession, Provider};
 use super::EvalError;
 use crate::data::BatchLoader;
 
 /// Throughput over the measured (post-warm-up) batches.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     pub ms_per_image: f64,
     pub images_per_s: f64,
@@ -24,7 +24,7 @@ impl Timing {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
     pub requested: Provider,
     /// `CUDA`, `CPU` or `CUDA (k nodes on CPU: ...)`, from ORT's profile.
@@ -45,7 +45,26 @@ pub struct EvalReport {
     pub with_preprocessing: Timing,
     pub p50_batch_ms: f64,
     pub p95_batch_ms: f64,
+    /// The predicted class of every image, in order: agreement between models and per-class accuracy
+    /// come from these.
+    pub predictions: Vec<u8>,
+    /// The true class of every image, in order.
+    pub labels: Vec<u8>,
 }
+
+/// One row of `metrics.json`: an ONNX file evaluated on one execution provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelMetrics {
+    pub file: String,
+    pub size_bytes: u64,
+    /// `size_bytes / 2^20`, as the seed's table reports sizes.
+    pub size_mib: f64,
+    #[serde(flatten)]
+    pub eval: EvalReport,
+}
+
+/// Bytes per MiB.
+pub const MIB: f64 = (1 << 20) as f64;
 
 /// Batches kept for the inference-only timing: enough for stable percentiles, few enough to hold in
 /// memory at 128 px (6 MiB per batch of 32).
@@ -57,7 +76,7 @@ const TIMED_BATCHES: usize = 20;
 /// on a machine with few cores the loader's threads would otherwise slow the inference they overlap.
 pub fn evaluate(session: &mut OnnxSession, batches: &BatchLoader, warmup_batches: usize) -> Result<EvalReport, EvalError> {
     let batch_size = batches.config().batch_size;
-    let (mut correct, mut images) = (0_usize, 0_usize);
+    let (mut predictions, mut labels) = (Vec::new(), Vec::new());
     let mut kept = Vec::new();
     let mut measured_images = 0_usize;
     let mut loop_start = Instant::now();
@@ -68,8 +87,9 @@ pub fn evaluate(session: &mut OnnxSession, batches: &BatchLoader, warmup_batches
         }
         let logits = session.run(&batch.images, batch.len())?;
         let classes = logits.len() / batch.len();
-        correct += logits.chunks(classes).zip(&batch.labels).filter(|(row, &label)| argmax(row) == label as usize).count();
-        images += batch.len();
+        // Classes fit in a u8: CIFAR-10 has 10, and the data readers refuse more than 256.
+        predictions.extend(logits.chunks(classes).map(|row| argmax(row) as u8));
+        labels.extend(batch.labels.iter().map(|&label| label as u8));
         if index >= warmup_batches && batch.len() == batch_size {
             measured_images += batch.len();
             loop_end = Instant::now();
@@ -90,6 +110,8 @@ pub fn evaluate(session: &mut OnnxSession, batches: &BatchLoader, warmup_batches
     let inference: Duration = latencies.iter().sum();
     latencies.sort();
     let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
+    let images = predictions.len();
+    let correct = predictions.iter().zip(&labels).filter(|(p, l)| p == l).count();
     Ok(EvalReport {
         requested: session.requested,
         placement: session.placement.to_string(),
@@ -103,6 +125,8 @@ pub fn evaluate(session: &mut OnnxSession, batches: &BatchLoader, warmup_batches
         with_preprocessing: Timing::new(loop_end - loop_start, measured_images),
         p50_batch_ms: percentile(0.5),
         p95_batch_ms: percentile(0.95),
+        predictions,
+        labels,
     })
 }
 

@@ -8,6 +8,6 @@ pub mod placement;
 pub mod session;
 
 pub use error::EvalError;
-pub use metrics::{evaluate, EvalReport, Timing};
+pub use metrics::{evaluate, EvalReport, ModelMetrics, Timing, MIB};
 pub use placement::Placement;
 pub use session::{OnnxSession, Provider, ORT_DYLIB_PATH};

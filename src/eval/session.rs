@@ -19,7 +19,7 @@ pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
 const CHANNELS: usize = 3;
 
 /// The execution provider a session is asked to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// CUDA first; nodes it cannot take, or the whole model when the EP fails to register, go to the CPU.
