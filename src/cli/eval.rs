@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use prost::Message;
 use vggq::data::{self, BatchLoader, DataSource, LoaderConfig, DEFAULT_BATCH_SIZE};
+use vggq::steps::Step;
 use vggq::eval::{self, ModelMetrics, OnnxSession, Provider, MIB};
 use vggq::export::onnx::proto::{tensor_shape_proto::dimension, type_proto, ModelProto};
 
@@ -31,12 +32,31 @@ pub struct Args {
     /// ONNX Runtime's intra-op threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Also write the rows as JSON here.
+    /// Also write the rows as JSON here (`metrics.json` in a run folder).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Evaluate even when `--report` holds the results of an identical earlier evaluation.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let step = match &args.report {
+        Some(report) => {
+            let inputs: Vec<&Path> =
+                args.models.iter().map(PathBuf::as_path).chain(args.data.as_deref()).filter(|p| p.is_file()).collect();
+            let settings = (&args.providers, args.images, args.batch, args.warmup, args.threads);
+            let folder = report.parent().unwrap_or(Path::new("."));
+            Some(Step::new("eval", folder, &settings, &inputs, vec![report.clone()])?)
+        }
+        None => None,
+    };
+    if let Some(step) = step.as_ref().filter(|_| !args.force) {
+        if step.is_up_to_date()? {
+            println!("eval: up to date in {} (--force to redo)", args.report.as_ref().map_or(String::new(), |r| r.display().to_string()));
+            return Ok(());
+        }
+    }
     let source = match &args.data {
         Some(path) => DataSource::Local { path: path.clone() },
         None => DataSource::Download { cache_dir: vggq::cache_dir() },
@@ -85,6 +105,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(report) = &args.report {
         vggq::atomic::write(report, serde_json::to_string_pretty(&rows)?.as_bytes())
             .with_context(|| format!("writing {}", report.display()))?;
+    }
+    if let Some(step) = step {
+        step.record()?;
     }
     Ok(())
 }

@@ -13,7 +13,8 @@ use serde::Serialize;
 use vggq::backend::{self, Backend as BackendKind, DeviceRequest};
 use vggq::data::{self, DataSource};
 use vggq::model::load_features;
-use vggq::profile::{Init, Profile, ProfileName};
+use vggq::profile::{Init, Profile};
+use vggq::steps::Step;
 use vggq::quant::qat::{train_qat, QatMode};
 use vggq::quant::state_dict::{fp32_state_dict, quantized_state_dict};
 use vggq::quant::static_ptq::CalibrationTiming;
@@ -22,13 +23,15 @@ use vggq::train::{evaluate, evaluate_with, progress_bar, EpochReport, Score};
 
 use vggq::pipeline::RunData;
 
+use super::run_dir::TrainedRun;
 use super::train::pretrained_weights;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The recipe the FP32 model was trained with: `full` or `smoke`.
-    #[arg(long, value_enum, default_value = "full")]
-    profile: ProfileName,
+    /// The folder `vggq train` wrote: its `train_report.json` gives the profile, its `model_fp32.mpk` the
+    /// model; the `.pth` files and `quant_report.json` are written beside them.
+    #[arg(long)]
+    run: PathBuf,
     /// `auto` picks CUDA when available, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
@@ -38,10 +41,6 @@ pub struct Args {
     /// torchvision's `vgg11_bn-6002323d.pth`, for QAT `fp32match` of a pretrained profile (also `$VGGQ_WEIGHTS`).
     #[arg(long, env = "VGGQ_WEIGHTS")]
     weights: Option<PathBuf>,
-    /// The folder `vggq train` wrote (reads `model_fp32.mpk`, writes the `.pth` files and `quant_report.json`);
-    /// default `artifacts/<profile>`.
-    #[arg(long)]
-    out: Option<PathBuf>,
     /// Batches of the (unaugmented) training split observed by static calibration.
     #[arg(long, default_value_t = 20)]
     calibration_batches: usize,
@@ -51,6 +50,9 @@ pub struct Args {
     /// QAT from the FP32 recipe, or a short fine-tune of the trained FP32 model.
     #[arg(long, value_enum, default_value = "fp32match")]
     qat_mode: QatMode,
+    /// Quantize even when the outputs of an identical earlier run are in place.
+    #[arg(long)]
+    force: bool,
 }
 
 /// One variant's scores.
@@ -79,17 +81,44 @@ struct QuantReport<'a> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let profile = Profile::named(args.profile);
+    let profile = TrainedRun::open(&args.run)?.profile;
     println!("profile:\n{}", profile.to_json());
     let selection = backend::select(args.device)?;
     println!("{}", selection.reason);
+    let qat_variant = qat_variant(args.qat_mode);
+    let outputs = ["fp32", "dynamic_int8", "static_int8_fx", qat_variant.as_str()]
+        .iter()
+        .map(|variant| args.run.join(pth_name(variant)))
+        .chain([args.run.join(REPORT_FILE)])
+        .collect();
+    let model = args.run.join("model_fp32.mpk");
+    let inputs: Vec<&Path> = [Some(model.as_path()), args.data.as_deref()].into_iter().flatten().filter(|p| p.is_file()).collect();
+    let settings = (&profile, selection.backend, args.calibration_batches, args.calibration, args.qat_mode);
+    let step = Step::new("quantize", &args.run, &settings, &inputs, outputs)?;
+    if !args.force && step.is_up_to_date()? {
+        println!("quantize: up to date in {} (--force to redo)", args.run.display());
+        return Ok(());
+    }
     match selection.backend {
-        BackendKind::Cpu => execute::<backend::CpuBackend>(&profile, args, selection.backend, &Default::default()),
+        BackendKind::Cpu => execute::<backend::CpuBackend>(&profile, args, selection.backend, &Default::default())?,
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => execute::<backend::CudaBackend>(&profile, args, selection.backend, &Default::default()),
+        BackendKind::Cuda => execute::<backend::CudaBackend>(&profile, args, selection.backend, &Default::default())?,
         #[cfg(not(feature = "cuda"))]
         BackendKind::Cuda => unreachable!("backend::select never picks CUDA without the cuda feature"),
     }
+    step.record()?;
+    Ok(())
+}
+
+const REPORT_FILE: &str = "quant_report.json";
+
+/// The QAT variant's name: `qat_int8_fp32match` or `qat_int8_finetune`.
+fn qat_variant(mode: QatMode) -> String {
+    match mode {
+        QatMode::Fp32match => "qat_int8_fp32match",
+        QatMode::Finetune => "qat_int8_finetune",
+    }
+    .to_string()
 }
 
 /// `mission_16_vgg11bn_<variant>.pth`.
@@ -98,7 +127,7 @@ fn pth_name(variant: &str) -> String {
 }
 
 fn execute<B: AutodiffBackend>(profile: &Profile, args: Args, backend: BackendKind, device: &B::Device) -> Result<()> {
-    let out = args.out.unwrap_or_else(|| Path::new("artifacts").join(&profile.name));
+    let out = args.run.clone();
     let data_source = match args.data {
         Some(path) => DataSource::Local { path },
         None => DataSource::Download { cache_dir: vggq::cache_dir() },
@@ -169,7 +198,7 @@ fn execute<B: AutodiffBackend>(profile: &Profile, args: Args, backend: BackendKi
     report_line("qat int8", &qat_scores);
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let qat_variant = format!("qat_int8_{}", serde_json::to_value(args.qat_mode)?.as_str().unwrap_or("qat"));
+    let qat_variant = qat_variant(args.qat_mode);
     let files = [
         ("fp32".to_string(), fp32_state_dict(&float)?),
         ("dynamic_int8".to_string(), quantized_state_dict(&dynamic)?),
@@ -197,7 +226,7 @@ fn execute<B: AutodiffBackend>(profile: &Profile, args: Args, backend: BackendKi
         static_int8_fx: variant("static_int8_fx", static_scores),
         qat_int8: variant(&qat_variant, qat_scores),
     };
-    let report_path = out.join("quant_report.json");
+    let report_path = out.join(REPORT_FILE);
     vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
         .with_context(|| format!("writing {}", report_path.display()))?;
     println!("wrote {}", report_path.display());

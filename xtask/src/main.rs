@@ -45,7 +45,7 @@ fn main() -> Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(workspace_root());
     match cli.command {
-        Command::All(args) => all::run(&sh, args),
+        Command::All(args) => all::run(&sh, args).map(|out| println!("package: {}", out.display())),
         Command::Test(args) => test::run(&sh, args),
         Command::Setup => setup(&sh).map(|_| ()),
         Command::Bench(args) => bench::run(&sh, args),

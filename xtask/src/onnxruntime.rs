@@ -10,7 +10,7 @@ use xshell::{cmd, Shell};
 
 /// The ONNX Runtime release every path agrees on: the wheel PyPI has for CPython 3.11, and what the
 /// Python venv's `onnxruntime` is (the baseline of the evaluation benchmark).
-const VERSION: &str = "1.32.0";
+pub const VERSION: &str = "1.32.0";
 /// Where the NVIDIA kernel driver announces itself.
 const NVIDIA_DRIVER: &str = "/proc/driver/nvidia/version";
 /// The variable the `vggq` binary reads.
