@@ -8,9 +8,6 @@ use vggq_pth::{DType, StateDict, Value};
 use super::QuantError;
 use crate::model::{Vgg, VggConfig};
 
-/// torch.nn.BatchNorm2d's `eps`, the value our BatchNorm2d uses too.
-pub const BATCH_NORM_EPS: f32 = 1e-5;
-
 /// A BatchNorm2d in eval mode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNormParams {
@@ -55,7 +52,8 @@ pub struct FloatVgg {
 /// `classifier` indices of torchvision's three Linears (ReLU and Dropout sit between them).
 pub const CLASSIFIER_LINEARS: [usize; 3] = [0, 3, 6];
 
-fn values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+/// The values of a tensor of any backend, row-major, as f32.
+pub(crate) fn values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data after convert")
 }
 
