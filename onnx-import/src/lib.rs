@@ -7,8 +7,9 @@
 
 use burn::module::{Param, RunningState};
 use burn::prelude::*;
-use vggq::export::onnx::{self, FoldedVgg, Provenance, Variant};
+use vggq::export::onnx::{self, Provenance, Variant};
 use vggq::model::{Vgg, VggConfig};
+use vggq::quant::{FloatVgg, FusedVgg};
 
 /// The committed fixture, relative to this crate.
 pub const FIXTURE: &str = "onnx/vgg11bn_tiny_fp32.onnx";
@@ -78,6 +79,7 @@ pub fn fixture_onnx() -> Vec<u8> {
         training: "deterministic test fixture (vggq-onnx-import)".into(),
         calibration: None,
     };
-    let proto = onnx::fp32::model(&FoldedVgg::from_model(&model, &fixture_config()), &provenance).expect("the fixture's pool is 1x1");
+    let fused = FusedVgg::fuse(&FloatVgg::from_model(&model, &fixture_config()));
+    let proto = onnx::fp32::model(&fused, &provenance).expect("the fixture's pool is 1x1");
     onnx::graph::encode(&proto)
 }

@@ -35,7 +35,7 @@ enum Command {
     BenchLoader(bench_loader::Args),
     /// Re-hash an artifact package against its `manifest.json`; fails on any missing, extra or changed file.
     Verify(verify::Args),
-    /// Write one variant of a trained run as ONNX (opset 17, `input` -> `logits`).
+    /// Write the ONNX files (opset 17, `input` -> `logits`) of a quantized run from its `.pth` files.
     Export(export::Args),
     /// Accuracy, speed and execution-provider placement of ONNX files with ONNX Runtime.
     Eval(eval::Args),

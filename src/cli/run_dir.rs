@@ -1,14 +1,15 @@
-//! What `vggq train` left in its output folder: the model configuration, how it was trained, the weights.
+//! What `vggq train` and `vggq quantize` left in a run folder: the model configuration, how it was
+//! trained, the weights, and the quantized variants' `.pth` files and provenance.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
-use burn::module::Module;
-use burn::prelude::Backend;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use clap::ValueEnum;
 use serde::Deserialize;
-use vggq::model::Vgg;
+use vggq::export::onnx::Variant;
 use vggq::profile::Profile;
+use vggq::quant::qat::QatMode;
+use vggq::quant::Calibration;
 
 /// The parts of `train_report.json` the later steps need.
 #[derive(Deserialize)]
@@ -19,28 +20,13 @@ pub struct TrainedRun {
     /// Class names in label order.
     pub classes: Vec<String>,
     epochs: Vec<serde_json::Value>,
-    #[serde(skip)]
-    pub folder: PathBuf,
 }
 
 impl TrainedRun {
     pub fn open(folder: &Path) -> Result<Self> {
         let path = folder.join("train_report.json");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq train` first)", path.display()))?;
-        let mut run: TrainedRun = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        run.folder = folder.to_path_buf();
-        Ok(run)
-    }
-
-    /// The eval model from `model_fp32.mpk`.
-    pub fn model<B: Backend>(&self, device: &B::Device) -> Result<Vgg<B>> {
-        let path = self.folder.join("model_fp32.mpk");
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        self.profile
-            .model
-            .init::<B>(device)
-            .load_file(path.clone(), &recorder, device)
-            .with_context(|| format!("loading {}", path.display()))
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
     /// How the weights were obtained, for the files' metadata. `--epochs 0` gives models that are only
@@ -51,4 +37,82 @@ impl TrainedRun {
             n => format!("trained: {n} epochs ({} profile)", self.profile.name),
         }
     }
+}
+
+/// The parts of `quant_report.json` (`vggq quantize`) the export step needs: which `.pth` holds each
+/// variant, and how the quantized ones were calibrated or trained.
+#[derive(Deserialize)]
+pub struct QuantizedRun {
+    dataset: String,
+    calibration: Calibration,
+    calibration_batches: usize,
+    calibration_timing: CalibratedImages,
+    qat_mode: QatMode,
+    qat_epochs: Vec<serde_json::Value>,
+    fp32: VariantFile,
+    dynamic_int8: VariantFile,
+    static_int8_fx: VariantFile,
+    qat_int8: VariantFile,
+}
+
+#[derive(Deserialize)]
+struct CalibratedImages {
+    images: usize,
+}
+
+#[derive(Deserialize)]
+struct VariantFile {
+    file: String,
+}
+
+impl QuantizedRun {
+    pub fn open(folder: &Path) -> Result<Self> {
+        let path = folder.join("quant_report.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq quantize` first)", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// The `.pth` holding `variant`, relative to the run folder.
+    pub fn pth_file(&self, variant: Variant) -> &str {
+        let file = match variant {
+            Variant::Fp32 => &self.fp32,
+            Variant::Int8Dynamic => &self.dynamic_int8,
+            Variant::Int8Static => &self.static_int8_fx,
+            Variant::QatInt8 => &self.qat_int8,
+        };
+        &file.file
+    }
+
+    /// How `variant`'s weights were obtained. PTQ keeps the FP32 model's training; QAT trains anew
+    /// (`fp32match`) or fine-tunes the FP32 model (`finetune`).
+    pub fn training(&self, variant: Variant, fp32: &TrainedRun) -> String {
+        if variant != Variant::QatInt8 {
+            return fp32.training();
+        }
+        let epochs = self.qat_epochs.len();
+        match self.qat_mode {
+            mode if epochs == 0 => format!("untrained (QAT {}, 0 epochs): for benchmarks only", flag_value(mode)),
+            QatMode::Fp32match => format!("QAT fp32match: {epochs} epochs ({} profile)", fp32.profile.name),
+            QatMode::Finetune => format!("QAT finetune: {epochs} epochs from the FP32 model, {}", fp32.training()),
+        }
+    }
+
+    /// How the static variant's activations were calibrated; `None` for the others (QAT learns its
+    /// ranges while training).
+    pub fn calibration(&self, variant: Variant) -> Option<String> {
+        (variant == Variant::Int8Static).then(|| {
+            format!(
+                "{} observers over {} batches ({} images) of the unaugmented CIFAR-10 training split ({})",
+                flag_value(self.calibration),
+                self.calibration_batches,
+                self.calibration_timing.images,
+                self.dataset
+            )
+        })
+    }
+}
+
+/// `value` as `vggq quantize`'s flags spell it (`--calibration histogram`, `--qat-mode finetune`).
+fn flag_value(value: impl ValueEnum) -> String {
+    value.to_possible_value().expect("no variant is skipped").get_name().to_string()
 }

@@ -114,6 +114,13 @@ pub fn file_digest(path: &Path, algorithm: DigestAlgorithm) -> Result<StreamDige
         .map_err(DataError::io(path))
 }
 
+/// Length and digest of bytes already in memory (a file read once for its digest and its contents).
+pub fn bytes_digest(bytes: &[u8], algorithm: DigestAlgorithm) -> StreamDigest {
+    let mut hasher = Hasher::new(algorithm);
+    hasher.update(bytes);
+    hasher.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

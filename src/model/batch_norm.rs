@@ -8,8 +8,10 @@
 use burn::module::{Module, Param, RunningState};
 use burn::prelude::*;
 
-/// torch.nn.BatchNorm2d defaults.
-const EPSILON: f64 = 1e-5;
+/// torch.nn.BatchNorm2d's `eps`: the one value every BatchNorm computation here uses (this module, BN
+/// folding, the quantized simulations).
+pub const BATCH_NORM_EPS: f32 = 1e-5;
+/// torch.nn.BatchNorm2d's default momentum.
 const MOMENTUM: f64 = 0.1;
 
 #[derive(Module, Debug)]
@@ -47,10 +49,10 @@ impl<B: Backend> BatchNorm2d<B> {
             self.running_mean
                 .update(self.running_mean.value_sync() * (1.0 - MOMENTUM) + mean.detach().reshape([c]) * MOMENTUM);
             self.running_var.update(self.running_var.value_sync() * (1.0 - MOMENTUM) + unbiased * MOMENTUM);
-            let scale = per_channel(self.weight.val()) / (var + EPSILON).sqrt();
+            let scale = per_channel(self.weight.val()) / (var + f64::from(BATCH_NORM_EPS)).sqrt();
             centered * per_sample(scale, n) + per_sample(per_channel(self.bias.val()), n)
         } else {
-            let scale = per_channel(self.weight.val()) / (per_channel(self.running_var.value()) + EPSILON).sqrt();
+            let scale = per_channel(self.weight.val()) / (per_channel(self.running_var.value()) + f64::from(BATCH_NORM_EPS)).sqrt();
             let shift = per_channel(self.bias.val()) - per_channel(self.running_mean.value()) * scale.clone();
             x * per_sample(scale, n) + per_sample(shift, n)
         }

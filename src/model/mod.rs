@@ -6,7 +6,7 @@ mod vgg;
 
 use std::path::PathBuf;
 
-pub use batch_norm::BatchNorm2d;
+pub use batch_norm::{BatchNorm2d, BATCH_NORM_EPS};
 pub use pretrained::{load_features, PretrainedWeights, VGG11_BN_IMAGENET1K_V1};
 pub use vgg::{Classifier, ConvBlock, FeatureLayer, Vgg, VggConfig, FEATURE_STRIDE, VGG11_FEATURES};
 

@@ -8,9 +8,6 @@ use vggq_pth::{DType, StateDict, Value};
 use super::QuantError;
 use crate::model::{Vgg, VggConfig};
 
-/// torch.nn.BatchNorm2d's `eps`, the value our BatchNorm2d uses too.
-pub const BATCH_NORM_EPS: f32 = 1e-5;
-
 /// A BatchNorm2d in eval mode.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNormParams {
@@ -55,7 +52,8 @@ pub struct FloatVgg {
 /// `classifier` indices of torchvision's three Linears (ReLU and Dropout sit between them).
 pub const CLASSIFIER_LINEARS: [usize; 3] = [0, 3, 6];
 
-fn values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+/// The values of a tensor of any backend, row-major, as f32.
+pub(crate) fn values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data after convert")
 }
 
@@ -102,30 +100,7 @@ impl FloatVgg {
 
     /// Reads a torchvision-layout FP32 state_dict (`features.N.*`, `classifier.N.*`) shaped like `config`.
     pub fn from_state_dict(state_dict: &StateDict<'_>, config: &VggConfig) -> Result<Self, QuantError> {
-        let layout = pth_config(config);
-        let pools = pools_after_convs(config);
-        let blocks = layout
-            .convs()
-            .iter()
-            .zip(pools)
-            .map(|(conv, pool)| {
-                let (c, n) = (format!("features.{}", conv.index), format!("features.{}", conv.index + 1));
-                Ok(FloatConvBlock {
-                    in_channels: conv.in_channels,
-                    out_channels: conv.out_channels,
-                    weight: f32_entry(state_dict, &format!("{c}.weight"), conv.out_channels * conv.in_channels * 9)?,
-                    bias: f32_entry(state_dict, &format!("{c}.bias"), conv.out_channels)?,
-                    norm: BatchNormParams {
-                        weight: f32_entry(state_dict, &format!("{n}.weight"), conv.out_channels)?,
-                        bias: f32_entry(state_dict, &format!("{n}.bias"), conv.out_channels)?,
-                        running_mean: f32_entry(state_dict, &format!("{n}.running_mean"), conv.out_channels)?,
-                        running_var: f32_entry(state_dict, &format!("{n}.running_var"), conv.out_channels)?,
-                    },
-                    pool,
-                })
-            })
-            .collect::<Result<_, QuantError>>()?;
-        let classifier = layout
+        let classifier = pth_config(config)
             .linears()
             .iter()
             .map(|&(index, in_features, out_features)| {
@@ -137,8 +112,34 @@ impl FloatVgg {
                 })
             })
             .collect::<Result<_, QuantError>>()?;
-        Ok(FloatVgg { config: config.clone(), blocks, classifier })
+        Ok(FloatVgg { config: config.clone(), blocks: float_blocks_from_state_dict(state_dict, config)?, classifier })
     }
+}
+
+/// The FP32 conv blocks (`features.N.*`) of a state_dict shaped like `config`: the whole feature
+/// extractor of the FP32 model and of the dynamic one, which leaves it in FP32.
+pub(crate) fn float_blocks_from_state_dict(state_dict: &StateDict<'_>, config: &VggConfig) -> Result<Vec<FloatConvBlock>, QuantError> {
+    pth_config(config)
+        .convs()
+        .iter()
+        .zip(pools_after_convs(config))
+        .map(|(conv, pool)| {
+            let (c, n) = (format!("features.{}", conv.index), format!("features.{}", conv.index + 1));
+            Ok(FloatConvBlock {
+                in_channels: conv.in_channels,
+                out_channels: conv.out_channels,
+                weight: f32_entry(state_dict, &format!("{c}.weight"), conv.out_channels * conv.in_channels * 9)?,
+                bias: f32_entry(state_dict, &format!("{c}.bias"), conv.out_channels)?,
+                norm: BatchNormParams {
+                    weight: f32_entry(state_dict, &format!("{n}.weight"), conv.out_channels)?,
+                    bias: f32_entry(state_dict, &format!("{n}.bias"), conv.out_channels)?,
+                    running_mean: f32_entry(state_dict, &format!("{n}.running_mean"), conv.out_channels)?,
+                    running_var: f32_entry(state_dict, &format!("{n}.running_var"), conv.out_channels)?,
+                },
+                pool,
+            })
+        })
+        .collect()
 }
 
 /// Whether each conv of `config` is followed by a max-pool.

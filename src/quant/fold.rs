@@ -1,7 +1,8 @@
 //! Folding an eval-mode BatchNorm into the convolution before it, as `torch.nn.utils.fuse_conv_bn_weights`
 //! does when FX fuses Conv+BN (and when QAT's ConvBn modules are converted).
 
-use super::float_model::{BatchNormParams, BATCH_NORM_EPS};
+use super::float_model::BatchNormParams;
+use crate::model::BATCH_NORM_EPS;
 
 /// `w' = w * (gamma * rsqrt(var + eps))` per output channel, `b' = (b - mean) * rsqrt(var + eps) * gamma + beta`,
 /// in f32 in PyTorch's order of operations. `weight` is `[out, ...]` row-major.

@@ -20,13 +20,13 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use serde::{Deserialize, Serialize};
 
-use super::float_model::{FloatVgg, BATCH_NORM_EPS};
+use super::float_model::FloatVgg;
 use super::model::{QuantMethod, QuantizedVgg};
 use super::observer::{MinMax, MovingAverageMinMax};
 use super::qparams::{affine_qparams, runtime_qparams, QParams, QuantRange};
 use super::static_ptq::{convert, FusedVgg};
 use crate::data::BatchLoader;
-use crate::model::{Vgg, VggConfig};
+use crate::model::{Vgg, VggConfig, BATCH_NORM_EPS};
 use crate::train::{train_with, EpochReport, TrainConfig};
 
 /// Where QAT starts from.
@@ -132,7 +132,7 @@ pub fn qat_forward<B: AutodiffBackend>(model: &Vgg<B>, images: Tensor<B, 4>, obs
         let norm = &block.norm;
         let weight = block.conv.weight.val();
         let [c, k_in, kh, kw] = weight.dims();
-        let factor = norm.weight.val() / (norm.running_var.value() + BATCH_NORM_EPS as f64).sqrt();
+        let factor = norm.weight.val() / (norm.running_var.value() + f64::from(BATCH_NORM_EPS)).sqrt();
         let scaled = (weight * factor.clone().reshape([c, 1, 1, 1])).reshape([c, k_in * kh * kw]);
         let quantized = fake_quantize_weight(scaled, &mut weights[i]).reshape([c, k_in, kh, kw]);
         let y = conv2d(x, quantized, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1)) / factor.reshape([1, c, 1, 1]);

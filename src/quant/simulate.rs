@@ -16,10 +16,11 @@ use burn::prelude::*;
 use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
 
-use super::float_model::{FloatVgg, BATCH_NORM_EPS};
+use super::float_model::{values, FloatVgg};
 use super::model::{QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight};
 use super::qparams::{runtime_qparams, QParams, QuantRange};
 use super::static_ptq::FusedVgg;
+use crate::model::BATCH_NORM_EPS;
 
 fn tensor1<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B, 1> {
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
@@ -42,10 +43,6 @@ fn conv3x3<B: Backend>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Option<Tenso
 
 fn pool2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
-}
-
-fn data_of<B: Backend, const D: usize>(x: &Tensor<B, D>) -> Vec<f32> {
-    x.clone().into_data().convert::<f32>().to_vec::<f32>().expect("f32 data after convert")
 }
 
 /// A float conv layer, with an eval-mode BatchNorm as a per-channel affine map where it is not folded.
@@ -103,7 +100,7 @@ impl<B: Backend> FloatNet<B> {
                 x = x * scale.clone() + shift.clone();
             }
             let x = x.clamp_min(0.0);
-            observe(data_of(&x));
+            observe(values(x.clone()));
             if conv.pool {
                 pool2x2(x)
             } else {
@@ -116,7 +113,7 @@ impl<B: Backend> FloatNet<B> {
     /// Logits; `observe` receives the values at each FX observation point in order: the input, every
     /// conv block's output, every Linear's output (after its ReLU).
     pub fn forward(&self, images: Tensor<B, 4>, observe: &mut dyn FnMut(Vec<f32>)) -> Tensor<B, 2> {
-        observe(data_of(&images));
+        observe(values(images.clone()));
         let mut x = self.features(images, observe).flatten::<2>(1, 3);
         let last = self.linears.len() - 1;
         for (i, linear) in self.linears.iter().enumerate() {
@@ -124,7 +121,7 @@ impl<B: Backend> FloatNet<B> {
             if i != last {
                 x = x.clamp_min(0.0);
             }
-            observe(data_of(&x));
+            observe(values(x.clone()));
         }
         x
     }

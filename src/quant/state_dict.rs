@@ -8,7 +8,7 @@ use vggq_pth::layout::{layout, validate, Variant};
 use vggq_pth::tensor::{channels_last_strides, contiguous_strides, to_channels_last};
 use vggq_pth::{DType, PackedLinearParams, QTensor, Quantizer, StateDict, Tensor, Value};
 
-use super::float_model::{pools_after_convs, pth_config, FloatConvBlock, FloatVgg, CLASSIFIER_LINEARS};
+use super::float_model::{float_blocks_from_state_dict, pools_after_convs, pth_config, FloatConvBlock, FloatVgg, CLASSIFIER_LINEARS};
 use super::model::{QuantMethod, QuantizedConv, QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight, WeightScheme};
 use super::QParams;
 use super::QuantError;
@@ -141,33 +141,19 @@ pub fn quantized_state_dict(model: &QuantizedVgg) -> Result<StateDict<'static>, 
     finish(entries, &model.config, variant, name)
 }
 
-/// Reads a static or QAT int8 state_dict that PyTorch's `convert_fx` wrote (any strides) back into a
-/// [`QuantizedVgg`] shaped like `config`: to run PyTorch's own parameters through [`super::simulate`].
+/// Reads an int8 state_dict of `method` back into a [`QuantizedVgg`] shaped like `config`: what
+/// [`quantized_state_dict`] writes, or what PyTorch's `quantize_dynamic` / `convert_fx` wrote (any
+/// strides). The `vggq export` step builds its ONNX files from these, and PyTorch's own parameters run
+/// through [`super::simulate`] this way.
 pub fn int8_from_state_dict(
     state_dict: &StateDict<'_>,
     config: &crate::model::VggConfig,
     method: QuantMethod,
 ) -> Result<QuantizedVgg, QuantError> {
-    let input = QParams {
-        scale: f32_scalar(state_dict, "features_0_input_scale_0")?,
-        zero_point: i32_scalar(state_dict, "features_0_input_zero_point_0")?,
+    let features = match method {
+        QuantMethod::Dynamic => QuantizedFeatures::Float(float_blocks_from_state_dict(state_dict, config)?),
+        QuantMethod::Static | QuantMethod::Qat => int8_features(state_dict, config)?,
     };
-    let layout = pth_config(config);
-    let pools = pools_after_convs(config);
-    let convs = layout
-        .convs()
-        .iter()
-        .zip(pools)
-        .map(|(conv, pool)| {
-            let prefix = format!("features.{}.", conv.index);
-            Ok(QuantizedConv {
-                weight: weight_of(state_dict, &format!("{prefix}weight"))?,
-                bias: f32_values(state_dict, &format!("{prefix}bias"))?,
-                output: output_of(state_dict, &prefix)?,
-                pool,
-            })
-        })
-        .collect::<Result<_, QuantError>>()?;
     let classifier = CLASSIFIER_LINEARS
         .iter()
         .enumerate()
@@ -178,15 +164,38 @@ pub fn int8_from_state_dict(
                 return Err(QuantError::StateDict { key, reason: "is not a packed Linear".into() });
             };
             let bias = packed.bias.as_ref().map_or_else(|| vec![0.0; packed.weight.shape[0]], |b| f32_le(&b.data));
-            Ok(QuantizedLinear {
-                weight: weight_from_qtensor(&packed.weight, &key)?,
-                bias,
-                relu: i + 1 < CLASSIFIER_LINEARS.len(),
-                output: Some(output_of(state_dict, &prefix)?),
+            // A dynamic Linear's saved scale and zero point are PyTorch's unused defaults: its output is float.
+            let output = match method {
+                QuantMethod::Dynamic => None,
+                QuantMethod::Static | QuantMethod::Qat => Some(output_of(state_dict, &prefix)?),
+            };
+            Ok(QuantizedLinear { weight: weight_from_qtensor(&packed.weight, &key)?, bias, relu: i + 1 < CLASSIFIER_LINEARS.len(), output })
+        })
+        .collect::<Result<_, QuantError>>()?;
+    Ok(QuantizedVgg { method, config: config.clone(), features, classifier })
+}
+
+/// The quantized input and int8 convs of a `convert_fx` state_dict.
+fn int8_features(state_dict: &StateDict<'_>, config: &crate::model::VggConfig) -> Result<QuantizedFeatures, QuantError> {
+    let input = QParams {
+        scale: f32_scalar(state_dict, "features_0_input_scale_0")?,
+        zero_point: i32_scalar(state_dict, "features_0_input_zero_point_0")?,
+    };
+    let convs = pth_config(config)
+        .convs()
+        .iter()
+        .zip(pools_after_convs(config))
+        .map(|(conv, pool)| {
+            let prefix = format!("features.{}.", conv.index);
+            Ok(QuantizedConv {
+                weight: weight_of(state_dict, &format!("{prefix}weight"))?,
+                bias: f32_values(state_dict, &format!("{prefix}bias"))?,
+                output: output_of(state_dict, &prefix)?,
+                pool,
             })
         })
         .collect::<Result<_, QuantError>>()?;
-    Ok(QuantizedVgg { method, config: config.clone(), features: QuantizedFeatures::Int8 { input, convs }, classifier })
+    Ok(QuantizedFeatures::Int8 { input, convs })
 }
 
 fn f32_le(bytes: &[u8]) -> Vec<f32> {

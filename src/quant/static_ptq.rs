@@ -12,7 +12,7 @@ use burn::prelude::*;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use super::float_model::{FloatLinear, FloatVgg};
+use super::float_model::{FloatConvBlock, FloatLinear, FloatVgg};
 use super::fold::fold_batch_norm;
 use super::model::{QuantMethod, QuantizedConv, QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight};
 use super::observer::{ActivationObserver, Calibration, MinMax};
@@ -40,17 +40,18 @@ pub struct FusedVgg {
     pub classifier: Vec<FloatLinear>,
 }
 
+impl FusedConv {
+    /// `block` with its eval-mode BatchNorm folded into the conv.
+    pub fn fold(block: &FloatConvBlock) -> Self {
+        let (weight, bias) = fold_batch_norm(&block.weight, &block.bias, &block.norm);
+        FusedConv { in_channels: block.in_channels, out_channels: block.out_channels, weight, bias, pool: block.pool }
+    }
+}
+
 impl FusedVgg {
     /// `fuse_fx` in eval mode: every BatchNorm folded into its conv.
     pub fn fuse(model: &FloatVgg) -> Self {
-        let convs = model
-            .blocks
-            .iter()
-            .map(|block| {
-                let (weight, bias) = fold_batch_norm(&block.weight, &block.bias, &block.norm);
-                FusedConv { in_channels: block.in_channels, out_channels: block.out_channels, weight, bias, pool: block.pool }
-            })
-            .collect();
+        let convs = model.blocks.iter().map(FusedConv::fold).collect();
         FusedVgg { config: model.config.clone(), convs, classifier: model.classifier.clone() }
     }
 

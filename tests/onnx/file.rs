@@ -2,26 +2,16 @@
 
 use prost::Message;
 use vggq::export::onnx::proto::ModelProto;
-use vggq::export::onnx::{self, minmax, FoldedVgg, Variant, NO_PTH, SOURCE_PTH_SHA256_KEY, VARIANT_KEY};
+use vggq::export::onnx::{self, Variant, NO_PTH, SOURCE_PTH_SHA256_KEY, VARIANT_KEY};
+use vggq::quant::QuantMethod;
 
 use crate::util::*;
 
-/// The three variants this branch can write, for a tiny model.
+/// The four variants of a tiny model, exported from memory.
 fn tiny_variants(side: usize) -> Vec<(Variant, ModelProto)> {
-    let config = tiny_config(side);
-    let model = tiny_model(&config, 1);
-    let folded = FoldedVgg::from_model(&model, &config);
-    let mut ranges = minmax::Ranges::default();
-    ranges.observe(&model, Tensor::random([4, 3, side, side], Distribution::Normal(0.0, 1.0), &Default::default()));
-    vec![
-        (Variant::Fp32, onnx::fp32::model(&folded, &provenance(Variant::Fp32)).unwrap()),
-        (Variant::Int8Dynamic, onnx::dynamic::model(&folded, &provenance(Variant::Int8Dynamic)).unwrap()),
-        (Variant::Int8Static, onnx::qdq::model(&ranges.quantize(&folded), &provenance(Variant::Int8Static)).unwrap()),
-    ]
+    let models = TinyModels::new(side);
+    Variant::ALL.into_iter().map(|variant| (variant, models.export(&provenance(variant)))).collect()
 }
-
-use burn::prelude::*;
-use burn::tensor::Distribution;
 
 #[test]
 fn every_variant_passes_the_full_checker_and_loads_in_onnx_runtime() {
@@ -61,9 +51,17 @@ fn metadata_names_the_variant_and_the_source_pth() {
 fn a_pool_that_does_not_divide_is_refused() {
     let mut config = tiny_config(96);
     config.pool_size = 2; // 3x3 features to 2x2
-    let folded = FoldedVgg::from_model(&tiny_model(&config, 0), &config);
-    let error = onnx::fp32::model(&folded, &provenance(Variant::Fp32)).unwrap_err();
+    let error = onnx::fp32::model(&fused(&tiny_model(&config, 0), &config), &provenance(Variant::Fp32)).unwrap_err();
     assert!(matches!(error, onnx::ExportError::UnsupportedPool { side: 3, pool_size: 2 }), "{error}");
+}
+
+#[test]
+fn each_exporter_refuses_the_other_method() {
+    let models = TinyModels::new(32);
+    let error = onnx::qdq::model(&models.dynamic, &provenance(Variant::Int8Static)).unwrap_err();
+    assert!(matches!(error, onnx::ExportError::WrongMethod { method: QuantMethod::Dynamic, .. }), "{error}");
+    let error = onnx::dynamic::model(&models.static_ptq, &provenance(Variant::Int8Dynamic)).unwrap_err();
+    assert!(matches!(error, onnx::ExportError::WrongMethod { method: QuantMethod::Static, .. }), "{error}");
 }
 
 #[test]

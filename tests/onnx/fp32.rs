@@ -1,6 +1,6 @@
 //! The FP32 file computes what the Burn model computes.
 
-use vggq::export::onnx::{self, FoldedVgg, Variant};
+use vggq::export::onnx::{self, Variant};
 
 use crate::util::*;
 
@@ -14,7 +14,7 @@ fn fp32_logits_equal_burns_forward() {
         let config = tiny_config(side);
         let model = tiny_model(&config, 7);
         let path = dir.path().join(format!("fp32_{side}.onnx"));
-        onnx::write(&path, &onnx::fp32::model(&FoldedVgg::from_model(&model, &config), &provenance(Variant::Fp32)).unwrap()).unwrap();
+        onnx::write(&path, &onnx::fp32::model(&fused(&model, &config), &provenance(Variant::Fp32)).unwrap()).unwrap();
         let mut session = ort_session(&path, side);
         let batch = cifar_batches(false, 32, side).epoch(0).next().unwrap();
         let expected = values(model.forward(images_tensor(&batch)));

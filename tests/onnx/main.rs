@@ -7,6 +7,6 @@
 mod file;
 mod fp32;
 mod int8;
-mod simulate;
+mod pth;
 mod torch;
 mod util;

@@ -12,6 +12,8 @@ use vggq::data::{self, DataSource, ImageSet, LoaderConfig, BatchLoader};
 use vggq::eval::{OnnxSession, Provider, ORT_DYLIB_PATH};
 use vggq::export::onnx::{Provenance, Variant};
 use vggq::model::{Vgg, VggConfig};
+use vggq::export::onnx::proto::ModelProto;
+use vggq::quant::{quantize_dynamic, quantize_static, Calibration, FloatVgg, FusedVgg, QuantMethod, QuantizedVgg};
 use vggq::train::TrainConfig;
 
 pub type B = Flex;
@@ -37,6 +39,55 @@ pub fn tiny_model(config: &VggConfig, seed: u64) -> Vgg<B> {
         block.norm.bias = burn::module::Param::from_tensor(uniform(-0.2, 0.2));
     }
     model
+}
+
+/// The FP32 exporter's input: `model` with its BatchNorms folded.
+pub fn fused(model: &Vgg<B>, config: &VggConfig) -> FusedVgg {
+    FusedVgg::fuse(&FloatVgg::from_model(model, config))
+}
+
+/// Static PTQ of `model` with histogram observers (PyTorch's fbgemm default) over `calibration_images`
+/// CIFAR-10 training images.
+pub fn static_quantized(model: &Vgg<B>, config: &VggConfig, calibration_images: usize) -> QuantizedVgg {
+    let batches = cifar_batches(true, calibration_images, config.input_size).epoch(0);
+    let float = FloatVgg::from_model(model, config);
+    let progress = indicatif::ProgressBar::hidden();
+    quantize_static::<B>(&float, batches, Calibration::Histogram, &Default::default(), &progress).expect("calibrated").0
+}
+
+/// Calibration images of [`TinyModels`]' static variants: a few batches are enough for file-level tests.
+const TINY_CALIBRATION_IMAGES: usize = 64;
+
+/// What `vggq quantize` makes of a tiny model: the FP32 model and its three INT8 variants.
+pub struct TinyModels {
+    pub float: FloatVgg,
+    pub dynamic: QuantizedVgg,
+    pub static_ptq: QuantizedVgg,
+    pub qat: QuantizedVgg,
+}
+
+impl TinyModels {
+    pub fn new(side: usize) -> Self {
+        let config = tiny_config(side);
+        let model = tiny_model(&config, 1);
+        let float = FloatVgg::from_model(&model, &config);
+        let static_ptq = static_quantized(&model, &config, TINY_CALIBRATION_IMAGES);
+        // The QDQ writer treats QAT and static PTQ alike (same kinds of parameters, same graph): a
+        // QAT-labelled copy of the static model stands in for the fourth file without minutes of training.
+        let qat = QuantizedVgg { method: QuantMethod::Qat, ..static_ptq.clone() };
+        TinyModels { dynamic: quantize_dynamic(&float), float, static_ptq, qat }
+    }
+
+    /// `provenance.variant`'s model exported from memory.
+    pub fn export(&self, provenance: &Provenance) -> ModelProto {
+        let model = match provenance.variant {
+            Variant::Fp32 => vggq::export::onnx::fp32::model(&FusedVgg::fuse(&self.float), provenance),
+            Variant::Int8Dynamic => vggq::export::onnx::dynamic::model(&self.dynamic, provenance),
+            Variant::Int8Static => vggq::export::onnx::qdq::model(&self.static_ptq, provenance),
+            Variant::QatInt8 => vggq::export::onnx::qdq::model(&self.qat, provenance),
+        };
+        model.expect("tiny models export")
+    }
 }
 
 pub fn provenance(variant: Variant) -> Provenance {
@@ -136,6 +187,31 @@ pub fn top1_agreement(a: &[f32], b: &[f32], classes: usize) -> f64 {
     let rows = a.len() / classes;
     let same = a.chunks(classes).zip(b.chunks(classes)).filter(|(x, y)| argmax(x) == argmax(y)).count();
     same as f64 / rows as f64
+}
+
+/// Share of rows whose top-1 in `actual` is a top-1 of `reference` up to `tolerance`: the reference
+/// scores it within `tolerance` of its own best. Quantized logits lie on a grid of one output step,
+/// where a weakly trained model's top two often share a step or sit one apart; an implementation one
+/// step off (ORT's int32 bias against fbgemm's float one) then "disagrees" on a choice the reference
+/// itself does not make. `tolerance` 0 still counts exact ties as agreement.
+pub fn top1_agreement_within(actual: &[f32], reference: &[f32], classes: usize, tolerance: f32) -> f64 {
+    let argmax = vggq::eval::metrics::argmax;
+    let rows = actual.len() / classes;
+    let agreeing = actual
+        .chunks(classes)
+        .zip(reference.chunks(classes))
+        .filter(|(a, r)| {
+            let best = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            r[argmax(a)] >= best - tolerance
+        })
+        .count();
+    agreeing as f64 / rows as f64
+}
+
+/// The tolerance of [`top1_agreement_within`] for a static model: one step of its output grid (and a half
+/// step of room for float rounding, the grid's next value being a whole step further).
+pub fn one_output_step(model: &QuantizedVgg) -> f32 {
+    1.5 * model.classifier.last().and_then(|l| l.output).expect("a static output layer").scale
 }
 
 /// Distinct top-1 classes among the rows: agreement means little when a model always predicts one class.

@@ -1,5 +1,5 @@
 //! What every ONNX file says about itself in `metadata_props`: which variant it is, which `.pth` it was
-//! written beside, and whether its weights were trained.
+//! built from, how its weights were trained and its activations calibrated.
 
 use super::graph::Metadata;
 
@@ -26,6 +26,16 @@ impl Variant {
         }
     }
 
+    /// The `.pth` layout of the same variant.
+    pub fn pth_variant(self) -> vggq_pth::layout::Variant {
+        match self {
+            Variant::Fp32 => vggq_pth::layout::Variant::Fp32,
+            Variant::Int8Dynamic => vggq_pth::layout::Variant::DynamicInt8,
+            Variant::Int8Static => vggq_pth::layout::Variant::StaticInt8Fx,
+            Variant::QatInt8 => vggq_pth::layout::Variant::QatInt8Fx,
+        }
+    }
+
     /// The value of the `variant` metadata entry.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,8 +51,9 @@ impl Variant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provenance {
     pub variant: Variant,
-    /// SHA-256 (hex) of the `.pth` holding the same weights; `None` where no `.pth` was written (the
-    /// metadata then says `none`, so a reader never mistakes another file's digest for it).
+    /// SHA-256 (hex) of the `.pth` the model was built from (`vggq export` always has one); `None` for a
+    /// model exported from memory, as tests and fixtures do (the metadata then says `none`, so a reader
+    /// never mistakes another file's digest for it).
     pub source_pth_sha256: Option<String>,
     /// How the weights were obtained, e.g. `trained: 5 epochs` or `untrained (--epochs 0): for benchmarks only`.
     pub training: String,

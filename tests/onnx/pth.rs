@@ -1,0 +1,88 @@
+//! `vggq export`'s path: the ONNX files it builds from a run folder's `.pth` files are byte for byte the
+//! files exported from the in-memory models those `.pth` files were written from, and their metadata
+//! names each `.pth` by its SHA-256.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use prost::Message;
+use vggq::data::{bytes_digest, DigestAlgorithm};
+use vggq::export::onnx::proto::ModelProto;
+use vggq::export::onnx::{self, Provenance, Variant, CALIBRATION_KEY, SOURCE_PTH_SHA256_KEY, TRAINING_KEY};
+use vggq::profile::{Profile, ProfileName};
+use vggq::quant::state_dict::{fp32_state_dict, quantized_state_dict};
+
+use crate::util::*;
+
+/// A run folder as `vggq train --epochs 0` and `vggq quantize --qat-mode finetune`
+/// leave it, holding `models` for a 32-px tiny configuration.
+fn write_run_folder(dir: &Path, models: &TinyModels) {
+    let mut profile = Profile::named(ProfileName::Smoke);
+    profile.model = tiny_config(32);
+    let train_report = serde_json::json!({ "profile": profile, "epochs": [] });
+    std::fs::write(dir.join("train_report.json"), train_report.to_string()).unwrap();
+    let files = [
+        ("fp32", "mission_16_vgg11bn_fp32.pth", fp32_state_dict(&models.float)),
+        ("dynamic_int8", "mission_16_vgg11bn_dynamic_int8.pth", quantized_state_dict(&models.dynamic)),
+        ("static_int8_fx", "mission_16_vgg11bn_static_int8_fx.pth", quantized_state_dict(&models.static_ptq)),
+        ("qat_int8", "mission_16_vgg11bn_qat_int8_finetune.pth", quantized_state_dict(&models.qat)),
+    ];
+    let mut quant_report = serde_json::json!({
+        "dataset": "tiny test images",
+        "calibration": "histogram",
+        "calibration_batches": 2,
+        "calibration_timing": { "images": 64 },
+        "qat_mode": "finetune",
+        "qat_epochs": [],
+    });
+    for (key, file, state_dict) in files {
+        vggq_pth::write_file(&dir.join(file), &state_dict.unwrap()).unwrap();
+        quant_report[key] = serde_json::json!({ "file": file });
+    }
+    std::fs::write(dir.join("quant_report.json"), quant_report.to_string()).unwrap();
+}
+
+#[test]
+fn vggq_export_builds_each_onnx_from_its_pth_as_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = TinyModels::new(32);
+    write_run_folder(dir.path(), &models);
+    let output = Command::new(env!("CARGO_BIN_EXE_vggq")).arg("export").arg("--run").arg(dir.path()).output().unwrap();
+    assert!(output.status.success(), "vggq export failed:\n{}", String::from_utf8_lossy(&output.stderr));
+
+    let pth_files = ["mission_16_vgg11bn_fp32.pth", "mission_16_vgg11bn_dynamic_int8.pth", "mission_16_vgg11bn_static_int8_fx.pth", "mission_16_vgg11bn_qat_int8_finetune.pth"];
+    for (variant, pth) in Variant::ALL.into_iter().zip(pth_files) {
+        let written = std::fs::read(dir.path().join(variant.file_name())).unwrap();
+        let metadata: BTreeMap<String, String> = ModelProto::decode(written.as_slice())
+            .unwrap()
+            .metadata_props
+            .into_iter()
+            .map(|p| (p.key.unwrap(), p.value.unwrap()))
+            .collect();
+        let digest = bytes_digest(&std::fs::read(dir.path().join(pth)).unwrap(), DigestAlgorithm::Sha256).hex;
+        assert_eq!(metadata.get(SOURCE_PTH_SHA256_KEY), Some(&digest), "{variant:?}");
+        assert!(metadata[TRAINING_KEY].starts_with("untrained"), "{variant:?}: {}", metadata[TRAINING_KEY]);
+        if variant == Variant::Int8Static {
+            let calibration = &metadata[CALIBRATION_KEY];
+            assert!(calibration.starts_with("histogram observers") && calibration.contains("64 images"), "{calibration}");
+        } else {
+            assert!(!metadata.contains_key(CALIBRATION_KEY), "{variant:?}");
+        }
+        let provenance = Provenance {
+            variant,
+            source_pth_sha256: Some(digest),
+            training: metadata[TRAINING_KEY].clone(),
+            calibration: metadata.get(CALIBRATION_KEY).cloned(),
+        };
+        assert!(written == onnx::graph::encode(&models.export(&provenance)), "{variant:?}: the bytes differ from the in-memory export");
+    }
+}
+
+#[test]
+fn a_pth_of_another_variant_is_refused() {
+    let models = TinyModels::new(32);
+    let state_dict = fp32_state_dict(&models.float).unwrap();
+    let error = onnx::model_from_state_dict(&state_dict, &tiny_config(32), &provenance(Variant::Int8Static)).unwrap_err();
+    assert!(matches!(error, onnx::ExportError::Layout { variant: Variant::Int8Static, .. }), "{error}");
+}
