@@ -58,7 +58,7 @@ pub fn run(args: Args) -> Result<()> {
     for (name, _) in &charts {
         roles.push(FileRole::measured(name, "report", "svg", "vggq report"));
     }
-    let provenance = provenance(&run, &rows, &dataset)?;
+    let provenance = provenance(&args.run, &run, &rows, &dataset)?;
     package::write(&args.run, roles, provenance)?;
     println!("wrote {} ({}, {}, {})", args.run.join("report.md").display(), package::MANIFEST_FILE, package::CHECKSUMS_FILE, "charts");
     Ok(())
@@ -79,9 +79,9 @@ fn dataset_name(fingerprint: &str) -> String {
 
 /// Where the run came from. Git and rustc facts come from `cargo xtask all`, which knows them
 /// (`VGGQ_GIT_COMMIT`, `VGGQ_GIT_DIRTY`, `VGGQ_RUSTC`, `VGGQ_ONNXRUNTIME`); run by hand they read "unknown".
-fn provenance(run: &TrainedRun, rows: &[ModelMetrics], dataset: &str) -> Result<Provenance> {
+fn provenance(folder: &Path, run: &TrainedRun, rows: &[ModelMetrics], dataset: &str) -> Result<Provenance> {
     let env = |name: &str| std::env::var(name).unwrap_or_else(|_| "unknown".into());
-    let train_report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.folder.join("train_report.json"))?)?;
+    let train_report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder.join("train_report.json"))?)?;
     let mut providers: Vec<String> = rows.iter().map(|r| format!("{:?}: {}", r.eval.requested, r.eval.placement)).collect();
     providers.dedup();
     Ok(Provenance {

@@ -205,7 +205,8 @@ pub struct SimulatedVgg<B: Backend> {
 }
 
 enum Simulation<B: Backend> {
-    Dynamic { convs: Vec<FloatConv<B>>, linears: Vec<DynamicLinear<B>> },
+    /// `input_range`: the grid each Linear's input is quantized to at run time.
+    Dynamic { convs: Vec<FloatConv<B>>, linears: Vec<DynamicLinear<B>>, input_range: QuantRange },
     Int8 { input: QParams, convs: Vec<IntLayer<B, 4>>, linears: Vec<IntLayer<B, 2>> },
 }
 
@@ -234,6 +235,7 @@ impl<B: Backend> SimulatedVgg<B> {
                     .iter()
                     .map(|l| DynamicLinear { weight: linear_weight(l), scale: l.weight.scales[0], bias: tensor1(&l.bias, device), relu: l.relu })
                     .collect(),
+                input_range: QuantRange::QUINT8_REDUCED,
             },
             QuantizedFeatures::Int8 { input, convs } => {
                 let mut previous = *input;
@@ -264,10 +266,20 @@ impl<B: Backend> SimulatedVgg<B> {
         SimulatedVgg { kind, pool_size: model.config.pool_size }
     }
 
+    /// The same dynamic model as ONNX Runtime runs it: its `DynamicQuantizeLinear` quantizes Linear inputs
+    /// to the full `[0, 255]`, where fbgemm (`reduce_range=True`) uses `[0, 127]`. Static and QAT models
+    /// are unchanged.
+    pub fn with_onnx_runtime_dynamic_inputs(mut self) -> Self {
+        if let Simulation::Dynamic { input_range, .. } = &mut self.kind {
+            *input_range = QuantRange::QUINT8;
+        }
+        self
+    }
+
     /// Logits (dequantized for int8 models): `[N, 3, H, W]` -> `[N, classes]`.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         match &self.kind {
-            Simulation::Dynamic { convs, linears } => {
+            Simulation::Dynamic { convs, linears, input_range } => {
                 let net_features = convs.iter().fold(images, |x, conv| {
                     let (scale, shift) = conv.norm.as_ref().expect("dynamic features keep their BatchNorms");
                     let x = (conv3x3(x, conv.weight.clone(), Some(conv.bias.clone())) * scale.clone() + shift.clone()).clamp_min(0.0);
@@ -277,7 +289,7 @@ impl<B: Backend> SimulatedVgg<B> {
                 for linear in linears {
                     let min: f32 = x.clone().min().into_scalar().elem();
                     let max: f32 = x.clone().max().into_scalar().elem();
-                    let q = runtime_qparams(min, max, QuantRange::QUINT8_REDUCED, false);
+                    let q = runtime_qparams(min, max, *input_range, false);
                     let xq = quantize(x, q) - q.zero_point as f32;
                     x = xq.matmul(linear.weight.clone()) * (q.scale * linear.scale) + linear.bias.clone().unsqueeze();
                     if linear.relu {
