@@ -29,11 +29,7 @@ fn static_int8_agrees_with_the_burn_simulation_and_runs_as_integer_kernels() {
     assert!(!ops.contains_key("Conv") && !ops.contains_key("Gemm"), "float layers left: {ops:?}");
 
     let simulated = SimulatedVgg::<B>::new(&quantized, &Default::default());
-    let (mut onnx_logits, mut burn_logits) = (Vec::new(), Vec::new());
-    for batch in cifar_batches(false, TEST_IMAGES, SIDE).epoch(0) {
-        onnx_logits.extend(session.run(&batch.images, batch.len()).unwrap());
-        burn_logits.extend(values(simulated.forward(images_tensor(&batch))));
-    }
+    let (onnx_logits, burn_logits) = logits_of_both(&mut session, &simulated);
     let distinct = distinct_top1(&onnx_logits, config.classes);
     assert!(distinct >= MIN_DISTINCT_TOP1, "the model predicts only {distinct} classes");
     let agreement = top1_agreement_within(&onnx_logits, &burn_logits, config.classes, one_output_step(&quantized));
@@ -63,14 +59,20 @@ fn dynamic_int8_agrees_with_the_burn_simulation_and_fuses_its_matmuls() {
     // the simulation of the same model on ORT's grid is the reference here (PyTorch's grid is the
     // reference of the PyTorch agreement test).
     let simulated = SimulatedVgg::<B>::new(&quantized, &Default::default()).with_onnx_runtime_dynamic_inputs();
-    let (mut onnx_logits, mut burn_logits) = (Vec::new(), Vec::new());
-    for batch in cifar_batches(false, TEST_IMAGES, SIDE).epoch(0) {
-        onnx_logits.extend(session.run(&batch.images, batch.len()).unwrap());
-        burn_logits.extend(values(simulated.forward(images_tensor(&batch))));
-    }
+    let (onnx_logits, burn_logits) = logits_of_both(&mut session, &simulated);
     let distinct = distinct_top1(&onnx_logits, config.classes);
     assert!(distinct >= MIN_DISTINCT_TOP1, "the model predicts only {distinct} classes");
     let agreement = top1_agreement_within(&onnx_logits, &burn_logits, config.classes, 0.0);
     println!("top-1 agreement {agreement}");
     assert!(agreement >= MIN_AGREEMENT, "top-1 agreement {agreement}");
+}
+
+/// Logits of the ONNX session and of the Burn simulation on the same test images.
+fn logits_of_both(session: &mut vggq::eval::OnnxSession, simulated: &SimulatedVgg<B>) -> (Vec<f32>, Vec<f32>) {
+    let (mut onnx_logits, mut burn_logits) = (Vec::new(), Vec::new());
+    for batch in cifar_batches(false, TEST_IMAGES, SIDE).epoch(0) {
+        onnx_logits.extend(session.run(&batch.images, batch.len()).unwrap());
+        burn_logits.extend(values(simulated.forward(images_tensor(&batch))));
+    }
+    (onnx_logits, burn_logits)
 }
