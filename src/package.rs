@@ -25,8 +25,9 @@ pub struct FileRole {
     pub format: String,
     /// What it was made from (another file of the package, or a pipeline step).
     pub source: String,
-    /// A function of the seed, data and code alone (models), listed in `SHA256SUMS`; measurements
-    /// (timings, reports) vary from run to run and are in the manifest only.
+    /// A function of the seed, data and code alone (the `.pth` and ONNX models), listed in `SHA256SUMS`.
+    /// Files whose bytes vary from run to run are in the manifest only: measurements (timings, reports)
+    /// and Burn's record, which stores randomly drawn parameter ids beside identical weights.
     pub reproducible: bool,
 }
 
@@ -35,7 +36,7 @@ impl FileRole {
         Self { name: name.into(), variant: variant.into(), format: format.into(), source: source.into(), reproducible: true }
     }
 
-    pub fn measured(name: &str, variant: &str, format: &str, source: &str) -> Self {
+    pub fn varying(name: &str, variant: &str, format: &str, source: &str) -> Self {
         Self { reproducible: false, ..Self::reproducible(name, variant, format, source) }
     }
 }

@@ -30,7 +30,7 @@ fn package(dir: &Path) {
     let roles = vec![
         FileRole::reproducible("model.pth", "fp32", "pth", "train"),
         FileRole::reproducible("model.onnx", "fp32", "onnx", "export"),
-        FileRole::measured("metrics.json", "report", "json", "eval"),
+        FileRole::varying("metrics.json", "report", "json", "eval"),
     ];
     package::write(dir, roles, provenance()).unwrap();
 }

@@ -46,17 +46,17 @@ pub fn run(args: Args) -> Result<()> {
     for row in rows.iter().filter(|row| row.eval.requested == rows[0].eval.requested) {
         roles.push(FileRole::reproducible(&row.file, report::variant_label(&row.file), "onnx", "vggq export"));
     }
-    roles.push(FileRole::reproducible("model_fp32.mpk", "fp32", "burn-record", "vggq train"));
+    roles.push(FileRole::varying("model_fp32.mpk", "fp32", "burn-record", "vggq train"));
     for (name, format, source) in [
         ("train_report.json", "json", "vggq train"),
         ("quant_report.json", "json", "vggq quantize"),
         ("metrics.json", "json", "vggq eval"),
         ("report.md", "markdown", "vggq report"),
     ] {
-        roles.push(FileRole::measured(name, "report", format, source));
+        roles.push(FileRole::varying(name, "report", format, source));
     }
     for (name, _) in &charts {
-        roles.push(FileRole::measured(name, "report", "svg", "vggq report"));
+        roles.push(FileRole::varying(name, "report", "svg", "vggq report"));
     }
     let provenance = provenance(&args.run, &run, &rows, &dataset)?;
     package::write(&args.run, roles, provenance)?;
