@@ -71,3 +71,37 @@ fn missing_and_corrupt_checkpoints_are_clear_errors() {
     let error = load_features(config.init::<B>(&Default::default()), &config, &truncated).unwrap_err();
     assert!(error.to_string().contains("truncated.pth"), "{error}");
 }
+
+#[test]
+fn checkpoint_with_an_unknown_feature_tensor_names_it() {
+    let config = fixture_config();
+    let bytes = std::fs::read(fixture("vgg11_bn_w16_imagenet_layout.pth")).unwrap();
+    let mut state_dict = vggq_pth::read_state_dict(&bytes).unwrap();
+    let extra = state_dict.get("features.0.bias").expect("the fixture has features.0.bias").clone();
+    state_dict.entries.push(("features.30.bias".to_string(), extra));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("extra_key.pth");
+    vggq_pth::write_file(&path, &state_dict).unwrap();
+
+    let error = load_features(config.init::<B>(&Default::default()), &config, &path).unwrap_err();
+    assert!(matches!(&error, ModelError::UnexpectedTensor { key, .. } if key == "features.30.bias"), "{error}");
+}
+
+#[test]
+fn a_pickle_that_is_not_a_state_dict_is_rejected_and_never_executed() {
+    let config = fixture_config();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("executed");
+    // Protocol 2: os.system("touch <marker>"), which an unrestricted unpickler would run.
+    let command = format!("touch {}", marker.display());
+    let mut pickle = b"\x80\x02cos\nsystem\nq\x00X".to_vec();
+    pickle.extend_from_slice(&(command.len() as u32).to_le_bytes());
+    pickle.extend_from_slice(command.as_bytes());
+    pickle.extend_from_slice(b"q\x01\x85q\x02Rq\x03.");
+    let path = dir.path().join("hostile.pth");
+    std::fs::write(&path, &pickle).unwrap();
+
+    let result = load_features(config.init::<B>(&Default::default()), &config, &path);
+    assert!(result.is_err(), "a pickle holding no tensors was accepted as pretrained weights");
+    assert!(!marker.exists(), "the pickle's code ran");
+}

@@ -81,3 +81,29 @@ fn checksums_that_disagree_with_the_manifest_are_caught() {
     let found = package::verify(dir.path()).unwrap();
     assert_eq!(found.changed.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), vec!["model.pth"]);
 }
+
+#[test]
+fn a_full_disk_is_a_clear_error() {
+    // /dev/full fails every write with ENOSPC, as a full disk does.
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let weights = [0.5_f32; 4096];
+    let state_dict = vggq_pth::StateDict {
+        entries: vec![("weight".into(), vggq_pth::Value::Tensor(vggq_pth::Tensor::from_f32(vec![4096], &weights)))],
+        metadata: vec![(String::new(), 1)],
+    };
+    let error = vggq_pth::write_to(std::io::BufWriter::new(full), "model", &state_dict).err().expect("writing to a full disk");
+    assert!(error.to_string().contains("No space left"), "{error}");
+}
+
+#[test]
+fn a_failed_atomic_write_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // A non-empty folder where the file should go: the data is written, the final rename fails.
+    let target = dir.path().join("metrics.json");
+    std::fs::create_dir(&target).unwrap();
+    std::fs::write(target.join("inside"), b"x").unwrap();
+    assert!(vggq::atomic::write(&target, b"new").is_err());
+    assert_eq!(std::fs::read(target.join("inside")).unwrap(), b"x", "what was there is untouched");
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("metrics.json")], "a temporary file was left behind");
+}
