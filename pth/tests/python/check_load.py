@@ -13,7 +13,10 @@ import torch
 import torch.nn as nn
 from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping, quantize_dynamic
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
-from torchvision.models.vgg import VGG, make_layers
+# The shared torchvision module builder lives in the repository's scripts/.
+import os  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../scripts"))
+from torch_vgg import vgg_module  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "qint8": torch.int8, "quint8": torch.uint8}
 QDTYPES = {"qint8": torch.qint8, "quint8": torch.quint8}
@@ -21,17 +24,7 @@ QDTYPES = {"qint8": torch.qint8, "quint8": torch.quint8}
 
 def build(variant, config):
     torch.manual_seed(0)
-    cfg = [c if c != 0 else "M" for c in config["features"]]
-    side = config["avgpool_side"]
-    last = [c for c in cfg if c != "M"][-1]
-    model = VGG(make_layers(cfg, batch_norm=True), num_classes=config["classes"], init_weights=False)
-    model.avgpool = nn.AdaptiveAvgPool2d((side, side))
-    h = config["hidden"]
-    model.classifier = nn.Sequential(
-        nn.Linear(last * side * side, h), nn.ReLU(True), nn.Dropout(),
-        nn.Linear(h, h), nn.ReLU(True), nn.Dropout(),
-        nn.Linear(h, config["classes"]),
-    )
+    model = vgg_module(config)
     example = (torch.randn(2, 3, config["input_side"], config["input_side"]),)
     if variant == "fp32":
         return model.eval(), example
