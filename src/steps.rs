@@ -1,6 +1,6 @@
-//! Up-to-date checks for pipeline steps: a step's outputs are keyed by a hash of its configuration and
-//! of its input files, so a rerun skips what is current, an interrupted run resumes at the first step
-//! that did not finish, and `--force` redoes.
+//! Up-to-date checks for pipeline steps: a step's outputs are keyed by a hash of the program, its
+//! configuration and its input files, so a rerun skips what is current, an interrupted run resumes at
+//! the first step that did not finish, a rebuilt `vggq` redoes everything, and `--force` redoes.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +47,10 @@ impl Step {
     ) -> Result<Self, StepError> {
         let mut hasher = Sha256::new();
         hasher.update(name.as_bytes());
+        // New code may compute other outputs: the running executable is an input of every step.
+        if let Ok(program) = std::env::current_exe() {
+            hasher.update(file_digest(&program, DigestAlgorithm::Sha256)?.hex.as_bytes());
+        }
         hasher.update(serde_json::to_vec(config).expect("step configurations are plain data"));
         for input in inputs {
             hasher.update(file_digest(input, DigestAlgorithm::Sha256)?.hex.as_bytes());

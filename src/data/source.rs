@@ -54,18 +54,16 @@ pub struct Fingerprint {
     pub sha256: String,
 }
 
+/// The digest and the source's name, not its full path: the fingerprint ends up in artifacts (ONNX
+/// metadata), which must not change with the folder a checkout happens to live in.
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = |path: &std::path::Path| {
+            path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
+        };
         match &self.origin {
-            DataOrigin::Archive(path) => {
-                write!(f, "sha256:{} (archive {})", self.sha256, path.display())
-            }
-            DataOrigin::Folder(path) => write!(
-                f,
-                "sha256:{} (listing of folder {})",
-                self.sha256,
-                path.display()
-            ),
+            DataOrigin::Archive(path) => write!(f, "sha256:{} (archive {})", self.sha256, name(path)),
+            DataOrigin::Folder(path) => write!(f, "sha256:{} (listing of folder {})", self.sha256, name(path)),
         }
     }
 }
