@@ -20,7 +20,13 @@ use crate::util::*;
 fn write_run_folder(dir: &Path, models: &TinyModels) {
     let mut profile = Profile::named(ProfileName::Smoke);
     profile.model = tiny_config(32);
-    let train_report = serde_json::json!({ "profile": profile, "epochs": [] });
+    let classes: Vec<String> = (0..profile.model.classes).map(|c| format!("class{c}")).collect();
+    let train_report = serde_json::json!({
+        "profile": profile,
+        "dataset": "sha256:0000 (archive test.tar.gz)",
+        "classes": classes,
+        "epochs": [],
+    });
     std::fs::write(dir.join("train_report.json"), train_report.to_string()).unwrap();
     let files = [
         ("fp32", "mission_16_vgg11bn_fp32.pth", fp32_state_dict(&models.float)),

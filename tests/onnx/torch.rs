@@ -7,7 +7,7 @@ use std::process::Command;
 
 use vggq::export::onnx::{self, Variant};
 use vggq::quant::state_dict::{fp32_state_dict, quantized_state_dict};
-use vggq::quant::{quantize_dynamic, FloatVgg};
+use vggq::quant::{quantize_dynamic, FloatVgg, SimulatedVgg};
 use vggq_pth::layout::VggConfig as PthConfig;
 
 use crate::util::*;
@@ -103,9 +103,24 @@ fn dynamic_int8_onnx_agrees_with_pytorch_quantize_dynamic() {
     let pth = dir.path().join("model_fp32.pth");
     vggq_pth::write_file(&pth, &fp32_state_dict(&float).unwrap()).unwrap();
     let comparison = compare("dynamic_int8", &path, &pth, dir.path());
-    let agreement = top1_agreement_within(&comparison.onnx, &comparison.torch, config.classes, 0.0);
-    println!("top-1 agreement {agreement}");
+    // fbgemm quantizes each Linear input to [0, 127], ONNX Runtime to [0, 255]: the runtimes disagree by
+    // design wherever two logits are closer than that grid difference moves them. How far it moves them
+    // is measured on our simulation of the same model on both grids, independently of either runtime.
+    let quantized = quantize_dynamic(&float);
+    let on_fbgemm_grid = SimulatedVgg::<B>::new(&quantized, &Default::default());
+    let on_ort_grid = SimulatedVgg::<B>::new(&quantized, &Default::default()).with_onnx_runtime_dynamic_inputs();
+    let mut grid_effect = 0.0_f32;
+    for batch in cifar_batches(false, TEST_IMAGES, SIDE).epoch(0) {
+        let a = values(on_fbgemm_grid.forward(images_tensor(&batch)));
+        let b = values(on_ort_grid.forward(images_tensor(&batch)));
+        grid_effect = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(grid_effect, f32::max);
+    }
+    let strict = top1_agreement_within(&comparison.onnx, &comparison.torch, config.classes, 0.0);
+    let agreement = top1_agreement_within(&comparison.onnx, &comparison.torch, config.classes, grid_effect);
+    println!("top-1 agreement {strict} exact, {agreement} within the grid effect {grid_effect:e}");
     assert!(agreement >= MIN_AGREEMENT, "top-1 agreement {agreement}");
+    // The tolerance only explains near-ties: most rows agree outright.
+    assert!(strict >= 0.95, "exact top-1 agreement {strict}");
 }
 
 #[test]
