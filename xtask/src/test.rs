@@ -44,5 +44,8 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     // --release: the tests train a small VGG on real images, and release shares its build with `all`.
     let cargo_args = args.cargo_args;
     cmd!(sh, "cargo test --release --workspace {cargo_args...}").run()?;
+    // The CUDA backend is compiled only where a toolkit is present; type-check it here so a GPU
+    // machine never meets code that does not build.
+    cmd!(sh, "cargo check --features cuda --bin vggq").run()?;
     Ok(())
 }
