@@ -57,10 +57,7 @@ pub fn run(args: Args) -> Result<()> {
             return Ok(());
         }
     }
-    let source = match &args.data {
-        Some(path) => DataSource::Local { path: path.clone() },
-        None => DataSource::Download { cache_dir: vggq::cache_dir() },
-    };
+    let source = DataSource::local_or_download(args.data.clone());
     let cifar = data::load(&source)?;
     let count = args.images.unwrap_or(cifar.test.len()).min(cifar.test.len());
     let indices: Vec<usize> = (0..count).collect();

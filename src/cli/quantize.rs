@@ -23,7 +23,7 @@ use vggq::train::{evaluate, evaluate_with, progress_bar, EpochReport, Score};
 
 use vggq::pipeline::RunData;
 
-use super::run_dir::TrainedRun;
+use super::run_dir::{pth_name, TrainedRun, MODEL_FILE, QUANT_REPORT_FILE};
 use super::train::pretrained_weights;
 
 #[derive(clap::Args)]
@@ -89,9 +89,9 @@ pub fn run(args: Args) -> Result<()> {
     let outputs = ["fp32", "dynamic_int8", "static_int8_fx", qat_variant.as_str()]
         .iter()
         .map(|variant| args.run.join(pth_name(variant)))
-        .chain([args.run.join(REPORT_FILE)])
+        .chain([args.run.join(QUANT_REPORT_FILE)])
         .collect();
-    let model = args.run.join("model_fp32.mpk");
+    let model = args.run.join(MODEL_FILE);
     let inputs: Vec<&Path> = [Some(model.as_path()), args.data.as_deref()].into_iter().flatten().filter(|p| p.is_file()).collect();
     let settings = (&profile, selection.backend, args.calibration_batches, args.calibration, args.qat_mode);
     let step = Step::new("quantize", &args.run, &settings, &inputs, outputs)?;
@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-const REPORT_FILE: &str = "quant_report.json";
+
 
 /// The QAT variant's name: `qat_int8_fp32match` or `qat_int8_finetune`.
 fn qat_variant(mode: QatMode) -> String {
@@ -121,22 +121,15 @@ fn qat_variant(mode: QatMode) -> String {
     .to_string()
 }
 
-/// `mission_16_vgg11bn_<variant>.pth`.
-fn pth_name(variant: &str) -> String {
-    format!("mission_16_vgg11bn_{variant}.pth")
-}
 
 fn execute<B: AutodiffBackend>(profile: &Profile, args: Args, backend: BackendKind, device: &B::Device) -> Result<()> {
     let out = args.run.clone();
-    let data_source = match args.data {
-        Some(path) => DataSource::Local { path },
-        None => DataSource::Download { cache_dir: vggq::cache_dir() },
-    };
+    let data_source = DataSource::local_or_download(args.data);
     let cifar = data::load(&data_source)?;
     let dataset = cifar.fingerprint.to_string();
     let loaders = RunData::new(cifar, profile)?;
 
-    let model_path = out.join("model_fp32.mpk");
+    let model_path = out.join(MODEL_FILE);
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
     let trained = profile
         .model
@@ -226,7 +219,7 @@ fn execute<B: AutodiffBackend>(profile: &Profile, args: Args, backend: BackendKi
         static_int8_fx: variant("static_int8_fx", static_scores),
         qat_int8: variant(&qat_variant, qat_scores),
     };
-    let report_path = out.join(REPORT_FILE);
+    let report_path = out.join(QUANT_REPORT_FILE);
     vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
         .with_context(|| format!("writing {}", report_path.display()))?;
     println!("wrote {}", report_path.display());

@@ -8,7 +8,7 @@ use vggq::eval::ModelMetrics;
 use vggq::package::{self, FileRole, Provenance};
 use vggq::report::{self, ReportInput};
 
-use super::run_dir::TrainedRun;
+use super::run_dir::{pth_name, TrainedRun, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
 
 /// SHA-256 of `../shared/data/cifar10-jpeg.tar.gz`: numbers measured on it are labelled as such.
 const JPEG_COPY_SHA256: &str = "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db";
@@ -22,7 +22,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let run = TrainedRun::open(&args.run)?;
-    let metrics_path = args.run.join("metrics.json");
+    let metrics_path = args.run.join(METRICS_FILE);
     let rows: Vec<ModelMetrics> = serde_json::from_str(
         &std::fs::read_to_string(&metrics_path).with_context(|| format!("reading {} (run `vggq eval` first)", metrics_path.display()))?,
     )
@@ -38,7 +38,7 @@ pub fn run(args: Args) -> Result<()> {
 
     let mut roles = Vec::new();
     for variant in ["fp32", "dynamic_int8", "static_int8_fx", "qat_int8_fp32match", "qat_int8_finetune"] {
-        let pth = format!("mission_16_vgg11bn_{variant}.pth");
+        let pth = pth_name(variant);
         if args.run.join(&pth).is_file() {
             roles.push(FileRole::reproducible(&pth, variant, "pth", "vggq quantize"));
         }
@@ -46,11 +46,11 @@ pub fn run(args: Args) -> Result<()> {
     for row in rows.iter().filter(|row| row.eval.requested == rows[0].eval.requested) {
         roles.push(FileRole::reproducible(&row.file, report::variant_label(&row.file), "onnx", "vggq export"));
     }
-    roles.push(FileRole::varying("model_fp32.mpk", "fp32", "burn-record", "vggq train"));
+    roles.push(FileRole::varying(MODEL_FILE, "fp32", "burn-record", "vggq train"));
     for (name, format, source) in [
-        ("train_report.json", "json", "vggq train"),
-        ("quant_report.json", "json", "vggq quantize"),
-        ("metrics.json", "json", "vggq eval"),
+        (TRAIN_REPORT_FILE, "json", "vggq train"),
+        (QUANT_REPORT_FILE, "json", "vggq quantize"),
+        (METRICS_FILE, "json", "vggq eval"),
         ("report.md", "markdown", "vggq report"),
     ] {
         roles.push(FileRole::varying(name, "report", format, source));
@@ -58,7 +58,7 @@ pub fn run(args: Args) -> Result<()> {
     for (name, _) in &charts {
         roles.push(FileRole::varying(name, "report", "svg", "vggq report"));
     }
-    let provenance = provenance(&args.run, &run, &rows, &dataset)?;
+    let provenance = provenance(&run, &rows, &dataset)?;
     package::write(&args.run, roles, provenance)?;
     println!("wrote {} ({}, {}, {})", args.run.join("report.md").display(), package::MANIFEST_FILE, package::CHECKSUMS_FILE, "charts");
     Ok(())
@@ -79,9 +79,8 @@ fn dataset_name(fingerprint: &str) -> String {
 
 /// Where the run came from. Git and rustc facts come from `cargo xtask all`, which knows them
 /// (`VGGQ_GIT_COMMIT`, `VGGQ_GIT_DIRTY`, `VGGQ_RUSTC`, `VGGQ_ONNXRUNTIME`); run by hand they read "unknown".
-fn provenance(folder: &Path, run: &TrainedRun, rows: &[ModelMetrics], dataset: &str) -> Result<Provenance> {
+fn provenance(run: &TrainedRun, rows: &[ModelMetrics], dataset: &str) -> Result<Provenance> {
     let env = |name: &str| std::env::var(name).unwrap_or_else(|_| "unknown".into());
-    let train_report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(folder.join("train_report.json"))?)?;
     let mut providers: Vec<String> = rows.iter().map(|r| format!("{:?}: {}", r.eval.requested, r.eval.placement)).collect();
     providers.dedup();
     Ok(Provenance {
@@ -91,7 +90,7 @@ fn provenance(folder: &Path, run: &TrainedRun, rows: &[ModelMetrics], dataset: &
         burn: vggq::BURN_VERSION.into(),
         ort: vggq::ORT_CRATE_VERSION.into(),
         onnxruntime: env("VGGQ_ONNXRUNTIME"),
-        device: train_report["backend"].as_str().unwrap_or("unknown").into(),
+        device: serde_json::to_value(run.backend)?.as_str().unwrap_or("unknown").into(),
         execution_providers: providers,
         seed: run.profile.train.seed,
         dataset: dataset.into(),

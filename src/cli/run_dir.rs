@@ -6,15 +6,29 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use serde::Deserialize;
+use vggq::backend::Backend;
 use vggq::export::onnx::Variant;
 use vggq::profile::Profile;
 use vggq::quant::qat::QatMode;
 use vggq::quant::Calibration;
 
+/// The files of a run folder, written by one step and read by the next.
+pub const MODEL_FILE: &str = "model_fp32.mpk";
+pub const TRAIN_REPORT_FILE: &str = "train_report.json";
+pub const QUANT_REPORT_FILE: &str = "quant_report.json";
+pub const METRICS_FILE: &str = "metrics.json";
+
+/// `mission_16_vgg11bn_<variant>.pth`, the user's names for the `.pth` files.
+pub fn pth_name(variant: &str) -> String {
+    format!("mission_16_vgg11bn_{variant}.pth")
+}
+
 /// The parts of `train_report.json` the later steps need.
 #[derive(Deserialize)]
 pub struct TrainedRun {
     pub profile: Profile,
+    /// The backend that trained the model.
+    pub backend: Backend,
     /// The dataset's fingerprint (`sha256:<hex> (<origin>)`).
     pub dataset: String,
     /// Class names in label order.
@@ -24,7 +38,7 @@ pub struct TrainedRun {
 
 impl TrainedRun {
     pub fn open(folder: &Path) -> Result<Self> {
-        let path = folder.join("train_report.json");
+        let path = folder.join(TRAIN_REPORT_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq train` first)", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
@@ -67,7 +81,7 @@ struct VariantFile {
 
 impl QuantizedRun {
     pub fn open(folder: &Path) -> Result<Self> {
-        let path = folder.join("quant_report.json");
+        let path = folder.join(QUANT_REPORT_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq quantize` first)", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }

@@ -13,6 +13,8 @@ use vggq::model::VGG11_BN_IMAGENET1K_V1;
 use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
 use vggq::profile::{Init, Profile, ProfileName};
 use vggq::steps::Step;
+
+use super::run_dir::{MODEL_FILE, TRAIN_REPORT_FILE};
 use vggq::train::{EpochReport, Score};
 
 #[derive(clap::Args)]
@@ -65,10 +67,7 @@ pub fn run(args: Args) -> Result<()> {
     let selection = backend::select(args.device)?;
     println!("{}", selection.reason);
     let out = args.out.unwrap_or_else(|| Path::new("artifacts").join(&profile.name));
-    let data_source = match args.data.clone() {
-        Some(path) => DataSource::Local { path },
-        None => DataSource::Download { cache_dir: vggq::cache_dir() },
-    };
+    let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
         Init::Pretrained => Some(pretrained_weights(args.weights)?),
         Init::Random => None,
@@ -79,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
         &out,
         &(&profile, selection.backend, data_source.to_string()),
         &inputs,
-        vec![out.join(MODEL_FILE), out.join(REPORT_FILE)],
+        vec![out.join(MODEL_FILE), out.join(TRAIN_REPORT_FILE)],
     )?;
     if !args.force && step.is_up_to_date()? {
         println!("train: up to date in {} (--force to redo)", out.display());
@@ -97,9 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The trained FP32 model, as a Burn record.
-const MODEL_FILE: &str = "model_fp32.mpk";
-const REPORT_FILE: &str = "train_report.json";
+
 
 /// The given checkpoint, or torchvision's downloaded into the cache.
 pub(super) fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -148,7 +145,7 @@ impl Run<'_> {
             epochs,
             test,
         };
-        let report_path = self.out.join(REPORT_FILE);
+        let report_path = self.out.join(TRAIN_REPORT_FILE);
         vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing {}", report_path.display()))?;
         println!("wrote {}", self.out.display());

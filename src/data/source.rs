@@ -33,6 +33,16 @@ pub enum DataSource {
     Local { path: PathBuf },
 }
 
+impl DataSource {
+    /// The data at `path` when the user named some, else the official archive through the cache.
+    pub fn local_or_download(path: Option<PathBuf>) -> Self {
+        match path {
+            Some(path) => DataSource::Local { path },
+            None => DataSource::Download { cache_dir: crate::cache_dir() },
+        }
+    }
+}
+
 impl fmt::Display for DataSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

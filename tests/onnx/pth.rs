@@ -23,6 +23,7 @@ fn write_run_folder(dir: &Path, models: &TinyModels) {
     let classes: Vec<String> = (0..profile.model.classes).map(|c| format!("class{c}")).collect();
     let train_report = serde_json::json!({
         "profile": profile,
+        "backend": "cpu",
         "dataset": "sha256:0000 (archive test.tar.gz)",
         "classes": classes,
         "epochs": [],
