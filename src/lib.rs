@@ -1,39 +1,32 @@
-//! vggq: VGG11-BN on CIFAR-10 with Burn, from data to trained model (and, in later stages, quantized
-//! variants written as PyTorch `.pth` and ONNX).
+//! vggq: VGG11-BN on CIFAR-10 with Burn: data -> model -> train -> quant -> export -> eval -> report.
 //!
-//! The modules follow the pipeline: [`data`] -> [`model`] -> [`train`]; [`backend`] picks the device and
-//! [`profile`] holds the recipe.
+//! The modules follow the pipeline: [`data`] -> [`model`] -> [`train`] -> [`quant`] -> [`export`] ->
+//! [`eval`] -> [`report`] and [`package`]; [`pipeline`] holds the steps as library calls. [`profile`]
+//! is the recipe, [`backend`] picks the device. Shared by the loops: [`upload`] (batches to the device),
+//! [`score`] (loss and accuracy), [`progress`] (bars), [`host_reads`] (every read of the device, counted).
 
-pub mod atomic;
 pub mod backend;
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod host_reads;
 pub mod model;
 pub mod package;
 pub mod pipeline;
 pub mod profile;
+pub mod progress;
 pub mod quant;
 pub mod report;
+pub mod score;
 pub mod steps;
-pub mod train;
 pub mod throughput;
+pub mod train;
+pub mod upload;
 
+/// Files that appear whole or not at all (one implementation, shared with the `.pth` writer).
+pub use vggq_core::atomic;
 
 /// The Burn release this build uses, for reports and provenance.
 pub const BURN_VERSION: &str = "0.21.0";
 /// The `ort` crate release this build uses, for reports and provenance.
 pub const ORT_CRATE_VERSION: &str = "2.0.0-rc.15";
-
-/// Where downloads (CIFAR-10, torchvision weights) are kept between runs: `$VGGQ_CACHE`, else
-/// `$XDG_CACHE_HOME/vggq`, else `~/.cache/vggq`.
-pub fn cache_dir() -> std::path::PathBuf {
-    use std::path::PathBuf;
-    if let Some(dir) = std::env::var_os("VGGQ_CACHE") {
-        return PathBuf::from(dir);
-    }
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache"))
-        .join("vggq")
-}

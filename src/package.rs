@@ -59,7 +59,14 @@ pub struct Provenance {
     pub burn: String,
     pub ort: String,
     pub onnxruntime: String,
+    /// Where the model was trained (`cpu` or `cuda`), and why there.
     pub device: String,
+    pub device_reason: String,
+    /// The GPU the run used or found: name, memory, compute capability.
+    pub gpu: Option<crate::backend::Gpu>,
+    /// The arithmetic training's matmuls and convolutions ran in (FP32 or TF32), measured.
+    pub precision: crate::backend::precision::Precision,
+    /// Each provider asked for, where ONNX Runtime placed the nodes, or why it could not run.
     pub execution_providers: Vec<String>,
     pub seed: u64,
     pub dataset: String,
@@ -185,14 +192,14 @@ pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
     }
     let known: BTreeSet<&str> =
         expected.iter().map(|(name, _)| name.as_str()).chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
-    let mut entries: Vec<String> = std::fs::read_dir(dir)
-        .map_err(io_error(dir))?
-        .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| !known.contains(name.as_str()))
-        .collect();
-    entries.sort();
-    found.extra = entries;
+    // A folder entry that cannot be read is an error, never a file quietly left out of the check.
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().map_err(io_error(&entry.path()))?.is_file() && !known.contains(name.as_str()) {
+            found.extra.push(name);
+        }
+    }
+    found.extra.sort();
     Ok(found)
 }

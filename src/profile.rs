@@ -1,19 +1,10 @@
 //! Profiles: the whole recipe of a run as plain data, printed at its start and hashed into its outputs.
 
 use serde::{Deserialize, Serialize};
+pub use vggq_core::{Init, Limits, ProfileName};
 
 use crate::model::VggConfig;
 use crate::train::TrainConfig;
-
-/// How the network starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Init {
-    /// torchvision's ImageNet-1k weights for the features, a new classifier.
-    Pretrained,
-    /// Burn's default initialisation everywhere.
-    Random,
-}
 
 /// Which images of CIFAR-10 a run uses. The 50,000 training images are always split 8:2 into train and
 /// validation (40,000 / 10,000), as the seed does; the 10,000 test images are for evaluation.
@@ -24,26 +15,28 @@ pub struct DataConfig {
     /// Use only this many of the split's images, train and val in the split's 8:2 proportions
     /// (`None`: all 50,000).
     pub subset: Option<usize>,
+    /// Train on at most this many images of the training part (`--train-images`).
+    pub train_images: Option<usize>,
+    /// Validate and test on at most this many images each, evenly spread (`--eval-images`).
+    pub eval_images: Option<usize>,
+}
+
+/// How the quantized variants are made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuantConfig {
+    /// Batches of the unaugmented training split that static quantization calibrates on.
+    pub calibration_batches: usize,
 }
 
 /// A named, complete recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
-    pub name: String,
+    pub name: ProfileName,
     pub init: Init,
     pub data: DataConfig,
     pub model: VggConfig,
     pub train: TrainConfig,
-}
-
-/// The profiles `--profile` accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProfileName {
-    /// The seed's recipe exactly: 128 px, full VGG11-BN, pretrained, 40,000 / 10,000 images, 5 epochs.
-    Full,
-    /// The same pipeline, small enough for 2 CPU cores in minutes: 32 px, width/4, hidden 512, random
-    /// init, 8,000 / 2,000 images, 2 epochs.
-    Smoke,
+    pub quant: QuantConfig,
 }
 
 impl Profile {
@@ -54,28 +47,68 @@ impl Profile {
         }
     }
 
+    /// The seed's recipe.
     pub fn full() -> Self {
         Self {
-            name: "full".into(),
+            name: ProfileName::Full,
             init: Init::Pretrained,
-            data: DataConfig { split_seed: 0, subset: None },
+            data: DataConfig { split_seed: 0, subset: None, train_images: None, eval_images: None },
             model: VggConfig::seed(),
             train: TrainConfig::seed(),
+            // The seed calibrates on 20 batches.
+            quant: QuantConfig { calibration_batches: 20 },
         }
     }
 
     pub fn smoke() -> Self {
         Self {
-            name: "smoke".into(),
+            name: ProfileName::Smoke,
             init: Init::Random,
             data: DataConfig { subset: Some(10_000), ..Self::full().data },
             model: VggConfig::for_input(4, 32, 512, 10),
             train: TrainConfig { epochs: 2, ..TrainConfig::seed() },
+            ..Self::full()
         }
+    }
+
+    /// This recipe with `limits` applied.
+    pub fn limited(mut self, limits: &Limits) -> Self {
+        self.data.train_images = limits.train_images.or(self.data.train_images);
+        self.data.eval_images = limits.eval_images.or(self.data.eval_images);
+        self.quant.calibration_batches = limits.calibration_batches.unwrap_or(self.quant.calibration_batches);
+        self.train.epochs = limits.epochs.unwrap_or(self.train.epochs);
+        self
+    }
+
+    /// Whether this is its profile's recipe exactly: only such runs have golden tables.
+    pub fn is_as_named(&self) -> bool {
+        *self == Profile::named(self.name)
+    }
+
+    /// `full` or `smoke`.
+    pub fn name(&self) -> String {
+        vggq_core::flag_value(self.name)
     }
 
     /// The profile as pretty JSON, the form printed at the start of a run and recorded with its outputs.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a profile is plain data")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_make_another_recipe() {
+        let full = Profile::full();
+        assert!(full.is_as_named());
+        assert!(full.clone().limited(&Limits::default()).is_as_named());
+        let capped = full.limited(&Limits { train_images: Some(192), eval_images: Some(96), calibration_batches: Some(2), epochs: Some(1) });
+        assert!(!capped.is_as_named());
+        assert_eq!((capped.data.train_images, capped.data.eval_images), (Some(192), Some(96)));
+        assert_eq!((capped.quant.calibration_batches, capped.train.epochs), (2, 1));
+        assert_eq!(capped.model, VggConfig::seed(), "limits never change the shapes");
     }
 }

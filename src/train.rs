@@ -1,5 +1,7 @@
 //! Fine-tuning: cross-entropy, SGD with momentum and weight decay, a progress bar per epoch, validation
-//! after each.
+//! after each. Inside an epoch the host never waits for the device: losses and correct counts are
+//! summed on the device and read at the end (the bar shows a loss read every
+//! [`PROGRESS_READ_INTERVAL`] steps), and the next batch is uploaded while a step runs.
 
 use std::time::Instant;
 
@@ -9,11 +11,15 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{decay::WeightDecayConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, BatchLoader};
+use crate::host_reads::PROGRESS_READ_INTERVAL;
 use crate::model::Vgg;
+use crate::progress::progress_bar;
+use crate::score::{evaluate, Score, ScoreSum};
+use crate::upload::uploaded;
 
 /// The optimisation recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,20 +40,11 @@ impl TrainConfig {
     }
 
     /// PyTorch's `torch.optim.SGD(momentum=m, weight_decay=wd)`: Burn's default dampening is 0.1, PyTorch's 0.
-    pub(crate) fn optimizer(&self) -> SgdConfig {
+    pub fn optimizer(&self) -> SgdConfig {
         SgdConfig::new()
             .with_momentum(Some(MomentumConfig { momentum: self.momentum, dampening: 0.0, nesterov: false }))
             .with_weight_decay(Some(WeightDecayConfig { penalty: self.weight_decay as f32 }))
     }
-}
-
-/// Mean loss and top-1 accuracy over a set of images.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Score {
-    pub loss: f64,
-    /// Top-1 accuracy in percent.
-    pub accuracy: f64,
-    pub images: usize,
 }
 
 /// What one epoch measured.
@@ -70,79 +67,48 @@ impl std::fmt::Display for EpochReport {
     }
 }
 
-/// Running sums behind a [`Score`].
-#[derive(Default)]
-struct ScoreSum {
-    loss: f64,
-    correct: usize,
-    images: usize,
+/// A training forward pass: the plain float model, or quantization-aware training's fake-quantized one.
+pub trait TrainingForward<B: AutodiffBackend> {
+    fn forward(&mut self, model: &Vgg<B>, images: Tensor<B, 4>) -> Tensor<B, 2>;
 }
 
-impl ScoreSum {
-    /// Adds a batch; `loss` is the batch mean, as CrossEntropyLoss returns it.
-    fn add<B: Backend>(&mut self, logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>, loss: f64) {
-        let images = labels.dims()[0];
-        let correct: i64 = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum().into_scalar().elem();
-        self.loss += loss * images as f64;
-        self.correct += correct as usize;
-        self.images += images;
-    }
+/// The model's own forward pass.
+pub struct FloatForward;
 
-    fn score(&self) -> Score {
-        let images = self.images.max(1) as f64;
-        Score { loss: self.loss / images, accuracy: 100.0 * self.correct as f64 / images, images: self.images }
+impl<B: AutodiffBackend> TrainingForward<B> for FloatForward {
+    fn forward(&mut self, model: &Vgg<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        model.forward(images)
     }
 }
 
-/// A batch as tensors on `device`.
-pub fn batch_tensors<B: Backend>(batch: &Batch, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
-    let images = Tensor::from_data(TensorData::new(batch.images.clone(), batch.shape()), device);
-    let labels = Tensor::from_data(TensorData::new(batch.labels.clone(), [batch.labels.len()]), device);
-    (images, labels)
-}
-
-/// The bar every long loop shows: batches done, rate, ETA.
-pub fn progress_bar(len: usize, prefix: String) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} batches {per_sec} ETA {eta} {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix);
-    bar
-}
-
-/// Loss and accuracy of the evaluation model (no dropout, running BN statistics) over `batches`.
-pub fn evaluate<B: Backend>(
-    model: &Vgg<B>,
-    batches: &BatchLoader,
+/// One epoch of SGD over `batches` with the learning rate `learning_rate`; `bar` advances per batch.
+/// Returns the trained model, its training score over the epoch and the epoch's wall time in seconds
+/// (the end of the epoch waits for the device).
+pub fn train_epoch<B: AutodiffBackend, O: Optimizer<Vgg<B>, B>>(
+    mut model: Vgg<B>,
+    optimizer: &mut O,
+    learning_rate: f64,
+    batches: impl Iterator<Item = Batch>,
+    forward: &mut impl TrainingForward<B>,
     device: &B::Device,
-    label: &str,
-) -> Score {
-    evaluate_with(batches, device, label, |images| model.forward(images))
-}
-
-/// Loss and accuracy of the logits `forward` gives for `batches` (any model: float or simulated int8).
-pub fn evaluate_with<B: Backend>(
-    batches: &BatchLoader,
-    device: &B::Device,
-    label: &str,
-    forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
-) -> Score {
+    bar: &ProgressBar,
+) -> (Vgg<B>, Score, f64) {
+    let started = Instant::now();
     let loss_fn = CrossEntropyLoss::new(None, device);
-    let bar = progress_bar(batches.batch_count(), label.to_string());
-    let mut sum = ScoreSum::default();
-    // Evaluation batches are neither shuffled nor flipped: every epoch number gives the same ones.
-    for batch in batches.epoch(0) {
-        let (images, labels) = batch_tensors::<B>(&batch, device);
-        let logits = forward(images);
-        let loss: f64 = loss_fn.forward(logits.clone(), labels.clone()).into_scalar().elem();
-        sum.add(logits, labels, loss);
+    let mut sum = ScoreSum::<B::InnerBackend>::default();
+    for (step, batch) in uploaded::<B, _>(batches, device).enumerate() {
+        let logits = forward.forward(&model, batch.images);
+        let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optimizer.step(learning_rate, model, grads);
+        sum.add(logits.inner(), batch.labels.inner(), loss.inner(), batch.len);
+        if (step + 1) % PROGRESS_READ_INTERVAL == 0 {
+            bar.set_message(format!("loss {:.3}", sum.mean_loss()));
+        }
         bar.inc(1);
     }
-    bar.finish_and_clear();
-    sum.score()
+    let score = sum.score();
+    (model, score, started.elapsed().as_secs_f64())
 }
 
 /// Trains `model` for `config.epochs`, printing a bar per epoch and a summary line after each.
@@ -153,7 +119,7 @@ pub fn train<B: AutodiffBackend>(
     config: &TrainConfig,
     device: &B::Device,
 ) -> (Vgg<B>, Vec<EpochReport>) {
-    train_with(model, train_batches, val_batches, config, device, |model, images| model.forward(images))
+    train_with(model, train_batches, val_batches, config, device, &mut FloatForward)
 }
 
 /// [`train`] with another training forward pass (quantization-aware training inserts fake quantization);
@@ -164,31 +130,18 @@ pub fn train_with<B: AutodiffBackend>(
     val_batches: &BatchLoader,
     config: &TrainConfig,
     device: &B::Device,
-    mut forward: impl FnMut(&Vgg<B>, Tensor<B, 4>) -> Tensor<B, 2>,
+    forward: &mut impl TrainingForward<B>,
 ) -> (Vgg<B>, Vec<EpochReport>) {
     let mut optimizer = config.optimizer().init::<B, Vgg<B>>();
-    let loss_fn = CrossEntropyLoss::new(None, device);
     let mut reports = Vec::with_capacity(config.epochs);
     for epoch in 1..=config.epochs {
         let bar = progress_bar(train_batches.batch_count(), format!("epoch {epoch}/{}", config.epochs));
-        let started = Instant::now();
-        let mut sum = ScoreSum::default();
-        for batch in train_batches.epoch(epoch as u64) {
-            let (images, labels) = batch_tensors::<B>(&batch, device);
-            let logits = forward(&model, images);
-            let loss = loss_fn.forward(logits.clone(), labels.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(config.learning_rate, model, grads);
-            let batch_loss: f64 = loss.into_scalar().elem();
-            sum.add(logits.inner(), labels.inner(), batch_loss);
-            bar.set_message(format!("loss {batch_loss:.3}"));
-            bar.inc(1);
-        }
-        let train_seconds = started.elapsed().as_secs_f64();
+        let batches = train_batches.epoch(epoch as u64);
+        let (trained, train, seconds) = train_epoch(model, &mut optimizer, config.learning_rate, batches, forward, device, &bar);
+        model = trained;
         bar.finish_and_clear();
-        let train = sum.score();
         let val = evaluate(&model.valid(), val_batches, device, "validation");
-        let report = EpochReport { epoch, train, val, train_images_per_sec: train.images as f64 / train_seconds };
+        let report = EpochReport { epoch, train, val, train_images_per_sec: train.images as f64 / seconds };
         println!("{report}");
         reports.push(report);
     }

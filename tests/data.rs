@@ -506,7 +506,7 @@ mod split {
 
 mod loader {
     use super::*;
-    use vggq::data::{Batch, BatchLoader, LoaderConfig, Preprocess, Split};
+    use vggq::data::{Batch, BatchLoader, LoaderConfig, Preprocess};
 
     fn small_set() -> vggq::data::ImageSet {
         real_jpeg()
@@ -627,24 +627,6 @@ mod loader {
         .err()
         .unwrap();
         assert!(error.to_string().contains("batch size"), "{error}");
-    }
-
-    /// Measures the loader at the seed's 128 px on this machine's cores (printed with --nocapture).
-    #[test]
-    fn throughput_at_128_px() {
-        let data = real_jpeg();
-        let split = Split::new(data.train.len(), 0).subset(5_000, 0).unwrap();
-        let loader =
-            BatchLoader::new(data.train.select(&split.train), LoaderConfig::train(128, 0)).unwrap();
-        let started = Instant::now();
-        let images: usize = loader.epoch(0).map(|batch| batch.len()).sum();
-        let seconds = started.elapsed().as_secs_f64();
-        eprintln!(
-            "loader: {images} images at 128 px in {seconds:.2} s = {:.0} images/s with {} workers",
-            images as f64 / seconds,
-            loader.config().workers
-        );
-        assert_eq!(images, 4_000);
     }
 }
 

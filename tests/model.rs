@@ -105,3 +105,41 @@ fn a_pickle_that_is_not_a_state_dict_is_rejected_and_never_executed() {
     assert!(result.is_err(), "a pickle holding no tensors was accepted as pretrained weights");
     assert!(!marker.exists(), "the pickle's code ran");
 }
+
+/// `--init random` initialises as the seed's PyTorch model does: torchvision's `VGG(init_weights=True)`
+/// for the features (conv weights `kaiming_normal_(mode="fan_out", nonlinearity="relu")`, conv biases 0,
+/// BatchNorm weight 1 and bias 0) and `nn.Linear`'s default for the rebuilt classifier (weight and
+/// bias uniform in ±1/sqrt(fan_in)). Checked on the seed's full-size model, where every layer has
+/// enough values for its spread to be measured within a few percent.
+#[test]
+fn random_init_is_pytorchs() {
+    let config = VggConfig::seed();
+    B::seed(&Default::default(), 0);
+    let model = config.init::<B>(&Default::default());
+    let values = |t: Tensor<B, 1>| vggq::host_reads::values(t);
+    let std = |v: &[f32]| {
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+    };
+    for (i, block) in model.features.iter().enumerate() {
+        let [out, _, kh, kw] = block.conv.weight.dims();
+        let weight = values(block.conv.weight.val().flatten(0, 3));
+        let expected = (2.0 / (out * kh * kw) as f64).sqrt();
+        // Relative standard error of a sample std is 1/sqrt(2n): at least 1728 values here, 4 sigma.
+        let tolerance = 4.0 / (2.0 * weight.len() as f64).sqrt();
+        assert!((std(&weight) / expected - 1.0).abs() < tolerance, "conv {i}: std {} vs kaiming {expected}", std(&weight));
+        assert!(values(block.conv.bias.as_ref().unwrap().val()).iter().all(|&b| b == 0.0), "conv {i} bias");
+        assert!(values(block.norm.weight.val()).iter().all(|&w| w == 1.0) && values(block.norm.bias.val()).iter().all(|&b| b == 0.0));
+    }
+    let head = &model.classifier;
+    for (i, linear) in [&head.hidden1, &head.hidden2, &head.output].into_iter().enumerate() {
+        let [fan_in, _] = linear.weight.dims();
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let weight = values(linear.weight.val().flatten(0, 1));
+        let bias = values(linear.bias.as_ref().unwrap().val());
+        assert!(weight.iter().chain(&bias).all(|&w| (w as f64).abs() <= bound), "linear {i} beyond ±1/sqrt(fan_in)");
+        let tolerance = 4.0 / (2.0 * weight.len() as f64).sqrt();
+        assert!((std(&weight) / (bound / 3f64.sqrt()) - 1.0).abs() < tolerance, "linear {i}: std {}", std(&weight));
+        assert!(std(&bias) > bound / 3f64.sqrt() / 2.0, "linear {i} bias is uniform too, not zero");
+    }
+}

@@ -1,19 +1,20 @@
-//! The smoke profile end to end on the real images: CIFAR-10 (JPEG copy) -> split -> VGG11-BN -> two
-//! epochs of SGD on the CPU -> dynamic and static INT8.
+//! The smoke profile end to end through the library on the real images: CIFAR-10 (JPEG copy) -> split
+//! -> VGG11-BN with PyTorch's initialisation -> two epochs of SGD on the CPU -> the quantize flow
+//! (dynamic, static, QAT finetune), each variant scored and written as a `.pth`.
 
-use burn::module::AutodiffModule;
-use burn::backend::Flex;
 use vggq::backend::CpuBackend;
 use vggq::data::{load, DataSource};
-use vggq::pipeline::{train_fp32, RunData};
+use vggq::pipeline::{quantize, train_fp32, QuantizeSettings, RunData};
 use vggq::profile::Profile;
-use vggq::quant::{quantize_dynamic, quantize_static, Calibration, FloatVgg, SimulatedVgg};
-use vggq::train::{evaluate, evaluate_with, progress_bar};
+use vggq::quant::Calibration;
+use vggq_core::{QatMode, Variant};
 
 mod util;
 
-/// The seed's calibration: 20 batches of the training split, without augmentation.
-const CALIBRATION_BATCHES: usize = 20;
+/// PyTorch's run of the same recipe (shared/README.md: val 40.05 %, test 41.55 %), less the spread of
+/// seeds (see README's "Fidelity to PyTorch"): a model that learns less than this has regressed.
+const MIN_VAL_ACCURACY: f64 = 37.0;
+const MIN_TEST_ACCURACY: f64 = 38.0;
 
 #[test]
 fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
@@ -26,25 +27,31 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
     let trained = train_fp32::<CpuBackend>(&profile, &data, None, &device).unwrap();
     let last = trained.epochs.last().unwrap();
     println!("smoke fp32: val {:.2} % after {} epochs, test {:.2} %", last.val.accuracy, last.epoch, trained.test.accuracy);
-    // Chance is 10 %; PyTorch's run of the same recipe reaches 40 % val (shared/README.md).
-    assert!(last.val.accuracy > 30.0, "val accuracy {:.2} % does not clearly beat chance", last.val.accuracy);
-    assert!(trained.test.accuracy > 30.0, "test accuracy {:.2} %", trained.test.accuracy);
+    assert!(last.val.accuracy >= MIN_VAL_ACCURACY, "val accuracy {:.2} %", last.val.accuracy);
+    assert!(trained.test.accuracy >= MIN_TEST_ACCURACY, "test accuracy {:.2} %", trained.test.accuracy);
     assert!(trained.epochs[1].train.loss < trained.epochs[0].train.loss, "training loss did not fall");
 
-    let model = trained.model.valid();
-    let fp32_val = evaluate(&model, &data.val, &device, "fp32 val").accuracy;
-    assert_eq!(fp32_val, last.val.accuracy, "the evaluation model is the trained one");
-    let float = FloatVgg::from_model(&model, &profile.model);
-    let val_accuracy = |quantized: &vggq::quant::QuantizedVgg| {
-        let simulated = SimulatedVgg::<Flex>::new(quantized, &device);
-        evaluate_with(&data.val, &device, "int8 val", |x| simulated.forward(x)).accuracy
-    };
-    let dynamic_val = val_accuracy(&quantize_dynamic(&float));
-    let calibration = data.train.unaugmented().epoch(0).take(CALIBRATION_BATCHES);
-    let bar = progress_bar(CALIBRATION_BATCHES, "calibration".into());
-    let (static_model, _) = quantize_static::<Flex>(&float, calibration, Calibration::Histogram, &device, &bar).unwrap();
-    let static_val = val_accuracy(&static_model);
-    println!("smoke val: fp32 {fp32_val:.2} %, dynamic int8 {dynamic_val:.2} %, static int8 {static_val:.2} %");
-    assert!((fp32_val - dynamic_val).abs() <= 1.0, "dynamic {dynamic_val:.2} % vs fp32 {fp32_val:.2} %");
-    assert!((fp32_val - static_val).abs() <= 1.5, "static {static_val:.2} % vs fp32 {fp32_val:.2} %");
+    let settings = QuantizeSettings { calibration: Calibration::Histogram, qat_mode: QatMode::Finetune };
+    let quantized = quantize(trained.model, &profile, &data, settings, None, &device).unwrap();
+    let scores: Vec<(Variant, f64, f64)> = quantized.scores.iter().map(|(v, s)| (*v, s.val.accuracy, s.test.accuracy)).collect();
+    println!("smoke variants (val %, test %): {scores:?}");
+    assert_eq!(scores.iter().map(|s| s.0).collect::<Vec<_>>(), Variant::all(QatMode::Finetune));
+    let (_, fp32_val, fp32_test) = scores[0];
+    assert_eq!((fp32_val, fp32_test), (last.val.accuracy, trained.test.accuracy), "the flow scores the trained model");
+    // PTQ within what PyTorch's own quantization of such a model costs (dynamic: Linears only; measured
+    // here: +0.15 / +0.07 and -0.05 / -0.03 points); QAT fine-tuning an undertrained model for an epoch at a
+    // tenth of its learning rate trains it further (measured: +8.5 / +8.9), and must at least not lose.
+    for (variant, val, test, points) in [(scores[1].0, scores[1].1, scores[1].2, 0.5), (scores[2].0, scores[2].1, scores[2].2, 1.0)] {
+        assert!((val - fp32_val).abs() <= points && (test - fp32_test).abs() <= points, "{variant:?}: val {val:.2} test {test:.2} vs fp32 {fp32_val:.2} {fp32_test:.2}");
+    }
+    let (_, qat_val, qat_test) = scores[3];
+    assert!(qat_val >= fp32_val && qat_test >= fp32_test, "QAT finetune: val {qat_val:.2} test {qat_test:.2} vs fp32 {fp32_val:.2} {fp32_test:.2}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = quantized.write_pth_files(dir.path()).unwrap();
+    let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, Variant::all(QatMode::Finetune).map(|v| v.pth_file()));
+    for file in &files {
+        vggq_pth::read_state_dict(&std::fs::read(file).unwrap()).unwrap();
+    }
 }

@@ -101,6 +101,23 @@ impl VggConfig {
     }
 
     /// Each convolution's `features` index with its input and output channels.
+    /// This network as the JSON `scripts/torch_vgg.py` builds its torchvision module from (conv widths
+    /// with 0 for a max-pool, the average pool's side, the head), with the input side the tests feed it.
+    pub fn torch_module_json(&self, input_side: usize) -> String {
+        let features: Vec<usize> = self
+            .features
+            .iter()
+            .map(|f| match f {
+                Feature::Conv(c) => *c,
+                Feature::MaxPool => 0,
+            })
+            .collect();
+        format!(
+            r#"{{"features": {features:?}, "avgpool_side": {}, "hidden": {}, "classes": {}, "input_side": {input_side}}}"#,
+            self.avgpool_side, self.hidden, self.classes
+        )
+    }
+
     pub fn convs(&self) -> Vec<Conv> {
         let mut convs = Vec::new();
         let mut index = 0;

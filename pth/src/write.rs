@@ -4,7 +4,7 @@
 //! borrowed bytes into the zip in chunks; the only copy of the weights is the one the caller holds.
 
 use std::borrow::Cow;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -19,8 +19,6 @@ use crate::zip::ZipWriter;
 const STREAM_CHUNK: usize = 1 << 20;
 /// Largest `_version` written: Python ints are unbounded, our pickler's are `i64`.
 const MAX_MODULE_VERSION: u64 = i64::MAX as u64;
-/// Capacity of the file writer's buffer (headers and small storages coalesce into it).
-const FILE_BUFFER: usize = 1 << 20;
 
 /// The small records every archive carries, in torch's order, before the storages.
 const FORMAT_VERSION: &[u8] = b"1";
@@ -33,47 +31,17 @@ const ARCHIVE_VERSION: &[u8] = b"3\n";
 /// torch names it.
 ///
 /// The bytes go to a temporary file in the same folder, which is flushed to disk (`fsync`) and then
-/// renamed over `path`: a crash or a full disk leaves either the old file or the complete new one,
-/// never a truncated `.pth` that would fail later inside `torch.load`. Same folder, because a rename
-/// is only atomic within one file system.
+/// renamed over `path` (`vggq_core::atomic`): a crash or a full disk leaves either the old file or the
+/// complete new one, never a truncated `.pth` that would fail later inside `torch.load`.
 pub fn write_file(path: &Path, state_dict: &StateDict<'_>) -> Result<()> {
     let archive = path
         .file_stem()
         .and_then(|s| s.to_str())
         .ok_or_else(|| Error::InvalidArchiveName(path.display().to_string()))?;
-    let folder = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let file_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| Error::File { path, source }
-    };
-    let temp = tempfile::Builder::new()
-        .prefix(".vggq-pth-")
-        .suffix(".tmp")
-        .tempfile_in(folder)
-        .map_err(file_error(folder))?;
-    let out = write_to(
-        BufWriter::with_capacity(FILE_BUFFER, temp.as_file()),
-        archive,
-        state_dict,
-    )?;
-    out.into_inner().map_err(|e| Error::Io(e.into_error()))?;
-    temp.as_file().sync_all().map_err(file_error(temp.path()))?;
-    // Temporary files are created private; a model file is for everyone to read, as torch.save's are.
-    #[cfg(unix)]
-    temp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(file_error(temp.path()))?;
-    temp.persist(path).map_err(|e| Error::File {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    // The rename itself lives in the folder's metadata; syncing the folder makes it durable too.
-    std::fs::File::open(folder)
-        .and_then(|dir| dir.sync_all())
-        .map_err(file_error(folder))
+    vggq_core::atomic::write_with(path, |out| write_to(out, archive, state_dict).map(drop)).map_err(|error| match error {
+        Error::Io(source) => Error::File { path: path.to_owned(), source },
+        other => other,
+    })
 }
 
 /// Writes the `.pth` bytes of `state_dict` to `out` with `archive` as the folder inside the zip, and

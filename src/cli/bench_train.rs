@@ -1,5 +1,9 @@
+//! `vggq bench-train`: images/s of the real training loop (float and QAT, host reads and uploads
+//! included) and of evaluation, on random images, at any shapes.
+
 use anyhow::Result;
-use vggq::backend::{self, Backend, DeviceRequest};
+use burn::tensor::backend::AutodiffBackend;
+use vggq::backend::{self, DeviceRequest, OnBackend};
 use vggq::model::VggConfig;
 use vggq::throughput::{measure, Throughput};
 
@@ -23,28 +27,33 @@ pub struct Args {
     seconds: f64,
 }
 
+struct Measure<'a>(&'a Args, VggConfig);
+
+impl OnBackend for Measure<'_> {
+    type Output = Throughput;
+
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Throughput {
+        measure::<B>(&self.1, self.0.batch, self.0.seconds, device)
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     let selection = backend::select(args.device)?;
-    eprintln!("{}", selection.reason);
+    eprintln!("device: {}", selection.reason);
     let config = VggConfig::for_input(args.width_div, args.size, args.hidden, 10);
-    let throughput = match selection.backend {
-        Backend::Cpu => measure::<backend::CpuBackend>(&config, args.batch, args.seconds, &Default::default()),
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => measure::<backend::CudaBackend>(&config, args.batch, args.seconds, &Default::default()),
-        #[cfg(not(feature = "cuda"))]
-        Backend::Cuda => unreachable!("backend::select never picks CUDA without the cuda feature"),
-    };
-    let Throughput { train_images_per_sec, eval_images_per_sec } = throughput;
+    let throughput = selection.backend.run(Measure(&args, config))?;
     let shapes = format!(
-        "{}px, width/{}, hidden {}, batch {}, {:?}, {} threads",
+        "{}px, width/{}, hidden {}, batch {}, {}, {} threads",
         args.size,
         args.width_div,
         args.hidden,
         args.batch,
-        selection.backend,
+        selection.backend.name(),
         rayon::current_num_threads()
     );
-    println!("vggq (burn {}) train: {train_images_per_sec:.1} img/s ({shapes})", vggq::BURN_VERSION);
-    println!("vggq (burn {}) eval: {eval_images_per_sec:.1} img/s ({shapes})", vggq::BURN_VERSION);
+    let burn = vggq::BURN_VERSION;
+    println!("vggq (burn {burn}) train: {:.1} img/s, {:.2} host reads/step ({shapes})", throughput.train_images_per_sec, throughput.train_reads_per_step);
+    println!("vggq (burn {burn}) qat train: {:.1} img/s, {:.2} host reads/step ({shapes})", throughput.qat_images_per_sec, throughput.qat_reads_per_step);
+    println!("vggq (burn {burn}) eval: {:.1} img/s ({shapes})", throughput.eval_images_per_sec);
     Ok(())
 }

@@ -1,27 +1,36 @@
-//! `vggq eval`: ONNX files on the CIFAR-10 test images with ONNX Runtime, per execution provider.
+//! `vggq eval`: ONNX files on the CIFAR-10 test images with ONNX Runtime, on the execution providers
+//! `--device` asks for.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use prost::Message;
+use vggq::backend::DeviceRequest;
 use vggq::data::{self, BatchLoader, DataSource, LoaderConfig, DEFAULT_BATCH_SIZE};
-use vggq::steps::Step;
-use vggq::eval::{self, ModelMetrics, OnnxSession, Provider, MIB};
+use vggq::eval::{self, EvalError, EvalRun, ModelMetrics, OnnxSession, Provider, ProviderPlan, Unavailable, MIB};
 use vggq::export::onnx::proto::{tensor_shape_proto::dimension, type_proto, ModelProto};
+use vggq::steps::Step;
+
+use super::run_dir::{QuantizedRun, TrainedRun, METRICS_FILE};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// ONNX files to evaluate.
-    #[arg(required = true)]
+    /// A run folder: evaluates the ONNX files `vggq export` wrote there, on as many test images as its
+    /// profile says (`--eval-images`), into its `metrics.json`.
+    #[arg(long, conflicts_with = "models")]
+    run: Option<PathBuf>,
+    /// ONNX files to evaluate, instead of a run's.
+    #[arg(required_unless_present = "run")]
     models: Vec<PathBuf>,
-    /// Execution providers to run each file on, in order. CUDA falls back to the CPU node by node (the
-    /// placement column shows it); CPU rows are always worth having beside it.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "cuda,cpu")]
-    providers: Vec<Provider>,
+    /// `cpu`: the CPU execution provider. `cuda`: CUDA's (it must run) and the CPU's beside it. `auto`:
+    /// CUDA's too where training could use CUDA here; one that cannot run is recorded with its reason.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceRequest,
     /// CIFAR-10 (see `vggq train --help`); also `$VGGQ_DATA`.
     #[arg(long, env = "VGGQ_DATA")]
     data: Option<PathBuf>,
-    /// Evaluate the first N test images only (default: all 10,000).
+    /// Evaluate N test images, evenly spread over the set (default: all 10,000, or the run profile's
+    /// `--eval-images`).
     #[arg(long)]
     images: Option<usize>,
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
@@ -32,7 +41,7 @@ pub struct Args {
     /// ONNX Runtime's intra-op threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
-    /// Also write the rows as JSON here (`metrics.json` in a run folder).
+    /// Also write the results as JSON here (with `--run`: its `metrics.json`).
     #[arg(long)]
     report: Option<PathBuf>,
     /// Evaluate even when `--report` holds the results of an identical earlier evaluation.
@@ -40,12 +49,20 @@ pub struct Args {
     force: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(mut args: Args) -> Result<()> {
+    if let Some(run) = &args.run {
+        let profile = TrainedRun::open(run)?.profile;
+        args.models = QuantizedRun::open(run)?.variants().iter().map(|v| run.join(v.onnx_file())).collect();
+        args.images = args.images.or(profile.data.eval_images);
+        args.report = args.report.take().or_else(|| Some(run.join(METRICS_FILE)));
+    }
+    let plan = ProviderPlan::for_request(args.device)?;
+    println!("execution providers: {}", plan.reason);
     let step = match &args.report {
         Some(report) => {
             let inputs: Vec<&Path> =
                 args.models.iter().map(PathBuf::as_path).chain(args.data.as_deref()).filter(|p| p.is_file()).collect();
-            let settings = (&args.providers, args.images, args.batch, args.warmup, args.threads);
+            let settings = (&plan.providers, args.images, args.batch, args.warmup, args.threads);
             let folder = report.parent().unwrap_or(Path::new("."));
             Some(Step::new("eval", folder, &settings, &inputs, vec![report.clone()])?)
         }
@@ -59,10 +76,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     let source = DataSource::local_or_download(args.data.clone());
     let cifar = data::load(&source)?;
-    let count = args.images.unwrap_or(cifar.test.len()).min(cifar.test.len());
-    let indices: Vec<usize> = (0..count).collect();
-    let test = cifar.test.select(&indices);
+    let test = match args.images {
+        Some(count) => cifar.test.spread(count),
+        None => cifar.test,
+    };
     let mut rows = Vec::new();
+    let mut unavailable: Vec<Unavailable> = Vec::new();
     println!(
         "{:<44} {:>8} {:>5} {:<28} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
         "file", "MiB", "EP", "placement", "top-1 %", "ms/img", "img/s", "ms/img+p", "img/s+p", "p50 ms", "p95 ms"
@@ -70,15 +89,25 @@ pub fn run(args: Args) -> Result<()> {
     for path in &args.models {
         let side = input_side(path)?;
         let batches = BatchLoader::new(test.clone(), LoaderConfig { batch_size: args.batch, ..LoaderConfig::eval(side) })?;
-        let size_bytes = std::fs::metadata(path)?.len();
-        for &provider in &args.providers {
-            let mut session = match OnnxSession::open(path, side, provider, args.threads) {
+        let size_bytes = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
+        for &provider in &plan.providers {
+            if unavailable.iter().any(|u| u.provider == provider) {
+                continue;
+            }
+            let session = match OnnxSession::open(path, side, provider, args.threads) {
+                Ok(session) if provider == Provider::Cuda && !session.placement.ran_on_cuda() => {
+                    Err(EvalError::CudaUnavailable("the CUDA provider registered but ran none of the model's nodes".into()))
+                }
+                other => other,
+            };
+            let mut session = match session {
                 Ok(session) => session,
-                Err(error) if provider == Provider::Cuda => {
-                    println!("{:<44} {:>8.2} {:>5} not available: {error}", file_name(path), size_bytes as f64 / MIB, "CUDA");
+                Err(EvalError::CudaUnavailable(reason)) if !plan.cuda_required => {
+                    println!("{:<44} {:>8.2} {:>5} not available: {reason}", file_name(path), size_bytes as f64 / MIB, "CUDA");
+                    unavailable.push(Unavailable { provider, reason });
                     continue;
                 }
-                Err(error) => return Err(error).with_context(|| format!("opening {}", path.display())),
+                Err(error) => return Err(error).with_context(|| format!("opening {} on {provider:?}", path.display())),
             };
             let report = eval::evaluate(&mut session, &batches, args.warmup)?;
             println!(
@@ -99,8 +128,12 @@ pub fn run(args: Args) -> Result<()> {
             rows.push(ModelMetrics { file: file_name(path), size_bytes, size_mib: size_bytes as f64 / MIB, eval: report });
         }
     }
+    if rows.is_empty() {
+        bail!("no model ran on any execution provider");
+    }
     if let Some(report) = &args.report {
-        vggq::atomic::write(report, serde_json::to_string_pretty(&rows)?.as_bytes())
+        let run = EvalRun { plan, unavailable, rows };
+        vggq::atomic::write(report, serde_json::to_string_pretty(&run)?.as_bytes())
             .with_context(|| format!("writing {}", report.display()))?;
     }
     if let Some(step) = step {

@@ -5,27 +5,23 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use vggq::data::{bytes_digest, DigestAlgorithm};
-use vggq::export::onnx::{self, Provenance, Variant};
+use vggq::export::onnx::{self, Provenance};
 
 use super::run_dir::{QuantizedRun, TrainedRun};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The folder `vggq train` and `vggq quantize` wrote (`train_report.json`, `quant_report.json`, the
-    /// `.pth` files); the ONNX files are written beside them.
+    /// `.pth` files); the ONNX files are written beside them, named as `Variant::onnx_file` says.
     #[arg(long)]
     run: PathBuf,
-    /// Write only this variant; all four without it.
-    #[arg(long, value_enum)]
-    variant: Option<Variant>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let trained = TrainedRun::open(&args.run)?;
     let quantized = QuantizedRun::open(&args.run)?;
-    let variants = args.variant.map_or_else(|| Variant::ALL.to_vec(), |variant| vec![variant]);
-    for variant in variants {
-        let pth = args.run.join(quantized.pth_file(variant));
+    for variant in quantized.variants() {
+        let pth = args.run.join(quantized.pth_file(variant)?);
         let bytes = std::fs::read(&pth).with_context(|| format!("reading {} (run `vggq quantize` first)", pth.display()))?;
         let state_dict = vggq_pth::read_state_dict(&bytes).with_context(|| format!("reading {}", pth.display()))?;
         let provenance = Provenance {
@@ -36,7 +32,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         let proto = onnx::model_from_state_dict(&state_dict, &trained.profile.model, &provenance)
             .with_context(|| format!("exporting {}", pth.display()))?;
-        let out = args.run.join(variant.file_name());
+        let out = args.run.join(variant.onnx_file());
         onnx::write(&out, &proto)?;
         let size = std::fs::metadata(&out)?.len();
         println!("wrote {} ({:.2} MiB) from {}", out.display(), size as f64 / f64::from(1 << 20), pth.display());

@@ -2,10 +2,11 @@
 
 mod bench_loader;
 mod bench_train;
-mod quantize;
-mod report;
+mod device;
 mod eval;
 mod export;
+mod quantize;
+mod report;
 mod run_dir;
 mod train;
 mod verify;
@@ -39,6 +40,8 @@ enum Command {
     Export(export::Args),
     /// Accuracy, speed and execution-provider placement of ONNX files with ONNX Runtime.
     Eval(eval::Args),
+    /// What the CUDA probe finds here (driver, GPU, NVRTC, toolkit) and what `--device auto` chooses.
+    Device(device::Args),
 }
 
 impl Cli {
@@ -52,6 +55,7 @@ impl Cli {
             Command::Verify(args) => verify::run(args),
             Command::Export(args) => export::run(args),
             Command::Eval(args) => eval::run(args),
+            Command::Device(args) => device::run(args),
         }
     }
 }

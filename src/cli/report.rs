@@ -4,11 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use vggq::eval::ModelMetrics;
+use vggq::eval::EvalRun;
 use vggq::package::{self, FileRole, Provenance};
 use vggq::report::{self, ReportInput};
 
-use super::run_dir::{pth_name, TrainedRun, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
+use super::run_dir::{
+    QuantizedRun, TrainedRun, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, TRAIN_REPORT_FILE,
+};
 
 /// SHA-256 of `../shared/data/cifar10-jpeg.tar.gz`: numbers measured on it are labelled as such.
 const JPEG_COPY_SHA256: &str = "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db";
@@ -21,46 +23,44 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let run = TrainedRun::open(&args.run)?;
+    let trained = TrainedRun::open(&args.run)?;
+    let quantized = QuantizedRun::open(&args.run)?;
     let metrics_path = args.run.join(METRICS_FILE);
-    let rows: Vec<ModelMetrics> = serde_json::from_str(
+    let eval: EvalRun = serde_json::from_str(
         &std::fs::read_to_string(&metrics_path).with_context(|| format!("reading {} (run `vggq eval` first)", metrics_path.display()))?,
     )
     .with_context(|| format!("parsing {}", metrics_path.display()))?;
 
-    let dataset = dataset_name(&run.dataset);
-    let input = ReportInput { profile: &run.profile.name, dataset: &dataset, class_names: &run.classes, rows: &rows };
-    write(&args.run.join("report.md"), &report::markdown(&input))?;
-    let charts = report::charts(&rows);
+    let dataset = dataset_name(&trained.dataset);
+    let profile = trained.profile.name();
+    let input = ReportInput { profile: &profile, dataset: &dataset, device: &trained.device.reason, class_names: &trained.classes, eval: &eval };
+    write(&args.run.join(REPORT_FILE), &report::markdown(&input))?;
+    write(&args.run.join(GOLDEN_TABLE_FILE), &report::golden_table(&eval))?;
+    let charts = report::charts(&eval.rows);
     for (name, svg) in &charts {
         write(&args.run.join(name), svg)?;
     }
 
     let mut roles = Vec::new();
-    for variant in ["fp32", "dynamic_int8", "static_int8_fx", "qat_int8_fp32match", "qat_int8_finetune"] {
-        let pth = pth_name(variant);
-        if args.run.join(&pth).is_file() {
-            roles.push(FileRole::reproducible(&pth, variant, "pth", "vggq quantize"));
-        }
-    }
-    for row in rows.iter().filter(|row| row.eval.requested == rows[0].eval.requested) {
-        roles.push(FileRole::reproducible(&row.file, report::variant_label(&row.file), "onnx", "vggq export"));
+    for variant in quantized.variants() {
+        roles.push(FileRole::reproducible(quantized.pth_file(variant)?, variant.key(), "pth", "vggq quantize"));
+        roles.push(FileRole::reproducible(variant.onnx_file(), variant.key(), "onnx", "vggq export"));
     }
     roles.push(FileRole::varying(MODEL_FILE, "fp32", "burn-record", "vggq train"));
     for (name, format, source) in [
         (TRAIN_REPORT_FILE, "json", "vggq train"),
         (QUANT_REPORT_FILE, "json", "vggq quantize"),
         (METRICS_FILE, "json", "vggq eval"),
-        ("report.md", "markdown", "vggq report"),
+        (REPORT_FILE, "markdown", "vggq report"),
+        (GOLDEN_TABLE_FILE, "markdown", "vggq report"),
     ] {
         roles.push(FileRole::varying(name, "report", format, source));
     }
     for (name, _) in &charts {
         roles.push(FileRole::varying(name, "report", "svg", "vggq report"));
     }
-    let provenance = provenance(&run, &rows, &dataset)?;
-    package::write(&args.run, roles, provenance)?;
-    println!("wrote {} ({}, {}, {})", args.run.join("report.md").display(), package::MANIFEST_FILE, package::CHECKSUMS_FILE, "charts");
+    package::write(&args.run, roles, provenance(&trained, &eval, &dataset)?)?;
+    println!("wrote {} ({}, {}, charts)", args.run.join(REPORT_FILE).display(), package::MANIFEST_FILE, package::CHECKSUMS_FILE);
     Ok(())
 }
 
@@ -79,10 +79,11 @@ fn dataset_name(fingerprint: &str) -> String {
 
 /// Where the run came from. Git and rustc facts come from `cargo xtask all`, which knows them
 /// (`VGGQ_GIT_COMMIT`, `VGGQ_GIT_DIRTY`, `VGGQ_RUSTC`, `VGGQ_ONNXRUNTIME`); run by hand they read "unknown".
-fn provenance(run: &TrainedRun, rows: &[ModelMetrics], dataset: &str) -> Result<Provenance> {
+fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str) -> Result<Provenance> {
     let env = |name: &str| std::env::var(name).unwrap_or_else(|_| "unknown".into());
-    let mut providers: Vec<String> = rows.iter().map(|r| format!("{:?}: {}", r.eval.requested, r.eval.placement)).collect();
+    let mut providers: Vec<String> = eval.rows.iter().map(|r| format!("{:?}: {}", r.eval.requested, r.eval.placement)).collect();
     providers.dedup();
+    providers.extend(eval.unavailable.iter().map(|u| format!("{:?}: not available: {}", u.provider, u.reason)));
     Ok(Provenance {
         git_commit: env("VGGQ_GIT_COMMIT"),
         git_dirty: env("VGGQ_GIT_DIRTY") == "true",
@@ -90,7 +91,10 @@ fn provenance(run: &TrainedRun, rows: &[ModelMetrics], dataset: &str) -> Result<
         burn: vggq::BURN_VERSION.into(),
         ort: vggq::ORT_CRATE_VERSION.into(),
         onnxruntime: env("VGGQ_ONNXRUNTIME"),
-        device: serde_json::to_value(run.backend)?.as_str().unwrap_or("unknown").into(),
+        device: run.device.backend.name().into(),
+        device_reason: run.device.reason.clone(),
+        gpu: run.device.gpu().cloned(),
+        precision: run.precision,
         execution_providers: providers,
         seed: run.profile.train.seed,
         dataset: dataset.into(),

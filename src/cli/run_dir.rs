@@ -4,31 +4,31 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
 use serde::Deserialize;
-use vggq::backend::Backend;
-use vggq::export::onnx::Variant;
+use vggq::backend::precision::Precision;
+use vggq::backend::Selection;
 use vggq::profile::Profile;
-use vggq::quant::qat::QatMode;
 use vggq::quant::Calibration;
+use vggq_core::{flag_value, QatMode, Variant};
 
 /// The files of a run folder, written by one step and read by the next.
 pub const MODEL_FILE: &str = "model_fp32.mpk";
 pub const TRAIN_REPORT_FILE: &str = "train_report.json";
 pub const QUANT_REPORT_FILE: &str = "quant_report.json";
 pub const METRICS_FILE: &str = "metrics.json";
-
-/// `mission_16_vgg11bn_<variant>.pth`, the user's names for the `.pth` files.
-pub fn pth_name(variant: &str) -> String {
-    format!("mission_16_vgg11bn_{variant}.pth")
-}
+pub const REPORT_FILE: &str = "report.md";
+/// The run's golden table (`vggq::report::golden_table`), what `golden/<profile>-<device>.snap` reviews:
+/// a run made where cargo is absent (the GPU check) brings it back to be reviewed.
+pub const GOLDEN_TABLE_FILE: &str = "golden_table.md";
 
 /// The parts of `train_report.json` the later steps need.
 #[derive(Deserialize)]
 pub struct TrainedRun {
     pub profile: Profile,
-    /// The backend that trained the model.
-    pub backend: Backend,
+    /// Where the model was trained, and why there.
+    pub device: Selection,
+    /// The arithmetic of its matmuls and convolutions.
+    pub precision: Precision,
     /// The dataset's fingerprint (`sha256:<hex> (<origin>)`).
     pub dataset: String,
     /// Class names in label order.
@@ -47,13 +47,13 @@ impl TrainedRun {
     /// fit for benchmarks, and the files say so.
     pub fn training(&self) -> String {
         match self.epochs.len() {
-            0 => format!("untrained (vggq train --epochs 0, init {:?}): for benchmarks only", self.profile.init).to_lowercase(),
-            n => format!("trained: {n} epochs ({} profile)", self.profile.name),
+            0 => format!("untrained (vggq train --epochs 0, init {}): for benchmarks only", flag_value(self.profile.init)),
+            n => format!("trained: {n} epochs ({} profile)", self.profile.name()),
         }
     }
 }
 
-/// The parts of `quant_report.json` (`vggq quantize`) the export step needs: which `.pth` holds each
+/// The parts of `quant_report.json` (`vggq quantize`) the later steps need: which `.pth` holds each
 /// variant, and how the quantized ones were calibrated or trained.
 #[derive(Deserialize)]
 pub struct QuantizedRun {
@@ -61,12 +61,8 @@ pub struct QuantizedRun {
     calibration: Calibration,
     calibration_batches: usize,
     calibration_timing: CalibratedImages,
-    qat_mode: QatMode,
     qat_epochs: Vec<serde_json::Value>,
-    fp32: VariantFile,
-    dynamic_int8: VariantFile,
-    static_int8_fx: VariantFile,
-    qat_int8: VariantFile,
+    variants: Vec<VariantFile>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +72,7 @@ struct CalibratedImages {
 
 #[derive(Deserialize)]
 struct VariantFile {
+    variant: Variant,
     file: String,
 }
 
@@ -86,27 +83,28 @@ impl QuantizedRun {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
+    /// The four variants, in the report's order.
+    pub fn variants(&self) -> Vec<Variant> {
+        self.variants.iter().map(|v| v.variant).collect()
+    }
+
     /// The `.pth` holding `variant`, relative to the run folder.
-    pub fn pth_file(&self, variant: Variant) -> &str {
-        let file = match variant {
-            Variant::Fp32 => &self.fp32,
-            Variant::Int8Dynamic => &self.dynamic_int8,
-            Variant::Int8Static => &self.static_int8_fx,
-            Variant::QatInt8 => &self.qat_int8,
-        };
-        &file.file
+    pub fn pth_file(&self, variant: Variant) -> Result<&str> {
+        self.variants
+            .iter()
+            .find(|v| v.variant == variant)
+            .map(|v| v.file.as_str())
+            .with_context(|| format!("{QUANT_REPORT_FILE} has no {} variant", variant.key()))
     }
 
     /// How `variant`'s weights were obtained. PTQ keeps the FP32 model's training; QAT trains anew
     /// (`fp32match`) or fine-tunes the FP32 model (`finetune`).
     pub fn training(&self, variant: Variant, fp32: &TrainedRun) -> String {
-        if variant != Variant::QatInt8 {
-            return fp32.training();
-        }
+        let Variant::Qat(mode) = variant else { return fp32.training() };
         let epochs = self.qat_epochs.len();
-        match self.qat_mode {
+        match mode {
             mode if epochs == 0 => format!("untrained (QAT {}, 0 epochs): for benchmarks only", flag_value(mode)),
-            QatMode::Fp32match => format!("QAT fp32match: {epochs} epochs ({} profile)", fp32.profile.name),
+            QatMode::Fp32match => format!("QAT fp32match: {epochs} epochs ({} profile)", fp32.profile.name()),
             QatMode::Finetune => format!("QAT finetune: {epochs} epochs from the FP32 model, {}", fp32.training()),
         }
     }
@@ -114,7 +112,7 @@ impl QuantizedRun {
     /// How the static variant's activations were calibrated; `None` for the others (QAT learns its
     /// ranges while training).
     pub fn calibration(&self, variant: Variant) -> Option<String> {
-        (variant == Variant::Int8Static).then(|| {
+        (variant == Variant::StaticInt8).then(|| {
             format!(
                 "{} observers over {} batches ({} images) of the unaugmented CIFAR-10 training split ({})",
                 flag_value(self.calibration),
@@ -124,9 +122,4 @@ impl QuantizedRun {
             )
         })
     }
-}
-
-/// `value` as `vggq quantize`'s flags spell it (`--calibration histogram`, `--qat-mode finetune`).
-fn flag_value(value: impl ValueEnum) -> String {
-    value.to_possible_value().expect("no variant is skipped").get_name().to_string()
 }

@@ -2,35 +2,38 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
-use vggq::backend::{self, Backend, DeviceRequest};
+use vggq::backend::precision::{self, Precision};
+use vggq::backend::{self, Backend, CpuBackend, DeviceRequest, OnBackend, Selection};
 use vggq::data::{self, DataSource};
 use vggq::model::VGG11_BN_IMAGENET1K_V1;
 use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
-use vggq::profile::{Init, Profile, ProfileName};
+use vggq::profile::{Init, Limits, Profile, ProfileName};
+use vggq::score::Score;
 use vggq::steps::Step;
+use vggq::throughput::seconds_per_training_step;
+use vggq::train::EpochReport;
 
 use super::run_dir::{MODEL_FILE, TRAIN_REPORT_FILE};
-use vggq::train::{EpochReport, Score};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The recipe: `full` (the seed's) or `smoke` (minutes on 2 CPU cores).
     #[arg(long, value_enum, default_value = "full")]
     profile: ProfileName,
-    /// `auto` picks CUDA when libcuda, NVRTC and the CUDA headers are found, else the CPU.
+    /// `auto` trains on CUDA when the probe finds a usable GPU, else on the CPU, and says why; `cuda`
+    /// never falls back. The full profile on a CPU takes hours: `auto` refuses it, `cpu` runs it.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
     /// Overrides the profile's initialisation.
     #[arg(long, value_enum)]
     init: Option<Init>,
-    /// Overrides the profile's number of epochs.
-    #[arg(long)]
-    epochs: Option<usize>,
+    #[command(flatten)]
+    limits: Limits,
     /// CIFAR-10 on disk: the official binary archive (`cifar-10-binary.tar.gz`) or its extracted folder, or
     /// an ImageFolder tree (`train/<class>/*`, `test/<class>/*`) as a folder or `.tar.gz`. Without it the
     /// official archive is downloaded (and verified) into the cache. Also read from `$VGGQ_DATA`.
@@ -52,7 +55,9 @@ pub struct Args {
 #[derive(Serialize)]
 struct TrainReport<'a> {
     profile: &'a Profile,
-    backend: Backend,
+    device: &'a Selection,
+    /// The arithmetic of the backend's matmuls and convolutions at the run's shapes, measured.
+    precision: Precision,
     dataset: String,
     classes: Vec<String>,
     epochs: Vec<EpochReport>,
@@ -60,13 +65,19 @@ struct TrainReport<'a> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let mut profile = Profile::named(args.profile);
+    let mut profile = Profile::named(args.profile).limited(&args.limits);
     profile.init = args.init.unwrap_or(profile.init);
-    profile.train.epochs = args.epochs.unwrap_or(profile.train.epochs);
-    println!("profile:\n{}", profile.to_json());
     let selection = backend::select(args.device)?;
-    println!("{}", selection.reason);
-    let out = args.out.unwrap_or_else(|| Path::new("artifacts").join(&profile.name));
+    println!("device: {}", selection.reason);
+    println!("profile:\n{}", profile.to_json());
+    if profile.name == ProfileName::Full && selection.backend == Backend::Cpu {
+        let estimate = cpu_duration(&profile);
+        if selection.request == DeviceRequest::Auto {
+            bail!("{estimate}: --device auto does not choose that; pass --device cpu to train on the CPU anyway");
+        }
+        println!("{estimate}");
+    }
+    let out = args.out.unwrap_or_else(|| Path::new("artifacts").join(profile.name()));
     let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
         Init::Pretrained => Some(pretrained_weights(args.weights)?),
@@ -84,19 +95,29 @@ pub fn run(args: Args) -> Result<()> {
         println!("train: up to date in {} (--force to redo)", out.display());
         return Ok(());
     }
-    let run = Run { profile: &profile, data_source, weights, out, backend: selection.backend };
-    match selection.backend {
-        Backend::Cpu => run.execute::<backend::CpuBackend>(&Default::default())?,
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => run.execute::<backend::CudaBackend>(&Default::default())?,
-        #[cfg(not(feature = "cuda"))]
-        Backend::Cuda => unreachable!("backend::select never picks CUDA without the cuda feature"),
-    }
+    selection.backend.run(Run { profile: &profile, data_source, weights, out, selection: &selection })??;
     step.record()?;
     Ok(())
 }
 
-
+/// How long the profile would train on this machine's CPU, from two real training steps timed here.
+fn cpu_duration(profile: &Profile) -> String {
+    let batch = profile.train.batch_size;
+    let seconds_per_step = seconds_per_training_step::<CpuBackend>(&profile.model, batch, &Default::default());
+    let train_images = profile.data.train_images.unwrap_or(40_000);
+    // FP32 and QAT (fp32match) each train the profile's epochs; an evaluation image costs about a
+    // third of a training image.
+    let steps = 2 * profile.train.epochs * train_images.div_ceil(batch);
+    let eval_images = 2 * profile.train.epochs * profile.data.eval_images.unwrap_or(10_000) + 8 * profile.data.eval_images.unwrap_or(10_000);
+    let seconds = seconds_per_step * (steps as f64 + eval_images as f64 / batch as f64 / 3.0);
+    format!(
+        "the {} profile on this CPU takes about {:.1} hours ({:.1} s per training step of {batch} images, measured now; \
+         {steps} steps of FP32 and QAT training)",
+        profile.name(),
+        seconds / 3600.0,
+        seconds_per_step
+    )
+}
 
 /// The given checkpoint, or torchvision's downloaded into the cache.
 pub(super) fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -104,7 +125,7 @@ pub(super) fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
         return Ok(path);
     }
     let weights = VGG11_BN_IMAGENET1K_V1;
-    let path = vggq::cache_dir().join(weights.file_name);
+    let path = vggq_core::places::cache_dir().join(weights.file_name);
     data::download_verified(weights.url, &path, &weights.expected)
         .with_context(|| format!("fetching torchvision's weights (or pass --weights {})", weights.file_name))?;
     Ok(path)
@@ -115,11 +136,13 @@ struct Run<'a> {
     data_source: DataSource,
     weights: Option<PathBuf>,
     out: PathBuf,
-    backend: Backend,
+    selection: &'a Selection,
 }
 
-impl Run<'_> {
-    fn execute<B: AutodiffBackend>(self, device: &B::Device) -> Result<()> {
+impl OnBackend for Run<'_> {
+    type Output = Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Result<()> {
         let profile = self.profile;
         println!("data: {}", self.data_source);
         let cifar = data::load(&self.data_source)?;
@@ -132,19 +155,14 @@ impl Run<'_> {
         if let Some(weights) = &self.weights {
             println!("features initialised from {}", weights.display());
         }
+        let precision = precision::measure::<B::InnerBackend>(&profile.model, profile.train.batch_size, device);
+        println!("precision: matmul {:?}, conv {:?} (measured at the run's first Linear and conv)", precision.matmul, precision.conv);
         let TrainedFp32 { model, epochs, test } = train_fp32::<B>(profile, &data, self.weights.as_deref(), device)?;
         println!("test: loss {:.4} acc {:.2} % ({} images)", test.loss, test.accuracy, test.images);
 
         std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
         save_model(model, &self.out.join(MODEL_FILE))?;
-        let report = TrainReport {
-            profile,
-            backend: self.backend,
-            dataset,
-            classes,
-            epochs,
-            test,
-        };
+        let report = TrainReport { profile, device: self.selection, precision, dataset, classes, epochs, test };
         let report_path = self.out.join(TRAIN_REPORT_FILE);
         vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing {}", report_path.display()))?;

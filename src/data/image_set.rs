@@ -25,6 +25,17 @@ impl ImageSet {
         ImageSet { pixels, labels }
     }
 
+    /// `count` images of seeded uniform noise with seeded labels among `classes`: what benchmarks feed
+    /// the real loader and loops.
+    pub fn random(count: usize, classes: u8, seed: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        // Not a decision of the pipeline, so not one of `seed::Purpose`'s streams.
+        let mut random = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let pixels = (0..count * IMAGE_BYTES).map(|_| random.random::<u8>()).collect();
+        let labels = (0..count).map(|_| random.random_range(0..classes)).collect();
+        ImageSet { pixels, labels }
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -61,6 +72,17 @@ impl ImageSet {
             pixels,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
         }
+    }
+
+    /// At most `count` images evenly spread over the set, in order (all of them when it holds no more):
+    /// a small evaluation set that still has every class of a set sorted by class.
+    pub fn spread(&self, count: usize) -> ImageSet {
+        let len = self.len();
+        if count >= len {
+            return self.clone();
+        }
+        let indices: Vec<usize> = (0..count).map(|i| i * len / count).collect();
+        self.select(&indices)
     }
 
     /// Appends `other`'s images after this set's.

@@ -38,7 +38,7 @@ impl DataSource {
     pub fn local_or_download(path: Option<PathBuf>) -> Self {
         match path {
             Some(path) => DataSource::Local { path },
-            None => DataSource::Download { cache_dir: crate::cache_dir() },
+            None => DataSource::Download { cache_dir: vggq_core::places::cache_dir() },
         }
     }
 }

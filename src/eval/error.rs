@@ -13,6 +13,9 @@ pub enum EvalError {
     /// ONNX Runtime refused an operation (a model it cannot load, a requested EP it lacks, a failed run).
     #[error("ONNX Runtime: {0}")]
     Ort(String),
+    /// The CUDA execution provider cannot run here; the reason names the missing piece.
+    #[error("CUDA execution provider unavailable: {0}")]
+    CudaUnavailable(String),
     /// The profile ORT wrote is not what we read the node placement from.
     #[error("ONNX Runtime profile `{path}`: {message}")]
     Profile { path: PathBuf, message: String },

@@ -111,13 +111,12 @@ pub fn evaluate(session: &mut OnnxSession, batches: &BatchLoader, warmup_batches
     latencies.sort();
     let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3;
     let images = predictions.len();
-    let correct = predictions.iter().zip(&labels).filter(|(p, l)| p == l).count();
     Ok(EvalReport {
         requested: session.requested,
         placement: session.placement.to_string(),
         op_counts: session.placement.op_counts(),
         images,
-        top1: 100.0 * correct as f64 / images as f64,
+        top1: accuracy(&predictions, &labels),
         batch_size,
         warmup_batches,
         timed_batches: kept.len(),
@@ -128,6 +127,13 @@ pub fn evaluate(session: &mut OnnxSession, batches: &BatchLoader, warmup_batches
         predictions,
         labels,
     })
+}
+
+/// Top-1 accuracy in percent of `predictions` against `labels` (equally long).
+pub fn accuracy(predictions: &[u8], labels: &[u8]) -> f64 {
+    assert_eq!(predictions.len(), labels.len(), "one prediction per label");
+    let correct = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+    100.0 * correct as f64 / labels.len().max(1) as f64
 }
 
 /// Index of the largest value (the first on ties, as torch.argmax).

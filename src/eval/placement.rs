@@ -68,6 +68,12 @@ impl Placement {
         counts
     }
 
+    /// Whether the CUDA provider ran any node: a session that asked for CUDA and ran everything on the
+    /// CPU fell back whole.
+    pub fn ran_on_cuda(&self) -> bool {
+        self.count(CUDA_PROVIDER) > 0
+    }
+
     fn count(&self, provider: &str) -> usize {
         self.nodes.get(provider).map_or(0, |ops| ops.values().sum())
     }

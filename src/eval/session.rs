@@ -9,8 +9,10 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use super::cuda_libraries;
 use super::placement::Placement;
 use super::EvalError;
+use crate::backend::CudaProbe;
 use crate::export::onnx::graph::{INPUT_NAME, OUTPUT_NAME};
 
 /// The environment variable naming the ONNX Runtime shared library (`cargo xtask setup` sets it up).
@@ -49,9 +51,12 @@ impl OnnxSession {
             builder = builder.with_intra_threads(threads)?;
         }
         if provider == Provider::Cuda {
+            cuda_ready()?;
             // A CUDA EP that cannot register (no GPU, a CPU-only library) is an error here rather than a
             // silent CPU session; nodes CUDA has no kernel for still fall back, and the profile shows them.
-            builder = builder.with_execution_providers([ep::CUDA::default().build().error_on_failure()])?;
+            builder = builder
+                .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+                .map_err(|e| EvalError::CudaUnavailable(format!("ONNX Runtime could not register its CUDA provider: {e}")))?;
         }
         let session = builder.commit_from_file(path)?;
         let mut this = OnnxSession { session, side, requested: provider, placement: Placement::default() };
@@ -73,6 +78,21 @@ impl OnnxSession {
     }
 }
 
+/// What stands between this machine and ONNX Runtime's CUDA provider: a device the driver offers, then
+/// the CUDA and cuDNN libraries (loaded here from beside ONNX Runtime, or found on the system).
+fn cuda_ready() -> Result<(), EvalError> {
+    static PROBE: OnceLock<CudaProbe> = OnceLock::new();
+    if let Some(reason) = &PROBE.get_or_init(CudaProbe::run).no_device {
+        return Err(EvalError::CudaUnavailable(reason.clone()));
+    }
+    cuda_libraries::prepare(&library_path()?).map_err(EvalError::CudaUnavailable)
+}
+
+/// `$ORT_DYLIB_PATH`.
+fn library_path() -> Result<PathBuf, EvalError> {
+    std::env::var_os(ORT_DYLIB_PATH).map(PathBuf::from).ok_or(EvalError::MissingLibrary)
+}
+
 /// The process's one ONNX Runtime environment, from the library `$ORT_DYLIB_PATH` names. ort allows one
 /// environment per process, ever, so it lives for the whole run.
 fn environment() -> Result<&'static Environment, EvalError> {
@@ -82,7 +102,7 @@ fn environment() -> Result<&'static Environment, EvalError> {
     if let Some(environment) = ENVIRONMENT.get() {
         return Ok(environment);
     }
-    let path = PathBuf::from(std::env::var_os(ORT_DYLIB_PATH).ok_or(EvalError::MissingLibrary)?);
+    let path = library_path()?;
     let library_error = |message: String| EvalError::Library { path: path.clone(), message };
     let environment = ort::init_from(&path)
         .map_err(|e| library_error(e.to_string()))?

@@ -23,6 +23,9 @@ pub struct BatchNorm2d<B: Backend> {
     pub running_mean: RunningState<Tensor<B, 1>>,
     /// Unbiased, as PyTorch keeps it.
     pub running_var: RunningState<Tensor<B, 1>>,
+    /// Training batches seen, as PyTorch counts them (one value; a float, exact far beyond any run's
+    /// count, because Burn keeps running state in float tensors).
+    pub num_batches_tracked: RunningState<Tensor<B, 1>>,
 }
 
 impl<B: Backend> BatchNorm2d<B> {
@@ -32,6 +35,7 @@ impl<B: Backend> BatchNorm2d<B> {
             bias: Param::from_tensor(Tensor::zeros([channels], device)),
             running_mean: RunningState::new(Tensor::zeros([channels], device)),
             running_var: RunningState::new(Tensor::ones([channels], device)),
+            num_batches_tracked: RunningState::new(Tensor::zeros([1], device)),
         }
     }
 
@@ -49,6 +53,7 @@ impl<B: Backend> BatchNorm2d<B> {
             self.running_mean
                 .update(self.running_mean.value_sync() * (1.0 - MOMENTUM) + mean.detach().reshape([c]) * MOMENTUM);
             self.running_var.update(self.running_var.value_sync() * (1.0 - MOMENTUM) + unbiased * MOMENTUM);
+            self.num_batches_tracked.update(self.num_batches_tracked.value_sync() + 1.0);
             let scale = per_channel(self.weight.val()) / (var + f64::from(BATCH_NORM_EPS)).sqrt();
             centered * per_sample(scale, n) + per_sample(per_channel(self.bias.val()), n)
         } else {

@@ -9,7 +9,7 @@ use burn_store::{ModuleSnapshot, PytorchStore};
 
 use crate::data::{DigestAlgorithm, ExpectedFile};
 
-use super::vgg::{FeatureLayer, Vgg, VggConfig};
+use super::vgg::{Vgg, VggConfig};
 use super::ModelError;
 
 /// A published torchvision checkpoint: where it lives and how to recognise it.
@@ -29,8 +29,12 @@ pub const VGG11_BN_IMAGENET1K_V1: PretrainedWeights = PretrainedWeights {
     expected: ExpectedFile { length: None, algorithm: DigestAlgorithm::Sha256, digest: "6002323d" },
 };
 
-/// Tensors of a torchvision BatchNorm that our model holds; `num_batches_tracked` has no Burn twin.
+/// Tensors of a torchvision BatchNorm loaded into ours. `num_batches_tracked` starts at 0, as PyTorch's
+/// does when it loads torchvision's checkpoint (saved before PyTorch counted batches, so without the
+/// counter); fine-tuning counts from there.
 const NORM_TENSORS: &str = "weight|bias|running_mean|running_var";
+/// The BatchNorm counter, left at 0 (above).
+const BATCH_COUNTER: &str = ".num_batches_tracked";
 
 /// Loads torchvision's `features.*` tensors from a `.pth` state_dict into `model`.
 ///
@@ -66,34 +70,23 @@ pub fn load_features<B: Backend>(
     if let Some(error) = result.errors.first() {
         return Err(ModelError::Checkpoint { path: path.to_path_buf(), message: error.to_string() });
     }
-    if let Some((key, _)) = result.missing.iter().find(|(key, _)| key.starts_with("features.")) {
+    if let Some((key, _)) = result.missing.iter().find(|(key, _)| key.starts_with("features.") && !key.ends_with(BATCH_COUNTER)) {
         return Err(ModelError::MissingTensor { path: path.to_path_buf(), key: key.clone() });
     }
     if let Some(key) = result
         .unused
         .iter()
-        .find(|key| key.starts_with("features.") && !key.ends_with(".num_batches_tracked"))
+        .find(|key| key.starts_with("features.") && !key.ends_with(BATCH_COUNTER))
     {
         return Err(ModelError::UnexpectedTensor { path: path.to_path_buf(), key: key.clone() });
     }
     Ok(model)
 }
 
-/// The `nn.Sequential` index of each conv in torchvision's `make_layers(cfg, batch_norm=True)`:
-/// a conv takes three slots (conv, bn, relu) and a max-pool one.
+/// The `nn.Sequential` index of each conv in torchvision's `make_layers(cfg, batch_norm=True)`, as the
+/// `.pth` layout knows them (a conv takes three slots, conv, bn and relu; a max-pool one).
 fn torchvision_conv_indices(config: &VggConfig) -> Vec<usize> {
-    let mut index = 0;
-    let mut conv_indices = Vec::new();
-    for layer in config.features() {
-        match layer {
-            FeatureLayer::Conv(_) => {
-                conv_indices.push(index);
-                index += 3;
-            }
-            FeatureLayer::MaxPool => index += 1,
-        }
-    }
-    conv_indices
+    crate::quant::float_model::pth_config(config).convs().iter().map(|conv| conv.index).collect()
 }
 
 #[cfg(test)]

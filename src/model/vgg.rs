@@ -3,7 +3,8 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,9 @@ pub const VGG11_FEATURES: [FeatureLayer; 13] = {
     use FeatureLayer::{Conv, MaxPool};
     [Conv(64), MaxPool, Conv(128), MaxPool, Conv(256), Conv(256), MaxPool, Conv(512), Conv(512), MaxPool, Conv(512), Conv(512), MaxPool]
 };
+
+/// `kaiming_normal_(mode="fan_out", nonlinearity="relu")`: normal with std sqrt(2 / (out_channels x 3 x 3)).
+const CONV_INIT: Initializer = Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: true };
 
 /// The five max-pools halve the input five times.
 pub const FEATURE_STRIDE: usize = 32;
@@ -74,16 +78,23 @@ impl VggConfig {
         self.feature_channels() * self.pool_size * self.pool_size
     }
 
+    /// The network initialised as torchvision's `VGG(init_weights=True)` initialises its features (conv
+    /// weights `kaiming_normal_(mode="fan_out", nonlinearity="relu")`, conv biases 0, BatchNorm weight 1
+    /// and bias 0) and as the seed builds its new classifier (`nn.Linear`'s default: weight and bias
+    /// uniform in ±1/sqrt(fan_in), which is Burn's default Linear).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Vgg<B> {
         let mut features = Vec::new();
         let mut in_channels = 3;
         for layer in self.features() {
             match layer {
                 FeatureLayer::Conv(out_channels) => {
+                    let mut conv = Conv2dConfig::new([in_channels, out_channels], [3, 3])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .with_initializer(CONV_INIT)
+                        .init(device);
+                    conv.bias = Some(Param::from_tensor(Tensor::zeros([out_channels], device)));
                     features.push(ConvBlock {
-                        conv: Conv2dConfig::new([in_channels, out_channels], [3, 3])
-                            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                            .init(device),
+                        conv,
                         norm: BatchNorm2d::new(out_channels, device),
                         pool: false,
                     });

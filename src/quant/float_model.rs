@@ -2,6 +2,7 @@
 //! `[out, in]`): what every quantization pass starts from, read from a Burn [`Vgg`] or from a
 //! torchvision-layout `.pth` state_dict.
 
+use burn::module::{Param, RunningState};
 use burn::prelude::*;
 use vggq_pth::{DType, StateDict, Value};
 
@@ -15,6 +16,8 @@ pub struct BatchNormParams {
     pub bias: Vec<f32>,
     pub running_mean: Vec<f32>,
     pub running_var: Vec<f32>,
+    /// Training batches the running statistics have seen.
+    pub num_batches_tracked: i64,
 }
 
 /// Conv 3x3 (padding 1) -> BatchNorm -> ReLU (-> 2x2 max-pool).
@@ -52,10 +55,7 @@ pub struct FloatVgg {
 /// `classifier` indices of torchvision's three Linears (ReLU and Dropout sit between them).
 pub const CLASSIFIER_LINEARS: [usize; 3] = [0, 3, 6];
 
-/// The values of a tensor of any backend, row-major, as f32.
-pub(crate) fn values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
-    tensor.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data after convert")
-}
+use crate::host_reads::values;
 
 impl FloatVgg {
     /// Copies the parameters of a Burn model (any backend) out of it. Burn keeps Linear weights as
@@ -75,8 +75,9 @@ impl FloatVgg {
                     norm: BatchNormParams {
                         weight: values(block.norm.weight.val()),
                         bias: values(block.norm.bias.val()),
-                        running_mean: values(block.norm.running_mean.value()),
-                        running_var: values(block.norm.running_var.value()),
+                        running_mean: values(block.norm.running_mean.value_sync()),
+                        running_var: values(block.norm.running_var.value_sync()),
+                        num_batches_tracked: values(block.norm.num_batches_tracked.value_sync())[0] as i64,
                     },
                     pool: block.pool,
                 }
@@ -96,6 +97,32 @@ impl FloatVgg {
             })
             .collect();
         FloatVgg { config: config.clone(), blocks, classifier }
+    }
+
+    /// The Burn model holding these parameters (running statistics and batch counts included): the
+    /// inverse of [`FloatVgg::from_model`].
+    pub fn to_model<B: Backend>(&self, device: &B::Device) -> Vgg<B> {
+        let param = |values: &[f32]| Param::from_tensor(Tensor::<B, 1>::from_floats(values, device));
+        let running = |values: &[f32]| RunningState::new(Tensor::<B, 1>::from_floats(values, device));
+        let mut model = self.config.init::<B>(device);
+        for (block, params) in model.features.iter_mut().zip(&self.blocks) {
+            let shape = [params.out_channels, params.in_channels, 3, 3];
+            block.conv.weight = Param::from_tensor(Tensor::<B, 1>::from_floats(params.weight.as_slice(), device).reshape(shape));
+            block.conv.bias = Some(param(&params.bias));
+            let norm = &mut block.norm;
+            norm.weight = param(&params.norm.weight);
+            norm.bias = param(&params.norm.bias);
+            norm.running_mean = running(&params.norm.running_mean);
+            norm.running_var = running(&params.norm.running_var);
+            norm.num_batches_tracked = running(&[params.norm.num_batches_tracked as f32]);
+        }
+        let head = &mut model.classifier;
+        for (linear, params) in [&mut head.hidden1, &mut head.hidden2, &mut head.output].into_iter().zip(&self.classifier) {
+            let weight = Tensor::<B, 1>::from_floats(params.weight.as_slice(), device).reshape([params.out_features, params.in_features]);
+            linear.weight = Param::from_tensor(weight.transpose());
+            linear.bias = Some(param(&params.bias));
+        }
+        model
     }
 
     /// Reads a torchvision-layout FP32 state_dict (`features.N.*`, `classifier.N.*`) shaped like `config`.
@@ -135,6 +162,7 @@ pub(crate) fn float_blocks_from_state_dict(state_dict: &StateDict<'_>, config: &
                     bias: f32_entry(state_dict, &format!("{n}.bias"), conv.out_channels)?,
                     running_mean: f32_entry(state_dict, &format!("{n}.running_mean"), conv.out_channels)?,
                     running_var: f32_entry(state_dict, &format!("{n}.running_var"), conv.out_channels)?,
+                    num_batches_tracked: i64_scalar(state_dict, &format!("{n}.num_batches_tracked"))?,
                 },
                 pool,
             })
@@ -158,6 +186,17 @@ pub(crate) fn pools_after_convs(config: &VggConfig) -> Vec<bool> {
 /// The `.pth` crate's description of the same network.
 pub fn pth_config(config: &VggConfig) -> vggq_pth::layout::VggConfig {
     vggq_pth::layout::VggConfig::vgg11_bn(config.width_divisor, config.pool_size, config.hidden, config.classes)
+}
+
+/// The 0-d int64 tensor under `key`.
+fn i64_scalar(state_dict: &StateDict<'_>, key: &str) -> Result<i64, QuantError> {
+    match state_dict.get(key) {
+        Some(Value::Tensor(t)) if t.dtype == DType::I64 && t.numel() == 1 && t.data.len() == 8 => {
+            Ok(i64::from_le_bytes(t.data[..8].try_into().expect("8 bytes")))
+        }
+        Some(_) => Err(QuantError::StateDict { key: key.into(), reason: "is not a 0-d int64 tensor".into() }),
+        None => Err(QuantError::StateDict { key: key.into(), reason: "is missing".into() }),
+    }
 }
 
 /// A contiguous f32 tensor of exactly `len` elements under `key`.

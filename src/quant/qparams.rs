@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const SCALE_EPS: f32 = f32::EPSILON;
 
 /// fbgemm's `SMALL_SCALE_THRESHOLD`: smaller runtime scales are raised to it.
-const SMALL_SCALE_THRESHOLD: f32 = 6.1e-5;
+pub const SMALL_SCALE_THRESHOLD: f32 = 6.1e-5;
 
 /// An inclusive integer range values are clamped to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

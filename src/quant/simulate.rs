@@ -16,7 +16,8 @@ use burn::prelude::*;
 use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
 
-use super::float_model::{values, FloatVgg};
+use super::float_model::FloatVgg;
+use crate::host_reads::{self, values};
 use super::model::{QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight};
 use super::qparams::{runtime_qparams, QParams, QuantRange};
 use super::static_ptq::FusedVgg;
@@ -92,36 +93,38 @@ impl<B: Backend> FloatNet<B> {
         }
     }
 
-    /// `[N, 3, H, W]` -> `[N, C, p, p]`; `observe` receives every conv block's output (before its pool).
-    fn features(&self, images: Tensor<B, 4>, observe: &mut dyn FnMut(Vec<f32>)) -> Tensor<B, 4> {
-        let x = self.convs.iter().fold(images, |x, conv| {
-            let mut x = conv3x3(x, conv.weight.clone(), Some(conv.bias.clone()));
+    /// Logits. `observe(point, values)` receives the values of every observation point as FX's
+    /// `prepare_fx` graph feeds its observers, in the same order: point 0 the input, point `i` (1..=8)
+    /// conv block `i`'s output and then, with the same observer, its max-pool's output (FX shares a
+    /// pool's observer with its input), the last block's observer also the average pool's and the
+    /// flatten's outputs, then one point per Linear (after its ReLU).
+    pub fn forward(&self, images: Tensor<B, 4>, observe: &mut dyn FnMut(usize, Vec<f32>)) -> Tensor<B, 2> {
+        observe(0, values(images.clone()));
+        let mut x = images;
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = conv3x3(x, conv.weight.clone(), Some(conv.bias.clone()));
             if let Some((scale, shift)) = &conv.norm {
                 x = x * scale.clone() + shift.clone();
             }
-            let x = x.clamp_min(0.0);
-            observe(values(x.clone()));
+            x = x.clamp_min(0.0);
+            observe(i + 1, values(x.clone()));
             if conv.pool {
-                pool2x2(x)
-            } else {
-                x
+                x = pool2x2(x);
+                observe(i + 1, values(x.clone()));
             }
-        });
-        adaptive_avg_pool2d(x, [self.pool_size, self.pool_size])
-    }
-
-    /// Logits; `observe` receives the values at each FX observation point in order: the input, every
-    /// conv block's output, every Linear's output (after its ReLU).
-    pub fn forward(&self, images: Tensor<B, 4>, observe: &mut dyn FnMut(Vec<f32>)) -> Tensor<B, 2> {
-        observe(values(images.clone()));
-        let mut x = self.features(images, observe).flatten::<2>(1, 3);
+        }
+        let last_conv = self.convs.len();
+        let x = adaptive_avg_pool2d(x, [self.pool_size, self.pool_size]);
+        observe(last_conv, values(x.clone()));
+        let mut x = x.flatten::<2>(1, 3);
+        observe(last_conv, values(x.clone()));
         let last = self.linears.len() - 1;
         for (i, linear) in self.linears.iter().enumerate() {
             x = x.matmul(linear.weight.clone()) + linear.bias.clone().unsqueeze();
             if i != last {
                 x = x.clamp_min(0.0);
             }
-            observe(values(x.clone()));
+            observe(last_conv + 1 + i, values(x.clone()));
         }
         x
     }
@@ -287,9 +290,8 @@ impl<B: Backend> SimulatedVgg<B> {
                 });
                 let mut x = adaptive_avg_pool2d(net_features, [self.pool_size, self.pool_size]).flatten::<2>(1, 3);
                 for linear in linears {
-                    let min: f32 = x.clone().min().into_scalar().elem();
-                    let max: f32 = x.clone().max().into_scalar().elem();
-                    let q = runtime_qparams(min, max, *input_range, false);
+                    let (min, max) = (host_reads::scalar(x.clone().min()), host_reads::scalar(x.clone().max()));
+                    let q = runtime_qparams(min as f32, max as f32, *input_range, false);
                     let xq = quantize(x, q) - q.zero_point as f32;
                     x = xq.matmul(linear.weight.clone()) * (q.scale * linear.scale) + linear.bias.clone().unsqueeze();
                     if linear.relu {

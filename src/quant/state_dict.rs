@@ -26,9 +26,7 @@ fn vector(values: &[f32]) -> Value<'static> {
     Value::Tensor(f32_tensor(vec![values.len()], values))
 }
 
-/// `features.{i}` (conv) and `features.{i+1}` (BatchNorm) of an FP32 block. PyTorch's
-/// `num_batches_tracked` has no counterpart in our model (it only matters with `momentum=None`) and is
-/// written as 0.
+/// `features.{i}` (conv) and `features.{i+1}` (BatchNorm) of an FP32 block.
 fn float_block_entries(index: usize, block: &FloatConvBlock, entries: &mut Vec<(String, Value<'static>)>) {
     let (conv, norm) = (format!("features.{index}"), format!("features.{}", index + 1));
     let shape = vec![block.out_channels, block.in_channels, 3, 3];
@@ -38,7 +36,7 @@ fn float_block_entries(index: usize, block: &FloatConvBlock, entries: &mut Vec<(
     entries.push((format!("{norm}.bias"), vector(&block.norm.bias)));
     entries.push((format!("{norm}.running_mean"), vector(&block.norm.running_mean)));
     entries.push((format!("{norm}.running_var"), vector(&block.norm.running_var)));
-    entries.push((format!("{norm}.num_batches_tracked"), Value::Tensor(Tensor::scalar_i64(0))));
+    entries.push((format!("{norm}.num_batches_tracked"), Value::Tensor(Tensor::scalar_i64(block.norm.num_batches_tracked))));
 }
 
 fn conv_indices(model_config: &crate::model::VggConfig) -> Vec<usize> {

@@ -89,11 +89,11 @@ pub fn calibrate<B: Backend>(
         let images = Tensor::<B, 4>::from_data(TensorData::new(batch.images.clone(), batch.shape()), device);
         let started = Instant::now();
         let mut activations = Vec::with_capacity(observers.len());
-        net.forward(images, &mut |values| activations.push(values));
+        net.forward(images, &mut |point, values| activations.push((point, values)));
         timing.forward_seconds += started.elapsed().as_secs_f64();
         let started = Instant::now();
-        for (observer, values) in observers.iter_mut().zip(&activations) {
-            observer.observe(values);
+        for (point, values) in &activations {
+            observers[*point].observe(values);
         }
         timing.observer_seconds += started.elapsed().as_secs_f64();
         timing.batches += 1;

@@ -9,44 +9,43 @@ use std::fmt::Write;
 
 pub use stats::{accuracy, agreement, paired_bootstrap, per_class_accuracy, Difference};
 
-use crate::eval::ModelMetrics;
+use vggq_core::Variant;
 
-/// The FP32 ONNX file: every INT8 model is compared with it, on the same execution provider.
-const FP32_FILE: &str = "mission16_vgg11bn_fp32.onnx";
+use crate::eval::{EvalRun, ModelMetrics};
 
 /// What a report is made of.
 pub struct ReportInput<'a> {
     pub profile: &'a str,
     /// How the data is to be named, e.g. "CIFAR-10 (JPEG copy)".
     pub dataset: &'a str,
+    /// Where the model was trained, and why there.
+    pub device: &'a str,
     pub class_names: &'a [String],
-    pub rows: &'a [ModelMetrics],
+    pub eval: &'a EvalRun,
 }
 
-/// The short name of a variant's file.
+/// The short name of a variant's file (the file name itself for a file that is no variant's).
 pub fn variant_label(file: &str) -> &str {
-    match file {
-        "mission16_vgg11bn_fp32.onnx" => "FP32",
-        "mission16_vgg11bn_int8_dynamic.onnx" => "INT8 dynamic",
-        "mission16_vgg11bn_int8_static.onnx" => "INT8 static",
-        "mission_16_vgg11bn_qat_int8_fp32match.onnx" => "INT8 QAT (fp32match)",
-        "mission_16_vgg11bn_qat_int8_finetune.onnx" => "INT8 QAT (finetune)",
-        other => other,
-    }
+    Variant::of_file(file).map_or(file, |variant| variant.label())
 }
 
 fn provider(row: &ModelMetrics) -> String {
     format!("{:?}", row.eval.requested).to_uppercase()
 }
 
-/// The FP32 row evaluated on the same execution provider as `row`.
+/// The FP32 row evaluated on the same execution provider as `row`: every INT8 model is compared with it.
 fn fp32_twin<'a>(rows: &'a [ModelMetrics], row: &ModelMetrics) -> Option<&'a ModelMetrics> {
-    rows.iter().find(|r| r.file == FP32_FILE && r.eval.requested == row.eval.requested)
+    rows.iter().find(|r| r.file == Variant::Fp32.onnx_file() && r.eval.requested == row.eval.requested)
+}
+
+fn is_fp32(row: &ModelMetrics) -> bool {
+    row.file == Variant::Fp32.onnx_file()
 }
 
 /// The golden table: exact sizes, accuracy and agreement to two decimals, no timings (those vary between
-/// runs; they are in `report.md`).
-pub fn golden_table(rows: &[ModelMetrics]) -> String {
+/// runs; they are in `report.md`), and the execution providers that could not run.
+pub fn golden_table(eval: &EvalRun) -> String {
+    let rows = &eval.rows;
     let mut out = String::from("| model | EP | placement | bytes | MiB | top-1 % | agreement with FP32 % |\n|---|---|---|---|---|---|---|\n");
     for row in rows {
         let agreement = fp32_twin(rows, row)
@@ -62,12 +61,15 @@ pub fn golden_table(rows: &[ModelMetrics]) -> String {
             row.eval.top1
         );
     }
+    for unavailable in &eval.unavailable {
+        let _ = writeln!(out, "\n{:?} execution provider not available: {}", unavailable.provider, unavailable.reason);
+    }
     out
 }
 
 /// `report.md`.
 pub fn markdown(input: &ReportInput) -> String {
-    let rows = input.rows;
+    let rows = &input.eval.rows;
     let mut out = String::new();
     let images = rows.first().map_or(0, |r| r.eval.images);
     let _ = writeln!(out, "# vggq report: profile `{}`\n", input.profile);
@@ -77,6 +79,10 @@ pub fn markdown(input: &ReportInput) -> String {
         input.dataset,
         rows.first().map_or(0, |r| r.eval.batch_size)
     );
+    let _ = writeln!(out, "Training: {}.\n\nExecution providers: {}.\n", input.device, input.eval.plan.reason);
+    for unavailable in &input.eval.unavailable {
+        let _ = writeln!(out, "**{:?} execution provider not available:** {}\n", unavailable.provider, unavailable.reason);
+    }
 
     out.push_str("## Models\n\n");
     out.push_str("| model | size (MiB) | size reduction | top-1 % | ms / image | images/s | ms / image incl. preprocessing | images/s incl. preprocessing | p50 / p95 batch ms | EP |\n");
@@ -103,7 +109,7 @@ pub fn markdown(input: &ReportInput) -> String {
 
     out.push_str("## INT8 against FP32\n\n");
     out.push_str("| model | EP | agreement with FP32 (top-1) | accuracy difference (points) | 95 % CI (paired bootstrap) |\n|---|---|---|---|---|\n");
-    for row in rows.iter().filter(|r| r.file != FP32_FILE) {
+    for row in rows.iter().filter(|r| !is_fp32(r)) {
         let Some(fp32) = fp32_twin(rows, row) else { continue };
         let d = paired_bootstrap(&fp32.eval.predictions, &row.eval.predictions, &row.eval.labels);
         let _ = writeln!(

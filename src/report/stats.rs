@@ -8,11 +8,7 @@ const BOOTSTRAP_RESAMPLES: usize = 2_000;
 /// Fixed, so a report is a function of its predictions alone.
 const BOOTSTRAP_SEED: u64 = 0x5eed;
 
-/// Top-1 accuracy in percent.
-pub fn accuracy(predictions: &[u8], labels: &[u8]) -> f64 {
-    let correct = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
-    100.0 * correct as f64 / labels.len().max(1) as f64
-}
+pub use crate::eval::metrics::accuracy;
 
 /// Share of images (percent) on which two models predict the same class.
 pub fn agreement(a: &[u8], b: &[u8]) -> f64 {

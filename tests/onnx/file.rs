@@ -10,7 +10,7 @@ use crate::util::*;
 /// The four variants of a tiny model, exported from memory.
 fn tiny_variants(side: usize) -> Vec<(Variant, ModelProto)> {
     let models = TinyModels::new(side);
-    Variant::ALL.into_iter().map(|variant| (variant, models.export(&provenance(variant)))).collect()
+    Variant::all(vggq_core::QatMode::Fp32match).into_iter().map(|variant| (variant, models.export(&provenance(variant)))).collect()
 }
 
 #[test]
@@ -18,7 +18,7 @@ fn every_variant_passes_the_full_checker_and_loads_in_onnx_runtime() {
     let dir = tempfile::tempdir().unwrap();
     for side in [32, 128] {
         for (variant, proto) in tiny_variants(side) {
-            let path = dir.path().join(format!("{side}_{}", variant.file_name()));
+            let path = dir.path().join(format!("{side}_{}", variant.onnx_file()));
             onnx::write(&path, &proto).unwrap();
             onnx_check(&path);
             let mut session = ort_session(&path, side);
@@ -40,7 +40,7 @@ fn metadata_names_the_variant_and_the_source_pth() {
     for (variant, proto) in tiny_variants(32) {
         let decoded = ModelProto::decode(proto.encode_to_vec().as_slice()).unwrap();
         let get = |key: &str| decoded.metadata_props.iter().find(|p| p.key.as_deref() == Some(key)).and_then(|p| p.value.clone());
-        assert_eq!(get(VARIANT_KEY).as_deref(), Some(variant.as_str()));
+        assert_eq!(get(VARIANT_KEY).as_deref(), Some(variant.key()));
         assert_eq!(get(SOURCE_PTH_SHA256_KEY).as_deref(), Some(NO_PTH));
         assert_eq!(decoded.producer_name.as_deref(), Some("vggq"));
         assert_eq!(decoded.opset_import[0].version, Some(17));
@@ -58,9 +58,9 @@ fn a_pool_that_does_not_divide_is_refused() {
 #[test]
 fn each_exporter_refuses_the_other_method() {
     let models = TinyModels::new(32);
-    let error = onnx::qdq::model(&models.dynamic, &provenance(Variant::Int8Static)).unwrap_err();
+    let error = onnx::qdq::model(&models.dynamic, &provenance(Variant::StaticInt8)).unwrap_err();
     assert!(matches!(error, onnx::ExportError::WrongMethod { method: QuantMethod::Dynamic, .. }), "{error}");
-    let error = onnx::dynamic::model(&models.static_ptq, &provenance(Variant::Int8Dynamic)).unwrap_err();
+    let error = onnx::dynamic::model(&models.static_ptq, &provenance(Variant::DynamicInt8)).unwrap_err();
     assert!(matches!(error, onnx::ExportError::WrongMethod { method: QuantMethod::Static, .. }), "{error}");
 }
 
@@ -75,7 +75,15 @@ fn a_cuda_request_is_never_reported_as_cuda_without_cuda_nodes() {
     // Without a GPU (or with a CPU-only ONNX Runtime) registration fails loudly instead of quietly
     // giving a CPU session; with one, the label follows the nodes ORT's profile puts on CUDA.
     match OnnxSession::open(&path, 32, Provider::Cuda, Some(1)) {
-        Err(error) => assert!(error.to_string().contains("CUDA"), "{error}"),
+        // The reason is the first missing piece: the device (as the probe says), else the libraries.
+        Err(vggq::eval::EvalError::CudaUnavailable(reason)) => match vggq::backend::CudaProbe::run().no_device {
+            Some(no_device) => assert_eq!(reason, no_device),
+            None => match vggq::eval::cuda_libraries::missing_libraries().first() {
+                Some(missing) => assert!(reason.contains(missing), "{reason}"),
+                None => assert!(reason.starts_with("ONNX Runtime could not register its CUDA provider"), "{reason}"),
+            },
+        },
+        Err(other) => panic!("a CUDA request failed without saying what CUDA lacks: {other}"),
         Ok(session) => {
             let on_cuda = session.placement.nodes.contains_key("CUDAExecutionProvider");
             assert_eq!(session.placement.to_string().starts_with("CUDA"), on_cuda, "{}", session.placement);

@@ -18,8 +18,8 @@ fn static_int8_agrees_with_the_burn_simulation_and_runs_as_integer_kernels() {
     let model = trained_tiny_model();
     let quantized = static_quantized(&model, &config, CALIBRATION_IMAGES);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(Variant::Int8Static.file_name());
-    onnx::write(&path, &onnx::qdq::model(&quantized, &provenance(Variant::Int8Static)).unwrap()).unwrap();
+    let path = dir.path().join(Variant::StaticInt8.onnx_file());
+    onnx::write(&path, &onnx::qdq::model(&quantized, &provenance(Variant::StaticInt8)).unwrap()).unwrap();
     let mut session = ort_session(&path, SIDE);
 
     let QuantizedFeatures::Int8 { convs, .. } = &quantized.features else { unreachable!("static PTQ quantizes the features") };
@@ -48,8 +48,8 @@ fn dynamic_int8_agrees_with_the_burn_simulation_and_fuses_its_matmuls() {
     let model = trained_tiny_model();
     let quantized = quantize_dynamic(&FloatVgg::from_model(&model, &config));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(Variant::Int8Dynamic.file_name());
-    onnx::write(&path, &onnx::dynamic::model(&quantized, &provenance(Variant::Int8Dynamic)).unwrap()).unwrap();
+    let path = dir.path().join(Variant::DynamicInt8.onnx_file());
+    onnx::write(&path, &onnx::dynamic::model(&quantized, &provenance(Variant::DynamicInt8)).unwrap()).unwrap();
     let mut session = ort_session(&path, SIDE);
     let ops = session.placement.op_counts();
     assert_eq!(ops.get("DynamicQuantizeMatMul"), Some(&3), "{ops:?}");

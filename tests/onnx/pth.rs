@@ -12,8 +12,12 @@ use vggq::export::onnx::proto::ModelProto;
 use vggq::export::onnx::{self, Provenance, Variant, CALIBRATION_KEY, SOURCE_PTH_SHA256_KEY, TRAINING_KEY};
 use vggq::profile::{Profile, ProfileName};
 use vggq::quant::state_dict::{fp32_state_dict, quantized_state_dict};
+use vggq_core::QatMode;
 
 use crate::util::*;
+
+/// The variants of the run folder below: QAT fine-tuned, so its files carry the finetune names.
+const VARIANTS: [Variant; 4] = [Variant::Fp32, Variant::DynamicInt8, Variant::StaticInt8, Variant::Qat(QatMode::Finetune)];
 
 /// A run folder as `vggq train --epochs 0` and `vggq quantize --qat-mode finetune`
 /// leave it, holding `models` for a 32-px tiny configuration.
@@ -23,30 +27,32 @@ fn write_run_folder(dir: &Path, models: &TinyModels) {
     let classes: Vec<String> = (0..profile.model.classes).map(|c| format!("class{c}")).collect();
     let train_report = serde_json::json!({
         "profile": profile,
-        "backend": "cpu",
+        "device": vggq::backend::select(vggq::backend::DeviceRequest::Cpu).unwrap(),
         "dataset": "sha256:0000 (archive test.tar.gz)",
         "classes": classes,
         "epochs": [],
     });
     std::fs::write(dir.join("train_report.json"), train_report.to_string()).unwrap();
-    let files = [
-        ("fp32", "mission_16_vgg11bn_fp32.pth", fp32_state_dict(&models.float)),
-        ("dynamic_int8", "mission_16_vgg11bn_dynamic_int8.pth", quantized_state_dict(&models.dynamic)),
-        ("static_int8_fx", "mission_16_vgg11bn_static_int8_fx.pth", quantized_state_dict(&models.static_ptq)),
-        ("qat_int8", "mission_16_vgg11bn_qat_int8_finetune.pth", quantized_state_dict(&models.qat)),
+    let state_dicts = [
+        fp32_state_dict(&models.float),
+        quantized_state_dict(&models.dynamic),
+        quantized_state_dict(&models.static_ptq),
+        quantized_state_dict(&models.qat),
     ];
-    let mut quant_report = serde_json::json!({
+    let mut variants = Vec::new();
+    for (variant, state_dict) in VARIANTS.into_iter().zip(state_dicts) {
+        vggq_pth::write_file(&dir.join(variant.pth_file()), &state_dict.unwrap()).unwrap();
+        variants.push(serde_json::json!({ "variant": variant, "file": variant.pth_file() }));
+    }
+    let quant_report = serde_json::json!({
         "dataset": "tiny test images",
         "calibration": "histogram",
         "calibration_batches": 2,
         "calibration_timing": { "images": 64 },
         "qat_mode": "finetune",
         "qat_epochs": [],
+        "variants": variants,
     });
-    for (key, file, state_dict) in files {
-        vggq_pth::write_file(&dir.join(file), &state_dict.unwrap()).unwrap();
-        quant_report[key] = serde_json::json!({ "file": file });
-    }
     std::fs::write(dir.join("quant_report.json"), quant_report.to_string()).unwrap();
 }
 
@@ -58,19 +64,18 @@ fn vggq_export_builds_each_onnx_from_its_pth_as_from_memory() {
     let output = Command::new(env!("CARGO_BIN_EXE_vggq")).arg("export").arg("--run").arg(dir.path()).output().unwrap();
     assert!(output.status.success(), "vggq export failed:\n{}", String::from_utf8_lossy(&output.stderr));
 
-    let pth_files = ["mission_16_vgg11bn_fp32.pth", "mission_16_vgg11bn_dynamic_int8.pth", "mission_16_vgg11bn_static_int8_fx.pth", "mission_16_vgg11bn_qat_int8_finetune.pth"];
-    for (variant, pth) in Variant::ALL.into_iter().zip(pth_files) {
-        let written = std::fs::read(dir.path().join(variant.file_name())).unwrap();
+    for variant in VARIANTS {
+        let written = std::fs::read(dir.path().join(variant.onnx_file())).unwrap();
         let metadata: BTreeMap<String, String> = ModelProto::decode(written.as_slice())
             .unwrap()
             .metadata_props
             .into_iter()
             .map(|p| (p.key.unwrap(), p.value.unwrap()))
             .collect();
-        let digest = bytes_digest(&std::fs::read(dir.path().join(pth)).unwrap(), DigestAlgorithm::Sha256).hex;
+        let digest = bytes_digest(&std::fs::read(dir.path().join(variant.pth_file())).unwrap(), DigestAlgorithm::Sha256).hex;
         assert_eq!(metadata.get(SOURCE_PTH_SHA256_KEY), Some(&digest), "{variant:?}");
         assert!(metadata[TRAINING_KEY].starts_with("untrained"), "{variant:?}: {}", metadata[TRAINING_KEY]);
-        if variant == Variant::Int8Static {
+        if variant == Variant::StaticInt8 {
             let calibration = &metadata[CALIBRATION_KEY];
             assert!(calibration.starts_with("histogram observers") && calibration.contains("64 images"), "{calibration}");
         } else {
@@ -90,6 +95,6 @@ fn vggq_export_builds_each_onnx_from_its_pth_as_from_memory() {
 fn a_pth_of_another_variant_is_refused() {
     let models = TinyModels::new(32);
     let state_dict = fp32_state_dict(&models.float).unwrap();
-    let error = onnx::model_from_state_dict(&state_dict, &tiny_config(32), &provenance(Variant::Int8Static)).unwrap_err();
-    assert!(matches!(error, onnx::ExportError::Layout { variant: Variant::Int8Static, .. }), "{error}");
+    let error = onnx::model_from_state_dict(&state_dict, &tiny_config(32), &provenance(Variant::StaticInt8)).unwrap_err();
+    assert!(matches!(error, onnx::ExportError::Layout { variant: Variant::StaticInt8, .. }), "{error}");
 }

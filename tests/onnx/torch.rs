@@ -16,22 +16,10 @@ const SIDE: usize = 32;
 const TEST_IMAGES: usize = 256;
 const MAX_RELATIVE_ERROR: f64 = 1e-4;
 const MIN_AGREEMENT: f64 = 0.99;
+/// Static INT8: rows whose top-1 agrees with PyTorch's outright, near-ties on the output grid counted
+/// against (measured: 0.996 on the tiny model).
+const MIN_EXACT_AGREEMENT: f64 = 0.98;
 const CALIBRATION_IMAGES: usize = 128;
-
-fn config_json(config: &PthConfig) -> String {
-    let features: Vec<usize> = config
-        .features
-        .iter()
-        .map(|f| match f {
-            vggq_pth::layout::Feature::Conv(c) => *c,
-            vggq_pth::layout::Feature::MaxPool => 0,
-        })
-        .collect();
-    format!(
-        r#"{{"features": {features:?}, "avgpool_side": {}, "hidden": {}, "classes": {}, "input_side": {SIDE}}}"#,
-        config.avgpool_side, config.hidden, config.classes
-    )
-}
 
 fn f32_file(path: &Path, values: &[f32]) {
     std::fs::write(path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
@@ -67,7 +55,7 @@ fn compare(variant: &str, onnx_path: &Path, pth: &Path, dir: &Path) -> Compariso
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/python/torch_agreement.py");
     let output = Command::new(python())
         .arg(script)
-        .args([variant.as_ref(), pth.as_os_str(), config_json(&pth_config).as_ref(), images_path.as_os_str(), logits_path.as_os_str()])
+        .args([variant.as_ref(), pth.as_os_str(), pth_config.torch_module_json(SIDE).as_ref(), images_path.as_os_str(), logits_path.as_os_str()])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -82,7 +70,7 @@ fn fp32_onnx_equals_pytorch_loaded_from_our_pth() {
     let config = tiny_config(SIDE);
     let float = FloatVgg::from_model(&trained_tiny_model(), &config);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(Variant::Fp32.file_name());
+    let path = dir.path().join(Variant::Fp32.onnx_file());
     onnx::write(&path, &onnx::fp32::model(&vggq::quant::FusedVgg::fuse(&float), &provenance(Variant::Fp32)).unwrap()).unwrap();
     let pth = dir.path().join("model_fp32.pth");
     vggq_pth::write_file(&pth, &fp32_state_dict(&float).unwrap()).unwrap();
@@ -97,8 +85,8 @@ fn dynamic_int8_onnx_agrees_with_pytorch_quantize_dynamic() {
     let config = tiny_config(SIDE);
     let float = FloatVgg::from_model(&trained_tiny_model(), &config);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(Variant::Int8Dynamic.file_name());
-    onnx::write(&path, &onnx::dynamic::model(&quantize_dynamic(&float), &provenance(Variant::Int8Dynamic)).unwrap()).unwrap();
+    let path = dir.path().join(Variant::DynamicInt8.onnx_file());
+    onnx::write(&path, &onnx::dynamic::model(&quantize_dynamic(&float), &provenance(Variant::DynamicInt8)).unwrap()).unwrap();
     // PyTorch quantizes the FP32 model itself: its own `quantize_dynamic`, not our parameters.
     let pth = dir.path().join("model_fp32.pth");
     vggq_pth::write_file(&pth, &fp32_state_dict(&float).unwrap()).unwrap();
@@ -128,12 +116,20 @@ fn static_int8_onnx_agrees_with_pytorch_convert_fx_loaded_from_the_same_paramete
     let config = tiny_config(SIDE);
     let quantized = static_quantized(&trained_tiny_model(), &config, CALIBRATION_IMAGES);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(Variant::Int8Static.file_name());
-    onnx::write(&path, &onnx::qdq::model(&quantized, &provenance(Variant::Int8Static)).unwrap()).unwrap();
+    let path = dir.path().join(Variant::StaticInt8.onnx_file());
+    onnx::write(&path, &onnx::qdq::model(&quantized, &provenance(Variant::StaticInt8)).unwrap()).unwrap();
     let pth = dir.path().join("model_int8_static.pth");
     vggq_pth::write_file(&pth, &quantized_state_dict(&quantized).unwrap()).unwrap();
     let comparison = compare("static_int8_fx", &path, &pth, dir.path());
-    let agreement = top1_agreement_within(&comparison.onnx, &comparison.torch, config.classes, one_output_step(&quantized));
-    println!("top-1 agreement {agreement}");
+    let step = one_output_step(&quantized);
+    let agreement = top1_agreement_within(&comparison.onnx, &comparison.torch, config.classes, step);
+    let exact = top1_agreement_within(&comparison.onnx, &comparison.torch, config.classes, 0.0);
+    assert_eq!(comparison.onnx.len(), comparison.torch.len());
+    let steps = comparison.onnx.iter().zip(&comparison.torch).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / step;
+    println!("top-1 agreement {agreement} within one output step, {exact} exact; largest logit difference {steps} output steps");
     assert!(agreement >= MIN_AGREEMENT, "top-1 agreement {agreement}");
+    // Both requantize onto the same output grid: ONNX Runtime and fbgemm round their int32 accumulators
+    // apart by at most one step.
+    assert!(steps <= 1.0 + 1e-3, "logits differ by {steps} output steps");
+    assert!(exact >= MIN_EXACT_AGREEMENT, "exact top-1 agreement {exact}");
 }

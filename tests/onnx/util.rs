@@ -82,9 +82,9 @@ impl TinyModels {
     pub fn export(&self, provenance: &Provenance) -> ModelProto {
         let model = match provenance.variant {
             Variant::Fp32 => vggq::export::onnx::fp32::model(&FusedVgg::fuse(&self.float), provenance),
-            Variant::Int8Dynamic => vggq::export::onnx::dynamic::model(&self.dynamic, provenance),
-            Variant::Int8Static => vggq::export::onnx::qdq::model(&self.static_ptq, provenance),
-            Variant::QatInt8 => vggq::export::onnx::qdq::model(&self.qat, provenance),
+            Variant::DynamicInt8 => vggq::export::onnx::dynamic::model(&self.dynamic, provenance),
+            Variant::StaticInt8 => vggq::export::onnx::qdq::model(&self.static_ptq, provenance),
+            Variant::Qat(_) => vggq::export::onnx::qdq::model(&self.qat, provenance),
         };
         model.expect("tiny models export")
     }
@@ -175,11 +175,7 @@ pub fn onnx_check(path: &Path) {
     );
 }
 
-fn shared_dir() -> PathBuf {
-    std::env::var_os("VGGQ_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
+use vggq_core::places::shared_dir;
 
 /// Share of rows whose argmax agrees.
 pub fn top1_agreement(a: &[f32], b: &[f32], classes: usize) -> f64 {

@@ -5,14 +5,7 @@
 pub mod fixtures;
 pub mod http_server;
 
-use std::path::PathBuf;
-
-/// The project's read-only `shared/` folder (`../shared` from the crate root), or `$VGGQ_SHARED`.
-pub fn shared_dir() -> PathBuf {
-    std::env::var_os("VGGQ_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
+pub use vggq_core::places::shared_dir;
 
 /// Largest absolute difference between two equally long sequences, panicking on a length mismatch.
 pub fn max_abs_diff<T: Copy + Into<f64>>(actual: &[T], expected: &[T]) -> f64 {

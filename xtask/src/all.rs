@@ -1,23 +1,29 @@
 //! `cargo xtask all`: the main job, end to end, into `artifacts/<profile>/`:
-//! setup -> train -> quantize -> export -> eval -> report -> golden check. Every step but the report
-//! skips itself when its outputs are up to date (`--force` redoes them).
+//! ONNX Runtime -> train -> quantize -> export -> eval -> report -> golden check -> verify. Every step
+//! but the report skips itself when its outputs are up to date (`--force` redoes them). Needs Rust and
+//! `python3 -m pip` (for ONNX Runtime's wheel); the Python venv is the tests' alone.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use vggq_core::{flag_value, DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
+
+use crate::onnxruntime::{self, OnnxRuntime};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// `full` (the seed's recipe) or `smoke` (the same pipeline, minutes on 2 CPU cores).
-    #[arg(long, default_value = "full")]
-    pub profile: String,
-    /// `auto`, `cuda` or `cpu`.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// `pretrained` or `random`; defaults to the profile's.
-    #[arg(long)]
-    pub init: Option<String>,
+    /// The recipe: `full` (the seed's) or `smoke` (the same pipeline, minutes on 2 CPU cores).
+    #[arg(long, value_enum, default_value = "full")]
+    pub profile: ProfileName,
+    /// Where to train and evaluate: `auto` (CUDA when usable, else the CPU, and says why), `cuda` (any
+    /// fallback is an error) or `cpu`. The full profile on a CPU needs `--device cpu`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceRequest,
+    /// Overrides the profile's initialisation.
+    #[arg(long, value_enum)]
+    pub init: Option<Init>,
     /// CIFAR-10 on disk: an archive or folder (official binary or ImageFolder layout). Default: download
     /// the official archive into the cache.
     #[arg(long)]
@@ -28,61 +34,89 @@ pub struct Args {
     /// Redo every step even when its outputs are up to date.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub limits: Limits,
 }
-
-/// The four ONNX files `vggq export` writes, in the report's order.
-const ONNX_FILES: [&str; 4] = [
-    "mission16_vgg11bn_fp32.onnx",
-    "mission16_vgg11bn_int8_dynamic.onnx",
-    "mission16_vgg11bn_int8_static.onnx",
-    "mission_16_vgg11bn_qat_int8_fp32match.onnx",
-];
 
 /// Runs the pipeline; returns the package folder.
 pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
-    let setup = crate::setup(sh)?;
-    let _onnxruntime = sh.push_env(crate::onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime);
-    let _provenance = provenance_env(sh)?;
-    let features = crate::cuda_feature_flags();
-    cmd!(sh, "cargo build --release {features...} --bin vggq").run()?;
-    let vggq = crate::target_dir(sh).join("release/vggq");
-    let out = args.out.clone().unwrap_or_else(|| Path::new("artifacts").join(&args.profile));
+    let onnxruntime = onnxruntime::ensure(sh)?;
+    let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &onnxruntime.library);
+    let _provenance = provenance_env(sh, &onnxruntime);
+    let vggq = crate::build_vggq(sh)?;
+    let out = args.out.clone().unwrap_or_else(|| Path::new("artifacts").join(flag_value(args.profile)));
 
     let data: &Vec<String> = &args.data.iter().flat_map(|d| ["--data".to_string(), d.display().to_string()]).collect();
     let force: &Vec<&str> = &if args.force { vec!["--force"] } else { vec![] };
-    let init: Vec<String> = args.init.iter().flat_map(|i| ["--init".to_string(), i.clone()]).collect();
-    let (profile, device) = (&args.profile, &args.device);
+    let init: Vec<String> = args.init.iter().flat_map(|&i| ["--init".to_string(), flag_value(i)]).collect();
+    let limits = args.limits.to_args();
+    let (profile, device) = (flag_value(args.profile), flag_value(args.device));
 
-    cmd!(sh, "{vggq} train --profile {profile} --device {device} --out {out} {init...} {data...} {force...}").run()?;
+    cmd!(sh, "{vggq} train --profile {profile} --device {device} --out {out} {init...} {limits...} {data...} {force...}").run()?;
     cmd!(sh, "{vggq} quantize --run {out} --device {device} {data...} {force...}").run()?;
     cmd!(sh, "{vggq} export --run {out}").run()?;
-    let onnx: Vec<PathBuf> = ONNX_FILES.iter().map(|file| out.join(file)).collect();
-    let metrics = out.join("metrics.json");
-    cmd!(sh, "{vggq} eval {onnx...} --providers cuda,cpu --report {metrics} {data...} {force...}").run()?;
+    cmd!(sh, "{vggq} eval --run {out} --device {device} {data...} {force...}").run()?;
     cmd!(sh, "{vggq} report --run {out}").run()?;
-    golden_check(sh, &out)?;
+    let pending = golden_check(sh, &out)?;
     cmd!(sh, "{vggq} verify {out}").run()?;
+    println!("package: {}", out.display());
+    if let Some(message) = pending {
+        println!("{message}");
+    }
     Ok(out)
 }
 
-/// Compares the run's metric table with `golden/<profile>.snap` (insta): a changed metric fails here with
-/// the diff; `cargo insta review` accepts a reviewed change.
-pub fn golden_check(sh: &Shell, run: &Path) -> Result<()> {
+/// Compares the run's metric table with its reviewed golden, `golden/<profile>-<device>.snap` (insta):
+/// a changed metric fails here with the diff. A run whose profile and device have no reviewed golden
+/// yet passes and leaves the table as a pending snapshot (`.snap.new`); the returned message says how
+/// to review and accept it. Under CI (`CI=true`) a missing golden fails, as insta makes it.
+pub fn golden_check(sh: &Shell, run: &Path) -> Result<Option<String>> {
     let _run = sh.push_env("VGGQ_GOLDEN_RUN", sh.current_dir().join(run));
-    cmd!(sh, "cargo test --release --quiet --test golden").run().map_err(|error| {
-        anyhow::anyhow!("{error}\nthe metrics differ from the reviewed golden table: if the change is intended, run `cargo insta review`")
-    })
+    let features = crate::cuda_feature_flags();
+    let started = SystemTime::now();
+    cmd!(sh, "cargo test --release --quiet {features...} --test golden").run().map_err(|error| {
+        anyhow::anyhow!(
+            "{error}\nthe metrics differ from the reviewed golden table: if the change is intended, review and accept it \
+             with `cargo insta review` (install it once with `cargo install cargo-insta --locked`)"
+        )
+    })?;
+    let pending = pending_snapshots(&sh.current_dir().join("golden"), started)?;
+    Ok((!pending.is_empty()).then(|| {
+        let names: Vec<String> = pending.iter().map(|p| p.display().to_string()).collect();
+        format!(
+            "no reviewed golden table for this profile and device yet: the run's table is pending in {}.\n\
+             Review it and accept it into golden/ (then commit it):\n  \
+             cargo install cargo-insta --locked   # once\n  \
+             cargo insta review                   # `a` accepts\n\
+             or read it and rename it to drop `.new`.",
+            names.join(", ")
+        )
+    }))
 }
 
-/// Git and toolchain facts for the package's manifest, which the `vggq` binary cannot know itself.
-fn provenance_env(sh: &Shell) -> Result<Vec<xshell::PushEnv<'_>>> {
+/// Pending snapshots (`*.snap.new`) written since `since`.
+fn pending_snapshots(golden: &Path, since: SystemTime) -> Result<Vec<PathBuf>> {
+    let mut pending = Vec::new();
+    for entry in std::fs::read_dir(golden).with_context(|| format!("reading {}", golden.display()))? {
+        let path = entry?.path();
+        let fresh = std::fs::metadata(&path)?.modified()? >= since;
+        if fresh && path.to_string_lossy().ends_with(".snap.new") {
+            pending.push(Path::new("golden").join(path.file_name().expect("a file")));
+        }
+    }
+    Ok(pending)
+}
+
+/// Git, toolchain and ONNX Runtime facts for the package's manifest, which the `vggq` binary cannot know
+/// itself.
+fn provenance_env<'a>(sh: &'a Shell, onnxruntime: &OnnxRuntime) -> Vec<xshell::PushEnv<'a>> {
     let commit = cmd!(sh, "git rev-parse HEAD").read().unwrap_or_else(|_| "unknown".into());
     let dirty = cmd!(sh, "git status --porcelain --untracked-files=no").read().map(|s| !s.trim().is_empty()).unwrap_or(true);
     let rustc = cmd!(sh, "rustc --version").read().unwrap_or_else(|_| "unknown".into());
-    Ok(vec![
+    vec![
         sh.push_env("VGGQ_GIT_COMMIT", commit),
         sh.push_env("VGGQ_GIT_DIRTY", dirty.to_string()),
         sh.push_env("VGGQ_RUSTC", rustc),
-        sh.push_env("VGGQ_ONNXRUNTIME", crate::onnxruntime::VERSION),
-    ])
+        sh.push_env("VGGQ_ONNXRUNTIME", &onnxruntime.description),
+    ]
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use xshell::{cmd, Shell};
 
-use crate::{python, shared_dir};
+use vggq_core::places::shared_dir;
+use vggq_core::{flag_value, DeviceRequest, Variant};
+
+use crate::python;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,9 +47,8 @@ struct OnnxBench {
     data: Option<String>,
 }
 
-/// The files `bench onnx` compares, in order.
-const ONNX_BENCH_FILES: [&str; 3] =
-    ["mission16_vgg11bn_fp32.onnx", "mission16_vgg11bn_int8_static.onnx", "mission16_vgg11bn_int8_dynamic.onnx"];
+/// The variants `bench onnx` compares, in order.
+const ONNX_BENCH_VARIANTS: [Variant; 3] = [Variant::Fp32, Variant::StaticInt8, Variant::DynamicInt8];
 
 /// The model and batch shapes to measure; the defaults are the smoke profile's.
 #[derive(clap::Args)]
@@ -62,34 +64,33 @@ struct TrainShapes {
     /// Seconds of measurement per figure, after warm-up.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// `cpu`, `cuda` or `auto`; PyTorch runs on the same.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Where both run: `cpu` or `cuda` (`auto` measures vggq where it would train and PyTorch on the CPU).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceRequest,
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    let features = crate::cuda_feature_flags();
-    cmd!(sh, "cargo build --release {features...} --bin vggq").run()?;
+    let vggq = crate::build_vggq(sh)?;
     match args.what {
-        Bench::Train(shapes) => train(sh, shapes),
+        Bench::Train(shapes) => train(sh, &vggq, shapes),
         Bench::Loader => {
             let data = shared_dir().join("data/cifar10-jpeg.tar.gz");
-            cmd!(sh, "target/release/vggq bench-loader --data {data}").run()?;
+            cmd!(sh, "{vggq} bench-loader --data {data}").run()?;
             Ok(())
         }
-        Bench::Onnx(bench) => onnx(sh, bench),
+        Bench::Onnx(bench) => onnx(sh, &vggq, bench),
     }
 }
 
-fn onnx(sh: &Shell, bench: OnnxBench) -> Result<()> {
+fn onnx(sh: &Shell, vggq: &PathBuf, bench: OnnxBench) -> Result<()> {
     let setup = crate::setup(sh)?;
-    let _onnxruntime = sh.push_env(crate::onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime);
-    let files: Vec<PathBuf> = ONNX_BENCH_FILES.iter().map(|f| bench.run.join(f)).filter(|p| p.is_file()).collect();
+    let _onnxruntime = sh.push_env(crate::onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime.library);
+    let files: Vec<PathBuf> = ONNX_BENCH_VARIANTS.iter().map(|v| bench.run.join(v.onnx_file())).filter(|p| p.is_file()).collect();
     if files.is_empty() {
         anyhow::bail!("no exported ONNX files in {} (run `vggq export` first)", bench.run.display());
     }
     let (images, batches, threads) = (bench.images.to_string(), bench.batches.to_string(), bench.threads.to_string());
-    let mut eval_args = vec!["--providers".to_string(), "cpu".into(), "--images".into(), images];
+    let mut eval_args = vec!["--device".to_string(), flag_value(DeviceRequest::Cpu), "--images".into(), images];
     if bench.threads > 0 {
         eval_args.extend(["--threads".into(), threads.clone()]);
     }
@@ -98,7 +99,6 @@ fn onnx(sh: &Shell, bench: OnnxBench) -> Result<()> {
     }
     let report = bench.run.join("bench_onnx.json");
     let files_for_eval = &files;
-    let vggq = crate::target_dir(sh).join("release/vggq");
     cmd!(sh, "{vggq} eval {files_for_eval...} {eval_args...} --report {report}").run()?;
     let python = setup.python;
     let files = &files;
@@ -106,11 +106,12 @@ fn onnx(sh: &Shell, bench: OnnxBench) -> Result<()> {
     Ok(())
 }
 
-fn train(sh: &Shell, shapes: TrainShapes) -> Result<()> {
+fn train(sh: &Shell, vggq: &PathBuf, shapes: TrainShapes) -> Result<()> {
     let TrainShapes { size, width_div, hidden, batch, seconds, device } = shapes;
     let (size, width_div, hidden, batch, seconds) =
         (size.to_string(), width_div.to_string(), hidden.to_string(), batch.to_string(), seconds.to_string());
-    cmd!(sh, "target/release/vggq bench-train --device {device} --size {size} --width-div {width_div} --hidden {hidden} --batch {batch} --seconds {seconds}")
+    let device = flag_value(device);
+    cmd!(sh, "{vggq} bench-train --device {device} --size {size} --width-div {width_div} --hidden {hidden} --batch {batch} --seconds {seconds}")
         .run()?;
     let python = python::ensure_venv(sh)?;
     let torch_device = if device == "auto" { "cpu".to_string() } else { device };

@@ -6,6 +6,7 @@
 
 mod all;
 mod bench;
+mod device_bundle;
 mod inspect;
 mod onnxruntime;
 mod python;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use vggq_core::places::{workspace_root, CudaToolkit};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, test, benchmark and package vggq")]
@@ -27,10 +29,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The main job: train VGG11-BN on CIFAR-10 and write everything under `artifacts/<profile>/`.
+    /// Needs Rust and `python3 -m pip` (to fetch ONNX Runtime's wheel), nothing else.
     All(all::Args),
     /// The whole test suite, as CI runs it (sets up the pinned PyTorch venv first).
     Test(test::Args),
-    /// Install what the pipeline and its tests need beside Rust (the pinned Python venv, ONNX Runtime), idempotently.
+    /// Install, ahead of time, what the tests and benchmarks need beside Rust: ONNX Runtime (with the CUDA
+    /// provider's libraries where an NVIDIA driver is present) and the pinned Python venv. Idempotent.
     Setup,
     /// Benchmarks, each beside its baseline on the same machine.
     Bench(bench::Args),
@@ -38,6 +42,9 @@ enum Command {
     Verify(verify::Args),
     /// List what a `.pth` file holds, as PyTorch sees it, without executing anything in it.
     Inspect(inspect::Args),
+    /// Pack what the GPU check (`scripts/device-check.sh`) needs on the lent GPU machine into `.device/`,
+    /// in parts that one `device` call carries each.
+    DeviceBundle(device_bundle::Args),
 }
 
 fn main() -> Result<()> {
@@ -45,33 +52,29 @@ fn main() -> Result<()> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(workspace_root());
     match cli.command {
-        Command::All(args) => all::run(&sh, args).map(|out| println!("package: {}", out.display())),
+        Command::All(args) => all::run(&sh, args).map(|_| ()),
         Command::Test(args) => test::run(&sh, args),
         Command::Setup => setup(&sh).map(|_| ()),
         Command::Bench(args) => bench::run(&sh, args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(&sh, args),
+        Command::DeviceBundle(args) => device_bundle::run(&sh, args),
     }
 }
 
-/// The pinned Python venv and ONNX Runtime; says where they are. `all` and `test` run it first.
+/// ONNX Runtime and the pinned Python venv, for the tests and benchmarks; says where they are.
 fn setup(sh: &xshell::Shell) -> Result<Setup> {
+    let onnxruntime = onnxruntime::ensure(sh)?;
+    println!("ONNX Runtime: {} (the vggq binary finds it through {})", onnxruntime.library.display(), onnxruntime::ORT_DYLIB_PATH);
     let python = python::ensure_venv(sh)?;
     println!("python venv: {}", python.display());
-    let onnxruntime = onnxruntime::ensure(sh)?;
-    println!("ONNX Runtime: {} (the vggq binary finds it through {})", onnxruntime.display(), onnxruntime::ORT_DYLIB_PATH);
     Ok(Setup { python, onnxruntime })
 }
 
 /// Where `setup` put things.
 struct Setup {
     python: PathBuf,
-    onnxruntime: PathBuf,
-}
-
-/// The workspace root: xtask lives one level below it.
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits inside the workspace").to_path_buf()
+    onnxruntime: onnxruntime::OnnxRuntime,
 }
 
 /// Cargo's target folder: `$CARGO_TARGET_DIR`, else `target/` in the workspace.
@@ -80,18 +83,19 @@ fn target_dir(sh: &xshell::Shell) -> PathBuf {
     sh.current_dir().join(target)
 }
 
-/// `../shared` beside the checkout, or `$VGGQ_SHARED`: the team's fixtures, data and baselines.
-fn shared_dir() -> PathBuf {
-    std::env::var_os("VGGQ_SHARED").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared"))
+/// `--features cuda` when this machine has a CUDA toolkit to build and run burn-cuda with, else
+/// nothing: a CPU-only machine never compiles the CUDA backend. Every cargo command xtask runs on the
+/// `vggq` package takes these, so none rebuilds the burn stack with other features.
+fn cuda_feature_flags() -> Vec<String> {
+    match CudaToolkit::find() {
+        Some(_) => vec!["--features".into(), "cuda".into()],
+        None => Vec::new(),
+    }
 }
 
-/// `--features cuda` when this machine has a CUDA toolkit to build burn-cuda against, else nothing:
-/// a CPU-only machine never compiles (or fails to compile) the CUDA backend.
-fn cuda_feature_flags() -> Vec<String> {
-    let toolkit = std::env::var_os("CUDA_PATH").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/local/cuda"));
-    if toolkit.join("include/cuda.h").is_file() {
-        vec!["--features".into(), "cuda".into()]
-    } else {
-        Vec::new()
-    }
+/// Builds the `vggq` binary in release mode with this machine's features; returns its path.
+fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
+    let features = cuda_feature_flags();
+    xshell::cmd!(sh, "cargo build --release {features...} --bin vggq").run()?;
+    Ok(target_dir(sh).join("release/vggq"))
 }

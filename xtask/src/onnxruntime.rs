@@ -1,69 +1,244 @@
 //! The ONNX Runtime shared library the `vggq` binary loads at run time (`ort` with `load-dynamic`, so
-//! nothing is downloaded when building). `$ORT_DYLIB_PATH` wins; otherwise the pinned PyPI wheel
-//! (`onnxruntime-gpu` where an NVIDIA driver is present, else `onnxruntime`) is fetched with
-//! `pip download --no-deps` into `<target>/onnxruntime/` and its shared libraries are extracted there.
+//! nothing is downloaded when building), and on a machine with an NVIDIA driver the CUDA and cuDNN
+//! libraries its CUDA execution provider needs.
+//!
+//! `$ORT_DYLIB_PATH` wins. Otherwise the pinned PyPI wheel (`onnxruntime-gpu` where an NVIDIA driver is
+//! present, else `onnxruntime`) is fetched with `pip download --no-deps` into
+//! `<target>/onnxruntime/<package>-<version>/` and its libraries are unpacked into `lib/` there. For
+//! the GPU wheel, the libraries the CUDA provider needs are looked up the way the dynamic loader will
+//! (`ldd`): a system CUDA 13 / cuDNN 9 that has them all is used as it is; otherwise the wheels the GPU
+//! wheel's `cuda` and `cudnn` extras name (read from its own metadata) are fetched with their
+//! dependencies and every library in them is unpacked into the same `lib/`, where `vggq` preloads them
+//! before it registers the CUDA provider.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-/// The ONNX Runtime release every path agrees on: the wheel PyPI has for CPython 3.11, and what the
-/// Python venv's `onnxruntime` is (the baseline of the evaluation benchmark).
-pub const VERSION: &str = "1.32.0";
+/// A pinned ONNX Runtime wheel on PyPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wheel {
+    pub package: &'static str,
+    pub version: &'static str,
+}
+
+impl Wheel {
+    pub fn requirement(self) -> String {
+        format!("{}=={}", self.package, self.version)
+    }
+}
+
+/// The CPU build: the newest `onnxruntime` on PyPI, the same release the test venv pins
+/// (`scripts/requirements-interop.txt`) for the Python baseline.
+pub const CPU_WHEEL: Wheel = Wheel { package: "onnxruntime", version: "1.32.0" };
+/// The CUDA 13 build: the newest `onnxruntime-gpu` on PyPI (it trails `onnxruntime`; the `ort` crate's
+/// `api-22` feature is below both).
+pub const GPU_WHEEL: Wheel = Wheel { package: "onnxruntime-gpu", version: "1.31.1" };
+/// The GPU wheel's extras that name the CUDA runtime, cuBLAS, cuFFT, cuRAND, NVRTC and cuDNN wheels.
+pub const GPU_EXTRAS: [&str; 2] = ["cuda", "cudnn"];
 /// Where the NVIDIA kernel driver announces itself.
 const NVIDIA_DRIVER: &str = "/proc/driver/nvidia/version";
 /// The variable the `vggq` binary reads.
 pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
 /// The library's name inside the wheel's `onnxruntime/capi/`.
 const LIBRARY_PREFIX: &str = "libonnxruntime.so";
+/// The CUDA execution provider, which the main library loads from its own folder.
+const CUDA_PROVIDER: &str = "libonnxruntime_providers_cuda.so";
+/// The driver's library: the NVIDIA driver installs it, never a wheel, so it is not looked for here.
+const DRIVER_LIBRARY: &str = "libcuda.so.1";
+/// Libraries of NVIDIA's wheels that ONNX Runtime never uses and that must not be loaded beside it:
+/// NVBLAS (a BLAS interposer that announces itself on stderr when loaded) and cuFFTW (FFTW's API).
+const UNUSED_CUDA_LIBRARIES: [&str; 2] = ["libnvblas.so", "libcufftw.so"];
 
-/// Returns the path of `libonnxruntime.so`, fetching it once if needed.
-pub fn ensure(sh: &Shell) -> Result<PathBuf> {
+/// The ONNX Runtime a run uses.
+pub struct OnnxRuntime {
+    /// `libonnxruntime.so`, for `$ORT_DYLIB_PATH`.
+    pub library: PathBuf,
+    /// What it is, for the manifest: `onnxruntime-gpu 1.31.1`, or the path `$ORT_DYLIB_PATH` named.
+    pub description: String,
+}
+
+/// Returns ONNX Runtime, fetching it (and the CUDA provider's libraries) once if needed.
+pub fn ensure(sh: &Shell) -> Result<OnnxRuntime> {
     if let Some(path) = std::env::var_os(ORT_DYLIB_PATH) {
         let path = PathBuf::from(path);
         if !path.is_file() {
             bail!("{ORT_DYLIB_PATH}={} is not a file", path.display());
         }
-        return Ok(path);
+        let description = format!("{ORT_DYLIB_PATH}={}", path.display());
+        return Ok(OnnxRuntime { library: path, description });
     }
-    let package = if Path::new(NVIDIA_DRIVER).exists() { "onnxruntime-gpu" } else { "onnxruntime" };
-    let root = crate::target_dir(sh).join("onnxruntime").join(format!("{package}-{VERSION}"));
-    let lib_dir = root.join("lib");
+    let wheel = if Path::new(NVIDIA_DRIVER).exists() { GPU_WHEEL } else { CPU_WHEEL };
+    let lib_dir = wheel_libraries(sh, wheel)?;
+    let root = lib_dir.parent().expect("lib/ sits in the wheel's folder");
     // Written last, so an interrupted setup is redone rather than trusted.
-    let complete = root.join(".complete");
-    if complete.exists() {
-        return find_library(&lib_dir);
+    let cuda_complete = root.join(".cuda-complete");
+    if wheel == GPU_WHEEL && !cuda_complete.exists() {
+        let record = cuda_provider_libraries(sh, &root.join(METADATA_FILE), &lib_dir)?;
+        sh.write_file(&cuda_complete, record.join("\n") + "\n")?;
     }
-    eprintln!("fetching {package}=={VERSION} from PyPI into {}", root.display());
-    let wheel_dir = root.join("wheel");
-    let python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
-    let requirement = format!("{package}=={VERSION}");
-    cmd!(sh, "{python} -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: --dest {wheel_dir} {requirement}")
-        .run()
-        .with_context(|| {
-            format!("could not fetch {requirement} (needs python3 with pip and PyPI); or set {ORT_DYLIB_PATH} to an existing libonnxruntime.so")
-        })?;
-    let wheel = sh
-        .read_dir(&wheel_dir)?
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .with_context(|| format!("pip left no wheel in {}", wheel_dir.display()))?;
-    let unpacked = root.join("unpacked");
-    cmd!(sh, "{python} -m zipfile -e {wheel} {unpacked}").run().context("unpacking the wheel")?;
-    // The providers (`libonnxruntime_providers_*.so`) must sit beside the main library, which loads them;
-    // the Python extension module is left behind.
+    Ok(OnnxRuntime { library: find_library(&lib_dir)?, description: format!("{} {}", wheel.package, wheel.version) })
+}
+
+/// The wheel's `METADATA`, kept beside its libraries for the extras it names.
+const METADATA_FILE: &str = "METADATA";
+
+/// The shared libraries of `wheel` (no CUDA or cuDNN), fetched once with `pip download --no-deps` into
+/// `<target>/onnxruntime/<package>-<version>/lib/`; returns that folder.
+pub fn wheel_libraries(sh: &Shell, wheel: Wheel) -> Result<PathBuf> {
+    let root = crate::target_dir(sh).join("onnxruntime").join(format!("{}-{}", wheel.package, wheel.version));
+    let lib_dir = root.join("lib");
+    // Written last, so an interrupted fetch is redone rather than trusted.
+    let complete = root.join(".wheel-complete");
+    if complete.exists() {
+        return Ok(lib_dir);
+    }
+    if root.exists() {
+        sh.remove_path(&root)?;
+    }
+    eprintln!("fetching {} from PyPI into {}", wheel.requirement(), root.display());
+    let downloads = root.join("downloads");
+    pip_download(sh, &downloads, &[wheel.requirement()], false)
+        .with_context(|| format!("or set {ORT_DYLIB_PATH} to an existing libonnxruntime.so"))?;
+    let unpacked = unpack_all(sh, &downloads, &root.join("unpacked"))?;
     sh.create_dir(&lib_dir)?;
-    for library in sh.read_dir(unpacked.join("onnxruntime/capi"))? {
+    copy_libraries(sh, &unpacked.join("onnxruntime/capi"), &lib_dir, |name| name.starts_with("libonnxruntime"))?;
+    sh.write_file(root.join(METADATA_FILE), dist_info_metadata(sh, &unpacked)?)?;
+    sh.remove_path(&downloads)?;
+    sh.remove_path(&unpacked)?;
+    find_library(&lib_dir)?;
+    sh.write_file(&complete, wheel.requirement())?;
+    Ok(lib_dir)
+}
+
+/// Makes every library the CUDA provider in `lib_dir` links to loadable: from the system where it has
+/// them all, else from the wheels the GPU wheel's extras name, unpacked into `lib_dir`. Returns what
+/// was used, for the setup record.
+fn cuda_provider_libraries(sh: &Shell, wheel_metadata: &Path, lib_dir: &Path) -> Result<Vec<String>> {
+    let provider = lib_dir.join(CUDA_PROVIDER);
+    let missing = unresolved_libraries(sh, &provider, None)?;
+    if missing.is_empty() {
+        eprintln!("the CUDA provider's libraries are all installed on this machine: using them");
+        return Ok(vec!["CUDA and cuDNN libraries: the system's".into()]);
+    }
+    let requirements = extra_requirements(&sh.read_file(wheel_metadata)?, &GPU_EXTRAS);
+    if requirements.is_empty() {
+        bail!("the {} wheel's metadata names no requirements for its extras {GPU_EXTRAS:?}", GPU_WHEEL.package);
+    }
+    eprintln!("the CUDA provider needs {} (not installed here): fetching {}", missing.join(", "), requirements.join(" "));
+    let root = lib_dir.parent().expect("lib/ sits in the wheel's folder");
+    let downloads = root.join("cuda-downloads");
+    pip_download(sh, &downloads, &requirements, true)?;
+    let wheels: Vec<String> = wheel_files(sh, &downloads)?.iter().filter_map(|w| w.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    let unpacked = unpack_all(sh, &downloads, &root.join("cuda-unpacked"))?;
+    // NVIDIA's wheels keep their libraries in `nvidia/<component>/lib/` (or `nvidia/cu13/lib/`).
+    for lib in find_dirs_named(&unpacked, "lib")? {
+        copy_libraries(sh, &lib, lib_dir, |name| !UNUSED_CUDA_LIBRARIES.iter().any(|unused| name.starts_with(unused)))?;
+    }
+    sh.remove_path(&downloads)?;
+    sh.remove_path(&unpacked)?;
+    let still_missing = unresolved_libraries(sh, &provider, Some(lib_dir))?;
+    if !still_missing.is_empty() {
+        bail!("after unpacking {}, the CUDA provider still cannot find {}", wheels.join(", "), still_missing.join(", "));
+    }
+    Ok(wheels)
+}
+
+/// The requirements `Requires-Dist` lines of a wheel's `METADATA` give for any of `extras`
+/// (`nvidia-cudnn-cu13~=9.0; extra == "cudnn"` -> `nvidia-cudnn-cu13~=9.0`).
+pub fn extra_requirements(metadata: &str, extras: &[&str]) -> Vec<String> {
+    metadata
+        .lines()
+        .filter_map(|line| line.strip_prefix("Requires-Dist:"))
+        .filter_map(|requirement| requirement.split_once(';'))
+        .filter(|(_, marker)| {
+            let marker = marker.replace('\'', "\"").replace(' ', "");
+            extras.iter().any(|extra| marker.contains(&format!("extra==\"{extra}\"")))
+        })
+        .map(|(requirement, _)| requirement.trim().to_string())
+        .collect()
+}
+
+/// The shared libraries `library` links to that the dynamic loader cannot find (with `extra_dir` first
+/// on its path), as `ldd` reports them; the NVIDIA driver's own library aside.
+fn unresolved_libraries(sh: &Shell, library: &Path, extra_dir: Option<&Path>) -> Result<Vec<String>> {
+    let _path = extra_dir.map(|dir| sh.push_env("LD_LIBRARY_PATH", dir));
+    let output = cmd!(sh, "ldd {library}").ignore_status().read().context("running ldd (from the C library's tools)")?;
+    Ok(output
+        .lines()
+        .filter(|line| line.contains("not found"))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != DRIVER_LIBRARY)
+        .map(str::to_string)
+        .collect())
+}
+
+/// `pip download` of binary wheels into `dest`, with their dependencies or without.
+fn pip_download(sh: &Shell, dest: &Path, requirements: &[String], with_dependencies: bool) -> Result<()> {
+    let python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let no_deps: &[&str] = if with_dependencies { &[] } else { &["--no-deps"] };
+    cmd!(sh, "{python} -m pip download --quiet --disable-pip-version-check {no_deps...} --only-binary=:all: --dest {dest} {requirements...}")
+        .run()
+        .with_context(|| format!("could not fetch {} (needs python3 with pip, and PyPI)", requirements.join(" ")))
+}
+
+fn wheel_files(sh: &Shell, dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(sh.read_dir(dir)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "whl")).collect())
+}
+
+/// Unpacks every wheel in `downloads` into `dest`; returns `dest`.
+fn unpack_all(sh: &Shell, downloads: &Path, dest: &Path) -> Result<PathBuf> {
+    let python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let wheels = wheel_files(sh, downloads)?;
+    if wheels.is_empty() {
+        bail!("pip left no wheel in {}", downloads.display());
+    }
+    for wheel in wheels {
+        cmd!(sh, "{python} -m zipfile -e {wheel} {dest}").run().with_context(|| format!("unpacking {}", wheel.display()))?;
+    }
+    Ok(dest.to_path_buf())
+}
+
+/// The `METADATA` of the one `*.dist-info` in an unpacked wheel.
+fn dist_info_metadata(sh: &Shell, unpacked: &Path) -> Result<String> {
+    let dist_info = sh
+        .read_dir(unpacked)?
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "dist-info"))
+        .with_context(|| format!("no .dist-info in {}", unpacked.display()))?;
+    Ok(sh.read_file(dist_info.join("METADATA"))?)
+}
+
+/// Copies the shared libraries (`*.so`, `*.so.*`) in `from` that `keep` accepts into `to`.
+fn copy_libraries(sh: &Shell, from: &Path, to: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {
+    for library in sh.read_dir(from)? {
         let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with("lib") && name.contains(".so") {
-            sh.copy_file(&library, &lib_dir)?;
+        let shared_library = name.ends_with(".so") || name.contains(".so.");
+        if library.is_file() && shared_library && keep(&name) {
+            sh.copy_file(&library, to)?;
         }
     }
-    sh.remove_path(&unpacked)?;
-    let path = find_library(&lib_dir)?;
-    sh.write_file(&complete, &requirement)?;
-    Ok(path)
+    Ok(())
+}
+
+/// Every folder under `root` called `name`.
+fn find_dirs_named(root: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n == name) {
+                    found.push(path.clone());
+                }
+                pending.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 fn find_library(lib_dir: &Path) -> Result<PathBuf> {
@@ -72,4 +247,79 @@ fn find_library(lib_dir: &Path) -> Result<PathBuf> {
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(LIBRARY_PREFIX)))
         .with_context(|| format!("no {LIBRARY_PREFIX}* in {}", lib_dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `Requires-Dist` lines of onnxruntime_gpu-1.31.1's METADATA, as PyPI serves them.
+    const GPU_METADATA: &str = "Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.31.1\n\
+        Requires-Dist: flatbuffers\nRequires-Dist: numpy>=1.21.6\nRequires-Dist: packaging\n\
+        Requires-Dist: protobuf>=4.25.8\nRequires-Dist: sympy; extra == \"symbolic\"\n\
+        Requires-Dist: ml_dtypes; extra == \"quantization\"\n\
+        Requires-Dist: nvidia-cuda-nvrtc~=13.0; extra == \"cuda\"\n\
+        Requires-Dist: nvidia-cuda-runtime~=13.0; extra == \"cuda\"\n\
+        Requires-Dist: nvidia-cufft~=12.0; extra == \"cuda\"\n\
+        Requires-Dist: nvidia-curand~=10.0; extra == \"cuda\"\n\
+        Requires-Dist: nvidia-cudnn-cu13~=9.0; extra == \"cudnn\"\n";
+
+    #[test]
+    fn the_extras_requirements_come_from_the_metadata() {
+        assert_eq!(
+            extra_requirements(GPU_METADATA, &GPU_EXTRAS),
+            ["nvidia-cuda-nvrtc~=13.0", "nvidia-cuda-runtime~=13.0", "nvidia-cufft~=12.0", "nvidia-curand~=10.0", "nvidia-cudnn-cu13~=9.0"]
+        );
+        assert_eq!(extra_requirements(GPU_METADATA, &["symbolic"]), ["sympy"]);
+        assert_eq!(extra_requirements("Requires-Dist: a; python_version >= '3.8' and extra == 'cuda'\n", &["cuda"]), ["a"]);
+        assert!(extra_requirements(GPU_METADATA, &["tensorrt"]).is_empty());
+    }
+
+    /// What pip would install for `requirements`: (name, version, requires_dist) per package, resolved
+    /// against PyPI without downloading a wheel (`--dry-run` reads PyPI's separate metadata files).
+    fn pip_resolve(requirements: &[&str]) -> Vec<(String, String, Vec<String>)> {
+        let report = tempfile::NamedTempFile::new().unwrap();
+        let status = std::process::Command::new(std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into()))
+            .args(["-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:", "--quiet", "--disable-pip-version-check"])
+            .arg("--report")
+            .arg(report.path())
+            .args(requirements)
+            .status()
+            .expect("python3 with pip");
+        assert!(status.success(), "pip could not resolve {requirements:?} on PyPI");
+        let report: serde_json::Value = serde_json::from_reader(report.as_file()).unwrap();
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        report["install"]
+            .as_array()
+            .expect("pip's report lists what it would install")
+            .iter()
+            .map(|package| {
+                let metadata = &package["metadata"];
+                let requires = metadata["requires_dist"].as_array().map(|r| r.iter().map(text).collect()).unwrap_or_default();
+                (text(&metadata["name"]), text(&metadata["version"]), requires)
+            })
+            .collect()
+    }
+
+    /// The pinned wheels exist on PyPI, and the GPU wheel's extras resolve to the CUDA 13 and cuDNN 9
+    /// libraries (cuBLAS through cuDNN). Needs PyPI, as `cargo xtask setup` does.
+    #[test]
+    fn pinned_wheels_resolve_on_pypi_with_their_extras() {
+        let cpu = pip_resolve(&[&format!("{}=={}", CPU_WHEEL.package, CPU_WHEEL.version)]);
+        assert!(cpu.iter().any(|(name, version, _)| name == CPU_WHEEL.package && version == CPU_WHEEL.version), "{cpu:?}");
+
+        let gpu = pip_resolve(&[&GPU_WHEEL.requirement()]);
+        let (_, _, requires) = gpu.iter().find(|(name, version, _)| name == GPU_WHEEL.package && version == GPU_WHEEL.version).expect("the GPU wheel");
+        let metadata: String = requires.iter().map(|r| format!("Requires-Dist: {r}\n")).collect();
+        let extras = extra_requirements(&metadata, &GPU_EXTRAS);
+        let extras: Vec<&str> = extras.iter().map(String::as_str).collect();
+        let libraries = pip_resolve(&extras);
+        let names: Vec<&str> = libraries.iter().map(|(name, _, _)| name.as_str()).collect();
+        for needed in ["nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cufft", "nvidia-curand", "nvidia-cudnn-cu13", "nvidia-cublas"] {
+            assert!(names.contains(&needed), "{needed} is not among {names:?}");
+        }
+        let major = |name: &str| libraries.iter().find(|(n, _, _)| n == name).map(|(_, v, _)| v.split('.').next().unwrap_or("").to_string());
+        assert_eq!(major("nvidia-cuda-runtime").as_deref(), Some("13"), "CUDA 13 runtime");
+        assert_eq!(major("nvidia-cudnn-cu13").as_deref(), Some("9"), "cuDNN 9");
+    }
 }

@@ -1,24 +1,15 @@
-//! The pinned Python venv (PyTorch, torchvision, onnx, onnxruntime) the tests use as their independent
-//! reference. It is large (CUDA wheels included: PyPI's torch has no CPU-only build), so it lives in a
-//! user cache outside the repo and is reused until `scripts/requirements-interop.txt` changes.
+//! The pinned Python venv (PyTorch, torchvision, onnx, onnxruntime) the tests and benchmarks use as
+//! their independent reference; the main job never runs Python. It is large (CUDA wheels included:
+//! PyPI's torch has no CPU-only build), so it lives in the user cache outside the repo and is reused
+//! until `scripts/requirements-interop.txt` changes.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use vggq_core::places::cache_dir;
 use xshell::{cmd, Shell};
 
 const REQUIREMENTS: &str = "scripts/requirements-interop.txt";
-
-/// `$VGGQ_CACHE`, else `$XDG_CACHE_HOME/vggq`, else `~/.cache/vggq`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("VGGQ_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache"));
-    base.join("vggq")
-}
 
 /// Creates the venv if its requirements changed or it is incomplete; returns its python.
 pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {

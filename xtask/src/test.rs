@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use vggq_core::places::shared_dir;
+use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
-use crate::{all, onnxruntime, shared_dir};
+use crate::{all, onnxruntime};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,36 +18,48 @@ pub struct Args {
 
 /// Where the second smoke run goes, to compare checksums with the first.
 const RERUN_DIR: &str = "target/reproducibility/smoke";
+/// Where the full-shape run goes.
+const FULL_SHAPE_DIR: &str = "target/full-shape";
+/// The full profile's shapes on a few hundred images and one epoch, from random weights: minutes on 2
+/// cores, and everything only full size shows (file sizes, ORT's fused INT8 operators at 128 px, the
+/// `.pth` files PyTorch loads into the seed's modules).
+const FULL_SHAPE_LIMITS: Limits = Limits { train_images: Some(192), eval_images: Some(96), calibration_batches: Some(2), epochs: Some(1) };
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    // The smoke pipeline end to end on the JPEG copy, golden check included; then again from scratch
-    // into another folder: same machine, code, seed and data must give the same SHA256SUMS.
-    let smoke = |out: Option<PathBuf>, force: bool| all::Args {
-        profile: "smoke".into(),
-        device: "cpu".into(),
-        init: None,
-        data: Some(shared_dir().join("data/cifar10-jpeg.tar.gz")),
+    cmd!(sh, "cargo fmt --all --check").run()?;
+    let features = crate::cuda_feature_flags();
+    let setup = crate::setup(sh)?;
+    let data = shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let pipeline = |profile, init, limits, out: Option<PathBuf>, force| all::Args {
+        profile,
+        device: DeviceRequest::Cpu,
+        init,
+        data: Some(data.clone()),
         out,
         force,
+        limits,
     };
-    let first = all::run(sh, smoke(None, false))?;
-    let second = all::run(sh, smoke(Some(PathBuf::from(RERUN_DIR)), true))?;
+    // The smoke pipeline end to end on the JPEG copy, golden check included; then again from scratch
+    // into another folder: same machine, code, seed and data must give the same SHA256SUMS.
+    let first = all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), None, false))?;
+    let second = all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), Some(PathBuf::from(RERUN_DIR)), true))?;
     let (a, b) = (sh.read_file(first.join("SHA256SUMS"))?, sh.read_file(second.join("SHA256SUMS"))?);
     if a != b {
         bail!("two smoke runs gave different SHA256SUMS:\n{}:\n{a}\n{}:\n{b}", first.display(), second.display());
     }
     println!("reproducible: {} and {} have identical SHA256SUMS", first.display(), second.display());
+    let full_shape = all::run(sh, pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false))?;
 
-    let setup = crate::setup(sh)?;
     let _python = sh.push_env("VGGQ_PYTHON", &setup.python);
-    let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime);
+    let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime.library);
     let _shared = sh.push_env("VGGQ_SHARED", shared_dir());
     let _golden = sh.push_env("VGGQ_GOLDEN_RUN", sh.current_dir().join(first));
+    let _full_shape = sh.push_env("VGGQ_FULL_SHAPE_RUN", sh.current_dir().join(full_shape));
     // --release: the tests train a small VGG on real images, and release shares its build with `all`.
     let cargo_args = args.cargo_args;
-    cmd!(sh, "cargo test --release --workspace {cargo_args...}").run()?;
-    // The CUDA backend is compiled only where a toolkit is present; type-check it here so a GPU
-    // machine never meets code that does not build.
-    cmd!(sh, "cargo check --features cuda --bin vggq").run()?;
+    cmd!(sh, "cargo test --release --workspace {features...} {cargo_args...}").run()?;
+    // Lints, with the CUDA backend compiled in: CPU machines never build it otherwise, and a GPU machine
+    // must never meet code that does not build.
+    cmd!(sh, "cargo clippy --workspace --all-targets --features vggq/cuda -- -D warnings").run()?;
     Ok(())
 }

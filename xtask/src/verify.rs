@@ -12,8 +12,8 @@ pub struct Args {
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    let features = crate::cuda_feature_flags();
+    let vggq = crate::build_vggq(sh)?;
     let dir = args.dir;
-    cmd!(sh, "cargo run --release --quiet {features...} --bin vggq -- verify {dir}").run()?;
+    cmd!(sh, "{vggq} verify {dir}").run()?;
     Ok(())
 }

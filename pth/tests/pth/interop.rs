@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use vggq_pth::layout::{layout, Feature, Variant, VggConfig};
+use vggq_pth::layout::{layout, Variant, VggConfig};
 use vggq_pth::{write_file, QTensor, Quantizer, Tensor, Value};
 
 use crate::synth;
@@ -145,21 +145,6 @@ fn manifest(state_dict: &vggq_pth::StateDict) -> (String, Vec<u8>) {
     )
 }
 
-fn config_json(config: &VggConfig, input_side: usize) -> String {
-    let features: Vec<usize> = config
-        .features
-        .iter()
-        .map(|f| if let Feature::Conv(c) = f { *c } else { 0 })
-        .collect();
-    format!(
-        r#"{{"features": {}, "avgpool_side": {}, "hidden": {}, "classes": {}, "input_side": {input_side}}}"#,
-        list(&features),
-        config.avgpool_side,
-        config.hidden,
-        config.classes
-    )
-}
-
 fn check_in_pytorch(variant: Variant) {
     let python = python();
     let config = VggConfig::tiny();
@@ -183,7 +168,7 @@ fn check_in_pytorch(variant: Variant) {
         .arg(&pth)
         .arg(&manifest_path)
         .arg(&blob_path)
-        .arg(config_json(&config, TINY_INPUT_SIDE))
+        .arg(config.torch_module_json(TINY_INPUT_SIDE))
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -10,13 +10,7 @@ pub const REFERENCE_STEMS: [&str; 4] = [
     "tiny_qat_int8_fx",
 ];
 
-/// `shared/` beside the repository (override with `VGGQ_SHARED`).
-pub fn shared_dir() -> PathBuf {
-    match std::env::var_os("VGGQ_SHARED") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"),
-    }
-}
+pub use vggq_core::places::shared_dir;
 
 /// The folder holding the torch reference files and their README.
 pub fn reference_dir() -> PathBuf {

@@ -11,34 +11,13 @@ import sys
 
 import torch
 import torch.nn as nn
-from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping, quantize_dynamic
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 # The shared torchvision module builder lives in the repository's scripts/.
 import os  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../scripts"))
-from torch_vgg import vgg_module  # noqa: E402
+from torch_vgg import variant_module  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "int64": torch.int64, "qint8": torch.int8, "quint8": torch.uint8}
 QDTYPES = {"qint8": torch.qint8, "quint8": torch.quint8}
-
-
-def build(variant, config):
-    torch.manual_seed(0)
-    model = vgg_module(config)
-    example = (torch.randn(2, 3, config["input_side"], config["input_side"]),)
-    if variant == "fp32":
-        return model.eval(), example
-    if variant == "dynamic_int8":
-        return quantize_dynamic(model.eval(), {nn.Linear}, torch.qint8), example
-    if variant == "static_int8_fx":
-        prepared = prepare_fx(model.eval(), get_default_qconfig_mapping("fbgemm"), example)
-        prepared(*example)
-        return convert_fx(prepared), example
-    if variant == "qat_int8_fx":
-        prepared = prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping("fbgemm"), example)
-        prepared(*example)
-        return convert_fx(prepared.eval()), example
-    raise SystemExit(f"unknown variant {variant}")
 
 
 def expected_tensor(spec, blob):
@@ -115,7 +94,7 @@ def main():
         if spec["key"] in loaded:
             compare(spec["key"], loaded[spec["key"]], spec, blob, failures, check_strides=True)
 
-    model, example = build(variant, config)
+    model, example = variant_module(variant, config)
     try:
         model.load_state_dict(loaded, strict=True)
     except Exception as error:  # the message names the keys; report it as a failure line

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use vggq_pth::StateDict;
 
-pub use provenance::{Provenance, Variant, CALIBRATION_KEY, NO_PTH, SOURCE_PTH_SHA256_KEY, TRAINING_KEY, VARIANT_KEY};
+pub use provenance::{pth_layout, Provenance, Variant, CALIBRATION_KEY, NO_PTH, SOURCE_PTH_SHA256_KEY, TRAINING_KEY, VARIANT_KEY};
 
 use crate::model::VggConfig;
 use crate::quant::float_model::pth_config;
@@ -46,7 +46,7 @@ pub enum ExportError {
     #[error("the {exporter} exporter cannot write a {method:?} model")]
     WrongMethod { exporter: &'static str, method: QuantMethod },
     /// The `.pth` state_dict is not the one PyTorch holds for the variant.
-    #[error("the {} state_dict does not have PyTorch's layout: {source}", variant.as_str())]
+    #[error("the {} state_dict does not have PyTorch's layout: {source}", variant.key())]
     Layout { variant: Variant, source: vggq_pth::Error },
     /// The `.pth` state_dict has the layout but not values the quantized model can hold.
     #[error(transparent)]
@@ -64,14 +64,14 @@ pub fn model_from_state_dict(
 ) -> Result<proto::ModelProto, ExportError> {
     let variant = provenance.variant;
     // Checked against PyTorch's keys, dtypes and shapes first, so the exporters can trust every shape.
-    vggq_pth::layout::validate(state_dict, &vggq_pth::layout::layout(&pth_config(config), variant.pth_variant()))
+    vggq_pth::layout::validate(state_dict, &vggq_pth::layout::layout(&pth_config(config), pth_layout(variant)))
         .map_err(|source| ExportError::Layout { variant, source })?;
     let quantized = |method| -> Result<QuantizedVgg, ExportError> { Ok(int8_from_state_dict(state_dict, config, method)?) };
     match variant {
         Variant::Fp32 => fp32::model(&FusedVgg::fuse(&FloatVgg::from_state_dict(state_dict, config)?), provenance),
-        Variant::Int8Dynamic => dynamic::model(&quantized(QuantMethod::Dynamic)?, provenance),
-        Variant::Int8Static => qdq::model(&quantized(QuantMethod::Static)?, provenance),
-        Variant::QatInt8 => qdq::model(&quantized(QuantMethod::Qat)?, provenance),
+        Variant::DynamicInt8 => dynamic::model(&quantized(QuantMethod::Dynamic)?, provenance),
+        Variant::StaticInt8 => qdq::model(&quantized(QuantMethod::Static)?, provenance),
+        Variant::Qat(_) => qdq::model(&quantized(QuantMethod::Qat)?, provenance),
     }
 }
 

@@ -3,47 +3,15 @@
 
 use super::graph::Metadata;
 
-/// The four models the project ships, named as the user's files are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Variant {
-    Fp32,
-    Int8Dynamic,
-    Int8Static,
-    QatInt8,
-}
+pub use vggq_core::Variant;
 
-impl Variant {
-    pub const ALL: [Variant; 4] = [Variant::Fp32, Variant::Int8Dynamic, Variant::Int8Static, Variant::QatInt8];
-
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Variant::Fp32 => "mission16_vgg11bn_fp32.onnx",
-            Variant::Int8Dynamic => "mission16_vgg11bn_int8_dynamic.onnx",
-            Variant::Int8Static => "mission16_vgg11bn_int8_static.onnx",
-            // Sic: the user's file name has the extra underscore.
-            Variant::QatInt8 => "mission_16_vgg11bn_qat_int8_fp32match.onnx",
-        }
-    }
-
-    /// The `.pth` layout of the same variant.
-    pub fn pth_variant(self) -> vggq_pth::layout::Variant {
-        match self {
-            Variant::Fp32 => vggq_pth::layout::Variant::Fp32,
-            Variant::Int8Dynamic => vggq_pth::layout::Variant::DynamicInt8,
-            Variant::Int8Static => vggq_pth::layout::Variant::StaticInt8Fx,
-            Variant::QatInt8 => vggq_pth::layout::Variant::QatInt8Fx,
-        }
-    }
-
-    /// The value of the `variant` metadata entry.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Variant::Fp32 => "fp32",
-            Variant::Int8Dynamic => "int8-dynamic",
-            Variant::Int8Static => "int8-static",
-            Variant::QatInt8 => "qat-int8",
-        }
+/// The `.pth` layout of `variant`: the keys, dtypes and qschemes PyTorch writes for it.
+pub fn pth_layout(variant: Variant) -> vggq_pth::layout::Variant {
+    match variant {
+        Variant::Fp32 => vggq_pth::layout::Variant::Fp32,
+        Variant::DynamicInt8 => vggq_pth::layout::Variant::DynamicInt8,
+        Variant::StaticInt8 => vggq_pth::layout::Variant::StaticInt8Fx,
+        Variant::Qat(_) => vggq_pth::layout::Variant::QatInt8Fx,
     }
 }
 
@@ -73,7 +41,7 @@ pub const NO_PTH: &str = "none";
 impl Provenance {
     pub fn metadata(&self) -> Metadata {
         let mut metadata = vec![
-            (VARIANT_KEY.into(), self.variant.as_str().into()),
+            (VARIANT_KEY.into(), self.variant.key().into()),
             (SOURCE_PTH_SHA256_KEY.into(), self.source_pth_sha256.clone().unwrap_or_else(|| NO_PTH.into())),
             (TRAINING_KEY.into(), self.training.clone()),
         ];

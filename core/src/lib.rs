@@ -1,0 +1,16 @@
+//! What the `vggq` library and binary, `cargo xtask` and the tests share, in a crate light enough for
+//! xtask to depend on (no Burn, no ONNX Runtime):
+//!
+//! - [`names`]: the values of `--profile`, `--device`, `--init` and `--qat-mode`, and the four model
+//!   variants with every name a variant goes by (files, labels, keys);
+//! - [`places`]: where things live on this machine (the cache, `../shared`, the CUDA toolkit);
+//! - [`limits`]: caps on images, batches and epochs that any profile takes;
+//! - [`atomic`]: files that appear whole or not at all.
+
+pub mod atomic;
+pub mod limits;
+pub mod names;
+pub mod places;
+
+pub use limits::Limits;
+pub use names::{flag_value, DeviceRequest, Init, ProfileName, QatMode, Variant};

@@ -1,0 +1,94 @@
+//! Where things live on this machine: the download cache, the team's `../shared` folder, the CUDA
+//! toolkit.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Downloads (CIFAR-10, torchvision's weights) and the test suite's Python venv are kept here between
+/// runs: `$VGGQ_CACHE`, else `$XDG_CACHE_HOME/vggq`, else `~/.cache/vggq`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VGGQ_CACHE") {
+        return PathBuf::from(dir);
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".cache"))
+        .join("vggq")
+}
+
+/// The team's read-only fixtures, data and baselines: `$VGGQ_SHARED`, else `../shared` beside the
+/// checkout.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("VGGQ_SHARED").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared"))
+}
+
+/// The checkout this crate was built from.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("vggq-core sits inside the workspace").to_path_buf()
+}
+
+/// The variables that may name the CUDA toolkit, in the order they are honoured. cubecl reads only
+/// `CUDA_PATH`; cudarc's build and NVIDIA's own tools know the others.
+pub const CUDA_TOOLKIT_VARIABLES: [&str; 3] = ["CUDA_PATH", "CUDA_HOME", "CUDA_ROOT"];
+/// Where toolkits are installed when no variable names one (cubecl's defaults).
+pub const CUDA_TOOLKIT_DEFAULTS: [&str; 2] = ["/usr/local/cuda", "/opt/cuda"];
+/// The header every kernel burn-cuda compiles includes: a toolkit without it cannot compile them.
+const CUDA_RUNTIME_HEADER: &str = "include/cuda_runtime.h";
+
+/// A CUDA toolkit: its root and what named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CudaToolkit {
+    pub root: PathBuf,
+    /// `CUDA_PATH`, `CUDA_HOME`, `CUDA_ROOT`, or `default` for a well-known folder.
+    pub named_by: String,
+}
+
+impl CudaToolkit {
+    /// The first toolkit with CUDA's runtime headers, from this process's environment.
+    pub fn find() -> Option<CudaToolkit> {
+        Self::find_with(|name| std::env::var_os(name), &CUDA_TOOLKIT_DEFAULTS.map(Path::new))
+    }
+
+    /// The first toolkit with CUDA's runtime headers among the folders `variable` names and `defaults`.
+    pub fn find_with(variable: impl Fn(&str) -> Option<OsString>, defaults: &[&Path]) -> Option<CudaToolkit> {
+        let named = CUDA_TOOLKIT_VARIABLES
+            .iter()
+            .filter_map(|&name| variable(name).map(|root| CudaToolkit { root: root.into(), named_by: name.to_string() }));
+        let default = defaults.iter().map(|root| CudaToolkit { root: root.to_path_buf(), named_by: "default".to_string() });
+        named.chain(default).find(|toolkit| toolkit.root.join(CUDA_RUNTIME_HEADER).is_file())
+    }
+
+    /// The toolkit's library folders, where NVRTC lives.
+    pub fn library_dirs(&self) -> Vec<PathBuf> {
+        ["lib64", "lib", "targets/x86_64-linux/lib"].iter().map(|dir| self.root.join(dir)).filter(|dir| dir.is_dir()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toolkit_at(dir: &Path) {
+        std::fs::create_dir_all(dir.join("include")).unwrap();
+        std::fs::write(dir.join(CUDA_RUNTIME_HEADER), "").unwrap();
+    }
+
+    #[test]
+    fn variables_are_honoured_in_order_and_need_the_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, root, default) = (dir.path().join("home"), dir.path().join("root"), dir.path().join("default"));
+        toolkit_at(&root);
+        toolkit_at(&default);
+        std::fs::create_dir_all(&home).unwrap(); // named, but without headers
+        let env = |name: &str| match name {
+            "CUDA_HOME" => Some(home.clone().into_os_string()),
+            "CUDA_ROOT" => Some(root.clone().into_os_string()),
+            _ => None,
+        };
+        let found = CudaToolkit::find_with(env, &[default.as_path()]).unwrap();
+        assert_eq!(found, CudaToolkit { root: root.clone(), named_by: "CUDA_ROOT".into() });
+        let found = CudaToolkit::find_with(|_| None, &[default.as_path()]).unwrap();
+        assert_eq!(found.named_by, "default");
+        assert_eq!(CudaToolkit::find_with(|_| None, &[home.as_path()]), None);
+    }
+}

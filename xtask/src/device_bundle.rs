@@ -1,0 +1,131 @@
+//! `cargo xtask device-bundle`: what the GPU check (`scripts/device-check.sh`) needs on the GPU machine
+//! the `device` tool lends, which has no cargo and no network, in git-ignored folders `.device/partNN/`
+//! that one `device` call each carries (at most 64 MiB a call; parts are kept under
+//! [`PART_LIMIT`]). Carry `part01` first, then the others while the machine stays warm, then run the
+//! script; it reassembles everything there.
+//!
+//! The payloads, each xz-compressed and cut into pieces across the parts in order:
+//! - `vggq`, built with `--features cuda` for the machine's CUDA 13.0 driver (`CUDARC_CUDA_VERSION`),
+//!   in a target folder of its own so the main one stays warm;
+//! - the JPEG copy of CIFAR-10 and the PyTorch baseline (`../shared` does not travel);
+//! - ONNX Runtime's GPU build from the pinned `onnxruntime-gpu` wheel: the library, its shared
+//!   provider and its CUDA provider (284 MB, the bulk of the bundle). The CUDA 13, cuBLAS and cuDNN 9
+//!   libraries the provider needs are on the machine already, in its PyTorch's `nvidia/` wheels.
+//!
+//! `--dry-run` bundles the CPU build and the CPU ONNX Runtime instead, in small parts, for
+//! `scripts/device-check.sh --dry-run` to rehearse the whole check here and in CI.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use vggq_core::places::shared_dir;
+use xshell::{cmd, Shell};
+
+use crate::onnxruntime::{self, CPU_WHEEL, GPU_WHEEL};
+
+/// The bundle's folder (git-ignored).
+pub const BUNDLE_DIR: &str = ".device";
+/// Bytes one part may hold: under the 64 MiB a `device` call carries, with room for the checkout.
+pub const PART_LIMIT: u64 = 60 << 20;
+/// The dry run's parts: small, so that reassembly from several parts is rehearsed too.
+const DRY_RUN_PART_LIMIT: u64 = 8 << 20;
+/// The CUDA API the machine's driver (580.x) offers; cudarc binds its newest (13.4) without a toolkit.
+const DEVICE_CUDA_VERSION: &str = "13000";
+/// The files of ONNX Runtime's wheel the check needs (the CUDA provider only in the GPU build).
+const ORT_LIBRARIES: [&str; 3] = ["libonnxruntime.so", "libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"];
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Bundle the CPU build and the CPU ONNX Runtime in small parts, to rehearse the check here.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(sh: &Shell, args: Args) -> Result<()> {
+    let (vggq, ort_dir, limit) = if args.dry_run {
+        (crate::build_vggq(sh)?, onnxruntime::wheel_libraries(sh, CPU_WHEEL)?, DRY_RUN_PART_LIMIT)
+    } else {
+        let target = crate::target_dir(sh).join("device");
+        let _version = sh.push_env("CUDARC_CUDA_VERSION", DEVICE_CUDA_VERSION);
+        let _target = sh.push_env("CARGO_TARGET_DIR", &target);
+        cmd!(sh, "cargo build --release --features cuda --bin vggq").run()?;
+        (target.join("release/vggq"), onnxruntime::wheel_libraries(sh, GPU_WHEEL)?, PART_LIMIT)
+    };
+    let mut payloads = vec![vggq, shared_dir().join("data/cifar10-jpeg.tar.gz"), shared_dir().join("bench/torch_train_bench.py")];
+    for entry in std::fs::read_dir(&ort_dir).with_context(|| format!("reading {}", ort_dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if ORT_LIBRARIES.iter().any(|library| name.starts_with(library)) {
+            payloads.push(path);
+        }
+    }
+    let bundle = sh.current_dir().join(BUNDLE_DIR);
+    if bundle.exists() {
+        sh.remove_path(&bundle)?;
+    }
+    let parts = write_parts(sh, &payloads, &bundle, limit)?;
+    for (part, bytes) in &parts {
+        println!("{}: {:.1} MiB", part.display(), *bytes as f64 / f64::from(1 << 20));
+    }
+    println!(
+        "carry {} in turn (one `device` call each, the machine kept warm), then run scripts/device-check.sh with the last",
+        parts.iter().map(|(p, _)| p.strip_prefix(sh.current_dir()).unwrap_or(p).display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}
+
+/// Compresses every payload with xz and deals the pieces into `bundle/partNN/` folders of at most
+/// `limit` bytes, in order; `part01/SHA256SUMS` holds each payload's digest, for the script to check what
+/// it reassembled. Returns each part's folder and size.
+fn write_parts(sh: &Shell, payloads: &[PathBuf], bundle: &Path, limit: u64) -> Result<Vec<(PathBuf, u64)>> {
+    let staging = bundle.join("staging");
+    sh.create_dir(&staging)?;
+    let mut sums = String::new();
+    let mut compressed = Vec::new();
+    for payload in payloads {
+        let name = payload.file_name().context("a payload is a file")?.to_string_lossy().into_owned();
+        let digest = cmd!(sh, "sha256sum {payload}").read()?;
+        sums.push_str(&format!("{}  {name}\n", digest.split_whitespace().next().unwrap_or_default()));
+        let xz = staging.join(format!("{name}.xz"));
+        eprintln!("compressing {name}");
+        let bytes = cmd!(sh, "xz -9 -T0 --stdout {payload}").output().with_context(|| format!("compressing {name} (needs xz)"))?.stdout;
+        std::fs::write(&xz, bytes)?;
+        compressed.push((name, xz));
+    }
+    let mut parts: Vec<(PathBuf, u64)> = Vec::new();
+    let new_part = |parts: &mut Vec<(PathBuf, u64)>| -> Result<()> {
+        let folder = bundle.join(format!("part{:02}", parts.len() + 1));
+        std::fs::create_dir_all(&folder)?;
+        parts.push((folder, 0));
+        Ok(())
+    };
+    new_part(&mut parts)?;
+    let sums_path = parts[0].0.join("SHA256SUMS");
+    std::fs::write(&sums_path, &sums)?;
+    parts[0].1 += sums.len() as u64;
+    for (name, xz) in &compressed {
+        let data = std::fs::read(xz)?;
+        let mut offset = 0;
+        let mut piece = 0;
+        while offset < data.len() {
+            let room = limit.saturating_sub(parts.last().expect("a part").1) as usize;
+            if room == 0 {
+                new_part(&mut parts)?;
+                continue;
+            }
+            let end = (offset + room).min(data.len());
+            let (folder, used) = parts.last_mut().expect("a part");
+            let mut file = std::fs::File::create(folder.join(format!("{name}.xz.{piece:03}")))?;
+            file.write_all(&data[offset..end])?;
+            *used += (end - offset) as u64;
+            offset = end;
+            piece += 1;
+        }
+    }
+    sh.remove_path(&staging)?;
+    if let Some((part, bytes)) = parts.iter().find(|(_, bytes)| *bytes > limit) {
+        bail!("{} holds {bytes} bytes, more than {limit}", part.display());
+    }
+    Ok(parts)
+}
