@@ -9,8 +9,5 @@ fn main() {
     println!("cargo:rerun-if-changed={ONNX_PROTO}");
     let descriptors = protox::compile([ONNX_PROTO], ["src/export/onnx"]).expect("vendored onnx.proto parses");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    prost_build::Config::new()
-        .out_dir(&out_dir)
-        .compile_fds(descriptors)
-        .expect("prost generates the ONNX types");
+    prost_build::Config::new().out_dir(&out_dir).compile_fds(descriptors).expect("prost generates the ONNX types");
 }

@@ -16,11 +16,18 @@ fn main() {
     let float = FloatVgg::from_model(&config.init::<Flex>(&device), &config);
     let fused = FusedVgg::fuse(&float);
     // A deterministic pattern spanning the normalised range: the histogram work depends on the spread only.
-    let batches: Vec<Batch> = (0..BATCHES).map(|i| Batch {
-        images: (0..32 * 3 * 128 * 128).map(|j| (((j * 7 + i * 13) % 255) as f32 / 64.0) - 2.0).collect(),
-        labels: vec![0; 32], side: 128 }).collect();
+    let batches: Vec<Batch> = (0..BATCHES)
+        .map(|i| Batch {
+            images: (0..32 * 3 * 128 * 128).map(|j| (((j * 7 + i * 13) % 255) as f32 / 64.0) - 2.0).collect(),
+            labels: vec![0; 32],
+            side: 128,
+        })
+        .collect();
     for method in [Calibration::Histogram, Calibration::Minmax] {
         let (_, t) = calibrate::<Flex>(&fused, batches.clone(), method, &device, &ProgressBar::hidden()).unwrap();
-        println!("{method:?}: {} batches of 32 at 128 px, full width: forward {:.2} s, observers {:.2} s", t.batches, t.forward_seconds, t.observer_seconds);
+        println!(
+            "{method:?}: {} batches of 32 at 128 px, full width: forward {:.2} s, observers {:.2} s",
+            t.batches, t.forward_seconds, t.observer_seconds
+        );
     }
 }

@@ -115,12 +115,8 @@ pub fn write(dir: &Path, roles: Vec<FileRole>, provenance: Provenance) -> Result
     let json = serde_json::to_string_pretty(&manifest).expect("a manifest is plain data") + "\n";
     crate::atomic::write(&manifest_path, json.as_bytes()).map_err(io_error(&manifest_path))?;
 
-    let sums: String = manifest
-        .files
-        .iter()
-        .filter(|f| f.role.reproducible)
-        .map(|f| format!("{}  {}\n", f.sha256, f.role.name))
-        .collect();
+    let sums: String =
+        manifest.files.iter().filter(|f| f.role.reproducible).map(|f| format!("{}  {}\n", f.sha256, f.role.name)).collect();
     let sums_path = dir.join(CHECKSUMS_FILE);
     crate::atomic::write(&sums_path, sums.as_bytes()).map_err(io_error(&sums_path))?;
     Ok(manifest)
@@ -166,8 +162,7 @@ pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
     let manifest: Manifest =
         serde_json::from_str(&text).map_err(|source| PackageError::Manifest { path: manifest_path.clone(), source })?;
 
-    let mut expected: Vec<(String, String)> =
-        manifest.files.iter().map(|f| (f.role.name.clone(), f.sha256.clone())).collect();
+    let mut expected: Vec<(String, String)> = manifest.files.iter().map(|f| (f.role.name.clone(), f.sha256.clone())).collect();
     // SHA256SUMS is what users check with `sha256sum -c`: a line that disagrees with the manifest is a
     // change as much as a changed file is.
     let sums_path = dir.join(CHECKSUMS_FILE);
@@ -190,8 +185,7 @@ pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
             found.changed.push((name.clone(), sha256.clone(), actual));
         }
     }
-    let known: BTreeSet<&str> =
-        expected.iter().map(|(name, _)| name.as_str()).chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
+    let known: BTreeSet<&str> = expected.iter().map(|(name, _)| name.as_str()).chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
     // A folder entry that cannot be read is an error, never a file quietly left out of the check.
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;

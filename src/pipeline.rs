@@ -71,7 +71,11 @@ pub enum PipelineError {
 }
 
 /// The profile's untrained model: seeded, with torchvision's features when the profile starts from them.
-pub fn initial_model<B: AutodiffBackend>(profile: &Profile, pretrained: Option<&Path>, device: &B::Device) -> Result<Vgg<B>, PipelineError> {
+pub fn initial_model<B: AutodiffBackend>(
+    profile: &Profile,
+    pretrained: Option<&Path>,
+    device: &B::Device,
+) -> Result<Vgg<B>, PipelineError> {
     B::seed(device, profile.train.seed);
     let model = profile.model.init::<B>(device);
     match profile.init {
@@ -141,14 +145,15 @@ pub fn quantize<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Quantized, PipelineError> {
     let float = FloatVgg::from_model(&trained.valid(), &profile.model);
-    let scores = |label: &str, forward: &dyn Fn(burn::tensor::Tensor<B::InnerBackend, 4>) -> burn::tensor::Tensor<B::InnerBackend, 2>| {
-        let scores = VariantScores {
-            val: evaluate_with::<B::InnerBackend>(&data.val, device, &format!("{label} val"), forward),
-            test: evaluate_with::<B::InnerBackend>(&data.test, device, &format!("{label} test"), forward),
+    let scores =
+        |label: &str, forward: &dyn Fn(burn::tensor::Tensor<B::InnerBackend, 4>) -> burn::tensor::Tensor<B::InnerBackend, 2>| {
+            let scores = VariantScores {
+                val: evaluate_with::<B::InnerBackend>(&data.val, device, &format!("{label} val"), forward),
+                test: evaluate_with::<B::InnerBackend>(&data.test, device, &format!("{label} test"), forward),
+            };
+            println!("{label}: val acc {:.2} % | test acc {:.2} %", scores.val.accuracy, scores.test.accuracy);
+            scores
         };
-        println!("{label}: val acc {:.2} % | test acc {:.2} %", scores.val.accuracy, scores.test.accuracy);
-        scores
-    };
     let simulated = |label: &str, model: &QuantizedVgg| {
         let simulation = SimulatedVgg::<B::InnerBackend>::new(model, device);
         scores(label, &|x| simulation.forward(x))
@@ -162,7 +167,8 @@ pub fn quantize<B: AutodiffBackend>(
     let batches = profile.quant.calibration_batches;
     let bar = progress_bar(batches, "calibration".into());
     let calibration_set = data.train.unaugmented().epoch(0).take(batches);
-    let (static_int8, calibration_timing) = quantize_static::<B::InnerBackend>(&float, calibration_set, settings.calibration, device, &bar)?;
+    let (static_int8, calibration_timing) =
+        quantize_static::<B::InnerBackend>(&float, calibration_set, settings.calibration, device, &bar)?;
     bar.finish_and_clear();
     println!(
         "calibration: {} batches, forward {:.2} s, observers {:.2} s",
@@ -191,7 +197,17 @@ pub fn quantize<B: AutodiffBackend>(
         (Variant::StaticInt8, static_scores),
         (qat_variant, qat_scores),
     ];
-    Ok(Quantized { float, dynamic, static_int8, qat, qat_mode: settings.qat_mode, scores, calibration_timing, qat_epochs, qat_seconds })
+    Ok(Quantized {
+        float,
+        dynamic,
+        static_int8,
+        qat,
+        qat_mode: settings.qat_mode,
+        scores,
+        calibration_timing,
+        qat_epochs,
+        qat_seconds,
+    })
 }
 
 impl Quantized {

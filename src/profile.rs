@@ -105,7 +105,12 @@ mod tests {
         let full = Profile::full();
         assert!(full.is_as_named());
         assert!(full.clone().limited(&Limits::default()).is_as_named());
-        let capped = full.limited(&Limits { train_images: Some(192), eval_images: Some(96), calibration_batches: Some(2), epochs: Some(1) });
+        let capped = full.limited(&Limits {
+            train_images: Some(192),
+            eval_images: Some(96),
+            calibration_batches: Some(2),
+            epochs: Some(1),
+        });
         assert!(!capped.is_as_named());
         assert_eq!((capped.data.train_images, capped.data.eval_images), (Some(192), Some(96)));
         assert_eq!((capped.quant.calibration_batches, capped.train.epochs), (2, 1));

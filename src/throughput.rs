@@ -42,7 +42,8 @@ pub fn measure<B: AutodiffBackend>(model_config: &VggConfig, batch_size: usize, 
     let side = model_config.input_size;
     let train_loader = loader(IMAGES, LoaderConfig::train(side, config.seed));
     let (train, train_reads) = train_rate::<B>(model_config, &config, &train_loader, seconds, &mut FloatForward, device);
-    let (qat, qat_reads) = train_rate::<B>(model_config, &config, &train_loader, seconds, &mut QatForward::new(model_config), device);
+    let (qat, qat_reads) =
+        train_rate::<B>(model_config, &config, &train_loader, seconds, &mut QatForward::new(model_config), device);
     let eval_model = model_config.init::<B>(device).valid();
     let eval = eval_rate(&eval_model, |batches| loader(batches * batch_size, LoaderConfig::eval(side)), seconds, device);
     Throughput {
@@ -67,7 +68,8 @@ fn train_rate<B: AutodiffBackend>(
     let mut optimizer = config.optimizer().init::<B, Vgg<B>>();
     let bar = ProgressBar::hidden();
     let batches = |count: usize| (0..).flat_map(|epoch| loader.epoch(epoch)).take(count);
-    let (warm, _, warmup_seconds) = train_epoch(model, &mut optimizer, config.learning_rate, batches(WARMUP_BATCHES), forward, device, &bar);
+    let (warm, _, warmup_seconds) =
+        train_epoch(model, &mut optimizer, config.learning_rate, batches(WARMUP_BATCHES), forward, device, &bar);
     model = warm;
     let steps = steps_for(seconds, warmup_seconds);
     let reads = host_reads::count();
@@ -99,13 +101,22 @@ pub fn seconds_per_training_step<B: AutodiffBackend>(model_config: &VggConfig, b
     const TIMED: usize = 2;
     let config = TrainConfig { batch_size, ..TrainConfig::seed() };
     let images = ImageSet::random(batch_size * (TIMED + 1), model_config.classes as u8, 0);
-    let loader = BatchLoader::new(images, LoaderConfig { batch_size, ..LoaderConfig::train(model_config.input_size, config.seed) })
-        .expect("a non-empty random set");
+    let loader =
+        BatchLoader::new(images, LoaderConfig { batch_size, ..LoaderConfig::train(model_config.input_size, config.seed) })
+            .expect("a non-empty random set");
     let mut optimizer = config.optimizer().init::<B, Vgg<B>>();
     let bar = ProgressBar::hidden();
     let mut batches = loader.epoch(0);
     let warm_up = batches.next();
-    let (model, _, _) = train_epoch(model_config.init::<B>(device), &mut optimizer, config.learning_rate, warm_up.into_iter(), &mut FloatForward, device, &bar);
+    let (model, _, _) = train_epoch(
+        model_config.init::<B>(device),
+        &mut optimizer,
+        config.learning_rate,
+        warm_up.into_iter(),
+        &mut FloatForward,
+        device,
+        &bar,
+    );
     let (_, _, seconds) = train_epoch(model, &mut optimizer, config.learning_rate, batches, &mut FloatForward, device, &bar);
     seconds / TIMED as f64
 }

@@ -17,38 +17,22 @@ fn real_jpeg() -> &'static Cifar10 {
         let archive = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
         let started = Instant::now();
         let data = load(&DataSource::Local { path: archive }).expect("the shared JPEG copy loads");
-        eprintln!(
-            "read cifar10-jpeg.tar.gz (60,000 JPEGs) in {:.2} s",
-            started.elapsed().as_secs_f64()
-        );
+        eprintln!("read cifar10-jpeg.tar.gz (60,000 JPEGs) in {:.2} s", started.elapsed().as_secs_f64());
         data
     })
 }
 
 fn load_path(path: &Path) -> Result<Cifar10, DataError> {
-    load(&DataSource::Local {
-        path: path.to_owned(),
-    })
+    load(&DataSource::Local { path: path.to_owned() })
 }
 
 mod real_data {
     use super::*;
 
-    const CIFAR10_CLASSES: [&str; 10] = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
+    const CIFAR10_CLASSES: [&str; 10] =
+        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
     /// From shared/README.md.
-    const JPEG_COPY_SHA256: &str =
-        "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db";
+    const JPEG_COPY_SHA256: &str = "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db";
 
     fn per_class(labels: &[u8]) -> Vec<usize> {
         let mut counts = vec![0; CIFAR10_CLASSES.len()];
@@ -100,26 +84,17 @@ mod transforms {
     impl Fixture {
         fn read() -> Fixture {
             let path = util::shared_dir().join("fixtures/transforms/seed_preprocess.safetensors");
-            Fixture {
-                bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-            }
+            Fixture { bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
         }
 
         fn u8s(&self, key: &str) -> Vec<u8> {
-            SafeTensors::deserialize(&self.bytes)
-                .unwrap()
-                .tensor(key)
-                .unwrap()
-                .data()
-                .to_vec()
+            SafeTensors::deserialize(&self.bytes).unwrap().tensor(key).unwrap().data().to_vec()
         }
 
         fn f32s(&self, key: &str) -> Vec<f32> {
             let tensors = SafeTensors::deserialize(&self.bytes).unwrap();
             let data = tensors.tensor(key).unwrap().data().to_vec();
-            data.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
+            data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
         }
     }
 
@@ -130,11 +105,7 @@ mod transforms {
         let (split, rest) = path.split_once('/').unwrap();
         let (class, file) = rest.split_once('/').unwrap();
         let class_index = data.classes.iter().position(|c| c == class).unwrap();
-        let set = if split == "train" {
-            &data.train
-        } else {
-            &data.test
-        };
+        let set = if split == "train" { &data.train } else { &data.test };
         let per_class = set.len() / data.classes.len();
         let number: usize = file.trim_end_matches(".jpg").parse().unwrap();
         // The copy numbers each class's files 0000.. without gaps (checked by the label below).
@@ -148,17 +119,11 @@ mod transforms {
         let fixture = Fixture::read();
         let mut worst: f64 = 0.0;
         for (i, path) in FIXTURE_IMAGES.iter().enumerate() {
-            let diff = util::max_abs_diff(
-                our_decoded(path),
-                &fixture.u8s(&format!("{i}_decoded_hwc_u8")),
-            );
+            let diff = util::max_abs_diff(our_decoded(path), &fixture.u8s(&format!("{i}_decoded_hwc_u8")));
             eprintln!("decode {path}: max abs diff {diff} levels vs PIL");
             worst = worst.max(diff);
         }
-        assert!(
-            worst <= DECODER_TOLERANCE,
-            "decoded pixels differ from PIL by {worst} levels"
-        );
+        assert!(worst <= DECODER_TOLERANCE, "decoded pixels differ from PIL by {worst} levels");
     }
 
     #[test]
@@ -168,17 +133,8 @@ mod transforms {
         for i in 0..FIXTURE_IMAGES.len() {
             let resized = resize.apply(&fixture.u8s(&format!("{i}_decoded_hwc_u8")));
             let expected = fixture.u8s(&format!("{i}_resized_hwc_u8"));
-            let mismatches = resized
-                .iter()
-                .zip(&expected)
-                .filter(|(a, e)| a != e)
-                .count();
-            assert_eq!(
-                mismatches,
-                0,
-                "image {i}: {mismatches} of {} resized values differ from PIL",
-                expected.len()
-            );
+            let mismatches = resized.iter().zip(&expected).filter(|(a, e)| a != e).count();
+            assert_eq!(mismatches, 0, "image {i}: {mismatches} of {} resized values differ from PIL", expected.len());
         }
     }
 
@@ -190,16 +146,10 @@ mod transforms {
         let mut worst: f64 = 0.0;
         for i in 0..FIXTURE_IMAGES.len() {
             let decoded = fixture.u8s(&format!("{i}_decoded_hwc_u8"));
-            for (flip, key) in [
-                (false, "normalized_chw_f32"),
-                (true, "flipped_normalized_chw_f32"),
-            ] {
+            for (flip, key) in [(false, "normalized_chw_f32"), (true, "flipped_normalized_chw_f32")] {
                 preprocess.apply(&decoded, flip, &mut out);
                 let diff = util::max_abs_diff(&out, &fixture.f32s(&format!("{i}_{key}")));
-                assert!(
-                    diff <= NORMALIZED_TOLERANCE,
-                    "image {i} {key}: max abs diff {diff}"
-                );
+                assert!(diff <= NORMALIZED_TOLERANCE, "image {i} {key}: max abs diff {diff}");
                 worst = worst.max(diff);
             }
         }
@@ -225,29 +175,17 @@ mod generated {
         assert_eq!((from_folder.train.len(), from_folder.test.len()), (10, 3));
         // Training batches are concatenated in order, so image ids run 0..10 then 10..13.
         for id in 0..10u8 {
-            assert_eq!(
-                from_folder.train.image(usize::from(id)),
-                fixtures::hwc_image(id),
-                "train image {id}"
-            );
+            assert_eq!(from_folder.train.image(usize::from(id)), fixtures::hwc_image(id), "train image {id}");
             assert_eq!(from_folder.train.label(usize::from(id)), id % 3);
         }
         assert_eq!(from_folder.test.image(2), fixtures::hwc_image(12));
-        assert!(matches!(
-            from_folder.fingerprint.origin,
-            DataOrigin::Folder(_)
-        ));
+        assert!(matches!(from_folder.fingerprint.origin, DataOrigin::Folder(_)));
 
         let from_archive = load_path(&archive).unwrap();
         assert_eq!(from_archive.train, from_folder.train);
         assert_eq!(from_archive.test, from_folder.test);
-        assert_eq!(
-            from_archive.fingerprint.origin,
-            DataOrigin::Archive(archive.clone())
-        );
-        let archive_sha = vggq::data::file_digest(&archive, vggq::data::DigestAlgorithm::Sha256)
-            .unwrap()
-            .hex;
+        assert_eq!(from_archive.fingerprint.origin, DataOrigin::Archive(archive.clone()));
+        let archive_sha = vggq::data::file_digest(&archive, vggq::data::DigestAlgorithm::Sha256).unwrap().hex;
         assert_eq!(from_archive.fingerprint.sha256, archive_sha);
 
         // The batch folder itself is accepted too.
@@ -282,16 +220,9 @@ mod generated {
         let dir = tempfile::tempdir().unwrap();
         fixtures::write_image_folder(dir.path());
         let before = load_path(dir.path()).unwrap().fingerprint;
-        assert_eq!(
-            load_path(dir.path()).unwrap().fingerprint,
-            before,
-            "fingerprint is deterministic"
-        );
+        assert_eq!(load_path(dir.path()).unwrap().fingerprint, before, "fingerprint is deterministic");
         fixtures::write_png(&dir.path().join("train/cat/1.png"), 99);
-        assert_ne!(
-            load_path(dir.path()).unwrap().fingerprint.sha256,
-            before.sha256
-        );
+        assert_ne!(load_path(dir.path()).unwrap().fingerprint.sha256, before.sha256);
     }
 }
 
@@ -308,10 +239,7 @@ mod errors {
             Err(error) => error,
         };
         let message = error.to_string();
-        assert!(
-            message.contains(named),
-            "`{message}` does not name `{named}`"
-        );
+        assert!(message.contains(named), "`{message}` does not name `{named}`");
         error
     }
 
@@ -322,10 +250,7 @@ mod errors {
             fixtures::write_image_folder(dir.path());
             fs::remove_dir_all(dir.path().join(missing)).unwrap();
             let error = load_error(dir.path(), &dir.path().join(missing).display().to_string());
-            assert!(
-                matches!(error, DataError::MissingFolder { .. }),
-                "{error:?}"
-            );
+            assert!(matches!(error, DataError::MissingFolder { .. }), "{error:?}");
         }
     }
 
@@ -337,10 +262,7 @@ mod errors {
             fs::remove_file(dir.path().join("train/dog").join(file)).unwrap();
         }
         let error = load_error(dir.path(), "train/dog");
-        assert!(
-            matches!(error, DataError::EmptyClassFolder { .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, DataError::EmptyClassFolder { .. }), "{error:?}");
     }
 
     #[test]
@@ -358,18 +280,7 @@ mod errors {
         fixtures::write_image_folder(dir.path());
         fixtures::write_png_of_side(&dir.path().join("train/cat/2.png"), 0, 64);
         let error = load_error(dir.path(), "train/cat/2.png");
-        assert!(
-            matches!(
-                error,
-                DataError::WrongImageSize {
-                    width: 64,
-                    height: 64,
-                    expected: 32,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
+        assert!(matches!(error, DataError::WrongImageSize { width: 64, height: 64, expected: 32, .. }), "{error:?}");
     }
 
     #[test]
@@ -378,10 +289,7 @@ mod errors {
         fixtures::write_image_folder(dir.path());
         fixtures::write_png(&dir.path().join("train/stray.png"), 0);
         let error = load_error(dir.path(), "train/stray.png");
-        assert!(
-            matches!(error, DataError::FileOutsideClassFolder { .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, DataError::FileOutsideClassFolder { .. }), "{error:?}");
     }
 
     #[test]
@@ -390,10 +298,7 @@ mod errors {
         fixtures::write_image_folder(dir.path());
         fixtures::write_png(&dir.path().join("test/horse/0.png"), 0);
         let error = load_error(dir.path(), "horse");
-        assert!(
-            matches!(error, DataError::ClassMismatch { .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, DataError::ClassMismatch { .. }), "{error:?}");
     }
 
     #[test]
@@ -404,16 +309,7 @@ mod errors {
         let bytes = fs::read(&batch).unwrap();
         fs::write(&batch, &bytes[..bytes.len() - 1]).unwrap();
         let error = load_error(dir.path(), TRAIN_BATCHES[2]);
-        assert!(
-            matches!(
-                error,
-                DataError::TruncatedRecord {
-                    record_bytes: 3073,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
+        assert!(matches!(error, DataError::TruncatedRecord { record_bytes: 3073, .. }), "{error:?}");
     }
 
     #[test]
@@ -425,18 +321,7 @@ mod errors {
         bytes[vggq::data::RECORD_BYTES] = 3;
         fs::write(&batch, bytes).unwrap();
         let error = load_error(dir.path(), TEST_BATCH);
-        assert!(
-            matches!(
-                error,
-                DataError::LabelOutOfRange {
-                    record: 1,
-                    label: 3,
-                    class_count: 3,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
+        assert!(matches!(error, DataError::LabelOutOfRange { record: 1, label: 3, class_count: 3, .. }), "{error:?}");
     }
 
     #[test]
@@ -445,10 +330,7 @@ mod errors {
         fixtures::write_cifar_binary(dir.path());
         fs::write(dir.path().join(BATCH_FOLDER).join(CLASS_NAMES_FILE), "\n\n").unwrap();
         let error = load_error(dir.path(), CLASS_NAMES_FILE);
-        assert!(
-            matches!(error, DataError::ClassCount { count: 0, .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, DataError::ClassCount { count: 0, .. }), "{error:?}");
     }
 
     #[test]
@@ -465,20 +347,11 @@ mod errors {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("readme.txt"), "nothing here").unwrap();
         let error = load_error(dir.path(), &dir.path().display().to_string());
-        assert!(
-            matches!(error, DataError::UnknownLayout { .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, DataError::UnknownLayout { .. }), "{error:?}");
         let plain_file = dir.path().join("readme.txt");
-        assert!(matches!(
-            load_error(&plain_file, "readme.txt"),
-            DataError::UnknownLayout { .. }
-        ));
+        assert!(matches!(load_error(&plain_file, "readme.txt"), DataError::UnknownLayout { .. }));
         let absent = dir.path().join("absent");
-        assert!(matches!(
-            load_error(&absent, "absent"),
-            DataError::Io { .. }
-        ));
+        assert!(matches!(load_error(&absent, "absent"), DataError::Io { .. }));
     }
 }
 
@@ -509,18 +382,11 @@ mod loader {
     use vggq::data::{Batch, BatchLoader, LoaderConfig, Preprocess};
 
     fn small_set() -> vggq::data::ImageSet {
-        real_jpeg()
-            .test
-            .select(&(0..100).map(|i| i * 97).collect::<Vec<_>>())
+        real_jpeg().test.select(&(0..100).map(|i| i * 97).collect::<Vec<_>>())
     }
 
     fn config(side: usize) -> LoaderConfig {
-        LoaderConfig {
-            batch_size: 32,
-            workers: 2,
-            prefetch: 3,
-            ..LoaderConfig::train(side, 5)
-        }
+        LoaderConfig { batch_size: 32, workers: 2, prefetch: 3, ..LoaderConfig::train(side, 5) }
     }
 
     fn collect(loader: &BatchLoader, epoch: u64) -> Vec<Batch> {
@@ -533,18 +399,11 @@ mod loader {
         let loader = BatchLoader::new(set.clone(), config(32)).unwrap();
         let epoch = collect(&loader, 0);
         assert_eq!(loader.batch_count(), 4);
-        assert_eq!(
-            epoch.iter().map(Batch::len).collect::<Vec<_>>(),
-            [32, 32, 32, 4]
-        );
+        assert_eq!(epoch.iter().map(Batch::len).collect::<Vec<_>>(), [32, 32, 32, 4]);
         assert_eq!(epoch[3].shape(), [4, 3, 32, 32]);
         assert_eq!(epoch[3].images.len(), 4 * 3 * 32 * 32);
         assert_eq!(epoch, collect(&loader, 0), "same epoch, same batches");
-        assert_ne!(
-            epoch[0].labels,
-            collect(&loader, 1)[0].labels,
-            "each epoch has its own order"
-        );
+        assert_ne!(epoch[0].labels, collect(&loader, 1)[0].labels, "each epoch has its own order");
         let mut labels: Vec<i64> = epoch.iter().flat_map(|b| b.labels.clone()).collect();
         let mut expected: Vec<i64> = set.labels().iter().map(|&l| i64::from(l)).collect();
         labels.sort_unstable();
@@ -555,22 +414,11 @@ mod loader {
     #[test]
     fn eval_batches_follow_the_set_and_are_never_flipped() {
         let set = small_set();
-        let loader = BatchLoader::new(
-            set.clone(),
-            LoaderConfig {
-                batch_size: 10,
-                ..LoaderConfig::eval(64)
-            },
-        )
-        .unwrap();
+        let loader = BatchLoader::new(set.clone(), LoaderConfig { batch_size: 10, ..LoaderConfig::eval(64) }).unwrap();
         let preprocess = Preprocess::new(64);
         let mut expected = vec![0f32; preprocess.output_len()];
         for (b, batch) in loader.epoch(3).enumerate() {
-            for (k, image) in batch
-                .images
-                .chunks_exact(preprocess.output_len())
-                .enumerate()
-            {
+            for (k, image) in batch.images.chunks_exact(preprocess.output_len()).enumerate() {
                 let index = b * 10 + k;
                 preprocess.apply(set.image(index), false, &mut expected);
                 assert_eq!(image, expected.as_slice(), "image {index}");
@@ -582,50 +430,24 @@ mod loader {
     #[test]
     fn train_batches_flip_about_half_the_images() {
         let set = small_set();
-        let loader = BatchLoader::new(
-            set.clone(),
-            LoaderConfig {
-                shuffle: false,
-                ..config(32)
-            },
-        )
-        .unwrap();
+        let loader = BatchLoader::new(set.clone(), LoaderConfig { shuffle: false, ..config(32) }).unwrap();
         let preprocess = Preprocess::new(32);
         let mut plain = vec![0f32; preprocess.output_len()];
         let mut flipped = 0;
-        for (index, image) in collect(&loader, 0)
-            .iter()
-            .flat_map(|b| b.images.chunks_exact(3 * 32 * 32))
-            .enumerate()
-        {
+        for (index, image) in collect(&loader, 0).iter().flat_map(|b| b.images.chunks_exact(3 * 32 * 32)).enumerate() {
             preprocess.apply(set.image(index), false, &mut plain);
             if image != plain.as_slice() {
                 preprocess.apply(set.image(index), true, &mut plain);
-                assert_eq!(
-                    image,
-                    plain.as_slice(),
-                    "image {index} is neither plain nor flipped"
-                );
+                assert_eq!(image, plain.as_slice(), "image {index} is neither plain nor flipped");
                 flipped += 1;
             }
         }
-        assert!(
-            (30..=70).contains(&flipped),
-            "{flipped} of 100 images flipped"
-        );
+        assert!((30..=70).contains(&flipped), "{flipped} of 100 images flipped");
     }
 
     #[test]
     fn rejects_zero_batch_size() {
-        let error = BatchLoader::new(
-            small_set(),
-            LoaderConfig {
-                batch_size: 0,
-                ..config(32)
-            },
-        )
-        .err()
-        .unwrap();
+        let error = BatchLoader::new(small_set(), LoaderConfig { batch_size: 0, ..config(32) }).err().unwrap();
         assert!(error.to_string().contains("batch size"), "{error}");
     }
 }
@@ -635,30 +457,21 @@ mod download {
     use std::fs;
     use util::fixtures;
     use util::http_server::{Reply, TestServer};
-    use vggq::data::{
-        download_verified, file_digest, DigestAlgorithm, DownloadOutcome, ExpectedFile,
-    };
+    use vggq::data::{download_verified, file_digest, DigestAlgorithm, DownloadOutcome, ExpectedFile};
 
     /// A small CIFAR-format archive and its MD5.
     fn small_archive() -> (Vec<u8>, String) {
         let dir = tempfile::tempdir().unwrap();
         fixtures::write_cifar_binary(dir.path());
         let archive = dir.path().join("a.tar.gz");
-        fixtures::tar_gz(
-            &dir.path().join(vggq::data::BATCH_FOLDER),
-            vggq::data::BATCH_FOLDER,
-            &archive,
-        );
+        fixtures::tar_gz(&dir.path().join(vggq::data::BATCH_FOLDER), vggq::data::BATCH_FOLDER, &archive);
         let md5 = file_digest(&archive, DigestAlgorithm::Md5).unwrap().hex;
         (fs::read(&archive).unwrap(), md5)
     }
 
     /// Names in `dir`, to check that a failed download leaves nothing behind.
     fn entries(dir: &Path) -> Vec<String> {
-        fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
     }
 
     #[test]
@@ -667,29 +480,17 @@ mod download {
         let server = TestServer::start(vec![("/cifar.tar.gz", Reply::Body(archive.clone()))]);
         let cache = tempfile::tempdir().unwrap();
         let dest = cache.path().join("cifar.tar.gz");
-        let expected = ExpectedFile {
-            length: Some(archive.len() as u64),
-            algorithm: DigestAlgorithm::Md5,
-            digest: &md5,
-        };
+        let expected = ExpectedFile { length: Some(archive.len() as u64), algorithm: DigestAlgorithm::Md5, digest: &md5 };
 
         let outcome = download_verified(&server.url("/cifar.tar.gz"), &dest, &expected).unwrap();
         assert_eq!(outcome, DownloadOutcome::Downloaded);
         assert_eq!(fs::read(&dest).unwrap(), archive);
-        assert_eq!(
-            entries(cache.path()),
-            ["cifar.tar.gz"],
-            "no temporary file left"
-        );
+        assert_eq!(entries(cache.path()), ["cifar.tar.gz"], "no temporary file left");
         assert_eq!(load_path(&dest).unwrap().train.len(), 10);
 
         let outcome = download_verified(&server.url("/cifar.tar.gz"), &dest, &expected).unwrap();
         assert_eq!(outcome, DownloadOutcome::Cached);
-        assert_eq!(
-            server.requests(),
-            1,
-            "a verified cached file is not downloaded again"
-        );
+        assert_eq!(server.requests(), 1, "a verified cached file is not downloaded again");
     }
 
     #[test]
@@ -701,21 +502,12 @@ mod download {
         fs::write(&dest, b"stale partial file").unwrap();
         let sha = {
             fs::write(cache.path().join("probe"), &archive).unwrap();
-            let digest = file_digest(&cache.path().join("probe"), DigestAlgorithm::Sha256)
-                .unwrap()
-                .hex;
+            let digest = file_digest(&cache.path().join("probe"), DigestAlgorithm::Sha256).unwrap().hex;
             fs::remove_file(cache.path().join("probe")).unwrap();
             digest
         };
-        let expected = ExpectedFile {
-            length: Some(archive.len() as u64),
-            algorithm: DigestAlgorithm::Sha256,
-            digest: &sha,
-        };
-        assert_eq!(
-            download_verified(&server.url("/w.bin"), &dest, &expected).unwrap(),
-            DownloadOutcome::Downloaded
-        );
+        let expected = ExpectedFile { length: Some(archive.len() as u64), algorithm: DigestAlgorithm::Sha256, digest: &sha };
+        assert_eq!(download_verified(&server.url("/w.bin"), &dest, &expected).unwrap(), DownloadOutcome::Downloaded);
         assert_eq!(fs::read(&dest).unwrap(), archive);
     }
 
@@ -728,19 +520,9 @@ mod download {
         let server = TestServer::start(vec![
             ("/truncated", Reply::Body(truncated)),
             ("/corrupted", Reply::Body(corrupted)),
-            (
-                "/cut",
-                Reply::CutShort {
-                    declared: archive.len(),
-                    body: archive[..1000].to_vec(),
-                },
-            ),
+            ("/cut", Reply::CutShort { declared: archive.len(), body: archive[..1000].to_vec() }),
         ]);
-        let expected = ExpectedFile {
-            length: Some(archive.len() as u64),
-            algorithm: DigestAlgorithm::Md5,
-            digest: &md5,
-        };
+        let expected = ExpectedFile { length: Some(archive.len() as u64), algorithm: DigestAlgorithm::Md5, digest: &md5 };
         let cache = tempfile::tempdir().unwrap();
         let dest = cache.path().join("cifar.tar.gz");
         let attempt = |path: &str| {
@@ -748,29 +530,16 @@ mod download {
             let error = download_verified(&url, &dest, &expected).unwrap_err();
             let message = error.to_string();
             assert!(message.contains(&url), "`{message}` does not name the URL");
-            assert!(
-                entries(cache.path()).is_empty(),
-                "{path} left {:?}",
-                entries(cache.path())
-            );
+            assert!(entries(cache.path()).is_empty(), "{path} left {:?}", entries(cache.path()));
             (error, message)
         };
 
         let (error, message) = attempt("/truncated");
-        assert!(
-            matches!(error, DataError::LengthMismatch { .. }),
-            "{error:?}"
-        );
-        assert!(
-            message.contains(&archive.len().to_string())
-                && message.contains(&(archive.len() - 100).to_string())
-        );
+        assert!(matches!(error, DataError::LengthMismatch { .. }), "{error:?}");
+        assert!(message.contains(&archive.len().to_string()) && message.contains(&(archive.len() - 100).to_string()));
 
         let (error, message) = attempt("/corrupted");
-        assert!(
-            matches!(error, DataError::DigestMismatch { .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, DataError::DigestMismatch { .. }), "{error:?}");
         assert!(message.contains(&md5), "{message}");
 
         let (error, _) = attempt("/cut");

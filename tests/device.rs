@@ -86,7 +86,10 @@ fn a_driver_without_devices_is_named() {
     let selection = probe(&layout(true, true, true), &[("FAKE_CUINIT_RESULT", "100".into())]);
     assert_eq!(selection.backend, Backend::Cpu);
     assert_eq!(reason(&selection), "initialising the NVIDIA driver (cuInit) failed: CUDA_ERROR_NO_DEVICE");
-    assert_eq!(selection.probe.unwrap().no_device.as_deref(), Some("initialising the NVIDIA driver (cuInit) failed: CUDA_ERROR_NO_DEVICE"));
+    assert_eq!(
+        selection.probe.unwrap().no_device.as_deref(),
+        Some("initialising the NVIDIA driver (cuInit) failed: CUDA_ERROR_NO_DEVICE")
+    );
 }
 
 #[test]
@@ -107,7 +110,8 @@ fn a_driver_older_than_the_binary_is_named_with_the_gpu() {
 #[test]
 fn nvrtc_is_found_in_the_toolkit_that_cuda_home_names() {
     let layout = layout(true, true, true);
-    let selection = probe(&layout, &[("FAKE_CUDA_VERSION", built_for(&layout).to_string()), ("FAKE_NVRTC_VERSION", "13000".into())]);
+    let selection =
+        probe(&layout, &[("FAKE_CUDA_VERSION", built_for(&layout).to_string()), ("FAKE_NVRTC_VERSION", "13000".into())]);
     let probe = selection.probe.clone().unwrap();
     assert_eq!(probe.toolkit.as_deref(), Some(layout.toolkit.as_path()));
     assert_eq!(probe.nvrtc.map(|v| v.0), Some(13000), "loaded from $CUDA_HOME/lib64 under cudarc's name");
@@ -124,7 +128,8 @@ fn nvrtc_is_found_in_the_toolkit_that_cuda_home_names() {
 fn nvrtc_newer_than_the_driver_is_named() {
     let layout = layout(true, true, true);
     let driver = built_for(&layout);
-    let selection = probe(&layout, &[("FAKE_CUDA_VERSION", driver.to_string()), ("FAKE_NVRTC_VERSION", (driver + 10).to_string())]);
+    let selection =
+        probe(&layout, &[("FAKE_CUDA_VERSION", driver.to_string()), ("FAKE_NVRTC_VERSION", (driver + 10).to_string())]);
     assert!(reason(&selection).contains("is newer than the driver's"), "{}", reason(&selection));
 }
 

@@ -11,9 +11,10 @@ use vggq::profile::Profile;
 use vggq_core::{QatMode, Variant};
 
 fn run_dir() -> PathBuf {
-    PathBuf::from(std::env::var_os("VGGQ_FULL_SHAPE_RUN").expect(
-        "VGGQ_FULL_SHAPE_RUN is not set: run through `cargo xtask test`, which makes the full-shape run and sets it",
-    ))
+    PathBuf::from(
+        std::env::var_os("VGGQ_FULL_SHAPE_RUN")
+            .expect("VGGQ_FULL_SHAPE_RUN is not set: run through `cargo xtask test`, which makes the full-shape run and sets it"),
+    )
 }
 
 fn eval_run(run: &Path) -> EvalRun {
@@ -55,7 +56,8 @@ fn onnx_runtime_runs_every_conv_and_linear_in_int8() {
 fn pth_files_load_strictly_into_the_seeds_modules() {
     let run = run_dir();
     let python = std::env::var("VGGQ_PYTHON").expect("run through `cargo xtask test`, which sets VGGQ_PYTHON");
-    let train_report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("train_report.json")).unwrap()).unwrap();
+    let train_report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("train_report.json")).unwrap()).unwrap();
     let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();
     assert_eq!(profile.model, vggq::model::VggConfig::seed(), "the full profile's shapes");
     let config = vggq::quant::float_model::pth_config(&profile.model).torch_module_json(profile.model.input_size);
@@ -64,9 +66,7 @@ fn pth_files_load_strictly_into_the_seeds_modules() {
     for variant in Variant::all(QatMode::Fp32match) {
         command.arg(variant.key()).arg(run.join(variant.pth_file()));
     }
-    let output = command
-        .output()
-        .unwrap();
+    let output = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     println!("{stdout}");
@@ -82,6 +82,12 @@ fn the_package_verifies() {
     assert!(found.is_empty(), "{found}");
     let sums = std::fs::read_to_string(run.join(vggq::package::CHECKSUMS_FILE)).unwrap();
     assert_eq!(sums.lines().count(), 8, "{sums}");
-    let status = Command::new("sha256sum").arg("--check").arg("--quiet").arg(vggq::package::CHECKSUMS_FILE).current_dir(&run).status().unwrap();
+    let status = Command::new("sha256sum")
+        .arg("--check")
+        .arg("--quiet")
+        .arg(vggq::package::CHECKSUMS_FILE)
+        .current_dir(&run)
+        .status()
+        .unwrap();
     assert!(status.success());
 }

@@ -13,10 +13,12 @@ use vggq::report::golden_table;
 
 #[test]
 fn metrics_match_the_reviewed_golden_table() {
-    let run = PathBuf::from(std::env::var_os("VGGQ_GOLDEN_RUN").expect(
-        "VGGQ_GOLDEN_RUN is not set: run through `cargo xtask test` or `cargo xtask all`, which set it to their run",
-    ));
-    let read = |name: &str| std::fs::read_to_string(run.join(name)).unwrap_or_else(|e| panic!("{}: {e}", run.join(name).display()));
+    let run = PathBuf::from(
+        std::env::var_os("VGGQ_GOLDEN_RUN")
+            .expect("VGGQ_GOLDEN_RUN is not set: run through `cargo xtask test` or `cargo xtask all`, which set it to their run"),
+    );
+    let read =
+        |name: &str| std::fs::read_to_string(run.join(name)).unwrap_or_else(|e| panic!("{}: {e}", run.join(name).display()));
     let train_report: serde_json::Value = serde_json::from_str(&read("train_report.json")).unwrap();
     let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();
     let device: Selection = serde_json::from_value(train_report["device"].clone()).unwrap();

@@ -51,8 +51,8 @@ fn pretrained_features_reproduce_pytorch() {
 fn checkpoint_with_wrong_shapes_names_the_tensor() {
     // The width-1/16 checkpoint offered to a width-1/8 model.
     let config = VggConfig { width_divisor: 8, ..fixture_config() };
-    let error = load_features(config.init::<B>(&Default::default()), &config, &fixture("vgg11_bn_w16_imagenet_layout.pth"))
-        .unwrap_err();
+    let error =
+        load_features(config.init::<B>(&Default::default()), &config, &fixture("vgg11_bn_w16_imagenet_layout.pth")).unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, ModelError::Checkpoint { .. }), "{message}");
     assert!(message.contains("features.0.conv.weight") && message.contains("Shape mismatch"), "{message}");
@@ -129,7 +129,9 @@ fn random_init_is_pytorchs() {
         let tolerance = 4.0 / (2.0 * weight.len() as f64).sqrt();
         assert!((std(&weight) / expected - 1.0).abs() < tolerance, "conv {i}: std {} vs kaiming {expected}", std(&weight));
         assert!(values(block.conv.bias.as_ref().unwrap().val()).iter().all(|&b| b == 0.0), "conv {i} bias");
-        assert!(values(block.norm.weight.val()).iter().all(|&w| w == 1.0) && values(block.norm.bias.val()).iter().all(|&b| b == 0.0));
+        assert!(
+            values(block.norm.weight.val()).iter().all(|&w| w == 1.0) && values(block.norm.bias.val()).iter().all(|&b| b == 0.0)
+        );
     }
     let head = &model.classifier;
     for (i, linear) in [&head.hidden1, &head.hidden2, &head.output].into_iter().enumerate() {

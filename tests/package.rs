@@ -16,7 +16,10 @@ fn provenance() -> Provenance {
         device: "cpu".into(),
         device_reason: "CPU (burn-flex): --device cpu".into(),
         gpu: None,
-        precision: vggq::backend::precision::Precision { matmul: vggq::backend::precision::Arithmetic::Fp32, conv: vggq::backend::precision::Arithmetic::Fp32 },
+        precision: vggq::backend::precision::Precision {
+            matmul: vggq::backend::precision::Arithmetic::Fp32,
+            conv: vggq::backend::precision::Arithmetic::Fp32,
+        },
         execution_providers: vec!["CPU".into()],
         seed: 0,
         dataset: "CIFAR-10 (JPEG copy)".into(),
@@ -63,7 +66,10 @@ fn verify_names_changed_missing_and_extra_files() {
     assert_eq!(found.changed.len(), 1);
     assert_eq!(found.changed[0].0, "model.pth");
     let text = found.to_string();
-    assert!(text.contains("changed: model.pth") && text.contains("missing: model.onnx") && text.contains("extra: stray.bin"), "{text}");
+    assert!(
+        text.contains("changed: model.pth") && text.contains("missing: model.onnx") && text.contains("extra: stray.bin"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,8 +1,6 @@
 //! The quantization passes against PyTorch's own results on the tiny VGG11-BN of
 //! `fixtures/torch-reference` (see its README.txt for how the files were made).
 
-
-
 use burn::backend::Flex;
 use burn::prelude::*;
 use indicatif::ProgressBar;
@@ -162,8 +160,10 @@ fn static_weights_match_pytorch() {
             off_by_one += difference as usize;
             values += 1;
         }
-        let (Quantizer::PerChannelAffine { scales: a, zero_points: za, .. }, Quantizer::PerChannelAffine { scales: b, zero_points: zb, .. }) =
-            (&ours_weight.quantizer, &theirs.quantizer)
+        let (
+            Quantizer::PerChannelAffine { scales: a, zero_points: za, .. },
+            Quantizer::PerChannelAffine { scales: b, zero_points: zb, .. },
+        ) = (&ours_weight.quantizer, &theirs.quantizer)
         else {
             panic!("{key}: weights are per-channel")
         };
@@ -182,7 +182,9 @@ fn static_weights_match_pytorch() {
             }
         }
     }
-    println!("static weights: {off_by_one} of {values} int8 values differ by one, worst relative scale difference {worst_scale:e}");
+    println!(
+        "static weights: {off_by_one} of {values} int8 values differ by one, worst relative scale difference {worst_scale:e}"
+    );
     assert!(off_by_one * 1000 <= values, "more than 0.1 % of the int8 weights differ");
     assert!(worst_scale < 1e-6);
 }
@@ -245,7 +247,12 @@ fn other_calibrations_give_valid_models() {
 
 #[test]
 fn quantized_weights_round_half_to_even() {
-    let weight = QuantizedWeight::symmetric(vec![1, 4], &[0.5, 1.5, -0.5, 127.5], &[vggq::quant::observer::MinMax { min: -127.5, max: 127.5 }], vggq::quant::QuantRange::QINT8);
+    let weight = QuantizedWeight::symmetric(
+        vec![1, 4],
+        &[0.5, 1.5, -0.5, 127.5],
+        &[vggq::quant::observer::MinMax { min: -127.5, max: 127.5 }],
+        vggq::quant::QuantRange::QINT8,
+    );
     assert_eq!(weight.scales, vec![1.0]);
     assert_eq!(weight.values, vec![0, 2, 0, 127]);
 }
@@ -272,7 +279,12 @@ fn histogram_port_is_exact_on_identical_data() {
     let views: Vec<(String, safetensors::tensor::TensorView)> = observed
         .iter()
         .enumerate()
-        .map(|(i, bytes)| (format!("obs_{i}"), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![bytes.len() / 4], bytes).unwrap()))
+        .map(|(i, bytes)| {
+            (
+                format!("obs_{i}"),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![bytes.len() / 4], bytes).unwrap(),
+            )
+        })
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("activations.safetensors");
@@ -317,7 +329,9 @@ fn qat_matches_pytorchs_prepare_qat_fx() {
     let (batch1, shape1) = io_tensor("calib_1");
     let labels: Vec<i64> = (0..shape1[0] as i64).map(|i| (i * 7) % 10).collect();
 
-    let to_tensor = |values: &[f32], shape: &[usize]| Tensor::<AD, 1>::from_floats(values, &device).reshape([shape[0], shape[1], shape[2], shape[3]]);
+    let to_tensor = |values: &[f32], shape: &[usize]| {
+        Tensor::<AD, 1>::from_floats(values, &device).reshape([shape[0], shape[1], shape[2], shape[3]])
+    };
     let mut forward = QatForward::<AD>::new(&config);
     let _ = forward.forward(&model, to_tensor(&batch0, &shape0));
     let logits = forward.forward(&model, to_tensor(&batch1, &shape1));
@@ -349,7 +363,13 @@ fn qat_matches_pytorchs_prepare_qat_fx() {
     let bytes = std::fs::read(&out).unwrap();
     let torch = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let expected = |key: &str| -> Vec<f32> {
-        torch.tensor(key).unwrap_or_else(|_| panic!("PyTorch wrote no `{key}`")).data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+        torch
+            .tensor(key)
+            .unwrap_or_else(|_| panic!("PyTorch wrote no `{key}`"))
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     };
     /// Largest difference relative to the largest magnitude of `expected`.
     fn relative(actual: &[f32], expected: &[f32]) -> f64 {
@@ -377,17 +397,25 @@ fn qat_matches_pytorchs_prepare_qat_fx() {
         let (mins, maxs): (Vec<f32>, Vec<f32>) = layer.iter().map(|o| (o.range.min, o.range.max)).unzip();
         assert!(relative(&mins, &expected(&format!("weight_{i}_min"))) < 1e-5, "weight {i} minima");
         assert!(relative(&maxs, &expected(&format!("weight_{i}_max"))) < 1e-5, "weight {i} maxima");
-        let zero_points: Vec<f32> = layer.iter().map(|o| runtime_qparams(o.range.min, o.range.max, vggq::quant::QuantRange::QINT8, true).zero_point as f32).collect();
+        let zero_points: Vec<f32> = layer
+            .iter()
+            .map(|o| runtime_qparams(o.range.min, o.range.max, vggq::quant::QuantRange::QINT8, true).zero_point as f32)
+            .collect();
         assert_eq!(zero_points, expected(&format!("weight_{i}_zero_point")), "weight {i} zero points");
     }
 
     // Forward values and straight-through gradients.
     let logits = vggq::host_reads::values(logits.inner());
     let logit_error = relative(&logits, &expected("logits"));
-    let mut grads_ours: Vec<Vec<f32>> = model.features.iter().map(|b| vggq::host_reads::values(b.conv.weight.grad(&grads).unwrap())).collect();
+    let mut grads_ours: Vec<Vec<f32>> =
+        model.features.iter().map(|b| vggq::host_reads::values(b.conv.weight.grad(&grads).unwrap())).collect();
     let head = &model.classifier;
-    grads_ours.extend([&head.hidden1, &head.hidden2, &head.output].map(|l| vggq::host_reads::values(l.weight.grad(&grads).unwrap().transpose())));
-    let grad_errors: Vec<f64> = grads_ours.iter().enumerate().map(|(i, g)| relative(g, &expected(&format!("weight_{i}_grad")))).collect();
+    grads_ours.extend(
+        [&head.hidden1, &head.hidden2, &head.output]
+            .map(|l| vggq::host_reads::values(l.weight.grad(&grads).unwrap().transpose())),
+    );
+    let grad_errors: Vec<f64> =
+        grads_ours.iter().enumerate().map(|(i, g)| relative(g, &expected(&format!("weight_{i}_grad")))).collect();
     println!("QAT vs PyTorch: logits {logit_error:.2e}, weight gradients {grad_errors:?}");
     // Float rounding only (measured: 2.9e-7 and at most 1.6e-6); a flipped rounding of one fake-quantized
     // value would show as a whole quantization step.
@@ -397,8 +425,18 @@ fn qat_matches_pytorchs_prepare_qat_fx() {
     // BatchNorm running statistics after two training batches, and the batch count.
     for (i, block) in model.features.iter().enumerate() {
         let norm = &block.norm;
-        assert!(relative(&vggq::host_reads::values(norm.running_mean.value_sync()), &expected(&format!("bn_{i}_running_mean"))) < 1e-5, "bn {i} mean");
-        assert!(relative(&vggq::host_reads::values(norm.running_var.value_sync()), &expected(&format!("bn_{i}_running_var"))) < 1e-5, "bn {i} var");
-        assert_eq!(vggq::host_reads::values(norm.num_batches_tracked.value_sync()), expected(&format!("bn_{i}_num_batches_tracked")));
+        assert!(
+            relative(&vggq::host_reads::values(norm.running_mean.value_sync()), &expected(&format!("bn_{i}_running_mean")))
+                < 1e-5,
+            "bn {i} mean"
+        );
+        assert!(
+            relative(&vggq::host_reads::values(norm.running_var.value_sync()), &expected(&format!("bn_{i}_running_var"))) < 1e-5,
+            "bn {i} var"
+        );
+        assert_eq!(
+            vggq::host_reads::values(norm.num_batches_tracked.value_sync()),
+            expected(&format!("bn_{i}_num_batches_tracked"))
+        );
     }
 }

@@ -41,11 +41,19 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
     // PTQ within what PyTorch's own quantization of such a model costs (dynamic: Linears only; measured
     // here: +0.15 / +0.07 and -0.05 / -0.03 points); QAT fine-tuning an undertrained model for an epoch at a
     // tenth of its learning rate trains it further (measured: +8.5 / +8.9), and must at least not lose.
-    for (variant, val, test, points) in [(scores[1].0, scores[1].1, scores[1].2, 0.5), (scores[2].0, scores[2].1, scores[2].2, 1.0)] {
-        assert!((val - fp32_val).abs() <= points && (test - fp32_test).abs() <= points, "{variant:?}: val {val:.2} test {test:.2} vs fp32 {fp32_val:.2} {fp32_test:.2}");
+    for (variant, val, test, points) in
+        [(scores[1].0, scores[1].1, scores[1].2, 0.5), (scores[2].0, scores[2].1, scores[2].2, 1.0)]
+    {
+        assert!(
+            (val - fp32_val).abs() <= points && (test - fp32_test).abs() <= points,
+            "{variant:?}: val {val:.2} test {test:.2} vs fp32 {fp32_val:.2} {fp32_test:.2}"
+        );
     }
     let (_, qat_val, qat_test) = scores[3];
-    assert!(qat_val >= fp32_val && qat_test >= fp32_test, "QAT finetune: val {qat_val:.2} test {qat_test:.2} vs fp32 {fp32_val:.2} {fp32_test:.2}");
+    assert!(
+        qat_val >= fp32_val && qat_test >= fp32_test,
+        "QAT finetune: val {qat_val:.2} test {qat_test:.2} vs fp32 {fp32_val:.2} {fp32_test:.2}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let files = quantized.write_pth_files(dir.path()).unwrap();

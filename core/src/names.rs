@@ -69,7 +69,13 @@ impl Variant {
 
     /// Every variant any run can write.
     pub fn every() -> [Variant; 5] {
-        [Variant::Fp32, Variant::DynamicInt8, Variant::StaticInt8, Variant::Qat(QatMode::Fp32match), Variant::Qat(QatMode::Finetune)]
+        [
+            Variant::Fp32,
+            Variant::DynamicInt8,
+            Variant::StaticInt8,
+            Variant::Qat(QatMode::Fp32match),
+            Variant::Qat(QatMode::Finetune),
+        ]
     }
 
     /// The variant's name in files, manifests, reports and ONNX metadata.

@@ -31,17 +31,12 @@ fn best<T>(mut run: impl FnMut() -> T) -> (Duration, T) {
 }
 
 fn report(name: &str, bytes: u64, time: Duration) {
-    println!(
-        "{name:<44} {:>8.1} MB/s  ({bytes} bytes in {:.3} s)",
-        bytes as f64 / 1e6 / time.as_secs_f64(),
-        time.as_secs_f64()
-    );
+    println!("{name:<44} {:>8.1} MB/s  ({bytes} bytes in {:.3} s)", bytes as f64 / 1e6 / time.as_secs_f64(), time.as_secs_f64());
 }
 
 fn main() {
-    let python = std::env::var_os("VGGQ_PYTHON").unwrap_or_else(|| {
-        panic!("VGGQ_PYTHON is not set: run through `cargo xtask test`, which sets VGGQ_PYTHON")
-    });
+    let python = std::env::var_os("VGGQ_PYTHON")
+        .unwrap_or_else(|| panic!("VGGQ_PYTHON is not set: run through `cargo xtask test`, which sets VGGQ_PYTHON"));
     let state_dict = synth::state_dict(&layout(&VggConfig::full(), Variant::Fp32), 1);
     let dir = tempfile::tempdir().expect("temp dir");
 
@@ -53,12 +48,7 @@ fn main() {
     let plain = dir.path().join("plain.pth");
     let (time, ()) = best(|| {
         let file = std::fs::File::create(&plain).expect("create");
-        write_to(
-            BufWriter::with_capacity(1 << 20, file),
-            "plain",
-            &state_dict,
-        )
-        .expect("write_to");
+        write_to(BufWriter::with_capacity(1 << 20, file), "plain", &state_dict).expect("write_to");
     });
     report("vggq-pth write_to (BufWriter<File>, no fsync)", bytes, time);
 
@@ -69,17 +59,8 @@ fn main() {
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/torch_save.py");
     let torch_path = dir.path().join("torch.pth");
-    let output = Command::new(&python)
-        .arg(script)
-        .arg(&torch_path)
-        .arg(REPEATS.to_string())
-        .output()
-        .expect("run VGGQ_PYTHON");
-    assert!(
-        output.status.success(),
-        "torch_save.py failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(&python).arg(script).arg(&torch_path).arg(REPEATS.to_string()).output().expect("run VGGQ_PYTHON");
+    assert!(output.status.success(), "torch_save.py failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let (seconds, torch_bytes) = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| {
@@ -88,9 +69,5 @@ fn main() {
         })
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .expect("torch_save.py printed timings");
-    report(
-        "torch.save (same shapes)",
-        torch_bytes,
-        Duration::from_secs_f64(seconds),
-    );
+    report("torch.save (same shapes)", torch_bytes, Duration::from_secs_f64(seconds));
 }

@@ -8,23 +8,13 @@ use crate::read::read_pth;
 pub fn render(file_name: &str, bytes: &[u8]) -> Result<String> {
     let file = read_pth(bytes)?;
     let state_dict = &file.state_dict;
-    let mut out = format!(
-        "==== {file_name} ({} bytes, {} keys)\n",
-        bytes.len(),
-        state_dict.entries.len()
-    );
+    let mut out = format!("==== {file_name} ({} bytes, {} keys)\n", bytes.len(), state_dict.entries.len());
     for (key, value) in &state_dict.entries {
         out.push_str(&format!("  {key}: {}\n", value.signature()));
     }
-    let metadata: Vec<String> = state_dict
-        .metadata
-        .iter()
-        .map(|(prefix, version)| format!("{}: {{'version': {version}}}", python_str(prefix)))
-        .collect();
-    out.push_str(&format!(
-        "  _metadata: {{{}}}\n  zip entries:\n",
-        metadata.join(", ")
-    ));
+    let metadata: Vec<String> =
+        state_dict.metadata.iter().map(|(prefix, version)| format!("{}: {{'version': {version}}}", python_str(prefix))).collect();
+    out.push_str(&format!("  _metadata: {{{}}}\n  zip entries:\n", metadata.join(", ")));
     for entry in &file.entries {
         out.push_str(&format!(
             "    {}  size={} compress_type=0 header_offset={}\n",

@@ -9,10 +9,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::tensor::{
-    channels_last_strides, contiguous_strides, DType, QScheme, Signature, StateDict,
-    TensorSignature,
-};
+use crate::tensor::{channels_last_strides, contiguous_strides, DType, QScheme, Signature, StateDict, TensorSignature};
 
 /// Kernel size of every VGG convolution.
 const KERNEL: usize = 3;
@@ -53,41 +50,14 @@ pub struct VggConfig {
 }
 
 /// torchvision's VGG11 cfg ("A").
-const VGG11_CFG: [Option<usize>; 13] = [
-    Some(64),
-    None,
-    Some(128),
-    None,
-    Some(256),
-    Some(256),
-    None,
-    Some(512),
-    Some(512),
-    None,
-    Some(512),
-    Some(512),
-    None,
-];
+const VGG11_CFG: [Option<usize>; 13] =
+    [Some(64), None, Some(128), None, Some(256), Some(256), None, Some(512), Some(512), None, Some(512), Some(512), None];
 
 impl VggConfig {
     /// VGG11-BN on RGB input with every convolution's width divided by `width_divisor`.
-    pub fn vgg11_bn(
-        width_divisor: usize,
-        avgpool_side: usize,
-        hidden: usize,
-        classes: usize,
-    ) -> Self {
-        let features = VGG11_CFG
-            .iter()
-            .map(|c| c.map_or(Feature::MaxPool, |c| Feature::Conv(c / width_divisor)))
-            .collect();
-        VggConfig {
-            features,
-            in_channels: 3,
-            avgpool_side,
-            hidden,
-            classes,
-        }
+    pub fn vgg11_bn(width_divisor: usize, avgpool_side: usize, hidden: usize, classes: usize) -> Self {
+        let features = VGG11_CFG.iter().map(|c| c.map_or(Feature::MaxPool, |c| Feature::Conv(c / width_divisor))).collect();
+        VggConfig { features, in_channels: 3, avgpool_side, hidden, classes }
     }
 
     /// The model of the reference files: width 1/16, 1x1 pooling, head 32 -> 64 -> 64 -> 10.
@@ -125,11 +95,7 @@ impl VggConfig {
         for feature in &self.features {
             match *feature {
                 Feature::Conv(out) => {
-                    convs.push(Conv {
-                        index,
-                        in_channels: channels,
-                        out_channels: out,
-                    });
+                    convs.push(Conv { index, in_channels: channels, out_channels: out });
                     channels = out;
                     index += 3; // conv, batch norm, relu
                 }
@@ -157,24 +123,14 @@ impl VggConfig {
 
     /// Number of modules in `features`.
     fn feature_modules(&self) -> usize {
-        self.features
-            .iter()
-            .map(|f| if let Feature::Conv(_) = f { 3 } else { 1 })
-            .sum()
+        self.features.iter().map(|f| if let Feature::Conv(_) = f { 3 } else { 1 }).sum()
     }
 
     /// The three Linears as `(classifier index, in_features, out_features)`.
     pub fn linears(&self) -> [(usize, usize, usize); 3] {
-        let last_channels = self
-            .convs()
-            .last()
-            .map_or(self.in_channels, |c| c.out_channels);
+        let last_channels = self.convs().last().map_or(self.in_channels, |c| c.out_channels);
         let flat = last_channels * self.avgpool_side * self.avgpool_side;
-        [
-            (0, flat, self.hidden),
-            (3, self.hidden, self.hidden),
-            (6, self.hidden, self.classes),
-        ]
+        [(0, flat, self.hidden), (3, self.hidden, self.hidden), (6, self.hidden, self.classes)]
     }
 }
 
@@ -204,12 +160,7 @@ pub enum Variant {
 
 impl Variant {
     /// All variants.
-    pub const ALL: [Variant; 4] = [
-        Variant::Fp32,
-        Variant::DynamicInt8,
-        Variant::StaticInt8Fx,
-        Variant::QatInt8Fx,
-    ];
+    pub const ALL: [Variant; 4] = [Variant::Fp32, Variant::DynamicInt8, Variant::StaticInt8Fx, Variant::QatInt8Fx];
 }
 
 /// The entries and `_metadata` of a state_dict, as PyTorch orders them.
@@ -222,12 +173,7 @@ pub struct Layout {
 }
 
 fn tensor(dtype: DType, shape: Vec<usize>) -> TensorSignature {
-    TensorSignature {
-        dtype,
-        strides: contiguous_strides(&shape),
-        shape,
-        qscheme: None,
-    }
+    TensorSignature { dtype, strides: contiguous_strides(&shape), shape, qscheme: None }
 }
 
 fn scalar(dtype: DType) -> Signature {
@@ -248,67 +194,42 @@ pub fn layout(config: &VggConfig, variant: Variant) -> Layout {
     if quantized_features {
         // convert_fx quantizes the model input with a scale and zero point named after the first module.
         entries.push(("features_0_input_scale_0".to_owned(), scalar(DType::F32)));
-        entries.push((
-            "features_0_input_zero_point_0".to_owned(),
-            scalar(DType::I64),
-        ));
+        entries.push(("features_0_input_zero_point_0".to_owned(), scalar(DType::I64)));
         for conv in &convs {
             let shape = vec![conv.out_channels, conv.in_channels, KERNEL, KERNEL];
             let weight = TensorSignature {
                 dtype: DType::QInt8,
                 strides: channels_last_strides(&shape),
                 shape,
-                qscheme: Some(QScheme::PerChannelAffine {
-                    axis: WEIGHT_CHANNEL_AXIS,
-                }),
+                qscheme: Some(QScheme::PerChannelAffine { axis: WEIGHT_CHANNEL_AXIS }),
             };
             let prefix = format!("features.{}", conv.index);
             entries.push((format!("{prefix}.weight"), Signature::Tensor(weight)));
-            entries.push((
-                format!("{prefix}.bias"),
-                Signature::Parameter(tensor(DType::F32, vec![conv.out_channels])),
-            ));
+            entries.push((format!("{prefix}.bias"), Signature::Parameter(tensor(DType::F32, vec![conv.out_channels]))));
             entries.push((format!("{prefix}.scale"), scalar(DType::F32)));
             entries.push((format!("{prefix}.zero_point"), scalar(DType::I64)));
         }
         // Fusion folds each BatchNorm and ReLU into its convolution; the pools remain.
-        let mut kept: Vec<usize> = convs
-            .iter()
-            .map(|c| c.index)
-            .chain(config.pools())
-            .collect();
+        let mut kept: Vec<usize> = convs.iter().map(|c| c.index).chain(config.pools()).collect();
         kept.sort_unstable();
         metadata.extend(kept.into_iter().map(|i| (format!("features.{i}"), 1)));
     } else {
         for conv in &convs {
-            let (conv_prefix, bn_prefix) = (
-                format!("features.{}", conv.index),
-                format!("features.{}", conv.index + 1),
-            );
+            let (conv_prefix, bn_prefix) = (format!("features.{}", conv.index), format!("features.{}", conv.index + 1));
             let c = conv.out_channels;
             entries.push((
                 format!("{conv_prefix}.weight"),
-                Signature::Tensor(tensor(
-                    DType::F32,
-                    vec![c, conv.in_channels, KERNEL, KERNEL],
-                )),
+                Signature::Tensor(tensor(DType::F32, vec![c, conv.in_channels, KERNEL, KERNEL])),
             ));
             entries.push((format!("{conv_prefix}.bias"), vector(c)));
             for name in ["weight", "bias", "running_mean", "running_var"] {
                 entries.push((format!("{bn_prefix}.{name}"), vector(c)));
             }
-            entries.push((
-                format!("{bn_prefix}.num_batches_tracked"),
-                scalar(DType::I64),
-            ));
+            entries.push((format!("{bn_prefix}.num_batches_tracked"), scalar(DType::I64)));
         }
         let batch_norms: Vec<usize> = convs.iter().map(|c| c.index + 1).collect();
         metadata.extend((0..config.feature_modules()).map(|i| {
-            let version = if batch_norms.contains(&i) {
-                BATCH_NORM_VERSION
-            } else {
-                1
-            };
+            let version = if batch_norms.contains(&i) { BATCH_NORM_VERSION } else { 1 };
             (format!("features.{i}"), version)
         }));
     }
@@ -331,49 +252,27 @@ pub fn layout(config: &VggConfig, variant: Variant) -> Layout {
             let (qscheme, linear_version) = if variant == Variant::DynamicInt8 {
                 (QScheme::PerTensorAffine, DYNAMIC_LINEAR_VERSION)
             } else {
-                (
-                    QScheme::PerChannelAffine {
-                        axis: WEIGHT_CHANNEL_AXIS,
-                    },
-                    STATIC_LINEAR_VERSION,
-                )
+                (QScheme::PerChannelAffine { axis: WEIGHT_CHANNEL_AXIS }, STATIC_LINEAR_VERSION)
             };
             for (index, in_features, out_features) in linears {
                 let prefix = format!("classifier.{index}");
                 let shape = vec![out_features, in_features];
-                let weight = TensorSignature {
-                    dtype: DType::QInt8,
-                    strides: contiguous_strides(&shape),
-                    shape,
-                    qscheme: Some(qscheme),
-                };
+                let weight =
+                    TensorSignature { dtype: DType::QInt8, strides: contiguous_strides(&shape), shape, qscheme: Some(qscheme) };
                 entries.push((format!("{prefix}.scale"), scalar(DType::F32)));
                 entries.push((format!("{prefix}.zero_point"), scalar(DType::I64)));
-                entries.push((
-                    format!("{prefix}._packed_params.dtype"),
-                    Signature::Dtype(DType::QInt8),
-                ));
+                entries.push((format!("{prefix}._packed_params.dtype"), Signature::Dtype(DType::QInt8)));
                 entries.push((
                     format!("{prefix}._packed_params._packed_params"),
-                    Signature::PackedLinear {
-                        weight,
-                        bias: Some(tensor(DType::F32, vec![out_features])),
-                    },
+                    Signature::PackedLinear { weight, bias: Some(tensor(DType::F32, vec![out_features])) },
                 ));
             }
             // Dynamic quantization keeps every classifier module; FX fuses each ReLU (1, 4) into its Linear.
-            let kept: &[usize] = if variant == Variant::DynamicInt8 {
-                &[0, 1, 2, 3, 4, 5, 6]
-            } else {
-                &[0, 2, 3, 5, 6]
-            };
+            let kept: &[usize] = if variant == Variant::DynamicInt8 { &[0, 1, 2, 3, 4, 5, 6] } else { &[0, 2, 3, 5, 6] };
             for &i in kept {
                 if linears.iter().any(|&(index, _, _)| index == i) {
                     metadata.push((format!("classifier.{i}"), linear_version));
-                    metadata.push((
-                        format!("classifier.{i}._packed_params"),
-                        PACKED_PARAMS_VERSION,
-                    ));
+                    metadata.push((format!("classifier.{i}._packed_params"), PACKED_PARAMS_VERSION));
                 } else {
                     metadata.push((format!("classifier.{i}"), 1));
                 }
@@ -386,56 +285,28 @@ pub fn layout(config: &VggConfig, variant: Variant) -> Layout {
 /// Checks that `state_dict` has exactly the layout's keys, in its order, with its signatures and
 /// `_metadata`; the error names the first offending key.
 pub fn validate(state_dict: &StateDict<'_>, layout: &Layout) -> Result<()> {
-    let expected: HashMap<&str, (usize, &Signature)> = layout
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(i, (k, s))| (k.as_str(), (i, s)))
-        .collect();
-    let present: HashMap<&str, usize> = state_dict
-        .entries
-        .iter()
-        .enumerate()
-        .map(|(i, (k, _))| (k.as_str(), i))
-        .collect();
+    let expected: HashMap<&str, (usize, &Signature)> =
+        layout.entries.iter().enumerate().map(|(i, (k, s))| (k.as_str(), (i, s))).collect();
+    let present: HashMap<&str, usize> = state_dict.entries.iter().enumerate().map(|(i, (k, _))| (k.as_str(), i)).collect();
     for (key, value) in &state_dict.entries {
-        let &(_, signature) = expected
-            .get(key.as_str())
-            .ok_or_else(|| Error::UnexpectedKey { key: key.clone() })?;
+        let &(_, signature) = expected.get(key.as_str()).ok_or_else(|| Error::UnexpectedKey { key: key.clone() })?;
         let found = value.signature();
         if &found != signature {
-            return Err(Error::SignatureMismatch {
-                key: key.clone(),
-                expected: signature.to_string(),
-                found: found.to_string(),
-            });
+            return Err(Error::SignatureMismatch { key: key.clone(), expected: signature.to_string(), found: found.to_string() });
         }
     }
     for (position, (key, signature)) in layout.entries.iter().enumerate() {
         match present.get(key.as_str()) {
-            None => {
-                return Err(Error::MissingKey {
-                    key: key.clone(),
-                    expected: signature.to_string(),
-                })
-            }
+            None => return Err(Error::MissingKey { key: key.clone(), expected: signature.to_string() }),
             Some(&found) if found != position => {
-                return Err(Error::KeyOutOfOrder {
-                    key: key.clone(),
-                    found,
-                    expected: position,
-                })
+                return Err(Error::KeyOutOfOrder { key: key.clone(), found, expected: position })
             }
             Some(_) => {}
         }
     }
-    let versions =
-        |m: &[(String, u64)], i: usize| m.get(i).map(|(p, v)| (p.clone(), v.to_string()));
+    let versions = |m: &[(String, u64)], i: usize| m.get(i).map(|(p, v)| (p.clone(), v.to_string()));
     for i in 0..layout.metadata.len().max(state_dict.metadata.len()) {
-        let (expected, found) = (
-            versions(&layout.metadata, i),
-            versions(&state_dict.metadata, i),
-        );
+        let (expected, found) = (versions(&layout.metadata, i), versions(&state_dict.metadata, i));
         if expected != found {
             let absent = || ("absent".to_owned(), "absent".to_owned());
             let (prefix, expected_version) = expected.clone().unwrap_or_else(absent);
@@ -444,16 +315,8 @@ pub fn validate(state_dict: &StateDict<'_>, layout: &Layout) -> Result<()> {
                 Some((p, v)) => format!("`{p}` version {v} in its place"),
                 None => "absent".to_owned(),
             };
-            let prefix = if expected.is_some() {
-                prefix
-            } else {
-                found.map(|(p, _)| p).unwrap_or_default()
-            };
-            return Err(Error::MetadataMismatch {
-                prefix,
-                expected: expected_version,
-                found: found_version,
-            });
+            let prefix = if expected.is_some() { prefix } else { found.map(|(p, _)| p).unwrap_or_default() };
+            return Err(Error::MetadataMismatch { prefix, expected: expected_version, found: found_version });
         }
     }
     Ok(())

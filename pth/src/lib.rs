@@ -18,12 +18,7 @@ mod write;
 pub mod zip;
 
 pub use error::{Error, Result};
-pub use pickle::read::{
-    ALLOWED_GLOBALS, MAX_MEMO_INDEX, MAX_NESTING, MAX_PICKLE_BYTES, MAX_STACK_LEN, MAX_STRING_BYTES,
-};
+pub use pickle::read::{ALLOWED_GLOBALS, MAX_MEMO_INDEX, MAX_NESTING, MAX_PICKLE_BYTES, MAX_STACK_LEN, MAX_STRING_BYTES};
 pub use read::{read_pth, read_state_dict, PthFile, MAX_DIMS};
-pub use tensor::{
-    DType, PackedLinearParams, QScheme, QTensor, Quantizer, Signature, StateDict, Tensor,
-    TensorSignature, Value,
-};
+pub use tensor::{DType, PackedLinearParams, QScheme, QTensor, Quantizer, Signature, StateDict, Tensor, TensorSignature, Value};
 pub use write::{write_file, write_to};

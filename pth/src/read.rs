@@ -31,20 +31,12 @@ pub struct PthFile<'a> {
 pub fn read_pth(bytes: &[u8]) -> Result<PthFile<'_>> {
     let entries = read_entries(bytes)?;
     // torch takes the archive folder from the first entry's name.
-    let first = entries.first().ok_or(Error::MissingEntry {
-        entry: "data.pkl".into(),
-    })?;
-    let archive = first
-        .name
-        .split_once('/')
-        .map_or(first.name, |(folder, _)| folder);
+    let first = entries.first().ok_or(Error::MissingEntry { entry: "data.pkl".into() })?;
+    let archive = first.name.split_once('/').map_or(first.name, |(folder, _)| folder);
     let by_name: HashMap<&str, &[u8]> = entries.iter().map(|e| (e.name, e.data)).collect();
     let record = |name: &str| {
         let entry = format!("{archive}/{name}");
-        by_name
-            .get(entry.as_str())
-            .copied()
-            .ok_or(Error::MissingEntry { entry })
+        by_name.get(entry.as_str()).copied().ok_or(Error::MissingEntry { entry })
     };
     let byteorder = record("byteorder")?;
     if byteorder != b"little" {
@@ -54,16 +46,9 @@ pub fn read_pth(bytes: &[u8]) -> Result<PthFile<'_>> {
         });
     }
     let pickle = read_pickle(record("data.pkl")?)?;
-    let decoder = Decoder {
-        archive,
-        by_name: &by_name,
-    };
+    let decoder = Decoder { archive, by_name: &by_name };
     let state_dict = decoder.state_dict(&pickle)?;
-    Ok(PthFile {
-        archive,
-        entries,
-        state_dict,
-    })
+    Ok(PthFile { archive, entries, state_dict })
 }
 
 /// Parses a `.pth` file's bytes and returns its state_dict.
@@ -75,10 +60,7 @@ const ROOT: &str = "<root>";
 const METADATA: &str = "_metadata";
 
 fn unexpected(key: &str, expected: &'static str) -> Error {
-    Error::UnexpectedObject {
-        key: key.to_owned(),
-        expected,
-    }
+    Error::UnexpectedObject { key: key.to_owned(), expected }
 }
 
 fn is_global(object: &Object, module: &str, name: &str) -> bool {
@@ -96,19 +78,13 @@ impl<'a> Decoder<'_, 'a> {
             Some(NestedKind::Build { object, state }) => (object, Some(state)),
             _ => (root, None),
         };
-        let items = dict
-            .as_dict()
-            .ok_or_else(|| unexpected(ROOT, "an OrderedDict"))?;
+        let items = dict.as_dict().ok_or_else(|| unexpected(ROOT, "an OrderedDict"))?;
         let mut seen = HashSet::new();
         let mut entries = Vec::with_capacity(items.len());
         for (key, value) in items {
-            let key = key
-                .as_str()
-                .ok_or_else(|| unexpected(ROOT, "string keys"))?;
+            let key = key.as_str().ok_or_else(|| unexpected(ROOT, "string keys"))?;
             if !seen.insert(key) {
-                return Err(Error::DuplicateKey {
-                    key: key.to_owned(),
-                });
+                return Err(Error::DuplicateKey { key: key.to_owned() });
             }
             let value = self.value(key, value)?;
             value.check(key)?;
@@ -124,33 +100,22 @@ impl<'a> Decoder<'_, 'a> {
     /// `{'_metadata': OrderedDict(prefix -> {'version': n})}`.
     fn metadata(&self, state: &Object) -> Result<Vec<(String, u64)>> {
         let expected = "a state of the form {'_metadata': OrderedDict}";
-        let [(name, metadata)] = state
-            .as_dict()
-            .ok_or_else(|| unexpected(METADATA, expected))?
-        else {
+        let [(name, metadata)] = state.as_dict().ok_or_else(|| unexpected(METADATA, expected))? else {
             return Err(unexpected(METADATA, expected));
         };
         if name.as_str() != Some(METADATA) {
             return Err(unexpected(METADATA, expected));
         }
-        let items = metadata
-            .as_dict()
-            .ok_or_else(|| unexpected(METADATA, "an OrderedDict"))?;
+        let items = metadata.as_dict().ok_or_else(|| unexpected(METADATA, "an OrderedDict"))?;
         let mut seen = HashSet::new();
         let mut out = Vec::with_capacity(items.len());
         for (prefix, versions) in items {
-            let prefix = prefix
-                .as_str()
-                .ok_or_else(|| unexpected(METADATA, "string module prefixes"))?;
+            let prefix = prefix.as_str().ok_or_else(|| unexpected(METADATA, "string module prefixes"))?;
             if !seen.insert(prefix) {
-                return Err(Error::DuplicateKey {
-                    key: format!("_metadata[{prefix:?}]"),
-                });
+                return Err(Error::DuplicateKey { key: format!("_metadata[{prefix:?}]") });
             }
             let version = match versions.as_dict() {
-                Some([(k, v)]) if k.as_str() == Some("version") => {
-                    v.as_int().and_then(|v| u64::try_from(v).ok())
-                }
+                Some([(k, v)]) if k.as_str() == Some("version") => v.as_int().and_then(|v| u64::try_from(v).ok()),
                 _ => None,
             };
             let version = version.ok_or_else(|| Error::UnexpectedObject {
@@ -164,12 +129,8 @@ impl<'a> Decoder<'_, 'a> {
 
     fn value(&self, key: &str, object: &Object) -> Result<Value<'a>> {
         if let Object::Global(g) = object {
-            let dtype = DType::ALL
-                .into_iter()
-                .find(|d| g.module == "torch" && d.torch_name() == g.name);
-            return dtype
-                .map(Value::Dtype)
-                .ok_or_else(|| unexpected(key, "a tensor, a dtype or packed params"));
+            let dtype = DType::ALL.into_iter().find(|d| g.module == "torch" && d.torch_name() == g.name);
+            return dtype.map(Value::Dtype).ok_or_else(|| unexpected(key, "a tensor, a dtype or packed params"));
         }
         if let Some([weight, bias]) = object.as_tuple() {
             let weight = self.qtensor(key, weight)?;
@@ -201,12 +162,8 @@ impl<'a> Decoder<'_, 'a> {
         expected: &'static str,
     ) -> Result<&'o [Object]> {
         match object.kind() {
-            Some(NestedKind::Call { callable, args })
-                if is_global(callable, "torch._utils", name) =>
-            {
-                args.as_tuple()
-                    .filter(|a| a.len() == len)
-                    .ok_or_else(|| unexpected(key, expected))
+            Some(NestedKind::Call { callable, args }) if is_global(callable, "torch._utils", name) => {
+                args.as_tuple().filter(|a| a.len() == len).ok_or_else(|| unexpected(key, expected))
             }
             _ => Err(unexpected(key, expected)),
         }
@@ -227,12 +184,7 @@ impl<'a> Decoder<'_, 'a> {
             return Err(unexpected(key, "a float or integer storage"));
         }
         self.plain_tail(key, &args[1..], expected)?;
-        let tensor = Tensor {
-            dtype,
-            shape: dims(key, &args[2])?,
-            strides: dims(key, &args[3])?,
-            data: Cow::Borrowed(data),
-        };
+        let tensor = Tensor { dtype, shape: dims(key, &args[2])?, strides: dims(key, &args[3])?, data: Cow::Borrowed(data) };
         Ok((tensor, data))
     }
 
@@ -252,9 +204,7 @@ impl<'a> Decoder<'_, 'a> {
     fn parameter(&self, key: &str, object: &Object) -> Result<Tensor<'a>> {
         let expected = "_rebuild_parameter(tensor, True, OrderedDict())";
         let args = self.call_args(key, object, "_rebuild_parameter", 3, expected)?;
-        if !matches!(args[1], Object::Bool(true))
-            || !args[2].as_dict().is_some_and(|h| h.is_empty())
-        {
+        if !matches!(args[1], Object::Bool(true)) || !args[2].as_dict().is_some_and(|h| h.is_empty()) {
             return Err(unexpected(key, expected));
         }
         self.tensor(key, &args[0])
@@ -262,38 +212,24 @@ impl<'a> Decoder<'_, 'a> {
 
     /// `_rebuild_qtensor(storage, 0, size, stride, quantizer_params, False, OrderedDict())`.
     fn qtensor(&self, key: &str, object: &Object) -> Result<QTensor<'a>> {
-        let expected =
-            "_rebuild_qtensor(storage, 0, size, stride, quantizer_params, False, OrderedDict())";
+        let expected = "_rebuild_qtensor(storage, 0, size, stride, quantizer_params, False, OrderedDict())";
         let args = self.call_args(key, object, "_rebuild_qtensor", 7, expected)?;
         let (dtype, data) = self.storage(key, &args[0])?;
         if !dtype.is_quantized() {
             return Err(unexpected(key, "a quantized storage"));
         }
         self.plain_tail(key, &args[1..], expected)?;
-        let params = args[4]
-            .as_tuple()
-            .ok_or_else(|| unexpected(key, "a quantizer tuple"))?;
+        let params = args[4].as_tuple().ok_or_else(|| unexpected(key, "a quantizer tuple"))?;
         let quantizer = match params {
-            [scheme, Object::Float(scale), Object::Int(zero_point)]
-                if is_global(scheme, "torch", "per_tensor_affine") =>
-            {
-                Quantizer::PerTensorAffine {
-                    scale: *scale,
-                    zero_point: *zero_point,
-                }
+            [scheme, Object::Float(scale), Object::Int(zero_point)] if is_global(scheme, "torch", "per_tensor_affine") => {
+                Quantizer::PerTensorAffine { scale: *scale, zero_point: *zero_point }
             }
-            [scheme, scales, zero_points, Object::Int(axis)]
-                if is_global(scheme, "torch", "per_channel_affine") =>
-            {
-                let axis = usize::try_from(*axis)
-                    .map_err(|_| unexpected(key, "a non-negative channel axis"))?;
+            [scheme, scales, zero_points, Object::Int(axis)] if is_global(scheme, "torch", "per_channel_affine") => {
+                let axis = usize::try_from(*axis).map_err(|_| unexpected(key, "a non-negative channel axis"))?;
                 let scales = self.vector(key, scales, DType::F64)?;
                 let zero_points = self.vector(key, zero_points, DType::I64)?;
                 Quantizer::PerChannelAffine {
-                    scales: scales
-                        .chunks_exact(8)
-                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                        .collect(),
+                    scales: scales.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
                     zero_points: zero_points
                         .chunks_exact(8)
                         .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
@@ -301,20 +237,9 @@ impl<'a> Decoder<'_, 'a> {
                     axis,
                 }
             }
-            _ => {
-                return Err(unexpected(
-                    key,
-                    "per_tensor_affine or per_channel_affine quantizer parameters",
-                ))
-            }
+            _ => return Err(unexpected(key, "per_tensor_affine or per_channel_affine quantizer parameters")),
         };
-        Ok(QTensor {
-            dtype,
-            shape: dims(key, &args[2])?,
-            strides: dims(key, &args[3])?,
-            data: Cow::Borrowed(data),
-            quantizer,
-        })
+        Ok(QTensor { dtype, shape: dims(key, &args[2])?, strides: dims(key, &args[3])?, data: Cow::Borrowed(data), quantizer })
     }
 
     /// The bytes of a contiguous 1-d tensor of `dtype` (per-channel scales and zero points).
@@ -322,10 +247,7 @@ impl<'a> Decoder<'_, 'a> {
         let (tensor, data) = self.borrowed_tensor(key, object)?;
         tensor.check(key)?;
         if tensor.dtype != dtype || tensor.shape.len() != 1 || tensor.strides != [1] {
-            return Err(unexpected(
-                key,
-                "per-channel parameters as contiguous 1-d float64/int64 tensors",
-            ));
+            return Err(unexpected(key, "per-channel parameters as contiguous 1-d float64/int64 tensors"));
         }
         Ok(data)
     }
@@ -336,38 +258,20 @@ impl<'a> Decoder<'_, 'a> {
         let Some(NestedKind::PersistentId(pid)) = object.kind() else {
             return Err(unexpected(key, expected));
         };
-        let Some(
-            [kind, Object::Global(class), Object::Str(storage_key), location, Object::Int(numel)],
-        ) = pid.as_tuple()
-        else {
+        let Some([kind, Object::Global(class), Object::Str(storage_key), location, Object::Int(numel)]) = pid.as_tuple() else {
             return Err(unexpected(key, expected));
         };
-        if kind.as_str() != Some("storage")
-            || location.as_str() != Some("cpu")
-            || class.module != "torch"
-        {
+        if kind.as_str() != Some("storage") || location.as_str() != Some("cpu") || class.module != "torch" {
             return Err(unexpected(key, expected));
         }
-        let dtype = DType::ALL
-            .into_iter()
-            .find(|d| d.storage_class() == class.name)
-            .ok_or_else(|| unexpected(key, expected))?;
+        let dtype = DType::ALL.into_iter().find(|d| d.storage_class() == class.name).ok_or_else(|| unexpected(key, expected))?;
         let entry = format!("{}/data/{storage_key}", self.archive);
-        let data = self
-            .by_name
-            .get(entry.as_str())
-            .copied()
-            .ok_or(Error::MissingEntry { entry })?;
-        let expected_len = usize::try_from(*numel)
-            .ok()
-            .and_then(|n| n.checked_mul(dtype.size()));
+        let data = self.by_name.get(entry.as_str()).copied().ok_or(Error::MissingEntry { entry })?;
+        let expected_len = usize::try_from(*numel).ok().and_then(|n| n.checked_mul(dtype.size()));
         if expected_len != Some(data.len()) {
             return Err(Error::InvalidTensor {
                 key: key.to_owned(),
-                reason: format!(
-                    "storage `{storage_key}` announces {numel} elements but holds {} bytes",
-                    data.len()
-                ),
+                reason: format!("storage `{storage_key}` announces {numel} elements but holds {} bytes", data.len()),
             });
         }
         Ok((dtype, data))
@@ -376,22 +280,14 @@ impl<'a> Decoder<'_, 'a> {
 
 /// A tuple of non-negative ints (a size or a stride).
 fn dims(key: &str, object: &Object) -> Result<Vec<usize>> {
-    let items = object
-        .as_tuple()
-        .ok_or_else(|| unexpected(key, "a tuple of sizes or strides"))?;
+    let items = object.as_tuple().ok_or_else(|| unexpected(key, "a tuple of sizes or strides"))?;
     if items.len() > MAX_DIMS {
-        return Err(Error::LimitExceeded {
-            what: "tensor rank",
-            found: items.len() as u64,
-            limit: MAX_DIMS as u64,
-        });
+        return Err(Error::LimitExceeded { what: "tensor rank", found: items.len() as u64, limit: MAX_DIMS as u64 });
     }
     items
         .iter()
         .map(|d| {
-            d.as_int()
-                .and_then(|d| usize::try_from(d).ok())
-                .ok_or_else(|| unexpected(key, "non-negative sizes and strides"))
+            d.as_int().and_then(|d| usize::try_from(d).ok()).ok_or_else(|| unexpected(key, "non-negative sizes and strides"))
         })
         .collect()
 }
@@ -427,44 +323,29 @@ mod tests {
     /// `_rebuild_tensor_v2(('storage', torch.FloatStorage, '0', 'cpu', numel), 0, (len,), (1,), False, OrderedDict())`.
     fn float_tensor(numel: u8, len: u8) -> Vec<u8> {
         let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK".to_vec();
-        p.extend_from_slice(&[
-            numel, b't', b'Q', b'K', 0, b'K', len, 0x85, b'K', 1, 0x85, 0x89,
-        ]);
+        p.extend_from_slice(&[numel, b't', b'Q', b'K', 0, b'K', len, 0x85, b'K', 1, 0x85, 0x89]);
         p.extend_from_slice(b"ccollections\nOrderedDict\n)RtR");
         p
     }
 
     #[test]
     fn a_plain_tensor_decodes() {
-        let bytes = archive(
-            &one_entry("w", &float_tensor(2, 2)),
-            b"little",
-            &[&[0, 0, 128, 63, 0, 0, 0, 64]],
-        );
+        let bytes = archive(&one_entry("w", &float_tensor(2, 2)), b"little", &[&[0, 0, 128, 63, 0, 0, 0, 64]]);
         let sd = read_state_dict(&bytes).unwrap();
-        assert_eq!(
-            sd.get("w"),
-            Some(&Value::Tensor(Tensor::from_f32(vec![2], &[1.0, 2.0])))
-        );
+        assert_eq!(sd.get("w"), Some(&Value::Tensor(Tensor::from_f32(vec![2], &[1.0, 2.0]))));
         assert!(sd.metadata.is_empty());
     }
 
     #[test]
     fn big_endian_files_are_refused() {
         let bytes = archive(&one_entry("w", &float_tensor(2, 2)), b"big", &[&[0; 8]]);
-        assert_eq!(
-            read_pth(&bytes).unwrap_err().to_string(),
-            "zip entry `a/byteorder` holds unsupported value `big`"
-        );
+        assert_eq!(read_pth(&bytes).unwrap_err().to_string(), "zip entry `a/byteorder` holds unsupported value `big`");
     }
 
     #[test]
     fn a_storage_shorter_than_announced_is_named() {
         let bytes = archive(&one_entry("w", &float_tensor(2, 2)), b"little", &[&[0; 4]]);
-        assert_eq!(
-            read_pth(&bytes).unwrap_err().to_string(),
-            "tensor `w`: storage `0` announces 2 elements but holds 4 bytes"
-        );
+        assert_eq!(read_pth(&bytes).unwrap_err().to_string(), "tensor `w`: storage `0` announces 2 elements but holds 4 bytes");
     }
 
     #[test]
@@ -476,27 +357,19 @@ mod tests {
     #[test]
     fn a_missing_storage_is_named() {
         let bytes = archive(&one_entry("w", &float_tensor(2, 2)), b"little", &[]);
-        assert!(
-            matches!(read_pth(&bytes), Err(Error::MissingEntry { entry }) if entry == "a/data/0")
-        );
+        assert!(matches!(read_pth(&bytes), Err(Error::MissingEntry { entry }) if entry == "a/data/0"));
     }
 
     #[test]
     fn other_objects_are_named_by_key() {
         let bytes = archive(&one_entry("w", b"K\x05"), b"little", &[]);
-        assert_eq!(
-            read_pth(&bytes).unwrap_err().to_string(),
-            "entry `w`: expected a tensor, a dtype or packed params"
-        );
+        assert_eq!(read_pth(&bytes).unwrap_err().to_string(), "entry `w`: expected a tensor, a dtype or packed params");
     }
 
     #[test]
     fn a_root_that_is_not_a_dict_is_reported() {
         let bytes = archive(b"\x80\x02K\x01.", b"little", &[]);
-        assert_eq!(
-            read_pth(&bytes).unwrap_err().to_string(),
-            "entry `<root>`: expected an OrderedDict"
-        );
+        assert_eq!(read_pth(&bytes).unwrap_err().to_string(), "entry `<root>`: expected an OrderedDict");
     }
 
     #[test]

@@ -25,13 +25,7 @@ pub enum DType {
 
 impl DType {
     /// Every dtype, for lookups by name.
-    pub const ALL: [DType; 5] = [
-        DType::F32,
-        DType::F64,
-        DType::I64,
-        DType::QInt8,
-        DType::QUInt8,
-    ];
+    pub const ALL: [DType; 5] = [DType::F32, DType::F64, DType::I64, DType::QInt8, DType::QUInt8];
 
     /// Bytes per element.
     pub fn size(self) -> usize {
@@ -109,9 +103,7 @@ pub fn to_channels_last(shape: [usize; 4], element_size: usize, data: &[u8]) -> 
             for wi in 0..w {
                 for ci in 0..c {
                     let source = ((ni * c + ci) * h + hi) * w + wi;
-                    out.extend_from_slice(
-                        &data[source * element_size..(source + 1) * element_size],
-                    );
+                    out.extend_from_slice(&data[source * element_size..(source + 1) * element_size]);
                 }
             }
         }
@@ -135,32 +127,17 @@ pub struct Tensor<'a> {
 impl<'a> Tensor<'a> {
     /// A contiguous `f32` tensor that borrows `values` (no copy on little-endian hosts).
     pub fn from_f32(shape: Vec<usize>, values: &'a [f32]) -> Self {
-        Tensor {
-            dtype: DType::F32,
-            strides: contiguous_strides(&shape),
-            shape,
-            data: f32_bytes(values),
-        }
+        Tensor { dtype: DType::F32, strides: contiguous_strides(&shape), shape, data: f32_bytes(values) }
     }
 
     /// A 0-d `float32` tensor, such as a quantized module's output `scale`.
     pub fn scalar_f32(value: f32) -> Tensor<'static> {
-        Tensor {
-            dtype: DType::F32,
-            shape: vec![],
-            strides: vec![],
-            data: Cow::Owned(value.to_le_bytes().to_vec()),
-        }
+        Tensor { dtype: DType::F32, shape: vec![], strides: vec![], data: Cow::Owned(value.to_le_bytes().to_vec()) }
     }
 
     /// A 0-d `int64` tensor, such as `num_batches_tracked` or a `zero_point`.
     pub fn scalar_i64(value: i64) -> Tensor<'static> {
-        Tensor {
-            dtype: DType::I64,
-            shape: vec![],
-            strides: vec![],
-            data: Cow::Owned(value.to_le_bytes().to_vec()),
-        }
+        Tensor { dtype: DType::I64, shape: vec![], strides: vec![], data: Cow::Owned(value.to_le_bytes().to_vec()) }
     }
 
     /// Number of elements (1 for a 0-d tensor).
@@ -170,21 +147,13 @@ impl<'a> Tensor<'a> {
 
     /// The signature (dtype, shape, strides) that layouts compare.
     pub fn signature(&self) -> TensorSignature {
-        TensorSignature {
-            dtype: self.dtype,
-            shape: self.shape.clone(),
-            strides: self.strides.clone(),
-            qscheme: None,
-        }
+        TensorSignature { dtype: self.dtype, shape: self.shape.clone(), strides: self.strides.clone(), qscheme: None }
     }
 
     /// Checks that the storage holds exactly the elements the shape and strides address.
     pub(crate) fn check(&self, key: &str) -> Result<()> {
         if self.dtype.is_quantized() {
-            return Err(invalid(
-                key,
-                format!("dtype {} needs a quantizer; use a QTensor", self.dtype),
-            ));
+            return Err(invalid(key, format!("dtype {} needs a quantizer; use a QTensor", self.dtype)));
         }
         check_storage(key, self.dtype, &self.shape, &self.strides, self.data.len())
     }
@@ -281,32 +250,18 @@ impl QTensor<'_> {
 
     pub(crate) fn check(&self, key: &str) -> Result<()> {
         if !self.dtype.is_quantized() {
-            return Err(invalid(
-                key,
-                format!("a quantized tensor cannot have dtype {}", self.dtype),
-            ));
+            return Err(invalid(key, format!("a quantized tensor cannot have dtype {}", self.dtype)));
         }
         check_storage(key, self.dtype, &self.shape, &self.strides, self.data.len())?;
-        if let Quantizer::PerChannelAffine {
-            scales,
-            zero_points,
-            axis,
-        } = &self.quantizer
-        {
-            let channels = *self.shape.get(*axis).ok_or_else(|| {
-                invalid(
-                    key,
-                    format!("axis {axis} is out of range for rank {}", self.shape.len()),
-                )
-            })?;
+        if let Quantizer::PerChannelAffine { scales, zero_points, axis } = &self.quantizer {
+            let channels = *self
+                .shape
+                .get(*axis)
+                .ok_or_else(|| invalid(key, format!("axis {axis} is out of range for rank {}", self.shape.len())))?;
             if scales.len() != channels || zero_points.len() != channels {
                 return Err(invalid(
                     key,
-                    format!(
-                        "{} scales and {} zero points for {channels} channels",
-                        scales.len(),
-                        zero_points.len()
-                    ),
+                    format!("{} scales and {} zero points for {channels} channels", scales.len(), zero_points.len()),
                 ));
             }
         }
@@ -378,10 +333,9 @@ impl Value<'_> {
             Value::Parameter(t) => Signature::Parameter(t.signature()),
             Value::QTensor(q) => Signature::Tensor(q.signature()),
             Value::Dtype(d) => Signature::Dtype(*d),
-            Value::PackedLinear(p) => Signature::PackedLinear {
-                weight: p.weight.signature(),
-                bias: p.bias.as_ref().map(Tensor::signature),
-            },
+            Value::PackedLinear(p) => {
+                Signature::PackedLinear { weight: p.weight.signature(), bias: p.bias.as_ref().map(Tensor::signature) }
+            }
         }
     }
 
@@ -416,10 +370,7 @@ impl fmt::Display for Signature {
         match self {
             Signature::Tensor(t) | Signature::Parameter(t) => write!(f, "{t}"),
             Signature::Dtype(d) => write!(f, "dtype {d}"),
-            Signature::PackedLinear {
-                weight,
-                bias: Some(bias),
-            } => write!(f, "tuple({weight}, {bias})"),
+            Signature::PackedLinear { weight, bias: Some(bias) } => write!(f, "tuple({weight}, {bias})"),
             Signature::PackedLinear { weight, bias: None } => write!(f, "tuple({weight}, None)"),
         }
     }
@@ -446,43 +397,25 @@ pub(crate) fn f32_bytes(values: &[f32]) -> Cow<'_, [u8]> {
     if cfg!(target_endian = "little") {
         // SAFETY: f32 has no padding and no invalid bit patterns as bytes, u8 has alignment 1, and the
         // byte length covers exactly the slice's memory, which stays borrowed for the same lifetime.
-        Cow::Borrowed(unsafe {
-            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
-        })
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) })
     } else {
         Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 }
 
 fn invalid(key: &str, reason: String) -> Error {
-    Error::InvalidTensor {
-        key: key.to_owned(),
-        reason,
-    }
+    Error::InvalidTensor { key: key.to_owned(), reason }
 }
 
 /// Checks that a storage of `storage_len` bytes holds exactly `numel` elements and that every element
 /// the strides address lies inside it (overflow-checked: shapes may come from a hostile file).
-fn check_storage(
-    key: &str,
-    dtype: DType,
-    shape: &[usize],
-    strides: &[usize],
-    storage_len: usize,
-) -> Result<()> {
+fn check_storage(key: &str, dtype: DType, shape: &[usize], strides: &[usize], storage_len: usize) -> Result<()> {
     if shape.len() != strides.len() {
-        return Err(invalid(
-            key,
-            format!("{} sizes but {} strides", shape.len(), strides.len()),
-        ));
+        return Err(invalid(key, format!("{} sizes but {} strides", shape.len(), strides.len())));
     }
-    let numel = shape
-        .iter()
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| invalid(key, "element count overflows".into()))?;
-    let expected_len = numel
-        .checked_mul(dtype.size())
-        .ok_or_else(|| invalid(key, "byte size overflows".into()))?;
+    let numel =
+        shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| invalid(key, "element count overflows".into()))?;
+    let expected_len = numel.checked_mul(dtype.size()).ok_or_else(|| invalid(key, "byte size overflows".into()))?;
     if storage_len != expected_len {
         return Err(invalid(key, format!("storage holds {storage_len} bytes, shape {shape:?} of {dtype} needs {expected_len}")));
     }
@@ -492,15 +425,10 @@ fn check_storage(
     let last_offset = shape
         .iter()
         .zip(strides)
-        .try_fold(0usize, |acc, (&d, &s)| {
-            (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
-        })
+        .try_fold(0usize, |acc, (&d, &s)| (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x)))
         .ok_or_else(|| invalid(key, "stride offsets overflow".into()))?;
     if last_offset >= numel {
-        return Err(invalid(
-            key,
-            format!("strides {strides:?} address element {last_offset} of {numel}"),
-        ));
+        return Err(invalid(key, format!("strides {strides:?} address element {last_offset} of {numel}")));
     }
     Ok(())
 }

@@ -34,10 +34,8 @@ const ARCHIVE_VERSION: &[u8] = b"3\n";
 /// renamed over `path` (`vggq_core::atomic`): a crash or a full disk leaves either the old file or the
 /// complete new one, never a truncated `.pth` that would fail later inside `torch.load`.
 pub fn write_file(path: &Path, state_dict: &StateDict<'_>) -> Result<()> {
-    let archive = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .ok_or_else(|| Error::InvalidArchiveName(path.display().to_string()))?;
+    let archive =
+        path.file_stem().and_then(|s| s.to_str()).ok_or_else(|| Error::InvalidArchiveName(path.display().to_string()))?;
     vggq_core::atomic::write_with(path, |out| write_to(out, archive, state_dict).map(drop)).map_err(|error| match error {
         Error::Io(source) => Error::File { path: path.to_owned(), source },
         other => other,
@@ -72,10 +70,7 @@ pub fn write_to<W: Write>(out: W, archive: &str, state_dict: &StateDict<'_>) -> 
         zip.end_entry()?;
     }
     zip.entry(&format!("{archive}/version"), ARCHIVE_VERSION)?;
-    zip.entry(
-        &format!("{archive}/.data/serialization_id"),
-        serialization_id(&hasher.finalize()).as_bytes(),
-    )?;
+    zip.entry(&format!("{archive}/.data/serialization_id"), serialization_id(&hasher.finalize()).as_bytes())?;
     zip.finish()
 }
 
@@ -99,23 +94,14 @@ fn encode<'s>(state_dict: &'s StateDict<'_>) -> Result<Encoder<'s>> {
     let mut seen = std::collections::HashSet::new();
     for (prefix, version) in &state_dict.metadata {
         if !seen.insert(prefix.as_str()) {
-            return Err(Error::DuplicateKey {
-                key: format!("_metadata[{prefix:?}]"),
-            });
+            return Err(Error::DuplicateKey { key: format!("_metadata[{prefix:?}]") });
         }
         if *version > MAX_MODULE_VERSION {
-            return Err(Error::LimitExceeded {
-                what: "module version",
-                found: *version,
-                limit: MAX_MODULE_VERSION,
-            });
+            return Err(Error::LimitExceeded { what: "module version", found: *version, limit: MAX_MODULE_VERSION });
         }
     }
 
-    let mut e = Encoder {
-        pickle: PickleWriter::new(),
-        storages: Vec::new(),
-    };
+    let mut e = Encoder { pickle: PickleWriter::new(), storages: Vec::new() };
     // OrderedDict.__reduce__: (OrderedDict, (), {'_metadata': ...}, None, iter(items)).
     e.empty_ordered_dict();
     for batch in setitems_batches(state_dict.entries.len()) {
@@ -200,13 +186,7 @@ impl<'s> Encoder<'s> {
         self.tensor_from(t.dtype, Cow::Borrowed(&t.data), &t.shape, &t.strides);
     }
 
-    fn tensor_from(
-        &mut self,
-        dtype: DType,
-        data: Cow<'s, [u8]>,
-        shape: &[usize],
-        strides: &[usize],
-    ) {
+    fn tensor_from(&mut self, dtype: DType, data: Cow<'s, [u8]>, shape: &[usize], strides: &[usize]) {
         self.pickle.global("torch._utils", "_rebuild_tensor_v2");
         self.pickle.tuple_start(6);
         self.storage(dtype, data);
@@ -246,28 +226,13 @@ impl<'s> Encoder<'s> {
                 self.pickle.int(*zero_point);
                 self.pickle.tuple_end(3);
             }
-            Quantizer::PerChannelAffine {
-                scales,
-                zero_points,
-                axis,
-            } => {
+            Quantizer::PerChannelAffine { scales, zero_points, axis } => {
                 self.pickle.tuple_start(4);
                 self.pickle.global("torch", "per_channel_affine");
-                let scale_bytes = scales
-                    .iter()
-                    .flat_map(|s| s.to_le_bytes())
-                    .collect::<Vec<_>>();
+                let scale_bytes = scales.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<_>>();
                 self.tensor_from(DType::F64, Cow::Owned(scale_bytes), &[scales.len()], &[1]);
-                let zero_point_bytes = zero_points
-                    .iter()
-                    .flat_map(|z| z.to_le_bytes())
-                    .collect::<Vec<_>>();
-                self.tensor_from(
-                    DType::I64,
-                    Cow::Owned(zero_point_bytes),
-                    &[zero_points.len()],
-                    &[1],
-                );
+                let zero_point_bytes = zero_points.iter().flat_map(|z| z.to_le_bytes()).collect::<Vec<_>>();
+                self.tensor_from(DType::I64, Cow::Owned(zero_point_bytes), &[zero_points.len()], &[1]);
                 self.pickle.int(*axis as i64);
                 self.pickle.tuple_end(4);
             }

@@ -64,12 +64,7 @@ pub(crate) struct ZipWriter<W: Write> {
 
 impl<W: Write> ZipWriter<W> {
     pub(crate) fn new(out: W) -> Self {
-        ZipWriter {
-            out,
-            offset: 0,
-            records: Vec::new(),
-            open: None,
-        }
+        ZipWriter { out, offset: 0, records: Vec::new(), open: None }
     }
 
     /// Writes one small stored entry.
@@ -83,16 +78,9 @@ impl<W: Write> ZipWriter<W> {
     /// [`Self::end_entry`]. The size is known up front because the padding depends only on the offset.
     pub(crate) fn start_entry(&mut self, name: &str, size: u64) -> Result<()> {
         let header_offset = self.offset;
-        for (what, value) in [
-            ("zip entry size", size),
-            ("zip entry offset", header_offset),
-        ] {
+        for (what, value) in [("zip entry size", size), ("zip entry offset", header_offset)] {
             if value > MAX_ZIP32_VALUE {
-                return Err(Error::LimitExceeded {
-                    what,
-                    found: value,
-                    limit: MAX_ZIP32_VALUE,
-                });
+                return Err(Error::LimitExceeded { what, found: value, limit: MAX_ZIP32_VALUE });
             }
         }
         if name.len() > MAX_NAME_LEN {
@@ -120,22 +108,13 @@ impl<W: Write> ZipWriter<W> {
         header.resize(header.len() + padding as usize, b'Z');
         self.out.write_all(&header)?;
         self.offset = data_start + padding;
-        self.open = Some(OpenEntry {
-            name: name.to_owned(),
-            header_offset,
-            size,
-            written: 0,
-            crc: crc32fast::Hasher::new(),
-        });
+        self.open = Some(OpenEntry { name: name.to_owned(), header_offset, size, written: 0, crc: crc32fast::Hasher::new() });
         Ok(())
     }
 
     /// Appends data to the entry being written.
     pub(crate) fn write_data(&mut self, data: &[u8]) -> Result<()> {
-        let open = self
-            .open
-            .as_mut()
-            .expect("write_data outside an entry is a bug in this crate");
+        let open = self.open.as_mut().expect("write_data outside an entry is a bug in this crate");
         open.crc.update(data);
         open.written += data.len() as u64;
         self.out.write_all(data)?;
@@ -144,15 +123,8 @@ impl<W: Write> ZipWriter<W> {
 
     /// Ends the entry with its data descriptor.
     pub(crate) fn end_entry(&mut self) -> Result<()> {
-        let open = self
-            .open
-            .take()
-            .expect("end_entry outside an entry is a bug in this crate");
-        assert_eq!(
-            open.written, open.size,
-            "entry `{}`: announced and written sizes differ",
-            open.name
-        );
+        let open = self.open.take().expect("end_entry outside an entry is a bug in this crate");
+        assert_eq!(open.written, open.size, "entry `{}`: announced and written sizes differ", open.name);
         let crc = open.crc.finalize();
         let mut descriptor = Vec::with_capacity(DATA_DESCRIPTOR_LEN as usize);
         put_u32(&mut descriptor, DATA_DESCRIPTOR_SIG);
@@ -174,11 +146,7 @@ impl<W: Write> ZipWriter<W> {
     pub(crate) fn finish(mut self) -> Result<W> {
         let directory_offset = self.offset;
         if directory_offset > MAX_ZIP32_VALUE {
-            return Err(Error::LimitExceeded {
-                what: "zip directory offset",
-                found: directory_offset,
-                limit: MAX_ZIP32_VALUE,
-            });
+            return Err(Error::LimitExceeded { what: "zip directory offset", found: directory_offset, limit: MAX_ZIP32_VALUE });
         }
         let mut tail = Vec::new();
         for r in &self.records {
@@ -268,37 +236,24 @@ impl<'a> Cursor<'a> {
         Ok(Cursor { bytes, pos, what })
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or(Error::Truncated { what: self.what })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or(Error::Truncated { what: self.what })?;
         let out = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(out)
     }
     fn u16(&mut self) -> Result<u16> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
     fn signature(&mut self, expected: u32) -> Result<()> {
         let offset = self.pos as u64;
         if self.u32()? != expected {
-            return Err(Error::BadSignature {
-                what: self.what,
-                offset,
-            });
+            return Err(Error::BadSignature { what: self.what, offset });
         }
         Ok(())
     }
@@ -329,30 +284,15 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<ZipEntry<'_>>> {
         }
     }
     if count > MAX_ENTRIES {
-        return Err(Error::LimitExceeded {
-            what: "zip entry count",
-            found: count,
-            limit: MAX_ENTRIES,
-        });
+        return Err(Error::LimitExceeded { what: "zip entry count", found: count, limit: MAX_ENTRIES });
     }
     // Each record takes at least its fixed header, so a count the directory cannot hold is a lie.
-    if count
-        .checked_mul(CENTRAL_HEADER_LEN)
-        .is_none_or(|least| least > directory_len)
-    {
-        return Err(Error::Truncated {
-            what: "central directory",
-        });
+    if count.checked_mul(CENTRAL_HEADER_LEN).is_none_or(|least| least > directory_len) {
+        return Err(Error::Truncated { what: "central directory" });
     }
-    let directory_end = directory_offset
-        .checked_add(directory_len)
-        .ok_or(Error::Truncated {
-            what: "central directory",
-        })?;
+    let directory_end = directory_offset.checked_add(directory_len).ok_or(Error::Truncated { what: "central directory" })?;
     if directory_end > bytes.len() as u64 {
-        return Err(Error::Truncated {
-            what: "central directory",
-        });
+        return Err(Error::Truncated { what: "central directory" });
     }
 
     let mut directory = Cursor::at(bytes, directory_offset, "central directory header")?;
@@ -385,20 +325,14 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<ZipEntry<'_>>> {
         })?;
         directory.take(extra_len)?;
         directory.take(comment_len)?;
-        let unsupported = |reason| Error::UnsupportedZipEntry {
-            entry: name.to_owned(),
-            reason,
-        };
+        let unsupported = |reason| Error::UnsupportedZipEntry { entry: name.to_owned(), reason };
         if method != 0 {
             return Err(unsupported("compressed; only stored entries are read"));
         }
         if flags & 1 != 0 {
             return Err(unsupported("encrypted"));
         }
-        if compressed_size != size
-            || u64::from(size) > MAX_ZIP32_VALUE
-            || u64::from(header_offset) > MAX_ZIP32_VALUE
-        {
+        if compressed_size != size || u64::from(size) > MAX_ZIP32_VALUE || u64::from(header_offset) > MAX_ZIP32_VALUE {
             return Err(unsupported("zip64 or inconsistent sizes"));
         }
 
@@ -414,31 +348,19 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<ZipEntry<'_>>> {
         let data_offset = local.pos as u64;
         let data = local.take(size as usize)?;
         if crc32fast::hash(data) != crc {
-            return Err(Error::CrcMismatch {
-                entry: name.to_owned(),
-            });
+            return Err(Error::CrcMismatch { entry: name.to_owned() });
         }
-        entries.push(ZipEntry {
-            name,
-            header_offset: u64::from(header_offset),
-            data_offset,
-            data,
-        });
+        entries.push(ZipEntry { name, header_offset: u64::from(header_offset), data_offset, data });
     }
     Ok(entries)
 }
 
 /// Finds the end-of-central-directory record, which may be followed by a comment of up to 64 KiB.
 fn find_end_record(bytes: &[u8]) -> Result<usize> {
-    let last = bytes.len().checked_sub(END_LEN).ok_or(Error::Truncated {
-        what: "end of central directory",
-    })?;
+    let last = bytes.len().checked_sub(END_LEN).ok_or(Error::Truncated { what: "end of central directory" })?;
     let first = last.saturating_sub(usize::from(u16::MAX));
     (first..=last)
         .rev()
         .find(|&i| bytes[i..i + 4] == END_SIG.to_le_bytes())
-        .ok_or(Error::BadSignature {
-            what: "end of central directory",
-            offset: last as u64,
-        })
+        .ok_or(Error::BadSignature { what: "end of central directory", offset: last as u64 })
 }

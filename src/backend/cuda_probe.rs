@@ -116,8 +116,7 @@ impl CudaProbe {
             return Err(format!(
                 "the NVIDIA driver supports CUDA {version}, but this binary calls CUDA {} functions: update the driver, \
                  or rebuild with CUDARC_CUDA_VERSION={}",
-                self.built_for,
-                version.0
+                self.built_for, version.0
             ));
         }
         if self.gpus.is_empty() {
@@ -244,8 +243,14 @@ impl Driver {
                     let mut memory = 0usize;
                     self.call("cuDeviceTotalMem", memory_fn(&mut memory, device))?;
                     let (mut major, mut minor) = (0, 0);
-                    self.call("cuDeviceGetAttribute", attribute(&mut major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device))?;
-                    self.call("cuDeviceGetAttribute", attribute(&mut minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device))?;
+                    self.call(
+                        "cuDeviceGetAttribute",
+                        attribute(&mut major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device),
+                    )?;
+                    self.call(
+                        "cuDeviceGetAttribute",
+                        attribute(&mut minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
+                    )?;
                     Ok(Gpu {
                         name: CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned(),
                         memory_bytes: memory as u64,

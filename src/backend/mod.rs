@@ -9,10 +9,10 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 pub use vggq_core::DeviceRequest;
 
-pub use cuda_probe::{CudaProbe, CudaVersion, Gpu};
 #[cfg(feature = "cuda")]
 use cuda_probe::panic_message;
 pub(crate) use cuda_probe::preload;
+pub use cuda_probe::{CudaProbe, CudaVersion, Gpu};
 
 /// Autodiff CPU backend.
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
@@ -96,7 +96,11 @@ pub fn select(request: DeviceRequest) -> Result<Selection, BackendError> {
 }
 
 /// The decision, given what the probe found and a way to run one kernel on burn-cuda.
-fn decide(request: DeviceRequest, mut probe: CudaProbe, first_kernel: fn(&CudaProbe) -> Result<(), String>) -> Result<Selection, BackendError> {
+fn decide(
+    request: DeviceRequest,
+    mut probe: CudaProbe,
+    first_kernel: fn(&CudaProbe) -> Result<(), String>,
+) -> Result<Selection, BackendError> {
     if probe.unusable.is_none() {
         if let Err(reason) = first_kernel(&probe) {
             probe.unusable = Some(reason);
@@ -179,7 +183,10 @@ mod tests {
     fn auto_takes_a_usable_gpu_and_says_which() {
         let selection = decide(DeviceRequest::Auto, probe(None), kernel_runs).unwrap();
         assert_eq!(selection.backend, Backend::Cuda);
-        assert_eq!(selection.reason, "CUDA (burn-cuda): --device auto: NVIDIA H200, 139.7 GiB, compute capability 9.0, driver CUDA 13.0");
+        assert_eq!(
+            selection.reason,
+            "CUDA (burn-cuda): --device auto: NVIDIA H200, 139.7 GiB, compute capability 9.0, driver CUDA 13.0"
+        );
     }
 
     #[test]

@@ -52,8 +52,14 @@ pub fn run(args: Args) -> Result<()> {
         rayon::current_num_threads()
     );
     let burn = vggq::BURN_VERSION;
-    println!("vggq (burn {burn}) train: {:.1} img/s, {:.2} host reads/step ({shapes})", throughput.train_images_per_sec, throughput.train_reads_per_step);
-    println!("vggq (burn {burn}) qat train: {:.1} img/s, {:.2} host reads/step ({shapes})", throughput.qat_images_per_sec, throughput.qat_reads_per_step);
+    println!(
+        "vggq (burn {burn}) train: {:.1} img/s, {:.2} host reads/step ({shapes})",
+        throughput.train_images_per_sec, throughput.train_reads_per_step
+    );
+    println!(
+        "vggq (burn {burn}) qat train: {:.1} img/s, {:.2} host reads/step ({shapes})",
+        throughput.qat_images_per_sec, throughput.qat_reads_per_step
+    );
     println!("vggq (burn {burn}) eval: {:.1} img/s ({shapes})", throughput.eval_images_per_sec);
     Ok(())
 }

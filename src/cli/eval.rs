@@ -70,7 +70,10 @@ pub fn run(mut args: Args) -> Result<()> {
     };
     if let Some(step) = step.as_ref().filter(|_| !args.force) {
         if step.is_up_to_date()? {
-            println!("eval: up to date in {} (--force to redo)", args.report.as_ref().map_or(String::new(), |r| r.display().to_string()));
+            println!(
+                "eval: up to date in {} (--force to redo)",
+                args.report.as_ref().map_or(String::new(), |r| r.display().to_string())
+            );
             return Ok(());
         }
     }

@@ -80,9 +80,14 @@ pub fn run(args: Args) -> Result<()> {
     let profile = TrainedRun::open(&args.run)?.profile;
     println!("profile:\n{}", profile.to_json());
     let settings = QuantizeSettings { calibration: args.calibration, qat_mode: args.qat_mode };
-    let outputs = Variant::all(args.qat_mode).iter().map(|v| args.run.join(v.pth_file())).chain([args.run.join(QUANT_REPORT_FILE)]).collect();
+    let outputs = Variant::all(args.qat_mode)
+        .iter()
+        .map(|v| args.run.join(v.pth_file()))
+        .chain([args.run.join(QUANT_REPORT_FILE)])
+        .collect();
     let model = args.run.join(MODEL_FILE);
-    let inputs: Vec<&Path> = [Some(model.as_path()), args.data.as_deref()].into_iter().flatten().filter(|p| p.is_file()).collect();
+    let inputs: Vec<&Path> =
+        [Some(model.as_path()), args.data.as_deref()].into_iter().flatten().filter(|p| p.is_file()).collect();
     let step = Step::new("quantize", &args.run, &(&profile, selection.backend, settings), &inputs, outputs)?;
     if !args.force && step.is_up_to_date()? {
         println!("quantize: up to date in {} (--force to redo)", args.run.display());
@@ -135,7 +140,11 @@ impl OnBackend for Run<'_> {
             qat_mode: self.settings.qat_mode,
             qat_epochs: quantized.qat_epochs,
             qat_seconds: quantized.qat_seconds,
-            variants: quantized.scores.iter().map(|&(variant, scores)| VariantReport { variant, file: variant.pth_file(), scores }).collect(),
+            variants: quantized
+                .scores
+                .iter()
+                .map(|&(variant, scores)| VariantReport { variant, file: variant.pth_file(), scores })
+                .collect(),
         };
         let report_path = out.join(QUANT_REPORT_FILE);
         vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())

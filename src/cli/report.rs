@@ -27,13 +27,20 @@ pub fn run(args: Args) -> Result<()> {
     let quantized = QuantizedRun::open(&args.run)?;
     let metrics_path = args.run.join(METRICS_FILE);
     let eval: EvalRun = serde_json::from_str(
-        &std::fs::read_to_string(&metrics_path).with_context(|| format!("reading {} (run `vggq eval` first)", metrics_path.display()))?,
+        &std::fs::read_to_string(&metrics_path)
+            .with_context(|| format!("reading {} (run `vggq eval` first)", metrics_path.display()))?,
     )
     .with_context(|| format!("parsing {}", metrics_path.display()))?;
 
     let dataset = dataset_name(&trained.dataset);
     let profile = trained.profile.name();
-    let input = ReportInput { profile: &profile, dataset: &dataset, device: &trained.device.reason, class_names: &trained.classes, eval: &eval };
+    let input = ReportInput {
+        profile: &profile,
+        dataset: &dataset,
+        device: &trained.device.reason,
+        class_names: &trained.classes,
+        eval: &eval,
+    };
     write(&args.run.join(REPORT_FILE), &report::markdown(&input))?;
     write(&args.run.join(GOLDEN_TABLE_FILE), &report::golden_table(&eval))?;
     let charts = report::charts(&eval.rows);

@@ -39,7 +39,8 @@ pub struct TrainedRun {
 impl TrainedRun {
     pub fn open(folder: &Path) -> Result<Self> {
         let path = folder.join(TRAIN_REPORT_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq train` first)", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq train` first)", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -79,7 +80,8 @@ struct VariantFile {
 impl QuantizedRun {
     pub fn open(folder: &Path) -> Result<Self> {
         let path = folder.join(QUANT_REPORT_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq quantize` first)", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq quantize` first)", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 

@@ -108,7 +108,8 @@ fn cpu_duration(profile: &Profile) -> String {
     // FP32 and QAT (fp32match) each train the profile's epochs; an evaluation image costs about a
     // third of a training image.
     let steps = 2 * profile.train.epochs * train_images.div_ceil(batch);
-    let eval_images = 2 * profile.train.epochs * profile.data.eval_images.unwrap_or(10_000) + 8 * profile.data.eval_images.unwrap_or(10_000);
+    let eval_images =
+        2 * profile.train.epochs * profile.data.eval_images.unwrap_or(10_000) + 8 * profile.data.eval_images.unwrap_or(10_000);
     let seconds = seconds_per_step * (steps as f64 + eval_images as f64 / batch as f64 / 3.0);
     format!(
         "the {} profile on this CPU takes about {:.1} hours ({:.1} s per training step of {batch} images, measured now; \
@@ -156,7 +157,10 @@ impl OnBackend for Run<'_> {
             println!("features initialised from {}", weights.display());
         }
         let precision = precision::measure::<B::InnerBackend>(&profile.model, profile.train.batch_size, device);
-        println!("precision: matmul {:?}, conv {:?} (measured at the run's first Linear and conv)", precision.matmul, precision.conv);
+        println!(
+            "precision: matmul {:?}, conv {:?} (measured at the run's first Linear and conv)",
+            precision.matmul, precision.conv
+        );
         let TrainedFp32 { model, epochs, test } = train_fp32::<B>(profile, &data, self.weights.as_deref(), device)?;
         println!("test: loss {:.4} acc {:.2} % ({} images)", test.loss, test.accuracy, test.images);
 
@@ -179,7 +183,6 @@ fn save_model<B: AutodiffBackend>(model: vggq::model::Vgg<B>, target: &Path) -> 
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
     let partial = staging.path().join("model");
     model.valid().save_file(&partial, &recorder).with_context(|| format!("saving {}", target.display()))?;
-    std::fs::rename(partial.with_extension("mpk"), target)
-        .with_context(|| format!("moving {} into place", target.display()))?;
+    std::fs::rename(partial.with_extension("mpk"), target).with_context(|| format!("moving {} into place", target.display()))?;
     Ok(())
 }

@@ -69,10 +69,7 @@ impl Hasher {
             HasherState::Md5(h) => hex::encode(h.finalize()),
             HasherState::Sha256(h) => hex::encode(h.finalize()),
         };
-        StreamDigest {
-            length: self.length,
-            hex,
-        }
+        StreamDigest { length: self.length, hex }
     }
 }
 
@@ -84,10 +81,7 @@ pub(crate) struct DigestReader<R> {
 
 impl<R: Read> DigestReader<R> {
     pub(crate) fn new(inner: R, algorithm: DigestAlgorithm) -> Self {
-        DigestReader {
-            inner,
-            hasher: Hasher::new(algorithm),
-        }
+        DigestReader { inner, hasher: Hasher::new(algorithm) }
     }
 
     /// Reads what is left of the stream (a consumer such as a tar reader may stop before the end) and
@@ -109,9 +103,7 @@ impl<R: Read> Read for DigestReader<R> {
 /// Length and digest of a file.
 pub fn file_digest(path: &Path, algorithm: DigestAlgorithm) -> Result<StreamDigest, DataError> {
     let file = File::open(path).map_err(DataError::io(path))?;
-    DigestReader::new(io::BufReader::new(file), algorithm)
-        .finish()
-        .map_err(DataError::io(path))
+    DigestReader::new(io::BufReader::new(file), algorithm).finish().map_err(DataError::io(path))
 }
 
 /// Length and digest of bytes already in memory (a file read once for its digest and its contents).
@@ -133,14 +125,8 @@ mod tests {
             reader.read_to_end(&mut sink).unwrap();
             reader.finish().unwrap()
         };
-        assert_eq!(
-            digest(DigestAlgorithm::Md5).hex,
-            "900150983cd24fb0d6963f7d28e17f72"
-        );
-        assert_eq!(
-            digest(DigestAlgorithm::Sha256).hex,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(digest(DigestAlgorithm::Md5).hex, "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(digest(DigestAlgorithm::Sha256).hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(digest(DigestAlgorithm::Sha256).length, 3);
     }
 
@@ -149,9 +135,6 @@ mod tests {
         let mut reader = DigestReader::new(&b"abc"[..], DigestAlgorithm::Md5);
         let mut first = [0u8; 1];
         reader.read_exact(&mut first).unwrap();
-        assert_eq!(
-            reader.finish().unwrap().hex,
-            "900150983cd24fb0d6963f7d28e17f72"
-        );
+        assert_eq!(reader.finish().unwrap().hex, "900150983cd24fb0d6963f7d28e17f72");
     }
 }

@@ -38,11 +38,7 @@ pub enum DownloadOutcome {
 /// Makes `dest` a verified copy of `url`: keeps an existing `dest` that verifies, else downloads into a
 /// temporary file in `dest`'s folder, checks length and digest, and renames it over `dest`. On any failure
 /// the temporary file is deleted and `dest` is left as it was.
-pub fn download_verified(
-    url: &str,
-    dest: &Path,
-    expected: &ExpectedFile<'_>,
-) -> Result<DownloadOutcome, DataError> {
+pub fn download_verified(url: &str, dest: &Path, expected: &ExpectedFile<'_>) -> Result<DownloadOutcome, DataError> {
     if dest.is_file() && verify(url, &file_digest(dest, expected.algorithm)?, expected).is_ok() {
         return Ok(DownloadOutcome::Cached);
     }
@@ -53,14 +49,9 @@ pub fn download_verified(
     };
     fs::create_dir_all(folder).map_err(DataError::io(folder))?;
 
-    let agent = ureq::AgentBuilder::new()
-        .timeout_connect(CONNECT_TIMEOUT)
-        .timeout_read(READ_TIMEOUT)
-        .build();
-    let response = agent.get(url).call().map_err(|source| DataError::Request {
-        url: url.to_owned(),
-        source: Box::new(source),
-    })?;
+    let agent = ureq::AgentBuilder::new().timeout_connect(CONNECT_TIMEOUT).timeout_read(READ_TIMEOUT).build();
+    let response =
+        agent.get(url).call().map_err(|source| DataError::Request { url: url.to_owned(), source: Box::new(source) })?;
     // One byte past the expected length is enough to tell an oversized body apart without storing it all.
     let mut body = response
         .into_reader()
@@ -68,20 +59,10 @@ pub fn download_verified(
         .take(expected.length.map_or(u64::MAX, |length| length.saturating_add(1)));
 
     // Same folder as `dest`, so the final rename is atomic and never crosses file systems.
-    let mut temp = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempfile_in(folder)
-        .map_err(DataError::io(folder))?;
+    let mut temp = tempfile::Builder::new().prefix(".download-").tempfile_in(folder).map_err(DataError::io(folder))?;
     let progress = ProgressBar::new(expected.length.unwrap_or(0))
-        .with_style(
-            ProgressStyle::with_template(PROGRESS_TEMPLATE)
-                .expect("the progress template is valid"),
-        )
-        .with_message(
-            dest.file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        );
+        .with_style(ProgressStyle::with_template(PROGRESS_TEMPLATE).expect("the progress template is valid"))
+        .with_message(dest.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default());
     let mut hasher = Hasher::new(expected.algorithm);
     let mut chunk = vec![0u8; CHUNK_BYTES];
     loop {
@@ -89,37 +70,22 @@ pub fn download_verified(
             Ok(0) => break,
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(DataError::Transfer {
-                    url: url.to_owned(),
-                    source,
-                })
-            }
+            Err(source) => return Err(DataError::Transfer { url: url.to_owned(), source }),
         };
         hasher.update(&chunk[..read]);
-        temp.write_all(&chunk[..read])
-            .map_err(DataError::io(temp.path()))?;
+        temp.write_all(&chunk[..read]).map_err(DataError::io(temp.path()))?;
         progress.inc(read as u64);
     }
     progress.finish_and_clear();
     verify(url, &hasher.finish(), expected)?;
-    temp.as_file()
-        .sync_all()
-        .map_err(DataError::io(temp.path()))?;
-    temp.persist(dest).map_err(|error| DataError::Io {
-        path: dest.to_owned(),
-        source: error.error,
-    })?;
+    temp.as_file().sync_all().map_err(DataError::io(temp.path()))?;
+    temp.persist(dest).map_err(|error| DataError::Io { path: dest.to_owned(), source: error.error })?;
     Ok(DownloadOutcome::Downloaded)
 }
 
 fn verify(url: &str, actual: &StreamDigest, expected: &ExpectedFile<'_>) -> Result<(), DataError> {
     if let Some(length) = expected.length.filter(|&length| length != actual.length) {
-        return Err(DataError::LengthMismatch {
-            url: url.to_owned(),
-            expected: length,
-            actual: actual.length,
-        });
+        return Err(DataError::LengthMismatch { url: url.to_owned(), expected: length, actual: actual.length });
     }
     let expected_hex = expected.digest.to_ascii_lowercase();
     if expected_hex.is_empty() || !actual.hex.starts_with(&expected_hex) {

@@ -49,50 +49,23 @@ pub enum DataError {
 
     /// An image does not have the source side every CIFAR-10 image has.
     #[error("`{path}` is {width}x{height} pixels, expected {expected}x{expected}")]
-    WrongImageSize {
-        path: PathBuf,
-        width: u32,
-        height: u32,
-        expected: usize,
-    },
+    WrongImageSize { path: PathBuf, width: u32, height: u32, expected: usize },
 
     /// A CIFAR-10 binary batch is not a whole number of records (truncated or not a batch at all).
-    #[error(
-        "`{path}` has {length} bytes, not a whole non-zero number of {record_bytes}-byte records"
-    )]
-    TruncatedRecord {
-        path: PathBuf,
-        length: usize,
-        record_bytes: usize,
-    },
+    #[error("`{path}` has {length} bytes, not a whole non-zero number of {record_bytes}-byte records")]
+    TruncatedRecord { path: PathBuf, length: usize, record_bytes: usize },
 
     /// A CIFAR-10 binary record carries a label with no class name.
-    #[error(
-        "record {record} of `{path}` has label {label}, but there are only {class_count} classes"
-    )]
-    LabelOutOfRange {
-        path: PathBuf,
-        record: usize,
-        label: u8,
-        class_count: usize,
-    },
+    #[error("record {record} of `{path}` has label {label}, but there are only {class_count} classes")]
+    LabelOutOfRange { path: PathBuf, record: usize, label: u8, class_count: usize },
 
     /// The class list (batches.meta.txt, or train/'s class folders) is empty or too long for u8 labels.
     #[error("`{path}` names {count} classes, expected between 1 and {max}")]
-    ClassCount {
-        path: PathBuf,
-        count: usize,
-        max: usize,
-    },
+    ClassCount { path: PathBuf, count: usize, max: usize },
 
     /// train/ and test/ do not hold the same class folders.
     #[error("class folders differ between `{train}` ({train_classes:?}) and `{test}` ({test_classes:?})")]
-    ClassMismatch {
-        train: PathBuf,
-        test: PathBuf,
-        train_classes: Vec<String>,
-        test_classes: Vec<String>,
-    },
+    ClassMismatch { train: PathBuf, test: PathBuf, train_classes: Vec<String>, test_classes: Vec<String> },
 
     /// An archive entry, or the archive as a whole, is larger than the limit this reader accepts.
     #[error("`{path}` is larger than the {limit}-byte limit")]
@@ -116,20 +89,11 @@ pub enum DataError {
 
     /// A download (or cached file) does not have the expected length.
     #[error("`{url}` has {actual} bytes, expected {expected}")]
-    LengthMismatch {
-        url: String,
-        expected: u64,
-        actual: u64,
-    },
+    LengthMismatch { url: String, expected: u64, actual: u64 },
 
     /// A download (or cached file) does not have the expected digest.
     #[error("`{url}` has {algorithm} {actual}, expected {expected}")]
-    DigestMismatch {
-        url: String,
-        algorithm: DigestAlgorithm,
-        expected: String,
-        actual: String,
-    },
+    DigestMismatch { url: String, algorithm: DigestAlgorithm, expected: String, actual: String },
 
     /// A split or subset asks for more images than there are, or for none.
     #[error("cannot take {requested} images from {available}")]

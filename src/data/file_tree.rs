@@ -51,19 +51,12 @@ impl FileTree {
             Ok(()) => magic == GZIP_MAGIC,
             // Shorter than a gzip header: certainly no archive.
             Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => false,
-            Err(source) => {
-                return Err(DataError::Io {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
+            Err(source) => return Err(DataError::Io { path: path.to_owned(), source }),
         };
         if is_gzip {
             Self::read_tar_gz(path)
         } else {
-            Err(DataError::UnknownLayout {
-                path: path.to_owned(),
-            })
+            Err(DataError::UnknownLayout { path: path.to_owned() })
         }
     }
 
@@ -76,12 +69,7 @@ impl FileTree {
         let io_error = DataError::io(archive_path);
         for entry in archive.entries().map_err(DataError::io(archive_path))? {
             let mut entry = entry.map_err(DataError::io(archive_path))?;
-            let name = normalise(
-                &entry
-                    .path()
-                    .map_err(DataError::io(archive_path))?
-                    .to_string_lossy(),
-            );
+            let name = normalise(&entry.path().map_err(DataError::io(archive_path))?.to_string_lossy());
             let kind = entry.header().entry_type();
             if kind.is_dir() {
                 tree.add_folder(&name);
@@ -90,32 +78,19 @@ impl FileTree {
                 total = total.saturating_add(size);
                 let entry_path = archive_path.join(&name);
                 if size > MAX_FILE_BYTES {
-                    return Err(DataError::TooLarge {
-                        path: entry_path,
-                        limit: MAX_FILE_BYTES,
-                    });
+                    return Err(DataError::TooLarge { path: entry_path, limit: MAX_FILE_BYTES });
                 }
                 if total > MAX_TREE_BYTES {
-                    return Err(DataError::TooLarge {
-                        path: archive_path.to_owned(),
-                        limit: MAX_TREE_BYTES,
-                    });
+                    return Err(DataError::TooLarge { path: archive_path.to_owned(), limit: MAX_TREE_BYTES });
                 }
                 // The size is bounded above, so the capacity is a safe hint.
                 let mut bytes = Vec::with_capacity(size as usize);
-                entry
-                    .read_to_end(&mut bytes)
-                    .map_err(DataError::io(entry_path))?;
+                entry.read_to_end(&mut bytes).map_err(DataError::io(entry_path))?;
                 tree.add_file(name, bytes);
             }
             // Links and special entries carry no data either layout uses.
         }
-        tree.sha256 = archive
-            .into_inner()
-            .into_inner()
-            .finish()
-            .map_err(io_error)?
-            .hex;
+        tree.sha256 = archive.into_inner().into_inner().finish().map_err(io_error)?.hex;
         Ok(tree)
     }
 
@@ -129,38 +104,27 @@ impl FileTree {
                 let dir_entry = dir_entry.map_err(DataError::io(&folder_path))?;
                 let name = join(&folder, &dir_entry.file_name().to_string_lossy());
                 // Follows symlinks, as a user who links a data folder in expects.
-                let metadata =
-                    fs::metadata(dir_entry.path()).map_err(DataError::io(dir_entry.path()))?;
+                let metadata = fs::metadata(dir_entry.path()).map_err(DataError::io(dir_entry.path()))?;
                 if metadata.is_dir() {
                     tree.add_folder(&name);
                     pending.push(name);
                 } else if metadata.len() > MAX_FILE_BYTES {
-                    return Err(DataError::TooLarge {
-                        path: dir_entry.path(),
-                        limit: MAX_FILE_BYTES,
-                    });
+                    return Err(DataError::TooLarge { path: dir_entry.path(), limit: MAX_FILE_BYTES });
                 } else {
                     file_names.push((name, metadata.len()));
                 }
             }
         }
-        let total = file_names
-            .iter()
-            .fold(0u64, |sum, (_, len)| sum.saturating_add(*len));
+        let total = file_names.iter().fold(0u64, |sum, (_, len)| sum.saturating_add(*len));
         if total > MAX_TREE_BYTES {
-            return Err(DataError::TooLarge {
-                path: root.to_owned(),
-                limit: MAX_TREE_BYTES,
-            });
+            return Err(DataError::TooLarge { path: root.to_owned(), limit: MAX_TREE_BYTES });
         }
         // Tens of thousands of small files: reading them in parallel hides the per-file latency.
         let contents: Vec<(String, Vec<u8>)> = file_names
             .into_par_iter()
             .map(|(name, _)| {
                 let path = root.join(&name);
-                fs::read(&path)
-                    .map(|bytes| (name, bytes))
-                    .map_err(DataError::io(path))
+                fs::read(&path).map(|bytes| (name, bytes)).map_err(DataError::io(path))
             })
             .collect::<Result<_, _>>()?;
         for (name, bytes) in contents {
@@ -171,12 +135,7 @@ impl FileTree {
     }
 
     fn empty(origin: DataOrigin) -> Self {
-        FileTree {
-            origin,
-            sha256: String::new(),
-            files: BTreeMap::new(),
-            folders: BTreeSet::new(),
-        }
+        FileTree { origin, sha256: String::new(), files: BTreeMap::new(), folders: BTreeSet::new() }
     }
 
     fn add_file(&mut self, name: String, bytes: Vec<u8>) {
@@ -205,10 +164,7 @@ impl FileTree {
     }
 
     pub(crate) fn fingerprint(&self) -> Fingerprint {
-        Fingerprint {
-            origin: self.origin.clone(),
-            sha256: self.sha256.clone(),
-        }
+        Fingerprint { origin: self.origin.clone(), sha256: self.sha256.clone() }
     }
 
     /// The path to show in messages for a relative name in this tree.
@@ -240,10 +196,7 @@ impl FileTree {
     }
 
     /// Files anywhere below `folder`, sorted by name, as (name, bytes).
-    pub(crate) fn files_below<'a>(
-        &'a self,
-        folder: &str,
-    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+    pub(crate) fn files_below<'a>(&'a self, folder: &str) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         let prefix = join(folder, "");
         self.files
             .range(prefix.clone()..)
@@ -298,9 +251,7 @@ mod tests {
     #[test]
     fn oversized_archive_entry_is_refused_before_reading_it() {
         let mut header = tar::Header::new_gnu();
-        header
-            .set_path("cifar-10-batches-bin/data_batch_1.bin")
-            .unwrap();
+        header.set_path("cifar-10-batches-bin/data_batch_1.bin").unwrap();
         header.set_size(MAX_FILE_BYTES + 1);
         header.set_cksum();
         // Only the header: the claimed data never comes, and must not be waited for or allocated.
@@ -308,10 +259,7 @@ mod tests {
         tar_bytes.extend([0u8; 1024]);
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join("huge.tar.gz");
-        let mut encoder = flate2::write::GzEncoder::new(
-            File::create(&archive).unwrap(),
-            flate2::Compression::fast(),
-        );
+        let mut encoder = flate2::write::GzEncoder::new(File::create(&archive).unwrap(), flate2::Compression::fast());
         std::io::Write::write_all(&mut encoder, &tar_bytes).unwrap();
         encoder.finish().unwrap();
         match FileTree::read(&archive) {

@@ -35,46 +35,26 @@ pub(crate) fn read(tree: &FileTree, folder: &str) -> Result<Cifar10, DataError> 
     }
     let train = read_split(tree, &train_folder, &classes)?;
     let test = read_split(tree, &test_folder, &classes)?;
-    Ok(Cifar10 {
-        train,
-        test,
-        classes,
-        fingerprint: tree.fingerprint(),
-    })
+    Ok(Cifar10 { train, test, classes, fingerprint: tree.fingerprint() })
 }
 
 fn class_folders(tree: &FileTree, split_folder: &str) -> Result<Vec<String>, DataError> {
     if !tree.has_folder(split_folder) {
-        return Err(DataError::MissingFolder {
-            path: tree.display_path(split_folder),
-        });
+        return Err(DataError::MissingFolder { path: tree.display_path(split_folder) });
     }
     let classes = tree.subfolders(split_folder);
     if classes.is_empty() || classes.len() > MAX_CLASSES {
         let path = tree.display_path(split_folder);
-        return Err(DataError::ClassCount {
-            path,
-            count: classes.len(),
-            max: MAX_CLASSES,
-        });
+        return Err(DataError::ClassCount { path, count: classes.len(), max: MAX_CLASSES });
     }
     Ok(classes)
 }
 
 /// Decodes every file below each class folder (sorted by path, as torchvision does), labelled by the
 /// class's index in `classes`.
-fn read_split(
-    tree: &FileTree,
-    split_folder: &str,
-    classes: &[String],
-) -> Result<ImageSet, DataError> {
-    if let Some((name, _)) = tree
-        .files_below(split_folder)
-        .find(|(name, _)| !name[split_folder.len() + 1..].contains('/'))
-    {
-        return Err(DataError::FileOutsideClassFolder {
-            path: tree.display_path(name),
-        });
+fn read_split(tree: &FileTree, split_folder: &str, classes: &[String]) -> Result<ImageSet, DataError> {
+    if let Some((name, _)) = tree.files_below(split_folder).find(|(name, _)| !name[split_folder.len() + 1..].contains('/')) {
+        return Err(DataError::FileOutsideClassFolder { path: tree.display_path(name) });
     }
     let mut files = Vec::new();
     let mut labels = Vec::new();
@@ -83,9 +63,7 @@ fn read_split(
         let before = files.len();
         files.extend(tree.files_below(&class_folder));
         if files.len() == before {
-            return Err(DataError::EmptyClassFolder {
-                path: tree.display_path(&class_folder),
-            });
+            return Err(DataError::EmptyClassFolder { path: tree.display_path(&class_folder) });
         }
         // `class_folders` caps the class count at MAX_CLASSES, so every label fits a u8.
         let label = u8::try_from(label).expect("class count is capped at MAX_CLASSES");
@@ -95,9 +73,7 @@ fn read_split(
     pixels
         .par_chunks_exact_mut(IMAGE_BYTES)
         .zip(files.par_iter())
-        .try_for_each(|(out, (name, bytes))| {
-            decode_into(bytes, out).map_err(|e| e.at(tree.display_path(name)))
-        })?;
+        .try_for_each(|(out, (name, bytes))| decode_into(bytes, out).map_err(|e| e.at(tree.display_path(name))))?;
     Ok(ImageSet::new(pixels, labels))
 }
 
@@ -111,12 +87,7 @@ impl DecodeError {
     fn at(self, path: std::path::PathBuf) -> DataError {
         match self {
             DecodeError::NotAnImage(source) => DataError::NotAnImage { path, source },
-            DecodeError::WrongSize { width, height } => DataError::WrongImageSize {
-                path,
-                width,
-                height,
-                expected: SOURCE_SIDE,
-            },
+            DecodeError::WrongSize { width, height } => DataError::WrongImageSize { path, width, height, expected: SOURCE_SIDE },
         }
     }
 }

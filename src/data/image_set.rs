@@ -17,11 +17,7 @@ pub struct ImageSet {
 impl ImageSet {
     /// `pixels` holds `labels.len()` images of `IMAGE_BYTES` each.
     pub(crate) fn new(pixels: Vec<u8>, labels: Vec<u8>) -> Self {
-        assert_eq!(
-            pixels.len(),
-            labels.len() * IMAGE_BYTES,
-            "pixel buffer does not match label count"
-        );
+        assert_eq!(pixels.len(), labels.len() * IMAGE_BYTES, "pixel buffer does not match label count");
         ImageSet { pixels, labels }
     }
 
@@ -68,10 +64,7 @@ impl ImageSet {
         for &index in indices {
             pixels.extend_from_slice(self.image(index));
         }
-        ImageSet {
-            pixels,
-            labels: indices.iter().map(|&i| self.labels[i]).collect(),
-        }
+        ImageSet { pixels, labels: indices.iter().map(|&i| self.labels[i]).collect() }
     }
 
     /// At most `count` images evenly spread over the set, in order (all of them when it holds no more):

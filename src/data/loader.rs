@@ -55,11 +55,7 @@ impl LoaderConfig {
 
     /// Batches in the set's order, never flipped.
     pub fn eval(side: usize) -> Self {
-        LoaderConfig {
-            shuffle: false,
-            random_flip: false,
-            ..Self::train(side, 0)
-        }
+        LoaderConfig { shuffle: false, random_flip: false, ..Self::train(side, 0) }
     }
 }
 
@@ -99,11 +95,7 @@ pub struct BatchLoader {
 
 impl BatchLoader {
     pub fn new(images: ImageSet, config: LoaderConfig) -> Result<Self, DataError> {
-        let invalid = |reason: &str| {
-            Err(DataError::LoaderConfig {
-                reason: reason.to_owned(),
-            })
-        };
+        let invalid = |reason: &str| Err(DataError::LoaderConfig { reason: reason.to_owned() });
         if config.batch_size == 0 {
             return invalid("batch size must be at least 1");
         }
@@ -117,9 +109,7 @@ impl BatchLoader {
             .num_threads(config.workers)
             .thread_name(|index| format!("vggq-data-{index}"))
             .build()
-            .map_err(|error| DataError::LoaderConfig {
-                reason: format!("cannot start worker threads: {error}"),
-            })?;
+            .map_err(|error| DataError::LoaderConfig { reason: format!("cannot start worker threads: {error}") })?;
         Ok(BatchLoader {
             images: Arc::new(images),
             preprocess: Arc::new(Preprocess::new(config.side)),
@@ -167,9 +157,7 @@ impl BatchLoader {
         // Drawn here, in image order, so the flips do not depend on which worker runs first.
         let flips: Vec<bool> = if self.config.random_flip {
             let mut random = rng(self.config.seed, Purpose::Flip, epoch);
-            (0..count)
-                .map(|_| random.random_bool(FLIP_PROBABILITY))
-                .collect()
+            (0..count).map(|_| random.random_bool(FLIP_PROBABILITY)).collect()
         } else {
             vec![false; count]
         };
@@ -220,18 +208,9 @@ impl EpochBatches {
         self.next_to_submit += 1;
         let (sender, receiver) = mpsc::sync_channel(1);
         self.in_flight.push_back(receiver);
-        let (plan, images, preprocess) = (
-            Arc::clone(&self.plan),
-            Arc::clone(&self.images),
-            Arc::clone(&self.preprocess),
-        );
+        let (plan, images, preprocess) = (Arc::clone(&self.plan), Arc::clone(&self.images), Arc::clone(&self.preprocess));
         self.pool.spawn(move || {
-            let batch = build_batch(
-                &images,
-                &preprocess,
-                &plan.order[start..end],
-                &plan.flips[start..end],
-            );
+            let batch = build_batch(&images, &preprocess, &plan.order[start..end], &plan.flips[start..end]);
             // Fails only when the consumer dropped the epoch early, and then nobody wants this batch.
             let _ = sender.send(batch);
         });
@@ -256,12 +235,7 @@ impl Iterator for EpochBatches {
 
 impl ExactSizeIterator for EpochBatches {}
 
-fn build_batch(
-    images: &ImageSet,
-    preprocess: &Preprocess,
-    indices: &[usize],
-    flips: &[bool],
-) -> Batch {
+fn build_batch(images: &ImageSet, preprocess: &Preprocess, indices: &[usize], flips: &[bool]) -> Batch {
     let image_len = preprocess.output_len();
     let mut pixels = vec![0f32; indices.len() * image_len];
     for ((out, &index), &flip) in pixels.chunks_exact_mut(image_len).zip(indices).zip(flips) {
@@ -269,10 +243,7 @@ fn build_batch(
     }
     Batch {
         images: pixels,
-        labels: indices
-            .iter()
-            .map(|&index| i64::from(images.label(index)))
-            .collect(),
+        labels: indices.iter().map(|&index| i64::from(images.label(index))).collect(),
         side: preprocess.side(),
     }
 }

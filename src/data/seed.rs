@@ -17,10 +17,8 @@ pub(crate) enum Purpose {
 const PURPOSES: u64 = 4;
 
 pub(crate) fn rng(seed: u64, purpose: Purpose, epoch: u64) -> ChaCha8Rng {
-    let stream = epoch
-        .checked_mul(PURPOSES)
-        .and_then(|base| base.checked_add(purpose as u64))
-        .expect("epoch numbers stay far below 2^62");
+    let stream =
+        epoch.checked_mul(PURPOSES).and_then(|base| base.checked_add(purpose as u64)).expect("epoch numbers stay far below 2^62");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream);
     rng

@@ -14,11 +14,8 @@ use crate::data::image_set::ImageSet;
 /// The canonical location of the official binary archive.
 pub const CIFAR10_BINARY_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
 /// The official archive as its authors publish it (MD5 only: they give no SHA-256).
-pub const CIFAR10_BINARY_ARCHIVE: ExpectedFile<'static> = ExpectedFile {
-    length: Some(170_052_171),
-    algorithm: DigestAlgorithm::Md5,
-    digest: "c32a1d4ab5d03f1284b67883e8d87530",
-};
+pub const CIFAR10_BINARY_ARCHIVE: ExpectedFile<'static> =
+    ExpectedFile { length: Some(170_052_171), algorithm: DigestAlgorithm::Md5, digest: "c32a1d4ab5d03f1284b67883e8d87530" };
 /// File name of the archive in a download cache folder.
 pub const CIFAR10_BINARY_FILE_NAME: &str = "cifar-10-binary.tar.gz";
 /// Labels are stored as u8.
@@ -46,11 +43,7 @@ impl DataSource {
 impl fmt::Display for DataSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DataSource::Download { cache_dir } => write!(
-                f,
-                "{CIFAR10_BINARY_URL} (cached in {})",
-                cache_dir.display()
-            ),
+            DataSource::Download { cache_dir } => write!(f, "{CIFAR10_BINARY_URL} (cached in {})", cache_dir.display()),
             DataSource::Local { path } => write!(f, "{}", path.display()),
         }
     }
@@ -111,8 +104,6 @@ fn load_local(path: &Path) -> Result<Cifar10, DataError> {
     } else if image_folder::is_image_folder(&tree, &root) {
         image_folder::read(&tree, &root)
     } else {
-        Err(DataError::UnknownLayout {
-            path: path.to_owned(),
-        })
+        Err(DataError::UnknownLayout { path: path.to_owned() })
     }
 }

@@ -24,10 +24,7 @@ impl Split {
         indices.shuffle(&mut rng(seed, Purpose::Split, 0));
         // len <= isize::MAX elements exist, so len * 2 cannot overflow usize.
         let train = indices.split_off(len * VAL_PARTS / TOTAL_PARTS);
-        Split {
-            train,
-            val: indices,
-        }
+        Split { train, val: indices }
     }
 
     /// All images of both parts.
@@ -44,17 +41,9 @@ impl Split {
     pub fn subset(&self, total: usize, seed: u64) -> Result<Split, DataError> {
         let available = self.len();
         if total == 0 || total > available {
-            return Err(DataError::SubsetSize {
-                requested: total,
-                available,
-            });
+            return Err(DataError::SubsetSize { requested: total, available });
         }
-        let scaled = total
-            .checked_mul(self.val.len())
-            .ok_or(DataError::SubsetSize {
-                requested: total,
-                available,
-            })?;
+        let scaled = total.checked_mul(self.val.len()).ok_or(DataError::SubsetSize { requested: total, available })?;
         // Round to nearest; never more than either part holds since total <= available.
         let val_count = ((scaled + available / 2) / available).min(self.val.len());
         let train_count = total - val_count;
@@ -65,10 +54,7 @@ impl Split {
             part.truncate(count);
             part
         };
-        Ok(Split {
-            train: pick(&self.train, train_count),
-            val: pick(&self.val, val_count),
-        })
+        Ok(Split { train: pick(&self.train, train_count), val: pick(&self.val, val_count) })
     }
 }
 
@@ -91,16 +77,7 @@ mod tests {
         let subset = split.subset(10_000, 0).unwrap();
         assert_eq!((subset.train.len(), subset.val.len()), (8_000, 2_000));
         assert!(subset.val.iter().all(|i| split.val.contains(i)));
-        assert!(matches!(
-            split.subset(50_001, 0),
-            Err(DataError::SubsetSize {
-                requested: 50_001,
-                ..
-            })
-        ));
-        assert!(matches!(
-            split.subset(0, 0),
-            Err(DataError::SubsetSize { .. })
-        ));
+        assert!(matches!(split.subset(50_001, 0), Err(DataError::SubsetSize { requested: 50_001, .. })));
+        assert!(matches!(split.subset(0, 0), Err(DataError::SubsetSize { .. })));
     }
 }

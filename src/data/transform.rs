@@ -48,25 +48,13 @@ impl AxisWeights {
                 total += *weight;
             }
             for (weight, fixed) in row.iter().zip(fixed.iter_mut()) {
-                let normalised = if total != 0.0 {
-                    weight / total
-                } else {
-                    *weight
-                };
+                let normalised = if total != 0.0 { weight / total } else { *weight };
                 let scaled = normalised * f64::from(1u32 << PRECISION_BITS);
-                *fixed = if scaled < 0.0 {
-                    (scaled - 0.5) as i32
-                } else {
-                    (scaled + 0.5) as i32
-                };
+                *fixed = if scaled < 0.0 { (scaled - 0.5) as i32 } else { (scaled + 0.5) as i32 };
             }
             bounds.push((first, count));
         }
-        AxisWeights {
-            bounds,
-            weights,
-            row_len,
-        }
+        AxisWeights { bounds, weights, row_len }
     }
 
     fn row(&self, out_index: usize) -> (usize, &[i32]) {
@@ -111,9 +99,7 @@ impl BilinearResize {
         let side = self.side;
         // Both passes use the same weights: source and output are square.
         let mut horizontal = vec![0u8; SOURCE_SIDE * side * CHANNELS];
-        for (source_row, out_row) in source
-            .chunks_exact(SOURCE_SIDE * CHANNELS)
-            .zip(horizontal.chunks_exact_mut(side * CHANNELS))
+        for (source_row, out_row) in source.chunks_exact(SOURCE_SIDE * CHANNELS).zip(horizontal.chunks_exact_mut(side * CHANNELS))
         {
             for (x, out_pixel) in out_row.chunks_exact_mut(CHANNELS).enumerate() {
                 let (first, row) = weights.row(x);
@@ -133,9 +119,7 @@ impl BilinearResize {
                 let sum = column
                     .iter()
                     .enumerate()
-                    .fold(ROUNDING, |sum, (offset, &w)| {
-                        sum + i32::from(horizontal[(first + offset) * row_bytes + index]) * w
-                    });
+                    .fold(ROUNDING, |sum, (offset, &w)| sum + i32::from(horizontal[(first + offset) * row_bytes + index]) * w);
                 *out = clip8(sum);
             }
         }
@@ -161,10 +145,7 @@ impl Preprocess {
                 *value = (level as f32 / 255.0 - IMAGENET_MEAN[channel]) / IMAGENET_STD[channel];
             }
         }
-        Preprocess {
-            resize: BilinearResize::new(side),
-            normalised,
-        }
+        Preprocess { resize: BilinearResize::new(side), normalised }
     }
 
     pub fn side(&self) -> usize {
@@ -182,10 +163,7 @@ impl Preprocess {
         let resized = self.resize.apply(source);
         for (channel, plane) in out.chunks_exact_mut(side * side).enumerate() {
             let table = &self.normalised[channel];
-            for (out_row, resized_row) in plane
-                .chunks_exact_mut(side)
-                .zip(resized.chunks_exact(side * CHANNELS))
-            {
+            for (out_row, resized_row) in plane.chunks_exact_mut(side).zip(resized.chunks_exact(side * CHANNELS)) {
                 for (x, value) in out_row.iter_mut().enumerate() {
                     let source_x = if flip { side - 1 - x } else { x };
                     *value = table[usize::from(resized_row[source_x * CHANNELS + channel])];
@@ -205,45 +183,27 @@ mod tests {
         for x in 0..128 {
             let (_, row) = weights.row(x);
             let sum: i32 = row.iter().sum();
-            assert!(
-                (sum - (1 << PRECISION_BITS)).abs() <= 1,
-                "output {x}: weights sum to {sum}"
-            );
+            assert!((sum - (1 << PRECISION_BITS)).abs() <= 1, "output {x}: weights sum to {sum}");
         }
     }
 
     #[test]
     fn constant_image_stays_constant() {
         let source = vec![77u8; SOURCE_SIDE * SOURCE_SIDE * CHANNELS];
-        assert!(BilinearResize::new(128)
-            .apply(&source)
-            .iter()
-            .all(|&v| v == 77));
-        assert!(BilinearResize::new(20)
-            .apply(&source)
-            .iter()
-            .all(|&v| v == 77));
+        assert!(BilinearResize::new(128).apply(&source).iter().all(|&v| v == 77));
+        assert!(BilinearResize::new(20).apply(&source).iter().all(|&v| v == 77));
     }
 
     #[test]
     fn same_side_is_identity_and_flip_mirrors() {
-        let source: Vec<u8> = (0..SOURCE_SIDE * SOURCE_SIDE * CHANNELS)
-            .map(|i| (i % 251) as u8)
-            .collect();
+        let source: Vec<u8> = (0..SOURCE_SIDE * SOURCE_SIDE * CHANNELS).map(|i| (i % 251) as u8).collect();
         let preprocess = Preprocess::new(SOURCE_SIDE);
-        let (mut plain, mut flipped) = (
-            vec![0f32; preprocess.output_len()],
-            vec![0f32; preprocess.output_len()],
-        );
+        let (mut plain, mut flipped) = (vec![0f32; preprocess.output_len()], vec![0f32; preprocess.output_len()]);
         preprocess.apply(&source, false, &mut plain);
         preprocess.apply(&source, true, &mut flipped);
-        let expected =
-            (f32::from(source[3 * CHANNELS + 1]) / 255.0 - IMAGENET_MEAN[1]) / IMAGENET_STD[1];
+        let expected = (f32::from(source[3 * CHANNELS + 1]) / 255.0 - IMAGENET_MEAN[1]) / IMAGENET_STD[1];
         // Channel 1, row 0, column 3.
         assert_eq!(plain[SOURCE_SIDE * SOURCE_SIDE + 3], expected);
-        assert_eq!(
-            flipped[SOURCE_SIDE * SOURCE_SIDE + SOURCE_SIDE - 1 - 3],
-            expected
-        );
+        assert_eq!(flipped[SOURCE_SIDE * SOURCE_SIDE + SOURCE_SIDE - 1 - 3], expected);
     }
 }

@@ -85,14 +85,19 @@ impl fmt::Display for Placement {
         let (cuda, cpu) = (self.count(CUDA_PROVIDER), self.count(CPU_PROVIDER));
         let others: Vec<&String> = self.nodes.keys().filter(|p| *p != CUDA_PROVIDER && *p != CPU_PROVIDER).collect();
         if !others.is_empty() {
-            return write!(f, "{}", self.nodes.iter().map(|(p, ops)| format!("{p}: {}", ops.values().sum::<usize>())).collect::<Vec<_>>().join(", "));
+            return write!(
+                f,
+                "{}",
+                self.nodes.iter().map(|(p, ops)| format!("{p}: {}", ops.values().sum::<usize>())).collect::<Vec<_>>().join(", ")
+            );
         }
         match (cuda, cpu) {
             (0, _) => f.write_str("CPU"),
             (_, 0) => f.write_str("CUDA"),
             (_, cpu) => {
                 let ops = &self.nodes[CPU_PROVIDER];
-                let list: Vec<String> = ops.iter().map(|(op, n)| if *n == 1 { op.clone() } else { format!("{op} x{n}") }).collect();
+                let list: Vec<String> =
+                    ops.iter().map(|(op, n)| if *n == 1 { op.clone() } else { format!("{op} x{n}") }).collect();
                 write!(f, "CUDA ({cpu} nodes on CPU: {})", list.join(", "))
             }
         }

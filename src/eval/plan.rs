@@ -25,9 +25,11 @@ impl ProviderPlan {
         let plan = |providers, cuda_required, reason: String| ProviderPlan { request, providers, cuda_required, reason };
         Ok(match request {
             DeviceRequest::Cpu => plan(vec![Provider::Cpu], false, "CPU execution provider: --device cpu".into()),
-            DeviceRequest::Cuda => {
-                plan(vec![Provider::Cuda, Provider::Cpu], true, "CUDA execution provider (required: --device cuda), and the CPU's beside it".into())
-            }
+            DeviceRequest::Cuda => plan(
+                vec![Provider::Cuda, Provider::Cpu],
+                true,
+                "CUDA execution provider (required: --device cuda), and the CPU's beside it".into(),
+            ),
             DeviceRequest::Auto => {
                 let selection = backend::select(request)?;
                 match selection.backend {
@@ -36,7 +38,11 @@ impl ProviderPlan {
                         false,
                         format!("CUDA and CPU execution providers: --device auto trains on {}", selection.reason),
                     ),
-                    Backend::Cpu => plan(vec![Provider::Cpu], false, format!("CPU execution provider: --device auto trains on {}", selection.reason)),
+                    Backend::Cpu => plan(
+                        vec![Provider::Cpu],
+                        false,
+                        format!("CPU execution provider: --device auto trains on {}", selection.reason),
+                    ),
                 }
             }
         })

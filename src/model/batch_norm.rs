@@ -50,14 +50,14 @@ impl<B: Backend> BatchNorm2d<B> {
             let var = channel_mean(centered.clone().square());
             let count = (n * h * w) as f64;
             let unbiased = var.clone().detach().reshape([c]) * (count / (count - 1.0).max(1.0));
-            self.running_mean
-                .update(self.running_mean.value_sync() * (1.0 - MOMENTUM) + mean.detach().reshape([c]) * MOMENTUM);
+            self.running_mean.update(self.running_mean.value_sync() * (1.0 - MOMENTUM) + mean.detach().reshape([c]) * MOMENTUM);
             self.running_var.update(self.running_var.value_sync() * (1.0 - MOMENTUM) + unbiased * MOMENTUM);
             self.num_batches_tracked.update(self.num_batches_tracked.value_sync() + 1.0);
             let scale = per_channel(self.weight.val()) / (var + f64::from(BATCH_NORM_EPS)).sqrt();
             centered * per_sample(scale, n) + per_sample(per_channel(self.bias.val()), n)
         } else {
-            let scale = per_channel(self.weight.val()) / (per_channel(self.running_var.value()) + f64::from(BATCH_NORM_EPS)).sqrt();
+            let scale =
+                per_channel(self.weight.val()) / (per_channel(self.running_var.value()) + f64::from(BATCH_NORM_EPS)).sqrt();
             let shift = per_channel(self.bias.val()) - per_channel(self.running_mean.value()) * scale.clone();
             x * per_sample(scale, n) + per_sample(shift, n)
         }

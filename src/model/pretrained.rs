@@ -42,11 +42,7 @@ const BATCH_COUNTER: &str = ".num_batches_tracked";
 /// ours is a list of conv blocks, so each torchvision index is remapped to its block by one regex per
 /// tensor group, derived from the same configuration that built the model. Every feature tensor of the
 /// model must be loaded, with the file's shape; a tensor of the file that fits nowhere is an error.
-pub fn load_features<B: Backend>(
-    mut model: Vgg<B>,
-    config: &VggConfig,
-    path: &Path,
-) -> Result<Vgg<B>, ModelError> {
+pub fn load_features<B: Backend>(mut model: Vgg<B>, config: &VggConfig, path: &Path) -> Result<Vgg<B>, ModelError> {
     if !path.is_file() {
         return Err(ModelError::MissingCheckpoint(path.to_path_buf()));
     }
@@ -73,11 +69,7 @@ pub fn load_features<B: Backend>(
     if let Some((key, _)) = result.missing.iter().find(|(key, _)| key.starts_with("features.") && !key.ends_with(BATCH_COUNTER)) {
         return Err(ModelError::MissingTensor { path: path.to_path_buf(), key: key.clone() });
     }
-    if let Some(key) = result
-        .unused
-        .iter()
-        .find(|key| key.starts_with("features.") && !key.ends_with(BATCH_COUNTER))
-    {
+    if let Some(key) = result.unused.iter().find(|key| key.starts_with("features.") && !key.ends_with(BATCH_COUNTER)) {
         return Err(ModelError::UnexpectedTensor { path: path.to_path_buf(), key: key.clone() });
     }
     Ok(model)

@@ -1,9 +1,9 @@
 //! VGG11-BN (configuration "A" with batch norm) in Burn, shaped like torchvision's `vgg11_bn` so its
 //! weights map one-to-one onto torchvision's state_dict.
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
-use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,21 @@ pub enum FeatureLayer {
 /// torchvision's configuration "A" (VGG11) at full width.
 pub const VGG11_FEATURES: [FeatureLayer; 13] = {
     use FeatureLayer::{Conv, MaxPool};
-    [Conv(64), MaxPool, Conv(128), MaxPool, Conv(256), Conv(256), MaxPool, Conv(512), Conv(512), MaxPool, Conv(512), Conv(512), MaxPool]
+    [
+        Conv(64),
+        MaxPool,
+        Conv(128),
+        MaxPool,
+        Conv(256),
+        Conv(256),
+        MaxPool,
+        Conv(512),
+        Conv(512),
+        MaxPool,
+        Conv(512),
+        Conv(512),
+        MaxPool,
+    ]
 };
 
 /// `kaiming_normal_(mode="fan_out", nonlinearity="relu")`: normal with std sqrt(2 / (out_channels x 3 x 3)).
@@ -93,11 +107,7 @@ impl VggConfig {
                         .with_initializer(CONV_INIT)
                         .init(device);
                     conv.bias = Some(Param::from_tensor(Tensor::zeros([out_channels], device)));
-                    features.push(ConvBlock {
-                        conv,
-                        norm: BatchNorm2d::new(out_channels, device),
-                        pool: false,
-                    });
+                    features.push(ConvBlock { conv, norm: BatchNorm2d::new(out_channels, device), pool: false });
                     in_channels = out_channels;
                 }
                 FeatureLayer::MaxPool => {

@@ -118,7 +118,8 @@ impl FloatVgg {
         }
         let head = &mut model.classifier;
         for (linear, params) in [&mut head.hidden1, &mut head.hidden2, &mut head.output].into_iter().zip(&self.classifier) {
-            let weight = Tensor::<B, 1>::from_floats(params.weight.as_slice(), device).reshape([params.out_features, params.in_features]);
+            let weight =
+                Tensor::<B, 1>::from_floats(params.weight.as_slice(), device).reshape([params.out_features, params.in_features]);
             linear.weight = Param::from_tensor(weight.transpose());
             linear.bias = Some(param(&params.bias));
         }
@@ -145,7 +146,10 @@ impl FloatVgg {
 
 /// The FP32 conv blocks (`features.N.*`) of a state_dict shaped like `config`: the whole feature
 /// extractor of the FP32 model and of the dynamic one, which leaves it in FP32.
-pub(crate) fn float_blocks_from_state_dict(state_dict: &StateDict<'_>, config: &VggConfig) -> Result<Vec<FloatConvBlock>, QuantError> {
+pub(crate) fn float_blocks_from_state_dict(
+    state_dict: &StateDict<'_>,
+    config: &VggConfig,
+) -> Result<Vec<FloatConvBlock>, QuantError> {
     pth_config(config)
         .convs()
         .iter()
@@ -206,7 +210,10 @@ fn f32_entry(state_dict: &StateDict<'_>, key: &str, len: usize) -> Result<Vec<f3
         Some(_) => return Err(QuantError::StateDict { key: key.into(), reason: "is not a plain tensor".into() }),
         None => return Err(QuantError::StateDict { key: key.into(), reason: "is missing".into() }),
     };
-    if tensor.dtype != DType::F32 || tensor.numel() != len || tensor.strides != vggq_pth::tensor::contiguous_strides(&tensor.shape) {
+    if tensor.dtype != DType::F32
+        || tensor.numel() != len
+        || tensor.strides != vggq_pth::tensor::contiguous_strides(&tensor.shape)
+    {
         return Err(QuantError::StateDict {
             key: key.into(),
             reason: format!("expected {len} contiguous f32 values, found {} {:?}", tensor.dtype, tensor.shape),

@@ -171,10 +171,14 @@ impl Histogram {
         let total = f64::from(self.counts.iter().map(|&c| c as f64).sum::<f64>() as f32);
         // torch.cumsum accumulates f32 in f64 on the CPU and stores f32.
         let mut running = 0.0f64;
-        let cumulative: Vec<f32> = self.counts.iter().map(|&c| {
-            running += c as f64;
-            running as f32
-        }).collect();
+        let cumulative: Vec<f32> = self
+            .counts
+            .iter()
+            .map(|&c| {
+                running += c as f64;
+                running as f32
+            })
+            .collect();
         const STEP: f64 = 1e-5;
         let (mut alpha, mut beta) = (0.0f64, 1.0f64);
         let (mut start_bin, mut end_bin) = (0usize, bins - 1);
@@ -291,9 +295,7 @@ fn histc(values: &[f32], bins: usize, min: f32, max: f32) -> Vec<f32> {
 fn linspace(start: f32, end: f32, steps: usize) -> Vec<f32> {
     let step = (end - start) / (steps - 1) as f32;
     let halfway = steps / 2;
-    (0..steps)
-        .map(|i| if i < halfway { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 })
-        .collect()
+    (0..steps).map(|i| if i < halfway { start + step * i as f32 } else { end - step * (steps - i - 1) as f32 }).collect()
 }
 
 /// `torch.div(a, b, rounding_mode="floor")` for floats (`c10::div_floor_floating`).

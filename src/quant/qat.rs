@@ -47,7 +47,9 @@ pub const FINETUNE_LR_FACTOR: f64 = 0.1;
 pub fn qat_recipe(mode: QatMode, fp32: &TrainConfig) -> TrainConfig {
     match mode {
         QatMode::Fp32match => fp32.clone(),
-        QatMode::Finetune => TrainConfig { epochs: FINETUNE_EPOCHS, learning_rate: fp32.learning_rate * FINETUNE_LR_FACTOR, ..fp32.clone() },
+        QatMode::Finetune => {
+            TrainConfig { epochs: FINETUNE_EPOCHS, learning_rate: fp32.learning_rate * FINETUNE_LR_FACTOR, ..fp32.clone() }
+        }
     }
 }
 
@@ -92,7 +94,12 @@ impl<B: Backend> DeviceMovingAverage<B> {
 /// zero point as a float holding an integer. Each step is computed in the precision fbgemm computes it
 /// in (the range in f32, the scale and the zero point's arithmetic in f64), so the results are
 /// fbgemm's exactly. The host twin is [`super::qparams::runtime_qparams`].
-pub fn device_qparams<B: Backend>(min: Tensor<B, 1>, max: Tensor<B, 1>, range: QuantRange, preserve_sparsity: bool) -> (Tensor<B, 1>, Tensor<B, 1>) {
+pub fn device_qparams<B: Backend>(
+    min: Tensor<B, 1>,
+    max: Tensor<B, 1>,
+    range: QuantRange,
+    preserve_sparsity: bool,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let (qmin, qmax) = (f64::from(range.min), f64::from(range.max));
     let span = qmax - qmin;
     let wide = |t: Tensor<B, 1>| t.cast(FloatDType::F64);
@@ -100,7 +107,8 @@ pub fn device_qparams<B: Backend>(min: Tensor<B, 1>, max: Tensor<B, 1>, range: Q
     let (mut min, mut max) = (min, max);
     let symmetric = preserve_sparsity.then(|| min.clone().lower_elem(0.0).bool_and(max.clone().greater_elem(0.0)));
     if let Some(symmetric) = &symmetric {
-        let (symmetric_qmin, symmetric_qmax) = (f64::from(-((range.max - range.min) / 2 + 1)), f64::from((range.max - range.min) / 2));
+        let (symmetric_qmin, symmetric_qmax) =
+            (f64::from(-((range.max - range.min) / 2 + 1)), f64::from((range.max - range.min) / 2));
         let max_scale = wide((min.clone() / symmetric_qmin).abs().max_pair((max.clone() / symmetric_qmax).abs()));
         min = min.mask_where(symmetric.clone(), narrow(max_scale.clone() * symmetric_qmin));
         max = max.mask_where(symmetric.clone(), narrow(max_scale * symmetric_qmax));
@@ -117,7 +125,8 @@ pub fn device_qparams<B: Backend>(min: Tensor<B, 1>, max: Tensor<B, 1>, range: Q
     let amplifier = original.recip() * SMALL_SCALE_THRESHOLD;
     let (min_zero, max_zero) = (min.clone().equal_elem(0.0), max.clone().equal_elem(0.0));
     let threshold_span = SMALL_SCALE_THRESHOLD * span as f32;
-    let amplified_min = (min.clone() * amplifier.clone()).mask_fill(max_zero.bool_and(min_zero.clone().bool_not()), -threshold_span);
+    let amplified_min =
+        (min.clone() * amplifier.clone()).mask_fill(max_zero.bool_and(min_zero.clone().bool_not()), -threshold_span);
     let amplified_max = (max.clone() * amplifier).mask_fill(min_zero, threshold_span);
     min = min.mask_where(small.clone(), amplified_min);
     max = max.mask_where(small.clone(), amplified_max);
@@ -214,7 +223,10 @@ impl<B: AutodiffBackend> TrainingForward<B> for QatForward<B> {
 
 /// Per-tensor activation fake quantization (quint8, fbgemm's reduced range) with a straight-through
 /// gradient.
-fn fake_quantize_activation<B: AutodiffBackend, const D: usize>(x: Tensor<B, D>, observer: &mut DeviceMovingAverage<B::InnerBackend>) -> Tensor<B, D> {
+fn fake_quantize_activation<B: AutodiffBackend, const D: usize>(
+    x: Tensor<B, D>,
+    observer: &mut DeviceMovingAverage<B::InnerBackend>,
+) -> Tensor<B, D> {
     let values = x.clone().inner();
     let (min, max) = observer.observe(values.clone().min(), values.clone().max());
     let (scale, zero_point) = device_qparams(min, max, QuantRange::QUINT8_REDUCED, false);
@@ -224,7 +236,10 @@ fn fake_quantize_activation<B: AutodiffBackend, const D: usize>(x: Tensor<B, D>,
 }
 
 /// Per-channel symmetric weight fake quantization (qint8) of a `[C, K]` view of a weight.
-fn fake_quantize_weight<B: AutodiffBackend>(weight: Tensor<B, 2>, observer: &mut DeviceMovingAverage<B::InnerBackend>) -> Tensor<B, 2> {
+fn fake_quantize_weight<B: AutodiffBackend>(
+    weight: Tensor<B, 2>,
+    observer: &mut DeviceMovingAverage<B::InnerBackend>,
+) -> Tensor<B, 2> {
     let values = weight.clone().inner();
     let [channels, _] = values.dims();
     let per_channel = |t: Tensor<B::InnerBackend, 2>| t.reshape([channels]);
@@ -237,7 +252,12 @@ fn fake_quantize_weight<B: AutodiffBackend>(weight: Tensor<B, 2>, observer: &mut
 /// `fake_quantize_*_affine_cachemask`: `(clamp(round(x * (1 / scale)) + zero_point) - zero_point) * scale`
 /// (the reciprocal in f32, as fbgemm multiplies by it), and the mask of values whose integer fell inside
 /// the range (where the gradient passes).
-fn fake_quantize<B: Backend, const D: usize>(values: Tensor<B, D>, scale: Tensor<B, D>, zero_point: Tensor<B, D>, range: QuantRange) -> (Tensor<B, D>, Tensor<B, D>) {
+fn fake_quantize<B: Backend, const D: usize>(
+    values: Tensor<B, D>,
+    scale: Tensor<B, D>,
+    zero_point: Tensor<B, D>,
+    range: QuantRange,
+) -> (Tensor<B, D>, Tensor<B, D>) {
     let (qmin, qmax) = (range.min as f32, range.max as f32);
     let integer = (values * scale.clone().recip()).round() + zero_point.clone();
     let inside = integer.clone().greater_equal_elem(qmin).bool_and(integer.clone().lower_equal_elem(qmax)).float();
@@ -245,7 +265,10 @@ fn fake_quantize<B: Backend, const D: usize>(values: Tensor<B, D>, scale: Tensor
 }
 
 /// `x` with the value `dequantized` and the gradient `mask * dL/dy`.
-fn straight_through<B: AutodiffBackend, const D: usize>(x: Tensor<B, D>, (dequantized, mask): (Tensor<B::InnerBackend, D>, Tensor<B::InnerBackend, D>)) -> Tensor<B, D> {
+fn straight_through<B: AutodiffBackend, const D: usize>(
+    x: Tensor<B, D>,
+    (dequantized, mask): (Tensor<B::InnerBackend, D>, Tensor<B::InnerBackend, D>),
+) -> Tensor<B, D> {
     let passed = x * Tensor::from_inner(mask);
     passed.clone() + Tensor::from_inner(dequantized - passed.clone().inner())
 }
@@ -287,17 +310,18 @@ pub fn convert_qat(model: &FloatVgg, observers: &mut QatObservers) -> QuantizedV
             if layer.is_empty() {
                 *layer = vec![MovingAverageMinMax::default(); batch.len()];
             }
-            layer.iter_mut().zip(batch).map(|(observer, range)| {
-                observer.observe(range);
-                observer.range
-            }).collect()
+            layer
+                .iter_mut()
+                .zip(batch)
+                .map(|(observer, range)| {
+                    observer.observe(range);
+                    observer.range
+                })
+                .collect()
         })
         .collect();
-    let activations: Vec<QParams> = observers
-        .activations
-        .iter()
-        .map(|o| affine_qparams(o.range.min, o.range.max, QuantRange::QUINT8_REDUCED))
-        .collect();
+    let activations: Vec<QParams> =
+        observers.activations.iter().map(|o| affine_qparams(o.range.min, o.range.max, QuantRange::QUINT8_REDUCED)).collect();
     convert(&fused, &activations, &weight_ranges, QuantMethod::Qat)
 }
 
@@ -313,7 +337,8 @@ mod tests {
     fn device_qparams_are_fbgemms() {
         use rand::{Rng, SeedableRng};
         let mut random = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let mut ranges: Vec<(f32, f32)> = vec![(0.0, 0.0), (0.0, 2.54), (-1.28, 0.5), (-3.0, 0.0), (1e-7, 2e-6), (-4e-6, 1e-6), (0.5, 4.0), (-4.0, -0.5)];
+        let mut ranges: Vec<(f32, f32)> =
+            vec![(0.0, 0.0), (0.0, 2.54), (-1.28, 0.5), (-3.0, 0.0), (1e-7, 2e-6), (-4e-6, 1e-6), (0.5, 4.0), (-4.0, -0.5)];
         ranges.extend((0..2000).map(|_| {
             let magnitude = 10f32.powf(random.random_range(-6.0..2.0));
             let (a, b) = (random.random_range(-1.0..1.0) * magnitude, random.random_range(-1.0..1.0) * magnitude);
@@ -322,8 +347,12 @@ mod tests {
         let device = Default::default();
         for (range, symmetric) in [(QuantRange::QUINT8_REDUCED, false), (QuantRange::QINT8, true)] {
             let column = |values: Vec<f32>| Tensor::<Flex, 1>::from_floats(values.as_slice(), &device);
-            let (scales, zero_points) =
-                device_qparams(column(ranges.iter().map(|r| r.0).collect()), column(ranges.iter().map(|r| r.1).collect()), range, symmetric);
+            let (scales, zero_points) = device_qparams(
+                column(ranges.iter().map(|r| r.0).collect()),
+                column(ranges.iter().map(|r| r.1).collect()),
+                range,
+                symmetric,
+            );
             let (scales, zero_points) = (host_reads::values(scales), host_reads::values(zero_points));
             for (i, &(min, max)) in ranges.iter().enumerate() {
                 let host = runtime_qparams(min, max, range, symmetric);

@@ -148,7 +148,7 @@ mod tests {
         let q = affine_qparams(-1.0, 3.0, QuantRange::QUINT8_REDUCED);
         assert_eq!(q.scale, 4.0 / 127.0);
         assert_eq!(q.zero_point, 32); // round(31.75)
-        // An all-zero tensor still gets a usable scale.
+                                      // An all-zero tensor still gets a usable scale.
         assert_eq!(affine_qparams(0.0, 0.0, QuantRange::QUINT8_REDUCED).scale, SCALE_EPS);
     }
 

@@ -17,10 +17,10 @@ use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::ConvOptions;
 
 use super::float_model::FloatVgg;
-use crate::host_reads::{self, values};
 use super::model::{QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight};
 use super::qparams::{runtime_qparams, QParams, QuantRange};
 use super::static_ptq::FusedVgg;
+use crate::host_reads::{self, values};
 use crate::model::BATCH_NORM_EPS;
 
 fn tensor1<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B, 1> {
@@ -179,7 +179,15 @@ struct IntLayer<B: Backend, const W: usize> {
 
 impl<B: Backend, const W: usize> IntLayer<B, W> {
     /// `values` is the integer weight as a tensor, `quantized` the weight it came from (for its scales).
-    fn new(values: Tensor<B, W>, quantized: &QuantizedWeight, bias: &[f32], (input, output): (QParams, QParams), relu: bool, pool: bool, device: &B::Device) -> Self {
+    fn new(
+        values: Tensor<B, W>,
+        quantized: &QuantizedWeight,
+        bias: &[f32],
+        (input, output): (QParams, QParams),
+        relu: bool,
+        pool: bool,
+        device: &B::Device,
+    ) -> Self {
         let act_times_w: Vec<f32> = (0..bias.len()).map(|c| input.scale * quantized.scale(c)).collect();
         let bias_in_accumulator: Vec<f32> = bias.iter().zip(&act_times_w).map(|(b, s)| b / s).collect();
         let multiplier: Vec<f32> = act_times_w.iter().map(|s| s / output.scale).collect();
@@ -195,7 +203,12 @@ impl<B: Backend, const W: usize> IntLayer<B, W> {
     }
 
     /// fbgemm's `ReQuantizeOutput` with a float bias.
-    fn requantize<const D: usize>(&self, accumulator: Tensor<B, D>, bias: Tensor<B, D>, multiplier: Tensor<B, D>) -> Tensor<B, D> {
+    fn requantize<const D: usize>(
+        &self,
+        accumulator: Tensor<B, D>,
+        bias: Tensor<B, D>,
+        multiplier: Tensor<B, D>,
+    ) -> Tensor<B, D> {
         let low = if self.relu { self.output.zero_point as f32 } else { 0.0 };
         (((accumulator + bias) * multiplier).round() + self.output.zero_point as f32).clamp(low, 255.0)
     }
@@ -209,8 +222,16 @@ pub struct SimulatedVgg<B: Backend> {
 
 enum Simulation<B: Backend> {
     /// `input_range`: the grid each Linear's input is quantized to at run time.
-    Dynamic { convs: Vec<FloatConv<B>>, linears: Vec<DynamicLinear<B>>, input_range: QuantRange },
-    Int8 { input: QParams, convs: Vec<IntLayer<B, 4>>, linears: Vec<IntLayer<B, 2>> },
+    Dynamic {
+        convs: Vec<FloatConv<B>>,
+        linears: Vec<DynamicLinear<B>>,
+        input_range: QuantRange,
+    },
+    Int8 {
+        input: QParams,
+        convs: Vec<IntLayer<B, 4>>,
+        linears: Vec<IntLayer<B, 2>>,
+    },
 }
 
 /// A dynamic Linear: integer `[in, out]` weight, per-tensor scale, float bias.
@@ -236,7 +257,12 @@ impl<B: Backend> SimulatedVgg<B> {
                 linears: model
                     .classifier
                     .iter()
-                    .map(|l| DynamicLinear { weight: linear_weight(l), scale: l.weight.scales[0], bias: tensor1(&l.bias, device), relu: l.relu })
+                    .map(|l| DynamicLinear {
+                        weight: linear_weight(l),
+                        scale: l.weight.scales[0],
+                        bias: tensor1(&l.bias, device),
+                        relu: l.relu,
+                    })
                     .collect(),
                 input_range: QuantRange::QUINT8_REDUCED,
             },
@@ -285,8 +311,13 @@ impl<B: Backend> SimulatedVgg<B> {
             Simulation::Dynamic { convs, linears, input_range } => {
                 let net_features = convs.iter().fold(images, |x, conv| {
                     let (scale, shift) = conv.norm.as_ref().expect("dynamic features keep their BatchNorms");
-                    let x = (conv3x3(x, conv.weight.clone(), Some(conv.bias.clone())) * scale.clone() + shift.clone()).clamp_min(0.0);
-                    if conv.pool { pool2x2(x) } else { x }
+                    let x =
+                        (conv3x3(x, conv.weight.clone(), Some(conv.bias.clone())) * scale.clone() + shift.clone()).clamp_min(0.0);
+                    if conv.pool {
+                        pool2x2(x)
+                    } else {
+                        x
+                    }
                 });
                 let mut x = adaptive_avg_pool2d(net_features, [self.pool_size, self.pool_size]).flatten::<2>(1, 3);
                 for linear in linears {
@@ -308,13 +339,21 @@ impl<B: Backend> SimulatedVgg<B> {
                         per_channel(layer.bias_in_accumulator.clone()),
                         per_channel(layer.multiplier.clone()),
                     );
-                    if layer.pool { pool2x2(y) } else { y }
+                    if layer.pool {
+                        pool2x2(y)
+                    } else {
+                        y
+                    }
                 });
                 // The quantized average pool rounds the mean back onto the same grid.
                 let mut x = adaptive_avg_pool2d(x, [self.pool_size, self.pool_size]).round().flatten::<2>(1, 3);
                 for layer in linears {
                     let accumulator = (x - layer.input_zero_point).matmul(layer.weight.clone());
-                    x = layer.requantize(accumulator, layer.bias_in_accumulator.clone().unsqueeze(), layer.multiplier.clone().unsqueeze());
+                    x = layer.requantize(
+                        accumulator,
+                        layer.bias_in_accumulator.clone().unsqueeze(),
+                        layer.multiplier.clone().unsqueeze(),
+                    );
                 }
                 let output = linears.last().expect("a classifier").output;
                 (x - output.zero_point as f32) * output.scale

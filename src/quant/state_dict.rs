@@ -8,7 +8,9 @@ use vggq_pth::layout::{layout, validate, Variant};
 use vggq_pth::tensor::{channels_last_strides, contiguous_strides, to_channels_last};
 use vggq_pth::{DType, PackedLinearParams, QTensor, Quantizer, StateDict, Tensor, Value};
 
-use super::float_model::{float_blocks_from_state_dict, pools_after_convs, pth_config, FloatConvBlock, FloatVgg, CLASSIFIER_LINEARS};
+use super::float_model::{
+    float_blocks_from_state_dict, pools_after_convs, pth_config, FloatConvBlock, FloatVgg, CLASSIFIER_LINEARS,
+};
 use super::model::{QuantMethod, QuantizedConv, QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight, WeightScheme};
 use super::QParams;
 use super::QuantError;
@@ -43,7 +45,12 @@ fn conv_indices(model_config: &crate::model::VggConfig) -> Vec<usize> {
     pth_config(model_config).convs().iter().map(|c| c.index).collect()
 }
 
-fn finish(entries: Vec<(String, Value<'static>)>, config: &crate::model::VggConfig, variant: Variant, name: &'static str) -> Result<StateDict<'static>, QuantError> {
+fn finish(
+    entries: Vec<(String, Value<'static>)>,
+    config: &crate::model::VggConfig,
+    variant: Variant,
+    name: &'static str,
+) -> Result<StateDict<'static>, QuantError> {
     let expected = layout(&pth_config(config), variant);
     let state_dict = StateDict { entries, metadata: expected.metadata.clone() };
     validate(&state_dict, &expected).map_err(|source| QuantError::Layout { variant: name, source })?;
@@ -75,10 +82,9 @@ fn qtensor(weight: &QuantizedWeight) -> QTensor<'static> {
         _ => (bytes, contiguous_strides(&weight.shape)),
     };
     let quantizer = match weight.scheme {
-        WeightScheme::PerTensor => Quantizer::PerTensorAffine {
-            scale: f64::from(weight.scales[0]),
-            zero_point: i64::from(weight.zero_points[0]),
-        },
+        WeightScheme::PerTensor => {
+            Quantizer::PerTensorAffine { scale: f64::from(weight.scales[0]), zero_point: i64::from(weight.zero_points[0]) }
+        }
         WeightScheme::PerChannel => Quantizer::PerChannelAffine {
             scales: weight.scales.iter().map(|&s| f64::from(s)).collect(),
             zero_points: weight.zero_points.iter().map(|&z| i64::from(z)).collect(),
@@ -105,10 +111,8 @@ pub fn quantized_state_dict(model: &QuantizedVgg) -> Result<StateDict<'static>, 
         }
         QuantizedFeatures::Int8 { input, convs } => {
             entries.push(("features_0_input_scale_0".into(), Value::Tensor(Tensor::scalar_f32(input.scale))));
-            entries.push((
-                "features_0_input_zero_point_0".into(),
-                Value::Tensor(Tensor::scalar_i64(i64::from(input.zero_point))),
-            ));
+            entries
+                .push(("features_0_input_zero_point_0".into(), Value::Tensor(Tensor::scalar_i64(i64::from(input.zero_point)))));
             for (index, conv) in conv_indices(&model.config).into_iter().zip(convs) {
                 let prefix = format!("features.{index}.");
                 entries.push((format!("{prefix}weight"), Value::QTensor(qtensor(&conv.weight))));
@@ -167,7 +171,12 @@ pub fn int8_from_state_dict(
                 QuantMethod::Dynamic => None,
                 QuantMethod::Static | QuantMethod::Qat => Some(output_of(state_dict, &prefix)?),
             };
-            Ok(QuantizedLinear { weight: weight_from_qtensor(&packed.weight, &key)?, bias, relu: i + 1 < CLASSIFIER_LINEARS.len(), output })
+            Ok(QuantizedLinear {
+                weight: weight_from_qtensor(&packed.weight, &key)?,
+                bias,
+                relu: i + 1 < CLASSIFIER_LINEARS.len(),
+                output,
+            })
         })
         .collect::<Result<_, QuantError>>()?;
     Ok(QuantizedVgg { method, config: config.clone(), features, classifier })
@@ -258,7 +267,9 @@ fn weight_from_qtensor(q: &QTensor<'_>, key: &str) -> Result<QuantizedWeight, Qu
         })
         .collect();
     let (scheme, scales, zero_points) = match &q.quantizer {
-        Quantizer::PerTensorAffine { scale, zero_point } => (WeightScheme::PerTensor, vec![*scale as f32], vec![*zero_point as i32]),
+        Quantizer::PerTensorAffine { scale, zero_point } => {
+            (WeightScheme::PerTensor, vec![*scale as f32], vec![*zero_point as i32])
+        }
         Quantizer::PerChannelAffine { scales, zero_points, .. } => (
             WeightScheme::PerChannel,
             scales.iter().map(|&s| s as f32).collect(),

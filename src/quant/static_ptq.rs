@@ -110,12 +110,7 @@ pub fn calibrate<B: Backend>(
 
 /// `convert_fx`: int8 weights (per-channel symmetric over `weight_ranges`, one list per conv then per
 /// Linear), float biases, and the activation parameters `activations` (input, convs, Linears).
-pub fn convert(
-    model: &FusedVgg,
-    activations: &[QParams],
-    weight_ranges: &[Vec<MinMax>],
-    method: QuantMethod,
-) -> QuantizedVgg {
+pub fn convert(model: &FusedVgg, activations: &[QParams], weight_ranges: &[Vec<MinMax>], method: QuantMethod) -> QuantizedVgg {
     let (input, rest) = activations.split_first().expect("one parameter set per observation point");
     let (conv_outputs, linear_outputs) = rest.split_at(model.convs.len());
     let (conv_ranges, linear_ranges) = weight_ranges.split_at(model.convs.len());
@@ -155,12 +150,7 @@ pub fn convert(
             output: Some(output),
         })
         .collect();
-    QuantizedVgg {
-        method,
-        config: model.config.clone(),
-        features: QuantizedFeatures::Int8 { input: *input, convs },
-        classifier,
-    }
+    QuantizedVgg { method, config: model.config.clone(), features: QuantizedFeatures::Int8 { input: *input, convs }, classifier }
 }
 
 /// Per-channel min/max of every weight of `model` (`PerChannelMinMaxObserver`, axis 0): convs, then

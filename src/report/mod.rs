@@ -46,7 +46,9 @@ fn is_fp32(row: &ModelMetrics) -> bool {
 /// runs; they are in `report.md`), and the execution providers that could not run.
 pub fn golden_table(eval: &EvalRun) -> String {
     let rows = &eval.rows;
-    let mut out = String::from("| model | EP | placement | bytes | MiB | top-1 % | agreement with FP32 % |\n|---|---|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| model | EP | placement | bytes | MiB | top-1 % | agreement with FP32 % |\n|---|---|---|---|---|---|---|\n",
+    );
     for row in rows {
         let agreement = fp32_twin(rows, row)
             .map_or("-".to_string(), |fp32| format!("{:.2}", agreement(&row.eval.predictions, &fp32.eval.predictions)));
@@ -133,10 +135,8 @@ pub fn markdown(input: &ReportInput) -> String {
     out.push_str("\n|---|");
     out.push_str(&"---|".repeat(per_ep.len()));
     out.push('\n');
-    let per_class: Vec<Vec<f64>> = per_ep
-        .iter()
-        .map(|r| per_class_accuracy(&r.eval.predictions, &r.eval.labels, input.class_names.len()))
-        .collect();
+    let per_class: Vec<Vec<f64>> =
+        per_ep.iter().map(|r| per_class_accuracy(&r.eval.predictions, &r.eval.labels, input.class_names.len())).collect();
     for (class, name) in input.class_names.iter().enumerate() {
         let _ = write!(out, "| {name} |");
         for accuracies in &per_class {
@@ -148,7 +148,8 @@ pub fn markdown(input: &ReportInput) -> String {
     out.push_str("\n## Execution providers and optimized graphs\n\nThe operators ONNX Runtime ran after its graph optimizations, and where (from its profile).\n\n| model | EP | placement | operators |\n|---|---|---|---|\n");
     for row in rows {
         let ops: Vec<String> = row.eval.op_counts.iter().map(|(op, n)| format!("{op} x{n}")).collect();
-        let _ = writeln!(out, "| {} | {} | {} | {} |", variant_label(&row.file), provider(row), row.eval.placement, ops.join(", "));
+        let _ =
+            writeln!(out, "| {} | {} | {} | {} |", variant_label(&row.file), provider(row), row.eval.placement, ops.join(", "));
     }
     out.push_str("\n![size](size.svg) ![accuracy](accuracy.svg) ![speed](speed.svg)\n");
     out

@@ -42,8 +42,7 @@ pub struct Difference {
 pub fn paired_bootstrap(a: &[u8], b: &[u8], labels: &[u8]) -> Difference {
     let n = labels.len();
     // Per image: +1 when only b is right, -1 when only a is, 0 otherwise.
-    let delta: Vec<i32> =
-        (0..n).map(|i| i32::from(b[i] == labels[i]) - i32::from(a[i] == labels[i])).collect();
+    let delta: Vec<i32> = (0..n).map(|i| i32::from(b[i] == labels[i]) - i32::from(a[i] == labels[i])).collect();
     let points = 100.0 * delta.iter().sum::<i32>() as f64 / n.max(1) as f64;
     let mut rng = ChaCha8Rng::seed_from_u64(BOOTSTRAP_SEED);
     let mut resampled: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)

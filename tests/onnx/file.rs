@@ -10,7 +10,10 @@ use crate::util::*;
 /// The four variants of a tiny model, exported from memory.
 fn tiny_variants(side: usize) -> Vec<(Variant, ModelProto)> {
     let models = TinyModels::new(side);
-    Variant::all(vggq_core::QatMode::Fp32match).into_iter().map(|variant| (variant, models.export(&provenance(variant)))).collect()
+    Variant::all(vggq_core::QatMode::Fp32match)
+        .into_iter()
+        .map(|variant| (variant, models.export(&provenance(variant))))
+        .collect()
 }
 
 #[test]
@@ -72,8 +75,8 @@ fn a_cuda_request_is_never_reported_as_cuda_without_cuda_nodes() {
     let path = dir.path().join("fp32.onnx");
     onnx::write(&path, &proto).unwrap();
     let _ = ort_session(&path, 32); // fails clearly when ORT_DYLIB_PATH is unset
-    // Without a GPU (or with a CPU-only ONNX Runtime) registration fails loudly instead of quietly
-    // giving a CPU session; with one, the label follows the nodes ORT's profile puts on CUDA.
+                                    // Without a GPU (or with a CPU-only ONNX Runtime) registration fails loudly instead of quietly
+                                    // giving a CPU session; with one, the label follows the nodes ORT's profile puts on CUDA.
     match OnnxSession::open(&path, 32, Provider::Cuda, Some(1)) {
         // The reason is the first missing piece: the device (as the probe says), else the libraries.
         Err(vggq::eval::EvalError::CudaUnavailable(reason)) => match vggq::backend::CudaProbe::run().no_device {

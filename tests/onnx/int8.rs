@@ -38,7 +38,9 @@ fn static_int8_agrees_with_the_burn_simulation_and_runs_as_integer_kernels() {
     // Both sides hold logits on the output's uint8 grid: they may differ by a step where a rounding
     // boundary falls between ORT's int32 bias and fbgemm's float one, rarely more.
     let step = f64::from(quantized.classifier[2].output.expect("a static output layer").scale);
-    let mean_steps = onnx_logits.iter().zip(&burn_logits).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>() / step / onnx_logits.len() as f64;
+    let mean_steps = onnx_logits.iter().zip(&burn_logits).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>()
+        / step
+        / onnx_logits.len() as f64;
     assert!(mean_steps < 0.5, "mean difference {mean_steps} output steps");
 }
 

@@ -87,7 +87,10 @@ fn vggq_export_builds_each_onnx_from_its_pth_as_from_memory() {
             training: metadata[TRAINING_KEY].clone(),
             calibration: metadata.get(CALIBRATION_KEY).cloned(),
         };
-        assert!(written == onnx::graph::encode(&models.export(&provenance)), "{variant:?}: the bytes differ from the in-memory export");
+        assert!(
+            written == onnx::graph::encode(&models.export(&provenance)),
+            "{variant:?}: the bytes differ from the in-memory export"
+        );
     }
 }
 

@@ -55,13 +55,23 @@ fn compare(variant: &str, onnx_path: &Path, pth: &Path, dir: &Path) -> Compariso
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/python/torch_agreement.py");
     let output = Command::new(python())
         .arg(script)
-        .args([variant.as_ref(), pth.as_os_str(), pth_config.torch_module_json(SIDE).as_ref(), images_path.as_os_str(), logits_path.as_os_str()])
+        .args([
+            variant.as_ref(),
+            pth.as_os_str(),
+            pth_config.torch_module_json(SIDE).as_ref(),
+            images_path.as_os_str(),
+            logits_path.as_os_str(),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "torch_agreement.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let torch = std::fs::read(dir.join("logits.f32.torch")).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let torch = std::fs::read(dir.join("logits.f32.torch"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     Comparison { relative_error: result["relative_error"].as_f64().unwrap(), onnx: logits, torch }
 }
 

@@ -8,11 +8,11 @@ use burn::backend::Flex;
 use burn::module::{AutodiffModule, RunningState};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use vggq::data::{self, DataSource, ImageSet, LoaderConfig, BatchLoader};
+use vggq::data::{self, BatchLoader, DataSource, ImageSet, LoaderConfig};
 use vggq::eval::{OnnxSession, Provider, ORT_DYLIB_PATH};
+use vggq::export::onnx::proto::ModelProto;
 use vggq::export::onnx::{Provenance, Variant};
 use vggq::model::{Vgg, VggConfig};
-use vggq::export::onnx::proto::ModelProto;
 use vggq::quant::{quantize_dynamic, quantize_static, Calibration, FloatVgg, FusedVgg, QuantMethod, QuantizedVgg};
 use vggq::train::TrainConfig;
 
@@ -167,12 +167,7 @@ pub fn python() -> PathBuf {
 pub fn onnx_check(path: &Path) {
     let script = "import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True); print('ok')";
     let output = Command::new(python()).args(["-c", script]).arg(path).output().expect("python runs");
-    assert!(
-        output.status.success(),
-        "onnx checker rejected {}:\n{}",
-        path.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "onnx checker rejected {}:\n{}", path.display(), String::from_utf8_lossy(&output.stderr));
 }
 
 use vggq_core::places::shared_dir;

@@ -4,17 +4,13 @@ use std::fs;
 use std::path::Path;
 
 use image::{Rgb, RgbImage};
-use vggq::data::{
-    BATCH_FOLDER, CLASS_NAMES_FILE, IMAGE_BYTES, SOURCE_SIDE, TEST_BATCH, TRAIN_BATCHES,
-};
+use vggq::data::{BATCH_FOLDER, CLASS_NAMES_FILE, IMAGE_BYTES, SOURCE_SIDE, TEST_BATCH, TRAIN_BATCHES};
 
 pub const CLASSES: [&str; 3] = ["cat", "dog", "frog"];
 
 /// A deterministic HWC image whose pixels depend on `id`, so images can be told apart after loading.
 pub fn hwc_image(id: u8) -> Vec<u8> {
-    (0..IMAGE_BYTES)
-        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(id.wrapping_mul(31)))
-        .collect()
+    (0..IMAGE_BYTES).map(|i| (i as u8).wrapping_mul(7).wrapping_add(id.wrapping_mul(31))).collect()
 }
 
 /// One binary record: label, then the R, G and B planes of `hwc`.
@@ -31,16 +27,9 @@ pub fn cifar_record(label: u8, hwc: &[u8]) -> Vec<u8> {
 pub fn write_cifar_binary(folder: &Path) {
     let batches = folder.join(BATCH_FOLDER);
     fs::create_dir_all(&batches).unwrap();
-    fs::write(
-        batches.join(CLASS_NAMES_FILE),
-        format!("{}\n\n", CLASSES.join("\n")),
-    )
-    .unwrap();
+    fs::write(batches.join(CLASS_NAMES_FILE), format!("{}\n\n", CLASSES.join("\n"))).unwrap();
     let mut id = 0u8;
-    let files = TRAIN_BATCHES
-        .iter()
-        .map(|name| (name, 2))
-        .chain([(&TEST_BATCH, 3)]);
+    let files = TRAIN_BATCHES.iter().map(|name| (name, 2)).chain([(&TEST_BATCH, 3)]);
     for (name, records) in files {
         let mut bytes = Vec::new();
         for _ in 0..records {
@@ -80,10 +69,7 @@ pub fn write_image_folder(folder: &Path) {
 /// Packs the contents of `folder` into a `.tar.gz` at `archive`, below `prefix` inside the archive.
 pub fn tar_gz(folder: &Path, prefix: &str, archive: &Path) {
     let file = fs::File::create(archive).unwrap();
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
-        file,
-        flate2::Compression::fast(),
-    ));
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(file, flate2::Compression::fast()));
     builder.append_dir_all(prefix, folder).unwrap();
     builder.into_inner().unwrap().finish().unwrap();
 }

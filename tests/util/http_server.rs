@@ -47,19 +47,12 @@ impl TestServer {
                         count.fetch_add(1, Ordering::SeqCst);
                         answer(stream, &routes);
                     }
-                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                        thread::sleep(POLL)
-                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => thread::sleep(POLL),
                     Err(error) => panic!("test server accept failed: {error}"),
                 }
             }
         });
-        TestServer {
-            base_url,
-            requests,
-            stop,
-            thread: Some(thread),
-        }
+        TestServer { base_url, requests, stop, thread: Some(thread) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -100,16 +93,11 @@ fn answer(mut stream: TcpStream, routes: &[(&'static str, Reply)]) {
         Some((_, Reply::Body(body))) => (body.len(), body.as_slice()),
         Some((_, Reply::CutShort { declared, body })) => (*declared, body.as_slice()),
         None => {
-            let _ = stream.write_all(
-                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
+            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             return;
         }
     };
-    let head =
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n");
+    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n");
     // The client may hang up early (e.g. once it has seen too many bytes); that is its right.
-    let _ = stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body));
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
 }

@@ -10,9 +10,5 @@ pub use vggq_core::places::shared_dir;
 /// Largest absolute difference between two equally long sequences, panicking on a length mismatch.
 pub fn max_abs_diff<T: Copy + Into<f64>>(actual: &[T], expected: &[T]) -> f64 {
     assert_eq!(actual.len(), expected.len(), "lengths differ");
-    actual
-        .iter()
-        .zip(expected)
-        .map(|(&a, &e)| (a.into() - e.into()).abs())
-        .fold(0.0, f64::max)
+    actual.iter().zip(expected).map(|(&a, &e)| (a.into() - e.into()).abs()).fold(0.0, f64::max)
 }

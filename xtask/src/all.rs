@@ -52,7 +52,8 @@ pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
     let limits = args.limits.to_args();
     let (profile, device) = (flag_value(args.profile), flag_value(args.device));
 
-    cmd!(sh, "{vggq} train --profile {profile} --device {device} --out {out} {init...} {limits...} {data...} {force...}").run()?;
+    cmd!(sh, "{vggq} train --profile {profile} --device {device} --out {out} {init...} {limits...} {data...} {force...}")
+        .run()?;
     cmd!(sh, "{vggq} quantize --run {out} --device {device} {data...} {force...}").run()?;
     cmd!(sh, "{vggq} export --run {out}").run()?;
     cmd!(sh, "{vggq} eval --run {out} --device {device} {data...} {force...}").run()?;

@@ -70,7 +70,11 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     }
     println!(
         "carry {} in turn (one `device` call each, the machine kept warm), then run scripts/device-check.sh with the last",
-        parts.iter().map(|(p, _)| p.strip_prefix(sh.current_dir()).unwrap_or(p).display().to_string()).collect::<Vec<_>>().join(", ")
+        parts
+            .iter()
+            .map(|(p, _)| p.strip_prefix(sh.current_dir()).unwrap_or(p).display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }
@@ -89,7 +93,8 @@ fn write_parts(sh: &Shell, payloads: &[PathBuf], bundle: &Path, limit: u64) -> R
         sums.push_str(&format!("{}  {name}\n", digest.split_whitespace().next().unwrap_or_default()));
         let xz = staging.join(format!("{name}.xz"));
         eprintln!("compressing {name}");
-        let bytes = cmd!(sh, "xz -9 -T0 --stdout {payload}").output().with_context(|| format!("compressing {name} (needs xz)"))?.stdout;
+        let bytes =
+            cmd!(sh, "xz -9 -T0 --stdout {payload}").output().with_context(|| format!("compressing {name} (needs xz)"))?.stdout;
         std::fs::write(&xz, bytes)?;
         compressed.push((name, xz));
     }

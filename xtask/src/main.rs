@@ -65,7 +65,11 @@ fn main() -> Result<()> {
 /// ONNX Runtime and the pinned Python venv, for the tests and benchmarks; says where they are.
 fn setup(sh: &xshell::Shell) -> Result<Setup> {
     let onnxruntime = onnxruntime::ensure(sh)?;
-    println!("ONNX Runtime: {} (the vggq binary finds it through {})", onnxruntime.library.display(), onnxruntime::ORT_DYLIB_PATH);
+    println!(
+        "ONNX Runtime: {} (the vggq binary finds it through {})",
+        onnxruntime.library.display(),
+        onnxruntime::ORT_DYLIB_PATH
+    );
     let python = python::ensure_venv(sh)?;
     println!("python venv: {}", python.display());
     Ok(Setup { python, onnxruntime })

@@ -130,7 +130,8 @@ fn cuda_provider_libraries(sh: &Shell, wheel_metadata: &Path, lib_dir: &Path) ->
     let root = lib_dir.parent().expect("lib/ sits in the wheel's folder");
     let downloads = root.join("cuda-downloads");
     pip_download(sh, &downloads, &requirements, true)?;
-    let wheels: Vec<String> = wheel_files(sh, &downloads)?.iter().filter_map(|w| w.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+    let wheels: Vec<String> =
+        wheel_files(sh, &downloads)?.iter().filter_map(|w| w.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
     let unpacked = unpack_all(sh, &downloads, &root.join("cuda-unpacked"))?;
     // NVIDIA's wheels keep their libraries in `nvidia/<component>/lib/` (or `nvidia/cu13/lib/`).
     for lib in find_dirs_named(&unpacked, "lib")? {
@@ -268,7 +269,13 @@ mod tests {
     fn the_extras_requirements_come_from_the_metadata() {
         assert_eq!(
             extra_requirements(GPU_METADATA, &GPU_EXTRAS),
-            ["nvidia-cuda-nvrtc~=13.0", "nvidia-cuda-runtime~=13.0", "nvidia-cufft~=12.0", "nvidia-curand~=10.0", "nvidia-cudnn-cu13~=9.0"]
+            [
+                "nvidia-cuda-nvrtc~=13.0",
+                "nvidia-cuda-runtime~=13.0",
+                "nvidia-cufft~=12.0",
+                "nvidia-curand~=10.0",
+                "nvidia-cudnn-cu13~=9.0"
+            ]
         );
         assert_eq!(extra_requirements(GPU_METADATA, &["symbolic"]), ["sympy"]);
         assert_eq!(extra_requirements("Requires-Dist: a; python_version >= '3.8' and extra == 'cuda'\n", &["cuda"]), ["a"]);
@@ -280,7 +287,16 @@ mod tests {
     fn pip_resolve(requirements: &[&str]) -> Vec<(String, String, Vec<String>)> {
         let report = tempfile::NamedTempFile::new().unwrap();
         let status = std::process::Command::new(std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into()))
-            .args(["-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--dry-run",
+                "--ignore-installed",
+                "--only-binary=:all:",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .arg("--report")
             .arg(report.path())
             .args(requirements)
@@ -309,16 +325,23 @@ mod tests {
         assert!(cpu.iter().any(|(name, version, _)| name == CPU_WHEEL.package && version == CPU_WHEEL.version), "{cpu:?}");
 
         let gpu = pip_resolve(&[&GPU_WHEEL.requirement()]);
-        let (_, _, requires) = gpu.iter().find(|(name, version, _)| name == GPU_WHEEL.package && version == GPU_WHEEL.version).expect("the GPU wheel");
+        let (_, _, requires) = gpu
+            .iter()
+            .find(|(name, version, _)| name == GPU_WHEEL.package && version == GPU_WHEEL.version)
+            .expect("the GPU wheel");
         let metadata: String = requires.iter().map(|r| format!("Requires-Dist: {r}\n")).collect();
         let extras = extra_requirements(&metadata, &GPU_EXTRAS);
         let extras: Vec<&str> = extras.iter().map(String::as_str).collect();
         let libraries = pip_resolve(&extras);
         let names: Vec<&str> = libraries.iter().map(|(name, _, _)| name.as_str()).collect();
-        for needed in ["nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cufft", "nvidia-curand", "nvidia-cudnn-cu13", "nvidia-cublas"] {
+        for needed in
+            ["nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cufft", "nvidia-curand", "nvidia-cudnn-cu13", "nvidia-cublas"]
+        {
             assert!(names.contains(&needed), "{needed} is not among {names:?}");
         }
-        let major = |name: &str| libraries.iter().find(|(n, _, _)| n == name).map(|(_, v, _)| v.split('.').next().unwrap_or("").to_string());
+        let major = |name: &str| {
+            libraries.iter().find(|(n, _, _)| n == name).map(|(_, v, _)| v.split('.').next().unwrap_or("").to_string())
+        };
         assert_eq!(major("nvidia-cuda-runtime").as_deref(), Some("13"), "CUDA 13 runtime");
         assert_eq!(major("nvidia-cudnn-cu13").as_deref(), Some("9"), "cuDNN 9");
     }

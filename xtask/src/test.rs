@@ -23,7 +23,8 @@ const FULL_SHAPE_DIR: &str = "target/full-shape";
 /// The full profile's shapes on a few hundred images and one epoch, from random weights: minutes on 2
 /// cores, and everything only full size shows (file sizes, ORT's fused INT8 operators at 128 px, the
 /// `.pth` files PyTorch loads into the seed's modules).
-const FULL_SHAPE_LIMITS: Limits = Limits { train_images: Some(192), eval_images: Some(96), calibration_batches: Some(2), epochs: Some(1) };
+const FULL_SHAPE_LIMITS: Limits =
+    Limits { train_images: Some(192), eval_images: Some(96), calibration_batches: Some(2), epochs: Some(1) };
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     cmd!(sh, "cargo fmt --all --check").run()?;
@@ -48,7 +49,10 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         bail!("two smoke runs gave different SHA256SUMS:\n{}:\n{a}\n{}:\n{b}", first.display(), second.display());
     }
     println!("reproducible: {} and {} have identical SHA256SUMS", first.display(), second.display());
-    let full_shape = all::run(sh, pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false))?;
+    let full_shape = all::run(
+        sh,
+        pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false),
+    )?;
 
     let _python = sh.push_env("VGGQ_PYTHON", &setup.python);
     let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime.library);

@@ -134,21 +134,9 @@ impl Object {
 /// Runs the restricted machine over `pickle` and returns the object `STOP` yields.
 pub(crate) fn read(pickle: &[u8]) -> Result<Object> {
     if pickle.len() > MAX_PICKLE_BYTES {
-        return Err(Error::LimitExceeded {
-            what: "pickle size",
-            found: pickle.len() as u64,
-            limit: MAX_PICKLE_BYTES as u64,
-        });
+        return Err(Error::LimitExceeded { what: "pickle size", found: pickle.len() as u64, limit: MAX_PICKLE_BYTES as u64 });
     }
-    Machine {
-        input: pickle,
-        pos: 0,
-        op_start: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: Vec::new(),
-    }
-    .run()
+    Machine { input: pickle, pos: 0, op_start: 0, stack: Vec::new(), marks: Vec::new(), memo: Vec::new() }.run()
 }
 
 struct Machine<'a> {
@@ -164,20 +152,12 @@ struct Machine<'a> {
 
 impl Machine<'_> {
     fn malformed(&self, reason: &'static str) -> Error {
-        Error::MalformedPickle {
-            offset: self.op_start,
-            reason,
-        }
+        Error::MalformedPickle { offset: self.op_start, reason }
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.input.len())
-            .ok_or(Error::Truncated {
-                what: "pickle argument",
-            })?;
+        let end =
+            self.pos.checked_add(n).filter(|&e| e <= self.input.len()).ok_or(Error::Truncated { what: "pickle argument" })?;
         let out = &self.input[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -192,11 +172,8 @@ impl Machine<'_> {
     fn line(&mut self) -> Result<&str> {
         let input = self.input;
         let rest = &input[self.pos..];
-        let len = rest
-            .iter()
-            .take(MAX_STRING_BYTES)
-            .position(|&b| b == b'\n')
-            .ok_or(self.malformed("unterminated GLOBAL line"))?;
+        let len =
+            rest.iter().take(MAX_STRING_BYTES).position(|&b| b == b'\n').ok_or(self.malformed("unterminated GLOBAL line"))?;
         self.pos += len + 1;
         std::str::from_utf8(&rest[..len]).map_err(|_| self.malformed("GLOBAL name is not utf-8"))
     }
@@ -221,38 +198,20 @@ impl Machine<'_> {
     }
 
     fn pop_mark(&mut self) -> Result<Vec<Object>> {
-        let mark = self
-            .marks
-            .pop()
-            .ok_or(self.malformed("no MARK on the stack"))?;
+        let mark = self.marks.pop().ok_or(self.malformed("no MARK on the stack"))?;
         Ok(self.stack.split_off(mark))
     }
 
     fn nested(&self, kind: NestedKind) -> Result<Object> {
         let children_depth = match &kind {
             NestedKind::Tuple(items) | NestedKind::List(items) => max_depth(items),
-            NestedKind::Dict(items) => items
-                .iter()
-                .map(|(k, v)| k.depth().max(v.depth()))
-                .max()
-                .unwrap_or(0),
-            NestedKind::Call {
-                callable: a,
-                args: b,
-            }
-            | NestedKind::Build {
-                object: a,
-                state: b,
-            } => a.depth().max(b.depth()),
+            NestedKind::Dict(items) => items.iter().map(|(k, v)| k.depth().max(v.depth())).max().unwrap_or(0),
+            NestedKind::Call { callable: a, args: b } | NestedKind::Build { object: a, state: b } => a.depth().max(b.depth()),
             NestedKind::PersistentId(pid) => pid.depth(),
         };
         let depth = 1 + children_depth;
         if depth > MAX_NESTING {
-            return Err(Error::LimitExceeded {
-                what: "pickle nesting depth",
-                found: depth as u64,
-                limit: MAX_NESTING as u64,
-            });
+            return Err(Error::LimitExceeded { what: "pickle nesting depth", found: depth as u64, limit: MAX_NESTING as u64 });
         }
         Ok(Object::Nested(Rc::new(Nested { depth, kind })))
     }
@@ -265,11 +224,7 @@ impl Machine<'_> {
                 limit: u64::from(MAX_MEMO_INDEX),
             });
         }
-        let top = self
-            .stack
-            .last()
-            .ok_or(self.malformed("memo put with an empty stack"))?
-            .clone();
+        let top = self.stack.last().ok_or(self.malformed("memo put with an empty stack"))?.clone();
         let mutable = matches!(top.kind(), Some(NestedKind::Dict(_) | NestedKind::List(_)));
         let index = index as usize;
         if self.memo.len() <= index {
@@ -281,9 +236,7 @@ impl Machine<'_> {
 
     fn memo_get(&mut self, index: u32) -> Result<()> {
         let object = match self.memo.get(index as usize) {
-            Some(Some((_, true))) => {
-                return Err(self.malformed("memo fetch of a mutable container"))
-            }
+            Some(Some((_, true))) => return Err(self.malformed("memo fetch of a mutable container")),
             Some(Some((object, false))) => object.clone(),
             _ => return Err(self.malformed("memo fetch of an unset slot")),
         };
@@ -351,24 +304,15 @@ impl Machine<'_> {
                         .iter()
                         .find(|(m, n)| *m == module && *n == name)
                         .map(|&(module, name)| Global { module, name })
-                        .ok_or(Error::ForbiddenGlobal {
-                            module,
-                            name,
-                            offset,
-                        })?;
+                        .ok_or(Error::ForbiddenGlobal { module, name, offset })?;
                     self.push(Object::Global(global))?;
                 }
                 op::REDUCE => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
-                    let ordered_dict = Global {
-                        module: "collections",
-                        name: "OrderedDict",
-                    };
+                    let ordered_dict = Global { module: "collections", name: "OrderedDict" };
                     let result = match (&callable, args.as_tuple()) {
-                        (Object::Global(g), Some([])) if *g == ordered_dict => {
-                            self.nested(NestedKind::Dict(Vec::new()))?
-                        }
+                        (Object::Global(g), Some([])) if *g == ordered_dict => self.nested(NestedKind::Dict(Vec::new()))?,
                         _ => self.nested(NestedKind::Call { callable, args })?,
                     };
                     self.push(result)?;
@@ -406,11 +350,7 @@ impl Machine<'_> {
                         return Err(self.malformed("LONG1 wider than 64 bits"));
                     }
                     let bytes = self.take(len)?;
-                    let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) {
-                        0xff
-                    } else {
-                        0
-                    };
+                    let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) { 0xff } else { 0 };
                     let mut wide = [fill; 8];
                     wide[..len].copy_from_slice(bytes);
                     self.push(Object::Int(i64::from_le_bytes(wide)))?;
@@ -524,12 +464,7 @@ impl Machine<'_> {
                     let index = u32::from_le_bytes(self.take_array()?);
                     self.memo_get(index)?;
                 }
-                _ => {
-                    return Err(Error::ForbiddenOpcode {
-                        opcode,
-                        offset: self.op_start,
-                    })
-                }
+                _ => return Err(Error::ForbiddenOpcode { opcode, offset: self.op_start }),
             }
         }
     }
@@ -550,76 +485,40 @@ mod tests {
     #[test]
     fn globals_outside_the_allowlist_are_refused_by_name() {
         let e = err(b"\x80\x02cos\nsystem\nq\x00.");
-        assert_eq!(
-            e.to_string(),
-            "pickle global `os.system` at offset 2 is not allowed"
-        );
+        assert_eq!(e.to_string(), "pickle global `os.system` at offset 2 is not allowed");
     }
 
     #[test]
     fn opcodes_outside_the_subset_are_refused() {
         // INST would import and call; weights_only refuses it too.
-        assert!(matches!(
-            err(b"\x80\x02(ios\nsystem\n."),
-            Error::ForbiddenOpcode {
-                opcode: b'i',
-                offset: 3
-            }
-        ));
+        assert!(matches!(err(b"\x80\x02(ios\nsystem\n."), Error::ForbiddenOpcode { opcode: b'i', offset: 3 }));
     }
 
     #[test]
     fn protocols_above_two_are_refused() {
-        assert!(matches!(
-            err(b"\x80\x05N."),
-            Error::MalformedPickle {
-                reason: "protocol above 2",
-                ..
-            }
-        ));
+        assert!(matches!(err(b"\x80\x05N."), Error::MalformedPickle { reason: "protocol above 2", .. }));
     }
 
     #[test]
     fn stack_underflow_is_reported() {
-        assert!(matches!(
-            err(b"\x80\x02R."),
-            Error::MalformedPickle {
-                reason: "stack underflow",
-                offset: 2
-            }
-        ));
+        assert!(matches!(err(b"\x80\x02R."), Error::MalformedPickle { reason: "stack underflow", offset: 2 }));
     }
 
     #[test]
     fn pops_may_not_cross_a_mark() {
-        assert!(matches!(
-            err(b"\x80\x02N(\x85."),
-            Error::MalformedPickle {
-                reason: "pop across a MARK",
-                ..
-            }
-        ));
+        assert!(matches!(err(b"\x80\x02N(\x85."), Error::MalformedPickle { reason: "pop across a MARK", .. }));
     }
 
     #[test]
     fn unset_memo_slots_are_reported() {
-        assert!(matches!(
-            err(b"\x80\x02h\x05."),
-            Error::MalformedPickle {
-                reason: "memo fetch of an unset slot",
-                ..
-            }
-        ));
+        assert!(matches!(err(b"\x80\x02h\x05."), Error::MalformedPickle { reason: "memo fetch of an unset slot", .. }));
     }
 
     #[test]
     fn mutable_containers_are_not_fetched_from_the_memo() {
         assert!(matches!(
             err(b"\x80\x02}q\x00h\x00."),
-            Error::MalformedPickle {
-                reason: "memo fetch of a mutable container",
-                ..
-            }
+            Error::MalformedPickle { reason: "memo fetch of a mutable container", .. }
         ));
     }
 
@@ -630,23 +529,12 @@ mod tests {
 
     #[test]
     fn short_arguments_are_truncation() {
-        assert!(matches!(
-            err(b"\x80\x02X\xff\x00\x00\x00abc"),
-            Error::Truncated {
-                what: "pickle argument"
-            }
-        ));
+        assert!(matches!(err(b"\x80\x02X\xff\x00\x00\x00abc"), Error::Truncated { what: "pickle argument" }));
     }
 
     #[test]
     fn huge_strings_are_refused_before_reading() {
-        assert!(matches!(
-            err(b"\x80\x02X\xff\xff\xff\x7f"),
-            Error::LimitExceeded {
-                what: "pickle string length",
-                ..
-            }
-        ));
+        assert!(matches!(err(b"\x80\x02X\xff\xff\xff\x7f"), Error::LimitExceeded { what: "pickle string length", .. }));
     }
 
     #[test]
@@ -654,44 +542,23 @@ mod tests {
         let mut pickle = b"\x80\x02)".to_vec();
         pickle.extend(std::iter::repeat_n(op::TUPLE1, MAX_NESTING + 1));
         pickle.push(op::STOP);
-        assert!(matches!(
-            err(&pickle),
-            Error::LimitExceeded {
-                what: "pickle nesting depth",
-                ..
-            }
-        ));
+        assert!(matches!(err(&pickle), Error::LimitExceeded { what: "pickle nesting depth", .. }));
     }
 
     #[test]
     fn huge_memo_indices_are_refused() {
-        assert!(matches!(
-            err(b"\x80\x02Nr\xff\xff\xff\xff."),
-            Error::LimitExceeded {
-                what: "pickle memo index",
-                ..
-            }
-        ));
+        assert!(matches!(err(b"\x80\x02Nr\xff\xff\xff\xff."), Error::LimitExceeded { what: "pickle memo index", .. }));
     }
 
     #[test]
     fn leftover_values_are_reported() {
-        assert!(matches!(
-            err(b"\x80\x02NN."),
-            Error::MalformedPickle {
-                reason: "values left on the stack at STOP",
-                ..
-            }
-        ));
+        assert!(matches!(err(b"\x80\x02NN."), Error::MalformedPickle { reason: "values left on the stack at STOP", .. }));
     }
 
     #[test]
     fn ordered_dict_calls_become_dicts_and_other_calls_stay_passive() {
         let object = read(b"\x80\x02ccollections\nOrderedDict\n)R(K\x01K\x02u.").unwrap();
-        assert!(matches!(
-            object.as_dict(),
-            Some([(Object::Int(1), Object::Int(2))])
-        ));
+        assert!(matches!(object.as_dict(), Some([(Object::Int(1), Object::Int(2))])));
         let call = read(b"\x80\x02ctorch._utils\n_rebuild_parameter\nK\x01\x85R.").unwrap();
         assert!(matches!(call.kind(), Some(NestedKind::Call { .. })));
     }
@@ -700,9 +567,6 @@ mod tests {
     fn long1_decodes_negative_and_wide_ints() {
         let object = read(b"\x80\x02\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80.").unwrap();
         assert_eq!(object.as_int(), Some(i64::MIN));
-        assert!(matches!(
-            err(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00."),
-            Error::MalformedPickle { .. }
-        ));
+        assert!(matches!(err(b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00."), Error::MalformedPickle { .. }));
     }
 }

@@ -22,11 +22,7 @@ pub(crate) struct PickleWriter {
 impl PickleWriter {
     /// Starts a protocol-2 pickle.
     pub(crate) fn new() -> Self {
-        PickleWriter {
-            out: vec![op::PROTO, 2],
-            memo_len: 0,
-            singletons: HashMap::new(),
-        }
+        PickleWriter { out: vec![op::PROTO, 2], memo_len: 0, singletons: HashMap::new() }
     }
 
     /// Ends the pickle and returns its bytes.
@@ -209,7 +205,5 @@ impl PickleWriter {
 /// The index ranges in which CPython's `_batch_setitems` writes `len` dict items: batches of
 /// [`SETITEMS_BATCH`], a lone item with `SETITEM` and longer batches with `MARK ... SETITEMS`.
 pub(crate) fn setitems_batches(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-    (0..len)
-        .step_by(SETITEMS_BATCH)
-        .map(move |start| start..(start + SETITEMS_BATCH).min(len))
+    (0..len).step_by(SETITEMS_BATCH).map(move |start| start..(start + SETITEMS_BATCH).min(len))
 }

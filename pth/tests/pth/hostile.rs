@@ -31,9 +31,7 @@ fn a_flipped_storage_byte_fails_the_crc() {
     // data/0 of tiny_fp32 starts at 7574 + 30 + name + extra, on a 64-byte boundary.
     let data_start = (7574 + 30 + "tiny_fp32/data/0".len() + 4).next_multiple_of(64);
     bytes[data_start] ^= 1;
-    assert!(
-        matches!(read_pth(&bytes), Err(Error::CrcMismatch { entry }) if entry == "tiny_fp32/data/0")
-    );
+    assert!(matches!(read_pth(&bytes), Err(Error::CrcMismatch { entry }) if entry == "tiny_fp32/data/0"));
 }
 
 #[test]
@@ -41,13 +39,7 @@ fn a_missing_end_record_is_reported() {
     let mut bytes = reference_bytes("tiny_fp32");
     let end = bytes.len() - 22;
     bytes[end] = b'X';
-    assert!(matches!(
-        read_pth(&bytes),
-        Err(Error::BadSignature {
-            what: "end of central directory",
-            ..
-        })
-    ));
+    assert!(matches!(read_pth(&bytes), Err(Error::BadSignature { what: "end of central directory", .. })));
 }
 
 #[test]
@@ -56,19 +48,14 @@ fn a_compressed_entry_is_refused() {
     let directory = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
     bytes[directory + 10] = 8; // method: deflate
     let err = read_pth(&bytes).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "zip entry `tiny_fp32/data.pkl` is unsupported: compressed; only stored entries are read"
-    );
+    assert_eq!(err.to_string(), "zip entry `tiny_fp32/data.pkl` is unsupported: compressed; only stored entries are read");
 }
 
 #[test]
 fn a_missing_record_is_named() {
     let bytes = reference_bytes("tiny_fp32");
     let renamed = replace_all(&bytes, b"tiny_fp32/byteorder", b"tiny_fp32/byteorde_");
-    assert!(
-        matches!(read_pth(&renamed), Err(Error::MissingEntry { entry }) if entry == "tiny_fp32/byteorder")
-    );
+    assert!(matches!(read_pth(&renamed), Err(Error::MissingEntry { entry }) if entry == "tiny_fp32/byteorder"));
 }
 
 fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {

@@ -10,13 +10,9 @@ fn listing_matches_the_reference_readme() {
     for stem in REFERENCE_STEMS {
         let file_name = format!("{stem}.pth");
         let ours = render(&file_name, &reference_bytes(stem)).unwrap();
-        let start = readme
-            .find(&format!("==== {file_name} "))
-            .unwrap_or_else(|| panic!("{file_name} not in README"));
+        let start = readme.find(&format!("==== {file_name} ")).unwrap_or_else(|| panic!("{file_name} not in README"));
         let section = &readme[start..];
-        let end = section
-            .find("  pickletools.dis(")
-            .expect("section has a disassembly");
+        let end = section.find("  pickletools.dis(").expect("section has a disassembly");
         let expected = &section[..end];
         for (i, (a, b)) in ours.lines().zip(expected.lines()).enumerate() {
             assert_eq!(a, b, "{file_name}: line {i}");

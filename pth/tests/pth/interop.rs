@@ -37,25 +37,11 @@ fn json_str(s: &str) -> String {
 }
 
 fn list<T: std::fmt::Debug>(items: &[T]) -> String {
-    format!(
-        "[{}]",
-        items
-            .iter()
-            .map(|i| format!("{i:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("[{}]", items.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(", "))
 }
 
 /// Appends the storage to `blob` and describes the tensor.
-fn tensor_spec(
-    kind: &str,
-    dtype: &str,
-    shape: &[usize],
-    strides: &[usize],
-    data: &[u8],
-    blob: &mut Vec<u8>,
-) -> String {
+fn tensor_spec(kind: &str, dtype: &str, shape: &[usize], strides: &[usize], data: &[u8], blob: &mut Vec<u8>) -> String {
     let offset = blob.len();
     blob.extend_from_slice(data);
     format!(
@@ -67,36 +53,16 @@ fn tensor_spec(
 }
 
 fn plain(kind: &str, t: &Tensor, blob: &mut Vec<u8>) -> String {
-    tensor_spec(
-        kind,
-        t.dtype.torch_name(),
-        &t.shape,
-        &t.strides,
-        &t.data,
-        blob,
-    ) + "}"
+    tensor_spec(kind, t.dtype.torch_name(), &t.shape, &t.strides, &t.data, blob) + "}"
 }
 
 fn quantized(q: &QTensor, blob: &mut Vec<u8>) -> String {
-    let head = tensor_spec(
-        "qtensor",
-        q.dtype.torch_name(),
-        &q.shape,
-        &q.strides,
-        &q.data,
-        blob,
-    );
+    let head = tensor_spec("qtensor", q.dtype.torch_name(), &q.shape, &q.strides, &q.data, blob);
     let quantizer = match &q.quantizer {
         Quantizer::PerTensorAffine { scale, zero_point } => {
-            format!(
-                r#""qscheme": "per_tensor_affine", "scale": {scale:?}, "zero_point": {zero_point}"#
-            )
+            format!(r#""qscheme": "per_tensor_affine", "scale": {scale:?}, "zero_point": {zero_point}"#)
         }
-        Quantizer::PerChannelAffine {
-            scales,
-            zero_points,
-            axis,
-        } => format!(
+        Quantizer::PerChannelAffine { scales, zero_points, axis } => format!(
             r#""qscheme": "per_channel_affine", "scales": {}, "zero_points": {}, "axis": {axis}"#,
             list(scales),
             list(zero_points)
@@ -119,10 +85,7 @@ fn manifest(state_dict: &vggq_pth::StateDict) -> (String, Vec<u8>) {
                 Value::Dtype(d) => format!(r#"{{"kind": "dtype", "dtype": "{}"}}"#, d.torch_name()),
                 Value::PackedLinear(p) => {
                     let weight = quantized(&p.weight, &mut blob);
-                    let bias = p
-                        .bias
-                        .as_ref()
-                        .map_or("null".to_owned(), |b| plain("parameter", b, &mut blob));
+                    let bias = p.bias.as_ref().map_or("null".to_owned(), |b| plain("parameter", b, &mut blob));
                     format!(r#"{{"kind": "packed", "weight": {weight}, "bias": {bias}}}"#)
                 }
             };
@@ -130,19 +93,8 @@ fn manifest(state_dict: &vggq_pth::StateDict) -> (String, Vec<u8>) {
             format!("{{\"key\": {}, {}", json_str(key), &spec[1..])
         })
         .collect();
-    let metadata: Vec<String> = state_dict
-        .metadata
-        .iter()
-        .map(|(p, v)| format!("[{}, {v}]", json_str(p)))
-        .collect();
-    (
-        format!(
-            "{{\"entries\": [{}], \"metadata\": [{}]}}",
-            entries.join(",\n"),
-            metadata.join(", ")
-        ),
-        blob,
-    )
+    let metadata: Vec<String> = state_dict.metadata.iter().map(|(p, v)| format!("[{}, {v}]", json_str(p))).collect();
+    (format!("{{\"entries\": [{}], \"metadata\": [{}]}}", entries.join(",\n"), metadata.join(", ")), blob)
 }
 
 fn check_in_pytorch(variant: Variant) {
@@ -154,10 +106,7 @@ fn check_in_pytorch(variant: Variant) {
     let pth = dir.path().join(format!("tiny_{name}.pth"));
     write_file(&pth, &state_dict).unwrap();
     let (manifest, blob) = manifest(&state_dict);
-    let (manifest_path, blob_path) = (
-        dir.path().join("expected.json"),
-        dir.path().join("expected.bin"),
-    );
+    let (manifest_path, blob_path) = (dir.path().join("expected.json"), dir.path().join("expected.bin"));
     std::fs::write(&manifest_path, manifest).unwrap();
     std::fs::write(&blob_path, blob).unwrap();
 
@@ -173,15 +122,8 @@ fn check_in_pytorch(variant: Variant) {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{name}: PyTorch check failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
-    assert!(
-        stdout.starts_with(&format!("ok {name}")),
-        "{name}: unexpected output:\n{stdout}"
-    );
+    assert!(output.status.success(), "{name}: PyTorch check failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
+    assert!(stdout.starts_with(&format!("ok {name}")), "{name}: unexpected output:\n{stdout}");
 }
 
 #[test]

@@ -5,12 +5,7 @@ use vggq_pth::{read_state_dict, Error, Signature, Value};
 
 use crate::util::{reference_bytes, REFERENCE_STEMS};
 
-const VARIANTS: [Variant; 4] = [
-    Variant::Fp32,
-    Variant::DynamicInt8,
-    Variant::StaticInt8Fx,
-    Variant::QatInt8Fx,
-];
+const VARIANTS: [Variant; 4] = [Variant::Fp32, Variant::DynamicInt8, Variant::StaticInt8Fx, Variant::QatInt8Fx];
 
 #[test]
 fn tiny_layouts_equal_what_pytorch_wrote() {
@@ -18,11 +13,7 @@ fn tiny_layouts_equal_what_pytorch_wrote() {
         let bytes = reference_bytes(stem);
         let reference = read_state_dict(&bytes).unwrap();
         let expected = layout(&VggConfig::tiny(), variant);
-        let found: Vec<(String, Signature)> = reference
-            .entries
-            .iter()
-            .map(|(k, v)| (k.clone(), v.signature()))
-            .collect();
+        let found: Vec<(String, Signature)> = reference.entries.iter().map(|(k, v)| (k.clone(), v.signature())).collect();
         for (i, (e, f)) in expected.entries.iter().zip(&found).enumerate() {
             assert_eq!(e, f, "{stem}: entry {i}");
         }
@@ -68,9 +59,7 @@ fn validate_names_the_offending_key() {
     );
 
     let wrong_variant = validate(&reference, &layout(&tiny, Variant::Fp32));
-    assert!(
-        matches!(wrong_variant, Err(Error::UnexpectedKey { key }) if key == "classifier.0.scale")
-    );
+    assert!(matches!(wrong_variant, Err(Error::UnexpectedKey { key }) if key == "classifier.0.scale"));
 
     let mut swapped = reference.clone();
     swapped.entries.swap(0, 1);
@@ -79,11 +68,7 @@ fn validate_names_the_offending_key() {
     );
 
     let mut wrong_dtype = reference.clone();
-    let dtype_entry = wrong_dtype
-        .entries
-        .iter_mut()
-        .find(|(k, _)| k == "classifier.0._packed_params.dtype")
-        .unwrap();
+    let dtype_entry = wrong_dtype.entries.iter_mut().find(|(k, _)| k == "classifier.0._packed_params.dtype").unwrap();
     dtype_entry.1 = Value::Dtype(vggq_pth::DType::QUInt8);
     let err = validate(&wrong_dtype, &layout(&tiny, Variant::DynamicInt8)).unwrap_err();
     assert_eq!(err.to_string(), "key `classifier.0._packed_params.dtype`: expected dtype torch.qint8, found dtype torch.quint8");
@@ -91,8 +76,5 @@ fn validate_names_the_offending_key() {
     let mut wrong_metadata = reference;
     wrong_metadata.metadata[3].1 = 1;
     let err = validate(&wrong_metadata, &layout(&tiny, Variant::DynamicInt8)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "_metadata entry `features.1`: expected 2, found 1"
-    );
+    assert_eq!(err.to_string(), "_metadata entry `features.1`: expected 2, found 1");
 }

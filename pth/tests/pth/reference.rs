@@ -16,12 +16,7 @@ fn rewriting_a_reference_reproduces_it_except_the_serialization_id() {
 
         let ours = read_entries(&rewritten).unwrap();
         let theirs = &parsed.entries;
-        let names = |entries: &[vggq_pth::zip::ZipEntry]| {
-            entries
-                .iter()
-                .map(|e| e.name.to_owned())
-                .collect::<Vec<_>>()
-        };
+        let names = |entries: &[vggq_pth::zip::ZipEntry]| entries.iter().map(|e| e.name.to_owned()).collect::<Vec<_>>();
         assert_eq!(names(&ours), names(theirs), "{stem}: entry names and order");
         for (a, b) in ours.iter().zip(theirs) {
             assert_eq!(
@@ -32,10 +27,7 @@ fn rewriting_a_reference_reproduces_it_except_the_serialization_id() {
             );
             if a.name.ends_with("/.data/serialization_id") {
                 assert_eq!(a.data.len(), 40);
-                assert!(
-                    a.data.iter().all(u8::is_ascii_digit),
-                    "{stem}: id must be 40 decimal digits"
-                );
+                assert!(a.data.iter().all(u8::is_ascii_digit), "{stem}: id must be 40 decimal digits");
             } else {
                 assert!(a.data == b.data, "{stem}: bytes of `{}` differ", a.name);
             }
@@ -43,11 +35,7 @@ fn rewriting_a_reference_reproduces_it_except_the_serialization_id() {
         assert_eq!(rewritten.len(), original.len(), "{stem}: file size");
         // Everything outside the id entry (headers, padding, descriptors, directory) matches too,
         // except the id's CRC-32 in its data descriptor and central directory record.
-        let differing = rewritten
-            .iter()
-            .zip(&original)
-            .filter(|(a, b)| a != b)
-            .count();
+        let differing = rewritten.iter().zip(&original).filter(|(a, b)| a != b).count();
         assert!(differing <= 40 + 2 * 4, "{stem}: {differing} bytes differ");
     }
 }

@@ -3,10 +3,7 @@
 use std::borrow::Cow;
 
 use vggq_pth::layout::Layout;
-use vggq_pth::{
-    DType, PackedLinearParams, QScheme, QTensor, Quantizer, Signature, StateDict, Tensor,
-    TensorSignature, Value,
-};
+use vggq_pth::{DType, PackedLinearParams, QScheme, QTensor, Quantizer, Signature, StateDict, Tensor, TensorSignature, Value};
 
 /// SplitMix64: tiny, seedable, good enough to make every tensor differ.
 pub struct Rng(u64);
@@ -33,26 +30,15 @@ impl Rng {
 fn bytes(sig: &TensorSignature, rng: &mut Rng) -> Vec<u8> {
     let numel: usize = sig.shape.iter().product();
     match sig.dtype {
-        DType::F32 => (0..numel)
-            .flat_map(|_| (rng.positive() as f32).to_le_bytes())
-            .collect(),
-        DType::F64 => (0..numel)
-            .flat_map(|_| rng.positive().to_le_bytes())
-            .collect(),
-        DType::I64 => (0..numel)
-            .flat_map(|_| ((rng.next_u64() % 128) as i64).to_le_bytes())
-            .collect(),
+        DType::F32 => (0..numel).flat_map(|_| (rng.positive() as f32).to_le_bytes()).collect(),
+        DType::F64 => (0..numel).flat_map(|_| rng.positive().to_le_bytes()).collect(),
+        DType::I64 => (0..numel).flat_map(|_| ((rng.next_u64() % 128) as i64).to_le_bytes()).collect(),
         DType::QInt8 | DType::QUInt8 => (0..numel).map(|_| rng.next_u64() as u8).collect(),
     }
 }
 
 fn tensor(sig: &TensorSignature, rng: &mut Rng) -> Tensor<'static> {
-    Tensor {
-        dtype: sig.dtype,
-        shape: sig.shape.clone(),
-        strides: sig.strides.clone(),
-        data: Cow::Owned(bytes(sig, rng)),
-    }
+    Tensor { dtype: sig.dtype, shape: sig.shape.clone(), strides: sig.strides.clone(), data: Cow::Owned(bytes(sig, rng)) }
 }
 
 /// A weight scale. PyTorch's observers compute scales in float32 and fbgemm keeps packed weights'
@@ -64,10 +50,7 @@ fn scale(rng: &mut Rng) -> f64 {
 /// Weights are quantized symmetrically (zero point 0), as PyTorch's default qconfigs do.
 fn qtensor(sig: &TensorSignature, rng: &mut Rng) -> QTensor<'static> {
     let quantizer = match sig.qscheme.expect("a quantized signature") {
-        QScheme::PerTensorAffine => Quantizer::PerTensorAffine {
-            scale: scale(rng),
-            zero_point: 0,
-        },
+        QScheme::PerTensorAffine => Quantizer::PerTensorAffine { scale: scale(rng), zero_point: 0 },
         QScheme::PerChannelAffine { axis } => Quantizer::PerChannelAffine {
             scales: (0..sig.shape[axis]).map(|_| scale(rng)).collect(),
             zero_points: vec![0; sig.shape[axis]],
@@ -91,24 +74,17 @@ pub fn state_dict(layout: &Layout, seed: u64) -> StateDict<'static> {
         .iter()
         .map(|(key, signature)| {
             let value = match signature {
-                Signature::Tensor(sig) if sig.qscheme.is_some() => {
-                    Value::QTensor(qtensor(sig, &mut rng))
-                }
+                Signature::Tensor(sig) if sig.qscheme.is_some() => Value::QTensor(qtensor(sig, &mut rng)),
                 Signature::Tensor(sig) => Value::Tensor(tensor(sig, &mut rng)),
                 Signature::Parameter(sig) => Value::Parameter(tensor(sig, &mut rng)),
                 Signature::Dtype(d) => Value::Dtype(*d),
-                Signature::PackedLinear { weight, bias } => {
-                    Value::PackedLinear(PackedLinearParams {
-                        weight: qtensor(weight, &mut rng),
-                        bias: bias.as_ref().map(|b| tensor(b, &mut rng)),
-                    })
-                }
+                Signature::PackedLinear { weight, bias } => Value::PackedLinear(PackedLinearParams {
+                    weight: qtensor(weight, &mut rng),
+                    bias: bias.as_ref().map(|b| tensor(b, &mut rng)),
+                }),
             };
             (key.clone(), value)
         })
         .collect();
-    StateDict {
-        entries,
-        metadata: layout.metadata.clone(),
-    }
+    StateDict { entries, metadata: layout.metadata.clone() }
 }

@@ -3,12 +3,7 @@
 use std::path::PathBuf;
 
 /// The four reference files PyTorch wrote, by stem.
-pub const REFERENCE_STEMS: [&str; 4] = [
-    "tiny_fp32",
-    "tiny_dynamic_int8",
-    "tiny_static_int8_fx",
-    "tiny_qat_int8_fx",
-];
+pub const REFERENCE_STEMS: [&str; 4] = ["tiny_fp32", "tiny_dynamic_int8", "tiny_static_int8_fx", "tiny_qat_int8_fx"];
 
 pub use vggq_core::places::shared_dir;
 

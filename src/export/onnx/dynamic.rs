@@ -38,7 +38,13 @@ pub fn model(vgg: &QuantizedVgg, provenance: &Provenance) -> Result<ModelProto, 
 }
 
 /// One Linear layer in the dynamic form, writing `output`.
-fn dynamic_linear(g: &mut GraphBuilder, x: &str, name: &str, linear: &QuantizedLinear, output: &str) -> Result<String, ExportError> {
+fn dynamic_linear(
+    g: &mut GraphBuilder,
+    x: &str,
+    name: &str,
+    linear: &QuantizedLinear,
+    output: &str,
+) -> Result<String, ExportError> {
     let [outputs, inputs] = linear.weight.shape[..] else {
         unreachable!("a Linear weight is [out, in], as QuantizedLinear documents");
     };
@@ -48,7 +54,8 @@ fn dynamic_linear(g: &mut GraphBuilder, x: &str, name: &str, linear: &QuantizedL
     let weight = g.initializer(&format!("{name}.weight_quantized"), &[inputs, outputs], &transposed);
     let dims = scale_dims(&linear.weight);
     let weight_scale = g.initializer(&format!("{name}.weight_scale"), &dims, &linear.weight.scales);
-    let weight_zero_point = g.initializer(&format!("{name}.weight_zero_point"), &dims, &weight_zero_points(name, &linear.weight)?);
+    let weight_zero_point =
+        g.initializer(&format!("{name}.weight_zero_point"), &dims, &weight_zero_points(name, &linear.weight)?);
     let bias = g.initializer(&format!("{name}.bias"), &[outputs], &linear.bias);
 
     let (x_q, x_scale, x_zero_point) = (format!("{name}.x_quantized"), format!("{name}.x_scale"), format!("{name}.x_zero_point"));

@@ -3,8 +3,8 @@
 
 use super::graph::{GraphBuilder, INPUT_NAME, OUTPUT_NAME};
 use super::layers::{self, CONV_KERNEL};
-use super::provenance::Provenance;
 use super::proto::ModelProto;
+use super::provenance::Provenance;
 use super::ExportError;
 use crate::model::VggConfig;
 use crate::quant::float_model::FloatLinear;

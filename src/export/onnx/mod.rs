@@ -14,15 +14,17 @@ pub mod dynamic;
 pub mod fp32;
 pub mod graph;
 mod layers;
-mod provenance;
 pub mod proto;
+mod provenance;
 pub mod qdq;
 
 use std::path::{Path, PathBuf};
 
 use vggq_pth::StateDict;
 
-pub use provenance::{pth_layout, Provenance, Variant, CALIBRATION_KEY, NO_PTH, SOURCE_PTH_SHA256_KEY, TRAINING_KEY, VARIANT_KEY};
+pub use provenance::{
+    pth_layout, Provenance, Variant, CALIBRATION_KEY, NO_PTH, SOURCE_PTH_SHA256_KEY, TRAINING_KEY, VARIANT_KEY,
+};
 
 use crate::model::VggConfig;
 use crate::quant::float_model::pth_config;

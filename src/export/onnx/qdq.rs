@@ -57,7 +57,12 @@ pub fn model(vgg: &QuantizedVgg, provenance: &Provenance) -> Result<ModelProto, 
         x = quantize(&mut g, &y, quant, name)?;
     }
     // The logits leave the graph as float, at the output layer's quantization.
-    g.node("DequantizeLinear", &[&x, &format!("{}.output_scale", DENSE_NAMES[2]), &format!("{}.output_zero_point", DENSE_NAMES[2])], OUTPUT_NAME, &[]);
+    g.node(
+        "DequantizeLinear",
+        &[&x, &format!("{}.output_scale", DENSE_NAMES[2]), &format!("{}.output_zero_point", DENSE_NAMES[2])],
+        OUTPUT_NAME,
+        &[],
+    );
     Ok(g.finish(GRAPH_NAME, vgg.config.input_size, vgg.config.classes, provenance.metadata()))
 }
 
@@ -79,7 +84,11 @@ fn dequantize(g: &mut GraphBuilder, x: &str, quant: QParams, name: &str) -> Resu
 
 /// A zero point in the integer type ONNX stores it as (uint8 activations, int8 weights).
 fn zero_point<T: Element + TryFrom<i32>>(tensor: &str, zero_point: i32) -> Result<T, ExportError> {
-    T::try_from(zero_point).map_err(|_| ExportError::ZeroPoint { tensor: tensor.to_string(), zero_point, data_type: T::DATA_TYPE })
+    T::try_from(zero_point).map_err(|_| ExportError::ZeroPoint {
+        tensor: tensor.to_string(),
+        zero_point,
+        data_type: T::DATA_TYPE,
+    })
 }
 
 /// The shape of a weight's scales and zero points: a scalar per tensor, `[out]` per channel.
@@ -107,7 +116,13 @@ fn weight(g: &mut GraphBuilder, name: &str, weight: &QuantizedWeight) -> Result<
 /// The bias as int32 at scale `input_scale * weight_scale[o]` (what QLinearConv and QGemm add to their
 /// int32 accumulators) and its per-channel dequantization. fbgemm quantizes the float bias the same way
 /// at run time; a bias beyond int32 at that scale is refused rather than clamped.
-fn bias(g: &mut GraphBuilder, name: &str, bias: &[f32], input_scale: f32, weight: &QuantizedWeight) -> Result<String, ExportError> {
+fn bias(
+    g: &mut GraphBuilder,
+    name: &str,
+    bias: &[f32],
+    input_scale: f32,
+    weight: &QuantizedWeight,
+) -> Result<String, ExportError> {
     let scales: Vec<f32> = (0..bias.len()).map(|c| input_scale * weight.scale(c)).collect();
     let values = bias
         .iter()
@@ -134,7 +149,13 @@ mod tests {
 
     /// A `[2, 1]` per-channel weight with `scales`.
     fn weight_with_scales(scales: [f32; 2]) -> QuantizedWeight {
-        QuantizedWeight { shape: vec![2, 1], values: vec![1, -1], scheme: WeightScheme::PerChannel, scales: scales.to_vec(), zero_points: vec![0, 0] }
+        QuantizedWeight {
+            shape: vec![2, 1],
+            values: vec![1, -1],
+            scheme: WeightScheme::PerChannel,
+            scales: scales.to_vec(),
+            zero_points: vec![0, 0],
+        }
     }
 
     #[test]
