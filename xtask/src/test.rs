@@ -20,11 +20,11 @@ pub struct Args {
 const RERUN_DIR: &str = "target/reproducibility/smoke";
 /// Where the full-shape run goes.
 const FULL_SHAPE_DIR: &str = "target/full-shape";
-/// The full profile's shapes on a few hundred images and one epoch, from random weights: minutes on 2
-/// cores, and everything only full size shows (file sizes, ORT's fused INT8 operators at 128 px, the
-/// `.pth` files PyTorch loads into the seed's modules).
+/// The full profile's shapes on a few batches and one epoch, from random weights: minutes on 2 cores,
+/// and everything only full size shows (file sizes, ORT's fused INT8 operators at 128 px, the `.pth`
+/// files PyTorch loads into the seed's modules).
 const FULL_SHAPE_LIMITS: Limits =
-    Limits { train_images: Some(192), eval_images: Some(96), calibration_batches: Some(2), epochs: Some(1) };
+    Limits { train_images: Some(128), eval_images: Some(64), calibration_batches: Some(2), epochs: Some(1) };
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     cmd!(sh, "cargo fmt --all --check").run()?;
