@@ -117,8 +117,7 @@ for label in ("smoke", "full"):
         rows.append((f"{label} {what} img/s", f"vggq {ours:.1f} | torch {torch:.1f} | ratio {ours / torch:.2f}x"))
     rows.append((f"{label} qat train img/s", f"vggq {rate(label, 'vggq', 'qat train'):.1f}"))
 for row in metrics["rows"]:
-    e = row["eval"]
-    rows.append((f"{row['file']} [{e['requested']}]", f"{e['placement']} | top-1 {e['top1']:.2f} % | {e['inference']['images_per_s']:.1f} img/s | {row['size_mib']:.2f} MiB"))
+    rows.append((f"{row['file']} [{row['requested']}]", f"{row['placement']} | top-1 {row['top1']:.2f} % | {row['inference']['images_per_s']:.1f} img/s | {row['size_mib']:.2f} MiB"))
 for u in metrics["unavailable"]:
     rows.append((f"{u['provider']} not available", u["reason"]))
 rows.append(("full profile training", f"{images_per_second:.1f} img/s over its first steps -> whole run about {projected_minutes:.1f} min (FP32 + QAT)"))

@@ -50,15 +50,35 @@ struct OnnxBench {
 /// The variants `bench onnx` compares, in order.
 const ONNX_BENCH_VARIANTS: [Variant; 3] = [Variant::Fp32, Variant::StaticInt8, Variant::DynamicInt8];
 
-/// The model and batch shapes to measure; the defaults are the smoke profile's.
+/// The shapes `bench train` measures, each beside PyTorch at the same shapes.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Shapes {
+    /// The smoke profile's: 32 px, width/4, hidden 512.
+    Smoke,
+    /// The seed's: 128 px, full width, hidden 4096.
+    Full,
+    /// Both, smoke first.
+    Both,
+}
+
+impl Shapes {
+    /// (size, width divisor, hidden) of each shape set measured.
+    fn sets(self) -> Vec<(&'static str, [usize; 3])> {
+        let smoke = ("smoke", [32, 4, 512]);
+        let full = ("full", [128, 1, 4096]);
+        match self {
+            Shapes::Smoke => vec![smoke],
+            Shapes::Full => vec![full],
+            Shapes::Both => vec![smoke, full],
+        }
+    }
+}
+
+/// What `bench train` measures and where.
 #[derive(clap::Args)]
 struct TrainShapes {
-    #[arg(long, default_value_t = 32)]
-    size: usize,
-    #[arg(long, default_value_t = 4)]
-    width_div: usize,
-    #[arg(long, default_value_t = 512)]
-    hidden: usize,
+    #[arg(long, value_enum, default_value = "both")]
+    shapes: Shapes,
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// Seconds of measurement per figure, after warm-up.
@@ -106,17 +126,17 @@ fn onnx(sh: &Shell, vggq: &PathBuf, bench: OnnxBench) -> Result<()> {
     Ok(())
 }
 
-fn train(sh: &Shell, vggq: &PathBuf, shapes: TrainShapes) -> Result<()> {
-    let TrainShapes { size, width_div, hidden, batch, seconds, device } = shapes;
-    let (size, width_div, hidden, batch, seconds) =
-        (size.to_string(), width_div.to_string(), hidden.to_string(), batch.to_string(), seconds.to_string());
-    let device = flag_value(device);
-    cmd!(sh, "{vggq} bench-train --device {device} --size {size} --width-div {width_div} --hidden {hidden} --batch {batch} --seconds {seconds}")
-        .run()?;
+fn train(sh: &Shell, vggq: &PathBuf, bench: TrainShapes) -> Result<()> {
     let python = python::ensure_venv(sh)?;
-    let torch_device = if device == "auto" { "cpu".to_string() } else { device };
     let script = shared_dir().join("bench/torch_train_bench.py");
-    cmd!(sh, "{python} {script} --device {torch_device} --size {size} --width-div {width_div} --hidden {hidden} --batch {batch} --seconds {seconds}")
-        .run()?;
+    let (batch, seconds, device) = (bench.batch.to_string(), bench.seconds.to_string(), flag_value(bench.device));
+    let torch_device = if device == "auto" { "cpu".to_string() } else { device.clone() };
+    for (name, [size, width_div, hidden]) in bench.shapes.sets() {
+        println!("== {name} shapes");
+        let (size, width_div, hidden) = (size.to_string(), width_div.to_string(), hidden.to_string());
+        let shapes = ["--size", &size, "--width-div", &width_div, "--hidden", &hidden, "--batch", &batch, "--seconds", &seconds];
+        cmd!(sh, "{vggq} bench-train --device {device} {shapes...}").run()?;
+        cmd!(sh, "{python} {script} --device {torch_device} {shapes...}").run()?;
+    }
     Ok(())
 }

@@ -39,7 +39,7 @@ const ORT_LIBRARIES: [&str; 3] = ["libonnxruntime.so", "libonnxruntime_providers
 pub struct Args {
     /// Bundle the CPU build and the CPU ONNX Runtime in small parts, to rehearse the check here.
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {

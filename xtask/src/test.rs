@@ -7,7 +7,7 @@ use vggq_core::places::shared_dir;
 use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
-use crate::{all, onnxruntime};
+use crate::{all, device_bundle, onnxruntime};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -65,5 +65,9 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     // Lints, with the CUDA backend compiled in: CPU machines never build it otherwise, and a GPU machine
     // must never meet code that does not build.
     cmd!(sh, "cargo clippy --workspace --all-targets --features vggq/cuda -- -D warnings").run()?;
+    // The GPU check, rehearsed on the CPU build and the CPU ONNX Runtime: the bundle, its reassembly and
+    // every step of the script.
+    device_bundle::run(sh, device_bundle::Args { dry_run: true })?;
+    cmd!(sh, "scripts/device-check.sh --dry-run").run()?;
     Ok(())
 }
