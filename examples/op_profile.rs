@@ -1,17 +1,18 @@
-//! Where a CPU training step of VGG11-BN goes, operation by operation (burn-flex through the backend's own
-//! ops, the shapes of each layer at batch 32), beside the measured time of a whole step of the real loop:
-//! `cargo run --release --example op_profile -- [smoke|full]`. Each figure is the median of a few runs.
+//! Where a CPU training step of VGG11-BN goes, operation by operation, and what our kernels changed:
+//! each of VGG's operations at each layer's shapes (batch 32), forward and backward through
+//! `Autodiff<Flex>`, as Burn's own operations compose it (`kernels::composed`) and as our kernels run it
+//! (`VggBackend`), beside the time of a whole step of the real loop.
+//! `cargo run --release --example op_profile -- [smoke|full]`; each figure is the median of a few runs.
 
 use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use burn::tensor::module::{conv2d, max_pool2d_with_indices};
-use burn::tensor::ops::{ConvOptions, ModuleOps};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Distribution, TensorPrimitive};
-use vggq::model::{BatchNorm2d, FeatureLayer, VggConfig};
+use vggq::model::kernels::{self, composed};
+use vggq::model::{FeatureLayer, VggConfig};
 
-type B = Flex;
 type AD = Autodiff<Flex>;
 const BATCH: usize = 32;
 
@@ -29,11 +30,19 @@ fn time(runs: usize, mut f: impl FnMut()) -> f64 {
     times[runs / 2]
 }
 
-fn primitive<const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
-    match t.into_primitive() {
-        TensorPrimitive::Float(t) => t,
-        TensorPrimitive::QFloat(_) => unreachable!("float tensors"),
-    }
+fn primitive<const D: usize>(t: Tensor<AD, D>) -> FloatTensor<AD> {
+    t.into_primitive().tensor()
+}
+
+fn tensor<const D: usize>(p: FloatTensor<AD>) -> Tensor<AD, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// (forward, backward) seconds of `op` on tracked inputs: the backward pass is the whole minus the forward.
+fn forward_backward(runs: usize, op: impl Fn() -> Tensor<AD, 4>) -> (f64, f64) {
+    let forward = time(runs, || drop(op()));
+    let whole = time(runs, || drop(op().sum().backward()));
+    (forward, (whole - forward).max(0.0))
 }
 
 fn main() {
@@ -44,56 +53,41 @@ fn main() {
     };
     let runs = if shapes == "full" { 3 } else { 7 };
     let device = Default::default();
-    let random = |shape: [usize; 4]| Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-    let options = || ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let random = |shape: [usize; 4]| Tensor::<AD, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let vector = |len: usize| Tensor::<AD, 1>::random([len], Distribution::Normal(1.0, 0.1), &device).require_grad();
+    let mut rows: Vec<(String, [f64; 4])> = Vec::new();
     let (mut channels, mut side) = (3, config.input_size);
-    let widths: Vec<(usize, bool)> = {
-        let mut layers = Vec::new();
-        for layer in config.features() {
-            match layer {
-                FeatureLayer::Conv(width) => layers.push((width, false)),
-                FeatureLayer::MaxPool => layers.last_mut().expect("a conv first").1 = true,
-            }
+    let mut layers = Vec::new();
+    for layer in config.features() {
+        match layer {
+            FeatureLayer::Conv(width) => layers.push((width, false)),
+            FeatureLayer::MaxPool => layers.last_mut().expect("a conv first").1 = true,
         }
-        layers
-    };
-    for (i, &(width, pool)) in widths.iter().enumerate() {
-        let x = random([BATCH, channels, side, side]);
-        let w = random([width, channels, 3, 3]);
-        let dy = random([BATCH, width, side, side]);
-        let forward = time(runs, || drop(conv2d(x.clone(), w.clone(), None, options())));
-        let backward_x = time(runs, || {
-            drop(B::conv2d_x_backward(primitive(x.clone()), primitive(w.clone()), primitive(dy.clone()), options()))
+    }
+    for (i, &(width, pool)) in layers.iter().enumerate() {
+        let (x, w, b) = (random([BATCH, channels, side, side]), random([width, channels, 3, 3]), vector(width));
+        let burn = forward_backward(runs, || {
+            tensor(composed::conv3x3::<AD>(primitive(x.clone()), primitive(w.clone()), primitive(b.clone())))
         });
-        let backward_w = time(runs, || {
-            drop(B::conv2d_weight_backward(primitive(x.clone()), primitive(w.clone()), primitive(dy.clone()), options()))
+        let ours = forward_backward(runs, || kernels::conv3x3(x.clone(), w.clone(), b.clone()));
+        rows.push((format!("conv{} {channels}->{width} @{side}px", i + 1), [burn.0, burn.1, ours.0, ours.1]));
+        let (y, gamma, beta) = (random([BATCH, width, side, side]), vector(width), vector(width));
+        let burn = forward_backward(runs, || {
+            tensor(
+                composed::batch_norm_relu::<AD>(
+                    primitive(y.clone()),
+                    gamma.clone().into_primitive().tensor(),
+                    beta.clone().into_primitive().tensor(),
+                )
+                .output,
+            )
         });
-        rows.push((format!("conv{} {channels}->{width} @{side}px (input grad)", i + 1), forward, backward_x));
-        rows.push((format!("conv{} (weight grad)", i + 1), 0.0, backward_w));
-        let norm = BatchNorm2d::<AD>::new(width, &device);
-        let y = Tensor::<AD, 4>::from_inner(dy.clone()).require_grad();
-        let bn_forward = time(runs, || drop(norm.forward(y.clone()).clamp_min(0.0)));
-        let bn_total = time(runs, || drop(norm.forward(y.clone()).clamp_min(0.0).sum().backward()));
-        rows.push((format!("bn+relu{}", i + 1), bn_forward, (bn_total - bn_forward).max(0.0)));
+        let ours = forward_backward(runs, || kernels::batch_norm_relu(y.clone(), gamma.clone(), beta.clone()).0);
+        rows.push((format!("batchnorm+relu{}", i + 1), [burn.0, burn.1, ours.0, ours.1]));
         if pool {
-            let out = max_pool2d_with_indices(dy.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false);
-            let pooled_grad = random([BATCH, width, side / 2, side / 2]);
-            let pool_forward = time(runs, || drop(max_pool2d_with_indices(dy.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false)));
-            let indices = out.1.clone();
-            let pool_backward = time(runs, || {
-                drop(B::max_pool2d_with_indices_backward(
-                    primitive(dy.clone()),
-                    [2, 2],
-                    [2, 2],
-                    [0, 0],
-                    [1, 1],
-                    false,
-                    primitive(pooled_grad.clone()),
-                    indices.clone().into_primitive(),
-                ))
-            });
-            rows.push((format!("maxpool{}", i + 1), pool_forward, pool_backward));
+            let burn = forward_backward(runs, || tensor(composed::max_pool2x2::<AD>(primitive(y.clone()))));
+            let ours = forward_backward(runs, || kernels::max_pool2x2(y.clone()));
+            rows.push((format!("maxpool{}", i + 1), [burn.0, burn.1, ours.0, ours.1]));
             side /= 2;
         }
         channels = width;
@@ -102,27 +96,33 @@ fn main() {
     for (j, (fan_in, fan_out)) in
         [(inputs, config.hidden), (config.hidden, config.hidden), (config.hidden, config.classes)].into_iter().enumerate()
     {
-        let x = Tensor::<B, 2>::random([BATCH, fan_in], Distribution::Normal(0.0, 1.0), &device);
-        let w = Tensor::<B, 2>::random([fan_in, fan_out], Distribution::Normal(0.0, 1.0), &device);
-        let dy = Tensor::<B, 2>::random([BATCH, fan_out], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<AD, 2>::random([BATCH, fan_in], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let w = Tensor::<AD, 2>::random([fan_in, fan_out], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let forward = time(runs, || drop(x.clone().matmul(w.clone())));
-        let backward = time(runs, || {
-            drop(dy.clone().matmul(w.clone().transpose()));
-            drop(x.clone().transpose().matmul(dy.clone()));
-        });
-        rows.push((format!("linear{} {fan_in}->{fan_out}", j + 1), forward, backward));
+        let whole = time(runs, || drop(x.clone().matmul(w.clone()).sum().backward()));
+        let backward = (whole - forward).max(0.0);
+        rows.push((format!("linear{} {fan_in}->{fan_out} (Burn's)", j + 1), [forward, backward, forward, backward]));
     }
     let step = vggq::throughput::seconds_per_training_step::<AD>(&config, BATCH, &device);
-    let total: f64 = rows.iter().map(|(_, f, b)| f + b).sum();
+    let ours: f64 = rows.iter().map(|(_, t)| t[2] + t[3]).sum();
+    let burn: f64 = rows.iter().map(|(_, t)| t[0] + t[1]).sum();
     println!(
-        "{shapes} shapes, batch {BATCH}, {} threads: a whole training step {:.1} ms",
+        "{shapes} shapes, batch {BATCH}, {} threads: a whole training step now {:.1} ms",
         rayon::current_num_threads(),
         step * 1e3
     );
-    println!("| operation | forward ms | backward ms | share of the step |");
-    println!("|---|---|---|---|");
-    for (name, forward, backward) in &rows {
-        println!("| {name} | {:.2} | {:.2} | {:.1} % |", forward * 1e3, backward * 1e3, 100.0 * (forward + backward) / step);
+    println!("| operation | Burn's forward ms | Burn's backward ms | our forward ms | our backward ms | share of the step now |");
+    println!("|---|---|---|---|---|---|");
+    for (name, [bf, bb, of, ob]) in &rows {
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} % |",
+            bf * 1e3,
+            bb * 1e3,
+            of * 1e3,
+            ob * 1e3,
+            100.0 * (of + ob) / step
+        );
     }
-    println!("| everything else (loss, dropout, SGD, autodiff, loader) | | | {:.1} % |", 100.0 * (1.0 - total / step));
+    println!("| all of the above | {:.1} | | {:.1} | | {:.1} % |", burn * 1e3, ours * 1e3, 100.0 * ours / step);
+    println!("| everything else (loss, dropout, SGD, autodiff, loader) | | | | | {:.1} % |", 100.0 * (1.0 - ours / step));
 }

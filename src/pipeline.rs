@@ -11,7 +11,7 @@ use serde::Serialize;
 use vggq_core::{Init, QatMode, Variant};
 
 use crate::data::{BatchLoader, Cifar10, DataError, ImageSet, LoaderConfig, Split};
-use crate::model::{load_features, ModelError, Vgg};
+use crate::model::{load_features, ModelError, TrainingBackend, Vgg};
 use crate::profile::Profile;
 use crate::progress::progress_bar;
 use crate::quant::qat::{qat_recipe, train_qat};
@@ -71,7 +71,7 @@ pub enum PipelineError {
 }
 
 /// The profile's untrained model: seeded, with torchvision's features when the profile starts from them.
-pub fn initial_model<B: AutodiffBackend>(
+pub fn initial_model<B: TrainingBackend>(
     profile: &Profile,
     pretrained: Option<&Path>,
     device: &B::Device,
@@ -92,7 +92,7 @@ pub struct TrainedFp32<B: AutodiffBackend> {
 }
 
 /// Builds the profile's model, fine-tunes it, and scores the result on the test set.
-pub fn train_fp32<B: AutodiffBackend>(
+pub fn train_fp32<B: TrainingBackend>(
     profile: &Profile,
     data: &RunData,
     pretrained: Option<&Path>,
@@ -136,7 +136,7 @@ pub struct Quantized {
 /// Quantizes `trained` three ways (dynamic PTQ, static PTQ calibrated on the profile's batches of the
 /// unaugmented training split, QAT in `settings.qat_mode`) and scores every variant on `data`'s
 /// validation and test images (the INT8 ones with their simulated integer forward passes).
-pub fn quantize<B: AutodiffBackend>(
+pub fn quantize<B: TrainingBackend>(
     trained: Vgg<B>,
     profile: &Profile,
     data: &RunData,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::BatchLoader;
 use crate::host_reads;
-use crate::model::Vgg;
+use crate::model::{Vgg, VggBackend};
 use crate::progress::progress_bar;
 use crate::upload::uploaded;
 
@@ -68,7 +68,7 @@ impl<B: Backend> ScoreSum<B> {
 }
 
 /// Loss and accuracy of the evaluation model (no dropout, running BN statistics) over `batches`.
-pub fn evaluate<B: Backend>(model: &Vgg<B>, batches: &BatchLoader, device: &B::Device, label: &str) -> Score {
+pub fn evaluate<B: VggBackend>(model: &Vgg<B>, batches: &BatchLoader, device: &B::Device, label: &str) -> Score {
     evaluate_with(batches, device, label, |images| model.forward(images))
 }
 

@@ -4,13 +4,11 @@
 //! timed, as `torch_train_bench.py` does not time them; the figures compare with its.
 
 use burn::module::AutodiffModule;
-use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 
 use crate::data::{BatchLoader, ImageSet, LoaderConfig};
 use crate::host_reads;
-use crate::model::{Vgg, VggConfig};
+use crate::model::{TrainingBackend, Vgg, VggBackend, VggConfig};
 use crate::quant::qat::QatForward;
 use crate::score::evaluate;
 use crate::train::{train_epoch, FloatForward, TrainConfig, TrainingForward};
@@ -32,7 +30,7 @@ pub struct Throughput {
     pub qat_reads_per_step: f64,
 }
 
-pub fn measure<B: AutodiffBackend>(model_config: &VggConfig, batch_size: usize, seconds: f64, device: &B::Device) -> Throughput {
+pub fn measure<B: TrainingBackend>(model_config: &VggConfig, batch_size: usize, seconds: f64, device: &B::Device) -> Throughput {
     let config = TrainConfig { batch_size, ..TrainConfig::seed() };
     B::seed(device, config.seed);
     let loader = |images: usize, config: LoaderConfig| {
@@ -56,7 +54,7 @@ pub fn measure<B: AutodiffBackend>(model_config: &VggConfig, batch_size: usize, 
 }
 
 /// Images/s of [`train_epoch`] for about `seconds`, and its host reads per step.
-fn train_rate<B: AutodiffBackend>(
+fn train_rate<B: TrainingBackend>(
     model_config: &VggConfig,
     config: &TrainConfig,
     loader: &BatchLoader,
@@ -78,7 +76,7 @@ fn train_rate<B: AutodiffBackend>(
 }
 
 /// Images/s of [`evaluate`] for about `seconds`, over loaders of as many batches as asked.
-fn eval_rate<B: Backend>(model: &Vgg<B>, eval_loader: impl Fn(usize) -> BatchLoader, seconds: f64, device: &B::Device) -> f64 {
+fn eval_rate<B: VggBackend>(model: &Vgg<B>, eval_loader: impl Fn(usize) -> BatchLoader, seconds: f64, device: &B::Device) -> f64 {
     let timed = |loader: &BatchLoader| {
         let started = std::time::Instant::now();
         let score = evaluate(model, loader, device, "eval");
@@ -97,7 +95,7 @@ fn steps_for(seconds: f64, warmup_seconds: f64) -> usize {
 
 /// Seconds one training step of `batch_size` images takes here, from two steps after one of warm-up:
 /// what an estimate of a whole run's duration starts from.
-pub fn seconds_per_training_step<B: AutodiffBackend>(model_config: &VggConfig, batch_size: usize, device: &B::Device) -> f64 {
+pub fn seconds_per_training_step<B: TrainingBackend>(model_config: &VggConfig, batch_size: usize, device: &B::Device) -> f64 {
     const TIMED: usize = 2;
     let config = TrainConfig { batch_size, ..TrainConfig::seed() };
     let images = ImageSet::random(batch_size * (TIMED + 1), model_config.classes as u8, 0);

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, BatchLoader};
 use crate::host_reads::PROGRESS_READ_INTERVAL;
-use crate::model::Vgg;
+use crate::model::{TrainingBackend, Vgg};
 use crate::progress::progress_bar;
 use crate::score::{evaluate, Score, ScoreSum};
 use crate::upload::uploaded;
@@ -75,7 +75,7 @@ pub trait TrainingForward<B: AutodiffBackend> {
 /// The model's own forward pass.
 pub struct FloatForward;
 
-impl<B: AutodiffBackend> TrainingForward<B> for FloatForward {
+impl<B: TrainingBackend> TrainingForward<B> for FloatForward {
     fn forward(&mut self, model: &Vgg<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
         model.forward(images)
     }
@@ -112,7 +112,7 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<Vgg<B>, B>>(
 }
 
 /// Trains `model` for `config.epochs`, printing a bar per epoch and a summary line after each.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: TrainingBackend>(
     model: Vgg<B>,
     train_batches: &BatchLoader,
     val_batches: &BatchLoader,
@@ -124,7 +124,7 @@ pub fn train<B: AutodiffBackend>(
 
 /// [`train`] with another training forward pass (quantization-aware training inserts fake quantization);
 /// validation still runs the plain float model.
-pub fn train_with<B: AutodiffBackend>(
+pub fn train_with<B: TrainingBackend>(
     mut model: Vgg<B>,
     train_batches: &BatchLoader,
     val_batches: &BatchLoader,

@@ -5,7 +5,7 @@
 mod cuda_probe;
 pub mod precision;
 
-use burn::tensor::backend::AutodiffBackend;
+use crate::model::TrainingBackend;
 use serde::{Deserialize, Serialize};
 pub use vggq_core::DeviceRequest;
 
@@ -53,7 +53,7 @@ impl Backend {
 /// made at run time into a type.
 pub trait OnBackend {
     type Output;
-    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output;
+    fn run<B: TrainingBackend>(self, device: &B::Device) -> Self::Output;
 }
 
 /// The device a run chose, why, and what the probe saw: printed at the start, recorded in its reports.

@@ -2,8 +2,8 @@
 //! included) and of evaluation, on random images, at any shapes.
 
 use anyhow::Result;
-use burn::tensor::backend::AutodiffBackend;
 use vggq::backend::{self, DeviceRequest, OnBackend};
+use vggq::model::TrainingBackend;
 use vggq::model::VggConfig;
 use vggq::throughput::{measure, Throughput};
 
@@ -32,7 +32,7 @@ struct Measure<'a>(&'a Args, VggConfig);
 impl OnBackend for Measure<'_> {
     type Output = Throughput;
 
-    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Throughput {
+    fn run<B: TrainingBackend>(self, device: &B::Device) -> Throughput {
         measure::<B>(&self.1, self.0.batch, self.0.seconds, device)
     }
 }

@@ -2,10 +2,10 @@
 //! arithmetic that backend's matmuls and convolutions compute in at the seed's shapes.
 
 use anyhow::Result;
-use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use vggq::backend::precision::{self, Precision};
 use vggq::backend::{self, DeviceRequest, OnBackend, Selection};
+use vggq::model::TrainingBackend;
 use vggq::model::VggConfig;
 
 #[derive(clap::Args)]
@@ -30,7 +30,7 @@ struct Measure;
 impl OnBackend for Measure {
     type Output = Precision;
 
-    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Precision {
+    fn run<B: TrainingBackend>(self, device: &B::Device) -> Precision {
         precision::measure::<B::InnerBackend>(&VggConfig::seed(), 32, device)
     }
 }

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
-use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use vggq::backend::{self, DeviceRequest, OnBackend, Selection};
 use vggq::data::{self, DataSource};
+use vggq::model::TrainingBackend;
 use vggq::pipeline::{quantize, QuantizeSettings, RunData, VariantScores};
 use vggq::profile::{Init, Profile};
 use vggq::quant::static_ptq::CalibrationTiming;
@@ -113,7 +113,7 @@ struct Run<'a> {
 impl OnBackend for Run<'_> {
     type Output = Result<()>;
 
-    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Result<()> {
+    fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
         let (profile, out) = (self.profile, &self.args.run);
         let cifar = data::load(&DataSource::local_or_download(self.args.data.clone()))?;
         let dataset = cifar.fingerprint.to_string();

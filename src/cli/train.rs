@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
-use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use vggq::backend::precision::{self, Precision};
 use vggq::backend::{self, Backend, CpuBackend, DeviceRequest, OnBackend, Selection};
 use vggq::data::{self, DataSource};
+use vggq::model::TrainingBackend;
 use vggq::model::VGG11_BN_IMAGENET1K_V1;
 use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
 use vggq::profile::{Init, Limits, Profile, ProfileName};
@@ -32,6 +32,10 @@ pub struct Args {
     /// Overrides the profile's initialisation.
     #[arg(long, value_enum)]
     init: Option<Init>,
+    /// Overrides the training seed (initialisation, dropout, order, flips; the split keeps its own), to
+    /// measure the spread of a recipe over seeds.
+    #[arg(long)]
+    seed: Option<u64>,
     #[command(flatten)]
     limits: Limits,
     /// CIFAR-10 on disk: the official binary archive (`cifar-10-binary.tar.gz`) or its extracted folder, or
@@ -67,6 +71,7 @@ struct TrainReport<'a> {
 pub fn run(args: Args) -> Result<()> {
     let mut profile = Profile::named(args.profile).limited(&args.limits);
     profile.init = args.init.unwrap_or(profile.init);
+    profile.train.seed = args.seed.unwrap_or(profile.train.seed);
     let selection = backend::select(args.device)?;
     println!("device: {}", selection.reason);
     println!("profile:\n{}", profile.to_json());
@@ -143,7 +148,7 @@ struct Run<'a> {
 impl OnBackend for Run<'_> {
     type Output = Result<()>;
 
-    fn run<B: AutodiffBackend>(self, device: &B::Device) -> Result<()> {
+    fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
         let profile = self.profile;
         println!("data: {}", self.data_source);
         let cifar = data::load(&self.data_source)?;
@@ -177,7 +182,7 @@ impl OnBackend for Run<'_> {
 
 /// The trained FP32 model as a Burn record at `target` (`.mpk`), renamed into place once complete.
 /// Burn's recorder picks the extension itself, so the partial file gets a folder of its own.
-fn save_model<B: AutodiffBackend>(model: vggq::model::Vgg<B>, target: &Path) -> Result<()> {
+fn save_model<B: TrainingBackend>(model: vggq::model::Vgg<B>, target: &Path) -> Result<()> {
     let folder = target.parent().unwrap_or(Path::new("."));
     let staging = tempfile::tempdir_in(folder)?;
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();

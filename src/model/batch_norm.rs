@@ -1,12 +1,13 @@
 //! 2-D batch normalisation with PyTorch's semantics and tensor names.
 //!
-//! Burn's `BatchNorm` computes its batch statistics through `swap_dims(0, 1)`, which makes burn-flex
-//! copy every activation through a strided iterator: 40 % of a CPU training step at the smoke shapes
-//! (perf, 2 cores). Here the statistics are reductions over contiguous axes instead, the running
-//! variance is unbiased as PyTorch's, and the fields are named like torchvision's state_dict.
+//! The arithmetic is [`kernels`]' (one fused operation with ReLU, as every BatchNorm of VGG is followed
+//! by one); this module holds the parameters and running statistics, named like torchvision's
+//! state_dict, and updates them as PyTorch does.
 
 use burn::module::{Module, Param, RunningState};
 use burn::prelude::*;
+
+use super::kernels::{self, VggBackend};
 
 /// torch.nn.BatchNorm2d's `eps`: the one value every BatchNorm computation here uses (this module, BN
 /// folding, the quantized simulations).
@@ -38,41 +39,26 @@ impl<B: Backend> BatchNorm2d<B> {
             num_batches_tracked: RunningState::new(Tensor::zeros([1], device)),
         }
     }
+}
 
-    /// [N, C, H, W] -> [N, C, H, W]: batch statistics (and a running-statistics update) on autodiff
-    /// backends, running statistics otherwise.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [n, c, h, w] = x.dims();
-        let per_channel = |t: Tensor<B, 1>| t.reshape([1, c, 1, 1]);
+impl<B: VggBackend> BatchNorm2d<B> {
+    /// BatchNorm, then ReLU: [N, C, H, W] -> [N, C, H, W]. On autodiff backends with the batch's
+    /// statistics, updating the running ones (the variance unbiased, as PyTorch keeps it) and counting the
+    /// batch; otherwise with the running statistics.
+    pub fn forward_relu(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         if B::ad_enabled(&x.device()) {
-            let mean = channel_mean(x.clone());
-            let centered = x - per_sample(mean.clone(), n);
-            let var = channel_mean(centered.clone().square());
+            let [n, _, h, w] = x.dims();
+            let (output, mean, variance) = kernels::batch_norm_relu(x, self.weight.val(), self.bias.val());
             let count = (n * h * w) as f64;
-            let unbiased = var.clone().detach().reshape([c]) * (count / (count - 1.0).max(1.0));
-            self.running_mean.update(self.running_mean.value_sync() * (1.0 - MOMENTUM) + mean.detach().reshape([c]) * MOMENTUM);
+            let unbiased = variance * (count / (count - 1.0).max(1.0));
+            self.running_mean.update(self.running_mean.value_sync() * (1.0 - MOMENTUM) + mean * MOMENTUM);
             self.running_var.update(self.running_var.value_sync() * (1.0 - MOMENTUM) + unbiased * MOMENTUM);
             self.num_batches_tracked.update(self.num_batches_tracked.value_sync() + 1.0);
-            let scale = per_channel(self.weight.val()) / (var + f64::from(BATCH_NORM_EPS)).sqrt();
-            centered * per_sample(scale, n) + per_sample(per_channel(self.bias.val()), n)
+            output
         } else {
-            let scale =
-                per_channel(self.weight.val()) / (per_channel(self.running_var.value()) + f64::from(BATCH_NORM_EPS)).sqrt();
-            let shift = per_channel(self.bias.val()) - per_channel(self.running_mean.value()) * scale.clone();
-            x * per_sample(scale, n) + per_sample(shift, n)
+            let scale = self.weight.val() / (self.running_var.value() + f64::from(BATCH_NORM_EPS)).sqrt();
+            let shift = self.bias.val() - self.running_mean.value() * scale.clone();
+            kernels::scale_shift_relu(x, scale, shift)
         }
     }
-}
-
-/// [1, C, 1, 1] -> [N, C, 1, 1]. A per-channel value broadcast over N, H and W makes burn-flex walk the
-/// activation with a scalar strided iterator; repeated over N first, it is one scalar per contiguous
-/// H x W row, which burn-flex's SIMD broadcast path handles (3x faster BN, measured).
-fn per_sample<B: Backend>(per_channel: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
-    per_channel.repeat_dim(0, n)
-}
-
-/// Per-channel mean over N, H and W as [1, C, 1, 1], reducing contiguous axes only.
-fn channel_mean<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [_, c, h, w] = x.dims();
-    x.mean_dim(0).reshape([c, h * w]).mean_dim(1).reshape([1, c, 1, 1])
 }

@@ -1,12 +1,14 @@
 //! The network: VGG11-BN shaped like torchvision's, and its pretrained initialisation.
 
 mod batch_norm;
+pub mod kernels;
 mod pretrained;
 mod vgg;
 
 use std::path::PathBuf;
 
 pub use batch_norm::{BatchNorm2d, BATCH_NORM_EPS};
+pub use kernels::{TrainingBackend, VggBackend};
 pub use pretrained::{load_features, PretrainedWeights, VGG11_BN_IMAGENET1K_V1};
 pub use vgg::{Classifier, ConvBlock, FeatureLayer, Vgg, VggConfig, FEATURE_STRIDE, VGG11_FEATURES};
 

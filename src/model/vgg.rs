@@ -3,12 +3,13 @@
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::batch_norm::BatchNorm2d;
+use super::kernels::{self, VggBackend};
 
 /// One entry of a VGG feature configuration: a 3x3 conv (+BN +ReLU) of the given width, or a 2x2 max-pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +118,6 @@ impl VggConfig {
         }
         Vgg {
             features,
-            max_pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             avgpool: AdaptiveAvgPool2dConfig::new([self.pool_size, self.pool_size]).init(),
             classifier: Classifier {
                 hidden1: LinearConfig::new(self.classifier_inputs(), self.hidden).init(device),
@@ -150,18 +150,17 @@ pub struct Classifier<B: Backend> {
 #[derive(Module, Debug)]
 pub struct Vgg<B: Backend> {
     pub features: Vec<ConvBlock<B>>,
-    pub max_pool: MaxPool2d,
     pub avgpool: AdaptiveAvgPool2d,
     pub classifier: Classifier<B>,
 }
 
-impl<B: Backend> Vgg<B> {
+impl<B: VggBackend> Vgg<B> {
     /// torchvision's `model.features(x)`: [N, 3, H, W] -> [N, C, H/32, W/32].
     pub fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         self.features.iter().fold(images, |x, block| {
-            let x = Relu::new().forward(block.norm.forward(block.conv.forward(x)));
+            let x = block.norm.forward_relu(block.conv_forward(x));
             if block.pool {
-                self.max_pool.forward(x)
+                kernels::max_pool2x2(x)
             } else {
                 x
             }
@@ -176,5 +175,13 @@ impl<B: Backend> Vgg<B> {
         let x = head.dropout.forward(Relu::new().forward(head.hidden1.forward(x)));
         let x = head.dropout.forward(Relu::new().forward(head.hidden2.forward(x)));
         head.output.forward(x)
+    }
+}
+
+impl<B: VggBackend> ConvBlock<B> {
+    /// The block's 3x3 convolution (padding 1) with its bias.
+    pub fn conv_forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let bias = self.conv.bias.as_ref().expect("VGG's convolutions have biases").val();
+        kernels::conv3x3(x, self.conv.weight.val(), bias)
     }
 }

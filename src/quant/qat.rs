@@ -22,8 +22,6 @@
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::FloatDType;
 pub use vggq_core::QatMode;
 
@@ -34,7 +32,8 @@ use super::qparams::{affine_qparams, QParams, QuantRange, SMALL_SCALE_THRESHOLD}
 use super::static_ptq::{convert, FusedVgg};
 use crate::data::BatchLoader;
 use crate::host_reads;
-use crate::model::{FeatureLayer, Vgg, VggConfig, BATCH_NORM_EPS};
+use crate::model::kernels;
+use crate::model::{FeatureLayer, TrainingBackend, Vgg, VggConfig, BATCH_NORM_EPS};
 use crate::train::{train_with, EpochReport, TrainConfig, TrainingForward};
 
 /// Epochs of [`QatMode::Finetune`].
@@ -176,7 +175,7 @@ impl<B: AutodiffBackend> QatForward<B> {
     }
 }
 
-impl<B: AutodiffBackend> TrainingForward<B> for QatForward<B> {
+impl<B: TrainingBackend> TrainingForward<B> for QatForward<B> {
     /// The QAT training forward pass of `model` (an autodiff model in training mode).
     fn forward(&mut self, model: &Vgg<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let (activations, dropouts, weights) = (&mut self.activations, &mut self.dropouts, &mut self.weights);
@@ -189,13 +188,15 @@ impl<B: AutodiffBackend> TrainingForward<B> for QatForward<B> {
             let factor = norm.weight.val() / (norm.running_var.value_sync() + f64::from(BATCH_NORM_EPS)).sqrt();
             let scaled = (weight * factor.clone().reshape([c, 1, 1, 1])).reshape([c, k_in * kh * kw]);
             let quantized = fake_quantize_weight(scaled, &mut weights[i]).reshape([c, k_in, kh, kw]);
-            let y = conv2d(x, quantized, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1)) / factor.reshape([1, c, 1, 1]);
+            // The conv with a zero bias (PyTorch's `zero_bias`), unscaled, then the conv's own bias.
+            let zero_bias = Tensor::zeros([c], &x.device());
+            let y = kernels::conv3x3(x, quantized, zero_bias) / factor.reshape([1, c, 1, 1]);
             let y = match &block.conv.bias {
                 Some(bias) => y + bias.val().reshape([1, c, 1, 1]),
                 None => y,
             };
-            let y = fake_quantize_activation(norm.forward(y).clamp_min(0.0), &mut activations[i + 1]);
-            x = if block.pool { fake_quantize_activation(model.max_pool.forward(y), &mut activations[i + 1]) } else { y };
+            let y = fake_quantize_activation(norm.forward_relu(y), &mut activations[i + 1]);
+            x = if block.pool { fake_quantize_activation(kernels::max_pool2x2(y), &mut activations[i + 1]) } else { y };
         }
         let convs = model.features.len();
         let x = fake_quantize_activation(model.avgpool.forward(x), &mut activations[convs]);
@@ -283,7 +284,7 @@ pub struct QatObservers {
 }
 
 /// Trains `model` with fake quantization for `recipe`, then converts it to int8.
-pub fn train_qat<B: AutodiffBackend>(
+pub fn train_qat<B: TrainingBackend>(
     model: Vgg<B>,
     config: &VggConfig,
     train_batches: &BatchLoader,

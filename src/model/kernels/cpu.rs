@@ -1,0 +1,399 @@
+//! VGG's operations on the CPU: burn-flex's tensors, f32, NCHW, both cores through rayon.
+//!
+//! - Convolution forward: burn-flex's own (tiled im2col and an AVX-512 GEMM). The backward passes are
+//!   ours: the input gradient is that same forward convolution of the output gradient with the weights
+//!   flipped and transposed; the weight gradient is, per image, one GEMM of the output gradient with the
+//!   image's im2col, summed in per-thread partials (burn's default runs it as a convolution whose kernel
+//!   is the whole output gradient, the slowest operation of a training step).
+//! - BatchNorm with ReLU: one pass for the statistics (f64 sums, as PyTorch's CPU kernel accumulates),
+//!   one for the output; the backward pass likewise, the ReLU's mask taken from the output.
+//! - 2x2 max-pool: the first maximum of each window in row-major order, as PyTorch picks it (NaN wins),
+//!   its position kept for the backward pass.
+
+use burn::backend::Flex;
+use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+use burn::tensor::{Shape, TensorData, TensorMetadata};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::{BatchNormed, VggBackend};
+use crate::model::BATCH_NORM_EPS;
+
+/// The shape of an NCHW activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Nchw {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Nchw {
+    pub fn of(tensor: &FlexTensor) -> Self {
+        let [n, c, h, w] = tensor.shape().dims();
+        Nchw { n, c, h, w }
+    }
+
+    fn plane(self) -> usize {
+        self.h * self.w
+    }
+
+    fn image(self) -> usize {
+        self.c * self.plane()
+    }
+
+    fn len(self) -> usize {
+        self.n * self.image()
+    }
+}
+
+/// `tensor` laid out contiguously (a copy only where it is not).
+pub(super) fn contiguous(tensor: FlexTensor) -> FlexTensor {
+    tensor.to_contiguous()
+}
+
+/// The f32 values of a contiguous tensor.
+pub(super) fn values(tensor: &FlexTensor) -> &[f32] {
+    tensor.as_slice::<f32>().expect("contiguous f32 tensors")
+}
+
+pub(super) fn new_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn conv_options() -> ConvOptions<2> {
+    ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
+}
+
+impl VggBackend for Flex {
+    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        Flex::conv2d(x, weight, Some(bias), conv_options())
+    }
+
+    fn batch_norm_relu(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> BatchNormed<Self> {
+        let x = contiguous(x);
+        let (weight, bias) = (contiguous(weight), contiguous(bias));
+        let forward = batch_norm_relu_forward(values(&x), Nchw::of(&x), values(&weight), values(&bias));
+        let c = forward.mean.len();
+        BatchNormed {
+            output: new_tensor(forward.output, x.shape()),
+            mean: new_tensor(forward.mean, [c]),
+            variance: new_tensor(forward.variance, [c]),
+        }
+    }
+
+    fn scale_shift_relu(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = contiguous(x);
+        let (scale, shift) = (contiguous(scale), contiguous(shift));
+        let shape = Nchw::of(&x);
+        let (scale, shift) = (values(&scale), values(&shift));
+        let mut output = vec![0.0f32; shape.len()];
+        output.par_chunks_mut(shape.image()).zip(values(&x).par_chunks(shape.image())).for_each(|(out, image)| {
+            for (channel, (out, input)) in out.chunks_mut(shape.plane()).zip(image.chunks(shape.plane())).enumerate() {
+                let (a, b) = (scale[channel], shift[channel]);
+                for (o, &v) in out.iter_mut().zip(input) {
+                    *o = (v * a + b).max(0.0);
+                }
+            }
+        });
+        new_tensor(output, x.shape())
+    }
+
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = contiguous(x);
+        let shape = Nchw::of(&x);
+        let (output, _) = max_pool2x2_forward(values(&x), shape);
+        new_tensor(output, [shape.n, shape.c, shape.h / 2, shape.w / 2])
+    }
+}
+
+/// What the training BatchNorm's forward pass computes and its backward pass needs.
+pub(super) struct BatchNormForward {
+    pub output: Vec<f32>,
+    pub mean: Vec<f32>,
+    /// Biased.
+    pub variance: Vec<f32>,
+    /// `1 / sqrt(variance + eps)`.
+    pub inverse_std: Vec<f32>,
+}
+
+/// Per channel of `x`: the sum of `f(image, plane)` over the images' planes of that channel, in f64.
+fn per_channel_sum(shape: Nchw, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
+    (0..shape.c).into_par_iter().map(|channel| (0..shape.n).map(|image| f(image, image * shape.c + channel)).sum()).collect()
+}
+
+pub(super) fn batch_norm_relu_forward(x: &[f32], shape: Nchw, gamma: &[f32], beta: &[f32]) -> BatchNormForward {
+    let (plane, count) = (shape.plane(), (shape.n * shape.plane()) as f64);
+    let slice = |p: usize| &x[p * plane..(p + 1) * plane];
+    let sums = per_channel_sum(shape, |_, p| slice(p).iter().map(|&v| f64::from(v)).sum());
+    let mean: Vec<f32> = sums.iter().map(|s| (s / count) as f32).collect();
+    let squares = per_channel_sum(shape, |_, p| {
+        let m = f64::from(mean[p % shape.c]);
+        slice(p).iter().map(|&v| (f64::from(v) - m).powi(2)).sum()
+    });
+    let variance: Vec<f32> = squares.iter().map(|s| (s / count) as f32).collect();
+    let inverse_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + BATCH_NORM_EPS).sqrt()).collect();
+    let mut output = vec![0.0f32; shape.len()];
+    output.par_chunks_mut(shape.image()).zip(x.par_chunks(shape.image())).for_each(|(out, image)| {
+        for (channel, (out, input)) in out.chunks_mut(plane).zip(image.chunks(plane)).enumerate() {
+            let (m, a, b) = (mean[channel], inverse_std[channel] * gamma[channel], beta[channel]);
+            for (o, &v) in out.iter_mut().zip(input) {
+                *o = ((v - m) * a + b).max(0.0);
+            }
+        }
+    });
+    BatchNormForward { output, mean, variance, inverse_std }
+}
+
+/// The gradients of BatchNorm-then-ReLU with respect to its input, weight and bias, given the output
+/// gradient `grad`, the input `x`, the output (the ReLU passes where it is positive) and the batch's
+/// mean and inverse standard deviation: PyTorch's formula,
+/// `dx = gamma * inv_std * (dz - mean(dz) - x_hat * mean(dz * x_hat))` with `dz` the masked gradient.
+pub(super) fn batch_norm_relu_backward(
+    grad: &[f32],
+    x: &[f32],
+    output: &[f32],
+    shape: Nchw,
+    gamma: &[f32],
+    mean: &[f32],
+    inverse_std: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (plane, count) = (shape.plane(), (shape.n * shape.plane()) as f64);
+    let masked = |p: usize, i: usize| if output[p * plane + i] > 0.0 { grad[p * plane + i] } else { 0.0 };
+    // Both sums of a channel in one pass over its planes.
+    let sums: Vec<(f64, f64)> = (0..shape.c)
+        .into_par_iter()
+        .map(|channel| {
+            let (m, s) = (mean[channel], inverse_std[channel]);
+            let mut sums = (0.0f64, 0.0f64);
+            for image in 0..shape.n {
+                let p = image * shape.c + channel;
+                for i in 0..plane {
+                    let dz = f64::from(masked(p, i));
+                    sums.0 += dz;
+                    sums.1 += dz * f64::from((x[p * plane + i] - m) * s);
+                }
+            }
+            sums
+        })
+        .collect();
+    let (sum_dz, sum_dz_xhat): (Vec<f64>, Vec<f64>) = sums.into_iter().unzip();
+    let mut dx = vec![0.0f32; shape.len()];
+    dx.par_chunks_mut(shape.image()).enumerate().for_each(|(image, out)| {
+        for (channel, out) in out.chunks_mut(plane).enumerate() {
+            let p = image * shape.c + channel;
+            let (m, s) = (mean[channel], inverse_std[channel]);
+            let mean_dz = (sum_dz[channel] / count) as f32;
+            let mean_dz_xhat = (sum_dz_xhat[channel] / count) as f32;
+            let k = gamma[channel] * s;
+            for (i, o) in out.iter_mut().enumerate() {
+                let x_hat = (x[p * plane + i] - m) * s;
+                *o = (masked(p, i) - mean_dz - x_hat * mean_dz_xhat) * k;
+            }
+        }
+    });
+    let dgamma = sum_dz_xhat.iter().map(|&v| v as f32).collect();
+    let dbeta = sum_dz.iter().map(|&v| v as f32).collect();
+    (dx, dgamma, dbeta)
+}
+
+/// 2x2 max-pool of every plane, and the window position (0..4, row-major) each maximum came from.
+pub(super) fn max_pool2x2_forward(x: &[f32], shape: Nchw) -> (Vec<f32>, Vec<u8>) {
+    let (h, w) = (shape.h / 2, shape.w / 2);
+    let mut output = vec![0.0f32; shape.n * shape.c * h * w];
+    let mut positions = vec![0u8; output.len()];
+    output.par_chunks_mut(h * w).zip(positions.par_chunks_mut(h * w)).zip(x.par_chunks(shape.plane())).for_each(
+        |((out, position), input)| {
+            for i in 0..h {
+                let (top, bottom) = (&input[2 * i * shape.w..][..shape.w], &input[(2 * i + 1) * shape.w..][..shape.w]);
+                for j in 0..w {
+                    let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
+                    let mut best = 0;
+                    for (k, &v) in window.iter().enumerate().skip(1) {
+                        if v > window[best] || v.is_nan() {
+                            best = k;
+                        }
+                    }
+                    out[i * w + j] = window[best];
+                    position[i * w + j] = best as u8;
+                }
+            }
+        },
+    );
+    (output, positions)
+}
+
+/// The input gradient of a 2x2 max-pool: each output gradient goes to the position its maximum came from.
+pub(super) fn max_pool2x2_backward(grad: &[f32], positions: &[u8], input: Nchw) -> Vec<f32> {
+    let (h, w) = (input.h / 2, input.w / 2);
+    let mut dx = vec![0.0f32; input.len()];
+    dx.par_chunks_mut(input.plane()).zip(grad.par_chunks(h * w)).zip(positions.par_chunks(h * w)).for_each(
+        |((out, grad), positions)| {
+            for i in 0..h {
+                for j in 0..w {
+                    let k = positions[i * w + j] as usize;
+                    out[(2 * i + k / 2) * input.w + 2 * j + k % 2] = grad[i * w + j];
+                }
+            }
+        },
+    );
+    dx
+}
+
+/// The input gradient of a 3x3 convolution (padding 1): the convolution of the output gradient with the
+/// weights flipped in both spatial axes and their channel axes swapped, run by burn-flex's forward path.
+pub(super) fn conv3x3_input_grad(grad: FlexTensor, weight: &FlexTensor) -> FlexTensor {
+    let [out_channels, in_channels, _, _] = weight.shape().dims();
+    let w = values(weight);
+    let mut flipped = vec![0.0f32; w.len()];
+    for o in 0..out_channels {
+        for c in 0..in_channels {
+            for k in 0..9 {
+                flipped[(c * out_channels + o) * 9 + (8 - k)] = w[(o * in_channels + c) * 9 + k];
+            }
+        }
+    }
+    let flipped = new_tensor(flipped, [in_channels, out_channels, 3, 3]);
+    Flex::conv2d(grad, flipped, None, conv_options())
+}
+
+/// The rows of channel `c`'s 3x3 neighbourhoods for `images` (`[count, C, H, W]`): in `rows` (9 rows of
+/// `count * H * W`, `kh * 3 + kw`), at column `i * H * W + y * W + x`, `images[i, c, y + kh - 1, x + kw - 1]`,
+/// zero outside. One channel's part of an im2col whose columns run over several images.
+fn im2col3x3_channel(images: &[f32], shape: Nchw, count: usize, c: usize, rows: &mut [f32]) {
+    let (h, w, plane) = (shape.h, shape.w, shape.plane());
+    let width = count * plane;
+    for (k, row) in rows.chunks_mut(width).enumerate() {
+        let (kh, kw) = (k / 3, k % 3);
+        for (i, block) in row.chunks_mut(plane).enumerate() {
+            let input = &images[i * shape.image() + c * plane..][..plane];
+            for y in 0..h {
+                let out = &mut block[y * w..(y + 1) * w];
+                let source_y = y as isize + kh as isize - 1;
+                if source_y < 0 || source_y >= h as isize {
+                    out.fill(0.0);
+                    continue;
+                }
+                let source = &input[source_y as usize * w..][..w];
+                match kw {
+                    0 => {
+                        out[0] = 0.0;
+                        out[1..].copy_from_slice(&source[..w - 1]);
+                    }
+                    1 => out.copy_from_slice(source),
+                    _ => {
+                        out[..w - 1].copy_from_slice(&source[1..]);
+                        out[w - 1] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Floats of im2col buffer a weight-gradient GEMM may take: several images' columns in one GEMM where
+/// planes are small, one image where they are large (16 MiB).
+const IM2COL_BUDGET: usize = 4 << 20;
+
+/// The weight gradient `[O, C, 3, 3]` of a 3x3 convolution (padding 1) of `x` whose output gradient is
+/// `grad`. Each core takes a share of the images and, a group of them at a time, multiplies their output
+/// gradient (`O x group*HW`) by the transpose of their im2col (`C*9 x group*HW`) into a partial of its
+/// own (one-core GEMMs: measured faster here than one GEMM across both cores); the partials are summed.
+pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_channels: usize) -> Vec<f32> {
+    let (plane, k9) = (shape.plane(), shape.c * 9);
+    let threads = rayon::current_num_threads().clamp(1, shape.n);
+    let share = shape.n.div_ceil(threads);
+    let group = (IM2COL_BUDGET / (k9 * plane)).clamp(1, share);
+    let partials: Vec<Vec<f32>> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let mut dw = vec![0.0f32; out_channels * k9];
+            let mut col = vec![0.0f32; k9 * group * plane];
+            let mut gathered = vec![0.0f32; out_channels * group * plane];
+            let end = ((t + 1) * share).min(shape.n);
+            for first in (t * share..end).step_by(group) {
+                let count = group.min(end - first);
+                let width = count * plane;
+                let images = &x[first * shape.image()..(first + count) * shape.image()];
+                for (c, rows) in col[..k9 * width].chunks_mut(9 * width).enumerate() {
+                    im2col3x3_channel(images, shape, count, c, rows);
+                }
+                // The output gradient as `O x count*HW`: each output channel's planes side by side.
+                for (o, row) in gathered[..out_channels * width].chunks_mut(width).enumerate() {
+                    for (i, block) in row.chunks_mut(plane).enumerate() {
+                        block.copy_from_slice(&grad[((first + i) * out_channels + o) * plane..][..plane]);
+                    }
+                }
+                // SAFETY: dst is `out_channels x k9` row-major, lhs `out_channels x width` row-major, rhs
+                // the transpose of `col` (`k9 x width` row-major); all within their buffers.
+                unsafe {
+                    gemm::gemm(
+                        out_channels,
+                        k9,
+                        width,
+                        dw.as_mut_ptr(),
+                        1,
+                        k9 as isize,
+                        true,
+                        gathered.as_ptr(),
+                        1,
+                        width as isize,
+                        col.as_ptr(),
+                        width as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut total = partials[0].clone();
+    for partial in &partials[1..] {
+        for (t, p) in total.iter_mut().zip(partial) {
+            *t += p;
+        }
+    }
+    total
+}
+
+/// The bias gradient of a convolution: the output gradient summed over images and positions (f64).
+pub(super) fn conv_bias_grad(grad: &[f32], shape: Nchw) -> Vec<f32> {
+    per_channel_sum(shape, |_, p| grad[p * shape.plane()..(p + 1) * shape.plane()].iter().map(|&v| f64::from(v)).sum())
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn im2col_shifts_and_pads_each_image() {
+        let shape = Nchw { n: 2, c: 1, h: 2, w: 3 };
+        let images = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0];
+        let mut rows = vec![f32::NAN; 9 * 12];
+        im2col3x3_channel(&images, shape, 2, 0, &mut rows);
+        // kh = 0, kw = 0: the pixel up and to the left, image by image.
+        assert_eq!(&rows[..12], &[0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 10.0, 20.0]);
+        // kh = 1, kw = 1: the images themselves.
+        assert_eq!(&rows[4 * 12..5 * 12], &images);
+        // kh = 2, kw = 2: down and to the right.
+        assert_eq!(&rows[8 * 12..], &[5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 50.0, 60.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn max_pool_takes_the_first_maximum_and_routes_its_gradient_back() {
+        let shape = Nchw { n: 1, c: 1, h: 2, w: 4 };
+        let x = [1.0, 3.0, 7.0, 7.0, 3.0, 2.0, 0.0, 7.0];
+        let (output, positions) = max_pool2x2_forward(&x, shape);
+        assert_eq!((output, positions.clone()), (vec![3.0, 7.0], vec![1, 0]));
+        assert_eq!(max_pool2x2_backward(&[10.0, 20.0], &positions, shape), [0.0, 10.0, 20.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    }
+}

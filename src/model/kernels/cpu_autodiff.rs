@@ -1,0 +1,162 @@
+//! Backward passes of our own for VGG's CPU operations: `Autodiff<Flex>` runs the forward kernels of
+//! [`super::cpu`] and registers, per operation, the gradients [`super::cpu`] computes for its inputs.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::TensorMetadata;
+use burn_flex::FlexTensor;
+
+use super::cpu::{self, contiguous, new_tensor, values, Nchw};
+use super::{composed, BatchNormed, VggBackend};
+
+type Ad = Autodiff<Flex>;
+
+impl VggBackend for Ad {
+    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Conv3x3;
+
+        impl Backward<Flex, 3> for Conv3x3 {
+            /// The input and the weights.
+            type State = (FlexTensor, FlexTensor);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x, node_weight, node_bias] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x, weight) = ops.state;
+                let out_channels = weight.shape().dims::<4>()[0];
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, cpu::conv3x3_input_grad(grad.clone(), &weight));
+                }
+                let grad_shape = Nchw::of(&grad);
+                if let Some(node) = node_weight {
+                    let x = contiguous(x);
+                    let dw = cpu::conv3x3_weight_grad(values(&x), Nchw::of(&x), values(&grad), out_channels);
+                    grads.register::<Flex>(node.id, new_tensor(dw, weight.shape()));
+                }
+                if let Some(node) = node_bias {
+                    grads.register::<Flex>(node.id, new_tensor(cpu::conv_bias_grad(values(&grad), grad_shape), [out_channels]));
+                }
+            }
+        }
+
+        let weight_primitive = contiguous(weight.primitive.clone());
+        let output = Flex::conv3x3(x.primitive.clone(), weight_primitive.clone(), bias.primitive.clone());
+        match Conv3x3
+            .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, weight_primitive), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn batch_norm_relu(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> BatchNormed<Self> {
+        /// What the backward pass needs: the input, the output (the ReLU's mask), the weight, the batch's
+        /// mean and inverse standard deviation.
+        #[derive(Debug, Clone)]
+        struct State {
+            x: FlexTensor,
+            output: FlexTensor,
+            gamma: Vec<f32>,
+            mean: Vec<f32>,
+            inverse_std: Vec<f32>,
+        }
+
+        #[derive(Debug)]
+        struct BatchNormRelu;
+
+        impl Backward<Flex, 3> for BatchNormRelu {
+            type State = State;
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x, node_weight, node_bias] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let state = ops.state;
+                let shape = Nchw::of(&state.x);
+                let (dx, dgamma, dbeta) = cpu::batch_norm_relu_backward(
+                    values(&grad),
+                    values(&state.x),
+                    values(&state.output),
+                    shape,
+                    &state.gamma,
+                    &state.mean,
+                    &state.inverse_std,
+                );
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, new_tensor(dx, state.x.shape()));
+                }
+                if let Some(node) = node_weight {
+                    grads.register::<Flex>(node.id, new_tensor(dgamma, [shape.c]));
+                }
+                if let Some(node) = node_bias {
+                    grads.register::<Flex>(node.id, new_tensor(dbeta, [shape.c]));
+                }
+            }
+        }
+
+        let input = contiguous(x.primitive.clone());
+        let gamma = contiguous(weight.primitive.clone());
+        let beta = contiguous(bias.primitive.clone());
+        let shape = Nchw::of(&input);
+        let forward = cpu::batch_norm_relu_forward(values(&input), shape, values(&gamma), values(&beta));
+        let output = new_tensor(forward.output, input.shape());
+        // Constants to autodiff: the running statistics carry no gradient.
+        let statistics = |v: Vec<f32>| Ad::from_inner(new_tensor(v, [shape.c]));
+        let (mean, variance) = (statistics(forward.mean.clone()), statistics(forward.variance));
+        let output = match BatchNormRelu.prepare::<NoCheckpointing>([x.node, weight.node, bias.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let state = State {
+                    x: input,
+                    output: output.clone(),
+                    gamma: values(&gamma).to_vec(),
+                    mean: forward.mean,
+                    inverse_std: forward.inverse_std,
+                };
+                prep.finish(state, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        };
+        BatchNormed { output, mean, variance }
+    }
+
+    fn scale_shift_relu(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Evaluation runs on the inner backend; on this one, Burn's own operations differentiate it.
+        composed::scale_shift_relu::<Self>(x, scale, shift)
+    }
+
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct MaxPool2x2;
+
+        impl Backward<Flex, 1> for MaxPool2x2 {
+            /// Where each maximum came from, and the input's shape.
+            type State = (Vec<u8>, Nchw);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (positions, shape) = ops.state;
+                if let Some(node) = node_x {
+                    let dx = cpu::max_pool2x2_backward(values(&grad), &positions, shape);
+                    grads.register::<Flex>(node.id, new_tensor(dx, [shape.n, shape.c, shape.h, shape.w]));
+                }
+            }
+        }
+
+        let input = contiguous(x.primitive.clone());
+        let shape = Nchw::of(&input);
+        let (output, positions) = cpu::max_pool2x2_forward(values(&input), shape);
+        let output = new_tensor(output, [shape.n, shape.c, shape.h / 2, shape.w / 2]);
+        match MaxPool2x2.prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((positions, shape), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The operations VGG11-BN is made of, as one backend extension (Burn's way of adding kernels of one's
+//! own): a 3x3 convolution (padding 1) with bias, BatchNorm with ReLU (batch statistics, and running ones
+//! folded into a scale and a shift), and a 2x2 max-pool. The model calls them through [`VggBackend`]:
+//! - on the CPU (`Flex`, [`cpu`]) they are our kernels, and `Autodiff<Flex>` ([`cpu_autodiff`]) gives
+//!   them backward passes of our own;
+//! - on CUDA (`Cuda`, `Autodiff<Cuda>`) they are Burn's own operations composed ([`composed`]), so
+//!   burn-cuda keeps its kernels and autodiff its backward passes.
+
+pub mod composed;
+mod cpu;
+mod cpu_autodiff;
+#[cfg(test)]
+mod tests;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::TensorPrimitive;
+
+/// A backend with VGG's operations.
+pub trait VggBackend: Backend {
+    /// `[N, C, H, W]` convolved with `[O, C, 3, 3]` (stride 1, padding 1), plus `bias` `[O]`.
+    fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// BatchNorm over `[N, C, H, W]` with the batch's statistics (as PyTorch's in training), scaled by
+    /// `weight` and shifted by `bias` (`[C]`), then ReLU. Also returns the batch mean and the biased
+    /// variance, for the running statistics; those carry no gradient.
+    fn batch_norm_relu(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> BatchNormed<Self>;
+
+    /// `max(0, x * scale + shift)` per channel: BatchNorm with running statistics, then ReLU.
+    fn scale_shift_relu(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// 2x2 max-pool, stride 2, of `[N, C, H, W]` with even `H` and `W`.
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// What [`VggBackend::batch_norm_relu`] gives.
+pub struct BatchNormed<B: Backend> {
+    pub output: FloatTensor<B>,
+    /// `[C]`.
+    pub mean: FloatTensor<B>,
+    /// `[C]`, biased (divided by N x H x W).
+    pub variance: FloatTensor<B>,
+}
+
+/// A backend VGG trains on: autodiff over a backend that has VGG's operations, with them too.
+pub trait TrainingBackend: AutodiffBackend<InnerBackend: VggBackend> + VggBackend {}
+
+impl<B> TrainingBackend for B where B: AutodiffBackend<InnerBackend: VggBackend> + VggBackend {}
+
+fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
+    tensor.into_primitive().tensor()
+}
+
+fn tensor<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// [`VggBackend::conv3x3`] on tensors.
+pub fn conv3x3<B: VggBackend>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Tensor<B, 1>) -> Tensor<B, 4> {
+    tensor(B::conv3x3(primitive(x), primitive(weight), primitive(bias)))
+}
+
+/// [`VggBackend::batch_norm_relu`] on tensors: `(output, mean, biased variance)`.
+pub fn batch_norm_relu<B: VggBackend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 1>,
+    bias: Tensor<B, 1>,
+) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) {
+    let normed = B::batch_norm_relu(primitive(x), primitive(weight), primitive(bias));
+    (tensor(normed.output), tensor(normed.mean), tensor(normed.variance))
+}
+
+/// [`VggBackend::scale_shift_relu`] on tensors.
+pub fn scale_shift_relu<B: VggBackend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Tensor<B, 1>) -> Tensor<B, 4> {
+    tensor(B::scale_shift_relu(primitive(x), primitive(scale), primitive(shift)))
+}
+
+/// [`VggBackend::max_pool2x2`] on tensors.
+pub fn max_pool2x2<B: VggBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    tensor(B::max_pool2x2(primitive(x)))
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use burn::backend::{Autodiff, Cuda};
+
+    use super::{composed, BatchNormed, FloatTensor, VggBackend};
+
+    macro_rules! composed_backend {
+        ($backend:ty) => {
+            impl VggBackend for $backend {
+                fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+                    composed::conv3x3::<Self>(x, weight, bias)
+                }
+
+                fn batch_norm_relu(
+                    x: FloatTensor<Self>,
+                    weight: FloatTensor<Self>,
+                    bias: FloatTensor<Self>,
+                ) -> BatchNormed<Self> {
+                    composed::batch_norm_relu::<Self>(x, weight, bias)
+                }
+
+                fn scale_shift_relu(
+                    x: FloatTensor<Self>,
+                    scale: FloatTensor<Self>,
+                    shift: FloatTensor<Self>,
+                ) -> FloatTensor<Self> {
+                    composed::scale_shift_relu::<Self>(x, scale, shift)
+                }
+
+                fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                    composed::max_pool2x2::<Self>(x)
+                }
+            }
+        };
+    }
+
+    composed_backend!(Cuda);
+    composed_backend!(Autodiff<Cuda>);
+}

@@ -1,0 +1,96 @@
+//! The kernels against Burn's own operations composed (`composed`), forward on `Flex` and backward on
+//! `Autodiff<Flex>`, on random inputs of odd channel counts: equal to FP32 rounding (summation order
+//! differs). tests/kernels.rs holds them against PyTorch.
+
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+use super::{composed, primitive, tensor};
+
+type AD = Autodiff<Flex>;
+
+/// Largest difference relative to the largest magnitude of `expected`.
+fn relative_error<B: Backend, const D: usize>(actual: Tensor<B, D>, expected: Tensor<B, D>) -> f32 {
+    assert_eq!(actual.dims(), expected.dims());
+    let scale = crate::host_reads::scalar(expected.clone().abs().max()) as f32;
+    crate::host_reads::scalar((actual - expected).abs().max()) as f32 / scale.max(f32::MIN_POSITIVE)
+}
+
+fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<AD, D> {
+    AD::seed(&Default::default(), seed);
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Default::default())
+}
+
+/// `sum(op(inputs) * weights)` differentiated, by our kernel and by the composed reference: the outputs
+/// and every input's gradient agree to `tolerance`.
+fn agrees<const N: usize>(
+    inputs: [Tensor<AD, 4>; N],
+    weights: Tensor<AD, 4>,
+    ours: impl Fn(&[Tensor<AD, 4>]) -> Tensor<AD, 4>,
+    reference: impl Fn(&[Tensor<AD, 4>]) -> Tensor<AD, 4>,
+) {
+    let tracked = |inputs: &[Tensor<AD, 4>]| inputs.iter().map(|t| t.clone().detach().require_grad()).collect::<Vec<_>>();
+    let (a, b) = (tracked(&inputs), tracked(&inputs));
+    let (out_a, out_b) = (ours(&a), reference(&b));
+    assert!(relative_error(out_a.clone().inner(), out_b.clone().inner()) < 1e-5, "outputs differ");
+    let (grads_a, grads_b) = ((out_a * weights.clone()).sum().backward(), (out_b * weights).sum().backward());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let error = relative_error(x.grad(&grads_a).expect("a gradient"), y.grad(&grads_b).expect("a gradient"));
+        assert!(error < 1e-5, "gradient of input {i} differs by {error:e}");
+    }
+}
+
+/// Vectors are carried as `[1, C, 1, 1]` tensors through `agrees` and flattened for the operations.
+fn flat(t: &Tensor<AD, 4>) -> Tensor<AD, 1> {
+    t.clone().flatten(0, 3)
+}
+
+#[test]
+fn conv3x3_and_its_gradients_are_burns() {
+    let (x, weight, bias) = (random([3, 5, 6, 8], 1), random([7, 5, 3, 3], 2), random([1, 7, 1, 1], 3));
+    agrees(
+        [x, weight, bias],
+        random([3, 7, 6, 8], 4),
+        |t| super::conv3x3(t[0].clone(), t[1].clone(), flat(&t[2])),
+        |t| tensor(composed::conv3x3::<AD>(primitive(t[0].clone()), primitive(t[1].clone()), primitive(flat(&t[2])))),
+    );
+}
+
+#[test]
+fn batch_norm_relu_and_its_gradients_are_burns() {
+    let (x, gamma, beta) = (random([4, 6, 4, 2], 5), random([1, 6, 1, 1], 6), random([1, 6, 1, 1], 7));
+    agrees(
+        [x.clone(), gamma.clone(), beta.clone()],
+        random([4, 6, 4, 2], 8),
+        |t| super::batch_norm_relu(t[0].clone(), flat(&t[1]), flat(&t[2])).0,
+        |t| {
+            tensor(
+                composed::batch_norm_relu::<AD>(primitive(t[0].clone()), primitive(flat(&t[1])), primitive(flat(&t[2]))).output,
+            )
+        },
+    );
+    let (_, mean, variance) = super::batch_norm_relu(x.clone().inner(), flat(&gamma).inner(), flat(&beta).inner());
+    let reference =
+        composed::batch_norm_relu::<Flex>(primitive(x.inner()), primitive(flat(&gamma).inner()), primitive(flat(&beta).inner()));
+    assert!(relative_error(mean, tensor(reference.mean)) < 1e-5);
+    assert!(relative_error(variance, tensor(reference.variance)) < 1e-5);
+}
+
+#[test]
+fn scale_shift_relu_is_burns() {
+    let (x, scale, shift) = (random([2, 3, 4, 4], 9).inner(), random([3], 10).inner(), random([3], 11).inner());
+    let ours = super::scale_shift_relu(x.clone(), scale.clone(), shift.clone());
+    let reference = tensor(composed::scale_shift_relu::<Flex>(primitive(x), primitive(scale), primitive(shift)));
+    assert_eq!(relative_error(ours, reference), 0.0);
+}
+
+#[test]
+fn max_pool2x2_and_its_gradient_are_burns() {
+    agrees(
+        [random([2, 3, 6, 4], 12)],
+        random([2, 3, 3, 2], 13),
+        |t| super::max_pool2x2(t[0].clone()),
+        |t| tensor(composed::max_pool2x2::<AD>(primitive(t[0].clone()))),
+    );
+}
