@@ -100,7 +100,7 @@ fn a_full_disk_is_a_clear_error() {
         entries: vec![("weight".into(), vggq_pth::Value::Tensor(vggq_pth::Tensor::from_f32(vec![4096], &weights)))],
         metadata: vec![(String::new(), 1)],
     };
-    let error = vggq_pth::write_to(std::io::BufWriter::new(full), "model", &state_dict).err().expect("writing to a full disk");
+    let error = vggq_pth::write_to(std::io::BufWriter::new(full), "model", &state_dict).expect_err("writing to a full disk");
     assert!(error.to_string().contains("No space left"), "{error}");
 }
 
