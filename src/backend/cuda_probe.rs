@@ -305,10 +305,15 @@ pub(crate) fn preload(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The first few of many names, for a message.
+/// Many names in a message: the first, the usual soname (`.so.<n>`), and how many in all.
 fn short_list(names: &[String]) -> String {
-    let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
-    format!("{}{}", shown.join(", "), if names.len() > shown.len() { ", ..." } else { "" })
+    let soname = names.iter().rev().find(|n| n.rsplit_once(".so.").is_some_and(|(_, v)| v.chars().all(|c| c.is_ascii_digit())));
+    match (names.first(), soname) {
+        (Some(first), Some(soname)) if first != soname => {
+            format!("{first}, {soname} and the {} other names cudarc tries", names.len() - 2)
+        }
+        _ => names.join(", "),
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::ModelMetrics;
 use super::session::Provider;
-use crate::backend::{self, Backend, BackendError, DeviceRequest};
+use crate::backend::{self, Backend, BackendError, CudaProbe, DeviceRequest};
 
 /// The providers to run every model on, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,17 +32,14 @@ impl ProviderPlan {
             ),
             DeviceRequest::Auto => {
                 let selection = backend::select(request)?;
+                let found = selection.probe.as_ref().map(CudaProbe::summary).unwrap_or_default();
                 match selection.backend {
                     Backend::Cuda => plan(
                         vec![Provider::Cuda, Provider::Cpu],
                         false,
-                        format!("CUDA and CPU execution providers: --device auto trains on {}", selection.reason),
+                        format!("CUDA and CPU execution providers: training could use {found}"),
                     ),
-                    Backend::Cpu => plan(
-                        vec![Provider::Cpu],
-                        false,
-                        format!("CPU execution provider: --device auto trains on {}", selection.reason),
-                    ),
+                    Backend::Cpu => plan(vec![Provider::Cpu], false, format!("CPU execution provider: no usable GPU ({found})")),
                 }
             }
         })
