@@ -28,6 +28,7 @@ fn write_run_folder(dir: &Path, models: &TinyModels) {
     let train_report = serde_json::json!({
         "profile": profile,
         "device": vggq::backend::select(vggq::backend::DeviceRequest::Cpu).unwrap(),
+        "precision": { "matmul": "fp32", "conv": "fp32" },
         "dataset": "sha256:0000 (archive test.tar.gz)",
         "classes": classes,
         "epochs": [],

@@ -131,12 +131,20 @@ fn train(sh: &Shell, vggq: &PathBuf, bench: TrainShapes) -> Result<()> {
     let script = shared_dir().join("bench/torch_train_bench.py");
     let (batch, seconds, device) = (bench.batch.to_string(), bench.seconds.to_string(), flag_value(bench.device));
     let torch_device = if device == "auto" { "cpu".to_string() } else { device.clone() };
+    // PyTorch computes at the arithmetic vggq's backend was measured to use (on a GPU, TF32 on tensor
+    // cores or FP32; on the CPU, FP32), so the two figures compare.
+    let precision = match bench.device {
+        DeviceRequest::Cpu => "fp32",
+        _ if cmd!(sh, "{vggq} device --json --precision").read()?.contains(r#""tf32""#) => "tf32",
+        _ => "fp32",
+    };
+    let wrapper = sh.current_dir().join("scripts/torch_bench_precision.py");
     for (name, [size, width_div, hidden]) in bench.shapes.sets() {
         println!("== {name} shapes");
         let (size, width_div, hidden) = (size.to_string(), width_div.to_string(), hidden.to_string());
         let shapes = ["--size", &size, "--width-div", &width_div, "--hidden", &hidden, "--batch", &batch, "--seconds", &seconds];
         cmd!(sh, "{vggq} bench-train --device {device} {shapes...}").run()?;
-        cmd!(sh, "{python} {script} --device {torch_device} {shapes...}").run()?;
+        cmd!(sh, "{python} {wrapper} {precision} {script} --device {torch_device} {shapes...}").run()?;
     }
     Ok(())
 }
