@@ -17,9 +17,9 @@ const TEST_IMAGES: usize = 256;
 const MAX_RELATIVE_ERROR: f64 = 1e-4;
 const MIN_AGREEMENT: f64 = 0.99;
 /// Static INT8: rows whose top-1 agrees with PyTorch's outright, near-ties on the output grid counted
-/// against (measured: 0.953 on the tiny model: 12 near-ties of 256 rows).
-const MIN_EXACT_AGREEMENT: f64 = 0.93;
-/// Static INT8: logits within one output step of PyTorch's.
+/// against (measured: 0.973 on the tiny model, 7 near-ties of 256 rows).
+const MIN_EXACT_AGREEMENT: f64 = 0.95;
+/// Static INT8: logits within one output step of PyTorch's (measured: 0.997).
 const MIN_WITHIN_ONE_STEP: f64 = 0.99;
 const CALIBRATION_IMAGES: usize = 128;
 

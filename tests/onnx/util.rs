@@ -24,10 +24,15 @@ pub fn tiny_config(side: usize) -> VggConfig {
     VggConfig::for_input(16, side, 64, 10)
 }
 
+/// Held while a test seeds the backend's one random generator and draws from it (initialisation,
+/// dropout): tests run on parallel threads, and another's draws in between would change this one's.
+static RANDOM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A randomly initialised eval model whose BatchNorms have non-trivial statistics and affine
 /// parameters, so that folding them is tested.
 pub fn tiny_model(config: &VggConfig, seed: u64) -> Vgg<B> {
     let device = Default::default();
+    let _random = RANDOM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     B::seed(&device, seed);
     let mut model = config.init::<B>(&device);
     for block in &mut model.features {
@@ -129,6 +134,7 @@ pub fn trained_tiny_model() -> Vgg<B> {
             type Train = burn::backend::Autodiff<B>;
             let config = tiny_config(32);
             let device = Default::default();
+            let _random = RANDOM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             Train::seed(&device, 0);
             let train_config = TrainConfig { epochs: 1, learning_rate: 0.02, ..TrainConfig::seed() };
             let train = BatchLoader::new(spread(true, TRAINING_IMAGES), LoaderConfig::train(32, 0)).unwrap();
