@@ -11,7 +11,7 @@
 //!   its position kept for the backward pass.
 
 use burn::backend::Flex;
-use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
@@ -61,13 +61,13 @@ pub(super) fn new_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTenso
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-fn conv_options() -> ConvOptions<2> {
-    ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
-}
-
 impl VggBackend for Flex {
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        Flex::conv2d(x, weight, Some(bias), conv_options())
+        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+        let shape = Nchw::of(&x);
+        let out_channels = weight.shape().dims::<4>()[0];
+        let output = conv3x3_forward(values(&x), shape, values(&weight), Some(values(&bias)), out_channels);
+        new_tensor(output, [shape.n, out_channels, shape.h, shape.w])
     }
 
     fn batch_norm_relu(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> BatchNormed<Self> {
@@ -117,19 +117,47 @@ pub(super) struct BatchNormForward {
     pub inverse_std: Vec<f32>,
 }
 
-/// Per channel of `x`: the sum of `f(image, plane)` over the images' planes of that channel, in f64.
-fn per_channel_sum(shape: Nchw, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
-    (0..shape.c).into_par_iter().map(|channel| (0..shape.n).map(|image| f(image, image * shape.c + channel)).sum()).collect()
+/// Lanes of the f32 partial sums the reductions keep: enough for the compiler to fill a vector register,
+/// and short runs, each added into an f64 total, so that long channels lose nothing to f32 rounding.
+const LANES: usize = 16;
+
+/// `sum(f(i))` over `0..len`: `LANES` f32 partial sums over runs of at most `64 * LANES` values, the runs
+/// added in f64.
+fn lane_sum(len: usize, f: impl Fn(usize) -> f32) -> f64 {
+    let mut total = 0.0f64;
+    for run in (0..len).step_by(64 * LANES) {
+        let end = (run + 64 * LANES).min(len);
+        let mut lanes = [0.0f32; LANES];
+        let mut i = run;
+        while i + LANES <= end {
+            for (lane, sum) in lanes.iter_mut().enumerate() {
+                *sum += f(i + lane);
+            }
+            i += LANES;
+        }
+        let rest: f32 = (i..end).map(&f).sum();
+        total += lanes.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(rest);
+    }
+    total
+}
+
+/// Per channel: the sum over the images' planes of that channel of what `f(plane index, plane)` gives.
+fn per_channel_sum(shape: Nchw, f: impl Fn(usize) -> f64 + Sync) -> Vec<f64> {
+    (0..shape.c).into_par_iter().map(|channel| (0..shape.n).map(|image| f(image * shape.c + channel)).sum()).collect()
 }
 
 pub(super) fn batch_norm_relu_forward(x: &[f32], shape: Nchw, gamma: &[f32], beta: &[f32]) -> BatchNormForward {
     let (plane, count) = (shape.plane(), (shape.n * shape.plane()) as f64);
     let slice = |p: usize| &x[p * plane..(p + 1) * plane];
-    let sums = per_channel_sum(shape, |_, p| slice(p).iter().map(|&v| f64::from(v)).sum());
+    let sums = per_channel_sum(shape, |p| {
+        let values = slice(p);
+        lane_sum(plane, |i| values[i])
+    });
     let mean: Vec<f32> = sums.iter().map(|s| (s / count) as f32).collect();
-    let squares = per_channel_sum(shape, |_, p| {
-        let m = f64::from(mean[p % shape.c]);
-        slice(p).iter().map(|&v| (f64::from(v) - m).powi(2)).sum()
+    // The variance about the mean, in a second pass: no cancellation.
+    let squares = per_channel_sum(shape, |p| {
+        let (values, m) = (slice(p), mean[p % shape.c]);
+        lane_sum(plane, |i| (values[i] - m) * (values[i] - m))
     });
     let variance: Vec<f32> = squares.iter().map(|s| (s / count) as f32).collect();
     let inverse_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + BATCH_NORM_EPS).sqrt()).collect();
@@ -159,36 +187,32 @@ pub(super) fn batch_norm_relu_backward(
     inverse_std: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (plane, count) = (shape.plane(), (shape.n * shape.plane()) as f64);
-    let masked = |p: usize, i: usize| if output[p * plane + i] > 0.0 { grad[p * plane + i] } else { 0.0 };
-    // Both sums of a channel in one pass over its planes.
-    let sums: Vec<(f64, f64)> = (0..shape.c)
-        .into_par_iter()
-        .map(|channel| {
-            let (m, s) = (mean[channel], inverse_std[channel]);
-            let mut sums = (0.0f64, 0.0f64);
-            for image in 0..shape.n {
-                let p = image * shape.c + channel;
-                for i in 0..plane {
-                    let dz = f64::from(masked(p, i));
-                    sums.0 += dz;
-                    sums.1 += dz * f64::from((x[p * plane + i] - m) * s);
-                }
-            }
-            sums
-        })
-        .collect();
-    let (sum_dz, sum_dz_xhat): (Vec<f64>, Vec<f64>) = sums.into_iter().unzip();
+    let masked = |o: f32, g: f32| if o > 0.0 { g } else { 0.0 };
+    let planes =
+        |p: usize| (&grad[p * plane..(p + 1) * plane], &x[p * plane..(p + 1) * plane], &output[p * plane..(p + 1) * plane]);
+    let sum_dz = per_channel_sum(shape, |p| {
+        let (g, _, o) = planes(p);
+        lane_sum(plane, |i| masked(o[i], g[i]))
+    });
+    // `sum(dz * x_hat)` is `inv_std * sum(dz * (x - mean))`.
+    let sum_dz_xhat: Vec<f64> = per_channel_sum(shape, |p| {
+        let ((g, x, o), m) = (planes(p), mean[p % shape.c]);
+        lane_sum(plane, |i| masked(o[i], g[i]) * (x[i] - m))
+    })
+    .iter()
+    .zip(inverse_std)
+    .map(|(sum, &s)| sum * f64::from(s))
+    .collect();
     let mut dx = vec![0.0f32; shape.len()];
     dx.par_chunks_mut(shape.image()).enumerate().for_each(|(image, out)| {
         for (channel, out) in out.chunks_mut(plane).enumerate() {
-            let p = image * shape.c + channel;
+            let (g, x, o) = planes(image * shape.c + channel);
             let (m, s) = (mean[channel], inverse_std[channel]);
             let mean_dz = (sum_dz[channel] / count) as f32;
-            let mean_dz_xhat = (sum_dz_xhat[channel] / count) as f32;
+            let slope = s * (sum_dz_xhat[channel] / count) as f32;
             let k = gamma[channel] * s;
-            for (i, o) in out.iter_mut().enumerate() {
-                let x_hat = (x[p * plane + i] - m) * s;
-                *o = (masked(p, i) - mean_dz - x_hat * mean_dz_xhat) * k;
+            for (((d, &g), &x), &o) in out.iter_mut().zip(g).zip(x).zip(o) {
+                *d = (masked(o, g) - mean_dz - (x - m) * slope) * k;
             }
         }
     });
@@ -204,18 +228,19 @@ pub(super) fn max_pool2x2_forward(x: &[f32], shape: Nchw) -> (Vec<f32>, Vec<u8>)
     let mut positions = vec![0u8; output.len()];
     output.par_chunks_mut(h * w).zip(positions.par_chunks_mut(h * w)).zip(x.par_chunks(shape.plane())).for_each(
         |((out, position), input)| {
-            for i in 0..h {
-                let (top, bottom) = (&input[2 * i * shape.w..][..shape.w], &input[(2 * i + 1) * shape.w..][..shape.w]);
-                for j in 0..w {
-                    let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
-                    let mut best = 0;
-                    for (k, &v) in window.iter().enumerate().skip(1) {
-                        if v > window[best] || v.is_nan() {
-                            best = k;
+            for ((out, position), rows) in out.chunks_mut(w).zip(position.chunks_mut(w)).zip(input.chunks(2 * shape.w)) {
+                let (top, bottom) = rows.split_at(shape.w);
+                for (((o, p), t), b) in
+                    out.iter_mut().zip(position.iter_mut()).zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2))
+                {
+                    // The first maximum in row-major order; a NaN wins, as in PyTorch.
+                    let mut best = (t[0], 0u8);
+                    for (k, v) in [(1u8, t[1]), (2, b[0]), (3, b[1])] {
+                        if v > best.0 || v.is_nan() {
+                            best = (v, k);
                         }
                     }
-                    out[i * w + j] = window[best];
-                    position[i * w + j] = best as u8;
+                    (*o, *p) = best;
                 }
             }
         },
@@ -229,10 +254,15 @@ pub(super) fn max_pool2x2_backward(grad: &[f32], positions: &[u8], input: Nchw) 
     let mut dx = vec![0.0f32; input.len()];
     dx.par_chunks_mut(input.plane()).zip(grad.par_chunks(h * w)).zip(positions.par_chunks(h * w)).for_each(
         |((out, grad), positions)| {
-            for i in 0..h {
-                for j in 0..w {
-                    let k = positions[i * w + j] as usize;
-                    out[(2 * i + k / 2) * input.w + 2 * j + k % 2] = grad[i * w + j];
+            for ((rows, grad), positions) in out.chunks_mut(2 * input.w).zip(grad.chunks(w)).zip(positions.chunks(w)) {
+                let (top, bottom) = rows.split_at_mut(input.w);
+                for (((t, b), &g), &k) in top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2)).zip(grad).zip(positions) {
+                    match k {
+                        0 => t[0] = g,
+                        1 => t[1] = g,
+                        2 => b[0] = g,
+                        _ => b[1] = g,
+                    }
                 }
             }
         },
@@ -253,8 +283,9 @@ pub(super) fn conv3x3_input_grad(grad: FlexTensor, weight: &FlexTensor) -> FlexT
             }
         }
     }
-    let flipped = new_tensor(flipped, [in_channels, out_channels, 3, 3]);
-    Flex::conv2d(grad, flipped, None, conv_options())
+    let shape = Nchw::of(&grad);
+    let dx = conv3x3_forward(values(&grad), shape, &flipped, None, in_channels);
+    new_tensor(dx, [shape.n, in_channels, shape.h, shape.w])
 }
 
 /// The rows of channel `c`'s 3x3 neighbourhoods for `images` (`[count, C, H, W]`): in `rows` (9 rows of
@@ -289,6 +320,74 @@ fn im2col3x3_channel(images: &[f32], shape: Nchw, count: usize, c: usize, rows: 
             }
         }
     }
+}
+
+/// `[N, O, H, W]` = the 3x3 convolution (padding 1) of `x` with `weight` (`[O, C, 3, 3]`, row-major), plus
+/// `bias` where given. Each core takes a share of the images and, a group of them at a time, multiplies
+/// the weights (`O x C*9`) by the group's im2col (`C*9 x group*HW`) in a one-core GEMM; a group of one
+/// image writes straight into the output.
+pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Option<&[f32]>, out_channels: usize) -> Vec<f32> {
+    let (plane, k9) = (shape.plane(), shape.c * 9);
+    let out_image = out_channels * plane;
+    let threads = rayon::current_num_threads().clamp(1, shape.n);
+    let share = shape.n.div_ceil(threads);
+    let group = (IM2COL_BUDGET / (k9 * plane)).clamp(1, share);
+    let mut output = vec![0.0f32; shape.n * out_image];
+    output.par_chunks_mut(share * out_image).enumerate().for_each(|(t, out)| {
+        let mut col = vec![0.0f32; k9 * group * plane];
+        let mut product = vec![0.0f32; if group > 1 { out_channels * group * plane } else { 0 }];
+        let end = ((t + 1) * share).min(shape.n);
+        for first in (t * share..end).step_by(group) {
+            let count = group.min(end - first);
+            let width = count * plane;
+            let images = &x[first * shape.image()..(first + count) * shape.image()];
+            for (c, rows) in col[..k9 * width].chunks_mut(9 * width).enumerate() {
+                im2col3x3_channel(images, shape, count, c, rows);
+            }
+            let local = (first - t * share) * out_image;
+            let dst = if count == 1 { &mut out[local..local + out_image] } else { &mut product[..out_channels * width] };
+            // SAFETY: dst is `out_channels x width` row-major, lhs the weights `out_channels x k9` row-major,
+            // rhs `col` (`k9 x width` row-major); all within their buffers.
+            unsafe {
+                gemm::gemm(
+                    out_channels,
+                    width,
+                    k9,
+                    dst.as_mut_ptr(),
+                    1,
+                    width as isize,
+                    false,
+                    weight.as_ptr(),
+                    1,
+                    k9 as isize,
+                    col.as_ptr(),
+                    1,
+                    width as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            if count > 1 {
+                // `O x count*HW` back to `count x O x HW`.
+                for (o, row) in product[..out_channels * width].chunks(width).enumerate() {
+                    for (i, block) in row.chunks(plane).enumerate() {
+                        out[local + i * out_image + o * plane..][..plane].copy_from_slice(block);
+                    }
+                }
+            }
+        }
+        if let Some(bias) = bias {
+            for (o, channel) in out.chunks_mut(plane).enumerate() {
+                let b = bias[o % out_channels];
+                channel.iter_mut().for_each(|v| *v += b);
+            }
+        }
+    });
+    output
 }
 
 /// Floats of im2col buffer a weight-gradient GEMM may take: several images' columns in one GEMM where
@@ -364,10 +463,13 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
 
 /// The bias gradient of a convolution: the output gradient summed over images and positions (f64).
 pub(super) fn conv_bias_grad(grad: &[f32], shape: Nchw) -> Vec<f32> {
-    per_channel_sum(shape, |_, p| grad[p * shape.plane()..(p + 1) * shape.plane()].iter().map(|&v| f64::from(v)).sum())
-        .into_iter()
-        .map(|v| v as f32)
-        .collect()
+    per_channel_sum(shape, |p| {
+        let values = &grad[p * shape.plane()..(p + 1) * shape.plane()];
+        lane_sum(values.len(), |i| values[i])
+    })
+    .into_iter()
+    .map(|v| v as f32)
+    .collect()
 }
 
 #[cfg(test)]
