@@ -98,10 +98,17 @@ fn main() {
     {
         let x = Tensor::<AD, 2>::random([BATCH, fan_in], Distribution::Normal(0.0, 1.0), &device).require_grad();
         let w = Tensor::<AD, 2>::random([fan_in, fan_out], Distribution::Normal(0.0, 1.0), &device).require_grad();
-        let forward = time(runs, || drop(x.clone().matmul(w.clone())));
-        let whole = time(runs, || drop(x.clone().matmul(w.clone()).sum().backward()));
-        let backward = (whole - forward).max(0.0);
-        rows.push((format!("linear{} {fan_in}->{fan_out} (Burn's)", j + 1), [forward, backward, forward, backward]));
+        let b = vector(fan_out);
+        let as4 = |t: Tensor<AD, 2>| t.unsqueeze::<4>();
+        let burn = forward_backward(runs, || {
+            as4(Tensor::from_primitive(TensorPrimitive::Float(composed::linear::<AD>(
+                x.clone().into_primitive().tensor(),
+                w.clone().into_primitive().tensor(),
+                b.clone().into_primitive().tensor(),
+            ))))
+        });
+        let ours = forward_backward(runs, || as4(kernels::linear(x.clone(), w.clone(), b.clone())));
+        rows.push((format!("linear{} {fan_in}->{fan_out}", j + 1), [burn.0, burn.1, ours.0, ours.1]));
     }
     let step = vggq::throughput::seconds_per_training_step::<AD>(&config, BATCH, &device);
     let ours: f64 = rows.iter().map(|(_, t)| t[2] + t[3]).sum();

@@ -1,6 +1,6 @@
 //! VGG's CPU kernels (`vggq::model::kernels` on `Autodiff<Flex>`: 3x3 convolution, BatchNorm with ReLU
-//! in training, 2x2 max-pool) against PyTorch on the same inputs: a conv block's output and the
-//! gradients of every input (tests/python/kernels.py), to FP32 rounding.
+//! in training, 2x2 max-pool, Linear) against PyTorch on the same inputs: a conv block and a Linear, their
+//! outputs and the gradients of every input (tests/python/kernels.py), to FP32 rounding.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,7 +37,9 @@ fn a_conv_block_and_its_gradients_are_pytorchs() {
         ("bias", vec![o]),
         ("gamma", vec![o]),
         ("beta", vec![o]),
-        ("output_weights", vec![n, o, h / 2, w / 2]),
+        ("linear_weight", vec![o * h / 2 * w / 2, 10]),
+        ("linear_bias", vec![10]),
+        ("linear_output_weights", vec![n, 10]),
     ]);
     let values: BTreeMap<&str, Vec<f32>> =
         shapes.iter().map(|(name, shape)| (*name, vggq::host_reads::values(normal(shape.clone())))).collect();
@@ -47,8 +49,10 @@ fn a_conv_block_and_its_gradients_are_pytorchs() {
     let conv = kernels::conv3x3(x.clone().reshape([n, c, h, w]), weight.clone().reshape([o, c, 3, 3]), bias.clone());
     let (normed, _, _) = kernels::batch_norm_relu(conv, gamma.clone(), beta.clone());
     let y = kernels::max_pool2x2(normed);
-    let output_weights = Tensor::<AD, 1>::from_floats(values["output_weights"].as_slice(), &device).reshape([n, o, h / 2, w / 2]);
-    let grads = (y.clone() * output_weights).sum().backward();
+    let (linear_weight, linear_bias) = (tracked("linear_weight"), tracked("linear_bias"));
+    let z = kernels::linear(y.clone().flatten(1, 3), linear_weight.clone().reshape([o * h / 2 * w / 2, 10]), linear_bias.clone());
+    let output_weights = Tensor::<AD, 1>::from_floats(values["linear_output_weights"].as_slice(), &device).reshape([n, 10]);
+    let grads = (z.clone() * output_weights).sum().backward();
 
     let dir = tempfile::tempdir().unwrap();
     let bytes: BTreeMap<&str, Vec<u8>> =
@@ -75,6 +79,9 @@ fn a_conv_block_and_its_gradients_are_pytorchs() {
 
     let ours = [
         ("y", vggq::host_reads::values(y.inner())),
+        ("z", vggq::host_reads::values(z.inner())),
+        ("grad_linear_weight", vggq::host_reads::values(linear_weight.grad(&grads).unwrap())),
+        ("grad_linear_bias", vggq::host_reads::values(linear_bias.grad(&grads).unwrap())),
         ("grad_x", vggq::host_reads::values(x.grad(&grads).unwrap())),
         ("grad_weight", vggq::host_reads::values(weight.grad(&grads).unwrap())),
         ("grad_bias", vggq::host_reads::values(bias.grad(&grads).unwrap())),

@@ -172,9 +172,12 @@ impl<B: VggBackend> Vgg<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = self.avgpool.forward(self.features(images)).flatten::<2>(1, 3);
         let head = &self.classifier;
-        let x = head.dropout.forward(Relu::new().forward(head.hidden1.forward(x)));
-        let x = head.dropout.forward(Relu::new().forward(head.hidden2.forward(x)));
-        head.output.forward(x)
+        let linear = |layer: &Linear<B>, x| {
+            kernels::linear(x, layer.weight.val(), layer.bias.as_ref().expect("the classifier's Linears have biases").val())
+        };
+        let x = head.dropout.forward(Relu::new().forward(linear(&head.hidden1, x)));
+        let x = head.dropout.forward(Relu::new().forward(linear(&head.hidden2, x)));
+        linear(&head.output, x)
     }
 }
 

@@ -205,10 +205,8 @@ impl<B: TrainingBackend> TrainingForward<B> for QatForward<B> {
         let linears = [&head.hidden1, &head.hidden2, &head.output];
         for (j, linear) in linears.into_iter().enumerate() {
             let weight = fake_quantize_weight(linear.weight.val().transpose(), &mut weights[convs + j]).transpose();
-            x = x.matmul(weight);
-            if let Some(bias) = &linear.bias {
-                x = x + bias.val().unsqueeze();
-            }
+            let bias = linear.bias.as_ref().expect("the classifier's Linears have biases").val();
+            x = kernels::linear(x, weight, bias);
             let last = j == 2;
             if !last {
                 x = x.clamp_min(0.0);

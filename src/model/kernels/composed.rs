@@ -41,6 +41,10 @@ pub fn max_pool2x2<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     primitive(max_pool2d(tensor::<B, 4>(x), [2, 2], [2, 2], [0, 0], [1, 1], false))
 }
 
+pub fn linear<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+    primitive(tensor::<B, 2>(x).matmul(tensor(weight)) + tensor::<B, 1>(bias).unsqueeze())
+}
+
 /// [1, C, 1, 1] -> [N, C, 1, 1]. A per-channel value broadcast over N, H and W makes burn-flex walk the
 /// activation with a scalar strided iterator; repeated over N first, it is one scalar per contiguous
 /// H x W row, which its SIMD broadcast path handles (3x faster, measured).

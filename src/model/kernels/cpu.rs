@@ -105,6 +105,81 @@ impl VggBackend for Flex {
         let (output, _) = max_pool2x2_forward(values(&x), shape);
         new_tensor(output, [shape.n, shape.c, shape.h / 2, shape.w / 2])
     }
+
+    fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+        let [n, i] = x.shape().dims();
+        let o = weight.shape().dims::<2>()[1];
+        let mut output: Vec<f32> = values(&bias).repeat(n);
+        // SAFETY: `output` (n x o), `x` (n x i) and `weight` (i x o) are row-major and in bounds.
+        unsafe {
+            matmul(Matrix::rows(&mut output, o), n, o, i, Operand::rows(values(&x), i), Operand::rows(values(&weight), o), true)
+        };
+        new_tensor(output, [n, o])
+    }
+}
+
+/// A GEMM operand: a row-major matrix, or the transpose of one, by its strides.
+pub(super) struct Operand<'a> {
+    data: &'a [f32],
+    row_stride: isize,
+    column_stride: isize,
+}
+
+impl<'a> Operand<'a> {
+    /// A row-major matrix with `columns` columns.
+    pub fn rows(data: &'a [f32], columns: usize) -> Self {
+        Operand { data, row_stride: columns as isize, column_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `columns` columns.
+    pub fn transposed(data: &'a [f32], columns: usize) -> Self {
+        Operand { data, row_stride: 1, column_stride: columns as isize }
+    }
+}
+
+/// A row-major destination matrix.
+pub(super) struct Matrix<'a> {
+    data: &'a mut [f32],
+    columns: usize,
+}
+
+impl<'a> Matrix<'a> {
+    pub fn rows(data: &'a mut [f32], columns: usize) -> Self {
+        Matrix { data, columns }
+    }
+}
+
+/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)` on every core.
+///
+/// # Safety
+/// The operands' strides must stay within their slices for the sizes given.
+pub(super) unsafe fn matmul(dst: Matrix, m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand, accumulate: bool) {
+    assert!(dst.data.len() >= m * dst.columns && dst.columns >= n);
+    // SAFETY: as the caller promises.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            1,
+            dst.columns as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.column_stride,
+            lhs.row_stride,
+            rhs.data.as_ptr(),
+            rhs.column_stride,
+            rhs.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
 }
 
 /// What the training BatchNorm's forward pass computes and its backward pass needs.

@@ -11,7 +11,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorMetadata;
 use burn_flex::FlexTensor;
 
-use super::cpu::{self, contiguous, new_tensor, values, Nchw};
+use super::cpu::{self, contiguous, new_tensor, values, Matrix, Nchw, Operand};
 use super::{composed, BatchNormed, VggBackend};
 
 type Ad = Autodiff<Flex>;
@@ -129,6 +129,69 @@ impl VggBackend for Ad {
     fn scale_shift_relu(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
         // Evaluation runs on the inner backend; on this one, Burn's own operations differentiate it.
         composed::scale_shift_relu::<Self>(x, scale, shift)
+    }
+
+    fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Linear;
+
+        impl Backward<Flex, 3> for Linear {
+            /// The input and the weights.
+            type State = (FlexTensor, FlexTensor);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x, node_weight, node_bias] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x, weight) = ops.state;
+                let ([n, i], o) = (x.shape().dims(), weight.shape().dims::<2>()[1]);
+                let dy = values(&grad);
+                if let Some(node) = node_x {
+                    // dx (n x i) = dy (n x o) * weight^T.
+                    let mut dx = vec![0.0f32; n * i];
+                    // SAFETY: row-major `dx`, `dy` and `weight` of the sizes above.
+                    unsafe {
+                        cpu::matmul(
+                            Matrix::rows(&mut dx, i),
+                            n,
+                            i,
+                            o,
+                            Operand::rows(dy, o),
+                            Operand::transposed(values(&weight), o),
+                            false,
+                        )
+                    };
+                    grads.register::<Flex>(node.id, new_tensor(dx, [n, i]));
+                }
+                if let Some(node) = node_weight {
+                    // dweight (i x o) = x^T * dy.
+                    let mut dw = vec![0.0f32; i * o];
+                    // SAFETY: row-major `dw`, `x` and `dy` of the sizes above.
+                    unsafe {
+                        cpu::matmul(
+                            Matrix::rows(&mut dw, o),
+                            i,
+                            o,
+                            n,
+                            Operand::transposed(values(&x), i),
+                            Operand::rows(dy, o),
+                            false,
+                        )
+                    };
+                    grads.register::<Flex>(node.id, new_tensor(dw, [i, o]));
+                }
+                if let Some(node) = node_bias {
+                    let db = (0..o).map(|j| (0..n).map(|row| f64::from(dy[row * o + j])).sum::<f64>() as f32).collect();
+                    grads.register::<Flex>(node.id, new_tensor(db, [o]));
+                }
+            }
+        }
+
+        let (input, weights) = (contiguous(x.primitive.clone()), contiguous(weight.primitive.clone()));
+        let output = <Flex as VggBackend>::linear(input.clone(), weights.clone(), bias.primitive.clone());
+        match Linear.prepare::<NoCheckpointing>([x.node, weight.node, bias.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((input, weights), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
     }
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -1,6 +1,6 @@
 //! The operations VGG11-BN is made of, as one backend extension (Burn's way of adding kernels of one's
 //! own): a 3x3 convolution (padding 1) with bias, BatchNorm with ReLU (batch statistics, and running ones
-//! folded into a scale and a shift), and a 2x2 max-pool. The model calls them through [`VggBackend`]:
+//! folded into a scale and a shift), a 2x2 max-pool and the classifier's Linears. The model calls them through [`VggBackend`]:
 //! - on the CPU (`Flex`, [`cpu`]) they are our kernels, and `Autodiff<Flex>` ([`cpu_autodiff`]) gives
 //!   them backward passes of our own;
 //! - on CUDA (`Cuda`, `Autodiff<Cuda>`) they are Burn's own operations composed ([`composed`]), so
@@ -32,6 +32,9 @@ pub trait VggBackend: Backend {
 
     /// 2x2 max-pool, stride 2, of `[N, C, H, W]` with even `H` and `W`.
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `x` `[N, I]` times `weight` `[I, O]` (Burn's `Linear` layout), plus `bias` `[O]`.
+    fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// What [`VggBackend::batch_norm_relu`] gives.
@@ -81,6 +84,11 @@ pub fn max_pool2x2<B: VggBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     tensor(B::max_pool2x2(primitive(x)))
 }
 
+/// [`VggBackend::linear`] on tensors.
+pub fn linear<B: VggBackend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, 2> {
+    tensor(<B as VggBackend>::linear(primitive(x), primitive(weight), primitive(bias)))
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use burn::backend::{Autodiff, Cuda};
@@ -112,6 +120,10 @@ mod cuda {
 
                 fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
                     composed::max_pool2x2::<Self>(x)
+                }
+
+                fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+                    composed::linear::<Self>(x, weight, bias)
                 }
             }
         };

@@ -94,3 +94,22 @@ fn max_pool2x2_and_its_gradient_are_burns() {
         |t| tensor(composed::max_pool2x2::<AD>(primitive(t[0].clone()))),
     );
 }
+
+#[test]
+fn linear_and_its_gradients_are_burns() {
+    let (x, weight, bias) = (random([1, 1, 6, 9], 14), random([1, 1, 9, 5], 15), random([1, 1, 1, 5], 16));
+    let matrix = |t: &Tensor<AD, 4>| {
+        let [_, _, rows, columns] = t.dims();
+        t.clone().reshape([rows, columns])
+    };
+    let as4 = |t: Tensor<AD, 2>| {
+        let [rows, columns] = t.dims();
+        t.reshape([1, 1, rows, columns])
+    };
+    agrees(
+        [x, weight, bias],
+        random([1, 1, 6, 5], 17),
+        |t| as4(super::linear(matrix(&t[0]), matrix(&t[1]), flat(&t[2]))),
+        |t| as4(tensor(composed::linear::<AD>(primitive(matrix(&t[0])), primitive(matrix(&t[1])), primitive(flat(&t[2]))))),
+    );
+}
