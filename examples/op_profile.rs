@@ -65,7 +65,10 @@ fn main() {
         }
     }
     for (i, &(width, pool)) in layers.iter().enumerate() {
-        let (x, w, b) = (random([BATCH, channels, side, side]), random([width, channels, 3, 3]), vector(width));
+        // The images need no gradient in training, so the first convolution's backward pass has none.
+        let x = random([BATCH, channels, side, side]);
+        let x = if i == 0 { x.detach() } else { x };
+        let (w, b) = (random([width, channels, 3, 3]), vector(width));
         let burn = forward_backward(runs, || {
             tensor(composed::conv3x3::<AD>(primitive(x.clone()), primitive(w.clone()), primitive(b.clone())))
         });

@@ -469,21 +469,26 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
 /// planes are small, one image where they are large (16 MiB).
 const IM2COL_BUDGET: usize = 4 << 20;
 
+/// Positions of a plane above which a weight-gradient GEMM takes one image at a time.
+const WIDE_PLANE: usize = 4096;
+
 /// The weight gradient `[O, C, 3, 3]` of a 3x3 convolution (padding 1) of `x` whose output gradient is
 /// `grad`. Each core takes a share of the images and, a group of them at a time, multiplies their output
 /// gradient (`O x group*HW`) by the transpose of their im2col (`C*9 x group*HW`) into a partial of its
 /// own (one-core GEMMs: measured faster here than one GEMM across both cores); the partials are summed.
+/// A plane of at least `WIDE_PLANE` positions is a wide enough GEMM alone, and one image's output
+/// gradient is already `O x HW`, so such planes go one image at a time, uncopied.
 pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_channels: usize) -> Vec<f32> {
     let (plane, k9) = (shape.plane(), shape.c * 9);
     let threads = rayon::current_num_threads().clamp(1, shape.n);
     let share = shape.n.div_ceil(threads);
-    let group = (IM2COL_BUDGET / (k9 * plane)).clamp(1, share);
+    let group = if plane >= WIDE_PLANE { 1 } else { (IM2COL_BUDGET / (k9 * plane)).clamp(1, share) };
     let partials: Vec<Vec<f32>> = (0..threads)
         .into_par_iter()
         .map(|t| {
             let mut dw = vec![0.0f32; out_channels * k9];
             let mut col = vec![0.0f32; k9 * group * plane];
-            let mut gathered = vec![0.0f32; out_channels * group * plane];
+            let mut gathered = vec![0.0f32; if group > 1 { out_channels * group * plane } else { 0 }];
             let end = ((t + 1) * share).min(shape.n);
             for first in (t * share..end).step_by(group) {
                 let count = group.min(end - first);
@@ -493,11 +498,16 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
                     im2col3x3_channel(images, shape, count, c, rows);
                 }
                 // The output gradient as `O x count*HW`: each output channel's planes side by side.
-                for (o, row) in gathered[..out_channels * width].chunks_mut(width).enumerate() {
-                    for (i, block) in row.chunks_mut(plane).enumerate() {
-                        block.copy_from_slice(&grad[((first + i) * out_channels + o) * plane..][..plane]);
+                let lhs = if count == 1 {
+                    &grad[first * out_channels * plane..][..out_channels * plane]
+                } else {
+                    for (o, row) in gathered[..out_channels * width].chunks_mut(width).enumerate() {
+                        for (i, block) in row.chunks_mut(plane).enumerate() {
+                            block.copy_from_slice(&grad[((first + i) * out_channels + o) * plane..][..plane]);
+                        }
                     }
-                }
+                    &gathered[..out_channels * width]
+                };
                 // SAFETY: dst is `out_channels x k9` row-major, lhs `out_channels x width` row-major, rhs
                 // the transpose of `col` (`k9 x width` row-major); all within their buffers.
                 unsafe {
@@ -509,7 +519,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
                         1,
                         k9 as isize,
                         true,
-                        gathered.as_ptr(),
+                        lhs.as_ptr(),
                         1,
                         width as isize,
                         col.as_ptr(),

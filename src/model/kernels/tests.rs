@@ -46,15 +46,26 @@ fn flat(t: &Tensor<AD, 4>) -> Tensor<AD, 1> {
     t.clone().flatten(0, 3)
 }
 
-#[test]
-fn conv3x3_and_its_gradients_are_burns() {
-    let (x, weight, bias) = (random([3, 5, 6, 8], 1), random([7, 5, 3, 3], 2), random([1, 7, 1, 1], 3));
+/// A 3x3 convolution of `[n, c, h, w]` images to `o` channels and its gradients, ours against Burn's.
+fn conv3x3_agrees([n, c, h, w]: [usize; 4], o: usize) {
+    let (x, weight, bias) = (random([n, c, h, w], 1), random([o, c, 3, 3], 2), random([1, o, 1, 1], 3));
     agrees(
         [x, weight, bias],
-        random([3, 7, 6, 8], 4),
+        random([n, o, h, w], 4),
         |t| super::conv3x3(t[0].clone(), t[1].clone(), flat(&t[2])),
         |t| tensor(composed::conv3x3::<AD>(primitive(t[0].clone()), primitive(t[1].clone()), primitive(flat(&t[2])))),
     );
+}
+
+#[test]
+fn conv3x3_and_its_gradients_are_burns() {
+    conv3x3_agrees([3, 5, 6, 8], 7);
+}
+
+/// Planes of `WIDE_PLANE` positions or more take the weight gradient's one-image-at-a-time path.
+#[test]
+fn conv3x3_on_wide_planes_and_its_gradients_are_burns() {
+    conv3x3_agrees([3, 3, 64, 65], 5);
 }
 
 #[test]
