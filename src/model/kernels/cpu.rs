@@ -397,6 +397,34 @@ fn im2col3x3_channel(images: &[f32], shape: Nchw, count: usize, c: usize, rows: 
     }
 }
 
+/// Calls `f(first, count, col)` for `images`, `group` images at a time, with `col` the group's im2col
+/// (`C*9 x count*HW`: channel by channel, `im2col3x3_channel`'s rows). The loop a core runs over its share
+/// of the images in the forward pass and the weight gradient.
+fn for_each_im2col_group(
+    x: &[f32],
+    shape: Nchw,
+    images: std::ops::Range<usize>,
+    group: usize,
+    mut f: impl FnMut(usize, usize, &[f32]),
+) {
+    let (plane, k9) = (shape.plane(), shape.c * 9);
+    let mut col = vec![0.0f32; k9 * group * plane];
+    for first in images.clone().step_by(group) {
+        let count = group.min(images.end - first);
+        let width = count * plane;
+        let group_images = &x[first * shape.image()..(first + count) * shape.image()];
+        for (c, rows) in col[..k9 * width].chunks_mut(9 * width).enumerate() {
+            im2col3x3_channel(group_images, shape, count, c, rows);
+        }
+        f(first, count, &col[..k9 * width]);
+    }
+}
+
+/// The images core `t` takes: `share` of them, the last core fewer.
+fn share_of(t: usize, share: usize, n: usize) -> std::ops::Range<usize> {
+    t * share..((t + 1) * share).min(n)
+}
+
 /// `[N, O, H, W]` = the 3x3 convolution (padding 1) of `x` with `weight` (`[O, C, 3, 3]`, row-major), plus
 /// `bias` where given. Each core takes a share of the images and, a group of them at a time, multiplies
 /// the weights (`O x C*9`) by the group's im2col (`C*9 x group*HW`) in a one-core GEMM; a group of one
@@ -409,16 +437,9 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
     let group = (IM2COL_BUDGET / (k9 * plane)).clamp(1, share);
     let mut output = vec![0.0f32; shape.n * out_image];
     output.par_chunks_mut(share * out_image).enumerate().for_each(|(t, out)| {
-        let mut col = vec![0.0f32; k9 * group * plane];
         let mut product = vec![0.0f32; if group > 1 { out_channels * group * plane } else { 0 }];
-        let end = ((t + 1) * share).min(shape.n);
-        for first in (t * share..end).step_by(group) {
-            let count = group.min(end - first);
+        for_each_im2col_group(x, shape, share_of(t, share, shape.n), group, |first, count, col| {
             let width = count * plane;
-            let images = &x[first * shape.image()..(first + count) * shape.image()];
-            for (c, rows) in col[..k9 * width].chunks_mut(9 * width).enumerate() {
-                im2col3x3_channel(images, shape, count, c, rows);
-            }
             let local = (first - t * share) * out_image;
             let dst = if count == 1 { &mut out[local..local + out_image] } else { &mut product[..out_channels * width] };
             // SAFETY: dst is `out_channels x width` row-major, lhs the weights `out_channels x k9` row-major,
@@ -454,7 +475,7 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
                     }
                 }
             }
-        }
+        });
         if let Some(bias) = bias {
             for (o, channel) in out.chunks_mut(plane).enumerate() {
                 let b = bias[o % out_channels];
@@ -487,16 +508,9 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
         .into_par_iter()
         .map(|t| {
             let mut dw = vec![0.0f32; out_channels * k9];
-            let mut col = vec![0.0f32; k9 * group * plane];
             let mut gathered = vec![0.0f32; if group > 1 { out_channels * group * plane } else { 0 }];
-            let end = ((t + 1) * share).min(shape.n);
-            for first in (t * share..end).step_by(group) {
-                let count = group.min(end - first);
+            for_each_im2col_group(x, shape, share_of(t, share, shape.n), group, |first, count, col| {
                 let width = count * plane;
-                let images = &x[first * shape.image()..(first + count) * shape.image()];
-                for (c, rows) in col[..k9 * width].chunks_mut(9 * width).enumerate() {
-                    im2col3x3_channel(images, shape, count, c, rows);
-                }
                 // The output gradient as `O x count*HW`: each output channel's planes side by side.
                 let lhs = if count == 1 {
                     &grad[first * out_channels * plane..][..out_channels * plane]
@@ -533,7 +547,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
                         gemm::Parallelism::None,
                     );
                 }
-            }
+            });
             dw
         })
         .collect();
