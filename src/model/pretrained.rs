@@ -11,6 +11,7 @@ use crate::data::{DigestAlgorithm, ExpectedFile};
 
 use super::vgg::{Vgg, VggConfig};
 use super::ModelError;
+use crate::quant::float_model::torchvision_conv_indices;
 
 /// A published torchvision checkpoint: where it lives and how to recognise it.
 #[derive(Debug, Clone, Copy)]
@@ -73,12 +74,6 @@ pub fn load_features<B: Backend>(mut model: Vgg<B>, config: &VggConfig, path: &P
         return Err(ModelError::UnexpectedTensor { path: path.to_path_buf(), key: key.clone() });
     }
     Ok(model)
-}
-
-/// The `nn.Sequential` index of each conv in torchvision's `make_layers(cfg, batch_norm=True)`, as the
-/// `.pth` layout knows them (a conv takes three slots, conv, bn and relu; a max-pool one).
-fn torchvision_conv_indices(config: &VggConfig) -> Vec<usize> {
-    crate::quant::float_model::pth_config(config).convs().iter().map(|conv| conv.index).collect()
 }
 
 #[cfg(test)]

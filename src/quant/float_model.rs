@@ -192,6 +192,12 @@ pub fn pth_config(config: &VggConfig) -> vggq_pth::layout::VggConfig {
     vggq_pth::layout::VggConfig::vgg11_bn(config.width_divisor, config.pool_size, config.hidden, config.classes)
 }
 
+/// The `nn.Sequential` index of each conv in torchvision's `make_layers(cfg, batch_norm=True)`, as the
+/// `.pth` layout knows them (a conv takes three slots, conv, bn and relu; a max-pool one).
+pub fn torchvision_conv_indices(config: &VggConfig) -> Vec<usize> {
+    pth_config(config).convs().iter().map(|conv| conv.index).collect()
+}
+
 /// The 0-d int64 tensor under `key`.
 fn i64_scalar(state_dict: &StateDict<'_>, key: &str) -> Result<i64, QuantError> {
     match state_dict.get(key) {

@@ -9,7 +9,8 @@ use vggq_pth::tensor::{channels_last_strides, contiguous_strides, to_channels_la
 use vggq_pth::{DType, PackedLinearParams, QTensor, Quantizer, StateDict, Tensor, Value};
 
 use super::float_model::{
-    float_blocks_from_state_dict, pools_after_convs, pth_config, FloatConvBlock, FloatVgg, CLASSIFIER_LINEARS,
+    float_blocks_from_state_dict, pools_after_convs, pth_config, torchvision_conv_indices, FloatConvBlock, FloatVgg,
+    CLASSIFIER_LINEARS,
 };
 use super::model::{QuantMethod, QuantizedConv, QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight, WeightScheme};
 use super::QParams;
@@ -41,10 +42,6 @@ fn float_block_entries(index: usize, block: &FloatConvBlock, entries: &mut Vec<(
     entries.push((format!("{norm}.num_batches_tracked"), Value::Tensor(Tensor::scalar_i64(block.norm.num_batches_tracked))));
 }
 
-fn conv_indices(model_config: &crate::model::VggConfig) -> Vec<usize> {
-    pth_config(model_config).convs().iter().map(|c| c.index).collect()
-}
-
 fn finish(
     entries: Vec<(String, Value<'static>)>,
     config: &crate::model::VggConfig,
@@ -60,7 +57,7 @@ fn finish(
 /// The FP32 model's state_dict (torchvision's `vgg11_bn` keys).
 pub fn fp32_state_dict(model: &FloatVgg) -> Result<StateDict<'static>, QuantError> {
     let mut entries = Vec::new();
-    for (index, block) in conv_indices(&model.config).into_iter().zip(&model.blocks) {
+    for (index, block) in torchvision_conv_indices(&model.config).into_iter().zip(&model.blocks) {
         float_block_entries(index, block, &mut entries);
     }
     for (index, linear) in CLASSIFIER_LINEARS.iter().zip(&model.classifier) {
@@ -105,7 +102,7 @@ pub fn quantized_state_dict(model: &QuantizedVgg) -> Result<StateDict<'static>, 
     let mut entries = Vec::new();
     match &model.features {
         QuantizedFeatures::Float(blocks) => {
-            for (index, block) in conv_indices(&model.config).into_iter().zip(blocks) {
+            for (index, block) in torchvision_conv_indices(&model.config).into_iter().zip(blocks) {
                 float_block_entries(index, block, &mut entries);
             }
         }
@@ -113,7 +110,7 @@ pub fn quantized_state_dict(model: &QuantizedVgg) -> Result<StateDict<'static>, 
             entries.push(("features_0_input_scale_0".into(), Value::Tensor(Tensor::scalar_f32(input.scale))));
             entries
                 .push(("features_0_input_zero_point_0".into(), Value::Tensor(Tensor::scalar_i64(i64::from(input.zero_point)))));
-            for (index, conv) in conv_indices(&model.config).into_iter().zip(convs) {
+            for (index, conv) in torchvision_conv_indices(&model.config).into_iter().zip(convs) {
                 let prefix = format!("features.{index}.");
                 entries.push((format!("{prefix}weight"), Value::QTensor(qtensor(&conv.weight))));
                 entries.push((format!("{prefix}bias"), Value::Parameter(f32_tensor(vec![conv.bias.len()], &conv.bias))));
