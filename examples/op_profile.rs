@@ -38,11 +38,19 @@ fn tensor<const D: usize>(p: FloatTensor<AD>) -> Tensor<AD, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
 }
 
-/// (forward, backward) seconds of `op` on tracked inputs: the backward pass is the whole minus the forward.
+/// (forward, backward) seconds of `op` on tracked inputs. The backward pass starts from a dense random
+/// output gradient, as in training (`sum(op() * g)`; a bare `sum()` would hand the operation a broadcast
+/// gradient to copy first), and is the whole minus the forward minus what this harness costs on a leaf of
+/// the output's shape.
 fn forward_backward(runs: usize, op: impl Fn() -> Tensor<AD, 4>) -> (f64, f64) {
+    let output = op();
+    let (shape, device) = (output.dims(), output.device());
+    let gradient = Tensor::<AD, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+    let leaf = Tensor::<AD, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device).require_grad();
     let forward = time(runs, || drop(op()));
-    let whole = time(runs, || drop(op().sum().backward()));
-    (forward, (whole - forward).max(0.0))
+    let whole = time(runs, || drop((op() * gradient.clone()).sum().backward()));
+    let harness = time(runs, || drop((leaf.clone() * gradient.clone()).sum().backward()));
+    (forward, (whole - forward - harness).max(0.0))
 }
 
 fn main() {
