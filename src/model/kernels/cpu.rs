@@ -1,14 +1,16 @@
 //! VGG's operations on the CPU: burn-flex's tensors, f32, NCHW, both cores through rayon.
 //!
-//! - Convolution forward: burn-flex's own (tiled im2col and an AVX-512 GEMM). The backward passes are
-//!   ours: the input gradient is that same forward convolution of the output gradient with the weights
-//!   flipped and transposed; the weight gradient is, per image, one GEMM of the output gradient with the
-//!   image's im2col, summed in per-thread partials (burn's default runs it as a convolution whose kernel
-//!   is the whole output gradient, the slowest operation of a training step).
+//! - 3x3 convolution: each core takes a share of the images and multiplies the weights by their im2col in
+//!   one-core GEMMs (the `gemm` crate's AVX-512 kernels), several images to a GEMM where planes are small.
+//!   The input gradient is the same forward convolution of the output gradient with the weights flipped
+//!   and transposed; the weight gradient multiplies the output gradient by the im2col's transpose the same
+//!   way, summed in per-core partials (burn's default runs it as a convolution whose kernel is the whole
+//!   output gradient, the slowest operation of a training step).
 //! - BatchNorm with ReLU: one pass for the statistics (f64 sums, as PyTorch's CPU kernel accumulates),
 //!   one for the output; the backward pass likewise, the ReLU's mask taken from the output.
 //! - 2x2 max-pool: the first maximum of each window in row-major order, as PyTorch picks it (NaN wins),
 //!   its position kept for the backward pass.
+//! - Linear: one GEMM forward, one for each of the input's and the weight's gradients.
 
 use burn::backend::Flex;
 use burn::tensor::ops::FloatTensor;
@@ -85,17 +87,9 @@ impl VggBackend for Flex {
     fn scale_shift_relu(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
         let x = contiguous(x);
         let (scale, shift) = (contiguous(scale), contiguous(shift));
-        let shape = Nchw::of(&x);
         let (scale, shift) = (values(&scale), values(&shift));
-        let mut output = vec![0.0f32; shape.len()];
-        output.par_chunks_mut(shape.image()).zip(values(&x).par_chunks(shape.image())).for_each(|(out, image)| {
-            for (channel, (out, input)) in out.chunks_mut(shape.plane()).zip(image.chunks(shape.plane())).enumerate() {
-                let (a, b) = (scale[channel], shift[channel]);
-                for (o, &v) in out.iter_mut().zip(input) {
-                    *o = (v * a + b).max(0.0);
-                }
-            }
-        });
+        // `v - 0.0` is `v` exactly: the same values as `v * scale + shift`.
+        let output = affine_relu(values(&x), Nchw::of(&x), |channel| (0.0, scale[channel], shift[channel]));
         new_tensor(output, x.shape())
     }
 
@@ -120,7 +114,7 @@ impl VggBackend for Flex {
 }
 
 /// A GEMM operand: a row-major matrix, or the transpose of one, by its strides.
-pub(super) struct Operand<'a> {
+struct Operand<'a> {
     data: &'a [f32],
     row_stride: isize,
     column_stride: isize,
@@ -139,7 +133,7 @@ impl<'a> Operand<'a> {
 }
 
 /// A row-major destination matrix.
-pub(super) struct Matrix<'a> {
+struct Matrix<'a> {
     data: &'a mut [f32],
     columns: usize,
 }
@@ -154,7 +148,7 @@ impl<'a> Matrix<'a> {
 ///
 /// # Safety
 /// The operands' strides must stay within their slices for the sizes given.
-pub(super) unsafe fn matmul(dst: Matrix, m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand, accumulate: bool) {
+unsafe fn matmul(dst: Matrix, m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand, accumulate: bool) {
     assert!(dst.data.len() >= m * dst.columns && dst.columns >= n);
     // SAFETY: as the caller promises.
     unsafe {
@@ -180,6 +174,27 @@ pub(super) unsafe fn matmul(dst: Matrix, m: usize, n: usize, k: usize, lhs: Oper
             gemm::Parallelism::Rayon(0),
         );
     }
+}
+
+/// The input gradient of a Linear, `dy (n x o) * weight^T` with `weight` `i x o` row-major: `n x i`.
+pub(super) fn linear_input_grad(dy: &[f32], weight: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
+    let mut dx = vec![0.0f32; n * i];
+    // SAFETY: row-major `dx` (n x i), `dy` (n x o) and `weight` (i x o), as the slices hold them.
+    unsafe { matmul(Matrix::rows(&mut dx, i), n, i, o, Operand::rows(dy, o), Operand::transposed(weight, o), false) };
+    dx
+}
+
+/// The weight gradient of a Linear, `x^T * dy` with `x` `n x i` and `dy` `n x o`: `i x o`, Burn's layout.
+pub(super) fn linear_weight_grad(x: &[f32], dy: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
+    let mut dw = vec![0.0f32; i * o];
+    // SAFETY: row-major `dw` (i x o), `x` (n x i) and `dy` (n x o), as the slices hold them.
+    unsafe { matmul(Matrix::rows(&mut dw, o), i, o, n, Operand::transposed(x, i), Operand::rows(dy, o), false) };
+    dw
+}
+
+/// The bias gradient of a Linear: `dy` (`n x o`) summed over its rows (f64).
+pub(super) fn linear_bias_grad(dy: &[f32], n: usize, o: usize) -> Vec<f32> {
+    (0..o).map(|j| (0..n).map(|row| f64::from(dy[row * o + j])).sum::<f64>() as f32).collect()
 }
 
 /// What the training BatchNorm's forward pass computes and its backward pass needs.
@@ -236,16 +251,24 @@ pub(super) fn batch_norm_relu_forward(x: &[f32], shape: Nchw, gamma: &[f32], bet
     });
     let variance: Vec<f32> = squares.iter().map(|s| (s / count) as f32).collect();
     let inverse_std: Vec<f32> = variance.iter().map(|v| 1.0 / (v + BATCH_NORM_EPS).sqrt()).collect();
+    let output = affine_relu(x, shape, |channel| (mean[channel], inverse_std[channel] * gamma[channel], beta[channel]));
+    BatchNormForward { output, mean, variance, inverse_std }
+}
+
+/// `max(0, (v - offset) * scale + shift)` for every value `v` of `x`, with `(offset, scale, shift)` the
+/// channel's, as `coefficients` gives them: the output pass of BatchNorm+ReLU, with batch statistics or
+/// with running ones.
+fn affine_relu(x: &[f32], shape: Nchw, coefficients: impl Fn(usize) -> (f32, f32, f32) + Sync) -> Vec<f32> {
     let mut output = vec![0.0f32; shape.len()];
     output.par_chunks_mut(shape.image()).zip(x.par_chunks(shape.image())).for_each(|(out, image)| {
-        for (channel, (out, input)) in out.chunks_mut(plane).zip(image.chunks(plane)).enumerate() {
-            let (m, a, b) = (mean[channel], inverse_std[channel] * gamma[channel], beta[channel]);
+        for (channel, (out, input)) in out.chunks_mut(shape.plane()).zip(image.chunks(shape.plane())).enumerate() {
+            let (offset, scale, shift) = coefficients(channel);
             for (o, &v) in out.iter_mut().zip(input) {
-                *o = ((v - m) * a + b).max(0.0);
+                *o = ((v - offset) * scale + shift).max(0.0);
             }
         }
     });
-    BatchNormForward { output, mean, variance, inverse_std }
+    output
 }
 
 /// The gradients of BatchNorm-then-ReLU with respect to its input, weight and bias, given the output

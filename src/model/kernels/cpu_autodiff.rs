@@ -11,7 +11,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorMetadata;
 use burn_flex::FlexTensor;
 
-use super::cpu::{self, contiguous, new_tensor, values, Matrix, Nchw, Operand};
+use super::cpu::{self, contiguous, new_tensor, values, Nchw};
 use super::{composed, BatchNormed, VggBackend};
 
 type Ad = Autodiff<Flex>;
@@ -146,42 +146,13 @@ impl VggBackend for Ad {
                 let ([n, i], o) = (x.shape().dims(), weight.shape().dims::<2>()[1]);
                 let dy = values(&grad);
                 if let Some(node) = node_x {
-                    // dx (n x i) = dy (n x o) * weight^T.
-                    let mut dx = vec![0.0f32; n * i];
-                    // SAFETY: row-major `dx`, `dy` and `weight` of the sizes above.
-                    unsafe {
-                        cpu::matmul(
-                            Matrix::rows(&mut dx, i),
-                            n,
-                            i,
-                            o,
-                            Operand::rows(dy, o),
-                            Operand::transposed(values(&weight), o),
-                            false,
-                        )
-                    };
-                    grads.register::<Flex>(node.id, new_tensor(dx, [n, i]));
+                    grads.register::<Flex>(node.id, new_tensor(cpu::linear_input_grad(dy, values(&weight), n, i, o), [n, i]));
                 }
                 if let Some(node) = node_weight {
-                    // dweight (i x o) = x^T * dy.
-                    let mut dw = vec![0.0f32; i * o];
-                    // SAFETY: row-major `dw`, `x` and `dy` of the sizes above.
-                    unsafe {
-                        cpu::matmul(
-                            Matrix::rows(&mut dw, o),
-                            i,
-                            o,
-                            n,
-                            Operand::transposed(values(&x), i),
-                            Operand::rows(dy, o),
-                            false,
-                        )
-                    };
-                    grads.register::<Flex>(node.id, new_tensor(dw, [i, o]));
+                    grads.register::<Flex>(node.id, new_tensor(cpu::linear_weight_grad(values(&x), dy, n, i, o), [i, o]));
                 }
                 if let Some(node) = node_bias {
-                    let db = (0..o).map(|j| (0..n).map(|row| f64::from(dy[row * o + j])).sum::<f64>() as f32).collect();
-                    grads.register::<Flex>(node.id, new_tensor(db, [o]));
+                    grads.register::<Flex>(node.id, new_tensor(cpu::linear_bias_grad(dy, n, o), [o]));
                 }
             }
         }
