@@ -172,13 +172,16 @@ impl<B: VggBackend> Vgg<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = self.avgpool.forward(self.features(images)).flatten::<2>(1, 3);
         let head = &self.classifier;
-        let linear = |layer: &Linear<B>, x| {
-            kernels::linear(x, layer.weight.val(), layer.bias.as_ref().expect("the classifier's Linears have biases").val())
-        };
+        let linear = |layer: &Linear<B>, x| kernels::linear(x, layer.weight.val(), linear_bias(layer));
         let x = head.dropout.forward(Relu::new().forward(linear(&head.hidden1, x)));
         let x = head.dropout.forward(Relu::new().forward(linear(&head.hidden2, x)));
         linear(&head.output, x)
     }
+}
+
+/// The bias of one of the classifier's Linears (each has one, as in torchvision).
+pub fn linear_bias<B: Backend>(layer: &Linear<B>) -> Tensor<B, 1> {
+    layer.bias.as_ref().expect("the classifier's Linears have biases").val()
 }
 
 impl<B: VggBackend> ConvBlock<B> {

@@ -33,7 +33,7 @@ use super::static_ptq::{convert, FusedVgg};
 use crate::data::BatchLoader;
 use crate::host_reads;
 use crate::model::kernels;
-use crate::model::{FeatureLayer, TrainingBackend, Vgg, VggConfig, BATCH_NORM_EPS};
+use crate::model::{linear_bias, FeatureLayer, TrainingBackend, Vgg, VggConfig, BATCH_NORM_EPS};
 use crate::train::{train_with, EpochReport, TrainConfig, TrainingForward};
 
 /// Epochs of [`QatMode::Finetune`].
@@ -205,8 +205,7 @@ impl<B: TrainingBackend> TrainingForward<B> for QatForward<B> {
         let linears = [&head.hidden1, &head.hidden2, &head.output];
         for (j, linear) in linears.into_iter().enumerate() {
             let weight = fake_quantize_weight(linear.weight.val().transpose(), &mut weights[convs + j]).transpose();
-            let bias = linear.bias.as_ref().expect("the classifier's Linears have biases").val();
-            x = kernels::linear(x, weight, bias);
+            x = kernels::linear(x, weight, linear_bias(linear));
             let last = j == 2;
             if !last {
                 x = x.clamp_min(0.0);
