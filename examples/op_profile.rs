@@ -11,7 +11,8 @@ use burn::prelude::*;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Distribution, TensorPrimitive};
 use vggq::model::kernels::{self, composed};
-use vggq::model::{FeatureLayer, VggConfig};
+use vggq::model::FeatureLayer;
+use vggq::profile::Profile;
 
 type AD = Autodiff<Flex>;
 const BATCH: usize = 32;
@@ -56,8 +57,8 @@ fn forward_backward(runs: usize, op: impl Fn() -> Tensor<AD, 4>) -> (f64, f64) {
 fn main() {
     let shapes = std::env::args().nth(1).unwrap_or_else(|| "smoke".into());
     let config = match shapes.as_str() {
-        "full" => VggConfig::seed(),
-        _ => VggConfig::for_input(4, 32, 512, 10),
+        "full" => Profile::full().model,
+        _ => Profile::smoke().model,
     };
     let runs = if shapes == "full" { 3 } else { 7 };
     let device = Default::default();

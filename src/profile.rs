@@ -65,7 +65,7 @@ impl Profile {
             name: ProfileName::Smoke,
             init: Init::Random,
             data: DataConfig { subset: Some(10_000), ..Self::full().data },
-            model: VggConfig::for_input(4, 32, 512, 10),
+            model: VggConfig::of_shape(ProfileName::Smoke.model_shape(), 10),
             train: TrainConfig { epochs: 2, ..TrainConfig::seed() },
             ..Self::full()
         }

@@ -13,4 +13,4 @@ pub mod names;
 pub mod places;
 
 pub use limits::Limits;
-pub use names::{flag_value, DeviceRequest, Init, ProfileName, QatMode, Variant};
+pub use names::{flag_value, DeviceRequest, Init, ModelShape, ProfileName, QatMode, Variant};

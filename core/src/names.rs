@@ -13,6 +13,27 @@ pub enum ProfileName {
     Smoke,
 }
 
+/// The shapes of a profile's network, which xtask's benchmarks (built without Burn) need too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelShape {
+    /// Input side in pixels.
+    pub input_size: usize,
+    /// VGG11's conv widths are divided by this.
+    pub width_divisor: usize,
+    /// Width of the classifier's hidden Linears.
+    pub hidden: usize,
+}
+
+impl ProfileName {
+    pub fn model_shape(self) -> ModelShape {
+        match self {
+            // The seed's: 128 px, VGG11-BN's widths, 8192 -> 4096 -> 4096 -> 10.
+            ProfileName::Full => ModelShape { input_size: 128, width_divisor: 1, hidden: 4096 },
+            ProfileName::Smoke => ModelShape { input_size: 32, width_divisor: 4, hidden: 512 },
+        }
+    }
+}
+
 /// What the user asked for with `--device`: where Burn trains and which execution provider ONNX Runtime
 /// evaluates on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

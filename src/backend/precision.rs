@@ -82,7 +82,7 @@ mod tests {
     /// burn-flex computes in FP32, and the probes say so (at the smoke profile's shapes).
     #[test]
     fn the_cpu_computes_in_fp32() {
-        let precision = measure::<burn::backend::Flex>(&VggConfig::for_input(4, 32, 512, 10), 4, &Default::default());
+        let precision = measure::<burn::backend::Flex>(&crate::profile::Profile::smoke().model, 4, &Default::default());
         assert_eq!(precision, Precision { matmul: Arithmetic::Fp32, conv: Arithmetic::Fp32 });
     }
 

@@ -7,6 +7,7 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+use vggq_core::{ModelShape, ProfileName};
 
 use super::batch_norm::BatchNorm2d;
 use super::kernels::{self, VggBackend};
@@ -64,7 +65,12 @@ pub struct VggConfig {
 impl VggConfig {
     /// The seed's model: 128-px input, 4x4 pool, Linear 8192 -> 4096 -> 4096 -> 10.
     pub fn seed() -> Self {
-        Self::for_input(1, 128, 4096, 10)
+        Self::of_shape(ProfileName::Full.model_shape(), 10)
+    }
+
+    /// A profile's network for `classes` classes.
+    pub fn of_shape(shape: ModelShape, classes: usize) -> Self {
+        Self::for_input(shape.width_divisor, shape.input_size, shape.hidden, classes)
     }
 
     /// A VGG11-BN whose average pool is input/32, as the seed rebuilds it.

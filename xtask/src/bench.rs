@@ -6,7 +6,7 @@ use anyhow::Result;
 use xshell::{cmd, Shell};
 
 use vggq_core::places::shared_dir;
-use vggq_core::{flag_value, DeviceRequest, Variant};
+use vggq_core::{flag_value, DeviceRequest, ProfileName, Variant};
 
 use crate::python;
 
@@ -62,14 +62,12 @@ enum Shapes {
 }
 
 impl Shapes {
-    /// (size, width divisor, hidden) of each shape set measured.
-    fn sets(self) -> Vec<(&'static str, [usize; 3])> {
-        let smoke = ("smoke", [32, 4, 512]);
-        let full = ("full", [128, 1, 4096]);
+    /// The profiles whose shapes are measured, in order.
+    fn profiles(self) -> Vec<ProfileName> {
         match self {
-            Shapes::Smoke => vec![smoke],
-            Shapes::Full => vec![full],
-            Shapes::Both => vec![smoke, full],
+            Shapes::Smoke => vec![ProfileName::Smoke],
+            Shapes::Full => vec![ProfileName::Full],
+            Shapes::Both => vec![ProfileName::Smoke, ProfileName::Full],
         }
     }
 }
@@ -139,9 +137,10 @@ fn train(sh: &Shell, vggq: &PathBuf, bench: TrainShapes) -> Result<()> {
         _ => "fp32",
     };
     let wrapper = sh.current_dir().join("scripts/torch_bench_precision.py");
-    for (name, [size, width_div, hidden]) in bench.shapes.sets() {
-        println!("== {name} shapes");
-        let (size, width_div, hidden) = (size.to_string(), width_div.to_string(), hidden.to_string());
+    for profile in bench.shapes.profiles() {
+        println!("== {} shapes", flag_value(profile));
+        let shape = profile.model_shape();
+        let (size, width_div, hidden) = (shape.input_size.to_string(), shape.width_divisor.to_string(), shape.hidden.to_string());
         let shapes = ["--size", &size, "--width-div", &width_div, "--hidden", &hidden, "--batch", &batch, "--seconds", &seconds];
         cmd!(sh, "{vggq} bench-train --device {device} {shapes...}").run()?;
         cmd!(sh, "{python} {wrapper} {precision} {script} --device {torch_device} {shapes...}").run()?;
