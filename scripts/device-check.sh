@@ -71,6 +71,8 @@ step "probe"
 precision="$("$python" -c 'import json, sys; p = json.load(open(sys.argv[1]))["precision"]; print("tf32" if "tf32" in (p["matmul"], p["conv"]) else "fp32")' "$out/device.json")"
 
 step "training and evaluation speed, vggq beside PyTorch ($precision)"
+# This run's figures only: $out may hold an earlier run's (a dry run's target/device-check does).
+: > "$out/bench.txt"
 bench() {  # label, shape flags...
     local label="$1"; shift
     "$vggq" bench-train --device "$device" --seconds "$seconds" "$@" | sed "s/^/$label: /" | tee -a "$out/bench.txt"
