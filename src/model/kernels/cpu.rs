@@ -386,18 +386,58 @@ pub(super) fn conv3x3_input_grad(grad: FlexTensor, weight: &FlexTensor) -> FlexT
     new_tensor(dx, [shape.n, in_channels, shape.h, shape.w])
 }
 
-/// The rows of channel `c`'s 3x3 neighbourhoods for `images` (`[count, C, H, W]`): in `rows` (9 rows of
-/// `count * H * W`, `kh * 3 + kw`), at column `i * H * W + y * W + x`, `images[i, c, y + kh - 1, x + kw - 1]`,
-/// zero outside. One channel's part of an im2col whose columns run over several images.
-fn im2col3x3_channel(images: &[f32], shape: Nchw, count: usize, c: usize, rows: &mut [f32]) {
+/// A block of im2col columns: `count` whole images from `first`, or rows `rows` of image `first` alone.
+#[derive(Debug, Clone)]
+struct ColumnBlock {
+    first: usize,
+    count: usize,
+    rows: std::ops::Range<usize>,
+}
+
+impl ColumnBlock {
+    /// Columns: positions of the block, image by image.
+    fn width(&self, shape: Nchw) -> usize {
+        self.count * self.rows.len() * shape.w
+    }
+}
+
+/// Floats of im2col a GEMM takes at most: half of a Zen 4 core's 1 MiB L2, so that the columns the GEMM
+/// reads are still there (measured: 4 Mi floats ran the smoke shapes' weight gradients at half the speed).
+const IM2COL_BUDGET: usize = 1 << 17;
+
+/// Columns a block of one image's rows has at least: narrower GEMMs lose more to their fixed costs than
+/// the cache saves.
+const MIN_BAND_WIDTH: usize = 256;
+
+/// The blocks a core takes over `images`: as many whole images as `IM2COL_BUDGET` holds, or, where one
+/// image's im2col is larger, bands of its rows.
+fn column_blocks(shape: Nchw, images: std::ops::Range<usize>) -> Vec<ColumnBlock> {
+    let k9 = shape.c * 9;
+    if k9 * shape.plane() <= IM2COL_BUDGET {
+        let group = IM2COL_BUDGET / (k9 * shape.plane());
+        let end = images.end;
+        images.step_by(group).map(|first| ColumnBlock { first, count: group.min(end - first), rows: 0..shape.h }).collect()
+    } else {
+        let band = (IM2COL_BUDGET / (k9 * shape.w)).max(MIN_BAND_WIDTH.div_ceil(shape.w)).clamp(1, shape.h);
+        images
+            .flat_map(|first| {
+                (0..shape.h).step_by(band).map(move |y| ColumnBlock { first, count: 1, rows: y..(y + band).min(shape.h) })
+            })
+            .collect()
+    }
+}
+
+/// Channel `c`'s 3x3 neighbourhoods over `block`: in `rows` (9 rows of the block's width, `kh * 3 + kw`),
+/// at column `i * band + (y - y0) * W + x`, `x[first + i, c, y + kh - 1, x + kw - 1]`, zero outside the
+/// image. One channel's part of an im2col whose columns run over several images or a band of one.
+fn im2col3x3_channel(x: &[f32], shape: Nchw, block: &ColumnBlock, c: usize, rows: &mut [f32]) {
     let (h, w, plane) = (shape.h, shape.w, shape.plane());
-    let width = count * plane;
-    for (k, row) in rows.chunks_mut(width).enumerate() {
+    let band = block.rows.len() * w;
+    for (k, row) in rows.chunks_mut(block.width(shape)).enumerate() {
         let (kh, kw) = (k / 3, k % 3);
-        for (i, block) in row.chunks_mut(plane).enumerate() {
-            let input = &images[i * shape.image() + c * plane..][..plane];
-            for y in 0..h {
-                let out = &mut block[y * w..(y + 1) * w];
+        for (i, out) in row.chunks_mut(band).enumerate() {
+            let input = &x[(block.first + i) * shape.image() + c * plane..][..plane];
+            for (y, out) in block.rows.clone().zip(out.chunks_mut(w)) {
                 let source_y = y as isize + kh as isize - 1;
                 if source_y < 0 || source_y >= h as isize {
                     out.fill(0.0);
@@ -420,26 +460,20 @@ fn im2col3x3_channel(images: &[f32], shape: Nchw, count: usize, c: usize, rows: 
     }
 }
 
-/// Calls `f(first, count, col)` for `images`, `group` images at a time, with `col` the group's im2col
-/// (`C*9 x count*HW`: channel by channel, `im2col3x3_channel`'s rows). The loop a core runs over its share
+/// Calls `f(block, col)` for each of `column_blocks(shape, images)`, with `col` the block's im2col
+/// (`C*9 x width`: channel by channel, `im2col3x3_channel`'s rows). The loop a core runs over its share
 /// of the images in the forward pass and the weight gradient.
-fn for_each_im2col_group(
-    x: &[f32],
-    shape: Nchw,
-    images: std::ops::Range<usize>,
-    group: usize,
-    mut f: impl FnMut(usize, usize, &[f32]),
-) {
-    let (plane, k9) = (shape.plane(), shape.c * 9);
-    let mut col = vec![0.0f32; k9 * group * plane];
-    for first in images.clone().step_by(group) {
-        let count = group.min(images.end - first);
-        let width = count * plane;
-        let group_images = &x[first * shape.image()..(first + count) * shape.image()];
+fn for_each_im2col_block(x: &[f32], shape: Nchw, images: std::ops::Range<usize>, mut f: impl FnMut(&ColumnBlock, &[f32])) {
+    let blocks = column_blocks(shape, images);
+    let k9 = shape.c * 9;
+    let most = blocks.iter().map(|b| b.width(shape)).max().unwrap_or(0);
+    let mut col = vec![0.0f32; k9 * most];
+    for block in &blocks {
+        let width = block.width(shape);
         for (c, rows) in col[..k9 * width].chunks_mut(9 * width).enumerate() {
-            im2col3x3_channel(group_images, shape, count, c, rows);
+            im2col3x3_channel(x, shape, block, c, rows);
         }
-        f(first, count, &col[..k9 * width]);
+        f(block, &col[..k9 * width]);
     }
 }
 
@@ -449,24 +483,30 @@ fn share_of(t: usize, share: usize, n: usize) -> std::ops::Range<usize> {
 }
 
 /// `[N, O, H, W]` = the 3x3 convolution (padding 1) of `x` with `weight` (`[O, C, 3, 3]`, row-major), plus
-/// `bias` where given. Each core takes a share of the images and, a group of them at a time, multiplies
-/// the weights (`O x C*9`) by the group's im2col (`C*9 x group*HW`) in a one-core GEMM; a group of one
-/// image writes straight into the output.
+/// `bias` where given. Each core takes a share of the images and, a block of columns at a time,
+/// multiplies the weights (`O x C*9`) by the block's im2col (`C*9 x width`) in a one-core GEMM; a block
+/// within one image writes straight into the output.
 pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Option<&[f32]>, out_channels: usize) -> Vec<f32> {
     let (plane, k9) = (shape.plane(), shape.c * 9);
     let out_image = out_channels * plane;
     let threads = rayon::current_num_threads().clamp(1, shape.n);
     let share = shape.n.div_ceil(threads);
-    let group = (IM2COL_BUDGET / (k9 * plane)).clamp(1, share);
     let mut output = vec![0.0f32; shape.n * out_image];
     output.par_chunks_mut(share * out_image).enumerate().for_each(|(t, out)| {
-        let mut product = vec![0.0f32; if group > 1 { out_channels * group * plane } else { 0 }];
-        for_each_im2col_group(x, shape, share_of(t, share, shape.n), group, |first, count, col| {
-            let width = count * plane;
-            let local = (first - t * share) * out_image;
-            let dst = if count == 1 { &mut out[local..local + out_image] } else { &mut product[..out_channels * width] };
-            // SAFETY: dst is `out_channels x width` row-major, lhs the weights `out_channels x k9` row-major,
-            // rhs `col` (`k9 x width` row-major); all within their buffers.
+        let mut product = Vec::new();
+        for_each_im2col_block(x, shape, share_of(t, share, shape.n), |block, col| {
+            let width = block.width(shape);
+            let local = (block.first - t * share) * out_image;
+            // One image: its band of each output channel's plane, rows `plane` apart.
+            let (dst, dst_row_stride) = if block.count == 1 {
+                (&mut out[local + block.rows.start * shape.w..], plane)
+            } else {
+                product.resize(out_channels * width, 0.0);
+                (&mut product[..], width)
+            };
+            assert!(dst.len() >= (out_channels - 1) * dst_row_stride + width);
+            // SAFETY: dst is `out_channels x width` with rows `dst_row_stride` apart (checked above), lhs
+            // the weights `out_channels x k9` row-major, rhs `col` (`k9 x width` row-major).
             unsafe {
                 gemm::gemm(
                     out_channels,
@@ -474,7 +514,7 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
                     k9,
                     dst.as_mut_ptr(),
                     1,
-                    width as isize,
+                    dst_row_stride as isize,
                     false,
                     weight.as_ptr(),
                     1,
@@ -490,7 +530,7 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
                     gemm::Parallelism::None,
                 );
             }
-            if count > 1 {
+            if block.count > 1 {
                 // `O x count*HW` back to `count x O x HW`.
                 for (o, row) in product[..out_channels * width].chunks(width).enumerate() {
                     for (i, block) in row.chunks(plane).enumerate() {
@@ -509,44 +549,39 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
     output
 }
 
-/// Floats of im2col buffer a weight-gradient GEMM may take: several images' columns in one GEMM where
-/// planes are small, one image where they are large (16 MiB).
-const IM2COL_BUDGET: usize = 4 << 20;
-
-/// Positions of a plane above which a weight-gradient GEMM takes one image at a time.
-const WIDE_PLANE: usize = 4096;
-
 /// The weight gradient `[O, C, 3, 3]` of a 3x3 convolution (padding 1) of `x` whose output gradient is
-/// `grad`. Each core takes a share of the images and, a group of them at a time, multiplies their output
-/// gradient (`O x group*HW`) by the transpose of their im2col (`C*9 x group*HW`) into a partial of its
+/// `grad`. Each core takes a share of the images and, a block of columns at a time, multiplies their
+/// output gradient (`O x width`) by the transpose of their im2col (`C*9 x width`) into a partial of its
 /// own (one-core GEMMs: measured faster here than one GEMM across both cores); the partials are summed.
-/// A plane of at least `WIDE_PLANE` positions is a wide enough GEMM alone, and one image's output
-/// gradient is already `O x HW`, so such planes go one image at a time, uncopied.
+/// Within one image the output gradient is read in place, rows `HW` apart; across several, gathered.
 pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_channels: usize) -> Vec<f32> {
     let (plane, k9) = (shape.plane(), shape.c * 9);
     let threads = rayon::current_num_threads().clamp(1, shape.n);
     let share = shape.n.div_ceil(threads);
-    let group = if plane >= WIDE_PLANE { 1 } else { (IM2COL_BUDGET / (k9 * plane)).clamp(1, share) };
     let partials: Vec<Vec<f32>> = (0..threads)
         .into_par_iter()
         .map(|t| {
             let mut dw = vec![0.0f32; out_channels * k9];
-            let mut gathered = vec![0.0f32; if group > 1 { out_channels * group * plane } else { 0 }];
-            for_each_im2col_group(x, shape, share_of(t, share, shape.n), group, |first, count, col| {
-                let width = count * plane;
-                // The output gradient as `O x count*HW`: each output channel's planes side by side.
-                let lhs = if count == 1 {
-                    &grad[first * out_channels * plane..][..out_channels * plane]
+            let mut gathered = Vec::new();
+            for_each_im2col_block(x, shape, share_of(t, share, shape.n), |block, col| {
+                let width = block.width(shape);
+                let image = &grad[block.first * out_channels * plane..];
+                let (lhs, lhs_row_stride) = if block.count == 1 {
+                    (&image[block.rows.start * shape.w..], plane)
                 } else {
-                    for (o, row) in gathered[..out_channels * width].chunks_mut(width).enumerate() {
+                    // The output gradient as `O x count*HW`: each output channel's planes side by side.
+                    gathered.resize(out_channels * width, 0.0);
+                    for (o, row) in gathered.chunks_mut(width).enumerate() {
                         for (i, block) in row.chunks_mut(plane).enumerate() {
-                            block.copy_from_slice(&grad[((first + i) * out_channels + o) * plane..][..plane]);
+                            block.copy_from_slice(&image[(i * out_channels + o) * plane..][..plane]);
                         }
                     }
-                    &gathered[..out_channels * width]
+                    (&gathered[..], width)
                 };
-                // SAFETY: dst is `out_channels x k9` row-major, lhs `out_channels x width` row-major, rhs
-                // the transpose of `col` (`k9 x width` row-major); all within their buffers.
+                assert!(lhs.len() >= (out_channels - 1) * lhs_row_stride + width);
+                // SAFETY: dst is `out_channels x k9` row-major, lhs `out_channels x width` with rows
+                // `lhs_row_stride` apart (checked above), rhs the transpose of `col` (`k9 x width`
+                // row-major).
                 unsafe {
                     gemm::gemm(
                         out_channels,
@@ -558,7 +593,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
                         true,
                         lhs.as_ptr(),
                         1,
-                        width as isize,
+                        lhs_row_stride as isize,
                         col.as_ptr(),
                         width as isize,
                         1,
@@ -603,7 +638,7 @@ mod tests {
         let shape = Nchw { n: 2, c: 1, h: 2, w: 3 };
         let images = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0];
         let mut rows = vec![f32::NAN; 9 * 12];
-        im2col3x3_channel(&images, shape, 2, 0, &mut rows);
+        im2col3x3_channel(&images, shape, &ColumnBlock { first: 0, count: 2, rows: 0..2 }, 0, &mut rows);
         // kh = 0, kw = 0: the pixel up and to the left, image by image.
         assert_eq!(&rows[..12], &[0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 10.0, 20.0]);
         // kh = 1, kw = 1: the images themselves.
