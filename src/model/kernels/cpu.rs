@@ -17,6 +17,8 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use super::{BatchNormed, VggBackend};
 use crate::model::BATCH_NORM_EPS;
@@ -430,34 +432,59 @@ fn column_blocks(shape: Nchw, images: std::ops::Range<usize>) -> Vec<ColumnBlock
 /// Channel `c`'s 3x3 neighbourhoods over `block`: in `rows` (9 rows of the block's width, `kh * 3 + kw`),
 /// at column `i * band + (y - y0) * W + x`, `x[first + i, c, y + kh - 1, x + kw - 1]`, zero outside the
 /// image. One channel's part of an im2col whose columns run over several images or a band of one.
+///
+/// Within an image's band, a shifted neighbour's rows are one contiguous run of the input, so each is
+/// one copy (small planes would otherwise pay a call per row of a few floats), after which the column
+/// the shift brought in from the next or previous row is zeroed.
 fn im2col3x3_channel(x: &[f32], shape: Nchw, block: &ColumnBlock, c: usize, rows: &mut [f32]) {
-    let (h, w, plane) = (shape.h, shape.w, shape.plane());
+    let (h, w, plane) = (shape.h as isize, shape.w, shape.plane());
+    let (y0, y1) = (block.rows.start as isize, block.rows.end as isize);
     let band = block.rows.len() * w;
     for (k, row) in rows.chunks_mut(block.width(shape)).enumerate() {
-        let (kh, kw) = (k / 3, k % 3);
+        let (dy, dx) = (k as isize / 3 - 1, k as isize % 3 - 1);
+        // Output rows whose source row `y + dy` lies in the image.
+        let (first, last) = (y0.max(-dy), y1.min(h - dy));
         for (i, out) in row.chunks_mut(band).enumerate() {
             let input = &x[(block.first + i) * shape.image() + c * plane..][..plane];
-            for (y, out) in block.rows.clone().zip(out.chunks_mut(w)) {
-                let source_y = y as isize + kh as isize - 1;
-                if source_y < 0 || source_y >= h as isize {
-                    out.fill(0.0);
-                    continue;
-                }
-                let source = &input[source_y as usize * w..][..w];
-                match kw {
-                    0 => {
-                        out[0] = 0.0;
-                        out[1..].copy_from_slice(&source[..w - 1]);
-                    }
-                    1 => out.copy_from_slice(source),
-                    _ => {
-                        out[..w - 1].copy_from_slice(&source[1..]);
-                        out[w - 1] = 0.0;
-                    }
-                }
+            if first >= last {
+                out.fill(0.0);
+                continue;
+            }
+            let (start, end) = ((first - y0) as usize * w, (last - y0) as usize * w);
+            out[..start].fill(0.0);
+            out[end..].fill(0.0);
+            // out[j] = input[j + offset]; the one float a shift reads before or past the plane is a
+            // border position, zeroed below.
+            let offset = ((first + dy) * w as isize + dx) - start as isize;
+            let (from, to) = ((start as isize).max(-offset) as usize, (end as isize).min(plane as isize - offset) as usize);
+            out[from..to].copy_from_slice(&input[(from as isize + offset) as usize..(to as isize + offset) as usize]);
+            let border = match dx {
+                -1 => Some(0),
+                1 => Some(w - 1),
+                _ => None,
+            };
+            if let Some(column) = border {
+                out[start..end].iter_mut().skip(column).step_by(w).for_each(|v| *v = 0.0);
             }
         }
     }
+}
+
+thread_local! {
+    /// Each core's im2col buffer, and its buffer for a GEMM's operand or product in another layout: kept
+    /// from one call to the next, which zero-filled fresh ones every time.
+    static IM2COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static REORDERED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `f` on this core's `buffer`, at least `len` floats long (its old contents left in it).
+fn with_scratch<R>(buffer: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    buffer.with_borrow_mut(|scratch| {
+        if scratch.len() < len {
+            scratch.resize(len, 0.0);
+        }
+        f(&mut scratch[..len])
+    })
 }
 
 /// Calls `f(block, col)` for each of `column_blocks(shape, images)`, with `col` the block's im2col
@@ -467,14 +494,15 @@ fn for_each_im2col_block(x: &[f32], shape: Nchw, images: std::ops::Range<usize>,
     let blocks = column_blocks(shape, images);
     let k9 = shape.c * 9;
     let most = blocks.iter().map(|b| b.width(shape)).max().unwrap_or(0);
-    let mut col = vec![0.0f32; k9 * most];
-    for block in &blocks {
-        let width = block.width(shape);
-        for (c, rows) in col[..k9 * width].chunks_mut(9 * width).enumerate() {
-            im2col3x3_channel(x, shape, block, c, rows);
+    with_scratch(&IM2COL, k9 * most, |col| {
+        for block in &blocks {
+            let width = block.width(shape);
+            for (c, rows) in col[..k9 * width].chunks_mut(9 * width).enumerate() {
+                im2col3x3_channel(x, shape, block, c, rows);
+            }
+            f(block, &col[..k9 * width]);
         }
-        f(block, &col[..k9 * width]);
-    }
+    })
 }
 
 /// The images core `t` takes: `share` of them, the last core fewer.
@@ -493,58 +521,60 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
     let share = shape.n.div_ceil(threads);
     let mut output = vec![0.0f32; shape.n * out_image];
     output.par_chunks_mut(share * out_image).enumerate().for_each(|(t, out)| {
-        let mut product = Vec::new();
         for_each_im2col_block(x, shape, share_of(t, share, shape.n), |block, col| {
             let width = block.width(shape);
             let local = (block.first - t * share) * out_image;
-            // One image: its band of each output channel's plane, rows `plane` apart.
-            let (dst, dst_row_stride) = if block.count == 1 {
-                (&mut out[local + block.rows.start * shape.w..], plane)
-            } else {
-                product.resize(out_channels * width, 0.0);
-                (&mut product[..], width)
+            let multiply = |dst: &mut [f32], dst_row_stride: usize| {
+                assert!(dst.len() >= (out_channels - 1) * dst_row_stride + width);
+                // SAFETY: dst is `out_channels x width` with rows `dst_row_stride` apart (checked above),
+                // lhs the weights `out_channels x k9` row-major, rhs `col` (`k9 x width` row-major).
+                unsafe {
+                    gemm::gemm(
+                        out_channels,
+                        width,
+                        k9,
+                        dst.as_mut_ptr(),
+                        1,
+                        dst_row_stride as isize,
+                        false,
+                        weight.as_ptr(),
+                        1,
+                        k9 as isize,
+                        col.as_ptr(),
+                        1,
+                        width as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
             };
-            assert!(dst.len() >= (out_channels - 1) * dst_row_stride + width);
-            // SAFETY: dst is `out_channels x width` with rows `dst_row_stride` apart (checked above), lhs
-            // the weights `out_channels x k9` row-major, rhs `col` (`k9 x width` row-major).
-            unsafe {
-                gemm::gemm(
-                    out_channels,
-                    width,
-                    k9,
-                    dst.as_mut_ptr(),
-                    1,
-                    dst_row_stride as isize,
-                    false,
-                    weight.as_ptr(),
-                    1,
-                    k9 as isize,
-                    col.as_ptr(),
-                    1,
-                    width as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            if block.count > 1 {
-                // `O x count*HW` back to `count x O x HW`.
-                for (o, row) in product[..out_channels * width].chunks(width).enumerate() {
-                    for (i, block) in row.chunks(plane).enumerate() {
-                        out[local + i * out_image + o * plane..][..plane].copy_from_slice(block);
+            let bias_of = |o: usize| bias.map_or(0.0, |bias| bias[o]);
+            if block.count == 1 {
+                // One image: its band of each output channel's plane, rows `plane` apart.
+                let band = &mut out[local + block.rows.start * shape.w..];
+                multiply(band, plane);
+                if bias.is_some() {
+                    for (o, row) in band.chunks_mut(plane).take(out_channels).enumerate() {
+                        row[..width].iter_mut().for_each(|v| *v += bias_of(o));
                     }
                 }
+            } else {
+                with_scratch(&REORDERED, out_channels * width, |product| {
+                    multiply(product, width);
+                    // `O x count*HW` to `count x O x HW`, with the bias.
+                    for (o, row) in product.chunks(width).enumerate() {
+                        for (i, block) in row.chunks(plane).enumerate() {
+                            let dst = &mut out[local + i * out_image + o * plane..][..plane];
+                            dst.iter_mut().zip(block).for_each(|(d, &v)| *d = v + bias_of(o));
+                        }
+                    }
+                });
             }
         });
-        if let Some(bias) = bias {
-            for (o, channel) in out.chunks_mut(plane).enumerate() {
-                let b = bias[o % out_channels];
-                channel.iter_mut().for_each(|v| *v += b);
-            }
-        }
     });
     output
 }
@@ -562,48 +592,50 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
         .into_par_iter()
         .map(|t| {
             let mut dw = vec![0.0f32; out_channels * k9];
-            let mut gathered = Vec::new();
             for_each_im2col_block(x, shape, share_of(t, share, shape.n), |block, col| {
                 let width = block.width(shape);
-                let image = &grad[block.first * out_channels * plane..];
-                let (lhs, lhs_row_stride) = if block.count == 1 {
-                    (&image[block.rows.start * shape.w..], plane)
-                } else {
-                    // The output gradient as `O x count*HW`: each output channel's planes side by side.
-                    gathered.resize(out_channels * width, 0.0);
-                    for (o, row) in gathered.chunks_mut(width).enumerate() {
-                        for (i, block) in row.chunks_mut(plane).enumerate() {
-                            block.copy_from_slice(&image[(i * out_channels + o) * plane..][..plane]);
-                        }
+                let mut multiply = |lhs: &[f32], lhs_row_stride: usize| {
+                    assert!(lhs.len() >= (out_channels - 1) * lhs_row_stride + width);
+                    // SAFETY: dst is `out_channels x k9` row-major, lhs `out_channels x width` with rows
+                    // `lhs_row_stride` apart (checked above), rhs the transpose of `col` (`k9 x width`
+                    // row-major).
+                    unsafe {
+                        gemm::gemm(
+                            out_channels,
+                            k9,
+                            width,
+                            dw.as_mut_ptr(),
+                            1,
+                            k9 as isize,
+                            true,
+                            lhs.as_ptr(),
+                            1,
+                            lhs_row_stride as isize,
+                            col.as_ptr(),
+                            width as isize,
+                            1,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
                     }
-                    (&gathered[..], width)
                 };
-                assert!(lhs.len() >= (out_channels - 1) * lhs_row_stride + width);
-                // SAFETY: dst is `out_channels x k9` row-major, lhs `out_channels x width` with rows
-                // `lhs_row_stride` apart (checked above), rhs the transpose of `col` (`k9 x width`
-                // row-major).
-                unsafe {
-                    gemm::gemm(
-                        out_channels,
-                        k9,
-                        width,
-                        dw.as_mut_ptr(),
-                        1,
-                        k9 as isize,
-                        true,
-                        lhs.as_ptr(),
-                        1,
-                        lhs_row_stride as isize,
-                        col.as_ptr(),
-                        width as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                let image = &grad[block.first * out_channels * plane..];
+                if block.count == 1 {
+                    multiply(&image[block.rows.start * shape.w..], plane);
+                } else {
+                    with_scratch(&REORDERED, out_channels * width, |gathered| {
+                        // The output gradient as `O x count*HW`: each output channel's planes side by side.
+                        for (o, row) in gathered.chunks_mut(width).enumerate() {
+                            for (i, block) in row.chunks_mut(plane).enumerate() {
+                                block.copy_from_slice(&image[(i * out_channels + o) * plane..][..plane]);
+                            }
+                        }
+                        multiply(gathered, width);
+                    });
                 }
             });
             dw

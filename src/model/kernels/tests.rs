@@ -60,6 +60,9 @@ fn conv3x3_agrees([n, c, h, w]: [usize; 4], o: usize) {
 #[test]
 fn conv3x3_and_its_gradients_are_burns() {
     conv3x3_agrees([3, 5, 6, 8], 7);
+    // Planes as small as the smoke profile's last ones, and a single row.
+    conv3x3_agrees([2, 3, 2, 2], 4);
+    conv3x3_agrees([2, 3, 1, 3], 4);
 }
 
 /// An image whose im2col outgrows `IM2COL_BUDGET` goes in bands of rows (45 and then 3 here), each
