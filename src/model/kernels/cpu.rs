@@ -213,29 +213,57 @@ pub(super) struct BatchNormForward {
 /// and short runs, each added into an f64 total, so that long channels lose nothing to f32 rounding.
 const LANES: usize = 16;
 
-/// `sum(f(i))` over `0..len`: `LANES` f32 partial sums over runs of at most `64 * LANES` values, the runs
-/// added in f64.
-fn lane_sum(len: usize, f: impl Fn(usize) -> f32) -> f64 {
-    let mut total = 0.0f64;
+/// `sum(f(i))` over `0..len` of each of the `K` values `f` gives: `LANES` f32 partial sums over runs of
+/// at most `64 * LANES` values, the runs added in f64.
+fn lane_sums<const K: usize>(len: usize, f: impl Fn(usize) -> [f32; K]) -> [f64; K] {
+    let mut total = [0.0f64; K];
     for run in (0..len).step_by(64 * LANES) {
         let end = (run + 64 * LANES).min(len);
-        let mut lanes = [0.0f32; LANES];
+        let mut lanes = [[0.0f32; LANES]; K];
         let mut i = run;
         while i + LANES <= end {
-            for (lane, sum) in lanes.iter_mut().enumerate() {
-                *sum += f(i + lane);
+            for lane in 0..LANES {
+                let values = f(i + lane);
+                for (sums, value) in lanes.iter_mut().zip(values) {
+                    sums[lane] += value;
+                }
             }
             i += LANES;
         }
-        let rest: f32 = (i..end).map(&f).sum();
-        total += lanes.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(rest);
+        let mut rest = [0.0f32; K];
+        for values in (i..end).map(&f) {
+            for (sum, value) in rest.iter_mut().zip(values) {
+                *sum += value;
+            }
+        }
+        for ((total, sums), rest) in total.iter_mut().zip(&lanes).zip(rest) {
+            *total += sums.iter().map(|&v| f64::from(v)).sum::<f64>() + f64::from(rest);
+        }
     }
     total
 }
 
-/// Per channel: the sum over the images' planes of that channel of what `f(plane index, plane)` gives.
+/// `lane_sums` of a single value.
+fn lane_sum(len: usize, f: impl Fn(usize) -> f32) -> f64 {
+    lane_sums(len, |i| [f(i)])[0]
+}
+
+/// Per channel: the sums over the images' planes of that channel of what `f(plane index)` gives.
+fn per_channel_sums<const K: usize>(shape: Nchw, f: impl Fn(usize) -> [f64; K] + Sync) -> Vec<[f64; K]> {
+    (0..shape.c)
+        .into_par_iter()
+        .map(|channel| {
+            (0..shape.n).map(|image| f(image * shape.c + channel)).fold([0.0; K], |mut total, sums| {
+                total.iter_mut().zip(sums).for_each(|(t, s)| *t += s);
+                total
+            })
+        })
+        .collect()
+}
+
+/// `per_channel_sums` of a single value.
 fn per_channel_sum(shape: Nchw, f: impl Fn(usize) -> f64 + Sync) -> Vec<f64> {
-    (0..shape.c).into_par_iter().map(|channel| (0..shape.n).map(|image| f(image * shape.c + channel)).sum()).collect()
+    per_channel_sums(shape, |p| [f(p)]).into_iter().map(|[v]| v).collect()
 }
 
 pub(super) fn batch_norm_relu_forward(x: &[f32], shape: Nchw, gamma: &[f32], beta: &[f32]) -> BatchNormForward {
@@ -290,19 +318,16 @@ pub(super) fn batch_norm_relu_backward(
     let masked = |o: f32, g: f32| if o > 0.0 { g } else { 0.0 };
     let planes =
         |p: usize| (&grad[p * plane..(p + 1) * plane], &x[p * plane..(p + 1) * plane], &output[p * plane..(p + 1) * plane]);
-    let sum_dz = per_channel_sum(shape, |p| {
-        let (g, _, o) = planes(p);
-        lane_sum(plane, |i| masked(o[i], g[i]))
-    });
-    // `sum(dz * x_hat)` is `inv_std * sum(dz * (x - mean))`.
-    let sum_dz_xhat: Vec<f64> = per_channel_sum(shape, |p| {
+    // One pass for `sum(dz)` and `sum(dz * (x - mean))`; `sum(dz * x_hat)` is `inv_std` times the latter.
+    let sums = per_channel_sums(shape, |p| {
         let ((g, x, o), m) = (planes(p), mean[p % shape.c]);
-        lane_sum(plane, |i| masked(o[i], g[i]) * (x[i] - m))
-    })
-    .iter()
-    .zip(inverse_std)
-    .map(|(sum, &s)| sum * f64::from(s))
-    .collect();
+        lane_sums(plane, |i| {
+            let dz = masked(o[i], g[i]);
+            [dz, dz * (x[i] - m)]
+        })
+    });
+    let sum_dz: Vec<f64> = sums.iter().map(|&[dz, _]| dz).collect();
+    let sum_dz_xhat: Vec<f64> = sums.iter().zip(inverse_std).map(|(&[_, dz_centred], &s)| dz_centred * f64::from(s)).collect();
     let mut dx = vec![0.0f32; shape.len()];
     dx.par_chunks_mut(shape.image()).enumerate().for_each(|(image, out)| {
         for (channel, out) in out.chunks_mut(plane).enumerate() {
@@ -356,13 +381,11 @@ pub(super) fn max_pool2x2_backward(grad: &[f32], positions: &[u8], input: Nchw) 
         |((out, grad), positions)| {
             for ((rows, grad), positions) in out.chunks_mut(2 * input.w).zip(grad.chunks(w)).zip(positions.chunks(w)) {
                 let (top, bottom) = rows.split_at_mut(input.w);
+                // All four written, without a branch: which position held the maximum is data, and
+                // mispredicted it cost more than the writes.
                 for (((t, b), &g), &k) in top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2)).zip(grad).zip(positions) {
-                    match k {
-                        0 => t[0] = g,
-                        1 => t[1] = g,
-                        2 => b[0] = g,
-                        _ => b[1] = g,
-                    }
+                    let at = |position: u8| if k == position { g } else { 0.0 };
+                    (t[0], t[1], b[0], b[1]) = (at(0), at(1), at(2), at(3));
                 }
             }
         },
