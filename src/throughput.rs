@@ -63,7 +63,7 @@ fn train_rate<B: TrainingBackend>(
     device: &B::Device,
 ) -> (f64, f64) {
     let mut model = model_config.init::<B>(device);
-    let mut optimizer = config.optimizer().init::<B, Vgg<B>>();
+    let mut optimizer = config.optimizer::<B>();
     let bar = ProgressBar::hidden();
     let batches = |count: usize| (0..).flat_map(|epoch| loader.epoch(epoch)).take(count);
     let (warm, _, warmup_seconds) =
@@ -102,7 +102,7 @@ pub fn seconds_per_training_step<B: TrainingBackend>(model_config: &VggConfig, b
     let loader =
         BatchLoader::new(images, LoaderConfig { batch_size, ..LoaderConfig::train(model_config.input_size, config.seed) })
             .expect("a non-empty random set");
-    let mut optimizer = config.optimizer().init::<B, Vgg<B>>();
+    let mut optimizer = config.optimizer::<B>();
     let bar = ProgressBar::hidden();
     let mut batches = loader.epoch(0);
     let warm_up = batches.next();

@@ -1,12 +1,13 @@
-//! VGG's operations composed of Burn's own (convolution, reductions, element-wise arithmetic, max-pool):
-//! what burn-cuda runs, and the reference the CPU kernels are tested against. Autodiff differentiates
-//! them as it differentiates any composition.
+//! VGG's operations and SGD's step composed of Burn's own (convolution, reductions, element-wise
+//! arithmetic, max-pool): what burn-cuda runs, and the reference the CPU kernels are tested against.
+//! Autodiff differentiates them as it differentiates any composition.
 
 use burn::prelude::*;
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::Scalar;
 
-use super::{primitive, tensor, BatchNormed};
+use super::{primitive, tensor, BatchNormed, SgdStep};
 use crate::model::BATCH_NORM_EPS;
 
 pub fn conv3x3<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
@@ -48,6 +49,21 @@ pub fn linear<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: Float
 /// [1, C, 1, 1] -> [N, C, 1, 1]. A per-channel value broadcast over N, H and W makes burn-flex walk the
 /// activation with a scalar strided iterator; repeated over N first, it is one scalar per contiguous
 /// H x W row, which its SIMD broadcast path handles (3x faster, measured).
+pub fn sgd_step<B: Backend>(
+    param: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    velocity: Option<FloatTensor<B>>,
+    step: SgdStep,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let decayed = B::float_add(B::float_mul_scalar(param.clone(), Scalar::Float(step.weight_decay.into())), grad);
+    let velocity = match velocity {
+        Some(velocity) => B::float_add(decayed, B::float_mul_scalar(velocity, Scalar::Float(step.momentum.into()))),
+        None => decayed,
+    };
+    let param = B::float_sub(param, B::float_mul_scalar(velocity.clone(), Scalar::Float(step.learning_rate.into())));
+    (param, velocity)
+}
+
 fn per_sample<B: Backend>(per_channel: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
     per_channel.repeat_dim(0, n)
 }

@@ -1,16 +1,20 @@
 //! VGG's operations on the CPU: burn-flex's tensors, f32, NCHW, both cores through rayon.
 //!
 //! - 3x3 convolution: each core takes a share of the images and multiplies the weights by their im2col in
-//!   one-core GEMMs (the `gemm` crate's AVX-512 kernels), several images to a GEMM where planes are small.
+//!   one-core GEMMs (the `gemm` crate's AVX-512 kernels), a block of columns at a time that half the L2
+//!   holds: several images where planes are small, bands of one image's rows where they are large.
 //!   The input gradient is the same forward convolution of the output gradient with the weights flipped
 //!   and transposed; the weight gradient multiplies the output gradient by the im2col's transpose the same
 //!   way, summed in per-core partials (burn's default runs it as a convolution whose kernel is the whole
 //!   output gradient, the slowest operation of a training step).
-//! - BatchNorm with ReLU: one pass for the statistics (f64 sums, as PyTorch's CPU kernel accumulates),
-//!   one for the output; the backward pass likewise, the ReLU's mask taken from the output.
+//! - BatchNorm with ReLU: a pass for the mean and one for the variance about it (f64 sums, as PyTorch's
+//!   CPU kernel accumulates), one for the output; the backward pass one for both of its sums and one for
+//!   the gradient, the ReLU's mask taken from the output.
 //! - 2x2 max-pool: the first maximum of each window in row-major order, as PyTorch picks it (NaN wins),
 //!   its position kept for the backward pass.
 //! - Linear: one GEMM forward, one for each of the input's and the weight's gradients.
+//! - SGD's step: one pass over each parameter, its gradient and its velocity, updating the parameter and
+//!   the velocity in place where their buffers are their own.
 
 use burn::backend::Flex;
 use burn::tensor::ops::FloatTensor;
@@ -20,7 +24,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use super::{BatchNormed, VggBackend};
+use super::{BatchNormed, SgdStep, VggBackend};
 use crate::model::BATCH_NORM_EPS;
 
 /// The shape of an NCHW activation.
@@ -112,6 +116,62 @@ impl VggBackend for Flex {
             matmul(Matrix::rows(&mut output, o), n, o, i, Operand::rows(values(&x), i), Operand::rows(values(&weight), o), true)
         };
         new_tensor(output, [n, o])
+    }
+
+    fn sgd_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        velocity: Option<FloatTensor<Self>>,
+        step: SgdStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (mut param, grad) = (owned(param), contiguous(grad));
+        let g = values(&grad);
+        let p = param.storage_mut::<f32>();
+        // Burn's `Sgd` in one pass: each value's arithmetic as there, rounded at the same places.
+        let decayed = |p: f32, g: f32| p * step.weight_decay + g;
+        let velocity = match velocity {
+            Some(velocity) => {
+                let mut velocity = owned(velocity);
+                let v = velocity.storage_mut::<f32>();
+                p.par_chunks_mut(SGD_CHUNK).zip(v.par_chunks_mut(SGD_CHUNK)).zip(g.par_chunks(SGD_CHUNK)).for_each(
+                    |((p, v), g)| {
+                        for ((p, v), &g) in p.iter_mut().zip(v).zip(g) {
+                            *v = decayed(*p, g) + *v * step.momentum;
+                            *p -= *v * step.learning_rate;
+                        }
+                    },
+                );
+                velocity
+            }
+            None => {
+                let mut v = vec![0.0f32; p.len()];
+                p.par_chunks_mut(SGD_CHUNK).zip(v.par_chunks_mut(SGD_CHUNK)).zip(g.par_chunks(SGD_CHUNK)).for_each(
+                    |((p, v), g)| {
+                        for ((p, v), &g) in p.iter_mut().zip(v).zip(g) {
+                            *v = decayed(*p, g);
+                            *p -= *v * step.learning_rate;
+                        }
+                    },
+                );
+                new_tensor(v, param.shape())
+            }
+        };
+        (param, velocity)
+    }
+}
+
+/// Values an SGD task updates: enough to amortise a task, few enough for both cores to share a small
+/// parameter.
+const SGD_CHUNK: usize = 1 << 14;
+
+/// `tensor` contiguous from the start of a buffer of its own, to be updated in place (a copy only where
+/// it is a view or shares its buffer).
+fn owned(tensor: FlexTensor) -> FlexTensor {
+    let len = tensor.shape().num_elements();
+    if tensor.layout().contiguous_offsets() == Some((0, len)) && tensor.storage::<f32>().len() == len {
+        tensor
+    } else {
+        FlexTensor::from_data(tensor.into_data())
     }
 }
 

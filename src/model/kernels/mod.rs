@@ -1,6 +1,7 @@
 //! The operations VGG11-BN is made of, as one backend extension (Burn's way of adding kernels of one's
 //! own): a 3x3 convolution (padding 1) with bias, BatchNorm with ReLU (batch statistics, and running ones
-//! folded into a scale and a shift), a 2x2 max-pool and the classifier's Linears. The model calls them through [`VggBackend`]:
+//! folded into a scale and a shift), a 2x2 max-pool and the classifier's Linears, and the step of SGD
+//! that trains them. The model and the optimizer call them through [`VggBackend`]:
 //! - on the CPU (`Flex`, [`cpu`]) they are our kernels, and `Autodiff<Flex>` ([`cpu_autodiff`]) gives
 //!   them backward passes of our own;
 //! - on CUDA (`Cuda`, `Autodiff<Cuda>`) they are Burn's own operations composed ([`composed`]), so
@@ -35,6 +36,28 @@ pub trait VggBackend: Backend {
 
     /// `x` `[N, I]` times `weight` `[I, O]` (Burn's `Linear` layout), plus `bias` `[O]`.
     fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// One step of PyTorch's SGD with momentum and weight decay on a parameter (see [`SgdStep`]):
+    /// the new parameter and velocity. `velocity` is `None` on the first step. Burn's operations by
+    /// default; the CPU fuses it into one pass in place.
+    fn sgd_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        velocity: Option<FloatTensor<Self>>,
+        step: SgdStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed::sgd_step::<Self>(param, grad, velocity, step)
+    }
+}
+
+/// `torch.optim.SGD(lr, momentum, weight_decay)`'s update (dampening 0, not Nesterov), in the f32
+/// arithmetic and order of Burn's `Sgd` with the same settings: `d = p * weight_decay + g`;
+/// `v = d` on the first step, else `v = d + v * momentum`; `p = p - v * learning_rate`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    pub learning_rate: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
 }
 
 /// What [`VggBackend::batch_norm_relu`] gives.
@@ -87,6 +110,17 @@ pub fn max_pool2x2<B: VggBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// [`VggBackend::linear`] on tensors.
 pub fn linear<B: VggBackend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, 2> {
     tensor(<B as VggBackend>::linear(primitive(x), primitive(weight), primitive(bias)))
+}
+
+/// [`VggBackend::sgd_step`] on tensors: the new parameter and velocity.
+pub fn sgd_step<B: VggBackend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    velocity: Option<Tensor<B, D>>,
+    step: SgdStep,
+) -> (Tensor<B, D>, Tensor<B, D>) {
+    let (param, velocity) = B::sgd_step(primitive(param), primitive(grad), velocity.map(primitive), step);
+    (tensor(param), tensor(velocity))
 }
 
 #[cfg(feature = "cuda")]

@@ -128,3 +128,48 @@ fn linear_and_its_gradients_are_burns() {
         |t| as4(tensor(composed::linear::<AD>(primitive(matrix(&t[0])), primitive(matrix(&t[1])), primitive(flat(&t[2]))))),
     );
 }
+
+/// Three SGD steps (the first without a velocity) on a parameter and its velocity.
+fn sgd_steps<B: super::VggBackend>(param: Tensor<B, 2>, grads: &[Tensor<B, 2>; 3], step: super::SgdStep) -> [Tensor<B, 2>; 2] {
+    let (mut param, mut velocity) = (param, None);
+    for grad in grads {
+        let (p, v) = super::sgd_step(param, grad.clone(), velocity, step);
+        (param, velocity) = (p, Some(v));
+    }
+    [param, velocity.expect("a velocity after a step")]
+}
+
+/// Our one-pass SGD step is Burn's arithmetic exactly, and leaves a parameter it shares a buffer with
+/// as it was.
+#[test]
+fn sgd_step_is_burns_and_copies_what_it_shares() {
+    let step = super::SgdStep { learning_rate: 0.005, momentum: 0.9, weight_decay: 5e-4 };
+    let param = random([70, 300], 18).inner();
+    let grads = [19, 20, 21].map(|seed| random([70, 300], seed).inner());
+    let before = param.clone().into_data();
+    let ours = sgd_steps::<Flex>(param.clone(), &grads, step);
+    param.into_data().assert_eq(&before, true);
+    let composed = |p: Tensor<Flex, 2>, g: Tensor<Flex, 2>, v: Option<Tensor<Flex, 2>>| {
+        let (p, v) = composed::sgd_step::<Flex>(primitive(p), primitive(g), v.map(primitive), step);
+        (tensor::<Flex, 2>(p), tensor::<Flex, 2>(v))
+    };
+    let (mut p, mut v) = (random([70, 300], 18).inner(), None);
+    for g in grads {
+        let (next_p, next_v) = composed(p, g, v);
+        (p, v) = (next_p, Some(next_v));
+    }
+    ours[0].clone().into_data().assert_eq(&p.into_data(), true);
+    ours[1].clone().into_data().assert_eq(&v.expect("a velocity").into_data(), true);
+}
+
+/// PyTorch's SGD, worked by hand: `p = 1, g = 0.5, lr = 0.1, momentum 0.9, weight decay 0.1`; step 1:
+/// `d = 0.6, v = 0.6, p = 0.94`; steps 2 and 3 with `g = 0.5`: `d = 0.594, v = 1.134, p = 0.8266`, then
+/// `d = 0.58266, v = 1.60326, p = 0.666274`.
+#[test]
+fn sgd_step_is_pytorchs_update() {
+    let step = super::SgdStep { learning_rate: 0.1, momentum: 0.9, weight_decay: 0.1 };
+    let full = |v: f32| Tensor::<Flex, 2>::full([2, 3], v, &Default::default());
+    let [param, velocity] = sgd_steps::<Flex>(full(1.0), &[full(0.5), full(0.5), full(0.5)], step);
+    assert!(relative_error(param, full(0.666274)) < 1e-6);
+    assert!(relative_error(velocity, full(1.60326)) < 1e-6);
+}
