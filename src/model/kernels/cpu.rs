@@ -5,14 +5,15 @@
 //!   holds: several images where planes are small, bands of one image's rows where they are large.
 //!   The input gradient is the same forward convolution of the output gradient with the weights flipped
 //!   and transposed; the weight gradient multiplies the output gradient by the im2col's transpose the same
-//!   way, summed in per-core partials (burn's default runs it as a convolution whose kernel is the whole
+//!   way (as dot products of rows where blocks are wide, `dot_products`), summed in per-core partials (burn's default runs it as a convolution whose kernel is the whole
 //!   output gradient, the slowest operation of a training step).
 //! - BatchNorm with ReLU: a pass for the mean and one for the variance about it (f64 sums, as PyTorch's
 //!   CPU kernel accumulates), one for the output; the backward pass one for both of its sums and one for
 //!   the gradient, the ReLU's mask taken from the output.
 //! - 2x2 max-pool: the first maximum of each window in row-major order, as PyTorch picks it (NaN wins),
 //!   its position kept for the backward pass.
-//! - Linear: one GEMM forward, one for each of the input's and the weight's gradients.
+//! - Linear: one GEMM forward and one for the weight's gradient; the input's gradient as dot products of
+//!   rows (`dot_products`), the layout it has.
 //! - SGD's step: one pass over each parameter, its gradient and its velocity, updating the parameter and
 //!   the velocity in place where their buffers are their own.
 
@@ -24,6 +25,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
+use super::dot_products::{dot_products, Rows};
 use super::{BatchNormed, SgdStep, VggBackend};
 use crate::model::BATCH_NORM_EPS;
 
@@ -238,13 +240,31 @@ unsafe fn matmul(dst: Matrix, m: usize, n: usize, k: usize, lhs: Operand, rhs: O
     }
 }
 
-/// The input gradient of a Linear, `dy (n x o) * weight^T` with `weight` `i x o` row-major: `n x i`.
+/// The input gradient of a Linear, `dy (n x o) * weight^T` with `weight` `i x o` row-major: `n x i`, each
+/// entry the dot product of a row of `dy` and a row of the weights. Each core takes blocks of the
+/// weights' rows (its columns of the result), read once from memory while `dy` stays in its L2.
 pub(super) fn linear_input_grad(dy: &[f32], weight: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
+    let blocks: Vec<Vec<f32>> = weight
+        .par_chunks(LINEAR_WEIGHT_ROWS * o)
+        .map(|rows| {
+            let count = rows.len() / o;
+            let mut block = vec![0.0f32; n * count];
+            dot_products(&mut block, count, n, count, o, Rows { data: dy, stride: o }, Rows { data: rows, stride: o }, false);
+            block
+        })
+        .collect();
     let mut dx = vec![0.0f32; n * i];
-    // SAFETY: row-major `dx` (n x i), `dy` (n x o) and `weight` (i x o), as the slices hold them.
-    unsafe { matmul(Matrix::rows(&mut dx, i), n, i, o, Operand::rows(dy, o), Operand::transposed(weight, o), false) };
+    for (b, block) in blocks.iter().enumerate() {
+        let count = block.len() / n;
+        for (row, values) in dx.chunks_mut(i).zip(block.chunks(count)) {
+            row[b * LINEAR_WEIGHT_ROWS..][..count].copy_from_slice(values);
+        }
+    }
     dx
 }
+
+/// Rows of a Linear's weights a core takes at a time for the input gradient.
+const LINEAR_WEIGHT_ROWS: usize = 256;
 
 /// The weight gradient of a Linear, `x^T * dy` with `x` `n x i` and `dy` `n x o`: `i x o`, Burn's layout.
 pub(super) fn linear_weight_grad(x: &[f32], dy: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
@@ -490,6 +510,12 @@ impl ColumnBlock {
 /// reads are still there (measured: 4 Mi floats ran the smoke shapes' weight gradients at half the speed).
 const IM2COL_BUDGET: usize = 1 << 17;
 
+/// Block widths from which a weight gradient's dot products beat the `gemm` crate (measured at the smoke
+/// shapes, ms: 0.65 vs 1.5 at 4096 columns, 0.95 vs 0.9 at 768, 0.9 vs 0.55 at 448, 2.2 vs 1.2 at 112).
+/// Chosen once per convolution: a layer that switched between the two for its last, narrower block ran
+/// slower than either alone.
+const DOT_PRODUCT_WIDTH: usize = 1024;
+
 /// Columns a block of one image's rows has at least: narrower GEMMs lose more to their fixed costs than
 /// the cache saves.
 const MIN_BAND_WIDTH: usize = 256;
@@ -671,39 +697,46 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
     let (plane, k9) = (shape.plane(), shape.c * 9);
     let threads = rayon::current_num_threads().clamp(1, shape.n);
     let share = shape.n.div_ceil(threads);
+    let dot = column_blocks(shape, 0..share).first().is_some_and(|block| block.width(shape) >= DOT_PRODUCT_WIDTH);
     let partials: Vec<Vec<f32>> = (0..threads)
         .into_par_iter()
         .map(|t| {
             let mut dw = vec![0.0f32; out_channels * k9];
             for_each_im2col_block(x, shape, share_of(t, share, shape.n), |block, col| {
                 let width = block.width(shape);
+                // `dw (O x C*9) += lhs (O x width) * col^T`: rows of both along the block's positions.
                 let mut multiply = |lhs: &[f32], lhs_row_stride: usize| {
-                    assert!(lhs.len() >= (out_channels - 1) * lhs_row_stride + width);
-                    // SAFETY: dst is `out_channels x k9` row-major, lhs `out_channels x width` with rows
-                    // `lhs_row_stride` apart (checked above), rhs the transpose of `col` (`k9 x width`
-                    // row-major).
-                    unsafe {
-                        gemm::gemm(
-                            out_channels,
-                            k9,
-                            width,
-                            dw.as_mut_ptr(),
-                            1,
-                            k9 as isize,
-                            true,
-                            lhs.as_ptr(),
-                            1,
-                            lhs_row_stride as isize,
-                            col.as_ptr(),
-                            width as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
+                    let (lhs, col) = (Rows { data: lhs, stride: lhs_row_stride }, Rows { data: col, stride: width });
+                    if dot {
+                        dot_products(&mut dw, k9, out_channels, k9, width, lhs, col, true);
+                    } else {
+                        // SAFETY: dst is `out_channels x k9` row-major, lhs `out_channels x width` with
+                        // rows `lhs_row_stride` apart, rhs the transpose of `col` (`k9 x width` row-major);
+                        // `Rows` were checked to hold them by `dot_products`' own rule, here asserted.
+                        assert!(lhs.data.len() >= (out_channels - 1) * lhs.stride + width);
+                        unsafe {
+                            gemm::gemm(
+                                out_channels,
+                                k9,
+                                width,
+                                dw.as_mut_ptr(),
+                                1,
+                                k9 as isize,
+                                true,
+                                lhs.data.as_ptr(),
+                                1,
+                                lhs.stride as isize,
+                                col.data.as_ptr(),
+                                width as isize,
+                                1,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                        }
                     }
                 };
                 let image = &grad[block.first * out_channels * plane..];

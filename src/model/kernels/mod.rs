@@ -10,6 +10,7 @@
 pub mod composed;
 mod cpu;
 mod cpu_autodiff;
+mod dot_products;
 #[cfg(test)]
 mod tests;
 

@@ -153,7 +153,7 @@ fn sgd_step_is_burns_and_copies_what_it_shares() {
         let (p, v) = composed::sgd_step::<Flex>(primitive(p), primitive(g), v.map(primitive), step);
         (tensor::<Flex, 2>(p), tensor::<Flex, 2>(v))
     };
-    let (mut p, mut v) = (random([70, 300], 18).inner(), None);
+    let (mut p, mut v) = (Tensor::<Flex, 2>::from_data(before, &Default::default()), None);
     for g in grads {
         let (next_p, next_v) = composed(p, g, v);
         (p, v) = (next_p, Some(next_v));
