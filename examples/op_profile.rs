@@ -55,6 +55,7 @@ fn forward_backward(runs: usize, op: impl Fn() -> Tensor<AD, 4>) -> (f64, f64) {
 }
 
 fn main() {
+    vggq::backend::join_cpu_pool().expect("the global pool, first thing");
     let shapes = std::env::args().nth(1).unwrap_or_else(|| "smoke".into());
     let config = match shapes.as_str() {
         "full" => Profile::full().model,

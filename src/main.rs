@@ -6,8 +6,6 @@ use anyhow::Result;
 use clap::Parser;
 
 fn main() -> Result<()> {
-    // This thread joins the global pool as one of its workers: each of a step's parallel operations then
-    // starts and finishes on it, where a thread outside the pool hands it over and sleeps until woken.
-    rayon::ThreadPoolBuilder::new().use_current_thread().build_global()?;
+    vggq::backend::join_cpu_pool()?;
     cli::Cli::parse().run()
 }

@@ -16,6 +16,14 @@ pub use cuda_probe::{CudaProbe, CudaVersion, Gpu};
 
 /// Autodiff CPU backend.
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
+
+/// Makes the calling thread one of the workers of rayon's global pool, which burn-flex and our CPU
+/// kernels run on; call it first thing in `main`. A training step is a hundred-odd parallel operations:
+/// from inside the pool each starts and finishes on this thread, where from outside it is handed over
+/// and this thread sleeps until woken (a smoke step took 29.2 ms that way, 21.7 this way).
+pub fn join_cpu_pool() -> Result<(), rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new().use_current_thread().build_global()
+}
 /// Autodiff CUDA backend.
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda>;
