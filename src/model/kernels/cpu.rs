@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use super::dot_products::{dot_products, Rows};
+use super::dot_products::{dot_products, with_gemm, Rows};
 use super::{BatchNormed, SgdStep, VggBackend};
 use crate::model::BATCH_NORM_EPS;
 
@@ -707,37 +707,8 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
                 // `dw (O x C*9) += lhs (O x width) * col^T`: rows of both along the block's positions.
                 let mut multiply = |lhs: &[f32], lhs_row_stride: usize| {
                     let (lhs, col) = (Rows { data: lhs, stride: lhs_row_stride }, Rows { data: col, stride: width });
-                    if dot {
-                        dot_products(&mut dw, k9, out_channels, k9, width, lhs, col, true);
-                    } else {
-                        // SAFETY: dst is `out_channels x k9` row-major, lhs `out_channels x width` with
-                        // rows `lhs_row_stride` apart, rhs the transpose of `col` (`k9 x width` row-major);
-                        // `Rows` were checked to hold them by `dot_products`' own rule, here asserted.
-                        assert!(lhs.data.len() >= (out_channels - 1) * lhs.stride + width);
-                        unsafe {
-                            gemm::gemm(
-                                out_channels,
-                                k9,
-                                width,
-                                dw.as_mut_ptr(),
-                                1,
-                                k9 as isize,
-                                true,
-                                lhs.data.as_ptr(),
-                                1,
-                                lhs.stride as isize,
-                                col.data.as_ptr(),
-                                width as isize,
-                                1,
-                                1.0,
-                                1.0,
-                                false,
-                                false,
-                                false,
-                                gemm::Parallelism::None,
-                            );
-                        }
-                    }
+                    let product = if dot { dot_products } else { with_gemm };
+                    product(&mut dw, k9, out_channels, k9, width, lhs, col, true);
                 };
                 let image = &grad[block.first * out_channels * plane..];
                 if block.count == 1 {

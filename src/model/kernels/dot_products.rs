@@ -27,18 +27,23 @@ impl Rows<'_> {
 /// core; with `accumulate`, added to what `dst` holds.
 #[allow(clippy::too_many_arguments)]
 pub fn dot_products(dst: &mut [f32], dst_stride: usize, m: usize, n: usize, k: usize, a: Rows, b: Rows, accumulate: bool) {
-    assert!(a.holds(m, k) && b.holds(n, k) && (m == 0 || n == 0 || (m - 1) * dst_stride + n <= dst.len()));
-    if m == 0 || n == 0 {
-        return;
-    }
+    check(dst, dst_stride, m, n, k, a, b);
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is present; every row read and entry written is in bounds (asserted above).
+    if m > 0 && n > 0 && is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present; every row read and entry written is in bounds (checked above).
         unsafe { dot_products_avx512(dst.as_mut_ptr(), dst_stride, m, n, k, a, b, accumulate) };
         return;
     }
+    with_gemm(dst, dst_stride, m, n, k, a, b, accumulate);
+}
+
+/// The same product by the `gemm` crate's microkernel: faster where `k` is short (its fixed costs per
+/// entry are lower), and what runs without AVX-512.
+#[allow(clippy::too_many_arguments)]
+pub fn with_gemm(dst: &mut [f32], dst_stride: usize, m: usize, n: usize, k: usize, a: Rows, b: Rows, accumulate: bool) {
+    check(dst, dst_stride, m, n, k, a, b);
     // SAFETY: dst is `m x n` with rows `dst_stride` apart, lhs `a` (`m x k`, rows `a.stride` apart), rhs
-    // the transpose of `b` (`n x k`, rows `b.stride` apart); all in bounds (asserted above).
+    // the transpose of `b` (`n x k`, rows `b.stride` apart); all in bounds (checked above).
     unsafe {
         gemm::gemm(
             m,
@@ -62,6 +67,11 @@ pub fn dot_products(dst: &mut [f32], dst_stride: usize, m: usize, n: usize, k: u
             gemm::Parallelism::None,
         );
     }
+}
+
+/// Panics unless `a` holds `m` rows and `b` `n` rows of `k` values, and `dst` `m` rows of `n`.
+fn check(dst: &[f32], dst_stride: usize, m: usize, n: usize, k: usize, a: Rows, b: Rows) {
+    assert!(a.holds(m, k) && b.holds(n, k) && (m == 0 || n == 0 || (m - 1) * dst_stride + n <= dst.len()));
 }
 
 /// Values of `k` a tile takes at a time: its 8 rows' chunks (16 KiB) stay in L1 while it runs.
@@ -176,8 +186,10 @@ impl Tile {
 mod tests {
     use super::*;
 
-    /// Every tile shape and a ragged `k` (two chunks and a remainder), with and without accumulating,
-    /// against the products summed in f64.
+    type Product = fn(&mut [f32], usize, usize, usize, usize, Rows, Rows, bool);
+
+    /// Every tile shape and a ragged `k` (two chunks and a remainder), with and without accumulating, both
+    /// kernels, against the products summed in f64.
     #[test]
     fn dot_products_are_the_sums_of_products() {
         let (m, n, k) = (7, 6, 2 * K_CHUNK + 37);
@@ -188,9 +200,11 @@ mod tests {
         let expected = |i: usize, j: usize| {
             (0..k).map(|p| f64::from(a.data[i * a.stride + p]) * f64::from(b.data[j * b.stride + p])).sum::<f64>()
         };
-        for accumulate in [false, true] {
+        for (kernel, accumulate) in
+            [(dot_products as Product, false), (dot_products, true), (with_gemm, false), (with_gemm, true)]
+        {
             let mut dst = vec![1.0f32; m * 9];
-            dot_products(&mut dst, 9, m, n, k, a, b, accumulate);
+            kernel(&mut dst, 9, m, n, k, a, b, accumulate);
             for i in 0..m {
                 for j in 0..9 {
                     let want = if j < n { expected(i, j) + if accumulate { 1.0 } else { 0.0 } } else { 1.0 };
