@@ -5,8 +5,9 @@
 //!   holds: several images where planes are small, bands of one image's rows where they are large.
 //!   The input gradient is the same forward convolution of the output gradient with the weights flipped
 //!   and transposed; the weight gradient multiplies the output gradient by the im2col's transpose the same
-//!   way (as dot products of rows where blocks are wide, `dot_products`), summed in per-core partials (burn's default runs it as a convolution whose kernel is the whole
-//!   output gradient, the slowest operation of a training step).
+//!   way (as dot products of rows where blocks are wide, `dot_products`), summed in per-core partials
+//!   (burn's default runs it as a convolution whose kernel is the whole output gradient, the slowest
+//!   operation of a training step).
 //! - BatchNorm with ReLU: a pass for the mean and one for the variance about it (f64 sums, as PyTorch's
 //!   CPU kernel accumulates), one for the output; the backward pass one for both of its sums and one for
 //!   the gradient, the ReLU's mask taken from the output.
