@@ -116,7 +116,16 @@ impl VggBackend for Flex {
         let mut output: Vec<f32> = values(&bias).repeat(n);
         // SAFETY: `output` (n x o), `x` (n x i) and `weight` (i x o) are row-major and in bounds.
         unsafe {
-            matmul(Matrix::rows(&mut output, o), n, o, i, Operand::rows(values(&x), i), Operand::rows(values(&weight), o), true)
+            matmul(
+                Matrix::rows(&mut output, o),
+                n,
+                o,
+                i,
+                Operand::rows(values(&x), i),
+                Operand::rows(values(&weight), o),
+                true,
+                gemm::Parallelism::Rayon(0),
+            )
         };
         new_tensor(output, [n, o])
     }
@@ -179,42 +188,53 @@ fn owned(tensor: FlexTensor) -> FlexTensor {
 }
 
 /// A GEMM operand: a row-major matrix, or the transpose of one, by its strides.
-struct Operand<'a> {
+pub(super) struct Operand<'a> {
     data: &'a [f32],
     row_stride: isize,
     column_stride: isize,
 }
 
 impl<'a> Operand<'a> {
-    /// A row-major matrix with `columns` columns.
-    pub fn rows(data: &'a [f32], columns: usize) -> Self {
-        Operand { data, row_stride: columns as isize, column_stride: 1 }
+    /// A row-major matrix with its rows `row_stride` apart.
+    pub fn rows(data: &'a [f32], row_stride: usize) -> Self {
+        Operand { data, row_stride: row_stride as isize, column_stride: 1 }
     }
 
-    /// The transpose of a row-major matrix with `columns` columns.
-    pub fn transposed(data: &'a [f32], columns: usize) -> Self {
-        Operand { data, row_stride: 1, column_stride: columns as isize }
+    /// The transpose of a row-major matrix with its rows `row_stride` apart.
+    pub fn transposed(data: &'a [f32], row_stride: usize) -> Self {
+        Operand { data, row_stride: 1, column_stride: row_stride as isize }
     }
 }
 
-/// A row-major destination matrix.
-struct Matrix<'a> {
+/// A destination matrix, row-major with its rows `row_stride` apart.
+pub(super) struct Matrix<'a> {
     data: &'a mut [f32],
-    columns: usize,
+    row_stride: usize,
 }
 
 impl<'a> Matrix<'a> {
-    pub fn rows(data: &'a mut [f32], columns: usize) -> Self {
-        Matrix { data, columns }
+    pub fn rows(data: &'a mut [f32], row_stride: usize) -> Self {
+        Matrix { data, row_stride }
     }
 }
 
-/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)` on every core.
+/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, by the `gemm` crate on `cores`: every core
+/// (`Rayon(0)`) or the calling one (`None`).
 ///
 /// # Safety
 /// The operands' strides must stay within their slices for the sizes given.
-unsafe fn matmul(dst: Matrix, m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand, accumulate: bool) {
-    assert!(dst.data.len() >= m * dst.columns && dst.columns >= n);
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn matmul(
+    dst: Matrix,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+    cores: gemm::Parallelism,
+) {
+    assert!(dst.row_stride >= n && (m == 0 || dst.data.len() >= (m - 1) * dst.row_stride + n));
     // SAFETY: as the caller promises.
     unsafe {
         gemm::gemm(
@@ -223,7 +243,7 @@ unsafe fn matmul(dst: Matrix, m: usize, n: usize, k: usize, lhs: Operand, rhs: O
             k,
             dst.data.as_mut_ptr(),
             1,
-            dst.columns as isize,
+            dst.row_stride as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.column_stride,
@@ -236,7 +256,7 @@ unsafe fn matmul(dst: Matrix, m: usize, n: usize, k: usize, lhs: Operand, rhs: O
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            cores,
         );
     }
 }
@@ -271,7 +291,18 @@ const LINEAR_WEIGHT_ROWS: usize = 256;
 pub(super) fn linear_weight_grad(x: &[f32], dy: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
     let mut dw = vec![0.0f32; i * o];
     // SAFETY: row-major `dw` (i x o), `x` (n x i) and `dy` (n x o), as the slices hold them.
-    unsafe { matmul(Matrix::rows(&mut dw, o), i, o, n, Operand::transposed(x, i), Operand::rows(dy, o), false) };
+    unsafe {
+        matmul(
+            Matrix::rows(&mut dw, o),
+            i,
+            o,
+            n,
+            Operand::transposed(x, i),
+            Operand::rows(dy, o),
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    };
     dw
 }
 
@@ -635,32 +666,20 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
             let width = block.width(shape);
             let local = (block.first - t * share) * out_image;
             let multiply = |dst: &mut [f32], dst_row_stride: usize| {
-                assert!(dst.len() >= (out_channels - 1) * dst_row_stride + width);
-                // SAFETY: dst is `out_channels x width` with rows `dst_row_stride` apart (checked above),
-                // lhs the weights `out_channels x k9` row-major, rhs `col` (`k9 x width` row-major).
+                // SAFETY: lhs the weights `out_channels x k9` row-major, rhs `col` (`k9 x width` row-major),
+                // both whole; `matmul` checks dst (`out_channels x width`, rows `dst_row_stride` apart).
                 unsafe {
-                    gemm::gemm(
+                    matmul(
+                        Matrix::rows(dst, dst_row_stride),
                         out_channels,
                         width,
                         k9,
-                        dst.as_mut_ptr(),
-                        1,
-                        dst_row_stride as isize,
-                        false,
-                        weight.as_ptr(),
-                        1,
-                        k9 as isize,
-                        col.as_ptr(),
-                        1,
-                        width as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
+                        Operand::rows(weight, k9),
+                        Operand::rows(col, width),
                         false,
                         gemm::Parallelism::None,
-                    );
-                }
+                    )
+                };
             };
             let bias_of = |o: usize| bias.map_or(0.0, |bias| bias[o]);
             if block.count == 1 {

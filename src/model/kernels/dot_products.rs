@@ -9,6 +9,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::cpu::{matmul, Matrix, Operand};
+
 /// Rows of a matrix: row `r` starts at `data[r * stride]`.
 #[derive(Clone, Copy)]
 pub struct Rows<'a> {
@@ -42,31 +44,9 @@ pub fn dot_products(dst: &mut [f32], dst_stride: usize, m: usize, n: usize, k: u
 #[allow(clippy::too_many_arguments)]
 pub fn with_gemm(dst: &mut [f32], dst_stride: usize, m: usize, n: usize, k: usize, a: Rows, b: Rows, accumulate: bool) {
     check(dst, dst_stride, m, n, k, a, b);
-    // SAFETY: dst is `m x n` with rows `dst_stride` apart, lhs `a` (`m x k`, rows `a.stride` apart), rhs
-    // the transpose of `b` (`n x k`, rows `b.stride` apart); all in bounds (checked above).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            accumulate,
-            a.data.as_ptr(),
-            1,
-            a.stride as isize,
-            b.data.as_ptr(),
-            b.stride as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    let (lhs, rhs) = (Operand::rows(a.data, a.stride), Operand::transposed(b.data, b.stride));
+    // SAFETY: `a` holds `m` rows and `b` `n` rows of `k` values (checked above); `matmul` checks dst.
+    unsafe { matmul(Matrix::rows(dst, dst_stride), m, n, k, lhs, rhs, accumulate, gemm::Parallelism::None) };
 }
 
 /// Panics unless `a` holds `m` rows and `b` `n` rows of `k` values, and `dst` `m` rows of `n`.
