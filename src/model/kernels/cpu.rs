@@ -137,37 +137,18 @@ impl VggBackend for Flex {
         step: SgdStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (mut param, grad) = (owned(param), contiguous(grad));
-        let g = values(&grad);
-        let p = param.storage_mut::<f32>();
+        // The first step has no velocity yet: it starts as the decayed gradient itself.
+        let first = velocity.is_none();
+        let mut velocity = velocity.map_or_else(|| new_tensor(vec![0.0; param.shape().num_elements()], param.shape()), owned);
+        let (p, v, g) = (param.storage_mut::<f32>(), velocity.storage_mut::<f32>(), values(&grad));
         // Burn's `Sgd` in one pass: each value's arithmetic as there, rounded at the same places.
-        let decayed = |p: f32, g: f32| p * step.weight_decay + g;
-        let velocity = match velocity {
-            Some(velocity) => {
-                let mut velocity = owned(velocity);
-                let v = velocity.storage_mut::<f32>();
-                p.par_chunks_mut(SGD_CHUNK).zip(v.par_chunks_mut(SGD_CHUNK)).zip(g.par_chunks(SGD_CHUNK)).for_each(
-                    |((p, v), g)| {
-                        for ((p, v), &g) in p.iter_mut().zip(v).zip(g) {
-                            *v = decayed(*p, g) + *v * step.momentum;
-                            *p -= *v * step.learning_rate;
-                        }
-                    },
-                );
-                velocity
+        p.par_chunks_mut(SGD_CHUNK).zip(v.par_chunks_mut(SGD_CHUNK)).zip(g.par_chunks(SGD_CHUNK)).for_each(|((p, v), g)| {
+            for ((p, v), &g) in p.iter_mut().zip(v).zip(g) {
+                let decayed = *p * step.weight_decay + g;
+                *v = if first { decayed } else { decayed + *v * step.momentum };
+                *p -= *v * step.learning_rate;
             }
-            None => {
-                let mut v = vec![0.0f32; p.len()];
-                p.par_chunks_mut(SGD_CHUNK).zip(v.par_chunks_mut(SGD_CHUNK)).zip(g.par_chunks(SGD_CHUNK)).for_each(
-                    |((p, v), g)| {
-                        for ((p, v), &g) in p.iter_mut().zip(v).zip(g) {
-                            *v = decayed(*p, g);
-                            *p -= *v * step.learning_rate;
-                        }
-                    },
-                );
-                new_tensor(v, param.shape())
-            }
-        };
+        });
         (param, velocity)
     }
 }
