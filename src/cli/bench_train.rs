@@ -6,19 +6,20 @@ use vggq::backend::{self, DeviceRequest, OnBackend};
 use vggq::model::TrainingBackend;
 use vggq::model::VggConfig;
 use vggq::throughput::{measure, Throughput};
+use vggq_core::ProfileName;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceRequest,
-    /// Input side in pixels.
-    #[arg(long, default_value_t = 128)]
+    /// Input side in pixels (default: the full profile's).
+    #[arg(long, default_value_t = ProfileName::Full.model_shape().input_size)]
     size: usize,
     /// Conv widths are VGG11's divided by this.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = ProfileName::Full.model_shape().width_divisor)]
     width_div: usize,
     /// Width of the hidden classifier layers.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = ProfileName::Full.model_shape().hidden)]
     hidden: usize,
     #[arg(long, default_value_t = 32)]
     batch: usize,
