@@ -1,12 +1,12 @@
 //! Scoring a model over a set of batches: mean cross-entropy and top-1 accuracy, summed on the device
 //! and read by the host once at the end.
 
-use burn::nn::loss::CrossEntropyLoss;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::BatchLoader;
 use crate::host_reads;
+use crate::model::kernels;
 use crate::model::{Vgg, VggBackend};
 use crate::progress::progress_bar;
 use crate::upload::uploaded;
@@ -73,19 +73,18 @@ pub fn evaluate<B: VggBackend>(model: &Vgg<B>, batches: &BatchLoader, device: &B
 }
 
 /// Loss and accuracy of the logits `forward` gives for `batches` (any model: float or simulated int8).
-pub fn evaluate_with<B: Backend>(
+pub fn evaluate_with<B: VggBackend>(
     batches: &BatchLoader,
     device: &B::Device,
     label: &str,
     forward: impl Fn(Tensor<B, 4>) -> Tensor<B, 2>,
 ) -> Score {
-    let loss_fn = CrossEntropyLoss::new(None, device);
     let bar = progress_bar(batches.batch_count(), label.to_string());
     let mut sum = ScoreSum::default();
     // Evaluation batches are neither shuffled nor flipped: every epoch number gives the same ones.
     for batch in uploaded::<B, _>(batches.epoch(0), device) {
         let logits = forward(batch.images);
-        let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
+        let loss = kernels::cross_entropy(logits.clone(), batch.labels.clone());
         sum.add(logits, batch.labels, loss, batch.len);
         bar.inc(1);
     }

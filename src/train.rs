@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsParams, LearningRate, Optimizer, SimpleOptimizer};
 use burn::prelude::*;
@@ -114,7 +113,7 @@ impl<B: TrainingBackend> TrainingForward<B> for FloatForward {
 /// One epoch of SGD over `batches` with the learning rate `learning_rate`; `bar` advances per batch.
 /// Returns the trained model, its training score over the epoch and the epoch's wall time in seconds
 /// (the end of the epoch waits for the device).
-pub fn train_epoch<B: AutodiffBackend, O: Optimizer<Vgg<B>, B>>(
+pub fn train_epoch<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
     mut model: Vgg<B>,
     optimizer: &mut O,
     learning_rate: f64,
@@ -124,11 +123,10 @@ pub fn train_epoch<B: AutodiffBackend, O: Optimizer<Vgg<B>, B>>(
     bar: &ProgressBar,
 ) -> (Vgg<B>, Score, f64) {
     let started = Instant::now();
-    let loss_fn = CrossEntropyLoss::new(None, device);
     let mut sum = ScoreSum::<B::InnerBackend>::default();
     for (step, batch) in uploaded::<B, _>(batches, device).enumerate() {
         let logits = forward.forward(&model, batch.images);
-        let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
+        let loss = kernels::cross_entropy(logits.clone(), batch.labels.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(learning_rate, model, grads);
         sum.add(logits.inner(), batch.labels.inner(), loss.inner(), batch.len);

@@ -13,15 +13,15 @@
 //! scaled back to float and the bias added in float.
 
 use burn::prelude::*;
-use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::adaptive_avg_pool2d;
 
 use super::float_model::FloatVgg;
 use super::model::{QuantizedFeatures, QuantizedLinear, QuantizedVgg, QuantizedWeight};
 use super::qparams::{runtime_qparams, QParams, QuantRange};
 use super::static_ptq::FusedVgg;
 use crate::host_reads::{self, values};
-use crate::model::BATCH_NORM_EPS;
+use crate::model::kernels;
+use crate::model::{VggBackend, BATCH_NORM_EPS};
 
 fn tensor1<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B, 1> {
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
@@ -37,21 +37,25 @@ fn per_channel<B: Backend>(values: Tensor<B, 1>) -> Tensor<B, 4> {
     values.reshape([1, c, 1, 1])
 }
 
-/// 3x3 convolution with padding 1 (zero real value, i.e. the zero point in the quantized domain).
-fn conv3x3<B: Backend>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
-    conv2d(x, weight, bias, ConvOptions::new([1, 1], [1, 1], [1, 1], 1))
+/// 3x3 convolution with padding 1 (zero real value, i.e. the zero point in the quantized domain), by
+/// the backend's kernel: its sums in one order on every machine.
+fn conv3x3<B: VggBackend>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()));
+    kernels::conv3x3(x, weight, bias)
 }
 
-fn pool2x2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false)
+/// `x` `[N, in]` times `weight` `[in, out]`, plus `bias` where given, by the backend's kernel.
+fn matmul<B: VggBackend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([weight.dims()[1]], &weight.device()));
+    kernels::linear(x, weight, bias)
 }
 
 /// A float conv layer, with an eval-mode BatchNorm as a per-channel affine map where it is not folded.
 struct FloatConv<B: Backend> {
     weight: Tensor<B, 4>,
     bias: Tensor<B, 1>,
-    /// `gamma / sqrt(var + eps)` and `beta - mean * that`, `[1, C, 1, 1]`.
-    norm: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
+    /// `gamma / sqrt(var + eps)` and `beta - mean * that`, `[C]`.
+    norm: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
     pool: bool,
 }
 
@@ -68,7 +72,7 @@ pub struct FloatNet<B: Backend> {
     pool_size: usize,
 }
 
-impl<B: Backend> FloatNet<B> {
+impl<B: VggBackend> FloatNet<B> {
     /// The FX-fused model: BN already folded into each conv.
     pub fn fused(model: &FusedVgg, device: &B::Device) -> Self {
         let convs = model
@@ -103,13 +107,13 @@ impl<B: Backend> FloatNet<B> {
         let mut x = images;
         for (i, conv) in self.convs.iter().enumerate() {
             x = conv3x3(x, conv.weight.clone(), Some(conv.bias.clone()));
-            if let Some((scale, shift)) = &conv.norm {
-                x = x * scale.clone() + shift.clone();
-            }
-            x = x.clamp_min(0.0);
+            x = match &conv.norm {
+                Some((scale, shift)) => kernels::scale_shift_relu(x, scale.clone(), shift.clone()),
+                None => x.clamp_min(0.0),
+            };
             observe(i + 1, values(x.clone()));
             if conv.pool {
-                x = pool2x2(x);
+                x = kernels::max_pool2x2(x);
                 observe(i + 1, values(x.clone()));
             }
         }
@@ -120,7 +124,7 @@ impl<B: Backend> FloatNet<B> {
         observe(last_conv, values(x.clone()));
         let last = self.linears.len() - 1;
         for (i, linear) in self.linears.iter().enumerate() {
-            x = x.matmul(linear.weight.clone()) + linear.bias.clone().unsqueeze();
+            x = matmul(x, linear.weight.clone(), Some(linear.bias.clone()));
             if i != last {
                 x = x.clamp_min(0.0);
             }
@@ -141,7 +145,7 @@ fn float_convs<B: Backend>(blocks: &[super::float_model::FloatConvBlock], device
             FloatConv {
                 weight: tensor(b.weight.clone(), [b.out_channels, b.in_channels, 3, 3], device),
                 bias: tensor1(&b.bias, device),
-                norm: Some((per_channel(tensor1(&scale, device)), per_channel(tensor1(&shift, device)))),
+                norm: Some((tensor1(&scale, device), tensor1(&shift, device))),
                 pool: b.pool,
             }
         })
@@ -246,7 +250,7 @@ fn integer_weight(values: &[i8]) -> Vec<f32> {
     values.iter().map(|&v| v as f32).collect()
 }
 
-impl<B: Backend> SimulatedVgg<B> {
+impl<B: VggBackend> SimulatedVgg<B> {
     pub fn new(model: &QuantizedVgg, device: &B::Device) -> Self {
         let linear_weight = |l: &QuantizedLinear| {
             tensor::<B, 2>(integer_weight(&l.weight.values), [l.weight.shape[0], l.weight.shape[1]], device).transpose()
@@ -311,10 +315,10 @@ impl<B: Backend> SimulatedVgg<B> {
             Simulation::Dynamic { convs, linears, input_range } => {
                 let net_features = convs.iter().fold(images, |x, conv| {
                     let (scale, shift) = conv.norm.as_ref().expect("dynamic features keep their BatchNorms");
-                    let x =
-                        (conv3x3(x, conv.weight.clone(), Some(conv.bias.clone())) * scale.clone() + shift.clone()).clamp_min(0.0);
+                    let x = conv3x3(x, conv.weight.clone(), Some(conv.bias.clone()));
+                    let x = kernels::scale_shift_relu(x, scale.clone(), shift.clone());
                     if conv.pool {
-                        pool2x2(x)
+                        kernels::max_pool2x2(x)
                     } else {
                         x
                     }
@@ -324,7 +328,7 @@ impl<B: Backend> SimulatedVgg<B> {
                     let (min, max) = (host_reads::scalar(x.clone().min()), host_reads::scalar(x.clone().max()));
                     let q = runtime_qparams(min as f32, max as f32, *input_range, false);
                     let xq = quantize(x, q) - q.zero_point as f32;
-                    x = xq.matmul(linear.weight.clone()) * (q.scale * linear.scale) + linear.bias.clone().unsqueeze();
+                    x = matmul(xq, linear.weight.clone(), None) * (q.scale * linear.scale) + linear.bias.clone().unsqueeze();
                     if linear.relu {
                         x = x.clamp_min(0.0);
                     }
@@ -340,7 +344,7 @@ impl<B: Backend> SimulatedVgg<B> {
                         per_channel(layer.multiplier.clone()),
                     );
                     if layer.pool {
-                        pool2x2(y)
+                        kernels::max_pool2x2(y)
                     } else {
                         y
                     }
@@ -348,7 +352,7 @@ impl<B: Backend> SimulatedVgg<B> {
                 // The quantized average pool rounds the mean back onto the same grid.
                 let mut x = adaptive_avg_pool2d(x, [self.pool_size, self.pool_size]).round().flatten::<2>(1, 3);
                 for layer in linears {
-                    let accumulator = (x - layer.input_zero_point).matmul(layer.weight.clone());
+                    let accumulator = matmul(x - layer.input_zero_point, layer.weight.clone(), None);
                     x = layer.requantize(
                         accumulator,
                         layer.bias_in_accumulator.clone().unsqueeze(),

@@ -20,6 +20,7 @@ use super::qparams::{QParams, QuantRange};
 use super::simulate::FloatNet;
 use super::QuantError;
 use crate::data::Batch;
+use crate::model::VggBackend;
 
 /// A conv with its BatchNorm folded in (ReLU follows).
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +75,7 @@ pub struct CalibrationTiming {
 
 /// Runs `batches` through the fused float model and records every observation point with an observer of
 /// `method`; returns the activation parameters in observation order (input, convs, Linears).
-pub fn calibrate<B: Backend>(
+pub fn calibrate<B: VggBackend>(
     model: &FusedVgg,
     batches: impl IntoIterator<Item = Batch>,
     method: Calibration,
@@ -162,7 +163,7 @@ pub fn weight_ranges(model: &FusedVgg) -> Vec<Vec<MinMax>> {
 }
 
 /// The whole static flow: fuse, calibrate on `batches`, convert.
-pub fn quantize_static<B: Backend>(
+pub fn quantize_static<B: VggBackend>(
     model: &FloatVgg,
     batches: impl IntoIterator<Item = Batch>,
     method: Calibration,

@@ -3,8 +3,9 @@
 //! Autodiff differentiates them as it differentiates any composition.
 
 use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
 use burn::tensor::module::{conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::ops::{ConvOptions, FloatTensor, IntTensor};
 use burn::tensor::Scalar;
 
 use super::{primitive, tensor, BatchNormed, SgdStep};
@@ -40,6 +41,15 @@ pub fn scale_shift_relu<B: Backend>(x: FloatTensor<B>, scale: FloatTensor<B>, sh
 
 pub fn max_pool2x2<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     primitive(max_pool2d(tensor::<B, 4>(x), [2, 2], [2, 2], [0, 0], [1, 1], false))
+}
+
+pub fn cross_entropy<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+    let logits = tensor::<B, 2>(logits);
+    let [n, _] = logits.dims();
+    let targets = Tensor::<B, 1, Int>::from_primitive(targets).reshape([n, 1]);
+    let picked = log_softmax(logits, 1).gather(1, targets);
+    // Along the batch axis, not over the whole tensor: cubecl reduces an axis without atomics.
+    primitive((picked.sum_dim(0) / -(n as f64)).reshape([1]))
 }
 
 pub fn linear<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {

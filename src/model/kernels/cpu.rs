@@ -1,13 +1,20 @@
-//! VGG's operations on the CPU: burn-flex's tensors, f32, NCHW, both cores through rayon.
+//! VGG's operations on the CPU: burn-flex's tensors, f32, NCHW, on rayon's pool.
 //!
-//! - 3x3 convolution: each core takes a share of the images and multiplies the weights by their im2col in
-//!   one-core GEMMs (the `gemm` crate's AVX-512 kernels), a block of columns at a time that half the L2
-//!   holds: several images where planes are small, bands of one image's rows where they are large.
-//!   The input gradient is the same forward convolution of the output gradient with the weights flipped
-//!   and transposed; the weight gradient multiplies the output gradient by the im2col's transpose the same
-//!   way (as dot products of rows where blocks are wide, `dot_products`), summed in per-core partials
-//!   (burn's default runs it as a convolution whose kernel is the whole output gradient, the slowest
-//!   operation of a training step).
+//! Every result is the same bytes on any core count and any x86-64 CPU with AVX2 and FMA: how the work
+//! is shared out follows the problem's shape (groups of images, ranges of channels, blocks of columns:
+//! never the number of threads or the caches the machine reports), every sum is taken in one fixed
+//! order, and the products are our GEMM's ([`super::gemm`]: each entry one chain of fused
+//! multiply-adds) and dot products ([`super::dot_products`]: fixed lanes and tree), whatever the vector
+//! width. Threads decide who computes a piece, never what the piece is.
+//!
+//! - 3x3 convolution: tasks take groups of images and multiply the weights by their im2col in one-core
+//!   GEMMs, a block of columns at a time that half the L2 holds: several images where planes are small,
+//!   bands of one image's rows where they are large. The input gradient is the same forward convolution
+//!   of the output gradient with the weights flipped and transposed; the weight gradient multiplies the
+//!   output gradient by the im2col's transpose the same way (as dot products of rows where blocks are
+//!   wide), each group of images into a partial of its own, the partials added in a fixed tree (burn's
+//!   default runs it as a convolution whose kernel is the whole output gradient, the slowest operation
+//!   of a training step).
 //! - BatchNorm with ReLU: a pass for the mean and one for the variance about it (f64 sums, as PyTorch's
 //!   CPU kernel accumulates), one for the output; the backward pass one for both of its sums and one for
 //!   the gradient, the ReLU's mask taken from the output.
@@ -15,18 +22,22 @@
 //!   its position kept for the backward pass.
 //! - Linear: one GEMM forward and one for the weight's gradient; the input's gradient as dot products of
 //!   rows (`dot_products`), the layout it has.
+//! - Cross-entropy: each row in f64 with `libm`'s `exp` and `log` (the system's may round otherwise).
 //! - SGD's step: one pass over each parameter, its gradient and its velocity, updating the parameter and
 //!   the velocity in place where their buffers are their own.
 
 use burn::backend::Flex;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Shape, TensorData, TensorMetadata};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 use std::thread::LocalKey;
 
-use super::dot_products::{dot_products, with_gemm, Rows};
+use super::dot_products::{dot_products, Rows};
+use super::gemm::{matmul, matmul_packed, Cores, Matrix, Operand, PackedA};
+use super::isa::isa;
 use super::{BatchNormed, SgdStep, VggBackend};
 use crate::model::BATCH_NORM_EPS;
 
@@ -113,21 +124,18 @@ impl VggBackend for Flex {
         let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
         let [n, i] = x.shape().dims();
         let o = weight.shape().dims::<2>()[1];
+        // Each output's chain starts from its bias.
         let mut output: Vec<f32> = values(&bias).repeat(n);
-        // SAFETY: `output` (n x o), `x` (n x i) and `weight` (i x o) are row-major and in bounds.
-        unsafe {
-            matmul(
-                Matrix::rows(&mut output, o),
-                n,
-                o,
-                i,
-                Operand::rows(values(&x), i),
-                Operand::rows(values(&weight), o),
-                true,
-                gemm::Parallelism::Rayon(0),
-            )
-        };
+        let (x, weight) = (Operand::rows(values(&x), i), Operand::rows(values(&weight), o));
+        matmul(Matrix::rows(&mut output, o), n, o, i, x, weight, true, Cores::All);
         new_tensor(output, [n, o])
+    }
+
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        let logits = contiguous(logits);
+        let [_, classes] = logits.shape().dims();
+        let loss = cross_entropy_forward(values(&logits), classes, &class_indices(targets, classes)).loss;
+        new_tensor(vec![loss], [1])
     }
 
     fn sgd_step(
@@ -168,80 +176,6 @@ fn owned(tensor: FlexTensor) -> FlexTensor {
     }
 }
 
-/// A GEMM operand: a row-major matrix, or the transpose of one, by its strides.
-pub(super) struct Operand<'a> {
-    data: &'a [f32],
-    row_stride: isize,
-    column_stride: isize,
-}
-
-impl<'a> Operand<'a> {
-    /// A row-major matrix with its rows `row_stride` apart.
-    pub fn rows(data: &'a [f32], row_stride: usize) -> Self {
-        Operand { data, row_stride: row_stride as isize, column_stride: 1 }
-    }
-
-    /// The transpose of a row-major matrix with its rows `row_stride` apart.
-    pub fn transposed(data: &'a [f32], row_stride: usize) -> Self {
-        Operand { data, row_stride: 1, column_stride: row_stride as isize }
-    }
-}
-
-/// A destination matrix, row-major with its rows `row_stride` apart.
-pub(super) struct Matrix<'a> {
-    data: &'a mut [f32],
-    row_stride: usize,
-}
-
-impl<'a> Matrix<'a> {
-    pub fn rows(data: &'a mut [f32], row_stride: usize) -> Self {
-        Matrix { data, row_stride }
-    }
-}
-
-/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, by the `gemm` crate on `cores`: every core
-/// (`Rayon(0)`) or the calling one (`None`).
-///
-/// # Safety
-/// The operands' strides must stay within their slices for the sizes given.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn matmul(
-    dst: Matrix,
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: Operand,
-    rhs: Operand,
-    accumulate: bool,
-    cores: gemm::Parallelism,
-) {
-    assert!(dst.row_stride >= n && (m == 0 || dst.data.len() >= (m - 1) * dst.row_stride + n));
-    // SAFETY: as the caller promises.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.data.as_mut_ptr(),
-            1,
-            dst.row_stride as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.column_stride,
-            lhs.row_stride,
-            rhs.data.as_ptr(),
-            rhs.column_stride,
-            rhs.row_stride,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            cores,
-        );
-    }
-}
-
 /// The input gradient of a Linear, `dy (n x o) * weight^T` with `weight` `i x o` row-major: `n x i`, each
 /// entry the dot product of a row of `dy` and a row of the weights. Each core takes blocks of the
 /// weights' rows (its columns of the result), read once from memory while `dy` stays in its L2.
@@ -271,25 +205,66 @@ const LINEAR_WEIGHT_ROWS: usize = 256;
 /// The weight gradient of a Linear, `x^T * dy` with `x` `n x i` and `dy` `n x o`: `i x o`, Burn's layout.
 pub(super) fn linear_weight_grad(x: &[f32], dy: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
     let mut dw = vec![0.0f32; i * o];
-    // SAFETY: row-major `dw` (i x o), `x` (n x i) and `dy` (n x o), as the slices hold them.
-    unsafe {
-        matmul(
-            Matrix::rows(&mut dw, o),
-            i,
-            o,
-            n,
-            Operand::transposed(x, i),
-            Operand::rows(dy, o),
-            false,
-            gemm::Parallelism::Rayon(0),
-        )
-    };
+    matmul(Matrix::rows(&mut dw, o), i, o, n, Operand::transposed(x, i), Operand::rows(dy, o), false, Cores::All);
     dw
 }
 
 /// The bias gradient of a Linear: `dy` (`n x o`) summed over its rows (f64).
 pub(super) fn linear_bias_grad(dy: &[f32], n: usize, o: usize) -> Vec<f32> {
     (0..o).map(|j| (0..n).map(|row| f64::from(dy[row * o + j])).sum::<f64>() as f32).collect()
+}
+
+/// The class indices of `targets` (`[N]`), each checked to be below `classes`.
+pub(super) fn class_indices(targets: IntTensor<Flex>, classes: usize) -> Vec<usize> {
+    let indices: Vec<usize> = targets.into_data().iter::<i64>().map(|t| t as usize).collect();
+    assert!(indices.iter().all(|&t| t < classes), "class indices must lie below {classes}: {indices:?}");
+    indices
+}
+
+/// What the cross-entropy's forward pass computes and its backward pass needs.
+pub(super) struct CrossEntropy {
+    /// The batch's mean loss.
+    pub loss: f32,
+    /// Each row's `log(sum(exp(logits)))`.
+    pub log_sum_exp: Vec<f64>,
+}
+
+/// The mean over the rows of `logits` (`N x classes`) of `log(sum(exp(row))) - row[target]`: each row in
+/// f64 about its maximum, in order, with `libm`'s `exp` and `log`, the rows' losses added in order.
+pub(super) fn cross_entropy_forward(logits: &[f32], classes: usize, targets: &[usize]) -> CrossEntropy {
+    let log_sum_exp: Vec<f64> = logits
+        .chunks(classes)
+        .map(|row| {
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+            max + libm::log(row.iter().map(|&v| libm::exp(f64::from(v) - max)).sum::<f64>())
+        })
+        .collect();
+    let total: f64 =
+        log_sum_exp.iter().zip(logits.chunks(classes)).zip(targets).map(|((lse, row), &t)| lse - f64::from(row[t])).sum();
+    CrossEntropy { loss: (total / targets.len().max(1) as f64) as f32, log_sum_exp }
+}
+
+/// The gradient of [`cross_entropy_forward`]'s mean loss with respect to `logits`, times `grad`:
+/// `(softmax(row) - one_hot(target)) * grad / N`, in f64.
+pub(super) fn cross_entropy_backward(
+    logits: &[f32],
+    classes: usize,
+    targets: &[usize],
+    log_sum_exp: &[f64],
+    grad: f32,
+) -> Vec<f32> {
+    let scale = f64::from(grad) / targets.len().max(1) as f64;
+    logits
+        .chunks(classes)
+        .zip(targets)
+        .zip(log_sum_exp)
+        .flat_map(|((row, &t), &lse)| {
+            row.iter().enumerate().map(move |(j, &v)| {
+                let one_hot = if j == t { 1.0 } else { 0.0 };
+                ((libm::exp(f64::from(v) - lse) - one_hot) * scale) as f32
+            })
+        })
+        .collect()
 }
 
 /// What the training BatchNorm's forward pass computes and its backward pass needs.
@@ -509,7 +484,7 @@ pub(super) fn conv3x3_input_grad(grad: FlexTensor, weight: &FlexTensor) -> FlexT
 struct ColumnBlock {
     first: usize,
     count: usize,
-    rows: std::ops::Range<usize>,
+    rows: Range<usize>,
 }
 
 impl ColumnBlock {
@@ -521,22 +496,24 @@ impl ColumnBlock {
 
 /// Floats of im2col a GEMM takes at most: half of a Zen 4 core's 1 MiB L2, so that the columns the GEMM
 /// reads are still there (measured: 4 Mi floats ran the smoke shapes' weight gradients at half the speed).
+/// A constant, not the cache the machine reports: the blocks decide how a weight gradient's sums are
+/// split, and those must be the same everywhere.
 const IM2COL_BUDGET: usize = 1 << 17;
 
-/// Block widths from which a weight gradient's dot products beat the `gemm` crate (measured at the smoke
-/// shapes, ms: 0.65 vs 1.5 at 4096 columns, 0.95 vs 0.9 at 768, 0.9 vs 0.55 at 448, 2.2 vs 1.2 at 112).
-/// Chosen once per convolution: a layer that switched between the two for its last, narrower block ran
-/// slower than either alone.
+/// Block widths from which a weight gradient's dot products beat a GEMM (measured at the smoke
+/// shapes against the `gemm` crate, ms: 0.65 vs 1.5 at 4096 columns, 0.95 vs 0.9 at 768, 0.9 vs 0.55 at
+/// 448, 2.2 vs 1.2 at 112). Chosen once per convolution, from its shape: a layer that switched between
+/// the two for its last, narrower block ran slower than either alone.
 const DOT_PRODUCT_WIDTH: usize = 1024;
 
 /// Columns a block of one image's rows has at least: narrower GEMMs lose more to their fixed costs than
 /// the cache saves.
 const MIN_BAND_WIDTH: usize = 256;
 
-/// The blocks a core takes over `images`: as many whole images as `IM2COL_BUDGET` holds, or, where one
-/// image's im2col is larger, bands of its rows.
-fn column_blocks(shape: Nchw, images: std::ops::Range<usize>) -> Vec<ColumnBlock> {
-    let k9 = shape.c * 9;
+/// The blocks over `images` of an im2col of `channels` input channels: as many whole images as
+/// `IM2COL_BUDGET` holds, or, where one image's im2col is larger, bands of its rows.
+fn column_blocks(shape: Nchw, channels: usize, images: Range<usize>) -> Vec<ColumnBlock> {
+    let k9 = channels * 9;
     if k9 * shape.plane() <= IM2COL_BUDGET {
         let group = IM2COL_BUDGET / (k9 * shape.plane());
         let end = images.end;
@@ -609,17 +586,23 @@ fn with_scratch<R>(buffer: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: 
     })
 }
 
-/// Calls `f(block, col)` for each of `column_blocks(shape, images)`, with `col` the block's im2col
-/// (`C*9 x width`: channel by channel, `im2col3x3_channel`'s rows). The loop a core runs over its share
-/// of the images in the forward pass and the weight gradient.
-fn for_each_im2col_block(x: &[f32], shape: Nchw, images: std::ops::Range<usize>, mut f: impl FnMut(&ColumnBlock, &[f32])) {
-    let blocks = column_blocks(shape, images);
-    let k9 = shape.c * 9;
+/// Calls `f(block, col)` for each of `column_blocks(shape, channels.len(), images)`, with `col` the
+/// block's im2col of `channels` (`channels.len()*9 x width`: channel by channel, `im2col3x3_channel`'s
+/// rows). The loop a task runs over its images in the forward pass and the weight gradient.
+fn for_each_im2col_block(
+    x: &[f32],
+    shape: Nchw,
+    images: Range<usize>,
+    channels: Range<usize>,
+    mut f: impl FnMut(&ColumnBlock, &[f32]),
+) {
+    let blocks = column_blocks(shape, channels.len(), images);
+    let k9 = channels.len() * 9;
     let most = blocks.iter().map(|b| b.width(shape)).max().unwrap_or(0);
     with_scratch(&IM2COL, k9 * most, |col| {
         for block in &blocks {
             let width = block.width(shape);
-            for (c, rows) in col[..k9 * width].chunks_mut(9 * width).enumerate() {
+            for (c, rows) in channels.clone().zip(col[..k9 * width].chunks_mut(9 * width)) {
                 im2col3x3_channel(x, shape, block, c, rows);
             }
             f(block, &col[..k9 * width]);
@@ -627,40 +610,51 @@ fn for_each_im2col_block(x: &[f32], shape: Nchw, images: std::ops::Range<usize>,
     })
 }
 
-/// The images core `t` takes: `share` of them, the last core fewer.
-fn share_of(t: usize, share: usize, n: usize) -> std::ops::Range<usize> {
-    t * share..((t + 1) * share).min(n)
+/// `count` ranges of `len` values in order, of equal size but the last.
+fn ranges(len: usize, count: usize) -> Vec<Range<usize>> {
+    let size = len.div_ceil(count.clamp(1, len.max(1)));
+    (0..len).step_by(size.max(1)).map(|start| start..(start + size).min(len)).collect()
 }
 
+/// The largest power of two at most `limit` (1 for 0).
+fn power_of_two_at_most(limit: usize) -> usize {
+    if limit <= 1 {
+        1
+    } else {
+        1 << limit.ilog2()
+    }
+}
+
+/// Columns of the forward pass's GEMMs a task has at least: narrower ones lose more to their fixed
+/// costs than sharing them out saves.
+const MIN_TASK_COLUMNS: usize = 64;
+
 /// `[N, O, H, W]` = the 3x3 convolution (padding 1) of `x` with `weight` (`[O, C, 3, 3]`, row-major), plus
-/// `bias` where given. Each core takes a share of the images and, a block of columns at a time,
-/// multiplies the weights (`O x C*9`) by the block's im2col (`C*9 x width`) in a one-core GEMM; a block
-/// within one image writes straight into the output.
+/// `bias` where given. Tasks take groups of images (a power of two of them, as many as leave each
+/// `MIN_TASK_COLUMNS` positions) and, a block of columns at a time, multiply the weights (`O x C*9`) by
+/// the block's im2col (`C*9 x width`) in one-core GEMMs; a block within one image writes straight into
+/// the output. Each output is one chain along `C*9` ([`matmul`]), so the split changes no value.
 pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Option<&[f32]>, out_channels: usize) -> Vec<f32> {
     let (plane, k9) = (shape.plane(), shape.c * 9);
     let out_image = out_channels * plane;
-    let threads = rayon::current_num_threads().clamp(1, shape.n);
-    let share = shape.n.div_ceil(threads);
+    let groups = ranges(shape.n, power_of_two_at_most((shape.n * plane / MIN_TASK_COLUMNS).min(shape.n)));
+    let weights = PackedA::new(isa(), Operand::rows(weight, k9), out_channels, k9);
     let mut output = vec![0.0f32; shape.n * out_image];
-    output.par_chunks_mut(share * out_image).enumerate().for_each(|(t, out)| {
-        for_each_im2col_block(x, shape, share_of(t, share, shape.n), |block, col| {
+    let chunks: Vec<&mut [f32]> = output.chunks_mut(groups[0].len().max(1) * out_image).collect();
+    chunks.into_par_iter().zip(groups).for_each(|(out, images)| {
+        let first_image = images.start;
+        for_each_im2col_block(x, shape, images, 0..shape.c, |block, col| {
             let width = block.width(shape);
-            let local = (block.first - t * share) * out_image;
+            let local = (block.first - first_image) * out_image;
             let multiply = |dst: &mut [f32], dst_row_stride: usize| {
-                // SAFETY: lhs the weights `out_channels x k9` row-major, rhs `col` (`k9 x width` row-major),
-                // both whole; `matmul` checks dst (`out_channels x width`, rows `dst_row_stride` apart).
-                unsafe {
-                    matmul(
-                        Matrix::rows(dst, dst_row_stride),
-                        out_channels,
-                        width,
-                        k9,
-                        Operand::rows(weight, k9),
-                        Operand::rows(col, width),
-                        false,
-                        gemm::Parallelism::None,
-                    )
-                };
+                matmul_packed(
+                    Matrix::rows(dst, dst_row_stride),
+                    width,
+                    &weights,
+                    Operand::rows(col, width),
+                    false,
+                    Cores::Calling,
+                );
             };
             let bias_of = |o: usize| bias.map_or(0.0, |bias| bias[o]);
             if block.count == 1 {
@@ -689,27 +683,56 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
     output
 }
 
+/// Floats the partial sums of a weight gradient may take in all.
+const PARTIAL_BUDGET: usize = 1 << 22;
+/// Positions (images x plane) a partial sums at least: fewer cost more to write and add than they save.
+const MIN_PARTIAL_POSITIONS: usize = 256;
+/// Tasks a weight gradient is split into where its partials are few: input channels share them out.
+const WEIGHT_GRAD_TASKS: usize = 8;
+
+/// How a weight gradient is shared out, from its shape alone: groups of images, each summed into a
+/// partial of its own (a power of two of them, as many as `PARTIAL_BUDGET`, `MIN_PARTIAL_POSITIONS` and
+/// the images allow), and, where those are fewer than `WEIGHT_GRAD_TASKS`, ranges of input channels,
+/// whose columns of the gradient are computed apart (changing no sum).
+fn weight_grad_split(shape: Nchw, out_channels: usize) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
+    let gradient = out_channels * shape.c * 9;
+    let partials = (PARTIAL_BUDGET / gradient).min(shape.n * shape.plane() / MIN_PARTIAL_POSITIONS).min(shape.n);
+    let groups = ranges(shape.n, power_of_two_at_most(partials));
+    let channel_ranges = ranges(shape.c, WEIGHT_GRAD_TASKS.div_ceil(groups.len()));
+    (groups, channel_ranges)
+}
+
 /// The weight gradient `[O, C, 3, 3]` of a 3x3 convolution (padding 1) of `x` whose output gradient is
-/// `grad`. Each core takes a share of the images and, a block of columns at a time, multiplies their
-/// output gradient (`O x width`) by the transpose of their im2col (`C*9 x width`) into a partial of its
-/// own (one-core GEMMs: measured faster here than one GEMM across both cores); the partials are summed.
-/// Within one image the output gradient is read in place, rows `HW` apart; across several, gathered.
+/// `grad`. Split by [`weight_grad_split`]: each task takes a group of images and a range of input
+/// channels and, a block of columns at a time, multiplies their output gradient (`O x width`) by the
+/// transpose of their im2col (`channels*9 x width`) in one-core GEMMs (as dot products of rows where
+/// blocks are wide, `dot_products`), into its partial's columns; the groups' partials are then added in
+/// one fixed tree. Within one image the output gradient is read in place, rows `HW` apart; across
+/// several, gathered.
 pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_channels: usize) -> Vec<f32> {
-    let (plane, k9) = (shape.plane(), shape.c * 9);
-    let threads = rayon::current_num_threads().clamp(1, shape.n);
-    let share = shape.n.div_ceil(threads);
-    let dot = column_blocks(shape, 0..share).first().is_some_and(|block| block.width(shape) >= DOT_PRODUCT_WIDTH);
-    let partials: Vec<Vec<f32>> = (0..threads)
+    let plane = shape.plane();
+    let (groups, channel_ranges) = weight_grad_split(shape, out_channels);
+    let first_block = column_blocks(shape, channel_ranges[0].len(), groups[0].clone());
+    let dot = first_block.first().is_some_and(|block| block.width(shape) >= DOT_PRODUCT_WIDTH);
+    let tasks: Vec<(Range<usize>, Range<usize>)> =
+        groups.iter().flat_map(|images| channel_ranges.iter().map(move |channels| (images.clone(), channels.clone()))).collect();
+    // Each task's columns of its group's partial: `O x channels*9`.
+    let columns: Vec<Vec<f32>> = tasks
         .into_par_iter()
-        .map(|t| {
+        .map(|(images, channels)| {
+            let k9 = channels.len() * 9;
             let mut dw = vec![0.0f32; out_channels * k9];
-            for_each_im2col_block(x, shape, share_of(t, share, shape.n), |block, col| {
+            for_each_im2col_block(x, shape, images, channels, |block, col| {
                 let width = block.width(shape);
-                // `dw (O x C*9) += lhs (O x width) * col^T`: rows of both along the block's positions.
+                // `dw (O x k9) += lhs (O x width) * col^T`: rows of both along the block's positions.
                 let mut multiply = |lhs: &[f32], lhs_row_stride: usize| {
-                    let (lhs, col) = (Rows { data: lhs, stride: lhs_row_stride }, Rows { data: col, stride: width });
-                    let product = if dot { dot_products } else { with_gemm };
-                    product(&mut dw, k9, out_channels, k9, width, lhs, col, true);
+                    if dot {
+                        let (lhs, col) = (Rows { data: lhs, stride: lhs_row_stride }, Rows { data: col, stride: width });
+                        dot_products(&mut dw, k9, out_channels, k9, width, lhs, col, true);
+                    } else {
+                        let (lhs, col) = (Operand::rows(lhs, lhs_row_stride), Operand::transposed(col, width));
+                        matmul(Matrix::rows(&mut dw, k9), out_channels, k9, width, lhs, col, true, Cores::Calling);
+                    }
                 };
                 let image = &grad[block.first * out_channels * plane..];
                 if block.count == 1 {
@@ -729,13 +752,34 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
             dw
         })
         .collect();
-    let mut total = partials[0].clone();
-    for partial in &partials[1..] {
-        for (t, p) in total.iter_mut().zip(partial) {
-            *t += p;
+    // Task `g * ranges + r` holds group `g`'s columns for channel range `r`.
+    let k9 = shape.c * 9;
+    let mut total = vec![0.0f32; out_channels * k9];
+    total.par_chunks_mut(k9).enumerate().for_each(|(o, row)| {
+        for (r, channels) in channel_ranges.iter().enumerate() {
+            let width = channels.len() * 9;
+            let partials: Vec<&[f32]> =
+                (0..groups.len()).map(|g| &columns[g * channel_ranges.len() + r][o * width..][..width]).collect();
+            tree_sum(&mut row[channels.start * 9..][..width], &partials);
+        }
+    });
+    total
+}
+
+/// `out = partials[0] + ... + partials[last]`, value by value, added in one fixed tree: the first half's
+/// sum plus the second half's.
+fn tree_sum(out: &mut [f32], partials: &[&[f32]]) {
+    match partials {
+        [] => out.fill(0.0),
+        [only] => out.copy_from_slice(only),
+        _ => {
+            let (first, second) = partials.split_at(partials.len() / 2);
+            let mut rest = vec![0.0f32; out.len()];
+            tree_sum(out, first);
+            tree_sum(&mut rest, second);
+            out.iter_mut().zip(&rest).for_each(|(o, r)| *o += r);
         }
     }
-    total
 }
 
 /// The bias gradient of a convolution: the output gradient summed over images and positions (f64).

@@ -7,7 +7,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::TensorMetadata;
 use burn_flex::FlexTensor;
 
@@ -161,6 +161,37 @@ impl VggBackend for Ad {
         let output = <Flex as VggBackend>::linear(input.clone(), weights.clone(), bias.primitive.clone());
         match Linear.prepare::<NoCheckpointing>([x.node, weight.node, bias.node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((input, weights), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct CrossEntropy;
+
+        impl Backward<Flex, 1> for CrossEntropy {
+            /// The logits, the class indices and each row's `log(sum(exp(row)))`.
+            type State = (FlexTensor, Vec<usize>, Vec<f64>);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_logits] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (logits, targets, log_sum_exp) = ops.state;
+                if let Some(node) = node_logits {
+                    let classes = logits.shape().dims::<2>()[1];
+                    let dx = cpu::cross_entropy_backward(values(&logits), classes, &targets, &log_sum_exp, values(&grad)[0]);
+                    grads.register::<Flex>(node.id, new_tensor(dx, logits.shape()));
+                }
+            }
+        }
+
+        let input = contiguous(logits.primitive.clone());
+        let classes = input.shape().dims::<2>()[1];
+        let targets = cpu::class_indices(targets, classes);
+        let forward = cpu::cross_entropy_forward(values(&input), classes, &targets);
+        let output = new_tensor(vec![forward.loss], [1]);
+        match CrossEntropy.prepare::<NoCheckpointing>([logits.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((input, targets, forward.log_sum_exp), output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
     }

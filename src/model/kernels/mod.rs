@@ -11,12 +11,14 @@ pub mod composed;
 mod cpu;
 mod cpu_autodiff;
 mod dot_products;
+mod gemm;
+pub mod isa;
 #[cfg(test)]
 mod tests;
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::TensorPrimitive;
 
 /// A backend with VGG's operations.
@@ -37,6 +39,14 @@ pub trait VggBackend: Backend {
 
     /// `x` `[N, I]` times `weight` `[I, O]` (Burn's `Linear` layout), plus `bias` `[O]`.
     fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `torch.nn.CrossEntropyLoss` of `logits` `[N, K]` against class indices `targets` `[N]`: the mean
+    /// over the batch of `log(sum(exp(logits))) - logits[target]`, `[1]`. Burn's operations by default,
+    /// summed along the batch axis (a whole-tensor sum on a GPU adds with atomics, in no fixed order);
+    /// the CPU computes each row in f64 with `libm`'s functions, the same bits on every machine.
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        composed::cross_entropy::<Self>(logits, targets)
+    }
 
     /// One step of PyTorch's SGD with momentum and weight decay on a parameter (see [`SgdStep`]):
     /// the new parameter and velocity. `velocity` is `None` on the first step. Burn's operations by
@@ -111,6 +121,11 @@ pub fn max_pool2x2<B: VggBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// [`VggBackend::linear`] on tensors.
 pub fn linear<B: VggBackend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor<B, 1>) -> Tensor<B, 2> {
     tensor(<B as VggBackend>::linear(primitive(x), primitive(weight), primitive(bias)))
+}
+
+/// [`VggBackend::cross_entropy`] on tensors: the batch's mean loss, `[1]`.
+pub fn cross_entropy<B: VggBackend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    tensor(B::cross_entropy(primitive(logits), targets.into_primitive()))
 }
 
 /// [`VggBackend::sgd_step`] on tensors: the new parameter and velocity.

@@ -173,3 +173,32 @@ fn sgd_step_is_pytorchs_update() {
     assert!(relative_error(param, full(0.666274)) < 1e-6);
     assert!(relative_error(velocity, full(1.60326)) < 1e-6);
 }
+
+/// The loss and its gradient, ours against Burn's `log_softmax` composed: equal to f32 rounding.
+#[test]
+fn cross_entropy_and_its_gradient_are_burns() {
+    let device = Default::default();
+    let logits = random([1, 1, 7, 10], 22).reshape([7, 10]) * 4.0;
+    let targets = Tensor::<AD, 1, Int>::from_ints([3, 0, 9, 9, 1, 5, 2], &device);
+    let (a, b) = (logits.clone().detach().require_grad(), logits.detach().require_grad());
+    let ours = super::cross_entropy(a.clone(), targets.clone());
+    let reference: Tensor<AD, 1> = tensor(composed::cross_entropy::<AD>(primitive(b.clone()), targets.into_primitive()));
+    assert!(relative_error(ours.clone().inner(), reference.clone().inner()) < 1e-6);
+    let (ours, reference) = (ours.backward(), reference.backward());
+    assert!(relative_error(a.grad(&ours).unwrap(), b.grad(&reference).unwrap()) < 1e-6);
+}
+
+/// Worked by hand: logits `[0, ln 3]`, target 1: softmax `[1/4, 3/4]`, loss `-ln(3/4)`, gradient
+/// `[1/4, -1/4]`; a second row `[ln 3, 0]` with target 1 adds `ln 4` and `[3/4, -3/4]`, both halved.
+#[test]
+fn cross_entropy_is_the_mean_negative_log_likelihood() {
+    let device = Default::default();
+    let ln3 = 3f32.ln();
+    let logits = Tensor::<AD, 2>::from_floats([[0.0, ln3], [ln3, 0.0]], &device).require_grad();
+    let loss = super::cross_entropy(logits.clone(), Tensor::from_ints([1, 1], &device));
+    let expected = (-(0.75f64).ln() + 4f64.ln()) / 2.0;
+    assert!((crate::host_reads::scalar(loss.clone().inner()) - expected).abs() < 1e-7);
+    let grad = crate::host_reads::values(logits.grad(&loss.backward()).unwrap());
+    let want = [0.125, -0.125, 0.375, -0.375];
+    assert!(grad.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-7), "{grad:?}");
+}

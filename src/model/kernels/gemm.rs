@@ -1,0 +1,656 @@
+//! Our GEMM: `C = A * B` or `C += A * B` for f32 matrices of any strides, in which every entry of `C`
+//! is one chain of fused multiply-adds along `k`, in order, from the entry's starting value (zero, or
+//! what `C` holds): `c = fma(a[i][k-1], b[k-1][j], ... fma(a[i][0], b[0][j], c) ...)`.
+//!
+//! Blocking, threads and the vector width decide which entries are computed together and when, never an
+//! entry's arithmetic: a tile loads its entries, carries their chains through a block of `k` in
+//! registers and stores them, and the next block of `k` loads them again. So the product is the same
+//! bytes with AVX-512 (tiles of 8 x 32), AVX2 (6 x 16) or no vectors at all (`f32::mul_add`, 4 x 8),
+//! on any core count, whatever the caches; the tests hold every path to the chains written out.
+//!
+//! The layout is BLIS's: `A` is packed into panels of one tile's height, interleaved along `k` so a
+//! tile broadcasts its values from one stream, in blocks of `MC x KC` (once for the whole product, or
+//! once for many, [`PackedA`]); a block of `B` (`KC x NC`) into panels of one tile's width, which a tile
+//! reads from L1.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::isa::{isa, Isa};
+
+/// Rows of `A` a packed block holds (a multiple of every tile height).
+const MC: usize = 96;
+/// Steps of `k` a packed block holds: a tile's panel of `B` (`KC x 32` floats, 16 KiB) stays in L1.
+const KC: usize = 128;
+/// Columns of `B` a packed block holds (a multiple of every tile width): `KC x NC` floats, 256 KiB,
+/// stay in L2 while every block of `A` passes them.
+const NC: usize = 512;
+
+/// A matrix read by the product: entry `(i, j)` is `data[i * row_stride + j * column_stride]`.
+#[derive(Clone, Copy)]
+pub struct Operand<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    column_stride: usize,
+}
+
+impl<'a> Operand<'a> {
+    /// A row-major matrix with its rows `row_stride` apart.
+    pub fn rows(data: &'a [f32], row_stride: usize) -> Self {
+        Operand { data, row_stride, column_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix whose rows are `row_stride` apart.
+    pub fn transposed(data: &'a [f32], row_stride: usize) -> Self {
+        Operand { data, row_stride: 1, column_stride: row_stride }
+    }
+
+    #[cfg(test)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.row_stride + j * self.column_stride]
+    }
+
+    /// Whether every entry of a `rows x columns` matrix lies in `data`.
+    fn holds(&self, rows: usize, columns: usize) -> bool {
+        rows == 0 || columns == 0 || (rows - 1) * self.row_stride + (columns - 1) * self.column_stride < self.data.len()
+    }
+
+    /// The `count` values from entry `(i, j)` on along a row (`along_rows`: down a column), as one slice
+    /// where they are contiguous.
+    fn run(&self, i: usize, j: usize, count: usize, along_rows: bool) -> Option<&'a [f32]> {
+        let stride = if along_rows { self.row_stride } else { self.column_stride };
+        (stride == 1).then(|| &self.data[i * self.row_stride + j * self.column_stride..][..count])
+    }
+}
+
+/// The destination: row-major, its rows `row_stride` apart.
+pub struct Matrix<'a> {
+    data: &'a mut [f32],
+    row_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    pub fn rows(data: &'a mut [f32], row_stride: usize) -> Self {
+        Matrix { data, row_stride }
+    }
+}
+
+/// Tasks a product on every core is split into, where its columns allow.
+const TASKS: usize = 8;
+/// Columns a task takes at least (a multiple of every tile width).
+const MIN_TASK_COLUMNS: usize = 64;
+
+/// Where a product runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cores {
+    /// Rayon's pool: blocks of columns are its tasks.
+    All,
+    /// The calling thread alone (a caller that already runs one task per core).
+    Calling,
+}
+
+/// `dst (m x n) = [dst +] a (m x k) * b (k x n)`, each entry one chain of fused multiply-adds along `k`
+/// from its starting value: `dst`'s where `accumulate`, else zero.
+///
+/// Panics unless `a`, `b` and `dst` hold the entries their sizes name.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(dst: Matrix, m: usize, n: usize, k: usize, a: Operand, b: Operand, accumulate: bool, cores: Cores) {
+    matmul_packed(dst, n, &PackedA::new(isa(), a, m, k), b, accumulate, cores);
+}
+
+/// `A` made ready for the products of one instruction set: where its rows are contiguous along `k`,
+/// read in place (a tile broadcasts from its rows); otherwise packed, for the `MC x KC` blocks in order
+/// (`k` outer), into panels of a tile's height, `k`-major. Made once, it serves products with any number
+/// of `B`s (a convolution's weights against each block of its im2col).
+pub struct PackedA<'a> {
+    tiles: Tiles,
+    m: usize,
+    k: usize,
+    form: Form<'a>,
+}
+
+/// How [`PackedA`] holds `A`.
+enum Form<'a> {
+    /// In place: row `i` from `data[i * stride]`, contiguous along `k`.
+    Rows { data: &'a [f32], stride: usize },
+    /// Packed blocks, as `pack_a` writes them.
+    Packed(Vec<f32>),
+}
+
+impl<'a> PackedA<'a> {
+    /// `a` (`m x k`) ready for the tiles of `isa`.
+    ///
+    /// Panics unless `a` holds `m x k` entries.
+    pub fn new(isa: Isa, a: Operand<'a>, m: usize, k: usize) -> Self {
+        assert!(a.holds(m, k), "an operand smaller than {m} x {k}");
+        let tiles = Tiles::of(isa);
+        if a.column_stride == 1 {
+            return PackedA { tiles, m, k, form: Form::Rows { data: a.data, stride: a.row_stride } };
+        }
+        let height = tiles.height();
+        let mut data = vec![0.0; m.div_ceil(height) * height * k];
+        let mut offset = 0;
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for i0 in (0..m).step_by(MC) {
+                let mc = MC.min(m - i0);
+                let len = mc.div_ceil(height) * height * kc;
+                pack_a(tiles, a, i0, mc, k0, kc, &mut data[offset..offset + len]);
+                offset += len;
+            }
+        }
+        PackedA { tiles, m, k, form: Form::Packed(data) }
+    }
+
+    /// The rows `i0..i0 + mc` and steps `k0..k0 + kc` of the block `offset` floats into the packing:
+    /// for each panel of a tile's height, where its first entry is and how far apart its rows are
+    /// (0: packed, `k`-major).
+    fn panels(
+        &self,
+        offset: usize,
+        i0: usize,
+        mc: usize,
+        k0: usize,
+        kc: usize,
+    ) -> (usize, impl Fn(usize) -> (*const f32, usize) + '_) {
+        let height = self.tiles.height();
+        let len = mc.div_ceil(height) * height * kc;
+        let panel = move |i: usize| match &self.form {
+            Form::Rows { data, stride } => (data[(i0 + i) * stride + k0..].as_ptr(), *stride),
+            Form::Packed(data) => (data[offset + i * kc..offset + len].as_ptr(), 0),
+        };
+        (len, panel)
+    }
+}
+
+/// [`matmul`] with `A` packed ahead; `dst` is `a.m x n` and `b` `a.k x n`.
+pub fn matmul_packed(dst: Matrix, n: usize, a: &PackedA<'_>, b: Operand, accumulate: bool, cores: Cores) {
+    let (m, k) = (a.m, a.k);
+    assert!(b.holds(k, n), "an operand smaller than {k} x {n}");
+    assert!(dst.row_stride >= n && (m == 0 || n == 0 || dst.data.len() >= (m - 1) * dst.row_stride + n));
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // Empty chains: their starting values.
+        if !accumulate {
+            dst.data.chunks_mut(dst.row_stride).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return;
+    }
+    let c = Destination { data: dst.data.as_mut_ptr(), row_stride: dst.row_stride };
+    let block = |columns: std::ops::Range<usize>| {
+        // SAFETY: each call writes only the columns it is given, within `dst` (checked above).
+        unsafe { column_block(c, columns, a, b, accumulate) }
+    };
+    match cores {
+        Cores::All => {
+            // Blocks of at most `NC` columns, as many as `TASKS` while each keeps `MIN_TASK_COLUMNS`.
+            let size = n.div_ceil(TASKS).next_multiple_of(MIN_TASK_COLUMNS).min(NC);
+            let blocks: Vec<_> = (0..n).step_by(size).map(|j| j..(j + size).min(n)).collect();
+            blocks.into_par_iter().for_each(block);
+        }
+        Cores::Calling => (0..n).step_by(NC).for_each(|j| block(j..(j + NC).min(n))),
+    }
+}
+
+/// The destination as a pointer, shared by tasks that write disjoint columns.
+#[derive(Clone, Copy)]
+struct Destination {
+    data: *mut f32,
+    row_stride: usize,
+}
+
+// SAFETY: tasks write disjoint entries (their own columns).
+unsafe impl Send for Destination {}
+unsafe impl Sync for Destination {}
+
+/// A path's tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tiles {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Tiles {
+    fn of(isa: Isa) -> Self {
+        match isa {
+            Isa::Scalar => Tiles::Scalar,
+            Isa::Avx2 => Tiles::Avx2,
+            Isa::Avx512 => Tiles::Avx512,
+        }
+    }
+
+    fn height(self) -> usize {
+        match self {
+            Tiles::Scalar => SCALAR_HEIGHT,
+            Tiles::Avx2 => 6,
+            Tiles::Avx512 => 8,
+        }
+    }
+
+    fn width(self) -> usize {
+        match self {
+            Tiles::Scalar => SCALAR_WIDTH,
+            Tiles::Avx2 => 16,
+            Tiles::Avx512 => 32,
+        }
+    }
+}
+
+thread_local! {
+    /// Each core's packed block of `B`, kept from one product to the next.
+    static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `columns` of the product, every row and all of `k`, on the calling thread.
+///
+/// # Safety
+/// `c` must hold `a.m` rows reaching the last of `columns`, which no other thread writes meanwhile.
+unsafe fn column_block(c: Destination, columns: std::ops::Range<usize>, a: &PackedA<'_>, b: Operand, accumulate: bool) {
+    let tiles = a.tiles;
+    let (height, width, m, k) = (tiles.height(), tiles.width(), a.m, a.k);
+    PACKED_B.with_borrow_mut(|packed_b| {
+        packed_b.resize(KC * NC, 0.0);
+        let mut offset = 0;
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            let nc = columns.len();
+            pack_b(tiles, b, k0, kc, columns.start, nc, packed_b);
+            // Where this block of `k` starts a chain: from zero, unless asked to go on from `dst`.
+            let load = accumulate || k0 > 0;
+            for i0 in (0..m).step_by(MC) {
+                let mc = MC.min(m - i0);
+                let (len, panel_a) = a.panels(offset, i0, mc, k0, kc);
+                offset += len;
+                for (panel_b, j) in (0..nc).step_by(width).enumerate() {
+                    let cols = width.min(nc - j);
+                    let b_panel = packed_b[panel_b * kc * width..].as_ptr();
+                    for i in (0..mc).step_by(height) {
+                        let rows = height.min(mc - i);
+                        let (a_panel, a_stride) = panel_a(i);
+                        let tile = c.data.add((i0 + i) * c.row_stride + columns.start + j);
+                        let tile = Tile { kc, a: a_panel, a_stride, b: b_panel, c: tile, c_stride: c.row_stride, cols, load };
+                        // SAFETY: the panels hold `kc` steps of the tile's rows (`B` of a whole tile);
+                        // the tile's `rows x cols` entries lie in `c` (the caller's promise).
+                        unsafe { run_tile(tiles, rows, tile) };
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `A`'s rows `i0..i0 + mc`, steps `k0..k0 + kc`, as panels of a tile's height: panel `q` holds at
+/// `q * kc * height + p * height + r` the entry `(i0 + q * height + r, k0 + p)`, zero past the last row.
+fn pack_a(tiles: Tiles, a: Operand, i0: usize, mc: usize, k0: usize, kc: usize, packed: &mut [f32]) {
+    let height = tiles.height();
+    for (q, panel) in packed.chunks_exact_mut(height * kc).enumerate() {
+        let (first, rows) = (i0 + q * height, height.min(mc - q * height));
+        if a.row_stride == 1 {
+            // Down a column, the rows are contiguous: one copy per step.
+            for (p, row) in panel.chunks_exact_mut(height).enumerate() {
+                row[..rows].copy_from_slice(&a.data[first + (k0 + p) * a.column_stride..][..rows]);
+                row[rows..].fill(0.0);
+            }
+        } else {
+            // Panel row `p` is `A`'s column `k0 + p` down the panel's rows; each row is contiguous along
+            // `k` where `A` is row-major.
+            interleave(
+                tiles,
+                panel,
+                height,
+                rows,
+                kc,
+                |r| a.run(first + r, k0, kc, false),
+                |r, p| a.data[(first + r) * a.row_stride + (k0 + p) * a.column_stride],
+            );
+        }
+    }
+}
+
+/// `B`'s steps `k0..k0 + kc`, columns `j0..j0 + nc`, as panels of a tile's width: panel `q` holds at
+/// `q * kc * width + p * width + c` the entry `(k0 + p, j0 + q * width + c)`, zero past the last column.
+fn pack_b(tiles: Tiles, b: Operand, k0: usize, kc: usize, j0: usize, nc: usize, packed: &mut [f32]) {
+    let width = tiles.width();
+    for (q, panel) in packed[..nc.div_ceil(width) * width * kc].chunks_exact_mut(width * kc).enumerate() {
+        let (first, cols) = (j0 + q * width, width.min(nc - q * width));
+        if b.column_stride == 1 {
+            // Along a row, the columns are contiguous: one copy per step.
+            for (p, row) in panel.chunks_exact_mut(width).enumerate() {
+                row[..cols].copy_from_slice(&b.data[(k0 + p) * b.row_stride + first..][..cols]);
+                row[cols..].fill(0.0);
+            }
+        } else {
+            // Panel row `p` is `B`'s row `k0 + p` across the panel's columns; each column is contiguous
+            // down `k` where `B` is a transpose.
+            interleave(
+                tiles,
+                panel,
+                width,
+                cols,
+                kc,
+                |c| b.run(k0, first + c, kc, true),
+                |c, p| b.data[(k0 + p) * b.row_stride + (first + c) * b.column_stride],
+            );
+        }
+    }
+}
+
+/// Fills `panel` (`steps` rows of `lanes` values) with `lanes` sequences of `steps` values: sequence
+/// `s` into lane `s` of every row, zero in lanes from `count` on. `run(s)` gives a sequence as one
+/// contiguous slice where it is one (then transposed 8 x 8 at a time in registers), `at(s, p)` its
+/// values one by one.
+fn interleave<'a>(
+    tiles: Tiles,
+    panel: &mut [f32],
+    lanes: usize,
+    count: usize,
+    steps: usize,
+    run: impl Fn(usize) -> Option<&'a [f32]>,
+    at: impl Fn(usize, usize) -> f32,
+) {
+    if count < lanes {
+        panel.fill(0.0);
+    }
+    let mut s = 0;
+    #[cfg(target_arch = "x86_64")]
+    if tiles != Tiles::Scalar {
+        while s + 8 <= count {
+            let Some(sequences) = (s..s + 8).map(&run).collect::<Option<Vec<&[f32]>>>() else { break };
+            let mut p = 0;
+            while p + 8 <= steps {
+                // SAFETY: AVX is present (every vector path has it); each sequence holds `steps`
+                // values, and the panel `steps` rows of `lanes >= s + 8`.
+                unsafe { transpose8(&sequences, p, &mut panel[p * lanes + s..], lanes) };
+                p += 8;
+            }
+            for (offset, sequence) in sequences.iter().enumerate() {
+                for (q, &value) in sequence.iter().enumerate().skip(p) {
+                    panel[q * lanes + s + offset] = value;
+                }
+            }
+            s += 8;
+        }
+    }
+    for s in s..count {
+        match run(s) {
+            Some(sequence) => sequence.iter().enumerate().for_each(|(p, &value)| panel[p * lanes + s] = value),
+            None => (0..steps).for_each(|p| panel[p * lanes + s] = at(s, p)),
+        }
+    }
+}
+
+/// Values `p..p + 8` of 8 sequences, written across: `out[q * stride + s]` for step `p + q` of
+/// sequence `s`, `q` and `s` below 8.
+///
+/// # Safety
+/// AVX must be present; each sequence must hold `p + 8` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose8(sequences: &[&[f32]], p: usize, out: &mut [f32], stride: usize) {
+    assert!(sequences.len() == 8 && out.len() >= 7 * stride + 8);
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(sequences[i][p..p + 8].as_ptr()));
+    let (t0, t1) = (_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]));
+    let (t2, t3) = (_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]));
+    let (t4, t5) = (_mm256_unpacklo_ps(r[4], r[5]), _mm256_unpackhi_ps(r[4], r[5]));
+    let (t6, t7) = (_mm256_unpacklo_ps(r[6], r[7]), _mm256_unpackhi_ps(r[6], r[7]));
+    let (u0, u1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+    let (u2, u3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+    let (u4, u5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+    let (u6, u7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+    let columns = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (q, column) in columns.into_iter().enumerate() {
+        _mm256_storeu_ps(out[q * stride..][..8].as_mut_ptr(), column);
+    }
+}
+
+/// One tile's work: `rows x cols` entries of `c` (rows `c_stride` apart) carried `kc` steps along their
+/// chains, from what `c` holds where `load`, else from zero. `A`'s panel is packed (`a_stride` 0: step
+/// `p` of row `r` at `a + p * height + r`) or in place (at `a + r * a_stride + p`); `B`'s is packed
+/// (step `p` at `b + p * width`).
+#[derive(Clone, Copy)]
+struct Tile {
+    kc: usize,
+    a: *const f32,
+    a_stride: usize,
+    b: *const f32,
+    c: *mut f32,
+    c_stride: usize,
+    cols: usize,
+    load: bool,
+}
+
+impl Tile {
+    /// Row `r`'s value at step `p`, from `A`'s panel.
+    ///
+    /// # Safety
+    /// The panel must hold row `r` at step `p`.
+    #[inline(always)]
+    unsafe fn a<const PACKED: bool>(&self, height: usize, r: usize, p: usize) -> f32 {
+        unsafe { *self.a.add(if PACKED { p * height + r } else { r * self.a_stride + p }) }
+    }
+}
+
+/// `tile` of `rows` rows on the path `tiles`.
+///
+/// # Safety
+/// The CPU must have `tiles`' instructions; the panels must hold `kc` steps of the tile's rows (`B` of a
+/// whole tile), and its `rows x cols` entries of `c` must be writable.
+unsafe fn run_tile(tiles: Tiles, rows: usize, tile: Tile) {
+    macro_rules! by_rows {
+        ($kernel:ident, $($r:literal)+) => {
+            match (rows, tile.a_stride) {
+                $(($r, 0) => $kernel::<$r, true>(tile),)+
+                $(($r, _) => $kernel::<$r, false>(tile),)+
+                _ => unreachable!("a tile of {rows} rows"),
+            }
+        };
+    }
+    unsafe {
+        match tiles {
+            Tiles::Scalar => by_rows!(tile_scalar, 1 2 3 4),
+            #[cfg(target_arch = "x86_64")]
+            Tiles::Avx512 => by_rows!(tile_avx512, 1 2 3 4 5 6 7 8),
+            #[cfg(target_arch = "x86_64")]
+            Tiles::Avx2 => by_rows!(tile_avx2, 1 2 3 4 5 6),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("no vector path on this architecture: {tiles:?}"),
+        }
+    }
+}
+
+/// The scalar path's tile.
+const SCALAR_HEIGHT: usize = 4;
+const SCALAR_WIDTH: usize = 8;
+
+/// # Safety
+/// See [`run_tile`]. The packed panels are `SCALAR_HEIGHT` rows and `SCALAR_WIDTH` columns wide.
+unsafe fn tile_scalar<const R: usize, const PACKED: bool>(t: Tile) {
+    let mut sums = [[0.0f32; SCALAR_WIDTH]; R];
+    if t.load {
+        for (r, row) in sums.iter_mut().enumerate() {
+            for (j, sum) in row.iter_mut().enumerate().take(t.cols) {
+                *sum = *t.c.add(r * t.c_stride + j);
+            }
+        }
+    }
+    for p in 0..t.kc {
+        for (r, row) in sums.iter_mut().enumerate() {
+            let value = t.a::<PACKED>(SCALAR_HEIGHT, r, p);
+            for (j, sum) in row.iter_mut().enumerate() {
+                *sum = value.mul_add(*t.b.add(p * SCALAR_WIDTH + j), *sum);
+            }
+        }
+    }
+    for (r, row) in sums.iter().enumerate() {
+        for (j, &sum) in row.iter().enumerate().take(t.cols) {
+            *t.c.add(r * t.c_stride + j) = sum;
+        }
+    }
+}
+
+/// The lanes of a 16-wide vector that `cols` (counted from its first lane) covers.
+#[cfg(target_arch = "x86_64")]
+fn mask16(cols: usize) -> __mmask16 {
+    match cols {
+        0 => 0,
+        1..=15 => (1u16 << cols) - 1,
+        _ => 0xffff,
+    }
+}
+
+/// # Safety
+/// AVX-512F; see [`run_tile`]. The packed panels are 8 rows and 32 columns wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<const R: usize, const PACKED: bool>(t: Tile) {
+    const HEIGHT: usize = 8;
+    const WIDTH: usize = 32;
+    let masks = [mask16(t.cols), mask16(t.cols.saturating_sub(16))];
+    let mut sums = [[_mm512_setzero_ps(); 2]; R];
+    if t.load {
+        for (r, row) in sums.iter_mut().enumerate() {
+            for (h, sum) in row.iter_mut().enumerate() {
+                // A masked-off half is never read: its address may lie past `c`.
+                *sum = _mm512_maskz_loadu_ps(masks[h], t.c.wrapping_add(r * t.c_stride + 16 * h));
+            }
+        }
+    }
+    for p in 0..t.kc {
+        let b0 = _mm512_loadu_ps(t.b.add(p * WIDTH));
+        let b1 = _mm512_loadu_ps(t.b.add(p * WIDTH + 16));
+        for (r, row) in sums.iter_mut().enumerate() {
+            let value = _mm512_set1_ps(t.a::<PACKED>(HEIGHT, r, p));
+            row[0] = _mm512_fmadd_ps(value, b0, row[0]);
+            row[1] = _mm512_fmadd_ps(value, b1, row[1]);
+        }
+    }
+    for (r, row) in sums.iter().enumerate() {
+        for (h, &sum) in row.iter().enumerate() {
+            _mm512_mask_storeu_ps(t.c.wrapping_add(r * t.c_stride + 16 * h), masks[h], sum);
+        }
+    }
+}
+
+/// `_mm256_maskload_ps`'s mask for the first `cols` of 8 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn mask8(cols: usize) -> __m256i {
+    const LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+    // SAFETY: 8 of the 16 values from offset 0..=8.
+    unsafe { _mm256_loadu_si256(LANES.as_ptr().add(8 - cols.min(8)).cast()) }
+}
+
+/// # Safety
+/// AVX2 and FMA; see [`run_tile`]. The packed panels are 6 rows and 16 columns wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const R: usize, const PACKED: bool>(t: Tile) {
+    const HEIGHT: usize = 6;
+    const WIDTH: usize = 16;
+    let masks = [mask8(t.cols), mask8(t.cols.saturating_sub(8))];
+    let mut sums = [[_mm256_setzero_ps(); 2]; R];
+    if t.load {
+        for (r, row) in sums.iter_mut().enumerate() {
+            for (h, sum) in row.iter_mut().enumerate() {
+                *sum = _mm256_maskload_ps(t.c.wrapping_add(r * t.c_stride + 8 * h), masks[h]);
+            }
+        }
+    }
+    for p in 0..t.kc {
+        let b0 = _mm256_loadu_ps(t.b.add(p * WIDTH));
+        let b1 = _mm256_loadu_ps(t.b.add(p * WIDTH + 8));
+        for (r, row) in sums.iter_mut().enumerate() {
+            let value = _mm256_set1_ps(t.a::<PACKED>(HEIGHT, r, p));
+            row[0] = _mm256_fmadd_ps(value, b0, row[0]);
+            row[1] = _mm256_fmadd_ps(value, b1, row[1]);
+        }
+    }
+    for (r, row) in sums.iter().enumerate() {
+        for (h, &sum) in row.iter().enumerate() {
+            _mm256_maskstore_ps(t.c.wrapping_add(r * t.c_stride + 8 * h), masks[h], sum);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| (((i + seed) * 7919) % 1013) as f32 / 1013.0 - 0.49).collect()
+    }
+
+    /// The definition, one entry at a time: what every path must equal bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    fn chains(dst: &mut [f32], stride: usize, m: usize, n: usize, k: usize, a: Operand, b: Operand, accumulate: bool) {
+        for i in 0..m {
+            for (j, entry) in dst[i * stride..][..n].iter_mut().enumerate() {
+                let start = if accumulate { *entry } else { 0.0 };
+                *entry = (0..k).fold(start, |c, p| a.at(i, p).mul_add(b.at(p, j), c));
+            }
+        }
+    }
+
+    /// Every path against the chains written out, bit for bit: ragged tiles and blocks in both
+    /// directions, `k` over several blocks, both layouts of each operand, accumulating or not, one core
+    /// or all.
+    #[test]
+    fn every_path_computes_the_same_chains() {
+        let paths: Vec<Isa> = Isa::ALL.into_iter().filter(|&isa| isa <= Isa::detected()).collect();
+        for (m, n, k) in [(1, 1, 1), (13, 33, 7), (25, 70, 2 * KC + 5), (MC + 7, NC + 19, KC + 9), (3, 5, 0), (17, 9, 23)] {
+            for (transpose_a, transpose_b, accumulate) in
+                [(false, false, false), (true, false, true), (false, true, true), (true, true, false)]
+            {
+                let (a_data, b_data) = (values(m * k + 3, 1), values(k * n + 5, 2));
+                let a = if transpose_a { Operand::transposed(&a_data, m) } else { Operand::rows(&a_data, k) };
+                let b = if transpose_b { Operand::transposed(&b_data, k) } else { Operand::rows(&b_data, n) };
+                let stride = n + 3;
+                let start = values(m * stride, 3);
+                let mut expected = start.clone();
+                chains(&mut expected, stride, m, n, k, a, b, accumulate);
+                for &isa in &paths {
+                    for cores in [Cores::All, Cores::Calling] {
+                        let mut got = start.clone();
+                        let packed = PackedA::new(isa, a, m, k);
+                        matmul_packed(Matrix::rows(&mut got, stride), n, &packed, b, accumulate, cores);
+                        let same = got.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{isa:?} {cores:?}: {m}x{n}x{k} transposed {transpose_a}/{transpose_b}, accumulate {accumulate}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The chains are the sums: against f64 products.
+    #[test]
+    fn the_chains_are_the_products() {
+        let (m, n, k) = (5, 7, 300);
+        let (a, b) = (values(m * k, 4), values(k * n, 5));
+        let mut dst = vec![0.0; m * n];
+        matmul(Matrix::rows(&mut dst, n), m, n, k, Operand::rows(&a, k), Operand::rows(&b, n), false, Cores::All);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j])).sum();
+                assert!((f64::from(dst[i * n + j]) - want).abs() < 1e-4, "({i}, {j})");
+            }
+        }
+    }
+}
