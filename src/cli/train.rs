@@ -187,7 +187,7 @@ fn save_model<B: TrainingBackend>(model: vggq::model::Vgg<B>, target: &Path) -> 
     let staging = tempfile::tempdir_in(folder)?;
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
     let partial = staging.path().join("model");
-    model.valid().save_file(&partial, &recorder).with_context(|| format!("saving {}", target.display()))?;
+    model.valid().with_numbered_ids().save_file(&partial, &recorder).with_context(|| format!("saving {}", target.display()))?;
     std::fs::rename(partial.with_extension("mpk"), target).with_context(|| format!("moving {} into place", target.display()))?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! by one); this module holds the parameters and running statistics, named like torchvision's
 //! state_dict, and updates them as PyTorch does.
 
-use burn::module::{Module, Param, RunningState};
+use burn::module::{Module, Param, ParamId, RunningState};
 use burn::prelude::*;
 
 use super::kernels::{self, VggBackend};
@@ -39,6 +39,23 @@ impl<B: Backend> BatchNorm2d<B> {
             num_batches_tracked: RunningState::new(Tensor::zeros([1], device)),
         }
     }
+
+    /// The same BatchNorm with the ids `next` gives (see [`super::Vgg::with_numbered_ids`]).
+    pub fn with_ids(self, next: &mut impl FnMut() -> ParamId) -> Self {
+        let state = |state: RunningState<Tensor<B, 1>>, id| RunningState::with_id(id, state.value_sync());
+        Self {
+            weight: renumbered(self.weight, next()),
+            bias: renumbered(self.bias, next()),
+            running_mean: state(self.running_mean, next()),
+            running_var: state(self.running_var, next()),
+            num_batches_tracked: state(self.num_batches_tracked, next()),
+        }
+    }
+}
+
+/// `param` under the id `id`.
+pub fn renumbered<B: Backend, const D: usize>(param: Param<Tensor<B, D>>, id: ParamId) -> Param<Tensor<B, D>> {
+    Param::initialized(id, param.val())
 }
 
 impl<B: VggBackend> BatchNorm2d<B> {

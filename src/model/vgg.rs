@@ -1,7 +1,7 @@
 //! VGG11-BN (configuration "A" with batch norm) in Burn, shaped like torchvision's `vgg11_bn` so its
 //! weights map one-to-one onto torchvision's state_dict.
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d, Relu};
@@ -9,7 +9,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use vggq_core::{ModelShape, ProfileName};
 
-use super::batch_norm::BatchNorm2d;
+use super::batch_norm::{renumbered, BatchNorm2d};
 use super::kernels::{self, VggBackend};
 
 /// One entry of a VGG feature configuration: a 3x3 conv (+BN +ReLU) of the given width, or a 2x2 max-pool.
@@ -158,6 +158,43 @@ pub struct Vgg<B: Backend> {
     pub features: Vec<ConvBlock<B>>,
     pub avgpool: AdaptiveAvgPool2d,
     pub classifier: Classifier<B>,
+}
+
+impl<B: Backend> Vgg<B> {
+    /// The same model with its parameters and running statistics numbered in order from 0. Burn draws
+    /// each id at random when it creates one, and its records hold them: numbered, a saved record is a
+    /// function of the values alone.
+    pub fn with_numbered_ids(self) -> Self {
+        let mut count = 0;
+        let mut next = || {
+            count += 1;
+            ParamId::from(count - 1)
+        };
+        let features = self
+            .features
+            .into_iter()
+            .map(|block| {
+                let conv = Conv2d {
+                    weight: renumbered(block.conv.weight, next()),
+                    bias: block.conv.bias.map(|bias| renumbered(bias, next())),
+                    ..block.conv
+                };
+                ConvBlock { conv, norm: block.norm.with_ids(&mut next), pool: block.pool }
+            })
+            .collect();
+        let mut linear = |layer: Linear<B>| Linear {
+            weight: renumbered(layer.weight, next()),
+            bias: layer.bias.map(|bias| renumbered(bias, next())),
+        };
+        let head = self.classifier;
+        let classifier = Classifier {
+            hidden1: linear(head.hidden1),
+            hidden2: linear(head.hidden2),
+            output: linear(head.output),
+            dropout: head.dropout,
+        };
+        Vgg { features, avgpool: self.avgpool, classifier }
+    }
 }
 
 impl<B: VggBackend> Vgg<B> {
