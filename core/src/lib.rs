@@ -5,12 +5,14 @@
 //!   variants with every name a variant goes by (files, labels, keys);
 //! - [`places`]: where things live on this machine (the cache, `../shared`, the CUDA toolkit);
 //! - [`limits`]: caps on images, batches and epochs that any profile takes;
-//! - [`atomic`]: files that appear whole or not at all.
+//! - [`atomic`]: files that appear whole or not at all;
+//! - [`rounds`]: benchmarks in alternating rounds, summarised by medians and spreads.
 
 pub mod atomic;
 pub mod limits;
 pub mod names;
 pub mod places;
+pub mod rounds;
 
 pub use limits::Limits;
 pub use names::{flag_value, DeviceRequest, Init, ModelShape, ProfileName, QatMode, Variant};

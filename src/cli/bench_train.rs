@@ -1,66 +1,195 @@
 //! `vggq bench-train`: images/s of the real training loop (float and QAT, host reads and uploads
-//! included) and of evaluation, on random images, at any shapes.
+//! included) and of evaluation, on random images, at a profile's shapes or any others; in rounds, each
+//! followed by a round of a baseline command (PyTorch's `torch_train_bench.py`) at the same shapes, so
+//! that the two alternate and every ratio is the median of per-round ratios.
 
-use anyhow::Result;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
 use vggq::backend::{self, DeviceRequest, OnBackend};
-use vggq::model::TrainingBackend;
-use vggq::model::VggConfig;
+use vggq::data::DEFAULT_BATCH_SIZE;
+use vggq::model::{TrainingBackend, VggConfig};
 use vggq::throughput::{measure, Throughput};
-use vggq_core::ProfileName;
+use vggq_core::rounds::{Comparison, DEFAULT_ROUNDS};
+use vggq_core::{flag_value, ModelShape, ProfileName};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceRequest,
-    /// Input side in pixels (default: the full profile's).
-    #[arg(long, default_value_t = ProfileName::Full.model_shape().input_size)]
-    size: usize,
+    /// The network shapes of a profile (`--size`, `--width-div` and `--hidden` override them).
+    #[arg(long, value_enum, default_value = "full")]
+    profile: ProfileName,
+    /// Input side in pixels.
+    #[arg(long)]
+    size: Option<usize>,
     /// Conv widths are VGG11's divided by this.
-    #[arg(long, default_value_t = ProfileName::Full.model_shape().width_divisor)]
-    width_div: usize,
+    #[arg(long)]
+    width_div: Option<usize>,
     /// Width of the hidden classifier layers.
-    #[arg(long, default_value_t = ProfileName::Full.model_shape().hidden)]
-    hidden: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long)]
+    hidden: Option<usize>,
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     batch: usize,
-    /// Seconds of measurement per figure, after warm-up.
+    /// Seconds of measurement per figure and round, after warm-up.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Rounds of vggq's figures, each followed by one of the baseline's.
+    #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+    rounds: usize,
+    /// What the baseline is called in the output.
+    #[arg(long, default_value = "baseline")]
+    baseline_name: String,
+    /// The baseline: a command that prints `... train: N img/s`, `... eval: N img/s` and optionally
+    /// `... qat train: N img/s` lines, run after each round with `--size S --width-div D --hidden H
+    /// --batch B --seconds T` appended (`torch_train_bench.py` takes exactly these).
+    #[arg(last = true)]
+    baseline: Vec<String>,
 }
 
-struct Measure<'a>(&'a Args, VggConfig);
-
-impl OnBackend for Measure<'_> {
-    type Output = Throughput;
-
-    fn run<B: TrainingBackend>(self, device: &B::Device) -> Throughput {
-        measure::<B>(&self.1, self.0.batch, self.0.seconds, device)
+impl Args {
+    fn shape(&self) -> ModelShape {
+        let profile = self.profile.model_shape();
+        ModelShape {
+            input_size: self.size.unwrap_or(profile.input_size),
+            width_divisor: self.width_div.unwrap_or(profile.width_divisor),
+            hidden: self.hidden.unwrap_or(profile.hidden),
+        }
     }
 }
 
+/// The figures a round measures, in the order they are printed: vggq's name and the baseline's.
+const FIGURES: [&str; 3] = ["train", "qat train", "eval"];
+
+/// One round of both sides.
+struct Round {
+    ours: Throughput,
+    /// The baseline's figures by [`FIGURES`], where it printed them.
+    theirs: [Option<f64>; 3],
+}
+
+/// vggq's rounds on one backend, each followed by the baseline's.
+struct Rounds<'a>(&'a Args, VggConfig);
+
+impl OnBackend for Rounds<'_> {
+    type Output = Result<Vec<Round>>;
+
+    fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<Vec<Round>> {
+        let Rounds(args, config) = self;
+        (1..=args.rounds)
+            .map(|round| {
+                let ours = measure::<B>(&config, args.batch, args.seconds, device);
+                println!(
+                    "round {round}/{}: vggq train {:.1}, qat train {:.1}, eval {:.1} img/s; host reads/step: train {:.2}, qat {:.2}",
+                    args.rounds,
+                    ours.train_images_per_sec,
+                    ours.qat_images_per_sec,
+                    ours.eval_images_per_sec,
+                    ours.train_reads_per_step,
+                    ours.qat_reads_per_step
+                );
+                let theirs = if args.baseline.is_empty() { [None; 3] } else { baseline_round(args, round)? };
+                Ok(Round { ours, theirs })
+            })
+            .collect()
+    }
+}
+
+/// Runs the baseline once at the run's shapes and reads its figures.
+fn baseline_round(args: &Args, round: usize) -> Result<[Option<f64>; 3]> {
+    let shape = args.shape();
+    let (program, rest) = args.baseline.split_first().context("no baseline command")?;
+    let output = Command::new(program)
+        .args(rest)
+        .args(["--size", &shape.input_size.to_string(), "--width-div", &shape.width_divisor.to_string()])
+        .args(["--hidden", &shape.hidden.to_string(), "--batch", &args.batch.to_string()])
+        .args(["--seconds", &args.seconds.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running the baseline `{}`", args.baseline.join(" ")))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in stdout.lines() {
+        println!("round {round}/{}: {}: {line}", args.rounds, args.baseline_name);
+    }
+    if !output.status.success() {
+        bail!("the baseline `{}` failed ({})", args.baseline.join(" "), output.status);
+    }
+    let figures = FIGURES.map(|figure| figure_in(&stdout, figure));
+    if figures[0].is_none() || figures[2].is_none() {
+        bail!("the baseline printed no `train: N img/s` and `eval: N img/s` lines");
+    }
+    Ok(figures)
+}
+
+/// `N` of the first line reading `... <figure>: N img/s` (`train` is not `qat train`).
+fn figure_in(output: &str, figure: &str) -> Option<f64> {
+    output.lines().find_map(|line| {
+        let (label, rest) = line.split_once(": ")?;
+        let named = label == figure || label.ends_with(&format!(" {figure}"));
+        let qat_as_train = figure == "train" && label.ends_with(" qat train");
+        let value = rest.split(" img/s").next()?;
+        (named && !qat_as_train).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
 pub fn run(args: Args) -> Result<()> {
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     let selection = backend::select(args.device)?;
     eprintln!("device: {}", selection.reason);
-    let config = VggConfig::for_input(args.width_div, args.size, args.hidden, 10);
-    let throughput = selection.backend.run(Measure(&args, config))?;
-    let shapes = format!(
-        "{}px, width/{}, hidden {}, batch {}, {}, {} threads",
-        args.size,
-        args.width_div,
-        args.hidden,
+    let shape = args.shape();
+    let config = VggConfig::for_input(shape.width_divisor, shape.input_size, shape.hidden, 10);
+    println!(
+        "shapes: {} px, width/{}, hidden {}, batch {}, {} ({} threads); {} rounds of {} s per figure{}",
+        shape.input_size,
+        shape.width_divisor,
+        shape.hidden,
         args.batch,
         selection.backend.name(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        args.rounds,
+        args.seconds,
+        if args.baseline.is_empty() { String::new() } else { format!(", each followed by {}'s", args.baseline_name) },
     );
-    let burn = vggq::BURN_VERSION;
-    println!(
-        "vggq (burn {burn}) train: {:.1} img/s, {:.2} host reads/step ({shapes})",
-        throughput.train_images_per_sec, throughput.train_reads_per_step
-    );
-    println!(
-        "vggq (burn {burn}) qat train: {:.1} img/s, {:.2} host reads/step ({shapes})",
-        throughput.qat_images_per_sec, throughput.qat_reads_per_step
-    );
-    println!("vggq (burn {burn}) eval: {:.1} img/s ({shapes})", throughput.eval_images_per_sec);
+    let rounds = selection.backend.run(Rounds(&args, config))??;
+    let ours = |round: &Round| {
+        let t = &round.ours;
+        [t.train_images_per_sec, t.qat_images_per_sec, t.eval_images_per_sec]
+    };
+    for (i, figure) in FIGURES.iter().enumerate() {
+        let comparison = Comparison {
+            figure: figure.to_string(),
+            ours: rounds.iter().map(|r| ours(r)[i]).collect(),
+            theirs: rounds.iter().map(|r| r.theirs[i]).collect(),
+        };
+        println!("{}", comparison.summary("vggq", &args.baseline_name));
+    }
+    // What QAT costs against the float step, on each side.
+    let qat_over_fp32 = Comparison {
+        figure: "qat/fp32 train".into(),
+        ours: rounds.iter().map(|r| ours(r)[1] / ours(r)[0]).collect(),
+        theirs: rounds.iter().map(|r| r.theirs[1].zip(r.theirs[0]).map(|(qat, fp32)| qat / fp32)).collect(),
+    };
+    println!("{}", qat_over_fp32.summary("vggq", &args.baseline_name));
+    println!("(profile {}, device {})", flag_value(args.profile), flag_value(args.device));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::figure_in;
+
+    /// The lines `torch_train_bench.py` and this command print.
+    #[test]
+    fn figures_are_read_by_name() {
+        let torch = "torch 2.15.0 train: 752.1 img/s  (42.55 ms/batch of 32, 32px)\n\
+                     torch 2.15.0 eval: 2874.5 img/s  (11.13 ms/batch)\n\
+                     torch 2.15.0 qat train: 469.6 img/s  (68.14 ms/batch)";
+        assert_eq!(figure_in(torch, "train"), Some(752.1));
+        assert_eq!(figure_in(torch, "qat train"), Some(469.6));
+        assert_eq!(figure_in(torch, "eval"), Some(2874.5));
+        assert_eq!(figure_in("torch 2.15.0 qat train: 469.6 img/s", "train"), None);
+        assert_eq!(figure_in("vggq (burn 0.21.0) train: 1133.0 img/s, 0.03 host reads/step", "train"), Some(1133.0));
+    }
 }
