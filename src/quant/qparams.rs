@@ -5,6 +5,8 @@
 //! intermediates), which quantizes activations at run time in dynamic Linears and drives the fake
 //! quantization of QAT.
 
+use burn::prelude::*;
+use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
 /// `torch.finfo(torch.float32).eps`: the smallest scale an observer returns.
@@ -125,9 +127,65 @@ pub fn runtime_qparams(min: f32, max: f32, range: QuantRange, preserve_sparsity:
     QParams { scale: scale as f32, zero_point }
 }
 
+/// fbgemm's `ChooseQuantizationParams(min, max, qmin, qmax, preserve_sparsity)` element-wise on device
+/// tensors of ranges, as `FusedMovingAvgObsFakeQuantize` calls it: returns `(scale, zero_point)`, the
+/// zero point as a float holding an integer. Each step is computed in the precision fbgemm computes it
+/// in (the range in f32, the scale and the zero point's arithmetic in f64), so the results are
+/// fbgemm's exactly. The host twin is [`super::qparams::runtime_qparams`].
+pub fn device_qparams<B: Backend>(
+    min: Tensor<B, 1>,
+    max: Tensor<B, 1>,
+    range: QuantRange,
+    preserve_sparsity: bool,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let (qmin, qmax) = (f64::from(range.min), f64::from(range.max));
+    let span = qmax - qmin;
+    let wide = |t: Tensor<B, 1>| t.cast(FloatDType::F64);
+    let narrow = |t: Tensor<B, 1>| t.cast(FloatDType::F32);
+    let (mut min, mut max) = (min, max);
+    let symmetric = preserve_sparsity.then(|| min.clone().lower_elem(0.0).bool_and(max.clone().greater_elem(0.0)));
+    if let Some(symmetric) = &symmetric {
+        let (symmetric_qmin, symmetric_qmax) =
+            (f64::from(-((range.max - range.min) / 2 + 1)), f64::from((range.max - range.min) / 2));
+        let max_scale = wide((min.clone() / symmetric_qmin).abs().max_pair((max.clone() / symmetric_qmax).abs()));
+        min = min.mask_where(symmetric.clone(), narrow(max_scale.clone() * symmetric_qmin));
+        max = max.mask_where(symmetric.clone(), narrow(max_scale * symmetric_qmax));
+    }
+    let (mut min, mut max) = (min.clamp_max(0.0), max.clamp_min(0.0));
+    let mut scale = (wide(max.clone()) - wide(min.clone())) / span;
+    let scale_f32 = narrow(scale.clone());
+    let degenerate = scale_f32.clone().equal_elem(0.0).bool_or(scale_f32.recip().is_inf());
+    scale = scale.mask_fill(degenerate, 0.1);
+    let original = narrow(scale.clone());
+    let small = original.clone().lower_elem(SMALL_SCALE_THRESHOLD);
+    // A range with one end at 0 keeps it there and gets the smallest scale's span; others grow (in f32)
+    // by the factor the scale grew.
+    let amplifier = original.recip() * SMALL_SCALE_THRESHOLD;
+    let (min_zero, max_zero) = (min.clone().equal_elem(0.0), max.clone().equal_elem(0.0));
+    let threshold_span = SMALL_SCALE_THRESHOLD * span as f32;
+    let amplified_min =
+        (min.clone() * amplifier.clone()).mask_fill(max_zero.bool_and(min_zero.clone().bool_not()), -threshold_span);
+    let amplified_max = (max.clone() * amplifier).mask_fill(min_zero, threshold_span);
+    min = min.mask_where(small.clone(), amplified_min);
+    max = max.mask_where(small.clone(), amplified_max);
+    let scale = scale.mask_fill(small, f64::from(SMALL_SCALE_THRESHOLD));
+    let (min_steps, max_steps) = (wide(min) / scale.clone(), wide(max) / scale.clone());
+    let from_min_error = min_steps.clone().abs().neg() + qmin.abs();
+    let from_max_error = max_steps.clone().abs().neg() + qmax.abs();
+    let initial = (max_steps.neg() + qmax).mask_where(from_min_error.lower(from_max_error), min_steps.neg() + qmin);
+    let initial = match symmetric {
+        Some(symmetric) => initial.mask_fill(symmetric, (qmin + qmax) / 2.0),
+        None => initial,
+    };
+    (narrow(scale), narrow(initial.clamp(qmin, qmax).round()))
+}
+
 #[cfg(test)]
 mod tests {
+    use burn::backend::Flex;
+
     use super::*;
+    use crate::host_reads;
 
     #[test]
     fn rounding_is_half_to_even() {
@@ -162,5 +220,35 @@ mod tests {
         let w = runtime_qparams(-1.28, 0.5, QuantRange::QINT8, true);
         assert_eq!(w.zero_point, 0);
         assert!((w.scale - 0.01).abs() < 1e-8);
+    }
+
+    /// The device formula against the host's (fbgemm's) on ranges of every kind: identical.
+    #[test]
+    fn device_qparams_are_fbgemms() {
+        use rand::{Rng, SeedableRng};
+        let mut random = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut ranges: Vec<(f32, f32)> =
+            vec![(0.0, 0.0), (0.0, 2.54), (-1.28, 0.5), (-3.0, 0.0), (1e-7, 2e-6), (-4e-6, 1e-6), (0.5, 4.0), (-4.0, -0.5)];
+        ranges.extend((0..2000).map(|_| {
+            let magnitude = 10f32.powf(random.random_range(-6.0..2.0));
+            let (a, b) = (random.random_range(-1.0..1.0) * magnitude, random.random_range(-1.0..1.0) * magnitude);
+            (a.min(b), a.max(b))
+        }));
+        let device = Default::default();
+        for (range, symmetric) in [(QuantRange::QUINT8_REDUCED, false), (QuantRange::QINT8, true)] {
+            let column = |values: Vec<f32>| Tensor::<Flex, 1>::from_floats(values.as_slice(), &device);
+            let (scales, zero_points) = device_qparams(
+                column(ranges.iter().map(|r| r.0).collect()),
+                column(ranges.iter().map(|r| r.1).collect()),
+                range,
+                symmetric,
+            );
+            let (scales, zero_points) = (host_reads::values(scales), host_reads::values(zero_points));
+            for (i, &(min, max)) in ranges.iter().enumerate() {
+                let host = runtime_qparams(min, max, range, symmetric);
+                assert_eq!(zero_points[i] as i32, host.zero_point, "zero point of [{min}, {max}] ({range:?})");
+                assert_eq!(scales[i], host.scale, "scale of [{min}, {max}] ({range:?})");
+            }
+        }
     }
 }

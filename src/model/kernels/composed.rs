@@ -6,10 +6,11 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, FloatTensor, IntTensor};
-use burn::tensor::Scalar;
+use burn::tensor::{Scalar, TensorMetadata};
 
-use super::{primitive, tensor, BatchNormed, SgdStep};
+use super::{primitive, tensor, BatchNormed, FakeQuantization, FakeQuantized, Observed, SgdStep};
 use crate::model::BATCH_NORM_EPS;
+use crate::quant::qparams::device_qparams;
 
 pub fn conv3x3<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
     let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
@@ -50,6 +51,62 @@ pub fn cross_entropy<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>) 
     let picked = log_softmax(logits, 1).gather(1, targets);
     // Along the batch axis, not over the whole tensor: cubecl reduces an axis without atomics.
     primitive((picked.sum_dim(0) / -(n as f64)).reshape([1]))
+}
+
+/// [`VggBackend::fake_quantize_activation`] (`rows` 1) and [`VggBackend::fake_quantize_weight`] (`rows`
+/// the output channels of a `[C, K]` weight, scaled by `factor` first) of Burn's operations: the
+/// observer and the parameters on the device (`device_qparams`), the straight-through gradient as
+/// `x * mask` plus the difference to the dequantized value as a constant.
+///
+/// [`VggBackend::fake_quantize_activation`]: super::VggBackend::fake_quantize_activation
+/// [`VggBackend::fake_quantize_weight`]: super::VggBackend::fake_quantize_weight
+pub fn fake_quantize<B: Backend>(
+    x: FloatTensor<B>,
+    rows: usize,
+    factor: Option<FloatTensor<B>>,
+    observed: Option<Observed<B>>,
+    quantization: FakeQuantization,
+) -> FakeQuantized<B> {
+    let shape = x.shape();
+    let x = tensor::<B, 2>(x).reshape([rows as i32, -1]);
+    let x = match factor {
+        Some(factor) => x * tensor::<B, 1>(factor).reshape([rows, 1]),
+        None => x,
+    };
+    let values = x.clone().detach();
+    let (min, max) = if rows == 1 {
+        (values.clone().min().reshape([1]), values.clone().max().reshape([1]))
+    } else {
+        (values.clone().min_dim(1).reshape([rows]), values.clone().max_dim(1).reshape([rows]))
+    };
+    let c = f64::from(quantization.averaging_constant);
+    let (min, max) = match observed {
+        None => (min, max),
+        Some(old) => {
+            let (old_min, old_max) = (tensor::<B, 1>(old.min), tensor::<B, 1>(old.max));
+            (old_min.clone() + (min - old_min) * c, old_max.clone() + (max - old_max) * c)
+        }
+    };
+    let (scale, zero_point) = device_qparams(min.clone(), max.clone(), quantization.range, quantization.symmetric);
+    let (scale, zero_point) = (scale.reshape([rows, 1]), zero_point.reshape([rows, 1]));
+    let (qmin, qmax) = (quantization.range.min as f32, quantization.range.max as f32);
+    let integer = (values * scale.clone().recip()).round() + zero_point.clone();
+    let inside = integer.clone().greater_equal_elem(qmin).bool_and(integer.clone().lower_equal_elem(qmax)).float();
+    let dequantized = (integer.clamp(qmin, qmax) - zero_point) * scale;
+    let passed = x * inside;
+    let output = passed.clone() + (dequantized - passed.detach());
+    FakeQuantized {
+        output: B::float_reshape(primitive(output), shape),
+        observed: Observed { min: primitive(min), max: primitive(max) },
+    }
+}
+
+/// [`super::VggBackend::unscale_bias`] of Burn's operations.
+pub fn unscale_bias<B: Backend>(y: FloatTensor<B>, factor: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
+    let y = tensor::<B, 4>(y);
+    let c = y.dims()[1];
+    let per_channel = |t: FloatTensor<B>| tensor::<B, 1>(t).reshape([1, c, 1, 1]);
+    primitive(y / per_channel(factor) + per_channel(bias))
 }
 
 pub fn linear<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {

@@ -36,9 +36,10 @@ use std::ops::Range;
 use std::thread::LocalKey;
 
 use super::dot_products::{dot_products, Rows};
+use super::fake_quantize;
 use super::gemm::{matmul, matmul_packed, Cores, Matrix, Operand, PackedA};
 use super::isa::isa;
-use super::{BatchNormed, SgdStep, VggBackend};
+use super::{BatchNormed, FakeQuantization, FakeQuantized, Observed, SgdStep, VggBackend};
 use crate::model::BATCH_NORM_EPS;
 
 /// The shape of an NCHW activation.
@@ -56,7 +57,7 @@ impl Nchw {
         Nchw { n, c, h, w }
     }
 
-    fn plane(self) -> usize {
+    pub fn plane(self) -> usize {
         self.h * self.w
     }
 
@@ -138,6 +139,23 @@ impl VggBackend for Flex {
         new_tensor(vec![loss], [1])
     }
 
+    fn fake_quantize_activation(x: FloatTensor<Self>, observed: Option<Observed<Self>>) -> FakeQuantized<Self> {
+        fake_quantized(x, None, observed, FakeQuantization::ACTIVATION).0
+    }
+
+    fn fake_quantize_weight(
+        weight: FloatTensor<Self>,
+        factor: Option<FloatTensor<Self>>,
+        observed: Option<Observed<Self>>,
+    ) -> FakeQuantized<Self> {
+        fake_quantized(weight, factor, observed, FakeQuantization::WEIGHT).0
+    }
+
+    fn unscale_bias(y: FloatTensor<Self>, factor: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (y, factor, bias) = (contiguous(y), contiguous(factor), contiguous(bias));
+        new_tensor(fake_quantize::unscale_bias(values(&y), Nchw::of(&y), values(&factor), values(&bias)), y.shape())
+    }
+
     fn sgd_step(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -159,6 +177,29 @@ impl VggBackend for Flex {
         });
         (param, velocity)
     }
+}
+
+/// [`fake_quantize::fake_quantize`] of a tensor (`factor` `None`: one row) or a `[C, K]` weight: the result
+/// as tensors, and the mask its gradient passes through.
+pub(super) fn fake_quantized(
+    x: FlexTensor,
+    factor: Option<FlexTensor>,
+    observed: Option<Observed<Flex>>,
+    quantization: FakeQuantization,
+) -> (FakeQuantized<Flex>, Vec<u8>) {
+    let x = contiguous(x);
+    let rows = if quantization == FakeQuantization::ACTIVATION { 1 } else { x.shape().dims::<2>()[0] };
+    let factor = factor.map(contiguous);
+    let observed = observed.map(|o| (contiguous(o.min), contiguous(o.max)));
+    let result = fake_quantize::fake_quantize(
+        values(&x),
+        rows,
+        factor.as_ref().map(values),
+        observed.as_ref().map(|(min, max)| (values(min), values(max))),
+        quantization,
+    );
+    let observed = Observed { min: new_tensor(result.min, [rows]), max: new_tensor(result.max, [rows]) };
+    (FakeQuantized { output: new_tensor(result.output, x.shape()), observed }, result.mask)
 }
 
 /// Values an SGD task updates: enough to amortise a task, few enough for both cores to share a small
@@ -312,12 +353,12 @@ fn lane_sums<const K: usize>(len: usize, f: impl Fn(usize) -> [f32; K]) -> [f64;
 }
 
 /// `lane_sums` of a single value.
-fn lane_sum(len: usize, f: impl Fn(usize) -> f32) -> f64 {
+pub(super) fn lane_sum(len: usize, f: impl Fn(usize) -> f32) -> f64 {
     lane_sums(len, |i| [f(i)])[0]
 }
 
 /// Per channel: the sums over the images' planes of that channel of what `f(plane index)` gives.
-fn per_channel_sums<const K: usize>(shape: Nchw, f: impl Fn(usize) -> [f64; K] + Sync) -> Vec<[f64; K]> {
+pub(super) fn per_channel_sums<const K: usize>(shape: Nchw, f: impl Fn(usize) -> [f64; K] + Sync) -> Vec<[f64; K]> {
     (0..shape.c)
         .into_par_iter()
         .map(|channel| {
@@ -498,7 +539,7 @@ impl ColumnBlock {
 /// reads are still there (measured: 4 Mi floats ran the smoke shapes' weight gradients at half the speed).
 /// A constant, not the cache the machine reports: the blocks decide how a weight gradient's sums are
 /// split, and those must be the same everywhere.
-const IM2COL_BUDGET: usize = 1 << 17;
+pub(super) const IM2COL_BUDGET: usize = 1 << 17;
 
 /// Block widths from which a weight gradient's dot products beat a GEMM (measured at the smoke
 /// shapes against the `gemm` crate, ms: 0.65 vs 1.5 at 4096 columns, 0.95 vs 0.9 at 768, 0.9 vs 0.55 at

@@ -12,7 +12,7 @@ use burn::tensor::TensorMetadata;
 use burn_flex::FlexTensor;
 
 use super::cpu::{self, contiguous, new_tensor, values, Nchw};
-use super::{composed, BatchNormed, VggBackend};
+use super::{composed, fake_quantize, BatchNormed, FakeQuantization, FakeQuantized, Observed, VggBackend};
 
 type Ad = Autodiff<Flex>;
 
@@ -196,6 +196,110 @@ impl VggBackend for Ad {
         }
     }
 
+    fn fake_quantize_activation(x: FloatTensor<Self>, observed: Option<Observed<Self>>) -> FakeQuantized<Self> {
+        #[derive(Debug)]
+        struct FakeQuantizeActivation;
+
+        impl Backward<Flex, 1> for FakeQuantizeActivation {
+            /// Where the gradient passes.
+            type State = Vec<u8>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(
+                        node.id,
+                        new_tensor(fake_quantize::straight_through(values(&grad), &ops.state), grad.shape()),
+                    );
+                }
+            }
+        }
+
+        let (quantized, mask) = cpu::fake_quantized(x.primitive.clone(), None, observed.map(inner), FakeQuantization::ACTIVATION);
+        let observed = constant(quantized.observed);
+        let output = match FakeQuantizeActivation.prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(mask, quantized.output),
+            OpsKind::UnTracked(prep) => prep.finish(quantized.output),
+        };
+        FakeQuantized { output, observed }
+    }
+
+    fn fake_quantize_weight(
+        weight: FloatTensor<Self>,
+        factor: Option<FloatTensor<Self>>,
+        observed: Option<Observed<Self>>,
+    ) -> FakeQuantized<Self> {
+        #[derive(Debug)]
+        struct FakeQuantizeWeight;
+
+        impl Backward<Flex, 2> for FakeQuantizeWeight {
+            /// The weight, the factor it was scaled by and where the gradient passes.
+            type State = (FlexTensor, FlexTensor, Vec<u8>);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_weight, node_factor] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (weight, factor, mask) = ops.state;
+                let (dweight, dfactor) =
+                    fake_quantize::scaled_weight_grads(values(&grad), &mask, values(&weight), values(&factor));
+                if let Some(node) = node_weight {
+                    grads.register::<Flex>(node.id, new_tensor(dweight, weight.shape()));
+                }
+                if let Some(node) = node_factor {
+                    grads.register::<Flex>(node.id, new_tensor(dfactor, factor.shape()));
+                }
+            }
+        }
+
+        // A Linear's weight is not scaled: by ones, exactly, a constant.
+        let channels = weight.primitive.shape().dims::<2>()[0];
+        let factor = factor.unwrap_or_else(|| Ad::from_inner(new_tensor(vec![1.0; channels], [channels])));
+        let (input, scale) = (contiguous(weight.primitive.clone()), contiguous(factor.primitive.clone()));
+        let (quantized, mask) =
+            cpu::fake_quantized(input.clone(), Some(scale.clone()), observed.map(inner), FakeQuantization::WEIGHT);
+        let observed = constant(quantized.observed);
+        let output = match FakeQuantizeWeight.prepare::<NoCheckpointing>([weight.node, factor.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((input, scale, mask), quantized.output),
+            OpsKind::UnTracked(prep) => prep.finish(quantized.output),
+        };
+        FakeQuantized { output, observed }
+    }
+
+    fn unscale_bias(y: FloatTensor<Self>, factor: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct UnscaleBias;
+
+        impl Backward<Flex, 3> for UnscaleBias {
+            /// The conv's output and the factor.
+            type State = (FlexTensor, FlexTensor);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_y, node_factor, node_bias] = ops.parents;
+                let grad = contiguous(grads.consume::<Flex>(&ops.node));
+                let (y, factor) = ops.state;
+                let shape = Nchw::of(&y);
+                let (dy, dfactor, dbias) = fake_quantize::unscale_bias_grads(values(&grad), values(&y), shape, values(&factor));
+                if let Some(node) = node_y {
+                    grads.register::<Flex>(node.id, new_tensor(dy, y.shape()));
+                }
+                if let Some(node) = node_factor {
+                    grads.register::<Flex>(node.id, new_tensor(dfactor, [shape.c]));
+                }
+                if let Some(node) = node_bias {
+                    grads.register::<Flex>(node.id, new_tensor(dbias, [shape.c]));
+                }
+            }
+        }
+
+        let (input, scale) = (contiguous(y.primitive.clone()), contiguous(factor.primitive.clone()));
+        let output = Flex::unscale_bias(input.clone(), scale.clone(), bias.primitive.clone());
+        match UnscaleBias.prepare::<NoCheckpointing>([y.node, factor.node, bias.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((input, scale), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct MaxPool2x2;
@@ -224,4 +328,14 @@ impl VggBackend for Ad {
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
     }
+}
+
+/// An observer's range on the inner backend.
+fn inner(observed: Observed<Ad>) -> Observed<Flex> {
+    Observed { min: observed.min.primitive, max: observed.max.primitive }
+}
+
+/// An observer's range as constants to autodiff.
+fn constant(observed: Observed<Flex>) -> Observed<Ad> {
+    Observed { min: Ad::from_inner(observed.min), max: Ad::from_inner(observed.max) }
 }

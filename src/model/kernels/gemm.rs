@@ -22,12 +22,12 @@ use rayon::prelude::*;
 use super::isa::{isa, Isa};
 
 /// Rows of `A` a packed block holds (a multiple of every tile height).
-const MC: usize = 96;
+pub(super) const MC: usize = 96;
 /// Steps of `k` a packed block holds: a tile's panel of `B` (`KC x 32` floats, 16 KiB) stays in L1.
-const KC: usize = 128;
+pub(super) const KC: usize = 128;
 /// Columns of `B` a packed block holds (a multiple of every tile width): `KC x NC` floats, 256 KiB,
 /// stay in L2 while every block of `A` passes them.
-const NC: usize = 512;
+pub(super) const NC: usize = 512;
 
 /// A matrix read by the product: entry `(i, j)` is `data[i * row_stride + j * column_stride]`.
 #[derive(Clone, Copy)]

@@ -1,7 +1,7 @@
 //! The operations VGG11-BN is made of, as one backend extension (Burn's way of adding kernels of one's
 //! own): a 3x3 convolution (padding 1) with bias, BatchNorm with ReLU (batch statistics, and running ones
-//! folded into a scale and a shift), a 2x2 max-pool and the classifier's Linears, and the step of SGD
-//! that trains them. The model and the optimizer call them through [`VggBackend`]:
+//! folded into a scale and a shift), a 2x2 max-pool and the classifier's Linears, the cross-entropy loss
+//! and the step of SGD that trains them, and quantization-aware training's fake quantizers. The model and the optimizer call them through [`VggBackend`]:
 //! - on the CPU (`Flex`, [`cpu`]) they are our kernels, and `Autodiff<Flex>` ([`cpu_autodiff`]) gives
 //!   them backward passes of our own;
 //! - on CUDA (`Cuda`, `Autodiff<Cuda>`) they are Burn's own operations composed ([`composed`]), so
@@ -11,15 +11,21 @@ pub mod composed;
 mod cpu;
 mod cpu_autodiff;
 mod dot_products;
+mod fake_quantize;
 mod gemm;
 pub mod isa;
+mod machine;
 #[cfg(test)]
 mod tests;
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{TensorMetadata, TensorPrimitive};
+
+use crate::quant::observer::DEFAULT_AVERAGING_CONSTANT;
+use crate::quant::qparams::QuantRange;
+pub use machine::CpuFacts;
 
 /// A backend with VGG's operations.
 pub trait VggBackend: Backend {
@@ -48,6 +54,33 @@ pub trait VggBackend: Backend {
         composed::cross_entropy::<Self>(logits, targets)
     }
 
+    /// `FusedMovingAvgObsFakeQuantize` as `prepare_qat_fx` sets it up for fbgemm, on any tensor: the
+    /// observer's range `observed` (`[1]` each; `None` before the first batch) folds in `x`'s minimum and
+    /// maximum, [`FakeQuantization::ACTIVATION`]'s parameters follow from it, and `x` is quantized and
+    /// dequantized with them. The gradient passes straight through where the integer fell inside the
+    /// range, zero elsewhere (`fake_quantize_per_tensor_affine_cachemask`).
+    fn fake_quantize_activation(x: FloatTensor<Self>, observed: Option<Observed<Self>>) -> FakeQuantized<Self> {
+        composed::fake_quantize(x, 1, None, observed, FakeQuantization::ACTIVATION)
+    }
+
+    /// The same per output channel for a weight `[C, K]` multiplied by `factor` `[C]` first (ConvBnReLU2d's
+    /// `gamma / sqrt(running_var + eps)`; none for a Linear), with [`FakeQuantization::WEIGHT`]: `observed`
+    /// is `[C]` each. Gradients flow to the weight and the factor.
+    fn fake_quantize_weight(
+        weight: FloatTensor<Self>,
+        factor: Option<FloatTensor<Self>>,
+        observed: Option<Observed<Self>>,
+    ) -> FakeQuantized<Self> {
+        let channels = weight.shape().dims::<2>()[0];
+        composed::fake_quantize(weight, channels, factor, observed, FakeQuantization::WEIGHT)
+    }
+
+    /// ConvBnReLU2d's output before its BatchNorm: the conv's output `y` `[N, C, H, W]` (computed with the
+    /// scaled weight) divided by `factor` `[C]` again, plus the conv's own `bias` `[C]`.
+    fn unscale_bias(y: FloatTensor<Self>, factor: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::unscale_bias::<Self>(y, factor, bias)
+    }
+
     /// One step of PyTorch's SGD with momentum and weight decay on a parameter (see [`SgdStep`]):
     /// the new parameter and velocity. `velocity` is `None` on the first step. Burn's operations by
     /// default; the CPU fuses it into one pass in place.
@@ -69,6 +102,39 @@ pub struct SgdStep {
     pub learning_rate: f32,
     pub momentum: f32,
     pub weight_decay: f32,
+}
+
+/// A fake quantizer's grid: fbgemm's defaults for quantization-aware training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FakeQuantization {
+    pub range: QuantRange,
+    /// Symmetric about zero (`preserve_sparsity`), as fbgemm's weights are.
+    pub symmetric: bool,
+    /// The moving-average observer's constant.
+    pub averaging_constant: f32,
+}
+
+impl FakeQuantization {
+    /// Activations: quint8 per tensor, affine, `[0, 127]` (reduced range).
+    pub const ACTIVATION: FakeQuantization =
+        FakeQuantization { range: QuantRange::QUINT8_REDUCED, symmetric: false, averaging_constant: DEFAULT_AVERAGING_CONSTANT };
+    /// Weights: qint8 per output channel, symmetric.
+    pub const WEIGHT: FakeQuantization =
+        FakeQuantization { range: QuantRange::QINT8, symmetric: true, averaging_constant: DEFAULT_AVERAGING_CONSTANT };
+}
+
+/// A fake quantizer's observer: its running minimum and maximum (`[1]` per tensor, `[C]` per channel),
+/// constants to autodiff.
+#[derive(Debug, Clone)]
+pub struct Observed<B: Backend> {
+    pub min: FloatTensor<B>,
+    pub max: FloatTensor<B>,
+}
+
+/// What a fake quantizer gives: the dequantized tensor and its observer's updated range.
+pub struct FakeQuantized<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub observed: Observed<B>,
 }
 
 /// What [`VggBackend::batch_norm_relu`] gives.
@@ -126,6 +192,32 @@ pub fn linear<B: VggBackend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Tensor
 /// [`VggBackend::cross_entropy`] on tensors: the batch's mean loss, `[1]`.
 pub fn cross_entropy<B: VggBackend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     tensor(B::cross_entropy(primitive(logits), targets.into_primitive()))
+}
+
+/// [`VggBackend::fake_quantize_activation`] on tensors, its observer's range updated in place.
+pub fn fake_quantize_activation<B: VggBackend, const D: usize>(
+    x: Tensor<B, D>,
+    observed: &mut Option<Observed<B>>,
+) -> Tensor<B, D> {
+    let quantized = B::fake_quantize_activation(primitive(x), observed.take());
+    *observed = Some(quantized.observed);
+    tensor(quantized.output)
+}
+
+/// [`VggBackend::fake_quantize_weight`] on tensors, its observer's range updated in place.
+pub fn fake_quantize_weight<B: VggBackend>(
+    weight: Tensor<B, 2>,
+    factor: Option<Tensor<B, 1>>,
+    observed: &mut Option<Observed<B>>,
+) -> Tensor<B, 2> {
+    let quantized = B::fake_quantize_weight(primitive(weight), factor.map(primitive), observed.take());
+    *observed = Some(quantized.observed);
+    tensor(quantized.output)
+}
+
+/// [`VggBackend::unscale_bias`] on tensors.
+pub fn unscale_bias<B: VggBackend>(y: Tensor<B, 4>, factor: Tensor<B, 1>, bias: Tensor<B, 1>) -> Tensor<B, 4> {
+    tensor(B::unscale_bias(primitive(y), primitive(factor), primitive(bias)))
 }
 
 /// [`VggBackend::sgd_step`] on tensors: the new parameter and velocity.

@@ -6,7 +6,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use super::{composed, primitive, tensor};
+use super::{composed, primitive, tensor, VggBackend};
 
 type AD = Autodiff<Flex>;
 
@@ -201,4 +201,71 @@ fn cross_entropy_is_the_mean_negative_log_likelihood() {
     let grad = crate::host_reads::values(logits.grad(&loss.backward()).unwrap());
     let want = [0.125, -0.125, 0.375, -0.375];
     assert!(grad.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-7), "{grad:?}");
+}
+
+/// Three steps of a fake quantizer (the first sets its observer, the later ones fold into it), ours and
+/// the composed one on the same inputs: the outputs and the observers' ranges bit for bit, and the
+/// gradients to `tolerance` (bit for bit where no sum is taken).
+fn fake_quantizers_agree(
+    inputs: impl Fn(u64) -> (Tensor<AD, 2>, Option<Tensor<AD, 1>>),
+    ours: impl Fn(Tensor<AD, 2>, Option<Tensor<AD, 1>>, Option<super::Observed<AD>>) -> super::FakeQuantized<AD>,
+    reference: impl Fn(Tensor<AD, 2>, Option<Tensor<AD, 1>>, Option<super::Observed<AD>>) -> super::FakeQuantized<AD>,
+    tolerance: f32,
+) {
+    let (mut observed_ours, mut observed_reference) = (None, None);
+    for step in 0..3 {
+        let (x, factor) = inputs(30 + step);
+        let track = |t: Tensor<AD, 2>| t.detach().require_grad();
+        let (xa, xb) = (track(x.clone()), track(x));
+        let (fa, fb) = (factor.clone().map(|f| f.detach().require_grad()), factor.map(|f| f.detach().require_grad()));
+        let a = ours(xa.clone(), fa.clone(), observed_ours.take());
+        let b = reference(xb.clone(), fb.clone(), observed_reference.take());
+        let (out_a, out_b): (Tensor<AD, 2>, Tensor<AD, 2>) = (tensor(a.output), tensor(b.output));
+        out_a.clone().inner().into_data().assert_eq(&out_b.clone().inner().into_data(), true);
+        for (x, y) in [(&a.observed.min, &b.observed.min), (&a.observed.max, &b.observed.max)] {
+            tensor::<AD, 1>(x.clone()).inner().into_data().assert_eq(&tensor::<AD, 1>(y.clone()).inner().into_data(), true);
+        }
+        let weights = random([1, 1, 6, 40], 40 + step).reshape([6, 40]);
+        let (ga, gb) = ((out_a * weights.clone()).sum().backward(), (out_b * weights).sum().backward());
+        assert!(relative_error(xa.grad(&ga).unwrap(), xb.grad(&gb).unwrap()) <= tolerance, "input gradient, step {step}");
+        if let (Some(fa), Some(fb)) = (fa, fb) {
+            let error = relative_error(fa.grad(&ga).unwrap(), fb.grad(&gb).unwrap());
+            assert!(error <= tolerance.max(1e-6), "factor gradient differs by {error:e}, step {step}");
+        }
+        (observed_ours, observed_reference) = (Some(a.observed), Some(b.observed));
+    }
+}
+
+#[test]
+fn fake_quantized_activations_are_the_composed_ones() {
+    fake_quantizers_agree(
+        |seed| ((random([1, 1, 6, 40], seed).reshape([6, 40]) * 3.0).clamp_min(-0.5), None),
+        |x, _, observed| AD::fake_quantize_activation(primitive(x), observed),
+        |x, _, observed| composed::fake_quantize(primitive(x), 1, None, observed, super::FakeQuantization::ACTIVATION),
+        0.0,
+    );
+}
+
+#[test]
+fn fake_quantized_scaled_weights_are_the_composed_ones() {
+    let factor = |seed| Some(random([1, 1, 1, 6], seed).reshape([6]).abs() + 0.5);
+    fake_quantizers_agree(
+        |seed| (random([1, 1, 6, 40], seed).reshape([6, 40]), factor(seed + 100)),
+        |x, factor, observed| AD::fake_quantize_weight(primitive(x), factor.map(primitive), observed),
+        |x, factor, observed| {
+            composed::fake_quantize(primitive(x), 6, factor.map(primitive), observed, super::FakeQuantization::WEIGHT)
+        },
+        0.0,
+    );
+}
+
+#[test]
+fn unscaling_and_its_gradients_are_burns() {
+    let (y, factor, bias) = (random([3, 5, 4, 4], 50), random([1, 5, 1, 1], 51).abs() + 0.5, random([1, 5, 1, 1], 52));
+    agrees(
+        [y, factor, bias],
+        random([3, 5, 4, 4], 53),
+        |t| super::unscale_bias(t[0].clone(), flat(&t[1]), flat(&t[2])),
+        |t| tensor(composed::unscale_bias::<AD>(primitive(t[0].clone()), primitive(flat(&t[1])), primitive(flat(&t[2])))),
+    );
 }

@@ -1,0 +1,179 @@
+//! Quantization-aware training's operations on the CPU, on plain slices: the fused moving-average
+//! observer and fake quantizer of `prepare_qat_fx` (`FusedMovingAvgObsFakeQuantize`), per tensor for
+//! activations and per output channel for weights (scaled first by ConvBnReLU2d's
+//! `gamma / sqrt(running_var + eps)`), with its straight-through gradient, and the conv output's
+//! unscaling. One pass finds the range (fixed chunks, combined in order), one quantizes and keeps the
+//! mask the gradient passes through; the parameters are fbgemm's (`runtime_qparams`, which the composed
+//! GPU version, `device_qparams`, matches bit for bit).
+
+use rayon::prelude::*;
+
+use super::cpu::{lane_sum, per_channel_sums, Nchw};
+use super::FakeQuantization;
+use crate::quant::qparams::{runtime_qparams, QParams};
+
+/// Values a task of the range or quantization pass takes.
+const CHUNK: usize = 1 << 14;
+
+/// What a fake quantizer computed: the dequantized values, where the gradient passes, and its observer's
+/// updated range per row.
+pub(super) struct FakeQuantizedValues {
+    pub output: Vec<f32>,
+    /// 1 where the value's integer fell inside the range (the gradient passes), else 0.
+    pub mask: Vec<u8>,
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
+}
+
+/// Fake-quantizes `values`, `rows` rows of equal length (one for a tensor, one per output channel for a
+/// weight), each row scaled by `factor[row]` first where given: the observer's range `observed` (per
+/// row; `None` before the first batch) folds in each row's minimum and maximum, `quantization` gives the
+/// grid and its parameters follow from the range.
+pub(super) fn fake_quantize(
+    values: &[f32],
+    rows: usize,
+    factor: Option<&[f32]>,
+    observed: Option<(&[f32], &[f32])>,
+    quantization: FakeQuantization,
+) -> FakeQuantizedValues {
+    let len = values.len() / rows.max(1);
+    let scale_of = |row: usize| factor.map_or(1.0, |factor| factor[row]);
+    let row_values = |row: usize| &values[row * len..(row + 1) * len];
+    // Each row's range: fixed chunks in parallel, combined in order (the same on any core count).
+    let ranges: Vec<(f32, f32)> = (0..rows)
+        .into_par_iter()
+        .map(|row| {
+            let f = scale_of(row);
+            row_values(row)
+                .par_chunks(CHUNK)
+                .map(|chunk| chunk.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v * f), hi.max(v * f))))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
+        })
+        .collect();
+    let c = quantization.averaging_constant;
+    let (min, max): (Vec<f32>, Vec<f32>) = ranges
+        .iter()
+        .enumerate()
+        .map(|(row, &(lo, hi))| match observed {
+            // The moving average, in f32 as the composed version rounds it.
+            Some((old_min, old_max)) => (old_min[row] + (lo - old_min[row]) * c, old_max[row] + (hi - old_max[row]) * c),
+            None => (lo, hi),
+        })
+        .unzip();
+    let qparams: Vec<QParams> =
+        min.iter().zip(&max).map(|(&lo, &hi)| runtime_qparams(lo, hi, quantization.range, quantization.symmetric)).collect();
+    let (qmin, qmax) = (quantization.range.min as f32, quantization.range.max as f32);
+    let mut output = vec![0.0f32; values.len()];
+    let mut mask = vec![0u8; values.len()];
+    output.par_chunks_mut(len.max(1)).zip(mask.par_chunks_mut(len.max(1))).enumerate().for_each(|(row, (out, inside))| {
+        let (f, q) = (scale_of(row), qparams[row]);
+        // fbgemm multiplies by the scale's f32 reciprocal and rounds half to even.
+        let (inverse, zero_point, scale) = (1.0 / q.scale, q.zero_point as f32, q.scale);
+        out.par_chunks_mut(CHUNK).zip(inside.par_chunks_mut(CHUNK)).zip(row_values(row).par_chunks(CHUNK)).for_each(
+            |((out, inside), values)| {
+                for ((out, inside), &v) in out.iter_mut().zip(inside).zip(values) {
+                    let integer = round_half_even(v * f * inverse) + zero_point;
+                    *inside = u8::from(integer >= qmin && integer <= qmax);
+                    *out = (integer.clamp(qmin, qmax) - zero_point) * scale;
+                }
+            },
+        );
+    });
+    FakeQuantizedValues { output, mask, min, max }
+}
+
+/// `x` rounded to the nearest integer, ties to even, the sign of a zero kept (as `nearbyint` and Burn's
+/// `round` give it), without a call into libm: below 2^23 in magnitude, adding 2^23 leaves no fraction
+/// and rounds as the FPU does, to even; from 2^23 on every float is an integer.
+#[inline(always)]
+fn round_half_even(x: f32) -> f32 {
+    const TWO_23: f32 = 8_388_608.0;
+    let magnitude = x.abs();
+    if magnitude < TWO_23 {
+        ((magnitude + TWO_23) - TWO_23).copysign(x)
+    } else {
+        x
+    }
+}
+
+/// The gradient of a fake quantizer's input: `grad` where `mask` is 1, zero elsewhere.
+pub(super) fn straight_through(grad: &[f32], mask: &[u8]) -> Vec<f32> {
+    let mut dx = vec![0.0f32; grad.len()];
+    dx.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(mask.par_chunks(CHUNK)).for_each(|((dx, grad), mask)| {
+        for ((d, &g), &m) in dx.iter_mut().zip(grad).zip(mask) {
+            *d = if m == 1 { g } else { 0.0 };
+        }
+    });
+    dx
+}
+
+/// The gradients of a weight fake-quantized after scaling by `factor` per row: the weight's
+/// (`grad * mask * factor[row]`) and the factor's (`sum over the row of grad * mask * weight`, f64).
+pub(super) fn scaled_weight_grads(grad: &[f32], mask: &[u8], weight: &[f32], factor: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let len = weight.len() / factor.len().max(1);
+    let masked = |row: usize, i: usize| if mask[row * len + i] == 1 { grad[row * len + i] } else { 0.0 };
+    let dfactor: Vec<f32> =
+        (0..factor.len()).into_par_iter().map(|row| lane_sum(len, |i| masked(row, i) * weight[row * len + i]) as f32).collect();
+    let mut dweight = vec![0.0f32; weight.len()];
+    dweight.par_chunks_mut(len.max(1)).enumerate().for_each(|(row, out)| {
+        for (i, d) in out.iter_mut().enumerate() {
+            *d = masked(row, i) * factor[row];
+        }
+    });
+    (dweight, dfactor)
+}
+
+/// ConvBnReLU2d's unscaling of its conv's output, `y / factor[c] + bias[c]` per channel.
+pub(super) fn unscale_bias(y: &[f32], shape: Nchw, factor: &[f32], bias: &[f32]) -> Vec<f32> {
+    let mut output = vec![0.0f32; y.len()];
+    output.par_chunks_mut(shape.plane()).zip(y.par_chunks(shape.plane())).enumerate().for_each(|(p, (out, y))| {
+        let c = p % shape.c;
+        for (o, &v) in out.iter_mut().zip(y) {
+            *o = v / factor[c] + bias[c];
+        }
+    });
+    output
+}
+
+/// The gradients of [`unscale_bias`] with respect to `y` (`grad / factor[c]`), the factor
+/// (`-sum(grad * y) / factor[c]^2`) and the bias (`sum(grad)`), the sums in f64.
+pub(super) fn unscale_bias_grads(grad: &[f32], y: &[f32], shape: Nchw, factor: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let plane = shape.plane();
+    let sums = per_channel_sums(shape, |p| {
+        let (g, y) = (&grad[p * plane..][..plane], &y[p * plane..][..plane]);
+        [lane_sum(plane, |i| g[i] * y[i]), lane_sum(plane, |i| g[i])]
+    });
+    let dfactor = sums.iter().zip(factor).map(|(&[gy, _], &f)| (-gy / (f64::from(f) * f64::from(f))) as f32).collect();
+    let dbias = sums.iter().map(|&[_, g]| g as f32).collect();
+    let mut dy = vec![0.0f32; y.len()];
+    dy.par_chunks_mut(plane).zip(grad.par_chunks(plane)).enumerate().for_each(|(p, (out, grad))| {
+        let f = factor[p % shape.c];
+        for (d, &g) in out.iter_mut().zip(grad) {
+            *d = g / f;
+        }
+    });
+    (dy, dfactor, dbias)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_half_even;
+
+    /// Against the standard library's, over ties, signs, zeros and the largest floats.
+    #[test]
+    fn rounding_is_half_to_even() {
+        let cases = [
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 0.3, -0.3, 0.0, -0.0, 4194303.5, 8388607.5, 8388608.0, 1e30, -1e30, 127.49, 126.5,
+        ];
+        for x in cases {
+            assert_eq!(round_half_even(x).to_bits(), x.round_ties_even().to_bits(), "{x}");
+        }
+        assert!(round_half_even(f32::NAN).is_nan());
+        for i in 0..100_000 {
+            let x = (i as f32 - 50_000.0) * 0.0137;
+            assert_eq!(round_half_even(x).to_bits(), x.round_ties_even().to_bits(), "{x}");
+        }
+    }
+}
