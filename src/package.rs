@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{file_digest, DataError, DigestAlgorithm};
 
 /// The checksum list, in `sha256sum`'s format.
-pub const CHECKSUMS_FILE: &str = "SHA256SUMS";
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub use vggq_core::run_folder::{CHECKSUMS_FILE, MANIFEST_FILE};
 
 /// A file of the package as its producer describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +65,12 @@ pub struct Provenance {
     pub gpu: Option<crate::backend::Gpu>,
     /// The arithmetic training's matmuls and convolutions ran in (FP32 or TF32), measured.
     pub precision: crate::backend::precision::Precision,
+    /// What training's CPU kernels ran with: threads, instruction set, processor, blocking. None of it
+    /// changes a CPU run's bytes; it is what to compare first where two machines' results differ.
+    pub cpu: Option<crate::model::CpuFacts>,
+    /// cubecl's autotune cache of a GPU run (the kernels chosen by timing) when the package was made:
+    /// where it is and the SHA-256 of what it holds.
+    pub autotune: Option<crate::backend::autotune::AutotuneCache>,
     /// Each provider asked for, where ONNX Runtime placed the nodes, or why it could not run.
     pub execution_providers: Vec<String>,
     pub seed: u64,

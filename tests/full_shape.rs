@@ -8,6 +8,7 @@ use std::process::Command;
 
 use vggq::eval::EvalRun;
 use vggq::profile::Profile;
+use vggq_core::run_folder::{METRICS_FILE, TRAIN_REPORT_FILE};
 use vggq_core::{QatMode, Variant};
 
 fn run_dir() -> PathBuf {
@@ -18,7 +19,7 @@ fn run_dir() -> PathBuf {
 }
 
 fn eval_run(run: &Path) -> EvalRun {
-    serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(run.join(METRICS_FILE)).unwrap()).unwrap()
 }
 
 /// ONNX file sizes in MiB (two decimals, as the seed's table gives them): FP32 and dynamic are the
@@ -57,7 +58,7 @@ fn pth_files_load_strictly_into_the_seeds_modules() {
     let run = run_dir();
     let python = std::env::var("VGGQ_PYTHON").expect("run through `cargo xtask test`, which sets VGGQ_PYTHON");
     let train_report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("train_report.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run.join(TRAIN_REPORT_FILE)).unwrap()).unwrap();
     let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();
     assert_eq!(profile.model, vggq::model::VggConfig::seed(), "the full profile's shapes");
     let config = vggq::quant::float_model::pth_config(&profile.model).torch_module_json(profile.model.input_size);

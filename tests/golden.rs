@@ -1,15 +1,18 @@
 //! The reviewed metric table of a run (`golden/<profile>-<device>.snap`, e.g. `smoke-cpu`): exact
-//! sizes, accuracy and agreement with FP32, no timings. `cargo xtask all` and `cargo xtask test` point
-//! `VGGQ_GOLDEN_RUN` at the run they made. A run with limits or overrides is not its profile's recipe
-//! and has no golden table. Where a profile and device have none yet, insta writes the table as a pending
-//! snapshot (`.snap.new`) for review and the check passes; under CI (`CI=true`) it fails.
+//! sizes, accuracy and agreement with FP32, no timings, compared exactly for a CPU run and within the
+//! tolerance the table states for a GPU run (`vggq::report::GoldenTable`). `cargo xtask all` and
+//! `cargo xtask test` point `VGGQ_GOLDEN_RUN` at the run they made. A run with limits or overrides is
+//! not its profile's recipe and has no golden table. Where a profile and device have none yet, or the
+//! table differs, insta writes the run's as a pending snapshot (`.snap.new`) for review; a missing table
+//! passes (under CI, `CI=true`, it fails), a differing one fails naming the rows and the machines.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use vggq::backend::Selection;
 use vggq::eval::EvalRun;
 use vggq::profile::Profile;
-use vggq::report::golden_table;
+use vggq::report::{golden_table, GoldenTable, Tolerance};
+use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, TRAIN_REPORT_FILE};
 
 #[test]
 fn metrics_match_the_reviewed_golden_table() {
@@ -19,36 +22,95 @@ fn metrics_match_the_reviewed_golden_table() {
     );
     let read =
         |name: &str| std::fs::read_to_string(run.join(name)).unwrap_or_else(|e| panic!("{}: {e}", run.join(name).display()));
-    let train_report: serde_json::Value = serde_json::from_str(&read("train_report.json")).unwrap();
+    let train_report: serde_json::Value = serde_json::from_str(&read(TRAIN_REPORT_FILE)).unwrap();
     let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();
     let device: Selection = serde_json::from_value(train_report["device"].clone()).unwrap();
     if !profile.is_as_named() {
         println!("{}: the {} profile with limits or overrides has no golden table", run.display(), profile.name());
         return;
     }
-    let eval: EvalRun = serde_json::from_str(&read("metrics.json")).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&read("manifest.json")).unwrap();
+    let eval: EvalRun = serde_json::from_str(&read(METRICS_FILE)).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&read(MANIFEST_FILE)).unwrap();
     let provenance = &manifest["provenance"];
     let name = format!("{}-{}", profile.name(), device.backend.name());
+    let table = golden_table(&eval, Tolerance::for_run(&profile.name(), device.backend.name()));
+    let machine = machine(provenance);
 
     insta::with_settings!({
         snapshot_path => "../golden",
         prepend_module_to_snapshot => false,
         omit_expression => true,
         description => format!(
-            "profile {}; device {}; gpu {}; {}; onnxruntime {}; dataset {} ({})",
+            "profile {}; device {}; gpu {}; {}; onnxruntime {}; dataset {} ({}); recorded on {machine}",
             profile.name(), provenance["device"], provenance["gpu"], provenance["execution_providers"],
             provenance["onnxruntime"], provenance["dataset"], provenance["dataset_sha256"]
         ),
     }, {
         let reviewed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden").join(format!("{name}.snap"));
-        if reviewed.exists() || std::env::var_os("CI").is_some() {
-            insta::assert_snapshot!(name, golden_table(&eval));
+        if reviewed.exists() {
+            let (recorded_on, reviewed_table) = reviewed_snapshot(&reviewed);
+            let reviewed_table = GoldenTable::parse(&reviewed_table).unwrap();
+            let differences = reviewed_table.differences(&GoldenTable::parse(&table).unwrap());
+            if differences.is_empty() {
+                return;
+            }
+            // Written as `.snap.new` for review (outside CI), then failed with what differs and where.
+            let _ = std::panic::catch_unwind(|| insta::assert_snapshot!(name.clone(), table.clone()));
+            panic!(
+                "{} differs from the reviewed golden/{name}.snap ({}):\n  {}\n\
+                 this run: {machine}\nreviewed: {recorded_on}\n{}",
+                run.display(),
+                reviewed_table.tolerance,
+                differences.join("\n  "),
+                advice(reviewed_table.tolerance)
+            );
+        } else if std::env::var_os("CI").is_some() {
+            insta::assert_snapshot!(name, table);
         } else {
             // No reviewed table for this profile and device: insta writes it as `.snap.new` and fails the
             // assertion; the run still passes, and `cargo xtask all` says how to review the table.
-            let pending = std::panic::catch_unwind(|| insta::assert_snapshot!(name.clone(), golden_table(&eval)));
+            let pending = std::panic::catch_unwind(|| insta::assert_snapshot!(name.clone(), table.clone()));
             assert!(pending.is_err(), "insta accepted a table without a reviewed snapshot");
         }
     });
+}
+
+/// The machine facts of a run, from its manifest.
+fn machine(provenance: &serde_json::Value) -> String {
+    let cpu = &provenance["cpu"];
+    format!(
+        "{} threads, {} kernels (the CPU has {}), {}; {}",
+        cpu["threads"], cpu["isa"], cpu["detected_isa"], cpu["processor"], provenance["device_reason"]
+    )
+}
+
+/// What to do about a difference.
+fn advice(tolerance: Tolerance) -> &'static str {
+    match tolerance {
+        Tolerance::Exact => {
+            "A CPU run gives the same bytes on every machine (core count and instruction set do not change \
+             them): a difference means the code, the dependencies or the data changed. If you changed them on \
+             purpose, review the pending table with `cargo insta review` and commit it; otherwise, find what changed."
+        }
+        Tolerance::Points(_) => {
+            "Beyond the tolerance of a GPU run: more than kernel choice and TF32 rounding. If you changed the \
+             code or the data on purpose, review the pending table with `cargo insta review` and commit it."
+        }
+    }
+}
+
+/// A reviewed snapshot's description (where it was recorded) and its table: what follows insta's header.
+fn reviewed_snapshot(path: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut parts = text.splitn(3, "---\n");
+    let (header, table) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(""), Some(header), Some(table)) => (header, table),
+        _ => ("", text.as_str()),
+    };
+    let recorded_on = header
+        .lines()
+        .find_map(|line| line.strip_prefix("description: "))
+        .and_then(|d| d.rsplit("recorded on ").next().filter(|_| d.contains("recorded on ")))
+        .map_or_else(|| "(not recorded)".to_string(), |on| on.trim_end_matches('"').to_string());
+    (recorded_on, table.to_string())
 }

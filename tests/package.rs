@@ -20,6 +20,8 @@ fn provenance() -> Provenance {
             matmul: vggq::backend::precision::Arithmetic::Fp32,
             conv: vggq::backend::precision::Arithmetic::Fp32,
         },
+        cpu: Some(vggq::model::CpuFacts::here()),
+        autotune: None,
         execution_providers: vec!["CPU".into()],
         seed: 0,
         dataset: "CIFAR-10 (JPEG copy)".into(),

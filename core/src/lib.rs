@@ -6,13 +6,15 @@
 //! - [`places`]: where things live on this machine (the cache, `../shared`, the CUDA toolkit);
 //! - [`limits`]: caps on images, batches and epochs that any profile takes;
 //! - [`atomic`]: files that appear whole or not at all;
-//! - [`rounds`]: benchmarks in alternating rounds, summarised by medians and spreads.
+//! - [`rounds`]: benchmarks in alternating rounds, summarised by medians and spreads;
+//! - [`run_folder`]: the names of the files a run folder holds.
 
 pub mod atomic;
 pub mod limits;
 pub mod names;
 pub mod places;
 pub mod rounds;
+pub mod run_folder;
 
 pub use limits::Limits;
 pub use names::{flag_value, DeviceRequest, Init, ModelShape, ProfileName, QatMode, Variant};

@@ -2,6 +2,7 @@
 //! on the CPU otherwise. The choice is one printed line and a record in the run's reports; a missing
 //! CUDA is a reason (`--device auto`) or an error (`--device cuda`), never a panic.
 
+pub mod autotune;
 mod cuda_probe;
 pub mod precision;
 

@@ -19,7 +19,7 @@ use vggq::steps::Step;
 use vggq::train::EpochReport;
 use vggq_core::{QatMode, Variant};
 
-use super::run_dir::{TrainedRun, MODEL_FILE, QUANT_REPORT_FILE};
+use super::run_dir::{TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
 use super::train::pretrained_weights;
 
 #[derive(clap::Args)]
@@ -45,6 +45,9 @@ pub struct Args {
     /// `..._qat_int8_finetune.pth` / `.onnx`).
     #[arg(long, value_enum, default_value = "fp32match")]
     qat_mode: QatMode,
+    /// cubecl's autotune cache for a GPU run (see `vggq train --help`). Default: the one training used.
+    #[arg(long)]
+    autotune_cache: Option<PathBuf>,
     /// Quantize even when the outputs of an identical earlier run are in place.
     #[arg(long)]
     force: bool,
@@ -75,9 +78,14 @@ struct QuantReport<'a> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let trained = TrainedRun::open(&args.run)?;
+    // Before anything touches a GPU: cubecl reads where its cache is once.
+    let autotune = args.autotune_cache.clone().or_else(|| trained.autotune.map(|cache| cache.folder));
+    let autotune = autotune.unwrap_or_else(|| args.run.join(AUTOTUNE_FOLDER));
+    backend::autotune::use_cache(&autotune)?;
     let selection = backend::select(args.device)?;
     println!("device: {}", selection.reason);
-    let profile = TrainedRun::open(&args.run)?.profile;
+    let profile = trained.profile;
     println!("profile:\n{}", profile.to_json());
     let settings = QuantizeSettings { calibration: args.calibration, qat_mode: args.qat_mode };
     let outputs = Variant::all(args.qat_mode)
@@ -88,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = args.run.join(MODEL_FILE);
     let inputs: Vec<&Path> =
         [Some(model.as_path()), args.data.as_deref()].into_iter().flatten().filter(|p| p.is_file()).collect();
-    let step = Step::new("quantize", &args.run, &(&profile, selection.backend, settings), &inputs, outputs)?;
+    let step = Step::new("quantize", &args.run, &(&profile, selection.backend, settings, &autotune), &inputs, outputs)?;
     if !args.force && step.is_up_to_date()? {
         println!("quantize: up to date in {} (--force to redo)", args.run.display());
         return Ok(());

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use vggq::backend::autotune::AutotuneCache;
 use vggq::eval::EvalRun;
 use vggq::package::{self, FileRole, Provenance};
 use vggq::report::{self, ReportInput};
@@ -42,7 +43,8 @@ pub fn run(args: Args) -> Result<()> {
         eval: &eval,
     };
     write(&args.run.join(REPORT_FILE), &report::markdown(&input))?;
-    write(&args.run.join(GOLDEN_TABLE_FILE), &report::golden_table(&eval))?;
+    let tolerance = report::Tolerance::for_run(&profile, trained.device.backend.name());
+    write(&args.run.join(GOLDEN_TABLE_FILE), &report::golden_table(&eval, tolerance))?;
     let charts = report::charts(&eval.rows);
     for (name, svg) in &charts {
         write(&args.run.join(name), svg)?;
@@ -102,6 +104,8 @@ fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str) -> Result<Provena
         device_reason: run.device.reason.clone(),
         gpu: run.device.gpu().cloned(),
         precision: run.precision,
+        cpu: run.cpu.clone(),
+        autotune: run.autotune.as_ref().map(|cache| AutotuneCache::read(&cache.folder)),
         execution_providers: providers,
         seed: run.profile.train.seed,
         dataset: dataset.into(),

@@ -5,21 +5,17 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::precision::Precision;
 use vggq::backend::Selection;
+use vggq::model::CpuFacts;
 use vggq::profile::Profile;
 use vggq::quant::Calibration;
 use vggq_core::{flag_value, QatMode, Variant};
 
-/// The files of a run folder, written by one step and read by the next.
-pub const MODEL_FILE: &str = "model_fp32.mpk";
-pub const TRAIN_REPORT_FILE: &str = "train_report.json";
-pub const QUANT_REPORT_FILE: &str = "quant_report.json";
-pub const METRICS_FILE: &str = "metrics.json";
-pub const REPORT_FILE: &str = "report.md";
-/// The run's golden table (`vggq::report::golden_table`), what `golden/<profile>-<device>.snap` reviews:
-/// a run made where cargo is absent (the GPU check) brings it back to be reviewed.
-pub const GOLDEN_TABLE_FILE: &str = "golden_table.md";
+pub use vggq_core::run_folder::{
+    AUTOTUNE_FOLDER, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, TRAIN_REPORT_FILE,
+};
 
 /// The parts of `train_report.json` the later steps need.
 #[derive(Deserialize)]
@@ -29,6 +25,12 @@ pub struct TrainedRun {
     pub device: Selection,
     /// The arithmetic of its matmuls and convolutions.
     pub precision: Precision,
+    /// What its CPU kernels ran with (absent from runs of builds before it was recorded).
+    #[serde(default)]
+    pub cpu: Option<CpuFacts>,
+    /// Its autotune cache (likewise).
+    #[serde(default)]
+    pub autotune: Option<AutotuneCache>,
     /// The dataset's fingerprint (`sha256:<hex> (<origin>)`).
     pub dataset: String,
     /// Class names in label order.

@@ -6,11 +6,12 @@ use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use serde::Serialize;
+use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::precision::{self, Precision};
 use vggq::backend::{self, Backend, CpuBackend, DeviceRequest, OnBackend, Selection};
 use vggq::data::{self, DataSource};
-use vggq::model::TrainingBackend;
 use vggq::model::VGG11_BN_IMAGENET1K_V1;
+use vggq::model::{CpuFacts, TrainingBackend};
 use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
 use vggq::profile::{Init, Limits, Profile, ProfileName};
 use vggq::score::Score;
@@ -18,7 +19,7 @@ use vggq::steps::Step;
 use vggq::throughput::seconds_per_training_step;
 use vggq::train::EpochReport;
 
-use super::run_dir::{MODEL_FILE, TRAIN_REPORT_FILE};
+use super::run_dir::{AUTOTUNE_FOLDER, MODEL_FILE, TRAIN_REPORT_FILE};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -50,6 +51,10 @@ pub struct Args {
     /// Output folder; default `artifacts/<profile>`.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// cubecl's autotune cache for a GPU run: the kernels it chose by timing, reused where it holds them
+    /// (give a golden table's run's to replay its choices). Default: `<out>/autotune`.
+    #[arg(long)]
+    autotune_cache: Option<PathBuf>,
     /// Train even when the outputs of an identical earlier run are in place.
     #[arg(long)]
     force: bool,
@@ -62,6 +67,10 @@ struct TrainReport<'a> {
     device: &'a Selection,
     /// The arithmetic of the backend's matmuls and convolutions at the run's shapes, measured.
     precision: Precision,
+    /// What the CPU kernels ran with (threads, instruction set, blocking).
+    cpu: CpuFacts,
+    /// cubecl's autotune cache after training (empty on the CPU).
+    autotune: AutotuneCache,
     dataset: String,
     classes: Vec<String>,
     epochs: Vec<EpochReport>,
@@ -72,6 +81,10 @@ pub fn run(args: Args) -> Result<()> {
     let mut profile = Profile::named(args.profile).limited(&args.limits);
     profile.init = args.init.unwrap_or(profile.init);
     profile.train.seed = args.seed.unwrap_or(profile.train.seed);
+    let out = args.out.clone().unwrap_or_else(|| Path::new("artifacts").join(profile.name()));
+    // Before anything touches a GPU: cubecl reads where its cache is once.
+    let autotune = args.autotune_cache.clone().unwrap_or_else(|| out.join(AUTOTUNE_FOLDER));
+    backend::autotune::use_cache(&autotune)?;
     let selection = backend::select(args.device)?;
     println!("device: {}", selection.reason);
     println!("profile:\n{}", profile.to_json());
@@ -82,7 +95,6 @@ pub fn run(args: Args) -> Result<()> {
         }
         println!("{estimate}");
     }
-    let out = args.out.unwrap_or_else(|| Path::new("artifacts").join(profile.name()));
     let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
         Init::Pretrained => Some(pretrained_weights(args.weights)?),
@@ -92,7 +104,7 @@ pub fn run(args: Args) -> Result<()> {
     let step = Step::new(
         "train",
         &out,
-        &(&profile, selection.backend, data_source.to_string()),
+        &(&profile, selection.backend, data_source.to_string(), &autotune),
         &inputs,
         vec![out.join(MODEL_FILE), out.join(TRAIN_REPORT_FILE)],
     )?;
@@ -100,7 +112,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("train: up to date in {} (--force to redo)", out.display());
         return Ok(());
     }
-    selection.backend.run(Run { profile: &profile, data_source, weights, out, selection: &selection })??;
+    selection.backend.run(Run { profile: &profile, data_source, weights, out, selection: &selection, autotune: &autotune })??;
     step.record()?;
     Ok(())
 }
@@ -143,6 +155,7 @@ struct Run<'a> {
     weights: Option<PathBuf>,
     out: PathBuf,
     selection: &'a Selection,
+    autotune: &'a Path,
 }
 
 impl OnBackend for Run<'_> {
@@ -151,6 +164,7 @@ impl OnBackend for Run<'_> {
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
         let profile = self.profile;
         println!("data: {}", self.data_source);
+        println!("cpu: {}", CpuFacts::here());
         let cifar = data::load(&self.data_source)?;
         let dataset = cifar.fingerprint.to_string();
         println!("dataset: {dataset}");
@@ -171,7 +185,9 @@ impl OnBackend for Run<'_> {
 
         std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
         save_model(model, &self.out.join(MODEL_FILE))?;
-        let report = TrainReport { profile, device: self.selection, precision, dataset, classes, epochs, test };
+        let cpu = CpuFacts::here();
+        let autotune = AutotuneCache::read(self.autotune);
+        let report = TrainReport { profile, device: self.selection, precision, cpu, autotune, dataset, classes, epochs, test };
         let report_path = self.out.join(TRAIN_REPORT_FILE);
         vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing {}", report_path.display()))?;

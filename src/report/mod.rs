@@ -1,12 +1,14 @@
 //! The run's report, from `metrics.json` alone: the seed's tables, agreement with FP32 and confidence
 //! intervals, per-class accuracy, EP placement and operator counts (`report.md`), bar charts (SVG), and
-//! the timing-free table the golden snapshots hold.
+//! the timing-free table the golden snapshots hold, and how a reviewed one is compared ([`golden`]).
 
+mod golden;
 mod stats;
 mod svg;
 
 use std::fmt::Write;
 
+pub use golden::{golden_table, GoldenTable, GoldenTableError, Tolerance};
 pub use stats::{accuracy, agreement, paired_bootstrap, per_class_accuracy, Difference};
 
 use vggq_core::Variant;
@@ -40,33 +42,6 @@ fn fp32_twin<'a>(rows: &'a [ModelMetrics], row: &ModelMetrics) -> Option<&'a Mod
 
 fn is_fp32(row: &ModelMetrics) -> bool {
     row.file == Variant::Fp32.onnx_file()
-}
-
-/// The golden table: exact sizes, accuracy and agreement to two decimals, no timings (those vary between
-/// runs; they are in `report.md`), and the execution providers that could not run.
-pub fn golden_table(eval: &EvalRun) -> String {
-    let rows = &eval.rows;
-    let mut out = String::from(
-        "| model | EP | placement | bytes | MiB | top-1 % | agreement with FP32 % |\n|---|---|---|---|---|---|---|\n",
-    );
-    for row in rows {
-        let agreement = fp32_twin(rows, row)
-            .map_or("-".to_string(), |fp32| format!("{:.2}", agreement(&row.eval.predictions, &fp32.eval.predictions)));
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {agreement} |",
-            variant_label(&row.file),
-            provider(row),
-            row.eval.placement,
-            row.size_bytes,
-            row.size_mib,
-            row.eval.top1
-        );
-    }
-    for unavailable in &eval.unavailable {
-        let _ = writeln!(out, "\n{:?} execution provider not available: {}", unavailable.provider, unavailable.reason);
-    }
-    out
 }
 
 /// `report.md`.

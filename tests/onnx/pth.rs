@@ -12,6 +12,7 @@ use vggq::export::onnx::proto::ModelProto;
 use vggq::export::onnx::{self, Provenance, Variant, CALIBRATION_KEY, SOURCE_PTH_SHA256_KEY, TRAINING_KEY};
 use vggq::profile::{Profile, ProfileName};
 use vggq::quant::state_dict::{fp32_state_dict, quantized_state_dict};
+use vggq_core::run_folder::{QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
 use vggq_core::QatMode;
 
 use crate::util::*;
@@ -33,7 +34,7 @@ fn write_run_folder(dir: &Path, models: &TinyModels) {
         "classes": classes,
         "epochs": [],
     });
-    std::fs::write(dir.join("train_report.json"), train_report.to_string()).unwrap();
+    std::fs::write(dir.join(TRAIN_REPORT_FILE), train_report.to_string()).unwrap();
     let state_dicts = [
         fp32_state_dict(&models.float),
         quantized_state_dict(&models.dynamic),
@@ -54,7 +55,7 @@ fn write_run_folder(dir: &Path, models: &TinyModels) {
         "qat_epochs": [],
         "variants": variants,
     });
-    std::fs::write(dir.join("quant_report.json"), quant_report.to_string()).unwrap();
+    std::fs::write(dir.join(QUANT_REPORT_FILE), quant_report.to_string()).unwrap();
 }
 
 #[test]

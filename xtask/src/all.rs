@@ -1,5 +1,5 @@
 //! `cargo xtask all`: the main job, end to end, into `artifacts/<profile>/`:
-//! ONNX Runtime -> train -> quantize -> export -> eval -> report -> golden check -> verify. Every step
+//! ONNX Runtime -> train -> quantize -> export -> eval -> report -> verify -> golden check. Every step
 //! but the report skips itself when its outputs are up to date (`--force` redoes them). Needs Rust and
 //! `python3 -m pip` (for ONNX Runtime's wheel); the Python venv is the tests' alone.
 
@@ -58,8 +58,9 @@ pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
     cmd!(sh, "{vggq} export --run {out}").run()?;
     cmd!(sh, "{vggq} eval --run {out} --device {device} {data...} {force...}").run()?;
     cmd!(sh, "{vggq} report --run {out}").run()?;
-    let pending = golden_check(sh, &out)?;
+    // The package is checked whole before its metrics are: a golden difference never hides a broken one.
     cmd!(sh, "{vggq} verify {out}").run()?;
+    let pending = golden_check(sh, &out)?;
     println!("package: {}", out.display());
     if let Some(message) = pending {
         println!("{message}");
@@ -67,19 +68,17 @@ pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Compares the run's metric table with its reviewed golden, `golden/<profile>-<device>.snap` (insta):
-/// a changed metric fails here with the diff. A run whose profile and device have no reviewed golden
-/// yet passes and leaves the table as a pending snapshot (`.snap.new`); the returned message says how
-/// to review and accept it. Under CI (`CI=true`) a missing golden fails, as insta makes it.
+/// Compares the run's metric table with its reviewed golden, `golden/<profile>-<device>.snap`
+/// (`tests/golden.rs`): a difference fails here, naming the rows that differ and the machine facts of
+/// both runs. A run whose profile and device have no reviewed golden yet passes and leaves the table as
+/// a pending snapshot (`.snap.new`); the returned message says how to review and accept it. Under CI
+/// (`CI=true`) a missing golden fails.
 pub fn golden_check(sh: &Shell, run: &Path) -> Result<Option<String>> {
     let _run = sh.push_env("VGGQ_GOLDEN_RUN", sh.current_dir().join(run));
     let features = crate::cuda_feature_flags();
     let started = SystemTime::now();
     cmd!(sh, "cargo test --release --quiet {features...} --test golden").run().map_err(|error| {
-        anyhow::anyhow!(
-            "{error}\nthe metrics differ from the reviewed golden table: if the change is intended, review and accept it \
-             with `cargo insta review` (install it once with `cargo install cargo-insta --locked`)"
-        )
+        anyhow::anyhow!("{error}\n{}: the golden check failed (what differs is printed above)", run.display())
     })?;
     let pending = pending_snapshots(&sh.current_dir().join("golden"), started)?;
     Ok((!pending.is_empty()).then(|| {

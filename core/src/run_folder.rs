@@ -1,0 +1,22 @@
+//! The files of a run folder, each written by one step and read by the next (and by the tests, xtask and
+//! the GPU check): one name each, here.
+
+/// The trained FP32 model, as a Burn record (`vggq train`).
+pub const MODEL_FILE: &str = "model_fp32.mpk";
+/// How the model was trained: profile, device, CPU facts, dataset, epochs (`vggq train`).
+pub const TRAIN_REPORT_FILE: &str = "train_report.json";
+/// How the variants were quantized and scored, and which `.pth` holds each (`vggq quantize`).
+pub const QUANT_REPORT_FILE: &str = "quant_report.json";
+/// ONNX Runtime's accuracy, speed and placement per model and provider (`vggq eval`).
+pub const METRICS_FILE: &str = "metrics.json";
+/// The human report (`vggq report`).
+pub const REPORT_FILE: &str = "report.md";
+/// The run's golden table, what `golden/<profile>-<device>.snap` reviews: a run made where cargo is
+/// absent (the GPU check) brings it back to be reviewed (`vggq report`).
+pub const GOLDEN_TABLE_FILE: &str = "golden_table.md";
+/// Every file's role, bytes and SHA-256, and the run's provenance (`vggq report`).
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// `sha256sum -c` over the reproducible files (`vggq report`).
+pub const CHECKSUMS_FILE: &str = "SHA256SUMS";
+/// cubecl's autotune cache of a GPU run (a folder), unless told to use another.
+pub const AUTOTUNE_FOLDER: &str = "autotune";

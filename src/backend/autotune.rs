@@ -1,0 +1,102 @@
+//! cubecl's autotune cache (the kernels a GPU backend chose by timing them) as a folder of the run: a
+//! rerun with the same binary and GPU, or a run given the folder a golden table was recorded with,
+//! reuses those choices instead of timing again (and perhaps choosing others). cubecl reads its
+//! configuration once, at its first kernel, so [`use_cache`] runs before anything touches a GPU; its
+//! logger writes the choices to [`AUTOTUNE_LOG`] in the same folder. A CPU-only build has no cubecl
+//! runtime, and nothing to point.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The log of the kernels cubecl chose, in the cache's folder.
+pub const AUTOTUNE_LOG: &str = "autotune.log";
+
+/// Where a run's autotune cache is and what it held at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutotuneCache {
+    pub folder: PathBuf,
+    /// SHA-256 over the folder's files (their names and bytes, in name order); `None` while empty (a CPU
+    /// run, or a GPU run that tuned nothing).
+    pub sha256: Option<String>,
+}
+
+/// What can go wrong pointing cubecl at a cache.
+#[derive(Debug, thiserror::Error)]
+pub enum AutotuneError {
+    #[error("creating the autotune cache {path}: {source}")]
+    Folder { path: PathBuf, source: std::io::Error },
+}
+
+/// Points cubecl's autotune cache, and its log of the kernels it chose, at `folder` (created if missing).
+pub fn use_cache(folder: &Path) -> Result<(), AutotuneError> {
+    std::fs::create_dir_all(folder).map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?;
+    #[cfg(feature = "cuda")]
+    {
+        use burn::cubecl::config::cache::CacheConfig;
+        use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+        // Once per process: a second call (a test, say) keeps the first folder.
+        static CONFIGURED: std::sync::Once = std::sync::Once::new();
+        CONFIGURED.call_once(|| {
+            let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+            config.autotune.cache = CacheConfig::File(folder.to_path_buf());
+            config.autotune.logger.file = Some(folder.join(AUTOTUNE_LOG));
+            config.autotune.logger.append = true;
+            CubeClRuntimeConfig::set(config);
+        });
+    }
+    Ok(())
+}
+
+impl AutotuneCache {
+    /// `folder` as it is now.
+    pub fn read(folder: &Path) -> Self {
+        AutotuneCache { folder: folder.to_path_buf(), sha256: digest(folder) }
+    }
+}
+
+/// SHA-256 over the files under `folder`: each one's path below it, then its bytes, in path order.
+fn digest(folder: &Path) -> Option<String> {
+    let mut files = Vec::new();
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    if files.is_empty() {
+        return None;
+    }
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        hasher.update(file.strip_prefix(folder).unwrap_or(&file).to_string_lossy().as_bytes());
+        hasher.update(std::fs::read(&file).ok()?);
+    }
+    Some(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_follows_names_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(AutotuneCache::read(dir.path()).sha256, None);
+        std::fs::create_dir_all(dir.path().join("0.10.0/device-0")).unwrap();
+        std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice a").unwrap();
+        let first = AutotuneCache::read(dir.path()).sha256.unwrap();
+        std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice b").unwrap();
+        let second = AutotuneCache::read(dir.path()).sha256.unwrap();
+        assert_ne!(first, second);
+        std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice a").unwrap();
+        assert_eq!(AutotuneCache::read(dir.path()).sha256.unwrap(), first);
+    }
+}
