@@ -44,7 +44,8 @@ pub struct Args {
     /// Also write the results as JSON here (with `--run`: its `metrics.json`).
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Evaluate even when `--report` holds the results of an identical earlier evaluation.
+    /// With `--run`: evaluate even when its `metrics.json` holds the results of an identical earlier
+    /// evaluation.
     #[arg(long)]
     force: bool,
 }
@@ -58,7 +59,9 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     let plan = ProviderPlan::for_request(args.device)?;
     println!("execution providers: {}", plan.reason);
-    let step = match &args.report {
+    // A run's evaluation is a step of its pipeline, skipped when up to date; files named on the command
+    // line (a benchmark's, say) are always evaluated.
+    let step = match args.report.as_ref().filter(|_| args.run.is_some()) {
         Some(report) => {
             let inputs: Vec<&Path> =
                 args.models.iter().map(PathBuf::as_path).chain(args.data.as_deref()).filter(|p| p.is_file()).collect();

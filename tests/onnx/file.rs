@@ -5,6 +5,7 @@ use vggq::export::onnx::proto::ModelProto;
 use vggq::export::onnx::{self, Variant, NO_PTH, SOURCE_PTH_SHA256_KEY, VARIANT_KEY};
 use vggq::quant::QuantMethod;
 
+use crate::shared::fixtures;
 use crate::util::*;
 
 /// The four variants of a tiny model, exported from memory.
@@ -92,4 +93,35 @@ fn a_cuda_request_is_never_reported_as_cuda_without_cuda_nodes() {
             assert_eq!(session.placement.to_string().starts_with("CUDA"), on_cuda, "{}", session.placement);
         }
     }
+}
+
+/// A benchmark's evaluation (files named on the command line, a report of its own) measures every time
+/// and leaves no step record (`.steps/`) anywhere: only a run's evaluation is a step of its pipeline.
+#[test]
+fn evaluating_named_files_measures_every_time_and_records_no_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, proto) = tiny_variants(32).remove(0);
+    let model = dir.path().join("fp32.onnx");
+    onnx::write(&model, &proto).unwrap();
+    let data = dir.path().join("data");
+    fixtures::write_cifar_binary(&data);
+    let report = dir.path().join("bench.json");
+    for attempt in 1..=2 {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_vggq"))
+            .arg("eval")
+            .arg(&model)
+            .args(["--device", "cpu", "--warmup", "0", "--data"])
+            .arg(&data)
+            .arg("--report")
+            .arg(&report)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "attempt {attempt}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(!stdout.contains("up to date") && stdout.contains("fp32.onnx"), "attempt {attempt}:\n{stdout}");
+    }
+    assert!(report.is_file());
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert!(!names.iter().any(|name| name == ".steps"), "{names:?}");
 }

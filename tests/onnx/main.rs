@@ -8,5 +8,8 @@ mod file;
 mod fp32;
 mod int8;
 mod pth;
+/// The datasets and helpers every test binary shares.
+#[path = "../util/mod.rs"]
+mod shared;
 mod torch;
 mod util;

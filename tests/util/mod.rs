@@ -1,6 +1,6 @@
 //! Helpers for the integration tests: generated datasets, a loopback HTTP server, and the shared folder.
 // Each test binary compiles this module and uses a different part of it.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod fixtures;
 pub mod http_server;

@@ -1,11 +1,14 @@
-//! `cargo xtask bench`: throughput of vggq beside its PyTorch baseline, same machine, same shapes, one run.
+//! `cargo xtask bench`: throughput of vggq beside its baseline, same machine, same shapes, one run, the
+//! two sides alternating round by round (`vggq_core::rounds`). Every figure is measured by the
+//! invocation that prints it: benchmarks never read or write a run's step records.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
 use vggq_core::places::shared_dir;
+use vggq_core::rounds::{Comparison, DEFAULT_ROUNDS};
 use vggq_core::{flag_value, DeviceRequest, ProfileName, Variant};
 
 use crate::python;
@@ -22,8 +25,8 @@ enum Bench {
     Train(TrainShapes),
     /// Images per second the data loader prepares at 128 px from the JPEG copy in ../shared.
     Loader,
-    /// ONNX on ONNX Runtime's CPU EP: static INT8 vs FP32 with `vggq eval`, and `vggq eval` vs ORT's
-    /// Python API (`scripts/ort_bench.py`) on the same files.
+    /// ONNX on ONNX Runtime's CPU EP: `vggq eval` vs ORT's Python API (`scripts/ort_bench.py`) on the
+    /// same files, and static INT8 vs FP32 on each side, in alternating rounds.
     Onnx(OnnxBench),
 }
 
@@ -45,6 +48,9 @@ struct OnnxBench {
     /// CIFAR-10 for `vggq eval` (see `vggq train --help`).
     #[arg(long)]
     data: Option<String>,
+    /// Rounds, each `vggq eval` then the Python baseline on every file.
+    #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+    rounds: usize,
 }
 
 /// The variants `bench onnx` compares, in order.
@@ -79,9 +85,12 @@ struct TrainShapes {
     shapes: Shapes,
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Seconds of measurement per figure, after warm-up.
+    /// Seconds of measurement per figure and round, after warm-up.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Rounds, each vggq's figures then PyTorch's.
+    #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+    rounds: usize,
     /// Where both run: `cpu` or `cuda` (`auto` measures vggq where it would train and PyTorch on the CPU).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceRequest,
@@ -101,12 +110,16 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 }
 
 fn onnx(sh: &Shell, vggq: &PathBuf, bench: OnnxBench) -> Result<()> {
+    if bench.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     let setup = crate::setup(sh)?;
     let _onnxruntime = sh.push_env(crate::onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime.library);
-    let files: Vec<PathBuf> = ONNX_BENCH_VARIANTS.iter().map(|v| bench.run.join(v.onnx_file())).filter(|p| p.is_file()).collect();
-    if files.is_empty() {
-        anyhow::bail!("no exported ONNX files in {} (run `vggq export` first)", bench.run.display());
+    let variants: Vec<Variant> = ONNX_BENCH_VARIANTS.into_iter().filter(|v| bench.run.join(v.onnx_file()).is_file()).collect();
+    if variants.is_empty() {
+        bail!("no exported ONNX files in {} (run `vggq export` first)", bench.run.display());
     }
+    let files: Vec<PathBuf> = variants.iter().map(|v| bench.run.join(v.onnx_file())).collect();
     let (images, batches, threads) = (bench.images.to_string(), bench.batches.to_string(), bench.threads.to_string());
     let mut eval_args = vec!["--device".to_string(), flag_value(DeviceRequest::Cpu), "--images".into(), images];
     if bench.threads > 0 {
@@ -115,19 +128,68 @@ fn onnx(sh: &Shell, vggq: &PathBuf, bench: OnnxBench) -> Result<()> {
     if let Some(data) = bench.data {
         eval_args.extend(["--data".into(), data]);
     }
-    let report = bench.run.join("bench_onnx.json");
-    let files_for_eval = &files;
-    cmd!(sh, "{vggq} eval {files_for_eval...} {eval_args...} --report {report}").run()?;
+    // Each round's report goes to a scratch folder of this invocation: never the run's metrics.
+    let scratch = tempfile::tempdir_in(crate::target_dir(sh)).context("a scratch folder under target/")?;
     let python = setup.python;
-    let files = &files;
-    cmd!(sh, "{python} scripts/ort_bench.py {files...} --batches {batches} --threads {threads}").run()?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 1..=bench.rounds {
+        println!("== round {round}/{}", bench.rounds);
+        let report = scratch.path().join(format!("round-{round}.json"));
+        let (files, eval_args) = (&files, &eval_args);
+        cmd!(sh, "{vggq} eval {files...} {eval_args...} --report {report}").run()?;
+        ours.push(images_per_second(&sh.read_file(&report)?, &variants, "rows")?);
+        let output = cmd!(sh, "{python} scripts/ort_bench.py {files...} --batches {batches} --threads {threads}").read()?;
+        println!("{output}");
+        let lines: Vec<&str> = output.lines().filter(|line| line.starts_with('{')).collect();
+        theirs.push(images_per_second(&format!(r#"{{"rows": [{}]}}"#, lines.join(",")), &variants, "rows")?);
+    }
+    for (i, variant) in variants.iter().enumerate() {
+        let comparison = Comparison {
+            figure: format!("{} img/s", variant.label()),
+            ours: ours.iter().map(|round| round[i]).collect(),
+            theirs: theirs.iter().map(|round| Some(round[i])).collect(),
+        };
+        println!("{}", comparison.summary("vggq", "python ort"));
+    }
+    // Static INT8 against FP32 on each side: the two files ran one after the other in every round.
+    if let (Some(fp32), Some(int8)) = (position(&variants, Variant::Fp32), position(&variants, Variant::StaticInt8)) {
+        let speedup = Comparison {
+            figure: "static int8 / fp32".into(),
+            ours: ours.iter().map(|round| round[int8] / round[fp32]).collect(),
+            theirs: theirs.iter().map(|round| Some(round[int8] / round[fp32])).collect(),
+        };
+        println!("{}", speedup.summary("vggq", "python ort"));
+    }
     Ok(())
 }
 
-fn train(sh: &Shell, vggq: &PathBuf, bench: TrainShapes) -> Result<()> {
+fn position(variants: &[Variant], variant: Variant) -> Option<usize> {
+    variants.iter().position(|&v| v == variant)
+}
+
+/// Images/s of each of `variants` (CPU rows) in a JSON document whose `key` holds rows with `file` and
+/// `images_per_s` (flat, as `ort_bench.py` prints them, or under `inference`, as `vggq eval` reports).
+fn images_per_second(json: &str, variants: &[Variant], key: &str) -> Result<Vec<f64>> {
+    let document: serde_json::Value = serde_json::from_str(json).context("reading a benchmark's JSON")?;
+    let rows = document[key].as_array().context("a benchmark report without rows")?;
+    variants
+        .iter()
+        .map(|variant| {
+            let row = rows
+                .iter()
+                .find(|row| row["file"] == variant.onnx_file() && row["requested"].as_str().is_none_or(|p| p == "cpu"))
+                .with_context(|| format!("no figure for {}", variant.onnx_file()))?;
+            let rate = row["inference"]["images_per_s"].as_f64().or_else(|| row["images_per_s"].as_f64());
+            rate.with_context(|| format!("no images/s for {}", variant.onnx_file()))
+        })
+        .collect()
+}
+
+fn train(sh: &Shell, vggq: &Path, bench: TrainShapes) -> Result<()> {
     let python = python::ensure_venv(sh)?;
     let script = shared_dir().join("bench/torch_train_bench.py");
     let (batch, seconds, device) = (bench.batch.to_string(), bench.seconds.to_string(), flag_value(bench.device));
+    let rounds = bench.rounds.to_string();
     let torch_device = if device == "auto" { "cpu".to_string() } else { device.clone() };
     // PyTorch computes at the arithmetic vggq's backend was measured to use (on a GPU, TF32 on tensor
     // cores or FP32; on the CPU, FP32), so the two figures compare.
@@ -138,12 +200,42 @@ fn train(sh: &Shell, vggq: &PathBuf, bench: TrainShapes) -> Result<()> {
     };
     let wrapper = sh.current_dir().join("scripts/torch_bench_precision.py");
     for profile in bench.shapes.profiles() {
-        println!("== {} shapes", flag_value(profile));
-        let shape = profile.model_shape();
-        let (size, width_div, hidden) = (shape.input_size.to_string(), shape.width_divisor.to_string(), shape.hidden.to_string());
-        let shapes = ["--size", &size, "--width-div", &width_div, "--hidden", &hidden, "--batch", &batch, "--seconds", &seconds];
-        cmd!(sh, "{vggq} bench-train --device {device} {shapes...}").run()?;
-        cmd!(sh, "{python} {wrapper} {precision} {script} --device {torch_device} {shapes...}").run()?;
+        let profile = flag_value(profile);
+        println!("== {profile} shapes");
+        // vggq and PyTorch (its QAT too) alternate, round by round, at the profile's shapes.
+        cmd!(
+            sh,
+            "{vggq} bench-train --device {device} --profile {profile} --batch {batch} --seconds {seconds} --rounds {rounds}
+                --baseline-name torch -- {python} {wrapper} {precision} {script} --device {torch_device} --qat"
+        )
+        .run()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two report forms the benchmark reads: `vggq eval`'s and `ort_bench.py`'s.
+    #[test]
+    fn images_per_second_reads_both_reports() {
+        let variants = [Variant::Fp32, Variant::StaticInt8];
+        let vggq = format!(
+            r#"{{"rows": [{{"file": "{}", "requested": "cpu", "inference": {{"images_per_s": 60.5}}}},
+                         {{"file": "{}", "requested": "cuda", "inference": {{"images_per_s": 900.0}}}},
+                         {{"file": "{}", "requested": "cpu", "inference": {{"images_per_s": 180.0}}}}]}}"#,
+            Variant::Fp32.onnx_file(),
+            Variant::StaticInt8.onnx_file(),
+            Variant::StaticInt8.onnx_file()
+        );
+        assert_eq!(images_per_second(&vggq, &variants, "rows").unwrap(), vec![60.5, 180.0]);
+        let python = format!(
+            r#"{{"rows": [{{"file": "{}", "images_per_s": 51.6}}, {{"file": "{}", "images_per_s": 182.3}}]}}"#,
+            Variant::StaticInt8.onnx_file(),
+            Variant::Fp32.onnx_file()
+        );
+        assert_eq!(images_per_second(&python, &variants, "rows").unwrap(), vec![182.3, 51.6]);
+        assert!(images_per_second(r#"{"rows": []}"#, &variants, "rows").is_err());
+    }
 }
