@@ -10,6 +10,7 @@ mod device_bundle;
 mod inspect;
 mod onnxruntime;
 mod python;
+mod reproducibility;
 mod test;
 mod verify;
 

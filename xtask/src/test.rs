@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use vggq_core::places::shared_dir;
+use vggq_core::run_folder::CHECKSUMS_FILE;
 use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
-use crate::{all, device_bundle, onnxruntime};
+use crate::{all, device_bundle, onnxruntime, reproducibility};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,8 +17,9 @@ pub struct Args {
     cargo_args: Vec<String>,
 }
 
-/// Where the second smoke run goes, to compare checksums with the first.
+/// Where the second smoke run goes, to compare checksums with the first, and the core count it runs on.
 const RERUN_DIR: &str = "target/reproducibility/smoke";
+const RERUN_THREADS: usize = 3;
 /// Where the full-shape run goes.
 const FULL_SHAPE_DIR: &str = "target/full-shape";
 /// The full profile's shapes on a few batches and one epoch, from random weights: minutes on 2 cores,
@@ -41,14 +43,19 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         limits,
     };
     // The smoke pipeline end to end on the JPEG copy, golden check included; then again from scratch
-    // into another folder: same machine, code, seed and data must give the same SHA256SUMS.
+    // into another folder on another core count: the same code, seed and data must give the same
+    // SHA256SUMS, and the same golden table, on any machine.
     let first = all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), None, false))?;
-    let second = all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), Some(PathBuf::from(RERUN_DIR)), true))?;
-    let (a, b) = (sh.read_file(first.join("SHA256SUMS"))?, sh.read_file(second.join("SHA256SUMS"))?);
+    let second = {
+        let _threads = sh.push_env("RAYON_NUM_THREADS", RERUN_THREADS.to_string());
+        all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), Some(PathBuf::from(RERUN_DIR)), true))?
+    };
+    let (a, b) = (sh.read_file(first.join(CHECKSUMS_FILE))?, sh.read_file(second.join(CHECKSUMS_FILE))?);
     if a != b {
         bail!("two smoke runs gave different SHA256SUMS:\n{}:\n{a}\n{}:\n{b}", first.display(), second.display());
     }
-    println!("reproducible: {} and {} have identical SHA256SUMS", first.display(), second.display());
+    println!("reproducible: {} and {} ({RERUN_THREADS} threads) have identical SHA256SUMS", first.display(), second.display());
+    reproducibility::run(sh, &crate::build_vggq(sh)?)?;
     let full_shape = all::run(
         sh,
         pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false),
