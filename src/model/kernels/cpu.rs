@@ -698,27 +698,19 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
                 );
             };
             let bias_of = |o: usize| bias.map_or(0.0, |bias| bias[o]);
-            if block.count == 1 {
-                // One image: its band of each output channel's plane, rows `plane` apart.
-                let band = &mut out[local + block.rows.start * shape.w..];
-                multiply(band, plane);
-                if bias.is_some() {
-                    for (o, row) in band.chunks_mut(plane).take(out_channels).enumerate() {
-                        row[..width].iter_mut().for_each(|v| *v += bias_of(o));
+            // Into a product of contiguous rows, then to the output: written straight into the output,
+            // the tile's rows would lie a plane apart (4 KiB at 32 x 32), all in the same L1 sets.
+            let band = block.rows.len() * shape.w;
+            with_scratch(&REORDERED, out_channels * width, |product| {
+                multiply(product, width);
+                // `O x count*band` to `count x O x HW`, with the bias.
+                for (o, row) in product.chunks(width).enumerate() {
+                    for (i, values) in row.chunks(band).enumerate() {
+                        let dst = &mut out[local + i * out_image + o * plane + block.rows.start * shape.w..][..band];
+                        dst.iter_mut().zip(values).for_each(|(d, &v)| *d = v + bias_of(o));
                     }
                 }
-            } else {
-                with_scratch(&REORDERED, out_channels * width, |product| {
-                    multiply(product, width);
-                    // `O x count*HW` to `count x O x HW`, with the bias.
-                    for (o, row) in product.chunks(width).enumerate() {
-                        for (i, block) in row.chunks(plane).enumerate() {
-                            let dst = &mut out[local + i * out_image + o * plane..][..plane];
-                            dst.iter_mut().zip(block).for_each(|(d, &v)| *d = v + bias_of(o));
-                        }
-                    }
-                });
-            }
+            });
         });
     });
     output
