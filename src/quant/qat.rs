@@ -5,7 +5,8 @@
 //!   tensor is quantized and dequantized with parameters from fbgemm's `ChooseQuantizationParams`;
 //!   gradients pass straight through inside the quantization range and are zero outside it.
 //! - The fake quantizers are the backend's operations ([`kernels::fake_quantize_activation`],
-//!   [`kernels::fake_quantize_weight`], [`kernels::unscale_bias`]): fused kernels on the CPU, Burn's
+//!   [`kernels::fake_quantize_weight`], [`kernels::fake_quantize_linear_weight`], [`kernels::unscale_bias`]):
+//!   fused kernels on the CPU, Burn's
 //!   operations composed on a GPU. All of it stays on the device: observers keep their running minimum
 //!   and maximum as tensors and the parameters are computed from them there (fbgemm's formula,
 //!   `device_qparams` on a GPU). The host reads the observers once, at conversion.
@@ -128,7 +129,7 @@ impl<B: TrainingBackend> TrainingForward<B> for QatForward<B> {
             // `value_sync`: `value` may not hold the last batch's update yet, and PyTorch scales by the updated statistics.
             let factor = norm.weight.val() / (norm.running_var.value_sync() + f64::from(BATCH_NORM_EPS)).sqrt();
             let scaled = weight.reshape([c, k_in * kh * kw]);
-            let quantized = kernels::fake_quantize_weight(scaled, Some(factor.clone()), &mut weights[i].observed);
+            let quantized = kernels::fake_quantize_weight(scaled, factor.clone(), &mut weights[i].observed);
             // The conv with a zero bias (PyTorch's `zero_bias`), unscaled, then the conv's own bias.
             let zero_bias = Tensor::zeros([c], &x.device());
             let y = kernels::conv3x3(x, quantized.reshape([c, k_in, kh, kw]), zero_bias);
@@ -146,8 +147,7 @@ impl<B: TrainingBackend> TrainingForward<B> for QatForward<B> {
         let head = &model.classifier;
         let linears = [&head.hidden1, &head.hidden2, &head.output];
         for (j, linear) in linears.into_iter().enumerate() {
-            let observed = &mut weights[convs + j].observed;
-            let weight = kernels::fake_quantize_weight(linear.weight.val().transpose(), None, observed).transpose();
+            let weight = kernels::fake_quantize_linear_weight(linear.weight.val(), &mut weights[convs + j].observed);
             x = kernels::linear(x, weight, linear_bias(linear));
             let last = j == 2;
             if !last {

@@ -101,6 +101,14 @@ pub fn fake_quantize<B: Backend>(
     }
 }
 
+/// [`super::VggBackend::fake_quantize_linear_weight`] of Burn's operations: per row of the transpose.
+pub fn fake_quantize_columns<B: Backend>(weight: FloatTensor<B>, observed: Option<Observed<B>>) -> FakeQuantized<B> {
+    let transposed = tensor::<B, 2>(weight).transpose();
+    let outputs = transposed.dims()[0];
+    let quantized = fake_quantize(primitive(transposed), outputs, None, observed, FakeQuantization::WEIGHT);
+    FakeQuantized { output: primitive(tensor::<B, 2>(quantized.output).transpose()), observed: quantized.observed }
+}
+
 /// [`super::VggBackend::unscale_bias`] of Burn's operations.
 pub fn unscale_bias<B: Backend>(y: FloatTensor<B>, factor: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
     let y = tensor::<B, 4>(y);

@@ -140,15 +140,19 @@ impl VggBackend for Flex {
     }
 
     fn fake_quantize_activation(x: FloatTensor<Self>, observed: Option<Observed<Self>>) -> FakeQuantized<Self> {
-        fake_quantized(x, None, observed, FakeQuantization::ACTIVATION).0
+        fake_quantized(x, Channels::Tensor, observed).0
     }
 
     fn fake_quantize_weight(
         weight: FloatTensor<Self>,
-        factor: Option<FloatTensor<Self>>,
+        factor: FloatTensor<Self>,
         observed: Option<Observed<Self>>,
     ) -> FakeQuantized<Self> {
-        fake_quantized(weight, factor, observed, FakeQuantization::WEIGHT).0
+        fake_quantized(weight, Channels::Rows(contiguous(factor)), observed).0
+    }
+
+    fn fake_quantize_linear_weight(weight: FloatTensor<Self>, observed: Option<Observed<Self>>) -> FakeQuantized<Self> {
+        fake_quantized(weight, Channels::Columns, observed).0
     }
 
     fn unscale_bias(y: FloatTensor<Self>, factor: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -179,26 +183,39 @@ impl VggBackend for Flex {
     }
 }
 
-/// [`fake_quantize::fake_quantize`] of a tensor (`factor` `None`: one row) or a `[C, K]` weight: the result
-/// as tensors, and the mask its gradient passes through.
+/// What a fake quantizer's channels are.
+pub(super) enum Channels {
+    /// One: an activation, with [`FakeQuantization::ACTIVATION`].
+    Tensor,
+    /// The rows of a conv's `[C, K]` weight, each scaled by its factor first (`[C]`).
+    Rows(FlexTensor),
+    /// The columns of a Linear's `[I, O]` weight.
+    Columns,
+}
+
+/// [`fake_quantize::fake_quantize`] or [`fake_quantize::fake_quantize_columns`] of `x`, as its channels are:
+/// the result as tensors, and the mask its gradient passes through.
 pub(super) fn fake_quantized(
     x: FlexTensor,
-    factor: Option<FlexTensor>,
+    channels: Channels,
     observed: Option<Observed<Flex>>,
-    quantization: FakeQuantization,
 ) -> (FakeQuantized<Flex>, Vec<u8>) {
     let x = contiguous(x);
-    let rows = if quantization == FakeQuantization::ACTIVATION { 1 } else { x.shape().dims::<2>()[0] };
-    let factor = factor.map(contiguous);
     let observed = observed.map(|o| (contiguous(o.min), contiguous(o.max)));
-    let result = fake_quantize::fake_quantize(
-        values(&x),
-        rows,
-        factor.as_ref().map(values),
-        observed.as_ref().map(|(min, max)| (values(min), values(max))),
-        quantization,
-    );
-    let observed = Observed { min: new_tensor(result.min, [rows]), max: new_tensor(result.max, [rows]) };
+    let observed = observed.as_ref().map(|(min, max)| (values(min), values(max)));
+    let (result, count) = match channels {
+        Channels::Tensor => (fake_quantize::fake_quantize(values(&x), 1, None, observed, FakeQuantization::ACTIVATION), 1),
+        Channels::Rows(factor) => {
+            let rows = x.shape().dims::<2>()[0];
+            let factor = contiguous(factor);
+            (fake_quantize::fake_quantize(values(&x), rows, Some(values(&factor)), observed, FakeQuantization::WEIGHT), rows)
+        }
+        Channels::Columns => {
+            let columns = x.shape().dims::<2>()[1];
+            (fake_quantize::fake_quantize_columns(values(&x), columns, observed, FakeQuantization::WEIGHT), columns)
+        }
+    };
+    let observed = Observed { min: new_tensor(result.min, [count]), max: new_tensor(result.max, [count]) };
     (FakeQuantized { output: new_tensor(result.output, x.shape()), observed }, result.mask)
 }
 

@@ -11,8 +11,8 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::TensorMetadata;
 use burn_flex::FlexTensor;
 
-use super::cpu::{self, contiguous, new_tensor, values, Nchw};
-use super::{composed, fake_quantize, BatchNormed, FakeQuantization, FakeQuantized, Observed, VggBackend};
+use super::cpu::{self, contiguous, new_tensor, values, Channels, Nchw};
+use super::{composed, fake_quantize, BatchNormed, FakeQuantized, Observed, VggBackend};
 
 type Ad = Autodiff<Flex>;
 
@@ -197,37 +197,16 @@ impl VggBackend for Ad {
     }
 
     fn fake_quantize_activation(x: FloatTensor<Self>, observed: Option<Observed<Self>>) -> FakeQuantized<Self> {
-        #[derive(Debug)]
-        struct FakeQuantizeActivation;
+        straight_through(x, Channels::Tensor, observed)
+    }
 
-        impl Backward<Flex, 1> for FakeQuantizeActivation {
-            /// Where the gradient passes.
-            type State = Vec<u8>;
-
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [node_x] = ops.parents;
-                let grad = contiguous(grads.consume::<Flex>(&ops.node));
-                if let Some(node) = node_x {
-                    grads.register::<Flex>(
-                        node.id,
-                        new_tensor(fake_quantize::straight_through(values(&grad), &ops.state), grad.shape()),
-                    );
-                }
-            }
-        }
-
-        let (quantized, mask) = cpu::fake_quantized(x.primitive.clone(), None, observed.map(inner), FakeQuantization::ACTIVATION);
-        let observed = constant(quantized.observed);
-        let output = match FakeQuantizeActivation.prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(mask, quantized.output),
-            OpsKind::UnTracked(prep) => prep.finish(quantized.output),
-        };
-        FakeQuantized { output, observed }
+    fn fake_quantize_linear_weight(weight: FloatTensor<Self>, observed: Option<Observed<Self>>) -> FakeQuantized<Self> {
+        straight_through(weight, Channels::Columns, observed)
     }
 
     fn fake_quantize_weight(
         weight: FloatTensor<Self>,
-        factor: Option<FloatTensor<Self>>,
+        factor: FloatTensor<Self>,
         observed: Option<Observed<Self>>,
     ) -> FakeQuantized<Self> {
         #[derive(Debug)]
@@ -252,12 +231,8 @@ impl VggBackend for Ad {
             }
         }
 
-        // A Linear's weight is not scaled: by ones, exactly, a constant.
-        let channels = weight.primitive.shape().dims::<2>()[0];
-        let factor = factor.unwrap_or_else(|| Ad::from_inner(new_tensor(vec![1.0; channels], [channels])));
         let (input, scale) = (contiguous(weight.primitive.clone()), contiguous(factor.primitive.clone()));
-        let (quantized, mask) =
-            cpu::fake_quantized(input.clone(), Some(scale.clone()), observed.map(inner), FakeQuantization::WEIGHT);
+        let (quantized, mask) = cpu::fake_quantized(input.clone(), Channels::Rows(scale.clone()), observed.map(inner));
         let observed = constant(quantized.observed);
         let output = match FakeQuantizeWeight.prepare::<NoCheckpointing>([weight.node, factor.node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((input, scale, mask), quantized.output),
@@ -328,6 +303,36 @@ impl VggBackend for Ad {
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
     }
+}
+
+/// A fake quantizer whose gradient is the straight-through one alone (an activation's, a Linear's weight's).
+fn straight_through(x: FloatTensor<Ad>, channels: Channels, observed: Option<Observed<Ad>>) -> FakeQuantized<Ad> {
+    #[derive(Debug)]
+    struct StraightThrough;
+
+    impl Backward<Flex, 1> for StraightThrough {
+        /// Where the gradient passes.
+        type State = Vec<u8>;
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node_x] = ops.parents;
+            let grad = contiguous(grads.consume::<Flex>(&ops.node));
+            if let Some(node) = node_x {
+                grads.register::<Flex>(
+                    node.id,
+                    new_tensor(fake_quantize::straight_through(values(&grad), &ops.state), grad.shape()),
+                );
+            }
+        }
+    }
+
+    let (quantized, mask) = cpu::fake_quantized(x.primitive.clone(), channels, observed.map(inner));
+    let observed = constant(quantized.observed);
+    let output = match StraightThrough.prepare::<NoCheckpointing>([x.node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(mask, quantized.output),
+        OpsKind::UnTracked(prep) => prep.finish(quantized.output),
+    };
+    FakeQuantized { output, observed }
 }
 
 /// An observer's range on the inner backend.

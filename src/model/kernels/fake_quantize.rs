@@ -84,6 +84,80 @@ pub(super) fn fake_quantize(
     FakeQuantizedValues { output, mask, min, max }
 }
 
+/// Rows of a Linear's weight a task of [`fake_quantize_columns`] takes.
+const ROW_BLOCK: usize = 64;
+
+/// [`fake_quantize`] of a Linear's weight in Burn's layout, `[inputs, outputs]`, per output: one channel
+/// per column, read where it lies (transposing a full-size classifier's 134 MB weight there and back cost
+/// more than quantizing it).
+pub(super) fn fake_quantize_columns(
+    values: &[f32],
+    columns: usize,
+    observed: Option<(&[f32], &[f32])>,
+    quantization: FakeQuantization,
+) -> FakeQuantizedValues {
+    let empty = || vec![(f32::INFINITY, f32::NEG_INFINITY); columns];
+    // Each block of rows' column ranges in parallel, combined in block order.
+    let ranges = values
+        .par_chunks(ROW_BLOCK * columns.max(1))
+        .map(|block| {
+            let mut ranges = empty();
+            for row in block.chunks(columns.max(1)) {
+                for ((lo, hi), &v) in ranges.iter_mut().zip(row) {
+                    (*lo, *hi) = (lo.min(v), hi.max(v));
+                }
+            }
+            ranges
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(empty(), |mut all, block| {
+            for ((lo, hi), (l, h)) in all.iter_mut().zip(block) {
+                (*lo, *hi) = (lo.min(l), hi.max(h));
+            }
+            all
+        });
+    let (min, max) = observe(&ranges, observed, quantization);
+    let qparams = qparams(&min, &max, quantization);
+    let (qmin, qmax) = (quantization.range.min as f32, quantization.range.max as f32);
+    let inverse: Vec<f32> = qparams.iter().map(|q| 1.0 / q.scale).collect();
+    let mut output = vec![0.0f32; values.len()];
+    let mut mask = vec![0u8; values.len()];
+    let block = ROW_BLOCK * columns.max(1);
+    output.par_chunks_mut(block).zip(mask.par_chunks_mut(block)).zip(values.par_chunks(block)).for_each(
+        |((out, inside), values)| {
+            for ((out, inside), values) in out.chunks_mut(columns).zip(inside.chunks_mut(columns)).zip(values.chunks(columns)) {
+                for (j, ((out, inside), &v)) in out.iter_mut().zip(inside).zip(values).enumerate() {
+                    let (q, zero_point) = (qparams[j], qparams[j].zero_point as f32);
+                    let integer = round_half_even(v * inverse[j]) + zero_point;
+                    *inside = u8::from(integer >= qmin && integer <= qmax);
+                    *out = (integer.clamp(qmin, qmax) - zero_point) * q.scale;
+                }
+            }
+        },
+    );
+    FakeQuantizedValues { output, mask, min, max }
+}
+
+/// The observer's range after a batch whose ranges are `ranges`: the moving average, in f32 as the
+/// composed version rounds it, or the batch's own for the first.
+fn observe(ranges: &[(f32, f32)], observed: Option<(&[f32], &[f32])>, quantization: FakeQuantization) -> (Vec<f32>, Vec<f32>) {
+    let c = quantization.averaging_constant;
+    ranges
+        .iter()
+        .enumerate()
+        .map(|(i, &(lo, hi))| match observed {
+            Some((old_min, old_max)) => (old_min[i] + (lo - old_min[i]) * c, old_max[i] + (hi - old_max[i]) * c),
+            None => (lo, hi),
+        })
+        .unzip()
+}
+
+/// fbgemm's parameters of each range.
+fn qparams(min: &[f32], max: &[f32], quantization: FakeQuantization) -> Vec<QParams> {
+    min.iter().zip(max).map(|(&lo, &hi)| runtime_qparams(lo, hi, quantization.range, quantization.symmetric)).collect()
+}
+
 /// `x` rounded to the nearest integer, ties to even, the sign of a zero kept (as `nearbyint` and Burn's
 /// `round` give it), without a call into libm: below 2^23 in magnitude, adding 2^23 leaves no fraction
 /// and rounds as the FPU does, to even; from 2^23 on every float is an integer.

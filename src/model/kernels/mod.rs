@@ -63,16 +63,21 @@ pub trait VggBackend: Backend {
         composed::fake_quantize(x, 1, None, observed, FakeQuantization::ACTIVATION)
     }
 
-    /// The same per output channel for a weight `[C, K]` multiplied by `factor` `[C]` first (ConvBnReLU2d's
-    /// `gamma / sqrt(running_var + eps)`; none for a Linear), with [`FakeQuantization::WEIGHT`]: `observed`
+    /// The same per output channel for a conv's weight `[C, K]` multiplied by `factor` `[C]` first
+    /// (ConvBnReLU2d's `gamma / sqrt(running_var + eps)`), with [`FakeQuantization::WEIGHT`]: `observed`
     /// is `[C]` each. Gradients flow to the weight and the factor.
     fn fake_quantize_weight(
         weight: FloatTensor<Self>,
-        factor: Option<FloatTensor<Self>>,
+        factor: FloatTensor<Self>,
         observed: Option<Observed<Self>>,
     ) -> FakeQuantized<Self> {
         let channels = weight.shape().dims::<2>()[0];
-        composed::fake_quantize(weight, channels, factor, observed, FakeQuantization::WEIGHT)
+        composed::fake_quantize(weight, channels, Some(factor), observed, FakeQuantization::WEIGHT)
+    }
+
+    /// The same for a Linear's weight in Burn's layout `[I, O]`, per output (a column), unscaled.
+    fn fake_quantize_linear_weight(weight: FloatTensor<Self>, observed: Option<Observed<Self>>) -> FakeQuantized<Self> {
+        composed::fake_quantize_columns::<Self>(weight, observed)
     }
 
     /// ConvBnReLU2d's output before its BatchNorm: the conv's output `y` `[N, C, H, W]` (computed with the
@@ -207,10 +212,17 @@ pub fn fake_quantize_activation<B: VggBackend, const D: usize>(
 /// [`VggBackend::fake_quantize_weight`] on tensors, its observer's range updated in place.
 pub fn fake_quantize_weight<B: VggBackend>(
     weight: Tensor<B, 2>,
-    factor: Option<Tensor<B, 1>>,
+    factor: Tensor<B, 1>,
     observed: &mut Option<Observed<B>>,
 ) -> Tensor<B, 2> {
-    let quantized = B::fake_quantize_weight(primitive(weight), factor.map(primitive), observed.take());
+    let quantized = B::fake_quantize_weight(primitive(weight), primitive(factor), observed.take());
+    *observed = Some(quantized.observed);
+    tensor(quantized.output)
+}
+
+/// [`VggBackend::fake_quantize_linear_weight`] on tensors, its observer's range updated in place.
+pub fn fake_quantize_linear_weight<B: VggBackend>(weight: Tensor<B, 2>, observed: &mut Option<Observed<B>>) -> Tensor<B, 2> {
+    let quantized = B::fake_quantize_linear_weight(primitive(weight), observed.take());
     *observed = Some(quantized.observed);
     tensor(quantized.output)
 }

@@ -251,10 +251,21 @@ fn fake_quantized_scaled_weights_are_the_composed_ones() {
     let factor = |seed| Some(random([1, 1, 1, 6], seed).reshape([6]).abs() + 0.5);
     fake_quantizers_agree(
         |seed| (random([1, 1, 6, 40], seed).reshape([6, 40]), factor(seed + 100)),
-        |x, factor, observed| AD::fake_quantize_weight(primitive(x), factor.map(primitive), observed),
+        |x, factor, observed| AD::fake_quantize_weight(primitive(x), primitive(factor.expect("a factor")), observed),
         |x, factor, observed| {
             composed::fake_quantize(primitive(x), 6, factor.map(primitive), observed, super::FakeQuantization::WEIGHT)
         },
+        0.0,
+    );
+}
+
+/// A Linear's weight, `[I, O]`, per output (column).
+#[test]
+fn fake_quantized_linear_weights_are_the_composed_ones() {
+    fake_quantizers_agree(
+        |seed| (random([1, 1, 6, 40], seed).reshape([6, 40]), None),
+        |x, _, observed| AD::fake_quantize_linear_weight(primitive(x), observed),
+        |x, _, observed| composed::fake_quantize_columns::<AD>(primitive(x), observed),
         0.0,
     );
 }
