@@ -6,8 +6,12 @@ use anyhow::Result;
 use clap::Parser;
 
 fn main() -> Result<()> {
-    // An unknown `VGGQ_ISA` is an error here, before any kernel runs with the detected set instead.
-    vggq::model::kernels::isa::Isa::configured()?;
+    // An unknown `VGGQ_ISA` is a usage error (exit 2, as clap's), before any kernel runs with the
+    // detected set instead.
+    if let Err(error) = vggq::model::kernels::isa::Isa::configured() {
+        eprintln!("error: {error}");
+        std::process::exit(2);
+    }
     vggq::backend::join_cpu_pool()?;
     cli::Cli::parse().run()
 }

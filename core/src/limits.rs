@@ -1,21 +1,32 @@
 //! Caps on a run, for any profile: the same shapes and code paths on fewer images, fewer batches or
 //! fewer epochs. A capped run is not its profile's recipe, so no golden table applies to it.
 
+use clap::builder::RangedU64ValueParser;
 use serde::{Deserialize, Serialize};
+
+/// The most epochs a run may ask for: far beyond any recipe (the seed's is 5), far short of what a typo
+/// would make of the reports' allocations.
+pub const MAX_EPOCHS: u64 = 1000;
+
+/// A count of at least one, or an error naming the flag (clap's usage error, exit 2).
+pub fn positive() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..)
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct Limits {
     /// Train on at most N images of the training split (a seeded random N: the split is shuffled).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive())]
     pub train_images: Option<usize>,
     /// Validate and test on at most N images each, evenly spread over each set (so every class is in).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive())]
     pub eval_images: Option<usize>,
     /// Static quantization calibrates on N batches instead of the profile's.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive())]
     pub calibration_batches: Option<usize>,
-    /// Train for N epochs instead of the profile's (FP32, and QAT in `fp32match` mode).
-    #[arg(long, value_name = "N")]
+    /// Train for N epochs instead of the profile's (FP32, and QAT in `fp32match` mode), at most 1000; 0
+    /// leaves the model untrained (benchmark models).
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_EPOCHS))]
     pub epochs: Option<usize>,
 }
 
@@ -53,5 +64,18 @@ mod tests {
         assert_eq!(args, ["--train-images", "256", "--calibration-batches", "2", "--epochs", "1"]);
         let parsed = Command::parse_from(std::iter::once("command".to_string()).chain(args));
         assert_eq!(parsed.limits, limits);
+    }
+
+    /// Nothing, and more epochs than allocations hold, are refused where parsed, naming the flag.
+    #[test]
+    fn empty_and_huge_limits_are_usage_errors() {
+        for args in
+            [["--train-images", "0"], ["--eval-images", "0"], ["--calibration-batches", "0"], ["--epochs", "100000000000"]]
+        {
+            let error = Command::try_parse_from(["command", args[0], args[1]]).err().expect("refused");
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}");
+            assert!(error.to_string().contains(args[0]), "{error}");
+        }
+        assert_eq!(Command::parse_from(["command", "--epochs", "0"]).limits.epochs, Some(0));
     }
 }

@@ -3,13 +3,17 @@
 //! followed by a round of a baseline command (PyTorch's `torch_train_bench.py`) at the same shapes, so
 //! that the two alternate and every ratio is the median of per-round ratios.
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
+use clap::builder::RangedU64ValueParser;
 use vggq::backend::{self, DeviceRequest, OnBackend};
 use vggq::data::DEFAULT_BATCH_SIZE;
+use vggq::model::FEATURE_STRIDE;
 use vggq::model::{TrainingBackend, VggConfig};
 use vggq::throughput::{measure, Throughput};
+use vggq_core::limits::positive;
 use vggq_core::rounds::{Comparison, DEFAULT_ROUNDS};
 use vggq_core::{flag_value, ModelShape, ProfileName};
 
@@ -20,23 +24,27 @@ pub struct Args {
     /// The network shapes of a profile (`--size`, `--width-div` and `--hidden` override them).
     #[arg(long, value_enum, default_value = "full")]
     profile: ProfileName,
-    /// Input side in pixels.
-    #[arg(long)]
+    /// Input side in pixels: a multiple of 32 (the five max-pools halve it five times) up to 1024.
+    #[arg(long, value_parser = input_side)]
     size: Option<usize>,
-    /// Conv widths are VGG11's divided by this.
-    #[arg(long)]
+    /// Conv widths are VGG11's divided by this (1 to 64: the narrowest layer keeps a channel).
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=64))]
     width_div: Option<usize>,
     /// Width of the hidden classifier layers.
-    #[arg(long)]
+    #[arg(long, value_parser = positive())]
     hidden: Option<usize>,
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
+    /// Images per step, 1 to 4096.
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
     batch: usize,
-    /// Seconds of measurement per figure and round, after warm-up.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds of measurement per figure and round, after warm-up (more than 0).
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     seconds: f64,
     /// Rounds of vggq's figures, each followed by one of the baseline's.
-    #[arg(long, default_value_t = DEFAULT_ROUNDS)]
+    #[arg(long, default_value_t = DEFAULT_ROUNDS, value_parser = positive())]
     rounds: usize,
+    /// cubecl's autotune cache for a GPU (see `vggq train --help`); default: cubecl's own, under `target/`.
+    #[arg(long)]
+    autotune_cache: Option<PathBuf>,
     /// What the baseline is called in the output.
     #[arg(long, default_value = "baseline")]
     baseline_name: String,
@@ -132,9 +140,25 @@ fn figure_in(output: &str, figure: &str) -> Option<f64> {
     })
 }
 
+/// `--size`: a positive multiple of [`FEATURE_STRIDE`], at most 1024.
+fn input_side(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(side) if side > 0 && side <= 1024 && side % FEATURE_STRIDE == 0 => Ok(side),
+        _ => Err(format!("must be a multiple of {FEATURE_STRIDE} from {FEATURE_STRIDE} to 1024")),
+    }
+}
+
+/// `--seconds`: a finite number above zero.
+fn seconds(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => Ok(seconds),
+        _ => Err("must be a number of seconds above 0".into()),
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
-    if args.rounds == 0 {
-        bail!("--rounds must be at least 1");
+    if let Some(folder) = &args.autotune_cache {
+        backend::autotune::use_cache(folder)?;
     }
     let selection = backend::select(args.device)?;
     eprintln!("device: {}", selection.reason);

@@ -4,12 +4,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::builder::RangedU64ValueParser;
 use prost::Message;
 use vggq::backend::DeviceRequest;
 use vggq::data::{self, BatchLoader, DataSource, LoaderConfig, DEFAULT_BATCH_SIZE};
-use vggq::eval::{self, EvalError, EvalRun, ModelMetrics, OnnxSession, Provider, ProviderPlan, Unavailable, MIB};
+use vggq::eval::{
+    self, EvalError, EvalRun, ModelMetrics, OnnxSession, Provider, ProviderPlan, SessionSettings, Unavailable, MIB,
+    ORT_DYLIB_PATH,
+};
 use vggq::export::onnx::proto::{tensor_shape_proto::dimension, type_proto, ModelProto};
 use vggq::steps::Step;
+use vggq_core::limits::positive;
 
 use super::run_dir::{QuantizedRun, TrainedRun, METRICS_FILE};
 
@@ -31,15 +36,15 @@ pub struct Args {
     data: Option<PathBuf>,
     /// Evaluate N test images, evenly spread over the set (default: all 10,000, or the run profile's
     /// `--eval-images`).
-    #[arg(long)]
+    #[arg(long, value_parser = positive())]
     images: Option<usize>,
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
     batch: usize,
     /// Batches run before timing starts (they count for accuracy).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// ONNX Runtime's intra-op threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = positive())]
     threads: Option<usize>,
     /// Also write the results as JSON here (with `--run`: its `metrics.json`).
     #[arg(long)]
@@ -63,9 +68,12 @@ pub fn run(mut args: Args) -> Result<()> {
     // line (a benchmark's, say) are always evaluated.
     let step = match args.report.as_ref().filter(|_| args.run.is_some()) {
         Some(report) => {
-            let inputs: Vec<&Path> =
-                args.models.iter().map(PathBuf::as_path).chain(args.data.as_deref()).filter(|p| p.is_file()).collect();
-            let settings = (&plan.providers, args.images, args.batch, args.warmup, args.threads);
+            // The models, the data by its content whatever its form, and the ONNX Runtime library that runs
+            // them (its version is in its bytes).
+            let library = std::env::var_os(ORT_DYLIB_PATH).map(PathBuf::from);
+            let inputs: Vec<&Path> = args.models.iter().map(PathBuf::as_path).chain(library.as_deref()).collect();
+            let data_digest = data::source_digest(&DataSource::local_or_download(args.data.clone()))?;
+            let settings = (&plan.providers, args.images, args.batch, args.warmup, args.threads, data_digest);
             let folder = report.parent().unwrap_or(Path::new("."));
             Some(Step::new("eval", folder, &settings, &inputs, vec![report.clone()])?)
         }
@@ -80,6 +88,8 @@ pub fn run(mut args: Args) -> Result<()> {
             return Ok(());
         }
     }
+    // Every model's input is read (and checked) before the data is loaded.
+    let sides: Vec<usize> = args.models.iter().map(|path| input_side(path)).collect::<Result<_>>()?;
     let source = DataSource::local_or_download(args.data.clone());
     let cifar = data::load(&source)?;
     let test = match args.images {
@@ -92,8 +102,7 @@ pub fn run(mut args: Args) -> Result<()> {
         "{:<44} {:>8} {:>5} {:<28} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
         "file", "MiB", "EP", "placement", "top-1 %", "ms/img", "img/s", "ms/img+p", "img/s+p", "p50 ms", "p95 ms"
     );
-    for path in &args.models {
-        let side = input_side(path)?;
+    for (path, &side) in args.models.iter().zip(&sides) {
         let batches = BatchLoader::new(test.clone(), LoaderConfig { batch_size: args.batch, ..LoaderConfig::eval(side) })?;
         let size_bytes = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
         for &provider in &plan.providers {
@@ -138,7 +147,7 @@ pub fn run(mut args: Args) -> Result<()> {
         bail!("no model ran on any execution provider");
     }
     if let Some(report) = &args.report {
-        let run = EvalRun { plan, unavailable, rows };
+        let run = EvalRun { plan, session: SessionSettings::new(args.threads), unavailable, rows };
         vggq::atomic::write(report, serde_json::to_string_pretty(&run)?.as_bytes())
             .with_context(|| format!("writing {}", report.display()))?;
     }
@@ -152,6 +161,10 @@ fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
 }
 
+/// The widest input an ONNX file may declare: far beyond the seed's 128 px, far short of what a
+/// hostile dimension would make of a batch's allocation.
+const MAX_INPUT_SIDE: i64 = 1024;
+
 /// The image side the model expects, from its input's shape `[N, 3, side, side]`.
 fn input_side(path: &Path) -> Result<usize> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -160,8 +173,12 @@ fn input_side(path: &Path) -> Result<usize> {
     let Some(type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         anyhow::bail!("{}: input is not a tensor", path.display());
     };
+    // The file is the user's: its dimension is checked before anything is allocated from it.
     match tensor.shape.as_ref().and_then(|s| s.dim.last()).and_then(|d| d.value.as_ref()) {
-        Some(dimension::Value::DimValue(side)) => Ok(*side as usize),
+        Some(&dimension::Value::DimValue(side)) if (1..=MAX_INPUT_SIDE).contains(&side) => Ok(side as usize),
+        Some(dimension::Value::DimValue(side)) => {
+            anyhow::bail!("{}: input width {side} is not an image side (1 to {MAX_INPUT_SIDE} pixels)", path.display())
+        }
         _ => anyhow::bail!("{}: input width is not fixed", path.display()),
     }
 }

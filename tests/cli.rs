@@ -1,0 +1,107 @@
+//! The `vggq` binary against bad input, as a user meets it: every bad flag a one-line usage error that
+//! names the flag (exit 2) before anything is written, every bad file a runtime error that names it
+//! (exit 1), never a panic (exit 101) or an abort.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use prost::Message;
+use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
+
+fn vggq(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vggq")).args(args).envs(env.iter().copied()).output().expect("vggq runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Usage errors: (arguments, what the message must name). `--out` points at a folder that must not
+/// appear.
+const BAD_FLAGS: &[(&[&str], &str)] = &[
+    (&["train", "--train-images", "0"], "--train-images"),
+    (&["train", "--eval-images", "0"], "--eval-images"),
+    (&["train", "--calibration-batches", "0"], "--calibration-batches"),
+    (&["train", "--epochs", "100000000000"], "--epochs"),
+    (&["train", "--profile", "medium"], "--profile"),
+    (&["train", "--device", "tpu"], "--device"),
+    (&["bench-train", "--batch", "0"], "--batch"),
+    (&["bench-train", "--size", "0"], "--size"),
+    (&["bench-train", "--size", "48"], "--size"),
+    (&["bench-train", "--width-div", "0"], "--width-div"),
+    (&["bench-train", "--hidden", "0"], "--hidden"),
+    (&["bench-train", "--seconds", "0"], "--seconds"),
+    (&["bench-train", "--seconds", "nan"], "--seconds"),
+    (&["bench-train", "--rounds", "0"], "--rounds"),
+    (&["eval", "model.onnx", "--batch", "0"], "--batch"),
+    (&["eval", "model.onnx", "--images", "0"], "--images"),
+    (&["eval", "model.onnx", "--threads", "0"], "--threads"),
+];
+
+#[test]
+fn bad_flags_are_usage_errors_naming_the_flag_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, flag) in BAD_FLAGS {
+        let out = dir.path().join("run");
+        let mut all: Vec<&str> = args.to_vec();
+        if args[0] == "train" {
+            all.extend(["--out", out.to_str().unwrap()]);
+        }
+        let output = vggq(&all, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(message.contains(flag), "{args:?}: the message does not name {flag}: {message}");
+        assert!(!out.exists(), "{args:?} created {}", out.display());
+    }
+}
+
+#[test]
+fn an_unknown_instruction_set_is_a_usage_error() {
+    let output = vggq(&["device"], &[("VGGQ_ISA", "avx3")]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("VGGQ_ISA") && message.contains("avx3") && message.contains("avx2"), "{message}");
+}
+
+/// An ONNX model whose input is `[N, 3, side, side]` with `side` as given.
+fn model_with_side(side: i64) -> Vec<u8> {
+    let dims = [None, Some(3), Some(side), Some(side)].map(|value| tensor_shape_proto::Dimension {
+        value: value.map(tensor_shape_proto::dimension::Value::DimValue),
+        ..Default::default()
+    });
+    let input = ValueInfoProto {
+        name: Some("input".into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(1),
+                shape: Some(TensorShapeProto { dim: dims.to_vec() }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let graph = vggq::export::onnx::proto::GraphProto { input: vec![input], ..Default::default() };
+    ModelProto { graph: Some(graph), ..Default::default() }.encode_to_vec()
+}
+
+/// Hostile or broken files: a negative side, a side of 2^40 (a batch of it would be exabytes), a
+/// truncated protobuf. Each is refused naming the file, before any batch is allocated.
+#[test]
+fn hostile_onnx_files_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("negative.onnx", model_with_side(-32)),
+        ("huge.onnx", model_with_side(1 << 40)),
+        ("truncated.onnx", model_with_side(32)[..20].to_vec()),
+    ];
+    for (name, bytes) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let output = vggq(&["eval", path.to_str().unwrap(), "--device", "cpu", "--data", "/nonexistent"], &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {message}");
+        assert!(message.contains(name), "{name}: the message does not name the file: {message}");
+        assert!(!message.contains("panicked"), "{name}: {message}");
+    }
+    assert!(!Path::new("/nonexistent").exists());
+}
