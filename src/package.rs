@@ -103,8 +103,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
     move |source| PackageError::Io { path: path.to_path_buf(), source }
 }
 
-/// Hashes the files named in `roles` (inside `dir`) and writes `manifest.json`, then `SHA256SUMS` over
-/// the reproducible ones, each atomically.
+/// Hashes the files named in `roles` (inside `dir`) and writes `SHA256SUMS` over the reproducible ones,
+/// then `manifest.json`, each atomically.
 pub fn write(dir: &Path, roles: Vec<FileRole>, provenance: Provenance) -> Result<Manifest, PackageError> {
     let mut files = roles
         .into_iter()
@@ -116,14 +116,15 @@ pub fn write(dir: &Path, roles: Vec<FileRole>, provenance: Provenance) -> Result
     files.sort_by(|a, b| a.role.name.cmp(&b.role.name));
     let manifest = Manifest { files, provenance };
 
-    let manifest_path = dir.join(MANIFEST_FILE);
-    let json = serde_json::to_string_pretty(&manifest).expect("a manifest is plain data") + "\n";
-    crate::atomic::write(&manifest_path, json.as_bytes()).map_err(io_error(&manifest_path))?;
-
     let sums: String =
         manifest.files.iter().filter(|f| f.role.reproducible).map(|f| format!("{}  {}\n", f.sha256, f.role.name)).collect();
     let sums_path = dir.join(CHECKSUMS_FILE);
     crate::atomic::write(&sums_path, sums.as_bytes()).map_err(io_error(&sums_path))?;
+
+    // Last: a package without its manifest is visibly unfinished, whatever else it holds.
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let json = serde_json::to_string_pretty(&manifest).expect("a manifest is plain data") + "\n";
+    crate::atomic::write(&manifest_path, json.as_bytes()).map_err(io_error(&manifest_path))?;
     Ok(manifest)
 }
 

@@ -94,9 +94,10 @@ pub fn run(args: Args) -> Result<()> {
         .chain([args.run.join(QUANT_REPORT_FILE)])
         .collect();
     let model = args.run.join(MODEL_FILE);
-    let inputs: Vec<&Path> =
-        [Some(model.as_path()), args.data.as_deref()].into_iter().flatten().filter(|p| p.is_file()).collect();
-    let step = Step::new("quantize", &args.run, &(&profile, selection.backend, settings, &autotune), &inputs, outputs)?;
+    // The data by its content, whatever its form (archive, folder, download).
+    let data_digest = data::source_digest(&DataSource::local_or_download(args.data.clone()))?;
+    let config = (&profile, selection.backend, settings, &autotune, data_digest);
+    let step = Step::new("quantize", &args.run, &config, &[model.as_path()], outputs)?;
     if !args.force && step.is_up_to_date()? {
         println!("quantize: up to date in {} (--force to redo)", args.run.display());
         return Ok(());
@@ -106,7 +107,26 @@ pub fn run(args: Args) -> Result<()> {
         _ => None,
     };
     selection.backend.run(Run { profile: &profile, args: &args, settings, weights, selection: &selection })??;
+    remove_other_qat_mode(&args.run, args.qat_mode)?;
     step.record()?;
+    Ok(())
+}
+
+/// Removes the QAT files a run in the other `--qat-mode` left in `run` (its `.pth` and ONNX): the
+/// folder then holds one QAT variant, the one its `quant_report.json` names.
+fn remove_other_qat_mode(run: &Path, mode: QatMode) -> Result<()> {
+    let other = match mode {
+        QatMode::Fp32match => QatMode::Finetune,
+        QatMode::Finetune => QatMode::Fp32match,
+    };
+    let [.., stale] = Variant::all(other);
+    for file in [stale.pth_file(), stale.onnx_file().to_string()] {
+        let path = run.join(file);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            println!("removed {} (the other --qat-mode's)", path.display());
+        }
+    }
     Ok(())
 }
 

@@ -100,11 +100,13 @@ pub fn run(args: Args) -> Result<()> {
         Init::Pretrained => Some(pretrained_weights(args.weights)?),
         Init::Random => None,
     };
-    let inputs: Vec<&Path> = [args.data.as_deref(), weights.as_deref()].into_iter().flatten().filter(|p| p.is_file()).collect();
+    let inputs: Vec<&Path> = weights.as_deref().into_iter().collect();
+    // The data by its content, whatever its form (archive, folder, download).
+    let data_digest = data::source_digest(&data_source)?;
     let step = Step::new(
         "train",
         &out,
-        &(&profile, selection.backend, data_source.to_string(), &autotune),
+        &(&profile, selection.backend, data_digest, &autotune),
         &inputs,
         vec![out.join(MODEL_FILE), out.join(TRAIN_REPORT_FILE)],
     )?;

@@ -81,6 +81,16 @@ pub struct Cifar10 {
     pub fingerprint: Fingerprint,
 }
 
+/// What identifies the data at `source` without decoding it, for a step's key: the official archive by
+/// the digest it is verified against, a local archive by its bytes, a folder by its files' (every file
+/// read, as loading reads them).
+pub fn source_digest(source: &DataSource) -> Result<String, DataError> {
+    match source {
+        DataSource::Download { .. } => Ok(format!("md5:{} (the official archive)", CIFAR10_BINARY_ARCHIVE.digest)),
+        DataSource::Local { path } => Ok(FileTree::read(path)?.fingerprint().to_string()),
+    }
+}
+
 /// Loads CIFAR-10 from `source`, downloading it first if asked to.
 pub fn load(source: &DataSource) -> Result<Cifar10, DataError> {
     match source {
