@@ -305,14 +305,17 @@ pub(crate) fn preload(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Many names in a message: the first, the usual soname (`.so.<n>`), and how many in all.
+/// Many names in a message: the first and every versioned soname (`.so.<n>`, in cudarc's order: the
+/// bound CUDA major first, `libnvrtc.so.13` say, then older ones and `.so.1`), and how many others.
 fn short_list(names: &[String]) -> String {
-    let soname = names.iter().rev().find(|n| n.rsplit_once(".so.").is_some_and(|(_, v)| v.chars().all(|c| c.is_ascii_digit())));
-    match (names.first(), soname) {
-        (Some(first), Some(soname)) if first != soname => {
-            format!("{first}, {soname} and the {} other names cudarc tries", names.len() - 2)
-        }
-        _ => names.join(", "),
+    let versioned = |n: &String| n.rsplit_once(".so.").is_some_and(|(_, v)| v.chars().all(|c| c.is_ascii_digit()));
+    let shown: Vec<&String> = names.iter().take(1).chain(names.iter().skip(1).filter(|n| versioned(n))).collect();
+    match names.len() - shown.len() {
+        0 => names.join(", "),
+        others => format!(
+            "{} and the {others} other names cudarc tries",
+            shown.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -351,5 +354,19 @@ mod tests {
             "NVIDIA H200, 139.7 GiB, compute capability 9.0, driver CUDA 13.0 found, but no CUDA toolkit"
         );
         assert_eq!(probe(Some("no NVIDIA driver"), vec![]).summary(), "no NVIDIA driver");
+    }
+
+    /// NVRTC's real soname is `libnvrtc.so.<major>` (13 for CUDA 13), the driver's `libcuda.so.1`: a
+    /// message names every versioned name cudarc tries, not one of them.
+    #[test]
+    fn library_names_show_every_versioned_soname() {
+        for library in ["nvrtc", "cuda"] {
+            let names = cudarc::get_lib_name_candidates(library);
+            let message = short_list(&names);
+            assert!(message.starts_with(&format!("lib{library}.so, ")), "{message}");
+            for name in names.iter().filter(|n| n.contains(".so.")) {
+                assert!(message.contains(name.as_str()), "{message} lacks {name}");
+            }
+        }
     }
 }

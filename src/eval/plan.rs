@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::metrics::ModelMetrics;
-use super::session::Provider;
+use super::session::{Provider, SessionSettings};
 use crate::backend::{self, Backend, BackendError, CudaProbe, DeviceRequest};
 
 /// The providers to run every model on, in order.
@@ -58,6 +58,7 @@ pub struct Unavailable {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalRun {
     pub plan: ProviderPlan,
+    pub session: SessionSettings,
     pub unavailable: Vec<Unavailable>,
     pub rows: Vec<ModelMetrics>,
 }

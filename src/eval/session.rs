@@ -20,6 +20,34 @@ pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
 /// RGB.
 const CHANNELS: usize = 3;
 
+/// cuDNN's convolution algorithms chosen by heuristics: ORT's default, EXHAUSTIVE, times every algorithm
+/// on the first run and may choose others on the next machine or the next run.
+const CUDA_CONV_ALGORITHM_SEARCH: ep::cuda::ConvAlgorithmSearch = ep::cuda::ConvAlgorithmSearch::Heuristic;
+/// The CUDA provider in FP32: ORT turns TF32 on by default, which rounds convolutions and matmuls to
+/// 10-bit mantissas (what vggq's own training arithmetic is is measured and recorded separately).
+const CUDA_TF32: bool = false;
+
+/// How ONNX Runtime's sessions were set up, recorded with their results (`metrics.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionSettings {
+    /// Intra-op threads (`None`: ORT's default, one per core).
+    pub intra_op_threads: Option<usize>,
+    /// The CUDA provider's `cudnn_conv_algo_search`.
+    pub cuda_conv_algorithm_search: String,
+    /// The CUDA provider's `use_tf32`.
+    pub cuda_tf32: bool,
+}
+
+impl SessionSettings {
+    pub fn new(intra_op_threads: Option<usize>) -> Self {
+        SessionSettings {
+            intra_op_threads,
+            cuda_conv_algorithm_search: CUDA_CONV_ALGORITHM_SEARCH.to_string(),
+            cuda_tf32: CUDA_TF32,
+        }
+    }
+}
+
 /// The execution provider a session is asked to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,8 +82,9 @@ impl OnnxSession {
             cuda_ready()?;
             // A CUDA EP that cannot register (no GPU, a CPU-only library) is an error here rather than a
             // silent CPU session; nodes CUDA has no kernel for still fall back, and the profile shows them.
+            let cuda = ep::CUDA::default().with_conv_algorithm_search(CUDA_CONV_ALGORITHM_SEARCH).with_tf32(CUDA_TF32);
             builder = builder
-                .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+                .with_execution_providers([cuda.build().error_on_failure()])
                 .map_err(|e| EvalError::CudaUnavailable(format!("ONNX Runtime could not register its CUDA provider: {e}")))?;
         }
         let session = builder.commit_from_file(path)?;
