@@ -34,6 +34,10 @@ pub struct Args {
     /// Redo every step even when its outputs are up to date.
     #[arg(long)]
     pub force: bool,
+    /// cubecl's autotune cache for a GPU run (default: `<out>/autotune`); give the one a golden table
+    /// was recorded with to replay its kernel choices.
+    #[arg(long)]
+    pub autotune_cache: Option<PathBuf>,
     #[command(flatten)]
     pub limits: Limits,
 }
@@ -50,11 +54,16 @@ pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
     let force: &Vec<&str> = &if args.force { vec!["--force"] } else { vec![] };
     let init: Vec<String> = args.init.iter().flat_map(|&i| ["--init".to_string(), flag_value(i)]).collect();
     let limits = args.limits.to_args();
+    let autotune: &Vec<String> =
+        &args.autotune_cache.iter().flat_map(|d| ["--autotune-cache".to_string(), d.display().to_string()]).collect();
     let (profile, device) = (flag_value(args.profile), flag_value(args.device));
 
-    cmd!(sh, "{vggq} train --profile {profile} --device {device} --out {out} {init...} {limits...} {data...} {force...}")
-        .run()?;
-    cmd!(sh, "{vggq} quantize --run {out} --device {device} {data...} {force...}").run()?;
+    cmd!(
+        sh,
+        "{vggq} train --profile {profile} --device {device} --out {out} {init...} {limits...} {data...} {autotune...} {force...}"
+    )
+    .run()?;
+    cmd!(sh, "{vggq} quantize --run {out} --device {device} {data...} {autotune...} {force...}").run()?;
     cmd!(sh, "{vggq} export --run {out}").run()?;
     cmd!(sh, "{vggq} eval --run {out} --device {device} {data...} {force...}").run()?;
     cmd!(sh, "{vggq} report --run {out}").run()?;

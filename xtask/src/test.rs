@@ -41,6 +41,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         out,
         force,
         limits,
+        autotune_cache: None,
     };
     // The smoke pipeline end to end on the JPEG copy, golden check included; then again from scratch
     // into another folder on another core count: the same code, seed and data must give the same
