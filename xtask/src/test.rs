@@ -76,6 +76,33 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     // The GPU check, rehearsed on the CPU build and the CPU ONNX Runtime: the bundle, its reassembly and
     // every step of the script.
     device_bundle::run(sh, device_bundle::Args { dry_run: true })?;
-    cmd!(sh, "scripts/device-check.sh --dry-run").run()?;
+    rehearse_device_check(sh)
+}
+
+/// The files the device tool brings back from a call, at most.
+const DEVICE_OUT_FILES: usize = 8;
+/// The stage the rehearsal makes fail: every other stage must still run, and the summary say so.
+const FAILED_STAGE: &str = "bench-full";
+
+/// `scripts/device-check.sh --dry-run` with one stage made to fail: it must fail as a whole, its summary
+/// must name that stage and list every other as run, and `$OUT` hold no more files than come back.
+fn rehearse_device_check(sh: &Shell) -> Result<()> {
+    let out = crate::target_dir(sh).join("device-check");
+    let _out = sh.push_env("OUT", &out);
+    let _fail = sh.push_env("VGGQ_CHECK_FAIL", FAILED_STAGE);
+    if cmd!(sh, "scripts/device-check.sh --dry-run").run().is_ok() {
+        bail!("the GPU check passed with its {FAILED_STAGE} stage failing");
+    }
+    let summary = sh.read_file(out.join("summary.txt"))?;
+    let stages: Vec<&str> = summary.lines().filter(|line| line.starts_with("stage ")).collect();
+    let failed = |line: &&str| line.contains(&format!("stage {FAILED_STAGE} ")) && line.contains("FAILED");
+    if stages.len() < 5 || !stages.iter().any(failed) || stages.iter().filter(|l| !failed(l)).any(|l| !l.contains("| ok")) {
+        bail!("the GPU check's summary does not show {FAILED_STAGE} failed and every other stage run:\n{summary}");
+    }
+    let files = std::fs::read_dir(&out)?.count();
+    if files > DEVICE_OUT_FILES {
+        bail!("the GPU check left {files} files in {} (the device tool brings back {DEVICE_OUT_FILES})", out.display());
+    }
+    println!("device check rehearsed: {} stages, {FAILED_STAGE} failing on purpose, {files} files", stages.len());
     Ok(())
 }
