@@ -9,8 +9,8 @@
 //! on any core count, whatever the caches; the tests hold every path to the chains written out.
 //!
 //! The layout is BLIS's: `A` is packed into panels of one tile's height, interleaved along `k` so a
-//! tile broadcasts its values from one stream, in blocks of `MC x KC` (once for the whole product, or
-//! once for many, [`PackedA`]); a block of `B` (`KC x NC`) into panels of one tile's width, which a tile
+//! tile broadcasts its values from one stream, in blocks of `mc x kc` (once for the whole product, or
+//! once for many, [`PackedA`]); a block of `B` (`kc x nc`) into panels of one tile's width, which a tile
 //! reads from L1.
 
 #[cfg(target_arch = "x86_64")]
@@ -21,15 +21,24 @@ use rayon::prelude::*;
 
 use super::isa::{isa, Isa};
 
-/// Rows of `A` a packed block holds (a multiple of every tile height).
-pub(super) const MC: usize = 96;
-/// Steps of `k` a packed block holds: a tile's panel of `B` (`KC x 32` floats, 32 KiB) is read from L1,
-/// and its entries are loaded and stored once per `KC` steps (measured at the full shapes' convolutions,
-/// forward: 128 steps 858 ms, 256 steps 850, 384 steps 839; smoke: 3.95, 3.93, 4.0-4.2 ms).
-pub(super) const KC: usize = 256;
-/// Columns of `B` a packed block holds (a multiple of every tile width): `KC x NC` floats, 512 KiB,
-/// stay in L2 while every block of `A` passes them.
-pub(super) const NC: usize = 512;
+/// How a product is cut into blocks. Fixed sizes, never the caches a machine reports; and since a
+/// block only decides when an entry's chain goes on, not its arithmetic, any blocking gives the same
+/// bytes (the tests try several).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Blocking {
+    /// Rows of `A` a packed block holds (a multiple of every tile height).
+    pub mc: usize,
+    /// Steps of `k` a block holds: a tile's panel of `B` (`kc x 32` floats, 32 KiB) is read from L1, and
+    /// its entries are loaded and stored once per `kc` steps.
+    pub kc: usize,
+    /// Columns of `B` a packed block holds (a multiple of every tile width): `kc x nc` floats, 512 KiB,
+    /// stay in L2 while every block of `A` passes them.
+    pub nc: usize,
+}
+
+/// The blocking products use (`kc` measured at the full shapes' convolutions, forward: 128 steps 858 ms,
+/// 256 steps 850, 384 steps 839; smoke: 3.95, 3.93, 4.0-4.2 ms).
+pub(super) const BLOCKING: Blocking = Blocking { mc: 96, kc: 256, nc: 512 };
 
 /// A matrix read by the product: entry `(i, j)` is `data[i * row_stride + j * column_stride]`.
 #[derive(Clone, Copy)]
@@ -104,11 +113,12 @@ pub fn matmul(dst: Matrix, m: usize, n: usize, k: usize, a: Operand, b: Operand,
 }
 
 /// `A` made ready for the products of one instruction set: where its rows are contiguous along `k`,
-/// read in place (a tile broadcasts from its rows); otherwise packed, for the `MC x KC` blocks in order
+/// read in place (a tile broadcasts from its rows); otherwise packed, for the `mc x kc` blocks in order
 /// (`k` outer), into panels of a tile's height, `k`-major. Made once, it serves products with any number
 /// of `B`s (a convolution's weights against each block of its im2col).
 pub struct PackedA<'a> {
     tiles: Tiles,
+    blocking: Blocking,
     m: usize,
     k: usize,
     form: Form<'a>,
@@ -127,24 +137,29 @@ impl<'a> PackedA<'a> {
     ///
     /// Panics unless `a` holds `m x k` entries.
     pub fn new(isa: Isa, a: Operand<'a>, m: usize, k: usize) -> Self {
+        Self::blocked(isa, a, m, k, BLOCKING)
+    }
+
+    /// [`PackedA::new`] for products blocked as `blocking` says.
+    fn blocked(isa: Isa, a: Operand<'a>, m: usize, k: usize, blocking: Blocking) -> Self {
         assert!(a.holds(m, k), "an operand smaller than {m} x {k}");
         let tiles = Tiles::of(isa);
         if a.column_stride == 1 {
-            return PackedA { tiles, m, k, form: Form::Rows { data: a.data, stride: a.row_stride } };
+            return PackedA { tiles, blocking, m, k, form: Form::Rows { data: a.data, stride: a.row_stride } };
         }
         let height = tiles.height();
         let mut data = vec![0.0; m.div_ceil(height) * height * k];
         let mut offset = 0;
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            for i0 in (0..m).step_by(MC) {
-                let mc = MC.min(m - i0);
+        for k0 in (0..k).step_by(blocking.kc) {
+            let kc = blocking.kc.min(k - k0);
+            for i0 in (0..m).step_by(blocking.mc) {
+                let mc = blocking.mc.min(m - i0);
                 let len = mc.div_ceil(height) * height * kc;
                 pack_a(tiles, a, i0, mc, k0, kc, &mut data[offset..offset + len]);
                 offset += len;
             }
         }
-        PackedA { tiles, m, k, form: Form::Packed(data) }
+        PackedA { tiles, blocking, m, k, form: Form::Packed(data) }
     }
 
     /// The rows `i0..i0 + mc` and steps `k0..k0 + kc` of the block `offset` floats into the packing:
@@ -190,12 +205,13 @@ pub fn matmul_packed(dst: Matrix, n: usize, a: &PackedA<'_>, b: Operand, accumul
     };
     match cores {
         Cores::All => {
-            // Blocks of at most `NC` columns, as many as `TASKS` while each keeps `MIN_TASK_COLUMNS`.
-            let size = n.div_ceil(TASKS).next_multiple_of(MIN_TASK_COLUMNS).min(NC);
+            // Blocks of at most `nc` columns, as many as `TASKS` while each keeps `MIN_TASK_COLUMNS`.
+            let nc = a.blocking.nc;
+            let size = n.div_ceil(TASKS).next_multiple_of(MIN_TASK_COLUMNS).min(nc);
             let blocks: Vec<_> = (0..n).step_by(size).map(|j| j..(j + size).min(n)).collect();
             blocks.into_par_iter().for_each(block);
         }
-        Cores::Calling => (0..n).step_by(NC).for_each(|j| block(j..(j + NC).min(n))),
+        Cores::Calling => (0..n).step_by(a.blocking.nc).for_each(|j| block(j..(j + a.blocking.nc).min(n))),
     }
 }
 
@@ -254,19 +270,19 @@ thread_local! {
 /// # Safety
 /// `c` must hold `a.m` rows reaching the last of `columns`, which no other thread writes meanwhile.
 unsafe fn column_block(c: Destination, columns: std::ops::Range<usize>, a: &PackedA<'_>, b: Operand, accumulate: bool) {
-    let tiles = a.tiles;
+    let (tiles, blocking) = (a.tiles, a.blocking);
     let (height, width, m, k) = (tiles.height(), tiles.width(), a.m, a.k);
     PACKED_B.with_borrow_mut(|packed_b| {
-        packed_b.resize(KC * NC, 0.0);
+        packed_b.resize(blocking.kc * columns.len().next_multiple_of(width), 0.0);
         let mut offset = 0;
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
+        for k0 in (0..k).step_by(blocking.kc) {
+            let kc = blocking.kc.min(k - k0);
             let nc = columns.len();
             pack_b(tiles, b, k0, kc, columns.start, nc, packed_b);
             // Where this block of `k` starts a chain: from zero, unless asked to go on from `dst`.
             let load = accumulate || k0 > 0;
-            for i0 in (0..m).step_by(MC) {
-                let mc = MC.min(m - i0);
+            for i0 in (0..m).step_by(blocking.mc) {
+                let mc = blocking.mc.min(m - i0);
                 let (len, panel_a) = a.panels(offset, i0, mc, k0, kc);
                 offset += len;
                 for (panel_b, j) in (0..nc).step_by(width).enumerate() {
@@ -608,13 +624,17 @@ mod tests {
         }
     }
 
+    /// Blocks as a machine with other caches might have cut them: small, ragged against the tiles' `k`.
+    const OTHER_BLOCKING: Blocking = Blocking { mc: 24, kc: 5, nc: 64 };
+
     /// Every path against the chains written out, bit for bit: ragged tiles and blocks in both
     /// directions, `k` over several blocks, both layouts of each operand, accumulating or not, one core
-    /// or all.
+    /// or all, another blocking.
     #[test]
     fn every_path_computes_the_same_chains() {
         let paths: Vec<Isa> = Isa::ALL.into_iter().filter(|&isa| isa <= Isa::detected()).collect();
-        for (m, n, k) in [(1, 1, 1), (13, 33, 7), (25, 70, 2 * KC + 5), (MC + 7, NC + 19, KC + 9), (3, 5, 0), (17, 9, 23)] {
+        let (mc, kc, nc) = (BLOCKING.mc, BLOCKING.kc, BLOCKING.nc);
+        for (m, n, k) in [(1, 1, 1), (13, 33, 7), (25, 70, 2 * kc + 5), (mc + 7, nc + 19, kc + 9), (3, 5, 0), (17, 9, 23)] {
             for (transpose_a, transpose_b, accumulate) in
                 [(false, false, false), (true, false, true), (false, true, true), (true, true, false)]
             {
@@ -626,14 +646,16 @@ mod tests {
                 let mut expected = start.clone();
                 chains(&mut expected, stride, m, n, k, a, b, accumulate);
                 for &isa in &paths {
-                    for cores in [Cores::All, Cores::Calling] {
+                    for (cores, blocking) in
+                        [(Cores::All, BLOCKING), (Cores::Calling, BLOCKING), (Cores::Calling, OTHER_BLOCKING)]
+                    {
                         let mut got = start.clone();
-                        let packed = PackedA::new(isa, a, m, k);
+                        let packed = PackedA::blocked(isa, a, m, k, blocking);
                         matmul_packed(Matrix::rows(&mut got, stride), n, &packed, b, accumulate, cores);
                         let same = got.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
                         assert!(
                             same,
-                            "{isa:?} {cores:?}: {m}x{n}x{k} transposed {transpose_a}/{transpose_b}, accumulate {accumulate}"
+                            "{isa:?} {cores:?} {blocking:?}: {m}x{n}x{k} transposed {transpose_a}/{transpose_b}, accumulate {accumulate}"
                         );
                     }
                 }

@@ -38,9 +38,9 @@ impl CpuFacts {
             processor,
             blocking: format!(
                 "GEMM blocks {} x {} x {}, dot products in chunks of {} over {} lanes, im2col blocks of {} floats",
-                gemm::MC,
-                gemm::KC,
-                gemm::NC,
+                gemm::BLOCKING.mc,
+                gemm::BLOCKING.kc,
+                gemm::BLOCKING.nc,
                 dot_products::K_CHUNK,
                 dot_products::LANES,
                 cpu::IM2COL_BUDGET
