@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Batch, BatchLoader};
+use crate::data::{Batch, BatchLoader, DEFAULT_BATCH_SIZE};
 use crate::host_reads::PROGRESS_READ_INTERVAL;
 use crate::model::kernels::{self, SgdStep, VggBackend};
 use crate::model::{TrainingBackend, Vgg};
@@ -36,7 +36,7 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// The seed's recipe: SGD lr 0.005, momentum 0.9, weight decay 5e-4, batch 32, 5 epochs.
     pub fn seed() -> Self {
-        Self { epochs: 5, batch_size: 32, learning_rate: 0.005, momentum: 0.9, weight_decay: 5e-4, seed: 0 }
+        Self { epochs: 5, batch_size: DEFAULT_BATCH_SIZE, learning_rate: 0.005, momentum: 0.9, weight_decay: 5e-4, seed: 0 }
     }
 
     /// PyTorch's `torch.optim.SGD(momentum=m, weight_decay=wd)` for `model`'s parameters.

@@ -56,7 +56,7 @@ fn onnx_runtime_runs_every_conv_and_linear_in_int8() {
 #[test]
 fn pth_files_load_strictly_into_the_seeds_modules() {
     let run = run_dir();
-    let python = std::env::var("VGGQ_PYTHON").expect("run through `cargo xtask test`, which sets VGGQ_PYTHON");
+    let python = vggq_core::places::test_python();
     let train_report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join(TRAIN_REPORT_FILE)).unwrap()).unwrap();
     let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();

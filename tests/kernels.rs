@@ -25,7 +25,7 @@ fn relative_error(actual: &[f32], expected: &[f32], scale: f64) -> f64 {
 
 #[test]
 fn a_conv_block_and_its_gradients_are_pytorchs() {
-    let python = std::env::var("VGGQ_PYTHON").expect("run through `cargo xtask test`, which sets VGGQ_PYTHON");
+    let python = vggq_core::places::test_python();
     let device = Default::default();
     AD::seed(&device, 3);
     let normal =

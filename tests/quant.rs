@@ -262,7 +262,7 @@ fn quantized_weights_round_half_to_even() {
 /// batch, as FX feeds that observer): identical scale and zero point.
 #[test]
 fn histogram_port_is_exact_on_identical_data() {
-    let python = std::env::var("VGGQ_PYTHON").expect("run through `cargo xtask test`, which sets VGGQ_PYTHON");
+    let python = vggq_core::places::test_python();
     let fused = FusedVgg::fuse(&tiny_fp32());
     let net = FloatNet::<B>::fused(&fused, &Default::default());
     let mut observer = vggq::quant::observer::ActivationObserver::new(Calibration::Histogram);
@@ -320,7 +320,7 @@ fn qat_matches_pytorchs_prepare_qat_fx() {
     use vggq::train::TrainingForward;
     type AD = Autodiff<Flex>;
 
-    let python = std::env::var("VGGQ_PYTHON").expect("run through `cargo xtask test`, which sets VGGQ_PYTHON");
+    let python = vggq_core::places::test_python();
     let config = VggConfig { dropout: 0.0, ..tiny_config() };
     let float = FloatVgg { config: config.clone(), ..tiny_fp32() };
     let device = Default::default();

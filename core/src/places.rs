@@ -6,6 +6,23 @@ use std::path::{Path, PathBuf};
 
 /// Downloads (CIFAR-10, torchvision's weights) and the test suite's Python venv are kept here between
 /// runs: `$VGGQ_CACHE`, else `$XDG_CACHE_HOME/vggq`, else `~/.cache/vggq`.
+/// The environment variable naming the ONNX Runtime shared library (`cargo xtask setup` unpacks one and
+/// sets it for everything it runs).
+pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
+
+/// The environment variable naming the pinned venv's Python that the tests use as their reference
+/// (`cargo xtask test` sets it).
+pub const PYTHON_VARIABLE: &str = "VGGQ_PYTHON";
+
+/// The tests' Python (`$VGGQ_PYTHON`): a test that needs it fails, not skips, where it is unset.
+///
+/// Panics, naming the variable and how to set it, where it is unset.
+pub fn test_python() -> PathBuf {
+    std::env::var_os(PYTHON_VARIABLE)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("{PYTHON_VARIABLE} is not set: run through `cargo xtask test`, which sets it"))
+}
+
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("VGGQ_CACHE") {
         return PathBuf::from(dir);

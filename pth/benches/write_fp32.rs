@@ -35,8 +35,7 @@ fn report(name: &str, bytes: u64, time: Duration) {
 }
 
 fn main() {
-    let python = std::env::var_os("VGGQ_PYTHON")
-        .unwrap_or_else(|| panic!("VGGQ_PYTHON is not set: run through `cargo xtask test`, which sets VGGQ_PYTHON"));
+    let python = vggq_core::places::test_python();
     let state_dict = synth::state_dict(&layout(&VggConfig::full(), Variant::Fp32), 1);
     let dir = tempfile::tempdir().expect("temp dir");
 

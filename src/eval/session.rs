@@ -15,8 +15,7 @@ use super::EvalError;
 use crate::backend::CudaProbe;
 use crate::export::onnx::graph::{INPUT_NAME, OUTPUT_NAME};
 
-/// The environment variable naming the ONNX Runtime shared library (`cargo xtask setup` sets it up).
-pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
+pub use vggq_core::places::ORT_DYLIB_PATH;
 /// RGB.
 const CHANNELS: usize = 3;
 

@@ -163,10 +163,7 @@ pub fn ort_session(path: &Path, side: usize) -> OnnxSession {
 
 /// The Python interpreter with onnx; its absence fails the test.
 pub fn python() -> PathBuf {
-    match std::env::var_os("VGGQ_PYTHON") {
-        Some(python) => PathBuf::from(python),
-        None => panic!("VGGQ_PYTHON is not set: run through `cargo xtask test`, which sets VGGQ_PYTHON"),
-    }
+    vggq_core::places::test_python()
 }
 
 /// `onnx.checker.check_model(full_check=True)` on `path`.

@@ -39,8 +39,7 @@ pub const GPU_WHEEL: Wheel = Wheel { package: "onnxruntime-gpu", version: "1.31.
 pub const GPU_EXTRAS: [&str; 2] = ["cuda", "cudnn"];
 /// Where the NVIDIA kernel driver announces itself.
 const NVIDIA_DRIVER: &str = "/proc/driver/nvidia/version";
-/// The variable the `vggq` binary reads.
-pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
+pub use vggq_core::places::ORT_DYLIB_PATH;
 /// The library's name inside the wheel's `onnxruntime/capi/`.
 const LIBRARY_PREFIX: &str = "libonnxruntime.so";
 /// The CUDA execution provider, which the main library loads from its own folder.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use vggq_core::places::shared_dir;
+use vggq_core::places::{shared_dir, PYTHON_VARIABLE};
 use vggq_core::run_folder::CHECKSUMS_FILE;
 use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
@@ -62,7 +62,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false),
     )?;
 
-    let _python = sh.push_env("VGGQ_PYTHON", &setup.python);
+    let _python = sh.push_env(PYTHON_VARIABLE, &setup.python);
     let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime.library);
     let _shared = sh.push_env("VGGQ_SHARED", shared_dir());
     let _golden = sh.push_env("VGGQ_GOLDEN_RUN", sh.current_dir().join(first));

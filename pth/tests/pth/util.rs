@@ -20,12 +20,7 @@ pub fn reference_bytes(stem: &str) -> Vec<u8> {
 
 /// The Python interpreter with torch, from `VGGQ_PYTHON`; its absence fails the test.
 pub fn python() -> PathBuf {
-    match std::env::var_os("VGGQ_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            panic!("VGGQ_PYTHON is not set: run through `cargo xtask test`, which sets VGGQ_PYTHON")
-        }
-    }
+    vggq_core::places::test_python()
 }
 
 /// A fresh temporary folder, removed when dropped.
