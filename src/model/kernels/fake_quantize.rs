@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::cpu::{lane_sum, per_channel_sums, Nchw};
+use super::isa::{isa, Isa};
 use super::FakeQuantization;
 use crate::quant::qparams::{runtime_qparams, QParams};
 
@@ -52,36 +53,72 @@ pub(super) fn fake_quantize(
                 .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
         })
         .collect();
-    let c = quantization.averaging_constant;
-    let (min, max): (Vec<f32>, Vec<f32>) = ranges
-        .iter()
-        .enumerate()
-        .map(|(row, &(lo, hi))| match observed {
-            // The moving average, in f32 as the composed version rounds it.
-            Some((old_min, old_max)) => (old_min[row] + (lo - old_min[row]) * c, old_max[row] + (hi - old_max[row]) * c),
-            None => (lo, hi),
-        })
-        .unzip();
-    let qparams: Vec<QParams> =
-        min.iter().zip(&max).map(|(&lo, &hi)| runtime_qparams(lo, hi, quantization.range, quantization.symmetric)).collect();
-    let (qmin, qmax) = (quantization.range.min as f32, quantization.range.max as f32);
+    let (min, max) = observe(&ranges, observed, quantization);
+    let qparams = qparams(&min, &max, quantization);
     let mut output = vec![0.0f32; values.len()];
     let mut mask = vec![0u8; values.len()];
     output.par_chunks_mut(len.max(1)).zip(mask.par_chunks_mut(len.max(1))).enumerate().for_each(|(row, (out, inside))| {
-        let (f, q) = (scale_of(row), qparams[row]);
-        // fbgemm multiplies by the scale's f32 reciprocal and rounds half to even.
-        let (inverse, zero_point, scale) = (1.0 / q.scale, q.zero_point as f32, q.scale);
-        out.par_chunks_mut(CHUNK).zip(inside.par_chunks_mut(CHUNK)).zip(row_values(row).par_chunks(CHUNK)).for_each(
-            |((out, inside), values)| {
-                for ((out, inside), &v) in out.iter_mut().zip(inside).zip(values) {
-                    let integer = round_half_even(v * f * inverse) + zero_point;
-                    *inside = u8::from(integer >= qmin && integer <= qmax);
-                    *out = (integer.clamp(qmin, qmax) - zero_point) * scale;
-                }
-            },
-        );
+        let grid = Grid::new(qparams[row], scale_of(row), quantization);
+        out.par_chunks_mut(CHUNK)
+            .zip(inside.par_chunks_mut(CHUNK))
+            .zip(row_values(row).par_chunks(CHUNK))
+            .for_each(|((out, inside), values)| quantize(values, out, inside, grid));
     });
     FakeQuantizedValues { output, mask, min, max }
+}
+
+/// One channel's grid: what each of its values is scaled by first, and fbgemm's parameters.
+#[derive(Clone, Copy)]
+struct Grid {
+    factor: f32,
+    /// fbgemm multiplies by the scale's f32 reciprocal.
+    inverse: f32,
+    scale: f32,
+    zero_point: f32,
+    qmin: f32,
+    qmax: f32,
+}
+
+impl Grid {
+    fn new(q: QParams, factor: f32, quantization: FakeQuantization) -> Self {
+        Grid {
+            factor,
+            inverse: 1.0 / q.scale,
+            scale: q.scale,
+            zero_point: q.zero_point as f32,
+            qmin: quantization.range.min as f32,
+            qmax: quantization.range.max as f32,
+        }
+    }
+}
+
+/// `values` quantized and dequantized on `grid` into `out`, and 1 in `inside` where the integer fell in
+/// the range. Each value's arithmetic is the same whatever the instruction set: the vector path is the
+/// same code, compiled for AVX2.
+fn quantize(values: &[f32], out: &mut [f32], inside: &mut [u8], grid: Grid) {
+    #[cfg(target_arch = "x86_64")]
+    if isa() >= Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 (`isa` never names a set it lacks).
+        return unsafe { quantize_avx2(values, out, inside, grid) };
+    }
+    quantize_values(values, out, inside, grid);
+}
+
+/// # Safety
+/// AVX2 must be present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2(values: &[f32], out: &mut [f32], inside: &mut [u8], grid: Grid) {
+    quantize_values(values, out, inside, grid);
+}
+
+#[inline(always)]
+fn quantize_values(values: &[f32], out: &mut [f32], inside: &mut [u8], grid: Grid) {
+    for ((out, inside), &v) in out.iter_mut().zip(inside).zip(values) {
+        let integer = round_half_even(v * grid.factor * grid.inverse) + grid.zero_point;
+        *inside = u8::from(integer >= grid.qmin && integer <= grid.qmax);
+        *out = (integer.clamp(grid.qmin, grid.qmax) - grid.zero_point) * grid.scale;
+    }
 }
 
 /// Rows of a Linear's weight a task of [`fake_quantize_columns`] takes.
@@ -118,20 +155,15 @@ pub(super) fn fake_quantize_columns(
             all
         });
     let (min, max) = observe(&ranges, observed, quantization);
-    let qparams = qparams(&min, &max, quantization);
-    let (qmin, qmax) = (quantization.range.min as f32, quantization.range.max as f32);
-    let inverse: Vec<f32> = qparams.iter().map(|q| 1.0 / q.scale).collect();
+    let grids: Vec<Grid> = qparams(&min, &max, quantization).into_iter().map(|q| Grid::new(q, 1.0, quantization)).collect();
     let mut output = vec![0.0f32; values.len()];
     let mut mask = vec![0u8; values.len()];
     let block = ROW_BLOCK * columns.max(1);
     output.par_chunks_mut(block).zip(mask.par_chunks_mut(block)).zip(values.par_chunks(block)).for_each(
         |((out, inside), values)| {
             for ((out, inside), values) in out.chunks_mut(columns).zip(inside.chunks_mut(columns)).zip(values.chunks(columns)) {
-                for (j, ((out, inside), &v)) in out.iter_mut().zip(inside).zip(values).enumerate() {
-                    let (q, zero_point) = (qparams[j], qparams[j].zero_point as f32);
-                    let integer = round_half_even(v * inverse[j]) + zero_point;
-                    *inside = u8::from(integer >= qmin && integer <= qmax);
-                    *out = (integer.clamp(qmin, qmax) - zero_point) * q.scale;
+                for (((out, inside), value), &grid) in out.iter_mut().zip(inside).zip(values).zip(&grids) {
+                    quantize_values(std::slice::from_ref(value), std::slice::from_mut(out), std::slice::from_mut(inside), grid);
                 }
             }
         },
@@ -176,11 +208,30 @@ fn round_half_even(x: f32) -> f32 {
 pub(super) fn straight_through(grad: &[f32], mask: &[u8]) -> Vec<f32> {
     let mut dx = vec![0.0f32; grad.len()];
     dx.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(mask.par_chunks(CHUNK)).for_each(|((dx, grad), mask)| {
-        for ((d, &g), &m) in dx.iter_mut().zip(grad).zip(mask) {
-            *d = if m == 1 { g } else { 0.0 };
+        #[cfg(target_arch = "x86_64")]
+        if isa() >= Isa::Avx2 {
+            // SAFETY: the CPU has AVX2 (`isa` never names a set it lacks).
+            return unsafe { masked_avx2(dx, grad, mask) };
         }
+        masked(dx, grad, mask);
     });
     dx
+}
+
+/// # Safety
+/// AVX2 must be present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn masked_avx2(dx: &mut [f32], grad: &[f32], mask: &[u8]) {
+    masked(dx, grad, mask);
+}
+
+/// `grad` where `mask` is 1, zero elsewhere.
+#[inline(always)]
+fn masked(dx: &mut [f32], grad: &[f32], mask: &[u8]) {
+    for ((d, &g), &m) in dx.iter_mut().zip(grad).zip(mask) {
+        *d = if m == 1 { g } else { 0.0 };
+    }
 }
 
 /// The gradients of a weight fake-quantized after scaling by `factor` per row: the weight's
