@@ -123,12 +123,11 @@ pub fn run(args: Args) -> Result<()> {
 fn cpu_duration(profile: &Profile) -> String {
     let batch = profile.train.batch_size;
     let seconds_per_step = seconds_per_training_step::<CpuBackend>(&profile.model, batch, &Default::default());
-    let train_images = profile.data.train_images.unwrap_or(40_000);
-    // FP32 and QAT (fp32match) each train the profile's epochs; an evaluation image costs about a
-    // third of a training image.
-    let steps = 2 * profile.train.epochs * train_images.div_ceil(batch);
-    let eval_images =
-        2 * profile.train.epochs * profile.data.eval_images.unwrap_or(10_000) + 8 * profile.data.eval_images.unwrap_or(10_000);
+    // FP32 and QAT (fp32match) each train the profile's epochs and validate after each; the FP32 model
+    // and the variants are tested; an evaluation image costs about a third of a training image.
+    let steps = 2 * profile.train.epochs * profile.data.train_count().div_ceil(batch);
+    let (val, test) = profile.data.eval_counts();
+    let eval_images = 2 * profile.train.epochs * val + 8 * test;
     let seconds = seconds_per_step * (steps as f64 + eval_images as f64 / batch as f64 / 3.0);
     format!(
         "the {} profile on this CPU takes about {:.1} hours ({:.1} s per training step of {batch} images, measured now; \

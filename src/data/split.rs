@@ -17,13 +17,20 @@ pub struct Split {
 }
 
 impl Split {
+    /// How many of `len` images go to training and to validation: the first fifth (rounded down) to
+    /// validation.
+    pub fn sizes(len: usize) -> (usize, usize) {
+        let val = len * VAL_PARTS / TOTAL_PARTS;
+        (len - val, val)
+    }
+
     /// Shuffles `0..len` with `seed` and gives the first fifth (rounded down) to validation:
     /// 50,000 images become 40,000 train / 10,000 val.
     pub fn new(len: usize, seed: u64) -> Split {
         let mut indices: Vec<usize> = (0..len).collect();
         indices.shuffle(&mut rng(seed, Purpose::Split, 0));
         // len <= isize::MAX elements exist, so len * 2 cannot overflow usize.
-        let train = indices.split_off(len * VAL_PARTS / TOTAL_PARTS);
+        let train = indices.split_off(Split::sizes(len).1);
         Split { train, val: indices }
     }
 
