@@ -6,7 +6,7 @@ use burn::prelude::*;
 use indicatif::ProgressBar;
 use vggq::data::Batch;
 use vggq::model::VggConfig;
-use vggq::quant::model::{QuantizedFeatures, QuantizedWeight};
+use vggq::quant::model::QuantizedWeight;
 use vggq::quant::simulate::FloatNet;
 use vggq::quant::state_dict::{fp32_state_dict, int8_from_state_dict, quantized_state_dict};
 use vggq::quant::static_ptq::{calibrate, convert, weight_ranges, FusedVgg};
@@ -235,13 +235,33 @@ fn pytorchs_static_model_simulates_exactly_and_round_trips() {
     assert!(max_error < 1e-5, "{max_error}");
 }
 
+/// MinMax calibration against PyTorch's `MinMaxObserver(reduce_range=True)` on the same activations (the
+/// fixture model's second observation point on calib_0..3, as FX feeds it): the same scale and zero
+/// point. Percentile calibration's range against numpy's quantiles of those activations (1e-4 cut at each
+/// end): within one of its histogram's 2,048 bins, its resolution. Both models then write their state
+/// dicts.
 #[test]
-fn other_calibrations_give_valid_models() {
+fn minmax_and_percentile_calibrations_match_independent_references() {
+    use vggq::quant::observer::{ActivationObserver, HISTOGRAM_BINS, PERCENTILE_TAIL};
+    let (observed, [minmax, percentile]) = observation_point_two([Calibration::Minmax, Calibration::Percentile]);
+    let script = format!(
+        "o = torch.ao.quantization.MinMaxObserver(reduce_range=True)\n[o(v) for v in values]\ns, z = o.calculate_qparams()\n\
+         import numpy\nlo, hi = numpy.quantile(numpy.concatenate([v.numpy() for v in values]), [{PERCENTILE_TAIL}, 1 - {PERCENTILE_TAIL}])\n\
+         print(repr(s.item()), int(z.item()), repr(float(lo)), repr(float(hi)))"
+    );
+    let text = in_python(&observed, &script);
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let (scale, zero_point): (f64, i32) = (fields[0].parse().unwrap(), fields[1].parse().unwrap());
+    let (low, high): (f64, f64) = (fields[2].parse().unwrap(), fields[3].parse().unwrap());
+    let ours = minmax.qparams().unwrap();
+    assert_eq!((ours.scale, ours.zero_point), (scale as f32, zero_point));
+    let ActivationObserver::Percentile(histogram) = &percentile else { panic!("a percentile observer") };
+    let range = percentile.range().unwrap();
+    let bin = f64::from(histogram.max - histogram.min) / HISTOGRAM_BINS as f64;
+    assert!((f64::from(range.min) - low).abs() <= bin, "low end {} vs numpy's {low} (a bin is {bin})", range.min);
+    assert!((f64::from(range.max) - high).abs() <= bin, "high end {} vs numpy's {high} (a bin is {bin})", range.max);
     for method in [Calibration::Minmax, Calibration::Percentile] {
-        let model = tiny_static(method);
-        let QuantizedFeatures::Int8 { input, .. } = &model.features else { panic!("static models are int8") };
-        assert!(input.scale > 0.0 && (0..=127).contains(&input.zero_point));
-        quantized_state_dict(&model).unwrap();
+        quantized_state_dict(&tiny_static(method)).unwrap();
     }
 }
 
@@ -262,28 +282,50 @@ fn quantized_weights_round_half_to_even() {
 /// batch, as FX feeds that observer): identical scale and zero point.
 #[test]
 fn histogram_port_is_exact_on_identical_data() {
-    let python = vggq_core::places::test_python();
+    let (observed, [observer]) = observation_point_two([Calibration::Histogram]);
+    let text = in_python(
+        &observed,
+        "o = torch.ao.quantization.HistogramObserver(reduce_range=True)\n[o(v) for v in values]\n\
+         s, z = o.calculate_qparams()\nprint(repr(s.item()), int(z.item()))",
+    );
+    let mut fields = text.split_whitespace();
+    let scale: f64 = fields.next().unwrap().parse().unwrap();
+    let zero_point: i32 = fields.next().unwrap().parse().unwrap();
+    let ours = observer.qparams().unwrap();
+    assert_eq!((ours.scale, ours.zero_point), (scale as f32, zero_point));
+}
+
+/// The fixture model's second observation point on calib_0..3 (the second conv's output, then its
+/// max-pool's, per batch, as FX feeds that observer), and observers of `methods` fed them.
+fn observation_point_two<const N: usize>(
+    methods: [Calibration; N],
+) -> (Vec<Vec<f32>>, [vggq::quant::observer::ActivationObserver; N]) {
     let fused = FusedVgg::fuse(&tiny_fp32());
     let net = FloatNet::<B>::fused(&fused, &Default::default());
-    let mut observer = vggq::quant::observer::ActivationObserver::new(Calibration::Histogram);
-    let mut observed: Vec<Vec<u8>> = Vec::new();
+    let mut observers = methods.map(vggq::quant::observer::ActivationObserver::new);
+    let mut observed: Vec<Vec<f32>> = Vec::new();
     for i in 0..4 {
         net.forward(images(&format!("calib_{i}")), &mut |point, values| {
             if point == 2 {
-                observer.observe(&values);
-                observed.push(values.iter().flat_map(|v| v.to_le_bytes()).collect());
+                observers.iter_mut().for_each(|o| o.observe(&values));
+                observed.push(values);
             }
         });
     }
     assert_eq!(observed.len(), 8, "conv and pool outputs of 4 batches");
-    let views: Vec<(String, safetensors::tensor::TensorView)> = observed
+    (observed, observers)
+}
+
+/// Runs `script` in the tests' Python with `values` (a list of 1-D torch tensors, `observed` in order)
+/// and torch imported; returns what it printed.
+fn in_python(observed: &[Vec<f32>], script: &str) -> String {
+    let bytes: Vec<Vec<u8>> = observed.iter().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
         .iter()
         .enumerate()
         .map(|(i, bytes)| {
-            (
-                format!("obs_{i}"),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![bytes.len() / 4], bytes).unwrap(),
-            )
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![bytes.len() / 4], bytes).unwrap();
+            (format!("obs_{i}"), view)
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
@@ -291,20 +333,13 @@ fn histogram_port_is_exact_on_identical_data() {
     std::fs::write(&path, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
     let script = format!(
         "import warnings, torch\nfrom safetensors.torch import load_file\nwarnings.simplefilter('ignore')\n\
-         x = load_file({:?})\n\
-         o = torch.ao.quantization.HistogramObserver(reduce_range=True)\n\
-         [o(x[f'obs_{{i}}']) for i in range({})]\ns, z = o.calculate_qparams()\nprint(repr(s.item()), int(z.item()))",
+         x = load_file({:?})\nvalues = [x[f'obs_{{i}}'] for i in range({})]\n{script}",
         path.display().to_string(),
         observed.len()
     );
-    let output = std::process::Command::new(&python).arg("-c").arg(script).output().unwrap();
+    let output = std::process::Command::new(vggq_core::places::test_python()).arg("-c").arg(script).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let text = String::from_utf8(output.stdout).unwrap();
-    let mut fields = text.split_whitespace();
-    let scale: f64 = fields.next().unwrap().parse().unwrap();
-    let zero_point: i32 = fields.next().unwrap().parse().unwrap();
-    let ours = observer.qparams().unwrap();
-    assert_eq!((ours.scale, ours.zero_point), (scale as f32, zero_point));
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// Our QAT against PyTorch's `prepare_qat_fx` (fbgemm) on the fixture model, dropout off: two training

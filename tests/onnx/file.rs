@@ -110,7 +110,7 @@ fn evaluating_named_files_measures_every_time_and_records_no_step() {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_vggq"))
             .arg("eval")
             .arg(&model)
-            .args(["--device", "cpu", "--warmup", "0", "--data"])
+            .args(["--device", "cpu", "--batch", "1", "--warmup", "0", "--data"])
             .arg(&data)
             .arg("--report")
             .arg(&report)

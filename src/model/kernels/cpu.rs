@@ -235,8 +235,8 @@ fn owned(tensor: FlexTensor) -> FlexTensor {
 }
 
 /// The input gradient of a Linear, `dy (n x o) * weight^T` with `weight` `i x o` row-major: `n x i`, each
-/// entry the dot product of a row of `dy` and a row of the weights. Each core takes blocks of the
-/// weights' rows (its columns of the result), read once from memory while `dy` stays in its L2.
+/// entry the dot product of a row of `dy` and a row of the weights. Tasks take fixed blocks of the
+/// weights' rows (their columns of the result), read once from memory while `dy` stays in L2.
 pub(super) fn linear_input_grad(dy: &[f32], weight: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
     let blocks: Vec<Vec<f32>> = weight
         .par_chunks(LINEAR_WEIGHT_ROWS * o)
@@ -257,7 +257,7 @@ pub(super) fn linear_input_grad(dy: &[f32], weight: &[f32], n: usize, i: usize, 
     dx
 }
 
-/// Rows of a Linear's weights a core takes at a time for the input gradient.
+/// Rows of a Linear's weights a task takes for the input gradient.
 const LINEAR_WEIGHT_ROWS: usize = 256;
 
 /// The weight gradient of a Linear, `x^T * dy` with `x` `n x i` and `dy` `n x o`: `i x o`, Burn's layout.
@@ -690,8 +690,9 @@ const MIN_TASK_COLUMNS: usize = 64;
 /// `[N, O, H, W]` = the 3x3 convolution (padding 1) of `x` with `weight` (`[O, C, 3, 3]`, row-major), plus
 /// `bias` where given. Tasks take groups of images (a power of two of them, as many as leave each
 /// `MIN_TASK_COLUMNS` positions) and, a block of columns at a time, multiply the weights (`O x C*9`) by
-/// the block's im2col (`C*9 x width`) in one-core GEMMs; a block within one image writes straight into
-/// the output. Each output is one chain along `C*9` ([`matmul`]), so the split changes no value.
+/// the block's im2col (`C*9 x width`) in one-core GEMMs into a product of contiguous rows, then into the
+/// output with the bias. Each output is one chain along `C*9` ([`matmul_packed`]), so the split changes no
+/// value.
 pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Option<&[f32]>, out_channels: usize) -> Vec<f32> {
     let (plane, k9) = (shape.plane(), shape.c * 9);
     let out_image = out_channels * plane;
@@ -704,22 +705,13 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
         for_each_im2col_block(x, shape, images, 0..shape.c, |block, col| {
             let width = block.width(shape);
             let local = (block.first - first_image) * out_image;
-            let multiply = |dst: &mut [f32], dst_row_stride: usize| {
-                matmul_packed(
-                    Matrix::rows(dst, dst_row_stride),
-                    width,
-                    &weights,
-                    Operand::rows(col, width),
-                    false,
-                    Cores::Calling,
-                );
-            };
             let bias_of = |o: usize| bias.map_or(0.0, |bias| bias[o]);
             // Into a product of contiguous rows, then to the output: written straight into the output,
             // the tile's rows would lie a plane apart (4 KiB at 32 x 32), all in the same L1 sets.
             let band = block.rows.len() * shape.w;
             with_scratch(&REORDERED, out_channels * width, |product| {
-                multiply(product, width);
+                let col = Operand::rows(col, width);
+                matmul_packed(Matrix::rows(product, width), width, &weights, col, false, Cores::Calling);
                 // `O x count*band` to `count x O x HW`, with the bias.
                 for (o, row) in product.chunks(width).enumerate() {
                     for (i, values) in row.chunks(band).enumerate() {
