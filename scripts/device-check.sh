@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
 # The GPU check, in one `device` call on the lent H200 (../shared/device/README.md): from the bundle
 # `cargo xtask device-bundle` left in .device/part*/ (carried there part by part), it
-#   1. probes the GPU (vggq device) with CUDA_PATH found from nvcc;
-#   2. measures burn-cuda training and evaluation beside PyTorch at the smoke and full shapes, the two
-#      alternating in rounds (vggq bench-train), PyTorch at the arithmetic vggq was measured to use;
-#   3. runs the smoke profile with --device cuda through train, quantize, export, eval (ONNX Runtime's
+#   1. probes the GPU (vggq device) with the CUDA libraries of the machine's PyTorch and CUDA_PATH
+#      found from nvcc;
+#   2. runs the smoke profile with --device cuda through train, quantize, export, eval (ONNX Runtime's
 #      CUDA and CPU providers) and report, twice with the same cubecl autotune cache, and compares the
-#      two packages' SHA256SUMS;
-#   4. times the full profile's first training steps to project the whole run;
-# and prints one table last, also written to $OUT/summary.txt. Each stage runs on its own: one that
-# fails is named in the summary and the others still run.
+#      two packages' SHA256SUMS (the first run's table is golden/smoke-cuda.snap's source);
+#   3. measures burn-cuda training and evaluation beside PyTorch at the smoke and full shapes, the two
+#      alternating in rounds (vggq bench-train), PyTorch at the arithmetic vggq was measured to use;
+#   4. times the full profile's first training steps to project the whole run, and evaluates its four
+#      ONNX files at full size on ONNX Runtime's CUDA provider (the user's table);
+# and prints one table last, also written to $OUT/summary.txt. Each stage runs on its own, capped in
+# time, in the order of what it is for: one that fails or runs out of time is named in the summary and
+# the others still run; past the deadline (VGGQ_CHECK_SECONDS from the start, set by the caller from
+# the device time left) the rest are skipped.
 #
 # $OUT gets at most 8 files (what the device tool brings back): device-check.log, summary.txt,
-# bench.txt, golden_table.md, metrics.json, report.md, and results.tar.gz with everything else (the
-# probe, the reports, both runs' SHA256SUMS and manifests, the autotune caches, the full steps' log).
+# bench.txt, golden_table.md, metrics.json, report.md, full-metrics.json, and results.tar.gz with
+# everything else (the probe, the reports, both runs' SHA256SUMS and manifests, the autotune cache,
+# the full steps' log).
 #
-# Plan for the H200 (8 minutes of the 10 a call may take), from the dry run's stage times on this
-# project's 2-core CPU scaled by the CPU/GPU ratio of PyTorch's own training figures (torch 2.15 CPU
-# here: 752 / 6.8 img/s at the smoke / full shapes; an H100-class GPU: tens of thousands / about 1,500):
-#   probe 15 s | bench smoke 3 x 2 x 3 figures x (warm-up + 3 s) ~ 100 s | bench full ~ 120 s |
-#   smoke run 1 (cubecl compiles and tunes its kernels) ~ 120 s | smoke run 2 (cache warm) ~ 60 s |
-#   full steps 60 x 32 images ~ 30 s | summary 2 s.
+# Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 200 (cubecl
+# compiles and tunes its kernels) | smoke rerun 120 (cache warm) | bench smoke 120 and full 150 (3
+# rounds x 2 sides x 3 figures x (warm-up + 2 s)) | full steps and full-size ONNX 150; the deadline
+# (default 420 s) cuts the sum short.
 #
-#   scripts/device-check.sh            # there, after the last part arrived
+#   VGGQ_CHECK_SECONDS=N scripts/device-check.sh  # there, after the last part arrived
 #   scripts/device-check.sh --dry-run  # here (and in CI): the same stages on the CPU build, the CPU ONNX
 #                                      # Runtime and small limits, from `cargo xtask device-bundle --dry-run`
 #   VGGQ_CHECK_FAIL=<stage> ...        # rehearses a failing stage (the rest must still run)
@@ -45,20 +48,39 @@ exec > >(tee "$log") 2>&1
 started=$(date +%s)
 : > "$work/stages"
 
-# stage NAME COMMAND...: runs COMMAND in a subshell, records its status and duration; never stops the script.
+# The whole check's time: a deadline in seconds from the start (VGGQ_CHECK_SECONDS, set by the caller
+# from the device time left), so that a slow or hanging stage costs its own result, not the others'.
+deadline=$(( started + ${VGGQ_CHECK_SECONDS:-$($dry_run && echo 3600 || echo 420)} ))
+# Background stages get process groups of their own, so that a stage past its time is stopped whole.
+set -m
+
+# stage NAME CAP COMMAND...: runs COMMAND in a subshell for at most CAP seconds (and not past the
+# deadline), records its status and duration; never stops the script. A stage with under 10 s left is
+# skipped (status "skipped"), one stopped at its limit is recorded as "timeout".
 stage() {
-    local name="$1"; shift
+    local name="$1" cap="$2"; shift 2
     local begin=$(date +%s) status
-    echo "== $(( begin - started )) s: $name"
+    local limit=$(( deadline - begin < cap ? deadline - begin : cap ))
+    echo "== $(( begin - started )) s: $name (at most $limit s)"
     if [[ "${VGGQ_CHECK_FAIL:-}" == "$name" ]]; then
         echo "(failing $name on purpose: VGGQ_CHECK_FAIL=$name)"
         status=99
+    elif (( limit < 10 )); then
+        echo "(skipping $name: the check's time is spent)"
+        status=skipped
     else
-        ( set -e; "$@" )
+        ( set -e; "$@" ) &
+        local pid=$!
+        ( sleep "$limit"; echo "== $name: stopped after $limit s"; kill -TERM -- -"$pid" 2>/dev/null ) &
+        local watchdog=$!
+        disown "$watchdog"  # its end is no news
+        wait "$pid"
         status=$?
+        kill -- -"$watchdog" 2>/dev/null
+        (( $(date +%s) - begin < limit )) || status=timeout
     fi
     echo "$name $status $(( $(date +%s) - begin ))" >> "$work/stages"
-    [[ $status == 0 ]] || echo "== $name failed (exit $status)"
+    [[ $status == 0 ]] || echo "== $name failed ($status)"
     return 0
 }
 
@@ -78,7 +100,7 @@ reassemble() {
     (cd "$work/bundle" && sha256sum --quiet --check "$bundle/part01/SHA256SUMS")
     chmod +x "$work/bundle/vggq"
 }
-stage reassemble reassemble
+stage reassemble 120 reassemble
 vggq="$work/bundle/vggq"
 data="$work/bundle/cifar10-jpeg.tar.gz"
 export ORT_DYLIB_PATH="$(ls "$work"/bundle/libonnxruntime.so.* 2>/dev/null | head -n 1)"
@@ -91,13 +113,15 @@ if $dry_run; then
     # seconds for one full-width step), two full-size training steps.
     smoke_limits=(--train-images 320 --eval-images 320 --calibration-batches 2 --epochs 1)
     full_steps=2
+    full_eval_images=32
     full_shapes=(--width-div 16 --hidden 256)
 else
     device=cuda
-    seconds=3
+    seconds=2
     rounds=3
     smoke_limits=()
     full_steps=60
+    full_eval_images=1024
     full_shapes=()
 fi
 
@@ -105,35 +129,33 @@ setup_cuda() {
     # The CUDA 13, cuBLAS, cuDNN 9 and NVRTC libraries of the machine's PyTorch, for ONNX Runtime's CUDA
     # provider and burn-cuda's NVRTC; the toolkit's headers, from nvcc's folder, for the kernels
     # burn-cuda compiles (`vggq device` checks them as burn-cuda will look: include/cuda_runtime.h).
+    # A stage runs in a subshell: the variables go to cuda.env, which the script reads after it.
     local nvidia_libs nvcc
     nvidia_libs="$("$python" -c 'import nvidia, glob, os; print(":".join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "**", "lib*.so*"), recursive=True)})))' || true)"
     [[ -n "$nvidia_libs" ]] || echo "python's nvidia wheels not found: relying on the system's CUDA libraries"
-    export LD_LIBRARY_PATH="$nvidia_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "export LD_LIBRARY_PATH='$nvidia_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}'" > "$work/cuda.env"
     nvcc="$(command -v nvcc || ls -d /usr/local/cuda*/bin/nvcc 2>/dev/null | head -n 1 || true)"
     if [[ -n "$nvcc" ]]; then
-        export CUDA_PATH="$(dirname "$(dirname "$(readlink -f "$nvcc")")")"
-        echo "CUDA_PATH=$CUDA_PATH (from $nvcc)"
+        echo "export CUDA_PATH='$(dirname "$(dirname "$(readlink -f "$nvcc")")")'" >> "$work/cuda.env"
     fi
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$keep/gpu.csv"
+    cat "$work/cuda.env"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$keep/gpu.csv"
 }
-$dry_run || stage setup-cuda setup_cuda
+if ! $dry_run; then
+    stage setup-cuda 30 setup_cuda
+    # shellcheck disable=SC1091
+    [[ -f "$work/cuda.env" ]] && source "$work/cuda.env"
+fi
 
 probe() {
     "$vggq" device --json --precision | tee "$keep/device.json"
 }
-stage probe probe
+stage probe 90 probe
 precision="$("$python" -c 'import json, sys; p = json.load(open(sys.argv[1]))["precision"]; print("tf32" if "tf32" in (p["matmul"], p["conv"]) else "fp32")' "$keep/device.json" 2>/dev/null || echo fp32)"
 
-: > "$out/bench.txt"
-bench() {  # profile, shape flags...
-    local profile="$1"; shift
-    "$vggq" bench-train --device "$device" --profile "$profile" --seconds "$seconds" --rounds "$rounds" "$@" \
-        --baseline-name torch -- "$python" "$root/scripts/torch_bench_precision.py" "$precision" \
-        "$work/bundle/torch_train_bench.py" --device "$device" --qat | sed "s/^/$profile: /" | tee -a "$out/bench.txt"
-}
-stage bench-smoke bench smoke
-stage bench-full bench full "${full_shapes[@]}"
-
+# Stages in the order of what they are for, each capped, so that the check's deadline cuts the least
+# needed: the golden run, its rerun, the benchmarks, the full shapes.
+#
 # The smoke profile twice, the second run with the first's autotune cache: the same SHA256SUMS, or the
 # summary says how they differ.
 autotune="$work/autotune"
@@ -146,19 +168,38 @@ smoke_run() {  # folder
     "$vggq" report --run "$run"
 }
 smoke="$work/smoke"
-stage smoke-run smoke_run "$smoke"
+stage smoke-run 200 smoke_run "$smoke"
 cp "$smoke/metrics.json" "$smoke/report.md" "$smoke/golden_table.md" "$out/" 2>/dev/null
 for file in train_report.json quant_report.json manifest.json SHA256SUMS; do cp "$smoke/$file" "$keep/smoke-$file" 2>/dev/null; done
-stage smoke-rerun smoke_run "$work/smoke-rerun"
+stage smoke-rerun 120 smoke_run "$work/smoke-rerun"
 cp "$work/smoke-rerun/SHA256SUMS" "$keep/smoke-rerun-SHA256SUMS" 2>/dev/null
+for file in train_report.json quant_report.json manifest.json metrics.json; do cp "$work/smoke-rerun/$file" "$keep/smoke-rerun-$file" 2>/dev/null; done
 cp -r "$autotune" "$keep/autotune" 2>/dev/null
 
-full_steps_run() {
-    "$vggq" train --profile full --device "$device" --init random --out "$work/full" --data "$data" \
-        --train-images $((full_steps * 32)) --eval-images 32 --epochs 1 2>&1 | tee "$keep/full-steps.log"
-    cp "$work/full/train_report.json" "$keep/full-train_report.json"
+: > "$out/bench.txt"
+bench() {  # profile, shape flags...
+    local profile="$1"; shift
+    "$vggq" bench-train --device "$device" --profile "$profile" --seconds "$seconds" --rounds "$rounds" "$@" \
+        --baseline-name torch -- "$python" "$root/scripts/torch_bench_precision.py" "$precision" \
+        "$work/bundle/torch_train_bench.py" --device "$device" --qat | sed "s/^/$profile: /" | tee -a "$out/bench.txt"
 }
-stage full-steps full_steps_run
+stage bench-smoke 120 bench smoke
+stage bench-full 150 bench full "${full_shapes[@]}"
+
+# The full profile's first training steps (to project the whole run), then its four ONNX files at full
+# size through ONNX Runtime (the user's table: FP32 at 516 img/s on the CUDA provider).
+full_steps_run() {
+    local run="$work/full"
+    "$vggq" train --profile full --device "$device" --init random --out "$run" --data "$data" \
+        --train-images $((full_steps * 32)) --eval-images "$full_eval_images" --calibration-batches 2 --epochs 1 2>&1 \
+        | tee "$keep/full-steps.log"
+    cp "$run/train_report.json" "$keep/full-train_report.json"
+    "$vggq" quantize --run "$run" --device "$device" --data "$data" 2>&1 | tee -a "$keep/full-steps.log"
+    "$vggq" export --run "$run"
+    "$vggq" eval --run "$run" --device "$device" --data "$data" 2>&1 | tee -a "$keep/full-steps.log"
+    cp "$run/metrics.json" "$out/full-metrics.json"
+}
+stage full-steps 150 full_steps_run
 
 echo "== $(( $(date +%s) - started )) s: summary"
 tar -czf "$out/results.tar.gz" -C "$keep" . || echo "results.tar.gz could not be written"
@@ -175,7 +216,8 @@ def load(path):
 rows = []
 for line in open(stages):
     name, status, seconds = line.split()
-    rows.append((f"stage {name}", ("ok" if status == "0" else f"FAILED (exit {status})") + f", {seconds} s"))
+    verdict = {"0": "ok", "skipped": "SKIPPED (no time left)", "timeout": "STOPPED at its time limit"}.get(status, f"FAILED (exit {status})")
+    rows.append((f"stage {name}", f"{verdict}, {seconds} s"))
 device = load(f"{keep}/device.json")
 if device:
     rows += [("device", device.get("reason")), ("precision", json.dumps(device.get("precision")))]
@@ -185,11 +227,12 @@ for line in bench:
     m = re.match(r"^(\w+): summary (.+?): (.*)$", line)
     if m:
         rows.append((f"{m.group(1)} {m.group(2)}", m.group(3)))
-metrics = load(f"{out}/metrics.json")
-for row in (metrics or {}).get("rows", []):
-    rows.append((f"{row['file']} [{row['requested']}]", f"{row['placement']} | top-1 {row['top1']:.2f} % | {row['inference']['images_per_s']:.1f} img/s | {row['size_mib']:.2f} MiB"))
-for u in (metrics or {}).get("unavailable", []):
-    rows.append((f"{u['provider']} not available", u["reason"]))
+for name, label in (("metrics.json", "smoke"), ("full-metrics.json", "full size")):
+    metrics = load(f"{out}/{name}")
+    for row in (metrics or {}).get("rows", []):
+        rows.append((f"{label}: {row['file']} [{row['requested']}]", f"{row['placement']} | top-1 {row['top1']:.2f} % | {row['inference']['images_per_s']:.1f} img/s | {row['size_mib']:.2f} MiB"))
+    for u in (metrics or {}).get("unavailable", []):
+        rows.append((f"{label}: {u['provider']} not available", u["reason"]))
 first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep}/smoke-SHA256SUMS", f"{keep}/smoke-rerun-SHA256SUMS"))
 if first and second:
     differing = sorted({l.split()[1] for l in set(first.splitlines()) ^ set(second.splitlines())})
@@ -198,11 +241,14 @@ full = load(f"{keep}/full-train_report.json")
 if full and full.get("epochs"):
     rate = full["epochs"][0]["train_images_per_sec"]
     qat = [l for l in bench if l.startswith("full: summary qat/fp32 train:")]
-    factor = float(re.search(r"vggq ([0-9.]+)", qat[0]).group(1)) if qat else float("nan")
-    # The full run trains 5 epochs of 40,000 images in FP32 and again in QAT (fp32match), QAT at the
-    # speed the benchmark measured relative to FP32 training; evaluation passes are left out.
-    minutes = 5 * 40_000 * (1 / rate + 1 / (rate * factor)) / 60
-    rows.append(("full profile training", f"{rate:.1f} img/s over its first steps -> whole run about {minutes:.1f} min (FP32 + QAT)"))
+    if qat:
+        factor = float(re.search(r"vggq ([0-9.]+)", qat[0]).group(1))
+        # The full run trains 5 epochs of 40,000 images in FP32 and again in QAT (fp32match), QAT at the
+        # speed the benchmark measured relative to FP32 training; evaluation passes are left out.
+        minutes = 5 * 40_000 * (1 / rate + 1 / (rate * factor)) / 60
+        rows.append(("full profile training", f"{rate:.1f} img/s over its first steps -> whole run about {minutes:.1f} min (FP32 + QAT)"))
+    else:
+        rows.append(("full profile training", f"{rate:.1f} img/s over its first steps (no QAT/FP32 figure from bench-full to project the run)"))
 width = max(len(k) for k, _ in rows)
 print("\n".join(f"{k:<{width}} | {v}" for k, v in rows))
 PY
