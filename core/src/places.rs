@@ -44,6 +44,26 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("vggq-core sits inside the workspace").to_path_buf()
 }
 
+/// The libraries ONNX Runtime's CUDA execution provider loads beside the NVIDIA driver (ort's
+/// `CUDA_DYLIBS` then `CUDNN_DYLIBS`, which a test of vggq holds this to): `cargo xtask setup` makes
+/// them loadable, `vggq eval` checks them before asking for the provider.
+pub const CUDA_PROVIDER_LIBRARIES: [&str; 14] = [
+    "libcudart.so.13",
+    "libcublasLt.so.13",
+    "libcublas.so.13",
+    "libnvrtc.so.13",
+    "libcurand.so.10",
+    "libcufft.so.12",
+    "libcudnn.so.9",
+    "libcudnn_graph.so.9",
+    "libcudnn_ops.so.9",
+    "libcudnn_heuristic.so.9",
+    "libcudnn_adv.so.9",
+    "libcudnn_cnn.so.9",
+    "libcudnn_engines_precompiled.so.9",
+    "libcudnn_engines_runtime_compiled.so.9",
+];
+
 /// The variables that may name the CUDA toolkit, in the order they are honoured. cubecl reads only
 /// `CUDA_PATH`; cudarc's build and NVIDIA's own tools know the others.
 pub const CUDA_TOOLKIT_VARIABLES: [&str; 3] = ["CUDA_PATH", "CUDA_HOME", "CUDA_ROOT"];

@@ -1,43 +1,46 @@
 //! The libraries ONNX Runtime's CUDA execution provider needs beside the NVIDIA driver: the CUDA 13
-//! runtime, cuBLAS, cuFFT, cuRAND, NVRTC and cuDNN 9 (`ort::ep::cuda::CUDA_DYLIBS` and `CUDNN_DYLIBS`
-//! name them). Python's `onnxruntime.preload_dlls()` loads them from NVIDIA's wheels; here
+//! runtime, cuBLAS, cuFFT, cuRAND, NVRTC and cuDNN 9 (`vggq_core::places::CUDA_PROVIDER_LIBRARIES`, the
+//! list `cargo xtask setup` checks too; a test holds it to `ort::ep::cuda::CUDA_DYLIBS` and `CUDNN_DYLIBS`). Python's `onnxruntime.preload_dlls()` loads them from NVIDIA's wheels; here
 //! `cargo xtask setup` unpacks those wheels into the folder of `libonnxruntime.so`, and [`prepare`]
 //! loads every library it finds there by its full path. The dynamic loader then matches the provider's
 //! own requests, by soname, to the libraries already loaded; whatever is not in that folder is looked
 //! for on the system's library path, so a system CUDA 13 / cuDNN 9 serves as well.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
-/// Loads the libraries in the folder of `ort_library` (once per process) and checks that every library
-/// the CUDA provider needs can be loaded. The error names the missing ones.
+use vggq_core::places::CUDA_PROVIDER_LIBRARIES;
+
+/// Loads the libraries in the folder of `ort_library` (once per folder and process) and checks that
+/// every library the CUDA provider needs can be loaded. The error names the missing ones.
 pub fn prepare(ort_library: &Path) -> Result<(), String> {
-    static PREPARED: OnceLock<Result<(), String>> = OnceLock::new();
-    PREPARED
-        .get_or_init(|| {
-            let folder = ort_library.parent().unwrap_or(Path::new("."));
-            let unloadable = preload_folder(folder)?.unloadable;
-            let missing = missing_libraries();
-            if missing.is_empty() {
-                return Ok(());
-            }
-            let why = if unloadable.is_empty() { String::new() } else { format!(" ({})", unloadable.join("; ")) };
-            Err(format!(
-                "ONNX Runtime's CUDA provider needs {}, found neither in {} nor on the library path{why}: run \
-                 `cargo xtask setup` on this machine (it fetches them where an NVIDIA driver is present), or install \
-                 CUDA 13 and cuDNN 9",
-                missing.join(", "),
-                folder.display()
-            ))
-        })
-        .clone()
+    static PREPARED: Mutex<BTreeMap<PathBuf, Result<(), String>>> = Mutex::new(BTreeMap::new());
+    let folder = ort_library.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut prepared = PREPARED.lock().expect("the prepared folders");
+    prepared.entry(folder.clone()).or_insert_with(|| prepare_folder(&folder)).clone()
+}
+
+fn prepare_folder(folder: &Path) -> Result<(), String> {
+    let unloadable = preload_folder(folder)?.unloadable;
+    let missing = missing_libraries();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let why = if unloadable.is_empty() { String::new() } else { format!(" ({})", unloadable.join("; ")) };
+    Err(format!(
+        "ONNX Runtime's CUDA provider needs {}, found neither in {} nor on the library path{why}: run \
+         `cargo xtask setup` on this machine (it fetches them where an NVIDIA driver is present), or install \
+         CUDA 13 and cuDNN 9",
+        missing.join(", "),
+        folder.display()
+    ))
 }
 
 /// The CUDA provider's libraries that cannot be loaded by name.
 pub fn missing_libraries() -> Vec<&'static str> {
-    ort::ep::cuda::CUDA_DYLIBS
+    CUDA_PROVIDER_LIBRARIES
         .iter()
-        .chain(ort::ep::cuda::CUDNN_DYLIBS)
         .copied()
         // SAFETY: CUDA and cuDNN libraries; loading runs their initialisers, as the provider would.
         .filter(|name| unsafe { libloading::Library::new(*name) }.is_err())
@@ -122,6 +125,23 @@ mod tests {
         assert!(preloaded.unloadable.is_empty(), "{preloaded:?}");
         // SAFETY: as above.
         assert!(unsafe { libloading::Library::new("libvggqtestb.so.13") }.is_ok(), "found by soname once loaded");
+    }
+
+    #[test]
+    fn the_list_is_the_one_ort_preloads() {
+        let ort: Vec<&str> = ort::ep::cuda::CUDA_DYLIBS.iter().chain(ort::ep::cuda::CUDNN_DYLIBS).copied().collect();
+        assert_eq!(CUDA_PROVIDER_LIBRARIES.to_vec(), ort);
+    }
+
+    /// Each folder is prepared on its own: a first answer is not reused for another folder.
+    #[test]
+    fn each_folder_gets_its_own_answer() {
+        let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first_answer = prepare(&first.path().join("libonnxruntime.so")).err().unwrap_or_default();
+        assert!(!first_answer.contains("reading"), "{first_answer}");
+        // A folder that does not exist: its own error, not the first folder's answer.
+        let error = prepare(&second.path().join("sub/libonnxruntime.so")).unwrap_err();
+        assert!(error.contains("reading") && error.contains("sub"), "{error}");
     }
 
     /// On a machine without CUDA 13 and cuDNN 9 (CI), the error names what is missing.

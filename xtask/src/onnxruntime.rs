@@ -5,11 +5,12 @@
 //! `$ORT_DYLIB_PATH` wins. Otherwise the pinned PyPI wheel (`onnxruntime-gpu` where an NVIDIA driver is
 //! present, else `onnxruntime`) is fetched with `pip download --no-deps` into
 //! `<target>/onnxruntime/<package>-<version>/` and its libraries are unpacked into `lib/` there. For
-//! the GPU wheel, the libraries the CUDA provider needs are looked up the way the dynamic loader will
-//! (`ldd`): a system CUDA 13 / cuDNN 9 that has them all is used as it is; otherwise the wheels the GPU
-//! wheel's `cuda` and `cudnn` extras name (read from its own metadata) are fetched with their
-//! dependencies and every library in them is unpacked into the same `lib/`, where `vggq` preloads them
-//! before it registers the CUDA provider.
+//! the GPU wheel, every library the CUDA provider loads (`vggq_core::places::CUDA_PROVIDER_LIBRARIES`,
+//! the list `vggq eval` checks: CUDA 13, NVRTC and every cuDNN 9 part) is looked for in `lib/` and then
+//! by name, as the dynamic loader will, on every setup: a system CUDA 13 / cuDNN 9 that has them all is
+//! used as it is; otherwise the wheels the GPU wheel's `cuda` and `cudnn` extras name (read from its own
+//! metadata) are fetched with their dependencies and every library in them is unpacked into the same
+//! `lib/`, where `vggq` preloads them before it registers the CUDA provider.
 
 use std::path::{Path, PathBuf};
 
@@ -39,13 +40,10 @@ pub const GPU_WHEEL: Wheel = Wheel { package: "onnxruntime-gpu", version: "1.31.
 pub const GPU_EXTRAS: [&str; 2] = ["cuda", "cudnn"];
 /// Where the NVIDIA kernel driver announces itself.
 const NVIDIA_DRIVER: &str = "/proc/driver/nvidia/version";
+use vggq_core::places::CUDA_PROVIDER_LIBRARIES;
 pub use vggq_core::places::ORT_DYLIB_PATH;
 /// The library's name inside the wheel's `onnxruntime/capi/`.
 const LIBRARY_PREFIX: &str = "libonnxruntime.so";
-/// The CUDA execution provider, which the main library loads from its own folder.
-const CUDA_PROVIDER: &str = "libonnxruntime_providers_cuda.so";
-/// The driver's library: the NVIDIA driver installs it, never a wheel, so it is not looked for here.
-const DRIVER_LIBRARY: &str = "libcuda.so.1";
 /// Libraries of NVIDIA's wheels that ONNX Runtime never uses and that must not be loaded beside it:
 /// NVBLAS (a BLAS interposer that announces itself on stderr when loaded) and cuFFTW (FFTW's API).
 const UNUSED_CUDA_LIBRARIES: [&str; 2] = ["libnvblas.so", "libcufftw.so"];
@@ -70,12 +68,15 @@ pub fn ensure(sh: &Shell) -> Result<OnnxRuntime> {
     }
     let wheel = if Path::new(NVIDIA_DRIVER).exists() { GPU_WHEEL } else { CPU_WHEEL };
     let lib_dir = wheel_libraries(sh, wheel)?;
-    let root = lib_dir.parent().expect("lib/ sits in the wheel's folder");
-    // Written last, so an interrupted setup is redone rather than trusted.
-    let cuda_complete = root.join(".cuda-complete");
-    if wheel == GPU_WHEEL && !cuda_complete.exists() {
-        let record = cuda_provider_libraries(sh, &root.join(METADATA_FILE), &lib_dir)?;
-        sh.write_file(&cuda_complete, record.join("\n") + "\n")?;
+    if wheel == GPU_WHEEL {
+        // Checked on every setup (a system library may have gone since the last), with the list
+        // `vggq eval` checks before asking for the provider.
+        let missing = missing_provider_libraries(&lib_dir);
+        if missing.is_empty() {
+            eprintln!("the CUDA provider's libraries all load, from {} or the system's", lib_dir.display());
+        } else {
+            fetch_provider_libraries(sh, &missing, &lib_dir)?;
+        }
     }
     Ok(OnnxRuntime { library: find_library(&lib_dir)?, description: format!("{} {}", wheel.package, wheel.version) })
 }
@@ -111,22 +112,15 @@ pub fn wheel_libraries(sh: &Shell, wheel: Wheel) -> Result<PathBuf> {
     Ok(lib_dir)
 }
 
-/// Makes every library the CUDA provider in `lib_dir` links to loadable: from the system where it has
-/// them all, else from the wheels the GPU wheel's extras name, unpacked into `lib_dir`. Returns what
-/// was used, for the setup record.
-fn cuda_provider_libraries(sh: &Shell, wheel_metadata: &Path, lib_dir: &Path) -> Result<Vec<String>> {
-    let provider = lib_dir.join(CUDA_PROVIDER);
-    let missing = unresolved_libraries(sh, &provider, None)?;
-    if missing.is_empty() {
-        eprintln!("the CUDA provider's libraries are all installed on this machine: using them");
-        return Ok(vec!["CUDA and cuDNN libraries: the system's".into()]);
-    }
-    let requirements = extra_requirements(&sh.read_file(wheel_metadata)?, &GPU_EXTRAS);
+/// Makes the CUDA provider's `missing` libraries loadable: unpacks the wheels the GPU wheel's extras
+/// name into `lib_dir`, beside ONNX Runtime, where `vggq eval` preloads them.
+fn fetch_provider_libraries(sh: &Shell, missing: &[&str], lib_dir: &Path) -> Result<()> {
+    let root = lib_dir.parent().expect("lib/ sits in the wheel's folder");
+    let requirements = extra_requirements(&sh.read_file(root.join(METADATA_FILE))?, &GPU_EXTRAS);
     if requirements.is_empty() {
         bail!("the {} wheel's metadata names no requirements for its extras {GPU_EXTRAS:?}", GPU_WHEEL.package);
     }
     eprintln!("the CUDA provider needs {} (not installed here): fetching {}", missing.join(", "), requirements.join(" "));
-    let root = lib_dir.parent().expect("lib/ sits in the wheel's folder");
     let downloads = root.join("cuda-downloads");
     pip_download(sh, &downloads, &requirements, true)?;
     let wheels: Vec<String> =
@@ -138,11 +132,22 @@ fn cuda_provider_libraries(sh: &Shell, wheel_metadata: &Path, lib_dir: &Path) ->
     }
     sh.remove_path(&downloads)?;
     sh.remove_path(&unpacked)?;
-    let still_missing = unresolved_libraries(sh, &provider, Some(lib_dir))?;
+    let still_missing = missing_provider_libraries(lib_dir);
     if !still_missing.is_empty() {
         bail!("after unpacking {}, the CUDA provider still cannot find {}", wheels.join(", "), still_missing.join(", "));
     }
-    Ok(wheels)
+    Ok(())
+}
+
+/// The CUDA provider's libraries that are neither in `lib_dir` nor loadable by name from the system.
+fn missing_provider_libraries(lib_dir: &Path) -> Vec<&'static str> {
+    CUDA_PROVIDER_LIBRARIES
+        .iter()
+        .copied()
+        .filter(|name| !lib_dir.join(name).exists())
+        // SAFETY: CUDA and cuDNN libraries; loading runs their initialisers, as the provider would.
+        .filter(|name| unsafe { libloading::Library::new(*name) }.is_err())
+        .collect()
 }
 
 /// The requirements `Requires-Dist` lines of a wheel's `METADATA` give for any of `extras`
@@ -158,20 +163,6 @@ pub fn extra_requirements(metadata: &str, extras: &[&str]) -> Vec<String> {
         })
         .map(|(requirement, _)| requirement.trim().to_string())
         .collect()
-}
-
-/// The shared libraries `library` links to that the dynamic loader cannot find (with `extra_dir` first
-/// on its path), as `ldd` reports them; the NVIDIA driver's own library aside.
-fn unresolved_libraries(sh: &Shell, library: &Path, extra_dir: Option<&Path>) -> Result<Vec<String>> {
-    let _path = extra_dir.map(|dir| sh.push_env("LD_LIBRARY_PATH", dir));
-    let output = cmd!(sh, "ldd {library}").ignore_status().read().context("running ldd (from the C library's tools)")?;
-    Ok(output
-        .lines()
-        .filter(|line| line.contains("not found"))
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| *name != DRIVER_LIBRARY)
-        .map(str::to_string)
-        .collect())
 }
 
 /// `pip download` of binary wheels into `dest`, with their dependencies or without.
