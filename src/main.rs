@@ -12,6 +12,7 @@ fn main() -> Result<()> {
         eprintln!("error: {error}");
         std::process::exit(2);
     }
+    vggq::backend::export_cuda_path();
     vggq::backend::join_cpu_pool()?;
     cli::Cli::parse().run()
 }

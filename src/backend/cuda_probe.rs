@@ -10,8 +10,8 @@
 //!   its full path first, so cudarc's load by name finds it already loaded (the dynamic loader matches
 //!   loaded libraries by their soname). Its version must not be newer than the driver's, which could
 //!   not load the PTX it writes.
-//! - The CUDA headers every kernel cubecl compiles includes; cubecl reads only `$CUDA_PATH`, so the
-//!   selection exports it when another variable named the toolkit.
+//! - The CUDA headers every kernel cubecl compiles includes; cubecl reads only `$CUDA_PATH`, so `main`
+//!   exports it first thing when another variable or a default folder holds the toolkit.
 //!
 //! Symbols are called through `libloading` with C integer types rather than cudarc's enums, so a code
 //! this cudarc does not know is a number in a message, not undefined behaviour.

@@ -25,6 +25,18 @@ pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
 pub fn join_cpu_pool() -> Result<(), rayon::ThreadPoolBuildError> {
     rayon::ThreadPoolBuilder::new().use_current_thread().build_global()
 }
+
+/// cubecl reads the CUDA toolkit (the headers its kernels include) from `$CUDA_PATH` only: where that is
+/// unset and `$CUDA_HOME`, `$CUDA_ROOT` or a default folder holds one (the toolkit the probe reports),
+/// exports it. Call it first thing in `main`, while the process has one thread (setting a variable while
+/// other threads may read the environment is undefined behaviour in C's `getenv`).
+pub fn export_cuda_path() {
+    if std::env::var_os("CUDA_PATH").is_none() {
+        if let Some(toolkit) = vggq_core::places::CudaToolkit::find() {
+            std::env::set_var("CUDA_PATH", toolkit.root);
+        }
+    }
+}
 /// Autodiff CUDA backend.
 #[cfg(feature = "cuda")]
 pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda>;
@@ -130,15 +142,11 @@ fn decide(
 }
 
 /// Runs one small kernel on burn-cuda, the whole chain the probe checked piece by piece (driver,
-/// device, NVRTC, headers, cubecl): a GPU that passes this trains. cubecl reads the toolkit from
-/// `$CUDA_PATH` only, so it is set here to the toolkit the probe found.
+/// device, NVRTC, headers, cubecl): a GPU that passes this trains. cubecl finds the toolkit the probe
+/// found in `$CUDA_PATH` ([`export_cuda_path`]).
 #[cfg(feature = "cuda")]
-fn first_kernel(probe: &CudaProbe) -> Result<(), String> {
+fn first_kernel(_probe: &CudaProbe) -> Result<(), String> {
     use burn::prelude::*;
-    if let (Some(toolkit), None) = (&probe.toolkit, std::env::var_os("CUDA_PATH")) {
-        // Called while the process is still single-threaded: the selection comes first in every command.
-        std::env::set_var("CUDA_PATH", toolkit);
-    }
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let result = std::panic::catch_unwind(|| {
