@@ -20,10 +20,13 @@
 # everything else (the probe, the reports, both runs' SHA256SUMS and manifests, the autotune cache,
 # the full steps' log).
 #
-# Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 200 (cubecl
-# compiles and tunes its kernels) | smoke rerun 120 (cache warm) | bench smoke 120 and full 150 (3
-# rounds x 2 sides x 3 figures x (warm-up + 2 s)) | full steps and full-size ONNX 150; the deadline
-# (default 420 s) cuts the sum short.
+# Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
+# 150 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) | full steps and
+# full-size ONNX 120; the deadline (default 540 s) cuts the sum short. The first H200 check
+# (2026-11-30) found the first training step alone past 200 s: cubecl's autotune compiles every
+# candidate kernel with NVRTC on one core. Both caches grow as a run goes (cubecl appends each tuned
+# choice and each compiled kernel), so a stage stopped at its cap leaves the next one further along:
+# the rerun, and the benchmarks that share the smoke run's autotune cache.
 #
 #   VGGQ_CHECK_SECONDS=N scripts/device-check.sh  # there, after the last part arrived
 #   scripts/device-check.sh --dry-run  # here (and in CI): the same stages on the CPU build, the CPU ONNX
@@ -50,7 +53,7 @@ started=$(date +%s)
 
 # The whole check's time: a deadline in seconds from the start (VGGQ_CHECK_SECONDS, set by the caller
 # from the device time left), so that a slow or hanging stage costs its own result, not the others'.
-deadline=$(( started + ${VGGQ_CHECK_SECONDS:-$($dry_run && echo 3600 || echo 420)} ))
+deadline=$(( started + ${VGGQ_CHECK_SECONDS:-$($dry_run && echo 3600 || echo 540)} ))
 # Background stages get process groups of their own, so that a stage past its time is stopped whole.
 set -m
 
@@ -168,23 +171,22 @@ smoke_run() {  # folder
     "$vggq" report --run "$run"
 }
 smoke="$work/smoke"
-stage smoke-run 200 smoke_run "$smoke"
+stage smoke-run 400 smoke_run "$smoke"
 cp "$smoke/metrics.json" "$smoke/report.md" "$smoke/golden_table.md" "$out/" 2>/dev/null
 for file in train_report.json quant_report.json manifest.json SHA256SUMS; do cp "$smoke/$file" "$keep/smoke-$file" 2>/dev/null; done
-stage smoke-rerun 120 smoke_run "$work/smoke-rerun"
+stage smoke-rerun 150 smoke_run "$work/smoke-rerun"
 cp "$work/smoke-rerun/SHA256SUMS" "$keep/smoke-rerun-SHA256SUMS" 2>/dev/null
 for file in train_report.json quant_report.json manifest.json metrics.json; do cp "$work/smoke-rerun/$file" "$keep/smoke-rerun-$file" 2>/dev/null; done
-cp -r "$autotune" "$keep/autotune" 2>/dev/null
 
 : > "$out/bench.txt"
 bench() {  # profile, shape flags...
     local profile="$1"; shift
-    "$vggq" bench-train --device "$device" --profile "$profile" --seconds "$seconds" --rounds "$rounds" "$@" \
+    "$vggq" bench-train --device "$device" --profile "$profile" --seconds "$seconds" --rounds "$rounds" "$@" --autotune-cache "$autotune" \
         --baseline-name torch -- "$python" "$root/scripts/torch_bench_precision.py" "$precision" \
         "$work/bundle/torch_train_bench.py" --device "$device" --qat | sed "s/^/$profile: /" | tee -a "$out/bench.txt"
 }
-stage bench-smoke 120 bench smoke
-stage bench-full 150 bench full "${full_shapes[@]}"
+stage bench-smoke 90 bench smoke
+stage bench-full 120 bench full "${full_shapes[@]}"
 
 # The full profile's first training steps (to project the whole run), then its four ONNX files at full
 # size through ONNX Runtime (the user's table: FP32 at 516 img/s on the CUDA provider).
@@ -199,9 +201,14 @@ full_steps_run() {
     "$vggq" eval --run "$run" --device "$device" --data "$data" 2>&1 | tee -a "$keep/full-steps.log"
     cp "$run/metrics.json" "$out/full-metrics.json"
 }
-stage full-steps 150 full_steps_run
+stage full-steps 120 full_steps_run
 
 echo "== $(( $(date +%s) - started )) s: summary"
+cp -r "$autotune" "$keep/autotune" 2>/dev/null
+# The compiled-kernel cache every GPU run on this machine shares (vggq::backend::autotune::kernel_cache).
+kernels="${XDG_CACHE_HOME:-$HOME/.cache}/vggq/cubecl-kernels"
+kernel_mib="$(du -sm "$kernels" 2>/dev/null | cut -f1)"
+echo "$(find "$kernels" -type f 2>/dev/null | wc -l) files, ${kernel_mib:-0} MiB in $kernels" > "$keep/kernel-cache.txt"
 tar -czf "$out/results.tar.gz" -C "$keep" . || echo "results.tar.gz could not be written"
 "$python" - "$out" "$keep" "$work/stages" <<'PY' | tee "$out/summary.txt"
 import json, os, re, sys
@@ -237,6 +244,11 @@ first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep
 if first and second:
     differing = sorted({l.split()[1] for l in set(first.splitlines()) ^ set(second.splitlines())})
     rows.append(("smoke rerun, same autotune cache", "identical SHA256SUMS" if not differing else "differs: " + ", ".join(differing)))
+if os.path.exists(f"{keep}/kernel-cache.txt"):
+    rows.append(("compiled-kernel cache", open(f"{keep}/kernel-cache.txt").read().strip()))
+tuned = f"{keep}/autotune/autotune.log"
+if os.path.exists(tuned):
+    rows.append(("autotune", f"{sum(1 for _ in open(tuned))} lines in autotune.log"))
 full = load(f"{keep}/full-train_report.json")
 if full and full.get("epochs"):
     rate = full["epochs"][0]["train_images_per_sec"]

@@ -1,9 +1,13 @@
-//! cubecl's autotune cache (the kernels a GPU backend chose by timing them) as a folder of the run: a
-//! rerun with the same binary and GPU, or a run given the folder a golden table was recorded with,
-//! reuses those choices instead of timing again (and perhaps choosing others). cubecl reads its
-//! configuration once, at its first kernel, so [`use_cache`] runs before anything touches a GPU; its
-//! logger writes the choices to [`AUTOTUNE_LOG`] in the same folder. A CPU-only build has no cubecl
-//! runtime, and nothing to point.
+//! cubecl's caches for a GPU run. The autotune cache (the kernels a GPU backend chose by timing them) is
+//! a folder of the run: a rerun with the same binary and GPU, or a run given the folder a golden table
+//! was recorded with, reuses those choices instead of timing again (and perhaps choosing others); its
+//! logger writes the choices to [`AUTOTUNE_LOG`] in the same folder. The compiled kernels are the
+//! machine's ([`kernel_cache`]): on the first H200 run, NVRTC compiling every candidate autotune timed
+//! kept the first training step busy for minutes on one core, and a kernel's code depends only on
+//! cubecl's version and the kernel (cubecl keys each by a hash of both), never on a run's results, so
+//! every later run on the machine loads them instead. cubecl reads its configuration once, at its first
+//! kernel, so [`use_caches`] runs before anything touches a GPU. A CPU-only build has no cubecl runtime,
+//! and nothing to point.
 
 use std::path::{Path, PathBuf};
 
@@ -29,20 +33,41 @@ pub enum AutotuneError {
     Folder { path: PathBuf, source: std::io::Error },
 }
 
-/// Points cubecl's autotune cache, and its log of the kernels it chose, at `folder` (created if missing).
-pub fn use_cache(folder: &Path) -> Result<(), AutotuneError> {
-    std::fs::create_dir_all(folder).map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?;
+/// What a GPU run prints first: why its first steps are slow on a new machine.
+pub fn first_steps_note() -> String {
+    format!(
+        "the first steps of each shape compile and time GPU kernels (minutes on a machine new to this build); \
+         compiled kernels are kept in {} for later runs",
+        kernel_cache().display()
+    )
+}
+
+/// The machine's cache of compiled GPU kernels (cubecl's PTX cache), under vggq's cache folder.
+pub fn kernel_cache() -> PathBuf {
+    vggq_core::places::cache_dir().join("cubecl-kernels")
+}
+
+/// Points cubecl's compiled-kernel cache at [`kernel_cache`] and, where `autotune` names a folder
+/// (created if missing), its autotune cache and the log of the kernels it chose there; without one,
+/// autotune keeps cubecl's own cache (under `target/`).
+pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
+    if let Some(folder) = autotune {
+        std::fs::create_dir_all(folder).map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?;
+    }
     #[cfg(feature = "cuda")]
     {
         use burn::cubecl::config::cache::CacheConfig;
         use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
-        // Once per process: a second call (a test, say) keeps the first folder.
+        // Once per process: a second call (a test, say) keeps the first folders.
         static CONFIGURED: std::sync::Once = std::sync::Once::new();
         CONFIGURED.call_once(|| {
             let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
-            config.autotune.cache = CacheConfig::File(folder.to_path_buf());
-            config.autotune.logger.file = Some(folder.join(AUTOTUNE_LOG));
-            config.autotune.logger.append = true;
+            config.compilation.cache = Some(CacheConfig::File(kernel_cache()));
+            if let Some(folder) = autotune {
+                config.autotune.cache = CacheConfig::File(folder.to_path_buf());
+                config.autotune.logger.file = Some(folder.join(AUTOTUNE_LOG));
+                config.autotune.logger.append = true;
+            }
             CubeClRuntimeConfig::set(config);
         });
     }

@@ -36,6 +36,7 @@ impl OnBackend for Measure {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    backend::autotune::use_caches(None)?;
     let selection = backend::select(DeviceRequest::Auto)?;
     let precision = if args.precision { Some(selection.backend.run(Measure)?) } else { None };
     if args.json {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use serde::Serialize;
-use vggq::backend::{self, DeviceRequest, OnBackend, Selection};
+use vggq::backend::{self, Backend, DeviceRequest, OnBackend, Selection};
 use vggq::data::{self, DataSource};
 use vggq::model::TrainingBackend;
 use vggq::pipeline::{quantize, QuantizeSettings, RunData, VariantScores};
@@ -82,9 +82,12 @@ pub fn run(args: Args) -> Result<()> {
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().or_else(|| trained.autotune.map(|cache| cache.folder));
     let autotune = autotune.unwrap_or_else(|| args.run.join(AUTOTUNE_FOLDER));
-    backend::autotune::use_cache(&autotune)?;
+    backend::autotune::use_caches(Some(&autotune))?;
     let selection = backend::select(args.device)?;
     println!("device: {}", selection.reason);
+    if selection.backend != Backend::Cpu {
+        println!("{}", backend::autotune::first_steps_note());
+    }
     let profile = trained.profile;
     println!("profile:\n{}", profile.to_json());
     let settings = QuantizeSettings { calibration: args.calibration, qat_mode: args.qat_mode };

@@ -84,9 +84,12 @@ pub fn run(args: Args) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| Path::new("artifacts").join(profile.name()));
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().unwrap_or_else(|| out.join(AUTOTUNE_FOLDER));
-    backend::autotune::use_cache(&autotune)?;
+    backend::autotune::use_caches(Some(&autotune))?;
     let selection = backend::select(args.device)?;
     println!("device: {}", selection.reason);
+    if selection.backend != Backend::Cpu {
+        println!("{}", backend::autotune::first_steps_note());
+    }
     println!("profile:\n{}", profile.to_json());
     if profile.name == ProfileName::Full && selection.backend == Backend::Cpu {
         let estimate = cpu_duration(&profile);
