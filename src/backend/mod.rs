@@ -120,10 +120,10 @@ pub fn select(request: DeviceRequest) -> Result<Selection, BackendError> {
 fn decide(
     request: DeviceRequest,
     mut probe: CudaProbe,
-    first_kernel: fn(&CudaProbe) -> Result<(), String>,
+    first_kernel: fn() -> Result<(), String>,
 ) -> Result<Selection, BackendError> {
     if probe.unusable.is_none() {
-        if let Err(reason) = first_kernel(&probe) {
+        if let Err(reason) = first_kernel() {
             probe.unusable = Some(reason);
         }
     }
@@ -145,7 +145,7 @@ fn decide(
 /// device, NVRTC, headers, cubecl): a GPU that passes this trains. cubecl finds the toolkit the probe
 /// found in `$CUDA_PATH` ([`export_cuda_path`]).
 #[cfg(feature = "cuda")]
-fn first_kernel(_probe: &CudaProbe) -> Result<(), String> {
+fn first_kernel() -> Result<(), String> {
     use burn::prelude::*;
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -162,7 +162,7 @@ fn first_kernel(_probe: &CudaProbe) -> Result<(), String> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn first_kernel(_: &CudaProbe) -> Result<(), String> {
+fn first_kernel() -> Result<(), String> {
     Err(BackendError::NotBuilt.to_string())
 }
 
@@ -182,11 +182,11 @@ mod tests {
         }
     }
 
-    fn kernel_runs(_: &CudaProbe) -> Result<(), String> {
+    fn kernel_runs() -> Result<(), String> {
         Ok(())
     }
 
-    fn kernel_fails(_: &CudaProbe) -> Result<(), String> {
+    fn kernel_fails() -> Result<(), String> {
         Err("burn-cuda's first kernel failed: CUDA_ERROR_UNSUPPORTED_PTX_VERSION".into())
     }
 
