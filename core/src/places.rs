@@ -64,6 +64,19 @@ pub const CUDA_PROVIDER_LIBRARIES: [&str; 14] = [
     "libcudnn_engines_runtime_compiled.so.9",
 ];
 
+/// The [`CUDA_PROVIDER_LIBRARIES`] that are neither files in `beside` (where one is given: libraries
+/// unpacked there, off the loader's path until preloaded) nor loadable by name, as the provider will
+/// load them.
+pub fn missing_cuda_provider_libraries(beside: Option<&Path>) -> Vec<&'static str> {
+    CUDA_PROVIDER_LIBRARIES
+        .iter()
+        .copied()
+        .filter(|name| !beside.is_some_and(|folder| folder.join(name).is_file()))
+        // SAFETY: CUDA and cuDNN libraries; loading runs their initialisers, as the provider would.
+        .filter(|name| unsafe { libloading::Library::new(*name) }.is_err())
+        .collect()
+}
+
 /// The variables that may name the CUDA toolkit, in the order they are honoured. cubecl reads only
 /// `CUDA_PATH`; cudarc's build and NVIDIA's own tools know the others.
 pub const CUDA_TOOLKIT_VARIABLES: [&str; 3] = ["CUDA_PATH", "CUDA_HOME", "CUDA_ROOT"];

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use vggq_core::places::CUDA_PROVIDER_LIBRARIES;
+use vggq_core::places::missing_cuda_provider_libraries;
 
 /// Loads the libraries in the folder of `ort_library` (once per folder and process) and checks that
 /// every library the CUDA provider needs can be loaded. The error names the missing ones.
@@ -23,7 +23,7 @@ pub fn prepare(ort_library: &Path) -> Result<(), String> {
 
 fn prepare_folder(folder: &Path) -> Result<(), String> {
     let unloadable = preload_folder(folder)?.unloadable;
-    let missing = missing_libraries();
+    let missing = missing_cuda_provider_libraries(None);
     if missing.is_empty() {
         return Ok(());
     }
@@ -35,16 +35,6 @@ fn prepare_folder(folder: &Path) -> Result<(), String> {
         missing.join(", "),
         folder.display()
     ))
-}
-
-/// The CUDA provider's libraries that cannot be loaded by name.
-pub fn missing_libraries() -> Vec<&'static str> {
-    CUDA_PROVIDER_LIBRARIES
-        .iter()
-        .copied()
-        // SAFETY: CUDA and cuDNN libraries; loading runs their initialisers, as the provider would.
-        .filter(|name| unsafe { libloading::Library::new(*name) }.is_err())
-        .collect()
 }
 
 /// What [`preload_folder`] did.
@@ -130,7 +120,7 @@ mod tests {
     #[test]
     fn the_list_is_the_one_ort_preloads() {
         let ort: Vec<&str> = ort::ep::cuda::CUDA_DYLIBS.iter().chain(ort::ep::cuda::CUDNN_DYLIBS).copied().collect();
-        assert_eq!(CUDA_PROVIDER_LIBRARIES.to_vec(), ort);
+        assert_eq!(vggq_core::places::CUDA_PROVIDER_LIBRARIES.to_vec(), ort);
     }
 
     /// Each folder is prepared on its own: a first answer is not reused for another folder.
@@ -147,7 +137,7 @@ mod tests {
     /// On a machine without CUDA 13 and cuDNN 9 (CI), the error names what is missing.
     #[test]
     fn a_missing_cuda_library_is_named() {
-        let missing = missing_libraries();
+        let missing = missing_cuda_provider_libraries(None);
         let dir = tempfile::tempdir().unwrap();
         let result = prepare(&dir.path().join("libonnxruntime.so"));
         match missing.first() {

@@ -82,7 +82,7 @@ fn a_cuda_request_is_never_reported_as_cuda_without_cuda_nodes() {
         // The reason is the first missing piece: the device (as the probe says), else the libraries.
         Err(vggq::eval::EvalError::CudaUnavailable(reason)) => match vggq::backend::CudaProbe::run().no_device {
             Some(no_device) => assert_eq!(reason, no_device),
-            None => match vggq::eval::cuda_libraries::missing_libraries().first() {
+            None => match vggq_core::places::missing_cuda_provider_libraries(None).first() {
                 Some(missing) => assert!(reason.contains(missing), "{reason}"),
                 None => assert!(reason.starts_with("ONNX Runtime could not register its CUDA provider"), "{reason}"),
             },

@@ -40,7 +40,7 @@ pub const GPU_WHEEL: Wheel = Wheel { package: "onnxruntime-gpu", version: "1.31.
 pub const GPU_EXTRAS: [&str; 2] = ["cuda", "cudnn"];
 /// Where the NVIDIA kernel driver announces itself.
 const NVIDIA_DRIVER: &str = "/proc/driver/nvidia/version";
-use vggq_core::places::CUDA_PROVIDER_LIBRARIES;
+use vggq_core::places::missing_cuda_provider_libraries;
 pub use vggq_core::places::ORT_DYLIB_PATH;
 /// The library's name inside the wheel's `onnxruntime/capi/`.
 const LIBRARY_PREFIX: &str = "libonnxruntime.so";
@@ -71,7 +71,7 @@ pub fn ensure(sh: &Shell) -> Result<OnnxRuntime> {
     if wheel == GPU_WHEEL {
         // Checked on every setup (a system library may have gone since the last), with the list
         // `vggq eval` checks before asking for the provider.
-        let missing = missing_provider_libraries(&lib_dir);
+        let missing = missing_cuda_provider_libraries(Some(&lib_dir));
         if missing.is_empty() {
             eprintln!("the CUDA provider's libraries all load, from {} or the system's", lib_dir.display());
         } else {
@@ -132,22 +132,11 @@ fn fetch_provider_libraries(sh: &Shell, missing: &[&str], lib_dir: &Path) -> Res
     }
     sh.remove_path(&downloads)?;
     sh.remove_path(&unpacked)?;
-    let still_missing = missing_provider_libraries(lib_dir);
+    let still_missing = missing_cuda_provider_libraries(Some(lib_dir));
     if !still_missing.is_empty() {
         bail!("after unpacking {}, the CUDA provider still cannot find {}", wheels.join(", "), still_missing.join(", "));
     }
     Ok(())
-}
-
-/// The CUDA provider's libraries that are neither in `lib_dir` nor loadable by name from the system.
-fn missing_provider_libraries(lib_dir: &Path) -> Vec<&'static str> {
-    CUDA_PROVIDER_LIBRARIES
-        .iter()
-        .copied()
-        .filter(|name| !lib_dir.join(name).exists())
-        // SAFETY: CUDA and cuDNN libraries; loading runs their initialisers, as the provider would.
-        .filter(|name| unsafe { libloading::Library::new(*name) }.is_err())
-        .collect()
 }
 
 /// The requirements `Requires-Dist` lines of a wheel's `METADATA` give for any of `extras`
