@@ -205,8 +205,8 @@ stage full-steps 120 full_steps_run
 
 echo "== $(( $(date +%s) - started )) s: summary"
 cp -r "$autotune" "$keep/autotune" 2>/dev/null
-# The compiled-kernel cache every GPU run on this machine shares (vggq::backend::autotune::kernel_cache).
-kernels="${XDG_CACHE_HOME:-$HOME/.cache}/vggq/cubecl-kernels"
+# The compiled-kernel cache every GPU run on this machine shares, where the probe says it is.
+kernels="$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["kernel_cache"])' "$keep/device.json" 2>/dev/null)"
 kernel_mib="$(du -sm "$kernels" 2>/dev/null | cut -f1)"
 echo "$(find "$kernels" -type f 2>/dev/null | wc -l) files, ${kernel_mib:-0} MiB in $kernels" > "$keep/kernel-cache.txt"
 tar -czf "$out/results.tar.gz" -C "$keep" . || echo "results.tar.gz could not be written"

@@ -23,6 +23,8 @@ struct Findings {
     #[serde(flatten)]
     selection: Selection,
     precision: Option<Precision>,
+    /// Where this machine keeps the GPU kernels it compiled.
+    kernel_cache: std::path::PathBuf,
 }
 
 struct Measure;
@@ -40,7 +42,10 @@ pub fn run(args: Args) -> Result<()> {
     let selection = backend::select(DeviceRequest::Auto)?;
     let precision = if args.precision { Some(selection.backend.run(Measure)?) } else { None };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&Findings { selection, precision })?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Findings { selection, precision, kernel_cache: backend::autotune::kernel_cache() })?
+        );
     } else {
         println!("--device auto chooses {}", selection.reason);
         if let Some(precision) = precision {
