@@ -58,11 +58,15 @@ pub struct Provenance {
     pub burn: String,
     pub ort: String,
     pub onnxruntime: String,
-    /// Where the model was trained (`cpu` or `cuda`), and why there.
+    /// Where the model was trained (`cpu`, `cuda` or `wgpu`), and why there.
     pub device: String,
     pub device_reason: String,
     /// The GPU the run used or found: name, memory, compute capability.
     pub gpu: Option<crate::backend::Gpu>,
+    /// The wgpu adapter a wgpu run trained on: name, type (a GPU, or the CPU for lavapipe), graphics
+    /// API, driver.
+    #[serde(default)]
+    pub adapter: Option<crate::backend::Adapter>,
     /// The arithmetic training's matmuls and convolutions ran in (FP32 or TF32), measured.
     pub precision: crate::backend::precision::Precision,
     /// What training's CPU kernels ran with: threads, instruction set, processor, blocking. None of it

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vggq::backend::{Backend, Selection};
+use vggq::backend::{BackendKind, Selection};
 
 /// A machine layout: a folder for the driver (put on the library path) and a toolkit folder.
 struct Layout {
@@ -76,7 +76,7 @@ fn built_for(layout: &Layout) -> u32 {
 #[test]
 fn no_driver_means_the_cpu_and_says_so() {
     let selection = probe(&layout(false, true, true), &[]);
-    assert_eq!(selection.backend, Backend::Cpu);
+    assert_eq!(selection.backend, BackendKind::Cpu);
     assert!(reason(&selection).starts_with("no NVIDIA driver: none of libcuda.so"), "{}", reason(&selection));
     assert!(selection.reason.starts_with("CPU (burn-flex): --device auto found no usable GPU"), "{}", selection.reason);
 }
@@ -84,7 +84,7 @@ fn no_driver_means_the_cpu_and_says_so() {
 #[test]
 fn a_driver_without_devices_is_named() {
     let selection = probe(&layout(true, true, true), &[("FAKE_CUINIT_RESULT", "100".into())]);
-    assert_eq!(selection.backend, Backend::Cpu);
+    assert_eq!(selection.backend, BackendKind::Cpu);
     assert_eq!(reason(&selection), "initialising the NVIDIA driver (cuInit) failed: CUDA_ERROR_NO_DEVICE");
     assert_eq!(
         selection.probe.unwrap().no_device.as_deref(),
@@ -98,7 +98,7 @@ fn a_driver_older_than_the_binary_is_named_with_the_gpu() {
     let binary = built_for(&layout);
     let old = binary - 10;
     let selection = probe(&layout, &[("FAKE_CUDA_VERSION", old.to_string())]);
-    assert_eq!(selection.backend, Backend::Cpu);
+    assert_eq!(selection.backend, BackendKind::Cpu);
     let probe = selection.probe.clone().unwrap();
     assert_eq!(probe.gpus[0].name, "Fake GPU");
     assert_eq!((probe.gpus[0].memory_bytes, probe.gpus[0].compute_capability.as_str()), (80 << 30, "9.0"));
@@ -121,7 +121,7 @@ fn nvrtc_is_found_in_the_toolkit_that_cuda_home_names() {
     } else {
         assert!(reason(&selection).contains("built without the `cuda` feature"), "{}", reason(&selection));
     }
-    assert_eq!(selection.backend, Backend::Cpu);
+    assert_eq!(selection.backend, BackendKind::Cpu);
 }
 
 #[test]

@@ -41,8 +41,8 @@ fn metrics_match_the_reviewed_golden_table() {
         prepend_module_to_snapshot => false,
         omit_expression => true,
         description => format!(
-            "profile {}; device {}; gpu {}; {}; onnxruntime {}; dataset {} ({}); recorded on {machine}",
-            profile.name(), provenance["device"], provenance["gpu"], provenance["execution_providers"],
+            "profile {}; device {}; gpu {}; adapter {}; {}; onnxruntime {}; dataset {} ({}); recorded on {machine}",
+            profile.name(), provenance["device"], provenance["gpu"], provenance["adapter"], provenance["execution_providers"],
             provenance["onnxruntime"], provenance["dataset"], provenance["dataset_sha256"]
         ),
     }, {

@@ -16,6 +16,7 @@ fn provenance() -> Provenance {
         device: "cpu".into(),
         device_reason: "CPU (burn-flex): --device cpu".into(),
         gpu: None,
+        adapter: None,
         precision: vggq::backend::precision::Precision {
             matmul: vggq::backend::precision::Arithmetic::Fp32,
             conv: vggq::backend::precision::Arithmetic::Fp32,

@@ -40,10 +40,14 @@ impl ProfileName {
 #[serde(rename_all = "lowercase")]
 pub enum DeviceRequest {
     /// CUDA when the probe finds a usable GPU (driver, device, NVRTC, headers, and a binary built with
-    /// the `cuda` feature), else the CPU; the choice and its reason are printed and recorded.
+    /// the `cuda` feature), else a GPU wgpu offers (not a CPU adapter such as Mesa's lavapipe; a binary
+    /// built with the `wgpu` feature), else the CPU; the choice and its reason are printed and recorded.
     Auto,
     /// CUDA for training and for ONNX Runtime; anything that would fall back to the CPU is an error.
     Cuda,
+    /// Burn's wgpu backend for training (Vulkan, Metal or DX12: its default adapter, whatever its type,
+    /// lavapipe included), ONNX Runtime's CPU provider for evaluation.
+    Wgpu,
     /// The CPU for both.
     Cpu,
 }
@@ -198,6 +202,7 @@ mod tests {
     #[test]
     fn flag_values_are_what_clap_accepts() {
         assert_eq!(flag_value(DeviceRequest::Cuda), "cuda");
+        assert_eq!(flag_value(DeviceRequest::Wgpu), "wgpu");
         assert_eq!(flag_value(QatMode::Fp32match), "fp32match");
         assert_eq!(flag_value(ProfileName::Smoke), "smoke");
     }

@@ -1,5 +1,5 @@
 //! Where things live on this machine: the download cache, the team's `../shared` folder, the CUDA
-//! toolkit.
+//! toolkit, the Vulkan loader.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -75,6 +75,17 @@ pub fn missing_cuda_provider_libraries(beside: Option<&Path>) -> Vec<&'static st
         // SAFETY: CUDA and cuDNN libraries; loading runs their initialisers, as the provider would.
         .filter(|name| unsafe { libloading::Library::new(*name) }.is_err())
         .collect()
+}
+
+/// The library wgpu reaches Vulkan devices through on Linux: the GPU vendor's driver, or Mesa's (lavapipe
+/// runs on the CPU), provides the devices behind it.
+pub const VULKAN_LOADER: &str = "libvulkan.so.1";
+
+/// Whether wgpu has a graphics API to find adapters through here: Metal on macOS, DX12 on Windows, the
+/// Vulkan loader elsewhere.
+pub fn has_wgpu_api() -> bool {
+    // SAFETY: the system's Vulkan loader; loading runs its initialisers, as wgpu would.
+    cfg!(any(target_os = "macos", target_os = "windows")) || unsafe { libloading::Library::new(VULKAN_LOADER) }.is_ok()
 }
 
 /// The variables that may name the CUDA toolkit, in the order they are honoured. cubecl reads only

@@ -54,7 +54,7 @@ pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
     if let Some(folder) = autotune {
         std::fs::create_dir_all(folder).map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?;
     }
-    #[cfg(feature = "cuda")]
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
     {
         use burn::cubecl::config::cache::CacheConfig;
         use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};

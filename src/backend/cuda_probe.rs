@@ -17,10 +17,12 @@
 //! this cudarc does not know is a number in a message, not undefined behaviour.
 
 use std::ffi::{c_char, c_int, c_uint, CStr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use vggq_core::places::CudaToolkit;
+
+use super::shared_library::{panic_message, preload};
 
 /// A CUDA version as the driver API encodes it: `1000 * major + 10 * minor` (13000 is 13.0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -155,15 +157,6 @@ impl CudaProbe {
     }
 }
 
-/// The text of a panic payload.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 /// `CUresult` as a plain integer (0 is success).
 type CuResult = c_int;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: c_int = 75;
@@ -295,14 +288,6 @@ fn load_nvrtc(toolkit: &CudaToolkit) -> Result<CudaVersion, String> {
         return Err("nvrtcVersion failed".into());
     }
     Ok(CudaVersion((major.max(0) * 1000 + minor.max(0) * 10) as u32))
-}
-
-/// Loads `path` for the rest of the process: later loads by its soname find this one.
-pub(crate) fn preload(path: &Path) -> Result<(), String> {
-    // SAFETY: a CUDA library from the toolkit or ONNX Runtime's wheels; loading runs its initialisers.
-    let library = unsafe { libloading::Library::new(path) }.map_err(|e| format!("loading {}: {e}", path.display()))?;
-    std::mem::forget(library);
-    Ok(())
 }
 
 /// Many names in a message: the first and every versioned soname (`.so.<n>`, in cudarc's order: the

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
-use vggq::backend::{self, Backend, DeviceRequest, OnBackend};
+use vggq::backend::{self, DeviceRequest, OnBackend};
 use vggq::data::DEFAULT_BATCH_SIZE;
 use vggq::model::FEATURE_STRIDE;
 use vggq::model::{TrainingBackend, VggConfig};
@@ -159,10 +159,7 @@ fn seconds(value: &str) -> Result<f64, String> {
 pub fn run(args: Args) -> Result<()> {
     backend::autotune::use_caches(args.autotune_cache.as_deref())?;
     let selection = backend::select(args.device)?;
-    eprintln!("device: {}", selection.reason);
-    if selection.backend != Backend::Cpu {
-        eprintln!("{}", backend::autotune::first_steps_note());
-    }
+    eprintln!("{}", selection.announcement());
     let shape = args.shape();
     let config = VggConfig::for_input(shape.width_divisor, shape.input_size, shape.hidden, 10);
     println!(

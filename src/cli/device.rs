@@ -1,15 +1,19 @@
-//! `vggq device`: what the CUDA probe finds on this machine, what `--device auto` would choose, and the
-//! arithmetic that backend's matmuls and convolutions compute in at the seed's shapes.
+//! `vggq device`: what the CUDA and wgpu probes find on this machine (every adapter wgpu sees), what a
+//! `--device` request chooses, and the arithmetic that backend's matmuls and convolutions compute in at
+//! the seed's shapes.
 
 use anyhow::Result;
 use serde::Serialize;
 use vggq::backend::precision::{self, Precision};
-use vggq::backend::{self, DeviceRequest, OnBackend, Selection};
+use vggq::backend::{self, DeviceRequest, OnBackend, Selection, WgpuProbe};
 use vggq::model::TrainingBackend;
 use vggq::model::VggConfig;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The request to decide, as `train` would.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceRequest,
     /// Print the findings as JSON.
     #[arg(long)]
     json: bool,
@@ -39,7 +43,9 @@ impl OnBackend for Measure {
 
 pub fn run(args: Args) -> Result<()> {
     backend::autotune::use_caches(None)?;
-    let selection = backend::select(DeviceRequest::Auto)?;
+    let mut selection = backend::select(args.device)?;
+    // The adapters are listed whatever was chosen.
+    let wgpu = selection.wgpu.get_or_insert_with(WgpuProbe::run).clone();
     let precision = if args.precision { Some(selection.backend.run(Measure)?) } else { None };
     if args.json {
         println!(
@@ -47,7 +53,16 @@ pub fn run(args: Args) -> Result<()> {
             serde_json::to_string_pretty(&Findings { selection, precision, kernel_cache: backend::autotune::kernel_cache() })?
         );
     } else {
-        println!("--device auto chooses {}", selection.reason);
+        println!("--device {} chooses {}", vggq_core::flag_value(args.device), selection.reason);
+        match wgpu.adapters.as_slice() {
+            [] => println!("wgpu adapters: none ({})", wgpu.summary()),
+            adapters => {
+                println!("wgpu adapters:");
+                for adapter in adapters {
+                    println!("  {adapter}");
+                }
+            }
+        }
         if let Some(precision) = precision {
             println!("arithmetic at the seed's shapes: matmul {:?}, conv {:?}", precision.matmul, precision.conv);
         }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use serde::Serialize;
-use vggq::backend::{self, Backend, DeviceRequest, OnBackend, Selection};
+use vggq::backend::{self, DeviceRequest, OnBackend, Selection};
 use vggq::data::{self, DataSource};
 use vggq::model::TrainingBackend;
 use vggq::pipeline::{quantize, QuantizeSettings, RunData, VariantScores};
@@ -84,10 +84,7 @@ pub fn run(args: Args) -> Result<()> {
     let autotune = autotune.unwrap_or_else(|| args.run.join(AUTOTUNE_FOLDER));
     backend::autotune::use_caches(Some(&autotune))?;
     let selection = backend::select(args.device)?;
-    println!("device: {}", selection.reason);
-    if selection.backend != Backend::Cpu {
-        println!("{}", backend::autotune::first_steps_note());
-    }
+    println!("{}", selection.announcement());
     let profile = trained.profile;
     println!("profile:\n{}", profile.to_json());
     let settings = QuantizeSettings { calibration: args.calibration, qat_mode: args.qat_mode };
@@ -99,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = args.run.join(MODEL_FILE);
     // The data by its content, whatever its form (archive, folder, download).
     let data_digest = data::source_digest(&DataSource::local_or_download(args.data.clone()))?;
-    let config = (&profile, selection.backend, settings, &autotune, data_digest);
+    let config = (&profile, selection.backend, selection.adapter(), settings, &autotune, data_digest);
     let step = Step::new("quantize", &args.run, &config, &[model.as_path()], outputs)?;
     if !args.force && step.is_up_to_date()? {
         println!("quantize: up to date in {} (--force to redo)", args.run.display());

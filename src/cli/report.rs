@@ -103,6 +103,7 @@ fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str) -> Result<Provena
         device: run.device.backend.name().into(),
         device_reason: run.device.reason.clone(),
         gpu: run.device.gpu().cloned(),
+        adapter: run.device.adapter().cloned(),
         precision: run.precision,
         cpu: run.cpu.clone(),
         autotune: run.autotune.as_ref().map(|cache| AutotuneCache::read(&cache.folder)),

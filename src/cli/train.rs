@@ -8,7 +8,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use serde::Serialize;
 use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::precision::{self, Precision};
-use vggq::backend::{self, Backend, CpuBackend, DeviceRequest, OnBackend, Selection};
+use vggq::backend::{self, BackendKind, CpuBackend, DeviceRequest, OnBackend, Selection};
 use vggq::data::{self, DataSource};
 use vggq::model::VGG11_BN_IMAGENET1K_V1;
 use vggq::model::{CpuFacts, TrainingBackend};
@@ -86,12 +86,9 @@ pub fn run(args: Args) -> Result<()> {
     let autotune = args.autotune_cache.clone().unwrap_or_else(|| out.join(AUTOTUNE_FOLDER));
     backend::autotune::use_caches(Some(&autotune))?;
     let selection = backend::select(args.device)?;
-    println!("device: {}", selection.reason);
-    if selection.backend != Backend::Cpu {
-        println!("{}", backend::autotune::first_steps_note());
-    }
+    println!("{}", selection.announcement());
     println!("profile:\n{}", profile.to_json());
-    if profile.name == ProfileName::Full && selection.backend == Backend::Cpu {
+    if profile.name == ProfileName::Full && selection.backend == BackendKind::Cpu {
         let estimate = cpu_duration(&profile);
         if selection.request == DeviceRequest::Auto {
             bail!("{estimate}: --device auto does not choose that; pass --device cpu to train on the CPU anyway");
@@ -109,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
     let step = Step::new(
         "train",
         &out,
-        &(&profile, selection.backend, data_digest, &autotune),
+        &(&profile, selection.backend, selection.adapter(), data_digest, &autotune),
         &inputs,
         vec![out.join(MODEL_FILE), out.join(TRAIN_REPORT_FILE)],
     )?;

@@ -62,7 +62,7 @@ pub fn preload_folder(folder: &Path) -> Result<Preloaded, String> {
     loop {
         let before = pending.len();
         let mut failures = Vec::new();
-        pending.retain(|path| match crate::backend::preload(path) {
+        pending.retain(|path| match crate::backend::shared_library::preload(path) {
             Ok(()) => {
                 preloaded.loaded.push(path.clone());
                 false

@@ -1,13 +1,13 @@
 //! Which execution providers an evaluation asks for, and why: the CPU always; CUDA where the user
 //! asked for it (`--device cuda`, and then it must run) or where training could use CUDA on this
 //! machine (`--device auto`, and then a CUDA provider that cannot run is a recorded reason, not an
-//! error).
+//! error). ONNX Runtime has no wgpu provider: a wgpu run evaluates on the CPU's.
 
 use serde::{Deserialize, Serialize};
 
 use super::metrics::ModelMetrics;
 use super::session::{Provider, SessionSettings};
-use crate::backend::{self, Backend, BackendError, CudaProbe, DeviceRequest};
+use crate::backend::{self, BackendError, BackendKind, CudaProbe, DeviceRequest};
 
 /// The providers to run every model on, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,16 +30,28 @@ impl ProviderPlan {
                 true,
                 "CUDA execution provider (required: --device cuda), and the CPU's beside it".into(),
             ),
+            DeviceRequest::Wgpu => plan(
+                vec![Provider::Cpu],
+                false,
+                "CPU execution provider: --device wgpu (ONNX Runtime has no wgpu provider)".into(),
+            ),
             DeviceRequest::Auto => {
                 let selection = backend::select(request)?;
                 let found = selection.probe.as_ref().map(CudaProbe::summary).unwrap_or_default();
                 match selection.backend {
-                    Backend::Cuda => plan(
+                    BackendKind::Cuda => plan(
                         vec![Provider::Cuda, Provider::Cpu],
                         false,
                         format!("CUDA and CPU execution providers: training could use {found}"),
                     ),
-                    Backend::Cpu => plan(vec![Provider::Cpu], false, format!("CPU execution provider: no usable GPU ({found})")),
+                    BackendKind::Wgpu => plan(
+                        vec![Provider::Cpu],
+                        false,
+                        format!("CPU execution provider: ONNX Runtime has no wgpu provider ({})", selection.reason),
+                    ),
+                    BackendKind::Cpu => {
+                        plan(vec![Provider::Cpu], false, format!("CPU execution provider: no usable GPU ({found})"))
+                    }
                 }
             }
         })

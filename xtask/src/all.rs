@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
+use vggq_core::places::{has_wgpu_api, VULKAN_LOADER};
 use vggq_core::{flag_value, DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
@@ -17,8 +18,9 @@ pub struct Args {
     /// The recipe: `full` (the seed's) or `smoke` (the same pipeline, minutes on 2 CPU cores).
     #[arg(long, value_enum, default_value = "full")]
     pub profile: ProfileName,
-    /// Where to train and evaluate: `auto` (CUDA when usable, else the CPU, and says why), `cuda` (any
-    /// fallback is an error) or `cpu`. The full profile on a CPU needs `--device cpu`.
+    /// Where to train and evaluate: `auto` (CUDA when usable, else a GPU through wgpu, else the CPU, and
+    /// says why), `cuda` (any fallback is an error), `wgpu` (training on wgpu's default adapter, lavapipe
+    /// included; evaluation on the CPU) or `cpu`. The full profile on a CPU needs `--device cpu`.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceRequest,
     /// Overrides the profile's initialisation.
@@ -47,6 +49,12 @@ pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
     let onnxruntime = onnxruntime::ensure(sh)?;
     let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &onnxruntime.library);
     let _provenance = provenance_env(sh, &onnxruntime);
+    if args.device == DeviceRequest::Wgpu && !has_wgpu_api() {
+        anyhow::bail!(
+            "--device wgpu: this machine has no Vulkan loader ({VULKAN_LOADER}), so vggq is built without wgpu: install \
+             libvulkan1 and a Vulkan driver (your GPU's, or mesa-vulkan-drivers for lavapipe on the CPU)"
+        );
+    }
     let vggq = crate::build_vggq(sh)?;
     let out = args.out.clone().unwrap_or_else(|| Path::new("artifacts").join(flag_value(args.profile)));
 
@@ -84,7 +92,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
 /// (`CI=true`) a missing golden fails.
 pub fn golden_check(sh: &Shell, run: &Path) -> Result<Option<String>> {
     let _run = sh.push_env("VGGQ_GOLDEN_RUN", sh.current_dir().join(run));
-    let features = crate::cuda_feature_flags();
+    let features = crate::backend_feature_flags();
     let started = SystemTime::now();
     cmd!(sh, "cargo test --release --quiet {features...} --test golden").run().map_err(|error| {
         anyhow::anyhow!("{error}\n{}: the golden check failed (what differs is printed above)", run.display())

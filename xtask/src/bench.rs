@@ -190,7 +190,8 @@ fn train(sh: &Shell, vggq: &Path, bench: TrainShapes) -> Result<()> {
     let script = shared_dir().join("bench/torch_train_bench.py");
     let (batch, seconds, device) = (bench.batch.to_string(), bench.seconds.to_string(), flag_value(bench.device));
     let rounds = bench.rounds.to_string();
-    let torch_device = if device == "auto" { "cpu".to_string() } else { device.clone() };
+    // PyTorch has CUDA and the CPU: a wgpu run (or an `auto` one) is compared with its CPU.
+    let torch_device = if bench.device == DeviceRequest::Cuda { device.clone() } else { "cpu".to_string() };
     // PyTorch computes at the arithmetic vggq's backend was measured to use (on a GPU, TF32 on tensor
     // cores or FP32; on the CPU, FP32), so the two figures compare.
     let precision = match bench.device {

@@ -8,6 +8,7 @@ mod all;
 mod bench;
 mod device_bundle;
 mod inspect;
+mod lavapipe;
 mod onnxruntime;
 mod python;
 mod reproducibility;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use vggq_core::places::{workspace_root, CudaToolkit};
+use vggq_core::places::{has_wgpu_api, workspace_root, CudaToolkit, VULKAN_LOADER};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, test, benchmark and package vggq")]
@@ -88,19 +89,31 @@ fn target_dir(sh: &xshell::Shell) -> PathBuf {
     sh.current_dir().join(target)
 }
 
-/// `--features cuda` when this machine has a CUDA toolkit to build and run burn-cuda with, else
-/// nothing: a CPU-only machine never compiles the CUDA backend. Every cargo command xtask runs on the
-/// `vggq` package takes these, so none rebuilds the burn stack with other features.
-fn cuda_feature_flags() -> Vec<String> {
-    match CudaToolkit::find() {
-        Some(_) => vec!["--features".into(), "cuda".into()],
-        None => Vec::new(),
+/// The GPU backends this machine can build and run, each with why: `cuda` where it has a CUDA toolkit,
+/// `wgpu` where wgpu has a graphics API (the Vulkan loader on Linux; `cargo xtask test` installs Mesa's
+/// lavapipe behind it). A machine with neither compiles neither.
+fn backend_features() -> Vec<(&'static str, String)> {
+    let cuda = CudaToolkit::find().map(|toolkit| ("cuda", format!("the CUDA toolkit in {}", toolkit.root.display())));
+    let wgpu = has_wgpu_api().then(|| ("wgpu", format!("a graphics API for wgpu ({VULKAN_LOADER} on Linux)")));
+    cuda.into_iter().chain(wgpu).collect()
+}
+
+/// `--features` with [`backend_features`]: every cargo command xtask runs on the `vggq` package takes
+/// these, so none rebuilds the burn stack with other features.
+fn backend_feature_flags() -> Vec<String> {
+    let names: Vec<&str> = backend_features().iter().map(|(name, _)| *name).collect();
+    if names.is_empty() {
+        return Vec::new();
     }
+    vec!["--features".into(), names.join(",")]
 }
 
 /// Builds the `vggq` binary in release mode with this machine's features; returns its path.
 fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
-    let features = cuda_feature_flags();
+    for (feature, why) in backend_features() {
+        println!("vggq is built with `{feature}`: this machine has {why}");
+    }
+    let features = backend_feature_flags();
     xshell::cmd!(sh, "cargo build --release {features...} --bin vggq").run()?;
     Ok(target_dir(sh).join("release/vggq"))
 }

@@ -1,14 +1,14 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use vggq_core::places::{shared_dir, PYTHON_VARIABLE};
-use vggq_core::run_folder::CHECKSUMS_FILE;
+use vggq_core::run_folder::{AUTOTUNE_FOLDER, CHECKSUMS_FILE, MODEL_FILE};
 use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
-use crate::{all, device_bundle, onnxruntime, reproducibility};
+use crate::{all, device_bundle, lavapipe, onnxruntime, reproducibility};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,10 +27,19 @@ const FULL_SHAPE_DIR: &str = "target/full-shape";
 /// files PyTorch loads into the seed's modules).
 const FULL_SHAPE_LIMITS: Limits =
     Limits { train_images: Some(128), eval_images: Some(64), calibration_batches: Some(2), epochs: Some(1) };
+/// Where the GPU code path's run on lavapipe goes, and its retraining with the same autotune cache.
+const WGPU_DIR: &str = "target/wgpu/smoke";
+const WGPU_RERUN_DIR: &str = "target/wgpu/retrain";
+/// The smoke shapes on a few hundred images: every step of the pipeline on burn-wgpu in minutes, where
+/// lavapipe trains about 36 images/s on 2 cores.
+const WGPU_LIMITS: Limits =
+    Limits { train_images: Some(320), eval_images: Some(320), calibration_batches: Some(2), epochs: Some(1) };
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     cmd!(sh, "cargo fmt --all --check").run()?;
-    let features = crate::cuda_feature_flags();
+    // Before the features are chosen: lavapipe gives this machine the Vulkan loader that adds `wgpu`.
+    lavapipe::ensure(sh)?;
+    let features = crate::backend_feature_flags();
     let setup = crate::setup(sh)?;
     let data = shared_dir().join("data/cifar10-jpeg.tar.gz");
     let pipeline = |profile, init, limits, out: Option<PathBuf>, force| all::Args {
@@ -57,6 +66,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     }
     println!("reproducible: {} and {} ({RERUN_THREADS} threads) have identical SHA256SUMS", first.display(), second.display());
     reproducibility::run(sh, &crate::build_vggq(sh)?)?;
+    wgpu_pipeline(sh, pipeline(ProfileName::Smoke, None, WGPU_LIMITS, Some(PathBuf::from(WGPU_DIR)), false))?;
     let full_shape = all::run(
         sh,
         pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false),
@@ -72,11 +82,34 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     cmd!(sh, "cargo test --release --workspace {features...} {cargo_args...}").run()?;
     // Lints, with the CUDA backend compiled in: CPU machines never build it otherwise, and a GPU machine
     // must never meet code that does not build.
-    cmd!(sh, "cargo clippy --workspace --all-targets --features vggq/cuda -- -D warnings").run()?;
+    cmd!(sh, "cargo clippy --workspace --all-targets --features vggq/cuda,vggq/wgpu -- -D warnings").run()?;
     // The GPU check, rehearsed on the CPU build and the CPU ONNX Runtime: the bundle, its reassembly and
     // every step of the script.
     device_bundle::run(sh, device_bundle::Args { dry_run: true })?;
     rehearse_device_check(sh)
+}
+
+/// The GPU code path on lavapipe: the pipeline with `--device wgpu` (train, quantize, export, eval,
+/// report, verify), then training again into another folder with the first run's autotune cache, which
+/// must give the same model bytes.
+fn wgpu_pipeline(sh: &Shell, args: all::Args) -> Result<()> {
+    let data = args.data.clone().expect("the test's data");
+    let limits = args.limits.to_args();
+    let first = all::run(sh, all::Args { device: DeviceRequest::Wgpu, ..args })?;
+    let autotune = first.join(AUTOTUNE_FOLDER);
+    let vggq = crate::build_vggq(sh)?;
+    cmd!(
+        sh,
+        "{vggq} train --profile smoke --device wgpu --out {WGPU_RERUN_DIR} --autotune-cache {autotune} --data {data} {limits...} --force"
+    )
+    .run()?;
+    let (a, b) = (sh.read_binary_file(first.join(MODEL_FILE))?, sh.read_binary_file(Path::new(WGPU_RERUN_DIR).join(MODEL_FILE))?);
+    if a != b {
+        let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        bail!("two wgpu trainings with one autotune cache gave different models: {differing} of {} bytes differ", a.len());
+    }
+    println!("reproducible on wgpu: {} and {WGPU_RERUN_DIR} trained the same model", first.display());
+    Ok(())
 }
 
 /// The files the device tool brings back from a call, at most.

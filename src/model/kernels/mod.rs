@@ -243,9 +243,11 @@ pub fn sgd_step<B: VggBackend, const D: usize>(
     (tensor(param), tensor(velocity))
 }
 
-#[cfg(feature = "cuda")]
-mod cuda {
-    use burn::backend::{Autodiff, Cuda};
+/// The CubeCL backends (CUDA, wgpu) run [`VggBackend`]'s operations as Burn's own, composed: one arm
+/// for both, their kernels compiled by cubecl for the device.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod cubecl_backends {
+    use burn::backend::Autodiff;
 
     use super::{composed, BatchNormed, FloatTensor, VggBackend};
 
@@ -283,6 +285,12 @@ mod cuda {
         };
     }
 
-    composed_backend!(Cuda);
-    composed_backend!(Autodiff<Cuda>);
+    #[cfg(feature = "cuda")]
+    composed_backend!(burn::backend::Cuda);
+    #[cfg(feature = "cuda")]
+    composed_backend!(Autodiff<burn::backend::Cuda>);
+    #[cfg(feature = "wgpu")]
+    composed_backend!(burn::backend::Wgpu);
+    #[cfg(feature = "wgpu")]
+    composed_backend!(Autodiff<burn::backend::Wgpu>);
 }
