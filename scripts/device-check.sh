@@ -94,6 +94,13 @@ else
     python=python3
 fi
 
+# The run folder's file names, as vggq names them (cargo xtask device-bundle writes them).
+if ! source "$bundle/part01/run-files.env"; then
+    echo "no bundle in $bundle (part01/run-files.env): run cargo xtask device-bundle and carry its parts"
+    exit 1
+fi
+export MODEL_FILE TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE CHECKSUMS_FILE
+
 reassemble() {
     [[ -f "$bundle/part01/SHA256SUMS" ]] || { echo "no bundle in $bundle: run cargo xtask device-bundle and carry its parts"; return 1; }
     mkdir -p "$work/bundle"
@@ -172,11 +179,11 @@ smoke_run() {  # folder
 }
 smoke="$work/smoke"
 stage smoke-run 400 smoke_run "$smoke"
-cp "$smoke/metrics.json" "$smoke/report.md" "$smoke/golden_table.md" "$out/" 2>/dev/null
-for file in train_report.json quant_report.json manifest.json SHA256SUMS; do cp "$smoke/$file" "$keep/smoke-$file" 2>/dev/null; done
+cp "$smoke/$METRICS_FILE" "$smoke/$REPORT_FILE" "$smoke/$GOLDEN_TABLE_FILE" "$out/" 2>/dev/null
+for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$CHECKSUMS_FILE"; do cp "$smoke/$file" "$keep/smoke-$file" 2>/dev/null; done
 stage smoke-rerun 150 smoke_run "$work/smoke-rerun"
-cp "$work/smoke-rerun/SHA256SUMS" "$keep/smoke-rerun-SHA256SUMS" 2>/dev/null
-for file in train_report.json quant_report.json manifest.json metrics.json; do cp "$work/smoke-rerun/$file" "$keep/smoke-rerun-$file" 2>/dev/null; done
+cp "$work/smoke-rerun/$CHECKSUMS_FILE" "$keep/smoke-rerun-$CHECKSUMS_FILE" 2>/dev/null
+for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$METRICS_FILE"; do cp "$work/smoke-rerun/$file" "$keep/smoke-rerun-$file" 2>/dev/null; done
 
 : > "$out/bench.txt"
 bench() {  # profile, shape flags...
@@ -195,11 +202,11 @@ full_steps_run() {
     "$vggq" train --profile full --device "$device" --init random --out "$run" --data "$data" \
         --train-images $((full_steps * 32)) --eval-images "$full_eval_images" --calibration-batches 2 --epochs 1 2>&1 \
         | tee "$keep/full-steps.log"
-    cp "$run/train_report.json" "$keep/full-train_report.json"
+    cp "$run/$TRAIN_REPORT_FILE" "$keep/full-$TRAIN_REPORT_FILE"
     "$vggq" quantize --run "$run" --device "$device" --data "$data" 2>&1 | tee -a "$keep/full-steps.log"
     "$vggq" export --run "$run"
     "$vggq" eval --run "$run" --device "$device" --data "$data" 2>&1 | tee -a "$keep/full-steps.log"
-    cp "$run/metrics.json" "$out/full-metrics.json"
+    cp "$run/$METRICS_FILE" "$out/full-$METRICS_FILE"
 }
 stage full-steps 120 full_steps_run
 
@@ -234,13 +241,14 @@ for line in bench:
     m = re.match(r"^(\w+): summary (.+?): (.*)$", line)
     if m:
         rows.append((f"{m.group(1)} {m.group(2)}", m.group(3)))
-for name, label in (("metrics.json", "smoke"), ("full-metrics.json", "full size")):
+metrics_file, checksums_file, train_report_file = (os.environ[v] for v in ("METRICS_FILE", "CHECKSUMS_FILE", "TRAIN_REPORT_FILE"))
+for name, label in ((metrics_file, "smoke"), (f"full-{metrics_file}", "full size")):
     metrics = load(f"{out}/{name}")
     for row in (metrics or {}).get("rows", []):
         rows.append((f"{label}: {row['file']} [{row['requested']}]", f"{row['placement']} | top-1 {row['top1']:.2f} % | {row['inference']['images_per_s']:.1f} img/s | {row['size_mib']:.2f} MiB"))
     for u in (metrics or {}).get("unavailable", []):
         rows.append((f"{label}: {u['provider']} not available", u["reason"]))
-first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep}/smoke-SHA256SUMS", f"{keep}/smoke-rerun-SHA256SUMS"))
+first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep}/smoke-{checksums_file}", f"{keep}/smoke-rerun-{checksums_file}"))
 if first and second:
     differing = sorted({l.split()[1] for l in set(first.splitlines()) ^ set(second.splitlines())})
     rows.append(("smoke rerun, same autotune cache", "identical SHA256SUMS" if not differing else "differs: " + ", ".join(differing)))
@@ -249,7 +257,7 @@ if os.path.exists(f"{keep}/kernel-cache.txt"):
 tuned = f"{keep}/autotune/autotune.log"
 if os.path.exists(tuned):
     rows.append(("autotune", f"{sum(1 for _ in open(tuned))} lines in autotune.log"))
-full = load(f"{keep}/full-train_report.json")
+full = load(f"{keep}/full-{train_report_file}")
 if full and full.get("epochs"):
     rate = full["epochs"][0]["train_images_per_sec"]
     qat = [l for l in bench if l.startswith("full: summary qat/fp32 train:")]

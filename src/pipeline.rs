@@ -18,7 +18,7 @@ use crate::quant::qat::{qat_recipe, train_qat};
 use crate::quant::state_dict::{fp32_state_dict, quantized_state_dict};
 use crate::quant::static_ptq::CalibrationTiming;
 use crate::quant::{quantize_dynamic, quantize_static, Calibration, FloatVgg, QuantError, QuantizedVgg, SimulatedVgg};
-use crate::score::{evaluate, evaluate_with, Score};
+use crate::score::{score_model, score_model_with, Score};
 use crate::train::{train, EpochReport};
 
 /// The three image sets of a run, batched as the profile says.
@@ -100,7 +100,7 @@ pub fn train_fp32<B: TrainingBackend>(
 ) -> Result<TrainedFp32<B>, PipelineError> {
     let model = initial_model::<B>(profile, pretrained, device)?;
     let (model, epochs) = train(model, &data.train, &data.val, &profile.train, device);
-    let test = evaluate(&model.valid(), &data.test, device, "test");
+    let test = score_model(&model.valid(), &data.test, device, "test");
     Ok(TrainedFp32 { model, epochs, test })
 }
 
@@ -148,8 +148,8 @@ pub fn quantize<B: TrainingBackend>(
     let scores =
         |label: &str, forward: &dyn Fn(burn::tensor::Tensor<B::InnerBackend, 4>) -> burn::tensor::Tensor<B::InnerBackend, 2>| {
             let scores = VariantScores {
-                val: evaluate_with::<B::InnerBackend>(&data.val, device, &format!("{label} val"), forward),
-                test: evaluate_with::<B::InnerBackend>(&data.test, device, &format!("{label} test"), forward),
+                val: score_model_with::<B::InnerBackend>(&data.val, device, &format!("{label} val"), forward),
+                test: score_model_with::<B::InnerBackend>(&data.test, device, &format!("{label} test"), forward),
             };
             println!("{label}: val acc {:.2} % | test acc {:.2} %", scores.val.accuracy, scores.test.accuracy);
             scores

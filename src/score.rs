@@ -68,12 +68,12 @@ impl<B: Backend> ScoreSum<B> {
 }
 
 /// Loss and accuracy of the evaluation model (no dropout, running BN statistics) over `batches`.
-pub fn evaluate<B: VggBackend>(model: &Vgg<B>, batches: &BatchLoader, device: &B::Device, label: &str) -> Score {
-    evaluate_with(batches, device, label, |images| model.forward(images))
+pub fn score_model<B: VggBackend>(model: &Vgg<B>, batches: &BatchLoader, device: &B::Device, label: &str) -> Score {
+    score_model_with(batches, device, label, |images| model.forward(images))
 }
 
 /// Loss and accuracy of the logits `forward` gives for `batches` (any model: float or simulated int8).
-pub fn evaluate_with<B: VggBackend>(
+pub fn score_model_with<B: VggBackend>(
     batches: &BatchLoader,
     device: &B::Device,
     label: &str,

@@ -1,5 +1,5 @@
 //! Training and evaluation throughput of the real loops: [`train_epoch`] (what `vggq train` and QAT
-//! run, host reads and uploads included) and [`evaluate`] over the real loader, fed random images of
+//! run, host reads and uploads included) and [`score_model`] over the real loader, fed random images of
 //! CIFAR-10's size that the loader resizes to the model's input as in a run. Warm-up batches are not
 //! timed, as `torch_train_bench.py` does not time them; the figures compare with its.
 
@@ -10,7 +10,7 @@ use crate::data::{BatchLoader, ImageSet, LoaderConfig};
 use crate::host_reads;
 use crate::model::{TrainingBackend, Vgg, VggBackend, VggConfig};
 use crate::quant::qat::QatForward;
-use crate::score::evaluate;
+use crate::score::score_model;
 use crate::train::{train_epoch, FloatForward, TrainConfig, TrainingForward};
 
 /// Batches run before the clock starts, as the PyTorch script does.
@@ -75,11 +75,11 @@ fn train_rate<B: TrainingBackend>(
     ((score.images) as f64 / elapsed, (host_reads::count() - reads) as f64 / steps as f64)
 }
 
-/// Images/s of [`evaluate`] for about `seconds`, over loaders of as many batches as asked.
+/// Images/s of [`score_model`] for about `seconds`, over loaders of as many batches as asked.
 fn eval_rate<B: VggBackend>(model: &Vgg<B>, eval_loader: impl Fn(usize) -> BatchLoader, seconds: f64, device: &B::Device) -> f64 {
     let timed = |loader: &BatchLoader| {
         let started = std::time::Instant::now();
-        let score = evaluate(model, loader, device, "eval");
+        let score = score_model(model, loader, device, "eval");
         (score.images, started.elapsed().as_secs_f64())
     };
     let (_, warmup_seconds) = timed(&eval_loader(WARMUP_BATCHES));

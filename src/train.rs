@@ -18,7 +18,7 @@ use crate::host_reads::PROGRESS_READ_INTERVAL;
 use crate::model::kernels::{self, SgdStep, VggBackend};
 use crate::model::{TrainingBackend, Vgg};
 use crate::progress::progress_bar;
-use crate::score::{evaluate, Score, ScoreSum};
+use crate::score::{score_model, Score, ScoreSum};
 use crate::upload::uploaded;
 
 /// The optimisation recipe.
@@ -168,7 +168,7 @@ pub fn train_with<B: TrainingBackend>(
         let (trained, train, seconds) = train_epoch(model, &mut optimizer, config.learning_rate, batches, forward, device, &bar);
         model = trained;
         bar.finish_and_clear();
-        let val = evaluate(&model.valid(), val_batches, device, "validation");
+        let val = score_model(&model.valid(), val_batches, device, "validation");
         let report = EpochReport { epoch, train, val, train_images_per_sec: train.images as f64 / seconds };
         println!("{report}");
         reports.push(report);

@@ -106,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
         Init::Pretrained if args.qat_mode == QatMode::Fp32match => Some(pretrained_weights(args.weights.clone())?),
         _ => None,
     };
-    selection.backend.run(Run { profile: &profile, args: &args, settings, weights, selection: &selection })??;
+    selection.backend.run(Quantization { profile: &profile, args: &args, settings, weights, selection: &selection })??;
     remove_other_qat_mode(&args.run, args.qat_mode)?;
     step.record()?;
     Ok(())
@@ -130,7 +130,8 @@ fn remove_other_qat_mode(run: &Path, mode: QatMode) -> Result<()> {
     Ok(())
 }
 
-struct Run<'a> {
+/// The quantization a run does, generic over the backend it chose.
+struct Quantization<'a> {
     profile: &'a Profile,
     args: &'a Args,
     settings: QuantizeSettings,
@@ -138,7 +139,7 @@ struct Run<'a> {
     selection: &'a Selection,
 }
 
-impl OnBackend for Run<'_> {
+impl OnBackend for Quantization<'_> {
     type Output = Result<()>;
 
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {

@@ -114,7 +114,14 @@ pub fn run(args: Args) -> Result<()> {
         println!("train: up to date in {} (--force to redo)", out.display());
         return Ok(());
     }
-    selection.backend.run(Run { profile: &profile, data_source, weights, out, selection: &selection, autotune: &autotune })??;
+    selection.backend.run(Training {
+        profile: &profile,
+        data_source,
+        weights,
+        out,
+        selection: &selection,
+        autotune: &autotune,
+    })??;
     step.record()?;
     Ok(())
 }
@@ -150,7 +157,8 @@ pub(super) fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
     Ok(path)
 }
 
-struct Run<'a> {
+/// The training a run does, generic over the backend it chose.
+struct Training<'a> {
     profile: &'a Profile,
     data_source: DataSource,
     weights: Option<PathBuf>,
@@ -159,7 +167,7 @@ struct Run<'a> {
     autotune: &'a Path,
 }
 
-impl OnBackend for Run<'_> {
+impl OnBackend for Training<'_> {
     type Output = Result<()>;
 
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {

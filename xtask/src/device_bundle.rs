@@ -32,6 +32,8 @@ pub const PART_LIMIT: u64 = 60 << 20;
 const DRY_RUN_PART_LIMIT: u64 = 8 << 20;
 /// The CUDA API the machine's driver (580.x) offers; cudarc binds its newest (13.4) without a toolkit.
 const DEVICE_CUDA_VERSION: &str = "13000";
+/// The run folder's file names as shell variables, in the first part, for the script to source.
+const RUN_FILES: &str = "run-files.env";
 /// The files of ONNX Runtime's wheel the check needs (the CUDA provider only in the GPU build).
 const ORT_LIBRARIES: [&str; 3] = ["libonnxruntime.so", "libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"];
 
@@ -108,7 +110,9 @@ fn write_parts(sh: &Shell, payloads: &[PathBuf], bundle: &Path, limit: u64) -> R
     new_part(&mut parts)?;
     let sums_path = parts[0].0.join("SHA256SUMS");
     std::fs::write(&sums_path, &sums)?;
-    parts[0].1 += sums.len() as u64;
+    let run_files = vggq_core::run_folder::shell_variables();
+    std::fs::write(parts[0].0.join(RUN_FILES), &run_files)?;
+    parts[0].1 += (sums.len() + run_files.len()) as u64;
     for (name, xz) in &compressed {
         let data = std::fs::read(xz)?;
         let mut offset = 0;

@@ -268,204 +268,249 @@ impl Machine<'_> {
         self.push(Object::Nested(nested))
     }
 
+    /// Runs the opcodes to STOP, each family in its own function.
     fn run(mut self) -> Result<Object> {
         loop {
             self.op_start = self.pos;
             let [opcode] = self.take_array::<1>()?;
             match opcode {
-                op::PROTO => {
-                    let [version] = self.take_array::<1>()?;
-                    if version > 2 {
-                        return Err(self.malformed("protocol above 2"));
+                op::PROTO | op::STOP | op::MARK => {
+                    if let Some(result) = self.control(opcode)? {
+                        return Ok(result);
                     }
                 }
-                op::STOP => {
-                    let result = self.pop()?;
-                    if !self.stack.is_empty() || !self.marks.is_empty() {
-                        return Err(self.malformed("values left on the stack at STOP"));
-                    }
-                    return Ok(result);
+                op::GLOBAL | op::REDUCE | op::BUILD | op::BINPERSID => self.object(opcode)?,
+                op::NONE
+                | op::NEWTRUE
+                | op::NEWFALSE
+                | op::BININT
+                | op::BININT1
+                | op::BININT2
+                | op::LONG1
+                | op::BINFLOAT
+                | op::BINUNICODE
+                | op::SHORT_BINUNICODE => {
+                    let value = self.scalar(opcode)?;
+                    self.push(value)?;
                 }
-                op::MARK => {
-                    if self.marks.len() + self.stack.len() >= MAX_STACK_LEN {
-                        return Err(Error::LimitExceeded {
-                            what: "pickle stack length",
-                            found: MAX_STACK_LEN as u64,
-                            limit: MAX_STACK_LEN as u64,
-                        });
-                    }
-                    self.marks.push(self.stack.len());
+                op::EMPTY_TUPLE | op::TUPLE1 | op::TUPLE2 | op::TUPLE3 | op::TUPLE | op::EMPTY_LIST | op::EMPTY_DICT => {
+                    let container = self.container(opcode)?;
+                    self.push(container)?;
                 }
-                op::GLOBAL => {
-                    let offset = self.op_start;
-                    let module = self.line()?.to_owned();
-                    let name = self.line()?.to_owned();
-                    let global = ALLOWED_GLOBALS
-                        .iter()
-                        .find(|(m, n)| *m == module && *n == name)
-                        .map(|&(module, name)| Global { module, name })
-                        .ok_or(Error::ForbiddenGlobal { module, name, offset })?;
-                    self.push(Object::Global(global))?;
-                }
-                op::REDUCE => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
-                    let ordered_dict = Global { module: "collections", name: "OrderedDict" };
-                    let result = match (&callable, args.as_tuple()) {
-                        (Object::Global(g), Some([])) if *g == ordered_dict => self.nested(NestedKind::Dict(Vec::new()))?,
-                        _ => self.nested(NestedKind::Call { callable, args })?,
-                    };
-                    self.push(result)?;
-                }
-                op::BUILD => {
-                    let state = self.pop()?;
-                    let object = self.pop()?;
-                    let built = self.nested(NestedKind::Build { object, state })?;
-                    self.push(built)?;
-                }
-                op::BINPERSID => {
-                    let pid = self.pop()?;
-                    let reference = self.nested(NestedKind::PersistentId(pid))?;
-                    self.push(reference)?;
-                }
-                op::NONE => self.push(Object::None)?,
-                op::NEWTRUE => self.push(Object::Bool(true))?,
-                op::NEWFALSE => self.push(Object::Bool(false))?,
-                op::BININT => {
-                    let v = i32::from_le_bytes(self.take_array()?);
-                    self.push(Object::Int(i64::from(v)))?;
-                }
-                op::BININT1 => {
-                    let [v] = self.take_array::<1>()?;
-                    self.push(Object::Int(i64::from(v)))?;
-                }
-                op::BININT2 => {
-                    let v = u16::from_le_bytes(self.take_array()?);
-                    self.push(Object::Int(i64::from(v)))?;
-                }
-                op::LONG1 => {
-                    let [len] = self.take_array::<1>()?;
-                    let len = usize::from(len);
-                    if len > 8 {
-                        return Err(self.malformed("LONG1 wider than 64 bits"));
-                    }
-                    let bytes = self.take(len)?;
-                    let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) { 0xff } else { 0 };
-                    let mut wide = [fill; 8];
-                    wide[..len].copy_from_slice(bytes);
-                    self.push(Object::Int(i64::from_le_bytes(wide)))?;
-                }
-                op::BINFLOAT => {
-                    let v = f64::from_be_bytes(self.take_array()?);
-                    self.push(Object::Float(v))?;
-                }
-                op::BINUNICODE | op::SHORT_BINUNICODE => {
-                    let len = if opcode == op::BINUNICODE {
-                        u32::from_le_bytes(self.take_array()?) as usize
-                    } else {
-                        usize::from(self.take_array::<1>()?[0])
-                    };
-                    if len > MAX_STRING_BYTES {
-                        return Err(Error::LimitExceeded {
-                            what: "pickle string length",
-                            found: len as u64,
-                            limit: MAX_STRING_BYTES as u64,
-                        });
-                    }
-                    let bad_utf8 = self.malformed("string is not utf-8");
-                    let s = std::str::from_utf8(self.take(len)?).map_err(|_| bad_utf8)?;
-                    let s = Object::Str(Rc::from(s));
-                    self.push(s)?;
-                }
-                op::EMPTY_TUPLE => {
-                    let t = self.nested(NestedKind::Tuple(Vec::new()))?;
-                    self.push(t)?;
-                }
-                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
-                    let len = usize::from(opcode - op::TUPLE1) + 1;
-                    let mut items = (0..len).map(|_| self.pop()).collect::<Result<Vec<_>>>()?;
-                    items.reverse();
-                    let t = self.nested(NestedKind::Tuple(items))?;
-                    self.push(t)?;
-                }
-                op::TUPLE => {
-                    let items = self.pop_mark()?;
-                    let t = self.nested(NestedKind::Tuple(items))?;
-                    self.push(t)?;
-                }
-                op::EMPTY_LIST => {
-                    let l = self.nested(NestedKind::List(Vec::new()))?;
-                    self.push(l)?;
-                }
-                op::EMPTY_DICT => {
-                    let d = self.nested(NestedKind::Dict(Vec::new()))?;
-                    self.push(d)?;
-                }
-                op::APPEND => {
-                    let item = self.pop()?;
-                    self.extend_top(item.depth(), |kind| match kind {
-                        NestedKind::List(items) => {
-                            items.push(item);
-                            Ok(())
-                        }
-                        _ => Err("APPEND target is not a list"),
-                    })?;
-                }
-                op::APPENDS => {
-                    let new = self.pop_mark()?;
-                    self.extend_top(max_depth(&new), |kind| match kind {
-                        NestedKind::List(items) => {
-                            items.extend(new);
-                            Ok(())
-                        }
-                        _ => Err("APPENDS target is not a list"),
-                    })?;
-                }
-                op::SETITEM => {
-                    let value = self.pop()?;
-                    let key = self.pop()?;
-                    self.extend_top(key.depth().max(value.depth()), |kind| match kind {
-                        NestedKind::Dict(items) => {
-                            items.push((key, value));
-                            Ok(())
-                        }
-                        _ => Err("SETITEM target is not a dict"),
-                    })?;
-                }
-                op::SETITEMS => {
-                    let flat = self.pop_mark()?;
-                    if flat.len() % 2 != 0 {
-                        return Err(self.malformed("SETITEMS with an odd number of values"));
-                    }
-                    let depth = max_depth(&flat);
-                    let mut flat = flat.into_iter();
-                    let pairs = std::iter::from_fn(move || Some((flat.next()?, flat.next()?)));
-                    self.extend_top(depth, |kind| match kind {
-                        NestedKind::Dict(items) => {
-                            items.extend(pairs);
-                            Ok(())
-                        }
-                        _ => Err("SETITEMS target is not a dict"),
-                    })?;
-                }
-                op::BINPUT => {
-                    let [index] = self.take_array::<1>()?;
-                    self.memo_put(u32::from(index))?;
-                }
-                op::LONG_BINPUT => {
-                    let index = u32::from_le_bytes(self.take_array()?);
-                    self.memo_put(index)?;
-                }
-                op::BINGET => {
-                    let [index] = self.take_array::<1>()?;
-                    self.memo_get(u32::from(index))?;
-                }
-                op::LONG_BINGET => {
-                    let index = u32::from_le_bytes(self.take_array()?);
-                    self.memo_get(index)?;
-                }
-                _ => return Err(Error::ForbiddenOpcode { opcode, offset: self.op_start }),
+                op::APPEND | op::APPENDS | op::SETITEM | op::SETITEMS => self.fill(opcode)?,
+                op::BINPUT | op::LONG_BINPUT | op::BINGET | op::LONG_BINGET => self.memo(opcode)?,
+                _ => return Err(self.forbidden(opcode)),
             }
+        }
+    }
+
+    fn forbidden(&self, opcode: u8) -> Error {
+        Error::ForbiddenOpcode { opcode, offset: self.op_start }
+    }
+
+    /// PROTO, STOP (the result) and MARK.
+    fn control(&mut self, opcode: u8) -> Result<Option<Object>> {
+        match opcode {
+            op::PROTO => {
+                let [version] = self.take_array::<1>()?;
+                if version > 2 {
+                    return Err(self.malformed("protocol above 2"));
+                }
+            }
+            op::STOP => {
+                let result = self.pop()?;
+                if !self.stack.is_empty() || !self.marks.is_empty() {
+                    return Err(self.malformed("values left on the stack at STOP"));
+                }
+                return Ok(Some(result));
+            }
+            op::MARK => {
+                if self.marks.len() + self.stack.len() >= MAX_STACK_LEN {
+                    return Err(Error::LimitExceeded {
+                        what: "pickle stack length",
+                        found: MAX_STACK_LEN as u64,
+                        limit: MAX_STACK_LEN as u64,
+                    });
+                }
+                self.marks.push(self.stack.len());
+            }
+            _ => return Err(self.forbidden(opcode)),
+        }
+        Ok(None)
+    }
+
+    /// GLOBAL (allow-listed names only), REDUCE, BUILD and BINPERSID: objects kept as passive
+    /// descriptions, never called.
+    fn object(&mut self, opcode: u8) -> Result<()> {
+        let object = match opcode {
+            op::GLOBAL => {
+                let offset = self.op_start;
+                let module = self.line()?.to_owned();
+                let name = self.line()?.to_owned();
+                let global = ALLOWED_GLOBALS
+                    .iter()
+                    .find(|(m, n)| *m == module && *n == name)
+                    .map(|&(module, name)| Global { module, name })
+                    .ok_or(Error::ForbiddenGlobal { module, name, offset })?;
+                Object::Global(global)
+            }
+            op::REDUCE => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                let ordered_dict = Global { module: "collections", name: "OrderedDict" };
+                match (&callable, args.as_tuple()) {
+                    (Object::Global(g), Some([])) if *g == ordered_dict => self.nested(NestedKind::Dict(Vec::new()))?,
+                    _ => self.nested(NestedKind::Call { callable, args })?,
+                }
+            }
+            op::BUILD => {
+                let state = self.pop()?;
+                let object = self.pop()?;
+                self.nested(NestedKind::Build { object, state })?
+            }
+            op::BINPERSID => {
+                let pid = self.pop()?;
+                self.nested(NestedKind::PersistentId(pid))?
+            }
+            _ => return Err(self.forbidden(opcode)),
+        };
+        self.push(object)
+    }
+
+    /// None, booleans, integers, floats and strings.
+    fn scalar(&mut self, opcode: u8) -> Result<Object> {
+        Ok(match opcode {
+            op::NONE => Object::None,
+            op::NEWTRUE => Object::Bool(true),
+            op::NEWFALSE => Object::Bool(false),
+            op::BININT => Object::Int(i64::from(i32::from_le_bytes(self.take_array()?))),
+            op::BININT1 => Object::Int(i64::from(self.take_array::<1>()?[0])),
+            op::BININT2 => Object::Int(i64::from(u16::from_le_bytes(self.take_array()?))),
+            op::LONG1 => {
+                let [len] = self.take_array::<1>()?;
+                let len = usize::from(len);
+                if len > 8 {
+                    return Err(self.malformed("LONG1 wider than 64 bits"));
+                }
+                let bytes = self.take(len)?;
+                let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) { 0xff } else { 0 };
+                let mut wide = [fill; 8];
+                wide[..len].copy_from_slice(bytes);
+                Object::Int(i64::from_le_bytes(wide))
+            }
+            op::BINFLOAT => Object::Float(f64::from_be_bytes(self.take_array()?)),
+            op::BINUNICODE | op::SHORT_BINUNICODE => {
+                let len = if opcode == op::BINUNICODE {
+                    u32::from_le_bytes(self.take_array()?) as usize
+                } else {
+                    usize::from(self.take_array::<1>()?[0])
+                };
+                if len > MAX_STRING_BYTES {
+                    return Err(Error::LimitExceeded {
+                        what: "pickle string length",
+                        found: len as u64,
+                        limit: MAX_STRING_BYTES as u64,
+                    });
+                }
+                let bad_utf8 = self.malformed("string is not utf-8");
+                Object::Str(Rc::from(std::str::from_utf8(self.take(len)?).map_err(|_| bad_utf8)?))
+            }
+            _ => return Err(self.forbidden(opcode)),
+        })
+    }
+
+    /// A new tuple (from the stack or since the MARK), list or dict.
+    fn container(&mut self, opcode: u8) -> Result<Object> {
+        let kind = match opcode {
+            op::EMPTY_TUPLE => NestedKind::Tuple(Vec::new()),
+            op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                let len = usize::from(opcode - op::TUPLE1) + 1;
+                let mut items = (0..len).map(|_| self.pop()).collect::<Result<Vec<_>>>()?;
+                items.reverse();
+                NestedKind::Tuple(items)
+            }
+            op::TUPLE => NestedKind::Tuple(self.pop_mark()?),
+            op::EMPTY_LIST => NestedKind::List(Vec::new()),
+            op::EMPTY_DICT => NestedKind::Dict(Vec::new()),
+            _ => return Err(self.forbidden(opcode)),
+        };
+        self.nested(kind)
+    }
+
+    /// APPEND(S) and SETITEM(S): items into the list or dict below them.
+    fn fill(&mut self, opcode: u8) -> Result<()> {
+        match opcode {
+            op::APPEND => {
+                let item = self.pop()?;
+                self.extend_top(item.depth(), |kind| match kind {
+                    NestedKind::List(items) => {
+                        items.push(item);
+                        Ok(())
+                    }
+                    _ => Err("APPEND target is not a list"),
+                })
+            }
+            op::APPENDS => {
+                let new = self.pop_mark()?;
+                self.extend_top(max_depth(&new), |kind| match kind {
+                    NestedKind::List(items) => {
+                        items.extend(new);
+                        Ok(())
+                    }
+                    _ => Err("APPENDS target is not a list"),
+                })
+            }
+            op::SETITEM => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                self.extend_top(key.depth().max(value.depth()), |kind| match kind {
+                    NestedKind::Dict(items) => {
+                        items.push((key, value));
+                        Ok(())
+                    }
+                    _ => Err("SETITEM target is not a dict"),
+                })
+            }
+            op::SETITEMS => {
+                let flat = self.pop_mark()?;
+                if flat.len() % 2 != 0 {
+                    return Err(self.malformed("SETITEMS with an odd number of values"));
+                }
+                let depth = max_depth(&flat);
+                let mut flat = flat.into_iter();
+                let pairs = std::iter::from_fn(move || Some((flat.next()?, flat.next()?)));
+                self.extend_top(depth, |kind| match kind {
+                    NestedKind::Dict(items) => {
+                        items.extend(pairs);
+                        Ok(())
+                    }
+                    _ => Err("SETITEMS target is not a dict"),
+                })
+            }
+            _ => Err(self.forbidden(opcode)),
+        }
+    }
+
+    /// BINPUT, LONG_BINPUT, BINGET and LONG_BINGET.
+    fn memo(&mut self, opcode: u8) -> Result<()> {
+        match opcode {
+            op::BINPUT => {
+                let [index] = self.take_array::<1>()?;
+                self.memo_put(u32::from(index))
+            }
+            op::LONG_BINPUT => {
+                let index = u32::from_le_bytes(self.take_array()?);
+                self.memo_put(index)
+            }
+            op::BINGET => {
+                let [index] = self.take_array::<1>()?;
+                self.memo_get(u32::from(index))
+            }
+            op::LONG_BINGET => {
+                let index = u32::from_le_bytes(self.take_array()?);
+                self.memo_get(index)
+            }
+            _ => Err(self.forbidden(opcode)),
         }
     }
 }
