@@ -94,12 +94,12 @@ else
     python=python3
 fi
 
-# The run folder's file names, as vggq names them (cargo xtask device-bundle writes them).
-if ! source "$bundle/part01/run-files.env"; then
-    echo "no bundle in $bundle (part01/run-files.env): run cargo xtask device-bundle and carry its parts"
+# The run folder's file names and the batch size, as vggq has them (cargo xtask device-bundle writes them).
+if ! source "$bundle/part01/vggq.env"; then
+    echo "no bundle in $bundle (part01/vggq.env): run cargo xtask device-bundle and carry its parts"
     exit 1
 fi
-export MODEL_FILE TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE CHECKSUMS_FILE
+export TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE CHECKSUMS_FILE
 
 reassemble() {
     [[ -f "$bundle/part01/SHA256SUMS" ]] || { echo "no bundle in $bundle: run cargo xtask device-bundle and carry its parts"; return 1; }
@@ -200,7 +200,7 @@ stage bench-full 120 bench full "${full_shapes[@]}"
 full_steps_run() {
     local run="$work/full"
     "$vggq" train --profile full --device "$device" --init random --out "$run" --data "$data" \
-        --train-images $((full_steps * 32)) --eval-images "$full_eval_images" --calibration-batches 2 --epochs 1 2>&1 \
+        --train-images $((full_steps * BATCH_SIZE)) --eval-images "$full_eval_images" --calibration-batches 2 --epochs 1 2>&1 \
         | tee "$keep/full-steps.log"
     cp "$run/$TRAIN_REPORT_FILE" "$keep/full-$TRAIN_REPORT_FILE"
     "$vggq" quantize --run "$run" --device "$device" --data "$data" 2>&1 | tee -a "$keep/full-steps.log"

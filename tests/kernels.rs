@@ -23,14 +23,44 @@ fn relative_error(actual: &[f32], expected: &[f32], scale: f64) -> f64 {
     actual.iter().zip(expected).map(|(&a, &e)| f64::from((a - e).abs())).fold(0.0, f64::max) / scale
 }
 
+/// The largest difference from PyTorch allowed for an output or gradient, relative to its largest value
+/// (README, "Fidelity to PyTorch"): FP32 rounding in another summation order (measured: at most 1.2e-6,
+/// the weight gradient over 4,096 positions as dot products; 3.4e-7 at the smallest shape).
+const KERNEL_BOUND: f64 = 2e-6;
+
+/// Conv block shapes `(n, c, o, h, w)` that between them reach every path of the CPU kernels' weight
+/// gradient (`cpu.rs`): small blocks of whole images through a GEMM; blocks of 1,024 columns and more as
+/// dot products, over more than one reduction chunk (`dot_products::K_CHUNK`, 512); bands of one image's
+/// rows where an image's im2col is over `IM2COL_BUDGET`, through a GEMM and as dot products.
+const SHAPES: [(usize, usize, usize, usize, usize); 4] = [
+    (4, 5, 7, 8, 6),    // whole images, one block, GEMM
+    (4, 16, 8, 32, 32), // 1,024-column blocks (one image each): dot products, 2 chunks
+    (2, 64, 8, 48, 48), // bands of 18 rows (864 columns): GEMM
+    (1, 64, 8, 48, 48), // bands of 37 rows (1,776 columns): dot products
+];
+
 #[test]
 fn a_conv_block_and_its_gradients_are_pytorchs() {
+    let mut worst = (0.0, String::new());
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        for (key, error) in conv_block_errors(shape, i as u64) {
+            println!("{shape:?} {key}: relative error {error:.2e}");
+            if error > worst.0 {
+                worst = (error, format!("{shape:?} {key}"));
+            }
+        }
+    }
+    assert!(worst.0 <= KERNEL_BOUND, "{} differs from PyTorch's by {:.2e}", worst.1, worst.0);
+}
+
+/// Each output and gradient of one conv block (conv, BatchNorm, ReLU, max-pool, Linear) on our CPU
+/// kernels, and its largest difference from PyTorch's relative to PyTorch's largest value.
+fn conv_block_errors((n, c, o, h, w): (usize, usize, usize, usize, usize), seed: u64) -> Vec<(&'static str, f64)> {
     let python = vggq_core::places::test_python();
     let device = Default::default();
-    AD::seed(&device, 3);
+    AD::seed(&device, 3 + seed);
     let normal =
         |shape: Vec<usize>| Tensor::<AD, 1>::random([shape.iter().product::<usize>()], Distribution::Normal(0.0, 1.0), &device);
-    let (n, c, o, h, w) = (4, 5, 7, 8, 6);
     let shapes: BTreeMap<&str, Vec<usize>> = BTreeMap::from([
         ("x", vec![n, c, h, w]),
         ("weight", vec![o, c, 3, 3]),
@@ -88,13 +118,12 @@ fn a_conv_block_and_its_gradients_are_pytorchs() {
         ("grad_gamma", vggq::host_reads::values(gamma.grad(&grads).unwrap())),
         ("grad_beta", vggq::host_reads::values(beta.grad(&grads).unwrap())),
     ];
-    for (key, values) in ours {
-        // The conv bias's gradient is zero in exact arithmetic (the BatchNorm after it subtracts every
-        // channel's mean): both sides hold rounding noise, measured against the weights' gradient.
-        let scale = if key == "grad_bias" { magnitude(&expected("grad_weight")) } else { magnitude(&expected(key)) };
-        let error = relative_error(&values, &expected(key), scale);
-        println!("{key}: relative error {error:.2e}");
-        // FP32 rounding in another summation order (measured: at most a few 1e-7).
-        assert!(error < 1e-5, "{key} differs from PyTorch's by {error:e}");
-    }
+    ours.into_iter()
+        .map(|(key, values)| {
+            // The conv bias's gradient is zero in exact arithmetic (the BatchNorm after it subtracts every
+            // channel's mean): both sides hold rounding noise, measured against the weights' gradient.
+            let scale = if key == "grad_bias" { magnitude(&expected("grad_weight")) } else { magnitude(&expected(key)) };
+            (key, relative_error(&values, &expected(key), scale))
+        })
+        .collect()
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use vggq::package::{self, FileRole, Provenance, CHECKSUMS_FILE};
+use vggq_core::run_folder::METRICS_FILE;
 
 fn provenance() -> Provenance {
     Provenance {
@@ -35,11 +36,11 @@ fn provenance() -> Provenance {
 fn package(dir: &Path) {
     std::fs::write(dir.join("model.pth"), b"weights").unwrap();
     std::fs::write(dir.join("model.onnx"), b"graph").unwrap();
-    std::fs::write(dir.join("metrics.json"), b"{}").unwrap();
+    std::fs::write(dir.join(METRICS_FILE), b"{}").unwrap();
     let roles = vec![
         FileRole::reproducible("model.pth", "fp32", "pth", "train"),
         FileRole::reproducible("model.onnx", "fp32", "onnx", "export"),
-        FileRole::varying("metrics.json", "report", "json", "eval"),
+        FileRole::varying(METRICS_FILE, "report", "json", "eval"),
     ];
     package::write(dir, roles, provenance()).unwrap();
 }
@@ -111,11 +112,11 @@ fn a_full_disk_is_a_clear_error() {
 fn a_failed_atomic_write_leaves_no_partial_file() {
     let dir = tempfile::tempdir().unwrap();
     // A non-empty folder where the file should go: the data is written, the final rename fails.
-    let target = dir.path().join("metrics.json");
+    let target = dir.path().join(METRICS_FILE);
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("inside"), b"x").unwrap();
     assert!(vggq::atomic::write(&target, b"new").is_err());
     assert_eq!(std::fs::read(target.join("inside")).unwrap(), b"x", "what was there is untouched");
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(entries, vec![std::ffi::OsString::from("metrics.json")], "a temporary file was left behind");
+    assert_eq!(entries, vec![std::ffi::OsString::from(METRICS_FILE)], "a temporary file was left behind");
 }

@@ -17,4 +17,4 @@ pub mod rounds;
 pub mod run_folder;
 
 pub use limits::Limits;
-pub use names::{flag_value, DeviceRequest, Init, ModelShape, ProfileName, QatMode, Variant};
+pub use names::{flag_value, DeviceRequest, Init, ModelShape, ProfileName, QatMode, Variant, DEFAULT_BATCH_SIZE};

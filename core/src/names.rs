@@ -34,6 +34,9 @@ impl ProfileName {
     }
 }
 
+/// The seed's batch size, every profile's: vggq's loaders and benchmarks, xtask's and the GPU check's.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
 /// What the user asked for with `--device`: where Burn trains and which execution provider ONNX Runtime
 /// evaluates on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

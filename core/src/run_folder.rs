@@ -20,21 +20,3 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const CHECKSUMS_FILE: &str = "SHA256SUMS";
 /// cubecl's autotune cache of a GPU run (a folder), unless told to use another.
 pub const AUTOTUNE_FOLDER: &str = "autotune";
-
-/// The files above by their constants' names, as shell variables (`METRICS_FILE=metrics.json`, one a
-/// line): the GPU check reads them from its bundle instead of spelling the names again.
-pub fn shell_variables() -> String {
-    [
-        ("MODEL_FILE", MODEL_FILE),
-        ("TRAIN_REPORT_FILE", TRAIN_REPORT_FILE),
-        ("QUANT_REPORT_FILE", QUANT_REPORT_FILE),
-        ("METRICS_FILE", METRICS_FILE),
-        ("REPORT_FILE", REPORT_FILE),
-        ("GOLDEN_TABLE_FILE", GOLDEN_TABLE_FILE),
-        ("MANIFEST_FILE", MANIFEST_FILE),
-        ("CHECKSUMS_FILE", CHECKSUMS_FILE),
-    ]
-    .iter()
-    .map(|(variable, file)| format!("{variable}={file}\n"))
-    .collect()
-}

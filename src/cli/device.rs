@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 use vggq::backend::precision::{self, Precision};
 use vggq::backend::{self, DeviceRequest, OnBackend, Selection, WgpuProbe};
+use vggq::data::DEFAULT_BATCH_SIZE;
 use vggq::model::TrainingBackend;
 use vggq::model::VggConfig;
 
@@ -37,7 +38,7 @@ impl OnBackend for Measure {
     type Output = Precision;
 
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Precision {
-        precision::measure::<B::InnerBackend>(&VggConfig::seed(), 32, device)
+        precision::measure::<B::InnerBackend>(&VggConfig::seed(), DEFAULT_BATCH_SIZE, device)
     }
 }
 

@@ -13,8 +13,8 @@ use crate::data::image_set::{ImageSet, CHANNELS};
 use crate::data::seed::{rng, Purpose};
 use crate::data::transform::Preprocess;
 
-/// The seed's batch size.
-pub const DEFAULT_BATCH_SIZE: usize = 32;
+/// The seed's batch size, from the one home every part reads it from.
+pub use vggq_core::DEFAULT_BATCH_SIZE;
 /// Probability of `RandomHorizontalFlip`.
 const FLIP_PROBABILITY: f64 = 0.5;
 /// Batches prepared ahead per worker thread: enough to absorb jitter, few enough to bound memory

@@ -83,7 +83,7 @@ impl Shapes {
 struct TrainShapes {
     #[arg(long, value_enum, default_value = "both")]
     shapes: Shapes,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = vggq_core::DEFAULT_BATCH_SIZE)]
     batch: usize,
     /// Seconds of measurement per figure and round, after warm-up.
     #[arg(long, default_value_t = 10.0)]

@@ -32,8 +32,8 @@ pub const PART_LIMIT: u64 = 60 << 20;
 const DRY_RUN_PART_LIMIT: u64 = 8 << 20;
 /// The CUDA API the machine's driver (580.x) offers; cudarc binds its newest (13.4) without a toolkit.
 const DEVICE_CUDA_VERSION: &str = "13000";
-/// The run folder's file names as shell variables, in the first part, for the script to source.
-const RUN_FILES: &str = "run-files.env";
+/// What the script shares with vggq, as shell variables, in the first part for it to source.
+const SHARED_WITH_VGGQ: &str = "vggq.env";
 /// The files of ONNX Runtime's wheel the check needs (the CUDA provider only in the GPU build).
 const ORT_LIBRARIES: [&str; 3] = ["libonnxruntime.so", "libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so"];
 
@@ -81,6 +81,25 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The run folder's file names by their constants' names (`METRICS_FILE=metrics.json`) and the batch
+/// size, one a line: the script reads them instead of spelling them again.
+fn shared_with_vggq() -> String {
+    use vggq_core::run_folder::*;
+    [
+        ("TRAIN_REPORT_FILE", TRAIN_REPORT_FILE.to_string()),
+        ("QUANT_REPORT_FILE", QUANT_REPORT_FILE.to_string()),
+        ("METRICS_FILE", METRICS_FILE.to_string()),
+        ("REPORT_FILE", REPORT_FILE.to_string()),
+        ("GOLDEN_TABLE_FILE", GOLDEN_TABLE_FILE.to_string()),
+        ("MANIFEST_FILE", MANIFEST_FILE.to_string()),
+        ("CHECKSUMS_FILE", CHECKSUMS_FILE.to_string()),
+        ("BATCH_SIZE", vggq_core::DEFAULT_BATCH_SIZE.to_string()),
+    ]
+    .iter()
+    .map(|(variable, value)| format!("{variable}={value}\n"))
+    .collect()
+}
+
 /// Compresses every payload with xz and deals the pieces into `bundle/partNN/` folders of at most
 /// `limit` bytes, in order; `part01/SHA256SUMS` holds each payload's digest, for the script to check what
 /// it reassembled. Returns each part's folder and size.
@@ -110,9 +129,9 @@ fn write_parts(sh: &Shell, payloads: &[PathBuf], bundle: &Path, limit: u64) -> R
     new_part(&mut parts)?;
     let sums_path = parts[0].0.join("SHA256SUMS");
     std::fs::write(&sums_path, &sums)?;
-    let run_files = vggq_core::run_folder::shell_variables();
-    std::fs::write(parts[0].0.join(RUN_FILES), &run_files)?;
-    parts[0].1 += (sums.len() + run_files.len()) as u64;
+    let shared = shared_with_vggq();
+    std::fs::write(parts[0].0.join(SHARED_WITH_VGGQ), &shared)?;
+    parts[0].1 += (sums.len() + shared.len()) as u64;
     for (name, xz) in &compressed {
         let data = std::fs::read(xz)?;
         let mut offset = 0;

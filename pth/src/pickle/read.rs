@@ -493,24 +493,15 @@ impl Machine<'_> {
 
     /// BINPUT, LONG_BINPUT, BINGET and LONG_BINGET.
     fn memo(&mut self, opcode: u8) -> Result<()> {
-        match opcode {
-            op::BINPUT => {
-                let [index] = self.take_array::<1>()?;
-                self.memo_put(u32::from(index))
-            }
-            op::LONG_BINPUT => {
-                let index = u32::from_le_bytes(self.take_array()?);
-                self.memo_put(index)
-            }
-            op::BINGET => {
-                let [index] = self.take_array::<1>()?;
-                self.memo_get(u32::from(index))
-            }
-            op::LONG_BINGET => {
-                let index = u32::from_le_bytes(self.take_array()?);
-                self.memo_get(index)
-            }
-            _ => Err(self.forbidden(opcode)),
+        let index = match opcode {
+            op::BINPUT | op::BINGET => u32::from(self.take_array::<1>()?[0]),
+            op::LONG_BINPUT | op::LONG_BINGET => u32::from_le_bytes(self.take_array()?),
+            _ => return Err(self.forbidden(opcode)),
+        };
+        if matches!(opcode, op::BINPUT | op::LONG_BINPUT) {
+            self.memo_put(index)
+        } else {
+            self.memo_get(index)
         }
     }
 }
