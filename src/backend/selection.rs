@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::shared_library::panic_message;
+use super::shared_library::catch_quietly;
 use super::{Adapter, BackendError, BackendKind, CudaProbe, DeviceRequest, Gpu, WgpuProbe};
 
 /// The device a run chose, why, and what the probes saw: printed at the start, recorded in its reports.
@@ -112,17 +112,14 @@ fn first_cuda_kernel() -> Result<(), String> {
 /// with any panic on the way (a driver, compiler or runtime that does not work) turned into the reason.
 pub(super) fn first_kernel<B: burn::tensor::backend::Backend>(backend: &str) -> Result<(), String> {
     use burn::prelude::*;
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(|| {
+    let result = catch_quietly(|| {
         let x = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0, 4.0], &Default::default());
         (x.clone() * x).sum().into_scalar().elem::<f32>()
     });
-    std::panic::set_hook(quiet);
     match result {
         Ok(30.0) => Ok(()),
         Ok(sum) => Err(format!("{backend}'s first kernel computed {sum} instead of 30")),
-        Err(panic) => Err(format!("{backend}'s first kernel failed: {}", panic_message(&*panic))),
+        Err(panic) => Err(format!("{backend}'s first kernel failed: {panic}")),
     }
 }
 

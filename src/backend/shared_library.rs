@@ -12,6 +12,16 @@ pub(crate) fn preload(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `work` with panics caught and not printed: a library that panics where it could have returned an
+/// error (wgpu finding no adapter, a GPU runtime that cannot compile) gives its message as the error.
+pub(crate) fn catch_quietly<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    let printing = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+    std::panic::set_hook(printing);
+    result.map_err(|panic| panic_message(&*panic))
+}
+
 /// The text of a panic payload (a library that panics where it could have returned an error).
 pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

@@ -72,10 +72,9 @@ fn probe() -> WgpuProbe {
         driver: [info.driver, info.driver_info].into_iter().filter(|part| !part.is_empty()).collect::<Vec<_>>().join(" "),
     };
     let mut probe = WgpuProbe { adapters: Vec::new(), chosen: None, unusable: None };
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let setup = std::panic::catch_unwind(|| init_setup::<AutoGraphicsApi>(&WgpuDevice::DefaultDevice, RuntimeOptions::default()));
-    std::panic::set_hook(quiet);
+    let setup = super::shared_library::catch_quietly(|| {
+        init_setup::<AutoGraphicsApi>(&WgpuDevice::DefaultDevice, RuntimeOptions::default())
+    });
     match setup {
         Ok(setup) => {
             let adapters = burn::cubecl::future::block_on(setup.instance.enumerate_adapters(setup.backend.into()));
@@ -85,9 +84,8 @@ fn probe() -> WgpuProbe {
         }
         Err(panic) => {
             probe.unusable = Some(format!(
-                "wgpu found no adapter that runs ({}): install a Vulkan driver (the GPU vendor's, or Mesa's \
-                 mesa-vulkan-drivers and libvulkan1 for lavapipe on the CPU)",
-                super::shared_library::panic_message(&*panic)
+                "wgpu found no adapter that runs ({panic}): install a Vulkan driver (the GPU vendor's, or Mesa's \
+                 mesa-vulkan-drivers and libvulkan1 for lavapipe on the CPU)"
             ));
         }
     }

@@ -101,7 +101,11 @@ fn backend_features() -> Vec<(&'static str, String)> {
 /// `--features` with [`backend_features`]: every cargo command xtask runs on the `vggq` package takes
 /// these, so none rebuilds the burn stack with other features.
 fn backend_feature_flags() -> Vec<String> {
-    let names: Vec<&str> = backend_features().iter().map(|(name, _)| *name).collect();
+    feature_flags(&backend_features())
+}
+
+fn feature_flags(features: &[(&str, String)]) -> Vec<String> {
+    let names: Vec<&str> = features.iter().map(|(name, _)| *name).collect();
     if names.is_empty() {
         return Vec::new();
     }
@@ -110,10 +114,11 @@ fn backend_feature_flags() -> Vec<String> {
 
 /// Builds the `vggq` binary in release mode with this machine's features; returns its path.
 fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
-    for (feature, why) in backend_features() {
+    let features = backend_features();
+    for (feature, why) in &features {
         println!("vggq is built with `{feature}`: this machine has {why}");
     }
-    let features = backend_feature_flags();
+    let features = feature_flags(&features);
     xshell::cmd!(sh, "cargo build --release {features...} --bin vggq").run()?;
     Ok(target_dir(sh).join("release/vggq"))
 }

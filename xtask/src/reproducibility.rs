@@ -35,7 +35,7 @@ pub fn run(sh: &Shell, vggq: &Path) -> Result<()> {
         train_and_quantize(sh, &[vggq], &data, "avx2", &NATIVE_LIMITS)?
     };
     for (run, name) in native.iter().skip(1).chain([&avx2]).zip(["2 threads", "3 threads", "5 threads", "VGGQ_ISA=avx2"]) {
-        same_files(&native[0], run).with_context(|| format!("1 thread against {name}"))?;
+        same_files(&native[0], run, &model_files()).with_context(|| format!("1 thread against {name}"))?;
     }
     println!("reproducible: 1, 2, 3 and 5 threads and the AVX2 kernels give the same model files");
 
@@ -43,7 +43,7 @@ pub fn run(sh: &Shell, vggq: &Path) -> Result<()> {
     let reference = train_and_quantize(sh, &[vggq], &data, "native-small", &EMULATED_LIMITS)?;
     let emulated_program = [qemu.as_path(), Path::new("-cpu"), Path::new(EMULATED_CPU), vggq];
     let emulated = train_and_quantize(sh, &emulated_program, &data, "qemu-haswell", &EMULATED_LIMITS)?;
-    same_files(&reference, &emulated).context("this CPU against an emulated Haswell (qemu-user)")?;
+    same_files(&reference, &emulated, &model_files()).context("this CPU against an emulated Haswell (qemu-user)")?;
     println!("reproducible: qemu-x86_64 -cpu {EMULATED_CPU} gives the same model files as this CPU");
     Ok(())
 }
@@ -70,12 +70,23 @@ fn model_files() -> Vec<String> {
     files
 }
 
-fn same_files(a: &Path, b: &Path) -> Result<()> {
-    for file in model_files() {
-        let (left, right) = (a.join(&file), b.join(&file));
+/// Fails unless each of `files` is the same bytes in the folders `a` and `b`, naming the first that is
+/// not and how many of its bytes differ.
+pub fn same_files(a: &Path, b: &Path, files: &[String]) -> Result<()> {
+    for file in files {
+        let (left, right) = (a.join(file), b.join(file));
         let read = |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-        if read(&left)? != read(&right)? {
-            bail!("{} and {} differ", left.display(), right.display());
+        let (left_bytes, right_bytes) = (read(&left)?, read(&right)?);
+        if left_bytes != right_bytes {
+            let differing = left_bytes.iter().zip(&right_bytes).filter(|(x, y)| x != y).count();
+            bail!(
+                "{} and {} differ: {differing} of {} bytes ({} against {} in all)",
+                left.display(),
+                right.display(),
+                left_bytes.len().min(right_bytes.len()),
+                left_bytes.len(),
+                right_bytes.len()
+            );
         }
     }
     Ok(())

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use vggq_core::places::{shared_dir, PYTHON_VARIABLE};
 use vggq_core::run_folder::{AUTOTUNE_FOLDER, CHECKSUMS_FILE, MODEL_FILE};
-use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
+use vggq_core::{flag_value, DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
 use crate::{all, device_bundle, lavapipe, onnxruntime, reproducibility};
@@ -94,20 +94,17 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 /// must give the same model bytes.
 fn wgpu_pipeline(sh: &Shell, args: all::Args) -> Result<()> {
     let data = args.data.clone().expect("the test's data");
-    let limits = args.limits.to_args();
+    let (profile, limits) = (flag_value(args.profile), args.limits.to_args());
     let first = all::run(sh, all::Args { device: DeviceRequest::Wgpu, ..args })?;
     let autotune = first.join(AUTOTUNE_FOLDER);
     let vggq = crate::build_vggq(sh)?;
     cmd!(
         sh,
-        "{vggq} train --profile smoke --device wgpu --out {WGPU_RERUN_DIR} --autotune-cache {autotune} --data {data} {limits...} --force"
+        "{vggq} train --profile {profile} --device wgpu --out {WGPU_RERUN_DIR} --autotune-cache {autotune} --data {data} {limits...} --force"
     )
     .run()?;
-    let (a, b) = (sh.read_binary_file(first.join(MODEL_FILE))?, sh.read_binary_file(Path::new(WGPU_RERUN_DIR).join(MODEL_FILE))?);
-    if a != b {
-        let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
-        bail!("two wgpu trainings with one autotune cache gave different models: {differing} of {} bytes differ", a.len());
-    }
+    reproducibility::same_files(&first, Path::new(WGPU_RERUN_DIR), &[MODEL_FILE.to_string()])
+        .context("two wgpu trainings with one autotune cache gave different models")?;
     println!("reproducible on wgpu: {} and {WGPU_RERUN_DIR} trained the same model", first.display());
     Ok(())
 }

@@ -437,58 +437,42 @@ impl Machine<'_> {
         self.nested(kind)
     }
 
-    /// APPEND(S) and SETITEM(S): items into the list or dict below them.
+    /// APPEND(S) and SETITEM(S): items into the list or dict below them. A single form is its plural
+    /// with one item (or one key and value).
     fn fill(&mut self, opcode: u8) -> Result<()> {
-        match opcode {
-            op::APPEND => {
-                let item = self.pop()?;
-                self.extend_top(item.depth(), |kind| match kind {
-                    NestedKind::List(items) => {
-                        items.push(item);
-                        Ok(())
-                    }
-                    _ => Err("APPEND target is not a list"),
-                })
-            }
-            op::APPENDS => {
-                let new = self.pop_mark()?;
-                self.extend_top(max_depth(&new), |kind| match kind {
-                    NestedKind::List(items) => {
-                        items.extend(new);
-                        Ok(())
-                    }
-                    _ => Err("APPENDS target is not a list"),
-                })
-            }
+        let (new, not_a_target) = match opcode {
+            op::APPEND => (vec![self.pop()?], "APPEND target is not a list"),
+            op::APPENDS => (self.pop_mark()?, "APPENDS target is not a list"),
             op::SETITEM => {
                 let value = self.pop()?;
                 let key = self.pop()?;
-                self.extend_top(key.depth().max(value.depth()), |kind| match kind {
-                    NestedKind::Dict(items) => {
-                        items.push((key, value));
-                        Ok(())
-                    }
-                    _ => Err("SETITEM target is not a dict"),
-                })
+                (vec![key, value], "SETITEM target is not a dict")
             }
-            op::SETITEMS => {
-                let flat = self.pop_mark()?;
-                if flat.len() % 2 != 0 {
-                    return Err(self.malformed("SETITEMS with an odd number of values"));
+            op::SETITEMS => (self.pop_mark()?, "SETITEMS target is not a dict"),
+            _ => return Err(self.forbidden(opcode)),
+        };
+        let depth = max_depth(&new);
+        if matches!(opcode, op::APPEND | op::APPENDS) {
+            return self.extend_top(depth, |kind| match kind {
+                NestedKind::List(items) => {
+                    items.extend(new);
+                    Ok(())
                 }
-                let depth = max_depth(&flat);
-                let mut flat = flat.into_iter();
-                let pairs = std::iter::from_fn(move || Some((flat.next()?, flat.next()?)));
-                self.extend_top(depth, |kind| match kind {
-                    NestedKind::Dict(items) => {
-                        items.extend(pairs);
-                        Ok(())
-                    }
-                    _ => Err("SETITEMS target is not a dict"),
-                })
-            }
-            _ => Err(self.forbidden(opcode)),
+                _ => Err(not_a_target),
+            });
         }
+        if new.len() % 2 != 0 {
+            return Err(self.malformed("SETITEMS with an odd number of values"));
+        }
+        let mut flat = new.into_iter();
+        let pairs = std::iter::from_fn(move || Some((flat.next()?, flat.next()?)));
+        self.extend_top(depth, |kind| match kind {
+            NestedKind::Dict(items) => {
+                items.extend(pairs);
+                Ok(())
+            }
+            _ => Err(not_a_target),
+        })
     }
 
     /// BINPUT, LONG_BINPUT, BINGET and LONG_BINGET.
