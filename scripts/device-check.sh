@@ -4,8 +4,9 @@
 #   1. probes the GPU (vggq device) with the CUDA libraries of the machine's PyTorch and CUDA_PATH
 #      found from nvcc;
 #   2. runs the smoke profile with --device cuda through train, quantize, export, eval (ONNX Runtime's
-#      CUDA and CPU providers) and report, twice with the same cubecl autotune cache, and compares the
-#      two packages' SHA256SUMS (the first run's table is golden/smoke-cuda.snap's source);
+#      CUDA and CPU providers) and report, twice (with the same cubecl autotune cache where the build
+#      tunes), and compares the two packages' SHA256SUMS (the first run's table is
+#      golden/smoke-cuda.snap's source);
 #   3. measures burn-cuda training and evaluation beside PyTorch at the smoke and full shapes, the two
 #      alternating in rounds (vggq bench-train), PyTorch at the arithmetic vggq was measured to use;
 #   4. times the full profile's first training steps to project the whole run, and evaluates its four
@@ -23,10 +24,13 @@
 # Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
 # 150 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) | full steps and
 # full-size ONNX 120; the deadline (default 540 s) cuts the sum short. The first H200 check
-# (2026-11-30) found the first training step alone past 200 s: cubecl's autotune compiles every
-# candidate kernel with NVRTC on one core. Both caches grow as a run goes (cubecl appends each tuned
-# choice and each compiled kernel), so a stage stopped at its cap leaves the next one further along:
-# the rerun, and the benchmarks that share the smoke run's autotune cache.
+# (2026-11-30) found the first training step alone past 200 s: cubecl's autotune compiled every
+# candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune (unless
+# `cargo xtask --autotune device-bundle`): each operation's default kernel, compiled once. On lavapipe a
+# smoke training of 320 images took 49 s instead of 2 min 27 s and compiled 190 kernels instead of 246;
+# lavapipe cannot run the tensor-core candidates, so it never compiled them, and an H200, which can,
+# compiled them all. The compiled-kernel cache grows as a run goes, so a stage stopped at its cap leaves
+# the next one further along (the rerun, the benchmarks), and with autotune its cache too.
 #
 #   VGGQ_CHECK_SECONDS=N scripts/device-check.sh  # there, after the last part arrived
 #   scripts/device-check.sh --dry-run  # here (and in CI): the same stages on the CPU build, the CPU ONNX
@@ -166,8 +170,8 @@ precision="$("$python" -c 'import json, sys; p = json.load(open(sys.argv[1]))["p
 # Stages in the order of what they are for, each capped, so that the check's deadline cuts the least
 # needed: the golden run, its rerun, the benchmarks, the full shapes.
 #
-# The smoke profile twice, the second run with the first's autotune cache: the same SHA256SUMS, or the
-# summary says how they differ.
+# The smoke profile twice (the second run with the first's autotune cache, where the build tunes): the
+# same SHA256SUMS, or the summary says how they differ.
 autotune="$work/autotune"
 smoke_run() {  # folder
     local run="$1"
@@ -251,9 +255,13 @@ for name, label in ((metrics_file, "smoke"), (f"full-{metrics_file}", "full size
 first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep}/smoke-{checksums_file}", f"{keep}/smoke-rerun-{checksums_file}"))
 if first and second:
     differing = sorted({l.split()[1] for l in set(first.splitlines()) ^ set(second.splitlines())})
-    rows.append(("smoke rerun, same autotune cache", "identical SHA256SUMS" if not differing else "differs: " + ", ".join(differing)))
+    rows.append(("smoke rerun", "identical SHA256SUMS" if not differing else "differs: " + ", ".join(differing)))
 if os.path.exists(f"{keep}/kernel-cache.txt"):
     rows.append(("compiled-kernel cache", open(f"{keep}/kernel-cache.txt").read().strip()))
+smoke_train = load(f"{keep}/smoke-{train_report_file}")
+if smoke_train:
+    tuned = smoke_train["autotune"]["tuned"]
+    rows.append(("kernels", "chosen by timing (autotune)" if tuned else "each operation's default (a build without autotune)"))
 tuned = f"{keep}/autotune/autotune.log"
 if os.path.exists(tuned):
     rows.append(("autotune", f"{sum(1 for _ in open(tuned))} lines in autotune.log"))

@@ -72,8 +72,8 @@ pub struct Provenance {
     /// What training's CPU kernels ran with: threads, instruction set, processor, blocking. None of it
     /// changes a CPU run's bytes; it is what to compare first where two machines' results differ.
     pub cpu: Option<crate::model::CpuFacts>,
-    /// cubecl's autotune cache of a GPU run (the kernels chosen by timing) when the package was made:
-    /// where it is and the SHA-256 of what it holds.
+    /// cubecl's autotune cache of a GPU run when the package was made: whether the build timed its
+    /// kernels, where the cache is and the SHA-256 of what it holds.
     pub autotune: Option<crate::backend::autotune::AutotuneCache>,
     /// Each provider asked for, where ONNX Runtime placed the nodes, or why it could not run.
     pub execution_providers: Vec<String>,

@@ -1,13 +1,16 @@
-//! cubecl's caches for a GPU run. The autotune cache (the kernels a GPU backend chose by timing them) is
-//! a folder of the run: a rerun with the same binary and GPU, or a run given the folder a golden table
-//! was recorded with, reuses those choices instead of timing again (and perhaps choosing others); its
-//! logger writes the choices to [`AUTOTUNE_LOG`] in the same folder. The compiled kernels are the
-//! machine's ([`kernel_cache`]): on the first H200 run, NVRTC compiling every candidate autotune timed
-//! kept the first training step busy for minutes on one core, and a kernel's code depends only on
-//! cubecl's version and the kernel (cubecl keys each by a hash of both), never on a run's results, so
-//! every later run on the machine loads them instead. cubecl reads its configuration once, at its first
-//! kernel, so [`use_caches`] runs before anything touches a GPU. A CPU-only build has no cubecl runtime,
-//! and nothing to point.
+//! cubecl's caches for a GPU run, and how its kernels are chosen. A build without the `autotune`
+//! feature (the default) runs each operation's default kernel, the first its hardware supports: nothing
+//! is timed, so every run on a GPU takes the same kernels, and a new machine compiles one kernel per
+//! operation and shape. A build with it times the candidates for each shape and keeps the fastest
+//! ([`TUNED`]); the autotune cache (those choices) is then a folder of the run: a rerun with the same
+//! binary and GPU, or a run given the folder a golden table was recorded with, reuses them instead of
+//! timing again (and perhaps choosing others); its logger writes the choices to [`AUTOTUNE_LOG`] in the
+//! same folder. The compiled kernels are the machine's ([`kernel_cache`]): on the first H200 run, NVRTC
+//! compiling every candidate autotune timed kept the first training step busy for minutes on one core,
+//! and a kernel's code depends only on cubecl's version and the kernel (cubecl keys each by a hash of
+//! both), never on a run's results, so every later run on the machine loads them instead. cubecl reads
+//! its configuration once, at its first kernel, so [`use_caches`] runs before anything touches a GPU. A
+//! CPU-only build has no cubecl runtime, and nothing to point.
 
 use std::path::{Path, PathBuf};
 
@@ -17,9 +20,15 @@ use sha2::{Digest, Sha256};
 /// The log of the kernels cubecl chose, in the cache's folder.
 pub const AUTOTUNE_LOG: &str = "autotune.log";
 
+/// Whether this build times candidate GPU kernels (the `autotune` feature) instead of running each
+/// operation's default.
+pub const TUNED: bool = cfg!(feature = "autotune");
+
 /// Where a run's autotune cache is and what it held at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutotuneCache {
+    /// Whether the build that ran timed its GPU kernels ([`TUNED`]); without, the cache stays empty.
+    pub tuned: bool,
     pub folder: PathBuf,
     /// SHA-256 over the folder's files (their names and bytes, in name order); `None` while empty (a CPU
     /// run, or a GPU run that tuned nothing).
@@ -33,13 +42,16 @@ pub enum AutotuneError {
     Folder { path: PathBuf, source: std::io::Error },
 }
 
-/// What a GPU run prints first: why its first steps are slow on a new machine.
+/// What a GPU run prints first: how its kernels are chosen, and why its first steps are slow on a new
+/// machine.
 pub fn first_steps_note() -> String {
-    format!(
-        "the first steps of each shape compile and time GPU kernels (minutes on a machine new to this build); \
-         compiled kernels are kept in {} for later runs",
-        kernel_cache().display()
-    )
+    let first_steps = if TUNED {
+        "kernels chosen by timing (the `autotune` feature): the first steps of each shape compile and time \
+         every candidate (minutes on a machine new to this build)"
+    } else {
+        "each operation's default kernel (a build without `autotune`): the first steps of each shape compile it"
+    };
+    format!("{first_steps}; compiled kernels are kept in {} for later runs", kernel_cache().display())
 }
 
 /// The machine's cache of compiled GPU kernels (cubecl's PTX cache), under vggq's cache folder.
@@ -47,17 +59,19 @@ pub fn kernel_cache() -> PathBuf {
     vggq_core::places::cache_dir().join("cubecl-kernels")
 }
 
-/// Points cubecl's compiled-kernel cache at [`kernel_cache`] and, where `autotune` names a folder
-/// (created if missing), its autotune cache and the log of the kernels it chose there; without one,
-/// autotune keeps cubecl's own cache (under `target/`).
+/// Points cubecl's compiled-kernel cache at [`kernel_cache`] and, in a build that tunes ([`TUNED`]) where
+/// `autotune` names a folder (created if missing), its autotune cache and the log of the kernels it
+/// chose there; without one, autotune keeps cubecl's own cache (under `target/`). A build that does not
+/// tune leaves the folder alone: nothing would go in it.
 pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
+    let autotune = autotune.filter(|_| TUNED);
     if let Some(folder) = autotune {
         std::fs::create_dir_all(folder).map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?;
     }
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     {
-        use burn::cubecl::config::cache::CacheConfig;
-        use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+        use cubecl::config::cache::CacheConfig;
+        use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
         // Once per process: a second call (a test, say) keeps the first folders.
         static CONFIGURED: std::sync::Once = std::sync::Once::new();
         CONFIGURED.call_once(|| {
@@ -77,7 +91,7 @@ pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
 impl AutotuneCache {
     /// `folder` as it is now.
     pub fn read(folder: &Path) -> Self {
-        AutotuneCache { folder: folder.to_path_buf(), sha256: digest(folder) }
+        AutotuneCache { tuned: TUNED, folder: folder.to_path_buf(), sha256: digest(folder) }
     }
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use vggq_core::DeviceRequest;
 
 pub use cuda_probe::{CudaProbe, CudaVersion, Gpu};
-pub use selection::{select, Selection};
+pub use selection::{probe_cuda, select, Selection};
 pub use startup::{export_cuda_path, join_cpu_pool};
 pub use wgpu_probe::{Adapter, WgpuProbe};
 
@@ -50,7 +50,7 @@ impl BackendKind {
         }
     }
 
-    /// Whether it is a CubeCL backend: kernels compiled and chosen by timing at run time.
+    /// Whether it is a CubeCL backend: kernels compiled at run time.
     pub fn is_gpu(self) -> bool {
         self != BackendKind::Cpu
     }

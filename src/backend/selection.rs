@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::shared_library::catch_quietly;
 use super::{Adapter, BackendError, BackendKind, CudaProbe, DeviceRequest, Gpu, WgpuProbe};
 
 /// The device a run chose, why, and what the probes saw: printed at the start, recorded in its reports.
@@ -44,7 +43,7 @@ impl Selection {
 /// Chooses the backend for `request`: CUDA is probed for `auto` and `cuda`, wgpu for `wgpu` and for an
 /// `auto` that found no usable CUDA.
 pub fn select(request: DeviceRequest) -> Result<Selection, BackendError> {
-    let cuda = matches!(request, DeviceRequest::Auto | DeviceRequest::Cuda).then(|| with_first_kernel(CudaProbe::run()));
+    let cuda = matches!(request, DeviceRequest::Auto | DeviceRequest::Cuda).then(probe_cuda);
     let cuda_usable = cuda.as_ref().is_some_and(|probe| probe.unusable.is_none());
     let wgpu = (request == DeviceRequest::Wgpu || (request == DeviceRequest::Auto && !cuda_usable)).then(WgpuProbe::run);
     decide(request, cuda, wgpu)
@@ -85,8 +84,10 @@ fn decide(request: DeviceRequest, cuda: Option<CudaProbe>, wgpu: Option<WgpuProb
     }
 }
 
-/// `probe` with burn-cuda's first kernel run where the probe found nothing in its way.
-fn with_first_kernel(mut probe: CudaProbe) -> CudaProbe {
+/// What [`select`] finds of CUDA: the probe, and burn-cuda's first kernel run where the probe found
+/// nothing in its way. Alone where only CUDA changes a choice (ONNX Runtime's providers).
+pub fn probe_cuda() -> CudaProbe {
+    let mut probe = CudaProbe::run();
     if probe.unusable.is_none() {
         if let Err(reason) = first_cuda_kernel() {
             probe.unusable = Some(reason);
@@ -110,9 +111,10 @@ fn first_cuda_kernel() -> Result<(), String> {
 
 /// Squares and sums four numbers on `B`'s default device: compiles, launches and reads back one kernel,
 /// with any panic on the way (a driver, compiler or runtime that does not work) turned into the reason.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub(super) fn first_kernel<B: burn::tensor::backend::Backend>(backend: &str) -> Result<(), String> {
     use burn::prelude::*;
-    let result = catch_quietly(|| {
+    let result = super::shared_library::catch_quietly(|| {
         let x = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0, 4.0], &Default::default());
         (x.clone() * x).sum().into_scalar().elem::<f32>()
     });

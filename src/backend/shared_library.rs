@@ -14,6 +14,7 @@ pub(crate) fn preload(path: &Path) -> Result<(), String> {
 
 /// Runs `work` with panics caught and not printed: a library that panics where it could have returned an
 /// error (wgpu finding no adapter, a GPU runtime that cannot compile) gives its message as the error.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub(crate) fn catch_quietly<T>(work: impl FnOnce() -> T) -> Result<T, String> {
     let printing = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));

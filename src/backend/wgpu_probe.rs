@@ -77,7 +77,7 @@ fn probe() -> WgpuProbe {
     });
     match setup {
         Ok(setup) => {
-            let adapters = burn::cubecl::future::block_on(setup.instance.enumerate_adapters(setup.backend.into()));
+            let adapters = cubecl::future::block_on(setup.instance.enumerate_adapters(setup.backend.into()));
             probe.adapters = adapters.iter().map(|adapter| describe(adapter.get_info())).collect();
             probe.chosen = Some(describe(setup.adapter.get_info()));
             probe.unusable = super::selection::first_kernel::<burn::backend::Wgpu>("burn-wgpu").err();

@@ -62,7 +62,7 @@ pub fn run(mut args: Args) -> Result<()> {
         args.images = args.images.or(profile.data.eval_images);
         args.report = args.report.take().or_else(|| Some(run.join(METRICS_FILE)));
     }
-    let plan = ProviderPlan::for_request(args.device)?;
+    let plan = ProviderPlan::for_request(args.device);
     println!("execution providers: {}", plan.reason);
     // A run's evaluation is a step of its pipeline, skipped when up to date; files named on the command
     // line (a benchmark's, say) are always evaluated.

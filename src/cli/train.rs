@@ -51,8 +51,9 @@ pub struct Args {
     /// Output folder; default `artifacts/<profile>`.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// cubecl's autotune cache for a GPU run: the kernels it chose by timing, reused where it holds them
-    /// (give a golden table's run's to replay its choices). Default: `<out>/autotune`.
+    /// cubecl's autotune cache for a GPU run of a build with the `autotune` feature: the kernels it chose
+    /// by timing, reused where it holds them (give a golden table's run's to replay its choices); a build
+    /// without it times nothing and leaves the folder empty. Default: `<out>/autotune`.
     #[arg(long)]
     autotune_cache: Option<PathBuf>,
     /// Train even when the outputs of an identical earlier run are in place.
@@ -69,7 +70,7 @@ struct TrainReport<'a> {
     precision: Precision,
     /// What the CPU kernels ran with (threads, instruction set, blocking).
     cpu: CpuFacts,
-    /// cubecl's autotune cache after training (empty on the CPU).
+    /// cubecl's autotune cache after training (empty on the CPU and without the `autotune` feature).
     autotune: AutotuneCache,
     dataset: String,
     classes: Vec<String>,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::ModelMetrics;
 use super::session::{Provider, SessionSettings};
-use crate::backend::{self, BackendError, BackendKind, CudaProbe, DeviceRequest};
+use crate::backend::{self, DeviceRequest};
 
 /// The providers to run every model on, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,9 +21,9 @@ pub struct ProviderPlan {
 }
 
 impl ProviderPlan {
-    pub fn for_request(request: DeviceRequest) -> Result<Self, BackendError> {
+    pub fn for_request(request: DeviceRequest) -> Self {
         let plan = |providers, cuda_required, reason: String| ProviderPlan { request, providers, cuda_required, reason };
-        Ok(match request {
+        match request {
             DeviceRequest::Cpu => plan(vec![Provider::Cpu], false, "CPU execution provider: --device cpu".into()),
             DeviceRequest::Cuda => plan(
                 vec![Provider::Cuda, Provider::Cpu],
@@ -35,26 +35,21 @@ impl ProviderPlan {
                 false,
                 "CPU execution provider: --device wgpu (ONNX Runtime has no wgpu provider)".into(),
             ),
+            // Only CUDA changes the providers (ONNX Runtime has no wgpu provider): wgpu is not set up.
             DeviceRequest::Auto => {
-                let selection = backend::select(request)?;
-                let found = selection.probe.as_ref().map(CudaProbe::summary).unwrap_or_default();
-                match selection.backend {
-                    BackendKind::Cuda => plan(
+                let probe = backend::probe_cuda();
+                let found = probe.summary();
+                if probe.unusable.is_none() {
+                    plan(
                         vec![Provider::Cuda, Provider::Cpu],
                         false,
                         format!("CUDA and CPU execution providers: training could use {found}"),
-                    ),
-                    BackendKind::Wgpu => plan(
-                        vec![Provider::Cpu],
-                        false,
-                        format!("CPU execution provider: ONNX Runtime has no wgpu provider ({})", selection.reason),
-                    ),
-                    BackendKind::Cpu => {
-                        plan(vec![Provider::Cpu], false, format!("CPU execution provider: no usable GPU ({found})"))
-                    }
+                    )
+                } else {
+                    plan(vec![Provider::Cpu], false, format!("CPU execution provider: no usable CUDA GPU ({found})"))
                 }
             }
-        })
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The golden table of a run (`golden/<profile>-<device>.snap` reviews it) and how a reviewed table is
 //! compared with a new one. A CPU run is the same bytes on any machine, so its table is compared exactly.
-//! A GPU run is not: cubecl and cuDNN pick kernels by timing, some in TF32, so its top-1 and agreement
-//! are compared within a tolerance the table itself states; sizes, placement and providers exactly.
+//! A GPU run is not: its kernels follow the GPU (what it supports, and with the `autotune` feature what
+//! was fastest there), some run in TF32 and some sum in no fixed order, so its top-1 and agreement are
+//! compared within a tolerance the table itself states; sizes, placement and providers exactly.
 
 use std::fmt::{self, Write};
 
@@ -46,7 +47,7 @@ impl fmt::Display for Tolerance {
             Tolerance::Exact => write!(f, "{TOLERANCE_PREFIX}exact (a CPU run is the same bytes on every machine)"),
             Tolerance::Points(points) => write!(
                 f,
-                "{TOLERANCE_PREFIX}top-1 and agreement within {points} points (GPU kernels are chosen by timing); sizes, placement and providers exact"
+                "{TOLERANCE_PREFIX}top-1 and agreement within {points} points (GPU kernels and their arithmetic follow the GPU); sizes, placement and providers exact"
             ),
         }
     }

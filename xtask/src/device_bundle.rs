@@ -5,8 +5,8 @@
 //! script; it reassembles everything there.
 //!
 //! The payloads, each xz-compressed and cut into pieces across the parts in order:
-//! - `vggq`, built with `--features cuda` for the machine's CUDA 13.0 driver (`CUDARC_CUDA_VERSION`),
-//!   in a target folder of its own so the main one stays warm;
+//! - `vggq`, built with `--features cuda` (and `autotune` with `--autotune`) for the machine's CUDA 13.0
+//!   driver (`CUDARC_CUDA_VERSION`), in a target folder of its own so the main one stays warm;
 //! - the JPEG copy of CIFAR-10 and the PyTorch baseline (`../shared` does not travel);
 //! - ONNX Runtime's GPU build from the pinned `onnxruntime-gpu` wheel: the library, its shared
 //!   provider and its CUDA provider (284 MB, the bulk of the bundle). The CUDA 13, cuBLAS and cuDNN 9
@@ -51,7 +51,8 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         let target = crate::target_dir(sh).join("device");
         let _version = sh.push_env("CUDARC_CUDA_VERSION", DEVICE_CUDA_VERSION);
         let _target = sh.push_env("CARGO_TARGET_DIR", &target);
-        cmd!(sh, "cargo build --release --features cuda --bin vggq").run()?;
+        let features = if crate::autotune_asked() { "cuda,autotune" } else { "cuda" };
+        cmd!(sh, "cargo build --release --features {features} --bin vggq").run()?;
         (target.join("release/vggq"), onnxruntime::wheel_libraries(sh, GPU_WHEEL)?, PART_LIMIT)
     };
     let mut payloads = vec![vggq, shared_dir().join("data/cifar10-jpeg.tar.gz"), shared_dir().join("bench/torch_train_bench.py")];

@@ -26,7 +26,16 @@ use vggq_core::places::{has_wgpu_api, workspace_root, CudaToolkit, VULKAN_LOADER
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Build vggq with cubecl's autotune (the `autotune` feature): on a GPU, each operation and shape
+    /// times its candidate kernels and keeps the fastest, at the cost of compiling every candidate on a
+    /// machine's first run (minutes) and of kernel choices that follow timing. Without it, each operation
+    /// runs its default kernel. Every cargo command xtask runs then takes it.
+    #[arg(long, global = true)]
+    autotune: bool,
 }
+
+/// `--autotune`, for every build xtask makes in this process.
+static AUTOTUNE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 #[derive(Subcommand)]
 enum Command {
@@ -51,6 +60,7 @@ enum Command {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    AUTOTUNE.set(cli.autotune).expect("set once, first thing");
     let sh = xshell::Shell::new()?;
     sh.change_dir(workspace_root());
     match cli.command {
@@ -91,11 +101,18 @@ fn target_dir(sh: &xshell::Shell) -> PathBuf {
 
 /// The GPU backends this machine can build and run, each with why: `cuda` where it has a CUDA toolkit,
 /// `wgpu` where wgpu has a graphics API (the Vulkan loader on Linux; `cargo xtask test` installs Mesa's
-/// lavapipe behind it). A machine with neither compiles neither.
+/// lavapipe behind it). A machine with neither compiles neither. `autotune` where `--autotune` asks.
 fn backend_features() -> Vec<(&'static str, String)> {
-    let cuda = CudaToolkit::find().map(|toolkit| ("cuda", format!("the CUDA toolkit in {}", toolkit.root.display())));
-    let wgpu = has_wgpu_api().then(|| ("wgpu", format!("a graphics API for wgpu ({VULKAN_LOADER} on Linux)")));
-    cuda.into_iter().chain(wgpu).collect()
+    let cuda =
+        CudaToolkit::find().map(|toolkit| ("cuda", format!("this machine has the CUDA toolkit in {}", toolkit.root.display())));
+    let wgpu = has_wgpu_api().then(|| ("wgpu", format!("this machine has a graphics API for wgpu ({VULKAN_LOADER} on Linux)")));
+    let autotune = autotune_asked().then(|| ("autotune", "asked for with --autotune".to_string()));
+    cuda.into_iter().chain(wgpu).chain(autotune).collect()
+}
+
+/// Whether `--autotune` was given.
+fn autotune_asked() -> bool {
+    AUTOTUNE.get().copied().unwrap_or(false)
 }
 
 /// `--features` with [`backend_features`]: every cargo command xtask runs on the `vggq` package takes
@@ -116,7 +133,7 @@ fn feature_flags(features: &[(&str, String)]) -> Vec<String> {
 fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
     let features = backend_features();
     for (feature, why) in &features {
-        println!("vggq is built with `{feature}`: this machine has {why}");
+        println!("vggq is built with `{feature}`: {why}");
     }
     let features = feature_flags(&features);
     xshell::cmd!(sh, "cargo build --release {features...} --bin vggq").run()?;

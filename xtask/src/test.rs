@@ -27,7 +27,8 @@ const FULL_SHAPE_DIR: &str = "target/full-shape";
 /// files PyTorch loads into the seed's modules).
 const FULL_SHAPE_LIMITS: Limits =
     Limits { train_images: Some(128), eval_images: Some(64), calibration_batches: Some(2), epochs: Some(1) };
-/// Where the GPU code path's run on lavapipe goes, and its retraining with the same autotune cache.
+/// Where the GPU code path's run on lavapipe goes, and its retraining (with the same autotune cache, where
+/// the build tunes).
 const WGPU_DIR: &str = "target/wgpu/smoke";
 const WGPU_RERUN_DIR: &str = "target/wgpu/retrain";
 /// The smoke shapes on a few hundred images: every step of the pipeline on burn-wgpu in minutes, where
@@ -80,9 +81,9 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     // --release: the tests train a small VGG on real images, and release shares its build with `all`.
     let cargo_args = args.cargo_args;
     cmd!(sh, "cargo test --release --workspace {features...} {cargo_args...}").run()?;
-    // Lints, with the CUDA backend compiled in: CPU machines never build it otherwise, and a GPU machine
-    // must never meet code that does not build.
-    cmd!(sh, "cargo clippy --workspace --all-targets --features vggq/cuda,vggq/wgpu -- -D warnings").run()?;
+    // Lints, with the CUDA backend and autotune compiled in: CPU machines never build them otherwise, and
+    // a GPU machine must never meet code that does not build.
+    cmd!(sh, "cargo clippy --workspace --all-targets --features vggq/cuda,vggq/wgpu,vggq/autotune -- -D warnings").run()?;
     // The GPU check, rehearsed on the CPU build and the CPU ONNX Runtime: the bundle, its reassembly and
     // every step of the script.
     device_bundle::run(sh, device_bundle::Args { dry_run: true })?;
@@ -90,8 +91,8 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 }
 
 /// The GPU code path on lavapipe: the pipeline with `--device wgpu` (train, quantize, export, eval,
-/// report, verify), then training again into another folder with the first run's autotune cache, which
-/// must give the same model bytes.
+/// report, verify), then training again into another folder, which must give the same model bytes: the
+/// same default kernels, or with `--autotune` the first run's choices from its autotune cache.
 fn wgpu_pipeline(sh: &Shell, args: all::Args) -> Result<()> {
     let data = args.data.clone().expect("the test's data");
     let (profile, limits) = (flag_value(args.profile), args.limits.to_args());
@@ -104,7 +105,7 @@ fn wgpu_pipeline(sh: &Shell, args: all::Args) -> Result<()> {
     )
     .run()?;
     reproducibility::same_files(&first, Path::new(WGPU_RERUN_DIR), &[MODEL_FILE.to_string()])
-        .context("two wgpu trainings with one autotune cache gave different models")?;
+        .context("two wgpu trainings gave different models")?;
     println!("reproducible on wgpu: {} and {WGPU_RERUN_DIR} trained the same model", first.display());
     Ok(())
 }
