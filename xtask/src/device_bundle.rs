@@ -5,8 +5,10 @@
 //! script; it reassembles everything there.
 //!
 //! The payloads, each xz-compressed and cut into pieces across the parts in order:
-//! - `vggq`, built with `--features cuda` (and `autotune` with `--autotune`) for the machine's CUDA 13.0
-//!   driver (`CUDARC_CUDA_VERSION`), in a target folder of its own so the main one stays warm;
+//! - `vggq`, built with `--features cuda` for the machine's CUDA 13.0 driver (`CUDARC_CUDA_VERSION`), in a
+//!   target folder of its own so the main one stays warm; and beside it `vggq-autotune`, the same with
+//!   cubecl's autotune, which the script falls back to where the default kernels fail (the first H200
+//!   check saw the tuning build run; the default kernels have run on lavapipe only);
 //! - the JPEG copy of CIFAR-10 and the PyTorch baseline (`../shared` does not travel);
 //! - ONNX Runtime's GPU build from the pinned `onnxruntime-gpu` wheel: the library, its shared
 //!   provider and its CUDA provider (284 MB, the bulk of the bundle). The CUDA 13, cuBLAS and cuDNN 9
@@ -32,6 +34,8 @@ pub const PART_LIMIT: u64 = 60 << 20;
 const DRY_RUN_PART_LIMIT: u64 = 8 << 20;
 /// The CUDA API the machine's driver (580.x) offers; cudarc binds its newest (13.4) without a toolkit.
 const DEVICE_CUDA_VERSION: &str = "13000";
+/// The bundle's vggq built with cubecl's autotune (the script's fallback).
+const TUNING_BUILD: &str = "vggq-autotune";
 /// What the script shares with vggq, as shell variables, in the first part for it to source.
 const SHARED_WITH_VGGQ: &str = "vggq.env";
 /// The files of ONNX Runtime's wheel the check needs (the CUDA provider only in the GPU build).
@@ -45,17 +49,22 @@ pub struct Args {
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    let (vggq, ort_dir, limit) = if args.dry_run {
-        (crate::build_vggq(sh)?, onnxruntime::wheel_libraries(sh, CPU_WHEEL)?, DRY_RUN_PART_LIMIT)
+    let (binaries, ort_dir, limit) = if args.dry_run {
+        (vec![crate::build_vggq(sh)?], onnxruntime::wheel_libraries(sh, CPU_WHEEL)?, DRY_RUN_PART_LIMIT)
     } else {
         let target = crate::target_dir(sh).join("device");
         let _version = sh.push_env("CUDARC_CUDA_VERSION", DEVICE_CUDA_VERSION);
         let _target = sh.push_env("CARGO_TARGET_DIR", &target);
-        let features = if crate::autotune_asked() { "cuda,autotune" } else { "cuda" };
-        cmd!(sh, "cargo build --release --features {features} --bin vggq").run()?;
-        (target.join("release/vggq"), onnxruntime::wheel_libraries(sh, GPU_WHEEL)?, PART_LIMIT)
+        // One target folder for both builds: they share every crate autotune does not change. The
+        // tuning build first, copied out, so that `release/vggq` is the default one.
+        cmd!(sh, "cargo build --release --features cuda,autotune --bin vggq").run()?;
+        let tuning = target.join(TUNING_BUILD);
+        sh.copy_file(target.join("release/vggq"), &tuning)?;
+        cmd!(sh, "cargo build --release --features cuda --bin vggq").run()?;
+        (vec![target.join("release/vggq"), tuning], onnxruntime::wheel_libraries(sh, GPU_WHEEL)?, PART_LIMIT)
     };
-    let mut payloads = vec![vggq, shared_dir().join("data/cifar10-jpeg.tar.gz"), shared_dir().join("bench/torch_train_bench.py")];
+    let mut payloads = binaries;
+    payloads.extend([shared_dir().join("data/cifar10-jpeg.tar.gz"), shared_dir().join("bench/torch_train_bench.py")]);
     for entry in std::fs::read_dir(&ort_dir).with_context(|| format!("reading {}", ort_dir.display()))? {
         let path = entry?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -10,6 +10,8 @@
 pub mod composed;
 mod cpu;
 mod cpu_autodiff;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod cubecl_autodiff;
 mod dot_products;
 mod fake_quantize;
 mod gemm;
@@ -249,13 +251,14 @@ pub fn sgd_step<B: VggBackend, const D: usize>(
 mod cubecl_backends {
     use burn::backend::Autodiff;
 
-    use super::{composed, BatchNormed, FloatTensor, VggBackend};
+    use super::{composed, cubecl_autodiff, BatchNormed, FloatTensor, VggBackend};
 
+    /// `$conv3x3` is the convolution: Burn's, or on autodiff ours with its own backward pass.
     macro_rules! composed_backend {
-        ($backend:ty) => {
+        ($backend:ty, $conv3x3:expr) => {
             impl VggBackend for $backend {
                 fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-                    composed::conv3x3::<Self>(x, weight, bias)
+                    $conv3x3(x, weight, bias)
                 }
 
                 fn batch_norm_relu(
@@ -286,11 +289,11 @@ mod cubecl_backends {
     }
 
     #[cfg(feature = "cuda")]
-    composed_backend!(burn::backend::Cuda);
+    composed_backend!(burn::backend::Cuda, composed::conv3x3::<Self>);
     #[cfg(feature = "cuda")]
-    composed_backend!(Autodiff<burn::backend::Cuda>);
+    composed_backend!(Autodiff<burn::backend::Cuda>, cubecl_autodiff::conv3x3::<burn::backend::Cuda>);
     #[cfg(feature = "wgpu")]
-    composed_backend!(burn::backend::Wgpu);
+    composed_backend!(burn::backend::Wgpu, composed::conv3x3::<Self>);
     #[cfg(feature = "wgpu")]
-    composed_backend!(Autodiff<burn::backend::Wgpu>);
+    composed_backend!(Autodiff<burn::backend::Wgpu>, cubecl_autodiff::conv3x3::<burn::backend::Wgpu>);
 }
