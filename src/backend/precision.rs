@@ -59,7 +59,6 @@ fn matmul<B: Backend>(config: &VggConfig, batch: usize, device: &B::Device) -> A
 /// `1 + 2^-11` against all-one weights: an inner pixel is `9 * (1 + 2^-10)` in FP32, 9 in TF32.
 fn conv<B: Backend>(config: &VggConfig, batch: usize, device: &B::Device) -> Arithmetic {
     use burn::tensor::module::conv2d;
-    use burn::tensor::ops::ConvOptions;
     let side = config.input_size;
     let channels = [BEYOND_TF32, -1.0, BEYOND_TF32];
     let image: Vec<f32> = channels.iter().flat_map(|&c| std::iter::repeat_n(c, side * side)).collect();
@@ -69,7 +68,7 @@ fn conv<B: Backend>(config: &VggConfig, batch: usize, device: &B::Device) -> Ari
         _ => 64 / config.width_divisor,
     };
     let weights = Tensor::<B, 4>::ones([out_channels, 3, 3, 3], device);
-    let output = conv2d(images, weights, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+    let output = conv2d(images, weights, None, crate::model::kernels::composed::conv3x3_options());
     let inner = side / 2;
     let value = crate::host_reads::values(output.slice([0..1, 0..1, inner..inner + 1, inner..inner + 1]).reshape([1]))[0];
     classify(value, 9.0 * (1.0 + 1.0 / 1024.0), 9.0)

@@ -13,8 +13,12 @@ use crate::model::BATCH_NORM_EPS;
 use crate::quant::qparams::device_qparams;
 
 pub fn conv3x3<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
-    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
-    primitive(conv2d(tensor::<B, 4>(x), tensor(weight), Some(tensor(bias)), options))
+    primitive(conv2d(tensor::<B, 4>(x), tensor(weight), Some(tensor(bias)), conv3x3_options()))
+}
+
+/// VGG's convolution: stride 1, padding 1, no dilation, one group.
+pub fn conv3x3_options() -> ConvOptions<2> {
+    ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
 }
 
 pub fn batch_norm_relu<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> BatchNormed<B> {

@@ -11,12 +11,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::ops::FloatTensor;
 
-/// VGG's convolution: stride 1, padding 1, no dilation, one group.
-fn options() -> ConvOptions<2> {
-    ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
-}
+use super::composed::conv3x3_options as options;
 
 /// [`super::VggBackend::conv3x3`] on `Autodiff<B>`, its input's gradient a forward convolution.
 pub fn conv3x3<B: Backend>(

@@ -4,8 +4,9 @@
 //! and the step of SGD that trains them, and quantization-aware training's fake quantizers. The model and the optimizer call them through [`VggBackend`]:
 //! - on the CPU (`Flex`, [`cpu`]) they are our kernels, and `Autodiff<Flex>` ([`cpu_autodiff`]) gives
 //!   them backward passes of our own;
-//! - on CUDA (`Cuda`, `Autodiff<Cuda>`) they are Burn's own operations composed ([`composed`]), so
-//!   burn-cuda keeps its kernels and autodiff its backward passes.
+//! - on the GPU backends (`Cuda`, `Wgpu` and their `Autodiff`) they are Burn's own operations composed
+//!   ([`composed`]), so cubecl keeps its kernels and autodiff its backward passes, but for the
+//!   convolution's input gradient ([`cubecl_autodiff`]).
 
 pub mod composed;
 mod cpu;
