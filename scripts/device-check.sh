@@ -278,8 +278,7 @@ if os.path.exists(f"{keep}/kernel-cache.txt"):
     rows.append(("compiled-kernel cache", open(f"{keep}/kernel-cache.txt").read().strip()))
 smoke_train = load(f"{keep}/smoke-{train_report_file}")
 if smoke_train and smoke_train["device"]["backend"] != "cpu":
-    tuned = smoke_train["autotune"]["tuned"]
-    rows.append(("kernels", "chosen by timing (autotune)" if tuned else "each operation's default (a build without autotune)"))
+    rows.append(("kernels", "chosen by timing (autotune)" if smoke_train["autotune"]["tuned"] else "each operation's default (a build without autotune)"))
 tuned = f"{keep}/autotune/autotune.log"
 if os.path.exists(tuned):
     rows.append(("autotune", f"{sum(1 for _ in open(tuned))} lines in autotune.log"))

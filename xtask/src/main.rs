@@ -106,13 +106,8 @@ fn backend_features() -> Vec<(&'static str, String)> {
     let cuda =
         CudaToolkit::find().map(|toolkit| ("cuda", format!("this machine has the CUDA toolkit in {}", toolkit.root.display())));
     let wgpu = has_wgpu_api().then(|| ("wgpu", format!("this machine has a graphics API for wgpu ({VULKAN_LOADER} on Linux)")));
-    let autotune = autotune_asked().then(|| ("autotune", "asked for with --autotune".to_string()));
+    let autotune = AUTOTUNE.get().copied().unwrap_or(false).then(|| ("autotune", "asked for with --autotune".to_string()));
     cuda.into_iter().chain(wgpu).chain(autotune).collect()
-}
-
-/// Whether `--autotune` was given.
-fn autotune_asked() -> bool {
-    AUTOTUNE.get().copied().unwrap_or(false)
 }
 
 /// `--features` with [`backend_features`]: every cargo command xtask runs on the `vggq` package takes

@@ -46,7 +46,7 @@ pub fn conv3x3<B: Backend>(
         }
     }
 
-    let output = B::conv2d(x.primitive.clone(), weight.primitive.clone(), Some(bias.primitive.clone()), options());
+    let output = super::composed::conv3x3::<B>(x.primitive.clone(), weight.primitive.clone(), bias.primitive.clone());
     match Conv3x3.prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()]).compute_bound().stateful()
     {
         OpsKind::Tracked(prep) => prep.finish((x.primitive, weight.primitive, bias.primitive), output),
