@@ -36,7 +36,8 @@
 #   VGGQ_CHECK_SECONDS=N scripts/device-check.sh  # there, after the last part arrived
 #   scripts/device-check.sh --dry-run  # here (and in CI): the same stages on the CPU build, the CPU ONNX
 #                                      # Runtime and small limits, from `cargo xtask device-bundle --dry-run`
-#   VGGQ_CHECK_FAIL=<stage> ...        # rehearses a failing stage (the rest must still run)
+#   VGGQ_CHECK_FAIL="<stage> ..." ...  # rehearses failing stages (the rest must still run; a failing
+#                                      # smoke-run hands the rest to vggq-autotune)
 set -uo pipefail
 
 dry_run=false
@@ -70,8 +71,8 @@ stage() {
     local begin=$(date +%s) status
     local limit=$(( deadline - begin < cap ? deadline - begin : cap ))
     echo "== $(( begin - started )) s: $name (at most $limit s)"
-    if [[ "${VGGQ_CHECK_FAIL:-}" == "$name" ]]; then
-        echo "(failing $name on purpose: VGGQ_CHECK_FAIL=$name)"
+    if [[ " ${VGGQ_CHECK_FAIL:-} " == *" $name "* ]]; then
+        echo "(failing $name on purpose: VGGQ_CHECK_FAIL=${VGGQ_CHECK_FAIL})"
         status=99
     elif (( limit < 10 )); then
         echo "(skipping $name: the check's time is spent)"
@@ -122,7 +123,7 @@ reassemble() {
 }
 stage reassemble 120 reassemble
 vggq="$work/bundle/vggq"
-# The same with cubecl's autotune (not in a dry run's bundle): the fallback below.
+# The same with cubecl's autotune (in a dry run's bundle, a copy of the CPU build): the fallback below.
 vggq_tuning="$work/bundle/vggq-autotune"
 data="$work/bundle/cifar10-jpeg.tar.gz"
 export ORT_DYLIB_PATH="$(ls "$work"/bundle/libonnxruntime.so.* 2>/dev/null | head -n 1)"

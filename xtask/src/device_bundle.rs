@@ -15,7 +15,8 @@
 //!   libraries the provider needs are on the machine already, in its PyTorch's `nvidia/` wheels.
 //!
 //! `--dry-run` bundles the CPU build and the CPU ONNX Runtime instead, in small parts, for
-//! `scripts/device-check.sh --dry-run` to rehearse the whole check here and in CI.
+//! `scripts/device-check.sh --dry-run` to rehearse the whole check here and in CI; a copy of the CPU
+//! build stands in for `vggq-autotune` (autotune is a GPU matter), so that the fallback is rehearsed too.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,7 +51,10 @@ pub struct Args {
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let (binaries, ort_dir, limit) = if args.dry_run {
-        (vec![crate::build_vggq(sh)?], onnxruntime::wheel_libraries(sh, CPU_WHEEL)?, DRY_RUN_PART_LIMIT)
+        let vggq = crate::build_vggq(sh)?;
+        let stand_in = crate::target_dir(sh).join(TUNING_BUILD);
+        sh.copy_file(&vggq, &stand_in)?;
+        (vec![vggq, stand_in], onnxruntime::wheel_libraries(sh, CPU_WHEEL)?, DRY_RUN_PART_LIMIT)
     } else {
         let target = crate::target_dir(sh).join("device");
         let _version = sh.push_env("CUDARC_CUDA_VERSION", DEVICE_CUDA_VERSION);

@@ -112,28 +112,43 @@ fn wgpu_pipeline(sh: &Shell, args: all::Args) -> Result<()> {
 
 /// The files the device tool brings back from a call, at most.
 const DEVICE_OUT_FILES: usize = 8;
-/// The stage the rehearsal makes fail: every other stage must still run, and the summary say so.
-const FAILED_STAGE: &str = "bench-full";
+/// The stages the rehearsal makes fail: the default build's smoke run, which must hand the rest of the
+/// check to the tuning build, and a later one; every other stage must still run, and the summary say so.
+const FAILED_STAGES: [&str; 2] = ["smoke-run", "bench-full"];
+/// The stage the failing smoke run brings in.
+const FALLBACK_STAGE: &str = "smoke-run-autotune";
 
-/// `scripts/device-check.sh --dry-run` with one stage made to fail: it must fail as a whole, its summary
-/// must name that stage and list every other as run, and `$OUT` hold no more files than come back.
+/// `scripts/device-check.sh --dry-run` with some stages made to fail: it must fail as a whole, its
+/// summary must name those stages, show the fallback's smoke run and every other stage as run, and
+/// `$OUT` hold no more files than come back.
 fn rehearse_device_check(sh: &Shell) -> Result<()> {
     let out = crate::target_dir(sh).join("device-check");
     let _out = sh.push_env("OUT", &out);
-    let _fail = sh.push_env("VGGQ_CHECK_FAIL", FAILED_STAGE);
+    let _fail = sh.push_env("VGGQ_CHECK_FAIL", FAILED_STAGES.join(" "));
     if cmd!(sh, "scripts/device-check.sh --dry-run").run().is_ok() {
-        bail!("the GPU check passed with its {FAILED_STAGE} stage failing");
+        bail!("the GPU check passed with its stages {FAILED_STAGES:?} failing");
     }
     let summary = sh.read_file(out.join("summary.txt"))?;
     let stages: Vec<&str> = summary.lines().filter(|line| line.starts_with("stage ")).collect();
-    let failed = |line: &&str| line.contains(&format!("stage {FAILED_STAGE} ")) && line.contains("FAILED");
-    if stages.len() < 5 || !stages.iter().any(failed) || stages.iter().filter(|l| !failed(l)).any(|l| !l.contains("| ok")) {
-        bail!("the GPU check's summary does not show {FAILED_STAGE} failed and every other stage run:\n{summary}");
+    let stage = |name: &str| stages.iter().find(|line| line.starts_with(&format!("stage {name} ")));
+    let failed = |name: &&str| stage(name).is_some_and(|line| line.contains("FAILED"));
+    let made_to_fail = |line: &&&str| FAILED_STAGES.iter().any(|name| line.starts_with(&format!("stage {name} ")));
+    if stages.len() < 6
+        || !FAILED_STAGES.iter().all(failed)
+        || stage(FALLBACK_STAGE).is_none()
+        || stages.iter().filter(|line| !made_to_fail(line)).any(|line| !line.contains("| ok"))
+    {
+        bail!(
+            "the GPU check's summary does not show {FAILED_STAGES:?} failed, {FALLBACK_STAGE} run and every other stage run:\n{summary}"
+        );
     }
     let files = std::fs::read_dir(&out)?.count();
     if files > DEVICE_OUT_FILES {
         bail!("the GPU check left {files} files in {} (the device tool brings back {DEVICE_OUT_FILES})", out.display());
     }
-    println!("device check rehearsed: {} stages, {FAILED_STAGE} failing on purpose, {files} files", stages.len());
+    println!(
+        "device check rehearsed: {} stages, {FAILED_STAGES:?} failing on purpose, {FALLBACK_STAGE} taking over, {files} files",
+        stages.len()
+    );
     Ok(())
 }
