@@ -59,6 +59,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    forget_own_package_variables();
     let cli = Cli::parse();
     AUTOTUNE.set(cli.autotune).expect("set once, first thing");
     let sh = xshell::Shell::new()?;
@@ -71,6 +72,22 @@ fn main() -> Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(&sh, args),
         Command::DeviceBundle(args) => device_bundle::run(&sh, args),
+    }
+}
+
+/// Removes what `cargo run` set for running xtask itself (its package's name, version and manifest folder),
+/// first thing, while xtask is one thread. The cargo builds xtask runs inherit its environment, and cargo
+/// reruns a build script when a variable it watches differs from the last build's: ring's watches
+/// `CARGO_PKG_NAME` and the others, so every switch between `cargo xtask` and a plain `cargo build` or
+/// `cargo test` rebuilt ring and what depends on it (vggq: minutes with the burn stack linked in).
+fn forget_own_package_variables() {
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        let own = ["CARGO_PKG_", "CARGO_MANIFEST_"].iter().any(|prefix| name_text.starts_with(prefix))
+            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&&*name_text);
+        if own {
+            std::env::remove_var(&name);
+        }
     }
 }
 
