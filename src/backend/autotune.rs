@@ -5,7 +5,7 @@
 //! ([`TUNED`]); the autotune cache (those choices) is then a folder of the run: a rerun with the same
 //! binary and GPU, or a run given the folder a golden table was recorded with, reuses them instead of
 //! timing again (and perhaps choosing others); its logger writes the choices to [`AUTOTUNE_LOG`] in the
-//! same folder. The compiled kernels are the machine's ([`kernel_cache`]): on the first H200 run, NVRTC
+//! same folder. CUDA's compiled kernels are the machine's ([`kernel_cache`]): on the first H200 run, NVRTC
 //! compiling every candidate autotune timed kept the first training step busy for minutes on one core,
 //! and a kernel's code depends only on cubecl's version and the kernel (cubecl keys each by a hash of
 //! both), never on a run's results, so every later run on the machine loads them instead. cubecl reads
@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::BackendKind;
 
 /// The log of the kernels cubecl chose, in the cache's folder.
 pub const AUTOTUNE_LOG: &str = "autotune.log";
@@ -42,16 +44,21 @@ pub enum AutotuneError {
     Folder { path: PathBuf, source: std::io::Error },
 }
 
-/// What a GPU run prints first: how its kernels are chosen, and why its first steps are slow on a new
-/// machine.
-pub fn first_steps_note() -> String {
+/// What a GPU run on `backend` prints first: how its kernels are chosen, and why its first steps are slow.
+/// cubecl keeps CUDA's compiled kernels ([`kernel_cache`]); the WGSL it writes for wgpu is compiled
+/// again by each process (its on-disk cache is for SPIR-V, which Burn's `wgpu` feature does not use).
+pub fn first_steps_note(backend: BackendKind) -> String {
     let first_steps = if TUNED {
         "kernels chosen by timing (the `autotune` feature): the first steps of each shape compile and time \
          every candidate (minutes on a machine new to this build)"
     } else {
         "each operation's default kernel (a build without `autotune`): the first steps of each shape compile it"
     };
-    format!("{first_steps}; compiled kernels are kept in {} for later runs", kernel_cache().display())
+    let kept = match backend {
+        BackendKind::Cuda => format!("compiled kernels are kept in {} for later runs", kernel_cache().display()),
+        _ => "wgpu compiles them again in each process".to_string(),
+    };
+    format!("{first_steps}; {kept}")
 }
 
 /// The machine's cache of compiled GPU kernels (cubecl's PTX cache), under vggq's cache folder.

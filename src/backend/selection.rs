@@ -29,7 +29,7 @@ impl Selection {
     pub fn announcement(&self) -> String {
         let mut text = format!("device: {}", self.reason);
         if self.backend.is_gpu() {
-            text = format!("{text}\n{}", super::autotune::first_steps_note());
+            text = format!("{text}\n{}", super::autotune::first_steps_note(self.backend));
         }
         text
     }
