@@ -19,8 +19,8 @@ pub enum Tolerance {
 }
 
 impl Tolerance {
-    /// A run's: exact on the CPU; on a GPU 0.5 points for the smoke profile (2,000 test images make
-    /// a point 20 of them) and 0.3 for the full one.
+    /// A run's: exact on the CPU; on a GPU 0.5 points for the smoke profile (its 10,000 test images make
+    /// a point 100 of them) and 0.3 for the full one.
     pub fn for_run(profile: &str, device: &str) -> Tolerance {
         match (device, profile) {
             ("cpu", _) => Tolerance::Exact,
