@@ -129,26 +129,55 @@ fn rehearse_device_check(sh: &Shell) -> Result<()> {
         bail!("the GPU check passed with its stages {FAILED_STAGES:?} failing");
     }
     let summary = sh.read_file(out.join("summary.txt"))?;
-    let stages: Vec<&str> = summary.lines().filter(|line| line.starts_with("stage ")).collect();
-    let stage = |name: &str| stages.iter().find(|line| line.starts_with(&format!("stage {name} ")));
-    let failed = |name: &&str| stage(name).is_some_and(|line| line.contains("FAILED"));
-    let made_to_fail = |line: &&&str| FAILED_STAGES.iter().any(|name| line.starts_with(&format!("stage {name} ")));
-    if stages.len() < 6
-        || !FAILED_STAGES.iter().all(failed)
-        || stage(FALLBACK_STAGE).is_none()
-        || stages.iter().filter(|line| !made_to_fail(line)).any(|line| !line.contains("| ok"))
-    {
-        bail!(
-            "the GPU check's summary does not show {FAILED_STAGES:?} failed, {FALLBACK_STAGE} run and every other stage run:\n{summary}"
-        );
-    }
+    let stages = rehearsed_stages(&summary)?;
     let files = std::fs::read_dir(&out)?.count();
     if files > DEVICE_OUT_FILES {
         bail!("the GPU check left {files} files in {} (the device tool brings back {DEVICE_OUT_FILES})", out.display());
     }
-    println!(
-        "device check rehearsed: {} stages, {FAILED_STAGES:?} failing on purpose, {FALLBACK_STAGE} taking over, {files} files",
-        stages.len()
-    );
+    println!("device check rehearsed: {stages} stages, {FAILED_STAGES:?} failing on purpose, {FALLBACK_STAGE} taking over, {files} files");
     Ok(())
+}
+
+/// Checks the rehearsal's summary (`stage <name> | <verdict>` lines): the stages made to fail are named
+/// as failed, the fallback's smoke run ran, and every other stage is ok. Returns how many stages ran.
+fn rehearsed_stages(summary: &str) -> Result<usize> {
+    let stages: Vec<(&str, &str)> = summary.lines().filter_map(|line| line.strip_prefix("stage ")?.split_once(' ')).collect();
+    let verdict = |name: &str| stages.iter().find(|(stage, _)| *stage == name).map(|(_, verdict)| *verdict);
+    let as_rehearsed = stages.len() >= 6
+        && FAILED_STAGES.iter().all(|name| verdict(name).is_some_and(|v| v.contains("FAILED")))
+        && verdict(FALLBACK_STAGE).is_some()
+        && stages.iter().filter(|(name, _)| !FAILED_STAGES.contains(name)).all(|(_, v)| v.contains("| ok"));
+    if !as_rehearsed {
+        bail!("the GPU check's summary does not show {FAILED_STAGES:?} failed, {FALLBACK_STAGE} run and every other stage run:\n{summary}");
+    }
+    Ok(stages.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUMMARY: &str = "stage reassemble    | ok, 4 s
+stage probe         | ok, 1 s
+stage smoke-run     | FAILED (exit 99), 0 s
+stage smoke-run-autotune | ok, 6 s
+stage smoke-rerun   | ok, 7 s
+stage bench-smoke   | ok, 24 s
+stage bench-full    | FAILED (exit 99), 0 s
+stage full-steps    | ok, 72 s
+smoke rerun         | identical SHA256SUMS
+";
+
+    #[test]
+    fn the_rehearsal_wants_its_failures_the_fallback_and_every_other_stage_ok() {
+        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 8);
+        let without_fallback = SUMMARY.replace("stage smoke-run-autotune | ok, 6 s\n", "");
+        assert!(rehearsed_stages(&without_fallback).is_err());
+        let fallback_failed = SUMMARY.replace("smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)");
+        assert!(rehearsed_stages(&fallback_failed).is_err());
+        let bench_ran = SUMMARY.replace("bench-full    | FAILED (exit 99)", "bench-full    | ok");
+        assert!(rehearsed_stages(&bench_ran).is_err());
+        let other_timed_out = SUMMARY.replace("full-steps    | ok", "full-steps    | STOPPED at its time limit");
+        assert!(rehearsed_stages(&other_timed_out).is_err());
+    }
 }
