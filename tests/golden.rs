@@ -33,7 +33,8 @@ fn metrics_match_the_reviewed_golden_table() {
     let manifest: serde_json::Value = serde_json::from_str(&read(MANIFEST_FILE)).unwrap();
     let provenance = &manifest["provenance"];
     let name = format!("{}-{}", profile.name(), device.backend.name());
-    let table = golden_table(&eval, Tolerance::for_run(&profile.name(), device.backend.name()));
+    let tuned = train_report["autotune"]["tuned"].as_bool().unwrap_or(false);
+    let table = golden_table(&eval, Tolerance::for_run(&profile.name(), device.arithmetic(tuned)));
     let machine = machine(provenance);
 
     insta::with_settings!({
@@ -50,19 +51,20 @@ fn metrics_match_the_reviewed_golden_table() {
         if reviewed.exists() {
             let (recorded_on, reviewed_table) = reviewed_snapshot(&reviewed);
             let reviewed_table = GoldenTable::parse(&reviewed_table).unwrap();
-            let differences = reviewed_table.differences(&GoldenTable::parse(&table).unwrap());
+            let run_table = GoldenTable::parse(&table).unwrap();
+            let differences = reviewed_table.differences(&run_table);
             if differences.is_empty() {
                 return;
             }
             // Written as `.snap.new` for review (outside CI), then failed with what differs and where.
             let _ = std::panic::catch_unwind(|| insta::assert_snapshot!(name.clone(), table.clone()));
             panic!(
-                "{} differs from the reviewed golden/{name}.snap ({}):\n  {}\n\
+                "{} differs from the reviewed golden/{name}.snap, compared {}:\n  {}\n\
                  this run: {machine}\nreviewed: {recorded_on}\n{}",
                 run.display(),
-                reviewed_table.tolerance,
+                reviewed_table.tolerance.comparison(&run_table.tolerance),
                 differences.join("\n  "),
-                advice(reviewed_table.tolerance)
+                advice(&reviewed_table.tolerance, &run_table.tolerance)
             );
         } else if std::env::var_os("CI").is_some() {
             insta::assert_snapshot!(name, table);
@@ -84,17 +86,25 @@ fn machine(provenance: &serde_json::Value) -> String {
     )
 }
 
-/// What to do about a difference.
-fn advice(tolerance: Tolerance) -> &'static str {
-    match tolerance {
-        Tolerance::Exact => {
+/// What to do about a difference between a reviewed table with tolerance `reviewed` and a run whose
+/// table states `run`.
+fn advice(reviewed: &Tolerance, run: &Tolerance) -> &'static str {
+    match (reviewed, run) {
+        (Tolerance::Exact, _) => {
             "A CPU run gives the same bytes on every machine (core count and instruction set do not change \
              them): a difference means the code, the dependencies or the data changed. If you changed them on \
              purpose, review the pending table with `cargo insta review` and commit it; otherwise, find what changed."
         }
-        Tolerance::Points(_) => {
-            "Beyond the tolerance of a GPU run: more than kernel choice and TF32 rounding. If you changed the \
-             code or the data on purpose, review the pending table with `cargo insta review` and commit it."
+        (Tolerance::Gpu(reviewed), Tolerance::Gpu(run)) if reviewed.arithmetic == run.arithmetic => {
+            "The same GPU and kernel choice as the reviewed run, beyond what a rerun moves: the code, the \
+             dependencies, the data or (with autotune) the kernels changed; an autotuned run repeats the table's \
+             choices given its cache (`--autotune-cache`). If you changed them on purpose, review the pending \
+             table with `cargo insta review` and commit it."
+        }
+        (Tolerance::Gpu(_), _) => {
+            "Beyond the spread of this recipe over seeds, which is how far other arithmetic moves it: more than \
+             another GPU's rounding. Find what changed; if it was intended, review the pending table with \
+             `cargo insta review` and commit it."
         }
     }
 }
@@ -107,10 +117,14 @@ fn reviewed_snapshot(path: &Path) -> (String, String) {
         (Some(""), Some(header), Some(table)) => (header, table),
         _ => ("", text.as_str()),
     };
-    let recorded_on = header
+    // insta writes the description as a double-quoted YAML string, whose escapes here are JSON's.
+    let description = header
         .lines()
         .find_map(|line| line.strip_prefix("description: "))
-        .and_then(|d| d.rsplit("recorded on ").next().filter(|_| d.contains("recorded on ")))
-        .map_or_else(|| "(not recorded)".to_string(), |on| on.trim_end_matches('"').to_string());
+        .map(|d| serde_json::from_str::<String>(d).unwrap_or_else(|_| d.to_string()));
+    let recorded_on = description
+        .as_deref()
+        .and_then(|d| d.rsplit_once("recorded on "))
+        .map_or_else(|| "(not recorded)".to_string(), |(_, on)| on.to_string());
     (recorded_on, table.to_string())
 }

@@ -38,6 +38,25 @@ impl Selection {
     pub fn adapter(&self) -> Option<&Adapter> {
         (self.backend == BackendKind::Wgpu).then(|| self.wgpu.as_ref().and_then(|wgpu| wgpu.chosen.as_ref())).flatten()
     }
+
+    /// What fixes a GPU run's arithmetic, in words: the GPU (CUDA's name and compute capability, or
+    /// wgpu's adapter and driver) and how its kernels were chosen (`tuned`: by timing, the `autotune`
+    /// feature). Runs alike in this run the same kernels in the same order of operations (with autotune,
+    /// given the same cache); `None` on the CPU, whose arithmetic is the same on every machine.
+    pub fn arithmetic(&self, tuned: bool) -> Option<String> {
+        let hardware = match self.backend {
+            BackendKind::Cpu => return None,
+            BackendKind::Cuda => self.gpu().map_or_else(
+                || "a CUDA GPU".to_string(),
+                |gpu| format!("{} (compute capability {})", gpu.name, gpu.compute_capability),
+            ),
+            BackendKind::Wgpu => self
+                .adapter()
+                .map_or_else(|| "a wgpu adapter".to_string(), |adapter| format!("{} ({})", adapter.name, adapter.driver)),
+        };
+        let kernels = if tuned { "kernels chosen by timing" } else { "default kernels" };
+        Some(format!("{hardware}, {kernels}"))
+    }
 }
 
 /// Chooses the backend for `request`: CUDA is probed for `auto` and `cuda`, wgpu for `wgpu` and for an
@@ -196,6 +215,16 @@ mod tests {
         let no_vulkan = WgpuProbe { adapters: vec![], chosen: None, unusable: Some("wgpu found no adapter".into()) };
         let selection = decide(DeviceRequest::Auto, cuda(Some("no CUDA toolkit")), Some(no_vulkan)).unwrap();
         assert!(selection.reason.ends_with("no CUDA toolkit; wgpu found no adapter"), "{}", selection.reason);
+    }
+
+    #[test]
+    fn the_arithmetic_names_the_gpu_and_the_kernel_choice() {
+        let h200 = decide(DeviceRequest::Cuda, cuda(None), None).unwrap();
+        assert_eq!(h200.arithmetic(false).unwrap(), "NVIDIA H200 (compute capability 9.0), default kernels");
+        assert_eq!(h200.arithmetic(true).unwrap(), "NVIDIA H200 (compute capability 9.0), kernels chosen by timing");
+        let lavapipe = decide(DeviceRequest::Wgpu, None, wgpu(lavapipe(), None)).unwrap();
+        assert_eq!(lavapipe.arithmetic(false).unwrap(), "llvmpipe (LLVM 15.0.6, 256 bits) (Mesa 22.3.6), default kernels");
+        assert_eq!(select(DeviceRequest::Cpu).unwrap().arithmetic(true), None);
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub fn run(args: Args) -> Result<()> {
         eval: &eval,
     };
     write(&args.run.join(REPORT_FILE), &report::markdown(&input))?;
-    let tolerance = report::Tolerance::for_run(&profile, trained.device.backend.name());
+    let tuned = trained.autotune.as_ref().is_some_and(|cache| cache.tuned);
+    let tolerance = report::Tolerance::for_run(&profile, trained.device.arithmetic(tuned));
     write(&args.run.join(GOLDEN_TABLE_FILE), &report::golden_table(&eval, tolerance))?;
     let charts = report::charts(&eval.rows);
     for (name, svg) in &charts {
