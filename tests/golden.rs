@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::Selection;
 use vggq::eval::EvalRun;
 use vggq::profile::Profile;
@@ -33,8 +34,8 @@ fn metrics_match_the_reviewed_golden_table() {
     let manifest: serde_json::Value = serde_json::from_str(&read(MANIFEST_FILE)).unwrap();
     let provenance = &manifest["provenance"];
     let name = format!("{}-{}", profile.name(), device.backend.name());
-    let tuned = train_report["autotune"]["tuned"].as_bool().unwrap_or(false);
-    let table = golden_table(&eval, Tolerance::for_run(&profile.name(), device.arithmetic(tuned)));
+    let autotune: Option<AutotuneCache> = serde_json::from_value(provenance["autotune"].clone()).unwrap();
+    let table = golden_table(&eval, Tolerance::for_run(&profile.name(), device.arithmetic(autotune.as_ref())));
     let machine = machine(provenance);
 
     insta::with_settings!({
@@ -96,10 +97,9 @@ fn advice(reviewed: &Tolerance, run: &Tolerance) -> &'static str {
              purpose, review the pending table with `cargo insta review` and commit it; otherwise, find what changed."
         }
         (Tolerance::Gpu(reviewed), Tolerance::Gpu(run)) if reviewed.arithmetic == run.arithmetic => {
-            "The same GPU and kernel choice as the reviewed run, beyond what a rerun moves: the code, the \
-             dependencies, the data or (with autotune) the kernels changed; an autotuned run repeats the table's \
-             choices given its cache (`--autotune-cache`). If you changed them on purpose, review the pending \
-             table with `cargo insta review` and commit it."
+            "The same GPU and kernels as the reviewed run, beyond what a rerun moves: the code, the dependencies \
+             or the data changed. If you changed them on purpose, review the pending table with \
+             `cargo insta review` and commit it; otherwise, find what changed."
         }
         (Tolerance::Gpu(_), _) => {
             "Beyond the spread of this recipe over seeds, which is how far other arithmetic moves it: more than \

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::autotune::AutotuneCache;
 use super::{Adapter, BackendError, BackendKind, CudaProbe, DeviceRequest, Gpu, WgpuProbe};
 
 /// The device a run chose, why, and what the probes saw: printed at the start, recorded in its reports.
@@ -40,10 +41,13 @@ impl Selection {
     }
 
     /// What fixes a GPU run's arithmetic, in words: the GPU (CUDA's name and compute capability, or
-    /// wgpu's adapter and driver) and how its kernels were chosen (`tuned`: by timing, the `autotune`
-    /// feature). Runs alike in this run the same kernels in the same order of operations (with autotune,
-    /// given the same cache); `None` on the CPU, whose arithmetic is the same on every machine.
-    pub fn arithmetic(&self, tuned: bool) -> Option<String> {
+    /// wgpu's adapter and driver) and its kernels: each operation's default, or those a build with the
+    /// `autotune` feature chose by timing, named by its cache's digest at the end of the run. A rerun
+    /// that reuses a cache and tunes nothing new leaves it unchanged (cubecl writes an entry, with its
+    /// timings, only when it tunes), so runs alike in this ran the same kernels; a run that tuned afresh
+    /// has another digest even where it chose alike. `None` on the CPU, whose arithmetic is the same on
+    /// every machine.
+    pub fn arithmetic(&self, autotune: Option<&AutotuneCache>) -> Option<String> {
         let hardware = match self.backend {
             BackendKind::Cpu => return None,
             BackendKind::Cuda => self.gpu().map_or_else(
@@ -54,7 +58,13 @@ impl Selection {
                 .adapter()
                 .map_or_else(|| "a wgpu adapter".to_string(), |adapter| format!("{} ({})", adapter.name, adapter.driver)),
         };
-        let kernels = if tuned { "kernels chosen by timing" } else { "default kernels" };
+        let kernels = match autotune.filter(|cache| cache.tuned) {
+            None => "default kernels".to_string(),
+            Some(cache) => {
+                let digest = cache.sha256.as_deref().map_or("empty", |digest| &digest[..digest.len().min(16)]);
+                format!("kernels chosen by timing (autotune cache {digest})")
+            }
+        };
         Some(format!("{hardware}, {kernels}"))
     }
 }
@@ -220,11 +230,16 @@ mod tests {
     #[test]
     fn the_arithmetic_names_the_gpu_and_the_kernel_choice() {
         let h200 = decide(DeviceRequest::Cuda, cuda(None), None).unwrap();
-        assert_eq!(h200.arithmetic(false).unwrap(), "NVIDIA H200 (compute capability 9.0), default kernels");
-        assert_eq!(h200.arithmetic(true).unwrap(), "NVIDIA H200 (compute capability 9.0), kernels chosen by timing");
+        let cache = |tuned| AutotuneCache { tuned, folder: "autotune".into(), sha256: Some("0123456789abcdef0123".into()) };
+        assert_eq!(h200.arithmetic(None).unwrap(), "NVIDIA H200 (compute capability 9.0), default kernels");
+        assert_eq!(h200.arithmetic(Some(&cache(false))).unwrap(), "NVIDIA H200 (compute capability 9.0), default kernels");
+        assert_eq!(
+            h200.arithmetic(Some(&cache(true))).unwrap(),
+            "NVIDIA H200 (compute capability 9.0), kernels chosen by timing (autotune cache 0123456789abcdef)"
+        );
         let lavapipe = decide(DeviceRequest::Wgpu, None, wgpu(lavapipe(), None)).unwrap();
-        assert_eq!(lavapipe.arithmetic(false).unwrap(), "llvmpipe (LLVM 15.0.6, 256 bits) (Mesa 22.3.6), default kernels");
-        assert_eq!(select(DeviceRequest::Cpu).unwrap().arithmetic(true), None);
+        assert_eq!(lavapipe.arithmetic(None).unwrap(), "llvmpipe (LLVM 15.0.6, 256 bits) (Mesa 22.3.6), default kernels");
+        assert_eq!(select(DeviceRequest::Cpu).unwrap().arithmetic(Some(&cache(true))), None);
     }
 
     #[test]

@@ -43,8 +43,9 @@ pub fn run(args: Args) -> Result<()> {
         eval: &eval,
     };
     write(&args.run.join(REPORT_FILE), &report::markdown(&input))?;
-    let tuned = trained.autotune.as_ref().is_some_and(|cache| cache.tuned);
-    let tolerance = report::Tolerance::for_run(&profile, trained.device.arithmetic(tuned));
+    // The cache as training and quantization left it: its digest names the kernels they chose.
+    let autotune = trained.autotune.as_ref().map(|cache| AutotuneCache::read(&cache.folder));
+    let tolerance = report::Tolerance::for_run(&profile, trained.device.arithmetic(autotune.as_ref()));
     write(&args.run.join(GOLDEN_TABLE_FILE), &report::golden_table(&eval, tolerance))?;
     let charts = report::charts(&eval.rows);
     for (name, svg) in &charts {
@@ -69,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
     for (name, _) in &charts {
         roles.push(FileRole::varying(name, "report", "svg", "vggq report"));
     }
-    package::write(&args.run, roles, provenance(&trained, &eval, &dataset)?)?;
+    package::write(&args.run, roles, provenance(&trained, &eval, &dataset, autotune)?)?;
     println!("wrote {} ({}, {}, charts)", args.run.join(REPORT_FILE).display(), package::MANIFEST_FILE, package::CHECKSUMS_FILE);
     Ok(())
 }
@@ -89,7 +90,7 @@ fn dataset_name(fingerprint: &str) -> String {
 
 /// Where the run came from. Git and rustc facts come from `cargo xtask all`, which knows them
 /// (`VGGQ_GIT_COMMIT`, `VGGQ_GIT_DIRTY`, `VGGQ_RUSTC`, `VGGQ_ONNXRUNTIME`); run by hand they read "unknown".
-fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str) -> Result<Provenance> {
+fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str, autotune: Option<AutotuneCache>) -> Result<Provenance> {
     let env = |name: &str| std::env::var(name).unwrap_or_else(|_| "unknown".into());
     let mut providers: Vec<String> = eval.rows.iter().map(|r| format!("{:?}: {}", r.eval.requested, r.eval.placement)).collect();
     providers.dedup();
@@ -107,7 +108,7 @@ fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str) -> Result<Provena
         adapter: run.device.adapter().cloned(),
         precision: run.precision,
         cpu: run.cpu.clone(),
-        autotune: run.autotune.as_ref().map(|cache| AutotuneCache::read(&cache.folder)),
+        autotune,
         execution_providers: providers,
         seed: run.profile.train.seed,
         dataset: dataset.into(),

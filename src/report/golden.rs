@@ -20,7 +20,7 @@ pub enum Tolerance {
 }
 
 /// How a GPU run's table is compared. A run with the arithmetic the table was recorded with (the same GPU
-/// and kernel choice) should repeat it, so top-1 and agreement may move `same` points; with other
+/// and kernels) should repeat it, so top-1 and agreement may move `same` points; with other
 /// arithmetic the first differing roundings send training along another path, and the figures move as
 /// with another seed, so they may move by the recipe's spread (`other_top1`, `other_agreement`), stated
 /// with where it comes from (`basis`).
@@ -94,7 +94,7 @@ fn within(limit: Option<f64>, reviewed: f64, actual: f64) -> bool {
 const TOLERANCE_PREFIX: &str = "tolerance: ";
 const RECORDED_WITH: &str = "recorded with ";
 const SAME_ARITHMETIC: &str = "top-1 and agreement within ";
-const OTHER_ARITHMETIC: &str = "with other arithmetic (another GPU or kernel choice) top-1 within ";
+const OTHER_ARITHMETIC: &str = "with other arithmetic (another GPU or other kernels) top-1 within ";
 const OTHER_AGREEMENT: &str = " and agreement within ";
 
 impl fmt::Display for Tolerance {
