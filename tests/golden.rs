@@ -78,6 +78,35 @@ fn metrics_match_the_reviewed_golden_table() {
     });
 }
 
+/// Every reviewed table in `golden/` reads back with today's reader, states the tolerance of its device
+/// (exact for a CPU table, a GPU table's limits and arithmetic otherwise) and where it was recorded. Only
+/// the CPU table is checked against a run in CI; without this, a change to how tables are written would
+/// leave a GPU table unreadable until its next GPU run.
+#[test]
+fn every_reviewed_table_reads_back() {
+    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
+    let mut read = 0;
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|extension| extension != "snap") {
+            continue;
+        }
+        let (recorded_on, text) = reviewed_snapshot(&path);
+        let table = GoldenTable::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        match &table.tolerance {
+            Tolerance::Exact => assert!(name.ends_with("-cpu"), "{name}: an exact tolerance on a GPU table"),
+            Tolerance::Gpu(gpu) => assert!(!name.ends_with("-cpu") && !gpu.arithmetic.is_empty(), "{name}: {gpu:?}"),
+        }
+        assert_ne!(recorded_on, "(not recorded)", "{name}");
+        assert!(table.differences(&table).is_empty(), "{name}");
+        let without_rows = GoldenTable::parse(&table.tolerance.to_string()).unwrap();
+        assert!(!table.differences(&without_rows).is_empty(), "{name}: no rows");
+        read += 1;
+    }
+    assert!(read >= 2, "golden/ holds smoke-cpu.snap and smoke-wgpu.snap at least; read {read}");
+}
+
 /// The machine facts of a run, from its manifest.
 fn machine(provenance: &serde_json::Value) -> String {
     let cpu = &provenance["cpu"];
