@@ -12,7 +12,7 @@ use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::Selection;
 use vggq::eval::EvalRun;
 use vggq::profile::Profile;
-use vggq::report::{golden_table, GoldenTable, Tolerance};
+use vggq::report::{golden_table, Comparison, GoldenTable, Tolerance};
 use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, TRAIN_REPORT_FILE};
 
 #[test]
@@ -54,6 +54,7 @@ fn metrics_match_the_reviewed_golden_table() {
             let reviewed_table = GoldenTable::parse(&reviewed_table).unwrap();
             let run_table = GoldenTable::parse(&table).unwrap();
             let differences = reviewed_table.differences(&run_table);
+            let comparison = reviewed_table.tolerance.comparison(&run_table.tolerance);
             if differences.is_empty() {
                 return;
             }
@@ -63,9 +64,9 @@ fn metrics_match_the_reviewed_golden_table() {
                 "{} differs from the reviewed golden/{name}.snap, compared {}:\n  {}\n\
                  this run: {machine}\nreviewed: {recorded_on}\n{}",
                 run.display(),
-                reviewed_table.tolerance.comparison(&run_table.tolerance),
+                comparison,
                 differences.join("\n  "),
-                advice(&reviewed_table.tolerance, &run_table.tolerance)
+                advice(comparison)
             );
         } else if std::env::var_os("CI").is_some() {
             insta::assert_snapshot!(name, table);
@@ -116,21 +117,20 @@ fn machine(provenance: &serde_json::Value) -> String {
     )
 }
 
-/// What to do about a difference between a reviewed table with tolerance `reviewed` and a run whose
-/// table states `run`.
-fn advice(reviewed: &Tolerance, run: &Tolerance) -> &'static str {
-    match (reviewed, run) {
-        (Tolerance::Exact, _) => {
+/// What to do about a difference, by how the reviewed table held the run.
+fn advice(comparison: Comparison) -> &'static str {
+    match comparison {
+        Comparison::Exact => {
             "A CPU run gives the same bytes on every machine (core count and instruction set do not change \
              them): a difference means the code, the dependencies or the data changed. If you changed them on \
              purpose, review the pending table with `cargo insta review` and commit it; otherwise, find what changed."
         }
-        (Tolerance::Gpu(reviewed), Tolerance::Gpu(run)) if reviewed.arithmetic == run.arithmetic => {
+        Comparison::SameArithmetic(_) => {
             "The same GPU and kernels as the reviewed run, beyond what a rerun moves: the code, the dependencies \
              or the data changed. If you changed them on purpose, review the pending table with \
              `cargo insta review` and commit it; otherwise, find what changed."
         }
-        (Tolerance::Gpu(_), _) => {
+        Comparison::OtherArithmetic { .. } => {
             "Beyond the spread of this recipe over seeds, which is how far other arithmetic moves it: more than \
              another GPU's rounding. Find what changed; if it was intended, review the pending table with \
              `cargo insta review` and commit it."

@@ -49,34 +49,59 @@ impl Tolerance {
         Tolerance::Gpu(GpuTolerance { arithmetic, same, other_top1, other_agreement, basis: basis.to_string() })
     }
 
-    /// The points top-1 and agreement may move between a table with this tolerance (the reviewed one) and
-    /// a run whose table states `actual`; `None` for exactly.
-    fn limits(&self, actual: &Tolerance) -> (Option<f64>, Option<f64>) {
+    /// How this (reviewed) tolerance holds a run whose table states `actual`: decided here once, for the
+    /// limits and for what a difference says.
+    pub fn comparison<'a>(&'a self, actual: &'a Tolerance) -> Comparison<'a> {
         match (self, actual) {
-            (Tolerance::Exact, _) => (None, None),
+            (Tolerance::Exact, _) => Comparison::Exact,
             (Tolerance::Gpu(reviewed), Tolerance::Gpu(run)) if reviewed.arithmetic == run.arithmetic => {
-                (Some(reviewed.same), Some(reviewed.same))
+                Comparison::SameArithmetic(reviewed)
             }
-            (Tolerance::Gpu(reviewed), _) => (Some(reviewed.other_top1), Some(reviewed.other_agreement)),
+            (Tolerance::Gpu(reviewed), run) => Comparison::OtherArithmetic {
+                reviewed,
+                run: match run {
+                    Tolerance::Gpu(run) => &run.arithmetic,
+                    Tolerance::Exact => "the CPU",
+                },
+            },
         }
     }
+}
 
-    /// Which of this (reviewed) tolerance's limits a run whose table states `actual` is held to, in words.
-    pub fn comparison(&self, actual: &Tolerance) -> String {
-        match (self, actual) {
-            (Tolerance::Exact, _) => "exactly".to_string(),
-            (Tolerance::Gpu(reviewed), Tolerance::Gpu(run)) if reviewed.arithmetic == run.arithmetic => {
-                format!("within {} points: the arithmetic it was recorded with ({})", reviewed.same, reviewed.arithmetic)
+/// Which limits a reviewed table holds a run to ([`Tolerance::comparison`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Comparison<'a> {
+    /// A CPU table: every figure exactly.
+    Exact,
+    /// A GPU table, and a run with the arithmetic it was recorded with.
+    SameArithmetic(&'a GpuTolerance),
+    /// A GPU table, and a run with other arithmetic (`run` names it).
+    OtherArithmetic { reviewed: &'a GpuTolerance, run: &'a str },
+}
+
+impl Comparison<'_> {
+    /// The points top-1 and agreement may move; `None` for exactly.
+    fn limits(self) -> (Option<f64>, Option<f64>) {
+        match self {
+            Comparison::Exact => (None, None),
+            Comparison::SameArithmetic(reviewed) => (Some(reviewed.same), Some(reviewed.same)),
+            Comparison::OtherArithmetic { reviewed, .. } => (Some(reviewed.other_top1), Some(reviewed.other_agreement)),
+        }
+    }
+}
+
+/// In words: "exactly", or the limits and why they apply.
+impl fmt::Display for Comparison<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Comparison::Exact => write!(f, "exactly"),
+            Comparison::SameArithmetic(reviewed) => {
+                write!(f, "within {} points: the arithmetic it was recorded with ({})", reviewed.same, reviewed.arithmetic)
             }
-            (Tolerance::Gpu(reviewed), run) => format!(
-                "top-1 within {} and agreement within {} points: other arithmetic (recorded with {}, this run {})",
-                reviewed.other_top1,
-                reviewed.other_agreement,
-                reviewed.arithmetic,
-                match run {
-                    Tolerance::Gpu(run) => run.arithmetic.as_str(),
-                    Tolerance::Exact => "the CPU",
-                }
+            Comparison::OtherArithmetic { reviewed, run } => write!(
+                f,
+                "top-1 within {} and agreement within {} points: other arithmetic (recorded with {}, this run {run})",
+                reviewed.other_top1, reviewed.other_agreement, reviewed.arithmetic
             ),
         }
     }
@@ -212,7 +237,7 @@ impl GoldenTable {
     /// none where it holds.
     pub fn differences(&self, actual: &GoldenTable) -> Vec<String> {
         let mut out = Vec::new();
-        let (top1_limit, agreement_limit) = self.tolerance.limits(&actual.tolerance);
+        let (top1_limit, agreement_limit) = self.tolerance.comparison(&actual.tolerance).limits();
         for row in &self.rows {
             let Some(theirs) = actual.rows.iter().find(|r| r.key == row.key) else {
                 out.push(format!("{}: reviewed, missing from this run", row.key));
@@ -315,11 +340,11 @@ mod tests {
             );
         }
         assert_eq!(
-            reviewed.tolerance.comparison(&smoke_on(H200)),
+            reviewed.tolerance.comparison(&smoke_on(H200)).to_string(),
             format!("within 0.5 points: the arithmetic it was recorded with ({H200})")
         );
         assert_eq!(
-            reviewed.tolerance.comparison(&smoke_on("llvmpipe (Mesa 22.3.6), default kernels")),
+            reviewed.tolerance.comparison(&smoke_on("llvmpipe (Mesa 22.3.6), default kernels")).to_string(),
             format!("top-1 within 7 and agreement within 13 points: other arithmetic (recorded with {H200}, this run llvmpipe (Mesa 22.3.6), default kernels)")
         );
     }

@@ -8,7 +8,7 @@ mod svg;
 
 use std::fmt::Write;
 
-pub use golden::{golden_table, GoldenTable, GoldenTableError, Tolerance};
+pub use golden::{golden_table, Comparison, GoldenTable, GoldenTableError, Tolerance};
 pub use stats::{accuracy, agreement, paired_bootstrap, per_class_accuracy, Difference};
 
 use vggq_core::Variant;
