@@ -13,6 +13,7 @@ fn main() -> Result<()> {
         std::process::exit(2);
     }
     vggq::backend::export_cuda_path();
+    vggq::backend::disable_device_select_without_display();
     vggq::backend::join_cpu_pool()?;
     cli::Cli::parse().run()
 }

@@ -1,6 +1,6 @@
 //! The `vggq` binary against bad input, as a user meets it: every bad flag a one-line usage error that
 //! names the flag (exit 2) before anything is written, every bad file a runtime error that names it
-//! (exit 1), never a panic (exit 101) or an abort.
+//! (exit 1), never a panic (exit 101) or an abort; and no error printed where nothing failed.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -104,4 +104,26 @@ fn hostile_onnx_files_are_refused_by_name() {
         assert!(!message.contains("panicked"), "{name}: {message}");
     }
     assert!(!Path::new("/nonexistent").exists());
+}
+
+/// A machine with no display session (CI's, a server's): Mesa's device-selection layer looks for the
+/// display's GPU through libwayland, which prints "error: XDG_RUNTIME_DIR is invalid or not set" though
+/// nothing failed; vggq turns the layer off there, and the wgpu probe still finds its adapter.
+#[cfg(feature = "wgpu")]
+#[test]
+fn a_wgpu_run_without_a_display_prints_no_false_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_vggq"))
+        .args(["device", "--device", "wgpu"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .env_remove("DISPLAY")
+        .env_remove("NODEVICE_SELECT")
+        .env_remove("MESA_VK_DEVICE_SELECT")
+        .output()
+        .expect("vggq runs");
+    let message = stderr(&output);
+    assert!(output.status.success(), "{message}");
+    assert!(!message.contains("XDG_RUNTIME_DIR"), "{message}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("chooses wgpu"), "{message}");
 }

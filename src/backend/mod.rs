@@ -17,7 +17,7 @@ pub use vggq_core::DeviceRequest;
 
 pub use cuda_probe::{CudaProbe, CudaVersion, Gpu};
 pub use selection::{probe_cuda, select, Selection};
-pub use startup::{export_cuda_path, join_cpu_pool};
+pub use startup::{disable_device_select_without_display, export_cuda_path, join_cpu_pool};
 pub use wgpu_probe::{Adapter, WgpuProbe};
 
 /// Autodiff CPU backend.
