@@ -17,7 +17,8 @@ pub struct Args {
     cargo_args: Vec<String>,
 }
 
-/// Where the second smoke run goes, to compare checksums with the first, and the core count it runs on.
+/// Where the second smoke run goes, to compare checksums with the first, and the thread count the
+/// reruns use (rayon's for that CPU run, lavapipe's for the wgpu training's rerun).
 const RERUN_DIR: &str = "target/reproducibility/smoke";
 const RERUN_THREADS: usize = 3;
 /// Where the full-shape run goes.
@@ -31,6 +32,8 @@ const FULL_SHAPE_LIMITS: Limits =
 /// the build tunes).
 const WGPU_DIR: &str = "target/wgpu/smoke";
 const WGPU_RERUN_DIR: &str = "target/wgpu/retrain";
+/// How many threads lavapipe runs the kernels on: as many as the CPU has cores, unless this says.
+const LAVAPIPE_THREADS: &str = "LP_NUM_THREADS";
 /// The smoke shapes on a few hundred images: every step of the pipeline on burn-wgpu in minutes, where
 /// lavapipe trains about 36 images/s on 2 cores.
 const WGPU_LIMITS: Limits =
@@ -66,8 +69,10 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         bail!("two smoke runs gave different SHA256SUMS:\n{}:\n{a}\n{}:\n{b}", first.display(), second.display());
     }
     println!("reproducible: {} and {} ({RERUN_THREADS} threads) have identical SHA256SUMS", first.display(), second.display());
-    reproducibility::run(sh, &crate::build_vggq(sh)?)?;
-    wgpu_pipeline(sh, pipeline(ProfileName::Smoke, None, WGPU_LIMITS, Some(PathBuf::from(WGPU_DIR)), false))?;
+    let vggq = crate::build_vggq(sh)?;
+    reproducibility::run(sh, &vggq)?;
+    wgpu_pipeline(sh, &vggq, pipeline(ProfileName::Smoke, None, WGPU_LIMITS, Some(PathBuf::from(WGPU_DIR)), false))?;
+    reproducibility::lavapipe(sh, &vggq)?;
     let full_shape = all::run(
         sh,
         pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false),
@@ -91,14 +96,15 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 }
 
 /// The GPU code path on lavapipe: the pipeline with `--device wgpu` (train, quantize, export, eval,
-/// report, verify), then training again into another folder, which must give the same model bytes: the
-/// same default kernels, or with `--autotune` the first run's choices from its autotune cache.
-fn wgpu_pipeline(sh: &Shell, args: all::Args) -> Result<()> {
+/// report, verify), then training again into another folder on another number of lavapipe's threads,
+/// which must give the same model bytes: the same default kernels, or with `--autotune` the first run's
+/// choices from its autotune cache.
+fn wgpu_pipeline(sh: &Shell, vggq: &Path, args: all::Args) -> Result<()> {
     let data = args.data.clone().expect("the test's data");
     let (profile, limits) = (flag_value(args.profile), args.limits.to_args());
     let first = all::run(sh, all::Args { device: DeviceRequest::Wgpu, ..args })?;
     let autotune = first.join(AUTOTUNE_FOLDER);
-    let vggq = crate::build_vggq(sh)?;
+    let _threads = sh.push_env(LAVAPIPE_THREADS, RERUN_THREADS.to_string());
     cmd!(
         sh,
         "{vggq} train --profile {profile} --device wgpu --out {WGPU_RERUN_DIR} --autotune-cache {autotune} --data {data} {limits...} --force"
@@ -106,7 +112,10 @@ fn wgpu_pipeline(sh: &Shell, args: all::Args) -> Result<()> {
     .run()?;
     reproducibility::same_files(&first, Path::new(WGPU_RERUN_DIR), &[MODEL_FILE.to_string()])
         .context("two wgpu trainings gave different models")?;
-    println!("reproducible on wgpu: {} and {WGPU_RERUN_DIR} trained the same model", first.display());
+    println!(
+        "reproducible on wgpu: {} and {WGPU_RERUN_DIR} (lavapipe on {RERUN_THREADS} threads) trained the same model",
+        first.display()
+    );
     Ok(())
 }
 
