@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use vggq_core::places::{shared_dir, PYTHON_VARIABLE};
@@ -40,11 +41,13 @@ const WGPU_LIMITS: Limits =
     Limits { train_images: Some(320), eval_images: Some(320), calibration_batches: Some(2), epochs: Some(1) };
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    cmd!(sh, "cargo fmt --all --check").run()?;
+    let mut clock = StageClock::default();
+    clock.time("format", || Ok(cmd!(sh, "cargo fmt --all --check").run()?))?;
     // Before the features are chosen: lavapipe gives this machine the Vulkan loader that adds `wgpu`.
-    lavapipe::ensure(sh)?;
-    let features = crate::backend_feature_flags();
-    let setup = crate::setup(sh)?;
+    clock.time("lavapipe", || lavapipe::ensure(sh))?;
+    let features = &crate::backend_feature_flags();
+    let setup = clock.time("onnxruntime and python", || crate::setup(sh))?;
+    let vggq = clock.time("build vggq", || crate::build_vggq(sh))?;
     let data = shared_dir().join("data/cifar10-jpeg.tar.gz");
     let pipeline = |profile, init, limits, out: Option<PathBuf>, force| all::Args {
         profile,
@@ -59,24 +62,28 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     // The smoke pipeline end to end on the JPEG copy, golden check included; then again from scratch
     // into another folder on another core count: the same code, seed and data must give the same
     // SHA256SUMS, and the same golden table, on any machine.
-    let first = all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), None, false))?;
-    let second = {
+    let first =
+        clock.time("smoke pipeline", || all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), None, false)))?;
+    let second = clock.time("smoke pipeline again", || {
         let _threads = sh.push_env("RAYON_NUM_THREADS", RERUN_THREADS.to_string());
-        all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), Some(PathBuf::from(RERUN_DIR)), true))?
-    };
+        all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), Some(PathBuf::from(RERUN_DIR)), true))
+    })?;
     let (a, b) = (sh.read_file(first.join(CHECKSUMS_FILE))?, sh.read_file(second.join(CHECKSUMS_FILE))?);
     if a != b {
         bail!("two smoke runs gave different SHA256SUMS:\n{}:\n{a}\n{}:\n{b}", first.display(), second.display());
     }
     println!("reproducible: {} and {} ({RERUN_THREADS} threads) have identical SHA256SUMS", first.display(), second.display());
-    let vggq = crate::build_vggq(sh)?;
-    reproducibility::run(sh, &vggq)?;
-    wgpu_pipeline(sh, &vggq, pipeline(ProfileName::Smoke, None, WGPU_LIMITS, Some(PathBuf::from(WGPU_DIR)), false))?;
-    reproducibility::lavapipe(sh, &vggq)?;
-    let full_shape = all::run(
-        sh,
-        pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false),
-    )?;
+    clock.time("cpu reproducibility", || reproducibility::run(sh, &vggq))?;
+    clock.time("wgpu pipeline", || {
+        wgpu_pipeline(sh, &vggq, pipeline(ProfileName::Smoke, None, WGPU_LIMITS, Some(PathBuf::from(WGPU_DIR)), false))
+    })?;
+    clock.time("wgpu reproducibility", || reproducibility::lavapipe(sh, &vggq))?;
+    let full_shape = clock.time("full-shape pipeline", || {
+        all::run(
+            sh,
+            pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false),
+        )
+    })?;
 
     let _python = sh.push_env(PYTHON_VARIABLE, &setup.python);
     let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime.library);
@@ -85,14 +92,47 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let _full_shape = sh.push_env("VGGQ_FULL_SHAPE_RUN", sh.current_dir().join(full_shape));
     // --release: the tests train a small VGG on real images, and release shares its build with `all`.
     let cargo_args = args.cargo_args;
-    cmd!(sh, "cargo test --release --workspace {features...} {cargo_args...}").run()?;
+    clock.time("build tests", || Ok(cmd!(sh, "cargo test --release --workspace {features...} --no-run").run()?))?;
+    clock.time("tests", || Ok(cmd!(sh, "cargo test --release --workspace {features...} {cargo_args...}").run()?))?;
     // Lints, with the CUDA backend and autotune compiled in: CPU machines never build them otherwise, and
     // a GPU machine must never meet code that does not build.
-    cmd!(sh, "cargo clippy --workspace --all-targets --features vggq/cuda,vggq/wgpu,vggq/autotune -- -D warnings").run()?;
+    clock.time("clippy", || {
+        Ok(cmd!(sh, "cargo clippy --workspace --all-targets --features vggq/cuda,vggq/wgpu,vggq/autotune -- -D warnings")
+            .run()?)
+    })?;
     // The GPU check, rehearsed on the CPU build and the CPU ONNX Runtime: the bundle, its reassembly and
     // every step of the script.
-    device_bundle::run(sh, device_bundle::Args { dry_run: true })?;
-    rehearse_device_check(sh)
+    clock.time("device check rehearsal", || {
+        device_bundle::run(sh, device_bundle::Args { dry_run: true })?;
+        rehearse_device_check(sh)
+    })
+}
+
+/// How long each stage of the suite took, printed when the suite ends, passed or failed: CI gives a cold
+/// run (empty `target/`) an hour on 2 cores, and this says where it goes.
+#[derive(Default)]
+struct StageClock {
+    stages: Vec<(&'static str, Duration)>,
+}
+
+impl StageClock {
+    fn time<T>(&mut self, stage: &'static str, run: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let result = run();
+        self.stages.push((stage, started.elapsed()));
+        result
+    }
+}
+
+impl Drop for StageClock {
+    fn drop(&mut self) {
+        println!("\ncargo xtask test, stage times:");
+        for (stage, took) in &self.stages {
+            println!("  {stage:<24} {:>6.0} s", took.as_secs_f64());
+        }
+        let total: Duration = self.stages.iter().map(|(_, took)| *took).sum();
+        println!("  {:<24} {:>6.0} s", "total", total.as_secs_f64());
+    }
 }
 
 /// The GPU code path on lavapipe: the pipeline with `--device wgpu` (train, quantize, export, eval,
