@@ -9,6 +9,7 @@ pub mod precision;
 mod selection;
 pub(crate) mod shared_library;
 mod startup;
+pub mod step_agreement;
 mod wgpu_probe;
 
 use crate::model::TrainingBackend;
