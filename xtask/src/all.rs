@@ -92,9 +92,9 @@ pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
 /// (`CI=true`) a missing golden fails.
 pub fn golden_check(sh: &Shell, run: &Path) -> Result<Option<String>> {
     let _run = sh.push_env("VGGQ_GOLDEN_RUN", sh.current_dir().join(run));
-    let features = crate::backend_feature_flags();
+    let flags = crate::vggq_cargo_flags();
     let started = SystemTime::now();
-    cmd!(sh, "cargo test --release --quiet {features...} --test golden").run().map_err(|error| {
+    cmd!(sh, "cargo test --release --quiet {flags...} --test golden").run().map_err(|error| {
         anyhow::anyhow!("{error}\n{}: the golden check failed (what differs is printed above)", run.display())
     })?;
     let pending = pending_snapshots(&sh.current_dir().join("golden"), started)?;

@@ -127,10 +127,16 @@ fn backend_features() -> Vec<(&'static str, String)> {
     cuda.into_iter().chain(wgpu).chain(autotune).collect()
 }
 
-/// `--features` with [`backend_features`]: every cargo command xtask runs on the `vggq` package takes
-/// these, so none rebuilds the burn stack with other features.
-fn backend_feature_flags() -> Vec<String> {
-    feature_flags(&backend_features())
+/// The package selection and `--features` ([`backend_features`]) every cargo command xtask runs on the
+/// `vggq` package takes: the whole workspace, so that Cargo unifies the same dependency features for each
+/// (onnx-import turns on burn-store's `burnpack`, and burn-import, its build dependency, changes vggq's
+/// build script's dependencies) and one build of vggq serves the binary, the tests and the golden check.
+/// `cargo build --bin vggq` alone and `cargo test --workspace` each compiled vggq's library and binary
+/// (about 10 minutes of a cold CI run on 2 cores), and none rebuilds the burn stack with other features.
+fn vggq_cargo_flags() -> Vec<String> {
+    let mut flags = vec!["--workspace".to_string()];
+    flags.extend(feature_flags(&backend_features()));
+    flags
 }
 
 fn feature_flags(features: &[(&str, String)]) -> Vec<String> {
@@ -147,7 +153,7 @@ fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
     for (feature, why) in &features {
         println!("vggq is built with `{feature}`: {why}");
     }
-    let features = feature_flags(&features);
-    xshell::cmd!(sh, "cargo build --release {features...} --bin vggq").run()?;
+    let flags = vggq_cargo_flags();
+    xshell::cmd!(sh, "cargo build --release {flags...} --bin vggq").run()?;
     Ok(target_dir(sh).join("release/vggq"))
 }

@@ -45,7 +45,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     clock.time("format", || Ok(cmd!(sh, "cargo fmt --all --check").run()?))?;
     // Before the features are chosen: lavapipe gives this machine the Vulkan loader that adds `wgpu`.
     clock.time("lavapipe", || lavapipe::ensure(sh))?;
-    let features = &crate::backend_feature_flags();
+    let flags = &crate::vggq_cargo_flags();
     let setup = clock.time("onnxruntime and python", || crate::setup(sh))?;
     let vggq = clock.time("build vggq", || crate::build_vggq(sh))?;
     let data = shared_dir().join("data/cifar10-jpeg.tar.gz");
@@ -92,8 +92,8 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let _full_shape = sh.push_env("VGGQ_FULL_SHAPE_RUN", sh.current_dir().join(full_shape));
     // --release: the tests train a small VGG on real images, and release shares its build with `all`.
     let cargo_args = args.cargo_args;
-    clock.time("build tests", || Ok(cmd!(sh, "cargo test --release --workspace {features...} --no-run").run()?))?;
-    clock.time("tests", || Ok(cmd!(sh, "cargo test --release --workspace {features...} {cargo_args...}").run()?))?;
+    clock.time("build tests", || Ok(cmd!(sh, "cargo test --release {flags...} --no-run").run()?))?;
+    clock.time("tests", || Ok(cmd!(sh, "cargo test --release {flags...} {cargo_args...}").run()?))?;
     // Lints, with the CUDA backend and autotune compiled in: CPU machines never build them otherwise, and
     // a GPU machine must never meet code that does not build.
     clock.time("clippy", || {
