@@ -60,14 +60,17 @@ started=$(date +%s)
 # The whole check's time: a deadline in seconds from the start (VGGQ_CHECK_SECONDS, set by the caller
 # from the device time left), so that a slow or hanging stage costs its own result, not the others'.
 deadline=$(( started + ${VGGQ_CHECK_SECONDS:-$($dry_run && echo 3600 || echo 540)} ))
+# Each stage's cap is the H200 plan's; the dry run's CPU needs longer for its smaller shapes (full-steps
+# took 108-120 s of its 120 on 2 cores, and a stage stopped at its cap fails the rehearsal).
+cap_scale=$($dry_run && echo 4 || echo 1)
 # Background stages get process groups of their own, so that a stage past its time is stopped whole.
 set -m
 
-# stage NAME CAP COMMAND...: runs COMMAND in a subshell for at most CAP seconds (and not past the
+# stage NAME CAP COMMAND...: runs COMMAND in a subshell for at most CAP seconds (times cap_scale; and not past the
 # deadline), records its status and duration; never stops the script. A stage with under 10 s left is
 # skipped (status "skipped"), one stopped at its limit is recorded as "timeout".
 stage() {
-    local name="$1" cap="$2"; shift 2
+    local name="$1" cap=$(( $2 * cap_scale )); shift 2
     local begin=$(date +%s) status
     local limit=$(( deadline - begin < cap ? deadline - begin : cap ))
     echo "== $(( begin - started )) s: $name (at most $limit s)"

@@ -33,6 +33,11 @@ pub const BUNDLE_DIR: &str = ".device";
 pub const PART_LIMIT: u64 = 60 << 20;
 /// The dry run's parts: small, so that reassembly from several parts is rehearsed too.
 const DRY_RUN_PART_LIMIT: u64 = 8 << 20;
+/// xz's preset: the smallest parts for the GPU machine, where every carried MiB counts; the fastest for
+/// the dry run, which rehearses the same steps (xz -9 spent about two of CI's minutes on the two 90 MB
+/// binaries alone, one thread each: xz splits its work into blocks of 3x the 64 MiB dictionary).
+const XZ_PRESET: &str = "-9";
+const DRY_RUN_XZ_PRESET: &str = "-1";
 /// The CUDA API the machine's driver (580.x) offers; cudarc binds its newest (13.4) without a toolkit.
 const DEVICE_CUDA_VERSION: &str = "13000";
 /// The bundle's vggq built with cubecl's autotune (the script's fallback).
@@ -50,11 +55,11 @@ pub struct Args {
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    let (binaries, ort_dir, limit) = if args.dry_run {
+    let (binaries, ort_dir, limit, preset) = if args.dry_run {
         let vggq = crate::build_vggq(sh)?;
         let stand_in = crate::target_dir(sh).join(TUNING_BUILD);
         sh.copy_file(&vggq, &stand_in)?;
-        (vec![vggq, stand_in], onnxruntime::wheel_libraries(sh, CPU_WHEEL)?, DRY_RUN_PART_LIMIT)
+        (vec![vggq, stand_in], onnxruntime::wheel_libraries(sh, CPU_WHEEL)?, DRY_RUN_PART_LIMIT, DRY_RUN_XZ_PRESET)
     } else {
         let target = crate::target_dir(sh).join("device");
         let _version = sh.push_env("CUDARC_CUDA_VERSION", DEVICE_CUDA_VERSION);
@@ -65,7 +70,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         let tuning = target.join(TUNING_BUILD);
         sh.copy_file(target.join("release/vggq"), &tuning)?;
         cmd!(sh, "cargo build --release --features cuda --bin vggq").run()?;
-        (vec![target.join("release/vggq"), tuning], onnxruntime::wheel_libraries(sh, GPU_WHEEL)?, PART_LIMIT)
+        (vec![target.join("release/vggq"), tuning], onnxruntime::wheel_libraries(sh, GPU_WHEEL)?, PART_LIMIT, XZ_PRESET)
     };
     let mut payloads = binaries;
     payloads.extend([shared_dir().join("data/cifar10-jpeg.tar.gz"), shared_dir().join("bench/torch_train_bench.py")]);
@@ -80,7 +85,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     if bundle.exists() {
         sh.remove_path(&bundle)?;
     }
-    let parts = write_parts(sh, &payloads, &bundle, limit)?;
+    let parts = write_parts(sh, &payloads, &bundle, limit, preset)?;
     for (part, bytes) in &parts {
         println!("{}: {:.1} MiB", part.display(), *bytes as f64 / f64::from(1 << 20));
     }
@@ -114,10 +119,10 @@ fn shared_with_vggq() -> String {
     .collect()
 }
 
-/// Compresses every payload with xz and deals the pieces into `bundle/partNN/` folders of at most
+/// Compresses every payload with xz (`preset`) and deals the pieces into `bundle/partNN/` folders of at most
 /// `limit` bytes, in order; `part01/SHA256SUMS` holds each payload's digest, for the script to check what
 /// it reassembled. Returns each part's folder and size.
-fn write_parts(sh: &Shell, payloads: &[PathBuf], bundle: &Path, limit: u64) -> Result<Vec<(PathBuf, u64)>> {
+fn write_parts(sh: &Shell, payloads: &[PathBuf], bundle: &Path, limit: u64, preset: &str) -> Result<Vec<(PathBuf, u64)>> {
     let staging = bundle.join("staging");
     sh.create_dir(&staging)?;
     let mut sums = String::new();
@@ -128,8 +133,10 @@ fn write_parts(sh: &Shell, payloads: &[PathBuf], bundle: &Path, limit: u64) -> R
         sums.push_str(&format!("{}  {name}\n", digest.split_whitespace().next().unwrap_or_default()));
         let xz = staging.join(format!("{name}.xz"));
         eprintln!("compressing {name}");
-        let bytes =
-            cmd!(sh, "xz -9 -T0 --stdout {payload}").output().with_context(|| format!("compressing {name} (needs xz)"))?.stdout;
+        let bytes = cmd!(sh, "xz {preset} -T0 --stdout {payload}")
+            .output()
+            .with_context(|| format!("compressing {name} (needs xz)"))?
+            .stdout;
         std::fs::write(&xz, bytes)?;
         compressed.push((name, xz));
     }
