@@ -15,7 +15,7 @@ use super::CpuBackend;
 use crate::model::{kernels, TrainingBackend, Vgg};
 use crate::profile::Profile;
 use crate::quant::float_model::{torchvision_conv_indices, FloatVgg};
-use crate::quant::state_dict::fp32_state_dict;
+use crate::quant::state_dict::{f32_le, fp32_state_dict};
 use crate::train::TrainConfig;
 
 /// The seed of the start weights and of the batch: any fixed one.
@@ -117,9 +117,7 @@ fn parameters(model: &FloatVgg) -> Vec<(String, Vec<f32>)> {
         .entries
         .into_iter()
         .filter_map(|(name, value)| match value {
-            vggq_pth::Value::Tensor(tensor) if tensor.dtype == vggq_pth::DType::F32 => {
-                Some((name, tensor.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()))
-            }
+            vggq_pth::Value::Tensor(tensor) if tensor.dtype == vggq_pth::DType::F32 => Some((name, f32_le(&tensor.data))),
             _ => None,
         })
         .collect()

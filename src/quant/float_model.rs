@@ -225,5 +225,5 @@ fn f32_entry(state_dict: &StateDict<'_>, key: &str, len: usize) -> Result<Vec<f3
             reason: format!("expected {len} contiguous f32 values, found {} {:?}", tensor.dtype, tensor.shape),
         });
     }
-    Ok(tensor.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    Ok(super::state_dict::f32_le(&tensor.data))
 }

@@ -202,7 +202,8 @@ fn int8_features(state_dict: &StateDict<'_>, config: &crate::model::VggConfig) -
     Ok(QuantizedFeatures::Int8 { input, convs })
 }
 
-fn f32_le(bytes: &[u8]) -> Vec<f32> {
+/// FP32 values from a tensor's little-endian bytes, as `torch.save` stores them.
+pub(crate) fn f32_le(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
