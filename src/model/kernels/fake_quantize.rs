@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::cpu::{lane_sum, per_channel_sums, Nchw};
+#[cfg(target_arch = "x86_64")]
 use super::isa::{isa, Isa};
 use super::FakeQuantization;
 use crate::quant::qparams::{runtime_qparams, QParams};

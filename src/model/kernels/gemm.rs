@@ -375,32 +375,49 @@ fn interleave<'a>(
     if count < lanes {
         panel.fill(0.0);
     }
-    let mut s = 0;
-    #[cfg(target_arch = "x86_64")]
-    if tiles != Tiles::Scalar {
-        while s + 8 <= count {
-            let Some(sequences) = (s..s + 8).map(&run).collect::<Option<Vec<&[f32]>>>() else { break };
-            let mut p = 0;
-            while p + 8 <= steps {
-                // SAFETY: AVX is present (every vector path has it); each sequence holds `steps`
-                // values, and the panel `steps` rows of `lanes >= s + 8`.
-                unsafe { transpose8(&sequences, p, &mut panel[p * lanes + s..], lanes) };
-                p += 8;
-            }
-            for (offset, sequence) in sequences.iter().enumerate() {
-                for (q, &value) in sequence.iter().enumerate().skip(p) {
-                    panel[q * lanes + s + offset] = value;
-                }
-            }
-            s += 8;
-        }
-    }
-    for s in s..count {
+    let transposed = match tiles {
+        Tiles::Scalar => 0,
+        #[cfg(target_arch = "x86_64")]
+        Tiles::Avx2 | Tiles::Avx512 => interleave_by_eights(panel, lanes, count, steps, &run),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("no vector path on this architecture: {tiles:?}"),
+    };
+    for s in transposed..count {
         match run(s) {
             Some(sequence) => sequence.iter().enumerate().for_each(|(p, &value)| panel[p * lanes + s] = value),
             None => (0..steps).for_each(|p| panel[p * lanes + s] = at(s, p)),
         }
     }
+}
+
+/// The first sequences of [`interleave`], 8 at a time while 8 in a row are contiguous, transposed in
+/// registers; returns how many it wrote.
+#[cfg(target_arch = "x86_64")]
+fn interleave_by_eights<'a>(
+    panel: &mut [f32],
+    lanes: usize,
+    count: usize,
+    steps: usize,
+    run: impl Fn(usize) -> Option<&'a [f32]>,
+) -> usize {
+    let mut s = 0;
+    while s + 8 <= count {
+        let Some(sequences) = (s..s + 8).map(&run).collect::<Option<Vec<&[f32]>>>() else { break };
+        let mut p = 0;
+        while p + 8 <= steps {
+            // SAFETY: AVX is present (every vector path has it); each sequence holds `steps`
+            // values, and the panel `steps` rows of `lanes >= s + 8`.
+            unsafe { transpose8(&sequences, p, &mut panel[p * lanes + s..], lanes) };
+            p += 8;
+        }
+        for (offset, sequence) in sequences.iter().enumerate() {
+            for (q, &value) in sequence.iter().enumerate().skip(p) {
+                panel[q * lanes + s + offset] = value;
+            }
+        }
+        s += 8;
+    }
+    s
 }
 
 /// Values `p..p + 8` of 8 sequences, written across: `out[q * stride + s]` for step `p + q` of

@@ -15,7 +15,7 @@ pub struct CpuFacts {
     /// The instruction set the kernels used (`VGGQ_ISA` may cap it) and the widest the CPU has.
     pub isa: Isa,
     pub detected_isa: Isa,
-    /// The processor, as `/proc/cpuinfo` names it.
+    /// The processor, as `/proc/cpuinfo` names it (ARM's names none: there, the architecture).
     pub processor: String,
     /// How the kernels block their work: fixed sizes, the same on every machine (no cache size is read).
     pub blocking: String,
@@ -30,7 +30,7 @@ impl CpuFacts {
                 info.lines()
                     .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
             })
-            .unwrap_or_else(|| "unknown".into());
+            .unwrap_or_else(|| std::env::consts::ARCH.into());
         CpuFacts {
             threads: rayon::current_num_threads(),
             isa: isa(),
