@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use vggq_core::places::has_wgpu_api;
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 /// Debian's packages that provide it: Mesa's Vulkan drivers and the loader.
 const PACKAGES: [&str; 2] = ["mesa-vulkan-drivers", "libvulkan1"];
@@ -24,21 +24,13 @@ pub fn ensure(sh: &Shell) -> Result<()> {
         return Ok(());
     }
     let packages = PACKAGES;
-    let as_root = cmd!(sh, "id -u").read().is_ok_and(|uid| uid.trim() == "0");
-    if !as_root || cmd!(sh, "apt-get --version").quiet().ignore_stdout().run().is_err() {
+    if !crate::debian::install(sh, &packages, "for the GPU code path's tests (Mesa's lavapipe)")? {
         bail!(
             "the GPU code path's tests run on Mesa's lavapipe (Vulkan on the CPU), which is missing: install {} \
              (Debian and Ubuntu: sudo apt-get install -y {})",
             packages.join(" and "),
             packages.join(" ")
         );
-    }
-    println!("installing Mesa's lavapipe for the GPU code path's tests: apt-get install -y {}", packages.join(" "));
-    let _quiet = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
-    // A fresh machine's package lists may be empty: update them once if the install cannot find a package.
-    if cmd!(sh, "apt-get install -y {packages...}").run().is_err() {
-        cmd!(sh, "apt-get update").run()?;
-        cmd!(sh, "apt-get install -y {packages...}").run()?;
     }
     if !installed() {
         bail!("{} installed, but no lavapipe driver in {DRIVER_MANIFESTS} or no Vulkan loader", packages.join(" and "));

@@ -6,6 +6,7 @@
 
 mod all;
 mod bench;
+mod debian;
 mod device_bundle;
 mod inspect;
 mod lavapipe;
@@ -53,6 +54,12 @@ enum Command {
     Verify(verify::Args),
     /// List what a `.pth` file holds, as PyTorch sees it, without executing anything in it.
     Inspect(inspect::Args),
+    /// What CI cannot afford of the promise that a CPU run is the same bytes everywhere (11 minutes on 2
+    /// cores, most of it emulation, and 18 more for the first aarch64 build): the small training and quantization
+    /// of `cargo xtask test`'s emulated check natively, under `qemu-x86_64 -cpu SandyBridge` (no AVX2, no
+    /// FMA: the kernels' scalar path) and built for aarch64 Linux under `qemu-aarch64`, which must give the
+    /// same model files. Installs qemu-user, the Rust target and Debian's cross toolchain where missing.
+    OtherCpus,
     /// Pack what the GPU check (`scripts/device-check.sh`) needs on the lent GPU machine into `.device/`,
     /// in parts that one `device` call carries each.
     DeviceBundle(device_bundle::Args),
@@ -72,6 +79,7 @@ fn main() -> Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(&sh, args),
         Command::DeviceBundle(args) => device_bundle::run(&sh, args),
+        Command::OtherCpus => reproducibility::other_cpus(&sh, &build_vggq(&sh)?),
     }
 }
 

@@ -3,8 +3,9 @@
 //! forced (`VGGQ_ISA=avx2`), and under qemu-user emulating a Haswell (AVX2 and FMA, no AVX-512, so
 //! every library's own instruction-set choice too), each giving the same `model_fp32.mpk` and `.pth`
 //! files; and of lavapipe, where CI runs the GPU code path, that its training is the same bytes on that
-//! emulated Haswell too. The data is CIFAR-10's binary layout with generated pixels: under emulation,
-//! reading it costs little where decoding JPEGs would not.
+//! emulated Haswell too. `cargo xtask other-cpus` checks what CI cannot afford: the same small run on
+//! an emulated x86-64 without AVX2 and FMA and as an aarch64 build. The data is CIFAR-10's binary layout
+//! with generated pixels: under emulation, reading it costs little where decoding JPEGs would not.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,8 @@ use anyhow::{bail, Context, Result};
 use vggq_core::run_folder::{AUTOTUNE_FOLDER, MODEL_FILE};
 use vggq_core::{QatMode, Variant};
 use xshell::{cmd, Shell};
+
+use crate::debian::{self, found};
 
 /// Where the runs and their data go.
 const FOLDER: &str = "target/reproducibility";
@@ -26,6 +29,14 @@ const EMULATED_LIMITS: [&str; 8] = ["--train-images", "64", "--eval-images", "32
 const LAVAPIPE_LIMITS: [&str; 8] = ["--train-images", "32", "--eval-images", "32", "--calibration-batches", "1", "--epochs", "1"];
 /// The CPU qemu-user emulates: AVX2 and FMA, no AVX-512.
 const EMULATED_CPU: &str = "Haswell";
+/// The CPU `other-cpus` emulates: AVX, no AVX2 and no FMA (the kernels' scalar path, and every library's
+/// choice for such a CPU).
+const NO_FMA_CPU: &str = "SandyBridge";
+/// The architecture `other-cpus` builds vggq for and runs under qemu-user, with Debian's cross toolchain
+/// (its C compiler for ring, its linker and its system libraries for qemu).
+const ARM_TARGET: &str = "aarch64-unknown-linux-gnu";
+const ARM_GCC: &str = "aarch64-linux-gnu-gcc";
+const ARM_SYSROOT: &str = "/usr/aarch64-linux-gnu";
 
 pub fn run(sh: &Shell, vggq: &Path) -> Result<()> {
     let data = generated_cifar(sh)?;
@@ -43,9 +54,9 @@ pub fn run(sh: &Shell, vggq: &Path) -> Result<()> {
     }
     println!("reproducible: 1, 2, 3 and 5 threads and the AVX2 kernels give the same model files");
 
-    let qemu = qemu(sh)?;
+    let qemu = qemu(sh, "qemu-x86_64")?;
     let reference = train_and_quantize(sh, &[vggq], &data, "native-small", &EMULATED_LIMITS)?;
-    let emulated = train_and_quantize(sh, &emulated(&qemu, vggq), &data, "qemu-haswell", &EMULATED_LIMITS)?;
+    let emulated = train_and_quantize(sh, &emulated(&qemu, EMULATED_CPU, vggq), &data, "qemu-haswell", &EMULATED_LIMITS)?;
     same_files(&reference, &emulated, &model_files()).context("this CPU against an emulated Haswell (qemu-user)")?;
     println!("reproducible: qemu-x86_64 -cpu {EMULATED_CPU} gives the same model files as this CPU");
     Ok(())
@@ -67,16 +78,67 @@ pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
     print_checksums(sh, &reference, &model)?;
     let autotune = reference.join(AUTOTUNE_FOLDER);
     let reuse = [Path::new("--autotune-cache"), autotune.as_path()];
-    let emulated = train(sh, &emulated(&qemu(sh)?, vggq), &data, "lavapipe-qemu-haswell", "wgpu", &LAVAPIPE_LIMITS, &reuse)?;
+    let emulated = train(
+        sh,
+        &emulated(&qemu(sh, "qemu-x86_64")?, EMULATED_CPU, vggq),
+        &data,
+        "lavapipe-qemu-haswell",
+        "wgpu",
+        &LAVAPIPE_LIMITS,
+        &reuse,
+    )?;
     print_checksums(sh, &emulated, &model)?;
     same_files(&reference, &emulated, &model).context("lavapipe on this CPU against an emulated Haswell")?;
     println!("reproducible on wgpu: lavapipe under qemu-x86_64 -cpu {EMULATED_CPU} trains the same model as on this CPU");
     Ok(())
 }
 
-/// `vggq` behind qemu-user, emulating `EMULATED_CPU`.
-fn emulated<'a>(qemu: &'a Path, vggq: &'a Path) -> [&'a Path; 4] {
-    [qemu, Path::new("-cpu"), Path::new(EMULATED_CPU), vggq]
+/// `cargo xtask other-cpus`: the small training and quantization of [`run`]'s emulated check, natively,
+/// on an emulated x86-64 without AVX2 and FMA, and built for aarch64 Linux and run under qemu-user: the
+/// same model files on each. Kept out of CI: the emulated scalar path takes about 7 minutes of 2 cores
+/// (`f32::mul_add` without FMA is glibc's exact `fmaf` in software), the aarch64 build 18 cold.
+pub fn other_cpus(sh: &Shell, vggq: &Path) -> Result<()> {
+    let data = generated_cifar(sh)?;
+    let reference = train_and_quantize(sh, &[vggq], &data, "native-small", &EMULATED_LIMITS)?;
+    let qemu_x86 = qemu(sh, "qemu-x86_64")?;
+    let no_fma = train_and_quantize(sh, &emulated(&qemu_x86, NO_FMA_CPU, vggq), &data, "qemu-sandybridge", &EMULATED_LIMITS)?;
+    same_files(&reference, &no_fma, &model_files()).context("this CPU against an emulated SandyBridge (qemu-user)")?;
+    println!("reproducible: qemu-x86_64 -cpu {NO_FMA_CPU} (no AVX2, no FMA) gives the same model files as this CPU");
+
+    let arm_vggq = build_for_arm(sh)?;
+    let qemu_arm = qemu(sh, "qemu-aarch64")?;
+    let on_arm = [qemu_arm.as_path(), Path::new("-L"), Path::new(ARM_SYSROOT), arm_vggq.as_path()];
+    let on_arm = train_and_quantize(sh, &on_arm, &data, "qemu-aarch64", &EMULATED_LIMITS)?;
+    same_files(&reference, &on_arm, &model_files()).context("this CPU against aarch64 (qemu-user)")?;
+    println!("reproducible: vggq built for {ARM_TARGET}, under qemu-aarch64, gives the same model files as this CPU");
+    Ok(())
+}
+
+/// vggq built for [`ARM_TARGET`], CPU only (the package alone, no GPU backend: the cross build needs
+/// neither), installing the Rust target and Debian's cross toolchain where they are missing.
+fn build_for_arm(sh: &Shell) -> Result<PathBuf> {
+    let installed = cmd!(sh, "rustup target list --installed").read().context("rustup, to add the aarch64 target")?;
+    if !installed.lines().any(|line| line.trim() == ARM_TARGET) {
+        cmd!(sh, "rustup target add {ARM_TARGET}").run()?;
+    }
+    let toolchain = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
+    if found(sh, ARM_GCC).is_none() {
+        debian::install(sh, &toolchain, "to cross-compile vggq for aarch64")?;
+    }
+    if found(sh, ARM_GCC).is_none() {
+        bail!("{ARM_GCC} is missing: install Debian's {} to build vggq for {ARM_TARGET}", toolchain.join(" and "));
+    }
+    let target_variable = ARM_TARGET.replace('-', "_");
+    let _cc = sh.push_env(format!("CC_{target_variable}"), ARM_GCC);
+    let _ar = sh.push_env(format!("AR_{target_variable}"), "aarch64-linux-gnu-ar");
+    let _linker = sh.push_env(format!("CARGO_TARGET_{}_LINKER", target_variable.to_uppercase()), ARM_GCC);
+    cmd!(sh, "cargo build --release --target {ARM_TARGET} --package vggq --bin vggq").run()?;
+    Ok(crate::target_dir(sh).join(ARM_TARGET).join("release/vggq"))
+}
+
+/// `vggq` behind qemu-user, emulating `cpu`.
+fn emulated<'a>(qemu: &'a Path, cpu: &'a str, vggq: &'a Path) -> [&'a Path; 4] {
+    [qemu, Path::new("-cpu"), Path::new(cpu), vggq]
 }
 
 /// `program train` and `program quantize` (`program` possibly behind an emulator) on the CPU into
@@ -146,21 +208,18 @@ pub fn same_files(a: &Path, b: &Path, files: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// qemu-user's x86-64 emulator, installed from Debian's packages where it is missing (CI runs as root).
-fn qemu(sh: &Shell) -> Result<PathBuf> {
-    let found = || cmd!(sh, "sh -c 'command -v qemu-x86_64'").quiet().ignore_status().read().ok().filter(|p| !p.is_empty());
-    if let Some(path) = found() {
-        return Ok(PathBuf::from(path));
+/// One of qemu-user's emulators (`qemu-x86_64`, `qemu-aarch64`), installed from Debian's packages where it
+/// is missing (CI runs as root).
+fn qemu(sh: &Shell, emulator: &str) -> Result<PathBuf> {
+    if found(sh, emulator).is_none() {
+        debian::install(sh, &["qemu-user"], "to run vggq on an emulated CPU")?;
     }
-    let root = cmd!(sh, "id -u").read().is_ok_and(|id| id.trim() == "0");
-    if root {
-        println!("installing qemu-user (Debian's package) to run the kernels on an emulated AVX2-only CPU");
-        cmd!(sh, "apt-get install -y --no-install-recommends qemu-user").run().context("apt-get install qemu-user")?;
-    }
-    found().map(PathBuf::from).context(
-        "qemu-x86_64 is missing: install Debian's qemu-user (`apt-get install qemu-user`); the reproducibility check \
-         runs the kernels on an emulated AVX2-only CPU with it",
-    )
+    found(sh, emulator).map(PathBuf::from).with_context(|| {
+        format!(
+            "{emulator} is missing: install Debian's qemu-user (`apt-get install qemu-user`); the reproducibility \
+             checks run vggq on an emulated CPU with it"
+        )
+    })
 }
 
 /// CIFAR-10's binary layout (`cifar-10-batches-bin/`) with generated pixels and labels: 10,000 training
