@@ -54,11 +54,13 @@ enum Command {
     Verify(verify::Args),
     /// List what a `.pth` file holds, as PyTorch sees it, without executing anything in it.
     Inspect(inspect::Args),
-    /// What CI cannot afford of the promise that a CPU run is the same bytes everywhere (11 minutes on 2
-    /// cores, most of it emulation, and 18 more for the first aarch64 build): the small training and quantization
-    /// of `cargo xtask test`'s emulated check natively, under `qemu-x86_64 -cpu SandyBridge` (no AVX2, no
-    /// FMA: the kernels' scalar path) and built for aarch64 Linux under `qemu-aarch64`, which must give the
-    /// same model files. Installs qemu-user, the Rust target and Debian's cross toolchain where missing.
+    /// The same-bytes check CI cannot afford: x86-64 without AVX2 and FMA, and aarch64, under qemu-user.
+    ///
+    /// The small training and quantization of `cargo xtask test`'s emulated check, natively, under
+    /// `qemu-x86_64 -cpu SandyBridge` (no AVX2, no FMA: the kernels' scalar path) and built for aarch64
+    /// Linux under `qemu-aarch64`, which must give the same model files: 11 minutes on 2 cores, most of it
+    /// emulation, and 18 more for the first aarch64 build. Installs qemu-user, the Rust target and Debian's
+    /// cross toolchain where missing.
     OtherCpus,
     /// Pack what the GPU check (`scripts/device-check.sh`) needs on the lent GPU machine into `.device/`,
     /// in parts that one `device` call carries each.
