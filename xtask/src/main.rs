@@ -144,17 +144,17 @@ fn backend_features() -> Vec<(&'static str, String)> {
 /// `cargo build --bin vggq` alone and `cargo test --workspace` each compiled vggq's library and binary
 /// (about 10 minutes of a cold CI run on 2 cores), and none rebuilds the burn stack with other features.
 fn vggq_cargo_flags() -> Vec<String> {
-    let mut flags = vec!["--workspace".to_string()];
-    flags.extend(feature_flags(&backend_features()));
-    flags
+    cargo_flags(&backend_features())
 }
 
-fn feature_flags(features: &[(&str, String)]) -> Vec<String> {
+/// [`vggq_cargo_flags`] with `features` already probed.
+fn cargo_flags(features: &[(&str, String)]) -> Vec<String> {
+    let mut flags = vec!["--workspace".to_string()];
     let names: Vec<&str> = features.iter().map(|(name, _)| *name).collect();
-    if names.is_empty() {
-        return Vec::new();
+    if !names.is_empty() {
+        flags.extend(["--features".to_string(), names.join(",")]);
     }
-    vec!["--features".into(), names.join(",")]
+    flags
 }
 
 /// Builds the `vggq` binary in release mode with this machine's features; returns its path.
@@ -163,7 +163,7 @@ fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
     for (feature, why) in &features {
         println!("vggq is built with `{feature}`: {why}");
     }
-    let flags = vggq_cargo_flags();
+    let flags = cargo_flags(&features);
     xshell::cmd!(sh, "cargo build --release {flags...} --bin vggq").run()?;
     Ok(target_dir(sh).join("release/vggq"))
 }
