@@ -110,6 +110,22 @@ impl<B: TrainingBackend> TrainingForward<B> for FloatForward {
     }
 }
 
+/// One step of SGD on a batch: the training forward pass, the loss, its gradients and the optimizer's
+/// update. Returns the updated model and the step's logits and loss (on the device, not read).
+pub fn training_step<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
+    model: Vgg<B>,
+    optimizer: &mut O,
+    learning_rate: f64,
+    images: Tensor<B, 4>,
+    labels: Tensor<B, 1, Int>,
+    forward: &mut impl TrainingForward<B>,
+) -> (Vgg<B>, Tensor<B, 2>, Tensor<B, 1>) {
+    let logits = forward.forward(&model, images);
+    let loss = kernels::cross_entropy(logits.clone(), labels);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optimizer.step(learning_rate, model, grads), logits, loss)
+}
+
 /// One epoch of SGD over `batches` with the learning rate `learning_rate`; `bar` advances per batch.
 /// Returns the trained model, its training score over the epoch and the epoch's wall time in seconds
 /// (the end of the epoch waits for the device).
@@ -125,10 +141,8 @@ pub fn train_epoch<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
     let started = Instant::now();
     let mut sum = ScoreSum::<B::InnerBackend>::default();
     for (step, batch) in uploaded::<B, _>(batches, device).enumerate() {
-        let logits = forward.forward(&model, batch.images);
-        let loss = kernels::cross_entropy(logits.clone(), batch.labels.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optimizer.step(learning_rate, model, grads);
+        let (stepped, logits, loss) = training_step(model, optimizer, learning_rate, batch.images, batch.labels.clone(), forward);
+        model = stepped;
         sum.add(logits.inner(), batch.labels.inner(), loss.inner(), batch.len);
         if (step + 1) % PROGRESS_READ_INTERVAL == 0 {
             bar.set_message(format!("loss {:.3}", sum.mean_loss()));

@@ -6,17 +6,16 @@
 
 use burn::module::AutodiffModule;
 use burn::nn::DropoutConfig;
-use burn::optim::{GradientsParams, Optimizer};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::CpuBackend;
-use crate::model::{kernels, TrainingBackend, Vgg};
+use crate::model::{TrainingBackend, Vgg};
 use crate::profile::Profile;
 use crate::quant::float_model::{torchvision_conv_indices, FloatVgg};
 use crate::quant::state_dict::{f32_le, fp32_state_dict};
-use crate::train::TrainConfig;
+use crate::train::{training_step, FloatForward, TrainConfig};
 
 /// The seed of the start weights and of the batch: any fixed one.
 const SEED: u64 = 7;
@@ -91,7 +90,8 @@ struct Step {
     after: FloatVgg,
 }
 
-/// One SGD step of the seed's optimizer from `start` on `images` (NCHW, flat) and `labels`.
+/// One step of training's own SGD step ([`training_step`]) with the seed's optimizer, from `start` on
+/// `images` (NCHW, flat) and `labels`.
 fn step<B: TrainingBackend>(start: &FloatVgg, images: &[f32], labels: &[i64], device: &B::Device) -> Step {
     let config = &start.config;
     let mut model: Vgg<B> = start.to_model(device);
@@ -99,14 +99,11 @@ fn step<B: TrainingBackend>(start: &FloatVgg, images: &[f32], labels: &[i64], de
     let side = config.input_size;
     let images = Tensor::<B, 1>::from_floats(images, device).reshape([labels.len(), 3, side, side]);
     let labels = Tensor::<B, 1, Int>::from_ints(labels, device);
-    let logits = model.forward(images);
-    let loss = kernels::cross_entropy(logits.clone(), labels);
-    let loss_value = loss.clone().into_scalar().elem::<f32>();
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
     let train = TrainConfig::seed();
-    let model = train.optimizer::<B>().step(train.learning_rate, model, grads);
+    let (model, logits, loss) =
+        training_step(model, &mut train.optimizer::<B>(), train.learning_rate, images, labels, &mut FloatForward);
     let logits = logits.into_data().to_vec::<f32>().expect("FP32 logits");
-    Step { logits, loss: loss_value, after: FloatVgg::from_model(&model.valid(), config) }
+    Step { logits, loss: loss.into_scalar().elem::<f32>(), after: FloatVgg::from_model(&model.valid(), config) }
 }
 
 /// Every FP32 parameter and buffer of `model` with its PyTorch name (the step moves the BatchNorms'
