@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use prost::Message;
 use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
+use vggq::model::kernels::isa::ISA_VARIABLE;
 
 fn vggq(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vggq")).args(args).envs(env.iter().copied()).output().expect("vggq runs")
@@ -57,10 +58,15 @@ fn bad_flags_are_usage_errors_naming_the_flag_and_write_nothing() {
 
 #[test]
 fn an_unknown_instruction_set_is_a_usage_error() {
-    let output = vggq(&["device"], &[("VGGQ_ISA", "avx3")]);
-    let message = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{message}");
-    assert!(message.contains("VGGQ_ISA") && message.contains("avx3") && message.contains("avx2"), "{message}");
+    // No such set anywhere, and one of another architecture's.
+    let foreign = if cfg!(target_arch = "aarch64") { "avx2" } else { "neon" };
+    for value in ["avx3", foreign] {
+        let output = vggq(&["device"], &[("VGGQ_ISA", value)]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{message}");
+        let named = [ISA_VARIABLE, value, std::env::consts::ARCH, "scalar"];
+        assert!(named.iter().all(|word| message.contains(word)), "{message}");
+    }
 }
 
 /// An ONNX model whose input is `[N, 3, side, side]` with `side` as given.

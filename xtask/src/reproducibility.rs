@@ -94,8 +94,8 @@ pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
 }
 
 /// `cargo xtask other-cpus`: the small training and quantization of [`run`]'s emulated check, natively,
-/// on an emulated x86-64 without AVX2 and FMA, and built for aarch64 Linux and run under qemu-user: the
-/// same model files on each. Kept out of CI: the emulated scalar path takes about 7 minutes of 2 cores
+/// on an emulated x86-64 without AVX2 and FMA, and built for aarch64 Linux and run under qemu-user (its
+/// NEON kernels, after their unit tests there): the same model files on each. Kept out of CI: the emulated scalar path takes about 7 minutes of 2 cores
 /// (`f32::mul_add` without FMA is glibc's exact `fmaf` in software), the aarch64 build 18 cold.
 pub fn other_cpus(sh: &Shell, vggq: &Path) -> Result<()> {
     let data = generated_cifar(sh)?;
@@ -105,8 +105,8 @@ pub fn other_cpus(sh: &Shell, vggq: &Path) -> Result<()> {
     same_files(&reference, &no_fma, &model_files()).context("this CPU against an emulated SandyBridge (qemu-user)")?;
     println!("reproducible: qemu-x86_64 -cpu {NO_FMA_CPU} (no AVX2, no FMA) gives the same model files as this CPU");
 
-    let arm_vggq = build_for_arm(sh)?;
     let qemu_arm = qemu(sh, "qemu-aarch64")?;
+    let arm_vggq = build_for_arm(sh, &qemu_arm)?;
     let on_arm = [qemu_arm.as_path(), Path::new("-L"), Path::new(ARM_SYSROOT), arm_vggq.as_path()];
     let on_arm = train_and_quantize(sh, &on_arm, &data, "qemu-aarch64", &EMULATED_LIMITS)?;
     same_files(&reference, &on_arm, &model_files()).context("this CPU against aarch64 (qemu-user)")?;
@@ -115,8 +115,10 @@ pub fn other_cpus(sh: &Shell, vggq: &Path) -> Result<()> {
 }
 
 /// vggq built for [`ARM_TARGET`], CPU only (the package alone, no GPU backend: the cross build needs
-/// neither), installing the Rust target and Debian's cross toolchain where they are missing.
-fn build_for_arm(sh: &Shell) -> Result<PathBuf> {
+/// neither), installing the Rust target and Debian's cross toolchain where they are missing; first, the
+/// kernels' unit tests built for it and run under `qemu_arm`, which hold the NEON paths to the
+/// definitions bit for bit.
+fn build_for_arm(sh: &Shell, qemu_arm: &Path) -> Result<PathBuf> {
     let installed = cmd!(sh, "rustup target list --installed").read().context("rustup, to add the aarch64 target")?;
     if !installed.lines().any(|line| line.trim() == ARM_TARGET) {
         cmd!(sh, "rustup target add {ARM_TARGET}").run()?;
@@ -132,6 +134,11 @@ fn build_for_arm(sh: &Shell) -> Result<PathBuf> {
     let _cc = sh.push_env(format!("CC_{target_variable}"), ARM_GCC);
     let _ar = sh.push_env(format!("AR_{target_variable}"), "aarch64-linux-gnu-ar");
     let _linker = sh.push_env(format!("CARGO_TARGET_{}_LINKER", target_variable.to_uppercase()), ARM_GCC);
+    let _runner = sh.push_env(
+        format!("CARGO_TARGET_{}_RUNNER", target_variable.to_uppercase()),
+        format!("{} -L {ARM_SYSROOT}", qemu_arm.display()),
+    );
+    cmd!(sh, "cargo test --release --target {ARM_TARGET} --package vggq --lib kernels").run()?;
     cmd!(sh, "cargo build --release --target {ARM_TARGET} --package vggq --bin vggq").run()?;
     Ok(crate::target_dir(sh).join(ARM_TARGET).join("release/vggq"))
 }

@@ -1,6 +1,7 @@
 //! VGG's operations on the CPU: burn-flex's tensors, f32, NCHW, on rayon's pool.
 //!
-//! Every result is the same bytes on any core count and any x86-64 CPU with AVX2 and FMA: how the work
+//! Every result is the same bytes on any core count and any CPU (x86-64 with AVX-512, AVX2 or neither,
+//! aarch64 with NEON, or no vectors at all): how the work
 //! is shared out follows the problem's shape (groups of images, ranges of channels, blocks of columns:
 //! never the number of threads or the caches the machine reports), every sum is taken in one fixed
 //! order, and the products are our GEMM's ([`super::gemm`]: each entry one chain of fused

@@ -8,13 +8,17 @@
 //! in [`LANES`] lanes, lane `l` one chain of fused multiply-adds over the chunk's values `l`, `l + 16`, ...
 //! (zero past the chunk's end), the lanes then added in one tree (`l + l+8`, then `+4`, `+2`, `+1`), and
 //! the chunk's sum added to the entry (or written, for the first chunk unless accumulating). AVX-512
-//! holds a lane set in one register, AVX2 in two; [`sum_of_chunks`] is the definition the tests hold
-//! both to, bit for bit.
+//! holds a lane set in one register, AVX2 in two, NEON in four; [`sum_of_chunks`] is the definition the
+//! tests hold each to, bit for bit.
 
+#[cfg(target_arch = "aarch64")]
+use std::arch::aarch64::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use super::isa::{isa, Isa};
+#[cfg(target_arch = "aarch64")]
+use super::neon::{self, load_first};
 
 /// Rows of a matrix: row `r` starts at `data[r * stride]`.
 #[derive(Clone, Copy)]
@@ -69,8 +73,10 @@ pub(super) fn dot_products_on(
         Isa::Avx512 => unsafe { tiles::<Avx512>(dst.as_mut_ptr(), dst_stride, m, n, k, a, b, accumulate) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { tiles::<Avx2>(dst.as_mut_ptr(), dst_stride, m, n, k, a, b, accumulate) },
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => sum_of_chunks(dst, dst_stride, m, n, k, a, b, accumulate),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { tiles::<Neon>(dst.as_mut_ptr(), dst_stride, m, n, k, a, b, accumulate) },
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("no vector path on this architecture: {isa:?}"),
     }
 }
 
@@ -111,7 +117,7 @@ fn lane_tree(mut lanes: [f32; LANES]) -> f32 {
 }
 
 /// A vector path: a set of [`LANES`] sums in its registers, and the tile size that fits them.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 trait LaneSets {
     /// Rows (of `a` and of `b`) a tile takes at most.
     const TILE: usize;
@@ -138,7 +144,7 @@ trait LaneSets {
 ///
 /// # Safety
 /// As [`LaneSets::tile`], for `m` rows of `a`, `n` of `b` and the `m x n` entries of `dst`.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tiles<P: LaneSets>(dst: *mut f32, dst_stride: usize, m: usize, n: usize, k: usize, a: Rows, b: Rows, accumulate: bool) {
     for k0 in (0..k.max(1)).step_by(K_CHUNK) {
@@ -292,6 +298,61 @@ impl LaneSets for Avx2 {
     }
 }
 
+/// One lane set in four NEON registers (lanes 0-3, 4-7, 8-11, 12-15), each quarter a chunk's own pass;
+/// tiles of 4 x 4 (a pass's 16 sums, 4 of `b` and one of `a` in 21 of the 32 registers).
+#[cfg(target_arch = "aarch64")]
+struct Neon;
+
+#[cfg(target_arch = "aarch64")]
+impl LaneSets for Neon {
+    const TILE: usize = 4;
+
+    #[target_feature(enable = "neon")]
+    #[inline]
+    unsafe fn tile<const R: usize, const C: usize>(
+        a: *const f32,
+        a_stride: usize,
+        b: *const f32,
+        b_stride: usize,
+        len: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+        add: bool,
+    ) {
+        // Each entry's lane set as its quarters.
+        const QUARTERS: usize = LANES / neon::LANES;
+        let mut sums = [[[vdupq_n_f32(0.0); QUARTERS]; C]; R];
+        for q in 0..QUARTERS {
+            let mut p = neon::LANES * q;
+            while p < len + neon::LANES * q {
+                // Lanes at or past the chunk's end read as zeros.
+                let count = len.saturating_sub(p);
+                let mut bs = [vdupq_n_f32(0.0); C];
+                for (c, value) in bs.iter_mut().enumerate() {
+                    *value = load_first(b.wrapping_add(c * b_stride + p), count);
+                }
+                for (r, row) in sums.iter_mut().enumerate() {
+                    let value = load_first(a.wrapping_add(r * a_stride + p), count);
+                    for (quarters, &other) in row.iter_mut().zip(&bs) {
+                        quarters[q] = vfmaq_f32(quarters[q], value, other);
+                    }
+                }
+                p += LANES;
+            }
+        }
+        for (r, row) in sums.iter().enumerate() {
+            for (c, quarters) in row.iter().enumerate() {
+                // `lane_tree`: `l + l+8` (quarters 0 + 2 and 1 + 3), then `+4`, `+2`, `+1`.
+                let fours = vaddq_f32(vaddq_f32(quarters[0], quarters[2]), vaddq_f32(quarters[1], quarters[3]));
+                let twos = vadd_f32(vget_low_f32(fours), vget_high_f32(fours));
+                let value = vget_lane_f32::<0>(twos) + vget_lane_f32::<1>(twos);
+                let entry = dst.add(r * dst_stride + c);
+                *entry = if add { *entry + value } else { value };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,7 +365,6 @@ mod tests {
     /// ragged rest (and one under a lane set), with and without accumulating.
     #[test]
     fn every_path_sums_the_same_chunks() {
-        let paths: Vec<Isa> = Isa::ALL.into_iter().filter(|&isa| isa <= Isa::detected()).collect();
         for (m, n, k) in [(7, 6, 2 * K_CHUNK + 37), (5, 9, 11), (1, 1, 0)] {
             let a: Vec<f32> = (0..m * (k + 3)).map(value).collect();
             let b: Vec<f32> = (0..n * (k + 5)).map(|i| value(i + 17)).collect();
@@ -312,7 +372,7 @@ mod tests {
             for accumulate in [false, true] {
                 let mut expected = vec![1.0f32; m * 11];
                 sum_of_chunks(&mut expected, 11, m, n, k, a, b, accumulate);
-                for &isa in &paths {
+                for &isa in Isa::available() {
                     let mut got = vec![1.0f32; m * 11];
                     dot_products_on(isa, &mut got, 11, m, n, k, a, b, accumulate);
                     let same = got.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());

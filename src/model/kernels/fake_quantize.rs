@@ -98,7 +98,7 @@ impl Grid {
 /// same code, compiled for AVX2.
 fn quantize(values: &[f32], out: &mut [f32], inside: &mut [u8], grid: Grid) {
     #[cfg(target_arch = "x86_64")]
-    if isa() >= Isa::Avx2 {
+    if matches!(isa(), Isa::Avx2 | Isa::Avx512) {
         // SAFETY: the CPU has AVX2 (`isa` never names a set it lacks).
         return unsafe { quantize_avx2(values, out, inside, grid) };
     }
@@ -210,7 +210,7 @@ pub(super) fn straight_through(grad: &[f32], mask: &[u8]) -> Vec<f32> {
     let mut dx = vec![0.0f32; grad.len()];
     dx.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(mask.par_chunks(CHUNK)).for_each(|((dx, grad), mask)| {
         #[cfg(target_arch = "x86_64")]
-        if isa() >= Isa::Avx2 {
+        if matches!(isa(), Isa::Avx2 | Isa::Avx512) {
             // SAFETY: the CPU has AVX2 (`isa` never names a set it lacks).
             return unsafe { masked_avx2(dx, grad, mask) };
         }

@@ -5,14 +5,17 @@
 //! Blocking, threads and the vector width decide which entries are computed together and when, never an
 //! entry's arithmetic: a tile loads its entries, carries their chains through a block of `k` in
 //! registers and stores them, and the next block of `k` loads them again. So the product is the same
-//! bytes with AVX-512 (tiles of 8 x 32), AVX2 (6 x 16) or no vectors at all (`f32::mul_add`, 4 x 8),
-//! on any core count, whatever the caches; the tests hold every path to the chains written out.
+//! bytes with AVX-512 (tiles of 8 x 32), AVX2 (6 x 16), NEON (8 x 12) or no vectors at all
+//! (`f32::mul_add`, 4 x 8), on any core count, whatever the caches; the tests hold every path to the
+//! chains written out.
 //!
 //! The layout is BLIS's: `A` is packed into panels of one tile's height, interleaved along `k` so a
 //! tile broadcasts its values from one stream, in blocks of `mc x kc` (once for the whole product, or
 //! once for many, [`PackedA`]); a block of `B` (`kc x nc`) into panels of one tile's width, which a tile
 //! reads from L1.
 
+#[cfg(target_arch = "aarch64")]
+use std::arch::aarch64::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -20,6 +23,8 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::isa::{isa, Isa};
+#[cfg(target_arch = "aarch64")]
+use super::neon::{load_first, store_first, LANES};
 
 /// How a product is cut into blocks. Fixed sizes, never the caches a machine reports; and since a
 /// block only decides when an entry's chain goes on, not its arithmetic, any blocking gives the same
@@ -232,6 +237,7 @@ enum Tiles {
     Scalar,
     Avx2,
     Avx512,
+    Neon,
 }
 
 impl Tiles {
@@ -240,6 +246,7 @@ impl Tiles {
             Isa::Scalar => Tiles::Scalar,
             Isa::Avx2 => Tiles::Avx2,
             Isa::Avx512 => Tiles::Avx512,
+            Isa::Neon => Tiles::Neon,
         }
     }
 
@@ -248,6 +255,7 @@ impl Tiles {
             Tiles::Scalar => SCALAR_HEIGHT,
             Tiles::Avx2 => 6,
             Tiles::Avx512 => 8,
+            Tiles::Neon => NEON_HEIGHT,
         }
     }
 
@@ -256,6 +264,7 @@ impl Tiles {
             Tiles::Scalar => SCALAR_WIDTH,
             Tiles::Avx2 => 16,
             Tiles::Avx512 => 32,
+            Tiles::Neon => NEON_WIDTH,
         }
     }
 }
@@ -361,8 +370,8 @@ fn pack_b(tiles: Tiles, b: Operand, k0: usize, kc: usize, j0: usize, nc: usize, 
 
 /// Fills `panel` (`steps` rows of `lanes` values) with `lanes` sequences of `steps` values: sequence
 /// `s` into lane `s` of every row, zero in lanes from `count` on. `run(s)` gives a sequence as one
-/// contiguous slice where it is one (then transposed 8 x 8 at a time in registers), `at(s, p)` its
-/// values one by one.
+/// contiguous slice where it is one (then transposed in registers, 8 x 8 at a time with AVX, 4 x 4 with
+/// NEON), `at(s, p)` its values one by one.
 fn interleave<'a>(
     tiles: Tiles,
     panel: &mut [f32],
@@ -377,9 +386,12 @@ fn interleave<'a>(
     }
     let transposed = match tiles {
         Tiles::Scalar => 0,
+        // SAFETY: AVX is present (every x86 vector path has it), NEON on every aarch64 CPU.
         #[cfg(target_arch = "x86_64")]
-        Tiles::Avx2 | Tiles::Avx512 => interleave_by_eights(panel, lanes, count, steps, &run),
-        #[cfg(not(target_arch = "x86_64"))]
+        Tiles::Avx2 | Tiles::Avx512 => unsafe { interleave_in_registers::<8>(panel, lanes, count, steps, &run, transpose8) },
+        #[cfg(target_arch = "aarch64")]
+        Tiles::Neon => unsafe { interleave_in_registers::<4>(panel, lanes, count, steps, &run, transpose4) },
+        #[allow(unreachable_patterns)]
         _ => unreachable!("no vector path on this architecture: {tiles:?}"),
     };
     for s in transposed..count {
@@ -390,38 +402,72 @@ fn interleave<'a>(
     }
 }
 
-/// The first sequences of [`interleave`], 8 at a time while 8 in a row are contiguous, transposed in
-/// registers; returns how many it wrote.
-#[cfg(target_arch = "x86_64")]
-fn interleave_by_eights<'a>(
+/// Values `p..p + N` of `N` sequences, written across: `out[q * stride + s]` for step `p + q` of
+/// sequence `s`, `q` and `s` below `N`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+type Transpose = unsafe fn(sequences: &[&[f32]], p: usize, out: &mut [f32], stride: usize);
+
+/// The first sequences of [`interleave`], `N` at a time while `N` in a row are contiguous, transposed
+/// `N x N` in registers by `transpose`; returns how many it wrote.
+///
+/// # Safety
+/// The CPU must have `transpose`'s instructions.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn interleave_in_registers<'a, const N: usize>(
     panel: &mut [f32],
     lanes: usize,
     count: usize,
     steps: usize,
     run: impl Fn(usize) -> Option<&'a [f32]>,
+    transpose: Transpose,
 ) -> usize {
     let mut s = 0;
-    while s + 8 <= count {
-        let Some(sequences) = (s..s + 8).map(&run).collect::<Option<Vec<&[f32]>>>() else { break };
+    while s + N <= count {
+        let Some(sequences) = (s..s + N).map(&run).collect::<Option<Vec<&[f32]>>>() else { break };
         let mut p = 0;
-        while p + 8 <= steps {
-            // SAFETY: AVX is present (every vector path has it); each sequence holds `steps`
-            // values, and the panel `steps` rows of `lanes >= s + 8`.
-            unsafe { transpose8(&sequences, p, &mut panel[p * lanes + s..], lanes) };
-            p += 8;
+        while p + N <= steps {
+            // SAFETY: the caller's promise for the instructions; each sequence holds `steps` values, and
+            // the panel `steps` rows of `lanes >= s + N`.
+            unsafe { transpose(&sequences, p, &mut panel[p * lanes + s..], lanes) };
+            p += N;
         }
         for (offset, sequence) in sequences.iter().enumerate() {
             for (q, &value) in sequence.iter().enumerate().skip(p) {
                 panel[q * lanes + s + offset] = value;
             }
         }
-        s += 8;
+        s += N;
     }
     s
 }
 
-/// Values `p..p + 8` of 8 sequences, written across: `out[q * stride + s]` for step `p + q` of
-/// sequence `s`, `q` and `s` below 8.
+/// [`Transpose`] of 4 x 4 in NEON registers.
+///
+/// # Safety
+/// Each sequence must hold `p + 4` values.
+#[cfg(target_arch = "aarch64")]
+unsafe fn transpose4(sequences: &[&[f32]], p: usize, out: &mut [f32], stride: usize) {
+    assert!(sequences.len() == 4 && out.len() >= 3 * stride + 4);
+    // SAFETY: NEON is on every aarch64 CPU; the loads and stores are of the slices checked above.
+    unsafe {
+        let r: [float32x4_t; 4] = std::array::from_fn(|i| vld1q_f32(sequences[i][p..p + 4].as_ptr()));
+        // Rows paired lane by lane (steps 0 and 2, then 1 and 3), then those pairs paired.
+        let (t0, t1) = (vtrn1q_f32(r[0], r[1]), vtrn2q_f32(r[0], r[1]));
+        let (t2, t3) = (vtrn1q_f32(r[2], r[3]), vtrn2q_f32(r[2], r[3]));
+        let pairs = |x: float32x4_t| vreinterpretq_f64_f32(x);
+        let columns = [
+            vreinterpretq_f32_f64(vtrn1q_f64(pairs(t0), pairs(t2))),
+            vreinterpretq_f32_f64(vtrn1q_f64(pairs(t1), pairs(t3))),
+            vreinterpretq_f32_f64(vtrn2q_f64(pairs(t0), pairs(t2))),
+            vreinterpretq_f32_f64(vtrn2q_f64(pairs(t1), pairs(t3))),
+        ];
+        for (q, column) in columns.into_iter().enumerate() {
+            vst1q_f32(out[q * stride..][..4].as_mut_ptr(), column);
+        }
+    }
+}
+
+/// [`Transpose`] of 8 x 8 in AVX registers.
 ///
 /// # Safety
 /// AVX must be present; each sequence must hold `p + 8` values.
@@ -502,7 +548,9 @@ unsafe fn run_tile(tiles: Tiles, rows: usize, tile: Tile) {
             Tiles::Avx512 => by_rows!(tile_avx512, 1 2 3 4 5 6 7 8),
             #[cfg(target_arch = "x86_64")]
             Tiles::Avx2 => by_rows!(tile_avx2, 1 2 3 4 5 6),
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Tiles::Neon => by_rows!(tile_neon, 1 2 3 4 5 6 7 8),
+            #[allow(unreachable_patterns)]
             _ => unreachable!("no vector path on this architecture: {tiles:?}"),
         }
     }
@@ -622,6 +670,44 @@ unsafe fn tile_avx2<const R: usize, const PACKED: bool>(t: Tile) {
     }
 }
 
+/// The NEON path's tile: 8 rows of 12 columns, their 24 registers of sums beside 3 of `B` (of 32).
+const NEON_HEIGHT: usize = 8;
+const NEON_WIDTH: usize = 12;
+
+/// # Safety
+/// NEON; see [`run_tile`]. The packed panels are 8 rows and 12 columns wide.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+unsafe fn tile_neon<const R: usize, const PACKED: bool>(t: Tile) {
+    const QUARTERS: usize = NEON_WIDTH / LANES;
+    // How many of each register's lanes lie in the tile's columns.
+    let counts: [usize; QUARTERS] = [t.cols, t.cols.saturating_sub(LANES), t.cols.saturating_sub(2 * LANES)];
+    let mut sums = [[vdupq_n_f32(0.0); QUARTERS]; R];
+    if t.load {
+        for (r, row) in sums.iter_mut().enumerate() {
+            for (q, sum) in row.iter_mut().enumerate() {
+                // A register wholly past the columns is never read: its address may lie past `c`.
+                *sum = load_first(t.c.wrapping_add(r * t.c_stride + LANES * q), counts[q]);
+            }
+        }
+    }
+    for p in 0..t.kc {
+        let b = t.b.add(p * NEON_WIDTH);
+        let bs = [vld1q_f32(b), vld1q_f32(b.add(LANES)), vld1q_f32(b.add(2 * LANES))];
+        for (r, row) in sums.iter_mut().enumerate() {
+            let value = t.a::<PACKED>(NEON_HEIGHT, r, p);
+            for (sum, &other) in row.iter_mut().zip(&bs) {
+                *sum = vfmaq_n_f32(*sum, other, value);
+            }
+        }
+    }
+    for (r, row) in sums.iter().enumerate() {
+        for (q, &sum) in row.iter().enumerate() {
+            store_first(t.c.wrapping_add(r * t.c_stride + LANES * q), counts[q], sum);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,7 +735,6 @@ mod tests {
     /// or all, another blocking.
     #[test]
     fn every_path_computes_the_same_chains() {
-        let paths: Vec<Isa> = Isa::ALL.into_iter().filter(|&isa| isa <= Isa::detected()).collect();
         let (mc, kc, nc) = (BLOCKING.mc, BLOCKING.kc, BLOCKING.nc);
         for (m, n, k) in [(1, 1, 1), (13, 33, 7), (25, 70, 2 * kc + 5), (mc + 7, nc + 19, kc + 9), (3, 5, 0), (17, 9, 23)] {
             for (transpose_a, transpose_b, accumulate) in
@@ -662,7 +747,7 @@ mod tests {
                 let start = values(m * stride, 3);
                 let mut expected = start.clone();
                 chains(&mut expected, stride, m, n, k, a, b, accumulate);
-                for &isa in &paths {
+                for &isa in Isa::available() {
                     for (cores, blocking) in
                         [(Cores::All, BLOCKING), (Cores::Calling, BLOCKING), (Cores::Calling, OTHER_BLOCKING)]
                     {

@@ -1,7 +1,7 @@
 //! The vector instructions the CPU kernels use: the widest the CPU has, or a narrower one `VGGQ_ISA`
 //! asks for. Which one runs changes how fast the kernels are, never what they compute: every kernel
 //! gives the same bytes on each (`gemm` and `dot_products` define their arithmetic so, and their tests
-//! hold each path to it), which `VGGQ_ISA=avx2` lets one machine show.
+//! hold each path to it), which `VGGQ_ISA=scalar` (or `avx2` on an AVX-512 CPU) lets one machine show.
 
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 /// The environment variable that caps the instruction set.
 pub const ISA_VARIABLE: &str = "VGGQ_ISA";
 
-/// An instruction set the kernels have a path for, narrowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An instruction set the kernels have a path for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Isa {
     /// No vectors: `f32::mul_add` (the same fused arithmetic, slowly).
@@ -19,17 +19,26 @@ pub enum Isa {
     Avx2,
     /// AVX-512F.
     Avx512,
+    /// Advanced SIMD (NEON), which every aarch64 CPU has.
+    Neon,
 }
 
-impl Isa {
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+/// This architecture's paths, narrowest first: what a CPU of it may have, and what `VGGQ_ISA` may name.
+#[cfg(target_arch = "x86_64")]
+const PATHS: &[Isa] = &[Isa::Scalar, Isa::Avx2, Isa::Avx512];
+#[cfg(target_arch = "aarch64")]
+const PATHS: &[Isa] = &[Isa::Scalar, Isa::Neon];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const PATHS: &[Isa] = &[Isa::Scalar];
 
+impl Isa {
     /// The name `VGGQ_ISA` takes and manifests record.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
         }
     }
 
@@ -44,25 +53,46 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Isa::Neon;
+        }
         Isa::Scalar
     }
 
-    /// The instruction set `VGGQ_ISA` allows on this CPU (the detected one where it is unset), or why
-    /// its value is not one.
+    /// Every path this CPU can run, narrowest first (the tests hold each to the definitions).
+    pub fn available() -> &'static [Isa] {
+        let widest = Isa::detected();
+        &PATHS[..=Isa::rank(widest)]
+    }
+
+    /// Where `self` stands among this architecture's paths.
+    fn rank(self) -> usize {
+        PATHS.iter().position(|&isa| isa == self).expect("the detected path is one of this architecture's")
+    }
+
+    /// The instruction set `VGGQ_ISA` allows on this CPU (the detected one where it is unset; a wider
+    /// one than the CPU has gives the detected one), or why its value is not one of this architecture's.
     pub fn configured() -> Result<Isa, IsaError> {
         let detected = Isa::detected();
         let Some(value) = std::env::var_os(ISA_VARIABLE) else { return Ok(detected) };
         let value = value.to_string_lossy().into_owned();
-        let cap = Isa::ALL.into_iter().find(|isa| isa.name() == value).ok_or(IsaError::Unknown(value))?;
-        Ok(cap.min(detected))
+        let cap = PATHS.iter().copied().find(|isa| isa.name() == value).ok_or_else(|| IsaError::Unknown {
+            value,
+            architecture: std::env::consts::ARCH,
+            choices: PATHS.iter().map(|isa| isa.name()).collect::<Vec<_>>().join(", "),
+        })?;
+        Ok(PATHS[cap.rank().min(detected.rank())])
     }
 }
 
-/// A `VGGQ_ISA` that names no instruction set.
+/// A `VGGQ_ISA` that names none of this architecture's instruction sets.
 #[derive(Debug, thiserror::Error)]
 pub enum IsaError {
-    #[error("{ISA_VARIABLE}={0:?} is not an instruction set: use scalar, avx2 or avx512 (or leave it unset)")]
-    Unknown(String),
+    #[error(
+        "{ISA_VARIABLE}={value:?} is not an instruction set of this {architecture} CPU: use one of {choices} (or leave it unset)"
+    )]
+    Unknown { value: String, architecture: &'static str, choices: String },
 }
 
 /// The instruction set the kernels run with in this process, chosen once ([`Isa::configured`]; an

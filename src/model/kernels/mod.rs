@@ -18,6 +18,8 @@ mod fake_quantize;
 mod gemm;
 pub mod isa;
 mod machine;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 #[cfg(test)]
 mod tests;
 
