@@ -71,6 +71,16 @@ fn compare_logits(logits: Tensor<B, 2>, name: &str) -> (usize, usize, f32) {
     (agree as usize, shape[0], max_error)
 }
 
+/// The same metadata and entries, key by key in order.
+fn assert_same_state_dict(ours: &StateDict<'_>, reference: &StateDict<'_>) {
+    assert_eq!(ours.metadata, reference.metadata);
+    assert_eq!(ours.entries.len(), reference.entries.len());
+    for ((key, value), (reference_key, reference_value)) in ours.entries.iter().zip(&reference.entries) {
+        assert_eq!(key, reference_key);
+        assert_eq!(value, reference_value, "{key}");
+    }
+}
+
 fn qtensor<'a>(state_dict: &'a StateDict<'_>, key: &str) -> &'a QTensor<'a> {
     match state_dict.get(key) {
         Some(Value::QTensor(q)) => q,
@@ -97,14 +107,8 @@ fn scalar_i64(state_dict: &StateDict<'_>, key: &str) -> i64 {
 fn fp32_state_dict_reproduces_pytorchs() {
     let bytes = fixture("tiny_fp32.pth");
     let reference = read_state_dict(&bytes).unwrap();
-    let ours = fp32_state_dict(&tiny_fp32()).unwrap();
-    assert_eq!(ours.metadata, reference.metadata);
-    assert_eq!(ours.entries.len(), reference.entries.len());
     // Every entry, the BatchNorms' batch counts included, read from the file and written back.
-    for ((key, value), (reference_key, reference_value)) in ours.entries.iter().zip(&reference.entries) {
-        assert_eq!(key, reference_key);
-        assert_eq!(value, reference_value, "{key}");
-    }
+    assert_same_state_dict(&fp32_state_dict(&tiny_fp32()).unwrap(), &reference);
 }
 
 #[test]
@@ -119,13 +123,7 @@ fn fp32_logits_match_pytorch() {
 fn dynamic_state_dict_is_pytorchs_exactly() {
     let bytes = fixture("tiny_dynamic_int8.pth");
     let reference = read_state_dict(&bytes).unwrap();
-    let ours = quantized_state_dict(&quantize_dynamic(&tiny_fp32())).unwrap();
-    assert_eq!(ours.metadata, reference.metadata);
-    assert_eq!(ours.entries.len(), reference.entries.len());
-    for ((key, value), (reference_key, reference_value)) in ours.entries.iter().zip(&reference.entries) {
-        assert_eq!(key, reference_key);
-        assert_eq!(value, reference_value, "{key}");
-    }
+    assert_same_state_dict(&quantized_state_dict(&quantize_dynamic(&tiny_fp32())).unwrap(), &reference);
 }
 
 #[test]

@@ -54,12 +54,27 @@ pub struct Args {
     pub dry_run: bool,
 }
 
+/// What goes into a bundle, and how it is cut.
+struct Contents {
+    /// The default build, then the tuning one.
+    binaries: Vec<PathBuf>,
+    /// The folder of ONNX Runtime's libraries.
+    onnxruntime: PathBuf,
+    part_limit: u64,
+    xz_preset: &'static str,
+}
+
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    let (binaries, ort_dir, limit, preset) = if args.dry_run {
+    let contents = if args.dry_run {
         let vggq = crate::build_vggq(sh)?;
         let stand_in = crate::target_dir(sh).join(TUNING_BUILD);
         sh.copy_file(&vggq, &stand_in)?;
-        (vec![vggq, stand_in], onnxruntime::wheel_libraries(sh, CPU_WHEEL)?, DRY_RUN_PART_LIMIT, DRY_RUN_XZ_PRESET)
+        Contents {
+            binaries: vec![vggq, stand_in],
+            onnxruntime: onnxruntime::wheel_libraries(sh, CPU_WHEEL)?,
+            part_limit: DRY_RUN_PART_LIMIT,
+            xz_preset: DRY_RUN_XZ_PRESET,
+        }
     } else {
         let target = crate::target_dir(sh).join("device");
         let _version = sh.push_env("CUDARC_CUDA_VERSION", DEVICE_CUDA_VERSION);
@@ -70,8 +85,14 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         let tuning = target.join(TUNING_BUILD);
         sh.copy_file(target.join("release/vggq"), &tuning)?;
         cmd!(sh, "cargo build --release --features cuda --bin vggq").run()?;
-        (vec![target.join("release/vggq"), tuning], onnxruntime::wheel_libraries(sh, GPU_WHEEL)?, PART_LIMIT, XZ_PRESET)
+        Contents {
+            binaries: vec![target.join("release/vggq"), tuning],
+            onnxruntime: onnxruntime::wheel_libraries(sh, GPU_WHEEL)?,
+            part_limit: PART_LIMIT,
+            xz_preset: XZ_PRESET,
+        }
     };
+    let Contents { binaries, onnxruntime: ort_dir, part_limit, xz_preset } = contents;
     let mut payloads = binaries;
     payloads.extend([shared_dir().join("data/cifar10-jpeg.tar.gz"), shared_dir().join("bench/torch_train_bench.py")]);
     for entry in std::fs::read_dir(&ort_dir).with_context(|| format!("reading {}", ort_dir.display()))? {
@@ -85,7 +106,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     if bundle.exists() {
         sh.remove_path(&bundle)?;
     }
-    let parts = write_parts(sh, &payloads, &bundle, limit, preset)?;
+    let parts = write_parts(sh, &payloads, &bundle, part_limit, xz_preset)?;
     for (part, bytes) in &parts {
         println!("{}: {:.1} MiB", part.display(), *bytes as f64 / f64::from(1 << 20));
     }
