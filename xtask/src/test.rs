@@ -95,10 +95,15 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     clock.time("build tests", || Ok(cmd!(sh, "cargo test --release {flags...} --no-run").run()?))?;
     clock.time("tests", || Ok(cmd!(sh, "cargo test --release {flags...} {cargo_args...}").run()?))?;
     // Lints, with the CUDA backend and autotune compiled in: CPU machines never build them otherwise, and
-    // a GPU machine must never meet code that does not build.
+    // a GPU machine must never meet code that does not build. --release: the proc macros and build
+    // scripts (burn-import's whole stack among them, for onnx-import's build script) are then the ones
+    // the builds above compiled, where the dev profile compiled all of them again.
     clock.time("clippy", || {
-        Ok(cmd!(sh, "cargo clippy --workspace --all-targets --features vggq/cuda,vggq/wgpu,vggq/autotune -- -D warnings")
-            .run()?)
+        Ok(cmd!(
+            sh,
+            "cargo clippy --release --workspace --all-targets --features vggq/cuda,vggq/wgpu,vggq/autotune -- -D warnings"
+        )
+        .run()?)
     })?;
     // The GPU check, rehearsed on the CPU build and the CPU ONNX Runtime: the bundle, its reassembly and
     // every step of the script.
