@@ -4,7 +4,8 @@
 //! every library's own instruction-set choice too), each giving the same `model_fp32.mpk` and `.pth`
 //! files; and of lavapipe, where CI runs the GPU code path, that its training is the same bytes on that
 //! emulated Haswell too. `cargo xtask other-cpus` checks what CI cannot afford: the same small run on
-//! an emulated x86-64 without AVX2 and FMA and as an aarch64 build. The data is CIFAR-10's binary layout
+//! an emulated x86-64 without AVX2 and FMA and as an aarch64 build. On a host that is not x86-64, only the
+//! thread counts are checked (the rest is x86-64's). The data is CIFAR-10's binary layout
 //! with generated pixels: under emulation, reading it costs little where decoding JPEGs would not.
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,9 @@ const NO_FMA_CPU: &str = "SandyBridge";
 const ARM_TARGET: &str = "aarch64-unknown-linux-gnu";
 const ARM_GCC: &str = "aarch64-linux-gnu-gcc";
 const ARM_SYSROOT: &str = "/usr/aarch64-linux-gnu";
+/// Whether this host is x86-64: the forced AVX2 kernels are x86-64's, and qemu-x86_64 runs this host's
+/// own build on the emulated CPUs. Elsewhere (an aarch64 host) the checks keep to what runs natively.
+const X86_HOST: bool = cfg!(target_arch = "x86_64");
 
 pub fn run(sh: &Shell, vggq: &Path) -> Result<()> {
     let data = generated_cifar(sh)?;
@@ -45,14 +49,20 @@ pub fn run(sh: &Shell, vggq: &Path) -> Result<()> {
         let _threads = sh.push_env("RAYON_NUM_THREADS", threads.to_string());
         native.push(train_and_quantize(sh, &[vggq], &data, &format!("threads-{threads}"), &NATIVE_LIMITS)?);
     }
+    for (run, threads) in native.iter().zip(THREADS).skip(1) {
+        same_files(&native[0], run, &model_files()).with_context(|| format!("1 thread against {threads}"))?;
+    }
+    println!("reproducible: 1, 2, 3 and 5 threads give the same model files");
+    if !X86_HOST {
+        println!("not checked on this {} host: the AVX2 kernels and an emulated Haswell (x86-64's)", std::env::consts::ARCH);
+        return Ok(());
+    }
     let avx2 = {
         let _isa = sh.push_env("VGGQ_ISA", "avx2");
         train_and_quantize(sh, &[vggq], &data, "avx2", &NATIVE_LIMITS)?
     };
-    for (run, name) in native.iter().skip(1).chain([&avx2]).zip(["2 threads", "3 threads", "5 threads", "VGGQ_ISA=avx2"]) {
-        same_files(&native[0], run, &model_files()).with_context(|| format!("1 thread against {name}"))?;
-    }
-    println!("reproducible: 1, 2, 3 and 5 threads and the AVX2 kernels give the same model files");
+    same_files(&native[0], &avx2, &model_files()).context("1 thread against VGGQ_ISA=avx2")?;
+    println!("reproducible: the AVX2 kernels give the same model files");
 
     let qemu = qemu(sh, "qemu-x86_64")?;
     let reference = train_and_quantize(sh, &[vggq], &data, "native-small", &EMULATED_LIMITS)?;
@@ -71,6 +81,10 @@ pub fn run(sh: &Shell, vggq: &Path) -> Result<()> {
 /// model. Mesa's shader cache is off: the emulated run compiles its own kernels (with `autotune`, from
 /// the native run's choices).
 pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
+    if !X86_HOST {
+        println!("not checked on this {} host: lavapipe on an emulated Haswell (x86-64's)", std::env::consts::ARCH);
+        return Ok(());
+    }
     let data = generated_cifar(sh)?;
     let _no_shader_cache = sh.push_env("MESA_SHADER_CACHE_DISABLE", "true");
     let model = [MODEL_FILE.to_string()];
@@ -95,9 +109,17 @@ pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
 
 /// `cargo xtask other-cpus`: the small training and quantization of [`run`]'s emulated check, natively,
 /// on an emulated x86-64 without AVX2 and FMA, and built for aarch64 Linux and run under qemu-user (its
-/// NEON kernels, after their unit tests there): the same model files on each. Kept out of CI: the emulated scalar path takes about 7 minutes of 2 cores
-/// (`f32::mul_add` without FMA is glibc's exact `fmaf` in software), the aarch64 build 18 cold.
+/// NEON kernels, after their unit tests there): the same model files on each. Kept out of CI: the
+/// emulated scalar path takes about 7 minutes of 2 cores (`f32::mul_add` without FMA is glibc's exact
+/// `fmaf` in software), the aarch64 build 18 cold. An x86-64 host's.
 pub fn other_cpus(sh: &Shell, vggq: &Path) -> Result<()> {
+    if !X86_HOST {
+        bail!(
+            "other-cpus runs this host's build on emulated x86-64 CPUs and cross-builds for {ARM_TARGET}: it needs an \
+             x86-64 host, and this one is {}",
+            std::env::consts::ARCH
+        );
+    }
     let data = generated_cifar(sh)?;
     let reference = train_and_quantize(sh, &[vggq], &data, "native-small", &EMULATED_LIMITS)?;
     let qemu_x86 = qemu(sh, "qemu-x86_64")?;
