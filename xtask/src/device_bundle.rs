@@ -65,7 +65,7 @@ struct Contents {
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
-    let contents = if args.dry_run {
+    let Contents { binaries, onnxruntime: ort_dir, part_limit, xz_preset } = if args.dry_run {
         let vggq = crate::build_vggq(sh)?;
         let stand_in = crate::target_dir(sh).join(TUNING_BUILD);
         sh.copy_file(&vggq, &stand_in)?;
@@ -92,7 +92,6 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             xz_preset: XZ_PRESET,
         }
     };
-    let Contents { binaries, onnxruntime: ort_dir, part_limit, xz_preset } = contents;
     let mut payloads = binaries;
     payloads.extend([shared_dir().join("data/cifar10-jpeg.tar.gz"), shared_dir().join("bench/torch_train_bench.py")]);
     for entry in std::fs::read_dir(&ort_dir).with_context(|| format!("reading {}", ort_dir.display()))? {

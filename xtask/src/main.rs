@@ -59,9 +59,8 @@ enum Command {
     /// The small training and quantization of `cargo xtask test`'s emulated check, natively, under
     /// `qemu-x86_64 -cpu SandyBridge` (no AVX2, no FMA: the kernels' scalar path) and built for aarch64
     /// Linux under `qemu-aarch64` (the NEON kernels, after their unit tests there), which must give the
-    /// same model files: 11 minutes on 2 cores, most of it
-    /// emulation, and 18 more for the first aarch64 build. Installs qemu-user, the Rust target and Debian's
-    /// cross toolchain where missing.
+    /// same model files: 11 minutes on 2 cores, most of it emulation, and 18 more for the first aarch64
+    /// build. Installs qemu-user, the Rust target and Debian's cross toolchain where missing.
     OtherCpus,
     /// Pack what the GPU check (`scripts/device-check.sh`) needs on the lent GPU machine into `.device/`,
     /// in parts that one `device` call carries each.

@@ -75,7 +75,6 @@ pub(super) fn dot_products_on(
         Isa::Avx2 => unsafe { tiles::<Avx2>(dst.as_mut_ptr(), dst_stride, m, n, k, a, b, accumulate) },
         #[cfg(target_arch = "aarch64")]
         Isa::Neon => unsafe { tiles::<Neon>(dst.as_mut_ptr(), dst_stride, m, n, k, a, b, accumulate) },
-        #[allow(unreachable_patterns)]
         _ => unreachable!("no vector path on this architecture: {isa:?}"),
     }
 }

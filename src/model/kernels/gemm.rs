@@ -391,7 +391,6 @@ fn interleave<'a>(
         Tiles::Avx2 | Tiles::Avx512 => unsafe { interleave_in_registers::<8>(panel, lanes, count, steps, &run, transpose8) },
         #[cfg(target_arch = "aarch64")]
         Tiles::Neon => unsafe { interleave_in_registers::<4>(panel, lanes, count, steps, &run, transpose4) },
-        #[allow(unreachable_patterns)]
         _ => unreachable!("no vector path on this architecture: {tiles:?}"),
     };
     for s in transposed..count {
@@ -550,7 +549,6 @@ unsafe fn run_tile(tiles: Tiles, rows: usize, tile: Tile) {
             Tiles::Avx2 => by_rows!(tile_avx2, 1 2 3 4 5 6),
             #[cfg(target_arch = "aarch64")]
             Tiles::Neon => by_rows!(tile_neon, 1 2 3 4 5 6 7 8),
-            #[allow(unreachable_patterns)]
             _ => unreachable!("no vector path on this architecture: {tiles:?}"),
         }
     }
@@ -681,7 +679,7 @@ const NEON_WIDTH: usize = 12;
 unsafe fn tile_neon<const R: usize, const PACKED: bool>(t: Tile) {
     const QUARTERS: usize = NEON_WIDTH / LANES;
     // How many of each register's lanes lie in the tile's columns.
-    let counts: [usize; QUARTERS] = [t.cols, t.cols.saturating_sub(LANES), t.cols.saturating_sub(2 * LANES)];
+    let counts: [usize; QUARTERS] = std::array::from_fn(|q| t.cols.saturating_sub(LANES * q));
     let mut sums = [[vdupq_n_f32(0.0); QUARTERS]; R];
     if t.load {
         for (r, row) in sums.iter_mut().enumerate() {
