@@ -130,7 +130,7 @@ pub fn probe_cuda() -> CudaProbe {
 /// found in `$CUDA_PATH` (`export_cuda_path`).
 #[cfg(feature = "cuda")]
 fn first_cuda_kernel() -> Result<(), String> {
-    first_kernel::<burn::backend::Cuda>("burn-cuda")
+    first_kernel::<cubecl::cuda::CudaRuntime>("burn-cuda")
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -138,14 +138,17 @@ fn first_cuda_kernel() -> Result<(), String> {
     Err(BackendError::NotBuilt(BackendKind::Cuda.name()).to_string())
 }
 
-/// Squares and sums four numbers on `B`'s default device: compiles, launches and reads back one kernel,
-/// with any panic on the way (a driver, compiler or runtime that does not work) turned into the reason.
+/// Squares four numbers on runtime `R`'s default device and sums them on the host: compiles, launches
+/// and reads back one kernel, with any panic on the way (a driver, compiler or runtime that does not
+/// work) turned into the reason. On burn-cubecl's backend without fusion: the same runtime and compiler
+/// as the fused backend that trains, where fusion's stream runtime would compile the builders of all
+/// its fused kernels into the library for this one.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-pub(super) fn first_kernel<B: burn::tensor::backend::Backend>(backend: &str) -> Result<(), String> {
+pub(super) fn first_kernel<R: burn_cubecl::CubeRuntime>(backend: &str) -> Result<(), String> {
     use burn::prelude::*;
     let result = super::shared_library::catch_quietly(|| {
-        let x = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0, 4.0], &Default::default());
-        (x.clone() * x).sum().into_scalar().elem::<f32>()
+        let x = Tensor::<burn_cubecl::CubeBackend<R, f32, i32, u32>, 1>::from_floats([1.0, 2.0, 3.0, 4.0], &Default::default());
+        (x.clone() * x).into_data().iter::<f32>().sum::<f32>()
     });
     match result {
         Ok(30.0) => Ok(()),

@@ -80,7 +80,7 @@ fn probe() -> WgpuProbe {
             let adapters = cubecl::future::block_on(setup.instance.enumerate_adapters(setup.backend.into()));
             probe.adapters = adapters.iter().map(|adapter| describe(adapter.get_info())).collect();
             probe.chosen = Some(describe(setup.adapter.get_info()));
-            probe.unusable = super::selection::first_kernel::<burn::backend::Wgpu>("burn-wgpu").err();
+            probe.unusable = super::selection::first_kernel::<cubecl::wgpu::WgpuRuntime>("burn-wgpu").err();
         }
         Err(panic) => {
             probe.unusable = Some(format!(

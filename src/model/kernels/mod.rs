@@ -250,53 +250,57 @@ pub fn sgd_step<B: VggBackend, const D: usize>(
 
 /// The CubeCL backends (CUDA, wgpu) run [`VggBackend`]'s operations as Burn's own, composed: one arm
 /// for both, their kernels compiled by cubecl for the device.
+///
+/// The impls are generic over a marker, [`ComposedBackend`], that only the concrete backends implement:
+/// the library then compiles none of their operations, whose cubecl kernel builders are most of what a
+/// GPU build compiles, and the binary, which instantiates the training for them anyway, compiles them
+/// once (in the library too, they doubled its build and its unit tests', about 5 minutes of a cold
+/// build on 2 cores).
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod cubecl_backends {
     use burn::backend::Autodiff;
 
     use super::{composed, cubecl_autodiff, BatchNormed, FloatTensor, VggBackend};
 
+    /// A backend whose VGG operations are Burn's composed ones, its autodiff convolution
+    /// [`cubecl_autodiff`]'s: burn-cuda and burn-wgpu.
+    pub trait ComposedBackend: burn::tensor::backend::Backend {}
+
+    #[cfg(feature = "cuda")]
+    impl ComposedBackend for burn::backend::Cuda {}
+    #[cfg(feature = "wgpu")]
+    impl ComposedBackend for burn::backend::Wgpu {}
+
     /// `$conv3x3` is the convolution: Burn's, or on autodiff ours with its own backward pass.
-    macro_rules! composed_backend {
-        ($backend:ty, $conv3x3:expr) => {
-            impl VggBackend for $backend {
-                fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-                    $conv3x3(x, weight, bias)
-                }
+    macro_rules! composed_ops {
+        ($conv3x3:expr) => {
+            fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+                $conv3x3(x, weight, bias)
+            }
 
-                fn batch_norm_relu(
-                    x: FloatTensor<Self>,
-                    weight: FloatTensor<Self>,
-                    bias: FloatTensor<Self>,
-                ) -> BatchNormed<Self> {
-                    composed::batch_norm_relu::<Self>(x, weight, bias)
-                }
+            fn batch_norm_relu(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> BatchNormed<Self> {
+                composed::batch_norm_relu::<Self>(x, weight, bias)
+            }
 
-                fn scale_shift_relu(
-                    x: FloatTensor<Self>,
-                    scale: FloatTensor<Self>,
-                    shift: FloatTensor<Self>,
-                ) -> FloatTensor<Self> {
-                    composed::scale_shift_relu::<Self>(x, scale, shift)
-                }
+            fn scale_shift_relu(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>) -> FloatTensor<Self> {
+                composed::scale_shift_relu::<Self>(x, scale, shift)
+            }
 
-                fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
-                    composed::max_pool2x2::<Self>(x)
-                }
+            fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                composed::max_pool2x2::<Self>(x)
+            }
 
-                fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-                    composed::linear::<Self>(x, weight, bias)
-                }
+            fn linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+                composed::linear::<Self>(x, weight, bias)
             }
         };
     }
 
-    #[cfg(feature = "cuda")]
-    composed_backend!(burn::backend::Cuda, composed::conv3x3::<Self>);
-    #[cfg(feature = "cuda")]
-    composed_backend!(Autodiff<burn::backend::Cuda>, cubecl_autodiff::conv3x3::<burn::backend::Cuda>);
-    #[cfg(feature = "wgpu")]
-    composed_backend!(burn::backend::Wgpu, composed::conv3x3::<Self>);
-    #[cfg(feature = "wgpu")]
-    composed_backend!(Autodiff<burn::backend::Wgpu>, cubecl_autodiff::conv3x3::<burn::backend::Wgpu>);
+    impl<B: ComposedBackend> VggBackend for B {
+        composed_ops!(composed::conv3x3::<Self>);
+    }
+
+    impl<B: ComposedBackend> VggBackend for Autodiff<B> {
+        composed_ops!(cubecl_autodiff::conv3x3::<B>);
+    }
 }
