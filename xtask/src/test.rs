@@ -1,12 +1,12 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use vggq_core::places::{shared_dir, PYTHON_VARIABLE};
-use vggq_core::run_folder::{AUTOTUNE_FOLDER, CHECKSUMS_FILE, MODEL_FILE};
-use vggq_core::{flag_value, DeviceRequest, Init, Limits, ProfileName};
+use vggq_core::run_folder::CHECKSUMS_FILE;
+use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
 use crate::{all, device_bundle, lavapipe, onnxruntime, reproducibility};
@@ -18,8 +18,7 @@ pub struct Args {
     cargo_args: Vec<String>,
 }
 
-/// Where the second smoke run goes, to compare checksums with the first, and the thread count the
-/// reruns use (rayon's for that CPU run, lavapipe's for the wgpu training's rerun).
+/// Where the second smoke run goes, to compare checksums with the first, and the thread count it runs on.
 const RERUN_DIR: &str = "target/reproducibility/smoke";
 const RERUN_THREADS: usize = 3;
 /// Where the full-shape run goes.
@@ -29,12 +28,8 @@ const FULL_SHAPE_DIR: &str = "target/full-shape";
 /// files PyTorch loads into the seed's modules).
 const FULL_SHAPE_LIMITS: Limits =
     Limits { train_images: Some(128), eval_images: Some(64), calibration_batches: Some(2), epochs: Some(1) };
-/// Where the GPU code path's run on lavapipe goes, and its retraining (with the same autotune cache, where
-/// the build tunes).
+/// Where the GPU code path's run on lavapipe goes.
 const WGPU_DIR: &str = "target/wgpu/smoke";
-const WGPU_RERUN_DIR: &str = "target/wgpu/retrain";
-/// How many threads lavapipe runs the kernels on: as many as the CPU has cores, unless this says.
-const LAVAPIPE_THREADS: &str = "LP_NUM_THREADS";
 /// The smoke shapes on a few hundred images: every step of the pipeline on burn-wgpu in minutes, where
 /// lavapipe trains about 36 images/s on 2 cores.
 const WGPU_LIMITS: Limits =
@@ -74,8 +69,16 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     }
     println!("reproducible: {} and {} ({RERUN_THREADS} threads) have identical SHA256SUMS", first.display(), second.display());
     clock.time("cpu reproducibility", || reproducibility::run(sh, &vggq))?;
+    // The GPU code path on lavapipe: the pipeline with `--device wgpu` (train, quantize, export, eval,
+    // report, verify, golden check).
     clock.time("wgpu pipeline", || {
-        wgpu_pipeline(sh, &vggq, pipeline(ProfileName::Smoke, None, WGPU_LIMITS, Some(PathBuf::from(WGPU_DIR)), false))
+        all::run(
+            sh,
+            all::Args {
+                device: DeviceRequest::Wgpu,
+                ..pipeline(ProfileName::Smoke, None, WGPU_LIMITS, Some(PathBuf::from(WGPU_DIR)), false)
+            },
+        )
     })?;
     clock.time("wgpu reproducibility", || reproducibility::lavapipe(sh, &vggq))?;
     let full_shape = clock.time("full-shape pipeline", || {
@@ -138,30 +141,6 @@ impl Drop for StageClock {
         let total: Duration = self.stages.iter().map(|(_, took)| *took).sum();
         println!("  {:<24} {:>6.0} s", "total", total.as_secs_f64());
     }
-}
-
-/// The GPU code path on lavapipe: the pipeline with `--device wgpu` (train, quantize, export, eval,
-/// report, verify), then training again into another folder on another number of lavapipe's threads,
-/// which must give the same model bytes: the same default kernels, or with `--autotune` the first run's
-/// choices from its autotune cache.
-fn wgpu_pipeline(sh: &Shell, vggq: &Path, args: all::Args) -> Result<()> {
-    let data = args.data.clone().expect("the test's data");
-    let (profile, limits) = (flag_value(args.profile), args.limits.to_args());
-    let first = all::run(sh, all::Args { device: DeviceRequest::Wgpu, ..args })?;
-    let autotune = first.join(AUTOTUNE_FOLDER);
-    let _threads = sh.push_env(LAVAPIPE_THREADS, RERUN_THREADS.to_string());
-    cmd!(
-        sh,
-        "{vggq} train --profile {profile} --device wgpu --out {WGPU_RERUN_DIR} --autotune-cache {autotune} --data {data} {limits...} --force"
-    )
-    .run()?;
-    reproducibility::same_files(&first, Path::new(WGPU_RERUN_DIR), &[MODEL_FILE.to_string()])
-        .context("two wgpu trainings gave different models")?;
-    println!(
-        "reproducible on wgpu: {} and {WGPU_RERUN_DIR} (lavapipe on {RERUN_THREADS} threads) trained the same model",
-        first.display()
-    );
-    Ok(())
 }
 
 /// The files the device tool brings back from a call, at most.
