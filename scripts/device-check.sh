@@ -61,7 +61,7 @@ started=$(date +%s)
 # from the device time left), so that a slow or hanging stage costs its own result, not the others'.
 deadline=$(( started + ${VGGQ_CHECK_SECONDS:-$($dry_run && echo 3600 || echo 540)} ))
 # Each stage's cap is the H200 plan's; the dry run's CPU needs longer for its smaller shapes (full-steps
-# took 108-120 s of its 120 on 2 cores, and a stage stopped at its cap fails the rehearsal).
+# takes about 100 s of its 120 on 2 cores, and a stage stopped at its cap fails the rehearsal).
 cap_scale=$($dry_run && echo 4 || echo 1)
 # Background stages get process groups of their own, so that a stage past its time is stopped whole.
 set -m
@@ -136,9 +136,11 @@ if $dry_run; then
     seconds=1
     rounds=2
     # The smoke profile on a few hundred images; the full shapes' benchmark at width/16 (a CPU needs
-    # seconds for one full-width step), two full-size training steps.
+    # seconds for one full-width step), one full-size training step and calibration batch (8 s each
+    # on 2 cores: the rehearsal checks the stage runs, the full-shape run in CI checks its figures).
     smoke_limits=(--train-images 320 --eval-images 320 --calibration-batches 2 --epochs 1)
-    full_steps=2
+    full_steps=1
+    full_calibration_batches=1
     full_eval_images=32
     full_shapes=(--width-div 16 --hidden 256)
 else
@@ -147,6 +149,7 @@ else
     rounds=3
     smoke_limits=()
     full_steps=60
+    full_calibration_batches=2
     full_eval_images=1024
     full_shapes=()
 fi
@@ -226,7 +229,7 @@ stage bench-full 120 bench full "${full_shapes[@]}"
 full_steps_run() {
     local run="$work/full"
     "$vggq" train --profile full --device "$device" --init random --out "$run" --data "$data" \
-        --train-images $((full_steps * BATCH_SIZE)) --eval-images "$full_eval_images" --calibration-batches 2 --epochs 1 2>&1 \
+        --train-images $((full_steps * BATCH_SIZE)) --eval-images "$full_eval_images" --calibration-batches "$full_calibration_batches" --epochs 1 2>&1 \
         | tee "$keep/full-steps.log"
     cp "$run/$TRAIN_REPORT_FILE" "$keep/full-$TRAIN_REPORT_FILE"
     "$vggq" quantize --run "$run" --device "$device" --data "$data" 2>&1 | tee -a "$keep/full-steps.log"
