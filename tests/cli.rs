@@ -2,12 +2,15 @@
 //! names the flag (exit 2) before anything is written, every bad file a runtime error that names it
 //! (exit 1), never a panic (exit 101) or an abort; and no error printed where nothing failed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use prost::Message;
 use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use vggq::model::kernels::isa::ISA_VARIABLE;
+use vggq_core::run_folder::TRAIN_REPORT_FILE;
+
+mod util;
 
 fn vggq(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vggq")).args(args).envs(env.iter().copied()).output().expect("vggq runs")
@@ -132,4 +135,45 @@ fn a_wgpu_run_without_a_display_prints_no_false_error() {
     assert!(output.status.success(), "{message}");
     assert!(!message.contains("XDG_RUNTIME_DIR"), "{message}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("chooses wgpu"), "{message}");
+}
+
+/// A run's later steps refuse data other than the data it was trained on, before any is loaded or
+/// downloaded, and write nothing: its variants and ONNX files would be calibrated and scored on other
+/// images than its FP32 model. The run is a copy of the report of `cargo xtask test`'s smoke run (trained
+/// on the JPEG copy); the other data, generated CIFAR binary files.
+#[test]
+fn a_runs_later_steps_refuse_other_data_before_loading_any() {
+    let golden = PathBuf::from(
+        std::env::var_os("VGGQ_GOLDEN_RUN")
+            .expect("VGGQ_GOLDEN_RUN is not set: run through `cargo xtask test`, which makes the smoke run and sets it"),
+    );
+    let run = tempfile::tempdir().unwrap();
+    std::fs::copy(golden.join(TRAIN_REPORT_FILE), run.path().join(TRAIN_REPORT_FILE)).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    util::fixtures::write_cifar_binary(other.path());
+    let cache = tempfile::tempdir().unwrap();
+    let folder = |dir: &Path| dir.to_str().unwrap().to_string();
+    for step in ["quantize", "eval"] {
+        let with_other = ["--data".to_string(), folder(other.path())];
+        for data in [&with_other[..], &[]] {
+            let output = Command::new(env!("CARGO_BIN_EXE_vggq"))
+                .args([step, "--run", &folder(run.path()), "--device", "cpu"])
+                .args(data)
+                .env_remove("VGGQ_DATA")
+                .env("VGGQ_CACHE", cache.path())
+                .output()
+                .expect("vggq runs");
+            let message = stderr(&output);
+            assert_eq!(output.status.code(), Some(1), "{step} {data:?}: {message}");
+            assert!(
+                message.contains("was trained on sha256:") && message.contains("(archive cifar10-jpeg.tar.gz)"),
+                "{step} {data:?}: {message}"
+            );
+            let given = if data.is_empty() { "without --data it is the official archive" } else { "--data " };
+            assert!(message.contains(given), "{step} {data:?}: {message}");
+        }
+    }
+    let names = |dir: &Path| std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>();
+    assert_eq!(names(run.path()), [TRAIN_REPORT_FILE], "the run's folder gained files");
+    assert!(names(cache.path()).is_empty(), "something was downloaded into the cache");
 }

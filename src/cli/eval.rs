@@ -56,8 +56,14 @@ pub struct Args {
 }
 
 pub fn run(mut args: Args) -> Result<()> {
+    let source = DataSource::local_or_download(args.data.clone());
+    // The data by its content, whatever its form (archive, folder, download): a run's, for its step.
+    let mut data_digest = None;
     if let Some(run) = &args.run {
-        let profile = TrainedRun::open(run)?.profile;
+        let trained = TrainedRun::open(run)?;
+        let digest = data_digest.insert(data::source_digest(&source)?);
+        trained.check_data(run, &source, digest)?;
+        let profile = trained.profile;
         args.models = QuantizedRun::open(run)?.variants().iter().map(|v| run.join(v.onnx_file())).collect();
         args.images = args.images.or(profile.data.eval_images);
         args.report = args.report.take().or_else(|| Some(run.join(METRICS_FILE)));
@@ -66,13 +72,11 @@ pub fn run(mut args: Args) -> Result<()> {
     println!("execution providers: {}", plan.reason);
     // A run's evaluation is a step of its pipeline, skipped when up to date; files named on the command
     // line (a benchmark's, say) are always evaluated.
-    let step = match args.report.as_ref().filter(|_| args.run.is_some()) {
-        Some(report) => {
-            // The models, the data by its content whatever its form, and the ONNX Runtime library that runs
-            // them (its version is in its bytes).
+    let step = match args.report.as_ref().zip(data_digest) {
+        Some((report, data_digest)) => {
+            // The models, the data, and the ONNX Runtime library that runs them (its version is in its bytes).
             let library = std::env::var_os(ORT_DYLIB_PATH).map(PathBuf::from);
             let inputs: Vec<&Path> = args.models.iter().map(PathBuf::as_path).chain(library.as_deref()).collect();
-            let data_digest = data::source_digest(&DataSource::local_or_download(args.data.clone()))?;
             let settings = (&plan.providers, args.images, args.batch, args.warmup, args.threads, data_digest);
             let folder = report.parent().unwrap_or(Path::new("."));
             Some(Step::new("eval", folder, &settings, &inputs, vec![report.clone()])?)
@@ -90,7 +94,6 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     // Every model's input is read (and checked) before the data is loaded.
     let sides: Vec<usize> = args.models.iter().map(|path| input_side(path)).collect::<Result<_>>()?;
-    let source = DataSource::local_or_download(args.data.clone());
     let cifar = data::load(&source)?;
     let test = match args.images {
         Some(count) => cifar.test.spread(count),

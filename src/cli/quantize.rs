@@ -79,6 +79,10 @@ struct QuantReport<'a> {
 
 pub fn run(args: Args) -> Result<()> {
     let trained = TrainedRun::open(&args.run)?;
+    // The data by its content, whatever its form (archive, folder, download): the run's.
+    let source = DataSource::local_or_download(args.data.clone());
+    let data_digest = data::source_digest(&source)?;
+    trained.check_data(&args.run, &source, &data_digest)?;
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().or_else(|| trained.autotune.map(|cache| cache.folder));
     let autotune = autotune.unwrap_or_else(|| args.run.join(AUTOTUNE_FOLDER));
@@ -94,8 +98,6 @@ pub fn run(args: Args) -> Result<()> {
         .chain([args.run.join(QUANT_REPORT_FILE)])
         .collect();
     let model = args.run.join(MODEL_FILE);
-    // The data by its content, whatever its form (archive, folder, download).
-    let data_digest = data::source_digest(&DataSource::local_or_download(args.data.clone()))?;
     let config = (&profile, selection.backend, selection.adapter(), settings, &autotune, data_digest);
     let step = Step::new("quantize", &args.run, &config, &[model.as_path()], outputs)?;
     if !args.force && step.is_up_to_date()? {
@@ -106,7 +108,14 @@ pub fn run(args: Args) -> Result<()> {
         Init::Pretrained if args.qat_mode == QatMode::Fp32match => Some(pretrained_weights(args.weights.clone())?),
         _ => None,
     };
-    selection.backend.run(Quantization { profile: &profile, args: &args, settings, weights, selection: &selection })??;
+    selection.backend.run(Quantization {
+        profile: &profile,
+        args: &args,
+        source,
+        settings,
+        weights,
+        selection: &selection,
+    })??;
     remove_other_qat_mode(&args.run, args.qat_mode)?;
     step.record()?;
     Ok(())
@@ -134,6 +143,7 @@ fn remove_other_qat_mode(run: &Path, mode: QatMode) -> Result<()> {
 struct Quantization<'a> {
     profile: &'a Profile,
     args: &'a Args,
+    source: DataSource,
     settings: QuantizeSettings,
     weights: Option<PathBuf>,
     selection: &'a Selection,
@@ -144,7 +154,7 @@ impl OnBackend for Quantization<'_> {
 
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
         let (profile, out) = (self.profile, &self.args.run);
-        let cifar = data::load(&DataSource::local_or_download(self.args.data.clone()))?;
+        let cifar = data::load(&self.source)?;
         let dataset = cifar.fingerprint.to_string();
         let data = RunData::new(cifar, profile)?;
 

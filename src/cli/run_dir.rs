@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::precision::Precision;
 use vggq::backend::Selection;
+use vggq::data::{self, DataSource, CIFAR10_BINARY_URL};
 use vggq::model::CpuFacts;
 use vggq::profile::Profile;
 use vggq::quant::Calibration;
@@ -44,6 +45,24 @@ impl TrainedRun {
         let text =
             std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq train` first)", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Refuses data other than the run's (`digest`: [`data::source_digest`] of `source`), before any is
+    /// loaded or downloaded: the variants' calibration, fine-tuning and scores, and the ONNX files'
+    /// accuracy, compare with the FP32 model's only on the splits it was trained and scored on.
+    pub fn check_data(&self, folder: &Path, source: &DataSource, digest: &str) -> Result<()> {
+        if data::is_recorded_as(source, digest, &self.dataset) {
+            return Ok(());
+        }
+        let given = match source {
+            DataSource::Local { path } => format!("--data {} is {digest}", path.display()),
+            DataSource::Download { .. } => format!("without --data it is the official archive ({CIFAR10_BINARY_URL})"),
+        };
+        bail!(
+            "{} was trained on {}, but {given}: give it the data it was trained on (--data or $VGGQ_DATA)",
+            folder.display(),
+            self.dataset
+        )
     }
 
     /// How the weights were obtained, for the files' metadata. `--epochs 0` gives models that are only

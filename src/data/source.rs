@@ -65,10 +65,15 @@ impl fmt::Display for Fingerprint {
             path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
         };
         match &self.origin {
-            DataOrigin::Archive(path) => write!(f, "sha256:{} (archive {})", self.sha256, name(path)),
+            DataOrigin::Archive(path) => write!(f, "sha256:{} {}", self.sha256, archive_origin(&name(path))),
             DataOrigin::Folder(path) => write!(f, "sha256:{} (listing of folder {})", self.sha256, name(path)),
         }
     }
+}
+
+/// How a fingerprint names an archive it covers.
+fn archive_origin(file_name: &str) -> String {
+    format!("(archive {file_name})")
 }
 
 /// CIFAR-10 in memory: 50,000 training and 10,000 test images for the real data set.
@@ -88,6 +93,17 @@ pub fn source_digest(source: &DataSource) -> Result<String, DataError> {
     match source {
         DataSource::Download { .. } => Ok(format!("md5:{} (the official archive)", CIFAR10_BINARY_ARCHIVE.digest)),
         DataSource::Local { path } => Ok(FileTree::read(path)?.fingerprint().to_string()),
+    }
+}
+
+/// Whether the data at `source`, whose [`source_digest`] is `digest`, is the data a run recorded as
+/// `dataset` (its [`Fingerprint`]): local data by that fingerprint (the same string); the official
+/// archive, whose SHA-256 is known only once downloaded, by the name its download is saved under, so that
+/// a run trained on other data is told before anything is downloaded.
+pub fn is_recorded_as(source: &DataSource, digest: &str, dataset: &str) -> bool {
+    match source {
+        DataSource::Local { .. } => digest == dataset,
+        DataSource::Download { .. } => dataset.ends_with(&archive_origin(CIFAR10_BINARY_FILE_NAME)),
     }
 }
 
@@ -115,5 +131,27 @@ fn load_local(path: &Path) -> Result<Cifar10, DataError> {
         image_folder::read(&tree, &root)
     } else {
         Err(DataError::UnknownLayout { path: path.to_owned() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run's `dataset`, as training records it, from an archive called `name`.
+    fn recorded(name: &str) -> String {
+        Fingerprint { origin: DataOrigin::Archive(PathBuf::from("/data").join(name)), sha256: "ab".repeat(32) }.to_string()
+    }
+
+    #[test]
+    fn local_data_is_the_runs_by_its_fingerprint_and_the_download_by_its_name() {
+        let jpeg = recorded("cifar10-jpeg.tar.gz");
+        let local = DataSource::Local { path: PathBuf::from("elsewhere/cifar10-jpeg.tar.gz") };
+        assert!(is_recorded_as(&local, &jpeg, &jpeg));
+        assert!(!is_recorded_as(&local, &jpeg.replace("ab", "cd"), &jpeg), "other bytes, same name");
+        let download = DataSource::Download { cache_dir: PathBuf::from("cache") };
+        let digest = source_digest(&download).unwrap();
+        assert!(is_recorded_as(&download, &digest, &recorded(CIFAR10_BINARY_FILE_NAME)));
+        assert!(!is_recorded_as(&download, &digest, &jpeg));
     }
 }
