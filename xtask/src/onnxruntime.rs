@@ -42,8 +42,9 @@ pub const GPU_EXTRAS: [&str; 2] = ["cuda", "cudnn"];
 const NVIDIA_DRIVER: &str = "/proc/driver/nvidia/version";
 use vggq_core::places::missing_cuda_provider_libraries;
 pub use vggq_core::places::ORT_DYLIB_PATH;
-/// The library's name inside the wheel's `onnxruntime/capi/`.
-const LIBRARY_PREFIX: &str = "libonnxruntime.so";
+/// How this system names shared libraries, for the ones in the wheels.
+const LIBRARY_NAMES: LibraryNames =
+    LibraryNames { prefix: std::env::consts::DLL_PREFIX, extension: std::env::consts::DLL_EXTENSION };
 /// Libraries of NVIDIA's wheels that ONNX Runtime never uses and that must not be loaded beside it:
 /// NVBLAS (a BLAS interposer that announces itself on stderr when loaded) and cuFFTW (FFTW's API).
 const UNUSED_CUDA_LIBRARIES: [&str; 2] = ["libnvblas.so", "libcufftw.so"];
@@ -103,7 +104,7 @@ pub fn wheel_libraries(sh: &Shell, wheel: Wheel) -> Result<PathBuf> {
         .with_context(|| format!("or set {ORT_DYLIB_PATH} to an existing libonnxruntime.so"))?;
     let unpacked = unpack_all(sh, &downloads, &root.join("unpacked"))?;
     sh.create_dir(&lib_dir)?;
-    copy_libraries(sh, &unpacked.join("onnxruntime/capi"), &lib_dir, |name| name.starts_with("libonnxruntime"))?;
+    copy_libraries(sh, &unpacked.join("onnxruntime/capi"), &lib_dir, |name| LIBRARY_NAMES.is_onnxruntime_part(name))?;
     sh.write_file(root.join(METADATA_FILE), dist_info_metadata(sh, &unpacked)?)?;
     sh.remove_path(&downloads)?;
     sh.remove_path(&unpacked)?;
@@ -190,12 +191,37 @@ fn dist_info_metadata(sh: &Shell, unpacked: &Path) -> Result<String> {
     Ok(sh.read_file(dist_info.join("METADATA"))?)
 }
 
-/// Copies the shared libraries (`*.so`, `*.so.*`) in `from` that `keep` accepts into `to`.
+/// How an operating system names shared libraries: `lib` and `so` on Linux, `lib` and `dylib` on macOS.
+struct LibraryNames {
+    prefix: &'static str,
+    extension: &'static str,
+}
+
+impl LibraryNames {
+    /// A shared library: `libx.so`, `libx.so.1` (Linux's versioned names), `libx.1.dylib`.
+    fn is_library(&self, name: &str) -> bool {
+        let extension = self.extension;
+        name.ends_with(&format!(".{extension}")) || name.contains(&format!(".{extension}."))
+    }
+
+    /// ONNX Runtime itself (`libonnxruntime.so.1.32.0`, `libonnxruntime.1.32.0.dylib`), not a provider's
+    /// library beside it.
+    fn is_onnxruntime(&self, name: &str) -> bool {
+        self.is_library(name) && name.starts_with(&format!("{}onnxruntime.", self.prefix))
+    }
+
+    /// ONNX Runtime or a provider's library of its own (`libonnxruntime_providers_shared.so`); not the
+    /// Python module's (`onnxruntime_pybind11_state.so`).
+    fn is_onnxruntime_part(&self, name: &str) -> bool {
+        self.is_library(name) && name.starts_with(&format!("{}onnxruntime", self.prefix))
+    }
+}
+
+/// Copies the shared libraries in `from` that `keep` accepts into `to`.
 fn copy_libraries(sh: &Shell, from: &Path, to: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {
     for library in sh.read_dir(from)? {
         let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let shared_library = name.ends_with(".so") || name.contains(".so.");
-        if library.is_file() && shared_library && keep(&name) {
+        if library.is_file() && LIBRARY_NAMES.is_library(&name) && keep(&name) {
             sh.copy_file(&library, to)?;
         }
     }
@@ -225,8 +251,8 @@ fn find_library(lib_dir: &Path) -> Result<PathBuf> {
     std::fs::read_dir(lib_dir)
         .with_context(|| format!("reading {}", lib_dir.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(LIBRARY_PREFIX)))
-        .with_context(|| format!("no {LIBRARY_PREFIX}* in {}", lib_dir.display()))
+        .find(|p| p.file_name().is_some_and(|n| LIBRARY_NAMES.is_onnxruntime(&n.to_string_lossy())))
+        .with_context(|| format!("no {}onnxruntime.*{} in {}", LIBRARY_NAMES.prefix, LIBRARY_NAMES.extension, lib_dir.display()))
 }
 
 #[cfg(test)]
@@ -259,6 +285,44 @@ mod tests {
         assert_eq!(extra_requirements(GPU_METADATA, &["symbolic"]), ["sympy"]);
         assert_eq!(extra_requirements("Requires-Dist: a; python_version >= '3.8' and extra == 'cuda'\n", &["cuda"]), ["a"]);
         assert!(extra_requirements(GPU_METADATA, &["tensorrt"]).is_empty());
+    }
+
+    /// The shared libraries in `onnxruntime/capi/` of the 1.32.0 wheels for Linux x86-64, macOS arm64 and
+    /// Windows x64 (`python -m pip download --platform ...`, 2026-12-02), and ONNX Runtime's own among
+    /// them, by each system's names.
+    const CAPI_LIBRARIES: [(LibraryNames, &[&str], &str); 3] = [
+        (
+            LibraryNames { prefix: "lib", extension: "so" },
+            &[
+                "libonnxruntime.so.1.32.0",
+                "libonnxruntime_providers_shared.so",
+                "onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so",
+            ],
+            "libonnxruntime.so.1.32.0",
+        ),
+        (
+            LibraryNames { prefix: "lib", extension: "dylib" },
+            &["libonnxruntime.1.32.0.dylib", "onnxruntime_pybind11_state.so"],
+            "libonnxruntime.1.32.0.dylib",
+        ),
+        (
+            LibraryNames { prefix: "", extension: "dll" },
+            &["onnxruntime.dll", "onnxruntime_providers_shared.dll", "onnxruntime_pybind11_state.pyd"],
+            "onnxruntime.dll",
+        ),
+    ];
+
+    #[test]
+    fn each_systems_wheel_gives_onnxruntime_and_its_providers_library_not_pythons() {
+        for (names, files, onnxruntime) in CAPI_LIBRARIES {
+            let found: Vec<&str> = files.iter().copied().filter(|f| names.is_onnxruntime(f)).collect();
+            assert_eq!(found, [onnxruntime], "{}", names.extension);
+            let copied: Vec<&str> = files.iter().copied().filter(|f| names.is_onnxruntime_part(f)).collect();
+            let providers = files.iter().filter(|f| f.contains("providers"));
+            assert_eq!(copied, [onnxruntime].into_iter().chain(providers.copied()).collect::<Vec<_>>(), "{}", names.extension);
+        }
+        let cuda = LibraryNames { prefix: "lib", extension: "so" };
+        assert!(cuda.is_library("libcudnn_ops.so.9") && cuda.is_library("libnvrtc.so") && !cuda.is_library("libsomething.sox"));
     }
 
     /// What pip would install for `requirements`: (name, version, requires_dist) per package, resolved
