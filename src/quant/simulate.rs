@@ -31,12 +31,6 @@ fn tensor<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], devic
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// `[C]` -> `[1, C, 1, 1]` for broadcasting over a feature map.
-fn per_channel<B: Backend>(values: Tensor<B, 1>) -> Tensor<B, 4> {
-    let c = values.dims()[0];
-    values.reshape([1, c, 1, 1])
-}
-
 /// 3x3 convolution with padding 1 (zero real value, i.e. the zero point in the quantized domain), by
 /// the backend's kernel: its sums in one order on every machine.
 fn conv3x3<B: VggBackend>(x: Tensor<B, 4>, weight: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
@@ -181,7 +175,7 @@ struct IntLayer<B: Backend, const W: usize> {
     pool: bool,
 }
 
-impl<B: Backend, const W: usize> IntLayer<B, W> {
+impl<B: VggBackend, const W: usize> IntLayer<B, W> {
     /// `values` is the integer weight as a tensor, `quantized` the weight it came from (for its scales).
     fn new(
         values: Tensor<B, W>,
@@ -206,15 +200,11 @@ impl<B: Backend, const W: usize> IntLayer<B, W> {
         }
     }
 
-    /// fbgemm's `ReQuantizeOutput` with a float bias.
-    fn requantize<const D: usize>(
-        &self,
-        accumulator: Tensor<B, D>,
-        bias: Tensor<B, D>,
-        multiplier: Tensor<B, D>,
-    ) -> Tensor<B, D> {
-        let low = if self.relu { self.output.zero_point as f32 } else { 0.0 };
-        (((accumulator + bias) * multiplier).round() + self.output.zero_point as f32).clamp(low, 255.0)
+    /// fbgemm's `ReQuantizeOutput` with a float bias, of a conv's `[N, C, H, W]` or a Linear's `[N, C]`.
+    fn requantize<const D: usize>(&self, accumulator: Tensor<B, D>) -> Tensor<B, D> {
+        let zero_point = self.output.zero_point as f32;
+        let low = if self.relu { zero_point } else { 0.0 };
+        kernels::requantize(accumulator, self.bias_in_accumulator.clone(), self.multiplier.clone(), zero_point, low)
     }
 }
 
@@ -338,11 +328,7 @@ impl<B: VggBackend> SimulatedVgg<B> {
             Simulation::Int8 { input, convs, linears } => {
                 let x = convs.iter().fold(quantize(images, *input), |x, layer| {
                     let accumulator = conv3x3(x - layer.input_zero_point, layer.weight.clone(), None);
-                    let y = layer.requantize(
-                        accumulator,
-                        per_channel(layer.bias_in_accumulator.clone()),
-                        per_channel(layer.multiplier.clone()),
-                    );
+                    let y = layer.requantize(accumulator);
                     if layer.pool {
                         kernels::max_pool2x2(y)
                     } else {
@@ -353,11 +339,7 @@ impl<B: VggBackend> SimulatedVgg<B> {
                 let mut x = adaptive_avg_pool2d(x, [self.pool_size, self.pool_size]).round().flatten::<2>(1, 3);
                 for layer in linears {
                     let accumulator = matmul(x - layer.input_zero_point, layer.weight.clone(), None);
-                    x = layer.requantize(
-                        accumulator,
-                        layer.bias_in_accumulator.clone().unsqueeze(),
-                        layer.multiplier.clone().unsqueeze(),
-                    );
+                    x = layer.requantize(accumulator);
                 }
                 let output = linears.last().expect("a classifier").output;
                 (x - output.zero_point as f32) * output.scale

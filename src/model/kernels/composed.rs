@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, FloatTensor, IntTensor};
-use burn::tensor::{Scalar, TensorMetadata};
+use burn::tensor::{Scalar, Shape, TensorMetadata};
 
 use super::{primitive, tensor, BatchNormed, FakeQuantization, FakeQuantized, Observed, SgdStep};
 use crate::model::BATCH_NORM_EPS;
@@ -42,6 +42,22 @@ pub fn scale_shift_relu<B: Backend>(x: FloatTensor<B>, scale: FloatTensor<B>, sh
     let [n, c, _, _] = x.dims();
     let per_channel = |t: FloatTensor<B>| per_sample(tensor::<B, 1>(t).reshape([1, c, 1, 1]), n);
     primitive((x * per_channel(scale) + per_channel(shift)).clamp_min(0.0))
+}
+
+/// [`VggBackend::requantize`](super::VggBackend::requantize), with `accumulator` as `[N, C, rest]`.
+pub fn requantize<B: Backend>(
+    accumulator: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    multiplier: FloatTensor<B>,
+    zero_point: f32,
+    low: f32,
+) -> FloatTensor<B> {
+    let shape = accumulator.shape();
+    let (n, c) = (shape[0], shape[1]);
+    let accumulator = tensor::<B, 3>(B::float_reshape(accumulator, Shape::new([n, c, shape.num_elements() / (n * c)])));
+    let per_channel = |t: FloatTensor<B>| tensor::<B, 1>(t).reshape([1, c, 1]);
+    let output = (((accumulator + per_channel(bias)) * per_channel(multiplier)).round() + zero_point).clamp(low, 255.0);
+    B::float_reshape(primitive(output), shape)
 }
 
 pub fn max_pool2x2<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {

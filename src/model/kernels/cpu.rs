@@ -24,6 +24,7 @@
 //! - Linear: one GEMM forward and one for the weight's gradient; the input's gradient as dot products of
 //!   rows (`dot_products`), the layout it has.
 //! - Cross-entropy: each row in f64 with `libm`'s `exp` and `log` (the system's may round otherwise).
+//! - Requantization (the int8 simulation's): one pass, each value's arithmetic as Burn's operations'.
 //! - SGD's step: one pass over each parameter, its gradient and its velocity, updating the parameter and
 //!   the velocity in place where their buffers are their own.
 
@@ -131,6 +132,32 @@ impl VggBackend for Flex {
         let (x, weight) = (Operand::rows(values(&x), i), Operand::rows(values(&weight), o));
         matmul(Matrix::rows(&mut output, o), n, o, i, x, weight, true, Cores::All);
         new_tensor(output, [n, o])
+    }
+
+    fn requantize(
+        accumulator: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        multiplier: FloatTensor<Self>,
+        zero_point: f32,
+        low: f32,
+    ) -> FloatTensor<Self> {
+        let (accumulator, bias, multiplier) = (contiguous(accumulator), contiguous(bias), contiguous(multiplier));
+        let shape = accumulator.shape();
+        let (bias, multiplier) = (values(&bias), values(&multiplier));
+        let plane = shape.num_elements() / (shape[0] * shape[1]);
+        let mut output = vec![0.0f32; shape.num_elements()];
+        let image = shape[1] * plane;
+        output.par_chunks_mut(image).zip(values(&accumulator).par_chunks(image)).for_each(|(out, image)| {
+            for (channel, (out, input)) in out.chunks_mut(plane).zip(image.chunks(plane)).enumerate() {
+                let (b, m) = (bias[channel], multiplier[channel]);
+                // Burn's operations' arithmetic: the same roundings in the same order. (Its `round`
+                // gives +0.0 where this gives -0.0, at -0.5; `+ zero_point` makes both +0.0.)
+                for (o, &v) in out.iter_mut().zip(input) {
+                    *o = (((v + b) * m).round_ties_even() + zero_point).clamp(low, 255.0);
+                }
+            }
+        });
+        new_tensor(output, shape)
     }
 
     fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {

@@ -1,7 +1,8 @@
 //! The operations VGG11-BN is made of, as one backend extension (Burn's way of adding kernels of one's
 //! own): a 3x3 convolution (padding 1) with bias, BatchNorm with ReLU (batch statistics, and running ones
 //! folded into a scale and a shift), a 2x2 max-pool and the classifier's Linears, the cross-entropy loss
-//! and the step of SGD that trains them, and quantization-aware training's fake quantizers. The model and the optimizer call them through [`VggBackend`]:
+//! and the step of SGD that trains them, quantization-aware training's fake quantizers, and the
+//! requantization of the int8 models' simulation. The model and the optimizer call them through [`VggBackend`]:
 //! - on the CPU (`Flex`, [`cpu`]) they are our kernels, and `Autodiff<Flex>` ([`cpu_autodiff`]) gives
 //!   them backward passes of our own;
 //! - on the GPU backends (`Cuda`, `Wgpu` and their `Autodiff`) they are Burn's own operations composed
@@ -89,6 +90,20 @@ pub trait VggBackend: Backend {
     /// scaled weight) divided by `factor` `[C]` again, plus the conv's own `bias` `[C]`.
     fn unscale_bias(y: FloatTensor<Self>, factor: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         composed::unscale_bias::<Self>(y, factor, bias)
+    }
+
+    /// fbgemm's requantization of an int8 layer's accumulator (`ReQuantizeOutput` with a float bias) in
+    /// integers held as floats: `clamp(round((accumulator + bias[c]) * multiplier[c]) + zero_point, low,
+    /// 255)` for channel `c` (axis 1) of `accumulator` `[N, C, ...]`, `round` to the nearest even. Burn's
+    /// operations by default; the CPU does it in one pass.
+    fn requantize(
+        accumulator: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        multiplier: FloatTensor<Self>,
+        zero_point: f32,
+        low: f32,
+    ) -> FloatTensor<Self> {
+        composed::requantize::<Self>(accumulator, bias, multiplier, zero_point, low)
     }
 
     /// One step of PyTorch's SGD with momentum and weight decay on a parameter (see [`SgdStep`]):
@@ -192,6 +207,17 @@ pub fn scale_shift_relu<B: VggBackend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shi
 /// [`VggBackend::max_pool2x2`] on tensors.
 pub fn max_pool2x2<B: VggBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     tensor(B::max_pool2x2(primitive(x)))
+}
+
+/// [`VggBackend::requantize`] on tensors: a conv's `[N, C, H, W]` or a Linear's `[N, C]`.
+pub fn requantize<B: VggBackend, const D: usize>(
+    accumulator: Tensor<B, D>,
+    bias: Tensor<B, 1>,
+    multiplier: Tensor<B, 1>,
+    zero_point: f32,
+    low: f32,
+) -> Tensor<B, D> {
+    tensor(B::requantize(primitive(accumulator), primitive(bias), primitive(multiplier), zero_point, low))
 }
 
 /// [`VggBackend::linear`] on tensors.

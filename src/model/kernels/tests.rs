@@ -6,6 +6,9 @@ use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+use burn::tensor::ops::FloatTensor;
+use burn_flex::FlexTensor;
+
 use super::{composed, primitive, tensor, VggBackend};
 
 type AD = Autodiff<Flex>;
@@ -98,6 +101,51 @@ fn scale_shift_relu_is_burns() {
     let ours = super::scale_shift_relu(x.clone(), scale.clone(), shift.clone());
     let reference = tensor(composed::scale_shift_relu::<Flex>(primitive(x), primitive(scale), primitive(shift)));
     assert_eq!(relative_error(ours, reference), 0.0);
+}
+
+/// Every value bit for bit, for a conv's `[N, C, H, W]` and a Linear's `[N, C]`: accumulators about the
+/// integers fbgemm's layers sum, the multipliers of their scales, and ties (`x.5`, both signs) that
+/// round to even, outputs below the ReLU's zero point and above 255.
+#[test]
+fn requantize_is_burns_bit_for_bit() {
+    let values = |count: usize, seed: u64, spread: f32| {
+        random([1, 1, 1, count], seed)
+            .inner()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| (v * spread).round())
+            .collect::<Vec<_>>()
+    };
+    let requantized =
+        |accumulator: Vec<f32>, shape: Vec<usize>, bias: Vec<f32>, multiplier: Vec<f32>, zero_point: f32, low: f32| {
+            let c = bias.len();
+            let primitive_of = |values: Vec<f32>, shape: Vec<usize>| FlexTensor::from_data(TensorData::new(values, shape));
+            let data = |t: FloatTensor<Flex>| t.into_data().to_vec::<f32>().unwrap();
+            let (a, b, m) = (primitive_of(accumulator, shape), primitive_of(bias, vec![c]), primitive_of(multiplier, vec![c]));
+            let ours = data(Flex::requantize(a.clone(), b.clone(), m.clone(), zero_point, low));
+            let reference = data(composed::requantize::<Flex>(a, b, m, zero_point, low));
+            assert_eq!(
+                ours.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                reference.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            ours
+        };
+    // A conv's: 3 images, 5 channels of 4 x 6.
+    let (n, c, plane) = (3, 5, 24);
+    let bias: Vec<f32> = values(c, 20, 300.0).iter().map(|v| v / 7.0).collect();
+    let multiplier: Vec<f32> = values(c, 21, 10.0).iter().map(|v| 1e-3 + v.abs() * 4e-3).collect();
+    let out = requantized(values(n * c * plane, 22, 20_000.0), vec![n, c, 4, 6], bias, multiplier, 61.0, 61.0);
+    assert!(out.contains(&61.0) && out.contains(&255.0) && out.iter().any(|&v| v > 61.0 && v < 255.0), "{out:?}");
+    // Ties: with a zero bias and a multiplier of 0.5, odd accumulators land on x.5.
+    let odd: Vec<f32> = (-9..9).map(|k| (2 * k + 1) as f32).collect();
+    let out = requantized(odd.clone(), vec![odd.len(), 1], vec![0.0], vec![0.5], 0.0, 0.0);
+    let expected: Vec<f32> = odd.iter().map(|v| (v / 2.0).round_ties_even().max(0.0)).collect();
+    assert_eq!(out, expected);
+    // A Linear's, without ReLU: 4 rows of 7 outputs.
+    let out = requantized(values(28, 23, 5_000.0), vec![4, 7], values(7, 24, 50.0), vec![0.01; 7], 100.0, 0.0);
+    assert!(out.iter().any(|&v| v < 100.0), "{out:?}");
 }
 
 #[test]
