@@ -61,8 +61,7 @@ pub fn run(mut args: Args) -> Result<()> {
     let mut data_digest = None;
     if let Some(run) = &args.run {
         let trained = TrainedRun::open(run)?;
-        let digest = data_digest.insert(data::source_digest(&source)?);
-        trained.check_data(run, &source, digest)?;
+        data_digest = Some(trained.data_digest(run, &source)?);
         let profile = trained.profile;
         args.models = QuantizedRun::open(run)?.variants().iter().map(|v| run.join(v.onnx_file())).collect();
         args.images = args.images.or(profile.data.eval_images);

@@ -81,8 +81,7 @@ pub fn run(args: Args) -> Result<()> {
     let trained = TrainedRun::open(&args.run)?;
     // The data by its content, whatever its form (archive, folder, download): the run's.
     let source = DataSource::local_or_download(args.data.clone());
-    let data_digest = data::source_digest(&source)?;
-    trained.check_data(&args.run, &source, &data_digest)?;
+    let data_digest = trained.data_digest(&args.run, &source)?;
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().or_else(|| trained.autotune.map(|cache| cache.folder));
     let autotune = autotune.unwrap_or_else(|| args.run.join(AUTOTUNE_FOLDER));

@@ -47,12 +47,14 @@ impl TrainedRun {
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
-    /// Refuses data other than the run's (`digest`: [`data::source_digest`] of `source`), before any is
-    /// loaded or downloaded: the variants' calibration, fine-tuning and scores, and the ONNX files'
-    /// accuracy, compare with the FP32 model's only on the splits it was trained and scored on.
-    pub fn check_data(&self, folder: &Path, source: &DataSource, digest: &str) -> Result<()> {
-        if data::is_recorded_as(source, digest, &self.dataset) {
-            return Ok(());
+    /// The digest of the data at `source` ([`data::source_digest`], a later step's key), refused unless
+    /// it is the data the run was trained on, before any is loaded or downloaded: the variants'
+    /// calibration, fine-tuning and scores, and the ONNX files' accuracy, compare with the FP32 model's
+    /// only on the splits it was trained and scored on.
+    pub fn data_digest(&self, folder: &Path, source: &DataSource) -> Result<String> {
+        let digest = data::source_digest(source)?;
+        if data::is_recorded_as(source, &digest, &self.dataset) {
+            return Ok(digest);
         }
         let given = match source {
             DataSource::Local { path } => format!("--data {} is {digest}", path.display()),
