@@ -2,7 +2,7 @@
 //! names the flag (exit 2) before anything is written, every bad file a runtime error that names it
 //! (exit 1), never a panic (exit 101) or an abort; and no error printed where nothing failed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use prost::Message;
@@ -143,10 +143,7 @@ fn a_wgpu_run_without_a_display_prints_no_false_error() {
 /// on the JPEG copy); the other data, generated CIFAR binary files.
 #[test]
 fn a_runs_later_steps_refuse_other_data_before_loading_any() {
-    let golden = PathBuf::from(
-        std::env::var_os("VGGQ_GOLDEN_RUN")
-            .expect("VGGQ_GOLDEN_RUN is not set: run through `cargo xtask test`, which makes the smoke run and sets it"),
-    );
+    let golden = util::golden_run();
     let run = tempfile::tempdir().unwrap();
     std::fs::copy(golden.join(TRAIN_REPORT_FILE), run.path().join(TRAIN_REPORT_FILE)).unwrap();
     let other = tempfile::tempdir().unwrap();

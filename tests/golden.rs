@@ -15,12 +15,11 @@ use vggq::profile::Profile;
 use vggq::report::{golden_table, Comparison, GoldenTable, Tolerance};
 use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, TRAIN_REPORT_FILE};
 
+mod util;
+
 #[test]
 fn metrics_match_the_reviewed_golden_table() {
-    let run = PathBuf::from(
-        std::env::var_os("VGGQ_GOLDEN_RUN")
-            .expect("VGGQ_GOLDEN_RUN is not set: run through `cargo xtask test` or `cargo xtask all`, which set it to their run"),
-    );
+    let run = util::golden_run();
     let read =
         |name: &str| std::fs::read_to_string(run.join(name)).unwrap_or_else(|e| panic!("{}: {e}", run.join(name).display()));
     let train_report: serde_json::Value = serde_json::from_str(&read(TRAIN_REPORT_FILE)).unwrap();

@@ -5,8 +5,6 @@
 //! (`VGGQ_GOLDEN_RUN`): training it here again gave the same bytes (the suite's reruns hold training to
 //! that on every core count) and took about 30 of its 130 s on 2 cores.
 
-use std::path::PathBuf;
-
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use serde::Deserialize;
@@ -39,10 +37,7 @@ struct TrainReport {
 
 #[test]
 fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
-    let run = PathBuf::from(
-        std::env::var_os("VGGQ_GOLDEN_RUN")
-            .expect("VGGQ_GOLDEN_RUN is not set: run through `cargo xtask test`, which makes the smoke run and sets it"),
-    );
+    let run = util::golden_run();
     let report: TrainReport = serde_json::from_str(&std::fs::read_to_string(run.join(TRAIN_REPORT_FILE)).unwrap()).unwrap();
     let profile = Profile::smoke();
     assert_eq!(report.profile, profile, "{} is not the smoke profile's recipe", run.display());
