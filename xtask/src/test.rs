@@ -30,8 +30,8 @@ const FULL_SHAPE_LIMITS: Limits =
     Limits { train_images: Some(128), eval_images: Some(64), calibration_batches: Some(2), epochs: Some(1) };
 /// Where the GPU code path's run on lavapipe goes.
 const WGPU_DIR: &str = "target/wgpu/smoke";
-/// The smoke shapes on a few hundred images: every step of the pipeline on burn-wgpu in minutes, where
-/// lavapipe trains about 36 images/s on 2 cores.
+/// The smoke shapes on a few hundred images: every step of the pipeline on burn-wgpu in minutes (341 s
+/// on 2 cores without AVX-512, where lavapipe trains about 5 images/s).
 const WGPU_LIMITS: Limits =
     Limits { train_images: Some(320), eval_images: Some(320), calibration_batches: Some(2), epochs: Some(1) };
 
