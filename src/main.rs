@@ -5,6 +5,10 @@ mod cli;
 use anyhow::Result;
 use clap::Parser;
 
+/// Large blocks are kept for reuse when freed (see [`vggq::backend::BlockReuse`]).
+#[global_allocator]
+static ALLOCATOR: vggq::backend::BlockReuse = vggq::backend::BlockReuse::new();
+
 fn main() -> Result<()> {
     // An unknown `VGGQ_ISA` is a usage error (exit 2, as clap's), before any kernel runs with the
     // detected set instead.

@@ -4,6 +4,7 @@
 //! missing GPU is a reason (`--device auto`) or an error (`--device cuda|wgpu`), never a panic.
 
 pub mod autotune;
+mod block_reuse;
 mod cuda_probe;
 pub mod precision;
 mod selection;
@@ -16,6 +17,7 @@ use crate::model::TrainingBackend;
 use serde::{Deserialize, Serialize};
 pub use vggq_core::DeviceRequest;
 
+pub use block_reuse::BlockReuse;
 pub use cuda_probe::{CudaProbe, CudaVersion, Gpu};
 pub use selection::{probe_cuda, select, Selection};
 pub use startup::{disable_device_select_without_display, export_cuda_path, join_cpu_pool};
