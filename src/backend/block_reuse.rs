@@ -49,7 +49,8 @@ impl BlockReuse {
     }
 
     fn lock(&self) -> MutexGuard<'_, Kept> {
-        // Nothing panics while the lock is held, so a poisoned lock's blocks are as they were.
+        // Only a panic under the lock poisons it, and only a broken invariant of `keep` would raise one:
+        // the blocks are still each a `System` block of its layout, so go on with them.
         self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
