@@ -54,8 +54,11 @@ impl BlockReuse {
         self.kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A kept block of exactly `layout`, taken out of the kept ones.
+    /// A kept block of exactly `layout`, taken out of the kept ones (none below [`LARGE`] bytes).
     fn take(&self, layout: Layout) -> Option<*mut u8> {
+        if layout.size() < LARGE {
+            return None;
+        }
         let mut kept = self.lock();
         let block = kept.blocks.iter_mut().find(|slot| slot.is_some_and(|block| block.layout == layout))?.take()?;
         kept.bytes -= layout.size();
@@ -103,23 +106,21 @@ impl Drop for BlockReuse {
 // given back to make room.
 unsafe impl GlobalAlloc for BlockReuse {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= LARGE {
-            if let Some(block) = self.take(layout) {
-                return block;
-            }
+        match self.take(layout) {
+            Some(block) => block,
+            None => unsafe { System.alloc(layout) },
         }
-        unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() >= LARGE {
-            if let Some(block) = self.take(layout) {
+        match self.take(layout) {
+            Some(block) => {
                 // SAFETY: the block holds `layout.size()` bytes.
                 unsafe { block.write_bytes(0, layout.size()) };
-                return block;
+                block
             }
+            None => unsafe { System.alloc_zeroed(layout) },
         }
-        unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
