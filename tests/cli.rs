@@ -174,3 +174,25 @@ fn a_runs_later_steps_refuse_other_data_before_loading_any() {
     assert_eq!(names(run.path()), [TRAIN_REPORT_FILE], "the run's folder gained files");
     assert!(names(cache.path()).is_empty(), "something was downloaded into the cache");
 }
+
+/// An output path that cannot be a folder (here, one below a file) is refused before anything runs:
+/// before the data is read (it does not exist here), so never after hours of training or evaluation.
+#[test]
+fn an_output_folder_that_cannot_be_made_is_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = file.join("run");
+    let report = out.join("metrics.json");
+    let (out, report) = (out.to_str().unwrap(), report.to_str().unwrap());
+    let commands: [&[&str]; 2] = [
+        &["train", "--profile", "smoke", "--device", "cpu", "--out", out, "--data", "/nonexistent"],
+        &["eval", "model.onnx", "--device", "cpu", "--report", report, "--data", "/nonexistent"],
+    ];
+    for args in commands {
+        let output = vggq(args, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(message.contains(out) && !message.contains("nonexistent"), "{args:?}: {message}");
+    }
+}

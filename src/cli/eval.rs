@@ -91,6 +91,10 @@ pub fn run(mut args: Args) -> Result<()> {
             return Ok(());
         }
     }
+    // Made before the models run, so a report path that cannot be written fails now, not after them.
+    if let Some(folder) = args.report.as_deref().and_then(Path::parent) {
+        std::fs::create_dir_all(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
+    }
     // Every model's input is read (and checked) before the data is loaded.
     let sides: Vec<usize> = args.models.iter().map(|path| input_side(path)).collect::<Result<_>>()?;
     let cifar = data::load(&source)?;

@@ -98,6 +98,8 @@ pub fn run(args: Args) -> Result<()> {
             println!("{}", cpu_duration(&profile));
         }
     }
+    // Made before hours of training, so a path that cannot hold the outputs fails now, not at the end.
+    std::fs::create_dir_all(&out).with_context(|| format!("creating the output folder {}", out.display()))?;
     let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
         Init::Pretrained => Some(pretrained_weights(args.weights)?),
@@ -204,7 +206,6 @@ impl OnBackend for Training<'_> {
         let TrainedFp32 { model, epochs, test } = train_fp32::<B>(profile, &data, self.weights.as_deref(), device)?;
         println!("test: loss {:.4} acc {:.2} % ({} images)", test.loss, test.accuracy, test.images);
 
-        std::fs::create_dir_all(&self.out).with_context(|| format!("creating {}", self.out.display()))?;
         save_model(model, &self.out.join(MODEL_FILE))?;
         let cpu = CpuFacts::here();
         let autotune = AutotuneCache::read(self.autotune);
