@@ -2,6 +2,8 @@
 
 mod cli;
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::Parser;
 
@@ -9,13 +11,23 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: vggq::backend::BlockReuse = vggq::backend::BlockReuse::new();
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     // An unknown `VGGQ_ISA` is a usage error (exit 2, as clap's), before any kernel runs with the
     // detected set instead.
     if let Err(error) = vggq::model::kernels::isa::Isa::configured() {
         eprintln!("error: {error}");
         std::process::exit(2);
     }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", cli::error_report(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     vggq::backend::export_cuda_path();
     vggq::backend::disable_device_select_without_display();
     vggq::backend::join_cpu_pool()?;

@@ -196,3 +196,16 @@ fn an_output_folder_that_cannot_be_made_is_refused_first() {
         assert!(message.contains(out) && !message.contains("nonexistent"), "{args:?}: {message}");
     }
 }
+
+/// An error is printed with each cause once: the message that names the missing file already says
+/// what the operating system said, and its cause below it would say it again.
+#[test]
+fn an_error_names_its_cause_once() {
+    let out = tempfile::tempdir().unwrap();
+    let args = ["train", "--profile", "smoke", "--device", "cpu", "--data", "/nonexistent"];
+    let output = vggq(&[&args[..], &["--out", out.path().to_str().unwrap()]].concat(), &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.starts_with("Error: ") && message.contains("/nonexistent"), "{message}");
+    assert_eq!(message.matches("No such file or directory").count(), 1, "{message}");
+}

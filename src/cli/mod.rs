@@ -26,7 +26,7 @@ enum Command {
     /// Fine-tune VGG11-BN on CIFAR-10 and save the FP32 model and a training report under `--out`.
     Train(train::Args),
     /// Quantize the trained FP32 model three ways (dynamic PTQ, static PTQ, QAT) with PyTorch's fbgemm
-    /// semantics, evaluate each, and write the four `.pth` files and `quant_report.json` under `--out`.
+    /// semantics, evaluate each, and write the four `.pth` files and `quant_report.json` into the run.
     Quantize(quantize::Args),
     /// `report.md` and charts from `metrics.json`, then the package's `manifest.json` and `SHA256SUMS`.
     Report(report::Args),
@@ -58,4 +58,24 @@ impl Cli {
             Command::Device(args) => device::run(args),
         }
     }
+}
+
+/// The error as `main` prints it: its message, then the causes below it, as anyhow does, less each
+/// cause whose text the message just above already holds. Our errors name their cause in their own
+/// message, so that one read alone is whole, and still return it as their source: printed as anyhow
+/// prints, "No such file or directory" would come twice.
+pub fn error_report(error: &anyhow::Error) -> String {
+    let messages: Vec<String> = error.chain().map(ToString::to_string).collect();
+    let causes: Vec<&str> = messages.windows(2).filter(|pair| !pair[0].contains(&pair[1])).map(|pair| pair[1].as_str()).collect();
+    let mut report = format!("Error: {}", messages[0]);
+    if !causes.is_empty() {
+        report.push_str("\n\nCaused by:");
+    }
+    for (index, cause) in causes.iter().enumerate() {
+        match causes.len() {
+            1 => report.push_str(&format!("\n    {cause}")),
+            _ => report.push_str(&format!("\n    {index}: {cause}")),
+        }
+    }
+    report
 }
