@@ -16,7 +16,7 @@ use vggq::export::onnx::proto::{tensor_shape_proto::dimension, type_proto, Model
 use vggq::steps::Step;
 use vggq_core::limits::positive;
 
-use super::run_dir::{QuantizedRun, TrainedRun, METRICS_FILE};
+use super::run_dir::{require_from_step, QuantizedRun, TrainedRun, METRICS_FILE};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -64,6 +64,9 @@ pub fn run(mut args: Args) -> Result<()> {
         data_digest = Some(trained.data_digest(run, &source)?);
         let profile = trained.profile;
         args.models = QuantizedRun::open(run)?.variants().iter().map(|v| run.join(v.onnx_file())).collect();
+        for model in &args.models {
+            require_from_step(model, "export")?;
+        }
         args.images = args.images.or(profile.data.eval_images);
         args.report = args.report.take().or_else(|| Some(run.join(METRICS_FILE)));
     }

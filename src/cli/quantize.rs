@@ -19,7 +19,7 @@ use vggq::steps::Step;
 use vggq::train::EpochReport;
 use vggq_core::{QatMode, Variant};
 
-use super::run_dir::{TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
+use super::run_dir::{require_from_step, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
 use super::train::pretrained_weights;
 
 #[derive(clap::Args)]
@@ -97,6 +97,7 @@ pub fn run(args: Args) -> Result<()> {
         .chain([args.run.join(QUANT_REPORT_FILE)])
         .collect();
     let model = args.run.join(MODEL_FILE);
+    require_from_step(&model, "train")?;
     let config = (&profile, selection.backend, selection.adapter(), settings, &autotune, data_digest);
     let step = Step::new("quantize", &args.run, &config, &[model.as_path()], outputs)?;
     if !args.force && step.is_up_to_date()? {

@@ -18,6 +18,15 @@ pub use vggq_core::run_folder::{
     AUTOTUNE_FOLDER, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, TRAIN_REPORT_FILE,
 };
 
+/// Fails unless `path`, a file the run's step `step` writes, is in place: the step that reads it hashes
+/// it first, and the hash's "no such file" would not say which step to run.
+pub fn require_from_step(path: &Path, step: &str) -> Result<()> {
+    if !path.is_file() {
+        bail!("{} is missing (run `vggq {step}` first)", path.display());
+    }
+    Ok(())
+}
+
 /// The parts of `train_report.json` the later steps need.
 #[derive(Deserialize)]
 pub struct TrainedRun {
