@@ -95,8 +95,8 @@ pub enum DataError {
     #[error("`{url}` has {algorithm} {actual}, expected {expected}")]
     DigestMismatch { url: String, algorithm: DigestAlgorithm, expected: String, actual: String },
 
-    /// A split or subset asks for more images than there are, or for none.
-    #[error("cannot take {requested} images from {available}")]
+    /// A profile's subset of the training images asks for more than the data has, or for none.
+    #[error("the profile takes {requested} of the training images, but the data has {available}")]
     SubsetSize { requested: usize, available: usize },
 
     /// A loader setting is out of range.
