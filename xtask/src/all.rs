@@ -28,17 +28,17 @@ pub struct Args {
     pub init: Option<Init>,
     /// CIFAR-10 on disk: an archive or folder (official binary or ImageFolder layout). Default: download
     /// the official archive into the cache.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::given_path)]
     pub data: Option<PathBuf>,
-    /// Output folder (default `artifacts/<profile>`).
-    #[arg(long)]
+    /// Output folder (default `artifacts/<profile>` in the workspace).
+    #[arg(long, value_parser = crate::given_path)]
     pub out: Option<PathBuf>,
     /// Redo every step even when its outputs are up to date.
     #[arg(long)]
     pub force: bool,
     /// cubecl's autotune cache for a GPU run (default: `<out>/autotune`); give the one a golden table
     /// was recorded with to replay its kernel choices.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::given_path)]
     pub autotune_cache: Option<PathBuf>,
     #[command(flatten)]
     pub limits: Limits,

@@ -34,7 +34,7 @@ enum Bench {
 /// come from `vggq train --epochs 0`: untrained, which their metadata says; calibration is still real).
 #[derive(clap::Args)]
 struct OnnxBench {
-    #[arg(long)]
+    #[arg(long, value_parser = crate::given_path)]
     run: PathBuf,
     /// Test images per file for `vggq eval` (batches of 32; the first 3 batches are warm-up).
     #[arg(long, default_value_t = 736)]
@@ -46,8 +46,8 @@ struct OnnxBench {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// CIFAR-10 for `vggq eval` (see `vggq train --help`).
-    #[arg(long)]
-    data: Option<String>,
+    #[arg(long, value_parser = crate::given_path)]
+    data: Option<PathBuf>,
     /// Rounds, each `vggq eval` then the Python baseline on every file.
     #[arg(long, default_value_t = DEFAULT_ROUNDS)]
     rounds: usize,
@@ -115,7 +115,8 @@ fn onnx(sh: &Shell, vggq: &PathBuf, bench: OnnxBench) -> Result<()> {
     }
     let setup = crate::setup(sh)?;
     let _onnxruntime = sh.push_env(crate::onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime.library);
-    let variants: Vec<Variant> = ONNX_BENCH_VARIANTS.into_iter().filter(|v| bench.run.join(v.onnx_file()).is_file()).collect();
+    let variants: Vec<Variant> =
+        ONNX_BENCH_VARIANTS.into_iter().filter(|v| sh.current_dir().join(&bench.run).join(v.onnx_file()).is_file()).collect();
     if variants.is_empty() {
         bail!("no exported ONNX files in {} (run `vggq export` first)", bench.run.display());
     }
@@ -126,7 +127,7 @@ fn onnx(sh: &Shell, vggq: &PathBuf, bench: OnnxBench) -> Result<()> {
         eval_args.extend(["--threads".into(), threads.clone()]);
     }
     if let Some(data) = bench.data {
-        eval_args.extend(["--data".into(), data]);
+        eval_args.extend(["--data".into(), data.display().to_string()]);
     }
     // Each round's report goes to a scratch folder of this invocation: never the run's metrics.
     let scratch = tempfile::tempdir_in(crate::target_dir(sh)).context("a scratch folder under target/")?;

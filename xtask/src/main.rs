@@ -16,7 +16,7 @@ mod reproducibility;
 mod test;
 mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -101,6 +101,22 @@ fn forget_own_package_variables() {
     }
 }
 
+/// A path given on xtask's command line, as the commands xtask runs from the workspace root must see it:
+/// a relative one names a place below the folder `cargo xtask` was run in, as on any command line. clap
+/// calls this while parsing, before `main` moves to the root.
+fn given_path(text: &str) -> std::io::Result<PathBuf> {
+    Ok(rebased(Path::new(text), &std::env::current_dir()?, &workspace_root()))
+}
+
+/// `path`, relative to `here`, as seen from `root`: relative still where `here` lies below `root` (run
+/// from the root, unchanged), else absolute.
+fn rebased(path: &Path, here: &Path, root: &Path) -> PathBuf {
+    match here.strip_prefix(root) {
+        Ok(below) => below.join(path),
+        Err(_) => here.join(path),
+    }
+}
+
 /// ONNX Runtime and the pinned Python venv, for the tests and benchmarks; says where they are.
 fn setup(sh: &xshell::Shell) -> Result<Setup> {
     let onnxruntime = onnxruntime::ensure(sh)?;
@@ -166,4 +182,19 @@ fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
     let flags = cargo_flags(&features);
     xshell::cmd!(sh, "cargo build --release {flags...} --bin vggq").run()?;
     Ok(target_dir(sh).join("release/vggq"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_given_path_means_the_same_place_from_the_root() {
+        let root = Path::new("/work/vggq");
+        let data = Path::new("../shared/data.tar.gz");
+        assert_eq!(rebased(data, root, root), data, "run from the root: unchanged");
+        assert_eq!(rebased(data, &root.join("xtask"), root), Path::new("xtask/../shared/data.tar.gz"));
+        assert_eq!(rebased(data, Path::new("/home/me"), root), Path::new("/home/me/../shared/data.tar.gz"));
+        assert_eq!(rebased(Path::new("/data/cifar"), &root.join("xtask"), root), Path::new("/data/cifar"), "absolute");
+    }
 }

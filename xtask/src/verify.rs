@@ -1,19 +1,21 @@
 //! `cargo xtask verify [DIR]`: re-hash an artifact package against its manifest (exit code != 0 on any
 //! missing, extra or changed file).
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use xshell::{cmd, Shell};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The package folder.
-    #[arg(default_value = "artifacts/full")]
-    dir: String,
+    /// The package folder (default: `artifacts/full` in the workspace).
+    #[arg(value_parser = crate::given_path)]
+    dir: Option<PathBuf>,
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let vggq = crate::build_vggq(sh)?;
-    let dir = args.dir;
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from("artifacts/full"));
     cmd!(sh, "{vggq} verify {dir}").run()?;
     Ok(())
 }
