@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use prost::Message;
 use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use vggq::model::kernels::isa::ISA_VARIABLE;
-use vggq_core::run_folder::{MODEL_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
+use vggq_core::run_folder::{MANIFEST_FILE, MODEL_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
 use vggq_core::Variant;
 
 mod util;
@@ -213,7 +213,7 @@ fn an_error_names_its_cause_once() {
 
 /// A step whose input an earlier step writes says which step to run when that file is missing (never
 /// written, or deleted since), instead of the operating system's bare "no such file". The run is the
-/// reports of `cargo xtask test`'s smoke run without its model and ONNX files.
+/// reports of `cargo xtask test`'s smoke run without its model, ONNX files and manifest.
 #[test]
 fn a_missing_input_names_the_step_that_writes_it() {
     let golden = util::golden_run();
@@ -223,11 +223,16 @@ fn a_missing_input_names_the_step_that_writes_it() {
     }
     let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
     let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
-    for (step, missing, earlier) in [("quantize", MODEL_FILE, "train"), ("eval", Variant::Fp32.onnx_file(), "export")] {
-        let output = vggq(&[step, "--run", folder, "--device", "cpu", "--data", data], &[]);
+    let cases: [(&[&str], &str, &str); 3] = [
+        (&["quantize", "--run", folder, "--device", "cpu", "--data", data], MODEL_FILE, "train"),
+        (&["eval", "--run", folder, "--device", "cpu", "--data", data], Variant::Fp32.onnx_file(), "export"),
+        (&["verify", folder], MANIFEST_FILE, "report"),
+    ];
+    for (args, missing, earlier) in cases {
+        let output = vggq(args, &[]);
         let message = stderr(&output);
-        assert_eq!(output.status.code(), Some(1), "{step}: {message}");
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
         let named = format!("{missing} is missing (run `vggq {earlier}` first)");
-        assert!(message.contains(&named), "{step}: the message does not say `{named}`: {message}");
+        assert!(message.contains(&named), "{args:?}: the message does not say `{named}`: {message}");
     }
 }

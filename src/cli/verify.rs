@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use vggq::package::MANIFEST_FILE;
+
+use super::run_dir::require_from_step;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,6 +14,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    require_from_step(&args.dir.join(MANIFEST_FILE), "report")?;
     let found = vggq::package::verify(&args.dir)?;
     if !found.is_empty() {
         bail!("{} does not match its manifest:\n{found}", args.dir.display());
