@@ -101,10 +101,15 @@ pub fn run(mut args: Args) -> Result<()> {
     // Every model's input is read (and checked) before the data is loaded.
     let sides: Vec<usize> = args.models.iter().map(|path| input_side(path)).collect::<Result<_>>()?;
     let cifar = data::load(&source)?;
+    let available = cifar.test.len();
     let test = match args.images {
         Some(count) => cifar.test.spread(count),
         None => cifar.test,
     };
+    match args.images {
+        Some(asked) if asked > available => println!("test images: all {available} (--images asked for {asked})"),
+        _ => println!("test images: {} of {available}", test.len()),
+    }
     let mut rows = Vec::new();
     let mut unavailable: Vec<Unavailable> = Vec::new();
     println!(
