@@ -1,7 +1,10 @@
 //! Up-to-date checks for pipeline steps: a step's outputs are keyed by a hash of the program, its
 //! configuration and its input files, so a rerun skips what is current, an interrupted run resumes at
 //! the first step that did not finish, a rebuilt `vggq` redoes everything, and `--force` redoes.
+//! [`RunFolderLock`] keeps a second `vggq` from writing into a run folder while one does.
 
+use std::fs::{File, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +14,8 @@ use crate::data::{file_digest, DataError, DigestAlgorithm};
 
 /// Where the stamps live, inside a step's output folder (a folder, so package checks skip it).
 const STAMP_FOLDER: &str = ".steps";
+/// The run folder's lock, beside the stamps; it names the process that holds it.
+const LOCK_FILE: &str = "writer.lock";
 
 /// One step of the pipeline: what it reads, how it is configured, what it writes.
 pub struct Step {
@@ -33,6 +38,42 @@ pub enum StepError {
     Digest(#[from] DataError),
     #[error("step stamp {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// Another process holds the run folder's lock.
+    #[error("{folder} is being written by another vggq ({holder}): let it finish, or give this one another folder")]
+    Busy { folder: PathBuf, holder: String },
+}
+
+/// Held while a command writes into a run folder: two runs writing one folder would mix their files
+/// (and remove each other's temporary files, see `vggq_core::atomic`). An advisory lock of the
+/// operating system's (`flock`), so a killed run leaves none behind.
+#[derive(Debug)]
+pub struct RunFolderLock {
+    _file: File,
+}
+
+impl RunFolderLock {
+    /// Takes `folder`'s lock, or fails at once naming the process that has it.
+    pub fn take(folder: &Path) -> Result<Self, StepError> {
+        let stamps = folder.join(STAMP_FOLDER);
+        std::fs::create_dir_all(&stamps).map_err(|source| StepError::Io { path: stamps.clone(), source })?;
+        let path = stamps.join(LOCK_FILE);
+        let io_error = |source| StepError::Io { path: path.clone(), source };
+        let mut file = File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder =
+                    if holder.trim().is_empty() { "a process that has not said which".into() } else { holder.trim().into() };
+                return Err(StepError::Busy { folder: folder.to_path_buf(), holder });
+            }
+            Err(TryLockError::Error(source)) => return Err(io_error(source)),
+        }
+        let command: Vec<String> = std::env::args().collect();
+        file.set_len(0).map_err(io_error)?;
+        writeln!(file, "process {}: {}", std::process::id(), command.join(" ")).map_err(io_error)?;
+        Ok(Self { _file: file })
+    }
 }
 
 impl Step {
@@ -118,5 +159,15 @@ mod tests {
         std::fs::write(&output, b"out").unwrap();
         std::fs::write(&input, b"new input").unwrap();
         assert!(!step(1).is_up_to_date().unwrap(), "input changed");
+    }
+
+    #[test]
+    fn a_run_folder_has_one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = RunFolderLock::take(dir.path()).unwrap();
+        let error = RunFolderLock::take(dir.path()).unwrap_err().to_string();
+        assert!(error.contains(&format!("another vggq (process {}:", std::process::id())), "{error}");
+        drop(held);
+        RunFolderLock::take(dir.path()).unwrap();
     }
 }

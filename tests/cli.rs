@@ -9,7 +9,7 @@ use prost::Message;
 use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use vggq::model::kernels::isa::ISA_VARIABLE;
 use vggq_core::run_folder::{MANIFEST_FILE, MODEL_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
-use vggq_core::Variant;
+use vggq_core::{QatMode, Variant};
 
 mod util;
 
@@ -250,5 +250,46 @@ fn eval_says_how_many_test_images_it_ran() {
         assert!(output.status.success(), "{}", stderr(&output));
         let printed = String::from_utf8_lossy(&output.stdout);
         assert!(printed.contains(said), "--images {images}: not `{said}`: {printed}");
+    }
+}
+
+/// While one `vggq` writes a run folder, every command that would write into it refuses at once, naming
+/// the process that holds it, and writes nothing: two runs in one folder would mix their files. The
+/// run is the reports and ONNX files of `cargo xtask test`'s smoke run; this test holds its lock.
+#[test]
+fn a_run_folder_being_written_is_refused_by_every_writer() {
+    let golden = util::golden_run();
+    let run = tempfile::tempdir().unwrap();
+    let copied: Vec<String> = [TRAIN_REPORT_FILE, QUANT_REPORT_FILE]
+        .into_iter()
+        .chain(Variant::all(QatMode::Fp32match).iter().map(|v| v.onnx_file()))
+        .map(String::from)
+        .collect();
+    for name in &copied {
+        std::fs::copy(golden.join(name), run.path().join(name)).unwrap();
+    }
+    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
+    let _held = vggq::steps::RunFolderLock::take(run.path()).unwrap();
+    let commands: [&[&str]; 5] = [
+        &["train", "--profile", "smoke", "--device", "cpu", "--out", folder, "--data", data],
+        &["quantize", "--run", folder, "--device", "cpu", "--data", data],
+        &["export", "--run", folder],
+        &["eval", "--run", folder, "--device", "cpu", "--data", data],
+        &["report", "--run", folder],
+    ];
+    let holder = format!("{folder} is being written by another vggq (process {}:", std::process::id());
+    for args in commands {
+        let output = vggq(args, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(message.contains(&holder), "{args:?}: the message does not say `{holder}`: {message}");
+        let mut files: Vec<String> =
+            std::fs::read_dir(run.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        files.retain(|name| name != ".steps");
+        files.sort();
+        let mut expected = copied.clone();
+        expected.sort();
+        assert_eq!(files, expected, "{args:?} wrote into the folder");
     }
 }

@@ -13,7 +13,7 @@ use vggq::eval::{
     ORT_DYLIB_PATH,
 };
 use vggq::export::onnx::proto::{tensor_shape_proto::dimension, type_proto, ModelProto};
-use vggq::steps::Step;
+use vggq::steps::{RunFolderLock, Step};
 use vggq_core::limits::positive;
 
 use super::run_dir::{require_from_step, QuantizedRun, TrainedRun, METRICS_FILE};
@@ -74,16 +74,17 @@ pub fn run(mut args: Args) -> Result<()> {
     println!("execution providers: {}", plan.reason);
     // A run's evaluation is a step of its pipeline, skipped when up to date; files named on the command
     // line (a benchmark's, say) are always evaluated.
-    let step = match args.report.as_ref().zip(data_digest) {
+    let (step, _writing) = match args.report.as_ref().zip(data_digest) {
         Some((report, data_digest)) => {
             // The models, the data, and the ONNX Runtime library that runs them (its version is in its bytes).
             let library = std::env::var_os(ORT_DYLIB_PATH).map(PathBuf::from);
             let inputs: Vec<&Path> = args.models.iter().map(PathBuf::as_path).chain(library.as_deref()).collect();
             let settings = (&plan.providers, args.images, args.batch, args.warmup, args.threads, data_digest);
             let folder = report.parent().unwrap_or(Path::new("."));
-            Some(Step::new("eval", folder, &settings, &inputs, vec![report.clone()])?)
+            let writing = RunFolderLock::take(folder)?;
+            (Some(Step::new("eval", folder, &settings, &inputs, vec![report.clone()])?), Some(writing))
         }
-        None => None,
+        None => (None, None),
     };
     if let Some(step) = step.as_ref().filter(|_| !args.force) {
         if step.is_up_to_date()? {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use vggq::data::{bytes_digest, DigestAlgorithm};
 use vggq::export::onnx::{self, Provenance};
+use vggq::steps::RunFolderLock;
 
 use super::run_dir::{QuantizedRun, TrainedRun};
 
@@ -20,6 +21,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let trained = TrainedRun::open(&args.run)?;
     let quantized = QuantizedRun::open(&args.run)?;
+    let _writing = RunFolderLock::take(&args.run)?;
     for variant in quantized.variants() {
         let pth = args.run.join(quantized.pth_file(variant)?);
         let bytes = std::fs::read(&pth).with_context(|| format!("reading {} (run `vggq quantize` first)", pth.display()))?;

@@ -15,7 +15,7 @@ use vggq::pipeline::{quantize, QuantizeSettings, RunData, VariantScores};
 use vggq::profile::{Init, Profile};
 use vggq::quant::static_ptq::CalibrationTiming;
 use vggq::quant::Calibration;
-use vggq::steps::Step;
+use vggq::steps::{RunFolderLock, Step};
 use vggq::train::EpochReport;
 use vggq_core::{QatMode, Variant};
 
@@ -82,6 +82,8 @@ pub fn run(args: Args) -> Result<()> {
     // The data by its content, whatever its form (archive, folder, download): the run's.
     let source = DataSource::local_or_download(args.data.clone());
     let data_digest = trained.data_digest(&args.run, &source)?;
+    // After the checks that only read, so that a refused command leaves the folder as it was.
+    let _writing = RunFolderLock::take(&args.run)?;
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().or_else(|| trained.autotune.map(|cache| cache.folder));
     let autotune = autotune.unwrap_or_else(|| args.run.join(AUTOTUNE_FOLDER));

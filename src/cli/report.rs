@@ -8,6 +8,7 @@ use vggq::backend::autotune::AutotuneCache;
 use vggq::eval::EvalRun;
 use vggq::package::{self, FileRole, Provenance};
 use vggq::report::{self, ReportInput};
+use vggq::steps::RunFolderLock;
 
 use super::run_dir::{
     QuantizedRun, TrainedRun, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, TRAIN_REPORT_FILE,
@@ -26,6 +27,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let trained = TrainedRun::open(&args.run)?;
     let quantized = QuantizedRun::open(&args.run)?;
+    let _writing = RunFolderLock::take(&args.run)?;
     let metrics_path = args.run.join(METRICS_FILE);
     let eval: EvalRun = serde_json::from_str(
         &std::fs::read_to_string(&metrics_path)

@@ -15,7 +15,7 @@ use vggq::model::{CpuFacts, TrainingBackend};
 use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
 use vggq::profile::{Init, Limits, Profile, ProfileName};
 use vggq::score::Score;
-use vggq::steps::Step;
+use vggq::steps::{RunFolderLock, Step};
 use vggq::throughput::seconds_per_training_step;
 use vggq::train::EpochReport;
 
@@ -100,6 +100,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Made before hours of training, so a path that cannot hold the outputs fails now, not at the end.
     std::fs::create_dir_all(&out).with_context(|| format!("creating the output folder {}", out.display()))?;
+    let _writing = RunFolderLock::take(&out)?;
     let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
         Init::Pretrained => Some(pretrained_weights(args.weights)?),
