@@ -36,7 +36,8 @@ struct Stamp {
 pub enum StepError {
     #[error(transparent)]
     Digest(#[from] DataError),
-    #[error("step stamp {path}: {source}")]
+    /// A stamp, or the run folder's lock, could not be read or written.
+    #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     /// Another process holds the run folder's lock.
     #[error("{folder} is being written by another vggq ({holder}): let it finish, or give this one another folder")]
@@ -45,7 +46,9 @@ pub enum StepError {
 
 /// Held while a command writes into a run folder: two runs writing one folder would mix their files
 /// (and remove each other's temporary files, see `vggq_core::atomic`). An advisory lock of the
-/// operating system's (`flock`), so a killed run leaves none behind.
+/// operating system's (`flock`), so a killed run leaves none behind. A file system without such locks
+/// (Lustre mounted without `flock`, some FUSE file systems) gets a warning and no guard: the run is
+/// worth more than the guard.
 #[derive(Debug)]
 pub struct RunFolderLock {
     _file: File,
@@ -67,7 +70,13 @@ impl RunFolderLock {
                     if holder.trim().is_empty() { "a process that has not said which".into() } else { holder.trim().into() };
                 return Err(StepError::Busy { folder: folder.to_path_buf(), holder });
             }
-            Err(TryLockError::Error(source)) => return Err(io_error(source)),
+            Err(TryLockError::Error(error)) => {
+                eprintln!(
+                    "warning: {} cannot be locked ({error}): nothing stops a second vggq writing this folder",
+                    path.display()
+                );
+                return Ok(Self { _file: file });
+            }
         }
         let command: Vec<String> = std::env::args().collect();
         file.set_len(0).map_err(io_error)?;
