@@ -312,6 +312,25 @@ mod errors {
         assert!(matches!(error, DataError::TruncatedRecord { record_bytes: 3073, .. }), "{error:?}");
     }
 
+    /// A local archive cut short (an interrupted copy) or damaged says so, naming the archive, instead of
+    /// an i/o error on a path inside it that does not exist on disk.
+    #[test]
+    fn cut_short_or_damaged_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("images");
+        fixtures::write_image_folder(&folder);
+        let archive = dir.path().join("images.tar.gz");
+        fixtures::tar_gz(&folder, "", &archive);
+        let whole = fs::read(&archive).unwrap();
+        let mut flipped = whole.clone();
+        flipped[whole.len() / 2] ^= 0xff;
+        for (how, bytes) in [("cut short", whole[..whole.len() / 2].to_vec()), ("damaged", flipped)] {
+            fs::write(&archive, bytes).unwrap();
+            let error = load_error(&archive, &format!("`{}` is cut short or damaged", archive.display()));
+            assert!(matches!(error, DataError::DamagedArchive { .. }), "{how}: {error:?}");
+        }
+    }
+
     #[test]
     fn binary_label_without_class_name() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! The one error type of the data pipeline: every variant names the file, folder or URL at fault.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::data::digest::DigestAlgorithm;
 
@@ -12,6 +12,16 @@ pub enum DataError {
     #[error("i/o error on `{path}`: {source}")]
     Io {
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A `.tar.gz` could not be read to its end: cut short (an interrupted copy or download), damaged, or
+    /// not a gzip-compressed tar at all past its start. `entry` is the file it was reading, if any.
+    #[error("`{archive}` is cut short or damaged{}: {source}", entry.as_ref().map(|e| format!(" (reading {e})")).unwrap_or_default())]
+    DamagedArchive {
+        archive: PathBuf,
+        entry: Option<String>,
         #[source]
         source: io::Error,
     },
@@ -109,5 +119,10 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> DataError {
         let path = path.into();
         move |source| DataError::Io { path, source }
+    }
+
+    pub(crate) fn damaged_archive(archive: &Path, entry: Option<&str>) -> impl FnOnce(io::Error) -> DataError {
+        let (archive, entry) = (archive.to_owned(), entry.map(str::to_owned));
+        move |source| DataError::DamagedArchive { archive, entry, source }
     }
 }

@@ -66,10 +66,12 @@ impl FileTree {
         let mut archive = tar::Archive::new(GzDecoder::new(hashed));
         let mut tree = FileTree::empty(DataOrigin::Archive(archive_path.to_owned()));
         let mut total: u64 = 0;
-        let io_error = DataError::io(archive_path);
-        for entry in archive.entries().map_err(DataError::io(archive_path))? {
-            let mut entry = entry.map_err(DataError::io(archive_path))?;
-            let name = normalise(&entry.path().map_err(DataError::io(archive_path))?.to_string_lossy());
+        // Past opening the file, a read that fails is the archive's fault (the file system's errors come
+        // at open), so every such error says the archive is cut short or damaged.
+        let damaged = || DataError::damaged_archive(archive_path, None);
+        for entry in archive.entries().map_err(damaged())? {
+            let mut entry = entry.map_err(damaged())?;
+            let name = normalise(&entry.path().map_err(damaged())?.to_string_lossy());
             let kind = entry.header().entry_type();
             if kind.is_dir() {
                 tree.add_folder(&name);
@@ -85,12 +87,12 @@ impl FileTree {
                 }
                 // The size is bounded above, so the capacity is a safe hint.
                 let mut bytes = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut bytes).map_err(DataError::io(entry_path))?;
+                entry.read_to_end(&mut bytes).map_err(DataError::damaged_archive(archive_path, Some(&name)))?;
                 tree.add_file(name, bytes);
             }
             // Links and special entries carry no data either layout uses.
         }
-        tree.sha256 = archive.into_inner().into_inner().finish().map_err(io_error)?.hex;
+        tree.sha256 = archive.into_inner().into_inner().finish().map_err(damaged())?.hex;
         Ok(tree)
     }
 
