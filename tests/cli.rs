@@ -293,3 +293,22 @@ fn a_run_folder_being_written_is_refused_by_every_writer() {
         assert_eq!(files, expected, "{args:?} wrote into the folder");
     }
 }
+
+/// An `ORT_DYLIB_PATH` that names no file is said to be one, with the provider in words: the loader
+/// itself said only "dlopen failed", under "opening ... on Cpu".
+#[test]
+fn an_ort_library_path_that_names_no_file_is_said_to() {
+    let model = util::golden_run().join(Variant::StaticInt8.onnx_file());
+    let data = tempfile::tempdir().unwrap();
+    util::fixtures::write_cifar_binary(data.path());
+    let (model, data) = (model.to_str().unwrap(), data.path().to_str().unwrap());
+    let output =
+        vggq(&["eval", model, "--device", "cpu", "--data", data], &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("on the CPU provider"), "{message}");
+    assert!(
+        message.contains("`/nonexistent/libonnxruntime.so`: `ORT_DYLIB_PATH` names no file there (`cargo xtask setup`"),
+        "{message}"
+    );
+}

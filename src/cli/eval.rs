@@ -137,14 +137,16 @@ pub fn run(mut args: Args) -> Result<()> {
                     unavailable.push(Unavailable { provider, reason });
                     continue;
                 }
-                Err(error) => return Err(error).with_context(|| format!("opening {} on {provider:?}", path.display())),
+                Err(error) => {
+                    return Err(error).with_context(|| format!("opening {} on the {provider} provider", path.display()))
+                }
             };
             let report = eval::evaluate(&mut session, &batches, args.warmup)?;
             println!(
                 "{:<44} {:>8.2} {:>5} {:<28} {:>7.2} {:>8.2} {:>8.1} {:>9.2} {:>9.1} {:>8.1} {:>8.1}",
                 file_name(path),
                 size_bytes as f64 / MIB,
-                format!("{provider:?}").to_uppercase(),
+                provider.to_string(),
                 report.placement,
                 report.top1,
                 report.inference.ms_per_image,

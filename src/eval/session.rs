@@ -56,6 +56,16 @@ pub enum Provider {
     Cpu,
 }
 
+/// As tables and messages name it: `CUDA`, `CPU`.
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Provider::Cuda => "CUDA",
+            Provider::Cpu => "CPU",
+        })
+    }
+}
+
 /// A loaded model and where ORT placed its nodes.
 pub struct OnnxSession {
     session: Session,
@@ -116,9 +126,16 @@ fn cuda_ready() -> Result<(), EvalError> {
     cuda_libraries::prepare(&library_path()?).map_err(EvalError::CudaUnavailable)
 }
 
-/// `$ORT_DYLIB_PATH`.
+/// `$ORT_DYLIB_PATH`, a file: the loader's own error for a path that names none says only "dlopen
+/// failed".
 fn library_path() -> Result<PathBuf, EvalError> {
-    std::env::var_os(ORT_DYLIB_PATH).map(PathBuf::from).ok_or(EvalError::MissingLibrary)
+    let path = std::env::var_os(ORT_DYLIB_PATH).map(PathBuf::from).ok_or(EvalError::MissingLibrary)?;
+    if !path.is_file() {
+        let message =
+            format!("`{ORT_DYLIB_PATH}` names no file there (`cargo xtask setup` fetches ONNX Runtime and says where it is)");
+        return Err(EvalError::Library { path, message });
+    }
+    Ok(path)
 }
 
 /// The process's one ONNX Runtime environment, from the library `$ORT_DYLIB_PATH` names. ort allows one

@@ -32,7 +32,7 @@ pub fn variant_label(file: &str) -> &str {
 }
 
 fn provider(row: &ModelMetrics) -> String {
-    format!("{:?}", row.eval.requested).to_uppercase()
+    row.eval.requested.to_string()
 }
 
 /// The FP32 row evaluated on the same execution provider as `row`: every INT8 model is compared with it.
