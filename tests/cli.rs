@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use prost::Message;
 use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use vggq::model::kernels::isa::ISA_VARIABLE;
-use vggq_core::run_folder::{MANIFEST_FILE, MODEL_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
+use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
 use vggq_core::{QatMode, Variant};
 
 mod util;
@@ -212,8 +212,9 @@ fn an_error_names_its_cause_once() {
 }
 
 /// A step whose input an earlier step writes says which step to run when that file is missing (never
-/// written, or deleted since), instead of the operating system's bare "no such file". The run is the
-/// reports of `cargo xtask test`'s smoke run without its model, ONNX files and manifest.
+/// written, or deleted since), instead of the operating system's bare "no such file"; a run folder that
+/// does not exist is said not to. The run is the reports of `cargo xtask test`'s smoke run without its
+/// model, `.pth` and ONNX files, metrics and manifest, and then without its reports.
 #[test]
 fn a_missing_input_names_the_step_that_writes_it() {
     let golden = util::golden_run();
@@ -223,17 +224,32 @@ fn a_missing_input_names_the_step_that_writes_it() {
     }
     let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
     let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
-    let cases: [(&[&str], &str, &str); 3] = [
-        (&["quantize", "--run", folder, "--device", "cpu", "--data", data], MODEL_FILE, "train"),
+    let quantize = ["quantize", "--run", folder, "--device", "cpu", "--data", data];
+    let fp32_pth = Variant::Fp32.pth_file();
+    let cases: [(&[&str], &str, &str); 5] = [
+        (&quantize, MODEL_FILE, "train"),
+        (&["export", "--run", folder], &fp32_pth, "quantize"),
         (&["eval", "--run", folder, "--device", "cpu", "--data", data], Variant::Fp32.onnx_file(), "export"),
+        (&["report", "--run", folder], METRICS_FILE, "eval"),
         (&["verify", folder], MANIFEST_FILE, "report"),
     ];
-    for (args, missing, earlier) in cases {
+    let expect = |args: &[&str], said: &str| {
         let output = vggq(args, &[]);
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
-        let named = format!("{missing} is missing (run `vggq {earlier}` first)");
-        assert!(message.contains(&named), "{args:?}: the message does not say `{named}`: {message}");
+        assert!(message.contains(said), "{args:?}: the message does not say `{said}`: {message}");
+    };
+    for (args, missing, earlier) in cases {
+        expect(args, &format!("{missing} is missing (run `vggq {earlier}` first)"));
+    }
+    std::fs::remove_file(run.path().join(QUANT_REPORT_FILE)).unwrap();
+    expect(&["export", "--run", folder], &format!("{QUANT_REPORT_FILE} is missing (run `vggq quantize` first)"));
+    std::fs::remove_file(run.path().join(TRAIN_REPORT_FILE)).unwrap();
+    expect(&quantize, &format!("{TRAIN_REPORT_FILE} is missing (run `vggq train` first)"));
+    let nowhere = run.path().join("nowhere");
+    let nowhere = nowhere.to_str().unwrap();
+    for args in [&["verify", nowhere][..], &["report", "--run", nowhere]] {
+        expect(args, &format!("Error: {nowhere} does not exist\n"));
     }
 }
 
@@ -255,12 +271,12 @@ fn eval_says_how_many_test_images_it_ran() {
 
 /// While one `vggq` writes a run folder, every command that would write into it refuses at once, naming
 /// the process that holds it, and writes nothing: two runs in one folder would mix their files. The
-/// run is the reports and ONNX files of `cargo xtask test`'s smoke run; this test holds its lock.
+/// run is the reports, metrics and ONNX files of `cargo xtask test`'s smoke run; this test holds its lock.
 #[test]
 fn a_run_folder_being_written_is_refused_by_every_writer() {
     let golden = util::golden_run();
     let run = tempfile::tempdir().unwrap();
-    let copied: Vec<String> = [TRAIN_REPORT_FILE, QUANT_REPORT_FILE]
+    let copied: Vec<String> = [TRAIN_REPORT_FILE, QUANT_REPORT_FILE, METRICS_FILE]
         .into_iter()
         .chain(Variant::all(QatMode::Fp32match).iter().map(|v| v.onnx_file()))
         .map(String::from)

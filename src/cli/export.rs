@@ -8,7 +8,7 @@ use vggq::data::{bytes_digest, DigestAlgorithm};
 use vggq::export::onnx::{self, Provenance};
 use vggq::steps::RunFolderLock;
 
-use super::run_dir::{QuantizedRun, TrainedRun};
+use super::run_dir::{require_from_step, QuantizedRun, TrainedRun};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,7 +24,8 @@ pub fn run(args: Args) -> Result<()> {
     let _writing = RunFolderLock::take(&args.run)?;
     for variant in quantized.variants() {
         let pth = args.run.join(quantized.pth_file(variant)?);
-        let bytes = std::fs::read(&pth).with_context(|| format!("reading {} (run `vggq quantize` first)", pth.display()))?;
+        require_from_step(&pth, "quantize")?;
+        let bytes = std::fs::read(&pth).with_context(|| format!("reading {}", pth.display()))?;
         let state_dict = vggq_pth::read_state_dict(&bytes).with_context(|| format!("reading {}", pth.display()))?;
         let provenance = Provenance {
             variant,

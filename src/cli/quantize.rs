@@ -166,7 +166,7 @@ impl OnBackend for Quantization<'_> {
             .model
             .init::<B>(device)
             .load_file(model_path.with_extension(""), &recorder, device)
-            .with_context(|| format!("loading the FP32 model {} (run `vggq train` first)", model_path.display()))?;
+            .with_context(|| format!("loading the FP32 model {}", model_path.display()))?;
         let quantized = quantize(trained, profile, &data, self.settings, self.weights.as_deref(), device)?;
         for path in quantized.write_pth_files(out)? {
             println!("wrote {}", path.display());

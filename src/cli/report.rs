@@ -11,7 +11,8 @@ use vggq::report::{self, ReportInput};
 use vggq::steps::RunFolderLock;
 
 use super::run_dir::{
-    QuantizedRun, TrainedRun, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, TRAIN_REPORT_FILE,
+    require_from_step, QuantizedRun, TrainedRun, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE,
+    TRAIN_REPORT_FILE,
 };
 
 /// SHA-256 of `../shared/data/cifar10-jpeg.tar.gz`: numbers measured on it are labelled as such.
@@ -27,11 +28,11 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let trained = TrainedRun::open(&args.run)?;
     let quantized = QuantizedRun::open(&args.run)?;
-    let _writing = RunFolderLock::take(&args.run)?;
     let metrics_path = args.run.join(METRICS_FILE);
+    require_from_step(&metrics_path, "eval")?;
+    let _writing = RunFolderLock::take(&args.run)?;
     let eval: EvalRun = serde_json::from_str(
-        &std::fs::read_to_string(&metrics_path)
-            .with_context(|| format!("reading {} (run `vggq eval` first)", metrics_path.display()))?,
+        &std::fs::read_to_string(&metrics_path).with_context(|| format!("reading {}", metrics_path.display()))?,
     )
     .with_context(|| format!("parsing {}", metrics_path.display()))?;
 

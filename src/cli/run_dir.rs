@@ -18,9 +18,13 @@ pub use vggq_core::run_folder::{
     AUTOTUNE_FOLDER, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, TRAIN_REPORT_FILE,
 };
 
-/// Fails unless `path`, a file the run's step `step` writes, is in place: the step that reads it hashes
-/// it first, and the hash's "no such file" would not say which step to run.
+/// Fails unless `path`, a file the run's step `step` writes, is in place: the operating system's "no
+/// such file" would not say which step to run, nor that the run folder itself is what is missing.
 pub fn require_from_step(path: &Path, step: &str) -> Result<()> {
+    if let Some(folder) = path.parent().filter(|folder| !folder.as_os_str().is_empty() && !folder.is_dir()) {
+        let what = if folder.exists() { "is not a folder" } else { "does not exist" };
+        bail!("{} {what}", folder.display());
+    }
     if !path.is_file() {
         bail!("{} is missing (run `vggq {step}` first)", path.display());
     }
@@ -51,8 +55,8 @@ pub struct TrainedRun {
 impl TrainedRun {
     pub fn open(folder: &Path) -> Result<Self> {
         let path = folder.join(TRAIN_REPORT_FILE);
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq train` first)", path.display()))?;
+        require_from_step(&path, "train")?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -112,8 +116,8 @@ struct VariantFile {
 impl QuantizedRun {
     pub fn open(folder: &Path) -> Result<Self> {
         let path = folder.join(QUANT_REPORT_FILE);
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {} (run `vggq quantize` first)", path.display()))?;
+        require_from_step(&path, "quantize")?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
