@@ -66,8 +66,8 @@ impl FileTree {
         let mut archive = tar::Archive::new(GzDecoder::new(hashed));
         let mut tree = FileTree::empty(DataOrigin::Archive(archive_path.to_owned()));
         let mut total: u64 = 0;
-        // Past opening the file, a read that fails is the archive's fault (the file system's errors come
-        // at open), so every such error says the archive is cut short or damaged.
+        // Past opening the file, a read that fails almost always means the archive is cut short or
+        // damaged; the error says so, with what the reader said (a disk's own error would show there).
         let damaged = || DataError::damaged_archive(archive_path, None);
         for entry in archive.entries().map_err(damaged())? {
             let mut entry = entry.map_err(damaged())?;
