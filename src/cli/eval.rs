@@ -101,6 +101,7 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     // Every model's input is read (and checked) before the data is loaded.
     let sides: Vec<usize> = args.models.iter().map(|path| input_side(path)).collect::<Result<_>>()?;
+    eval::load_runtime()?;
     let cifar = data::load(&source)?;
     let available = cifar.test.len();
     let test = match args.images {

@@ -14,4 +14,4 @@ pub use error::EvalError;
 pub use metrics::{evaluate, EvalReport, ModelMetrics, Timing, MIB};
 pub use placement::Placement;
 pub use plan::{EvalRun, ProviderPlan, Unavailable};
-pub use session::{OnnxSession, Provider, SessionSettings, ORT_DYLIB_PATH};
+pub use session::{load_runtime, OnnxSession, Provider, SessionSettings, ORT_DYLIB_PATH};

@@ -138,6 +138,12 @@ fn library_path() -> Result<PathBuf, EvalError> {
     Ok(path)
 }
 
+/// Loads ONNX Runtime (once per process) without opening a model: a command that will need it fails on a
+/// missing or broken library before it reads its data, not after.
+pub fn load_runtime() -> Result<(), EvalError> {
+    environment().map(drop)
+}
+
 /// The process's one ONNX Runtime environment, from the library `$ORT_DYLIB_PATH` names. ort allows one
 /// environment per process, ever, so it lives for the whole run.
 fn environment() -> Result<&'static Environment, EvalError> {
