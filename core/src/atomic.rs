@@ -18,6 +18,11 @@ fn temp_prefix(file_name: &str) -> String {
     format!(".{file_name}.")
 }
 
+/// A new temporary file in `folder` for a write of `file_name`.
+fn temp_file_of(folder: &Path, file_name: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new().prefix(&temp_prefix(file_name)).rand_bytes(TEMP_RANDOM_CHARS).suffix(TEMP_SUFFIX).tempfile_in(folder)
+}
+
 /// Whether `entry` is a temporary file that a write of `file_name` made.
 fn is_temp_of(entry: &str, file_name: &str) -> bool {
     entry
@@ -44,11 +49,7 @@ pub fn write_with<E: From<std::io::Error>>(
 ) -> Result<(), E> {
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = tempfile::Builder::new()
-        .prefix(&temp_prefix(&file_name))
-        .rand_bytes(TEMP_RANDOM_CHARS)
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(folder)?;
+    let temp = temp_file_of(folder, &file_name)?;
     let mut out = BufWriter::with_capacity(FILE_BUFFER, temp.as_file());
     fill(&mut out)?;
     out.flush()?;
@@ -108,13 +109,7 @@ mod tests {
         };
         // What a killed write of model.bin leaves (the temporary file is kept, as a kill keeps it), beside
         // another file's temporary file and files whose names only look alike.
-        let killed = tempfile::Builder::new()
-            .prefix(&temp_prefix("model.bin"))
-            .rand_bytes(TEMP_RANDOM_CHARS)
-            .suffix(TEMP_SUFFIX)
-            .tempfile_in(dir.path())
-            .unwrap();
-        killed.keep().unwrap();
+        temp_file_of(dir.path(), "model.bin").unwrap().keep().unwrap();
         let others = [".model.bin.old.abc123.tmp", ".model.bin.abc12.tmp", ".other.bin.abc123.tmp", "model.bin.abc123.tmp"];
         for name in others {
             std::fs::write(dir.path().join(name), b"").unwrap();
