@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::record::{BurnRecord, FullPrecisionSettings, NamedMpkFileRecorder, Record};
 use serde::Serialize;
 use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::precision::{self, Precision};
@@ -219,14 +219,12 @@ impl OnBackend for Training<'_> {
     }
 }
 
-/// The trained FP32 model as a Burn record at `target` (`.mpk`), renamed into place once complete.
-/// Burn's recorder picks the extension itself, so the partial file gets a folder of its own.
+/// The trained FP32 model as a Burn record at `target` (`.mpk`), through the project's atomic write:
+/// byte for byte what Burn's `NamedMpkFileRecorder` writes and `quantize` loads (its metadata names that
+/// recorder), without the recorder's own file handling, which picks the file name itself.
 fn save_model<B: TrainingBackend>(model: vggq::model::Vgg<B>, target: &Path) -> Result<()> {
-    let folder = target.parent().unwrap_or(Path::new("."));
-    let staging = tempfile::tempdir_in(folder)?;
-    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let partial = staging.path().join("model");
-    model.valid().with_numbered_ids().save_file(&partial, &recorder).with_context(|| format!("saving {}", target.display()))?;
-    std::fs::rename(partial.with_extension("mpk"), target).with_context(|| format!("moving {} into place", target.display()))?;
-    Ok(())
+    let record = model.valid().with_numbered_ids().into_record().into_item::<FullPrecisionSettings>();
+    let record = BurnRecord::<_, B::InnerBackend>::new::<NamedMpkFileRecorder<FullPrecisionSettings>>(record);
+    vggq::atomic::write_with(target, |out| anyhow::Ok(rmp_serde::encode::write_named(out, &record)?))
+        .with_context(|| format!("writing {}", target.display()))
 }
