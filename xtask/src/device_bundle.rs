@@ -17,6 +17,9 @@
 //! `--dry-run` bundles the CPU build and the CPU ONNX Runtime instead, in small parts, for
 //! `scripts/device-check.sh --dry-run` to rehearse the whole check here and in CI; a copy of the CPU
 //! build stands in for `vggq-autotune` (autotune is a GPU matter), so that the fallback is rehearsed too.
+//! It goes under `target/` ([`DRY_RUN_BUNDLE_DIR`]), so that a rehearsal (`cargo xtask test`) never
+//! replaces a GPU bundle waiting in `.device/`, and `vggq.env` names the bundle's kind, which the script
+//! checks against its mode: a rehearsal bundle carried to the GPU stops the check at once.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,7 +32,11 @@ use crate::onnxruntime::{self, CPU_WHEEL, GPU_WHEEL};
 
 /// The bundle's folder (git-ignored).
 pub const BUNDLE_DIR: &str = ".device";
-/// Bytes one part may hold: under the 64 MiB a `device` call carries, with room for the checkout.
+/// The dry run's bundle, in the target folder; the script finds it through `VGGQ_BUNDLE`.
+pub const DRY_RUN_BUNDLE_DIR: &str = "device-bundle-dry-run";
+/// What one `device` call carries at most: a part and the checkout's files together.
+const CARRY_LIMIT: u64 = 64 << 20;
+/// Bytes one part may hold: under [`CARRY_LIMIT`], with room for the checkout (checked when bundling).
 pub const PART_LIMIT: u64 = 60 << 20;
 /// The dry run's parts: small, so that reassembly from several parts is rehearsed too.
 const DRY_RUN_PART_LIMIT: u64 = 8 << 20;
@@ -62,6 +69,15 @@ struct Contents {
     onnxruntime: PathBuf,
     part_limit: u64,
     xz_preset: &'static str,
+}
+
+/// Where `run` writes the bundle: `.device/`, or for a dry run [`DRY_RUN_BUNDLE_DIR`] in the target folder.
+pub fn bundle_dir(sh: &Shell, dry_run: bool) -> PathBuf {
+    if dry_run {
+        crate::target_dir(sh).join(DRY_RUN_BUNDLE_DIR)
+    } else {
+        sh.current_dir().join(BUNDLE_DIR)
+    }
 }
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
@@ -101,16 +117,34 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             payloads.push(path);
         }
     }
-    let bundle = sh.current_dir().join(BUNDLE_DIR);
+    let bundle = bundle_dir(sh, args.dry_run);
     if bundle.exists() {
         sh.remove_path(&bundle)?;
     }
-    let parts = write_parts(sh, &payloads, &bundle, part_limit, xz_preset)?;
+    let kind = if args.dry_run { "dry-run" } else { "cuda" };
+    let parts = write_parts(sh, &payloads, &bundle, part_limit, xz_preset, kind)?;
+    let checkout = checkout_bytes(sh)?;
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     for (part, bytes) in &parts {
-        println!("{}: {:.1} MiB", part.display(), *bytes as f64 / f64::from(1 << 20));
+        println!("{}: {:.1} MiB, {:.1} MiB with the checkout", part.display(), mib(*bytes), mib(bytes + checkout));
+    }
+    if args.dry_run {
+        println!("rehearse with: VGGQ_BUNDLE={} VGGQ_PYTHON=... scripts/device-check.sh --dry-run", bundle.display());
+        return Ok(());
+    }
+    if let Some((part, bytes)) = parts.iter().find(|(_, bytes)| bytes + checkout > CARRY_LIMIT) {
+        bail!(
+            "{} and the checkout's {:.1} MiB (tracked files, and untracked ones git does not ignore) make {:.1} MiB, \
+             more than a `device` call carries ({:.0} MiB): move untracked files out of the checkout",
+            part.display(),
+            mib(checkout),
+            mib(bytes + checkout),
+            mib(CARRY_LIMIT)
+        );
     }
     println!(
-        "carry {} in turn (one `device` call each, the machine kept warm), then run scripts/device-check.sh with the last",
+        "carry {} in turn (one `device` call each, while the machine is warm: check each reply says `warm: true` \
+         and that `ls .device` there lists the earlier parts), then run scripts/device-check.sh with the last",
         parts
             .iter()
             .map(|(p, _)| p.strip_prefix(sh.current_dir()).unwrap_or(p).display().to_string())
@@ -139,10 +173,30 @@ fn shared_with_vggq() -> String {
     .collect()
 }
 
+/// Bytes of the files a `device` call copies besides the carried part: the working tree's tracked files
+/// and its untracked ones that git does not ignore.
+fn checkout_bytes(sh: &Shell) -> Result<u64> {
+    let files = cmd!(sh, "git ls-files -z --cached --others --exclude-standard").read()?;
+    Ok(files
+        .split('\0')
+        .filter(|f| !f.is_empty())
+        .filter_map(|f| std::fs::metadata(sh.current_dir().join(f)).ok())
+        .map(|m| m.len())
+        .sum())
+}
+
 /// Compresses every payload with xz (`preset`) and deals the pieces into `bundle/partNN/` folders of at most
 /// `limit` bytes, in order; `part01/SHA256SUMS` holds each payload's digest, for the script to check what
-/// it reassembled. Returns each part's folder and size.
-fn write_parts(sh: &Shell, payloads: &[PathBuf], bundle: &Path, limit: u64, preset: &str) -> Result<Vec<(PathBuf, u64)>> {
+/// it reassembled, and `part01/vggq.env` the bundle's `kind` among vggq's names. Returns each part's folder
+/// and size.
+fn write_parts(
+    sh: &Shell,
+    payloads: &[PathBuf],
+    bundle: &Path,
+    limit: u64,
+    preset: &str,
+    kind: &str,
+) -> Result<Vec<(PathBuf, u64)>> {
     let staging = bundle.join("staging");
     sh.create_dir(&staging)?;
     let mut sums = String::new();
@@ -170,7 +224,7 @@ fn write_parts(sh: &Shell, payloads: &[PathBuf], bundle: &Path, limit: u64, pres
     new_part(&mut parts)?;
     let sums_path = parts[0].0.join("SHA256SUMS");
     std::fs::write(&sums_path, &sums)?;
-    let shared = shared_with_vggq();
+    let shared = format!("BUNDLE_KIND={kind}\n{}", shared_with_vggq());
     std::fs::write(parts[0].0.join(SHARED_WITH_VGGQ), &shared)?;
     parts[0].1 += (sums.len() + shared.len()) as u64;
     for (name, xz) in &compressed {

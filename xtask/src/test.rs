@@ -158,6 +158,7 @@ fn rehearse_device_check(sh: &Shell) -> Result<()> {
     let out = crate::target_dir(sh).join("device-check");
     let _out = sh.push_env("OUT", &out);
     let _fail = sh.push_env("VGGQ_CHECK_FAIL", FAILED_STAGES.join(" "));
+    let _bundle = sh.push_env("VGGQ_BUNDLE", device_bundle::bundle_dir(sh, true));
     if cmd!(sh, "scripts/device-check.sh --dry-run").run().is_ok() {
         bail!("the GPU check passed with its stages {FAILED_STAGES:?} failing");
     }
