@@ -20,6 +20,9 @@ const LOCK_FILE: &str = "writer.lock";
 /// One step of the pipeline: what it reads, how it is configured, what it writes.
 pub struct Step {
     name: String,
+    /// The step's output folder: outputs are recorded relative to it, so that a moved run folder, or
+    /// one named another way (`run`, `./run`, `/abs/run`), is still up to date.
+    folder: PathBuf,
     stamp: PathBuf,
     key: String,
     outputs: Vec<PathBuf>,
@@ -78,7 +81,8 @@ impl RunFolderLock {
                 return Ok(Self { _file: file });
             }
         }
-        let command: Vec<String> = std::env::args().collect();
+        // Lossy: the lock file names the command for a person; a path that is not UTF-8 must not panic.
+        let command: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
         file.set_len(0).map_err(io_error)?;
         writeln!(file, "process {}: {}", std::process::id(), command.join(" ")).map_err(io_error)?;
         Ok(Self { _file: file })
@@ -107,6 +111,7 @@ impl Step {
         }
         Ok(Self {
             name: name.to_string(),
+            folder: out.to_path_buf(),
             stamp: out.join(STAMP_FOLDER).join(format!("{name}.json")),
             key: hex::encode(hasher.finalize()),
             outputs,
@@ -139,7 +144,10 @@ impl Step {
         let outputs = self
             .outputs
             .iter()
-            .map(|output| Ok((output.display().to_string(), file_digest(output, DigestAlgorithm::Sha256)?.hex)))
+            .map(|output| {
+                let name = output.strip_prefix(&self.folder).unwrap_or(output).display().to_string();
+                Ok((name, file_digest(output, DigestAlgorithm::Sha256)?.hex))
+            })
             .collect::<Result<_, StepError>>()?;
         Ok(Stamp { key: self.key.clone(), outputs })
     }
@@ -168,6 +176,20 @@ mod tests {
         std::fs::write(&output, b"out").unwrap();
         std::fs::write(&input, b"new input").unwrap();
         assert!(!step(1).is_up_to_date().unwrap(), "input changed");
+    }
+
+    #[test]
+    fn a_moved_run_folder_is_still_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let step = |folder: &Path| Step::new("demo", folder, &1, &[], vec![folder.join("output.bin")]).unwrap();
+        let first = dir.path().join("run");
+        std::fs::create_dir(&first).unwrap();
+        std::fs::write(first.join("output.bin"), b"out").unwrap();
+        step(&first).record().unwrap();
+        let moved = dir.path().join("moved");
+        std::fs::rename(&first, &moved).unwrap();
+        assert!(step(&moved).is_up_to_date().unwrap());
+        assert!(step(&moved.join(".")).is_up_to_date().unwrap(), "the same folder, spelt another way");
     }
 
     #[test]

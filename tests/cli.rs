@@ -323,3 +323,44 @@ fn an_ort_library_path_that_names_no_file_is_said_to_first() {
     assert!(message.starts_with(said), "{message}");
     assert!(!String::from_utf8_lossy(&output.stdout).contains("top-1 %"), "the table began");
 }
+
+/// A run's data is known by its content, not its file name (a renamed or linked copy of the archive is
+/// the run's data), and a model cut short is named as damaged, with the command that writes it again,
+/// before any data is loaded. The run is the smoke run's training report, then its model cut short.
+#[test]
+fn renamed_data_is_the_runs_and_a_damaged_model_says_so() {
+    let golden = util::golden_run();
+    let run = tempfile::tempdir().unwrap();
+    std::fs::copy(golden.join(TRAIN_REPORT_FILE), run.path().join(TRAIN_REPORT_FILE)).unwrap();
+    let renamed = run.path().join("my-copy.tar.gz");
+    std::os::unix::fs::symlink(util::shared_dir().join("data/cifar10-jpeg.tar.gz"), &renamed).unwrap();
+    let (folder, data) = (run.path().to_str().unwrap(), renamed.to_str().unwrap());
+    let quantize = ["quantize", "--run", folder, "--device", "cpu", "--data", data];
+    let expect = |said: &str| {
+        let output = vggq(&quantize, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains(said), "the message does not say `{said}`: {message}");
+    };
+    expect(&format!("{MODEL_FILE} is missing (run `vggq train` first)"));
+    let model = std::fs::read(golden.join(MODEL_FILE)).unwrap();
+    std::fs::write(run.path().join(MODEL_FILE), &model[..model.len() / 2]).unwrap();
+    expect(&format!("{MODEL_FILE} is damaged or not the model `vggq train` wrote"));
+}
+
+/// A path that is not UTF-8 is a path like any other: the run folder's lock, which `train` takes before
+/// it reads the data (here missing), names the command lossily instead of panicking.
+#[test]
+fn a_path_that_is_not_utf8_is_no_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join(std::ffi::OsStr::from_bytes(b"run-\xff"));
+    let output = Command::new(env!("CARGO_BIN_EXE_vggq"))
+        .args(["train", "--profile", "smoke", "--device", "cpu", "--data", "/nonexistent", "--out"])
+        .arg(&run)
+        .output()
+        .expect("vggq runs");
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("/nonexistent"), "{message}");
+}

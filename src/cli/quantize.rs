@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, RecorderError};
 use serde::Serialize;
 use vggq::backend::{self, DeviceRequest, OnBackend, Selection};
 use vggq::data::{self, DataSource};
@@ -100,7 +100,9 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let model = args.run.join(MODEL_FILE);
     require_from_step(&model, "train")?;
-    let config = (&profile, selection.backend, selection.adapter(), settings, &autotune, data_digest);
+    // The autotune cache by its place in the run, so that a moved run is the same step.
+    let autotune_in_run = autotune.strip_prefix(&args.run).unwrap_or(&autotune);
+    let config = (&profile, selection.backend, selection.adapter(), settings, autotune_in_run, data_digest);
     let step = Step::new("quantize", &args.run, &config, &[model.as_path()], outputs)?;
     if !args.force && step.is_up_to_date()? {
         println!("quantize: up to date in {} (--force to redo)", args.run.display());
@@ -156,17 +158,27 @@ impl OnBackend for Quantization<'_> {
 
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
         let (profile, out) = (self.profile, &self.args.run);
+        // Before the data, so that a damaged model fails at once.
+        let model_path = out.join(MODEL_FILE);
+        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+        let trained = profile.model.init::<B>(device).load_file(model_path.with_extension(""), &recorder, device).map_err(
+            // Burn's message for a file it cannot decode goes on to suggest a change of its format between
+            // versions; Burn is pinned here, so the file was cut short or altered: its first line says how.
+            |error| {
+                let cause = match &error {
+                    RecorderError::FileNotFound(cause)
+                    | RecorderError::DeserializeError(cause)
+                    | RecorderError::Unknown(cause) => cause.lines().next().unwrap_or_default().to_owned(),
+                };
+                anyhow::anyhow!(
+                    "{} is damaged or not the model `vggq train` wrote ({cause}): `vggq train --force` writes it again",
+                    model_path.display()
+                )
+            },
+        )?;
         let cifar = data::load(&self.source)?;
         let dataset = cifar.fingerprint.to_string();
         let data = RunData::new(cifar, profile)?;
-
-        let model_path = out.join(MODEL_FILE);
-        let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let trained = profile
-            .model
-            .init::<B>(device)
-            .load_file(model_path.with_extension(""), &recorder, device)
-            .with_context(|| format!("loading the FP32 model {}", model_path.display()))?;
         let quantized = quantize(trained, profile, &data, self.settings, self.weights.as_deref(), device)?;
         for path in quantized.write_pth_files(out)? {
             println!("wrote {}", path.display());

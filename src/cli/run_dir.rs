@@ -67,7 +67,8 @@ impl TrainedRun {
     pub fn data_digest(&self, folder: &Path, source: &DataSource) -> Result<String> {
         let digest = data::source_digest(source)?;
         if data::is_recorded_as(source, &digest, &self.dataset) {
-            return Ok(digest);
+            // The run's name for it, so that the later steps' keys do not change with the data's file name.
+            return Ok(self.dataset.clone());
         }
         let given = match source {
             DataSource::Local { path } => format!("--data {} is {digest}", path.display()),

@@ -112,7 +112,15 @@ pub fn run(args: Args) -> Result<()> {
     let step = Step::new(
         "train",
         &out,
-        &(&profile, selection.backend, selection.adapter(), data_digest, &autotune),
+        // The data by its content, the autotune cache by its place in the run: a renamed archive or a
+        // moved run is the same training.
+        &(
+            &profile,
+            selection.backend,
+            selection.adapter(),
+            data::content_of(&data_digest),
+            autotune.strip_prefix(&out).unwrap_or(&autotune),
+        ),
         &inputs,
         vec![out.join(MODEL_FILE), out.join(TRAIN_REPORT_FILE)],
     )?;

@@ -96,13 +96,19 @@ pub fn source_digest(source: &DataSource) -> Result<String, DataError> {
     }
 }
 
+/// What names a data digest's content: its `sha256:<hex>`, without the name the archive or folder had (a
+/// renamed or linked copy of the data is the same data).
+pub fn content_of(digest: &str) -> &str {
+    digest.split_once(' ').map_or(digest, |(content, _)| content)
+}
+
 /// Whether the data at `source`, whose [`source_digest`] is `digest`, is the data a run recorded as
-/// `dataset` (its [`Fingerprint`]): local data by that fingerprint (the same string); the official
+/// `dataset` (its [`Fingerprint`]): local data by that fingerprint's content ([`content_of`]); the official
 /// archive, whose SHA-256 is known only once downloaded, by the name its download is saved under, so that
 /// a run trained on other data is told before anything is downloaded.
 pub fn is_recorded_as(source: &DataSource, digest: &str, dataset: &str) -> bool {
     match source {
-        DataSource::Local { .. } => digest == dataset,
+        DataSource::Local { .. } => content_of(digest) == content_of(dataset),
         DataSource::Download { .. } => dataset.ends_with(&archive_origin(CIFAR10_BINARY_FILE_NAME)),
     }
 }
@@ -144,10 +150,11 @@ mod tests {
     }
 
     #[test]
-    fn local_data_is_the_runs_by_its_fingerprint_and_the_download_by_its_name() {
+    fn local_data_is_the_runs_by_its_content_and_the_download_by_its_name() {
         let jpeg = recorded("cifar10-jpeg.tar.gz");
         let local = DataSource::Local { path: PathBuf::from("elsewhere/cifar10-jpeg.tar.gz") };
         assert!(is_recorded_as(&local, &jpeg, &jpeg));
+        assert!(is_recorded_as(&local, &recorded("my-cifar.tar.gz"), &jpeg), "same bytes, renamed");
         assert!(!is_recorded_as(&local, &jpeg.replace("ab", "cd"), &jpeg), "other bytes, same name");
         let download = DataSource::Download { cache_dir: PathBuf::from("cache") };
         let digest = source_digest(&download).unwrap();
