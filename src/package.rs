@@ -3,13 +3,14 @@
 //! `manifest.json` (every file with its role and digest, and where the run came from); [`verify`]
 //! re-hashes a package against its manifest.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::data::{file_digest, DataError, DigestAlgorithm};
 
+use vggq_core::run_folder::RUN_FOLDERS;
 /// The checksum list, in `sha256sum`'s format.
 pub use vggq_core::run_folder::{CHECKSUMS_FILE, MANIFEST_FILE};
 
@@ -137,15 +138,19 @@ pub fn write(dir: &Path, roles: Vec<FileRole>, provenance: Provenance) -> Result
 pub struct Discrepancies {
     /// In the manifest, not in the folder.
     pub missing: Vec<String>,
-    /// In the folder, not in the manifest.
+    /// In the folder, not in the manifest: files, links, and folders other than a run's own
+    /// ([`RUN_FOLDERS`], listed with a trailing `/`).
     pub extra: Vec<String>,
     /// Present, but with other bytes than the manifest records (name, expected, actual SHA-256).
     pub changed: Vec<(String, String, String)>,
+    /// Where `SHA256SUMS` and the manifest disagree (a line changed, added, left out or unreadable), or
+    /// the manifest names no file of the folder (a path, a name listed twice), each said in words.
+    pub lists: Vec<String>,
 }
 
 impl Discrepancies {
     pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.extra.is_empty() && self.changed.is_empty()
+        self.missing.is_empty() && self.extra.is_empty() && self.changed.is_empty() && self.lists.is_empty()
     }
 }
 
@@ -160,47 +165,88 @@ impl std::fmt::Display for Discrepancies {
         for (name, expected, actual) in &self.changed {
             writeln!(f, "changed: {name} (manifest {expected}, file {actual})")?;
         }
+        for disagreement in &self.lists {
+            writeln!(f, "{disagreement}")?;
+        }
         Ok(())
     }
 }
 
-/// Re-hashes every file of the package in `dir` against its `manifest.json` and checks that `SHA256SUMS`
-/// says the same of the files it lists, and lists files the manifest does not know.
+/// Whether `name` names a file directly in the package folder: not a path (`a/b`, `../a`, `/a`), which
+/// would check a file elsewhere.
+fn is_file_name(name: &str) -> bool {
+    let mut components = Path::new(name).components();
+    matches!(components.next(), Some(std::path::Component::Normal(_))) && components.next().is_none() && !name.contains('/')
+}
+
+/// Re-hashes every file of the package in `dir` against its `manifest.json`, checks that `SHA256SUMS`
+/// lists exactly the manifest's reproducible files with the same digests, and lists what the folder holds
+/// beyond the manifest.
 pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&manifest_path).map_err(io_error(&manifest_path))?;
     let manifest: Manifest =
         serde_json::from_str(&text).map_err(|source| PackageError::Manifest { path: manifest_path.clone(), source })?;
+    let mut found = Discrepancies::default();
 
-    let mut expected: Vec<(String, String)> = manifest.files.iter().map(|f| (f.role.name.clone(), f.sha256.clone())).collect();
-    // SHA256SUMS is what users check with `sha256sum -c`: a line that disagrees with the manifest is a
-    // change as much as a changed file is.
-    let sums_path = dir.join(CHECKSUMS_FILE);
-    let sums = std::fs::read_to_string(&sums_path).map_err(io_error(&sums_path))?;
-    for (hex, name) in sums.lines().filter_map(|line| line.split_once("  ")) {
-        if !expected.iter().any(|(n, h)| n == name && h == hex) {
-            expected.push((name.to_string(), hex.to_string()));
+    let mut listed = BTreeMap::new();
+    for file in &manifest.files {
+        let name = file.role.name.as_str();
+        if !is_file_name(name) {
+            found.lists.push(format!("{MANIFEST_FILE}: `{name}` is not a file name in the folder"));
+        } else if listed.insert(name, file).is_some() {
+            found.lists.push(format!("{MANIFEST_FILE}: {name} is listed twice"));
         }
     }
-
-    let mut found = Discrepancies::default();
-    for (name, sha256) in &expected {
+    for (name, file) in &listed {
         let path = dir.join(name);
         if !path.is_file() {
-            found.missing.push(name.clone());
+            found.missing.push(name.to_string());
             continue;
         }
         let actual = file_digest(&path, DigestAlgorithm::Sha256)?.hex;
-        if &actual != sha256 {
-            found.changed.push((name.clone(), sha256.clone(), actual));
+        if actual != file.sha256 {
+            found.changed.push((name.to_string(), file.sha256.clone(), actual));
         }
     }
-    let known: BTreeSet<&str> = expected.iter().map(|(name, _)| name.as_str()).chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
+
+    // SHA256SUMS is what users check with `sha256sum -c`: it must say what the manifest says of the
+    // reproducible files, no more and no less; the files themselves were checked against the manifest.
+    let sums_path = dir.join(CHECKSUMS_FILE);
+    let sums = std::fs::read_to_string(&sums_path).map_err(io_error(&sums_path))?;
+    let mut summed = BTreeMap::new();
+    for (number, line) in sums.lines().enumerate() {
+        let Some((hex, name)) = line.split_once("  ") else {
+            found.lists.push(format!("{CHECKSUMS_FILE}: line {} is not `<sha256>  <file>`", number + 1));
+            continue;
+        };
+        if summed.insert(name, hex).is_some() {
+            found.lists.push(format!("{CHECKSUMS_FILE}: {name} is listed twice"));
+        }
+    }
+    for (name, file) in listed.iter().filter(|(_, file)| file.role.reproducible) {
+        match summed.get(name) {
+            None => found.lists.push(format!("{CHECKSUMS_FILE}: {name} is left out (the manifest lists it as reproducible)")),
+            Some(hex) if *hex != file.sha256 => {
+                found.lists.push(format!("{CHECKSUMS_FILE}: {name} is {hex}, the manifest says {}", file.sha256))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in summed.keys().filter(|name| !listed.get(*name).is_some_and(|file| file.role.reproducible)) {
+        found.lists.push(format!("{CHECKSUMS_FILE}: {name} is listed, the manifest has no reproducible file of that name"));
+    }
+
+    let known: BTreeSet<&str> = listed.keys().copied().chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
     // A folder entry that cannot be read is an error, never a file quietly left out of the check.
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type().map_err(io_error(&entry.path()))?.is_file() && !known.contains(name.as_str()) {
+        if entry.file_type().map_err(io_error(&entry.path()))?.is_dir() {
+            if !RUN_FOLDERS.contains(&name.as_str()) {
+                found.extra.push(format!("{name}/"));
+            }
+        } else if !known.contains(name.as_str()) {
             found.extra.push(name);
         }
     }

@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{file_digest, DataError, DigestAlgorithm};
+use vggq_core::run_folder::STEPS_FOLDER;
 
-/// Where the stamps live, inside a step's output folder (a folder, so package checks skip it).
-const STAMP_FOLDER: &str = ".steps";
 /// The run folder's lock, beside the stamps; it names the process that holds it.
 const LOCK_FILE: &str = "writer.lock";
 
@@ -60,7 +59,7 @@ pub struct RunFolderLock {
 impl RunFolderLock {
     /// Takes `folder`'s lock, or fails at once naming the process that has it.
     pub fn take(folder: &Path) -> Result<Self, StepError> {
-        let stamps = folder.join(STAMP_FOLDER);
+        let stamps = folder.join(STEPS_FOLDER);
         std::fs::create_dir_all(&stamps).map_err(|source| StepError::Io { path: stamps.clone(), source })?;
         let path = stamps.join(LOCK_FILE);
         let io_error = |source| StepError::Io { path: path.clone(), source };
@@ -112,7 +111,7 @@ impl Step {
         Ok(Self {
             name: name.to_string(),
             folder: out.to_path_buf(),
-            stamp: out.join(STAMP_FOLDER).join(format!("{name}.json")),
+            stamp: out.join(STEPS_FOLDER).join(format!("{name}.json")),
             key: hex::encode(hasher.finalize()),
             outputs,
         })

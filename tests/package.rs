@@ -92,7 +92,60 @@ fn checksums_that_disagree_with_the_manifest_are_caught() {
         .to_string();
     std::fs::write(&manifest, text.replace(&old, &forged)).unwrap();
     let found = package::verify(dir.path()).unwrap();
-    assert_eq!(found.changed.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), vec!["model.pth"]);
+    assert!(found.changed.is_empty(), "the file matches the forged manifest: {found}");
+    assert_eq!(found.lists, [format!("{CHECKSUMS_FILE}: model.pth is {old}, the manifest says {forged}")]);
+}
+
+/// `SHA256SUMS` must list exactly the manifest's reproducible files: a line left out, one added, one
+/// listed twice or one that is no checksum line are each named, and blame `SHA256SUMS`, not a model.
+#[test]
+fn checksums_with_lines_left_out_added_or_garbled_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    package(dir.path());
+    let sums_path = dir.path().join(CHECKSUMS_FILE);
+    let sums = std::fs::read_to_string(&sums_path).unwrap();
+    let onnx_line = sums.lines().find(|line| line.ends_with("  model.onnx")).unwrap();
+    let pth_line = sums.lines().find(|line| line.ends_with("  model.pth")).unwrap();
+    let metrics_hex = vggq::data::file_digest(&dir.path().join(METRICS_FILE), vggq::data::DigestAlgorithm::Sha256).unwrap().hex;
+    std::fs::write(&sums_path, format!("{pth_line}\n{pth_line}\n{metrics_hex}  {METRICS_FILE}\nnot a line\n")).unwrap();
+    let found = package::verify(dir.path()).unwrap();
+    assert!(found.missing.is_empty() && found.extra.is_empty() && found.changed.is_empty(), "{found}");
+    let said = found.to_string();
+    for expected in [
+        format!("{CHECKSUMS_FILE}: model.pth is listed twice"),
+        format!("{CHECKSUMS_FILE}: model.onnx is left out"),
+        format!("{CHECKSUMS_FILE}: {METRICS_FILE} is listed, the manifest has no reproducible file of that name"),
+        format!("{CHECKSUMS_FILE}: line 4 is not"),
+    ] {
+        assert!(said.contains(&expected), "`{expected}` not said:\n{said}");
+    }
+    assert_eq!(found.lists.len(), 4, "{said}");
+    std::fs::write(&sums_path, format!("{pth_line}\n{onnx_line}\n")).unwrap();
+    assert!(package::verify(dir.path()).unwrap().is_empty(), "the same lines in another order are the same list");
+}
+
+/// A manifest entry that is a path would check a file outside the package (it passed with the package's
+/// own file deleted); what the folder holds beyond the manifest (a link, a folder that is not a run's
+/// own) is extra.
+#[test]
+fn manifest_paths_links_and_stray_folders_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    package(dir.path());
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join(METRICS_FILE), elsewhere.path().join(METRICS_FILE)).unwrap();
+    std::fs::remove_file(dir.path().join(METRICS_FILE)).unwrap();
+    let manifest = dir.path().join(package::MANIFEST_FILE);
+    let escaped = elsewhere.path().join(METRICS_FILE).display().to_string();
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(&format!("\"{METRICS_FILE}\""), &format!("\"{escaped}\""));
+    std::fs::write(&manifest, text).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
+    std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+    for own in vggq_core::run_folder::RUN_FOLDERS {
+        std::fs::create_dir(dir.path().join(own)).unwrap();
+    }
+    let found = package::verify(dir.path()).unwrap();
+    assert_eq!(found.lists, [format!("{}: `{escaped}` is not a file name in the folder", package::MANIFEST_FILE)]);
+    assert_eq!(found.extra, ["link", "sub/"]);
 }
 
 #[test]

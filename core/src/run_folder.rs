@@ -20,3 +20,7 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const CHECKSUMS_FILE: &str = "SHA256SUMS";
 /// cubecl's autotune cache of a GPU run (a folder), unless told to use another.
 pub const AUTOTUNE_FOLDER: &str = "autotune";
+/// The steps' up-to-date stamps and the run folder's lock (a folder).
+pub const STEPS_FOLDER: &str = ".steps";
+/// The folders a run folder may hold beside its files: the package check lists any other.
+pub const RUN_FOLDERS: [&str; 2] = [STEPS_FOLDER, AUTOTUNE_FOLDER];
