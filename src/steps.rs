@@ -19,6 +19,8 @@ const LOCK_FILE: &str = "writer.lock";
 /// One step of the pipeline: what it reads, how it is configured, what it writes.
 pub struct Step {
     name: String,
+    /// The inputs inside `folder` and their digests.
+    inputs: Vec<(String, String)>,
     /// The step's output folder: outputs are recorded relative to it, so that a moved run folder, or
     /// one named another way (`run`, `./run`, `/abs/run`), is still up to date.
     folder: PathBuf,
@@ -27,10 +29,15 @@ pub struct Step {
     outputs: Vec<PathBuf>,
 }
 
-/// What a finished step leaves behind: its key and the digests of its outputs.
+/// What a finished step leaves behind: its key, the digests of the inputs it read from its folder, and
+/// of its outputs, each named relative to the folder.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Stamp {
     key: String,
+    /// What a later step checks its folder against ([`require_current`]); a stamp from before they were
+    /// recorded has none.
+    #[serde(default)]
+    inputs: Vec<(String, String)>,
     outputs: Vec<(String, String)>,
 }
 
@@ -44,6 +51,20 @@ pub enum StepError {
     /// Another process holds the run folder's lock.
     #[error("{folder} is being written by another vggq ({holder}): let it finish, or give this one another folder")]
     Busy { folder: PathBuf, holder: String },
+    /// An earlier step's output is gone ([`require_current`]).
+    #[error("{file} is missing: run `vggq {step}` again")]
+    OutputMissing { file: PathBuf, step: String },
+    /// An earlier step's output is not the bytes it wrote.
+    #[error("{file} has changed since `vggq {step}` wrote it: run `vggq {step}` again")]
+    OutputChanged { file: PathBuf, step: String },
+    /// An earlier step read another version of a file of the folder than the one there now.
+    #[error(
+        "`vggq {step}` ran on another {input} than the one there now (an earlier step ran again since): run `vggq {step}` again"
+    )]
+    InputChanged { input: PathBuf, step: String },
+    /// An earlier step left no stamp: it did not finish, or an older vggq ran it.
+    #[error("{folder} has no record that `vggq {step}` finished there: run `vggq {step}`")]
+    Unrecorded { folder: PathBuf, step: String },
 }
 
 /// Held while a command writes into a run folder: two runs writing one folder would mix their files
@@ -105,11 +126,17 @@ impl Step {
             hasher.update(file_digest(&program, DigestAlgorithm::Sha256)?.hex.as_bytes());
         }
         hasher.update(serde_json::to_vec(config).expect("step configurations are plain data"));
+        let mut inside = Vec::new();
         for input in inputs {
-            hasher.update(file_digest(input, DigestAlgorithm::Sha256)?.hex.as_bytes());
+            let digest = file_digest(input, DigestAlgorithm::Sha256)?.hex;
+            hasher.update(digest.as_bytes());
+            if let Ok(name) = input.strip_prefix(out) {
+                inside.push((name.display().to_string(), digest));
+            }
         }
         Ok(Self {
             name: name.to_string(),
+            inputs: inside,
             folder: out.to_path_buf(),
             stamp: out.join(STEPS_FOLDER).join(format!("{name}.json")),
             key: hex::encode(hasher.finalize()),
@@ -148,8 +175,38 @@ impl Step {
                 Ok((name, file_digest(output, DigestAlgorithm::Sha256)?.hex))
             })
             .collect::<Result<_, StepError>>()?;
-        Ok(Stamp { key: self.key.clone(), outputs })
+        Ok(Stamp { key: self.key.clone(), inputs: self.inputs.clone(), outputs })
     }
+}
+
+/// Checks that each of `steps` (earlier steps of the pipeline, in order) finished in `folder`, that its
+/// outputs are still the bytes it wrote, and that the inputs it read from the folder are still there as it
+/// read them: so that a step builds on, and a report vouches for, files that belong together (not `.pth`
+/// files of an earlier training beside a new model, nor an ONNX file cut short since it was measured).
+pub fn require_current(folder: &Path, steps: &[&str]) -> Result<(), StepError> {
+    for &step in steps {
+        let path = folder.join(STEPS_FOLDER).join(format!("{step}.json"));
+        let unrecorded = || StepError::Unrecorded { folder: folder.to_path_buf(), step: step.to_string() };
+        let text = std::fs::read_to_string(&path).map_err(|_| unrecorded())?;
+        let stamp: Stamp = serde_json::from_str(&text).map_err(|_| unrecorded())?;
+        let step = step.to_string();
+        for (name, digest) in &stamp.outputs {
+            let file = folder.join(name);
+            if !file.is_file() {
+                return Err(StepError::OutputMissing { file, step });
+            }
+            if &file_digest(&file, DigestAlgorithm::Sha256)?.hex != digest {
+                return Err(StepError::OutputChanged { file, step });
+            }
+        }
+        for (name, digest) in &stamp.inputs {
+            let input = folder.join(name);
+            if !input.is_file() || &file_digest(&input, DigestAlgorithm::Sha256)?.hex != digest {
+                return Err(StepError::InputChanged { input, step });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -175,6 +232,29 @@ mod tests {
         std::fs::write(&output, b"out").unwrap();
         std::fs::write(&input, b"new input").unwrap();
         assert!(!step(1).is_up_to_date().unwrap(), "input changed");
+    }
+
+    #[test]
+    fn a_later_step_requires_the_earlier_ones_files_as_they_left_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, pth) = (dir.path().join("model.bin"), dir.path().join("variant.bin"));
+        let current = || require_current(dir.path(), &["first", "second"]);
+        assert!(matches!(current(), Err(StepError::Unrecorded { step, .. }) if step == "first"));
+        std::fs::write(&model, b"model").unwrap();
+        Step::new("first", dir.path(), &(), &[], vec![model.clone()]).unwrap().record().unwrap();
+        std::fs::write(&pth, b"variant").unwrap();
+        Step::new("second", dir.path(), &(), &[&model], vec![pth.clone()]).unwrap().record().unwrap();
+        current().unwrap();
+
+        std::fs::write(&pth, b"variant cut").unwrap();
+        assert!(matches!(current(), Err(StepError::OutputChanged { step, .. }) if step == "second"));
+        std::fs::remove_file(&pth).unwrap();
+        assert!(matches!(current(), Err(StepError::OutputMissing { step, .. }) if step == "second"));
+        std::fs::write(&pth, b"variant").unwrap();
+        // The first step ran again: the second one's files were made from the model before.
+        std::fs::write(&model, b"model, trained again").unwrap();
+        Step::new("first", dir.path(), &(), &[], vec![model.clone()]).unwrap().record().unwrap();
+        assert!(matches!(current(), Err(StepError::InputChanged { step, .. }) if step == "second"));
     }
 
     #[test]

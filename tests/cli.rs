@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use prost::Message;
 use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use vggq::model::kernels::isa::ISA_VARIABLE;
-use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
+use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, STEPS_FOLDER, TRAIN_REPORT_FILE};
 use vggq_core::{QatMode, Variant};
 
 mod util;
@@ -325,13 +325,16 @@ fn an_ort_library_path_that_names_no_file_is_said_to_first() {
 }
 
 /// A run's data is known by its content, not its file name (a renamed or linked copy of the archive is
-/// the run's data), and a model cut short is named as damaged, with the command that writes it again,
-/// before any data is loaded. The run is the smoke run's training report, then its model cut short.
+/// the run's data), and a model cut short since training is named as changed, with the command that
+/// writes it again. The run is the smoke run's training report and stamp, then its model cut short.
 #[test]
 fn renamed_data_is_the_runs_and_a_damaged_model_says_so() {
     let golden = util::golden_run();
     let run = tempfile::tempdir().unwrap();
     std::fs::copy(golden.join(TRAIN_REPORT_FILE), run.path().join(TRAIN_REPORT_FILE)).unwrap();
+    std::fs::create_dir(run.path().join(STEPS_FOLDER)).unwrap();
+    let stamp = Path::new(STEPS_FOLDER).join("train.json");
+    std::fs::copy(golden.join(&stamp), run.path().join(&stamp)).unwrap();
     let renamed = run.path().join("my-copy.tar.gz");
     std::os::unix::fs::symlink(util::shared_dir().join("data/cifar10-jpeg.tar.gz"), &renamed).unwrap();
     let (folder, data) = (run.path().to_str().unwrap(), renamed.to_str().unwrap());
@@ -345,7 +348,49 @@ fn renamed_data_is_the_runs_and_a_damaged_model_says_so() {
     expect(&format!("{MODEL_FILE} is missing (run `vggq train` first)"));
     let model = std::fs::read(golden.join(MODEL_FILE)).unwrap();
     std::fs::write(run.path().join(MODEL_FILE), &model[..model.len() / 2]).unwrap();
-    expect(&format!("{MODEL_FILE} is damaged or not the model `vggq train` wrote"));
+    expect(&format!("{MODEL_FILE} has changed since `vggq train` wrote it: run `vggq train` again"));
+}
+
+/// A run's later steps build on, and its report vouches for, only files that belong together: an ONNX
+/// file cut short since `vggq export` wrote it is refused by `report` (which re-hashed it into the
+/// manifest before), and `.pth` files quantized from an earlier model (the run trained again since) by
+/// `export` and `report`, each naming the step to run again. The run is a copy of `cargo xtask test`'s
+/// smoke run, its stamps included.
+#[test]
+fn files_that_do_not_belong_together_are_refused() {
+    let golden = util::golden_run();
+    let run = tempfile::tempdir().unwrap();
+    for folder in [Path::new(""), Path::new(STEPS_FOLDER)] {
+        std::fs::create_dir_all(run.path().join(folder)).unwrap();
+        for entry in std::fs::read_dir(golden.join(folder)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), run.path().join(folder).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    let folder = run.path().to_str().unwrap();
+    let expect = |args: &[&str], said: &str| {
+        let output = vggq(args, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(message.contains(said), "{args:?}: the message does not say `{said}`: {message}");
+    };
+    let onnx = run.path().join(Variant::Fp32.onnx_file());
+    let exported = std::fs::read(&onnx).unwrap();
+    std::fs::write(&onnx, &exported[..exported.len() / 2]).unwrap();
+    expect(&["report", "--run", folder], &format!("{} has changed since `vggq export` wrote it", onnx.display()));
+    std::fs::write(&onnx, &exported).unwrap();
+
+    let model = run.path().join(MODEL_FILE);
+    std::fs::write(&model, b"the model of a later training").unwrap();
+    vggq::steps::Step::new("train", run.path(), &(), &[], vec![model.clone(), run.path().join(TRAIN_REPORT_FILE)])
+        .unwrap()
+        .record()
+        .unwrap();
+    let retrained = format!("`vggq quantize` ran on another {} than the one there now", model.display());
+    expect(&["export", "--run", folder], &retrained);
+    expect(&["report", "--run", folder], &retrained);
 }
 
 /// A path that is not UTF-8 is a path like any other: the run folder's lock, which `train` takes before

@@ -13,7 +13,7 @@ use vggq::eval::{
     ORT_DYLIB_PATH,
 };
 use vggq::export::onnx::proto::{tensor_shape_proto::dimension, type_proto, ModelProto};
-use vggq::steps::{RunFolderLock, Step};
+use vggq::steps::{self, RunFolderLock, Step};
 use vggq_core::limits::positive;
 
 use super::run_dir::{require_from_step, QuantizedRun, TrainedRun, METRICS_FILE};
@@ -86,6 +86,10 @@ pub fn run(mut args: Args) -> Result<()> {
         }
         None => (None, None),
     };
+    if let Some(run) = &args.run {
+        // The ONNX files as export wrote them, from the run's current .pth files and model.
+        steps::require_current(run, &["train", "quantize", "export"])?;
+    }
     if let Some(step) = step.as_ref().filter(|_| !args.force) {
         if step.is_up_to_date()? {
             println!(

@@ -1,12 +1,12 @@
 //! `vggq export`: the ONNX files of a run, each built from the `.pth` `vggq quantize` wrote for its
 //! variant, so that the ONNX and PyTorch files of a variant hold the same parameters.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use vggq::data::{bytes_digest, DigestAlgorithm};
 use vggq::export::onnx::{self, Provenance};
-use vggq::steps::RunFolderLock;
+use vggq::steps::{self, RunFolderLock, Step};
 
 use super::run_dir::{require_from_step, QuantizedRun, TrainedRun};
 
@@ -22,9 +22,18 @@ pub fn run(args: Args) -> Result<()> {
     let trained = TrainedRun::open(&args.run)?;
     let quantized = QuantizedRun::open(&args.run)?;
     let _writing = RunFolderLock::take(&args.run)?;
-    for variant in quantized.variants() {
-        let pth = args.run.join(quantized.pth_file(variant)?);
-        require_from_step(&pth, "quantize")?;
+    let variants = quantized.variants();
+    let pths = variants.iter().map(|&variant| Ok(args.run.join(quantized.pth_file(variant)?))).collect::<Result<Vec<_>>>()?;
+    for pth in &pths {
+        require_from_step(pth, "quantize")?;
+    }
+    // The .pth files as quantize wrote them, from the model training wrote.
+    steps::require_current(&args.run, &["train", "quantize"])?;
+    let inputs: Vec<&Path> = pths.iter().map(PathBuf::as_path).collect();
+    let outputs = variants.iter().map(|variant| args.run.join(variant.onnx_file())).collect();
+    // Recorded for the later steps' checks; export itself always runs (seconds).
+    let step = Step::new("export", &args.run, &(), &inputs, outputs)?;
+    for (&variant, pth) in variants.iter().zip(&pths) {
         let bytes = std::fs::read(&pth).with_context(|| format!("reading {}", pth.display()))?;
         let state_dict = vggq_pth::read_state_dict(&bytes).with_context(|| format!("reading {}", pth.display()))?;
         let provenance = Provenance {
@@ -40,5 +49,6 @@ pub fn run(args: Args) -> Result<()> {
         let size = std::fs::metadata(&out)?.len();
         println!("wrote {} ({:.2} MiB) from {}", out.display(), size as f64 / f64::from(1 << 20), pth.display());
     }
+    step.record()?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, RecorderError};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use serde::Serialize;
 use vggq::backend::{self, DeviceRequest, OnBackend, Selection};
 use vggq::data::{self, DataSource};
@@ -15,7 +15,7 @@ use vggq::pipeline::{quantize, QuantizeSettings, RunData, VariantScores};
 use vggq::profile::{Init, Profile};
 use vggq::quant::static_ptq::CalibrationTiming;
 use vggq::quant::Calibration;
-use vggq::steps::{RunFolderLock, Step};
+use vggq::steps::{self, RunFolderLock, Step};
 use vggq::train::EpochReport;
 use vggq_core::{QatMode, Variant};
 
@@ -100,6 +100,7 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let model = args.run.join(MODEL_FILE);
     require_from_step(&model, "train")?;
+    steps::require_current(&args.run, &["train"])?;
     // The autotune cache by its place in the run, so that a moved run is the same step.
     let autotune_in_run = autotune.strip_prefix(&args.run).unwrap_or(&autotune);
     let config = (&profile, selection.backend, selection.adapter(), settings, autotune_in_run, data_digest);
@@ -158,24 +159,13 @@ impl OnBackend for Quantization<'_> {
 
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
         let (profile, out) = (self.profile, &self.args.run);
-        // Before the data, so that a damaged model fails at once.
         let model_path = out.join(MODEL_FILE);
         let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-        let trained = profile.model.init::<B>(device).load_file(model_path.with_extension(""), &recorder, device).map_err(
-            // Burn's message for a file it cannot decode goes on to suggest a change of its format between
-            // versions; Burn is pinned here, so the file was cut short or altered: its first line says how.
-            |error| {
-                let cause = match &error {
-                    RecorderError::FileNotFound(cause)
-                    | RecorderError::DeserializeError(cause)
-                    | RecorderError::Unknown(cause) => cause.lines().next().unwrap_or_default().to_owned(),
-                };
-                anyhow::anyhow!(
-                    "{} is damaged or not the model `vggq train` wrote ({cause}): `vggq train --force` writes it again",
-                    model_path.display()
-                )
-            },
-        )?;
+        let trained = profile
+            .model
+            .init::<B>(device)
+            .load_file(model_path.with_extension(""), &recorder, device)
+            .with_context(|| format!("loading the FP32 model {}", model_path.display()))?;
         let cifar = data::load(&self.source)?;
         let dataset = cifar.fingerprint.to_string();
         let data = RunData::new(cifar, profile)?;

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use vggq::backend::autotune::AutotuneCache;
 use vggq::eval::EvalRun;
 use vggq::package::{self, FileRole, Provenance};
 use vggq::report::{self, ReportInput};
-use vggq::steps::RunFolderLock;
+use vggq::steps::{self, RunFolderLock};
 
 use super::run_dir::{
     require_from_step, QuantizedRun, TrainedRun, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE,
@@ -31,10 +31,20 @@ pub fn run(args: Args) -> Result<()> {
     let metrics_path = args.run.join(METRICS_FILE);
     require_from_step(&metrics_path, "eval")?;
     let _writing = RunFolderLock::take(&args.run)?;
+    // What the package will vouch for belongs together: each step's files as it wrote them, from the files
+    // the step before wrote.
+    steps::require_current(&args.run, &["train", "quantize", "export", "eval"])?;
     let eval: EvalRun = serde_json::from_str(
         &std::fs::read_to_string(&metrics_path).with_context(|| format!("reading {}", metrics_path.display()))?,
     )
     .with_context(|| format!("parsing {}", metrics_path.display()))?;
+    // A table of some of the run's models (an `eval` of files named on the command line) is not the run's.
+    for variant in quantized.variants() {
+        let onnx = variant.onnx_file();
+        if !eval.rows.iter().any(|row| row.file == onnx) {
+            bail!("{} has no figures for {onnx}: run `vggq eval --run {}`", metrics_path.display(), args.run.display());
+        }
+    }
 
     let dataset = dataset_name(&trained.dataset);
     let profile = trained.profile.name();

@@ -12,6 +12,7 @@ use vggq::export::onnx::proto::ModelProto;
 use vggq::export::onnx::{self, Provenance, Variant, CALIBRATION_KEY, SOURCE_PTH_SHA256_KEY, TRAINING_KEY};
 use vggq::profile::{Profile, ProfileName};
 use vggq::quant::state_dict::{fp32_state_dict, quantized_state_dict};
+use vggq::steps::Step;
 use vggq_core::run_folder::{QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
 use vggq_core::QatMode;
 
@@ -21,7 +22,7 @@ use crate::util::*;
 const VARIANTS: [Variant; 4] = [Variant::Fp32, Variant::DynamicInt8, Variant::StaticInt8, Variant::Qat(QatMode::Finetune)];
 
 /// A run folder as `vggq train --epochs 0` and `vggq quantize --qat-mode finetune`
-/// leave it, holding `models` for a 32-px tiny configuration.
+/// leave it (their stamps included, which export checks), holding `models` for a 32-px tiny configuration.
 fn write_run_folder(dir: &Path, models: &TinyModels) {
     let mut profile = Profile::named(ProfileName::Smoke);
     profile.model = tiny_config(32);
@@ -56,6 +57,9 @@ fn write_run_folder(dir: &Path, models: &TinyModels) {
         "variants": variants,
     });
     std::fs::write(dir.join(QUANT_REPORT_FILE), quant_report.to_string()).unwrap();
+    Step::new("train", dir, &(), &[], vec![dir.join(TRAIN_REPORT_FILE)]).unwrap().record().unwrap();
+    let quantized = VARIANTS.iter().map(|v| dir.join(v.pth_file())).chain([dir.join(QUANT_REPORT_FILE)]).collect();
+    Step::new("quantize", dir, &(), &[], quantized).unwrap().record().unwrap();
 }
 
 #[test]
