@@ -34,7 +34,7 @@ pub fn run(args: Args) -> Result<()> {
     // Recorded for the later steps' checks; export itself always runs (seconds).
     let step = Step::new("export", &args.run, &(), &inputs, outputs)?;
     for (&variant, pth) in variants.iter().zip(&pths) {
-        let bytes = std::fs::read(&pth).with_context(|| format!("reading {}", pth.display()))?;
+        let bytes = std::fs::read(pth).with_context(|| format!("reading {}", pth.display()))?;
         let state_dict = vggq_pth::read_state_dict(&bytes).with_context(|| format!("reading {}", pth.display()))?;
         let provenance = Provenance {
             variant,
