@@ -74,7 +74,16 @@ pub enum StepError {
 /// worth more than the guard.
 #[derive(Debug)]
 pub struct RunFolderLock {
-    _file: File,
+    file: File,
+}
+
+/// The holder's name goes with the lock: a finished run's folder does not name a process long gone (nor
+/// the path of the binary that wrote it).
+impl Drop for RunFolderLock {
+    fn drop(&mut self) {
+        // Best effort: a lock that cannot be cleared is still released when the file closes.
+        let _ = self.file.set_len(0);
+    }
 }
 
 impl RunFolderLock {
@@ -98,14 +107,14 @@ impl RunFolderLock {
                     "warning: {} cannot be locked ({error}): nothing stops a second vggq writing this folder",
                     path.display()
                 );
-                return Ok(Self { _file: file });
+                return Ok(Self { file });
             }
         }
         // Lossy: the lock file names the command for a person; a path that is not UTF-8 must not panic.
         let command: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
         file.set_len(0).map_err(io_error)?;
         writeln!(file, "process {}: {}", std::process::id(), command.join(" ")).map_err(io_error)?;
-        Ok(Self { _file: file })
+        Ok(Self { file })
     }
 }
 
@@ -278,6 +287,8 @@ mod tests {
         let error = RunFolderLock::take(dir.path()).unwrap_err().to_string();
         assert!(error.contains(&format!("another vggq (process {}:", std::process::id())), "{error}");
         drop(held);
+        let path = dir.path().join(STEPS_FOLDER).join(LOCK_FILE);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "a released lock names no holder");
         RunFolderLock::take(dir.path()).unwrap();
     }
 }

@@ -41,6 +41,10 @@ const BAD_FLAGS: &[(&[&str], &str)] = &[
     (&["eval", "model.onnx", "--batch", "0"], "--batch"),
     (&["eval", "model.onnx", "--images", "0"], "--images"),
     (&["eval", "model.onnx", "--threads", "0"], "--threads"),
+    (&["eval", "model.onnx", "--threads", "100000"], "--threads"),
+    (&["bench-loader", "--data", "data", "--size", "0"], "--size"),
+    (&["bench-loader", "--data", "data", "--size", "100000"], "--size"),
+    (&["bench-loader", "--data", "data", "--images", "0"], "--images"),
 ];
 
 #[test]
@@ -176,8 +180,9 @@ fn a_runs_later_steps_refuse_other_data_before_loading_any() {
     assert!(names(cache.path()).is_empty(), "something was downloaded into the cache");
 }
 
-/// An output path that cannot be a folder (here, one below a file) is refused before anything runs:
-/// before the data is read (it does not exist here), so never after hours of training or evaluation.
+/// An output path that cannot be a folder (one below a file, or a file), or a report path that is a
+/// folder, is refused before anything runs: before the data is read (it does not exist here), so never
+/// after hours of training or evaluation.
 #[test]
 fn an_output_folder_that_cannot_be_made_is_refused_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -186,15 +191,21 @@ fn an_output_folder_that_cannot_be_made_is_refused_first() {
     let out = file.join("run");
     let report = out.join("metrics.json");
     let (out, report) = (out.to_str().unwrap(), report.to_str().unwrap());
-    let commands: [&[&str]; 2] = [
-        &["train", "--profile", "smoke", "--device", "cpu", "--out", out, "--data", "/nonexistent"],
-        &["eval", "model.onnx", "--device", "cpu", "--report", report, "--data", "/nonexistent"],
+    let file = file.to_str().unwrap();
+    let model = util::golden_run().join(Variant::StaticInt8.onnx_file());
+    let model = model.to_str().unwrap();
+    let commands: [(&[&str], &str); 4] = [
+        (&["train", "--profile", "smoke", "--device", "cpu", "--out", out, "--data", "/nonexistent"], out),
+        (&["eval", "model.onnx", "--device", "cpu", "--report", report, "--data", "/nonexistent"], out),
+        // The output itself a file; a report path that is a folder (before, refused only after the models ran).
+        (&["train", "--profile", "smoke", "--device", "cpu", "--out", file, "--data", "/nonexistent"], file),
+        (&["eval", model, "--device", "cpu", "--report", dir.path().to_str().unwrap(), "--data", "/nonexistent"], "is a folder"),
     ];
-    for args in commands {
+    for (args, said) in commands {
         let output = vggq(args, &[]);
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
-        assert!(message.contains(out) && !message.contains("nonexistent"), "{args:?}: {message}");
+        assert!(message.contains(said) && !message.contains("nonexistent"), "{args:?}: {message}");
     }
 }
 
@@ -267,6 +278,12 @@ fn eval_says_how_many_test_images_it_ran() {
         let printed = String::from_utf8_lossy(&output.stdout);
         assert!(printed.contains(said), "--images {images}: not `{said}`: {printed}");
     }
+    // Fewer images than a batch cannot be timed: said so before the table, and not as ONNX Runtime's fault.
+    let output = vggq(&["eval", model, "--device", "cpu", "--data", data, "--batch", "4"], &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("3 test images are fewer than one batch (--batch 4)"), "{message}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("top-1"), "the table began");
 }
 
 /// While one `vggq` writes a run folder, every command that would write into it refuses at once, naming

@@ -5,18 +5,20 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
+use clap::builder::RangedU64ValueParser;
 use vggq::data::{load, BatchLoader, DataSource, LoaderConfig};
+use vggq_core::limits::positive;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// CIFAR-10 on disk (see `vggq train --help`).
     #[arg(long, env = "VGGQ_DATA")]
     data: PathBuf,
-    /// Output side in pixels (128 for the seed).
-    #[arg(long, default_value_t = 128)]
+    /// Output side in pixels, 1 to 1024 (128 for the seed).
+    #[arg(long, default_value_t = 128, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     size: usize,
     /// Training images to prepare (the first N of the training set).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = positive())]
     images: usize,
 }
 

@@ -43,8 +43,8 @@ pub struct Args {
     /// Batches run before timing starts (they count for accuracy).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
-    /// ONNX Runtime's intra-op threads (default: one per core).
-    #[arg(long, value_parser = positive())]
+    /// ONNX Runtime's intra-op threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     threads: Option<usize>,
     /// Also write the results as JSON here (with `--run`: its `metrics.json`).
     #[arg(long)]
@@ -100,8 +100,13 @@ pub fn run(mut args: Args) -> Result<()> {
         }
     }
     // Made before the models run, so a report path that cannot be written fails now, not after them.
-    if let Some(folder) = args.report.as_deref().and_then(Path::parent) {
-        std::fs::create_dir_all(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
+    if let Some(report) = &args.report {
+        if report.is_dir() {
+            bail!("--report {} is a folder: name the JSON file to write", report.display());
+        }
+        if let Some(folder) = report.parent() {
+            std::fs::create_dir_all(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
+        }
     }
     // Every model's input is read (and checked) before the data is loaded.
     let sides: Vec<usize> = args.models.iter().map(|path| input_side(path)).collect::<Result<_>>()?;
@@ -115,6 +120,15 @@ pub fn run(mut args: Args) -> Result<()> {
     match args.images {
         Some(asked) if asked > available => println!("test images: all {available} (--images asked for {asked})"),
         _ => println!("test images: {} of {available}", test.len()),
+    }
+    if test.len() < args.batch {
+        bail!(
+            "{} test images are fewer than one batch (--batch {}), and the timing needs a full one: evaluate at least {} \
+             images, or give a smaller --batch",
+            test.len(),
+            args.batch,
+            args.batch
+        );
     }
     let mut rows = Vec::new();
     let mut unavailable: Vec<Unavailable> = Vec::new();

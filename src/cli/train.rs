@@ -99,6 +99,9 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     // Made before hours of training, so a path that cannot hold the outputs fails now, not at the end.
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} is not a folder", out.display());
+    }
     std::fs::create_dir_all(&out).with_context(|| format!("creating the output folder {}", out.display()))?;
     let _writing = RunFolderLock::take(&out)?;
     let data_source = DataSource::local_or_download(args.data.clone());
