@@ -37,7 +37,7 @@ pub enum DownloadOutcome {
 
 /// Makes `dest` a verified copy of `url`: keeps an existing `dest` that verifies, else downloads into a
 /// temporary file in `dest`'s folder, checks length and digest, and renames it over `dest`. On any failure
-/// the temporary file is deleted and `dest` is left as it was.
+/// the temporary file is deleted and `dest` is left as it was; a killed download's, the next one removes.
 pub fn download_verified(url: &str, dest: &Path, expected: &ExpectedFile<'_>) -> Result<DownloadOutcome, DataError> {
     if dest.is_file() && verify(url, &file_digest(dest, expected.algorithm)?, expected).is_ok() {
         return Ok(DownloadOutcome::Cached);
@@ -53,34 +53,47 @@ pub fn download_verified(url: &str, dest: &Path, expected: &ExpectedFile<'_>) ->
     let response =
         agent.get(url).call().map_err(|source| DataError::Request { url: url.to_owned(), source: Box::new(source) })?;
     // One byte past the expected length is enough to tell an oversized body apart without storing it all.
-    let mut body = response
-        .into_reader()
-        // One byte more than expected is enough to prove a body too long.
-        .take(expected.length.map_or(u64::MAX, |length| length.saturating_add(1)));
+    let mut body = response.into_reader().take(expected.length.map_or(u64::MAX, |length| length.saturating_add(1)));
 
-    // Same folder as `dest`, so the final rename is atomic and never crosses file systems.
-    let mut temp = tempfile::Builder::new().prefix(".download-").tempfile_in(folder).map_err(DataError::io(folder))?;
     let progress = ProgressBar::new(expected.length.unwrap_or(0))
         .with_style(ProgressStyle::with_template(PROGRESS_TEMPLATE).expect("the progress template is valid"))
         .with_message(dest.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default());
     let mut hasher = Hasher::new(expected.algorithm);
     let mut chunk = vec![0u8; CHUNK_BYTES];
-    loop {
-        let read = match body.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(DataError::Transfer { url: url.to_owned(), source }),
-        };
-        hasher.update(&chunk[..read]);
-        temp.write_all(&chunk[..read]).map_err(DataError::io(temp.path()))?;
-        progress.inc(read as u64);
-    }
-    progress.finish_and_clear();
-    verify(url, &hasher.finish(), expected)?;
-    temp.as_file().sync_all().map_err(DataError::io(temp.path()))?;
-    temp.persist(dest).map_err(|error| DataError::Io { path: dest.to_owned(), source: error.error })?;
+    // The project's atomic write: only a verified copy is renamed into place, and a download killed midway
+    // (Ctrl-C) leaves a temporary file that the next download of `dest` removes (hundreds of MB each).
+    crate::atomic::write_with(dest, |out| -> Result<(), Fetch> {
+        loop {
+            let read = match body.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(Fetch::Data(DataError::Transfer { url: url.to_owned(), source })),
+            };
+            hasher.update(&chunk[..read]);
+            out.write_all(&chunk[..read])?;
+            progress.inc(read as u64);
+        }
+        progress.finish_and_clear();
+        verify(url, &hasher.finish(), expected).map_err(Fetch::Data)
+    })
+    .map_err(|error| match error {
+        Fetch::Data(error) => error,
+        Fetch::Io(source) => DataError::Io { path: dest.to_owned(), source },
+    })?;
     Ok(DownloadOutcome::Downloaded)
+}
+
+/// Why a download failed: the transfer or the check (named), or writing the file (named by the caller).
+enum Fetch {
+    Data(DataError),
+    Io(io::Error),
+}
+
+impl From<io::Error> for Fetch {
+    fn from(error: io::Error) -> Self {
+        Fetch::Io(error)
+    }
 }
 
 fn verify(url: &str, actual: &StreamDigest, expected: &ExpectedFile<'_>) -> Result<(), DataError> {
