@@ -3,6 +3,7 @@
 //! the first step that did not finish, a rebuilt `vggq` redoes everything, and `--force` redoes.
 //! [`RunFolderLock`] keeps a second `vggq` from writing into a run folder while one does.
 
+use std::collections::BTreeMap;
 use std::fs::{File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -193,6 +194,16 @@ impl Step {
 /// read them: so that a step builds on, and a report vouches for, files that belong together (not `.pth`
 /// files of an earlier training beside a new model, nor an ONNX file cut short since it was measured).
 pub fn require_current(folder: &Path, steps: &[&str]) -> Result<(), StepError> {
+    // One step's outputs are the next one's inputs: each file is hashed once (`None`: not a file).
+    let mut digests: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
+    let mut digest_of = |file: &Path| -> Result<Option<String>, StepError> {
+        if let Some(digest) = digests.get(file) {
+            return Ok(digest.clone());
+        }
+        let digest = if file.is_file() { Some(file_digest(file, DigestAlgorithm::Sha256)?.hex) } else { None };
+        digests.insert(file.to_path_buf(), digest.clone());
+        Ok(digest)
+    };
     for &step in steps {
         let path = folder.join(STEPS_FOLDER).join(format!("{step}.json"));
         let unrecorded = || StepError::Unrecorded { folder: folder.to_path_buf(), step: step.to_string() };
@@ -201,16 +212,15 @@ pub fn require_current(folder: &Path, steps: &[&str]) -> Result<(), StepError> {
         let step = step.to_string();
         for (name, digest) in &stamp.outputs {
             let file = folder.join(name);
-            if !file.is_file() {
-                return Err(StepError::OutputMissing { file, step });
-            }
-            if &file_digest(&file, DigestAlgorithm::Sha256)?.hex != digest {
-                return Err(StepError::OutputChanged { file, step });
+            match digest_of(&file)? {
+                None => return Err(StepError::OutputMissing { file, step }),
+                Some(actual) if &actual != digest => return Err(StepError::OutputChanged { file, step }),
+                Some(_) => {}
             }
         }
         for (name, digest) in &stamp.inputs {
             let input = folder.join(name);
-            if !input.is_file() || &file_digest(&input, DigestAlgorithm::Sha256)?.hex != digest {
+            if digest_of(&input)?.as_ref() != Some(digest) {
                 return Err(StepError::InputChanged { input, step });
             }
         }
