@@ -1,7 +1,8 @@
 //! `vggq bench-train`: images/s of the real training loop (float and QAT, host reads and uploads
 //! included) and of evaluation, on random images, at a profile's shapes or any others; in rounds, each
 //! followed by a round of a baseline command (PyTorch's `torch_train_bench.py`) at the same shapes, so
-//! that the two alternate and every ratio is the median of per-round ratios.
+//! that the two alternate and every ratio is the median of per-round ratios. The summaries are printed
+//! after every round; the last block is the whole run's.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -80,27 +81,53 @@ struct Round {
 struct Rounds<'a>(&'a Args, VggConfig);
 
 impl OnBackend for Rounds<'_> {
-    type Output = Result<Vec<Round>>;
+    type Output = Result<()>;
 
-    fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<Vec<Round>> {
+    fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
         let Rounds(args, config) = self;
-        (1..=args.rounds)
-            .map(|round| {
-                let ours = measure::<B>(&config, args.batch, args.seconds, device);
-                println!(
-                    "round {round}/{}: vggq train {:.1}, qat train {:.1}, eval {:.1} img/s; host reads/step: train {:.2}, qat {:.2}",
-                    args.rounds,
-                    ours.train_images_per_sec,
-                    ours.qat_images_per_sec,
-                    ours.eval_images_per_sec,
-                    ours.train_reads_per_step,
-                    ours.qat_reads_per_step
-                );
-                let theirs = if args.baseline.is_empty() { [None; 3] } else { baseline_round(args, round)? };
-                Ok(Round { ours, theirs })
-            })
-            .collect()
+        let mut rounds = Vec::with_capacity(args.rounds);
+        for round in 1..=args.rounds {
+            let ours = measure::<B>(&config, args.batch, args.seconds, device);
+            println!(
+                "round {round}/{}: vggq train {:.1}, qat train {:.1}, eval {:.1} img/s; host reads/step: train {:.2}, qat {:.2}",
+                args.rounds,
+                ours.train_images_per_sec,
+                ours.qat_images_per_sec,
+                ours.eval_images_per_sec,
+                ours.train_reads_per_step,
+                ours.qat_reads_per_step
+            );
+            let theirs = if args.baseline.is_empty() { [None; 3] } else { baseline_round(args, round)? };
+            rounds.push(Round { ours, theirs });
+            // After every round, not only the last: a bench stopped at a time limit (the GPU check caps
+            // each stage) still leaves the ratios of the rounds it finished. The last block is the run's.
+            print_summaries(args, &rounds);
+        }
+        Ok(())
     }
+}
+
+/// The summary lines of the rounds so far: each figure, then QAT's cost against the float step.
+fn print_summaries(args: &Args, rounds: &[Round]) {
+    let ours = |round: &Round| {
+        let t = &round.ours;
+        [t.train_images_per_sec, t.qat_images_per_sec, t.eval_images_per_sec]
+    };
+    for (i, figure) in FIGURES.iter().enumerate() {
+        let comparison = Comparison {
+            figure: figure.to_string(),
+            ours: rounds.iter().map(|r| ours(r)[i]).collect(),
+            theirs: rounds.iter().map(|r| r.theirs[i]).collect(),
+        };
+        println!("{}", comparison.summary("vggq", &args.baseline_name));
+    }
+    // What QAT costs against the float step, on each side.
+    let qat_over_fp32 = Comparison {
+        figure: "qat/fp32 train".into(),
+        ours: rounds.iter().map(|r| ours(r)[1] / ours(r)[0]).collect(),
+        theirs: rounds.iter().map(|r| r.theirs[1].zip(r.theirs[0]).map(|(qat, fp32)| qat / fp32)).collect(),
+    };
+    println!("{}", qat_over_fp32.summary("vggq", &args.baseline_name));
 }
 
 /// Runs the baseline once at the run's shapes and reads its figures.
@@ -174,26 +201,7 @@ pub fn run(args: Args) -> Result<()> {
         args.seconds,
         if args.baseline.is_empty() { String::new() } else { format!(", each followed by {}'s", args.baseline_name) },
     );
-    let rounds = selection.backend.run(Rounds(&args, config))??;
-    let ours = |round: &Round| {
-        let t = &round.ours;
-        [t.train_images_per_sec, t.qat_images_per_sec, t.eval_images_per_sec]
-    };
-    for (i, figure) in FIGURES.iter().enumerate() {
-        let comparison = Comparison {
-            figure: figure.to_string(),
-            ours: rounds.iter().map(|r| ours(r)[i]).collect(),
-            theirs: rounds.iter().map(|r| r.theirs[i]).collect(),
-        };
-        println!("{}", comparison.summary("vggq", &args.baseline_name));
-    }
-    // What QAT costs against the float step, on each side.
-    let qat_over_fp32 = Comparison {
-        figure: "qat/fp32 train".into(),
-        ours: rounds.iter().map(|r| ours(r)[1] / ours(r)[0]).collect(),
-        theirs: rounds.iter().map(|r| r.theirs[1].zip(r.theirs[0]).map(|(qat, fp32)| qat / fp32)).collect(),
-    };
-    println!("{}", qat_over_fp32.summary("vggq", &args.baseline_name));
+    selection.backend.run(Rounds(&args, config))??;
     println!("(profile {}, device {})", flag_value(args.profile), flag_value(args.device));
     Ok(())
 }

@@ -145,9 +145,11 @@ impl Drop for StageClock {
 
 /// The files the device tool brings back from a call, at most.
 const DEVICE_OUT_FILES: usize = 8;
-/// The stages the rehearsal makes fail: the default build's smoke run, which must hand the rest of the
-/// check to the tuning build, and a later one; every other stage must still run, and the summary say so.
-const FAILED_STAGES: [&str; 2] = ["smoke-run", "bench-full"];
+/// What the rehearsal makes fail (`VGGQ_CHECK_FAIL`): the default build's smoke run, which must hand the
+/// rest of the check to the tuning build; the rerun's eval on its device (`stage:eval`), which must
+/// evaluate again on `--device auto` and still make the package whose SHA256SUMS the summary compares;
+/// and a later stage. Every other stage must still run, and the summary say so.
+const FAILURES: [&str; 3] = ["smoke-run", "smoke-rerun:eval", "bench-full"];
 /// The stage the failing smoke run brings in.
 const FALLBACK_STAGE: &str = "smoke-run-autotune";
 
@@ -157,10 +159,10 @@ const FALLBACK_STAGE: &str = "smoke-run-autotune";
 fn rehearse_device_check(sh: &Shell) -> Result<()> {
     let out = crate::target_dir(sh).join("device-check");
     let _out = sh.push_env("OUT", &out);
-    let _fail = sh.push_env("VGGQ_CHECK_FAIL", FAILED_STAGES.join(" "));
+    let _fail = sh.push_env("VGGQ_CHECK_FAIL", FAILURES.join(" "));
     let _bundle = sh.push_env("VGGQ_BUNDLE", device_bundle::bundle_dir(sh, true));
     if cmd!(sh, "scripts/device-check.sh --dry-run").run().is_ok() {
-        bail!("the GPU check passed with its stages {FAILED_STAGES:?} failing");
+        bail!("the GPU check passed with {FAILURES:?} failing");
     }
     let summary = sh.read_file(out.join("summary.txt"))?;
     let stages = rehearsed_stages(&summary)?;
@@ -168,21 +170,39 @@ fn rehearse_device_check(sh: &Shell) -> Result<()> {
     if files > DEVICE_OUT_FILES {
         bail!("the GPU check left {files} files in {} (the device tool brings back {DEVICE_OUT_FILES})", out.display());
     }
-    println!("device check rehearsed: {stages} stages, {FAILED_STAGES:?} failing on purpose, {FALLBACK_STAGE} taking over, {files} files");
+    println!(
+        "device check rehearsed: {stages} stages, {FAILURES:?} failing on purpose, {FALLBACK_STAGE} taking over, {files} files"
+    );
     Ok(())
 }
 
+/// The figures `vggq bench-train` summarises, which the summary shows once each for the smoke bench,
+/// with PyTorch's ratio (from the last of the blocks it prints after every round).
+const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"];
+
 /// Checks the rehearsal's summary (`stage <name> | <verdict>` lines): the stages made to fail are named
-/// as failed, the fallback's smoke run ran, and every other stage is ok. Returns how many stages ran.
+/// as failed, the fallback's smoke run ran, every other stage is ok, the two smoke runs' SHA256SUMS were
+/// compared (the rerun packaged despite its eval), and the smoke bench's figures are there once each
+/// with a ratio. Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
+    let failed: Vec<&str> = FAILURES.iter().map(|failure| failure.split(':').next().unwrap_or(failure)).collect();
     let stages: Vec<(&str, &str)> = summary.lines().filter_map(|line| line.strip_prefix("stage ")?.split_once(' ')).collect();
     let verdict = |name: &str| stages.iter().find(|(stage, _)| *stage == name).map(|(_, verdict)| *verdict);
+    let rows: Vec<(&str, &str)> = summary.lines().filter_map(|line| line.split_once(" | ")).collect();
     let as_rehearsed = stages.len() >= 6
-        && FAILED_STAGES.iter().all(|name| verdict(name).is_some_and(|v| v.contains("FAILED")))
+        && failed.iter().all(|name| verdict(name).is_some_and(|v| v.contains("FAILED")))
         && verdict(FALLBACK_STAGE).is_some()
-        && stages.iter().filter(|(name, _)| !FAILED_STAGES.contains(name)).all(|(_, v)| v.contains("| ok"));
-    if !as_rehearsed {
-        bail!("the GPU check's summary does not show {FAILED_STAGES:?} failed, {FALLBACK_STAGE} run and every other stage run:\n{summary}");
+        && stages.iter().filter(|(name, _)| !failed.contains(name)).all(|(_, v)| v.contains("| ok"))
+        && rows.iter().any(|(key, value)| key.trim() == "smoke rerun" && *value == "identical SHA256SUMS");
+    let bench_shown = BENCH_FIGURES.iter().all(|figure| {
+        let shown: Vec<_> = rows.iter().filter(|(key, _)| key.trim() == format!("smoke {figure}")).collect();
+        matches!(shown[..], [(_, figures)] if figures.contains("| ratio "))
+    });
+    if !as_rehearsed || !bench_shown {
+        bail!(
+            "the GPU check's summary does not show {FAILURES:?} failed, {FALLBACK_STAGE} run, every other stage \
+             run, the smoke runs' SHA256SUMS compared and the smoke bench's {BENCH_FIGURES:?} once each with a ratio:\n{summary}"
+        );
     }
     Ok(stages.len())
 }
@@ -195,10 +215,14 @@ mod tests {
 stage probe         | ok, 1 s
 stage smoke-run     | FAILED (exit 99), 0 s
 stage smoke-run-autotune | ok, 6 s
-stage smoke-rerun   | ok, 7 s
+stage smoke-rerun   | FAILED (exit 3), 7 s
 stage bench-smoke   | ok, 24 s
 stage bench-full    | FAILED (exit 99), 0 s
 stage full-steps    | ok, 72 s
+smoke train         | vggq 1202.7 [1029.9-1375.4] | torch 1076.1 [988.5-1163.7] | ratio 1.11x [1.04-1.18] (median of 2 rounds)
+smoke qat train     | vggq 1018.1 [994.2-1042.0] | torch 681.2 [663.0-699.5] | ratio 1.49x [1.49-1.50] (median of 2 rounds)
+smoke eval          | vggq 5450.7 [5304.0-5597.4] | torch 3855.1 [3839.6-3870.6] | ratio 1.41x [1.37-1.46] (median of 2 rounds)
+smoke qat/fp32 train | vggq 0.86 [0.76-0.97] | torch 0.64 [0.60-0.67] | ratio 1.35x [1.26-1.44] (median of 2 rounds)
 smoke rerun         | identical SHA256SUMS
 ";
 
@@ -213,5 +237,13 @@ smoke rerun         | identical SHA256SUMS
         assert!(rehearsed_stages(&bench_ran).is_err());
         let other_timed_out = SUMMARY.replace("full-steps    | ok", "full-steps    | STOPPED at its time limit");
         assert!(rehearsed_stages(&other_timed_out).is_err());
+        let eval_twice = SUMMARY.replace("smoke rerun ", "smoke eval | vggq 1.0 | torch 1.0 | ratio 1.00x\nsmoke rerun ");
+        assert!(rehearsed_stages(&eval_twice).is_err());
+        let no_torch = SUMMARY.replace(" | ratio 1.49x [1.49-1.50]", "");
+        assert!(rehearsed_stages(&no_torch).is_err());
+        let rerun_evaluated = SUMMARY.replace("smoke-rerun   | FAILED (exit 3)", "smoke-rerun   | ok");
+        assert!(rehearsed_stages(&rerun_evaluated).is_err());
+        let rerun_unpackaged = SUMMARY.replace("smoke rerun         | identical SHA256SUMS\n", "");
+        assert!(rehearsed_stages(&rerun_unpackaged).is_err());
     }
 }
