@@ -372,7 +372,8 @@ fn renamed_data_is_the_runs_and_a_damaged_model_says_so() {
 /// file cut short since `vggq export` wrote it is refused by `report` (which re-hashed it into the
 /// manifest before), and `.pth` files quantized from an earlier model (the run trained again since) by
 /// `export` and `report`, each naming the step to run again. The run is a copy of `cargo xtask test`'s
-/// smoke run, its stamps included.
+/// smoke run, its stamps included: as it is, it is up to date from any working folder (quantize finds
+/// the autotune cache by its place in the run, not where `train` was run from).
 #[test]
 fn files_that_do_not_belong_together_are_refused() {
     let golden = util::golden_run();
@@ -387,6 +388,15 @@ fn files_that_do_not_belong_together_are_refused() {
         }
     }
     let folder = run.path().to_str().unwrap();
+    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_vggq"))
+        .args(["quantize", "--run", folder, "--device", "cpu", "--data", data.to_str().unwrap()])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && printed.contains("quantize: up to date"), "{printed}{}", stderr(&output));
     let expect = |args: &[&str], said: &str| {
         let output = vggq(args, &[]);
         let message = stderr(&output);

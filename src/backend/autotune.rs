@@ -31,6 +31,7 @@ pub const TUNED: bool = cfg!(feature = "autotune");
 pub struct AutotuneCache {
     /// Whether the build that ran timed its GPU kernels ([`TUNED`]); without, the cache stays empty.
     pub tuned: bool,
+    /// Relative to the run folder where it lies inside it, else absolute ([`AutotuneCache::read`]).
     pub folder: PathBuf,
     /// SHA-256 over the folder's files (their names and bytes, in name order); `None` while empty (a CPU
     /// run, or a GPU run that tuned nothing).
@@ -96,9 +97,20 @@ pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
 }
 
 impl AutotuneCache {
-    /// `folder` as it is now.
-    pub fn read(folder: &Path) -> Self {
-        AutotuneCache { tuned: TUNED, folder: folder.to_path_buf(), sha256: digest(folder) }
+    /// `folder`, the cache of the run in `run`, as it is now; recorded by its place in the run where it
+    /// lies inside (`autotune`), else as an absolute path, so that later steps find it from any working
+    /// folder and in a moved run ([`AutotuneCache::folder_in`]).
+    pub fn read(run: &Path, folder: &Path) -> Self {
+        let recorded = match folder.strip_prefix(run) {
+            Ok(inside) => inside.to_path_buf(),
+            Err(_) => std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf()),
+        };
+        AutotuneCache { tuned: TUNED, folder: recorded, sha256: digest(folder) }
+    }
+
+    /// Where the cache is, for the run now in `run`.
+    pub fn folder_in(&self, run: &Path) -> PathBuf {
+        run.join(&self.folder)
     }
 }
 
@@ -135,14 +147,28 @@ mod tests {
     #[test]
     fn the_digest_follows_names_and_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(AutotuneCache::read(dir.path()).sha256, None);
+        let read = || AutotuneCache::read(dir.path(), dir.path());
+        assert_eq!(read().sha256, None);
         std::fs::create_dir_all(dir.path().join("0.10.0/device-0")).unwrap();
         std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice a").unwrap();
-        let first = AutotuneCache::read(dir.path()).sha256.unwrap();
+        let first = read().sha256.unwrap();
         std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice b").unwrap();
-        let second = AutotuneCache::read(dir.path()).sha256.unwrap();
+        let second = read().sha256.unwrap();
         assert_ne!(first, second);
         std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice a").unwrap();
-        assert_eq!(AutotuneCache::read(dir.path()).sha256.unwrap(), first);
+        assert_eq!(read().sha256.unwrap(), first);
+    }
+
+    /// A run's cache is found from its record whichever folder a later step runs in, and in a moved run;
+    /// one outside the run by its absolute path.
+    #[test]
+    fn the_cache_is_recorded_by_its_place_in_the_run() {
+        let run = Path::new("artifacts/smoke");
+        let inside = AutotuneCache::read(run, &run.join("autotune"));
+        assert_eq!(inside.folder, Path::new("autotune"));
+        assert_eq!(inside.folder_in(Path::new("../moved")), Path::new("../moved/autotune"));
+        let outside = AutotuneCache::read(run, Path::new("shared-cache"));
+        assert!(outside.folder.is_absolute() && outside.folder.ends_with("shared-cache"), "{outside:?}");
+        assert_eq!(outside.folder_in(Path::new("../moved")), outside.folder);
     }
 }

@@ -85,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     // After the checks that only read, so that a refused command leaves the folder as it was.
     let _writing = RunFolderLock::take(&args.run)?;
     // Before anything touches a GPU: cubecl reads where its cache is once.
-    let autotune = args.autotune_cache.clone().or_else(|| trained.autotune.map(|cache| cache.folder));
+    let autotune = args.autotune_cache.clone().or_else(|| trained.autotune.map(|cache| cache.folder_in(&args.run)));
     let autotune = autotune.unwrap_or_else(|| args.run.join(AUTOTUNE_FOLDER));
     backend::autotune::use_caches(Some(&autotune))?;
     let selection = backend::select(args.device)?;

@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     write(&args.run.join(REPORT_FILE), &report::markdown(&input))?;
     // The cache as training and quantization left it: its digest names the kernels they chose.
-    let autotune = trained.autotune.as_ref().map(|cache| AutotuneCache::read(&cache.folder));
+    let autotune = trained.autotune.as_ref().map(|cache| AutotuneCache::read(&args.run, &cache.folder_in(&args.run)));
     let tolerance = report::Tolerance::for_run(&profile, trained.device.arithmetic(autotune.as_ref()));
     write(&args.run.join(GOLDEN_TABLE_FILE), &report::golden_table(&eval, tolerance))?;
     let charts = report::charts(&eval.rows);

@@ -220,7 +220,7 @@ impl OnBackend for Training<'_> {
 
         save_model(model, &self.out.join(MODEL_FILE))?;
         let cpu = CpuFacts::here();
-        let autotune = AutotuneCache::read(self.autotune);
+        let autotune = AutotuneCache::read(&self.out, self.autotune);
         let report = TrainReport { profile, device: self.selection, precision, cpu, autotune, dataset, classes, epochs, test };
         let report_path = self.out.join(TRAIN_REPORT_FILE);
         vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
