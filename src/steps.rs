@@ -49,6 +49,9 @@ pub enum StepError {
     /// A stamp, or the run folder's lock, could not be read or written.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// What should be the run folder's step records (`.steps`) is something else.
+    #[error("{path} is not a folder, and vggq keeps a run's step records there: move it out of the run folder")]
+    RecordsNotAFolder { path: PathBuf },
     /// Another process holds the run folder's lock.
     #[error("{folder} is being written by another vggq ({holder}): let it finish, or give this one another folder")]
     Busy { folder: PathBuf, holder: String },
@@ -91,6 +94,9 @@ impl RunFolderLock {
     /// Takes `folder`'s lock, or fails at once naming the process that has it.
     pub fn take(folder: &Path) -> Result<Self, StepError> {
         let stamps = folder.join(STEPS_FOLDER);
+        if stamps.exists() && !stamps.is_dir() {
+            return Err(StepError::RecordsNotAFolder { path: stamps });
+        }
         std::fs::create_dir_all(&stamps).map_err(|source| StepError::Io { path: stamps.clone(), source })?;
         let path = stamps.join(LOCK_FILE);
         let io_error = |source| StepError::Io { path: path.clone(), source };
@@ -300,5 +306,21 @@ mod tests {
         let path = dir.path().join(STEPS_FOLDER).join(LOCK_FILE);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "a released lock names no holder");
         RunFolderLock::take(dir.path()).unwrap();
+    }
+
+    /// A file where the step records go is named, not reported as the OS's "File exists".
+    #[test]
+    fn a_file_in_place_of_the_step_records_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join(STEPS_FOLDER);
+        std::fs::write(&records, b"").unwrap();
+        let error = RunFolderLock::take(dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{} is not a folder, and vggq keeps a run's step records there: move it out of the run folder",
+                records.display()
+            )
+        );
     }
 }

@@ -265,18 +265,25 @@ fn a_missing_input_names_the_step_that_writes_it() {
 }
 
 /// `vggq eval --images N` with N past the test set evaluates the whole set and says so, instead of a
-/// table that reads as N images. The model is the smoke run's; the data, three generated test images.
+/// table that reads as N images; likewise `--warmup` past all but the last batch. The model is the
+/// smoke run's; the data, three generated test images.
 #[test]
 fn eval_says_how_many_test_images_it_ran() {
     let model = util::golden_run().join(Variant::StaticInt8.onnx_file());
     let data = tempfile::tempdir().unwrap();
     util::fixtures::write_cifar_binary(data.path());
     let (model, data) = (model.to_str().unwrap(), data.path().to_str().unwrap());
-    for (images, said) in [("5", "test images: all 3 (--images asked for 5)"), ("2", "test images: 2 of 3")] {
-        let output = vggq(&["eval", model, "--device", "cpu", "--data", data, "--images", images, "--batch", "1"], &[]);
+    for (images, warmup, said) in [
+        ("5", "1", "test images: all 3 (--images asked for 5)"),
+        ("2", "1", "test images: 2 of 3"),
+        ("3", "3", "warm-up: 2 batches (--warmup asked for 3; the last full batch is timed)"),
+    ] {
+        let flags = ["--images", images, "--batch", "1", "--warmup", warmup];
+        let output = vggq(&[&["eval", model, "--device", "cpu", "--data", data][..], &flags].concat(), &[]);
         assert!(output.status.success(), "{}", stderr(&output));
         let printed = String::from_utf8_lossy(&output.stdout);
-        assert!(printed.contains(said), "--images {images}: not `{said}`: {printed}");
+        assert!(printed.contains(said), "--images {images} --warmup {warmup}: not `{said}`: {printed}");
+        assert_eq!(printed.contains("warm-up:"), warmup == "3", "{printed}");
     }
     // Fewer images than a batch cannot be timed: said so before the table, and not as ONNX Runtime's fault.
     let output = vggq(&["eval", model, "--device", "cpu", "--data", data, "--batch", "4"], &[]);

@@ -28,6 +28,13 @@ pub enum Error {
         /// The structure that was being read.
         what: &'static str,
     },
+    /// No zip end record where every zip file has one, in its last bytes: the file was cut short (a copy
+    /// or a write that did not finish), or it is no zip archive at all.
+    #[error("no zip end record in the file's last {searched} bytes: it is cut short, or not a zip archive as torch.save writes")]
+    MissingEndRecord {
+        /// How many bytes from the end were searched.
+        searched: usize,
+    },
     /// A zip record does not start with its signature.
     #[error("bad {what} signature at offset {offset}")]
     BadSignature {

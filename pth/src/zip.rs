@@ -362,5 +362,5 @@ fn find_end_record(bytes: &[u8]) -> Result<usize> {
     (first..=last)
         .rev()
         .find(|&i| bytes[i..i + 4] == END_SIG.to_le_bytes())
-        .ok_or(Error::BadSignature { what: "end of central directory", offset: last as u64 })
+        .ok_or(Error::MissingEndRecord { searched: bytes.len() - first })
 }

@@ -40,7 +40,7 @@ pub struct Args {
     images: Option<usize>,
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
     batch: usize,
-    /// Batches run before timing starts (they count for accuracy).
+    /// Batches run before timing starts (they count for accuracy); at most all but the last full one.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// ONNX Runtime's intra-op threads, 1 to 1024 (default: one per core).
@@ -129,6 +129,10 @@ pub fn run(mut args: Args) -> Result<()> {
             args.batch,
             args.batch
         );
+    }
+    let warmup = eval::warmup_within(args.warmup, test.len() / args.batch);
+    if warmup < args.warmup {
+        println!("warm-up: {warmup} batches (--warmup asked for {}; the last full batch is timed)", args.warmup);
     }
     let mut rows = Vec::new();
     let mut unavailable: Vec<Unavailable> = Vec::new();

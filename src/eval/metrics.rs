@@ -70,6 +70,12 @@ pub const MIB: f64 = (1 << 20) as f64;
 /// memory at 128 px (6 MiB per batch of 32).
 const TIMED_BATCHES: usize = 20;
 
+/// The warm-up batches `evaluate` runs of `asked`, in a set of `full_batches` full batches: a set of few
+/// batches (a capped run) keeps its last full one to time.
+pub fn warmup_within(asked: usize, full_batches: usize) -> usize {
+    asked.min(full_batches.saturating_sub(1))
+}
+
 /// Runs every batch once, in order, for accuracy and the end-to-end throughput (the loader preprocesses
 /// on its worker threads meanwhile; the first `warmup_batches` are not timed, and at least one full
 /// batch is). Then runs up to `TIMED_BATCHES` of those preprocessed batches again with the loader idle,
@@ -77,9 +83,7 @@ const TIMED_BATCHES: usize = 20;
 /// inference they overlap.
 pub fn evaluate(session: &mut OnnxSession, batches: &BatchLoader, warmup_batches: usize) -> Result<EvalReport, EvalError> {
     let batch_size = batches.config().batch_size;
-    // A set of few batches (a capped run) keeps its last full one to time.
-    let full_batches = batches.len() / batch_size;
-    let warmup_batches = warmup_batches.min(full_batches.saturating_sub(1));
+    let warmup_batches = warmup_within(warmup_batches, batches.len() / batch_size);
     let (mut predictions, mut labels) = (Vec::new(), Vec::new());
     let mut kept = Vec::new();
     let mut measured_images = 0_usize;

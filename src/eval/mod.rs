@@ -11,7 +11,7 @@ pub mod plan;
 pub mod session;
 
 pub use error::EvalError;
-pub use metrics::{evaluate, EvalReport, ModelMetrics, Timing, MIB};
+pub use metrics::{evaluate, warmup_within, EvalReport, ModelMetrics, Timing, MIB};
 pub use placement::Placement;
 pub use plan::{EvalRun, ProviderPlan, Unavailable};
 pub use session::{load_runtime, OnnxSession, Provider, SessionSettings, ORT_DYLIB_PATH};

@@ -39,7 +39,26 @@ fn a_missing_end_record_is_reported() {
     let mut bytes = reference_bytes("tiny_fp32");
     let end = bytes.len() - 22;
     bytes[end] = b'X';
-    assert!(matches!(read_pth(&bytes), Err(Error::BadSignature { what: "end of central directory", .. })));
+    assert!(
+        matches!(read_pth(&bytes), Err(Error::MissingEndRecord { searched }) if searched == END_RECORD_REACH.min(bytes.len()))
+    );
+}
+
+/// How far from its end a zip's end record can lie: its 22 bytes after a comment of up to 65,535.
+const END_RECORD_REACH: usize = 22 + 65_535;
+
+/// A file cut short (a copy that did not finish) is said to be, not reported as a bad signature.
+#[test]
+fn a_file_cut_short_says_so() {
+    let bytes = reference_bytes("tiny_fp32");
+    let error = read_pth(&bytes[..bytes.len() / 2]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "no zip end record in the file's last {} bytes: it is cut short, or not a zip archive as torch.save writes",
+            END_RECORD_REACH.min(bytes.len() / 2)
+        )
+    );
 }
 
 #[test]
