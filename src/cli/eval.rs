@@ -155,7 +155,14 @@ pub fn run(mut args: Args) -> Result<()> {
             };
             let mut session = match session {
                 Ok(session) => session,
-                Err(EvalError::CudaUnavailable(reason)) if !plan.cuda_required => {
+                // Not asked for by name (`--device auto`): the provider is recorded with its reason, whatever
+                // stopped it (its libraries, or cuDNN's loaded lazily at the session's first inference), and
+                // the CPU's still runs. A model that cannot open at all fails on the CPU provider next.
+                Err(error) if provider == Provider::Cuda && !plan.cuda_required => {
+                    let reason = match error {
+                        EvalError::CudaUnavailable(reason) => reason,
+                        other => format!("its session could not be opened: {other}"),
+                    };
                     println!("{:<44} {:>8.2} {:>5} not available: {reason}", file_name(path), size_bytes as f64 / MIB, "CUDA");
                     unavailable.push(Unavailable { provider, reason });
                     continue;
