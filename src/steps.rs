@@ -94,7 +94,8 @@ impl RunFolderLock {
     /// Takes `folder`'s lock, or fails at once naming the process that has it.
     pub fn take(folder: &Path) -> Result<Self, StepError> {
         let stamps = folder.join(STEPS_FOLDER);
-        if stamps.exists() && !stamps.is_dir() {
+        // Present (a dangling link included) and not a folder.
+        if stamps.symlink_metadata().is_ok() && !stamps.is_dir() {
             return Err(StepError::RecordsNotAFolder { path: stamps });
         }
         std::fs::create_dir_all(&stamps).map_err(|source| StepError::Io { path: stamps.clone(), source })?;
@@ -313,14 +314,14 @@ mod tests {
     fn a_file_in_place_of_the_step_records_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let records = dir.path().join(STEPS_FOLDER);
-        std::fs::write(&records, b"").unwrap();
-        let error = RunFolderLock::take(dir.path()).unwrap_err().to_string();
-        assert_eq!(
-            error,
-            format!(
-                "{} is not a folder, and vggq keeps a run's step records there: move it out of the run folder",
-                records.display()
-            )
+        let refused = format!(
+            "{} is not a folder, and vggq keeps a run's step records there: move it out of the run folder",
+            records.display()
         );
+        std::fs::write(&records, b"").unwrap();
+        assert_eq!(RunFolderLock::take(dir.path()).unwrap_err().to_string(), refused);
+        std::fs::remove_file(&records).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), &records).unwrap();
+        assert_eq!(RunFolderLock::take(dir.path()).unwrap_err().to_string(), refused, "a dangling link");
     }
 }

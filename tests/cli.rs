@@ -276,14 +276,14 @@ fn eval_says_how_many_test_images_it_ran() {
     for (images, warmup, said) in [
         ("5", "1", "test images: all 3 (--images asked for 5)"),
         ("2", "1", "test images: 2 of 3"),
-        ("3", "3", "warm-up: 2 batches (--warmup asked for 3; the last full batch is timed)"),
+        ("3", "3", "warm-up batches: 2 (--warmup asked for 3; the last full batch is timed)"),
     ] {
         let flags = ["--images", images, "--batch", "1", "--warmup", warmup];
         let output = vggq(&[&["eval", model, "--device", "cpu", "--data", data][..], &flags].concat(), &[]);
         assert!(output.status.success(), "{}", stderr(&output));
         let printed = String::from_utf8_lossy(&output.stdout);
         assert!(printed.contains(said), "--images {images} --warmup {warmup}: not `{said}`: {printed}");
-        assert_eq!(printed.contains("warm-up:"), warmup == "3", "{printed}");
+        assert_eq!(printed.contains("warm-up batches:"), warmup == "3", "{printed}");
     }
     // Fewer images than a batch cannot be timed: said so before the table, and not as ONNX Runtime's fault.
     let output = vggq(&["eval", model, "--device", "cpu", "--data", data, "--batch", "4"], &[]);

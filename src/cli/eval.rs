@@ -132,7 +132,7 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     let warmup = eval::warmup_within(args.warmup, test.len() / args.batch);
     if warmup < args.warmup {
-        println!("warm-up: {warmup} batches (--warmup asked for {}; the last full batch is timed)", args.warmup);
+        println!("warm-up batches: {warmup} (--warmup asked for {}; the last full batch is timed)", args.warmup);
     }
     let mut rows = Vec::new();
     let mut unavailable: Vec<Unavailable> = Vec::new();
