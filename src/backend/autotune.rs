@@ -96,16 +96,25 @@ pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
     Ok(())
 }
 
+/// `folder`, the autotune cache of the run in `run`, by its place in the run where it lies inside
+/// (`autotune`), else as an absolute path: both paths are made absolute first, so that `./run`,
+/// `run/autotune` and `/abs/run` agree. What the train report records and the steps' keys hold, so that a
+/// moved run, or a step run from another working folder, is the same run.
+pub fn place_in_run(run: &Path, folder: &Path) -> PathBuf {
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let folder = absolute(folder);
+    match folder.strip_prefix(absolute(run)) {
+        Ok(inside) => inside.to_path_buf(),
+        Err(_) => folder,
+    }
+}
+
 impl AutotuneCache {
     /// `folder`, the cache of the run in `run`, as it is now; recorded by its place in the run where it
     /// lies inside (`autotune`), else as an absolute path, so that later steps find it from any working
     /// folder and in a moved run ([`AutotuneCache::folder_in`]).
     pub fn read(run: &Path, folder: &Path) -> Self {
-        let recorded = match folder.strip_prefix(run) {
-            Ok(inside) => inside.to_path_buf(),
-            Err(_) => std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf()),
-        };
-        AutotuneCache { tuned: TUNED, folder: recorded, sha256: digest(folder) }
+        AutotuneCache { tuned: TUNED, folder: place_in_run(run, folder), sha256: digest(folder) }
     }
 
     /// Where the cache is, for the run now in `run`.
@@ -170,5 +179,10 @@ mod tests {
         let outside = AutotuneCache::read(run, Path::new("shared-cache"));
         assert!(outside.folder.is_absolute() && outside.folder.ends_with("shared-cache"), "{outside:?}");
         assert_eq!(outside.folder_in(Path::new("../moved")), outside.folder);
+        let here = std::env::current_dir().unwrap();
+        for (run, folder) in [("./run", "run/autotune"), ("run", "./run/autotune"), (".", "autotune")] {
+            assert_eq!(place_in_run(Path::new(run), Path::new(folder)), Path::new("autotune"), "{run} {folder}");
+        }
+        assert_eq!(place_in_run(&here.join("run"), Path::new("run/autotune")), Path::new("autotune"));
     }
 }

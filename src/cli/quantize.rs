@@ -102,7 +102,7 @@ pub fn run(args: Args) -> Result<()> {
     require_from_step(&model, "train")?;
     steps::require_current(&args.run, &["train"])?;
     // The autotune cache by its place in the run, so that a moved run is the same step.
-    let autotune_in_run = autotune.strip_prefix(&args.run).unwrap_or(&autotune);
+    let autotune_in_run = backend::autotune::place_in_run(&args.run, &autotune);
     let config = (&profile, selection.backend, selection.adapter(), settings, autotune_in_run, data_digest);
     let step = Step::new("quantize", &args.run, &config, &[model.as_path()], outputs)?;
     if !args.force && step.is_up_to_date()? {

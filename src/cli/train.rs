@@ -122,7 +122,7 @@ pub fn run(args: Args) -> Result<()> {
             selection.backend,
             selection.adapter(),
             data::content_of(&data_digest),
-            autotune.strip_prefix(&out).unwrap_or(&autotune),
+            backend::autotune::place_in_run(&out, &autotune),
         ),
         &inputs,
         vec![out.join(MODEL_FILE), out.join(TRAIN_REPORT_FILE)],
