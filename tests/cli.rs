@@ -404,6 +404,13 @@ fn files_that_do_not_belong_together_are_refused() {
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && printed.contains("quantize: up to date"), "{printed}{}", stderr(&output));
+    // Run by hand, `report` still names the compiler and the ONNX Runtime (`cargo xtask all` adds git's facts).
+    let output = vggq(&["report", "--run", folder], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(run.path().join(MANIFEST_FILE)).unwrap()).unwrap();
+    let provenance = &manifest["provenance"];
+    assert!(provenance["rustc"].as_str().unwrap().starts_with("rustc 1."), "{provenance}");
+    assert!(provenance["onnxruntime"].as_str().unwrap().starts_with("ONNX Runtime 1."), "{provenance}");
     let expect = |args: &[&str], said: &str| {
         let output = vggq(args, &[]);
         let message = stderr(&output);

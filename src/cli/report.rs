@@ -101,8 +101,9 @@ fn dataset_name(fingerprint: &str) -> String {
     }
 }
 
-/// Where the run came from. Git and rustc facts come from `cargo xtask all`, which knows them
-/// (`VGGQ_GIT_COMMIT`, `VGGQ_GIT_DIRTY`, `VGGQ_RUSTC`, `VGGQ_ONNXRUNTIME`); run by hand they read "unknown".
+/// Where the run came from. The compiler is the one that built this binary, ONNX Runtime the library
+/// `eval` ran; the git facts come from `cargo xtask all`, which knows them (`VGGQ_GIT_COMMIT`,
+/// `VGGQ_GIT_DIRTY`), and read "unknown" where the steps are run by hand.
 fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str, autotune: Option<AutotuneCache>) -> Result<Provenance> {
     let env = |name: &str| std::env::var(name).unwrap_or_else(|_| "unknown".into());
     let mut providers: Vec<String> = eval.rows.iter().map(|r| format!("{:?}: {}", r.eval.requested, r.eval.placement)).collect();
@@ -111,10 +112,10 @@ fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str, autotune: Option<
     Ok(Provenance {
         git_commit: env("VGGQ_GIT_COMMIT"),
         git_dirty: env("VGGQ_GIT_DIRTY") == "true",
-        rustc: env("VGGQ_RUSTC"),
+        rustc: env!("VGGQ_RUSTC").into(),
         burn: vggq::BURN_VERSION.into(),
         ort: vggq::ORT_CRATE_VERSION.into(),
-        onnxruntime: env("VGGQ_ONNXRUNTIME"),
+        onnxruntime: eval.session.onnxruntime.clone().unwrap_or_else(|| "unknown".into()),
         device: run.device.backend.name().into(),
         device_reason: run.device.reason.clone(),
         gpu: run.device.gpu().cloned(),

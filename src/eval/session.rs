@@ -35,16 +35,41 @@ pub struct SessionSettings {
     pub cuda_conv_algorithm_search: String,
     /// The CUDA provider's `use_tf32`.
     pub cuda_tf32: bool,
+    /// The ONNX Runtime library that ran them, as it names its version (`ONNX Runtime 1.32.0
+    /// (libonnxruntime.so.1.32.0)`); absent from evaluations before it was recorded.
+    #[serde(default)]
+    pub onnxruntime: Option<String>,
 }
 
 impl SessionSettings {
+    /// The settings of this process's sessions (the library's version once it is loaded).
     pub fn new(intra_op_threads: Option<usize>) -> Self {
         SessionSettings {
             intra_op_threads,
             cuda_conv_algorithm_search: CUDA_CONV_ALGORITHM_SEARCH.to_string(),
             cuda_tf32: CUDA_TF32,
+            onnxruntime: RUNTIME.get().cloned(),
         }
     }
+}
+
+/// The loaded library, as [`SessionSettings::onnxruntime`] names it.
+static RUNTIME: OnceLock<String> = OnceLock::new();
+
+/// `ONNX Runtime <version> (<file name>)`, the version as the library at `path` states it
+/// (`OrtGetApiBase()->GetVersionString()`, which ort does not expose).
+fn runtime_name(path: &Path) -> String {
+    let file = path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned());
+    // SAFETY: the library ort has loaded (loading it again finds that one), and the function every ONNX
+    // Runtime exports for this, returning a static table whose version string lives as long as the library.
+    let version = unsafe {
+        libloading::Library::new(path).ok().and_then(|library| {
+            let get_base = library.get::<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase>(b"OrtGetApiBase").ok()?;
+            let base = get_base();
+            (!base.is_null()).then(|| std::ffi::CStr::from_ptr(((*base).GetVersionString)()).to_string_lossy().into_owned())
+        })
+    };
+    format!("ONNX Runtime {} ({file})", version.as_deref().unwrap_or("of unknown version"))
 }
 
 /// The execution provider a session is asked to use.
@@ -160,5 +185,6 @@ fn environment() -> Result<&'static Environment, EvalError> {
         .with_name("vggq")
         .build()
         .map_err(|e| library_error(e.to_string()))?;
+    RUNTIME.get_or_init(|| runtime_name(&path));
     Ok(ENVIRONMENT.get_or_init(|| environment))
 }

@@ -11,7 +11,7 @@ use vggq_core::places::{has_wgpu_api, VULKAN_LOADER};
 use vggq_core::{flag_value, DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
-use crate::onnxruntime::{self, OnnxRuntime};
+use crate::onnxruntime;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,7 +48,7 @@ pub struct Args {
 pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
     let onnxruntime = onnxruntime::ensure(sh)?;
     let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &onnxruntime.library);
-    let _provenance = provenance_env(sh, &onnxruntime);
+    let _provenance = provenance_env(sh);
     if args.device == DeviceRequest::Wgpu && !has_wgpu_api() {
         anyhow::bail!(
             "--device wgpu: this machine has no Vulkan loader ({VULKAN_LOADER}), so vggq is built without wgpu: install \
@@ -124,16 +124,10 @@ fn pending_snapshots(golden: &Path, since: SystemTime) -> Result<Vec<PathBuf>> {
     Ok(pending)
 }
 
-/// Git, toolchain and ONNX Runtime facts for the package's manifest, which the `vggq` binary cannot know
-/// itself.
-fn provenance_env<'a>(sh: &'a Shell, onnxruntime: &OnnxRuntime) -> Vec<xshell::PushEnv<'a>> {
+/// The git facts for the package's manifest, which the `vggq` binary cannot know itself (it knows its
+/// compiler and the ONNX Runtime it ran).
+fn provenance_env(sh: &Shell) -> Vec<xshell::PushEnv<'_>> {
     let commit = cmd!(sh, "git rev-parse HEAD").read().unwrap_or_else(|_| "unknown".into());
     let dirty = cmd!(sh, "git status --porcelain --untracked-files=no").read().map(|s| !s.trim().is_empty()).unwrap_or(true);
-    let rustc = cmd!(sh, "rustc --version").read().unwrap_or_else(|_| "unknown".into());
-    vec![
-        sh.push_env("VGGQ_GIT_COMMIT", commit),
-        sh.push_env("VGGQ_GIT_DIRTY", dirty.to_string()),
-        sh.push_env("VGGQ_RUSTC", rustc),
-        sh.push_env("VGGQ_ONNXRUNTIME", &onnxruntime.description),
-    ]
+    vec![sh.push_env("VGGQ_GIT_COMMIT", commit), sh.push_env("VGGQ_GIT_DIRTY", dirty.to_string())]
 }

@@ -53,8 +53,6 @@ const UNUSED_CUDA_LIBRARIES: [&str; 2] = ["libnvblas.so", "libcufftw.so"];
 pub struct OnnxRuntime {
     /// `libonnxruntime.so`, for `$ORT_DYLIB_PATH`.
     pub library: PathBuf,
-    /// What it is, for the manifest: `onnxruntime-gpu 1.31.1`, or the path `$ORT_DYLIB_PATH` named.
-    pub description: String,
 }
 
 /// Returns ONNX Runtime, fetching it (and the CUDA provider's libraries) once if needed.
@@ -64,8 +62,7 @@ pub fn ensure(sh: &Shell) -> Result<OnnxRuntime> {
         if !path.is_file() {
             bail!("{ORT_DYLIB_PATH}={} is not a file", path.display());
         }
-        let description = format!("{ORT_DYLIB_PATH}={}", path.display());
-        return Ok(OnnxRuntime { library: path, description });
+        return Ok(OnnxRuntime { library: path });
     }
     let wheel = if Path::new(NVIDIA_DRIVER).exists() { GPU_WHEEL } else { CPU_WHEEL };
     let lib_dir = wheel_libraries(sh, wheel)?;
@@ -79,7 +76,7 @@ pub fn ensure(sh: &Shell) -> Result<OnnxRuntime> {
             fetch_provider_libraries(sh, &missing, &lib_dir)?;
         }
     }
-    Ok(OnnxRuntime { library: find_library(&lib_dir)?, description: format!("{} {}", wheel.package, wheel.version) })
+    Ok(OnnxRuntime { library: find_library(&lib_dir)? })
 }
 
 /// The wheel's `METADATA`, kept beside its libraries for the extras it names.
