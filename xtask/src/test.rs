@@ -231,29 +231,28 @@ smoke qat/fp32 train | vggq 0.86 [0.76-0.97] | torch 0.64 [0.60-0.67] | ratio 1.
 smoke rerun         | identical SHA256SUMS
 ";
 
+    /// Summaries the check must refuse: (what is wrong, text of [`SUMMARY`], what it becomes).
+    const WRONG: [(&str, &str, &str); 11] = [
+        ("no fallback", "stage smoke-run-autotune | ok, 6 s\n", ""),
+        ("fallback failed", "smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)"),
+        ("failing stage ran", "bench-full    | FAILED (exit 99)", "bench-full    | ok"),
+        ("other stage stopped", "full-steps    | ok", "full-steps    | STOPPED at its time limit"),
+        ("figure twice", "smoke rerun ", "smoke eval | vggq 1.0 | torch 1.0 | ratio 1.00x\nsmoke rerun "),
+        ("no ratio", " | ratio 1.49x [1.49-1.50]", ""),
+        ("rerun's eval ran", "smoke-rerun   | FAILED (exit 3)", "smoke-rerun   | ok"),
+        ("rerun failed otherwise", "smoke-rerun   | FAILED (exit 3)", "smoke-rerun   | FAILED (exit 1)"),
+        ("first round only", "1.41x [1.37-1.46] (median of 2 rounds)", "1.37x [1.37-1.37] (median of 1 rounds)"),
+        ("rerun not packaged", "smoke rerun         | identical SHA256SUMS\n", ""),
+        ("rerun differs", "identical SHA256SUMS", "differs: mission16_vgg11bn_fp32.onnx"),
+    ];
+
     #[test]
     fn the_rehearsal_wants_its_failures_the_fallback_and_every_other_stage_ok() {
         assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 8);
-        let without_fallback = SUMMARY.replace("stage smoke-run-autotune | ok, 6 s\n", "");
-        assert!(rehearsed_stages(&without_fallback).is_err());
-        let fallback_failed = SUMMARY.replace("smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)");
-        assert!(rehearsed_stages(&fallback_failed).is_err());
-        let bench_ran = SUMMARY.replace("bench-full    | FAILED (exit 99)", "bench-full    | ok");
-        assert!(rehearsed_stages(&bench_ran).is_err());
-        let other_timed_out = SUMMARY.replace("full-steps    | ok", "full-steps    | STOPPED at its time limit");
-        assert!(rehearsed_stages(&other_timed_out).is_err());
-        let eval_twice = SUMMARY.replace("smoke rerun ", "smoke eval | vggq 1.0 | torch 1.0 | ratio 1.00x\nsmoke rerun ");
-        assert!(rehearsed_stages(&eval_twice).is_err());
-        let no_torch = SUMMARY.replace(" | ratio 1.49x [1.49-1.50]", "");
-        assert!(rehearsed_stages(&no_torch).is_err());
-        let rerun_evaluated = SUMMARY.replace("smoke-rerun   | FAILED (exit 3)", "smoke-rerun   | ok");
-        assert!(rehearsed_stages(&rerun_evaluated).is_err());
-        let rerun_failed_otherwise = SUMMARY.replace("smoke-rerun   | FAILED (exit 3)", "smoke-rerun   | FAILED (exit 1)");
-        assert!(rehearsed_stages(&rerun_failed_otherwise).is_err());
-        let first_round_only =
-            SUMMARY.replace("1.41x [1.37-1.46] (median of 2 rounds)", "1.37x [1.37-1.37] (median of 1 rounds)");
-        assert!(rehearsed_stages(&first_round_only).is_err());
-        let rerun_unpackaged = SUMMARY.replace("smoke rerun         | identical SHA256SUMS\n", "");
-        assert!(rehearsed_stages(&rerun_unpackaged).is_err());
+        for (what, text, becomes) in WRONG {
+            let wrong = SUMMARY.replace(text, becomes);
+            assert_ne!(wrong, SUMMARY, "{what}: the summary has no `{text}`");
+            assert!(rehearsed_stages(&wrong).is_err(), "{what}: passed");
+        }
     }
 }
