@@ -155,20 +155,17 @@ pub fn run(mut args: Args) -> Result<()> {
             };
             let mut session = match session {
                 Ok(session) => session,
-                // Not asked for by name (`--device auto`): the provider is recorded with its reason, whatever
-                // stopped it (its libraries, or cuDNN's loaded lazily at the session's first inference), and
-                // the CPU's still runs. A model that cannot open at all fails on the CPU provider next.
-                Err(error) if provider == Provider::Cuda && !plan.cuda_required => {
-                    let reason = match error {
-                        EvalError::CudaUnavailable(reason) => reason,
-                        other => format!("its session could not be opened: {other}"),
+                Err(error) => {
+                    let cuda_has_run = rows.iter().any(|row: &ModelMetrics| row.eval.requested == Provider::Cuda);
+                    let unavailability = (provider == Provider::Cuda)
+                        .then(|| cuda_unavailability(&error, plan.cuda_required, cuda_has_run))
+                        .flatten();
+                    let Some(reason) = unavailability else {
+                        return Err(error).with_context(|| format!("opening {} on the {provider} provider", path.display()));
                     };
                     println!("{:<44} {:>8.2} {:>5} not available: {reason}", file_name(path), size_bytes as f64 / MIB, "CUDA");
                     unavailable.push(Unavailable { provider, reason });
                     continue;
-                }
-                Err(error) => {
-                    return Err(error).with_context(|| format!("opening {} on the {provider} provider", path.display()))
                 }
             };
             let report = eval::evaluate(&mut session, &batches, args.warmup)?;
@@ -204,6 +201,20 @@ pub fn run(mut args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Why the CUDA provider counts as unavailable after `error` opening a session on it, or `None` where the
+/// error stands: asked for by name (`--device cuda`), CUDA must run; under `--device auto`, whatever stops
+/// its first session (its libraries, or cuDNN's loaded lazily at the first inference) makes it
+/// unavailable and the CPU's still runs, but once it has run a model, a later model's failure there is
+/// that model's (out of memory, an operator it cannot take), not the provider's.
+fn cuda_unavailability(error: &EvalError, cuda_required: bool, cuda_has_run: bool) -> Option<String> {
+    match error {
+        _ if cuda_required => None,
+        EvalError::CudaUnavailable(reason) => Some(reason.clone()),
+        _ if cuda_has_run => None,
+        other => Some(format!("its session could not be opened: {other}")),
+    }
+}
+
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
 }
@@ -227,5 +238,23 @@ fn input_side(path: &Path) -> Result<usize> {
             anyhow::bail!("{}: input width {side} is not an image side (1 to {MAX_INPUT_SIDE} pixels)", path.display())
         }
         _ => anyhow::bail!("{}: input width is not fixed", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_is_unavailable_until_it_has_run_a_model_and_only_under_auto() {
+        let missing = EvalError::CudaUnavailable("no cuDNN".into());
+        let failed = EvalError::Ort("CUDNN_STATUS_NOT_SUPPORTED".into());
+        assert_eq!(cuda_unavailability(&missing, false, false).as_deref(), Some("no cuDNN"));
+        assert_eq!(cuda_unavailability(&missing, false, true).as_deref(), Some("no cuDNN"));
+        let first = cuda_unavailability(&failed, false, false).unwrap();
+        assert!(first.contains("CUDNN_STATUS_NOT_SUPPORTED"), "{first}");
+        assert_eq!(cuda_unavailability(&failed, false, true), None, "a later model's own failure");
+        assert_eq!(cuda_unavailability(&missing, true, false), None, "--device cuda");
+        assert_eq!(cuda_unavailability(&failed, true, false), None, "--device cuda");
     }
 }
