@@ -97,11 +97,13 @@ pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
 }
 
 /// `folder`, the autotune cache of the run in `run`, by its place in the run where it lies inside
-/// (`autotune`), else as an absolute path: both paths are made absolute first, so that `./run`,
-/// `run/autotune` and `/abs/run` agree. What the train report records and the steps' keys hold, so that a
-/// moved run, or a step run from another working folder, is the same run.
+/// (`autotune`), else as an absolute path: both paths are resolved first (links and `..` too, where they
+/// exist; else made absolute), so that `./run`, `run/autotune`, `/abs/run` and `a/../run` agree. What the
+/// train report records and the steps' keys hold, so that a moved run, or a step run from another working
+/// folder, is the same run.
 pub fn place_in_run(run: &Path, folder: &Path) -> PathBuf {
-    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let absolute =
+        |path: &Path| std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf());
     let folder = absolute(folder);
     match folder.strip_prefix(absolute(run)) {
         Ok(inside) => inside.to_path_buf(),
@@ -184,5 +186,14 @@ mod tests {
             assert_eq!(place_in_run(Path::new(run), Path::new(folder)), Path::new("autotune"), "{run} {folder}");
         }
         assert_eq!(place_in_run(&here.join("run"), Path::new("run/autotune")), Path::new("autotune"));
+        // Where the folders exist, `..` and links resolve: the same run, however it is reached.
+        let dir = tempfile::tempdir().unwrap();
+        let (run, other) = (dir.path().join("run"), dir.path().join("other"));
+        std::fs::create_dir_all(run.join("autotune")).unwrap();
+        std::fs::create_dir(&other).unwrap();
+        std::os::unix::fs::symlink(&run, dir.path().join("link")).unwrap();
+        for spelt in [other.join("../run"), dir.path().join("link")] {
+            assert_eq!(place_in_run(&spelt, &run.join("autotune")), Path::new("autotune"), "{}", spelt.display());
+        }
     }
 }
