@@ -12,7 +12,9 @@ fn main() {
     // cargo's, which may not be the `rustc` first on the PATH.
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let version = std::process::Command::new(rustc).arg("--version").output().expect("cargo's rustc runs");
-    println!("cargo:rustc-env=VGGQ_RUSTC={}", String::from_utf8_lossy(&version.stdout).trim());
+    let version =
+        if version.status.success() { String::from_utf8_lossy(&version.stdout).trim().to_string() } else { "unknown".into() };
+    println!("cargo:rustc-env=VGGQ_RUSTC={version}");
     let descriptors = protox::compile([ONNX_PROTO], ["src/export/onnx"]).expect("vendored onnx.proto parses");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     prost_build::Config::new().out_dir(&out_dir).compile_fds(descriptors).expect("prost generates the ONNX types");

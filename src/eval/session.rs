@@ -64,7 +64,7 @@ fn runtime_name(path: &Path) -> String {
     // Runtime exports for this, returning a static table whose version string lives as long as the library.
     let version = unsafe {
         libloading::Library::new(path).ok().and_then(|library| {
-            let get_base = library.get::<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase>(b"OrtGetApiBase").ok()?;
+            let get_base = library.get::<unsafe extern "system" fn() -> *const ort::sys::OrtApiBase>(b"OrtGetApiBase").ok()?;
             let base = get_base();
             (!base.is_null()).then(|| std::ffi::CStr::from_ptr(((*base).GetVersionString)()).to_string_lossy().into_owned())
         })
@@ -160,7 +160,9 @@ fn library_path() -> Result<PathBuf, EvalError> {
             format!("`{ORT_DYLIB_PATH}` names no file there (`cargo xtask setup` fetches ONNX Runtime and says where it is)");
         return Err(EvalError::Library { path, message });
     }
-    Ok(path)
+    // Absolute: ort looks for a relative path beside the executable first, which could load another
+    // library than the one checked here and named in the records.
+    Ok(std::path::absolute(&path).unwrap_or(path))
 }
 
 /// Loads ONNX Runtime (once per process) without opening a model: a command that will need it fails on a
