@@ -488,6 +488,33 @@ mod download {
         (fs::read(&archive).unwrap(), md5)
     }
 
+    /// The small archive served at `/cifar.tar.gz`, and an empty cache to download it into.
+    struct Served {
+        archive: Vec<u8>,
+        md5: String,
+        server: TestServer,
+        cache: tempfile::TempDir,
+    }
+
+    impl Served {
+        fn new() -> Self {
+            let (archive, md5) = small_archive();
+            let server = TestServer::start(vec![("/cifar.tar.gz", Reply::Body(archive.clone()))]);
+            Served { archive, md5, server, cache: tempfile::tempdir().unwrap() }
+        }
+
+        /// Where the download goes.
+        fn dest(&self) -> std::path::PathBuf {
+            self.cache.path().join("cifar.tar.gz")
+        }
+
+        fn download(&self) -> Result<DownloadOutcome, DataError> {
+            let expected =
+                ExpectedFile { length: Some(self.archive.len() as u64), algorithm: DigestAlgorithm::Md5, digest: &self.md5 };
+            download_verified(&self.server.url("/cifar.tar.gz"), &self.dest(), &expected)
+        }
+    }
+
     /// Names in `dir`, to check that a failed download leaves nothing behind.
     fn entries(dir: &Path) -> Vec<String> {
         fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
@@ -495,21 +522,14 @@ mod download {
 
     #[test]
     fn downloads_verifies_loads_and_then_uses_the_cache() {
-        let (archive, md5) = small_archive();
-        let server = TestServer::start(vec![("/cifar.tar.gz", Reply::Body(archive.clone()))]);
-        let cache = tempfile::tempdir().unwrap();
-        let dest = cache.path().join("cifar.tar.gz");
-        let expected = ExpectedFile { length: Some(archive.len() as u64), algorithm: DigestAlgorithm::Md5, digest: &md5 };
+        let served = Served::new();
+        assert_eq!(served.download().unwrap(), DownloadOutcome::Downloaded);
+        assert_eq!(fs::read(served.dest()).unwrap(), served.archive);
+        assert_eq!(entries(served.cache.path()), ["cifar.tar.gz"], "no temporary file left");
+        assert_eq!(load_path(&served.dest()).unwrap().train.len(), 10);
 
-        let outcome = download_verified(&server.url("/cifar.tar.gz"), &dest, &expected).unwrap();
-        assert_eq!(outcome, DownloadOutcome::Downloaded);
-        assert_eq!(fs::read(&dest).unwrap(), archive);
-        assert_eq!(entries(cache.path()), ["cifar.tar.gz"], "no temporary file left");
-        assert_eq!(load_path(&dest).unwrap().train.len(), 10);
-
-        let outcome = download_verified(&server.url("/cifar.tar.gz"), &dest, &expected).unwrap();
-        assert_eq!(outcome, DownloadOutcome::Cached);
-        assert_eq!(server.requests(), 1, "a verified cached file is not downloaded again");
+        assert_eq!(served.download().unwrap(), DownloadOutcome::Cached);
+        assert_eq!(served.server.requests(), 1, "a verified cached file is not downloaded again");
     }
 
     /// A download killed midway (Ctrl-C) left its temporary file, which nothing removed: up to the size
@@ -518,15 +538,12 @@ mod download {
     /// temporary file (`.<name>.<6 letters or digits>.tmp`); another file's is kept.
     #[test]
     fn a_killed_downloads_temporary_file_is_removed_by_the_next() {
-        let (archive, md5) = small_archive();
-        let server = TestServer::start(vec![("/cifar.tar.gz", Reply::Body(archive.clone()))]);
-        let cache = tempfile::tempdir().unwrap();
-        let dest = cache.path().join("cifar.tar.gz");
-        fs::write(cache.path().join(".cifar.tar.gz.k1LLed.tmp"), &archive[..archive.len() / 2]).unwrap();
-        fs::write(cache.path().join(".other.tar.gz.k1LLed.tmp"), b"another file's").unwrap();
-        let expected = ExpectedFile { length: Some(archive.len() as u64), algorithm: DigestAlgorithm::Md5, digest: &md5 };
-        assert_eq!(download_verified(&server.url("/cifar.tar.gz"), &dest, &expected).unwrap(), DownloadOutcome::Downloaded);
-        let mut left = entries(cache.path());
+        let served = Served::new();
+        let cache = served.cache.path();
+        fs::write(cache.join(".cifar.tar.gz.k1LLed.tmp"), &served.archive[..served.archive.len() / 2]).unwrap();
+        fs::write(cache.join(".other.tar.gz.k1LLed.tmp"), b"another file's").unwrap();
+        assert_eq!(served.download().unwrap(), DownloadOutcome::Downloaded);
+        let mut left = entries(cache);
         left.sort();
         assert_eq!(left, [".other.tar.gz.k1LLed.tmp", "cifar.tar.gz"]);
     }
