@@ -19,7 +19,7 @@ use crate::quant::state_dict::{fp32_state_dict, quantized_state_dict};
 use crate::quant::static_ptq::CalibrationTiming;
 use crate::quant::{quantize_dynamic, quantize_static, Calibration, FloatVgg, QuantError, QuantizedVgg, SimulatedVgg};
 use crate::score::{score_model, score_model_with, Score};
-use crate::train::{train, EpochReport};
+use crate::train::{train, CheckpointError, Checkpoints, EpochReport};
 
 /// The three image sets of a run, batched as the profile says.
 pub struct RunData {
@@ -68,6 +68,8 @@ pub enum PipelineError {
     NoPretrainedWeights,
     #[error("writing {path}: {source}")]
     Pth { path: PathBuf, source: vggq_pth::Error },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// The profile's untrained model: seeded, with torchvision's features when the profile starts from them.
@@ -91,15 +93,17 @@ pub struct TrainedFp32<B: AutodiffBackend> {
     pub test: Score,
 }
 
-/// Builds the profile's model, fine-tunes it, and scores the result on the test set.
+/// Builds the profile's model, fine-tunes it (resuming from and saving to `checkpoints` where given), and
+/// scores the result on the test set.
 pub fn train_fp32<B: TrainingBackend>(
     profile: &Profile,
     data: &RunData,
     pretrained: Option<&Path>,
     device: &B::Device,
+    checkpoints: Option<&Checkpoints>,
 ) -> Result<TrainedFp32<B>, PipelineError> {
     let model = initial_model::<B>(profile, pretrained, device)?;
-    let (model, epochs) = train(model, &data.train, &data.val, &profile.train, device);
+    let (model, epochs) = train(model, &data.train, &data.val, &profile.train, device, checkpoints)?;
     let test = score_model(&model.valid(), &data.test, device, "test");
     Ok(TrainedFp32 { model, epochs, test })
 }
@@ -135,7 +139,8 @@ pub struct Quantized {
 
 /// Quantizes `trained` three ways (dynamic PTQ, static PTQ calibrated on the profile's batches of the
 /// unaugmented training split, QAT in `settings.qat_mode`) and scores every variant on `data`'s
-/// validation and test images (the INT8 ones with their simulated integer forward passes).
+/// validation and test images (the INT8 ones with their simulated integer forward passes). QAT resumes
+/// from and saves to `checkpoints` where given.
 pub fn quantize<B: TrainingBackend>(
     trained: Vgg<B>,
     profile: &Profile,
@@ -143,6 +148,7 @@ pub fn quantize<B: TrainingBackend>(
     settings: QuantizeSettings,
     pretrained: Option<&Path>,
     device: &B::Device,
+    checkpoints: Option<&Checkpoints>,
 ) -> Result<Quantized, PipelineError> {
     let float = FloatVgg::from_model(&trained.valid(), &profile.model);
     let scores =
@@ -186,7 +192,7 @@ pub fn quantize<B: TrainingBackend>(
     };
     let started = Instant::now();
     let recipe = qat_recipe(settings.qat_mode, &profile.train);
-    let (qat, qat_epochs) = train_qat(start, &profile.model, &data.train, &data.val, &recipe, device);
+    let (qat, qat_epochs) = train_qat(start, &profile.model, &data.train, &data.val, &recipe, device, checkpoints)?;
     let qat_seconds = started.elapsed().as_secs_f64();
     let qat_variant = Variant::Qat(settings.qat_mode);
     let qat_scores = simulated(qat_variant.label(), &qat);

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{file_digest, DataError, DigestAlgorithm};
-use vggq_core::run_folder::STEPS_FOLDER;
+use vggq_core::run_folder::{CHECKPOINT_SUFFIX, STEPS_FOLDER};
 
 /// The run folder's lock, beside the stamps; it names the process that holds it.
 const LOCK_FILE: &str = "writer.lock";
@@ -165,6 +165,16 @@ impl Step {
         &self.name
     }
 
+    /// What the step's inputs, configuration and program hash to: a checkpoint carries it.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Where the step keeps its work in progress while it runs (a training's checkpoint), beside its record.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.stamp.with_file_name(format!("{}{CHECKPOINT_SUFFIX}", self.name))
+    }
+
     /// True when the last run of this step had the same key and its outputs are still as it left them.
     pub fn is_up_to_date(&self) -> Result<bool, StepError> {
         let Ok(text) = std::fs::read_to_string(&self.stamp) else { return Ok(false) };
@@ -175,12 +185,18 @@ impl Step {
         Ok(stamp == self.current_stamp()?)
     }
 
-    /// Records that the step finished: call after every output is in place.
+    /// Records that the step finished: call after every output is in place. Its checkpoint goes: a
+    /// finished step is redone from the start.
     pub fn record(&self) -> Result<(), StepError> {
         let folder = self.stamp.parent().expect("stamps live in a folder");
         std::fs::create_dir_all(folder).map_err(|source| StepError::Io { path: folder.to_path_buf(), source })?;
         let json = serde_json::to_vec_pretty(&self.current_stamp()?).expect("a stamp is plain data");
-        crate::atomic::write(&self.stamp, &json).map_err(|source| StepError::Io { path: self.stamp.clone(), source })
+        crate::atomic::write(&self.stamp, &json).map_err(|source| StepError::Io { path: self.stamp.clone(), source })?;
+        let checkpoint = self.checkpoint_path();
+        match std::fs::remove_file(&checkpoint) {
+            Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(StepError::Io { path: checkpoint, source }),
+            _ => Ok(()),
+        }
     }
 
     fn current_stamp(&self) -> Result<Stamp, StepError> {

@@ -3,12 +3,15 @@
 //! (exit 1), never a panic (exit 101) or an abort; and no error printed where nothing failed.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use prost::Message;
 use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use vggq::model::kernels::isa::ISA_VARIABLE;
-use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, STEPS_FOLDER, TRAIN_REPORT_FILE};
+use vggq_core::run_folder::{
+    CHECKPOINT_SUFFIX, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, STEPS_FOLDER, TRAIN_REPORT_FILE,
+};
 use vggq_core::{QatMode, Variant};
 
 mod util;
@@ -449,4 +452,50 @@ fn a_path_that_is_not_utf8_is_no_panic() {
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(message.contains("/nonexistent"), "{message}");
+}
+
+/// Runs vggq with `args` until `file` appears, then kills it, as a reboot or a job's time limit would.
+fn killed_once_written(args: &[&str], file: &Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vggq"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vggq runs");
+    while !file.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{args:?} ended ({status}) before it wrote {}", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// `train` and `quantize` killed once their first epoch is saved, then run again: each resumes after that
+/// epoch, ends with the smoke run's bytes (the model, the four `.pth` files) and leaves no checkpoint.
+#[test]
+fn a_killed_training_resumes_and_ends_with_the_bytes_it_would_have_written() {
+    let golden = util::golden_run();
+    let run = tempfile::tempdir().unwrap();
+    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
+    let steps: [(&str, &[&str], Vec<String>); 2] = [
+        ("train", &["train", "--profile", "smoke", "--out", folder], vec![MODEL_FILE.to_string()]),
+        ("quantize", &["quantize", "--run", folder], Variant::all(QatMode::Fp32match).map(|v| v.pth_file()).to_vec()),
+    ];
+    for (step, args, outputs) in steps {
+        let args = [args, &["--device", "cpu", "--data", data]].concat();
+        let checkpoint = run.path().join(STEPS_FOLDER).join(format!("{step}{CHECKPOINT_SUFFIX}"));
+        killed_once_written(&args, &checkpoint);
+        let output = vggq(&args, &[]);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(said.contains("resuming after epoch 1 of 2 from "), "{step} did not resume: {said}");
+        assert!(!checkpoint.exists(), "{step} finished and left its checkpoint");
+        for name in outputs {
+            let same = std::fs::read(run.path().join(&name)).unwrap() == std::fs::read(golden.join(&name)).unwrap();
+            assert!(same, "{step}, resumed, wrote another {name} than the smoke run's");
+        }
+    }
 }

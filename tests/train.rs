@@ -5,20 +5,26 @@
 //! (`VGGQ_GOLDEN_RUN`): training it here again gave the same bytes (the suite's reruns hold training to
 //! that on every core count) and took about 30 of its 130 s on 2 cores.
 
-use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::module::{AutodiffModule, Module};
+use burn::prelude::Backend;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Record};
 use serde::Deserialize;
 use vggq::backend::{BackendKind, CpuBackend, Selection};
-use vggq::data::{load, DataSource};
+use vggq::data::{load, BatchLoader, DataSource, ImageSet, LoaderConfig};
+use vggq::model::Vgg;
 use vggq::pipeline::{quantize, QuantizeSettings, RunData};
 use vggq::profile::Profile;
+use vggq::quant::qat::train_qat;
 use vggq::quant::Calibration;
 use vggq::score::Score;
-use vggq::train::EpochReport;
+use vggq::train::{train, Checkpoints, EpochReport};
 use vggq_core::run_folder::{MODEL_FILE, TRAIN_REPORT_FILE};
 use vggq_core::{QatMode, Variant};
 
 mod util;
+
+/// Burn's CPU backend draws from one generator per process: tests that seed it and draw run one at a time.
+static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Below every seed of the recipe, ours and PyTorch's (README, "Fidelity to PyTorch": seeds 0-2 gave val
 /// 40.20-43.00 % and test 41.52-44.86 % here, 37.90-44.25 % and 37.98-44.53 % in PyTorch): a model that
@@ -37,6 +43,7 @@ struct TrainReport {
 
 #[test]
 fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
+    let _generator = GENERATOR.lock().unwrap();
     let run = util::golden_run();
     let report: TrainReport = serde_json::from_str(&std::fs::read_to_string(run.join(TRAIN_REPORT_FILE)).unwrap()).unwrap();
     let profile = Profile::smoke();
@@ -60,7 +67,7 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
         .load_file(run.join(MODEL_FILE).with_extension(""), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), &device)
         .unwrap();
     let settings = QuantizeSettings { calibration: Calibration::Histogram, qat_mode: QatMode::Finetune };
-    let quantized = quantize(model, &profile, &data, settings, None, &device).unwrap();
+    let quantized = quantize(model, &profile, &data, settings, None, &device, None).unwrap();
     let scores: Vec<(Variant, f64, f64)> = quantized.scores.iter().map(|(v, s)| (*v, s.val.accuracy, s.test.accuracy)).collect();
     println!("smoke variants (val %, test %): {scores:?}");
     assert_eq!(scores.iter().map(|s| s.0).collect::<Vec<_>>(), Variant::all(QatMode::Finetune));
@@ -90,4 +97,53 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
     for file in &files {
         vggq_pth::read_state_dict(&std::fs::read(file).unwrap()).unwrap();
     }
+}
+
+/// A training run again after it stopped resumes from the checkpoint its first epoch left and ends with
+/// the bytes of the run that never stopped: FP32, and QAT, whose observers are part of its state. The
+/// straight run leaves that checkpoint (the last epoch saves none); on random images at the smoke
+/// shapes, 80 of them so that an epoch ends with a partial batch.
+#[test]
+fn a_resumed_training_ends_with_the_bytes_of_one_that_never_stopped() {
+    let _generator = GENERATOR.lock().unwrap();
+    let device = Default::default();
+    let profile = Profile::smoke();
+    let config = &profile.train;
+    assert_eq!(config.epochs, 2);
+    let side = profile.model.input_size;
+    let classes = profile.model.classes as u8;
+    let train_set = BatchLoader::new(ImageSet::random(80, classes, 1), LoaderConfig::train(side, config.seed)).unwrap();
+    let val_set = BatchLoader::new(ImageSet::random(32, classes, 2), LoaderConfig::eval(side)).unwrap();
+    // As the pipeline starts a training: the generator seeded, then the model drawn from it.
+    let initial = |seed| {
+        CpuBackend::seed(&device, seed);
+        profile.model.init::<CpuBackend>(&device)
+    };
+    let bytes = |model: Vgg<CpuBackend>| {
+        rmp_serde::to_vec_named(&model.valid().with_numbered_ids().into_record().into_item::<FullPrecisionSettings>()).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+
+    let checkpoints = Checkpoints::new(dir.path().join("train.checkpoint.mpk"), "fp32".into());
+    let fp32 = |seed| train(initial(seed), &train_set, &val_set, config, &device, Some(&checkpoints)).unwrap();
+    let (straight, straight_epochs) = fp32(config.seed);
+    assert!(checkpoints.path().is_file(), "the state after the first epoch is kept");
+    let (resumed, resumed_epochs) = fp32(config.seed);
+    assert_eq!(resumed_epochs[0], straight_epochs[0], "the first epoch is the checkpoint's");
+    assert_eq!((resumed_epochs[1].train, resumed_epochs[1].val), (straight_epochs[1].train, straight_epochs[1].val));
+    let straight = bytes(straight);
+    assert!(bytes(resumed) == straight, "the resumed FP32 training ends with other bytes");
+    // The masks the finished epoch drew are what puts the generator back: resumed from a generator
+    // seeded otherwise (the checkpoint's weights replace the ones drawn from it), the run ends elsewhere.
+    let (elsewhere, _) = fp32(config.seed + 1);
+    assert!(bytes(elsewhere) != straight, "the generator's place does not reach the resumed epochs");
+
+    let checkpoints = Checkpoints::new(dir.path().join("quantize.checkpoint.mpk"), "qat".into());
+    let qat =
+        || train_qat(initial(config.seed), &profile.model, &train_set, &val_set, config, &device, Some(&checkpoints)).unwrap();
+    let (straight, straight_epochs) = qat();
+    let (resumed, resumed_epochs) = qat();
+    assert_eq!(resumed_epochs[0], straight_epochs[0]);
+    assert_eq!((resumed_epochs[1].train, resumed_epochs[1].val), (straight_epochs[1].train, straight_epochs[1].val));
+    assert!(resumed == straight, "the resumed QAT training converts to another int8 model");
 }

@@ -22,5 +22,8 @@ pub const CHECKSUMS_FILE: &str = "SHA256SUMS";
 pub const AUTOTUNE_FOLDER: &str = "autotune";
 /// The steps' up-to-date stamps and the run folder's lock (a folder).
 pub const STEPS_FOLDER: &str = ".steps";
+/// A step's checkpoint while it runs (a training's state after its last finished epoch), in
+/// [`STEPS_FOLDER`]: `<step><CHECKPOINT_SUFFIX>`.
+pub const CHECKPOINT_SUFFIX: &str = ".checkpoint.mpk";
 /// The folders a run folder may hold beside its files: the package check lists any other.
 pub const RUN_FOLDERS: [&str; 2] = [STEPS_FOLDER, AUTOTUNE_FOLDER];

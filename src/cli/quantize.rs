@@ -16,7 +16,7 @@ use vggq::profile::{Init, Profile};
 use vggq::quant::static_ptq::CalibrationTiming;
 use vggq::quant::Calibration;
 use vggq::steps::{self, RunFolderLock, Step};
-use vggq::train::EpochReport;
+use vggq::train::{Checkpoints, EpochReport};
 use vggq_core::{QatMode, Variant};
 
 use super::run_dir::{require_from_step, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
@@ -48,7 +48,9 @@ pub struct Args {
     /// cubecl's autotune cache for a GPU run (see `vggq train --help`). Default: the one training used.
     #[arg(long)]
     autotune_cache: Option<PathBuf>,
-    /// Quantize even when the outputs of an identical earlier run are in place.
+    /// Quantize from the start even when the outputs of an identical earlier run are in place, or QAT's
+    /// checkpoint of one that stopped mid-way (without it, such a run resumes after QAT's last finished
+    /// epoch, and ends with the bytes it would have written).
     #[arg(long)]
     force: bool,
 }
@@ -113,6 +115,10 @@ pub fn run(args: Args) -> Result<()> {
         Init::Pretrained if args.qat_mode == QatMode::Fp32match => Some(pretrained_weights(args.weights.clone())?),
         _ => None,
     };
+    let checkpoints = Checkpoints::of(&step);
+    if args.force {
+        checkpoints.discard()?;
+    }
     selection.backend.run(Quantization {
         profile: &profile,
         args: &args,
@@ -120,6 +126,7 @@ pub fn run(args: Args) -> Result<()> {
         settings,
         weights,
         selection: &selection,
+        checkpoints: &checkpoints,
     })??;
     remove_other_qat_mode(&args.run, args.qat_mode)?;
     step.record()?;
@@ -152,6 +159,7 @@ struct Quantization<'a> {
     settings: QuantizeSettings,
     weights: Option<PathBuf>,
     selection: &'a Selection,
+    checkpoints: &'a Checkpoints,
 }
 
 impl OnBackend for Quantization<'_> {
@@ -169,7 +177,8 @@ impl OnBackend for Quantization<'_> {
         let cifar = data::load(&self.source)?;
         let dataset = cifar.fingerprint.to_string();
         let data = RunData::new(cifar, profile)?;
-        let quantized = quantize(trained, profile, &data, self.settings, self.weights.as_deref(), device)?;
+        let quantized =
+            quantize(trained, profile, &data, self.settings, self.weights.as_deref(), device, Some(self.checkpoints))?;
         for path in quantized.write_pth_files(out)? {
             println!("wrote {}", path.display());
         }

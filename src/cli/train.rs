@@ -17,7 +17,7 @@ use vggq::profile::{Init, Limits, Profile, ProfileName};
 use vggq::score::Score;
 use vggq::steps::{RunFolderLock, Step};
 use vggq::throughput::seconds_per_training_step;
-use vggq::train::EpochReport;
+use vggq::train::{Checkpoints, EpochReport};
 
 use super::run_dir::{AUTOTUNE_FOLDER, MODEL_FILE, TRAIN_REPORT_FILE};
 
@@ -56,7 +56,9 @@ pub struct Args {
     /// without it times nothing and leaves the folder empty. Default: `<out>/autotune`.
     #[arg(long)]
     autotune_cache: Option<PathBuf>,
-    /// Train even when the outputs of an identical earlier run are in place.
+    /// Train from the start even when the outputs of an identical earlier run are in place, or the
+    /// checkpoint of one that stopped mid-way (without it, such a run resumes after its last finished
+    /// epoch, and ends with the bytes it would have written).
     #[arg(long)]
     force: bool,
 }
@@ -131,6 +133,10 @@ pub fn run(args: Args) -> Result<()> {
         println!("train: up to date in {} (--force to redo)", out.display());
         return Ok(());
     }
+    let checkpoints = Checkpoints::of(&step);
+    if args.force {
+        checkpoints.discard()?;
+    }
     selection.backend.run(Training {
         profile: &profile,
         data_source,
@@ -138,6 +144,7 @@ pub fn run(args: Args) -> Result<()> {
         out,
         selection: &selection,
         autotune: &autotune,
+        checkpoints: &checkpoints,
     })??;
     step.record()?;
     Ok(())
@@ -191,6 +198,7 @@ struct Training<'a> {
     out: PathBuf,
     selection: &'a Selection,
     autotune: &'a Path,
+    checkpoints: &'a Checkpoints,
 }
 
 impl OnBackend for Training<'_> {
@@ -215,7 +223,8 @@ impl OnBackend for Training<'_> {
             "precision: matmul {:?}, conv {:?} (measured at the run's first Linear and conv)",
             precision.matmul, precision.conv
         );
-        let TrainedFp32 { model, epochs, test } = train_fp32::<B>(profile, &data, self.weights.as_deref(), device)?;
+        let TrainedFp32 { model, epochs, test } =
+            train_fp32::<B>(profile, &data, self.weights.as_deref(), device, Some(self.checkpoints))?;
         println!("test: loss {:.4} acc {:.2} % ({} images)", test.loss, test.accuracy, test.images);
 
         save_model(model, &self.out.join(MODEL_FILE))?;

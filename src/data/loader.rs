@@ -143,6 +143,12 @@ impl BatchLoader {
         self.len().div_ceil(self.config.batch_size)
     }
 
+    /// The images of each batch of an epoch, in order: full batches, then the partial one.
+    pub fn batch_lengths(&self) -> impl Iterator<Item = usize> {
+        let (count, size) = (self.len(), self.config.batch_size);
+        (0..self.batch_count()).map(move |batch| size.min(count - batch * size))
+    }
+
     pub fn config(&self) -> &LoaderConfig {
         &self.config
     }

@@ -220,6 +220,18 @@ impl<B: VggBackend> Vgg<B> {
         let x = head.dropout.forward(Relu::new().forward(linear(&head.hidden2, x)));
         linear(&head.output, x)
     }
+
+    /// What a training forward pass of `images` images draws from the backend's generator once the
+    /// model's parameters are drawn (the classifier's two dropout masks, as [`forward`](Self::forward)
+    /// and QAT's pass draw them), drawn without the pass: a resumed training puts the generator where the
+    /// finished epochs left it.
+    pub fn draw_dropout_masks(&self, images: usize, device: &B::Device) {
+        let head = &self.classifier;
+        for hidden in [&head.hidden1, &head.hidden2] {
+            let [_, features] = hidden.weight.dims();
+            let _ = head.dropout.forward(Tensor::<B, 2>::zeros([images, features], device));
+        }
+    }
 }
 
 /// The bias of one of the classifier's Linears (each has one, as in torchvision).

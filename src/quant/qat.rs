@@ -36,7 +36,9 @@ use crate::data::BatchLoader;
 use crate::host_reads;
 use crate::model::kernels::{self, Observed};
 use crate::model::{linear_bias, ConvBlock, FeatureLayer, TrainingBackend, Vgg, VggConfig, BATCH_NORM_EPS};
-use crate::train::{train_with, EpochReport, TrainConfig, TrainingForward};
+use crate::train::{
+    train_with, CheckpointError, Checkpoints, EpochReport, ForwardState, ObservedRange, TrainConfig, TrainingForward,
+};
 
 /// Epochs of [`QatMode::Finetune`].
 pub const FINETUNE_EPOCHS: usize = 1;
@@ -70,15 +72,31 @@ impl<B: Backend> Default for DeviceMovingAverage<B> {
 }
 
 impl<B: Backend> DeviceMovingAverage<B> {
-    /// The host twin of this observer: one read of its range.
-    fn to_host(&self) -> Vec<MovingAverageMinMax> {
-        let Some(observed) = &self.observed else { return Vec::new() };
+    /// Its running range, read by the host (one read); `None` before the first observation.
+    fn range(&self) -> Option<ObservedRange> {
+        let observed = self.observed.as_ref()?;
         let range = |t: &FloatTensor<B>| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t.clone()));
         let (min, max) = (range(&observed.min), range(&observed.max));
         let channels = min.dims()[0];
-        let both = host_reads::values(Tensor::cat(vec![min, max], 0));
-        (0..channels)
-            .map(|i| MovingAverageMinMax { range: MinMax { min: both[i], max: both[channels + i] }, ..Default::default() })
+        let mut min = host_reads::values(Tensor::cat(vec![min, max], 0));
+        let max = min.split_off(channels);
+        Some(ObservedRange { min, max })
+    }
+
+    /// The observer whose running range is `range` (a checkpoint's), on `device`.
+    fn from_range(range: Option<ObservedRange>, device: &B::Device) -> Self {
+        let tensor = |values: Vec<f32>| {
+            let channels = values.len();
+            Tensor::<B, 1>::from_data(TensorData::new(values, [channels]), device).into_primitive().tensor()
+        };
+        DeviceMovingAverage { observed: range.map(|range| Observed { min: tensor(range.min), max: tensor(range.max) }) }
+    }
+
+    /// The host twin of this observer.
+    fn to_host(&self) -> Vec<MovingAverageMinMax> {
+        let Some(range) = self.range() else { return Vec::new() };
+        (range.min.into_iter().zip(range.max))
+            .map(|(min, max)| MovingAverageMinMax { range: MinMax { min, max }, ..Default::default() })
             .collect()
     }
 }
@@ -118,6 +136,24 @@ impl<B: Backend> QatForward<B> {
 }
 
 impl<B: TrainingBackend> TrainingForward<B> for QatForward<B> {
+    /// The observers' ranges: activations, dropouts, weights.
+    fn state(&self) -> ForwardState {
+        let observers = self.activations.iter().chain(&self.dropouts).chain(&self.weights);
+        ForwardState { observers: observers.map(DeviceMovingAverage::range).collect() }
+    }
+
+    fn restore(&mut self, state: ForwardState, device: &B::Device) -> bool {
+        let (activations, dropouts) = (self.activations.len(), self.dropouts.len());
+        if state.observers.len() != activations + dropouts + self.weights.len() {
+            return false;
+        }
+        let mut observers = state.observers.into_iter().map(|range| DeviceMovingAverage::from_range(range, device));
+        self.activations = observers.by_ref().take(activations).collect();
+        self.dropouts = observers.by_ref().take(dropouts).collect();
+        self.weights = observers.collect();
+        true
+    }
+
     /// The QAT training forward pass of `model` (an autodiff model in training mode).
     fn forward(&mut self, model: &Vgg<B>, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let (activations, dropouts, weights) = (&mut self.activations, &mut self.dropouts, &mut self.weights);
@@ -176,7 +212,8 @@ pub struct QatObservers {
     pub weights: Vec<Vec<MovingAverageMinMax>>,
 }
 
-/// Trains `model` with fake quantization for `recipe`, then converts it to int8.
+/// Trains `model` with fake quantization for `recipe` (resuming from and saving to `checkpoints` where
+/// given, as [`train_with`]), then converts it to int8.
 pub fn train_qat<B: TrainingBackend>(
     model: Vgg<B>,
     config: &VggConfig,
@@ -184,10 +221,11 @@ pub fn train_qat<B: TrainingBackend>(
     val_batches: &BatchLoader,
     recipe: &TrainConfig,
     device: &B::Device,
-) -> (QuantizedVgg, Vec<EpochReport>) {
+    checkpoints: Option<&Checkpoints>,
+) -> Result<(QuantizedVgg, Vec<EpochReport>), CheckpointError> {
     let mut forward = QatForward::<B>::new(config);
-    let (model, epochs) = train_with(model, train_batches, val_batches, recipe, device, &mut forward);
-    (convert_qat(&FloatVgg::from_model(&model.valid(), config), &mut forward.observers()), epochs)
+    let (model, epochs) = train_with(model, train_batches, val_batches, recipe, device, &mut forward, checkpoints)?;
+    Ok((convert_qat(&FloatVgg::from_model(&model.valid(), config), &mut forward.observers()), epochs))
 }
 
 /// `convert_fx` of a QAT model whose float parameters are `model`.

@@ -139,7 +139,8 @@ pub fn trained_tiny_model() -> Vgg<B> {
             let train_config = TrainConfig { epochs: 1, learning_rate: 0.02, ..TrainConfig::seed() };
             let train = BatchLoader::new(spread(true, TRAINING_IMAGES), LoaderConfig::train(32, 0)).unwrap();
             let val = cifar_batches(false, 64, 32);
-            let (model, _) = vggq::train::train(config.init::<Train>(&device), &train, &val, &train_config, &device);
+            let (model, _) =
+                vggq::train::train(config.init::<Train>(&device), &train, &val, &train_config, &device, None).unwrap();
             model.valid()
         })
         .clone()

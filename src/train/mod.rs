@@ -1,7 +1,10 @@
 //! Fine-tuning: cross-entropy, SGD with momentum and weight decay, a progress bar per epoch, validation
 //! after each. Inside an epoch the host never waits for the device: losses and correct counts are
 //! summed on the device and read at the end (the bar shows a loss read every
-//! [`PROGRESS_READ_INTERVAL`] steps), and the next batch is uploaded while a step runs.
+//! [`PROGRESS_READ_INTERVAL`] steps), and the next batch is uploaded while a step runs. After each epoch
+//! but the last, the state is saved ([`checkpoint`]) for a killed run to resume from.
+
+mod checkpoint;
 
 use std::time::Instant;
 
@@ -13,13 +16,15 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Batch, BatchLoader, DEFAULT_BATCH_SIZE};
+use crate::data::{Batch, BatchLoader, CHANNELS, DEFAULT_BATCH_SIZE};
 use crate::host_reads::PROGRESS_READ_INTERVAL;
 use crate::model::kernels::{self, SgdStep, VggBackend};
 use crate::model::{TrainingBackend, Vgg};
 use crate::progress::progress_bar;
 use crate::score::{score_model, Score, ScoreSum};
 use crate::upload::uploaded;
+
+pub use checkpoint::{Checkpoint, CheckpointError, Checkpoints};
 
 /// The optimisation recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,10 +45,13 @@ impl TrainConfig {
     }
 
     /// PyTorch's `torch.optim.SGD(momentum=m, weight_decay=wd)` for `model`'s parameters.
-    pub fn optimizer<B: TrainingBackend>(&self) -> OptimizerAdaptor<Sgd, Vgg<B>, B> {
+    pub fn optimizer<B: TrainingBackend>(&self) -> SgdOptimizer<B> {
         Sgd { momentum: self.momentum as f32, weight_decay: self.weight_decay as f32 }.into()
     }
 }
+
+/// The training's optimizer: [`Sgd`] for each of a model's parameters.
+pub type SgdOptimizer<B> = OptimizerAdaptor<Sgd, Vgg<B>, B>;
 
 /// PyTorch's `torch.optim.SGD` with momentum and weight decay (dampening 0, not Nesterov), as Burn's
 /// `Sgd` computes it with those settings, each parameter's step one [`VggBackend::sgd_step`]: on the
@@ -99,6 +107,30 @@ impl std::fmt::Display for EpochReport {
 /// A training forward pass: the plain float model, or quantization-aware training's fake-quantized one.
 pub trait TrainingForward<B: AutodiffBackend> {
     fn forward(&mut self, model: &Vgg<B>, images: Tensor<B, 4>) -> Tensor<B, 2>;
+
+    /// What the pass keeps from one step to the next (QAT's observers), for a checkpoint.
+    fn state(&self) -> ForwardState {
+        ForwardState::default()
+    }
+
+    /// Puts back a [`state`](Self::state) that a checkpoint kept; false where it is not one of this pass's.
+    fn restore(&mut self, state: ForwardState, _device: &B::Device) -> bool {
+        state == ForwardState::default()
+    }
+}
+
+/// The running ranges of a training forward pass's observers, in the pass's own order; `None` for one
+/// that has not observed yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForwardState {
+    pub observers: Vec<Option<ObservedRange>>,
+}
+
+/// An observer's running minimum and maximum, one value per channel (one for a per-tensor observer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedRange {
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
 }
 
 /// The model's own forward pass.
@@ -153,19 +185,27 @@ pub fn train_epoch<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
     (model, score, started.elapsed().as_secs_f64())
 }
 
-/// Trains `model` for `config.epochs`, printing a bar per epoch and a summary line after each.
+/// Trains `model` for `config.epochs`, printing a bar per epoch and a summary line after each, resuming
+/// from and saving to `checkpoints` where given.
 pub fn train<B: TrainingBackend>(
     model: Vgg<B>,
     train_batches: &BatchLoader,
     val_batches: &BatchLoader,
     config: &TrainConfig,
     device: &B::Device,
-) -> (Vgg<B>, Vec<EpochReport>) {
-    train_with(model, train_batches, val_batches, config, device, &mut FloatForward)
+    checkpoints: Option<&Checkpoints>,
+) -> Result<(Vgg<B>, Vec<EpochReport>), CheckpointError> {
+    train_with(model, train_batches, val_batches, config, device, &mut FloatForward, checkpoints)
 }
 
 /// [`train`] with another training forward pass (quantization-aware training inserts fake quantization);
 /// validation still runs the plain float model.
+///
+/// With `checkpoints`, the state after each epoch but the last is saved there (written while the next
+/// epoch trains, and waited for before this returns), and a checkpoint an earlier run of the same
+/// training left is resumed from: `model` must then be the one that run started from, drawn from the
+/// backend's generator as it was (the resumed run draws again what the finished epochs drew, and so goes
+/// on with the masks the run would have drawn next).
 pub fn train_with<B: TrainingBackend>(
     mut model: Vgg<B>,
     train_batches: &BatchLoader,
@@ -173,10 +213,18 @@ pub fn train_with<B: TrainingBackend>(
     config: &TrainConfig,
     device: &B::Device,
     forward: &mut impl TrainingForward<B>,
-) -> (Vgg<B>, Vec<EpochReport>) {
+    checkpoints: Option<&Checkpoints>,
+) -> Result<(Vgg<B>, Vec<EpochReport>), CheckpointError> {
     let mut optimizer = config.optimizer::<B>();
     let mut reports = Vec::with_capacity(config.epochs);
-    for epoch in 1..=config.epochs {
+    if let Some(checkpoint) =
+        checkpoints.map(|c| resume(&model, train_batches, config, forward, c, device)).transpose()?.flatten()
+    {
+        model = model.load_record(checkpoint.model);
+        optimizer = optimizer.load_record(checkpoint.optimizer);
+        reports = checkpoint.epochs;
+    }
+    for epoch in reports.len() + 1..=config.epochs {
         let bar = progress_bar(train_batches.batch_count(), format!("epoch {epoch}/{}", config.epochs));
         let batches = train_batches.epoch(epoch as u64);
         let (trained, train, seconds) = train_epoch(model, &mut optimizer, config.learning_rate, batches, forward, device, &bar);
@@ -186,6 +234,61 @@ pub fn train_with<B: TrainingBackend>(
         let report = EpochReport { epoch, train, val, train_images_per_sec: train.images as f64 / seconds };
         println!("{report}");
         reports.push(report);
+        if let Some(checkpoints) = checkpoints.filter(|_| epoch < config.epochs) {
+            checkpoints.save(&model, &optimizer, forward.state(), &reports)?;
+        }
     }
-    (model, reports)
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.wait()?;
+    }
+    Ok((model, reports))
+}
+
+/// The checkpoint `checkpoints` holds for this training, if any, with `forward`'s state put back and the
+/// backend's generator drawn past the finished epochs' draws: its model and optimizer state are for the
+/// caller to load (`model` is the one the training started from).
+fn resume<B: TrainingBackend>(
+    model: &Vgg<B>,
+    train_batches: &BatchLoader,
+    config: &TrainConfig,
+    forward: &mut impl TrainingForward<B>,
+    checkpoints: &Checkpoints,
+    device: &B::Device,
+) -> Result<Option<Checkpoint<B>>, CheckpointError> {
+    let Some(mut checkpoint) = checkpoints.load::<B>(device)? else { return Ok(None) };
+    let finished = checkpoint.epochs.len();
+    let unfit = || CheckpointError::Unreadable {
+        path: checkpoints.path().to_path_buf(),
+        reason: format!("it does not fit this training ({finished} of {} epochs finished)", config.epochs),
+    };
+    if finished >= config.epochs {
+        return Err(unfit());
+    }
+    println!(
+        "resuming after epoch {finished} of {} from {} (an earlier run of this training stopped there)",
+        config.epochs,
+        checkpoints.path().display()
+    );
+    // The finished epochs' draws, in the order the run made them: Burn draws a parameter when it is first
+    // read, so the first step's forward pass draws the initial parameters between its dropout masks (its
+    // pass is run again, on zeros); every later step draws its masks alone.
+    let mut steps = (0..finished).flat_map(|_| train_batches.batch_lengths());
+    if let Some(first) = steps.next() {
+        let side = train_batches.config().side;
+        forward.forward(model, Tensor::zeros([first, CHANNELS, side, side], device));
+        // The pass left its BatchNorms' running statistics pending (Burn's `RunningState` folds them in
+        // at the next read), and loading a record keeps pending ones: a record taken now folds them in,
+        // so the checkpoint's statistics replace them.
+        let _ = model.clone().into_record();
+        for images in steps {
+            model.draw_dropout_masks(images, device);
+        }
+    }
+    if !forward.restore(std::mem::take(&mut checkpoint.forward), device) {
+        return Err(unfit());
+    }
+    for report in &checkpoint.epochs {
+        println!("{report}");
+    }
+    Ok(Some(checkpoint))
 }

@@ -1,0 +1,202 @@
+//! A training's state after each finished epoch, kept beside its step's record while the step runs: a
+//! run that is killed (a reboot, a job's time limit; the full profile trains for hours on a CPU) resumes
+//! after its last finished epoch and ends with the bytes of a run that never stopped.
+//!
+//! The state is what the next epoch reads: the model (parameters and running statistics), SGD's
+//! velocities, the training forward pass's own state (QAT's observers) and the finished epochs' reports.
+//! The backend's random generator, which Burn does not expose, is put back by drawing again what the
+//! finished epochs drew (the first step's pass, then [`Vgg::draw_dropout_masks`] for every later step).
+//! A checkpoint carries its step's key (the program, the configuration and the inputs), so only the
+//! same training resumes from it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use burn::module::Module;
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, Record};
+use serde::{Deserialize, Serialize};
+
+use super::{EpochReport, ForwardState, SgdOptimizer};
+use crate::model::{TrainingBackend, Vgg};
+use crate::steps::Step;
+
+/// Where a training step keeps its checkpoint, and the key that a checkpoint must carry to be resumed.
+#[derive(Debug)]
+pub struct Checkpoints {
+    path: PathBuf,
+    key: String,
+    /// The write in flight: the next epoch trains while the last one's state is converted and written
+    /// (seconds for the full profile's 480 MB, a tenth of an epoch on a fast GPU).
+    writing: Mutex<Option<JoinHandle<Result<(), CheckpointError>>>>,
+}
+
+/// A training's state after its last finished epoch.
+pub struct Checkpoint<B: TrainingBackend> {
+    pub epochs: Vec<EpochReport>,
+    pub model: <Vgg<B> as Module<B>>::Record,
+    pub optimizer: <SgdOptimizer<B> as Optimizer<Vgg<B>, B>>::Record,
+    pub forward: ForwardState,
+}
+
+type Item<R, B> = <R as Record<B>>::Item<FullPrecisionSettings>;
+
+/// The checkpoint's file: the key first, so that another training's file is told apart by it.
+#[derive(Serialize, Deserialize)]
+struct CheckpointFile<M, O> {
+    key: String,
+    epochs: Vec<EpochReport>,
+    forward: ForwardState,
+    model: M,
+    optimizer: O,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A checkpoint of this training that cannot be resumed from: a person decides whether to start over.
+    #[error("{path} cannot be resumed from ({reason}): remove it, or pass --force, to train from the start")]
+    Unreadable { path: PathBuf, reason: String },
+}
+
+impl Checkpoints {
+    /// `step`'s checkpoints: the file goes when the step records that it finished.
+    pub fn of(step: &Step) -> Self {
+        Self::new(step.checkpoint_path(), step.key().to_owned())
+    }
+
+    pub fn new(path: PathBuf, key: String) -> Self {
+        Checkpoints { path, key, writing: Mutex::new(None) }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the checkpoint, if any: the training starts over (`--force`).
+    pub fn discard(&self) -> Result<(), CheckpointError> {
+        match std::fs::remove_file(&self.path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(CheckpointError::Io { path: self.path.clone(), source: error })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The checkpoint an earlier run of this training left, if there is one and it carries this key:
+    /// `Ok(None)` for none, or for another training's (another configuration, input or build of vggq),
+    /// which is said and left to be replaced.
+    pub fn load<B: TrainingBackend>(&self, device: &B::Device) -> Result<Option<Checkpoint<B>>, CheckpointError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(CheckpointError::Io { path: self.path.clone(), source }),
+        };
+        type File<B> =
+            CheckpointFile<Item<<Vgg<B> as Module<B>>::Record, B>, Item<<SgdOptimizer<B> as Optimizer<Vgg<B>, B>>::Record, B>>;
+        let file: File<B> = rmp_serde::from_slice(&bytes)
+            .map_err(|error| CheckpointError::Unreadable { path: self.path.clone(), reason: error.to_string() })?;
+        if file.key != self.key {
+            println!(
+                "{}: a checkpoint of another training (its configuration, inputs or vggq build differ): training from the start",
+                self.path.display()
+            );
+            return Ok(None);
+        }
+        Ok(Some(Checkpoint {
+            epochs: file.epochs,
+            model: Record::from_item(file.model, device),
+            optimizer: Record::from_item(file.optimizer, device),
+            forward: file.forward,
+        }))
+    }
+
+    /// Replaces the checkpoint with the state after `epochs`, once the previous write has finished: the
+    /// state is taken now and written by a thread of its own ([`wait`](Self::wait) for it), through the
+    /// project's atomic write, so a run killed while it writes keeps the previous checkpoint. The model's
+    /// tensors are shared with the writer, not copied: the backends copy a shared tensor before writing
+    /// into it.
+    pub fn save<B: TrainingBackend>(
+        &self,
+        model: &Vgg<B>,
+        optimizer: &SgdOptimizer<B>,
+        forward: ForwardState,
+        epochs: &[EpochReport],
+    ) -> Result<(), CheckpointError> {
+        self.wait()?;
+        let (model, optimizer) = (model.clone().into_record(), optimizer.to_record());
+        let (path, key, epochs) = (self.path.clone(), self.key.clone(), epochs.to_vec());
+        let write = move || {
+            let file = CheckpointFile {
+                key,
+                epochs,
+                forward,
+                model: model.into_item::<FullPrecisionSettings>(),
+                optimizer: optimizer.into_item::<FullPrecisionSettings>(),
+            };
+            crate::atomic::write_with(&path, |out| rmp_serde::encode::write_named(out, &file).map_err(std::io::Error::other))
+                .map_err(|source| CheckpointError::Io { path, source })
+        };
+        let writer = std::thread::Builder::new()
+            .name("vggq-checkpoint".into())
+            .spawn(write)
+            .map_err(|source| CheckpointError::Io { path: self.path.clone(), source })?;
+        *self.writing.lock().expect("no writer panics holding the lock") = Some(writer);
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any, and says how it ended.
+    pub fn wait(&self) -> Result<(), CheckpointError> {
+        let writer = self.writing.lock().expect("no writer panics holding the lock").take();
+        match writer.map(JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(written)) => written,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// A write still in flight when the training ends early (an error) finishes before its folder is left.
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writing.get_mut().map(Option::take).ok().flatten() {
+            let _ = writer.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CpuBackend;
+    use crate::model::VggConfig;
+    use crate::train::TrainConfig;
+    use vggq_core::ProfileName;
+
+    /// Another training's checkpoint is passed over, and one cut short is an error naming the file.
+    #[test]
+    fn only_this_trainings_whole_checkpoint_is_resumed() {
+        let device = Default::default();
+        let model = VggConfig::of_shape(ProfileName::Smoke.model_shape(), 10).init::<CpuBackend>(&device);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.checkpoint.mpk");
+        let of = |key: &str| Checkpoints::new(path.clone(), key.into());
+        assert!(of("this").load::<CpuBackend>(&device).unwrap().is_none(), "no file, no checkpoint");
+        let optimizer = TrainConfig::seed().optimizer::<CpuBackend>();
+        let this = of("this");
+        this.save(&model, &optimizer, ForwardState::default(), &[]).unwrap();
+        this.wait().unwrap();
+        assert!(of("this").load::<CpuBackend>(&device).unwrap().is_some());
+        assert!(of("another").load::<CpuBackend>(&device).unwrap().is_none(), "another training's");
+
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let error = of("this").load::<CpuBackend>(&device).err().expect("a checkpoint cut short").to_string();
+        assert!(error.starts_with(&format!("{} cannot be resumed from (", path.display())), "{error}");
+        of("this").discard().unwrap();
+        assert!(!path.exists());
+        of("this").discard().unwrap();
+    }
+}
