@@ -473,7 +473,8 @@ fn killed_once_written(args: &[&str], file: &Path) {
 }
 
 /// `train` and `quantize` killed once their first epoch is saved, then run again: each resumes after that
-/// epoch, ends with the smoke run's bytes (the model, the four `.pth` files) and leaves no checkpoint.
+/// epoch, ends with the smoke run's bytes (the model, the four `.pth` files) and leaves no checkpoint, nor
+/// keeps one found beside it once it is up to date.
 #[test]
 fn a_killed_training_resumes_and_ends_with_the_bytes_it_would_have_written() {
     let golden = util::golden_run();
@@ -497,5 +498,11 @@ fn a_killed_training_resumes_and_ends_with_the_bytes_it_would_have_written() {
             let same = std::fs::read(run.path().join(&name)).unwrap() == std::fs::read(golden.join(&name)).unwrap();
             assert!(same, "{step}, resumed, wrote another {name} than the smoke run's");
         }
+        // What a run killed between the step's record and the checkpoint's removal leaves goes at the next.
+        std::fs::write(&checkpoint, b"left over").unwrap();
+        let output = vggq(&args, &[]);
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success() && said.contains(&format!("{step}: up to date")), "{said}{}", stderr(&output));
+        assert!(!checkpoint.exists(), "{step} is up to date and kept a checkpoint");
     }
 }

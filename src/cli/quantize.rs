@@ -106,18 +106,18 @@ pub fn run(args: Args) -> Result<()> {
     // The autotune cache by its place in the run, so that a moved run is the same step.
     let autotune_in_run = backend::autotune::place_in_run(&args.run, &autotune);
     let config = (&profile, selection.backend, selection.adapter(), settings, autotune_in_run, data_digest);
-    let step = Step::new("quantize", &args.run, &config, &[model.as_path()], outputs)?;
-    if !args.force && step.is_up_to_date()? {
-        println!("quantize: up to date in {} (--force to redo)", args.run.display());
-        return Ok(());
-    }
+    // QAT (fp32match) starts again from torchvision's weights: they are an input too.
     let weights = match profile.init {
         Init::Pretrained if args.qat_mode == QatMode::Fp32match => Some(pretrained_weights(args.weights.clone())?),
         _ => None,
     };
-    let checkpoints = Checkpoints::of(&step);
-    if args.force {
-        checkpoints.discard()?;
+    let inputs: Vec<&Path> = std::iter::once(model.as_path()).chain(weights.as_deref()).collect();
+    let step = Step::new("quantize", &args.run, &config, &inputs, outputs)?;
+    let up_to_date = !args.force && step.is_up_to_date()?;
+    let checkpoints = Checkpoints::of(&step, args.force || up_to_date)?;
+    if up_to_date {
+        println!("quantize: up to date in {} (--force to redo)", args.run.display());
+        return Ok(());
     }
     selection.backend.run(Quantization {
         profile: &profile,

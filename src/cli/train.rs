@@ -129,13 +129,11 @@ pub fn run(args: Args) -> Result<()> {
         &inputs,
         vec![out.join(MODEL_FILE), out.join(TRAIN_REPORT_FILE)],
     )?;
-    if !args.force && step.is_up_to_date()? {
+    let up_to_date = !args.force && step.is_up_to_date()?;
+    let checkpoints = Checkpoints::of(&step, args.force || up_to_date)?;
+    if up_to_date {
         println!("train: up to date in {} (--force to redo)", out.display());
         return Ok(());
-    }
-    let checkpoints = Checkpoints::of(&step);
-    if args.force {
-        checkpoints.discard()?;
     }
     selection.backend.run(Training {
         profile: &profile,

@@ -235,11 +235,11 @@ pub fn train_with<B: TrainingBackend>(
         println!("{report}");
         reports.push(report);
         if let Some(checkpoints) = checkpoints.filter(|_| epoch < config.epochs) {
-            checkpoints.save(&model, &optimizer, forward.state(), &reports)?;
+            checkpoints.save(&model, &optimizer, forward.state(), &reports);
         }
     }
     if let Some(checkpoints) = checkpoints {
-        checkpoints.wait()?;
+        checkpoints.wait();
     }
     Ok((model, reports))
 }
@@ -283,6 +283,11 @@ fn resume<B: TrainingBackend>(
         for images in steps {
             model.draw_dropout_masks(images, device);
         }
+        // The draws run before the next epoch's first step, as the reads at the end of an epoch make
+        // them run in a run that does not stop (a GPU backend that fuses its queue, and takes a random
+        // operation's seed when it runs, would otherwise cut and order it its own way).
+        B::sync(device)
+            .map_err(|error| CheckpointError::Device { path: checkpoints.path().to_path_buf(), reason: error.to_string() })?;
     }
     if !forward.restore(std::mem::take(&mut checkpoint.forward), device) {
         return Err(unfit());
