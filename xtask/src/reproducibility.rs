@@ -3,15 +3,16 @@
 //! forced (`VGGQ_ISA=avx2`), and under qemu-user emulating a Haswell (AVX2 and FMA, no AVX-512, so
 //! every library's own instruction-set choice too), each giving the same `model_fp32.mpk` and `.pth`
 //! files; and of lavapipe, where CI runs the GPU code path, that its training is the same bytes on that
-//! emulated Haswell too. `cargo xtask other-cpus` checks what CI cannot afford: the same small run on
-//! an emulated x86-64 without AVX2 and FMA and as an aarch64 build. On a host that is not x86-64, only the
-//! thread counts are checked (the rest is x86-64's). The data is CIFAR-10's binary layout
-//! with generated pixels: under emulation, reading it costs little where decoding JPEGs would not.
+//! emulated Haswell too, and when it is killed and resumed. `cargo xtask other-cpus` checks what CI
+//! cannot afford: the same small run on an emulated x86-64 without AVX2 and FMA and as an aarch64 build.
+//! On a host that is not x86-64, only the thread counts are checked (the rest is x86-64's). The data is
+//! CIFAR-10's binary layout with generated pixels: under emulation, reading it costs little where
+//! decoding JPEGs would not.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use vggq_core::run_folder::{AUTOTUNE_FOLDER, MODEL_FILE};
+use vggq_core::run_folder::{AUTOTUNE_FOLDER, CHECKPOINT_SUFFIX, MODEL_FILE, STEPS_FOLDER};
 use vggq_core::{QatMode, Variant};
 use xshell::{cmd, Shell};
 
@@ -28,6 +29,10 @@ const EMULATED_LIMITS: [&str; 8] = ["--train-images", "64", "--eval-images", "32
 /// The emulated lavapipe run (and its native twin): one training step, lavapipe under emulation
 /// taking about two minutes for it.
 const LAVAPIPE_LIMITS: [&str; 8] = ["--train-images", "32", "--eval-images", "32", "--calibration-batches", "1", "--epochs", "1"];
+/// The lavapipe run killed and resumed (and its straight twin): two epochs of two steps, so that the
+/// rerun draws again both a first step's pass and a later step's masks.
+const LAVAPIPE_RESUME_LIMITS: [&str; 8] =
+    ["--train-images", "64", "--eval-images", "32", "--calibration-batches", "1", "--epochs", "2"];
 /// The CPU qemu-user emulates: AVX2 and FMA, no AVX-512.
 const EMULATED_CPU: &str = "Haswell";
 /// The CPU `other-cpus` emulates: AVX, no AVX2 and no FMA (the kernels' scalar path, and every library's
@@ -72,6 +77,9 @@ pub fn run(sh: &Shell, vggq: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Mesa's shader cache, off: each run compiles its own kernels.
+const SHADER_CACHE_OFF: (&str, &str) = ("MESA_SHADER_CACHE_DISABLE", "true");
+
 /// lavapipe's thread count for its rerun (`LP_NUM_THREADS`; by default it runs its kernels on as many
 /// threads as the CPU has cores).
 const LAVAPIPE_THREADS: (&str, &str) = ("LP_NUM_THREADS", "3");
@@ -88,7 +96,7 @@ const LAVAPIPE_THREADS: (&str, &str) = ("LP_NUM_THREADS", "3");
 /// count's check trained the pipeline's 320 images again before, 102 s here against 39 s.
 pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
     let data = generated_cifar(sh)?;
-    let _no_shader_cache = sh.push_env("MESA_SHADER_CACHE_DISABLE", "true");
+    let _no_shader_cache = sh.push_env(SHADER_CACHE_OFF.0, SHADER_CACHE_OFF.1);
     let model = [MODEL_FILE.to_string()];
     let reference = train(sh, &[vggq], &data, "lavapipe-native", "wgpu", &LAVAPIPE_LIMITS, &[])?;
     print_checksums(sh, &reference, &model)?;
@@ -102,6 +110,8 @@ pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
     print_checksums(sh, &rerun, &model)?;
     same_files(&reference, &rerun, &model).with_context(|| format!("lavapipe on its default threads against {threads}"))?;
     println!("reproducible on wgpu: lavapipe on {threads} threads ({variable}) trains the same model as on its default");
+    resumed_on_lavapipe(sh, vggq, &data)?;
+    println!("reproducible on wgpu: a training killed after its first epoch and run again trains the same model");
     if !X86_HOST {
         println!("not checked on this {} host: lavapipe on an emulated Haswell (x86-64's)", std::env::consts::ARCH);
         return Ok(());
@@ -119,6 +129,45 @@ pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
     same_files(&reference, &emulated, &model).context("lavapipe on this CPU against an emulated Haswell")?;
     println!("reproducible on wgpu: lavapipe under qemu-x86_64 -cpu {EMULATED_CPU} trains the same model as on this CPU");
     Ok(())
+}
+
+/// A wgpu training killed once its first epoch's checkpoint is written, then run again, trains the same
+/// model as one that never stopped: the rerun's replay of Burn's random draws through cubecl (whose
+/// fusion takes a random operation's seed when it runs) as a GPU would make it; the CPU's is
+/// `tests/cli.rs`'s.
+fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
+    let model = [MODEL_FILE.to_string()];
+    let straight = train(sh, &[vggq], data, "lavapipe-straight", "wgpu", &LAVAPIPE_RESUME_LIMITS, &[])?;
+    print_checksums(sh, &straight, &model)?;
+    let out = sh.current_dir().join(FOLDER).join("lavapipe-resumed");
+    let checkpoint = out.join(STEPS_FOLDER).join(format!("train{CHECKPOINT_SUFFIX}"));
+    let mut first = std::process::Command::new(vggq)
+        .args(["train", "--profile", "smoke", "--device", "wgpu", "--force"])
+        .args(LAVAPIPE_RESUME_LIMITS)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .current_dir(sh.current_dir())
+        .env(SHADER_CACHE_OFF.0, SHADER_CACHE_OFF.1)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting vggq train")?;
+    while !checkpoint.exists() {
+        if let Some(status) = first.try_wait()? {
+            bail!("vggq train ended ({status}) before it wrote {}", checkpoint.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    first.kill()?;
+    first.wait()?;
+    let resumed =
+        cmd!(sh, "{vggq} train --profile smoke --device wgpu {LAVAPIPE_RESUME_LIMITS...} --data {data} --out {out}").read()?;
+    if !resumed.contains("resuming after epoch 1 of 2") {
+        bail!("vggq train, run again after it was killed, did not resume:\n{resumed}");
+    }
+    print_checksums(sh, &out, &model)?;
+    same_files(&straight, &out, &model).context("lavapipe, killed and resumed, against a training that never stopped")
 }
 
 /// `cargo xtask other-cpus`: the small training and quantization of [`run`]'s emulated check, natively,
