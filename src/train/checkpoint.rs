@@ -167,6 +167,10 @@ impl Checkpoints {
     /// Waits for the write in flight, if any; one that failed is said.
     pub fn wait(&self) {
         let writer = self.writing.lock().expect("no writer panics holding the lock").take();
+        self.finish(writer);
+    }
+
+    fn finish(&self, writer: Option<JoinHandle<std::io::Result<()>>>) {
         match writer.map(JoinHandle::join) {
             None | Some(Ok(Ok(()))) => {}
             Some(Ok(Err(error))) => self.not_written(&error.to_string()),
@@ -183,12 +187,12 @@ impl Checkpoints {
     }
 }
 
-/// A write still in flight when the training ends early (an error) finishes before its folder is left.
+/// A write still in flight when the training ends early (an error) finishes, and is said if it failed,
+/// before its folder is left.
 impl Drop for Checkpoints {
     fn drop(&mut self) {
-        if let Some(writer) = self.writing.get_mut().map(Option::take).ok().flatten() {
-            let _ = writer.join();
-        }
+        let writer = self.writing.get_mut().map(Option::take).ok().flatten();
+        self.finish(writer);
     }
 }
 

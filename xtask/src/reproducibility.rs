@@ -139,11 +139,19 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
     let model = [MODEL_FILE.to_string()];
     let straight = train(sh, &[vggq], data, "lavapipe-straight", "wgpu", &LAVAPIPE_RESUME_LIMITS, &[])?;
     print_checksums(sh, &straight, &model)?;
+    // The straight run's kernels (a build with `autotune` chooses them by timing).
+    let autotune = straight.join(AUTOTUNE_FOLDER);
     let out = sh.current_dir().join(FOLDER).join("lavapipe-resumed");
+    // What an earlier check left would be resumed from, or found before this run's checkpoint.
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
+    }
     let checkpoint = out.join(STEPS_FOLDER).join(format!("train{CHECKPOINT_SUFFIX}"));
     let mut first = std::process::Command::new(vggq)
-        .args(["train", "--profile", "smoke", "--device", "wgpu", "--force"])
+        .args(["train", "--profile", "smoke", "--device", "wgpu"])
         .args(LAVAPIPE_RESUME_LIMITS)
+        .arg("--autotune-cache")
+        .arg(&autotune)
         .arg("--data")
         .arg(data)
         .arg("--out")
@@ -153,21 +161,32 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
         .stdout(std::process::Stdio::null())
         .spawn()
         .context("starting vggq train")?;
-    while !checkpoint.exists() {
-        if let Some(status) = first.try_wait()? {
-            bail!("vggq train ended ({status}) before it wrote {}", checkpoint.display());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    first.kill()?;
-    first.wait()?;
-    let resumed =
-        cmd!(sh, "{vggq} train --profile smoke --device wgpu {LAVAPIPE_RESUME_LIMITS...} --data {data} --out {out}").read()?;
+    let written = wait_for(&mut first, &checkpoint);
+    // Killed whatever the wait found: no training is left running.
+    let _ = first.kill();
+    let _ = first.wait();
+    written?;
+    let resumed = cmd!(
+        sh,
+        "{vggq} train --profile smoke --device wgpu {LAVAPIPE_RESUME_LIMITS...} --autotune-cache {autotune} --data {data} --out {out}"
+    )
+    .read()?;
     if !resumed.contains("resuming after epoch 1 of 2") {
         bail!("vggq train, run again after it was killed, did not resume:\n{resumed}");
     }
     print_checksums(sh, &out, &model)?;
     same_files(&straight, &out, &model).context("lavapipe, killed and resumed, against a training that never stopped")
+}
+
+/// Waits until `file` exists, or fails when `child` ends first.
+fn wait_for(child: &mut std::process::Child, file: &Path) -> Result<()> {
+    while !file.exists() {
+        if let Some(status) = child.try_wait()? {
+            bail!("vggq train ended ({status}) before it wrote {}", file.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// `cargo xtask other-cpus`: the small training and quantization of [`run`]'s emulated check, natively,
