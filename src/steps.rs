@@ -193,10 +193,7 @@ impl Step {
         let json = serde_json::to_vec_pretty(&self.current_stamp()?).expect("a stamp is plain data");
         crate::atomic::write(&self.stamp, &json).map_err(|source| StepError::Io { path: self.stamp.clone(), source })?;
         let checkpoint = self.checkpoint_path();
-        match std::fs::remove_file(&checkpoint) {
-            Err(source) if source.kind() != std::io::ErrorKind::NotFound => Err(StepError::Io { path: checkpoint, source }),
-            _ => Ok(()),
-        }
+        crate::atomic::remove_if_present(&checkpoint).map_err(|source| StepError::Io { path: checkpoint, source })
     }
 
     fn current_stamp(&self) -> Result<Stamp, StepError> {

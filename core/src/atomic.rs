@@ -70,13 +70,18 @@ fn remove_temps_of(folder: &Path, file_name: &str) -> std::io::Result<()> {
     for entry in std::fs::read_dir(folder)? {
         let entry = entry?;
         if entry.file_type()?.is_file() && is_temp_of(&entry.file_name().to_string_lossy(), file_name) {
-            match std::fs::remove_file(entry.path()) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-                _ => {}
-            }
+            remove_if_present(&entry.path())?;
         }
     }
     Ok(())
+}
+
+/// Removes the file `path`; one already gone (never written, or removed meanwhile) is no error.
+pub fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -92,12 +92,7 @@ impl Checkpoints {
 
     /// Removes the checkpoint, if any.
     fn discard(&self) -> Result<(), CheckpointError> {
-        match std::fs::remove_file(&self.path) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                Err(CheckpointError::Io { path: self.path.clone(), source: error })
-            }
-            _ => Ok(()),
-        }
+        crate::atomic::remove_if_present(&self.path).map_err(|source| CheckpointError::Io { path: self.path.clone(), source })
     }
 
     /// The checkpoint an earlier run of this training left, if there is one and it carries this key:

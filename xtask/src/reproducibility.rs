@@ -85,7 +85,8 @@ const SHADER_CACHE_OFF: (&str, &str) = ("MESA_SHADER_CACHE_DISABLE", "true");
 const LAVAPIPE_THREADS: (&str, &str) = ("LP_NUM_THREADS", "3");
 
 /// One wgpu training step on lavapipe, the GPU code path CI runs, then again on another count of
-/// lavapipe's threads and, on an x86-64 host, on an emulated Haswell: each must give the same model.
+/// lavapipe's threads and, on an x86-64 host, on an emulated Haswell: each must give the same model
+/// (and, between the two, a training killed and resumed must too: [`resumed_on_lavapipe`]).
 /// Lavapipe compiles the kernels with LLVM for the CPU it finds (AVX-512 instructions where there are
 /// some), and its adapter's name says only its vector width ("256 bits" on both), so the reviewed
 /// `smoke-wgpu` table would hold its tolerance for the same arithmetic on a CPU that computes otherwise
