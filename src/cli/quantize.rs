@@ -20,7 +20,7 @@ use vggq::train::{Checkpoints, EpochReport};
 use vggq_core::{QatMode, Variant};
 
 use super::run_dir::{require_from_step, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
-use super::train::pretrained_weights;
+use super::train::PretrainedWeightsSource;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -105,13 +105,15 @@ pub fn run(args: Args) -> Result<()> {
     steps::require_current(&args.run, &["train"])?;
     // The autotune cache by its place in the run, so that a moved run is the same step.
     let autotune_in_run = backend::autotune::place_in_run(&args.run, &autotune);
-    let config = (&profile, selection.backend, selection.adapter(), settings, autotune_in_run, data_digest);
-    // QAT (fp32match) starts again from torchvision's weights: they are an input too.
+    // QAT (fp32match) starts again from torchvision's weights: they are part of the step's key too.
     let weights = match profile.init {
-        Init::Pretrained if args.qat_mode == QatMode::Fp32match => Some(pretrained_weights(args.weights.clone())?),
+        Init::Pretrained if args.qat_mode == QatMode::Fp32match => Some(PretrainedWeightsSource::new(args.weights.clone())),
         _ => None,
     };
-    let inputs: Vec<&Path> = std::iter::once(model.as_path()).chain(weights.as_deref()).collect();
+    let published = weights.as_ref().and_then(PretrainedWeightsSource::published);
+    let config = (&profile, selection.backend, selection.adapter(), settings, autotune_in_run, data_digest, published);
+    let inputs: Vec<&Path> =
+        std::iter::once(model.as_path()).chain(weights.iter().filter_map(PretrainedWeightsSource::input)).collect();
     let step = Step::new("quantize", &args.run, &config, &inputs, outputs)?;
     let up_to_date = !args.force && step.is_up_to_date()?;
     let checkpoints = Checkpoints::of(&step, args.force || up_to_date)?;
@@ -119,6 +121,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("quantize: up to date in {} (--force to redo)", args.run.display());
         return Ok(());
     }
+    let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
     selection.backend.run(Quantization {
         profile: &profile,
         args: &args,

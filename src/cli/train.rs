@@ -45,7 +45,8 @@ pub struct Args {
     #[arg(long, env = "VGGQ_DATA")]
     data: Option<PathBuf>,
     /// torchvision's `vgg11_bn-6002323d.pth` on disk; without it, it is downloaded (and verified) into
-    /// the cache when the init is `pretrained`. Also read from `$VGGQ_WEIGHTS`.
+    /// the cache when a `pretrained` training is to run (not for one found up to date). Also read from
+    /// `$VGGQ_WEIGHTS`.
     #[arg(long, env = "VGGQ_WEIGHTS")]
     weights: Option<PathBuf>,
     /// Output folder; default `artifacts/<profile>`.
@@ -108,10 +109,10 @@ pub fn run(args: Args) -> Result<()> {
     let _writing = RunFolderLock::take(&out)?;
     let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
-        Init::Pretrained => Some(pretrained_weights(args.weights)?),
+        Init::Pretrained => Some(PretrainedWeightsSource::new(args.weights)),
         Init::Random => None,
     };
-    let inputs: Vec<&Path> = weights.as_deref().into_iter().collect();
+    let inputs: Vec<&Path> = weights.iter().filter_map(PretrainedWeightsSource::input).collect();
     // The data by its content, whatever its form (archive, folder, download).
     let data_digest = data::source_digest(&data_source)?;
     let step = Step::new(
@@ -125,6 +126,7 @@ pub fn run(args: Args) -> Result<()> {
             selection.adapter(),
             data::content_of(&data_digest),
             backend::autotune::place_in_run(&out, &autotune),
+            weights.as_ref().and_then(PretrainedWeightsSource::published),
         ),
         &inputs,
         vec![out.join(MODEL_FILE), out.join(TRAIN_REPORT_FILE)],
@@ -135,6 +137,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("train: up to date in {} (--force to redo)", out.display());
         return Ok(());
     }
+    let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
     selection.backend.run(Training {
         profile: &profile,
         data_source,
@@ -176,16 +179,52 @@ fn cpu_duration(profile: &Profile) -> String {
     )
 }
 
-/// The given checkpoint, or torchvision's downloaded into the cache.
-pub(super) fn pretrained_weights(given: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(path) = given {
-        return Ok(path);
+/// Where a pretrained run's ImageNet weights come from: a file given with `--weights`, or torchvision's
+/// published checkpoint, fetched into the cache only when a step is to run.
+pub(super) enum PretrainedWeightsSource {
+    Given(PathBuf),
+    /// `VGG11_BN_IMAGENET1K_V1`.
+    Torchvision,
+}
+
+impl PretrainedWeightsSource {
+    pub(super) fn new(given: Option<PathBuf>) -> Self {
+        given.map_or(Self::Torchvision, Self::Given)
     }
-    let weights = VGG11_BN_IMAGENET1K_V1;
-    let path = vggq_core::places::cache_dir().join(weights.file_name);
-    data::download_verified(weights.url, &path, &weights.expected)
-        .with_context(|| format!("fetching torchvision's weights (or pass --weights {})", weights.file_name))?;
-    Ok(path)
+
+    /// A given file, which a step's key holds by its content (an input of the step).
+    pub(super) fn input(&self) -> Option<&Path> {
+        match self {
+            Self::Given(path) => Some(path),
+            Self::Torchvision => None,
+        }
+    }
+
+    /// torchvision's checkpoint as a step's key holds it: by the address and digest its download is
+    /// checked against, so that a step found up to date needs neither the file nor the network (a moved
+    /// run, a cleared cache, a machine offline).
+    pub(super) fn published(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Given(_) => None,
+            Self::Torchvision => Some((VGG11_BN_IMAGENET1K_V1.url, VGG11_BN_IMAGENET1K_V1.expected.digest)),
+        }
+    }
+
+    /// The weights' file: the given one, or torchvision's, downloaded (and verified) into the cache
+    /// where it is not there yet.
+    pub(super) fn fetch(self) -> Result<PathBuf> {
+        match self {
+            Self::Given(path) => Ok(path),
+            Self::Torchvision => {
+                let weights = VGG11_BN_IMAGENET1K_V1;
+                let path = vggq_core::places::cache_dir().join(weights.file_name);
+                data::download_verified(weights.url, &path, &weights.expected).with_context(|| {
+                    format!("fetching torchvision's weights (or pass --weights {})", weights.file_name)
+                })?;
+                Ok(path)
+            }
+        }
+    }
 }
 
 /// The training a run does, generic over the backend it chose.
