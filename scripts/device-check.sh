@@ -11,6 +11,8 @@
 #      alternating in rounds (vggq bench-train), PyTorch at the arithmetic vggq was measured to use;
 #   4. times the full profile's first training steps to project the whole run, and evaluates its four
 #      ONNX files at full size on ONNX Runtime's CUDA provider (the user's table);
+#   5. trains the smoke profile again, killed after its first epoch's checkpoint and run again, which
+#      must resume and end with the first smoke run's model;
 # and prints one table last, also written to $OUT/summary.txt (rewritten after every stage, with
 # results.tar.gz, so that a call the device tool stops at its limit still brings home the stages that
 # ended). Each stage runs on its own, capped in time, in the order of what it is for: one that fails or
@@ -20,11 +22,12 @@
 # $OUT gets at most 8 files (what the device tool brings back): device-check.log, summary.txt,
 # bench.txt, golden_table.md, metrics.json, report.md, full-metrics.json, and results.tar.gz with
 # everything else (the probe, the reports, both runs' SHA256SUMS and manifests, the autotune cache,
-# the full steps' log).
+# the full steps' log, the resumed training's logs).
 #
 # Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
 # 150 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) | full steps and
-# full-size ONNX 120; the deadline (default 540 s) cuts the sum short. The first H200 check
+# full-size ONNX 120 | smoke resume 90 (one smoke training in two runs; last, so that the deadline
+# cuts it first); the deadline (default 540 s) cuts the sum short. The first H200 check
 # (2026-11-30) found the first training step alone past 200 s: cubecl's autotune compiled every
 # candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
 # operation's default kernel, compiled once; its vggq-autotune, with it, takes over the rest of the check
@@ -158,6 +161,10 @@ first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep
 if first and second:
     differing = sorted({l.split()[1] for l in set(first.splitlines()) ^ set(second.splitlines())})
     rows.append(("smoke rerun", "identical SHA256SUMS" if not differing else "differs: " + ", ".join(differing)))
+resumed = open(f"{keep}/smoke-resume.sha256").read().split() if os.path.exists(f"{keep}/smoke-resume.sha256") else []
+if len(resumed) == 4:
+    model = os.path.basename(resumed[1])
+    rows.append(("smoke resume", f"the smoke run's {model}" if resumed[0] == resumed[2] else f"{model} differs from the smoke run's"))
 if os.path.exists(f"{keep}/kernel-cache.txt"):
     rows.append(("compiled-kernel cache", open(f"{keep}/kernel-cache.txt").read().strip()))
 smoke_train = load(f"{keep}/smoke-{train_report_file}")
@@ -203,7 +210,7 @@ if [[ "${BUNDLE_KIND:-}" != "$expected_kind" ]]; then
     echo "the bundle in $bundle is a ${BUNDLE_KIND:-unnamed} bundle, this check needs a $expected_kind one: run cargo xtask device-bundle$($dry_run && echo ' --dry-run') (and carry its parts)"
     exit 1
 fi
-export TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE CHECKSUMS_FILE
+export MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE CHECKSUMS_FILE
 
 reassemble() {
     [[ -f "$bundle/part01/SHA256SUMS" ]] || { echo "no bundle in $bundle: run cargo xtask device-bundle and carry its parts"; return 1; }
@@ -228,7 +235,8 @@ if $dry_run; then
     # The smoke profile on a few hundred images; the full shapes' benchmark at width/16 (a CPU needs
     # seconds for one full-width step), one full-size training step and calibration batch (8 s each
     # on 2 cores: the rehearsal checks the stage runs, the full-shape run in CI checks its figures).
-    smoke_limits=(--train-images 320 --eval-images 320 --calibration-batches 2 --epochs 1)
+    # Two epochs, as the smoke profile's, so that the resume stage has a checkpoint to resume from.
+    smoke_limits=(--train-images 160 --eval-images 320 --calibration-batches 2 --epochs 2)
     full_steps=1
     full_calibration_batches=1
     full_eval_images=32
@@ -347,6 +355,32 @@ full_steps_run() {
     cp "$run/$METRICS_FILE" "$out/full-$METRICS_FILE"
 }
 stage full-steps 120 full_steps_run
+
+# The smoke training once more, killed once its first epoch's checkpoint is written and run again: it
+# must resume after that epoch and end with the smoke run's model (the replay of Burn's random draws
+# through burn-cuda and its fusion, which CI checks on lavapipe only). Last: it checks a recovery, the
+# stages before it what every run gives.
+smoke_resume() {
+    local run="$work/smoke-resume"
+    local train=("$vggq" train --profile smoke --device "$device" --out "$run" --data "$data" --autotune-cache "$autotune" "${smoke_limits[@]}")
+    "${train[@]}" > "$keep/smoke-resume-killed.log" 2>&1 &
+    local killed=$!
+    while [[ ! -e "$run/$TRAIN_CHECKPOINT" ]] && kill -0 "$killed" 2>/dev/null; do sleep 0.2; done
+    kill -KILL "$killed" 2>/dev/null || true
+    wait "$killed" 2>/dev/null || true
+    if [[ ! -e "$run/$TRAIN_CHECKPOINT" ]]; then
+        tail -n 20 "$keep/smoke-resume-killed.log"
+        echo "vggq train ended before it wrote $run/$TRAIN_CHECKPOINT"
+        return 1
+    fi
+    "${train[@]}" | tee "$keep/smoke-resume.log"
+    grep -q "^resuming after epoch 1 of " "$keep/smoke-resume.log" || { echo "vggq train, run again, did not resume"; return 1; }
+    # The summary compares the two (where the smoke run got as far as its model).
+    [[ -f "$smoke/$MODEL_FILE" ]] || { echo "the smoke run left no $MODEL_FILE to compare with"; return 1; }
+    sha256sum "$smoke/$MODEL_FILE" "$run/$MODEL_FILE" | tee "$keep/smoke-resume.sha256"
+    cmp "$smoke/$MODEL_FILE" "$run/$MODEL_FILE"
+}
+stage smoke-resume 90 smoke_resume
 
 echo "== $(( $(date +%s) - started )) s: summary"
 bring_home

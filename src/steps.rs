@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{file_digest, DataError, DigestAlgorithm};
-use vggq_core::run_folder::{CHECKPOINT_SUFFIX, STEPS_FOLDER};
+use vggq_core::run_folder::{checkpoint_in_run, STEPS_FOLDER};
 
 /// The run folder's lock, beside the stamps; it names the process that holds it.
 const LOCK_FILE: &str = "writer.lock";
@@ -172,7 +172,7 @@ impl Step {
 
     /// Where the step keeps its work in progress while it runs (a training's checkpoint), beside its record.
     pub fn checkpoint_path(&self) -> PathBuf {
-        self.stamp.with_file_name(format!("{}{CHECKPOINT_SUFFIX}", self.name))
+        self.folder.join(checkpoint_in_run(&self.name))
     }
 
     /// True when the last run of this step had the same key and its outputs are still as it left them.

@@ -10,7 +10,7 @@ use prost::Message;
 use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use vggq::model::kernels::isa::ISA_VARIABLE;
 use vggq_core::run_folder::{
-    CHECKPOINT_SUFFIX, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, STEPS_FOLDER, TRAIN_REPORT_FILE,
+    checkpoint_in_run, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, STEPS_FOLDER, TRAIN_REPORT_FILE,
 };
 use vggq_core::{QatMode, Variant};
 
@@ -487,7 +487,7 @@ fn a_killed_training_resumes_and_ends_with_the_bytes_it_would_have_written() {
     ];
     for (step, args, outputs) in steps {
         let args = [args, &["--device", "cpu", "--data", data]].concat();
-        let checkpoint = run.path().join(STEPS_FOLDER).join(format!("{step}{CHECKPOINT_SUFFIX}"));
+        let checkpoint = run.path().join(checkpoint_in_run(step));
         killed_once_written(&args, &checkpoint);
         let output = vggq(&args, &[]);
         assert!(output.status.success(), "{args:?}: {}", stderr(&output));

@@ -1,6 +1,8 @@
 //! The files of a run folder, each written by one step and read by the next (and by the tests, xtask and
 //! the GPU check): one name each, here.
 
+use std::path::PathBuf;
+
 /// The trained FP32 model, as a Burn record (`vggq train`).
 pub const MODEL_FILE: &str = "model_fp32.mpk";
 /// How the model was trained: profile, device, CPU facts, dataset, epochs (`vggq train`).
@@ -22,8 +24,13 @@ pub const CHECKSUMS_FILE: &str = "SHA256SUMS";
 pub const AUTOTUNE_FOLDER: &str = "autotune";
 /// The steps' up-to-date stamps and the run folder's lock (a folder).
 pub const STEPS_FOLDER: &str = ".steps";
-/// A step's checkpoint while it runs (a training's state after its last finished epoch), in
-/// [`STEPS_FOLDER`]: `<step><CHECKPOINT_SUFFIX>`.
-pub const CHECKPOINT_SUFFIX: &str = ".checkpoint.mpk";
+/// What names a step's checkpoint after the step ([`checkpoint_in_run`]).
+const CHECKPOINT_SUFFIX: &str = ".checkpoint.mpk";
+/// Where `step` keeps its checkpoint while it runs (a training's state after its last finished epoch),
+/// relative to the run folder: in [`STEPS_FOLDER`], beside its record.
+pub fn checkpoint_in_run(step: &str) -> PathBuf {
+    PathBuf::from(STEPS_FOLDER).join(format!("{step}{CHECKPOINT_SUFFIX}"))
+}
+
 /// The folders a run folder may hold beside its files: the package check lists any other.
 pub const RUN_FOLDERS: [&str; 2] = [STEPS_FOLDER, AUTOTUNE_FOLDER];

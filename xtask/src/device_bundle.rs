@@ -154,11 +154,12 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The run folder's file names by their constants' names (`METRICS_FILE=metrics.json`) and the batch
-/// size, one a line: the script reads them instead of spelling them again.
+/// The run folder's file names by their constants' names (`METRICS_FILE=metrics.json`), the training's
+/// checkpoint and the batch size, one a line: the script reads them instead of spelling them again.
 fn shared_with_vggq() -> String {
     use vggq_core::run_folder::*;
     [
+        ("MODEL_FILE", MODEL_FILE.to_string()),
         ("TRAIN_REPORT_FILE", TRAIN_REPORT_FILE.to_string()),
         ("QUANT_REPORT_FILE", QUANT_REPORT_FILE.to_string()),
         ("METRICS_FILE", METRICS_FILE.to_string()),
@@ -166,6 +167,7 @@ fn shared_with_vggq() -> String {
         ("GOLDEN_TABLE_FILE", GOLDEN_TABLE_FILE.to_string()),
         ("MANIFEST_FILE", MANIFEST_FILE.to_string()),
         ("CHECKSUMS_FILE", CHECKSUMS_FILE.to_string()),
+        ("TRAIN_CHECKPOINT", checkpoint_in_run("train").display().to_string()),
         ("BATCH_SIZE", vggq_core::DEFAULT_BATCH_SIZE.to_string()),
     ]
     .iter()

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use vggq_core::run_folder::{AUTOTUNE_FOLDER, CHECKPOINT_SUFFIX, MODEL_FILE, STEPS_FOLDER};
+use vggq_core::run_folder::{checkpoint_in_run, AUTOTUNE_FOLDER, MODEL_FILE};
 use vggq_core::{QatMode, Variant};
 use xshell::{cmd, Shell};
 
@@ -147,7 +147,7 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
     }
-    let checkpoint = out.join(STEPS_FOLDER).join(format!("train{CHECKPOINT_SUFFIX}"));
+    let checkpoint = out.join(checkpoint_in_run("train"));
     let mut first = std::process::Command::new(vggq)
         .args(["train", "--profile", "smoke", "--device", "wgpu"])
         .args(LAVAPIPE_RESUME_LIMITS)

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use vggq_core::places::{shared_dir, PYTHON_VARIABLE};
-use vggq_core::run_folder::CHECKSUMS_FILE;
+use vggq_core::run_folder::{CHECKSUMS_FILE, MODEL_FILE};
 use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
@@ -183,7 +183,8 @@ const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"
 /// Checks the rehearsal's summary (`stage <name> | <verdict>` lines): the stages made to fail are named
 /// as failed (the one whose eval failed with the script's own status for it, 3, after its report), the
 /// fallback's smoke run ran, every other stage is ok, the two smoke runs' SHA256SUMS were compared (the
-/// rerun packaged despite its eval), and the smoke bench's figures are there with a ratio, over more
+/// rerun packaged despite its eval), the resumed training ended with the smoke run's model, and the
+/// smoke bench's figures are there with a ratio, over more
 /// than its first round. Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
     // Each failure's stage and its verdict: a stage failed whole exits 99 (the script's injected status),
@@ -202,7 +203,8 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         && failed.iter().all(|(name, expected)| verdict(name).is_some_and(|v| v.contains(expected)))
         && verdict(FALLBACK_STAGE).is_some()
         && stages.iter().filter(|(name, _)| failed.iter().all(|(stage, _)| stage != name)).all(|(_, v)| v.contains("| ok"))
-        && rows.iter().any(|(key, value)| key.trim() == "smoke rerun" && *value == "identical SHA256SUMS");
+        && rows.iter().any(|(key, value)| key.trim() == "smoke rerun" && *value == "identical SHA256SUMS")
+        && rows.iter().any(|(key, value)| key.trim() == "smoke resume" && *value == format!("the smoke run's {MODEL_FILE}"));
     let bench_shown = BENCH_FIGURES.iter().all(|figure| {
         let shown: Vec<_> = rows.iter().filter(|(key, _)| key.trim() == format!("smoke {figure}")).collect();
         matches!(shown[..], [(_, figures)] if figures.contains("| ratio ") && !figures.contains("(median of 1 rounds)"))
@@ -210,7 +212,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
     if !as_rehearsed || !bench_shown {
         bail!(
             "the GPU check's summary does not show {FAILURES:?} failed, {FALLBACK_STAGE} run, every other stage \
-             run, the smoke runs' SHA256SUMS compared and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}"
+             run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}"
         );
     }
     Ok(stages.len())
@@ -228,15 +230,17 @@ stage smoke-rerun   | FAILED (exit 3), 7 s
 stage bench-smoke   | ok, 24 s
 stage bench-full    | FAILED (exit 99), 0 s
 stage full-steps    | ok, 72 s
+stage smoke-resume  | ok, 21 s
 smoke train         | vggq 1202.7 [1029.9-1375.4] | torch 1076.1 [988.5-1163.7] | ratio 1.11x [1.04-1.18] (median of 2 rounds)
 smoke qat train     | vggq 1018.1 [994.2-1042.0] | torch 681.2 [663.0-699.5] | ratio 1.49x [1.49-1.50] (median of 2 rounds)
 smoke eval          | vggq 5450.7 [5304.0-5597.4] | torch 3855.1 [3839.6-3870.6] | ratio 1.41x [1.37-1.46] (median of 2 rounds)
 smoke qat/fp32 train | vggq 0.86 [0.76-0.97] | torch 0.64 [0.60-0.67] | ratio 1.35x [1.26-1.44] (median of 2 rounds)
 smoke rerun         | identical SHA256SUMS
+smoke resume        | the smoke run's model_fp32.mpk
 ";
 
     /// Summaries the check must refuse: (what is wrong, text of [`SUMMARY`], what it becomes).
-    const WRONG: [(&str, &str, &str); 11] = [
+    const WRONG: [(&str, &str, &str); 13] = [
         ("no fallback", "stage smoke-run-autotune | ok, 6 s\n", ""),
         ("fallback failed", "smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)"),
         ("failing stage ran", "bench-full    | FAILED (exit 99)", "bench-full    | ok"),
@@ -248,11 +252,13 @@ smoke rerun         | identical SHA256SUMS
         ("first round only", "1.41x [1.37-1.46] (median of 2 rounds)", "1.37x [1.37-1.37] (median of 1 rounds)"),
         ("rerun not packaged", "smoke rerun         | identical SHA256SUMS\n", ""),
         ("rerun differs", "identical SHA256SUMS", "differs: mission16_vgg11bn_fp32.onnx"),
+        ("resume not compared", "smoke resume        | the smoke run's model_fp32.mpk\n", ""),
+        ("resume differs", "the smoke run's model_fp32.mpk", "model_fp32.mpk differs from the smoke run's"),
     ];
 
     #[test]
     fn the_rehearsal_wants_its_failures_the_fallback_and_every_other_stage_ok() {
-        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 8);
+        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 9);
         for (what, text, becomes) in WRONG {
             let wrong = SUMMARY.replace(text, becomes);
             assert_ne!(wrong, SUMMARY, "{what}: the summary has no `{text}`");
