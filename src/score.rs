@@ -56,6 +56,25 @@ impl<B: Backend> ScoreSum<B> {
         self.loss.clone().map_or(0.0, host_reads::scalar) / self.images.max(1) as f64
     }
 
+    /// The sums so far, for a checkpoint inside an epoch: two host reads.
+    pub fn values(&self) -> ScoreSumValues {
+        ScoreSumValues {
+            // The sum is f32 on the device: through f64 and back, the same bits.
+            loss: self.loss.clone().map(|sum| host_reads::scalar(sum) as f32),
+            correct: self.correct.clone().map(|sum| host_reads::scalar(sum) as i64),
+            images: self.images,
+        }
+    }
+
+    /// The sums `values` holds, on `device`: a training resumed inside an epoch goes on adding to them.
+    pub fn from_values(values: &ScoreSumValues, device: &B::Device) -> Self {
+        ScoreSum {
+            loss: values.loss.map(|sum| Tensor::from_data(TensorData::new(vec![sum], [1]), device)),
+            correct: values.correct.map(|sum| Tensor::from_data(TensorData::new(vec![sum], [1]), device)),
+            images: values.images,
+        }
+    }
+
     /// The score: two host reads.
     pub fn score(self) -> Score {
         let images = self.images.max(1) as f64;
@@ -65,6 +84,14 @@ impl<B: Backend> ScoreSum<B> {
             images: self.images,
         }
     }
+}
+
+/// A [`ScoreSum`]'s values, as a checkpoint keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScoreSumValues {
+    loss: Option<f32>,
+    correct: Option<i64>,
+    images: usize,
 }
 
 /// Loss and accuracy of the evaluation model (no dropout, running BN statistics) over `batches`.

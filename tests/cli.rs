@@ -472,27 +472,40 @@ fn killed_once_written(args: &[&str], file: &Path) {
     child.wait().unwrap();
 }
 
-/// `train` and `quantize` killed once their first epoch is saved, then run again: each resumes after that
-/// epoch, ends with the smoke run's bytes (the model, the four `.pth` files) and leaves no checkpoint, nor
-/// keeps one found beside it once it is up to date.
+/// `train` killed once its first checkpoint inside an epoch is saved (`--checkpoint-minutes 0`: at every
+/// progress read), and `quantize` once its first epoch is (the default interval takes none inside an
+/// epoch of the smoke profile), then run again: each resumes there, ends with the smoke run's bytes (the
+/// model, the four `.pth` files) and leaves no checkpoint, nor keeps one found beside it once it is up to
+/// date.
 #[test]
 fn a_killed_training_resumes_and_ends_with_the_bytes_it_would_have_written() {
     let golden = util::golden_run();
     let run = tempfile::tempdir().unwrap();
     let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
     let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
-    let steps: [(&str, &[&str], Vec<String>); 2] = [
-        ("train", &["train", "--profile", "smoke", "--out", folder], vec![MODEL_FILE.to_string()]),
-        ("quantize", &["quantize", "--run", folder], Variant::all(QatMode::Fp32match).map(|v| v.pth_file()).to_vec()),
+    let steps: [(&str, &[&str], &str, Vec<String>); 2] = [
+        (
+            "train",
+            &["train", "--profile", "smoke", "--out", folder, "--checkpoint-minutes", "0"],
+            // Killed within moments of the first save: the next is 50 steps later.
+            "resuming after step 50 of 250 in epoch 1 of 2 from ",
+            vec![MODEL_FILE.to_string()],
+        ),
+        (
+            "quantize",
+            &["quantize", "--run", folder],
+            "resuming after epoch 1 of 2 from ",
+            Variant::all(QatMode::Fp32match).map(|v| v.pth_file()).to_vec(),
+        ),
     ];
-    for (step, args, outputs) in steps {
+    for (step, args, resuming, outputs) in steps {
         let args = [args, &["--device", "cpu", "--data", data]].concat();
         let checkpoint = run.path().join(checkpoint_in_run(step));
         killed_once_written(&args, &checkpoint);
         let output = vggq(&args, &[]);
         assert!(output.status.success(), "{args:?}: {}", stderr(&output));
         let said = String::from_utf8_lossy(&output.stdout);
-        assert!(said.contains("resuming after epoch 1 of 2 from "), "{step} did not resume: {said}");
+        assert!(said.contains(resuming), "{step} did not resume as expected: {said}");
         assert!(!checkpoint.exists(), "{step} finished and left its checkpoint");
         for name in outputs {
             let same = std::fs::read(run.path().join(&name)).unwrap() == std::fs::read(golden.join(&name)).unwrap();

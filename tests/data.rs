@@ -428,6 +428,9 @@ mod loader {
         labels.sort_unstable();
         expected.sort_unstable();
         assert_eq!(labels, expected, "every image exactly once");
+        // A training resumed inside an epoch takes the rest of the same batches, the partial one included.
+        assert_eq!(loader.epoch_from(0, 2).collect::<Vec<_>>(), epoch[2..]);
+        assert_eq!(loader.epoch_from(0, 4).count(), 0);
     }
 
     #[test]

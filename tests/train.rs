@@ -5,12 +5,15 @@
 //! (`VGGQ_GOLDEN_RUN`): training it here again gave the same bytes (the suite's reruns hold training to
 //! that on every core count) and took about 30 of its 130 s on 2 cores.
 
+use std::time::Duration;
+
 use burn::module::{AutodiffModule, Module};
 use burn::prelude::Backend;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Record};
 use serde::Deserialize;
 use vggq::backend::{BackendKind, CpuBackend, Selection};
 use vggq::data::{load, BatchLoader, DataSource, ImageSet, LoaderConfig};
+use vggq::host_reads::PROGRESS_READ_INTERVAL;
 use vggq::model::Vgg;
 use vggq::pipeline::{quantize, QuantizeSettings, RunData};
 use vggq::profile::Profile;
@@ -99,19 +102,24 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
     }
 }
 
-/// A training run again after it stopped resumes from the checkpoint its second epoch left and ends with
-/// the bytes of the run that never stopped: FP32, and QAT, whose observers are part of its state. The
-/// straight run of three epochs leaves that checkpoint (the last epoch saves none); on random images at
-/// the smoke shapes, 80 of them so that an epoch ends with a partial batch.
+/// A training run again after it stopped resumes from the checkpoint it left inside its last epoch and
+/// ends with the bytes of the run that never stopped: FP32, and QAT, whose observers are part of its
+/// state; and taking checkpoints changes nothing of what a training computes. On random images at the
+/// smoke shapes, 51 full batches and a partial one an epoch, so that the progress read after step 50
+/// lies inside it; checkpoints at every progress read (interval zero), so the straight run of two
+/// epochs leaves the one from step 50 of the second.
 #[test]
 fn a_resumed_training_ends_with_the_bytes_of_one_that_never_stopped() {
+    const STEPS_BEFORE_READ: usize = 50;
+    assert_eq!(PROGRESS_READ_INTERVAL, STEPS_BEFORE_READ, "the set below is sized for a read after step 50");
     let _generator = GENERATOR.lock().unwrap();
     let device = Default::default();
     let profile = Profile::smoke();
-    let config = &TrainConfig { epochs: 3, ..profile.train.clone() };
+    let config = &TrainConfig { epochs: 2, ..profile.train.clone() };
     let side = profile.model.input_size;
     let classes = profile.model.classes as u8;
-    let train_set = BatchLoader::new(ImageSet::random(80, classes, 1), LoaderConfig::train(side, config.seed)).unwrap();
+    let images = (STEPS_BEFORE_READ + 1) * config.batch_size + config.batch_size / 2;
+    let train_set = BatchLoader::new(ImageSet::random(images, classes, 1), LoaderConfig::train(side, config.seed)).unwrap();
     let val_set = BatchLoader::new(ImageSet::random(32, classes, 2), LoaderConfig::eval(side)).unwrap();
     // As the pipeline starts a training: the generator seeded, then the model drawn from it.
     let initial = |seed| {
@@ -122,27 +130,36 @@ fn a_resumed_training_ends_with_the_bytes_of_one_that_never_stopped() {
         rmp_serde::to_vec_named(&model.valid().with_numbered_ids().into_record().into_item::<FullPrecisionSettings>()).unwrap()
     };
     let dir = tempfile::tempdir().unwrap();
+    let checkpoints_at = |name: &str| Checkpoints::new(dir.path().join(name), name.into()).every(Duration::ZERO);
+    let left_inside_the_last_epoch = |checkpoints: &Checkpoints| {
+        let checkpoint = checkpoints.load::<CpuBackend>(&device).unwrap().expect("a checkpoint is left");
+        assert_eq!(checkpoint.epochs.len(), 1);
+        assert_eq!(checkpoint.unfinished.map(|unfinished| unfinished.steps), Some(STEPS_BEFORE_READ));
+    };
 
-    let checkpoints = Checkpoints::new(dir.path().join("train.checkpoint.mpk"), "fp32".into());
-    let fp32 = |seed| train(initial(seed), &train_set, &val_set, config, &device, Some(&checkpoints)).unwrap();
-    let (straight, straight_epochs) = fp32(config.seed);
-    assert!(checkpoints.path().is_file(), "the state after the second epoch is kept");
-    let (resumed, resumed_epochs) = fp32(config.seed);
-    assert_eq!(resumed_epochs[..2], straight_epochs[..2], "the first two epochs are the checkpoint's");
-    assert_eq!((resumed_epochs[2].train, resumed_epochs[2].val), (straight_epochs[2].train, straight_epochs[2].val));
+    let checkpoints = checkpoints_at("train.checkpoint.mpk");
+    let fp32 = |seed, checkpoints| train(initial(seed), &train_set, &val_set, config, &device, checkpoints).unwrap();
+    let (straight, straight_epochs) = fp32(config.seed, Some(&checkpoints));
+    left_inside_the_last_epoch(&checkpoints);
     let straight = bytes(straight);
+    assert!(bytes(fp32(config.seed, None).0) == straight, "taking checkpoints changed the training");
+    let (resumed, resumed_epochs) = fp32(config.seed, Some(&checkpoints));
+    assert_eq!(resumed_epochs[0], straight_epochs[0], "the first epoch is the checkpoint's");
+    assert_eq!((resumed_epochs[1].train, resumed_epochs[1].val), (straight_epochs[1].train, straight_epochs[1].val));
     assert!(bytes(resumed) == straight, "the resumed FP32 training ends with other bytes");
-    // The masks the finished epoch drew are what puts the generator back: resumed from a generator
-    // seeded otherwise (the checkpoint's weights replace the ones drawn from it), the run ends elsewhere.
-    let (elsewhere, _) = fp32(config.seed + 1);
-    assert!(bytes(elsewhere) != straight, "the generator's place does not reach the resumed epochs");
+    // The masks the steps before the checkpoint drew are what puts the generator back: resumed from a
+    // generator seeded otherwise (the checkpoint's weights replace the ones drawn from it), the run ends
+    // elsewhere.
+    let (elsewhere, _) = fp32(config.seed + 1, Some(&checkpoints));
+    assert!(bytes(elsewhere) != straight, "the generator's place does not reach the resumed steps");
 
-    let checkpoints = Checkpoints::new(dir.path().join("quantize.checkpoint.mpk"), "qat".into());
+    let checkpoints = checkpoints_at("quantize.checkpoint.mpk");
     let qat =
         || train_qat(initial(config.seed), &profile.model, &train_set, &val_set, config, &device, Some(&checkpoints)).unwrap();
     let (straight, straight_epochs) = qat();
+    left_inside_the_last_epoch(&checkpoints);
     let (resumed, resumed_epochs) = qat();
-    assert_eq!(resumed_epochs[..2], straight_epochs[..2]);
-    assert_eq!((resumed_epochs[2].train, resumed_epochs[2].val), (straight_epochs[2].train, straight_epochs[2].val));
+    assert_eq!(resumed_epochs[0], straight_epochs[0]);
+    assert_eq!((resumed_epochs[1].train, resumed_epochs[1].val), (straight_epochs[1].train, straight_epochs[1].val));
     assert!(resumed == straight, "the resumed QAT training converts to another int8 model");
 }

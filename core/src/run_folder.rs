@@ -26,7 +26,7 @@ pub const AUTOTUNE_FOLDER: &str = "autotune";
 pub const STEPS_FOLDER: &str = ".steps";
 /// What names a step's checkpoint after the step ([`checkpoint_in_run`]).
 const CHECKPOINT_SUFFIX: &str = ".checkpoint.mpk";
-/// Where `step` keeps its checkpoint while it runs (a training's state after its last finished epoch),
+/// Where `step` keeps its checkpoint while it runs (a training's state where it was last saved),
 /// relative to the run folder: in [`STEPS_FOLDER`], beside its record.
 pub fn checkpoint_in_run(step: &str) -> PathBuf {
     PathBuf::from(STEPS_FOLDER).join(format!("{step}{CHECKPOINT_SUFFIX}"))

@@ -20,7 +20,7 @@ use vggq::train::{Checkpoints, EpochReport};
 use vggq_core::{QatMode, Variant};
 
 use super::run_dir::{require_from_step, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
-use super::train::PretrainedWeightsSource;
+use super::train::{CheckpointInterval, PretrainedWeightsSource};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,10 +49,12 @@ pub struct Args {
     #[arg(long)]
     autotune_cache: Option<PathBuf>,
     /// Quantize from the start even when the outputs of an identical earlier run are in place, or QAT's
-    /// checkpoint of one that stopped mid-way (without it, such a run resumes after QAT's last finished
-    /// epoch, and ends with the bytes it would have written).
+    /// checkpoint of one that stopped mid-way (without it, such a run resumes where QAT's last checkpoint
+    /// was taken, and ends with the bytes it would have written).
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    checkpoint_interval: CheckpointInterval,
 }
 
 /// One variant's file and scores.
@@ -116,7 +118,7 @@ pub fn run(args: Args) -> Result<()> {
         std::iter::once(model.as_path()).chain(weights.iter().filter_map(PretrainedWeightsSource::input)).collect();
     let step = Step::new("quantize", &args.run, &config, &inputs, outputs)?;
     let up_to_date = !args.force && step.is_up_to_date()?;
-    let checkpoints = Checkpoints::of(&step, args.force || up_to_date)?;
+    let checkpoints = Checkpoints::of(&step, args.force || up_to_date)?.every(args.checkpoint_interval.duration());
     if up_to_date {
         println!("quantize: up to date in {} (--force to redo)", args.run.display());
         return Ok(());

@@ -155,6 +155,12 @@ impl BatchLoader {
 
     /// The batches of epoch `epoch`: the same epoch number and seed always give the same batches.
     pub fn epoch(&self, epoch: u64) -> EpochBatches {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of epoch `epoch` from its batch `first` on (a training resumed inside the epoch): the
+    /// same batches as [`epoch`](Self::epoch) gives from there.
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> EpochBatches {
         let count = self.images.len();
         let mut order: Vec<usize> = (0..count).collect();
         if self.config.shuffle {
@@ -173,7 +179,7 @@ impl BatchLoader {
             preprocess: Arc::clone(&self.preprocess),
             pool: Arc::clone(&self.pool),
             batch_size: self.config.batch_size,
-            next_to_submit: 0,
+            next_to_submit: first.min(self.batch_count()),
             batch_count: self.batch_count(),
             in_flight: VecDeque::with_capacity(self.config.prefetch),
         };

@@ -1,17 +1,20 @@
-//! A training's state after each finished epoch, kept beside its step's record while the step runs: a
-//! run that is killed (a reboot, a job's time limit; the full profile trains for hours on a CPU) resumes
-//! after its last finished epoch and ends with the bytes of a run that never stopped.
+//! A training's state, kept beside its step's record while the step runs: a run that is killed (a
+//! reboot, a job's time limit; the full profile trains for hours on a CPU) resumes where its last
+//! checkpoint was taken and ends with the bytes of a run that never stopped. A checkpoint is taken after
+//! each epoch but the last, and inside an epoch at the first progress read once [`Checkpoints`]'
+//! interval has passed since the last one (a CPU epoch of the full profile takes about an hour).
 //!
-//! The state is what the next epoch reads: the model (parameters and running statistics), SGD's
-//! velocities, the training forward pass's own state (QAT's observers) and the finished epochs' reports.
-//! The backend's random generator, which Burn does not expose, is put back by drawing again what the
-//! finished epochs drew (the first step's pass, then [`Vgg::draw_dropout_masks`] for every later step).
-//! A checkpoint carries its step's key (the program, the configuration and the inputs), so only the
-//! same training resumes from it.
+//! The state is what the next step reads: the model (parameters and running statistics), SGD's
+//! velocities, the training forward pass's own state (QAT's observers), the finished epochs' reports,
+//! and inside an epoch the steps it took and their sums so far. The backend's random generator, which
+//! Burn does not expose, is put back by drawing again what the steps before the checkpoint drew (the
+//! first step's pass, then [`Vgg::draw_dropout_masks`] for every later step). A checkpoint carries its
+//! step's key (the program, the configuration and the inputs), so only the same training resumes from it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use burn::module::Module;
 use burn::optim::Optimizer;
@@ -20,24 +23,46 @@ use serde::{Deserialize, Serialize};
 
 use super::{EpochReport, ForwardState, SgdOptimizer};
 use crate::model::{TrainingBackend, Vgg};
+use crate::score::ScoreSumValues;
 use crate::steps::Step;
 
-/// Where a training step keeps its checkpoint, and the key that a checkpoint must carry to be resumed.
+/// How long a training goes without a checkpoint inside an epoch, unless told otherwise: what a kill costs
+/// at most, against a write of the model and its velocities (477 MB at the full profile) each time.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// Where a training step keeps its checkpoint, the key that a checkpoint must carry to be resumed, and
+/// how often one is taken inside an epoch.
 #[derive(Debug)]
 pub struct Checkpoints {
     path: PathBuf,
     key: String,
-    /// The write in flight: the next epoch trains while the last one's state is written (2.4 s for the
+    /// Inside an epoch, the time from one checkpoint (or the start) to the next.
+    interval: Duration,
+    last: Mutex<Instant>,
+    /// The write in flight: the training goes on while the last state is written (2.4 s for the
     /// full profile's 477 MB on a 2-core VM's disk, synced).
     writing: Mutex<Option<JoinHandle<std::io::Result<()>>>>,
 }
 
-/// A training's state after its last finished epoch.
+/// A training's state where its checkpoint was taken.
 pub struct Checkpoint<B: TrainingBackend> {
     pub epochs: Vec<EpochReport>,
+    /// The epoch after them, where the checkpoint was taken inside it.
+    pub unfinished: Option<UnfinishedEpoch>,
     pub model: <Vgg<B> as Module<B>>::Record,
     pub optimizer: <SgdOptimizer<B> as Optimizer<Vgg<B>, B>>::Record,
     pub forward: ForwardState,
+}
+
+/// How far an epoch had gone where a checkpoint was taken inside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnfinishedEpoch {
+    /// Steps of the epoch taken.
+    pub steps: usize,
+    /// The training score's sums over those steps.
+    pub sum: ScoreSumValues,
+    /// Training seconds those steps spent.
+    pub seconds: f64,
 }
 
 type Item<R, B> = <R as Record<B>>::Item<FullPrecisionSettings>;
@@ -47,6 +72,7 @@ type Item<R, B> = <R as Record<B>>::Item<FullPrecisionSettings>;
 struct CheckpointFile<M, O> {
     key: String,
     epochs: Vec<EpochReport>,
+    unfinished: Option<UnfinishedEpoch>,
     forward: ForwardState,
     model: M,
     optimizer: O,
@@ -82,8 +108,20 @@ impl Checkpoints {
         Ok(checkpoints)
     }
 
+    /// Checkpoints at `path` under `key`, inside an epoch every [`DEFAULT_INTERVAL`].
     pub fn new(path: PathBuf, key: String) -> Self {
-        Checkpoints { path, key, writing: Mutex::new(None) }
+        Checkpoints { path, key, interval: DEFAULT_INTERVAL, last: Mutex::new(Instant::now()), writing: Mutex::new(None) }
+    }
+
+    /// The same, taken inside an epoch every `interval` (zero: at every progress read).
+    pub fn every(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Whether a checkpoint inside an epoch is due: the interval has passed since the last one.
+    pub fn is_due(&self) -> bool {
+        self.last.lock().expect("no writer panics holding the lock").elapsed() >= self.interval
     }
 
     pub fn path(&self) -> &Path {
@@ -120,16 +158,18 @@ impl Checkpoints {
         let file: File<B> = rmp_serde::from_slice(&bytes).map_err(unreadable)?;
         Ok(Some(Checkpoint {
             epochs: file.epochs,
+            unfinished: file.unfinished,
             model: Record::from_item(file.model, device),
             optimizer: Record::from_item(file.optimizer, device),
             forward: file.forward,
         }))
     }
 
-    /// Replaces the checkpoint with the state after `epochs`, once the previous write has finished. The
+    /// Replaces the checkpoint with the state after `epochs` and, where given, the `unfinished` epoch's
+    /// steps after them, once the previous write has finished. The
     /// state is read and encoded here, on the training's thread (a GPU backend's queue is the training's:
     /// reads from another thread would run it at times of their own), and written by a thread of its own
-    /// while the next epoch trains, through the project's atomic write: a run killed while it writes keeps
+    /// while the training goes on, through the project's atomic write: a run killed while it writes keeps
     /// the previous checkpoint. A checkpoint that cannot be written is said, and the training goes on
     /// without it.
     pub fn save<B: TrainingBackend>(
@@ -138,11 +178,14 @@ impl Checkpoints {
         optimizer: &SgdOptimizer<B>,
         forward: ForwardState,
         epochs: &[EpochReport],
+        unfinished: Option<UnfinishedEpoch>,
     ) {
         self.wait();
+        *self.last.lock().expect("no writer panics holding the lock") = Instant::now();
         let file = CheckpointFile {
             key: self.key.clone(),
             epochs: epochs.to_vec(),
+            unfinished,
             forward,
             model: model.clone().into_record().into_item::<FullPrecisionSettings>(),
             optimizer: optimizer.to_record().into_item::<FullPrecisionSettings>(),
@@ -210,7 +253,7 @@ mod tests {
         assert!(of("this").load::<CpuBackend>(&device).unwrap().is_none(), "no file, no checkpoint");
         let optimizer = TrainConfig::seed().optimizer::<CpuBackend>();
         let this = of("this");
-        this.save(&model, &optimizer, ForwardState::default(), &[]);
+        this.save(&model, &optimizer, ForwardState::default(), &[], None);
         this.wait();
         assert!(of("this").load::<CpuBackend>(&device).unwrap().is_some());
         assert!(of("another").load::<CpuBackend>(&device).unwrap().is_none(), "another training's");

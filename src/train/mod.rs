@@ -2,7 +2,8 @@
 //! after each. Inside an epoch the host never waits for the device: losses and correct counts are
 //! summed on the device and read at the end (the bar shows a loss read every
 //! [`PROGRESS_READ_INTERVAL`] steps), and the next batch is uploaded while a step runs. After each epoch
-//! but the last, the state is saved ([`checkpoint`]) for a killed run to resume from.
+//! but the last, and inside an epoch at a progress read every so often, the state is saved
+//! ([`checkpoint`]) for a killed run to resume from.
 
 mod checkpoint;
 
@@ -24,7 +25,7 @@ use crate::progress::progress_bar;
 use crate::score::{score_model, Score, ScoreSum};
 use crate::upload::uploaded;
 
-pub use checkpoint::{Checkpoint, CheckpointError, Checkpoints};
+pub use checkpoint::{Checkpoint, CheckpointError, Checkpoints, UnfinishedEpoch, DEFAULT_INTERVAL};
 
 /// The optimisation recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,7 +163,7 @@ pub fn training_step<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
 /// Returns the trained model, its training score over the epoch and the epoch's wall time in seconds
 /// (the end of the epoch waits for the device).
 pub fn train_epoch<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
-    mut model: Vgg<B>,
+    model: Vgg<B>,
     optimizer: &mut O,
     learning_rate: f64,
     batches: impl Iterator<Item = Batch>,
@@ -170,19 +171,71 @@ pub fn train_epoch<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
     device: &B::Device,
     bar: &ProgressBar,
 ) -> (Vgg<B>, Score, f64) {
+    train_epoch_from(model, optimizer, EpochRun::from_the_start(batches, learning_rate), forward, device, bar, |_| {})
+}
+
+/// An epoch to train: its batches from where it starts, its learning rate, and what its steps before
+/// that summed and took (a training resumed inside the epoch).
+struct EpochRun<B: Backend, I> {
+    batches: I,
+    learning_rate: f64,
+    /// Steps of the epoch already taken: the first of `batches` is the epoch's step `steps + 1`.
+    steps: usize,
+    sum: ScoreSum<B>,
+    /// Training seconds the steps already taken spent.
+    seconds: f64,
+}
+
+impl<B: Backend, I> EpochRun<B, I> {
+    fn from_the_start(batches: I, learning_rate: f64) -> Self {
+        EpochRun { batches, learning_rate, steps: 0, sum: ScoreSum::default(), seconds: 0.0 }
+    }
+}
+
+/// The training's state at a progress read inside an epoch: what a checkpoint there keeps.
+struct ProgressRead<'a, B: TrainingBackend, O, F> {
+    model: &'a Vgg<B>,
+    optimizer: &'a O,
+    forward: &'a F,
+    /// Steps of the epoch taken.
+    steps: usize,
+    sum: &'a ScoreSum<B::InnerBackend>,
+    /// Training seconds the epoch has spent.
+    seconds: f64,
+}
+
+/// [`train_epoch`] for an epoch that may start inside itself, calling `at_read` at each progress read
+/// (every [`PROGRESS_READ_INTERVAL`] steps of the epoch, where the host reads the loss and so has waited
+/// for the device: a checkpoint taken there changes nothing of what a GPU backend's queue runs). Returns
+/// the trained model, its training score over the whole epoch and the epoch's training seconds.
+fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForward<B>>(
+    mut model: Vgg<B>,
+    optimizer: &mut O,
+    epoch: EpochRun<B::InnerBackend, impl Iterator<Item = Batch>>,
+    forward: &mut F,
+    device: &B::Device,
+    bar: &ProgressBar,
+    mut at_read: impl FnMut(ProgressRead<'_, B, O, F>),
+) -> (Vgg<B>, Score, f64) {
     let started = Instant::now();
-    let mut sum = ScoreSum::<B::InnerBackend>::default();
-    for (step, batch) in uploaded::<B, _>(batches, device).enumerate() {
+    let EpochRun { batches, learning_rate, steps, mut sum, seconds } = epoch;
+    let seconds_before = seconds;
+    bar.set_position(steps as u64);
+    bar.reset_eta();
+    for (step, batch) in (steps..).zip(uploaded::<B, _>(batches, device)) {
         let (stepped, logits, loss) = training_step(model, optimizer, learning_rate, batch.images, batch.labels.clone(), forward);
         model = stepped;
         sum.add(logits.inner(), batch.labels.inner(), loss.inner(), batch.len);
+        bar.inc(1);
         if (step + 1) % PROGRESS_READ_INTERVAL == 0 {
             bar.set_message(format!("loss {:.3}", sum.mean_loss()));
+            let seconds = seconds_before + started.elapsed().as_secs_f64();
+            at_read(ProgressRead { model: &model, optimizer, forward, steps: step + 1, sum: &sum, seconds });
         }
-        bar.inc(1);
     }
+    // The score's reads wait for the device: the epoch's time includes its last steps.
     let score = sum.score();
-    (model, score, started.elapsed().as_secs_f64())
+    (model, score, seconds_before + started.elapsed().as_secs_f64())
 }
 
 /// Trains `model` for `config.epochs`, printing a bar per epoch and a summary line after each, resuming
@@ -201,33 +254,52 @@ pub fn train<B: TrainingBackend>(
 /// [`train`] with another training forward pass (quantization-aware training inserts fake quantization);
 /// validation still runs the plain float model.
 ///
-/// With `checkpoints`, the state after each epoch but the last is saved there (written while the next
-/// epoch trains, and waited for before this returns), and a checkpoint an earlier run of the same
+/// With `checkpoints`, the state after each epoch but the last is saved there, and inside an epoch at a
+/// progress read once the checkpoints' interval has passed since the last save (each written while the
+/// training goes on, and waited for before this returns); a checkpoint an earlier run of the same
 /// training left is resumed from: `model` must then be the one that run started from, drawn from the
-/// backend's generator as it was (the resumed run draws again what the finished epochs drew, and so goes
-/// on with the masks the run would have drawn next).
-pub fn train_with<B: TrainingBackend>(
+/// backend's generator as it was (the resumed run draws again what the steps before the checkpoint
+/// drew, and so goes on with the masks the run would have drawn next).
+pub fn train_with<B: TrainingBackend, F: TrainingForward<B>>(
     mut model: Vgg<B>,
     train_batches: &BatchLoader,
     val_batches: &BatchLoader,
     config: &TrainConfig,
     device: &B::Device,
-    forward: &mut impl TrainingForward<B>,
+    forward: &mut F,
     checkpoints: Option<&Checkpoints>,
 ) -> Result<(Vgg<B>, Vec<EpochReport>), CheckpointError> {
     let mut optimizer = config.optimizer::<B>();
     let mut reports = Vec::with_capacity(config.epochs);
+    let mut unfinished = None;
     if let Some(checkpoint) =
         checkpoints.map(|c| resume(&model, train_batches, config, forward, c, device)).transpose()?.flatten()
     {
         model = model.load_record(checkpoint.model);
         optimizer = optimizer.load_record(checkpoint.optimizer);
         reports = checkpoint.epochs;
+        unfinished = checkpoint.unfinished;
     }
+    let batch_count = train_batches.batch_count();
     for epoch in reports.len() + 1..=config.epochs {
-        let bar = progress_bar(train_batches.batch_count(), format!("epoch {epoch}/{}", config.epochs));
-        let batches = train_batches.epoch(epoch as u64);
-        let (trained, train, seconds) = train_epoch(model, &mut optimizer, config.learning_rate, batches, forward, device, &bar);
+        let bar = progress_bar(batch_count, format!("epoch {epoch}/{}", config.epochs));
+        let run = match unfinished.take() {
+            Some(UnfinishedEpoch { steps, sum, seconds }) => EpochRun {
+                batches: train_batches.epoch_from(epoch as u64, steps),
+                learning_rate: config.learning_rate,
+                steps,
+                sum: ScoreSum::from_values(&sum, device),
+                seconds,
+            },
+            None => EpochRun::from_the_start(train_batches.epoch(epoch as u64), config.learning_rate),
+        };
+        let (trained, train, seconds) = train_epoch_from(model, &mut optimizer, run, forward, device, &bar, |read| {
+            // The epoch's last step is followed by the epoch's own checkpoint.
+            if let Some(checkpoints) = checkpoints.filter(|c| read.steps < batch_count && c.is_due()) {
+                let unfinished = UnfinishedEpoch { steps: read.steps, sum: read.sum.values(), seconds: read.seconds };
+                checkpoints.save(read.model, read.optimizer, read.forward.state(), &reports, Some(unfinished));
+            }
+        });
         model = trained;
         bar.finish_and_clear();
         let val = score_model(&model.valid(), val_batches, device, "validation");
@@ -235,7 +307,7 @@ pub fn train_with<B: TrainingBackend>(
         println!("{report}");
         reports.push(report);
         if let Some(checkpoints) = checkpoints.filter(|_| epoch < config.epochs) {
-            checkpoints.save(&model, &optimizer, forward.state(), &reports);
+            checkpoints.save(&model, &optimizer, forward.state(), &reports, None);
         }
     }
     if let Some(checkpoints) = checkpoints {
@@ -245,8 +317,8 @@ pub fn train_with<B: TrainingBackend>(
 }
 
 /// The checkpoint `checkpoints` holds for this training, if any, with `forward`'s state put back and the
-/// backend's generator drawn past the finished epochs' draws: its model and optimizer state are for the
-/// caller to load (`model` is the one the training started from).
+/// backend's generator drawn past the draws of the steps before it: its model and optimizer state are for
+/// the caller to load (`model` is the one the training started from).
 fn resume<B: TrainingBackend>(
     model: &Vgg<B>,
     train_batches: &BatchLoader,
@@ -257,22 +329,30 @@ fn resume<B: TrainingBackend>(
 ) -> Result<Option<Checkpoint<B>>, CheckpointError> {
     let Some(mut checkpoint) = checkpoints.load::<B>(device)? else { return Ok(None) };
     let finished = checkpoint.epochs.len();
-    let unfit = || CheckpointError::Unreadable {
+    let batch_count = train_batches.batch_count();
+    let steps_into_next = checkpoint.unfinished.as_ref().map_or(0, |unfinished| unfinished.steps);
+    let unfit = || {
+        CheckpointError::Unreadable {
         path: checkpoints.path().to_path_buf(),
-        reason: format!("it does not fit this training ({finished} of {} epochs finished)", config.epochs),
+        reason: format!(
+            "it does not fit this training ({finished} of {} epochs and {steps_into_next} of the next one's {batch_count} steps finished)",
+            config.epochs
+        ),
+    }
     };
-    if finished >= config.epochs {
+    if finished >= config.epochs || steps_into_next >= batch_count {
         return Err(unfit());
     }
-    println!(
-        "resuming after epoch {finished} of {} from {} (an earlier run of this training stopped there)",
-        config.epochs,
-        checkpoints.path().display()
-    );
-    // The finished epochs' draws, in the order the run made them: Burn draws a parameter when it is first
-    // read, so the first step's forward pass draws the initial parameters between its dropout masks (its
-    // pass is run again, on zeros); every later step draws its masks alone.
-    let mut steps = (0..finished).flat_map(|_| train_batches.batch_lengths());
+    let place = match steps_into_next {
+        0 => format!("epoch {finished} of {}", config.epochs),
+        steps => format!("step {steps} of {batch_count} in epoch {} of {}", finished + 1, config.epochs),
+    };
+    println!("resuming after {place} from {} (an earlier run of this training stopped there)", checkpoints.path().display());
+    // The draws of the steps before the checkpoint, in the order the run made them: Burn draws a
+    // parameter when it is first read, so the first step's forward pass draws the initial parameters
+    // between its dropout masks (its pass is run again, on zeros); every later step draws its masks alone.
+    let mut steps =
+        (0..finished).flat_map(|_| train_batches.batch_lengths()).chain(train_batches.batch_lengths().take(steps_into_next));
     if let Some(first) = steps.next() {
         let side = train_batches.config().side;
         forward.forward(model, Tensor::zeros([first, CHANNELS, side, side], device));
@@ -283,9 +363,9 @@ fn resume<B: TrainingBackend>(
         for images in steps {
             model.draw_dropout_masks(images, device);
         }
-        // The draws run before the next epoch's first step, as the reads at the end of an epoch make
-        // them run in a run that does not stop (a GPU backend that fuses its queue, and takes a random
-        // operation's seed when it runs, would otherwise cut and order it its own way).
+        // The draws run before the next step, as the reads at the checkpoint make them run in a run that
+        // does not stop (a GPU backend that fuses its queue, and takes a random operation's seed when it
+        // runs, would otherwise cut and order it its own way).
         B::sync(device)
             .map_err(|error| CheckpointError::Device { path: checkpoints.path().to_path_buf(), reason: error.to_string() })?;
     }
