@@ -104,7 +104,7 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
 
 /// A training run again after it stopped resumes from the checkpoint it left inside its last epoch and
 /// ends with the bytes of the run that never stopped: FP32, and QAT, whose observers are part of its
-/// state; and taking checkpoints changes nothing of what a training computes. On random images at the
+/// state; and taking checkpoints changes nothing of what either training computes. On random images at the
 /// smoke shapes, 51 full batches and a partial one an epoch, so that the progress read after step 50
 /// lies inside it; checkpoints at every progress read (interval zero), so the straight run of two
 /// epochs leaves the one from step 50 of the second.
@@ -154,11 +154,13 @@ fn a_resumed_training_ends_with_the_bytes_of_one_that_never_stopped() {
     assert!(bytes(elsewhere) != straight, "the generator's place does not reach the resumed steps");
 
     let checkpoints = checkpoints_at("quantize.checkpoint.mpk");
-    let qat =
-        || train_qat(initial(config.seed), &profile.model, &train_set, &val_set, config, &device, Some(&checkpoints)).unwrap();
-    let (straight, straight_epochs) = qat();
+    let qat = |checkpoints| {
+        train_qat(initial(config.seed), &profile.model, &train_set, &val_set, config, &device, checkpoints).unwrap()
+    };
+    let (straight, straight_epochs) = qat(Some(&checkpoints));
     left_inside_the_last_epoch(&checkpoints);
-    let (resumed, resumed_epochs) = qat();
+    assert!(qat(None).0 == straight, "taking checkpoints changed the QAT training");
+    let (resumed, resumed_epochs) = qat(Some(&checkpoints));
     assert_eq!(resumed_epochs[0], straight_epochs[0]);
     assert_eq!((resumed_epochs[1].train, resumed_epochs[1].val), (straight_epochs[1].train, straight_epochs[1].val));
     assert!(resumed == straight, "the resumed QAT training converts to another int8 model");

@@ -53,6 +53,16 @@ impl<B: Backend> BatchNorm2d<B> {
     }
 }
 
+impl<B: Backend> BatchNorm2d<B> {
+    /// Folds the running statistics' last update in (Burn's `RunningState` keeps it pending until the
+    /// next read): where a training does so is where its device queue holds the fold.
+    pub fn fold_running_statistics(&self) {
+        for state in [&self.running_mean, &self.running_var, &self.num_batches_tracked] {
+            let _ = state.value_sync();
+        }
+    }
+}
+
 /// `param` under the id `id`.
 pub fn renumbered<B: Backend, const D: usize>(param: Param<Tensor<B, D>>, id: ParamId) -> Param<Tensor<B, D>> {
     Param::initialized(id, param.val())

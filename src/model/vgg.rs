@@ -221,6 +221,14 @@ impl<B: VggBackend> Vgg<B> {
         linear(&head.output, x)
     }
 
+    /// Folds every BatchNorm's pending update of its running statistics in
+    /// ([`BatchNorm2d::fold_running_statistics`]).
+    pub fn fold_running_statistics(&self) {
+        for block in &self.features {
+            block.norm.fold_running_statistics();
+        }
+    }
+
     /// What a training forward pass of `images` images draws from the backend's generator once the
     /// model's parameters are drawn (the classifier's two dropout masks, as [`forward`](Self::forward)
     /// and QAT's pass draw them), drawn without the pass: a resumed training puts the generator where the

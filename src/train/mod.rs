@@ -206,8 +206,9 @@ struct ProgressRead<'a, B: TrainingBackend, O, F> {
 
 /// [`train_epoch`] for an epoch that may start inside itself, calling `at_read` at each progress read
 /// (every [`PROGRESS_READ_INTERVAL`] steps of the epoch, where the host reads the loss and so has waited
-/// for the device: a checkpoint taken there changes nothing of what a GPU backend's queue runs). Returns
-/// the trained model, its training score over the whole epoch and the epoch's training seconds.
+/// for the device, and BatchNorm's running statistics are folded in: a checkpoint taken there, which
+/// reads the state, queues nothing a run without it would not). Returns the trained model, its training
+/// score over the whole epoch and the epoch's training seconds.
 fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForward<B>>(
     mut model: Vgg<B>,
     optimizer: &mut O,
@@ -228,6 +229,10 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
         sum.add(logits.inner(), batch.labels.inner(), loss.inner(), batch.len);
         bar.inc(1);
         if (step + 1) % PROGRESS_READ_INTERVAL == 0 {
+            // In every run, checkpoint or not: a checkpoint's record folds them in, and a GPU backend
+            // that fuses its queue would otherwise run the fold here in one run and with the next step's
+            // update in another.
+            model.fold_running_statistics();
             bar.set_message(format!("loss {:.3}", sum.mean_loss()));
             let seconds = seconds_before + started.elapsed().as_secs_f64();
             at_read(ProgressRead { model: &model, optimizer, forward, steps: step + 1, sum: &sum, seconds });
@@ -331,14 +336,13 @@ fn resume<B: TrainingBackend>(
     let finished = checkpoint.epochs.len();
     let batch_count = train_batches.batch_count();
     let steps_into_next = checkpoint.unfinished.as_ref().map_or(0, |unfinished| unfinished.steps);
-    let unfit = || {
-        CheckpointError::Unreadable {
+    let unfit = || CheckpointError::Unreadable {
         path: checkpoints.path().to_path_buf(),
         reason: format!(
-            "it does not fit this training ({finished} of {} epochs and {steps_into_next} of the next one's {batch_count} steps finished)",
+            "it does not fit this training ({finished} of {} epochs and {steps_into_next} of the next one's \
+             {batch_count} steps finished)",
             config.epochs
         ),
-    }
     };
     if finished >= config.epochs || steps_into_next >= batch_count {
         return Err(unfit());
@@ -356,10 +360,9 @@ fn resume<B: TrainingBackend>(
     if let Some(first) = steps.next() {
         let side = train_batches.config().side;
         forward.forward(model, Tensor::zeros([first, CHANNELS, side, side], device));
-        // The pass left its BatchNorms' running statistics pending (Burn's `RunningState` folds them in
-        // at the next read), and loading a record keeps pending ones: a record taken now folds them in,
-        // so the checkpoint's statistics replace them.
-        let _ = model.clone().into_record();
+        // The pass left its BatchNorms' running statistics pending, and loading a record keeps pending
+        // ones: folded in now, the checkpoint's statistics replace them.
+        model.fold_running_statistics();
         for images in steps {
             model.draw_dropout_masks(images, device);
         }
