@@ -29,10 +29,15 @@ const EMULATED_LIMITS: [&str; 8] = ["--train-images", "64", "--eval-images", "32
 /// The emulated lavapipe run (and its native twin): one training step, lavapipe under emulation
 /// taking about two minutes for it.
 const LAVAPIPE_LIMITS: [&str; 8] = ["--train-images", "32", "--eval-images", "32", "--calibration-batches", "1", "--epochs", "1"];
-/// The lavapipe run killed and resumed (and its straight twin): two epochs of two steps, so that the
-/// rerun draws again both a first step's pass and a later step's masks.
+/// The lavapipe run killed and resumed (and its straight twin): an epoch of 51 full batches and a
+/// partial one, so that a checkpoint is taken inside it (at the progress read after step 50) and the
+/// rerun draws again both a first step's pass and later steps' masks.
 const LAVAPIPE_RESUME_LIMITS: [&str; 8] =
-    ["--train-images", "64", "--eval-images", "32", "--calibration-batches", "1", "--epochs", "2"];
+    ["--train-images", "1648", "--eval-images", "32", "--calibration-batches", "1", "--epochs", "1"];
+/// The killed run's checkpoints: at every progress read (its straight twin takes none inside the epoch).
+const LAVAPIPE_RESUME_CHECKPOINTS: [&str; 2] = ["--checkpoint-minutes", "0"];
+/// What the rerun says.
+const LAVAPIPE_RESUMING: &str = "resuming after step 50 of 52 in epoch 1 of 1";
 /// The CPU qemu-user emulates: AVX2 and FMA, no AVX-512.
 const EMULATED_CPU: &str = "Haswell";
 /// The CPU `other-cpus` emulates: AVX, no AVX2 and no FMA (the kernels' scalar path, and every library's
@@ -132,10 +137,10 @@ pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A wgpu training killed once its first epoch's checkpoint is written, then run again, trains the same
-/// model as one that never stopped: the rerun's replay of Burn's random draws through cubecl (whose
-/// fusion takes a random operation's seed when it runs) as a GPU would make it; the CPU's is
-/// `tests/cli.rs`'s.
+/// A wgpu training killed once its checkpoint inside the epoch is written, then run again, trains the
+/// same model as one that never stopped and took no checkpoint: the rerun's replay of Burn's random draws
+/// through cubecl (whose fusion takes a random operation's seed when it runs) as a GPU would make it, and
+/// a checkpoint's reads leaving fusion's queue as it was; the CPU's is `tests/cli.rs`'s.
 fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
     let model = [MODEL_FILE.to_string()];
     let straight = train(sh, &[vggq], data, "lavapipe-straight", "wgpu", &LAVAPIPE_RESUME_LIMITS, &[])?;
@@ -151,6 +156,7 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
     let mut first = std::process::Command::new(vggq)
         .args(["train", "--profile", "smoke", "--device", "wgpu"])
         .args(LAVAPIPE_RESUME_LIMITS)
+        .args(LAVAPIPE_RESUME_CHECKPOINTS)
         .arg("--autotune-cache")
         .arg(&autotune)
         .arg("--data")
@@ -169,10 +175,10 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
     written?;
     let resumed = cmd!(
         sh,
-        "{vggq} train --profile smoke --device wgpu {LAVAPIPE_RESUME_LIMITS...} --autotune-cache {autotune} --data {data} --out {out}"
+        "{vggq} train --profile smoke --device wgpu {LAVAPIPE_RESUME_LIMITS...} {LAVAPIPE_RESUME_CHECKPOINTS...} --autotune-cache {autotune} --data {data} --out {out}"
     )
     .read()?;
-    if !resumed.contains("resuming after epoch 1 of 2") {
+    if !resumed.contains(LAVAPIPE_RESUMING) {
         bail!("vggq train, run again after it was killed, did not resume:\n{resumed}");
     }
     print_checksums(sh, &out, &model)?;
