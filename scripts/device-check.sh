@@ -11,8 +11,8 @@
 #      alternating in rounds (vggq bench-train), PyTorch at the arithmetic vggq was measured to use;
 #   4. times the full profile's first training steps to project the whole run, and evaluates its four
 #      ONNX files at full size on ONNX Runtime's CUDA provider (the user's table);
-#   5. trains the smoke profile again, killed after its first epoch's checkpoint and run again, which
-#      must resume and end with the first smoke run's model;
+#   5. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
+#      which must resume and end with the first smoke run's model;
 # and prints one table last, also written to $OUT/summary.txt (rewritten after every stage, with
 # results.tar.gz, so that a call the device tool stops at its limit still brings home the stages that
 # ended). Each stage runs on its own, capped in time, in the order of what it is for: one that fails or
@@ -235,8 +235,9 @@ if $dry_run; then
     # The smoke profile on a few hundred images; the full shapes' benchmark at width/16 (a CPU needs
     # seconds for one full-width step), one full-size training step and calibration batch (8 s each
     # on 2 cores: the rehearsal checks the stage runs, the full-shape run in CI checks its figures).
-    # Two epochs, as the smoke profile's, so that the resume stage has a checkpoint to resume from.
-    smoke_limits=(--train-images 160 --eval-images 320 --calibration-batches 2 --epochs 2)
+    # Two epochs of 51 full batches and a partial one, so that the resume stage has a checkpoint inside
+    # an epoch (after step 50) to resume from, as the smoke profile's 250 steps an epoch on the GPU.
+    smoke_limits=(--train-images 1648 --eval-images 320 --calibration-batches 2 --epochs 2)
     full_steps=1
     full_calibration_batches=1
     full_eval_images=32
@@ -356,16 +357,17 @@ full_steps_run() {
 }
 stage full-steps 120 full_steps_run
 
-# The smoke training once more, killed once its first epoch's checkpoint is written and run again: it
-# must resume after that epoch and end with the smoke run's model (the replay of Burn's random draws
-# through burn-cuda and its fusion, which CI checks on lavapipe only). Last: it checks a recovery, the
-# stages before it what every run gives.
+# The smoke training once more, taking a checkpoint at every progress read (every 50 steps), killed once
+# the first is written and run again: it must resume inside the epoch and end with the smoke run's model,
+# which took none inside an epoch (the replay of Burn's random draws through burn-cuda and its fusion,
+# and a checkpoint's reads leaving fusion's queue as it was, which CI checks on lavapipe only). Last: it
+# checks a recovery, the stages before it what every run gives.
 smoke_resume() {
     local run="$work/smoke-resume"
-    local train=("$vggq" train --profile smoke --device "$device" --out "$run" --data "$data" --autotune-cache "$autotune" "${smoke_limits[@]}")
+    local train=("$vggq" train --profile smoke --device "$device" --out "$run" --data "$data" --autotune-cache "$autotune" "${smoke_limits[@]}" --checkpoint-minutes 0)
     "${train[@]}" > "$keep/smoke-resume-killed.log" 2>&1 &
     local killed=$!
-    while [[ ! -e "$run/$TRAIN_CHECKPOINT" ]] && kill -0 "$killed" 2>/dev/null; do sleep 0.2; done
+    while [[ ! -e "$run/$TRAIN_CHECKPOINT" ]] && kill -0 "$killed" 2>/dev/null; do sleep 0.05; done
     kill -KILL "$killed" 2>/dev/null || true
     wait "$killed" 2>/dev/null || true
     if [[ ! -e "$run/$TRAIN_CHECKPOINT" ]]; then
@@ -374,7 +376,8 @@ smoke_resume() {
         return 1
     fi
     "${train[@]}" | tee "$keep/smoke-resume.log"
-    grep -q "^resuming after epoch 1 of " "$keep/smoke-resume.log" || { echo "vggq train, run again, did not resume"; return 1; }
+    # After step 50, or a later save where the GPU outran the wait.
+    grep -q "^resuming after " "$keep/smoke-resume.log" || { echo "vggq train, run again, did not resume"; return 1; }
     # The summary compares the two (where the smoke run got as far as its model).
     [[ -f "$smoke/$MODEL_FILE" ]] || { echo "the smoke run left no $MODEL_FILE to compare with"; return 1; }
     sha256sum "$smoke/$MODEL_FILE" "$run/$MODEL_FILE" | tee "$keep/smoke-resume.sha256"

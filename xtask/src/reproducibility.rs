@@ -117,7 +117,7 @@ pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
     same_files(&reference, &rerun, &model).with_context(|| format!("lavapipe on its default threads against {threads}"))?;
     println!("reproducible on wgpu: lavapipe on {threads} threads ({variable}) trains the same model as on its default");
     resumed_on_lavapipe(sh, vggq, &data)?;
-    println!("reproducible on wgpu: a training killed after its first epoch and run again trains the same model");
+    println!("reproducible on wgpu: killed inside its epoch and resumed, a training ends as one with no checkpoint");
     if !X86_HOST {
         println!("not checked on this {} host: lavapipe on an emulated Haswell (x86-64's)", std::env::consts::ARCH);
         return Ok(());
