@@ -91,7 +91,7 @@ pub struct EpochReport {
     pub epoch: usize,
     pub train: Score,
     pub val: Score,
-    /// Training images per second, data loading included, validation excluded.
+    /// Training images per second, data loading included, validation and checkpoints excluded.
     pub train_images_per_sec: f64,
 }
 
@@ -221,6 +221,8 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
     let started = Instant::now();
     let EpochRun { batches, learning_rate, steps, mut sum, seconds } = epoch;
     let seconds_before = seconds;
+    // What `at_read` took (a checkpoint's reads and encoding), which is not training.
+    let mut reading = 0.0;
     bar.set_position(steps as u64);
     bar.reset_eta();
     for (step, batch) in (steps..).zip(uploaded::<B, _>(batches, device)) {
@@ -234,13 +236,15 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
             // update in another.
             model.fold_running_statistics();
             bar.set_message(format!("loss {:.3}", sum.mean_loss()));
-            let seconds = seconds_before + started.elapsed().as_secs_f64();
+            let seconds = seconds_before + started.elapsed().as_secs_f64() - reading;
+            let called = Instant::now();
             at_read(ProgressRead { model: &model, optimizer, forward, steps: step + 1, sum: &sum, seconds });
+            reading += called.elapsed().as_secs_f64();
         }
     }
     // The score's reads wait for the device: the epoch's time includes its last steps.
     let score = sum.score();
-    (model, score, seconds_before + started.elapsed().as_secs_f64())
+    (model, score, seconds_before + started.elapsed().as_secs_f64() - reading)
 }
 
 /// Trains `model` for `config.epochs`, printing a bar per epoch and a summary line after each, resuming
