@@ -288,9 +288,11 @@ precision="$("$python" -c 'import json, sys; p = json.load(open(sys.argv[1]))["p
 # The smoke profile twice (the second run with the first's autotune cache, where the build tunes): the
 # same SHA256SUMS, or the summary says how they differ.
 autotune="$work/autotune"
+# The smoke run's training, which the resume stage repeats (the same flags, so the same model).
+smoke_training=(train --profile smoke --device "$device" --data "$data" --autotune-cache "$autotune" "${smoke_limits[@]}")
 smoke_run() {  # folder
     local run="$1"
-    "$vggq" train --profile smoke --device "$device" --out "$run" --data "$data" --autotune-cache "$autotune" "${smoke_limits[@]}"
+    "$vggq" "${smoke_training[@]}" --out "$run"
     "$vggq" quantize --run "$run" --device "$device" --data "$data" --autotune-cache "$autotune"
     # Burn's part ran (the fallback below is for its kernels, not for ONNX Runtime's provider).
     touch "$run.trained"
@@ -364,7 +366,7 @@ stage full-steps 120 full_steps_run
 # checks a recovery, the stages before it what every run gives.
 smoke_resume() {
     local run="$work/smoke-resume"
-    local train=("$vggq" train --profile smoke --device "$device" --out "$run" --data "$data" --autotune-cache "$autotune" "${smoke_limits[@]}" --checkpoint-minutes 0)
+    local train=("$vggq" "${smoke_training[@]}" --out "$run" --checkpoint-minutes 0)
     "${train[@]}" > "$keep/smoke-resume-killed.log" 2>&1 &
     local killed=$!
     while [[ ! -e "$run/$TRAIN_CHECKPOINT" ]] && kill -0 "$killed" 2>/dev/null; do sleep 0.05; done

@@ -9,6 +9,7 @@
 //! CIFAR-10's binary layout with generated pixels: under emulation, reading it costs little where
 //! decoding JPEGs would not.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -153,16 +154,18 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
         std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
     }
     let checkpoint = out.join(checkpoint_in_run("train"));
+    // The killed run's command is its rerun's.
+    let args: Vec<OsString> = ["train", "--profile", "smoke", "--device", "wgpu"]
+        .into_iter()
+        .chain(LAVAPIPE_RESUME_LIMITS)
+        .chain(LAVAPIPE_RESUME_CHECKPOINTS)
+        .map(OsString::from)
+        .chain([OsString::from("--autotune-cache"), autotune.into_os_string()])
+        .chain([OsString::from("--data"), data.into()])
+        .chain([OsString::from("--out"), out.clone().into_os_string()])
+        .collect();
     let mut first = std::process::Command::new(vggq)
-        .args(["train", "--profile", "smoke", "--device", "wgpu"])
-        .args(LAVAPIPE_RESUME_LIMITS)
-        .args(LAVAPIPE_RESUME_CHECKPOINTS)
-        .arg("--autotune-cache")
-        .arg(&autotune)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(&out)
+        .args(&args)
         .current_dir(sh.current_dir())
         .env(SHADER_CACHE_OFF.0, SHADER_CACHE_OFF.1)
         .stdout(std::process::Stdio::null())
@@ -173,11 +176,7 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
     let _ = first.kill();
     let _ = first.wait();
     written?;
-    let resumed = cmd!(
-        sh,
-        "{vggq} train --profile smoke --device wgpu {LAVAPIPE_RESUME_LIMITS...} {LAVAPIPE_RESUME_CHECKPOINTS...} --autotune-cache {autotune} --data {data} --out {out}"
-    )
-    .read()?;
+    let resumed = cmd!(sh, "{vggq} {args...}").read()?;
     if !resumed.contains(LAVAPIPE_RESUMING) {
         bail!("vggq train, run again after it was killed, did not resume:\n{resumed}");
     }
