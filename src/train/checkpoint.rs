@@ -121,7 +121,7 @@ impl Checkpoints {
 
     /// Whether a checkpoint inside an epoch is due: the interval has passed since the last one.
     pub fn is_due(&self) -> bool {
-        self.last.lock().expect("no writer panics holding the lock").elapsed() >= self.interval
+        self.last.lock().expect("only the training's thread sets the clock").elapsed() >= self.interval
     }
 
     pub fn path(&self) -> &Path {
@@ -181,7 +181,7 @@ impl Checkpoints {
         unfinished: Option<UnfinishedEpoch>,
     ) {
         self.wait();
-        *self.last.lock().expect("no writer panics holding the lock") = Instant::now();
+        *self.last.lock().expect("only the training's thread sets the clock") = Instant::now();
         let file = CheckpointFile {
             key: self.key.clone(),
             epochs: epochs.to_vec(),

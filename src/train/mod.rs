@@ -190,6 +190,13 @@ impl<B: Backend, I> EpochRun<B, I> {
     fn from_the_start(batches: I, learning_rate: f64) -> Self {
         EpochRun { batches, learning_rate, steps: 0, sum: ScoreSum::default(), seconds: 0.0 }
     }
+
+    /// The rest of an epoch a checkpoint was taken inside: `batches` are its batches after the
+    /// `unfinished` steps.
+    fn resumed(batches: I, learning_rate: f64, unfinished: UnfinishedEpoch, device: &B::Device) -> Self {
+        let UnfinishedEpoch { steps, sum, seconds } = unfinished;
+        EpochRun { batches, learning_rate, steps, sum: ScoreSum::from_values(&sum, device), seconds }
+    }
 }
 
 /// The training's state at a progress read inside an epoch: what a checkpoint there keeps.
@@ -219,8 +226,7 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
     mut at_read: impl FnMut(ProgressRead<'_, B, O, F>),
 ) -> (Vgg<B>, Score, f64) {
     let started = Instant::now();
-    let EpochRun { batches, learning_rate, steps, mut sum, seconds } = epoch;
-    let seconds_before = seconds;
+    let EpochRun { batches, learning_rate, steps, mut sum, seconds: seconds_before } = epoch;
     // What `at_read` took (a checkpoint's reads and encoding), which is not training.
     let mut reading = 0.0;
     bar.set_position(steps as u64);
@@ -293,13 +299,10 @@ pub fn train_with<B: TrainingBackend, F: TrainingForward<B>>(
     for epoch in reports.len() + 1..=config.epochs {
         let bar = progress_bar(batch_count, format!("epoch {epoch}/{}", config.epochs));
         let run = match unfinished.take() {
-            Some(UnfinishedEpoch { steps, sum, seconds }) => EpochRun {
-                batches: train_batches.epoch_from(epoch as u64, steps),
-                learning_rate: config.learning_rate,
-                steps,
-                sum: ScoreSum::from_values(&sum, device),
-                seconds,
-            },
+            Some(unfinished) => {
+                let batches = train_batches.epoch_from(epoch as u64, unfinished.steps);
+                EpochRun::resumed(batches, config.learning_rate, unfinished, device)
+            }
             None => EpochRun::from_the_start(train_batches.epoch(epoch as u64), config.learning_rate),
         };
         let (trained, train, seconds) = train_epoch_from(model, &mut optimizer, run, forward, device, &bar, |read| {
