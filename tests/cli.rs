@@ -4,11 +4,11 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use prost::Message;
 use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use vggq::model::kernels::isa::ISA_VARIABLE;
+use vggq_core::interrupted::kill_once_written;
 use vggq_core::run_folder::{
     checkpoint_in_run, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, STEPS_FOLDER, TRAIN_REPORT_FILE,
 };
@@ -454,24 +454,6 @@ fn a_path_that_is_not_utf8_is_no_panic() {
     assert!(message.contains("/nonexistent"), "{message}");
 }
 
-/// Runs vggq with `args` until `file` appears, then kills it, as a reboot or a job's time limit would.
-fn killed_once_written(args: &[&str], file: &Path) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vggq"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vggq runs");
-    while !file.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("{args:?} ended ({status}) before it wrote {}", file.display());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
 /// `train` killed once its first checkpoint inside an epoch is saved (`--checkpoint-minutes 0`: at every
 /// progress read), and `quantize` once its first epoch is (with an interval that takes none inside an
 /// epoch), then run again: each resumes there, ends with the smoke run's bytes (the
@@ -502,7 +484,9 @@ fn a_killed_training_resumes_and_ends_with_the_bytes_it_would_have_written() {
     for (step, args, resuming, outputs) in steps {
         let args = [args, &["--device", "cpu", "--data", data]].concat();
         let checkpoint = run.path().join(checkpoint_in_run(step));
-        killed_once_written(&args, &checkpoint);
+        let mut killed = Command::new(env!("CARGO_BIN_EXE_vggq"));
+        killed.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
+        kill_once_written(&mut killed, &checkpoint).unwrap();
         let output = vggq(&args, &[]);
         assert!(output.status.success(), "{args:?}: {}", stderr(&output));
         let said = String::from_utf8_lossy(&output.stdout);

@@ -6,10 +6,12 @@
 //! - [`places`]: where things live on this machine (the cache, `../shared`, the CUDA toolkit);
 //! - [`limits`]: caps on images, batches and epochs that any profile takes;
 //! - [`atomic`]: files that appear whole or not at all;
+//! - [`interrupted`]: a run killed once its checkpoint is written, for the resume checks;
 //! - [`rounds`]: benchmarks in alternating rounds, summarised by medians and spreads;
 //! - [`run_folder`]: the names of the files a run folder holds.
 
 pub mod atomic;
+pub mod interrupted;
 pub mod limits;
 pub mod names;
 pub mod places;

@@ -13,6 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use vggq_core::interrupted::kill_once_written;
 use vggq_core::run_folder::{checkpoint_in_run, AUTOTUNE_FOLDER, MODEL_FILE};
 use vggq_core::{QatMode, Variant};
 use xshell::{cmd, Shell};
@@ -164,35 +165,19 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
         .chain([OsString::from("--data"), data.into()])
         .chain([OsString::from("--out"), out.clone().into_os_string()])
         .collect();
-    let mut first = std::process::Command::new(vggq)
+    let mut first = std::process::Command::new(vggq);
+    first
         .args(&args)
         .current_dir(sh.current_dir())
         .env(SHADER_CACHE_OFF.0, SHADER_CACHE_OFF.1)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("starting vggq train")?;
-    let written = wait_for(&mut first, &checkpoint);
-    // Killed whatever the wait found: no training is left running.
-    let _ = first.kill();
-    let _ = first.wait();
-    written?;
+        .stdout(std::process::Stdio::null());
+    kill_once_written(&mut first, &checkpoint).context("vggq train, to be killed once its checkpoint is written")?;
     let resumed = cmd!(sh, "{vggq} {args...}").read()?;
     if !resumed.contains(LAVAPIPE_RESUMING) {
         bail!("vggq train, run again after it was killed, did not resume:\n{resumed}");
     }
     print_checksums(sh, &out, &model)?;
     same_files(&straight, &out, &model).context("lavapipe, killed and resumed, against a training that never stopped")
-}
-
-/// Waits until `file` exists, or fails when `child` ends first.
-fn wait_for(child: &mut std::process::Child, file: &Path) -> Result<()> {
-    while !file.exists() {
-        if let Some(status) = child.try_wait()? {
-            bail!("vggq train ended ({status}) before it wrote {}", file.display());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// `cargo xtask other-cpus`: the small training and quantization of [`run`]'s emulated check, natively,
