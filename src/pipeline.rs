@@ -31,8 +31,13 @@ pub struct RunData {
 
 impl RunData {
     /// Splits CIFAR-10's training images 8:2 (seeded), keeps the profile's subset and limits, and
-    /// batches everything.
+    /// batches everything. Data of other classes than the model's outputs is refused (a label past them
+    /// would fail inside training).
     pub fn new(cifar: Cifar10, profile: &Profile) -> Result<Self, DataError> {
+        if cifar.classes.len() != profile.model.classes {
+            let path = cifar.fingerprint.origin.path().to_owned();
+            return Err(DataError::ClassesForModel { path, classes: cifar.classes, model: profile.model.classes });
+        }
         let data = &profile.data;
         let seed = data.split_seed;
         let mut split = Split::new(cifar.train.len(), seed);
@@ -82,7 +87,12 @@ pub fn initial_model<B: TrainingBackend>(
     let model = profile.model.init::<B>(device);
     match profile.init {
         Init::Random => Ok(model),
-        Init::Pretrained => Ok(load_features(model, &profile.model, pretrained.ok_or(PipelineError::NoPretrainedWeights)?)?),
+        Init::Pretrained => {
+            let path = pretrained.ok_or(PipelineError::NoPretrainedWeights)?;
+            let model = load_features(model, &profile.model, path)?;
+            println!("features initialised from {}", path.display());
+            Ok(model)
+        }
     }
 }
 
@@ -170,7 +180,8 @@ pub fn quantize<B: TrainingBackend>(
     let dynamic = quantize_dynamic(&float);
     let dynamic_scores = simulated(Variant::DynamicInt8.label(), &dynamic);
 
-    let batches = profile.quant.calibration_batches;
+    // As many as the training split has, where the profile asks for more (a limited run).
+    let batches = profile.quant.calibration_batches.min(data.train.batch_count());
     let bar = progress_bar(batches, "calibration".into());
     let calibration_set = data.train.unaugmented().epoch(0).take(batches);
     let (static_int8, calibration_timing) =

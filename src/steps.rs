@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{file_digest, DataError, DigestAlgorithm};
-use vggq_core::run_folder::{checkpoint_in_run, STEPS_FOLDER};
+use vggq_core::run_folder::{checkpoint_in_run, CHECKSUMS_FILE, MANIFEST_FILE, STEPS_FOLDER};
 
 /// The run folder's lock, beside the stamps; it names the process that holds it.
 const LOCK_FILE: &str = "writer.lock";
@@ -55,6 +55,9 @@ pub enum StepError {
     /// Another process holds the run folder's lock.
     #[error("{folder} is being written by another vggq ({holder}): let it finish, or give this one another folder")]
     Busy { folder: PathBuf, holder: String },
+    /// The run folder cannot be made or written, found before any work is done.
+    #[error("vggq cannot write in {folder}: {source}")]
+    NotWritable { folder: PathBuf, source: std::io::Error },
     /// An earlier step's output is gone ([`require_current`]).
     #[error("{file} is missing: run `vggq {step}` again")]
     OutputMissing { file: PathBuf, step: String },
@@ -79,50 +82,93 @@ pub enum StepError {
 #[derive(Debug)]
 pub struct RunFolderLock {
     file: File,
+    path: PathBuf,
+    /// The folders [`RunFolderLock::take`] made (the run folder, its `.steps`), innermost first.
+    made: Vec<PathBuf>,
 }
 
 /// The holder's name goes with the lock: a finished run's folder does not name a process long gone (nor
-/// the path of the binary that wrote it).
+/// the path of the binary that wrote it). A command that failed before it wrote anything (its data
+/// missing, say) leaves no folder it made behind.
 impl Drop for RunFolderLock {
     fn drop(&mut self) {
         // Best effort: a lock that cannot be cleared is still released when the file closes.
         let _ = self.file.set_len(0);
+        let stamps = self.path.parent().expect("the lock lives in .steps");
+        if self.made.is_empty() || !holds_only(stamps, LOCK_FILE) {
+            return;
+        }
+        // Removed while held: a vggq that opens it now finds it held, one that comes later makes its own.
+        let _ = std::fs::remove_file(&self.path);
+        for folder in &self.made {
+            // Only an empty folder goes.
+            let _ = std::fs::remove_dir(folder);
+        }
     }
 }
 
+/// Whether `folder` holds `name` and nothing else.
+fn holds_only(folder: &Path, name: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(folder) else { return false };
+    let names: Vec<_> = entries.filter_map(|entry| entry.ok().map(|entry| entry.file_name())).collect();
+    names.len() == 1 && names[0] == name
+}
+
 impl RunFolderLock {
-    /// Takes `folder`'s lock, or fails at once naming the process that has it.
+    /// Takes `folder`'s lock (making the folder where it is not there yet), or fails at once naming the
+    /// process that has it, or saying that the folder cannot be written: before a step's work, not at its
+    /// first output.
     pub fn take(folder: &Path) -> Result<Self, StepError> {
         let stamps = folder.join(STEPS_FOLDER);
         // Present (a dangling link included) and not a folder.
         if stamps.symlink_metadata().is_ok() && !stamps.is_dir() {
             return Err(StepError::RecordsNotAFolder { path: stamps });
         }
-        std::fs::create_dir_all(&stamps).map_err(|source| StepError::Io { path: stamps.clone(), source })?;
+        let not_writable = |source| StepError::NotWritable { folder: folder.to_path_buf(), source };
+        let made: Vec<PathBuf> =
+            [&stamps, folder].into_iter().filter(|path| !path.exists()).map(|path| path.to_path_buf()).collect();
+        std::fs::create_dir_all(&stamps).map_err(not_writable)?;
         let path = stamps.join(LOCK_FILE);
-        let io_error = |source| StepError::Io { path: path.clone(), source };
-        let mut file = File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(io_error)?;
+        let file = File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(not_writable)?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                let holder =
-                    if holder.trim().is_empty() { "a process that has not said which".into() } else { holder.trim().into() };
-                return Err(StepError::Busy { folder: folder.to_path_buf(), holder });
-            }
+            Err(TryLockError::WouldBlock) => return Err(StepError::Busy { folder: folder.to_path_buf(), holder: holder(&path) }),
             Err(TryLockError::Error(error)) => {
                 eprintln!(
                     "warning: {} cannot be locked ({error}): nothing stops a second vggq writing this folder",
                     path.display()
                 );
-                return Ok(Self { file });
+                return Ok(Self { file, path, made });
             }
         }
+        let lock = Self { file, path, made };
+        // Outputs go into the folder itself (an unnamed file: nothing is left, whatever happens).
+        tempfile::tempfile_in(folder).map_err(not_writable)?;
         // Lossy: the lock file names the command for a person; a path that is not UTF-8 must not panic.
         let command: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
+        let io_error = |source| StepError::Io { path: lock.path.clone(), source };
+        let mut file = &lock.file;
         file.set_len(0).map_err(io_error)?;
         writeln!(file, "process {}: {}", std::process::id(), command.join(" ")).map_err(io_error)?;
-        Ok(Self { file })
+        Ok(lock)
+    }
+
+    /// The process writing `folder`, if one holds its lock: a step that finds an earlier one's output
+    /// missing says so, rather than that the step never ran. Takes nothing and makes nothing.
+    pub fn writer(folder: &Path) -> Option<String> {
+        let path = folder.join(STEPS_FOLDER).join(LOCK_FILE);
+        let file = File::open(&path).ok()?;
+        matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)).then(|| holder(&path))
+    }
+}
+
+/// Who holds the lock at `path`, as it wrote there.
+fn holder(path: &Path) -> String {
+    let holder = std::fs::read_to_string(path).unwrap_or_default();
+    if holder.trim().is_empty() {
+        "a process that has not said which".into()
+    } else {
+        holder.trim().into()
     }
 }
 
@@ -183,6 +229,17 @@ impl Step {
             return Ok(false);
         }
         Ok(stamp == self.current_stamp()?)
+    }
+
+    /// Marks the run unfinished before the step changes its outputs: the package's manifest and
+    /// checksums go (`vggq report` writes them again), so that a run trained again does not keep the
+    /// manifest of the model it replaces.
+    pub fn starting(&self) -> Result<(), StepError> {
+        for file in [MANIFEST_FILE, CHECKSUMS_FILE] {
+            let path = self.folder.join(file);
+            crate::atomic::remove_if_present(&path).map_err(|source| StepError::Io { path, source })?;
+        }
+        Ok(())
     }
 
     /// Records that the step finished: call after every output is in place. Its checkpoint goes: a
@@ -313,13 +370,23 @@ mod tests {
     #[test]
     fn a_run_folder_has_one_writer_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
+        let holder = format!("process {}:", std::process::id());
         let held = RunFolderLock::take(dir.path()).unwrap();
         let error = RunFolderLock::take(dir.path()).unwrap_err().to_string();
-        assert!(error.contains(&format!("another vggq (process {}:", std::process::id())), "{error}");
+        assert!(error.contains(&format!("another vggq ({holder}")), "{error}");
+        assert!(RunFolderLock::writer(dir.path()).is_some_and(|writer| writer.starts_with(&holder)));
         drop(held);
-        let path = dir.path().join(STEPS_FOLDER).join(LOCK_FILE);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "a released lock names no holder");
+        let stamps = dir.path().join(STEPS_FOLDER);
+        assert!(!stamps.exists(), "a lock released with nothing written beside it left its folder");
+        assert_eq!(RunFolderLock::writer(dir.path()), None);
+        // Beside a step's record, the lock file stays, naming no holder.
+        let held = RunFolderLock::take(dir.path()).unwrap();
+        std::fs::write(stamps.join("demo.json"), b"{}").unwrap();
+        drop(held);
+        assert_eq!(std::fs::read_to_string(stamps.join(LOCK_FILE)).unwrap(), "", "a released lock names no holder");
+        assert_eq!(RunFolderLock::writer(dir.path()), None);
         RunFolderLock::take(dir.path()).unwrap();
+        assert!(dir.path().exists(), "a run folder that was there before stays");
     }
 
     /// A file where the step records go is named, not reported as the OS's "File exists".

@@ -10,7 +10,8 @@ use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, Tens
 use vggq::model::kernels::isa::ISA_VARIABLE;
 use vggq_core::interrupted::kill_once_written;
 use vggq_core::run_folder::{
-    checkpoint_in_run, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, STEPS_FOLDER, TRAIN_REPORT_FILE,
+    checkpoint_in_run, CHECKSUMS_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, STEPS_FOLDER,
+    TRAIN_REPORT_FILE,
 };
 use vggq_core::{QatMode, Variant};
 
@@ -213,16 +214,19 @@ fn an_output_folder_that_cannot_be_made_is_refused_first() {
 }
 
 /// An error is printed with each cause once: the message that names the missing file already says
-/// what the operating system said, and its cause below it would say it again.
+/// what the operating system said, and its cause below it would say it again. The run folder the
+/// failed command made goes with it.
 #[test]
 fn an_error_names_its_cause_once() {
-    let out = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
     let args = ["train", "--profile", "smoke", "--device", "cpu", "--data", "/nonexistent"];
-    let output = vggq(&[&args[..], &["--out", out.path().to_str().unwrap()]].concat(), &[]);
+    let output = vggq(&[&args[..], &["--out", out.to_str().unwrap()]].concat(), &[]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(message.starts_with("Error: ") && message.contains("/nonexistent"), "{message}");
     assert_eq!(message.matches("No such file or directory").count(), 1, "{message}");
+    assert!(!out.exists(), "a training that failed before it wrote anything left {}", out.display());
 }
 
 /// A step whose input an earlier step writes says which step to run when that file is missing (never
@@ -303,6 +307,14 @@ fn eval_says_how_many_test_images_it_ran() {
 fn a_run_folder_being_written_is_refused_by_every_writer() {
     let golden = util::golden_run();
     let run = tempfile::tempdir().unwrap();
+    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
+    let held = vggq::steps::RunFolderLock::take(run.path()).unwrap();
+    let holder = format!("{folder} is being written by another vggq (process {}:", std::process::id());
+    // Not yet trained, as the run holding the lock would be at first: the next step says who is writing.
+    let output = vggq(&["quantize", "--run", folder, "--device", "cpu", "--data", data], &[]);
+    let message = stderr(&output);
+    assert!(message.contains(&format!("{TRAIN_REPORT_FILE} is missing: {holder}")), "{message}");
     let copied: Vec<String> = [TRAIN_REPORT_FILE, QUANT_REPORT_FILE, METRICS_FILE]
         .into_iter()
         .chain(Variant::all(QatMode::Fp32match).iter().map(|v| v.onnx_file()))
@@ -311,9 +323,6 @@ fn a_run_folder_being_written_is_refused_by_every_writer() {
     for name in &copied {
         std::fs::copy(golden.join(name), run.path().join(name)).unwrap();
     }
-    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
-    let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
-    let _held = vggq::steps::RunFolderLock::take(run.path()).unwrap();
     let commands: [&[&str]; 5] = [
         &["train", "--profile", "smoke", "--device", "cpu", "--out", folder, "--data", data],
         &["quantize", "--run", folder, "--device", "cpu", "--data", data],
@@ -321,7 +330,6 @@ fn a_run_folder_being_written_is_refused_by_every_writer() {
         &["eval", "--run", folder, "--device", "cpu", "--data", data],
         &["report", "--run", folder],
     ];
-    let holder = format!("{folder} is being written by another vggq (process {}:", std::process::id());
     for args in commands {
         let output = vggq(args, &[]);
         let message = stderr(&output);
@@ -335,6 +343,9 @@ fn a_run_folder_being_written_is_refused_by_every_writer() {
         expected.sort();
         assert_eq!(files, expected, "{args:?} wrote into the folder");
     }
+    // The lock's folder goes with it where nothing else was written there.
+    drop(held);
+    assert!(!run.path().join(STEPS_FOLDER).exists(), "the lock left its folder behind");
 }
 
 /// An `ORT_DYLIB_PATH` that names no file is said to be one (the loader itself said only "dlopen
@@ -407,6 +418,17 @@ fn files_that_do_not_belong_together_are_refused() {
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && printed.contains("quantize: up to date"), "{printed}{}", stderr(&output));
+    // export too, and the run stays finished; made to run again, it leaves the run unfinished (no
+    // manifest, no checksums) until `report` vouches for it again.
+    let output = vggq(&["export", "--run", folder], &[]);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && printed.contains("export: up to date"), "{printed}{}", stderr(&output));
+    assert!(run.path().join(MANIFEST_FILE).is_file());
+    let output = vggq(&["export", "--run", folder, "--force"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for package in [MANIFEST_FILE, CHECKSUMS_FILE] {
+        assert!(!run.path().join(package).exists(), "export ran and left the finished run's {package}");
+    }
     // Run by hand, `report` still names the compiler and the ONNX Runtime (`cargo xtask all` adds git's facts).
     let output = vggq(&["report", "--run", folder], &[]);
     assert!(output.status.success(), "{}", stderr(&output));

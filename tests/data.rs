@@ -352,6 +352,21 @@ mod errors {
         assert!(matches!(error, DataError::ClassCount { count: 0, .. }), "{error:?}");
     }
 
+    /// A label past the model's ten outputs would fail inside training: the run's data refuses it first,
+    /// naming the data and its classes.
+    #[test]
+    fn classes_other_than_the_models_outputs() {
+        use vggq::pipeline::RunData;
+        use vggq::profile::{Profile, ProfileName};
+        let dir = tempfile::tempdir().unwrap();
+        fixtures::write_image_folder(dir.path());
+        let profile = Profile::named(ProfileName::Smoke);
+        let error = RunData::new(load_path(dir.path()).unwrap(), &profile).err().expect("three classes are refused");
+        let message = error.to_string();
+        assert!(message.contains(&dir.path().display().to_string()) && message.contains("cat"), "{message}");
+        assert!(matches!(&error, DataError::ClassesForModel { classes, model: 10, .. } if classes.len() == 3), "{error:?}");
+    }
+
     #[test]
     fn missing_binary_batch() {
         let dir = tempfile::tempdir().unwrap();

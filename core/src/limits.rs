@@ -8,21 +8,26 @@ use serde::{Deserialize, Serialize};
 /// would make of the reports' allocations.
 pub const MAX_EPOCHS: u64 = 1000;
 
-/// A count of at least one, or an error naming the flag (clap's usage error, exit 2).
-pub fn positive() -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::new().range(1..)
+/// A count of at least one, or an error naming the flag (clap's usage error, exit 2) and saying so
+/// (clap's own range check would print the range's end, `usize::MAX`).
+pub fn positive(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(count) => Ok(count),
+        Err(error) => Err(format!("{error}: a whole number of at least 1 is expected")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct Limits {
     /// Train on at most N images of the training split (a seeded random N: the split is shuffled).
-    #[arg(long, value_name = "N", value_parser = positive())]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub train_images: Option<usize>,
     /// Validate and test on at most N images each, evenly spread over each set (so every class is in).
-    #[arg(long, value_name = "N", value_parser = positive())]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub eval_images: Option<usize>,
     /// Static quantization calibrates on N batches instead of the profile's.
-    #[arg(long, value_name = "N", value_parser = positive())]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub calibration_batches: Option<usize>,
     /// Train for N epochs instead of the profile's (FP32, and QAT in `fp32match` mode), at most 1000; 0
     /// leaves the model untrained (benchmark models).

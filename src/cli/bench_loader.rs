@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, default_value_t = 128, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     size: usize,
     /// Training images to prepare (the first N of the training set).
-    #[arg(long, default_value_t = 20_000, value_parser = positive())]
+    #[arg(long, default_value_t = 20_000, value_parser = positive)]
     images: usize,
 }
 

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=64))]
     width_div: Option<usize>,
     /// Width of the hidden classifier layers.
-    #[arg(long, value_parser = positive())]
+    #[arg(long, value_parser = positive)]
     hidden: Option<usize>,
     /// Images per step, 1 to 4096.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     seconds: f64,
     /// Rounds of vggq's figures, each followed by one of the baseline's.
-    #[arg(long, default_value_t = DEFAULT_ROUNDS, value_parser = positive())]
+    #[arg(long, default_value_t = DEFAULT_ROUNDS, value_parser = positive)]
     rounds: usize,
     /// cubecl's autotune cache for a GPU (see `vggq train --help`); default: cubecl's own, under `target/`.
     #[arg(long)]

@@ -36,8 +36,9 @@ pub struct Args {
     data: Option<PathBuf>,
     /// Evaluate N test images, evenly spread over the set (default: all 10,000, or the run profile's
     /// `--eval-images`).
-    #[arg(long, value_parser = positive())]
+    #[arg(long, value_parser = positive)]
     images: Option<usize>,
+    /// Images per batch, 1 to 4096: the models run, and are timed, on batches of this size.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]
     batch: usize,
     /// Batches run before timing starts (they count for accuracy); at most all but the last full one.
@@ -98,6 +99,9 @@ pub fn run(mut args: Args) -> Result<()> {
             );
             return Ok(());
         }
+    }
+    if let Some(step) = step.as_ref().filter(|_| args.run.is_some()) {
+        step.starting()?;
     }
     // Made before the models run, so a report path that cannot be written fails now, not after them.
     if let Some(report) = &args.report {

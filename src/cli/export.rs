@@ -13,9 +13,12 @@ use super::run_dir::{require_from_step, QuantizedRun, TrainedRun};
 #[derive(clap::Args)]
 pub struct Args {
     /// The folder `vggq train` and `vggq quantize` wrote (`train_report.json`, `quant_report.json`, the
-    /// `.pth` files); the ONNX files are written beside them, named as `Variant::onnx_file` says.
+    /// `.pth` files); the ONNX files are written beside them (`mission16_vgg11bn_fp32.onnx` ...).
     #[arg(long)]
     run: PathBuf,
+    /// Export even when the ONNX files of an identical earlier export are in place.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -31,8 +34,12 @@ pub fn run(args: Args) -> Result<()> {
     steps::require_current(&args.run, &["train", "quantize"])?;
     let inputs: Vec<&Path> = pths.iter().map(PathBuf::as_path).collect();
     let outputs = variants.iter().map(|variant| args.run.join(variant.onnx_file())).collect();
-    // Recorded for the later steps' checks; export itself always runs (seconds).
     let step = Step::new("export", &args.run, &(), &inputs, outputs)?;
+    if !args.force && step.is_up_to_date()? {
+        println!("export: up to date in {} (--force to redo)", args.run.display());
+        return Ok(());
+    }
+    step.starting()?;
     for (&variant, pth) in variants.iter().zip(&pths) {
         let bytes = std::fs::read(pth).with_context(|| format!("reading {}", pth.display()))?;
         let state_dict = vggq_pth::read_state_dict(&bytes).with_context(|| format!("reading {}", pth.display()))?;

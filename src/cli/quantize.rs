@@ -72,6 +72,7 @@ struct QuantReport<'a> {
     device: &'a Selection,
     dataset: String,
     calibration: Calibration,
+    /// The batches calibrated on: the profile's, or all of a training split with fewer.
     calibration_batches: usize,
     calibration_timing: CalibrationTiming,
     qat_mode: QatMode,
@@ -123,6 +124,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("quantize: up to date in {} (--force to redo)", args.run.display());
         return Ok(());
     }
+    step.starting()?;
     let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
     selection.backend.run(Quantization {
         profile: &profile,
@@ -192,7 +194,7 @@ impl OnBackend for Quantization<'_> {
             device: self.selection,
             dataset,
             calibration: self.settings.calibration,
-            calibration_batches: profile.quant.calibration_batches,
+            calibration_batches: quantized.calibration_timing.batches,
             calibration_timing: quantized.calibration_timing,
             qat_mode: self.settings.qat_mode,
             qat_epochs: quantized.qat_epochs,

@@ -1,7 +1,7 @@
 //! What `vggq train` and `vggq quantize` left in a run folder: the model configuration, how it was
 //! trained, the weights, and the quantized variants' `.pth` files and provenance.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -12,6 +12,7 @@ use vggq::data::{self, DataSource, CIFAR10_BINARY_URL};
 use vggq::model::CpuFacts;
 use vggq::profile::Profile;
 use vggq::quant::Calibration;
+use vggq::steps::RunFolderLock;
 use vggq_core::{flag_value, QatMode, Variant};
 
 pub use vggq_core::run_folder::{
@@ -52,10 +53,26 @@ pub struct TrainedRun {
     epochs: Vec<serde_json::Value>,
 }
 
+/// [`require_from_step`] for a step's report, read before the command takes the run's lock: where
+/// another vggq is writing the run (its step not finished yet), that is what is said.
+fn require_report(folder: &Path, report: &str, step: &str) -> Result<PathBuf> {
+    let path = folder.join(report);
+    if !path.is_file() {
+        if let Some(writer) = RunFolderLock::writer(folder) {
+            bail!(
+                "{} is missing: {} is being written by another vggq ({writer}); let it finish",
+                path.display(),
+                folder.display()
+            );
+        }
+    }
+    require_from_step(&path, step)?;
+    Ok(path)
+}
+
 impl TrainedRun {
     pub fn open(folder: &Path) -> Result<Self> {
-        let path = folder.join(TRAIN_REPORT_FILE);
-        require_from_step(&path, "train")?;
+        let path = require_report(folder, TRAIN_REPORT_FILE, "train")?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
@@ -116,8 +133,7 @@ struct VariantFile {
 
 impl QuantizedRun {
     pub fn open(folder: &Path) -> Result<Self> {
-        let path = folder.join(QUANT_REPORT_FILE);
-        require_from_step(&path, "quantize")?;
+        let path = require_report(folder, QUANT_REPORT_FILE, "quantize")?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }

@@ -121,11 +121,10 @@ pub fn run(args: Args) -> Result<()> {
             println!("{}", cpu_duration(&profile));
         }
     }
-    // Made before hours of training, so a path that cannot hold the outputs fails now, not at the end.
     if out.exists() && !out.is_dir() {
         bail!("--out {} is not a folder", out.display());
     }
-    std::fs::create_dir_all(&out).with_context(|| format!("creating the output folder {}", out.display()))?;
+    // Made (and found writable) before hours of training, not at its end.
     let _writing = RunFolderLock::take(&out)?;
     let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
@@ -157,6 +156,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("train: up to date in {} (--force to redo)", out.display());
         return Ok(());
     }
+    step.starting()?;
     let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
     selection.backend.run(Training {
         profile: &profile,
@@ -271,9 +271,6 @@ impl OnBackend for Training<'_> {
 
         let data = RunData::new(cifar, profile)?;
         println!("images: train {} | val {} | test {}", data.train.len(), data.val.len(), data.test.len());
-        if let Some(weights) = &self.weights {
-            println!("features initialised from {}", weights.display());
-        }
         let precision = precision::measure::<B::InnerBackend>(&profile.model, profile.train.batch_size, device);
         println!(
             "precision: matmul {:?}, conv {:?} (measured at the run's first Linear and conv)",

@@ -73,6 +73,10 @@ pub enum DataError {
     #[error("`{path}` names {count} classes, expected between 1 and {max}")]
     ClassCount { path: PathBuf, count: usize, max: usize },
 
+    /// The data's classes are not as many as the model's outputs (CIFAR-10's ten).
+    #[error("`{path}` has {} classes ({classes:?}), but the model classifies CIFAR-10's {model}", classes.len())]
+    ClassesForModel { path: PathBuf, classes: Vec<String>, model: usize },
+
     /// train/ and test/ do not hold the same class folders.
     #[error("class folders differ between `{train}` ({train_classes:?}) and `{test}` ({test_classes:?})")]
     ClassMismatch { train: PathBuf, test: PathBuf, train_classes: Vec<String>, test_classes: Vec<String> },

@@ -30,6 +30,15 @@ pub enum DataOrigin {
     Folder(PathBuf),
 }
 
+impl DataOrigin {
+    /// The archive or folder the data was read from.
+    pub fn path(&self) -> &Path {
+        match self {
+            DataOrigin::Archive(path) | DataOrigin::Folder(path) => path,
+        }
+    }
+}
+
 /// Files (by `/`-separated relative path) and folders of a folder or archive.
 pub(crate) struct FileTree {
     pub(crate) origin: DataOrigin,

@@ -12,19 +12,20 @@ pub use kernels::{CpuFacts, TrainingBackend, VggBackend};
 pub use pretrained::{load_features, PretrainedWeights, VGG11_BN_IMAGENET1K_V1};
 pub use vgg::{linear_bias, Classifier, ConvBlock, FeatureLayer, Vgg, VggConfig, FEATURE_STRIDE, VGG11_FEATURES};
 
-/// What can go wrong building or initialising the model.
+/// What can go wrong building or initialising the model. The messages say "ImageNet weights" for
+/// torchvision's checkpoint: a run's own checkpoints are the training's state (`vggq::train`).
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// The checkpoint file does not exist.
-    #[error("pretrained checkpoint `{0}` not found")]
+    #[error("ImageNet weights `{0}` not found")]
     MissingCheckpoint(PathBuf),
     /// The checkpoint could not be read, or one of its tensors does not fit the model.
-    #[error("checkpoint `{path}`: {message}")]
+    #[error("reading the ImageNet weights `{path}` (a PyTorch state dict, torchvision's VGG11-BN): {message}")]
     Checkpoint { path: PathBuf, message: String },
     /// A tensor the model needs is absent from the checkpoint.
-    #[error("checkpoint `{path}` lacks tensor `{key}`")]
+    #[error("the ImageNet weights `{path}` lack tensor `{key}`")]
     MissingTensor { path: PathBuf, key: String },
     /// The checkpoint holds a feature tensor the model has no place for.
-    #[error("checkpoint `{path}` has tensor `{key}`, which this model has no place for")]
+    #[error("the ImageNet weights `{path}` hold tensor `{key}`, which this model has no place for")]
     UnexpectedTensor { path: PathBuf, key: String },
 }
