@@ -83,7 +83,7 @@ pub enum StepError {
 pub struct RunFolderLock {
     file: File,
     path: PathBuf,
-    /// The folders [`RunFolderLock::take`] made (the run folder, its `.steps`), innermost first.
+    /// The folders [`RunFolderLock::take`] made (`.steps`, the run folder, its parents), innermost first.
     made: Vec<PathBuf>,
 }
 
@@ -98,7 +98,8 @@ impl Drop for RunFolderLock {
         if self.made.is_empty() || !holds_only(stamps, LOCK_FILE) {
             return;
         }
-        // Removed while held: a vggq that opens it now finds it held, one that comes later makes its own.
+        // Removed while held: a vggq that opened it meanwhile finds, once it has the lock, that the file
+        // is no longer the folder's, and takes the folder's anew (`take`).
         let _ = std::fs::remove_file(&self.path);
         for folder in &self.made {
             // Only an empty folder goes.
@@ -114,43 +115,74 @@ fn holds_only(folder: &Path, name: &str) -> bool {
     names.len() == 1 && names[0] == name
 }
 
+/// Whether the open `file` is still the one at `path` (a released lock's file may have been removed, and
+/// another made there, between this process's open and its lock).
+fn is_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(there)) => (open.dev(), open.ino()) == (there.dev(), there.ino()),
+        _ => false,
+    }
+}
+
+/// Tries to take a lock whose file keeps being removed under it before giving up.
+const LOCK_ATTEMPTS: usize = 10;
+
 impl RunFolderLock {
     /// Takes `folder`'s lock (making the folder where it is not there yet), or fails at once naming the
     /// process that has it, or saying that the folder cannot be written: before a step's work, not at its
     /// first output.
     pub fn take(folder: &Path) -> Result<Self, StepError> {
+        // A file's parent given as `m.json`'s: the working folder.
+        let folder = if folder.as_os_str().is_empty() { Path::new(".") } else { folder };
         let stamps = folder.join(STEPS_FOLDER);
         // Present (a dangling link included) and not a folder.
         if stamps.symlink_metadata().is_ok() && !stamps.is_dir() {
             return Err(StepError::RecordsNotAFolder { path: stamps });
         }
         let not_writable = |source| StepError::NotWritable { folder: folder.to_path_buf(), source };
+        // Innermost first: `.steps`, the run folder, and any of its parents that are not there yet.
         let made: Vec<PathBuf> =
-            [&stamps, folder].into_iter().filter(|path| !path.exists()).map(|path| path.to_path_buf()).collect();
-        std::fs::create_dir_all(&stamps).map_err(not_writable)?;
+            stamps.ancestors().take_while(|path| !path.as_os_str().is_empty() && !path.exists()).map(Path::to_path_buf).collect();
         let path = stamps.join(LOCK_FILE);
-        let file = File::options().read(true).write(true).create(true).truncate(false).open(&path).map_err(not_writable)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(StepError::Busy { folder: folder.to_path_buf(), holder: holder(&path) }),
-            Err(TryLockError::Error(error)) => {
-                eprintln!(
-                    "warning: {} cannot be locked ({error}): nothing stops a second vggq writing this folder",
-                    path.display()
-                );
-                return Ok(Self { file, path, made });
+        for _ in 0..LOCK_ATTEMPTS {
+            std::fs::create_dir_all(&stamps).map_err(not_writable)?;
+            // Outputs go into the folder itself (an unnamed file: nothing is left, whatever happens).
+            match tempfile::tempfile_in(folder) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.map_err(not_writable)?,
+            };
+            let file = match File::options().read(true).write(true).create(true).truncate(false).open(&path) {
+                // Removed with the folders a released lock made.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other.map_err(not_writable)?,
+            };
+            match file.try_lock() {
+                Ok(()) if !is_at(&file, &path) => continue,
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StepError::Busy { folder: folder.to_path_buf(), holder: holder(&path) })
+                }
+                Err(TryLockError::Error(error)) => {
+                    eprintln!(
+                        "warning: {} cannot be locked ({error}): nothing stops a second vggq writing this folder",
+                        path.display()
+                    );
+                    return Ok(Self { file, path, made });
+                }
             }
+            let lock = Self { file, path, made };
+            // Lossy: the lock file names the command for a person; a path that is not UTF-8 must not panic.
+            let command: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
+            let io_error = |source| StepError::Io { path: lock.path.clone(), source };
+            let mut file = &lock.file;
+            file.set_len(0).map_err(io_error)?;
+            writeln!(file, "process {}: {}", std::process::id(), command.join(" ")).map_err(io_error)?;
+            return Ok(lock);
         }
-        let lock = Self { file, path, made };
-        // Outputs go into the folder itself (an unnamed file: nothing is left, whatever happens).
-        tempfile::tempfile_in(folder).map_err(not_writable)?;
-        // Lossy: the lock file names the command for a person; a path that is not UTF-8 must not panic.
-        let command: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
-        let io_error = |source| StepError::Io { path: lock.path.clone(), source };
-        let mut file = &lock.file;
-        file.set_len(0).map_err(io_error)?;
-        writeln!(file, "process {}: {}", std::process::id(), command.join(" ")).map_err(io_error)?;
-        Ok(lock)
+        let gone =
+            std::io::Error::other(format!("its lock {} was removed {LOCK_ATTEMPTS} times as it was taken", path.display()));
+        Err(not_writable(gone))
     }
 
     /// The process writing `folder`, if one holds its lock: a step that finds an earlier one's output
@@ -386,7 +418,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(stamps.join(LOCK_FILE)).unwrap(), "", "a released lock names no holder");
         assert_eq!(RunFolderLock::writer(dir.path()), None);
         RunFolderLock::take(dir.path()).unwrap();
-        assert!(dir.path().exists(), "a run folder that was there before stays");
+        // Parents made for a run folder go with it.
+        let nested = dir.path().join("a/b/run");
+        drop(RunFolderLock::take(&nested).unwrap());
+        assert!(!dir.path().join("a").exists(), "a lock released with nothing written left the folders it made");
     }
 
     /// A file where the step records go is named, not reported as the OS's "File exists".

@@ -418,6 +418,25 @@ fn files_that_do_not_belong_together_are_refused() {
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && printed.contains("quantize: up to date"), "{printed}{}", stderr(&output));
+    // An evaluation written elsewhere leaves both that folder's package files and the run's.
+    let elsewhere_report = elsewhere.path().join(METRICS_FILE);
+    std::fs::write(elsewhere.path().join(MANIFEST_FILE), b"a user's").unwrap();
+    let output = vggq(
+        &[
+            "eval",
+            "--run",
+            folder,
+            "--device",
+            "cpu",
+            "--data",
+            data.to_str().unwrap(),
+            "--report",
+            elsewhere_report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(output.status.success() && elsewhere_report.is_file(), "{}", stderr(&output));
+    assert!(elsewhere.path().join(MANIFEST_FILE).is_file() && run.path().join(MANIFEST_FILE).is_file());
     // export too, and the run stays finished; made to run again, it leaves the run unfinished (no
     // manifest, no checksums) until `report` vouches for it again.
     let output = vggq(&["export", "--run", folder], &[]);

@@ -71,6 +71,9 @@ pub fn run(mut args: Args) -> Result<()> {
         args.images = args.images.or(profile.data.eval_images);
         args.report = args.report.take().or_else(|| Some(run.join(METRICS_FILE)));
     }
+    if let Some(report) = args.report.as_ref().filter(|report| report.is_dir()) {
+        bail!("--report {} is a folder: name the JSON file to write", report.display());
+    }
     let plan = ProviderPlan::for_request(args.device);
     println!("execution providers: {}", plan.reason);
     // A run's evaluation is a step of its pipeline, skipped when up to date; files named on the command
@@ -100,14 +103,13 @@ pub fn run(mut args: Args) -> Result<()> {
             return Ok(());
         }
     }
-    if let Some(step) = step.as_ref().filter(|_| args.run.is_some()) {
+    // The run's own metrics (not a report written elsewhere, whose folder is not the run's package).
+    let into_run = args.run.as_ref().zip(args.report.as_ref()).is_some_and(|(run, report)| *report == run.join(METRICS_FILE));
+    if let Some(step) = step.as_ref().filter(|_| into_run) {
         step.starting()?;
     }
     // Made before the models run, so a report path that cannot be written fails now, not after them.
     if let Some(report) = &args.report {
-        if report.is_dir() {
-            bail!("--report {} is a folder: name the JSON file to write", report.display());
-        }
         if let Some(folder) = report.parent() {
             std::fs::create_dir_all(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
         }

@@ -34,7 +34,11 @@ pub fn run(args: Args) -> Result<()> {
     steps::require_current(&args.run, &["train", "quantize"])?;
     let inputs: Vec<&Path> = pths.iter().map(PathBuf::as_path).collect();
     let outputs = variants.iter().map(|variant| args.run.join(variant.onnx_file())).collect();
-    let step = Step::new("export", &args.run, &(), &inputs, outputs)?;
+    // What the files hold beside the .pth files' tensors: the network's shapes and each variant's
+    // provenance (from the reports, which a quantize run again may change with the same .pth bytes).
+    let written_beside: Vec<_> =
+        variants.iter().map(|&variant| (quantized.training(variant, &trained), quantized.calibration(variant))).collect();
+    let step = Step::new("export", &args.run, &(&trained.profile.model, written_beside), &inputs, outputs)?;
     if !args.force && step.is_up_to_date()? {
         println!("export: up to date in {} (--force to redo)", args.run.display());
         return Ok(());

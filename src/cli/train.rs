@@ -106,6 +106,12 @@ pub fn run(args: Args) -> Result<()> {
     profile.init = args.init.unwrap_or(profile.init);
     profile.train.seed = args.seed.unwrap_or(profile.train.seed);
     let out = args.out.clone().unwrap_or_else(|| Path::new("artifacts").join(profile.name()));
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} is not a folder", out.display());
+    }
+    // Made (and found writable) before hours of training, not at its end, and before anything is
+    // written there (the autotune cache's folder).
+    let _writing = RunFolderLock::take(&out)?;
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().unwrap_or_else(|| out.join(AUTOTUNE_FOLDER));
     backend::autotune::use_caches(Some(&autotune))?;
@@ -121,11 +127,6 @@ pub fn run(args: Args) -> Result<()> {
             println!("{}", cpu_duration(&profile));
         }
     }
-    if out.exists() && !out.is_dir() {
-        bail!("--out {} is not a folder", out.display());
-    }
-    // Made (and found writable) before hours of training, not at its end.
-    let _writing = RunFolderLock::take(&out)?;
     let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
         Init::Pretrained => Some(PretrainedWeightsSource::new(args.weights)),

@@ -72,7 +72,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
     )
     .run()?;
     cmd!(sh, "{vggq} quantize --run {out} --device {device} {data...} {autotune...} {force...}").run()?;
-    cmd!(sh, "{vggq} export --run {out}").run()?;
+    cmd!(sh, "{vggq} export --run {out} {force...}").run()?;
     cmd!(sh, "{vggq} eval --run {out} --device {device} {data...} {force...}").run()?;
     cmd!(sh, "{vggq} report --run {out}").run()?;
     // The package is checked whole before its metrics are: a golden difference never hides a broken one.
