@@ -313,7 +313,9 @@ mod errors {
     }
 
     /// A local archive cut short (an interrupted copy) or damaged says so, naming the archive, instead of
-    /// an i/o error on a path inside it that does not exist on disk.
+    /// an i/o error on a path inside it that does not exist on disk, or an image that does not decode
+    /// (or, worse, decodes to other pixels): a byte flipped anywhere in the stream, in a file's data too,
+    /// which deflate may decode without complaint and only gzip's CRC-32 at the stream's end catches.
     #[test]
     fn cut_short_or_damaged_archive() {
         let dir = tempfile::tempdir().unwrap();
@@ -322,9 +324,13 @@ mod errors {
         let archive = dir.path().join("images.tar.gz");
         fixtures::tar_gz(&folder, "", &archive);
         let whole = fs::read(&archive).unwrap();
-        let mut flipped = whole.clone();
-        flipped[whole.len() / 2] ^= 0xff;
-        for (how, bytes) in [("cut short", whole[..whole.len() / 2].to_vec()), ("damaged", flipped)] {
+        let flipped_at = |at: usize| {
+            let mut flipped = whole.clone();
+            flipped[at] ^= 0xff;
+            (format!("byte {at} of {} flipped", whole.len()), flipped)
+        };
+        let damaged = (1..16).map(|sixteenth| flipped_at(whole.len() * sixteenth / 16));
+        for (how, bytes) in std::iter::once(("cut short".to_string(), whole[..whole.len() / 2].to_vec())).chain(damaged) {
             fs::write(&archive, bytes).unwrap();
             let error = load_error(&archive, &format!("`{}` is cut short or damaged", archive.display()));
             assert!(matches!(error, DataError::DamagedArchive { .. }), "{how}: {error:?}");

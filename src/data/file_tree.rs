@@ -101,7 +101,11 @@ impl FileTree {
             }
             // Links and special entries carry no data either layout uses.
         }
-        tree.sha256 = archive.into_inner().into_inner().finish().map_err(damaged())?.hex;
+        // gzip checks its CRC-32 only at the stream's end, which lies past the tar's end marker: read to it,
+        // or bytes damaged inside a file would be taken as they came out (a JPEG's pixels, say).
+        let mut decoder = archive.into_inner();
+        std::io::copy(&mut decoder, &mut std::io::sink()).map_err(damaged())?;
+        tree.sha256 = decoder.into_inner().finish().map_err(damaged())?.hex;
         Ok(tree)
     }
 
