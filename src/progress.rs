@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
+use indicatif::{HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike};
 
 /// How often a bar writes its line where stderr is not a terminal.
 const LOG_INTERVAL: Duration = Duration::from_secs(30);
@@ -20,12 +20,34 @@ pub fn progress_bar(len: usize, prefix: String) -> ProgressBar {
     };
     let bar = ProgressBar::with_draw_target(Some(len as u64), target);
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} batches {per_sec} ETA {eta} {msg}")
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} batches, {rate}, {time} {msg}")
             .expect("static template")
+            .with_key("rate", |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = out.write_str(&rate(state.per_sec()));
+            })
+            // By the count, not `is_finished`: the loops clear their bars when done, and the line a log
+            // keeps is the last one drawn before that.
+            .with_key("time", |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = match state.len().is_some_and(|len| state.pos() >= len) {
+                    true => write!(out, "took {}", HumanDuration(state.elapsed())),
+                    false => write!(out, "ETA {}", HumanDuration(state.eta())),
+                };
+            })
             .progress_chars("=> "),
     );
     bar.set_prefix(prefix);
     bar
+}
+
+/// Batches per second, to the digits that matter at that speed (indicatif's own shows four decimals),
+/// or seconds per batch where a batch takes longer than a second.
+fn rate(batches_per_second: f64) -> String {
+    match batches_per_second {
+        rate if rate >= 10.0 => format!("{rate:.0} batches/s"),
+        rate if rate >= 1.0 => format!("{rate:.1} batches/s"),
+        rate if rate > 0.0 => format!("{:.1} s/batch", 1.0 / rate),
+        _ => "- batches/s".into(),
+    }
 }
 
 /// A "terminal" that writes a bar's latest state as one line to `out`, at most once per `interval`
@@ -142,5 +164,13 @@ mod tests {
         std::thread::sleep(interval);
         bar.inc(1);
         assert_eq!(text(), "epoch 1/2 2/10 batches\nepoch 1/2 4/10 batches\n");
+    }
+
+    #[test]
+    fn a_rate_shows_the_digits_that_matter_at_its_speed() {
+        assert_eq!(rate(123.456), "123 batches/s");
+        assert_eq!(rate(2.345), "2.3 batches/s");
+        assert_eq!(rate(0.25), "4.0 s/batch");
+        assert_eq!(rate(0.0), "- batches/s", "before the first batch");
     }
 }
