@@ -127,6 +127,25 @@ fn is_at(file: &File, path: &Path) -> bool {
 
 /// Tries to take a lock whose file keeps being removed under it before giving up.
 const LOCK_ATTEMPTS: usize = 10;
+/// A lock held only shared is [`RunFolderLock::writer`]'s, for the moment its look takes: it is waited
+/// for this long at a time, at most this many times (200 ms in all).
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+const PROBE_WAITS: usize = 40;
+
+/// `file.try_lock()`, waiting out [`RunFolderLock::writer`]'s looks: a lock held only shared is no writer's,
+/// and a command starting just as another looked would otherwise be refused as busy.
+fn try_lock_past_looks(file: &File) -> Result<(), TryLockError> {
+    for _ in 0..PROBE_WAITS {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if file.try_lock_shared().is_ok() => {
+                let _ = file.unlock();
+                std::thread::sleep(PROBE_WAIT);
+            }
+            other => return other,
+        }
+    }
+    file.try_lock()
+}
 
 impl RunFolderLock {
     /// Takes `folder`'s lock (making the folder where it is not there yet), or fails at once naming the
@@ -157,7 +176,7 @@ impl RunFolderLock {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
                 other => other.map_err(not_writable)?,
             };
-            match file.try_lock() {
+            match try_lock_past_looks(&file) {
                 Ok(()) if !is_at(&file, &path) => continue,
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
@@ -417,6 +436,15 @@ mod tests {
         drop(held);
         assert_eq!(std::fs::read_to_string(stamps.join(LOCK_FILE)).unwrap(), "", "a released lock names no holder");
         assert_eq!(RunFolderLock::writer(dir.path()), None);
+        // A look at who writes (a shared lock, held a moment) does not make a starting writer fail as busy.
+        let looking = File::open(stamps.join(LOCK_FILE)).unwrap();
+        looking.try_lock_shared().unwrap();
+        let look_ends = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(looking);
+        });
+        drop(RunFolderLock::take(dir.path()).expect("a writer starting while another process looks"));
+        look_ends.join().unwrap();
         RunFolderLock::take(dir.path()).unwrap();
         // Parents made for a run folder go with it.
         let nested = dir.path().join("a/b/run");
