@@ -390,6 +390,9 @@ mod errors {
         assert!(matches!(error, DataError::UnknownLayout { .. }), "{error:?}");
         let plain_file = dir.path().join("readme.txt");
         assert!(matches!(load_error(&plain_file, "readme.txt"), DataError::UnknownLayout { .. }));
+        let empty = dir.path().join("cifar-10-binary.tar.gz");
+        fs::write(&empty, b"").unwrap();
+        assert!(matches!(load_error(&empty, "is empty (0 bytes)"), DataError::EmptyFile { .. }));
         let absent = dir.path().join("absent");
         assert!(matches!(load_error(&absent, "absent"), DataError::Io { .. }));
     }

@@ -26,6 +26,10 @@ pub enum DataError {
         source: io::Error,
     },
 
+    /// A local data source is a file of no bytes (a copy or download that never began).
+    #[error("`{path}` is empty (0 bytes): a copy or download of it that never began?")]
+    EmptyFile { path: PathBuf },
+
     /// A local data source is neither a CIFAR-10 binary folder/archive nor an ImageFolder folder/archive.
     #[error(
         "`{path}` is neither a CIFAR-10 binary folder or archive (cifar-10-batches-bin/) nor an ImageFolder \

@@ -54,6 +54,9 @@ impl FileTree {
         if metadata.is_dir() {
             return Self::read_folder(path);
         }
+        if metadata.len() == 0 {
+            return Err(DataError::EmptyFile { path: path.to_owned() });
+        }
         let mut magic = [0u8; 2];
         let mut file = File::open(path).map_err(DataError::io(path))?;
         let is_gzip = match file.read_exact(&mut magic) {
