@@ -79,6 +79,9 @@ pub struct Provenance {
     /// Each provider asked for, where ONNX Runtime placed the nodes, or why it could not run.
     pub execution_providers: Vec<String>,
     pub seed: u64,
+    /// The ImageNet weights training started from (a `pretrained` run's).
+    #[serde(default)]
+    pub imagenet_weights: Option<crate::model::WeightsFile>,
     pub dataset: String,
     pub dataset_sha256: String,
     /// The full profile, as printed at the start of the run.
@@ -136,7 +139,7 @@ pub fn write(dir: &Path, roles: Vec<FileRole>, provenance: Provenance) -> Result
 /// What [`verify`] found wrong; empty when the package is intact.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Discrepancies {
-    /// In the manifest, not in the folder.
+    /// In the manifest (or `SHA256SUMS`, which goes with it), not in the folder.
     pub missing: Vec<String>,
     /// In the folder, not in the manifest: files, links, and folders other than a run's own
     /// ([`RUN_FOLDERS`], listed with a trailing `/`).
@@ -213,43 +216,62 @@ pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
     // SHA256SUMS is what users check with `sha256sum -c`: it must say what the manifest says of the
     // reproducible files, no more and no less; the files themselves were checked against the manifest.
     let sums_path = dir.join(CHECKSUMS_FILE);
-    let sums = std::fs::read_to_string(&sums_path).map_err(io_error(&sums_path))?;
+    if sums_path.is_file() {
+        let sums = std::fs::read_to_string(&sums_path).map_err(io_error(&sums_path))?;
+        found.lists.extend(checksum_disagreements(&sums, &listed));
+    } else {
+        found.missing.push(CHECKSUMS_FILE.to_string());
+    }
+    found.extra = unlisted(dir, listed.keys().copied())?;
+    Ok(found)
+}
+
+/// Where `SHA256SUMS` (its text `sums`) and the manifest's files `listed` disagree, said in words.
+fn checksum_disagreements(sums: &str, listed: &BTreeMap<&str, &PackagedFile>) -> Vec<String> {
+    let mut lists = Vec::new();
     let mut summed = BTreeMap::new();
     for (number, line) in sums.lines().enumerate() {
         let Some((hex, name)) = line.split_once("  ") else {
-            found.lists.push(format!("{CHECKSUMS_FILE}: line {} is not `<sha256>  <file>`", number + 1));
+            lists.push(format!("{CHECKSUMS_FILE}: line {} is not `<sha256>  <file>`", number + 1));
             continue;
         };
         if summed.insert(name, hex).is_some() {
-            found.lists.push(format!("{CHECKSUMS_FILE}: {name} is listed twice"));
+            lists.push(format!("{CHECKSUMS_FILE}: {name} is listed twice"));
         }
     }
     for (name, file) in listed.iter().filter(|(_, file)| file.role.reproducible) {
         match summed.get(name) {
-            None => found.lists.push(format!("{CHECKSUMS_FILE}: {name} is left out (the manifest lists it as reproducible)")),
+            None => lists.push(format!("{CHECKSUMS_FILE}: {name} is left out (the manifest lists it as reproducible)")),
             Some(hex) if *hex != file.sha256 => {
-                found.lists.push(format!("{CHECKSUMS_FILE}: {name} is {hex}, the manifest says {}", file.sha256))
+                lists.push(format!("{CHECKSUMS_FILE}: {name} is {hex}, the manifest says {}", file.sha256))
             }
             Some(_) => {}
         }
     }
     for name in summed.keys().filter(|name| !listed.get(*name).is_some_and(|file| file.role.reproducible)) {
-        found.lists.push(format!("{CHECKSUMS_FILE}: {name} is listed, the manifest has no reproducible file of that name"));
+        lists.push(format!("{CHECKSUMS_FILE}: {name} is listed, the manifest has no reproducible file of that name"));
     }
+    lists
+}
 
-    let known: BTreeSet<&str> = listed.keys().copied().chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
+/// What `dir` holds beyond the package files `names` (and `SHA256SUMS` and `manifest.json`), sorted:
+/// files, links, and folders other than a run's own ([`RUN_FOLDERS`]) with a trailing `/`. What
+/// [`verify`] lists as extra, and what the report step refuses to package beside the run's files.
+pub fn unlisted<'a>(dir: &Path, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, PackageError> {
+    let known: BTreeSet<&str> = names.into_iter().chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
+    let mut extra = Vec::new();
     // A folder entry that cannot be read is an error, never a file quietly left out of the check.
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type().map_err(io_error(&entry.path()))?.is_dir() {
             if !RUN_FOLDERS.contains(&name.as_str()) {
-                found.extra.push(format!("{name}/"));
+                extra.push(format!("{name}/"));
             }
         } else if !known.contains(name.as_str()) {
-            found.extra.push(name);
+            extra.push(name);
         }
     }
-    found.extra.sort();
-    Ok(found)
+    extra.sort();
+    Ok(extra)
 }

@@ -1,5 +1,7 @@
 //! Profiles: the whole recipe of a run as plain data, printed at its start and hashed into its outputs.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 pub use vggq_core::{Init, Limits, ProfileName};
 
@@ -102,7 +104,38 @@ impl Profile {
 
     /// Whether this is its profile's recipe exactly: only such runs have golden tables.
     pub fn is_as_named(&self) -> bool {
-        *self == Profile::named(self.name)
+        self.departures().is_empty()
+    }
+
+    /// Where this recipe departs from its profile's, a line each (`train.epochs 1 (the recipe's 5)`):
+    /// the limits and overrides a run was given, said wherever its figures are shown, so that they are
+    /// never read as the profile's.
+    pub fn departures(&self) -> Vec<String> {
+        let leaves = |profile: &Profile| {
+            let mut leaves = BTreeMap::new();
+            collect_leaves("", &serde_json::to_value(profile).expect("a profile is plain data"), &mut leaves);
+            leaves
+        };
+        let (mine, recipe) = (leaves(self), leaves(&Profile::named(self.name)));
+        let keys: BTreeSet<&String> = mine.keys().chain(recipe.keys()).collect();
+        keys.into_iter()
+            .filter(|key| mine.get(*key) != recipe.get(*key))
+            .map(|key| {
+                let shown = |value: Option<&serde_json::Value>| match value {
+                    None | Some(serde_json::Value::Null) => "none".to_string(),
+                    Some(value) => value.to_string(),
+                };
+                format!("{key} {} (the recipe's {})", shown(mine.get(key)), shown(recipe.get(key)))
+            })
+            .collect()
+    }
+
+    /// What a report says above figures of a recipe that departs from its profile's; `None` for the
+    /// profile's own.
+    pub fn departure_note(&self) -> Option<String> {
+        let departures = self.departures();
+        (!departures.is_empty())
+            .then(|| format!("not the {} profile's recipe, and no golden table's: {}", self.name(), departures.join(", ")))
     }
 
     /// `full` or `smoke`.
@@ -113,6 +146,20 @@ impl Profile {
     /// The profile as pretty JSON, the form printed at the start of a run and recorded with its outputs.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a profile is plain data")
+    }
+}
+
+/// The scalar values of `value` by their dotted paths (`train.epochs`), into `leaves`.
+fn collect_leaves(path: &str, value: &serde_json::Value, leaves: &mut BTreeMap<String, serde_json::Value>) {
+    let child = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+    match value {
+        serde_json::Value::Object(fields) => fields.iter().for_each(|(key, field)| collect_leaves(&child(key), field, leaves)),
+        serde_json::Value::Array(items) => {
+            items.iter().enumerate().for_each(|(index, item)| collect_leaves(&child(&index.to_string()), item, leaves))
+        }
+        scalar => {
+            leaves.insert(path.to_string(), scalar.clone());
+        }
     }
 }
 
@@ -135,5 +182,17 @@ mod tests {
         assert_eq!((capped.data.train_images, capped.data.eval_images), (Some(192), Some(96)));
         assert_eq!((capped.quant.calibration_batches, capped.train.epochs), (2, 1));
         assert_eq!(capped.model, VggConfig::seed(), "limits never change the shapes");
+        assert_eq!(
+            capped.departures(),
+            [
+                "data.eval_images 96 (the recipe's none)",
+                "data.train_images 192 (the recipe's none)",
+                "quant.calibration_batches 2 (the recipe's 20)",
+                "train.epochs 1 (the recipe's 5)",
+            ]
+        );
+        let note = capped.departure_note().unwrap();
+        assert!(note.starts_with("not the full profile's recipe") && note.ends_with("train.epochs 1 (the recipe's 5)"), "{note}");
+        assert_eq!(Profile::smoke().departure_note(), None);
     }
 }

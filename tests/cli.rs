@@ -66,6 +66,18 @@ fn bad_flags_are_usage_errors_naming_the_flag_and_write_nothing() {
         assert!(message.contains(flag), "{args:?}: the message does not name {flag}: {message}");
         assert!(!out.exists(), "{args:?} created {}", out.display());
     }
+    // A path variable set to nothing is a usage error too, and says where the empty value came from.
+    let commands: [(&[&str], _, _); 2] =
+        [(&["train"], "VGGQ_DATA", "--data"), (&["quantize", "--run", "run"], "VGGQ_WEIGHTS", "--weights")];
+    for (args, variable, flag) in commands {
+        let output = vggq(args, &[(variable, "")]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{variable}: {message}");
+        assert!(
+            message.contains(flag) && message.contains("an environment variable set to nothing counts as given"),
+            "{variable}: {message}"
+        );
+    }
 }
 
 #[test]
@@ -211,6 +223,21 @@ fn an_output_folder_that_cannot_be_made_is_refused_first() {
         assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
         assert!(message.contains(said) && !message.contains("nonexistent"), "{args:?}: {message}");
     }
+}
+
+/// A run folder inside the data folder is refused: every file of a data folder is its data, so the
+/// run's files would be read as data (and change its fingerprint from one step to the next).
+#[test]
+fn a_run_inside_its_data_folder_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    util::fixtures::write_cifar_binary(data.path());
+    let out = data.path().join("runs").join("smoke");
+    let (out_arg, data_arg) = (out.to_str().unwrap(), data.path().to_str().unwrap());
+    let output = vggq(&["train", "--profile", "smoke", "--device", "cpu", "--out", out_arg, "--data", data_arg], &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains(&format!("--out {out_arg} is inside the --data folder {data_arg}")), "{message}");
+    assert!(!data.path().join("runs").exists(), "the refused run left its folder in the data");
 }
 
 /// An error is printed with each cause once: the message that names the missing file already says
@@ -461,6 +488,25 @@ fn files_that_do_not_belong_together_are_refused() {
         assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
         assert!(message.contains(said), "{args:?}: the message does not say `{said}`: {message}");
     };
+    // What `verify` would refuse, `report` refuses to package: a user's file in the run folder. What a
+    // killed write of the run's own files left, it clears.
+    let (notes, killed_write) = (run.path().join("notes.txt"), run.path().join(format!(".{METRICS_FILE}.Ab12Cd.tmp")));
+    std::fs::write(&notes, b"a user's").unwrap();
+    std::fs::write(&killed_write, b"half a metrics.json").unwrap();
+    expect(&["report", "--run", folder], &format!("{folder} holds what no step of the run wrote: notes.txt; move it out"));
+    std::fs::remove_file(&notes).unwrap();
+    let output = vggq(&["report", "--run", folder], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!killed_write.exists(), "report left a killed write's temporary file");
+    let output = vggq(&["verify", folder], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // A CUDA evaluation asked for where ONNX Runtime's CUDA provider cannot run (no GPU, as in CI) fails
+    // before it loads the data or touches the finished run.
+    if vggq::eval::load_runtime(true).is_err() {
+        let eval_on_cuda = ["eval", "--run", folder, "--device", "cuda", "--data", data.to_str().unwrap(), "--force"];
+        expect(&eval_on_cuda, "Error: CUDA execution provider unavailable: ");
+        assert!(run.path().join(MANIFEST_FILE).is_file(), "a CUDA evaluation that could not run unfinished the run");
+    }
     let onnx = run.path().join(Variant::Fp32.onnx_file());
     let exported = std::fs::read(&onnx).unwrap();
     std::fs::write(&onnx, &exported[..exported.len() / 2]).unwrap();

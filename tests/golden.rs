@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::Selection;
 use vggq::eval::EvalRun;
-use vggq::profile::Profile;
-use vggq::report::{golden_table, Comparison, GoldenTable, Tolerance};
+use vggq::profile::{Limits, Profile};
+use vggq::report::{golden_table, markdown, Comparison, GoldenTable, ReportInput, Tolerance};
 use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, TRAIN_REPORT_FILE};
 
 mod util;
@@ -34,7 +34,7 @@ fn metrics_match_the_reviewed_golden_table() {
     let provenance = &manifest["provenance"];
     let name = format!("{}-{}", profile.name(), device.backend.name());
     let autotune: Option<AutotuneCache> = serde_json::from_value(provenance["autotune"].clone()).unwrap();
-    let table = golden_table(&eval, Tolerance::for_run(&profile.name(), device.arithmetic(autotune.as_ref())));
+    let table = golden_table(&eval, Tolerance::for_run(&profile.name(), device.arithmetic(autotune.as_ref())), &profile);
     let machine = machine(provenance);
 
     insta::with_settings!({
@@ -83,6 +83,42 @@ fn metrics_match_the_reviewed_golden_table() {
             assert!(pending.is_err(), "insta accepted a table without a reviewed snapshot");
         }
     });
+}
+
+/// A run of a recipe with limits or overrides says so above its figures, in `report.md` and its golden
+/// table, and that table differs from one of the profile's own recipe: its figures are never read as the
+/// profile's.
+#[test]
+fn a_limited_recipes_tables_say_so() {
+    let run = util::golden_run();
+    let read =
+        |name: &str| std::fs::read_to_string(run.join(name)).unwrap_or_else(|e| panic!("{}: {e}", run.join(name).display()));
+    let train_report: serde_json::Value = serde_json::from_str(&read(TRAIN_REPORT_FILE)).unwrap();
+    let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();
+    let eval: EvalRun = serde_json::from_str(&read(METRICS_FILE)).unwrap();
+    // From the profile's recipe: the run itself may have limits (the wgpu and full-shape runs of `cargo
+    // xtask test` have).
+    let recipe = Profile::named(profile.name);
+    let epochs = recipe.train.epochs;
+    let limited = recipe.clone().limited(&Limits { epochs: Some(epochs + 1), ..Limits::default() });
+    let note = format!(
+        "not the {} profile's recipe, and no golden table's: train.epochs {} (the recipe's {epochs})",
+        recipe.name(),
+        epochs + 1
+    );
+
+    let table = golden_table(&eval, Tolerance::Exact, &limited);
+    assert!(table.starts_with(&format!("{note}\n\n")), "{table}");
+    let recipes = GoldenTable::parse(&golden_table(&eval, Tolerance::Exact, &recipe));
+    let differences = recipes.unwrap().differences(&GoldenTable::parse(&table).unwrap());
+    assert_eq!(differences.len(), 1, "{differences:?}");
+    assert!(differences[0].starts_with("notes: ") && differences[0].contains(&note), "{differences:?}");
+
+    let classes: Vec<String> = serde_json::from_value(train_report["classes"].clone()).unwrap();
+    let (dataset, device) = ("CIFAR-10", "CPU");
+    let input = |profile| ReportInput { profile, dataset, device, class_names: &classes, eval: &eval };
+    assert!(markdown(&input(&limited)).contains(&format!("**This run is {note}.**")));
+    assert!(!markdown(&input(&recipe)).contains("recipe"), "a run of the profile's recipe is said to depart from it");
 }
 
 /// Every reviewed table in `golden/` reads back with today's reader, states the tolerance of its device

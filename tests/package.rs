@@ -26,6 +26,11 @@ fn provenance() -> Provenance {
         autotune: None,
         execution_providers: vec!["CPU".into()],
         seed: 0,
+        imagenet_weights: Some(vggq::model::WeightsFile {
+            path: "vgg11_bn-6002323d.pth".into(),
+            sha256: "6002323d".into(),
+            downloaded_from: None,
+        }),
         dataset: "CIFAR-10 (JPEG copy)".into(),
         dataset_sha256: "45b0".into(),
         config: serde_json::json!({ "profile": "smoke" }),
@@ -74,6 +79,11 @@ fn verify_names_changed_missing_and_extra_files() {
         text.contains("changed: model.pth") && text.contains("missing: model.onnx") && text.contains("extra: stray.bin"),
         "{text}"
     );
+    // Without its checksum list, a package is missing a file of its own (not an I/O error).
+    std::fs::remove_file(dir.path().join(CHECKSUMS_FILE)).unwrap();
+    let found = package::verify(dir.path()).unwrap();
+    assert_eq!(found.missing, ["model.onnx", CHECKSUMS_FILE]);
+    assert_eq!((found.changed.len(), found.lists.len()), (1, 0), "{found}");
 }
 
 #[test]

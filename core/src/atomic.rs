@@ -66,7 +66,7 @@ pub fn write_with<E: From<std::io::Error>>(
 }
 
 /// Removes what interrupted writes of `file_name` left in `folder`.
-fn remove_temps_of(folder: &Path, file_name: &str) -> std::io::Result<()> {
+pub fn remove_temps_of(folder: &Path, file_name: &str) -> std::io::Result<()> {
     for entry in std::fs::read_dir(folder)? {
         let entry = entry?;
         if entry.file_type()?.is_file() && is_temp_of(&entry.file_name().to_string_lossy(), file_name) {

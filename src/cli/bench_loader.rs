@@ -12,7 +12,7 @@ use vggq_core::limits::positive;
 #[derive(clap::Args)]
 pub struct Args {
     /// CIFAR-10 on disk (see `vggq train --help`).
-    #[arg(long, env = "VGGQ_DATA")]
+    #[arg(long, env = "VGGQ_DATA", value_parser = super::non_empty_path())]
     data: PathBuf,
     /// Output side in pixels, 1 to 1024 (128 for the seed).
     #[arg(long, default_value_t = 128, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]

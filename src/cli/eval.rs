@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::builder::RangedU64ValueParser;
 use prost::Message;
 use vggq::backend::DeviceRequest;
-use vggq::data::{self, BatchLoader, DataSource, LoaderConfig, DEFAULT_BATCH_SIZE};
+use vggq::data::{BatchLoader, DataSource, LoaderConfig, DEFAULT_BATCH_SIZE};
 use vggq::eval::{
     self, EvalError, EvalRun, ModelMetrics, OnnxSession, Provider, ProviderPlan, SessionSettings, Unavailable, MIB,
     ORT_DYLIB_PATH,
@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
     /// CIFAR-10 (see `vggq train --help`); also `$VGGQ_DATA`.
-    #[arg(long, env = "VGGQ_DATA")]
+    #[arg(long, env = "VGGQ_DATA", value_parser = super::non_empty_path())]
     data: Option<PathBuf>,
     /// Evaluate N test images, evenly spread over the set (default: all 10,000, or the run profile's
     /// `--eval-images`).
@@ -103,21 +103,22 @@ pub fn run(mut args: Args) -> Result<()> {
             return Ok(());
         }
     }
-    // The run's own metrics (not a report written elsewhere, whose folder is not the run's package).
-    let into_run = args.run.as_ref().zip(args.report.as_ref()).is_some_and(|(run, report)| *report == run.join(METRICS_FILE));
-    if let Some(step) = step.as_ref().filter(|_| into_run) {
-        step.starting()?;
-    }
     // Made before the models run, so a report path that cannot be written fails now, not after them.
     if let Some(report) = &args.report {
         if let Some(folder) = report.parent() {
             std::fs::create_dir_all(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
         }
     }
-    // Every model's input is read (and checked) before the data is loaded.
+    // Every model's input is read (and checked), the runtime loaded and the data read before the run
+    // is changed.
     let sides: Vec<usize> = args.models.iter().map(|path| input_side(path)).collect::<Result<_>>()?;
-    eval::load_runtime()?;
-    let cifar = data::load(&source)?;
+    eval::load_runtime(plan.cuda_required)?;
+    let cifar = super::load_data(&source)?;
+    // The run's own metrics (not a report written elsewhere, whose folder is not the run's package).
+    let into_run = args.run.as_ref().zip(args.report.as_ref()).is_some_and(|(run, report)| *report == run.join(METRICS_FILE));
+    if let Some(step) = step.as_ref().filter(|_| into_run) {
+        step.starting()?;
+    }
     let available = cifar.test.len();
     let test = match args.images {
         Some(count) => cifar.test.spread(count),

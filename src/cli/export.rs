@@ -24,12 +24,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let trained = TrainedRun::open(&args.run)?;
     let quantized = QuantizedRun::open(&args.run)?;
-    let _writing = RunFolderLock::take(&args.run)?;
     let variants = quantized.variants();
     let pths = variants.iter().map(|&variant| Ok(args.run.join(quantized.pth_file(variant)?))).collect::<Result<Vec<_>>>()?;
     for pth in &pths {
         require_from_step(pth, "quantize")?;
     }
+    let _writing = RunFolderLock::take(&args.run)?;
     // The .pth files as quantize wrote them, from the model training wrote.
     steps::require_current(&args.run, &["train", "quantize"])?;
     let inputs: Vec<&Path> = pths.iter().map(PathBuf::as_path).collect();

@@ -11,8 +11,10 @@ mod run_dir;
 mod train;
 mod verify;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
+use vggq::data::{self, Cifar10, DataSource};
 
 #[derive(Parser)]
 #[command(name = "vggq", version, about = "VGG11-BN on CIFAR-10 with Burn: train, quantize, export, evaluate")]
@@ -57,6 +59,27 @@ impl Cli {
             Command::Eval(args) => eval::run(args),
             Command::Device(args) => device::run(args),
         }
+    }
+}
+
+/// A path flag that may also come from the environment (`--data`, `$VGGQ_DATA`), as the OS gives it (a
+/// path need not be UTF-8): an empty one is refused saying that a variable set to nothing counts as
+/// given, where clap's own "a value is required for '--data'" would blame a flag that was never typed.
+fn non_empty_path() -> impl TypedValueParser<Value = std::path::PathBuf> {
+    clap::builder::OsStringValueParser::new().try_map(|path| match path.is_empty() {
+        true => Err("an empty path names no file (an environment variable set to nothing counts as given)"),
+        false => Ok(std::path::PathBuf::from(path)),
+    })
+}
+
+/// CIFAR-10 from `source`; where it was to be downloaded, a failure says how to give it on disk instead.
+fn load_data(source: &DataSource) -> Result<Cifar10> {
+    let cifar = data::load(source);
+    match source {
+        DataSource::Download { .. } => cifar.context(
+            "fetching CIFAR-10 (or give it on disk with --data: `cifar-10-binary.tar.gz`, its folder, or an ImageFolder tree)",
+        ),
+        DataSource::Local { .. } => Ok(cifar?),
     }
 }
 

@@ -9,8 +9,8 @@ use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use serde::Serialize;
 use vggq::backend::{self, DeviceRequest, OnBackend, Selection};
-use vggq::data::{self, DataSource};
-use vggq::model::TrainingBackend;
+use vggq::data::DataSource;
+use vggq::model::{TrainingBackend, WeightsFile};
 use vggq::pipeline::{quantize, QuantizeSettings, RunData, VariantScores};
 use vggq::profile::{Init, Profile};
 use vggq::quant::static_ptq::CalibrationTiming;
@@ -33,10 +33,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
     /// CIFAR-10 on disk, as for `vggq train` (also `$VGGQ_DATA`); downloaded into the cache without it.
-    #[arg(long, env = "VGGQ_DATA")]
+    #[arg(long, env = "VGGQ_DATA", value_parser = super::non_empty_path())]
     data: Option<PathBuf>,
     /// torchvision's `vgg11_bn-6002323d.pth`, for QAT `fp32match` of a pretrained profile (also `$VGGQ_WEIGHTS`).
-    #[arg(long, env = "VGGQ_WEIGHTS")]
+    #[arg(long, env = "VGGQ_WEIGHTS", value_parser = super::non_empty_path())]
     weights: Option<PathBuf>,
     /// Activation observer of static quantization.
     #[arg(long, value_enum, default_value = "histogram")]
@@ -76,6 +76,8 @@ struct QuantReport<'a> {
     calibration_batches: usize,
     calibration_timing: CalibrationTiming,
     qat_mode: QatMode,
+    /// The ImageNet weights QAT (`fp32match`, pretrained) started from.
+    qat_imagenet_weights: Option<&'a WeightsFile>,
     qat_epochs: Vec<EpochReport>,
     qat_seconds: f64,
     /// In the report's order.
@@ -87,6 +89,8 @@ pub fn run(args: Args) -> Result<()> {
     // The data by its content, whatever its form (archive, folder, download): the run's.
     let source = DataSource::local_or_download(args.data.clone());
     let data_digest = trained.data_digest(&args.run, &source)?;
+    let model = args.run.join(MODEL_FILE);
+    require_from_step(&model, "train")?;
     // After the checks that only read, so that a refused command leaves the folder as it was.
     let _writing = RunFolderLock::take(&args.run)?;
     // Before anything touches a GPU: cubecl reads where its cache is once.
@@ -103,8 +107,6 @@ pub fn run(args: Args) -> Result<()> {
         .map(|v| args.run.join(v.pth_file()))
         .chain([args.run.join(QUANT_REPORT_FILE)])
         .collect();
-    let model = args.run.join(MODEL_FILE);
-    require_from_step(&model, "train")?;
     steps::require_current(&args.run, &["train"])?;
     // The autotune cache by its place in the run, so that a moved run is the same step.
     let autotune_in_run = backend::autotune::place_in_run(&args.run, &autotune);
@@ -124,12 +126,18 @@ pub fn run(args: Args) -> Result<()> {
         println!("quantize: up to date in {} (--force to redo)", args.run.display());
         return Ok(());
     }
+    // The data is read, and refused where it does not fit the model, before anything of the run is
+    // removed or downloaded.
+    let cifar = super::load_data(&source)?;
+    let dataset = cifar.fingerprint.to_string();
+    let data = RunData::new(cifar, &profile)?;
     step.starting()?;
     let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
     selection.backend.run(Quantization {
         profile: &profile,
         args: &args,
-        source,
+        data,
+        dataset,
         settings,
         weights,
         selection: &selection,
@@ -162,9 +170,11 @@ fn remove_other_qat_mode(run: &Path, mode: QatMode) -> Result<()> {
 struct Quantization<'a> {
     profile: &'a Profile,
     args: &'a Args,
-    source: DataSource,
+    data: RunData,
+    /// The data's fingerprint, for the report.
+    dataset: String,
     settings: QuantizeSettings,
-    weights: Option<PathBuf>,
+    weights: Option<WeightsFile>,
     selection: &'a Selection,
     checkpoints: &'a Checkpoints,
 }
@@ -181,22 +191,27 @@ impl OnBackend for Quantization<'_> {
             .init::<B>(device)
             .load_file(model_path.with_extension(""), &recorder, device)
             .with_context(|| format!("loading the FP32 model {}", model_path.display()))?;
-        let cifar = data::load(&self.source)?;
-        let dataset = cifar.fingerprint.to_string();
-        let data = RunData::new(cifar, profile)?;
-        let quantized =
-            quantize(trained, profile, &data, self.settings, self.weights.as_deref(), device, Some(self.checkpoints))?;
+        let quantized = quantize(
+            trained,
+            profile,
+            &self.data,
+            self.settings,
+            self.weights.as_ref().map(|w| w.path.as_path()),
+            device,
+            Some(self.checkpoints),
+        )?;
         for path in quantized.write_pth_files(out)? {
             println!("wrote {}", path.display());
         }
         let report = QuantReport {
             profile,
             device: self.selection,
-            dataset,
+            dataset: self.dataset,
             calibration: self.settings.calibration,
             calibration_batches: quantized.calibration_timing.batches,
             calibration_timing: quantized.calibration_timing,
             qat_mode: self.settings.qat_mode,
+            qat_imagenet_weights: self.weights.as_ref(),
             qat_epochs: quantized.qat_epochs,
             qat_seconds: quantized.qat_seconds,
             variants: quantized

@@ -49,21 +49,20 @@ pub fn run(args: Args) -> Result<()> {
     let dataset = dataset_name(&trained.dataset);
     let profile = trained.profile.name();
     let input = ReportInput {
-        profile: &profile,
+        profile: &trained.profile,
         dataset: &dataset,
         device: &trained.device.reason,
         class_names: &trained.classes,
         eval: &eval,
     };
-    write(&args.run.join(REPORT_FILE), &report::markdown(&input))?;
     // The cache as training and quantization left it: its digest names the kernels they chose.
     let autotune = trained.autotune.as_ref().map(|cache| AutotuneCache::read(&args.run, &cache.folder_in(&args.run)));
     let tolerance = report::Tolerance::for_run(&profile, trained.device.arithmetic(autotune.as_ref()));
-    write(&args.run.join(GOLDEN_TABLE_FILE), &report::golden_table(&eval, tolerance))?;
     let charts = report::charts(&eval.rows);
-    for (name, svg) in &charts {
-        write(&args.run.join(name), svg)?;
-    }
+    let written =
+        [(REPORT_FILE, report::markdown(&input)), (GOLDEN_TABLE_FILE, report::golden_table(&eval, tolerance, &trained.profile))]
+            .into_iter()
+            .chain(charts.iter().cloned());
 
     let mut roles = Vec::new();
     for variant in quantized.variants() {
@@ -83,8 +82,34 @@ pub fn run(args: Args) -> Result<()> {
     for (name, _) in &charts {
         roles.push(FileRole::varying(name, "report", "svg", "vggq report"));
     }
+    refuse_unpackaged(&args.run, &roles)?;
+
+    for (name, text) in written {
+        write(&args.run.join(name), &text)?;
+    }
     package::write(&args.run, roles, provenance(&trained, &eval, &dataset, autotune)?)?;
     println!("wrote {} ({}, {}, charts)", args.run.join(REPORT_FILE).display(), package::MANIFEST_FILE, package::CHECKSUMS_FILE);
+    Ok(())
+}
+
+/// Clears what killed writes of the package's files left (their temporary files, which the next write of
+/// each would clear), then fails where the folder still holds anything else the package would not list:
+/// `vggq verify` refuses a package with files its manifest does not name, so a report that packaged the
+/// run beside them would make a package that fails its own check.
+fn refuse_unpackaged(run: &Path, roles: &[FileRole]) -> Result<()> {
+    let names: Vec<&str> = roles.iter().map(|role| role.name.as_str()).collect();
+    for name in names.iter().chain(&[package::CHECKSUMS_FILE, package::MANIFEST_FILE]) {
+        vggq::atomic::remove_temps_of(run, name).with_context(|| format!("clearing {}", run.display()))?;
+    }
+    let extra = package::unlisted(run, names)?;
+    if !extra.is_empty() {
+        bail!(
+            "{} holds what no step of the run wrote: {}; move it out of the run folder (`vggq verify` refuses a package \
+             holding files its manifest does not name)",
+            run.display(),
+            extra.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -125,6 +150,7 @@ fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str, autotune: Option<
         autotune,
         execution_providers: providers,
         seed: run.profile.train.seed,
+        imagenet_weights: run.imagenet_weights.clone(),
         dataset: dataset.into(),
         dataset_sha256: run.dataset.split_whitespace().next().unwrap_or_default().trim_start_matches("sha256:").into(),
         config: serde_json::to_value(&run.profile)?,

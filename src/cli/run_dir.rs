@@ -1,7 +1,7 @@
 //! What `vggq train` and `vggq quantize` left in a run folder: the model configuration, how it was
 //! trained, the weights, and the quantized variants' `.pth` files and provenance.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::precision::Precision;
 use vggq::backend::Selection;
 use vggq::data::{self, DataSource, CIFAR10_BINARY_URL};
-use vggq::model::CpuFacts;
+use vggq::model::{CpuFacts, WeightsFile};
 use vggq::profile::Profile;
 use vggq::quant::Calibration;
 use vggq::steps::RunFolderLock;
@@ -20,13 +20,23 @@ pub use vggq_core::run_folder::{
 };
 
 /// Fails unless `path`, a file the run's step `step` writes, is in place: the operating system's "no
-/// such file" would not say which step to run, nor that the run folder itself is what is missing.
+/// such file" would not say which step to run, nor that the run folder itself is what is missing, nor
+/// that another vggq is writing the run (its step not finished yet). Read before the command takes the
+/// run's lock.
 pub fn require_from_step(path: &Path, step: &str) -> Result<()> {
-    if let Some(folder) = path.parent().filter(|folder| !folder.as_os_str().is_empty() && !folder.is_dir()) {
+    let folder = path.parent().filter(|folder| !folder.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !folder.is_dir() {
         let what = if folder.exists() { "is not a folder" } else { "does not exist" };
         bail!("{} {what}", folder.display());
     }
     if !path.is_file() {
+        if let Some(writer) = RunFolderLock::writer(folder) {
+            bail!(
+                "{} is missing: {} is being written by another vggq ({writer}); let it finish",
+                path.display(),
+                folder.display()
+            );
+        }
         bail!("{} is missing (run `vggq {step}` first)", path.display());
     }
     Ok(())
@@ -46,6 +56,9 @@ pub struct TrainedRun {
     /// Its autotune cache (likewise).
     #[serde(default)]
     pub autotune: Option<AutotuneCache>,
+    /// The ImageNet weights a `pretrained` run started from (likewise).
+    #[serde(default)]
+    pub imagenet_weights: Option<WeightsFile>,
     /// The dataset's fingerprint (`sha256:<hex> (<origin>)`).
     pub dataset: String,
     /// Class names in label order.
@@ -53,26 +66,10 @@ pub struct TrainedRun {
     epochs: Vec<serde_json::Value>,
 }
 
-/// [`require_from_step`] for a step's report, read before the command takes the run's lock: where
-/// another vggq is writing the run (its step not finished yet), that is what is said.
-fn require_report(folder: &Path, report: &str, step: &str) -> Result<PathBuf> {
-    let path = folder.join(report);
-    if !path.is_file() {
-        if let Some(writer) = RunFolderLock::writer(folder) {
-            bail!(
-                "{} is missing: {} is being written by another vggq ({writer}); let it finish",
-                path.display(),
-                folder.display()
-            );
-        }
-    }
-    require_from_step(&path, step)?;
-    Ok(path)
-}
-
 impl TrainedRun {
     pub fn open(folder: &Path) -> Result<Self> {
-        let path = require_report(folder, TRAIN_REPORT_FILE, "train")?;
+        let path = folder.join(TRAIN_REPORT_FILE);
+        require_from_step(&path, "train")?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
@@ -133,7 +130,8 @@ struct VariantFile {
 
 impl QuantizedRun {
     pub fn open(folder: &Path) -> Result<Self> {
-        let path = require_report(folder, QUANT_REPORT_FILE, "quantize")?;
+        let path = folder.join(QUANT_REPORT_FILE);
+        require_from_step(&path, "quantize")?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }

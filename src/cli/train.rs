@@ -10,9 +10,9 @@ use serde::Serialize;
 use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::precision::{self, Precision};
 use vggq::backend::{self, BackendKind, CpuBackend, DeviceRequest, OnBackend, Selection};
-use vggq::data::{self, DataSource};
-use vggq::model::VGG11_BN_IMAGENET1K_V1;
+use vggq::data::{self, DataSource, DigestAlgorithm};
 use vggq::model::{CpuFacts, TrainingBackend};
+use vggq::model::{WeightsFile, VGG11_BN_IMAGENET1K_V1};
 use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
 use vggq::profile::{Init, Limits, Profile, ProfileName};
 use vggq::score::Score;
@@ -43,12 +43,12 @@ pub struct Args {
     /// CIFAR-10 on disk: the official binary archive (`cifar-10-binary.tar.gz`) or its extracted folder, or
     /// an ImageFolder tree (`train/<class>/*`, `test/<class>/*`) as a folder or `.tar.gz`. Without it the
     /// official archive is downloaded (and verified) into the cache. Also read from `$VGGQ_DATA`.
-    #[arg(long, env = "VGGQ_DATA")]
+    #[arg(long, env = "VGGQ_DATA", value_parser = super::non_empty_path())]
     data: Option<PathBuf>,
     /// torchvision's `vgg11_bn-6002323d.pth` on disk; without it, it is downloaded (and verified) into
     /// the cache when a `pretrained` training is to run (not for one found up to date). Also read from
     /// `$VGGQ_WEIGHTS`.
-    #[arg(long, env = "VGGQ_WEIGHTS")]
+    #[arg(long, env = "VGGQ_WEIGHTS", value_parser = super::non_empty_path())]
     weights: Option<PathBuf>,
     /// Output folder; default `artifacts/<profile>`.
     #[arg(long)]
@@ -95,6 +95,8 @@ struct TrainReport<'a> {
     cpu: CpuFacts,
     /// cubecl's autotune cache after training (empty on the CPU and without the `autotune` feature).
     autotune: AutotuneCache,
+    /// The ImageNet weights a `pretrained` run started from.
+    imagenet_weights: Option<&'a WeightsFile>,
     dataset: String,
     classes: Vec<String>,
     epochs: Vec<EpochReport>,
@@ -112,6 +114,9 @@ pub fn run(args: Args) -> Result<()> {
     // Made (and found writable) before hours of training, not at its end, and before anything is
     // written there (the autotune cache's folder).
     let _writing = RunFolderLock::take(&out)?;
+    if let Some(data) = &args.data {
+        refuse_run_inside_data(&out, data)?;
+    }
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().unwrap_or_else(|| out.join(AUTOTUNE_FOLDER));
     backend::autotune::use_caches(Some(&autotune))?;
@@ -157,11 +162,22 @@ pub fn run(args: Args) -> Result<()> {
         println!("train: up to date in {} (--force to redo)", out.display());
         return Ok(());
     }
+    // The data is read, and refused where it does not fit the model, before anything of the run is
+    // removed or downloaded.
+    println!("data: {data_source}");
+    let cifar = super::load_data(&data_source)?;
+    let dataset = cifar.fingerprint.to_string();
+    println!("dataset: {dataset}");
+    let classes = cifar.classes.clone();
+    let data = RunData::new(cifar, &profile)?;
+    println!("images: train {} | val {} | test {}", data.train.len(), data.val.len(), data.test.len());
     step.starting()?;
     let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
     selection.backend.run(Training {
         profile: &profile,
-        data_source,
+        data,
+        dataset,
+        classes,
         weights,
         out,
         selection: &selection,
@@ -169,6 +185,21 @@ pub fn run(args: Args) -> Result<()> {
         checkpoints: &checkpoints,
     })??;
     step.record()?;
+    Ok(())
+}
+
+/// Fails where the run folder `out` (made by now) is inside the data folder `data`: a folder's data is
+/// every file in it, so the run's own files would be read as data, and change the data's fingerprint
+/// from one step to the next.
+fn refuse_run_inside_data(out: &Path, data: &Path) -> Result<()> {
+    let (Ok(out_real), Ok(data_real)) = (out.canonicalize(), data.canonicalize()) else { return Ok(()) };
+    if data_real.is_dir() && out_real.starts_with(&data_real) {
+        bail!(
+            "--out {} is inside the --data folder {}: its files would be read as data; write the run elsewhere",
+            out.display(),
+            data.display()
+        );
+    }
     Ok(())
 }
 
@@ -232,26 +263,32 @@ impl PretrainedWeightsSource {
     }
 
     /// The weights' file: the given one, or torchvision's, downloaded (and verified) into the cache
-    /// where it is not there yet.
-    pub(super) fn fetch(self) -> Result<PathBuf> {
-        match self {
-            Self::Given(path) => Ok(path),
+    /// where it is not there yet; with its SHA-256, for the reports.
+    pub(super) fn fetch(self) -> Result<WeightsFile> {
+        let (path, downloaded_from) = match self {
+            // Absolute: recorded, a relative path would not say which file it was.
+            Self::Given(path) => (std::path::absolute(&path).unwrap_or(path), None),
             Self::Torchvision => {
                 let weights = VGG11_BN_IMAGENET1K_V1;
                 let path = vggq_core::places::cache_dir().join(weights.file_name);
                 data::download_verified(weights.url, &path, &weights.expected)
                     .with_context(|| format!("fetching torchvision's weights (or pass --weights {})", weights.file_name))?;
-                Ok(path)
+                (path, Some(weights.url.to_string()))
             }
-        }
+        };
+        let sha256 = data::file_digest(&path, DigestAlgorithm::Sha256).context("reading the ImageNet weights")?.hex;
+        Ok(WeightsFile { path, sha256, downloaded_from })
     }
 }
 
 /// The training a run does, generic over the backend it chose.
 struct Training<'a> {
     profile: &'a Profile,
-    data_source: DataSource,
-    weights: Option<PathBuf>,
+    data: RunData,
+    /// The data's fingerprint and class names, for the report.
+    dataset: String,
+    classes: Vec<String>,
+    weights: Option<WeightsFile>,
     out: PathBuf,
     selection: &'a Selection,
     autotune: &'a Path,
@@ -262,29 +299,34 @@ impl OnBackend for Training<'_> {
     type Output = Result<()>;
 
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
-        let profile = self.profile;
-        println!("data: {}", self.data_source);
+        let (profile, data) = (self.profile, &self.data);
         println!("cpu: {}", CpuFacts::here());
-        let cifar = data::load(&self.data_source)?;
-        let dataset = cifar.fingerprint.to_string();
-        println!("dataset: {dataset}");
-        let classes = cifar.classes.clone();
-
-        let data = RunData::new(cifar, profile)?;
-        println!("images: train {} | val {} | test {}", data.train.len(), data.val.len(), data.test.len());
         let precision = precision::measure::<B::InnerBackend>(&profile.model, profile.train.batch_size, device);
         println!(
             "precision: matmul {:?}, conv {:?} (measured at the run's first Linear and conv)",
             precision.matmul, precision.conv
         );
         let TrainedFp32 { model, epochs, test } =
-            train_fp32::<B>(profile, &data, self.weights.as_deref(), device, Some(self.checkpoints))?;
+            train_fp32::<B>(profile, data, self.weights.as_ref().map(|w| w.path.as_path()), device, Some(self.checkpoints))?;
         println!("test: loss {:.4} acc {:.2} % ({} images)", test.loss, test.accuracy, test.images);
 
         save_model(model, &self.out.join(MODEL_FILE))?;
         let cpu = CpuFacts::here();
         let autotune = AutotuneCache::read(&self.out, self.autotune);
-        let report = TrainReport { profile, device: self.selection, precision, cpu, autotune, dataset, classes, epochs, test };
+        let imagenet_weights = self.weights.as_ref();
+        let (dataset, classes) = (self.dataset, self.classes);
+        let report = TrainReport {
+            profile,
+            device: self.selection,
+            precision,
+            cpu,
+            autotune,
+            imagenet_weights,
+            dataset,
+            classes,
+            epochs,
+            test,
+        };
         let report_path = self.out.join(TRAIN_REPORT_FILE);
         vggq::atomic::write(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing {}", report_path.display()))?;

@@ -165,10 +165,15 @@ fn library_path() -> Result<PathBuf, EvalError> {
     Ok(std::path::absolute(&path).unwrap_or(path))
 }
 
-/// Loads ONNX Runtime (once per process) without opening a model: a command that will need it fails on a
-/// missing or broken library before it reads its data, not after.
-pub fn load_runtime() -> Result<(), EvalError> {
-    environment().map(drop)
+/// Loads ONNX Runtime (once per process) without opening a model and, where the CUDA provider must run
+/// (`--device cuda`), checks what it stands on (a device, its libraries): a command that needs them
+/// fails on a missing or broken one before it loads its data or changes its run, not after.
+pub fn load_runtime(cuda_required: bool) -> Result<(), EvalError> {
+    environment()?;
+    if cuda_required {
+        cuda_ready()?;
+    }
+    Ok(())
 }
 
 /// The process's one ONNX Runtime environment, from the library `$ORT_DYLIB_PATH` names. ort allows one

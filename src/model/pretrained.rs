@@ -2,10 +2,11 @@
 //!
 //! The classifier is always new: the seed rebuilds it for 128-px input and 10 classes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn_store::{ModuleSnapshot, PytorchStore};
+use serde::{Deserialize, Serialize};
 
 use crate::data::{DigestAlgorithm, ExpectedFile};
 
@@ -21,6 +22,16 @@ pub struct PretrainedWeights {
     /// torchvision names its files `<arch>-<first 8 hex digits of the SHA-256>.pth` and publishes no
     /// length or full digest; `torch.hub` checks that prefix, and so do we.
     pub expected: ExpectedFile<'static>,
+}
+
+/// The ImageNet weights a run started from, as its reports and its package record them: the file read,
+/// its whole SHA-256 (torchvision publishes only the first 8 hex digits), and where it was downloaded
+/// from when it was not given (`--weights`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightsFile {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub downloaded_from: Option<String>,
 }
 
 /// `torchvision.models.VGG11_BN_Weights.IMAGENET1K_V1`: top-1 70.37 % on ImageNet-1k.

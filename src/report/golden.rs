@@ -9,6 +9,7 @@ use std::fmt::{self, Write};
 
 use super::{agreement, fp32_twin, provider, variant_label};
 use crate::eval::EvalRun;
+use crate::profile::Profile;
 
 /// How far a table's accuracy figures may move before it differs.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,12 +137,15 @@ impl fmt::Display for Tolerance {
     }
 }
 
-/// The golden table: the tolerance it is compared with, exact sizes, accuracy and agreement to two
+/// The golden table: a recipe's departures from its profile where it has any (such a table is no golden
+/// one, and says so), the tolerance it is compared with, exact sizes, accuracy and agreement to two
 /// decimals, no timings (those vary between runs; they are in `report.md`), and the execution
 /// providers that could not run (their reasons without folders, which differ between machines).
-pub fn golden_table(eval: &EvalRun, tolerance: Tolerance) -> String {
+pub fn golden_table(eval: &EvalRun, tolerance: Tolerance, profile: &Profile) -> String {
     let rows = &eval.rows;
-    let mut out = format!(
+    let mut out = profile.departure_note().map_or(String::new(), |note| format!("{note}\n\n"));
+    let _ = write!(
+        out,
         "{tolerance}\n\n| model | EP | placement | bytes | MiB | top-1 % | agreement with FP32 % |\n|---|---|---|---|---|---|---|\n"
     );
     for row in rows {
@@ -185,7 +189,8 @@ fn without_folders(text: &str) -> String {
 pub struct GoldenTable {
     pub tolerance: Tolerance,
     rows: Vec<Row>,
-    /// Every other non-empty line (the providers that could not run).
+    /// Every other non-empty line (the providers that could not run, a recipe's departures from its
+    /// profile's).
     notes: Vec<String>,
 }
 
@@ -263,7 +268,7 @@ impl GoldenTable {
             out.push(format!("{}: in this run, not reviewed", row.key));
         }
         if self.notes != actual.notes {
-            out.push(format!("providers: {:?} reviewed, {:?} now", self.notes, actual.notes));
+            out.push(format!("notes: {:?} reviewed, {:?} now", self.notes, actual.notes));
         }
         out
     }

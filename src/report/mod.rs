@@ -14,10 +14,11 @@ pub use stats::{accuracy, agreement, paired_bootstrap, per_class_accuracy, Diffe
 use vggq_core::Variant;
 
 use crate::eval::{EvalRun, ModelMetrics};
+use crate::profile::Profile;
 
 /// What a report is made of.
 pub struct ReportInput<'a> {
-    pub profile: &'a str,
+    pub profile: &'a Profile,
     /// How the data is to be named, e.g. "CIFAR-10 (JPEG copy)".
     pub dataset: &'a str,
     /// Where the model was trained, and why there.
@@ -49,7 +50,10 @@ pub fn markdown(input: &ReportInput) -> String {
     let rows = &input.eval.rows;
     let mut out = String::new();
     let images = rows.first().map_or(0, |r| r.eval.images);
-    let _ = writeln!(out, "# vggq report: profile `{}`\n", input.profile);
+    let _ = writeln!(out, "# vggq report: profile `{}`\n", input.profile.name());
+    if let Some(note) = input.profile.departure_note() {
+        let _ = writeln!(out, "**This run is {note}.**\n");
+    }
     let _ = writeln!(
         out,
         "Every number below comes from `metrics.json`: ONNX Runtime on {images} test images of {}, batch {}.\n",
