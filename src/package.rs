@@ -141,8 +141,8 @@ pub fn write(dir: &Path, roles: Vec<FileRole>, provenance: Provenance) -> Result
 pub struct Discrepancies {
     /// In the manifest (or `SHA256SUMS`, which goes with it), not in the folder.
     pub missing: Vec<String>,
-    /// In the folder, not in the manifest: files, links, and folders other than a run's own
-    /// ([`RUN_FOLDERS`], listed with a trailing `/`).
+    /// In the folder, not in the manifest: files, links (one in place of a package file too), and
+    /// folders other than a run's own ([`RUN_FOLDERS`], listed with a trailing `/`).
     pub extra: Vec<String>,
     /// Present, but with other bytes than the manifest records (name, expected, actual SHA-256).
     pub changed: Vec<(String, String, String)>,
@@ -254,8 +254,12 @@ fn checksum_disagreements(sums: &str, listed: &BTreeMap<&str, &PackagedFile>) ->
     lists
 }
 
+/// How [`unlisted`] marks a link in place of a package file.
+pub const LINK_IN_PLACE: &str = " (a link in place of the file)";
+
 /// What `dir` holds beyond the package files `names` (and `SHA256SUMS` and `manifest.json`), sorted:
-/// files, links, and folders other than a run's own ([`RUN_FOLDERS`]) with a trailing `/`. What
+/// files, links (one in place of a package file too), and folders other than a run's own
+/// ([`RUN_FOLDERS`]) with a trailing `/`. What
 /// [`verify`] lists as extra, and what the report step refuses to package beside the run's files.
 pub fn unlisted<'a>(dir: &Path, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, PackageError> {
     let known: BTreeSet<&str> = names.into_iter().chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
@@ -264,12 +268,16 @@ pub fn unlisted<'a>(dir: &Path, names: impl IntoIterator<Item = &'a str>) -> Res
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
         let entry = entry.map_err(io_error(dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type().map_err(io_error(&entry.path()))?.is_dir() {
+        let file_type = entry.file_type().map_err(io_error(&entry.path()))?;
+        if file_type.is_dir() {
             if !RUN_FOLDERS.contains(&name.as_str()) {
                 extra.push(format!("{name}/"));
             }
         } else if !known.contains(name.as_str()) {
             extra.push(name);
+        } else if file_type.is_symlink() {
+            // A package file's bytes must travel with the folder: a link's stay where it points.
+            extra.push(format!("{name}{LINK_IN_PLACE}"));
         }
     }
     extra.sort();

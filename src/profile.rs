@@ -130,14 +130,6 @@ impl Profile {
             .collect()
     }
 
-    /// What a report says above figures of a recipe that departs from its profile's; `None` for the
-    /// profile's own.
-    pub fn departure_note(&self) -> Option<String> {
-        let departures = self.departures();
-        (!departures.is_empty())
-            .then(|| format!("not the {} profile's recipe, and no golden table's: {}", self.name(), departures.join(", ")))
-    }
-
     /// `full` or `smoke`.
     pub fn name(&self) -> String {
         vggq_core::flag_value(self.name)
@@ -191,8 +183,6 @@ mod tests {
                 "train.epochs 1 (the recipe's 5)",
             ]
         );
-        let note = capped.departure_note().unwrap();
-        assert!(note.starts_with("not the full profile's recipe") && note.ends_with("train.epochs 1 (the recipe's 5)"), "{note}");
-        assert_eq!(Profile::smoke().departure_note(), None);
+        assert!(Profile::smoke().departures().is_empty());
     }
 }

@@ -30,6 +30,8 @@ pub fn progress_bar(len: usize, prefix: String) -> ProgressBar {
             .with_key("time", |state: &ProgressState, out: &mut dyn std::fmt::Write| {
                 let _ = match state.len().is_some_and(|len| state.pos() >= len) {
                     true => write!(out, "took {}", HumanDuration(state.elapsed())),
+                    // Before the first batch there is no rate to tell it from.
+                    false if state.pos() == 0 => write!(out, "ETA -"),
                     false => write!(out, "ETA {}", HumanDuration(state.eta())),
                 };
             })

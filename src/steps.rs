@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{file_digest, DataError, DigestAlgorithm};
-use vggq_core::run_folder::{checkpoint_in_run, CHECKSUMS_FILE, MANIFEST_FILE, STEPS_FOLDER};
+use vggq_core::run_folder::{checkpoint_in_run, REPORT_OUTPUTS, STEPS_FOLDER};
 
 /// The run folder's lock, beside the stamps; it names the process that holds it.
 const LOCK_FILE: &str = "writer.lock";
@@ -53,7 +53,7 @@ pub enum StepError {
     #[error("{path} is not a folder, and vggq keeps a run's step records there: move it out of the run folder")]
     RecordsNotAFolder { path: PathBuf },
     /// Another process holds the run folder's lock.
-    #[error("{folder} is being written by another vggq ({holder}): let it finish, or give this one another folder")]
+    #[error("{folder} is being written by another vggq ({holder}): let it finish first")]
     Busy { folder: PathBuf, holder: String },
     /// The run folder cannot be made or written, found before any work is done.
     #[error("vggq cannot write in {folder}: {source}")]
@@ -282,11 +282,11 @@ impl Step {
         Ok(stamp == self.current_stamp()?)
     }
 
-    /// Marks the run unfinished before the step changes its outputs: the package's manifest and
-    /// checksums go (`vggq report` writes them again), so that a run trained again does not keep the
-    /// manifest of the model it replaces.
+    /// Marks the run unfinished before the step changes its outputs: what `vggq report` wrote goes (the
+    /// package's manifest and checksums, the report and its charts; it writes them again), so that a run
+    /// trained again keeps neither the manifest nor the figures of the model it replaces.
     pub fn starting(&self) -> Result<(), StepError> {
-        for file in [MANIFEST_FILE, CHECKSUMS_FILE] {
+        for file in REPORT_OUTPUTS {
             let path = self.folder.join(file);
             crate::atomic::remove_if_present(&path).map_err(|source| StepError::Io { path, source })?;
         }

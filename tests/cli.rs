@@ -10,7 +10,7 @@ use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, Tens
 use vggq::model::kernels::isa::ISA_VARIABLE;
 use vggq_core::interrupted::kill_once_written;
 use vggq_core::run_folder::{
-    checkpoint_in_run, CHECKSUMS_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, STEPS_FOLDER,
+    checkpoint_in_run, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_OUTPUTS, STEPS_FOLDER,
     TRAIN_REPORT_FILE,
 };
 use vggq_core::{QatMode, Variant};
@@ -342,7 +342,7 @@ fn a_run_folder_being_written_is_refused_by_every_writer() {
     let output = vggq(&["quantize", "--run", folder, "--device", "cpu", "--data", data], &[]);
     let message = stderr(&output);
     assert!(message.contains(&format!("{TRAIN_REPORT_FILE} is missing: {holder}")), "{message}");
-    let copied: Vec<String> = [TRAIN_REPORT_FILE, QUANT_REPORT_FILE, METRICS_FILE]
+    let copied: Vec<String> = [TRAIN_REPORT_FILE, QUANT_REPORT_FILE, METRICS_FILE, MANIFEST_FILE]
         .into_iter()
         .chain(Variant::all(QatMode::Fp32match).iter().map(|v| v.onnx_file()))
         .map(String::from)
@@ -350,12 +350,14 @@ fn a_run_folder_being_written_is_refused_by_every_writer() {
     for name in &copied {
         std::fs::copy(golden.join(name), run.path().join(name)).unwrap();
     }
-    let commands: [&[&str]; 5] = [
+    // And `verify`, which only reads, refuses to vouch for a package while it is being written.
+    let commands: [&[&str]; 6] = [
         &["train", "--profile", "smoke", "--device", "cpu", "--out", folder, "--data", data],
         &["quantize", "--run", folder, "--device", "cpu", "--data", data],
         &["export", "--run", folder],
         &["eval", "--run", folder, "--device", "cpu", "--data", data],
         &["report", "--run", folder],
+        &["verify", folder],
     ];
     for args in commands {
         let output = vggq(args, &[]);
@@ -416,6 +418,56 @@ fn renamed_data_is_the_runs_and_a_damaged_model_says_so() {
     expect(&format!("{MODEL_FILE} has changed since `vggq train` wrote it: run `vggq train` again"));
 }
 
+/// A copy of the finished run at `run`: its files and step records.
+fn copy_of_run(run: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    for folder in [Path::new(""), Path::new(STEPS_FOLDER)] {
+        std::fs::create_dir_all(copy.path().join(folder)).unwrap();
+        for entry in std::fs::read_dir(run.join(folder)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), copy.path().join(folder).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    copy
+}
+
+/// QAT (fp32match) of a pretrained run starts from the ImageNet weights its training started from: by
+/// default the file training was given, never another. The run is a copy of the smoke run, recorded as
+/// trained from a file of its own.
+#[test]
+fn qat_starts_from_the_weights_training_started_from() {
+    let run = copy_of_run(&util::golden_run());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (weights, other) = (elsewhere.path().join("imagenet.pth"), elsewhere.path().join("other.pth"));
+    std::fs::write(&weights, b"the weights training started from").unwrap();
+    std::fs::write(&other, b"other weights").unwrap();
+    let report_path = run.path().join(TRAIN_REPORT_FILE);
+    let mut report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    report["profile"]["init"] = "pretrained".into();
+    let sha256 = vggq::data::file_digest(&weights, vggq::data::DigestAlgorithm::Sha256).unwrap().hex;
+    report["imagenet_weights"] = serde_json::json!({ "path": weights, "sha256": sha256, "downloaded_from": null });
+    std::fs::write(&report_path, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    let trained = vec![run.path().join(MODEL_FILE), report_path];
+    vggq::steps::Step::new("train", run.path(), &(), &[], trained).unwrap().record().unwrap();
+
+    let folder = run.path().to_str().unwrap();
+    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let quantize = ["quantize", "--run", folder, "--device", "cpu", "--data", data.to_str().unwrap()];
+    let expect = |args: &[&str], said: &str| {
+        let output = vggq(args, &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
+        assert!(message.contains(said), "{args:?}: the message does not say `{said}`: {message}");
+    };
+    let trained_from = format!("{folder} was trained from the ImageNet weights {} (SHA-256 {sha256}), but", weights.display());
+    expect(&[&quantize[..], &["--weights", other.to_str().unwrap()]].concat(), &trained_from);
+    std::fs::remove_file(&weights).unwrap();
+    expect(&quantize, &format!("{folder} was trained from the ImageNet weights {}, which are not there now", weights.display()));
+    assert!(run.path().join(MANIFEST_FILE).is_file(), "a refused quantize unfinished the run");
+}
+
 /// A run's later steps build on, and its report vouches for, only files that belong together: an ONNX
 /// file cut short since `vggq export` wrote it is refused by `report` (which re-hashed it into the
 /// manifest before), and `.pth` files quantized from an earlier model (the run trained again since) by
@@ -424,17 +476,7 @@ fn renamed_data_is_the_runs_and_a_damaged_model_says_so() {
 /// the autotune cache by its place in the run, not where `train` was run from).
 #[test]
 fn files_that_do_not_belong_together_are_refused() {
-    let golden = util::golden_run();
-    let run = tempfile::tempdir().unwrap();
-    for folder in [Path::new(""), Path::new(STEPS_FOLDER)] {
-        std::fs::create_dir_all(run.path().join(folder)).unwrap();
-        for entry in std::fs::read_dir(golden.join(folder)).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_file() {
-                std::fs::copy(entry.path(), run.path().join(folder).join(entry.file_name())).unwrap();
-            }
-        }
-    }
+    let run = copy_of_run(&util::golden_run());
     let folder = run.path().to_str().unwrap();
     let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
     let elsewhere = tempfile::tempdir().unwrap();
@@ -465,15 +507,15 @@ fn files_that_do_not_belong_together_are_refused() {
     assert!(output.status.success() && elsewhere_report.is_file(), "{}", stderr(&output));
     assert!(elsewhere.path().join(MANIFEST_FILE).is_file() && run.path().join(MANIFEST_FILE).is_file());
     // export too, and the run stays finished; made to run again, it leaves the run unfinished (no
-    // manifest, no checksums) until `report` vouches for it again.
+    // manifest, no checksums, no report of what it held) until `report` vouches for it again.
     let output = vggq(&["export", "--run", folder], &[]);
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && printed.contains("export: up to date"), "{printed}{}", stderr(&output));
     assert!(run.path().join(MANIFEST_FILE).is_file());
     let output = vggq(&["export", "--run", folder, "--force"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
-    for package in [MANIFEST_FILE, CHECKSUMS_FILE] {
-        assert!(!run.path().join(package).exists(), "export ran and left the finished run's {package}");
+    for reported in REPORT_OUTPUTS {
+        assert!(!run.path().join(reported).exists(), "export ran and left the finished run's {reported}");
     }
     // Run by hand, `report` still names the compiler and the ONNX Runtime (`cargo xtask all` adds git's facts).
     let output = vggq(&["report", "--run", folder], &[]);
@@ -500,6 +542,13 @@ fn files_that_do_not_belong_together_are_refused() {
     assert!(!killed_write.exists(), "report left a killed write's temporary file");
     let output = vggq(&["verify", folder], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
+    // Nor a link in place of one of the run's files: its bytes would not travel with the folder.
+    let (metrics, moved) = (run.path().join(METRICS_FILE), elsewhere.path().join("moved-metrics.json"));
+    std::fs::rename(&metrics, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &metrics).unwrap();
+    expect(&["report", "--run", folder], &format!("{folder} holds links in place of files its steps wrote: {METRICS_FILE}; put"));
+    std::fs::remove_file(&metrics).unwrap();
+    std::fs::rename(&moved, &metrics).unwrap();
     // A CUDA evaluation asked for where ONNX Runtime's CUDA provider cannot run (no GPU, as in CI) fails
     // before it loads the data or touches the finished run.
     if vggq::eval::load_runtime(true).is_err() {
@@ -507,6 +556,22 @@ fn files_that_do_not_belong_together_are_refused() {
         expect(&eval_on_cuda, "Error: CUDA execution provider unavailable: ");
         assert!(run.path().join(MANIFEST_FILE).is_file(), "a CUDA evaluation that could not run unfinished the run");
     }
+    // The run's own metrics.json spelt another way (relative, where the run is given absolute) is the
+    // run's: evaluated again, the run is unfinished until `report` vouches for it again.
+    let (parent, name) = (run.path().parent().unwrap(), run.path().file_name().unwrap().to_str().unwrap());
+    let output = Command::new(env!("CARGO_BIN_EXE_vggq"))
+        .args(["eval", "--run", folder, "--device", "cpu", "--data", data.to_str().unwrap(), "--force"])
+        .args(["--report", &format!("{name}/{METRICS_FILE}")])
+        .current_dir(parent)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!run.path().join(MANIFEST_FILE).exists(), "the run's metrics changed and its manifest stayed");
+    // Its record holds the run's ONNX files it read, so that a later export is seen to outdate it.
+    let record = std::fs::read_to_string(run.path().join(STEPS_FOLDER).join("eval.json")).unwrap();
+    assert!(record.contains(&format!("\"{}\"", Variant::Fp32.onnx_file())), "{record}");
+    let output = vggq(&["report", "--run", folder], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
     let onnx = run.path().join(Variant::Fp32.onnx_file());
     let exported = std::fs::read(&onnx).unwrap();
     std::fs::write(&onnx, &exported[..exported.len() / 2]).unwrap();

@@ -12,7 +12,7 @@ use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::Selection;
 use vggq::eval::EvalRun;
 use vggq::profile::{Limits, Profile};
-use vggq::report::{golden_table, markdown, Comparison, GoldenTable, ReportInput, Tolerance};
+use vggq::report::{departure_note, golden_table, markdown, Comparison, GoldenTable, ReportInput, Tolerance};
 use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, TRAIN_REPORT_FILE};
 
 mod util;
@@ -20,17 +20,15 @@ mod util;
 #[test]
 fn metrics_match_the_reviewed_golden_table() {
     let run = util::golden_run();
-    let read =
-        |name: &str| std::fs::read_to_string(run.join(name)).unwrap_or_else(|e| panic!("{}: {e}", run.join(name).display()));
-    let train_report: serde_json::Value = serde_json::from_str(&read(TRAIN_REPORT_FILE)).unwrap();
+    let train_report = read_json(&run, TRAIN_REPORT_FILE);
     let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();
     let device: Selection = serde_json::from_value(train_report["device"].clone()).unwrap();
-    if !profile.is_as_named() {
-        println!("{}: the {} profile with limits or overrides has no golden table", run.display(), profile.name());
+    let eval: EvalRun = serde_json::from_value(read_json(&run, METRICS_FILE)).unwrap();
+    if let Some(note) = departure_note(&profile, &eval) {
+        println!("{}: {note}", run.display());
         return;
     }
-    let eval: EvalRun = serde_json::from_str(&read(METRICS_FILE)).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&read(MANIFEST_FILE)).unwrap();
+    let manifest = read_json(&run, MANIFEST_FILE);
     let provenance = &manifest["provenance"];
     let name = format!("{}-{}", profile.name(), device.backend.name());
     let autotune: Option<AutotuneCache> = serde_json::from_value(provenance["autotune"].clone()).unwrap();
@@ -85,40 +83,43 @@ fn metrics_match_the_reviewed_golden_table() {
     });
 }
 
-/// A run of a recipe with limits or overrides says so above its figures, in `report.md` and its golden
-/// table, and that table differs from one of the profile's own recipe: its figures are never read as the
-/// profile's.
+/// A run of a recipe with limits or overrides, or evaluated on other test images than its profile
+/// takes, says so above its figures, in `report.md` and its golden table, and that table differs from
+/// one of the profile's own recipe: its figures are never read as the profile's.
 #[test]
 fn a_limited_recipes_tables_say_so() {
     let run = util::golden_run();
-    let read =
-        |name: &str| std::fs::read_to_string(run.join(name)).unwrap_or_else(|e| panic!("{}: {e}", run.join(name).display()));
-    let train_report: serde_json::Value = serde_json::from_str(&read(TRAIN_REPORT_FILE)).unwrap();
+    let train_report = read_json(&run, TRAIN_REPORT_FILE);
     let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();
-    let eval: EvalRun = serde_json::from_str(&read(METRICS_FILE)).unwrap();
-    // From the profile's recipe: the run itself may have limits (the wgpu and full-shape runs of `cargo
-    // xtask test` have).
+    let classes: Vec<String> = serde_json::from_value(train_report["classes"].clone()).unwrap();
+    // The profile's recipe, evaluated as it evaluates: the run itself may have limits (the wgpu and
+    // full-shape runs of `cargo xtask test` have).
     let recipe = Profile::named(profile.name);
+    let mut eval: EvalRun = serde_json::from_value(read_json(&run, METRICS_FILE)).unwrap();
+    let (_, recipe_images) = recipe.data.eval_counts();
+    eval.rows.iter_mut().for_each(|row| row.eval.images = recipe_images);
     let epochs = recipe.train.epochs;
     let limited = recipe.clone().limited(&Limits { epochs: Some(epochs + 1), ..Limits::default() });
-    let note = format!(
-        "not the {} profile's recipe, and no golden table's: train.epochs {} (the recipe's {epochs})",
-        recipe.name(),
-        epochs + 1
+    let mut fewer_images = eval.clone();
+    fewer_images.rows.iter_mut().for_each(|row| row.eval.images = 200);
+    let note = |departure: String| format!("not the {} profile's recipe, and no golden table's: {departure}", recipe.name());
+    let (limited_note, fewer_images_note) = (
+        note(format!("train.epochs {} (the recipe's {epochs})", epochs + 1)),
+        note(format!("evaluated on 200 test images (the run's profile takes {recipe_images})")),
     );
 
-    let table = golden_table(&eval, Tolerance::Exact, &limited);
-    assert!(table.starts_with(&format!("{note}\n\n")), "{table}");
-    let recipes = GoldenTable::parse(&golden_table(&eval, Tolerance::Exact, &recipe));
-    let differences = recipes.unwrap().differences(&GoldenTable::parse(&table).unwrap());
-    assert_eq!(differences.len(), 1, "{differences:?}");
-    assert!(differences[0].starts_with("notes: ") && differences[0].contains(&note), "{differences:?}");
-
-    let classes: Vec<String> = serde_json::from_value(train_report["classes"].clone()).unwrap();
-    let (dataset, device) = ("CIFAR-10", "CPU");
-    let input = |profile| ReportInput { profile, dataset, device, class_names: &classes, eval: &eval };
-    assert!(markdown(&input(&limited)).contains(&format!("**This run is {note}.**")));
-    assert!(!markdown(&input(&recipe)).contains("recipe"), "a run of the profile's recipe is said to depart from it");
+    let recipes = GoldenTable::parse(&golden_table(&eval, Tolerance::Exact, &recipe)).unwrap();
+    for (profile, eval, note) in [(&limited, &eval, &limited_note), (&recipe, &fewer_images, &fewer_images_note)] {
+        let table = golden_table(eval, Tolerance::Exact, profile);
+        assert!(table.starts_with(&format!("{note}\n\n")), "{table}");
+        let differences = recipes.differences(&GoldenTable::parse(&table).unwrap());
+        assert_eq!(differences.len(), 1, "{differences:?}");
+        assert!(differences[0].starts_with("notes: ") && differences[0].contains(note.as_str()), "{differences:?}");
+        let input = ReportInput { profile, dataset: "CIFAR-10", device: "CPU", class_names: &classes, eval };
+        assert!(markdown(&input).contains(&format!("**This run is {note}.**")));
+    }
+    let input = ReportInput { profile: &recipe, dataset: "CIFAR-10", device: "CPU", class_names: &classes, eval: &eval };
+    assert!(!markdown(&input).contains("recipe"), "a run of the profile's recipe is said to depart from it");
 }
 
 /// Every reviewed table in `golden/` reads back with today's reader, states the tolerance of its device
@@ -148,6 +149,13 @@ fn every_reviewed_table_reads_back() {
         read += 1;
     }
     assert!(read >= 2, "golden/ holds smoke-cpu.snap and smoke-wgpu.snap at least; read {read}");
+}
+
+/// The JSON file `name` of the run folder `run`.
+fn read_json(run: &Path, name: &str) -> serde_json::Value {
+    let path = run.join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The machine facts of a run, from its manifest.

@@ -156,6 +156,13 @@ fn manifest_paths_links_and_stray_folders_are_caught() {
     let found = package::verify(dir.path()).unwrap();
     assert_eq!(found.lists, [format!("{}: `{escaped}` is not a file name in the folder", package::MANIFEST_FILE)]);
     assert_eq!(found.extra, ["link", "sub/"]);
+    // A package file's place held by a link to the same bytes elsewhere: they would not travel with it.
+    std::fs::copy(dir.path().join("model.pth"), elsewhere.path().join("model.pth")).unwrap();
+    std::fs::remove_file(dir.path().join("model.pth")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join("model.pth"), dir.path().join("model.pth")).unwrap();
+    let found = package::verify(dir.path()).unwrap();
+    assert!(found.changed.is_empty() && found.missing.is_empty(), "{found}");
+    assert_eq!(found.extra, ["link", "model.pth (a link in place of the file)", "sub/"]);
 }
 
 #[test]

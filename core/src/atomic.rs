@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Buffer between a writer and the temporary file: large enough that streaming a 200 MiB model costs
 /// few system calls.
@@ -65,15 +65,17 @@ pub fn write_with<E: From<std::io::Error>>(
     Ok(())
 }
 
-/// Removes what interrupted writes of `file_name` left in `folder`.
-pub fn remove_temps_of(folder: &Path, file_name: &str) -> std::io::Result<()> {
+/// Removes what interrupted writes of `file_name` left in `folder`, and says what that was.
+pub fn remove_temps_of(folder: &Path, file_name: &str) -> std::io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
     for entry in std::fs::read_dir(folder)? {
         let entry = entry?;
         if entry.file_type()?.is_file() && is_temp_of(&entry.file_name().to_string_lossy(), file_name) {
             remove_if_present(&entry.path())?;
+            removed.push(entry.path());
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Removes the file `path`; one already gone (never written, or removed meanwhile) is no error.

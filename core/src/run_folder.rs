@@ -20,6 +20,15 @@ pub const GOLDEN_TABLE_FILE: &str = "golden_table.md";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// `sha256sum -c` over the reproducible files (`vggq report`).
 pub const CHECKSUMS_FILE: &str = "SHA256SUMS";
+/// The report's bar charts of size, accuracy and speed per model and provider (`vggq report`).
+pub const SIZE_CHART_FILE: &str = "size.svg";
+pub const ACCURACY_CHART_FILE: &str = "accuracy.svg";
+pub const SPEED_CHART_FILE: &str = "speed.svg";
+/// Everything `vggq report` writes: a step that runs again removes them first, so that a run being
+/// changed neither looks finished (no manifest) nor shows a report of what it held before. The manifest
+/// first: a removal cut short leaves a run that looks unfinished, never one that looks finished.
+pub const REPORT_OUTPUTS: [&str; 7] =
+    [MANIFEST_FILE, CHECKSUMS_FILE, REPORT_FILE, GOLDEN_TABLE_FILE, SIZE_CHART_FILE, ACCURACY_CHART_FILE, SPEED_CHART_FILE];
 /// cubecl's autotune cache of a GPU run (a folder), unless told to use another.
 pub const AUTOTUNE_FOLDER: &str = "autotune";
 /// The steps' up-to-date stamps and the run folder's lock (a folder).

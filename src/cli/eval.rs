@@ -16,7 +16,7 @@ use vggq::export::onnx::proto::{tensor_shape_proto::dimension, type_proto, Model
 use vggq::steps::{self, RunFolderLock, Step};
 use vggq_core::limits::positive;
 
-use super::run_dir::{require_from_step, QuantizedRun, TrainedRun, METRICS_FILE};
+use super::run_dir::{is_skipped, require_from_step, QuantizedRun, TrainedRun, METRICS_FILE};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -78,6 +78,7 @@ pub fn run(mut args: Args) -> Result<()> {
     println!("execution providers: {}", plan.reason);
     // A run's evaluation is a step of its pipeline, skipped when up to date; files named on the command
     // line (a benchmark's, say) are always evaluated.
+    let mut into_run = false;
     let (step, _writing) = match args.report.as_ref().zip(data_digest) {
         Some((report, data_digest)) => {
             // The models, the data, and the ONNX Runtime library that runs them (its version is in its bytes).
@@ -86,7 +87,14 @@ pub fn run(mut args: Args) -> Result<()> {
             let settings = (&plan.providers, args.images, args.batch, args.warmup, args.threads, data_digest);
             let folder = report.parent().unwrap_or(Path::new("."));
             let writing = RunFolderLock::take(folder)?;
-            (Some(Step::new("eval", folder, &settings, &inputs, vec![report.clone()])?), Some(writing))
+            // The run's own metrics, however spelt (not a report written elsewhere, whose folder is not
+            // the run's package): the step is the run's, spelt as the run is, so that it records the
+            // run's files it read and wrote by their names in the run.
+            let run = args.run.as_deref().filter(|run| is_runs_metrics(run, report));
+            into_run = run.is_some();
+            let (folder, report) = run.map_or((folder, report.clone()), |run| (run, run.join(METRICS_FILE)));
+            let step = Step::new("eval", folder, &settings, &inputs, vec![report])?;
+            (Some(step), Some(writing))
         }
         None => (None, None),
     };
@@ -94,12 +102,8 @@ pub fn run(mut args: Args) -> Result<()> {
         // The ONNX files as export wrote them, from the run's current .pth files and model.
         steps::require_current(run, &["train", "quantize", "export"])?;
     }
-    if let Some(step) = step.as_ref().filter(|_| !args.force) {
-        if step.is_up_to_date()? {
-            println!(
-                "eval: up to date in {} (--force to redo)",
-                args.report.as_ref().map_or(String::new(), |r| r.display().to_string())
-            );
+    if let Some((step, report)) = step.as_ref().zip(args.report.as_ref()) {
+        if is_skipped(step, args.force, report)? {
             return Ok(());
         }
     }
@@ -114,8 +118,6 @@ pub fn run(mut args: Args) -> Result<()> {
     let sides: Vec<usize> = args.models.iter().map(|path| input_side(path)).collect::<Result<_>>()?;
     eval::load_runtime(plan.cuda_required)?;
     let cifar = super::load_data(&source)?;
-    // The run's own metrics (not a report written elsewhere, whose folder is not the run's package).
-    let into_run = args.run.as_ref().zip(args.report.as_ref()).is_some_and(|(run, report)| *report == run.join(METRICS_FILE));
     if let Some(step) = step.as_ref().filter(|_| into_run) {
         step.starting()?;
     }
@@ -220,6 +222,15 @@ fn cuda_unavailability(error: &EvalError, cuda_required: bool, cuda_has_run: boo
         _ if cuda_has_run => None,
         other => Some(format!("its session could not be opened: {other}")),
     }
+}
+
+/// Whether `report` is the run's own `metrics.json`, however either is spelt (relative or absolute,
+/// through a link): its place, not its spelling, says whether the run's package changes. Both folders
+/// exist by now (the report's was made when its lock was taken).
+fn is_runs_metrics(run: &Path, report: &Path) -> bool {
+    let folder = report.parent().filter(|folder| !folder.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let same_folder = matches!((folder.canonicalize(), run.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    same_folder && report.file_name() == Some(std::ffi::OsStr::new(METRICS_FILE))
 }
 
 fn file_name(path: &Path) -> String {

@@ -8,7 +8,7 @@ use vggq::data::{bytes_digest, DigestAlgorithm};
 use vggq::export::onnx::{self, Provenance};
 use vggq::steps::{self, RunFolderLock, Step};
 
-use super::run_dir::{require_from_step, QuantizedRun, TrainedRun};
+use super::run_dir::{is_skipped, require_from_step, QuantizedRun, TrainedRun};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,8 +39,7 @@ pub fn run(args: Args) -> Result<()> {
     let written_beside: Vec<_> =
         variants.iter().map(|&variant| (quantized.training(variant, &trained), quantized.calibration(variant))).collect();
     let step = Step::new("export", &args.run, &(&trained.profile.model, written_beside), &inputs, outputs)?;
-    if !args.force && step.is_up_to_date()? {
-        println!("export: up to date in {} (--force to redo)", args.run.display());
+    if is_skipped(&step, args.force, &args.run)? {
         return Ok(());
     }
     step.starting()?;

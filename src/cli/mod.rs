@@ -36,7 +36,8 @@ enum Command {
     BenchTrain(bench_train::Args),
     /// Training images/s the data loader delivers (decode, resize, flip, normalise, batch).
     BenchLoader(bench_loader::Args),
-    /// Re-hash an artifact package against its `manifest.json`; fails on any missing, extra or changed file.
+    /// Re-hash an artifact package against its `manifest.json`; fails on any missing, extra or changed file
+    /// (beside the run's own folders, `.steps` and `autotune`), and while another vggq writes it.
     Verify(verify::Args),
     /// Write the ONNX files (opset 17, `input` -> `logits`) of a quantized run from its `.pth` files.
     Export(export::Args),

@@ -19,7 +19,7 @@ use vggq::steps::{self, RunFolderLock, Step};
 use vggq::train::{Checkpoints, EpochReport};
 use vggq_core::{QatMode, Variant};
 
-use super::run_dir::{require_from_step, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
+use super::run_dir::{is_skipped, require_from_step, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
 use super::train::{CheckpointInterval, PretrainedWeightsSource};
 
 #[derive(clap::Args)]
@@ -35,7 +35,9 @@ pub struct Args {
     /// CIFAR-10 on disk, as for `vggq train` (also `$VGGQ_DATA`); downloaded into the cache without it.
     #[arg(long, env = "VGGQ_DATA", value_parser = super::non_empty_path())]
     data: Option<PathBuf>,
-    /// torchvision's `vgg11_bn-6002323d.pth`, for QAT `fp32match` of a pretrained profile (also `$VGGQ_WEIGHTS`).
+    /// The ImageNet weights QAT `fp32match` of a pretrained run starts from, which must be those its
+    /// training started from (default: the file training was given, else torchvision's
+    /// `vgg11_bn-6002323d.pth`); also `$VGGQ_WEIGHTS`.
     #[arg(long, env = "VGGQ_WEIGHTS", value_parser = super::non_empty_path())]
     weights: Option<PathBuf>,
     /// Activation observer of static quantization.
@@ -110,9 +112,12 @@ pub fn run(args: Args) -> Result<()> {
     steps::require_current(&args.run, &["train"])?;
     // The autotune cache by its place in the run, so that a moved run is the same step.
     let autotune_in_run = backend::autotune::place_in_run(&args.run, &autotune);
-    // QAT (fp32match) starts again from torchvision's weights: they are part of the step's key too.
+    // QAT (fp32match) starts again from the ImageNet weights training started from: they are part of the
+    // step's key too.
     let weights = match profile.init {
-        Init::Pretrained if args.qat_mode == QatMode::Fp32match => Some(PretrainedWeightsSource::new(args.weights.clone())),
+        Init::Pretrained if args.qat_mode == QatMode::Fp32match => {
+            Some(PretrainedWeightsSource::for_qat_of(&args.run, trained.imagenet_weights.as_ref(), args.weights.clone())?)
+        }
         _ => None,
     };
     let published = weights.as_ref().and_then(PretrainedWeightsSource::published);
@@ -120,10 +125,9 @@ pub fn run(args: Args) -> Result<()> {
     let inputs: Vec<&Path> =
         std::iter::once(model.as_path()).chain(weights.iter().filter_map(PretrainedWeightsSource::input)).collect();
     let step = Step::new("quantize", &args.run, &config, &inputs, outputs)?;
-    let up_to_date = !args.force && step.is_up_to_date()?;
-    let checkpoints = Checkpoints::of(&step, args.force || up_to_date)?.every(args.checkpoint_interval.duration());
-    if up_to_date {
-        println!("quantize: up to date in {} (--force to redo)", args.run.display());
+    let skipped = is_skipped(&step, args.force, &args.run)?;
+    let checkpoints = Checkpoints::of(&step, args.force || skipped)?.every(args.checkpoint_interval.duration());
+    if skipped {
         return Ok(());
     }
     // The data is read, and refused where it does not fit the model, before anything of the run is

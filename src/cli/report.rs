@@ -93,22 +93,40 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Clears what killed writes of the package's files left (their temporary files, which the next write of
-/// each would clear), then fails where the folder still holds anything else the package would not list:
+/// each would clear), then fails where the folder still holds anything else the package would not list,
+/// or a link in place of one of its files (whose bytes would not travel with the folder):
 /// `vggq verify` refuses a package with files its manifest does not name, so a report that packaged the
 /// run beside them would make a package that fails its own check.
 fn refuse_unpackaged(run: &Path, roles: &[FileRole]) -> Result<()> {
     let names: Vec<&str> = roles.iter().map(|role| role.name.as_str()).collect();
     for name in names.iter().chain(&[package::CHECKSUMS_FILE, package::MANIFEST_FILE]) {
-        vggq::atomic::remove_temps_of(run, name).with_context(|| format!("clearing {}", run.display()))?;
+        for removed in vggq::atomic::remove_temps_of(run, name).with_context(|| format!("clearing {}", run.display()))? {
+            println!("removed {} (a killed write of {name} left it)", removed.display());
+        }
     }
     let extra = package::unlisted(run, names)?;
-    if !extra.is_empty() {
-        bail!(
-            "{} holds what no step of the run wrote: {}; move it out of the run folder (`vggq verify` refuses a package \
-             holding files its manifest does not name)",
+    let (links, strays): (Vec<&String>, Vec<&String>) = extra.iter().partition(|name| name.ends_with(package::LINK_IN_PLACE));
+    let list = |names: &[&String]| {
+        names.iter().map(|name| name.strip_suffix(package::LINK_IN_PLACE).unwrap_or(name)).collect::<Vec<_>>().join(", ")
+    };
+    let mut refusals = Vec::new();
+    if !strays.is_empty() {
+        let them = if strays.len() == 1 { "it" } else { "them" };
+        refusals.push(format!(
+            "{} holds what no step of the run wrote: {}; move {them} out of the run folder",
             run.display(),
-            extra.join(", ")
-        );
+            list(&strays)
+        ));
+    }
+    if !links.is_empty() {
+        refusals.push(format!(
+            "{} holds links in place of files its steps wrote: {}; put the files there",
+            run.display(),
+            list(&links)
+        ));
+    }
+    if !refusals.is_empty() {
+        bail!("{} (`vggq verify` refuses a package beside files its manifest does not name)", refusals.join("; and "));
     }
     Ok(())
 }

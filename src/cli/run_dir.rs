@@ -12,7 +12,7 @@ use vggq::data::{self, DataSource, CIFAR10_BINARY_URL};
 use vggq::model::{CpuFacts, WeightsFile};
 use vggq::profile::Profile;
 use vggq::quant::Calibration;
-use vggq::steps::RunFolderLock;
+use vggq::steps::{RunFolderLock, Step};
 use vggq_core::{flag_value, QatMode, Variant};
 
 pub use vggq_core::run_folder::{
@@ -40,6 +40,16 @@ pub fn require_from_step(path: &Path, step: &str) -> Result<()> {
         bail!("{} is missing (run `vggq {step}` first)", path.display());
     }
     Ok(())
+}
+
+/// Whether `step` is skipped: up to date, and not `forced` to run; says so, naming `place` (the run, or
+/// the report an evaluation writes).
+pub fn is_skipped(step: &Step, forced: bool, place: &Path) -> Result<bool> {
+    let skipped = !forced && step.is_up_to_date()?;
+    if skipped {
+        println!("{}: up to date in {} (--force to redo)", step.name(), place.display());
+    }
+    Ok(skipped)
 }
 
 /// The parts of `train_report.json` the later steps need.

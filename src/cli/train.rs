@@ -20,7 +20,7 @@ use vggq::steps::{RunFolderLock, Step};
 use vggq::throughput::seconds_per_training_step;
 use vggq::train::{Checkpoints, EpochReport, DEFAULT_INTERVAL};
 
-use super::run_dir::{AUTOTUNE_FOLDER, MODEL_FILE, TRAIN_REPORT_FILE};
+use super::run_dir::{is_skipped, AUTOTUNE_FOLDER, MODEL_FILE, TRAIN_REPORT_FILE};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -156,10 +156,9 @@ pub fn run(args: Args) -> Result<()> {
         &inputs,
         vec![out.join(MODEL_FILE), out.join(TRAIN_REPORT_FILE)],
     )?;
-    let up_to_date = !args.force && step.is_up_to_date()?;
-    let checkpoints = Checkpoints::of(&step, args.force || up_to_date)?.every(args.checkpoint_interval.duration());
-    if up_to_date {
-        println!("train: up to date in {} (--force to redo)", out.display());
+    let skipped = is_skipped(&step, args.force, &out)?;
+    let checkpoints = Checkpoints::of(&step, args.force || skipped)?.every(args.checkpoint_interval.duration());
+    if skipped {
         return Ok(());
     }
     // The data is read, and refused where it does not fit the model, before anything of the run is
@@ -244,6 +243,40 @@ impl PretrainedWeightsSource {
         given.map_or(Self::Torchvision, Self::Given)
     }
 
+    /// Where QAT (fp32match) of the run at `run` gets its ImageNet weights: `given`, else the file its
+    /// training was given (or torchvision's download, where that file is gone and was torchvision's by
+    /// its digest), else torchvision's; refused unless they are the weights its training started from
+    /// (`trained_from`, recorded by builds since they were), as the recipe has it.
+    pub(super) fn for_qat_of(run: &Path, trained_from: Option<&WeightsFile>, given: Option<PathBuf>) -> Result<Self> {
+        let Some(trained_from) = trained_from else { return Ok(Self::new(given)) };
+        let published = VGG11_BN_IMAGENET1K_V1.expected.digest;
+        let (run, recorded) = (run.display(), &trained_from.sha256);
+        let path = match given {
+            Some(path) => path,
+            None if trained_from.downloaded_from.is_some() => return Ok(Self::Torchvision),
+            None if trained_from.path.is_file() => trained_from.path.clone(),
+            None if recorded.starts_with(published) => return Ok(Self::Torchvision),
+            None => bail!(
+                "{run} was trained from the ImageNet weights {}, which are not there now: pass --weights with that \
+                 file (SHA-256 {recorded})",
+                trained_from.path.display()
+            ),
+        };
+        if !path.is_file() {
+            bail!("--weights {} names no file", path.display());
+        }
+        let sha256 = data::file_digest(&path, DigestAlgorithm::Sha256).context("reading the ImageNet weights")?.hex;
+        if sha256 != *recorded {
+            bail!(
+                "{run} was trained from the ImageNet weights {} (SHA-256 {recorded}), but {} is {sha256}: QAT \
+                 (fp32match) starts from the weights training started from",
+                trained_from.path.display(),
+                path.display()
+            );
+        }
+        Ok(Self::Given(path))
+    }
+
     /// A given file, which a step's key holds by its content (an input of the step).
     pub(super) fn input(&self) -> Option<&Path> {
         match self {
@@ -265,19 +298,31 @@ impl PretrainedWeightsSource {
     /// The weights' file: the given one, or torchvision's, downloaded (and verified) into the cache
     /// where it is not there yet; with its SHA-256, for the reports.
     pub(super) fn fetch(self) -> Result<WeightsFile> {
-        let (path, downloaded_from) = match self {
-            // Absolute: recorded, a relative path would not say which file it was.
-            Self::Given(path) => (std::path::absolute(&path).unwrap_or(path), None),
+        match self {
+            Self::Given(path) => {
+                // Absolute: recorded, a relative path would not say which file it was.
+                let path = std::path::absolute(&path).unwrap_or(path);
+                let sha256 = data::file_digest(&path, DigestAlgorithm::Sha256).context("reading the ImageNet weights")?.hex;
+                let published = VGG11_BN_IMAGENET1K_V1;
+                if !sha256.starts_with(published.expected.digest) {
+                    println!(
+                        "ImageNet weights: {} is not torchvision's {} (its SHA-256 begins {}, not {}); starting from it as given",
+                        path.display(),
+                        published.file_name,
+                        &sha256[..published.expected.digest.len()],
+                        published.expected.digest
+                    );
+                }
+                Ok(WeightsFile { path, sha256, downloaded_from: None })
+            }
             Self::Torchvision => {
                 let weights = VGG11_BN_IMAGENET1K_V1;
                 let path = vggq_core::places::cache_dir().join(weights.file_name);
-                data::download_verified(weights.url, &path, &weights.expected)
+                let verified = data::download_verified(weights.url, &path, &weights.expected)
                     .with_context(|| format!("fetching torchvision's weights (or pass --weights {})", weights.file_name))?;
-                (path, Some(weights.url.to_string()))
+                Ok(WeightsFile { path, sha256: verified.digest.hex, downloaded_from: Some(weights.url.to_string()) })
             }
-        };
-        let sha256 = data::file_digest(&path, DigestAlgorithm::Sha256).context("reading the ImageNet weights")?.hex;
-        Ok(WeightsFile { path, sha256, downloaded_from })
+        }
     }
 }
 

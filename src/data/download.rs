@@ -35,12 +35,23 @@ pub enum DownloadOutcome {
     Downloaded,
 }
 
+/// A file `download_verified` made sure of: how, and its whole digest (where only a prefix may have been
+/// expected), so that a caller who records it need not read the file again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub outcome: DownloadOutcome,
+    pub digest: StreamDigest,
+}
+
 /// Makes `dest` a verified copy of `url`: keeps an existing `dest` that verifies, else downloads into a
 /// temporary file in `dest`'s folder, checks length and digest, and renames it over `dest`. On any failure
 /// the temporary file is deleted and `dest` is left as it was; a killed download's, the next one removes.
-pub fn download_verified(url: &str, dest: &Path, expected: &ExpectedFile<'_>) -> Result<DownloadOutcome, DataError> {
-    if dest.is_file() && verify(url, &file_digest(dest, expected.algorithm)?, expected).is_ok() {
-        return Ok(DownloadOutcome::Cached);
+pub fn download_verified(url: &str, dest: &Path, expected: &ExpectedFile<'_>) -> Result<Verified, DataError> {
+    if dest.is_file() {
+        let digest = file_digest(dest, expected.algorithm)?;
+        if verify(url, &digest, expected).is_ok() {
+            return Ok(Verified { outcome: DownloadOutcome::Cached, digest });
+        }
     }
     // A stale or partial file at `dest` is replaced below, only once a verified copy exists.
     let folder = match dest.parent() {
@@ -60,6 +71,7 @@ pub fn download_verified(url: &str, dest: &Path, expected: &ExpectedFile<'_>) ->
         .with_message(dest.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default());
     let mut hasher = Hasher::new(expected.algorithm);
     let mut chunk = vec![0u8; CHUNK_BYTES];
+    let mut fetched = None;
     // The project's atomic write: only a verified copy is renamed into place, and a download killed midway
     // (Ctrl-C) leaves a temporary file that the next download of `dest` removes (hundreds of MB each).
     crate::atomic::write_with(dest, |out| -> Result<(), Fetch> {
@@ -75,13 +87,17 @@ pub fn download_verified(url: &str, dest: &Path, expected: &ExpectedFile<'_>) ->
             progress.inc(read as u64);
         }
         progress.finish_and_clear();
-        verify(url, &hasher.finish(), expected).map_err(Fetch::Data)
+        let digest = hasher.finish();
+        verify(url, &digest, expected).map_err(Fetch::Data)?;
+        fetched = Some(digest);
+        Ok(())
     })
     .map_err(|error| match error {
         Fetch::Data(error) => error,
         Fetch::Io(source) => DataError::Io { path: dest.to_owned(), source },
     })?;
-    Ok(DownloadOutcome::Downloaded)
+    let digest = fetched.expect("a write that succeeded verified its digest");
+    Ok(Verified { outcome: DownloadOutcome::Downloaded, digest })
 }
 
 /// Why a download failed: the transfer or the check (named), or writing the file (named by the caller).

@@ -19,7 +19,7 @@ mod transform;
 
 pub use cifar_binary::{BATCH_FOLDER, CLASS_NAMES_FILE, RECORD_BYTES, TEST_BATCH, TRAIN_BATCHES};
 pub use digest::{bytes_digest, file_digest, DigestAlgorithm, StreamDigest};
-pub use download::{download_verified, DownloadOutcome, ExpectedFile};
+pub use download::{download_verified, DownloadOutcome, ExpectedFile, Verified};
 pub use error::DataError;
 pub use file_tree::DataOrigin;
 pub use image_folder::{TEST_FOLDER, TRAIN_FOLDER};

@@ -7,7 +7,7 @@
 
 use std::fmt::{self, Write};
 
-use super::{agreement, fp32_twin, provider, variant_label};
+use super::{agreement, departure_note, fp32_twin, provider, variant_label};
 use crate::eval::EvalRun;
 use crate::profile::Profile;
 
@@ -137,13 +137,13 @@ impl fmt::Display for Tolerance {
     }
 }
 
-/// The golden table: a recipe's departures from its profile where it has any (such a table is no golden
-/// one, and says so), the tolerance it is compared with, exact sizes, accuracy and agreement to two
+/// The golden table: its run's departures from its profile's recipe where it has any ([`departure_note`]:
+/// such a table is no golden one, and says so), the tolerance it is compared with, exact sizes, accuracy and agreement to two
 /// decimals, no timings (those vary between runs; they are in `report.md`), and the execution
 /// providers that could not run (their reasons without folders, which differ between machines).
 pub fn golden_table(eval: &EvalRun, tolerance: Tolerance, profile: &Profile) -> String {
     let rows = &eval.rows;
-    let mut out = profile.departure_note().map_or(String::new(), |note| format!("{note}\n\n"));
+    let mut out = departure_note(profile, eval).map_or(String::new(), |note| format!("{note}\n\n"));
     let _ = write!(
         out,
         "{tolerance}\n\n| model | EP | placement | bytes | MiB | top-1 % | agreement with FP32 % |\n|---|---|---|---|---|---|---|\n"

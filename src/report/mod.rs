@@ -11,6 +11,7 @@ use std::fmt::Write;
 pub use golden::{golden_table, Comparison, GoldenTable, GoldenTableError, Tolerance};
 pub use stats::{accuracy, agreement, paired_bootstrap, per_class_accuracy, Difference};
 
+use vggq_core::run_folder::{ACCURACY_CHART_FILE, SIZE_CHART_FILE, SPEED_CHART_FILE};
 use vggq_core::Variant;
 
 use crate::eval::{EvalRun, ModelMetrics};
@@ -45,13 +46,26 @@ fn is_fp32(row: &ModelMetrics) -> bool {
     row.file == Variant::Fp32.onnx_file()
 }
 
+/// What a report says above figures that are not its profile's recipe's, `None` for the recipe's own:
+/// the profile's departures from its recipe (limits, overrides), and an evaluation on other than the
+/// test images the run's profile takes (`vggq eval --run R --images N`).
+pub fn departure_note(profile: &Profile, eval: &EvalRun) -> Option<String> {
+    let mut departures = profile.departures();
+    let (_, profile_test_images) = profile.data.eval_counts();
+    if let Some(images) = eval.rows.first().map(|row| row.eval.images).filter(|&images| images != profile_test_images) {
+        departures.push(format!("evaluated on {images} test images (the run's profile takes {profile_test_images})"));
+    }
+    (!departures.is_empty())
+        .then(|| format!("not the {} profile's recipe, and no golden table's: {}", profile.name(), departures.join(", ")))
+}
+
 /// `report.md`.
 pub fn markdown(input: &ReportInput) -> String {
     let rows = &input.eval.rows;
     let mut out = String::new();
     let images = rows.first().map_or(0, |r| r.eval.images);
     let _ = writeln!(out, "# vggq report: profile `{}`\n", input.profile.name());
-    if let Some(note) = input.profile.departure_note() {
+    if let Some(note) = departure_note(input.profile, input.eval) {
         let _ = writeln!(out, "**This run is {note}.**\n");
     }
     let _ = writeln!(
@@ -139,8 +153,8 @@ pub fn charts(rows: &[ModelMetrics]) -> Vec<(&'static str, String)> {
     let label = |r: &ModelMetrics| format!("{} {}", variant_label(&r.file), provider(r));
     let bars = |value: fn(&ModelMetrics) -> f64| rows.iter().map(|r| (label(r), value(r))).collect::<Vec<_>>();
     vec![
-        ("size.svg", svg::bar_chart("Size (MiB)", &bars(|r| r.size_mib))),
-        ("accuracy.svg", svg::bar_chart("Top-1 accuracy (%)", &bars(|r| r.eval.top1))),
-        ("speed.svg", svg::bar_chart("Images/s (inference)", &bars(|r| r.eval.inference.images_per_s))),
+        (SIZE_CHART_FILE, svg::bar_chart("Size (MiB)", &bars(|r| r.size_mib))),
+        (ACCURACY_CHART_FILE, svg::bar_chart("Top-1 accuracy (%)", &bars(|r| r.eval.top1))),
+        (SPEED_CHART_FILE, svg::bar_chart("Images/s (inference)", &bars(|r| r.eval.inference.images_per_s))),
     ]
 }
