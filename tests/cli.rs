@@ -465,6 +465,9 @@ fn qat_starts_from_the_weights_training_started_from() {
     expect(&[&quantize[..], &["--weights", other.to_str().unwrap()]].concat(), &trained_from);
     std::fs::remove_file(&weights).unwrap();
     expect(&quantize, &format!("{folder} was trained from the ImageNet weights {}, which are not there now", weights.display()));
+    // The right file, which is no checkpoint: refused before PTQ's minutes of work, not after them at QAT.
+    std::fs::write(&weights, b"the weights training started from").unwrap();
+    expect(&quantize, &format!("reading the ImageNet weights `{}` (a PyTorch state dict", weights.display()));
     assert!(run.path().join(MANIFEST_FILE).is_file(), "a refused quantize unfinished the run");
 }
 

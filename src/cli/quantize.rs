@@ -130,13 +130,16 @@ pub fn run(args: Args) -> Result<()> {
     if skipped {
         return Ok(());
     }
-    // The data is read, and refused where it does not fit the model, before anything of the run is
-    // removed or downloaded.
+    // The data is read, and refused where it does not fit the model, and the ImageNet weights fetched
+    // and tried, before anything of the run is removed.
     let cifar = super::load_data(&source)?;
     let dataset = cifar.fingerprint.to_string();
     let data = RunData::new(cifar, &profile)?;
-    step.starting()?;
     let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
+    if let Some(weights) = &weights {
+        vggq::model::check_features(&profile.model, &weights.path)?;
+    }
+    step.starting()?;
     selection.backend.run(Quantization {
         profile: &profile,
         args: &args,

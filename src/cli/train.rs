@@ -161,8 +161,8 @@ pub fn run(args: Args) -> Result<()> {
     if skipped {
         return Ok(());
     }
-    // The data is read, and refused where it does not fit the model, before anything of the run is
-    // removed or downloaded.
+    // The data is read, and refused where it does not fit the model, and the ImageNet weights fetched
+    // and tried, before anything of the run is removed.
     println!("data: {data_source}");
     let cifar = super::load_data(&data_source)?;
     let dataset = cifar.fingerprint.to_string();
@@ -170,8 +170,11 @@ pub fn run(args: Args) -> Result<()> {
     let classes = cifar.classes.clone();
     let data = RunData::new(cifar, &profile)?;
     println!("images: train {} | val {} | test {}", data.train.len(), data.val.len(), data.test.len());
-    step.starting()?;
     let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
+    if let Some(weights) = &weights {
+        vggq::model::check_features(&profile.model, &weights.path)?;
+    }
+    step.starting()?;
     selection.backend.run(Training {
         profile: &profile,
         data,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 pub use batch_norm::{BatchNorm2d, BATCH_NORM_EPS};
 pub use kernels::{CpuFacts, TrainingBackend, VggBackend};
-pub use pretrained::{load_features, PretrainedWeights, WeightsFile, VGG11_BN_IMAGENET1K_V1};
+pub use pretrained::{check_features, load_features, PretrainedWeights, WeightsFile, VGG11_BN_IMAGENET1K_V1};
 pub use vgg::{linear_bias, Classifier, ConvBlock, FeatureLayer, Vgg, VggConfig, FEATURE_STRIDE, VGG11_FEATURES};
 
 /// What can go wrong building or initialising the model. The messages say "ImageNet weights" for

@@ -87,6 +87,13 @@ pub fn load_features<B: Backend>(mut model: Vgg<B>, config: &VggConfig, path: &P
     Ok(model)
 }
 
+/// Fails unless the file at `path` loads into `config`'s features, tried on the CPU on a model made for
+/// the check alone: a command refuses wrong weights before it changes its run or works for minutes
+/// (QAT reads them after PTQ's calibration and scoring).
+pub fn check_features(config: &VggConfig, path: &Path) -> Result<(), ModelError> {
+    load_features(config.init::<burn::backend::Flex>(&Default::default()), config, path).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
