@@ -222,7 +222,7 @@ pub fn verify(dir: &Path) -> Result<Discrepancies, PackageError> {
     } else {
         found.missing.push(CHECKSUMS_FILE.to_string());
     }
-    found.extra = unlisted(dir, listed.keys().copied())?;
+    found.extra = unlisted(dir, listed.keys().copied())?.iter().map(ToString::to_string).collect();
     Ok(found)
 }
 
@@ -254,14 +254,32 @@ fn checksum_disagreements(sums: &str, listed: &BTreeMap<&str, &PackagedFile>) ->
     lists
 }
 
-/// How [`unlisted`] marks a link in place of a package file.
-pub const LINK_IN_PLACE: &str = " (a link in place of the file)";
+/// An entry of a package folder that the package does not hold ([`unlisted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlisted {
+    /// A file or link of a name the package has no file of.
+    Entry(String),
+    /// A folder other than a run's own ([`RUN_FOLDERS`]).
+    Folder(String),
+    /// A link in place of a package file: the file's bytes would not travel with the folder.
+    LinkInPlace(String),
+}
 
-/// What `dir` holds beyond the package files `names` (and `SHA256SUMS` and `manifest.json`), sorted:
-/// files, links (one in place of a package file too), and folders other than a run's own
-/// ([`RUN_FOLDERS`]) with a trailing `/`. What
-/// [`verify`] lists as extra, and what the report step refuses to package beside the run's files.
-pub fn unlisted<'a>(dir: &Path, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, PackageError> {
+impl std::fmt::Display for Unlisted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unlisted::Entry(name) => write!(f, "{name}"),
+            Unlisted::Folder(name) => write!(f, "{name}/"),
+            Unlisted::LinkInPlace(name) => write!(f, "{name} (a link in place of the file)"),
+        }
+    }
+}
+
+/// What `dir` holds beyond the package files `names` (and `SHA256SUMS` and `manifest.json`), sorted as
+/// shown: files, links (one in place of a package file too), and folders other than a run's own
+/// ([`RUN_FOLDERS`]). What [`verify`] lists as extra, and what the report step refuses to package
+/// beside the run's files.
+pub fn unlisted<'a>(dir: &Path, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Unlisted>, PackageError> {
     let known: BTreeSet<&str> = names.into_iter().chain([CHECKSUMS_FILE, MANIFEST_FILE]).collect();
     let mut extra = Vec::new();
     // A folder entry that cannot be read is an error, never a file quietly left out of the check.
@@ -271,15 +289,14 @@ pub fn unlisted<'a>(dir: &Path, names: impl IntoIterator<Item = &'a str>) -> Res
         let file_type = entry.file_type().map_err(io_error(&entry.path()))?;
         if file_type.is_dir() {
             if !RUN_FOLDERS.contains(&name.as_str()) {
-                extra.push(format!("{name}/"));
+                extra.push(Unlisted::Folder(name));
             }
         } else if !known.contains(name.as_str()) {
-            extra.push(name);
+            extra.push(Unlisted::Entry(name));
         } else if file_type.is_symlink() {
-            // A package file's bytes must travel with the folder: a link's stay where it points.
-            extra.push(format!("{name}{LINK_IN_PLACE}"));
+            extra.push(Unlisted::LinkInPlace(name));
         }
     }
-    extra.sort();
+    extra.sort_by_cached_key(ToString::to_string);
     Ok(extra)
 }

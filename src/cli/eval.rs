@@ -78,8 +78,7 @@ pub fn run(mut args: Args) -> Result<()> {
     println!("execution providers: {}", plan.reason);
     // A run's evaluation is a step of its pipeline, skipped when up to date; files named on the command
     // line (a benchmark's, say) are always evaluated.
-    let mut into_run = false;
-    let (step, _writing) = match args.report.as_ref().zip(data_digest) {
+    let (step, _writing, into_run) = match args.report.as_ref().zip(data_digest) {
         Some((report, data_digest)) => {
             // The models, the data, and the ONNX Runtime library that runs them (its version is in its bytes).
             let library = std::env::var_os(ORT_DYLIB_PATH).map(PathBuf::from);
@@ -91,12 +90,11 @@ pub fn run(mut args: Args) -> Result<()> {
             // the run's package): the step is the run's, spelt as the run is, so that it records the
             // run's files it read and wrote by their names in the run.
             let run = args.run.as_deref().filter(|run| is_runs_metrics(run, report));
-            into_run = run.is_some();
             let (folder, report) = run.map_or((folder, report.clone()), |run| (run, run.join(METRICS_FILE)));
             let step = Step::new("eval", folder, &settings, &inputs, vec![report])?;
-            (Some(step), Some(writing))
+            (Some(step), Some(writing), run.is_some())
         }
-        None => (None, None),
+        None => (None, None, false),
     };
     if let Some(run) = &args.run {
         // The ONNX files as export wrote them, from the run's current .pth files and model.

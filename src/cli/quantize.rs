@@ -11,7 +11,7 @@ use serde::Serialize;
 use vggq::backend::{self, DeviceRequest, OnBackend, Selection};
 use vggq::data::DataSource;
 use vggq::model::{TrainingBackend, WeightsFile};
-use vggq::pipeline::{quantize, QuantizeSettings, RunData, VariantScores};
+use vggq::pipeline::{quantize, QuantizeSettings, VariantScores};
 use vggq::profile::{Init, Profile};
 use vggq::quant::static_ptq::CalibrationTiming;
 use vggq::quant::Calibration;
@@ -20,7 +20,7 @@ use vggq::train::{Checkpoints, EpochReport};
 use vggq_core::{QatMode, Variant};
 
 use super::run_dir::{is_skipped, require_from_step, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
-use super::train::{CheckpointInterval, PretrainedWeightsSource};
+use super::train::{CheckpointInterval, PretrainedWeightsSource, TrainingInputs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -130,23 +130,13 @@ pub fn run(args: Args) -> Result<()> {
     if skipped {
         return Ok(());
     }
-    // The data is read, and refused where it does not fit the model, and the ImageNet weights fetched
-    // and tried, before anything of the run is removed.
-    let cifar = super::load_data(&source)?;
-    let dataset = cifar.fingerprint.to_string();
-    let data = RunData::new(cifar, &profile)?;
-    let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
-    if let Some(weights) = &weights {
-        vggq::model::check_features(&profile.model, &weights.path)?;
-    }
+    let inputs = TrainingInputs::read(&profile, &source, weights)?;
     step.starting()?;
     selection.backend.run(Quantization {
         profile: &profile,
         args: &args,
-        data,
-        dataset,
+        inputs,
         settings,
-        weights,
         selection: &selection,
         checkpoints: &checkpoints,
     })??;
@@ -177,11 +167,8 @@ fn remove_other_qat_mode(run: &Path, mode: QatMode) -> Result<()> {
 struct Quantization<'a> {
     profile: &'a Profile,
     args: &'a Args,
-    data: RunData,
-    /// The data's fingerprint, for the report.
-    dataset: String,
+    inputs: TrainingInputs,
     settings: QuantizeSettings,
-    weights: Option<WeightsFile>,
     selection: &'a Selection,
     checkpoints: &'a Checkpoints,
 }
@@ -201,9 +188,9 @@ impl OnBackend for Quantization<'_> {
         let quantized = quantize(
             trained,
             profile,
-            &self.data,
+            &self.inputs.data,
             self.settings,
-            self.weights.as_ref().map(|w| w.path.as_path()),
+            self.inputs.weights_path(),
             device,
             Some(self.checkpoints),
         )?;
@@ -213,12 +200,12 @@ impl OnBackend for Quantization<'_> {
         let report = QuantReport {
             profile,
             device: self.selection,
-            dataset: self.dataset,
+            dataset: self.inputs.dataset,
             calibration: self.settings.calibration,
             calibration_batches: quantized.calibration_timing.batches,
             calibration_timing: quantized.calibration_timing,
             qat_mode: self.settings.qat_mode,
-            qat_imagenet_weights: self.weights.as_ref(),
+            qat_imagenet_weights: self.inputs.weights.as_ref(),
             qat_epochs: quantized.qat_epochs,
             qat_seconds: quantized.qat_seconds,
             variants: quantized

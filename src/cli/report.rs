@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use vggq::backend::autotune::AutotuneCache;
 use vggq::eval::EvalRun;
-use vggq::package::{self, FileRole, Provenance};
+use vggq::package::{self, FileRole, Provenance, Unlisted};
 use vggq::report::{self, ReportInput};
 use vggq::steps::{self, RunFolderLock};
 
@@ -104,25 +104,27 @@ fn refuse_unpackaged(run: &Path, roles: &[FileRole]) -> Result<()> {
             println!("removed {} (a killed write of {name} left it)", removed.display());
         }
     }
-    let extra = package::unlisted(run, names)?;
-    let (links, strays): (Vec<&String>, Vec<&String>) = extra.iter().partition(|name| name.ends_with(package::LINK_IN_PLACE));
-    let list = |names: &[&String]| {
-        names.iter().map(|name| name.strip_suffix(package::LINK_IN_PLACE).unwrap_or(name)).collect::<Vec<_>>().join(", ")
-    };
+    let (mut strays, mut links) = (Vec::new(), Vec::new());
+    for entry in package::unlisted(run, names)? {
+        match entry {
+            Unlisted::LinkInPlace(name) => links.push(name),
+            other => strays.push(other.to_string()),
+        }
+    }
     let mut refusals = Vec::new();
     if !strays.is_empty() {
         let them = if strays.len() == 1 { "it" } else { "them" };
         refusals.push(format!(
             "{} holds what no step of the run wrote: {}; move {them} out of the run folder",
             run.display(),
-            list(&strays)
+            strays.join(", ")
         ));
     }
     if !links.is_empty() {
         refusals.push(format!(
             "{} holds links in place of files its steps wrote: {}; put the files there",
             run.display(),
-            list(&links)
+            links.join(", ")
         ));
     }
     if !refusals.is_empty() {

@@ -161,26 +161,15 @@ pub fn run(args: Args) -> Result<()> {
     if skipped {
         return Ok(());
     }
-    // The data is read, and refused where it does not fit the model, and the ImageNet weights fetched
-    // and tried, before anything of the run is removed.
     println!("data: {data_source}");
-    let cifar = super::load_data(&data_source)?;
-    let dataset = cifar.fingerprint.to_string();
-    println!("dataset: {dataset}");
-    let classes = cifar.classes.clone();
-    let data = RunData::new(cifar, &profile)?;
+    let inputs = TrainingInputs::read(&profile, &data_source, weights)?;
+    println!("dataset: {}", inputs.dataset);
+    let data = &inputs.data;
     println!("images: train {} | val {} | test {}", data.train.len(), data.val.len(), data.test.len());
-    let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
-    if let Some(weights) = &weights {
-        vggq::model::check_features(&profile.model, &weights.path)?;
-    }
     step.starting()?;
     selection.backend.run(Training {
         profile: &profile,
-        data,
-        dataset,
-        classes,
-        weights,
+        inputs,
         out,
         selection: &selection,
         autotune: &autotune,
@@ -188,6 +177,36 @@ pub fn run(args: Args) -> Result<()> {
     })??;
     step.record()?;
     Ok(())
+}
+
+/// What a training step (`train`, or `quantize` for QAT) reads before it changes its run: the data,
+/// refused where it does not fit the model, and the ImageNet weights, fetched and tried. A refusal
+/// leaves the run as it was.
+pub(super) struct TrainingInputs {
+    pub(super) data: RunData,
+    /// The data's fingerprint and class names, for the reports.
+    pub(super) dataset: String,
+    pub(super) classes: Vec<String>,
+    /// The ImageNet weights a `pretrained` run starts from.
+    pub(super) weights: Option<WeightsFile>,
+}
+
+impl TrainingInputs {
+    pub(super) fn read(profile: &Profile, source: &DataSource, weights: Option<PretrainedWeightsSource>) -> Result<Self> {
+        let cifar = super::load_data(source)?;
+        let (dataset, classes) = (cifar.fingerprint.to_string(), cifar.classes.clone());
+        let data = RunData::new(cifar, profile)?;
+        let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
+        if let Some(weights) = &weights {
+            vggq::model::check_features(&profile.model, &weights.path)?;
+        }
+        Ok(Self { data, dataset, classes, weights })
+    }
+
+    /// The weights' file, for the pipeline.
+    pub(super) fn weights_path(&self) -> Option<&Path> {
+        self.weights.as_ref().map(|weights| weights.path.as_path())
+    }
 }
 
 /// Fails where the run folder `out` (made by now) is inside the data folder `data`: a folder's data is
@@ -332,11 +351,7 @@ impl PretrainedWeightsSource {
 /// The training a run does, generic over the backend it chose.
 struct Training<'a> {
     profile: &'a Profile,
-    data: RunData,
-    /// The data's fingerprint and class names, for the report.
-    dataset: String,
-    classes: Vec<String>,
-    weights: Option<WeightsFile>,
+    inputs: TrainingInputs,
     out: PathBuf,
     selection: &'a Selection,
     autotune: &'a Path,
@@ -347,7 +362,7 @@ impl OnBackend for Training<'_> {
     type Output = Result<()>;
 
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
-        let (profile, data) = (self.profile, &self.data);
+        let (profile, inputs) = (self.profile, self.inputs);
         println!("cpu: {}", CpuFacts::here());
         let precision = precision::measure::<B::InnerBackend>(&profile.model, profile.train.batch_size, device);
         println!(
@@ -355,23 +370,21 @@ impl OnBackend for Training<'_> {
             precision.matmul, precision.conv
         );
         let TrainedFp32 { model, epochs, test } =
-            train_fp32::<B>(profile, data, self.weights.as_ref().map(|w| w.path.as_path()), device, Some(self.checkpoints))?;
+            train_fp32::<B>(profile, &inputs.data, inputs.weights_path(), device, Some(self.checkpoints))?;
         println!("test: loss {:.4} acc {:.2} % ({} images)", test.loss, test.accuracy, test.images);
 
         save_model(model, &self.out.join(MODEL_FILE))?;
         let cpu = CpuFacts::here();
         let autotune = AutotuneCache::read(&self.out, self.autotune);
-        let imagenet_weights = self.weights.as_ref();
-        let (dataset, classes) = (self.dataset, self.classes);
         let report = TrainReport {
             profile,
             device: self.selection,
             precision,
             cpu,
             autotune,
-            imagenet_weights,
-            dataset,
-            classes,
+            imagenet_weights: inputs.weights.as_ref(),
+            dataset: inputs.dataset,
+            classes: inputs.classes,
             epochs,
             test,
         };
