@@ -107,7 +107,7 @@ impl Profile {
         self.departures().is_empty()
     }
 
-    /// Where this recipe departs from its profile's, a line each (`train.epochs 1 (the recipe's 5)`):
+    /// Where this recipe departs from its profile's, a line each (`train.epochs 1 where the recipe has 5`):
     /// the limits and overrides a run was given, said wherever its figures are shown, so that they are
     /// never read as the profile's.
     pub fn departures(&self) -> Vec<String> {
@@ -121,11 +121,12 @@ impl Profile {
         keys.into_iter()
             .filter(|key| mine.get(*key) != recipe.get(*key))
             .map(|key| {
+                // A profile's only optional fields are the data limits, where nothing means all.
                 let shown = |value: Option<&serde_json::Value>| match value {
-                    None | Some(serde_json::Value::Null) => "none".to_string(),
+                    None | Some(serde_json::Value::Null) => "no limit".to_string(),
                     Some(value) => value.to_string(),
                 };
-                format!("{key} {} (the recipe's {})", shown(mine.get(key)), shown(recipe.get(key)))
+                format!("{key} {} where the recipe has {}", shown(mine.get(key)), shown(recipe.get(key)))
             })
             .collect()
     }
@@ -177,10 +178,10 @@ mod tests {
         assert_eq!(
             capped.departures(),
             [
-                "data.eval_images 96 (the recipe's none)",
-                "data.train_images 192 (the recipe's none)",
-                "quant.calibration_batches 2 (the recipe's 20)",
-                "train.epochs 1 (the recipe's 5)",
+                "data.eval_images 96 where the recipe has no limit",
+                "data.train_images 192 where the recipe has no limit",
+                "quant.calibration_batches 2 where the recipe has 20",
+                "train.epochs 1 where the recipe has 5",
             ]
         );
         assert!(Profile::smoke().departures().is_empty());

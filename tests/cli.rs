@@ -254,6 +254,12 @@ fn an_error_names_its_cause_once() {
     assert!(message.starts_with("Error: ") && message.contains("/nonexistent"), "{message}");
     assert_eq!(message.matches("No such file or directory").count(), 1, "{message}");
     assert!(!out.exists(), "a training that failed before it wrote anything left {}", out.display());
+    // A path the environment gave, which the user never typed, is said to come from there.
+    let output = vggq(&[&args[..5], &["--out", out.to_str().unwrap()]].concat(), &[("VGGQ_DATA", " ")]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.starts_with("Error: ` ` comes from the environment ($VGGQ_DATA)"), "{message}");
+    assert_eq!(message.matches("No such file or directory").count(), 1, "{message}");
 }
 
 /// A step whose input an earlier step writes says which step to run when that file is missing (never
@@ -455,19 +461,23 @@ fn qat_starts_from_the_weights_training_started_from() {
     let folder = run.path().to_str().unwrap();
     let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
     let quantize = ["quantize", "--run", folder, "--device", "cpu", "--data", data.to_str().unwrap()];
-    let expect = |args: &[&str], said: &str| {
-        let output = vggq(args, &[]);
+    let expect_with = |args: &[&str], env: &[(&str, &str)], said: &str| {
+        let output = vggq(args, env);
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {message}");
         assert!(message.contains(said), "{args:?}: the message does not say `{said}`: {message}");
     };
+    let expect = |args: &[&str], said: &str| expect_with(args, &[], said);
     let trained_from = format!("{folder} was trained from the ImageNet weights {} (SHA-256 {sha256}), but", weights.display());
     expect(&[&quantize[..], &["--weights", other.to_str().unwrap()]].concat(), &trained_from);
     std::fs::remove_file(&weights).unwrap();
     expect(&quantize, &format!("{folder} was trained from the ImageNet weights {}, which are not there now", weights.display()));
     // The right file, which is no checkpoint: refused before PTQ's minutes of work, not after them at QAT.
     std::fs::write(&weights, b"the weights training started from").unwrap();
-    expect(&quantize, &format!("reading the ImageNet weights `{}` (a PyTorch state dict", weights.display()));
+    expect(&quantize, &format!("the ImageNet weights `{}` are not a PyTorch checkpoint", weights.display()));
+    // Given by the environment, the message says so.
+    let from_environment = [("VGGQ_WEIGHTS", weights.to_str().unwrap())];
+    expect_with(&quantize, &from_environment, &format!("`{}` comes from the environment ($VGGQ_WEIGHTS)", weights.display()));
     assert!(run.path().join(MANIFEST_FILE).is_file(), "a refused quantize unfinished the run");
 }
 

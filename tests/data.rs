@@ -272,6 +272,10 @@ mod errors {
         fs::write(dir.path().join("test/frog/notes.jpg"), "not a jpeg").unwrap();
         let error = load_error(dir.path(), "test/frog/notes.jpg");
         assert!(matches!(error, DataError::NotAnImage { .. }), "{error:?}");
+        // An image of no bytes is said to be empty, not of a format that could not be determined.
+        fs::write(dir.path().join("test/frog/notes.jpg"), "").unwrap();
+        let error = load_error(dir.path(), "test/frog/notes.jpg` is empty (0 bytes)");
+        assert!(matches!(error, DataError::EmptyFile { .. }), "{error:?}");
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn a_limited_recipes_tables_say_so() {
     fewer_images.rows.iter_mut().for_each(|row| row.eval.images = 200);
     let note = |departure: String| format!("not the {} profile's recipe, and no golden table's: {departure}", recipe.name());
     let (limited_note, fewer_images_note) = (
-        note(format!("train.epochs {} (the recipe's {epochs})", epochs + 1)),
+        note(format!("train.epochs {} where the recipe has {epochs}", epochs + 1)),
         note(format!("evaluated on 200 test images (the run's profile takes {recipe_images})")),
     );
 

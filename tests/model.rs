@@ -70,6 +70,16 @@ fn missing_and_corrupt_checkpoints_are_clear_errors() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let error = load_features(config.init::<B>(&Default::default()), &config, &truncated).unwrap_err();
     assert!(error.to_string().contains("truncated.pth"), "{error}");
+
+    // Files that are no checkpoint at all are said to be so, not reported by their first pickle opcode.
+    let empty = dir.path().join("empty.pth");
+    std::fs::write(&empty, b"").unwrap();
+    let error = load_features(config.init::<B>(&Default::default()), &config, &empty).unwrap_err();
+    assert!(matches!(error, ModelError::EmptyCheckpoint(_)) && error.to_string().contains("empty (0 bytes)"), "{error}");
+    let html = dir.path().join("error_page.pth");
+    std::fs::write(&html, b"<html><body>403 Forbidden</body></html>").unwrap();
+    let error = load_features(config.init::<B>(&Default::default()), &config, &html).unwrap_err();
+    assert!(matches!(error, ModelError::NotACheckpoint(_)) && error.to_string().contains("error_page.pth"), "{error}");
 }
 
 #[test]

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::builder::RangedU64ValueParser;
-use vggq::data::{load, BatchLoader, DataSource, LoaderConfig};
+use vggq::data::{BatchLoader, DataSource, LoaderConfig};
 use vggq_core::limits::positive;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// CIFAR-10 on disk (see `vggq train --help`).
-    #[arg(long, env = "VGGQ_DATA", value_parser = super::non_empty_path())]
+    #[arg(long, env = super::DATA_VARIABLE, value_parser = super::non_empty_path())]
     data: PathBuf,
     /// Output side in pixels, 1 to 1024 (128 for the seed).
     #[arg(long, default_value_t = 128, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
@@ -24,7 +24,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
-    let cifar = load(&DataSource::Local { path: args.data })?;
+    let cifar = super::load_data(&DataSource::Local { path: args.data })?;
     println!("read and decoded {} images in {:.2} s", cifar.train.len() + cifar.test.len(), started.elapsed().as_secs_f64());
     let indices: Vec<usize> = (0..args.images.min(cifar.train.len())).collect();
     let loader = BatchLoader::new(cifar.train.select(&indices), LoaderConfig::train(args.size, 0))?;

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
     /// CIFAR-10 (see `vggq train --help`); also `$VGGQ_DATA`.
-    #[arg(long, env = "VGGQ_DATA", value_parser = super::non_empty_path())]
+    #[arg(long, env = super::DATA_VARIABLE, value_parser = super::non_empty_path())]
     data: Option<PathBuf>,
     /// Evaluate N test images, evenly spread over the set (default: all 10,000, or the run profile's
     /// `--eval-images`).

@@ -63,6 +63,33 @@ impl Cli {
     }
 }
 
+/// The variable `--data` defaults to.
+const DATA_VARIABLE: &str = "VGGQ_DATA";
+/// The variable `--weights` defaults to.
+const WEIGHTS_VARIABLE: &str = "VGGQ_WEIGHTS";
+
+/// `result`, with its error said to be about the path `variable` gave where it gave `path`: a path set
+/// in the environment long ago is hard to recognise in a message (a stale folder, a blank).
+fn naming_variable<T>(result: Result<T>, variable: &str, path: &std::path::Path) -> Result<T> {
+    match std::env::var_os(variable).is_some_and(|value| std::path::Path::new(&value) == path) {
+        true => result.with_context(|| format!("`{}` comes from the environment (${variable})", path.display())),
+        false => result,
+    }
+}
+
+/// `result` of reading the data at `source`, named as [`naming_variable`] names it.
+fn reading_data<T>(result: Result<T, data::DataError>, source: &DataSource) -> Result<T> {
+    match source {
+        DataSource::Local { path } => naming_variable(result.map_err(Into::into), DATA_VARIABLE, path),
+        DataSource::Download { .. } => Ok(result?),
+    }
+}
+
+/// The digest of the data at `source` ([`data::source_digest`]), the first read of a given path.
+fn data_digest(source: &DataSource) -> Result<String> {
+    reading_data(data::source_digest(source), source)
+}
+
 /// A path flag that may also come from the environment (`--data`, `$VGGQ_DATA`), as the OS gives it (a
 /// path need not be UTF-8): an empty one is refused saying that a variable set to nothing counts as
 /// given, where clap's own "a value is required for '--data'" would blame a flag that was never typed.
@@ -80,7 +107,7 @@ fn load_data(source: &DataSource) -> Result<Cifar10> {
         DataSource::Download { .. } => cifar.context(
             "fetching CIFAR-10 (or give it on disk with --data: `cifar-10-binary.tar.gz`, its folder, or an ImageFolder tree)",
         ),
-        DataSource::Local { .. } => Ok(cifar?),
+        DataSource::Local { .. } => reading_data(cifar, source),
     }
 }
 

@@ -33,12 +33,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
     /// CIFAR-10 on disk, as for `vggq train` (also `$VGGQ_DATA`); downloaded into the cache without it.
-    #[arg(long, env = "VGGQ_DATA", value_parser = super::non_empty_path())]
+    #[arg(long, env = super::DATA_VARIABLE, value_parser = super::non_empty_path())]
     data: Option<PathBuf>,
     /// The ImageNet weights QAT `fp32match` of a pretrained run starts from, which must be those its
     /// training started from (default: the file training was given, else torchvision's
     /// `vgg11_bn-6002323d.pth`); also `$VGGQ_WEIGHTS`.
-    #[arg(long, env = "VGGQ_WEIGHTS", value_parser = super::non_empty_path())]
+    #[arg(long, env = super::WEIGHTS_VARIABLE, value_parser = super::non_empty_path())]
     weights: Option<PathBuf>,
     /// Activation observer of static quantization.
     #[arg(long, value_enum, default_value = "histogram")]

@@ -89,7 +89,7 @@ impl TrainedRun {
     /// calibration, fine-tuning and scores, and the ONNX files' accuracy, compare with the FP32 model's
     /// only on the splits it was trained and scored on.
     pub fn data_digest(&self, folder: &Path, source: &DataSource) -> Result<String> {
-        let digest = data::source_digest(source)?;
+        let digest = super::data_digest(source)?;
         if data::is_recorded_as(source, &digest, &self.dataset) {
             // The run's name for it, so that the later steps' keys do not change with the data's file name.
             return Ok(self.dataset.clone());

@@ -43,12 +43,12 @@ pub struct Args {
     /// CIFAR-10 on disk: the official binary archive (`cifar-10-binary.tar.gz`) or its extracted folder, or
     /// an ImageFolder tree (`train/<class>/*`, `test/<class>/*`) as a folder or `.tar.gz`. Without it the
     /// official archive is downloaded (and verified) into the cache. Also read from `$VGGQ_DATA`.
-    #[arg(long, env = "VGGQ_DATA", value_parser = super::non_empty_path())]
+    #[arg(long, env = super::DATA_VARIABLE, value_parser = super::non_empty_path())]
     data: Option<PathBuf>,
     /// torchvision's `vgg11_bn-6002323d.pth` on disk; without it, it is downloaded (and verified) into
     /// the cache when a `pretrained` training is to run (not for one found up to date). Also read from
     /// `$VGGQ_WEIGHTS`.
-    #[arg(long, env = "VGGQ_WEIGHTS", value_parser = super::non_empty_path())]
+    #[arg(long, env = super::WEIGHTS_VARIABLE, value_parser = super::non_empty_path())]
     weights: Option<PathBuf>,
     /// Output folder; default `artifacts/<profile>`.
     #[arg(long)]
@@ -134,12 +134,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
-        Init::Pretrained => Some(PretrainedWeightsSource::new(args.weights)),
+        Init::Pretrained => Some(PretrainedWeightsSource::new(args.weights)?),
         Init::Random => None,
     };
     let inputs: Vec<&Path> = weights.iter().filter_map(PretrainedWeightsSource::input).collect();
     // The data by its content, whatever its form (archive, folder, download).
-    let data_digest = data::source_digest(&data_source)?;
+    let data_digest = super::data_digest(&data_source)?;
     let step = Step::new(
         "train",
         &out,
@@ -196,10 +196,19 @@ impl TrainingInputs {
         let cifar = super::load_data(source)?;
         let (dataset, classes) = (cifar.fingerprint.to_string(), cifar.classes.clone());
         let data = RunData::new(cifar, profile)?;
-        let weights = weights.map(PretrainedWeightsSource::fetch).transpose()?;
-        if let Some(weights) = &weights {
-            vggq::model::check_features(&profile.model, &weights.path)?;
-        }
+        let weights = weights
+            .map(|source| {
+                let given = source.input().map(Path::to_path_buf);
+                let checked = source.fetch().and_then(|weights| {
+                    vggq::model::check_features(&profile.model, &weights.path)?;
+                    Ok(weights)
+                });
+                match given {
+                    Some(path) => super::naming_variable(checked, super::WEIGHTS_VARIABLE, &path),
+                    None => checked,
+                }
+            })
+            .transpose()?;
         Ok(Self { data, dataset, classes, weights })
     }
 
@@ -261,8 +270,22 @@ pub(super) enum PretrainedWeightsSource {
 }
 
 impl PretrainedWeightsSource {
-    pub(super) fn new(given: Option<PathBuf>) -> Self {
-        given.map_or(Self::Torchvision, Self::Given)
+    /// The file given, which must be there (it is hashed into the step's key before it is read), else
+    /// torchvision's.
+    pub(super) fn new(given: Option<PathBuf>) -> Result<Self> {
+        match given {
+            Some(path) => Self::require_file(&path).map(|()| Self::Given(path)),
+            None => Ok(Self::Torchvision),
+        }
+    }
+
+    /// Fails where the given `path` names no file.
+    fn require_file(path: &Path) -> Result<()> {
+        let found = match path.is_file() {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!("--weights {} names no file", path.display())),
+        };
+        super::naming_variable(found, super::WEIGHTS_VARIABLE, path)
     }
 
     /// Where QAT (fp32match) of the run at `run` gets its ImageNet weights: `given`, else the file its
@@ -270,7 +293,7 @@ impl PretrainedWeightsSource {
     /// its digest), else torchvision's; refused unless they are the weights its training started from
     /// (`trained_from`, recorded by builds since they were), as the recipe has it.
     pub(super) fn for_qat_of(run: &Path, trained_from: Option<&WeightsFile>, given: Option<PathBuf>) -> Result<Self> {
-        let Some(trained_from) = trained_from else { return Ok(Self::new(given)) };
+        let Some(trained_from) = trained_from else { return Self::new(given) };
         let published = VGG11_BN_IMAGENET1K_V1.expected.digest;
         let (run, recorded) = (run.display(), &trained_from.sha256);
         let path = match given {
@@ -284,9 +307,7 @@ impl PretrainedWeightsSource {
                 trained_from.path.display()
             ),
         };
-        if !path.is_file() {
-            bail!("--weights {} names no file", path.display());
-        }
+        Self::require_file(&path)?;
         let sha256 = data::file_digest(&path, DigestAlgorithm::Sha256).context("reading the ImageNet weights")?.hex;
         if sha256 != *recorded {
             bail!(

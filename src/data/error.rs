@@ -26,7 +26,7 @@ pub enum DataError {
         source: io::Error,
     },
 
-    /// A local data source is a file of no bytes (a copy or download that never began).
+    /// A local data source, or an image in it, is a file of no bytes (a copy or download that never began).
     #[error("`{path}` is empty (0 bytes): a copy or download of it that never began?")]
     EmptyFile { path: PathBuf },
 

@@ -79,13 +79,19 @@ fn read_split(tree: &FileTree, split_folder: &str, classes: &[String]) -> Result
 
 /// Why one image could not be decoded, before the path is attached.
 enum DecodeError {
+    /// No bytes at all, which the decoder would call an unknown format.
+    Empty,
     NotAnImage(image::ImageError),
-    WrongSize { width: u32, height: u32 },
+    WrongSize {
+        width: u32,
+        height: u32,
+    },
 }
 
 impl DecodeError {
     fn at(self, path: std::path::PathBuf) -> DataError {
         match self {
+            DecodeError::Empty => DataError::EmptyFile { path },
             DecodeError::NotAnImage(source) => DataError::NotAnImage { path, source },
             DecodeError::WrongSize { width, height } => DataError::WrongImageSize { path, width, height, expected: SOURCE_SIDE },
         }
@@ -96,6 +102,9 @@ impl DecodeError {
 /// colour types to RGB as torchvision's loader does with `convert("RGB")`. The size is checked from the
 /// header, before any pixel is decoded or allocated.
 fn decode_into(bytes: &[u8], out: &mut [u8]) -> Result<(), DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
     let decoder = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|error| DecodeError::NotAnImage(image::ImageError::IoError(error)))?

@@ -19,6 +19,15 @@ pub enum ModelError {
     /// The checkpoint file does not exist.
     #[error("ImageNet weights `{0}` not found")]
     MissingCheckpoint(PathBuf),
+    /// The checkpoint file holds no bytes.
+    #[error("the ImageNet weights `{0}` are empty (0 bytes): a copy or download of them that never began?")]
+    EmptyCheckpoint(PathBuf),
+    /// The checkpoint file is not in a format `torch.save` writes.
+    #[error(
+        "the ImageNet weights `{0}` are not a PyTorch checkpoint: `torch.save` writes a zip archive (or, before \
+         PyTorch 1.6, a pickle stream), and this file begins as neither"
+    )]
+    NotACheckpoint(PathBuf),
     /// The checkpoint could not be read, or one of its tensors does not fit the model.
     #[error("reading the ImageNet weights `{path}` (a PyTorch state dict, torchvision's VGG11-BN): {message}")]
     Checkpoint { path: PathBuf, message: String },

@@ -58,6 +58,7 @@ pub fn load_features<B: Backend>(mut model: Vgg<B>, config: &VggConfig, path: &P
     if !path.is_file() {
         return Err(ModelError::MissingCheckpoint(path.to_path_buf()));
     }
+    check_saved_by_torch(path)?;
     let mut store = PytorchStore::from_file(path)
         .map_indices_contiguous(false)
         .allow_partial(true)
@@ -85,6 +86,29 @@ pub fn load_features<B: Backend>(mut model: Vgg<B>, config: &VggConfig, path: &P
         return Err(ModelError::UnexpectedTensor { path: path.to_path_buf(), key: key.clone() });
     }
     Ok(model)
+}
+
+/// Fails unless the file at `path` begins as `torch.save` writes: a zip archive (PyTorch 1.6 on), a
+/// pickle stream (the legacy format), or a tar archive (the oldest releases), the formats burn-store
+/// reads. Any other file would get burn-store's account of its first pickle opcode, and an empty one
+/// the same, where the user needs to hear that the file is not a checkpoint at all.
+fn check_saved_by_torch(path: &Path) -> Result<(), ModelError> {
+    use std::io::Read;
+    const ZIP: &[u8] = b"PK\x03\x04";
+    const PICKLE_PROTOCOL: u8 = 0x80;
+    const TAR_MAGIC: (usize, &[u8]) = (257, b"ustar");
+    let mut head = Vec::with_capacity(TAR_MAGIC.0 + TAR_MAGIC.1.len());
+    std::fs::File::open(path)
+        .and_then(|file| file.take(head.capacity() as u64).read_to_end(&mut head))
+        .map_err(|source| ModelError::Checkpoint { path: path.to_path_buf(), message: source.to_string() })?;
+    if head.is_empty() {
+        return Err(ModelError::EmptyCheckpoint(path.to_path_buf()));
+    }
+    let is_tar = head.get(TAR_MAGIC.0..) == Some(TAR_MAGIC.1);
+    match head.starts_with(ZIP) || head[0] == PICKLE_PROTOCOL || is_tar {
+        true => Ok(()),
+        false => Err(ModelError::NotACheckpoint(path.to_path_buf())),
+    }
 }
 
 /// Fails unless the file at `path` loads into `config`'s features, tried on the CPU on a model made for
