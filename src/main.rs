@@ -4,7 +4,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 
 /// Large blocks are kept for reuse when freed (see [`vggq::backend::BlockReuse`]).
@@ -22,6 +22,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{}", cli::error_report(&error));
+            // A training stopped on a signal ends as the signal would have ended it (a shell's script, a
+            // job runner, see the signal, not an exit status of our own).
+            if let Some(signal) = vggq::train::stop::requested() {
+                signal.end_process();
+            }
             ExitCode::FAILURE
         }
     }
@@ -31,5 +36,6 @@ fn run() -> Result<()> {
     vggq::backend::export_cuda_path();
     vggq::backend::disable_device_select_without_display();
     vggq::backend::join_cpu_pool()?;
+    vggq::train::stop::watch_signals().context("watching for SIGINT and SIGTERM")?;
     cli::Cli::parse().run()
 }

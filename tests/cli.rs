@@ -619,6 +619,45 @@ fn a_path_that_is_not_utf8_is_no_panic() {
     assert!(message.contains("/nonexistent"), "{message}");
 }
 
+/// `train` asked to stop by SIGTERM (a job's time limit) as it trains saves its state at its next
+/// progress read (its interval takes no checkpoint of its own), says where, and ends as SIGTERM ends a
+/// process; run again, it resumes there and ends with the smoke run's model.
+#[test]
+fn a_training_asked_to_stop_saves_its_state_and_resumes_from_it() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let golden = util::golden_run();
+    let run = tempfile::tempdir().unwrap();
+    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
+    let args = ["train", "--profile", "smoke", "--out", folder, "--checkpoint-minutes", "600", "--device", "cpu", "--data", data];
+    let mut training =
+        Command::new(env!("CARGO_BIN_EXE_vggq")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Signalled once it says it trains and listens (before, SIGTERM would end it at once).
+    let said = std::io::BufReader::new(training.stdout.take().unwrap()).lines().map(Result::unwrap);
+    let listening = said.take_while(|line| line != vggq::train::stop::HOW_TO_STOP).count();
+    let terminated = Command::new("kill").args(["-TERM", &training.id().to_string()]).status().unwrap();
+    assert!(terminated.success());
+    let stopped = training.wait_with_output().unwrap();
+    let message = stderr(&stopped);
+    assert_eq!(stopped.status.signal(), Some(15), "after {listening} lines: {message}");
+    let checkpoint = run.path().join(checkpoint_in_run("train"));
+    let saved = format!(" of 250 in epoch 1 of 2: its state is saved in {}, and the same command resumes", checkpoint.display());
+    assert!(message.contains("SIGTERM: stopping at the training's next progress read"), "{message}");
+    assert!(message.contains("stopped on SIGTERM after step ") && message.contains(&saved), "{message}");
+
+    let resumed = vggq(&args, &[]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        String::from_utf8_lossy(&resumed.stdout).contains("resuming after step "),
+        "{}",
+        String::from_utf8_lossy(&resumed.stdout)
+    );
+    assert!(!checkpoint.exists(), "train finished and left its checkpoint");
+    let same = std::fs::read(run.path().join(MODEL_FILE)).unwrap() == std::fs::read(golden.join(MODEL_FILE)).unwrap();
+    assert!(same, "train, stopped and resumed, wrote another model than the smoke run's");
+}
+
 /// `train` killed once its first checkpoint inside an epoch is saved (`--checkpoint-minutes 0`: at every
 /// progress read), and `quantize` once its first epoch is (with an interval that takes none inside an
 /// epoch), then run again: each resumes there, ends with the smoke run's bytes (the

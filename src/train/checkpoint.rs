@@ -21,6 +21,7 @@ use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, Record};
 use serde::{Deserialize, Serialize};
 
+use super::stop::StopSignal;
 use super::{EpochReport, ForwardState, SgdOptimizer};
 use crate::model::{TrainingBackend, Vgg};
 use crate::score::ScoreSumValues;
@@ -94,6 +95,18 @@ pub enum CheckpointError {
     /// The device failed while the training resumed.
     #[error("resuming from {path}: {reason}")]
     Device { path: PathBuf, reason: String },
+    /// A signal asked the training to stop, and it did at a progress read or an epoch's end (after `place`),
+    /// its state saved there unless the write failed (said as it failed).
+    #[error("stopped on {signal} after {place}: {}", resuming_after_stop(*.saved, .path))]
+    Stopped { signal: StopSignal, place: String, path: PathBuf, saved: bool },
+}
+
+/// Where the same command resumes after a stop, by whether the state at the stop was `saved` at `path`.
+fn resuming_after_stop(saved: bool, path: &Path) -> String {
+    match saved {
+        true => format!("its state is saved in {}, and the same command resumes from there", path.display()),
+        false => "its state could not be saved, and the same command resumes from the checkpoint before, if any".into(),
+    }
 }
 
 impl Checkpoints {
@@ -171,7 +184,7 @@ impl Checkpoints {
     /// reads from another thread would run it at times of their own), and written by a thread of its own
     /// while the training goes on, through the project's atomic write: a run killed while it writes keeps
     /// the previous checkpoint. A checkpoint that cannot be written is said, and the training goes on
-    /// without it.
+    /// without it. Returns whether the write began.
     pub fn save<B: TrainingBackend>(
         &self,
         model: &Vgg<B>,
@@ -179,7 +192,7 @@ impl Checkpoints {
         forward: ForwardState,
         epochs: &[EpochReport],
         unfinished: Option<UnfinishedEpoch>,
-    ) {
+    ) -> bool {
         self.wait();
         *self.last.lock().expect("only the training's thread sets the clock") = Instant::now();
         let file = CheckpointFile {
@@ -197,31 +210,42 @@ impl Checkpoints {
         drop(file);
         let path = self.path.clone();
         match std::thread::Builder::new().name("vggq-checkpoint".into()).spawn(move || crate::atomic::write(&path, &bytes)) {
-            Ok(writer) => *self.writing.lock().expect("no writer panics holding the lock") = Some(writer),
+            Ok(writer) => {
+                *self.writing.lock().expect("no writer panics holding the lock") = Some(writer);
+                true
+            }
             Err(error) => self.not_written(&error.to_string()),
         }
     }
 
-    /// Waits for the write in flight, if any; one that failed is said.
-    pub fn wait(&self) {
+    /// Waits for the write in flight, if any; one that failed is said. Returns whether it was written.
+    pub fn wait(&self) -> bool {
         let writer = self.writing.lock().expect("no writer panics holding the lock").take();
-        self.finish(writer);
+        self.finish(writer)
     }
 
-    fn finish(&self, writer: Option<JoinHandle<std::io::Result<()>>>) {
+    /// The training stopped on `signal` after `place`, where a checkpoint's write began (`began`), once
+    /// that write has finished.
+    pub(super) fn stopped(&self, signal: StopSignal, place: String, began: bool) -> CheckpointError {
+        let written = self.wait();
+        CheckpointError::Stopped { signal, place, path: self.path.clone(), saved: began && written }
+    }
+
+    fn finish(&self, writer: Option<JoinHandle<std::io::Result<()>>>) -> bool {
         match writer.map(JoinHandle::join) {
-            None | Some(Ok(Ok(()))) => {}
+            None | Some(Ok(Ok(()))) => true,
             Some(Ok(Err(error))) => self.not_written(&error.to_string()),
             Some(Err(_)) => self.not_written("its writer panicked"),
         }
     }
 
-    fn not_written(&self, reason: &str) {
+    fn not_written(&self, reason: &str) -> bool {
         eprintln!(
             "warning: {} was not written ({reason}); training goes on, and a run stopped from here resumes from the \
              previous checkpoint, if any",
             self.path.display()
         );
+        false
     }
 }
 

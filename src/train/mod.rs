@@ -3,10 +3,12 @@
 //! summed on the device and read at the end (the bar shows a loss read every
 //! [`PROGRESS_READ_INTERVAL`] steps), and the next batch is uploaded while a step runs. After each epoch
 //! but the last, and inside an epoch at a progress read every so often, the state is saved
-//! ([`checkpoint`]) for a killed run to resume from.
+//! ([`checkpoint`]) for a killed run to resume from, and where a signal asks it to stop ([`stop`]).
 
 mod checkpoint;
+pub mod stop;
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -171,7 +173,11 @@ pub fn train_epoch<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
     device: &B::Device,
     bar: &ProgressBar,
 ) -> (Vgg<B>, Score, f64) {
-    train_epoch_from(model, optimizer, EpochRun::from_the_start(batches, learning_rate), forward, device, bar, |_| {})
+    let epoch = EpochRun::from_the_start(batches, learning_rate);
+    match train_epoch_from(model, optimizer, epoch, forward, device, bar, |_| ControlFlow::Continue(())) {
+        ControlFlow::Continue(trained) => trained,
+        ControlFlow::Break(()) => unreachable!("an epoch whose progress reads never stop it runs to its end"),
+    }
 }
 
 /// An epoch to train: its batches from where it starts, its learning rate, and what its steps before
@@ -215,7 +221,8 @@ struct ProgressRead<'a, B: TrainingBackend, O, F> {
 /// (every [`PROGRESS_READ_INTERVAL`] steps of the epoch, where the host reads the loss and so has waited
 /// for the device, and BatchNorm's running statistics are folded in: a checkpoint taken there, which
 /// reads the state, queues nothing a run without it would not). Returns the trained model, its training
-/// score over the whole epoch and the epoch's training seconds.
+/// score over the whole epoch and the epoch's training seconds, or `Break` where `at_read` stopped the
+/// epoch.
 fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForward<B>>(
     mut model: Vgg<B>,
     optimizer: &mut O,
@@ -223,8 +230,8 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
     forward: &mut F,
     device: &B::Device,
     bar: &ProgressBar,
-    mut at_read: impl FnMut(ProgressRead<'_, B, O, F>),
-) -> (Vgg<B>, Score, f64) {
+    mut at_read: impl FnMut(ProgressRead<'_, B, O, F>) -> ControlFlow<()>,
+) -> ControlFlow<(), (Vgg<B>, Score, f64)> {
     let started = Instant::now();
     let EpochRun { batches, learning_rate, steps, mut sum, seconds: seconds_before } = epoch;
     // What `at_read` took (a checkpoint's reads and encoding), which is not training.
@@ -236,6 +243,14 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
         model = stepped;
         sum.add(logits.inner(), batch.labels.inner(), loss.inner(), batch.len);
         bar.inc(1);
+        if let Some(signal) = stop::newly_requested() {
+            bar.suspend(|| {
+                eprintln!(
+                    "{signal}: stopping at the training's next progress read (every {PROGRESS_READ_INTERVAL} steps), where \
+                     its state is saved for the same command to resume from; {signal} again stops at once"
+                )
+            });
+        }
         if (step + 1) % PROGRESS_READ_INTERVAL == 0 {
             // In every run, checkpoint or not: a checkpoint's record folds them in, and a GPU backend
             // that fuses its queue would otherwise run the fold here in one run and with the next step's
@@ -244,13 +259,13 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
             bar.set_message(format!("loss {:.3}", sum.mean_loss()));
             let seconds = seconds_before + started.elapsed().as_secs_f64() - reading;
             let called = Instant::now();
-            at_read(ProgressRead { model: &model, optimizer, forward, steps: step + 1, sum: &sum, seconds });
+            at_read(ProgressRead { model: &model, optimizer, forward, steps: step + 1, sum: &sum, seconds })?;
             reading += called.elapsed().as_secs_f64();
         }
     }
     // The score's reads wait for the device: the epoch's time includes its last steps.
     let score = sum.score();
-    (model, score, seconds_before + started.elapsed().as_secs_f64() - reading)
+    ControlFlow::Continue((model, score, seconds_before + started.elapsed().as_secs_f64() - reading))
 }
 
 /// Trains `model` for `config.epochs`, printing a bar per epoch and a summary line after each, resuming
@@ -296,6 +311,11 @@ pub fn train_with<B: TrainingBackend, F: TrainingForward<B>>(
         unfinished = checkpoint.unfinished;
     }
     let batch_count = train_batches.batch_count();
+    // A training that keeps checkpoints stops where a signal asks, at a place one can resume from.
+    let _listening = checkpoints.map(|_| {
+        println!("{}", stop::HOW_TO_STOP);
+        stop::Listening::start()
+    });
     for epoch in reports.len() + 1..=config.epochs {
         let bar = progress_bar(batch_count, format!("epoch {epoch}/{}", config.epochs));
         let run = match unfinished.take() {
@@ -305,27 +325,53 @@ pub fn train_with<B: TrainingBackend, F: TrainingForward<B>>(
             }
             None => EpochRun::from_the_start(train_batches.epoch(epoch as u64), config.learning_rate),
         };
-        let (trained, train, seconds) = train_epoch_from(model, &mut optimizer, run, forward, device, &bar, |read| {
+        let mut stopped = None;
+        let epoch_run = train_epoch_from(model, &mut optimizer, run, forward, device, &bar, |read| {
+            let stop = stop::requested();
             // The epoch's last step is followed by the epoch's own checkpoint.
-            if let Some(checkpoints) = checkpoints.filter(|c| read.steps < batch_count && c.is_due()) {
+            if let Some(checkpoints) = checkpoints.filter(|c| read.steps < batch_count && (stop.is_some() || c.is_due())) {
                 let unfinished = UnfinishedEpoch { steps: read.steps, sum: read.sum.values(), seconds: read.seconds };
-                checkpoints.save(read.model, read.optimizer, read.forward.state(), &reports, Some(unfinished));
+                let began = checkpoints.save(read.model, read.optimizer, read.forward.state(), &reports, Some(unfinished));
+                if let Some(signal) = stop {
+                    let place = place(epoch - 1, read.steps, batch_count, config.epochs);
+                    stopped = Some(checkpoints.stopped(signal, place, began));
+                    return ControlFlow::Break(());
+                }
             }
+            ControlFlow::Continue(())
         });
-        model = trained;
         bar.finish_and_clear();
+        let ControlFlow::Continue((trained, train, seconds)) = epoch_run else {
+            return Err(stopped.expect("only a stop, with its checkpoint, breaks an epoch"));
+        };
+        model = trained;
         let val = score_model(&model.valid(), val_batches, device, "validation");
         let report = EpochReport { epoch, train, val, train_images_per_sec: train.images as f64 / seconds };
         println!("{report}");
         reports.push(report);
         if let Some(checkpoints) = checkpoints.filter(|_| epoch < config.epochs) {
-            checkpoints.save(&model, &optimizer, forward.state(), &reports, None);
+            let began = checkpoints.save(&model, &optimizer, forward.state(), &reports, None);
+            if let Some(signal) = stop::requested() {
+                return Err(checkpoints.stopped(signal, place(epoch, 0, batch_count, config.epochs), began));
+            }
         }
     }
     if let Some(checkpoints) = checkpoints {
         checkpoints.wait();
+        if let Some(signal) = stop::requested() {
+            eprintln!("{signal}: the training ended before its next progress read; the step goes on to its end");
+        }
     }
     Ok((model, reports))
+}
+
+/// Where a training is, after `finished` of its `epochs` and `steps` of the next one's `batch_count`:
+/// "epoch 1 of 5", "step 50 of 1250 in epoch 2 of 5".
+fn place(finished: usize, steps: usize, batch_count: usize, epochs: usize) -> String {
+    match steps {
+        0 => format!("epoch {finished} of {epochs}"),
+        steps => format!("step {steps} of {batch_count} in epoch {} of {epochs}", finished + 1),
+    }
 }
 
 /// The checkpoint `checkpoints` holds for this training, if any, with `forward`'s state put back and the
@@ -354,10 +400,7 @@ fn resume<B: TrainingBackend>(
     if finished >= config.epochs || steps_into_next >= batch_count {
         return Err(unfit());
     }
-    let place = match steps_into_next {
-        0 => format!("epoch {finished} of {}", config.epochs),
-        steps => format!("step {steps} of {batch_count} in epoch {} of {}", finished + 1, config.epochs),
-    };
+    let place = place(finished, steps_into_next, batch_count, config.epochs);
     println!("resuming after {place} from {} (an earlier run of this training stopped there)", checkpoints.path().display());
     // The draws of the steps before the checkpoint, in the order the run made them: Burn draws a
     // parameter when it is first read, so the first step's forward pass draws the initial parameters
