@@ -72,6 +72,8 @@ deadline=$(( started + ${VGGQ_CHECK_SECONDS:-$($dry_run && echo 3600 || echo 540
 cap_scale=$($dry_run && echo 4 || echo 1)
 # Background stages get process groups of their own, so that a stage past its time is stopped whole.
 set -m
+# Seconds a stage's group has to end once stopped (a training saves its state first), before it is killed.
+STOP_GRACE=30
 
 # stage NAME CAP COMMAND...: runs COMMAND in a subshell for at most CAP seconds (times cap_scale; and not past the
 # deadline), records its status and duration; never stops the script. A stage with under 10 s left is
@@ -96,6 +98,12 @@ stage() {
         wait "$pid"
         status=$?
         kill -- -"$watchdog" 2>/dev/null
+        # A vggq training stopped by the watchdog's SIGTERM saves its state at its next progress read
+        # before it ends: its group has STOP_GRACE seconds for that, then is killed, so that no stage runs
+        # beside the next. A stage that ended by itself left no group.
+        local waited=0
+        while kill -0 -- -"$pid" 2>/dev/null && (( waited < STOP_GRACE * 10 )); do sleep 0.1; waited=$(( waited + 1 )); done
+        kill -KILL -- -"$pid" 2>/dev/null
         (( $(date +%s) - begin < limit )) || status=timeout
     fi
     echo "$name $status $(( $(date +%s) - begin ))" >> "$work/stages"

@@ -5,7 +5,6 @@ mod cli;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 
 /// Large blocks are kept for reuse when freed (see [`vggq::backend::BlockReuse`]).
 #[global_allocator]
@@ -21,7 +20,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("{}", cli::error_report(&error));
+            vggq::train::stop::say(format_args!("{}", cli::error_report(&error)));
             // A training stopped on a signal ends as the signal would have ended it (a shell's script, a
             // job runner, see the signal, not an exit status of our own).
             if let Some(signal) = vggq::train::stop::requested() {
@@ -37,5 +36,5 @@ fn run() -> Result<()> {
     vggq::backend::disable_device_select_without_display();
     vggq::backend::join_cpu_pool()?;
     vggq::train::stop::watch_signals().context("watching for SIGINT and SIGTERM")?;
-    cli::Cli::parse().run()
+    cli::Cli::parse_noting_environment().run()
 }

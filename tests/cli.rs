@@ -633,17 +633,27 @@ fn a_training_asked_to_stop_saves_its_state_and_resumes_from_it() {
     let args = ["train", "--profile", "smoke", "--out", folder, "--checkpoint-minutes", "600", "--device", "cpu", "--data", data];
     let mut training =
         Command::new(env!("CARGO_BIN_EXE_vggq")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    // Signalled once it says it trains and listens (before, SIGTERM would end it at once).
-    let said = std::io::BufReader::new(training.stdout.take().unwrap()).lines().map(Result::unwrap);
-    let listening = said.take_while(|line| line != vggq::train::stop::HOW_TO_STOP).count();
+    // Signalled once it says it trains and listens (before, SIGTERM would end it at once); its output is
+    // read to its end, so that it never writes into a closed pipe.
+    let said = std::io::BufReader::new(training.stdout.take().unwrap());
+    let (listening, heard) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in said.lines().map_while(Result::ok) {
+            if line == vggq::train::stop::HOW_TO_STOP {
+                let _ = listening.send(());
+            }
+        }
+    });
+    heard.recv().expect("the training says that it listens");
     let terminated = Command::new("kill").args(["-TERM", &training.id().to_string()]).status().unwrap();
     assert!(terminated.success());
     let stopped = training.wait_with_output().unwrap();
+    reader.join().unwrap();
     let message = stderr(&stopped);
-    assert_eq!(stopped.status.signal(), Some(15), "after {listening} lines: {message}");
+    assert_eq!(stopped.status.signal(), Some(vggq_core::signals::SIGTERM), "{message}");
     let checkpoint = run.path().join(checkpoint_in_run("train"));
-    let saved = format!(" of 250 in epoch 1 of 2: its state is saved in {}, and the same command resumes", checkpoint.display());
-    assert!(message.contains("SIGTERM: stopping at the training's next progress read"), "{message}");
+    let saved = format!(" of 250 in epoch 1 of 2: its state is saved in {}, and the same command", checkpoint.display());
+    assert!(message.contains("SIGTERM: the training stops at its next progress read"), "{message}");
     assert!(message.contains("stopped on SIGTERM after step ") && message.contains(&saved), "{message}");
 
     let resumed = vggq(&args, &[]);

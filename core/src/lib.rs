@@ -8,7 +8,8 @@
 //! - [`atomic`]: files that appear whole or not at all;
 //! - [`interrupted`]: a run killed once its checkpoint is written, for the resume checks;
 //! - [`rounds`]: benchmarks in alternating rounds, summarised by medians and spreads;
-//! - [`run_folder`]: the names of the files a run folder holds.
+//! - [`run_folder`]: the names of the files a run folder holds;
+//! - [`signals`]: the signals that end a run early, which vggq and xtask act on before they end.
 
 pub mod atomic;
 pub mod interrupted;
@@ -17,6 +18,7 @@ pub mod names;
 pub mod places;
 pub mod rounds;
 pub mod run_folder;
+pub mod signals;
 
 pub use limits::Limits;
 pub use names::{flag_value, DeviceRequest, Init, ModelShape, ProfileName, QatMode, Variant, DEFAULT_BATCH_SIZE};

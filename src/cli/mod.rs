@@ -68,10 +68,35 @@ const DATA_VARIABLE: &str = "VGGQ_DATA";
 /// The variable `--weights` defaults to.
 const WEIGHTS_VARIABLE: &str = "VGGQ_WEIGHTS";
 
+/// The path flags that may come from the environment, by their ids, with their variables.
+const PATH_VARIABLES: [(&str, &str); 2] = [("data", DATA_VARIABLE), ("weights", WEIGHTS_VARIABLE)];
+
+/// The variables of [`PATH_VARIABLES`] that gave this command a value (where no flag did), as clap saw.
+static GIVEN_BY_ENVIRONMENT: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+
+impl Cli {
+    /// The command line, parsed, noting which path variables gave it values ([`naming_variable`]).
+    pub fn parse_noting_environment() -> Self {
+        use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        if let Some((_, command)) = matches.subcommand() {
+            let from_environment = PATH_VARIABLES
+                .into_iter()
+                .filter(|(id, _)| {
+                    command.ids().any(|known| known == id) && command.value_source(id) == Some(ValueSource::EnvVariable)
+                })
+                .map(|(_, variable)| variable)
+                .collect();
+            GIVEN_BY_ENVIRONMENT.set(from_environment).expect("the command line is parsed once");
+        }
+        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
+}
+
 /// `result`, with its error said to be about the path `variable` gave where it gave `path`: a path set
 /// in the environment long ago is hard to recognise in a message (a stale folder, a blank).
 fn naming_variable<T>(result: Result<T>, variable: &str, path: &std::path::Path) -> Result<T> {
-    match std::env::var_os(variable).is_some_and(|value| std::path::Path::new(&value) == path) {
+    match GIVEN_BY_ENVIRONMENT.get().is_some_and(|given| given.contains(&variable)) {
         true => result.with_context(|| format!("`{}` comes from the environment (${variable})", path.display())),
         false => result,
     }

@@ -97,9 +97,10 @@ fn check_saved_by_torch(path: &Path) -> Result<(), ModelError> {
     const ZIP: &[u8] = b"PK\x03\x04";
     const PICKLE_PROTOCOL: u8 = 0x80;
     const TAR_MAGIC: (usize, &[u8]) = (257, b"ustar");
-    let mut head = Vec::with_capacity(TAR_MAGIC.0 + TAR_MAGIC.1.len());
+    let head_len = TAR_MAGIC.0 + TAR_MAGIC.1.len();
+    let mut head = Vec::with_capacity(head_len);
     std::fs::File::open(path)
-        .and_then(|file| file.take(head.capacity() as u64).read_to_end(&mut head))
+        .and_then(|file| file.take(head_len as u64).read_to_end(&mut head))
         .map_err(|source| ModelError::Checkpoint { path: path.to_path_buf(), message: source.to_string() })?;
     if head.is_empty() {
         return Err(ModelError::EmptyCheckpoint(path.to_path_buf()));

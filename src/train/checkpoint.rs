@@ -104,8 +104,11 @@ pub enum CheckpointError {
 /// Where the same command resumes after a stop, by whether the state at the stop was `saved` at `path`.
 fn resuming_after_stop(saved: bool, path: &Path) -> String {
     match saved {
-        true => format!("its state is saved in {}, and the same command resumes from there", path.display()),
-        false => "its state could not be saved, and the same command resumes from the checkpoint before, if any".into(),
+        true => format!("its state is saved in {}, and the same command (without --force) resumes from there", path.display()),
+        false => {
+            "its state could not be saved, and the same command (without --force) resumes from the checkpoint before, if any"
+                .into()
+        }
     }
 }
 
@@ -240,11 +243,10 @@ impl Checkpoints {
     }
 
     fn not_written(&self, reason: &str) -> bool {
-        eprintln!(
-            "warning: {} was not written ({reason}); training goes on, and a run stopped from here resumes from the \
-             previous checkpoint, if any",
+        super::stop::say(format_args!(
+            "warning: {} was not written ({reason}); a run stopped from here resumes from the previous checkpoint, if any",
             self.path.display()
-        );
+        ));
         false
     }
 }

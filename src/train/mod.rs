@@ -8,6 +8,7 @@
 mod checkpoint;
 pub mod stop;
 
+use std::io::Write;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
@@ -245,10 +246,11 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
         bar.inc(1);
         if let Some(signal) = stop::newly_requested() {
             bar.suspend(|| {
-                eprintln!(
-                    "{signal}: stopping at the training's next progress read (every {PROGRESS_READ_INTERVAL} steps), where \
-                     its state is saved for the same command to resume from; {signal} again stops at once"
-                )
+                stop::say(format_args!(
+                    "{signal}: the training stops at its next progress read (every {PROGRESS_READ_INTERVAL} steps) or its \
+                     epoch's end, where its state is saved (a training that ends first finishes its step); {signal} again \
+                     stops at once"
+                ))
             });
         }
         if (step + 1) % PROGRESS_READ_INTERVAL == 0 {
@@ -312,9 +314,10 @@ pub fn train_with<B: TrainingBackend, F: TrainingForward<B>>(
     }
     let batch_count = train_batches.batch_count();
     // A training that keeps checkpoints stops where a signal asks, at a place one can resume from.
-    let _listening = checkpoints.map(|_| {
+    let listening = checkpoints.map(|_| {
+        let listening = stop::Listening::start();
         println!("{}", stop::HOW_TO_STOP);
-        stop::Listening::start()
+        listening
     });
     for epoch in reports.len() + 1..=config.epochs {
         let bar = progress_bar(batch_count, format!("epoch {epoch}/{}", config.epochs));
@@ -347,7 +350,8 @@ pub fn train_with<B: TrainingBackend, F: TrainingForward<B>>(
         model = trained;
         let val = score_model(&model.valid(), val_batches, device, "validation");
         let report = EpochReport { epoch, train, val, train_images_per_sec: train.images as f64 / seconds };
-        println!("{report}");
+        // Not `println!`: once a stop is asked for, the pipe this went to may be gone (Ctrl-C ends a `tee`).
+        let _ = writeln!(std::io::stdout(), "{report}");
         reports.push(report);
         if let Some(checkpoints) = checkpoints.filter(|_| epoch < config.epochs) {
             let began = checkpoints.save(&model, &optimizer, forward.state(), &reports, None);
@@ -356,10 +360,12 @@ pub fn train_with<B: TrainingBackend, F: TrainingForward<B>>(
             }
         }
     }
+    // From here a signal ends vggq at once, and one that came since the last read is said to have.
+    drop(listening);
     if let Some(checkpoints) = checkpoints {
         checkpoints.wait();
         if let Some(signal) = stop::requested() {
-            eprintln!("{signal}: the training ended before its next progress read; the step goes on to its end");
+            stop::say(format_args!("{signal}: the training ended before its next progress read; its step goes on to its end"));
         }
     }
     Ok((model, reports))

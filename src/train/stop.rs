@@ -1,18 +1,18 @@
-//! A stop asked for by a signal: SIGINT (Ctrl-C) or SIGTERM (a job's time limit, `docker stop`, a
-//! shutdown). While a training that keeps checkpoints runs, the first such signal asks it to save its
-//! state at its next progress read and end there, where the signal's own action would lose every step
-//! since its last checkpoint (up to [`DEFAULT_INTERVAL`](super::DEFAULT_INTERVAL) of them); the command
-//! then says where it stopped and ends as the signal would have ended it, so that a shell or a job
-//! runner sees the signal. A second signal, or one while no such training runs, ends vggq at once.
+//! A stop asked for by a signal ([`vggq_core::signals`]: Ctrl-C, SIGTERM). While a training that keeps
+//! checkpoints runs, the first such signal asks it to save its state at its next progress read (or its
+//! epoch's end) and end there, where the signal's own action would lose every step since its last
+//! checkpoint (up to [`DEFAULT_INTERVAL`](super::DEFAULT_INTERVAL) of them); the command then says where
+//! it stopped and ends as the signal would have ended it. A second signal, or one while no such training
+//! runs, ends vggq at once. What the training writes once asked to stop ignores a closed output: Ctrl-C
+//! also ends a `| tee` that vggq writes to, and a failed write would otherwise panic before the save.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use vggq_core::signals::{self, Signals};
 
 /// What a training that listens says as it starts.
-pub const HOW_TO_STOP: &str =
-    "Ctrl-C (SIGINT) or SIGTERM stops the training at its next progress read, its state saved for the same command to resume from";
+pub const HOW_TO_STOP: &str = "Ctrl-C (SIGINT) or SIGTERM stops the training at its next progress read, its state saved \
+                               for the same command (without --force) to resume from";
 
 /// The signal that asked for a stop, 0 for none.
 static REQUESTED: AtomicI32 = AtomicI32::new(0);
@@ -28,27 +28,24 @@ pub struct StopSignal(i32);
 impl StopSignal {
     /// Ends the process as the signal's own action would have.
     pub fn end_process(self) -> ! {
-        // The default action of SIGINT and SIGTERM ends the process; the exit is for a signal that its
-        // table would not know.
-        let _ = signal_hook::low_level::emulate_default_handler(self.0);
-        std::process::exit(128 + self.0)
+        signals::end_as(self.0)
     }
 }
 
 impl std::fmt::Display for StopSignal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(signal_hook::low_level::signal_name(self.0).unwrap_or("a signal"))
+        f.write_str(signals::name(self.0))
     }
 }
 
-/// Receives SIGINT and SIGTERM on a thread of its own from now on, for the life of the process.
+/// Receives the stop signals on a thread of its own from now on, for the life of the process.
 pub fn watch_signals() -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut watched = Signals::new(signals::stop_signals())?;
     std::thread::Builder::new().name("vggq-signals".into()).spawn(move || {
-        for signal in signals.forever() {
+        for signal in watched.forever() {
             let first = REQUESTED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok();
             if !first || LISTENERS.load(Ordering::SeqCst) == 0 {
-                StopSignal(signal).end_process();
+                signals::end_as(signal);
             }
         }
     })?;
@@ -84,4 +81,10 @@ pub fn requested() -> Option<StopSignal> {
 /// once that it goes on to its next progress read.
 pub(super) fn newly_requested() -> Option<StopSignal> {
     requested().filter(|_| !ANNOUNCED.swap(true, Ordering::SeqCst))
+}
+
+/// Writes `line` to standard error, where a failed write (its reader gone) is no reason to stop.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -69,19 +69,32 @@ enum Command {
 
 fn main() -> Result<()> {
     forget_own_package_variables();
+    end_after_commands_on_stop()?;
     let cli = Cli::parse();
     AUTOTUNE.set(cli.autotune).expect("set once, first thing");
     let sh = xshell::Shell::new()?;
     sh.change_dir(workspace_root());
-    match cli.command {
-        Command::All(args) => all::run(&sh, args).map(|_| ()),
-        Command::Test(args) => test::run(&sh, args),
-        Command::Setup => setup(&sh).map(|_| ()),
-        Command::Bench(args) => bench::run(&sh, args),
+    let outcome = dispatch(cli.command, &sh);
+    if outcome.is_err() && STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
+        // The command failed because the signal stopped it, and said so itself: xtask's "terminated by a
+        // signal" would only repeat it. The signal thread ends xtask as the signal would have.
+        loop {
+            std::thread::park();
+        }
+    }
+    outcome
+}
+
+fn dispatch(command: Command, sh: &xshell::Shell) -> Result<()> {
+    match command {
+        Command::All(args) => all::run(sh, args).map(|_| ()),
+        Command::Test(args) => test::run(sh, args),
+        Command::Setup => setup(sh).map(|_| ()),
+        Command::Bench(args) => bench::run(sh, args),
         Command::Inspect(args) => inspect::run(args),
-        Command::Verify(args) => verify::run(&sh, args),
-        Command::DeviceBundle(args) => device_bundle::run(&sh, args),
-        Command::OtherCpus => reproducibility::other_cpus(&sh, &build_vggq(&sh)?),
+        Command::Verify(args) => verify::run(sh, args),
+        Command::DeviceBundle(args) => device_bundle::run(sh, args),
+        Command::OtherCpus => reproducibility::other_cpus(sh, &build_vggq(sh)?),
     }
 }
 
@@ -99,6 +112,49 @@ fn forget_own_package_variables() {
             std::env::remove_var(&name);
         }
     }
+}
+
+/// Whether a stop signal came: the commands' errors from then on are the stop's.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ctrl-C reaches xtask and the commands it runs alike (one process group), SIGTERM maybe xtask alone
+/// (a job runner's): either way xtask ends, as the signal ends a process, only once the commands it runs
+/// have ended, the signal passed on to any that did not get it (SIGTERM's, and one xtask started since).
+/// A `vggq` training saves its state before it ends, and xtask ending at once would give the prompt back
+/// while it still runs (a rerun then refused as busy). A second signal ends xtask at once.
+fn end_after_commands_on_stop() -> std::io::Result<()> {
+    use vggq_core::signals::{self, Signals, SIGINT};
+    let mut watched = Signals::new(signals::stop_signals())?;
+    std::thread::Builder::new().name("xtask-signals".into()).spawn(move || {
+        let Some(signal) = watched.forever().next() else { return };
+        STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The terminal's Ctrl-C reached the commands running now.
+        let mut signalled = if signal == SIGINT { running_commands() } else { Vec::new() };
+        loop {
+            let running = running_commands();
+            // A second signal ends xtask at once, as it does vggq, whatever still runs.
+            if running.is_empty() || watched.pending().next().is_some() {
+                signals::end_as(signal);
+            }
+            let unsignalled: Vec<String> = running.into_iter().filter(|child| !signalled.contains(child)).collect();
+            for child in unsignalled {
+                let _ = std::process::Command::new("kill").arg(format!("-{}", signals::name(signal))).arg(&child).status();
+                signalled.push(child);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })?;
+    Ok(())
+}
+
+/// The process ids of the commands xtask runs now: the children of each of its threads, as Linux lists
+/// them (none where it does not, and xtask then ends at once, as it did before it watched signals).
+fn running_commands() -> Vec<String> {
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    threads
+        .filter_map(|thread| std::fs::read_to_string(thread.ok()?.path().join("children")).ok())
+        .flat_map(|children| children.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
 }
 
 /// A path given on xtask's command line, as the commands xtask runs from the workspace root must see it:
@@ -187,6 +243,17 @@ fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The commands xtask runs are found as its threads' children while they run, and not after.
+    #[test]
+    fn running_commands_are_the_threads_children() {
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        let pid = child.id().to_string();
+        assert!(running_commands().contains(&pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!running_commands().contains(&pid));
+    }
 
     #[test]
     fn a_given_path_means_the_same_place_from_the_root() {

@@ -1,0 +1,52 @@
+//! The signals that end a run early, as `vggq` and `cargo xtask` both watch them: SIGINT (Ctrl-C, sent to
+//! the terminal's whole process group) and SIGTERM (a job's time limit, `docker stop`, a shutdown). Each
+//! acts on them (a training saves its state, xtask waits for the commands it runs) and then ends as the
+//! signal's own action would have ended it, so that a shell's script or a job runner sees the signal.
+
+pub use signal_hook::consts::{SIGINT, SIGTERM};
+pub use signal_hook::iterator::Signals;
+
+/// SIGINT and SIGTERM, less any that this process started with ignored: a background job of a shell
+/// without job control ignores SIGINT, and a handler would make it answer the terminal's Ctrl-C.
+pub fn stop_signals() -> Vec<i32> {
+    [SIGINT, SIGTERM].into_iter().filter(|&signal| !started_ignored(signal)).collect()
+}
+
+/// Whether `signal`'s action is to be ignored, as this process was started with it.
+fn started_ignored(signal: i32) -> bool {
+    // SAFETY: with no new action given, sigaction only writes the current one into `current`, a plain C
+    // struct for which all zeros is a valid value.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0 && current.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Ends the process as `signal`'s own action would.
+pub fn end_as(signal: i32) -> ! {
+    // Both signals' default action ends the process; the exit is the shell's code for one that the
+    // table would not know.
+    let _ = signal_hook::low_level::emulate_default_handler(signal);
+    std::process::exit(128 + signal)
+}
+
+/// `SIGINT`, `SIGTERM`.
+pub fn name(signal: i32) -> &'static str {
+    signal_hook::low_level::signal_name(signal).unwrap_or("a signal")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A signal ignored at the start is left ignored; one with its default action is watched.
+    #[test]
+    fn an_ignored_signal_is_not_watched() {
+        // SAFETY: SIG_IGN and SIG_DFL are plain dispositions; the test binary does not use SIGTERM.
+        unsafe { libc::signal(SIGTERM, libc::SIG_IGN) };
+        assert!(!stop_signals().contains(&SIGTERM));
+        unsafe { libc::signal(SIGTERM, libc::SIG_DFL) };
+        assert!(stop_signals().contains(&SIGTERM));
+        assert_eq!((name(SIGINT), name(SIGTERM)), ("SIGINT", "SIGTERM"));
+    }
+}
