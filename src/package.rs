@@ -53,8 +53,10 @@ pub struct PackagedFile {
 /// Where a package came from: enough to reproduce it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
+    /// The commit the tree was at, "unknown" where the steps ran by hand (only `cargo xtask all` asks git).
     pub git_commit: String,
-    pub git_dirty: bool,
+    /// Whether tracked files differed from that commit; `null` where unknown, as for the commit.
+    pub git_dirty: Option<bool>,
     pub rustc: String,
     pub burn: String,
     pub ort: String,

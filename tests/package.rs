@@ -9,7 +9,7 @@ use vggq_core::run_folder::METRICS_FILE;
 fn provenance() -> Provenance {
     Provenance {
         git_commit: "0123abc".into(),
-        git_dirty: false,
+        git_dirty: Some(false),
         rustc: "rustc 1.95.0".into(),
         burn: vggq::BURN_VERSION.into(),
         ort: "2.0.0-rc.15".into(),

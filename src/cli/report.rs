@@ -148,7 +148,7 @@ fn dataset_name(fingerprint: &str) -> String {
 
 /// Where the run came from. The compiler is the one that built this binary, ONNX Runtime the library
 /// `eval` ran; the git facts come from `cargo xtask all`, which knows them (`VGGQ_GIT_COMMIT`,
-/// `VGGQ_GIT_DIRTY`), and read "unknown" where the steps are run by hand.
+/// `VGGQ_GIT_DIRTY`), and are unknown where the steps are run by hand (not "clean").
 fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str, autotune: Option<AutotuneCache>) -> Result<Provenance> {
     let env = |name: &str| std::env::var(name).unwrap_or_else(|_| "unknown".into());
     let mut providers: Vec<String> = eval.rows.iter().map(|r| format!("{:?}: {}", r.eval.requested, r.eval.placement)).collect();
@@ -156,7 +156,7 @@ fn provenance(run: &TrainedRun, eval: &EvalRun, dataset: &str, autotune: Option<
     providers.extend(eval.unavailable.iter().map(|u| format!("{:?}: not available: {}", u.provider, u.reason)));
     Ok(Provenance {
         git_commit: env("VGGQ_GIT_COMMIT"),
-        git_dirty: env("VGGQ_GIT_DIRTY") == "true",
+        git_dirty: std::env::var("VGGQ_GIT_DIRTY").ok().map(|dirty| dirty == "true"),
         rustc: env!("VGGQ_RUSTC").into(),
         burn: vggq::BURN_VERSION.into(),
         ort: vggq::ORT_CRATE_VERSION.into(),

@@ -125,9 +125,13 @@ fn pending_snapshots(golden: &Path, since: SystemTime) -> Result<Vec<PathBuf>> {
 }
 
 /// The git facts for the package's manifest, which the `vggq` binary cannot know itself (it knows its
-/// compiler and the ONNX Runtime it ran).
+/// compiler and the ONNX Runtime it ran). What git cannot tell (outside a checkout, or without git)
+/// stays unset, and the manifest says it is unknown.
 fn provenance_env(sh: &Shell) -> Vec<xshell::PushEnv<'_>> {
-    let commit = cmd!(sh, "git rev-parse HEAD").read().unwrap_or_else(|_| "unknown".into());
-    let dirty = cmd!(sh, "git status --porcelain --untracked-files=no").read().map(|s| !s.trim().is_empty()).unwrap_or(true);
-    vec![sh.push_env("VGGQ_GIT_COMMIT", commit), sh.push_env("VGGQ_GIT_DIRTY", dirty.to_string())]
+    let Ok(commit) = cmd!(sh, "git rev-parse HEAD").read() else { return Vec::new() };
+    let mut facts = vec![sh.push_env("VGGQ_GIT_COMMIT", commit)];
+    if let Ok(status) = cmd!(sh, "git status --porcelain --untracked-files=no").read() {
+        facts.push(sh.push_env("VGGQ_GIT_DIRTY", (!status.trim().is_empty()).to_string()));
+    }
+    facts
 }
