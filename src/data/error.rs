@@ -114,7 +114,10 @@ pub enum DataError {
     DigestMismatch { url: String, algorithm: DigestAlgorithm, expected: String, actual: String },
 
     /// A profile's subset of the training images asks for more than the data has, or for none.
-    #[error("the profile takes {requested} of the training images, but the data has {available}")]
+    #[error(
+        "the profile takes a seeded {requested} of the training images, but the data has {available}: give it all of \
+         CIFAR-10's training images, or use the full profile, which takes every image the data has"
+    )]
     SubsetSize { requested: usize, available: usize },
 
     /// A loader setting is out of range.

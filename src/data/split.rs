@@ -84,7 +84,9 @@ mod tests {
         let subset = split.subset(10_000, 0).unwrap();
         assert_eq!((subset.train.len(), subset.val.len()), (8_000, 2_000));
         assert!(subset.val.iter().all(|i| split.val.contains(i)));
-        assert!(matches!(split.subset(50_001, 0), Err(DataError::SubsetSize { requested: 50_001, .. })));
+        let too_many = split.subset(50_001, 0).unwrap_err();
+        assert!(matches!(too_many, DataError::SubsetSize { requested: 50_001, available: 50_000 }));
+        assert!(too_many.to_string().ends_with("or use the full profile, which takes every image the data has"), "{too_many}");
         assert!(matches!(split.subset(0, 0), Err(DataError::SubsetSize { .. })));
     }
 }
