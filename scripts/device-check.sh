@@ -45,6 +45,8 @@
 #                                      # smoke-run hands the rest to vggq-autotune); "<stage>:eval"
 #                                      # fails that smoke run's eval on its device (it evaluates again
 #                                      # on --device auto, and the stage fails after its report)
+#   VGGQ_CHECK_CAP="<stage>=<seconds> ..." ...  # rehearses the watchdog: that stage's cap, unscaled (the
+#                                      # stage is stopped there, its group given STOP_GRACE, the rest run)
 set -uo pipefail
 
 dry_run=false
@@ -79,7 +81,10 @@ STOP_GRACE=30
 # deadline), records its status and duration; never stops the script. A stage with under 10 s left is
 # skipped (status "skipped"), one stopped at its limit is recorded as "timeout".
 stage() {
-    local name="$1" cap=$(( $2 * cap_scale )); shift 2
+    local name="$1" cap=$(( $2 * cap_scale )) entry; shift 2
+    for entry in ${VGGQ_CHECK_CAP:-}; do
+        [[ "${entry%%=*}" == "$name" ]] && cap="${entry#*=}"
+    done
     local begin=$(date +%s) status
     local limit=$(( deadline - begin < cap ? deadline - begin : cap ))
     echo "== $(( begin - started )) s: $name (at most $limit s)"
