@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
-use vggq_core::places::{shared_dir, PYTHON_VARIABLE};
+use anyhow::{bail, Context, Result};
+use vggq_core::places::{shared_dir, workspace_root, PYTHON_VARIABLE};
 use vggq_core::run_folder::{CHECKSUMS_FILE, MODEL_FILE};
 use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
@@ -154,8 +154,16 @@ const FAILURES: [&str; 2] = ["smoke-run", "smoke-rerun:eval"];
 /// full-shape benchmark, whose first round takes longer, so that the watchdog stops it mid-way; its
 /// group must then end within the script's grace period (`STOP_GRACE`) and the stages after it run.
 const STOPPED: (&str, u64) = ("bench-full", 20);
-/// `STOP_GRACE` in `scripts/device-check.sh`, and a few seconds for the script's own steps.
-const STOPPED_WITHIN: u64 = STOPPED.1 + 30 + 5;
+/// The GPU check, whose `STOP_GRACE=<seconds>` line is the grace period a stopped stage's group has.
+const DEVICE_CHECK: &str = "scripts/device-check.sh";
+
+/// The seconds a stopped stage may take in all: its cap, the script's grace period, and a few seconds
+/// for the script's own steps.
+fn stopped_within() -> Result<u64> {
+    let script = std::fs::read_to_string(workspace_root().join(DEVICE_CHECK))?;
+    let grace = script.lines().find_map(|line| line.strip_prefix("STOP_GRACE=")?.parse::<u64>().ok());
+    Ok(STOPPED.1 + grace.with_context(|| format!("{DEVICE_CHECK} sets no STOP_GRACE"))? + 5)
+}
 /// The stage the failing smoke run brings in.
 const FALLBACK_STAGE: &str = "smoke-run-autotune";
 
@@ -168,7 +176,7 @@ fn rehearse_device_check(sh: &Shell) -> Result<()> {
     let _fail = sh.push_env("VGGQ_CHECK_FAIL", FAILURES.join(" "));
     let _cap = sh.push_env("VGGQ_CHECK_CAP", format!("{}={}", STOPPED.0, STOPPED.1));
     let _bundle = sh.push_env("VGGQ_BUNDLE", device_bundle::bundle_dir(sh, true));
-    if cmd!(sh, "scripts/device-check.sh --dry-run").run().is_ok() {
+    if cmd!(sh, "{DEVICE_CHECK} --dry-run").run().is_ok() {
         bail!("the GPU check passed with {FAILURES:?} failing and {} stopped", STOPPED.0);
     }
     let summary = sh.read_file(out.join("summary.txt"))?;
@@ -210,9 +218,10 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
     let verdict = |name: &str| stages.iter().find(|(stage, _)| *stage == name).map(|(_, verdict)| *verdict);
     let rows: Vec<(&str, &str)> = summary.lines().filter_map(|line| line.split_once(" | ")).collect();
     // "| STOPPED at its time limit, 24 s"
+    let within = stopped_within()?;
     let stopped_in_time = verdict(STOPPED.0)
         .and_then(|v| v.trim_start().strip_prefix("| STOPPED at its time limit, ")?.strip_suffix(" s")?.parse::<u64>().ok())
-        .is_some_and(|seconds| seconds <= STOPPED_WITHIN);
+        .is_some_and(|seconds| seconds <= within);
     let as_rehearsed = stages.len() >= 6
         && failed.iter().all(|(name, expected)| verdict(name).is_some_and(|v| v.contains(expected)))
         && stopped_in_time
@@ -229,7 +238,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
     });
     if !as_rehearsed || !bench_shown {
         bail!(
-            "the GPU check's summary does not show {FAILURES:?} failed, {} stopped within {STOPPED_WITHIN} s, \
+            "the GPU check's summary does not show {FAILURES:?} failed, {} stopped within {within} s, \
              {FALLBACK_STAGE} run, every other stage run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
             STOPPED.0
         );
