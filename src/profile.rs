@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 pub use vggq_core::{Init, Limits, ProfileName};
 
-use crate::data::Split;
+use crate::data::{ImageCounts, Split};
 use crate::model::VggConfig;
 use crate::train::TrainConfig;
 
@@ -24,22 +24,18 @@ pub struct DataConfig {
     pub eval_images: Option<usize>,
 }
 
-/// CIFAR-10's training and test images.
-pub const CIFAR10_TRAIN_IMAGES: usize = 50_000;
-pub const CIFAR10_TEST_IMAGES: usize = 10_000;
-
 impl DataConfig {
     /// The images a run of this configuration trains on, per epoch, on CIFAR-10.
     pub fn train_count(&self) -> usize {
-        let (train, _) = Split::sizes(self.subset.unwrap_or(CIFAR10_TRAIN_IMAGES));
+        let (train, _) = Split::sizes(self.subset.unwrap_or(ImageCounts::CIFAR10.train));
         self.train_images.map_or(train, |cap| cap.min(train))
     }
 
     /// The images it validates on, and tests on, on CIFAR-10.
     pub fn eval_counts(&self) -> (usize, usize) {
-        let (_, val) = Split::sizes(self.subset.unwrap_or(CIFAR10_TRAIN_IMAGES));
+        let (_, val) = Split::sizes(self.subset.unwrap_or(ImageCounts::CIFAR10.train));
         let cap = |count: usize| self.eval_images.map_or(count, |cap| cap.min(count));
-        (cap(val), cap(CIFAR10_TEST_IMAGES))
+        (cap(val), cap(ImageCounts::CIFAR10.test))
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::Selection;
+use vggq::data::ImageCounts;
 use vggq::eval::EvalRun;
 use vggq::profile::{Limits, Profile};
 use vggq::report::{departure_note, golden_table, markdown, Comparison, GoldenTable, ReportInput, Tolerance};
@@ -23,8 +24,9 @@ fn metrics_match_the_reviewed_golden_table() {
     let train_report = read_json(&run, TRAIN_REPORT_FILE);
     let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();
     let device: Selection = serde_json::from_value(train_report["device"].clone()).unwrap();
+    let data_images: Option<ImageCounts> = serde_json::from_value(train_report["data_images"].clone()).unwrap();
     let eval: EvalRun = serde_json::from_value(read_json(&run, METRICS_FILE)).unwrap();
-    if let Some(note) = departure_note(&profile, &eval) {
+    if let Some(note) = departure_note(&profile, data_images, &eval) {
         println!("{}: {note}", run.display());
         return;
     }
@@ -32,7 +34,8 @@ fn metrics_match_the_reviewed_golden_table() {
     let provenance = &manifest["provenance"];
     let name = format!("{}-{}", profile.name(), device.backend.name());
     let autotune: Option<AutotuneCache> = serde_json::from_value(provenance["autotune"].clone()).unwrap();
-    let table = golden_table(&eval, Tolerance::for_run(&profile.name(), device.arithmetic(autotune.as_ref())), &profile);
+    let tolerance = Tolerance::for_run(&profile.name(), device.arithmetic(autotune.as_ref()));
+    let table = golden_table(&eval, tolerance, &profile, data_images);
     let machine = machine(provenance);
 
     insta::with_settings!({
@@ -83,9 +86,10 @@ fn metrics_match_the_reviewed_golden_table() {
     });
 }
 
-/// A run of a recipe with limits or overrides, or evaluated on other test images than its profile
-/// takes, says so above its figures, in `report.md` and its golden table, and that table differs from
-/// one of the profile's own recipe: its figures are never read as the profile's.
+/// A run of a recipe with limits or overrides, evaluated on other test images than its profile takes,
+/// or trained on data of other image counts than CIFAR-10's (a copy cut short), says so above its
+/// figures, in `report.md` and its golden table, and that table differs from one of the profile's own
+/// recipe: its figures are never read as the profile's.
 #[test]
 fn a_limited_recipes_tables_say_so() {
     let run = util::golden_run();
@@ -102,24 +106,41 @@ fn a_limited_recipes_tables_say_so() {
     let limited = recipe.clone().limited(&Limits { epochs: Some(epochs + 1), ..Limits::default() });
     let mut fewer_images = eval.clone();
     fewer_images.rows.iter_mut().for_each(|row| row.eval.images = 200);
-    let note = |departure: String| format!("not the {} profile's recipe, and no golden table's: {departure}", recipe.name());
-    let (limited_note, fewer_images_note) = (
-        note(format!("train.epochs {} where the recipe has {epochs}", epochs + 1)),
-        note(format!("evaluated on 200 test images (the run's profile takes {recipe_images})")),
-    );
+    let cifar10 = Some(ImageCounts::CIFAR10);
+    let cut_short = Some(ImageCounts { train: 49_999, test: 10_000 });
+    let note = |departure: &str| format!("not the {} profile's recipe, and no golden table's: {departure}", recipe.name());
+    let departures = [
+        (&limited, &eval, cifar10, note(&format!("train.epochs {} where the recipe has {epochs}", epochs + 1))),
+        (
+            &recipe,
+            &fewer_images,
+            cifar10,
+            note(&format!("evaluated on 200 test images (the run's profile takes {recipe_images})")),
+        ),
+        (
+            &recipe,
+            &eval,
+            cut_short,
+            note("the data holds 49999 training and 10000 test images where CIFAR-10 has 50000 and 10000"),
+        ),
+    ];
 
-    let recipes = GoldenTable::parse(&golden_table(&eval, Tolerance::Exact, &recipe)).unwrap();
-    for (profile, eval, note) in [(&limited, &eval, &limited_note), (&recipe, &fewer_images, &fewer_images_note)] {
-        let table = golden_table(eval, Tolerance::Exact, profile);
+    let recipes = GoldenTable::parse(&golden_table(&eval, Tolerance::Exact, &recipe, cifar10)).unwrap();
+    for (profile, eval, data_images, note) in departures {
+        let table = golden_table(eval, Tolerance::Exact, profile, data_images);
         assert!(table.starts_with(&format!("{note}\n\n")), "{table}");
         let differences = recipes.differences(&GoldenTable::parse(&table).unwrap());
         assert_eq!(differences.len(), 1, "{differences:?}");
         assert!(differences[0].starts_with("notes: ") && differences[0].contains(note.as_str()), "{differences:?}");
-        let input = ReportInput { profile, dataset: "CIFAR-10", device: "CPU", class_names: &classes, eval };
+        let input = ReportInput { profile, dataset: "CIFAR-10", device: "CPU", class_names: &classes, data_images, eval };
         assert!(markdown(&input).contains(&format!("**This run is {note}.**")));
     }
-    let input = ReportInput { profile: &recipe, dataset: "CIFAR-10", device: "CPU", class_names: &classes, eval: &eval };
-    assert!(!markdown(&input).contains("recipe"), "a run of the profile's recipe is said to depart from it");
+    // A run whose build did not record its data's counts is not said to depart for that.
+    for data_images in [cifar10, None] {
+        let input =
+            ReportInput { profile: &recipe, dataset: "CIFAR-10", device: "CPU", class_names: &classes, data_images, eval: &eval };
+        assert!(!markdown(&input).contains("recipe"), "a run of the profile's recipe is said to depart from it");
+    }
 }
 
 /// Every reviewed table in `golden/` reads back with today's reader, states the tolerance of its device

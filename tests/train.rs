@@ -12,7 +12,7 @@ use burn::prelude::Backend;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Record};
 use serde::Deserialize;
 use vggq::backend::{BackendKind, CpuBackend, Selection};
-use vggq::data::{load, BatchLoader, DataSource, ImageSet, LoaderConfig};
+use vggq::data::{load, BatchLoader, DataSource, ImageCounts, ImageSet, LoaderConfig};
 use vggq::host_reads::PROGRESS_READ_INTERVAL;
 use vggq::model::Vgg;
 use vggq::pipeline::{quantize, QuantizeSettings, RunData};
@@ -40,6 +40,7 @@ const MIN_TEST_ACCURACY: f64 = 38.0;
 struct TrainReport {
     profile: Profile,
     device: Selection,
+    data_images: ImageCounts,
     epochs: Vec<EpochReport>,
     test: Score,
 }
@@ -53,6 +54,8 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
     assert_eq!(report.profile, profile, "{} is not the smoke profile's recipe", run.display());
     assert_eq!(report.device.backend, BackendKind::Cpu, "{} did not train on the CPU", run.display());
     let cifar = load(&DataSource::Local { path: util::shared_dir().join("data/cifar10-jpeg.tar.gz") }).unwrap();
+    // All of CIFAR-10, as the run recorded: its reports say nothing of the data's departing.
+    assert_eq!((report.data_images, cifar.image_counts()), (ImageCounts::CIFAR10, ImageCounts::CIFAR10));
     let data = RunData::new(cifar, &profile).unwrap();
     assert_eq!((data.train.len(), data.val.len(), data.test.len()), (8_000, 2_000, 10_000));
 

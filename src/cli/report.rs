@@ -53,16 +53,19 @@ pub fn run(args: Args) -> Result<()> {
         dataset: &dataset,
         device: &trained.device.reason,
         class_names: &trained.classes,
+        data_images: trained.data_images,
         eval: &eval,
     };
     // The cache as training and quantization left it: its digest names the kernels they chose.
     let autotune = trained.autotune.as_ref().map(|cache| AutotuneCache::read(&args.run, &cache.folder_in(&args.run)));
     let tolerance = report::Tolerance::for_run(&profile, trained.device.arithmetic(autotune.as_ref()));
     let charts = report::charts(&eval.rows);
-    let written =
-        [(REPORT_FILE, report::markdown(&input)), (GOLDEN_TABLE_FILE, report::golden_table(&eval, tolerance, &trained.profile))]
-            .into_iter()
-            .chain(charts.iter().cloned());
+    let written = [
+        (REPORT_FILE, report::markdown(&input)),
+        (GOLDEN_TABLE_FILE, report::golden_table(&eval, tolerance, &trained.profile, trained.data_images)),
+    ]
+    .into_iter()
+    .chain(charts.iter().cloned());
 
     let mut roles = Vec::new();
     for variant in quantized.variants() {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::precision::Precision;
 use vggq::backend::Selection;
-use vggq::data::{self, DataSource, CIFAR10_BINARY_URL};
+use vggq::data::{self, DataSource, ImageCounts, CIFAR10_BINARY_URL};
 use vggq::model::{CpuFacts, WeightsFile};
 use vggq::profile::Profile;
 use vggq::quant::Calibration;
@@ -71,6 +71,9 @@ pub struct TrainedRun {
     pub imagenet_weights: Option<WeightsFile>,
     /// The dataset's fingerprint (`sha256:<hex> (<origin>)`).
     pub dataset: String,
+    /// The images it holds (likewise).
+    #[serde(default)]
+    pub data_images: Option<ImageCounts>,
     /// Class names in label order.
     pub classes: Vec<String>,
     epochs: Vec<serde_json::Value>,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::precision::{self, Precision};
 use vggq::backend::{self, BackendKind, CpuBackend, DeviceRequest, OnBackend, Selection};
-use vggq::data::{self, DataSource, DigestAlgorithm};
+use vggq::data::{self, DataSource, DigestAlgorithm, ImageCounts};
 use vggq::model::{CpuFacts, TrainingBackend};
 use vggq::model::{WeightsFile, VGG11_BN_IMAGENET1K_V1};
 use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
@@ -99,6 +99,7 @@ struct TrainReport<'a> {
     /// The ImageNet weights a `pretrained` run started from.
     imagenet_weights: Option<&'a WeightsFile>,
     dataset: String,
+    data_images: ImageCounts,
     classes: Vec<String>,
     epochs: Vec<EpochReport>,
     test: Score,
@@ -167,6 +168,9 @@ pub fn run(args: Args) -> Result<()> {
     println!("dataset: {}", inputs.dataset);
     let data = &inputs.data;
     println!("images: train {} | val {} | test {}", data.train.len(), data.val.len(), data.test.len());
+    if let Some(departure) = inputs.data_images.departure_from_cifar10() {
+        println!("note: {departure}: this run's reports will say that it is not the {} profile's recipe", profile.name());
+    }
     step.starting()?;
     selection.backend.run(Training {
         profile: &profile,
@@ -185,8 +189,9 @@ pub fn run(args: Args) -> Result<()> {
 /// leaves the run as it was.
 pub(super) struct TrainingInputs {
     pub(super) data: RunData,
-    /// The data's fingerprint and class names, for the reports.
+    /// The data's fingerprint, image counts and class names, for the reports.
     pub(super) dataset: String,
+    pub(super) data_images: ImageCounts,
     pub(super) classes: Vec<String>,
     /// The ImageNet weights a `pretrained` run starts from.
     pub(super) weights: Option<WeightsFile>,
@@ -195,7 +200,7 @@ pub(super) struct TrainingInputs {
 impl TrainingInputs {
     pub(super) fn read(profile: &Profile, source: &DataSource, weights: Option<PretrainedWeightsSource>) -> Result<Self> {
         let cifar = super::load_data(source)?;
-        let (dataset, classes) = (cifar.fingerprint.to_string(), cifar.classes.clone());
+        let (dataset, data_images, classes) = (cifar.fingerprint.to_string(), cifar.image_counts(), cifar.classes.clone());
         let data = RunData::new(cifar, profile)?;
         let weights = weights
             .map(|source| {
@@ -210,7 +215,7 @@ impl TrainingInputs {
                 }
             })
             .transpose()?;
-        Ok(Self { data, dataset, classes, weights })
+        Ok(Self { data, dataset, data_images, classes, weights })
     }
 
     /// The weights' file, for the pipeline.
@@ -406,6 +411,7 @@ impl OnBackend for Training<'_> {
             autotune,
             imagenet_weights: inputs.weights.as_ref(),
             dataset: inputs.dataset,
+            data_images: inputs.data_images,
             classes: inputs.classes,
             epochs,
             test,

@@ -26,7 +26,7 @@ pub use image_folder::{TEST_FOLDER, TRAIN_FOLDER};
 pub use image_set::{ImageSet, CHANNELS, IMAGE_BYTES, SOURCE_SIDE};
 pub use loader::{Batch, BatchLoader, EpochBatches, LoaderConfig, DEFAULT_BATCH_SIZE};
 pub use source::{
-    content_of, is_recorded_as, load, source_digest, Cifar10, DataSource, Fingerprint, CIFAR10_BINARY_ARCHIVE,
+    content_of, is_recorded_as, load, source_digest, Cifar10, DataSource, Fingerprint, ImageCounts, CIFAR10_BINARY_ARCHIVE,
     CIFAR10_BINARY_FILE_NAME, CIFAR10_BINARY_URL, MAX_CLASSES,
 };
 pub use split::Split;

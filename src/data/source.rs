@@ -86,6 +86,39 @@ pub struct Cifar10 {
     pub fingerprint: Fingerprint,
 }
 
+impl Cifar10 {
+    pub fn image_counts(&self) -> ImageCounts {
+        ImageCounts { train: self.train.len(), test: self.test.len() }
+    }
+}
+
+/// How many training and test images a data set holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageCounts {
+    pub train: usize,
+    pub test: usize,
+}
+
+impl ImageCounts {
+    /// CIFAR-10's, which every profile's recipe is written for.
+    pub const CIFAR10: ImageCounts = ImageCounts { train: 50_000, test: 10_000 };
+
+    /// How data of these counts departs from CIFAR-10, `None` where it does not: a copy cut short (a
+    /// batch file cut at a record's end reads as fewer images) or another data set, which trains
+    /// another model than the recipe's.
+    pub fn departure_from_cifar10(self) -> Option<String> {
+        (self != Self::CIFAR10).then(|| {
+            format!(
+                "the data holds {} training and {} test images where CIFAR-10 has {} and {}",
+                self.train,
+                self.test,
+                Self::CIFAR10.train,
+                Self::CIFAR10.test
+            )
+        })
+    }
+}
+
 /// What identifies the data at `source` without decoding it, for a step's key: the official archive by
 /// the digest it is verified against, a local archive by its bytes, a folder by its files' (every file
 /// read, as loading reads them).

@@ -14,6 +14,7 @@ pub use stats::{accuracy, agreement, paired_bootstrap, per_class_accuracy, Diffe
 use vggq_core::run_folder::{ACCURACY_CHART_FILE, SIZE_CHART_FILE, SPEED_CHART_FILE};
 use vggq_core::Variant;
 
+use crate::data::ImageCounts;
 use crate::eval::{EvalRun, ModelMetrics};
 use crate::profile::Profile;
 
@@ -25,6 +26,8 @@ pub struct ReportInput<'a> {
     /// Where the model was trained, and why there.
     pub device: &'a str,
     pub class_names: &'a [String],
+    /// The images of the data the run trained on (`None` where its build did not record them).
+    pub data_images: Option<ImageCounts>,
     pub eval: &'a EvalRun,
 }
 
@@ -47,10 +50,12 @@ fn is_fp32(row: &ModelMetrics) -> bool {
 }
 
 /// What a report says above figures that are not its profile's recipe's, `None` for the recipe's own:
-/// the profile's departures from its recipe (limits, overrides), and an evaluation on other than the
-/// test images the run's profile takes (`vggq eval --run R --images N`).
-pub fn departure_note(profile: &Profile, eval: &EvalRun) -> Option<String> {
-    let mut departures = profile.departures();
+/// data other than CIFAR-10's images (`data`, the counts the run's training read; `None` where its
+/// build did not record them), the profile's departures from its recipe (limits, overrides), and an
+/// evaluation on other than the test images the run's profile takes (`vggq eval --run R --images N`).
+pub fn departure_note(profile: &Profile, data: Option<ImageCounts>, eval: &EvalRun) -> Option<String> {
+    let mut departures: Vec<String> = data.and_then(ImageCounts::departure_from_cifar10).into_iter().collect();
+    departures.extend(profile.departures());
     let (_, profile_test_images) = profile.data.eval_counts();
     if let Some(images) = eval.rows.first().map(|row| row.eval.images).filter(|&images| images != profile_test_images) {
         departures.push(format!("evaluated on {images} test images (the run's profile takes {profile_test_images})"));
@@ -65,7 +70,7 @@ pub fn markdown(input: &ReportInput) -> String {
     let mut out = String::new();
     let images = rows.first().map_or(0, |r| r.eval.images);
     let _ = writeln!(out, "# vggq report: profile `{}`\n", input.profile.name());
-    if let Some(note) = departure_note(input.profile, input.eval) {
+    if let Some(note) = departure_note(input.profile, input.data_images, input.eval) {
         let _ = writeln!(out, "**This run is {note}.**\n");
     }
     let _ = writeln!(
