@@ -27,7 +27,8 @@ fn metrics_match_the_reviewed_golden_table() {
     let data_images: Option<ImageCounts> = serde_json::from_value(train_report["data_images"].clone()).unwrap();
     let eval: EvalRun = serde_json::from_value(read_json(&run, METRICS_FILE)).unwrap();
     if let Some(note) = departure_note(&profile, data_images, &eval) {
-        println!("{}: {note}", run.display());
+        // On a line of its own: `cargo xtask all` shows it among the test harness's progress dots.
+        println!("\n{}: {note}", run.display());
         return;
     }
     let manifest = read_json(&run, MANIFEST_FILE);
