@@ -17,7 +17,13 @@ use clap::{Parser, Subcommand};
 use vggq::data::{self, Cifar10, DataSource};
 
 #[derive(Parser)]
-#[command(name = "vggq", version, about = "VGG11-BN on CIFAR-10 with Burn: train, quantize, export, evaluate")]
+#[command(
+    name = "vggq",
+    version,
+    about = "VGG11-BN on CIFAR-10 with Burn: train, quantize, export, evaluate and package it, a command per step",
+    after_help = "`train` to `verify` are a run's steps, in order: `cargo xtask all` runs them all, then the golden check. \
+                  The rest measure and inspect this machine."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,19 +36,19 @@ enum Command {
     /// Quantize the trained FP32 model three ways (dynamic PTQ, static PTQ, QAT) with PyTorch's fbgemm
     /// semantics, evaluate each, and write the four `.pth` files and `quant_report.json` into the run.
     Quantize(quantize::Args),
-    /// `report.md` and charts from `metrics.json`, then the package's `manifest.json` and `SHA256SUMS`.
-    Report(report::Args),
-    /// Training and evaluation images/s on random data, measured as `torch_train_bench.py` measures PyTorch.
-    BenchTrain(bench_train::Args),
-    /// Training images/s the data loader delivers (decode, resize, flip, normalise, batch).
-    BenchLoader(bench_loader::Args),
-    /// Re-hash an artifact package against its `manifest.json`; fails on any missing, extra or changed file
-    /// (beside the run's own folders, `.steps` and `autotune`), and while another vggq writes it.
-    Verify(verify::Args),
     /// Write the ONNX files (opset 17, `input` -> `logits`) of a quantized run from its `.pth` files.
     Export(export::Args),
     /// Accuracy, speed and execution-provider placement of ONNX files with ONNX Runtime.
     Eval(eval::Args),
+    /// `report.md` and charts from `metrics.json`, then the package's `manifest.json` and `SHA256SUMS`.
+    Report(report::Args),
+    /// Re-hash an artifact package against its `manifest.json`; fails on any missing, extra or changed file
+    /// (beside the run's own folders, `.steps` and `autotune`), and while another vggq writes it.
+    Verify(verify::Args),
+    /// Training and evaluation images/s on random data, measured as `torch_train_bench.py` measures PyTorch.
+    BenchTrain(bench_train::Args),
+    /// Training images/s the data loader delivers (decode, resize, flip, normalise, batch).
+    BenchLoader(bench_loader::Args),
     /// What the CUDA probe finds here (driver, GPU, NVRTC, toolkit) and what `--device auto` chooses.
     Device(device::Args),
 }
@@ -52,12 +58,12 @@ impl Cli {
         match self.command {
             Command::Train(args) => train::run(args),
             Command::Quantize(args) => quantize::run(args),
-            Command::Report(args) => report::run(args),
-            Command::BenchTrain(args) => bench_train::run(args),
-            Command::BenchLoader(args) => bench_loader::run(args),
-            Command::Verify(args) => verify::run(args),
             Command::Export(args) => export::run(args),
             Command::Eval(args) => eval::run(args),
+            Command::Report(args) => report::run(args),
+            Command::Verify(args) => verify::run(args),
+            Command::BenchTrain(args) => bench_train::run(args),
+            Command::BenchLoader(args) => bench_loader::run(args),
             Command::Device(args) => device::run(args),
         }
     }
