@@ -8,9 +8,10 @@
 #      tunes), and compares the two packages' SHA256SUMS (the first run's table is
 #      golden/smoke-cuda.snap's source);
 #   3. measures burn-cuda training and evaluation beside PyTorch at the smoke and full shapes, the two
-#      alternating in rounds (vggq bench-train), PyTorch at the arithmetic vggq was measured to use;
+#      alternating in rounds (vggq bench-train), PyTorch's matmuls and convolutions each at the
+#      arithmetic vggq's were measured to use;
 #   4. times the full profile's first training steps to project the whole run, and evaluates its four
-#      ONNX files at full size on ONNX Runtime's CUDA provider (the user's table);
+#      ONNX files at full size on ONNX Runtime's CUDA provider (the user's table; the CPU's where it fails);
 #   5. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
 #      which must resume and end with the first smoke run's model;
 # and prints one table last, also written to $OUT/summary.txt (rewritten after every stage, with
@@ -27,7 +28,7 @@
 # Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
 # 150 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) | full steps and
 # full-size ONNX 120 | smoke resume 90 (one smoke training in two runs; last, so that the deadline
-# cuts it first); the deadline (default 540 s) cuts the sum short. The first H200 check
+# cuts it first); the deadline (default 570 s, the grace period and summary inside it) cuts the sum short. The first H200 check
 # (2026-11-30) found the first training step alone past 200 s: cubecl's autotune compiled every
 # candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
 # operation's default kernel, compiled once; its vggq-autotune, with it, takes over the rest of the check
@@ -66,16 +67,19 @@ exec > >(tee "$log") 2>&1
 started=$(date +%s)
 : > "$work/stages"
 
-# The whole check's time: a deadline in seconds from the start (VGGQ_CHECK_SECONDS, set by the caller
-# from the device time left), so that a slow or hanging stage costs its own result, not the others'.
-deadline=$(( started + ${VGGQ_CHECK_SECONDS:-$($dry_run && echo 3600 || echo 540)} ))
+# Seconds a stage's group has to end once stopped (a training saves its state first), before it is killed.
+STOP_GRACE=30
+# The whole check's time (VGGQ_CHECK_SECONDS, set by the caller from the device time left; the call's
+# timeout_s at least that): the stages' deadline leaves a stage stopped there its grace period, and the
+# summary its seconds, inside it, so that a slow or hanging stage costs its own result, not the others'
+# nor the summary.
+check_seconds=${VGGQ_CHECK_SECONDS:-$($dry_run && echo 3600 || echo 570)}
+deadline=$(( started + check_seconds - STOP_GRACE - 15 ))
 # Each stage's cap is the H200 plan's; the dry run's CPU needs longer for its smaller shapes (full-steps
 # takes about 100 s of its 120 on 2 cores, and a stage stopped at its cap fails the rehearsal).
 cap_scale=$($dry_run && echo 4 || echo 1)
 # Background stages get process groups of their own, so that a stage past its time is stopped whole.
 set -m
-# Seconds a stage's group has to end once stopped (a training saves its state first), before it is killed.
-STOP_GRACE=30
 
 # stage NAME CAP COMMAND...: runs COMMAND in a subshell for at most CAP seconds (times cap_scale; and not past the
 # deadline), records its status and duration; never stops the script. A stage with under 10 s left is
@@ -254,6 +258,7 @@ if $dry_run; then
     full_steps=1
     full_calibration_batches=1
     full_eval_images=32
+    full_fallback_images=32
     full_shapes=(--width-div 16 --hidden 256)
 else
     device=cuda
@@ -263,6 +268,8 @@ else
     full_steps=60
     full_calibration_batches=2
     full_eval_images=1024
+    # ONNX Runtime's CPU provider on 16 cores, within what is left of the stage's cap.
+    full_fallback_images=256
     full_shapes=()
 fi
 
@@ -293,7 +300,8 @@ probe() {
     "$vggq" device --json --precision | tee "$keep/device.json"
 }
 stage probe 90 probe
-precision="$("$python" -c 'import json, sys; p = json.load(open(sys.argv[1]))["precision"]; print("tf32" if "tf32" in (p["matmul"], p["conv"]) else "fp32")' "$keep/device.json" 2>/dev/null || echo fp32)"
+# What the matmuls and the convolutions were measured to compute in, each: PyTorch's baseline is given the same.
+read -r -a precision <<< "$("$python" -c 'import json, sys; p = json.load(open(sys.argv[1]))["precision"]; print(p["matmul"], p["conv"])' "$keep/device.json" 2>/dev/null || echo fp32 fp32)"
 
 # Stages in the order of what they are for, each capped, so that the check's deadline cuts the least
 # needed: the golden run, its rerun, the benchmarks, the full shapes.
@@ -303,6 +311,21 @@ precision="$("$python" -c 'import json, sys; p = json.load(open(sys.argv[1]))["p
 autotune="$work/autotune"
 # The smoke run's training, which the resume stage repeats (the same flags, so the same model).
 smoke_training=(train --profile smoke --device "$device" --data "$data" --autotune-cache "$autotune" "${smoke_limits[@]}")
+# evaluate RUN [FLAGS...]: vggq eval of RUN on $device. ONNX Runtime's CUDA provider needs libraries of
+# its own (cuDNN 9 ...): where it fails, --device auto records why and evaluates on the CPU's (and where
+# even that fails, --device cpu does), with FLAGS, so that the stage's figures still come; it returns 3
+# then, for the stage to fail once it has them.
+evaluate() {
+    local run="$1"; shift
+    if [[ " ${VGGQ_CHECK_FAIL:-} " == *" $current_stage:eval "* ]]; then
+        echo "(failing $current_stage's eval on --device $device on purpose: VGGQ_CHECK_FAIL=${VGGQ_CHECK_FAIL})"
+    elif "$vggq" eval --run "$run" --device "$device" --data "$data"; then
+        return 0
+    fi
+    echo "== $current_stage: eval on --device $device failed: evaluating again on --device auto"
+    "$vggq" eval --run "$run" --device auto --data "$data" "$@" || "$vggq" eval --run "$run" --device cpu --data "$data" "$@"
+    return 3
+}
 smoke_run() {  # folder
     local run="$1"
     "$vggq" "${smoke_training[@]}" --out "$run"
@@ -310,21 +333,10 @@ smoke_run() {  # folder
     # Burn's part ran (the fallback below is for its kernels, not for ONNX Runtime's provider).
     touch "$run.trained"
     "$vggq" export --run "$run"
-    # ONNX Runtime's CUDA provider needs libraries of its own (cuDNN 9 ...): where it fails, --device
-    # auto records why and evaluates on the CPU's (and where even that fails, --device cpu does), so
-    # that the package, and the SHA256SUMS that show whether burn-cuda's training reproduces, still
-    # come; the stage still fails, after its report.
+    # The package, and the SHA256SUMS that show whether burn-cuda's training reproduces, come whatever
+    # provider evaluated.
     local evaluated=true
-    if [[ " ${VGGQ_CHECK_FAIL:-} " == *" $current_stage:eval "* ]]; then
-        echo "(failing $current_stage's eval on --device $device on purpose: VGGQ_CHECK_FAIL=${VGGQ_CHECK_FAIL})"
-        evaluated=false
-    elif ! "$vggq" eval --run "$run" --device "$device" --data "$data"; then
-        evaluated=false
-    fi
-    if ! $evaluated; then
-        echo "== $current_stage: eval on --device $device failed: evaluating again on --device auto"
-        "$vggq" eval --run "$run" --device auto --data "$data" || "$vggq" eval --run "$run" --device cpu --data "$data"
-    fi
+    evaluate "$run" || evaluated=false
     "$vggq" report --run "$run"
     $evaluated || return 3
 }
@@ -351,24 +363,28 @@ for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$METRICS
 bench() {  # profile, shape flags...
     local profile="$1"; shift
     "$vggq" bench-train --device "$device" --profile "$profile" --seconds "$seconds" --rounds "$rounds" "$@" --autotune-cache "$autotune" \
-        --baseline-name torch -- "$python" "$root/scripts/torch_bench_precision.py" "$precision" \
+        --baseline-name torch -- "$python" "$root/scripts/torch_bench_precision.py" "${precision[@]}" \
         "$work/bundle/torch_train_bench.py" --device "$device" --qat | sed -u "s/^/$profile: /" | tee -a "$out/bench.txt"
 }
 stage bench-smoke 90 bench smoke
 stage bench-full 120 bench full "${full_shapes[@]}"
 
 # The full profile's first training steps (to project the whole run), then its four ONNX files at full
-# size through ONNX Runtime (the user's table: FP32 at 516 img/s on the CUDA provider).
+# size through ONNX Runtime (the user's table: FP32 at 516 img/s on the CUDA provider; where that
+# provider fails, the CPU's figures on fewer images, which its time allows). Its kernels are those the
+# full-shape bench chose, where the build tunes: the same autotune cache.
 full_steps_run() {
     local run="$work/full"
-    "$vggq" train --profile full --device "$device" --init random --out "$run" --data "$data" \
+    "$vggq" train --profile full --device "$device" --init random --out "$run" --data "$data" --autotune-cache "$autotune" \
         --train-images $((full_steps * BATCH_SIZE)) --eval-images "$full_eval_images" --calibration-batches "$full_calibration_batches" --epochs 1 2>&1 \
         | tee "$keep/full-steps.log"
     cp "$run/$TRAIN_REPORT_FILE" "$keep/full-$TRAIN_REPORT_FILE"
-    "$vggq" quantize --run "$run" --device "$device" --data "$data" 2>&1 | tee -a "$keep/full-steps.log"
+    "$vggq" quantize --run "$run" --device "$device" --data "$data" --autotune-cache "$autotune" 2>&1 | tee -a "$keep/full-steps.log"
     "$vggq" export --run "$run"
-    "$vggq" eval --run "$run" --device "$device" --data "$data" 2>&1 | tee -a "$keep/full-steps.log"
+    local evaluated=true
+    evaluate "$run" --images "$full_fallback_images" 2>&1 | tee -a "$keep/full-steps.log" || evaluated=false
     cp "$run/$METRICS_FILE" "$out/full-$METRICS_FILE"
+    $evaluated || return 3
 }
 stage full-steps 120 full_steps_run
 

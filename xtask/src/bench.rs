@@ -193,12 +193,23 @@ fn train(sh: &Shell, vggq: &Path, bench: TrainShapes) -> Result<()> {
     let rounds = bench.rounds.to_string();
     // PyTorch has CUDA and the CPU: a wgpu run (or an `auto` one) is compared with its CPU.
     let torch_device = if bench.device == DeviceRequest::Cuda { device.clone() } else { "cpu".to_string() };
-    // PyTorch computes at the arithmetic vggq's backend was measured to use (on a GPU, TF32 on tensor
-    // cores or FP32; on the CPU, FP32), so the two figures compare.
-    let precision = match bench.device {
-        DeviceRequest::Cpu => "fp32",
-        _ if cmd!(sh, "{vggq} device --json --precision").read()?.contains(r#""tf32""#) => "tf32",
-        _ => "fp32",
+    // PyTorch's matmuls and convolutions each compute at the arithmetic vggq's backend was measured to
+    // use for them (on a GPU, TF32 on tensor cores or FP32; on the CPU, FP32), so the two figures compare.
+    let precision: &Vec<String> = &match bench.device {
+        DeviceRequest::Cpu => vec!["fp32".into(), "fp32".into()],
+        _ => {
+            let probe: serde_json::Value = serde_json::from_str(&cmd!(sh, "{vggq} device --json --precision").read()?)
+                .context("reading `vggq device --json --precision`")?;
+            ["matmul", "conv"]
+                .iter()
+                .map(|part| {
+                    probe["precision"][part]
+                        .as_str()
+                        .map(str::to_owned)
+                        .with_context(|| format!("no {part} precision in the probe"))
+                })
+                .collect::<Result<_>>()?
+        }
     };
     let wrapper = sh.current_dir().join("scripts/torch_bench_precision.py");
     for profile in bench.shapes.profiles() {
@@ -208,7 +219,7 @@ fn train(sh: &Shell, vggq: &Path, bench: TrainShapes) -> Result<()> {
         cmd!(
             sh,
             "{vggq} bench-train --device {device} --profile {profile} --batch {batch} --seconds {seconds} --rounds {rounds}
-                --baseline-name torch -- {python} {wrapper} {precision} {script} --device {torch_device} --qat"
+                --baseline-name torch -- {python} {wrapper} {precision...} {script} --device {torch_device} --qat"
         )
         .run()?;
     }

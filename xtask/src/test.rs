@@ -146,10 +146,13 @@ impl Drop for StageClock {
 /// The files the device tool brings back from a call, at most.
 const DEVICE_OUT_FILES: usize = 8;
 /// What the rehearsal makes fail (`VGGQ_CHECK_FAIL`): the default build's smoke run, which must hand the
-/// rest of the check to the tuning build; and the rerun's eval on its device (`stage:eval`), which must
-/// evaluate again on `--device auto` and still make the package whose SHA256SUMS the summary compares.
-/// Every other stage must still run, and the summary say so.
-const FAILURES: [&str; 2] = ["smoke-run", "smoke-rerun:eval"];
+/// rest of the check to the tuning build; the rerun's eval on its device (`stage:eval`), which must
+/// evaluate again on `--device auto` and still make the package whose SHA256SUMS the summary compares;
+/// and the full-size eval likewise, whose figures the summary must still show. Every other stage must
+/// still run, and the summary say so.
+const FAILURES: [&str; 3] = ["smoke-run", "smoke-rerun:eval", "full-steps:eval"];
+/// The full-size figures the summary shows: one row per ONNX file at least.
+const FULL_SIZE_ROWS: usize = 4;
 /// The stage the rehearsal stops at a cap of its own (`VGGQ_CHECK_CAP`), and that cap in seconds: the
 /// full-shape benchmark, whose first round takes longer, so that the watchdog stops it mid-way; its
 /// group must then end within the script's grace period (`STOP_GRACE`) and the stages after it run.
@@ -198,12 +201,12 @@ fn rehearse_device_check(sh: &Shell) -> Result<()> {
 const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"];
 
 /// Checks the rehearsal's summary (`stage <name> | <verdict>` lines): the stages made to fail are named
-/// as failed (the one whose eval failed with the script's own status for it, 3, after its report), the
+/// as failed (those whose eval failed with the script's own status for it, 3, after their figures), the
 /// stopped one as stopped and ended within the grace period, the fallback's smoke run ran, every other
-/// stage is ok, the two smoke runs' SHA256SUMS were compared (the
-/// rerun packaged despite its eval), the resumed training ended with the smoke run's model, and the
-/// smoke bench's figures are there with a ratio, over more
-/// than its first round. Returns how many stages ran.
+/// stage is ok, the two smoke runs' SHA256SUMS were compared (the rerun packaged despite its eval), the
+/// resumed training ended with the smoke run's model, the full-size figures are there (despite their
+/// eval), and the smoke bench's figures are there with a ratio, over more than its first round. Returns
+/// how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
     // Each failure's stage and its verdict: a stage failed whole exits 99 (the script's injected status),
     // one whose eval was made to fail exits 3 after its report.
@@ -231,7 +234,8 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
             .filter(|(name, _)| *name != STOPPED.0 && failed.iter().all(|(stage, _)| stage != name))
             .all(|(_, v)| v.contains("| ok"))
         && rows.iter().any(|(key, value)| key.trim() == "smoke rerun" && *value == "identical SHA256SUMS")
-        && rows.iter().any(|(key, value)| key.trim() == "smoke resume" && *value == format!("the smoke run's {MODEL_FILE}"));
+        && rows.iter().any(|(key, value)| key.trim() == "smoke resume" && *value == format!("the smoke run's {MODEL_FILE}"))
+        && rows.iter().filter(|(key, _)| key.starts_with("full size: ") && key.contains(".onnx [")).count() >= FULL_SIZE_ROWS;
     let bench_shown = BENCH_FIGURES.iter().all(|figure| {
         let shown: Vec<_> = rows.iter().filter(|(key, _)| key.trim() == format!("smoke {figure}")).collect();
         matches!(shown[..], [(_, figures)] if figures.contains("| ratio ") && !figures.contains("(median of 1 rounds)"))
@@ -239,7 +243,8 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
     if !as_rehearsed || !bench_shown {
         bail!(
             "the GPU check's summary does not show {FAILURES:?} failed, {} stopped within {within} s, \
-             {FALLBACK_STAGE} run, every other stage run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
+             {FALLBACK_STAGE} run, every other stage run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's, \
+             {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
             STOPPED.0
         );
     }
@@ -257,7 +262,7 @@ stage smoke-run-autotune | ok, 6 s
 stage smoke-rerun   | FAILED (exit 3), 7 s
 stage bench-smoke   | ok, 24 s
 stage bench-full    | STOPPED at its time limit, 24 s
-stage full-steps    | ok, 72 s
+stage full-steps    | FAILED (exit 3), 72 s
 stage smoke-resume  | ok, 21 s
 smoke train         | vggq 1202.7 [1029.9-1375.4] | torch 1076.1 [988.5-1163.7] | ratio 1.11x [1.04-1.18] (median of 2 rounds)
 smoke qat train     | vggq 1018.1 [994.2-1042.0] | torch 681.2 [663.0-699.5] | ratio 1.49x [1.49-1.50] (median of 2 rounds)
@@ -265,17 +270,27 @@ smoke eval          | vggq 5450.7 [5304.0-5597.4] | torch 3855.1 [3839.6-3870.6]
 smoke qat/fp32 train | vggq 0.86 [0.76-0.97] | torch 0.64 [0.60-0.67] | ratio 1.35x [1.26-1.44] (median of 2 rounds)
 smoke rerun         | identical SHA256SUMS
 smoke resume        | the smoke run's model_fp32.mpk
+full size: mission16_vgg11bn_fp32.onnx [cpu] | cpu | top-1 9.38 % | 58.2 img/s | 218.62 MiB
+full size: mission16_vgg11bn_int8_dynamic.onnx [cpu] | cpu | top-1 9.38 % | 60.1 img/s | 79.40 MiB
+full size: mission16_vgg11bn_int8_static.onnx [cpu] | cpu | top-1 9.38 % | 151.0 img/s | 54.39 MiB
+full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 % | 150.2 img/s | 54.35 MiB
 ";
 
     /// Summaries the check must refuse: (what is wrong, text of [`SUMMARY`], what it becomes).
-    const WRONG: [(&str, &str, &str); 16] = [
+    const WRONG: [(&str, &str, &str); 18] = [
         ("no fallback", "stage smoke-run-autotune | ok, 6 s\n", ""),
         ("fallback failed", "smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)"),
         ("stopped stage ran", "bench-full    | STOPPED at its time limit", "bench-full    | ok"),
         ("stopped stage failed", "bench-full    | STOPPED at its time limit", "bench-full    | FAILED (exit 1)"),
         ("stopped stage lingered", "time limit, 24 s", "time limit, 56 s"),
         ("failing stage ran", "smoke-run     | FAILED (exit 99)", "smoke-run     | ok"),
-        ("other stage stopped", "full-steps    | ok", "full-steps    | STOPPED at its time limit"),
+        ("other stage stopped", "stage smoke-resume  | ok", "stage smoke-resume  | STOPPED at its time limit"),
+        ("full-size eval ran", "full-steps    | FAILED (exit 3)", "full-steps    | ok"),
+        (
+            "no full-size figures",
+            "full size: mission16_vgg11bn_fp32.onnx [cpu] | cpu | top-1 9.38 % | 58.2 img/s | 218.62 MiB\n",
+            "",
+        ),
         ("figure twice", "smoke rerun ", "smoke eval | vggq 1.0 | torch 1.0 | ratio 1.00x\nsmoke rerun "),
         ("no ratio", " | ratio 1.49x [1.49-1.50]", ""),
         ("rerun's eval ran", "smoke-rerun   | FAILED (exit 3)", "smoke-rerun   | ok"),
