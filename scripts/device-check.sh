@@ -138,7 +138,7 @@ bring_home() {
     kernels="$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["kernel_cache"])' "$keep/device.json" 2>/dev/null)"
     kernel_mib="$(du -sm "$kernels" 2>/dev/null | cut -f1)"
     echo "$(find "$kernels" -type f 2>/dev/null | wc -l) files, ${kernel_mib:-0} MiB in $kernels" > "$keep/kernel-cache.txt"
-    tar -czf "$out/results.tar.gz" -C "$keep" . || echo "results.tar.gz could not be written"
+    tar -czf "$out/$RESULTS_ARCHIVE" -C "$keep" . || echo "$RESULTS_ARCHIVE could not be written"
     "$python" - "$out" "$keep" "$work/stages" <<'PY' > "$out/summary.txt"
 import json, os, re, sys
 out, keep, stages = sys.argv[1:4]
@@ -167,14 +167,14 @@ for line in bench:
     if m:
         summaries[f"{m.group(1)} {m.group(2)}"] = m.group(3)
 rows += summaries.items()
-metrics_file, checksums_file, train_report_file = (os.environ[v] for v in ("METRICS_FILE", "CHECKSUMS_FILE", "TRAIN_REPORT_FILE"))
+metrics_file, checksums_file, train_report_file, smoke_run = (os.environ[v] for v in ("METRICS_FILE", "CHECKSUMS_FILE", "TRAIN_REPORT_FILE", "SMOKE_RUN_PREFIX"))
 for name, label in ((metrics_file, "smoke"), (f"full-{metrics_file}", "full size")):
     metrics = load(f"{out}/{name}")
     for row in (metrics or {}).get("rows", []):
         rows.append((f"{label}: {row['file']} [{row['requested']}]", f"{row['placement']} | top-1 {row['top1']:.2f} % | {row['inference']['images_per_s']:.1f} img/s | {row['size_mib']:.2f} MiB"))
     for u in (metrics or {}).get("unavailable", []):
         rows.append((f"{label}: {u['provider']} not available", u["reason"]))
-first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep}/smoke-{checksums_file}", f"{keep}/smoke-rerun-{checksums_file}"))
+first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep}/{smoke_run}{checksums_file}", f"{keep}/smoke-rerun-{checksums_file}"))
 if first and second:
     differing = sorted({l.split()[1] for l in set(first.splitlines()) ^ set(second.splitlines())})
     rows.append(("smoke rerun", "identical SHA256SUMS" if not differing else "differs: " + ", ".join(differing)))
@@ -184,7 +184,7 @@ if len(resumed) == 4:
     rows.append(("smoke resume", f"the smoke run's {model}" if resumed[0] == resumed[2] else f"{model} differs from the smoke run's"))
 if os.path.exists(f"{keep}/kernel-cache.txt"):
     rows.append(("compiled-kernel cache", open(f"{keep}/kernel-cache.txt").read().strip()))
-smoke_train = load(f"{keep}/smoke-{train_report_file}")
+smoke_train = load(f"{keep}/{smoke_run}{train_report_file}")
 if smoke_train and smoke_train["device"]["backend"] != "cpu":
     rows.append(("kernels", "chosen by timing (autotune)" if smoke_train["autotune"]["tuned"] else "each operation's default (a build without autotune)"))
 tuned = f"{keep}/autotune/autotune.log"
@@ -227,7 +227,8 @@ if [[ "${BUNDLE_KIND:-}" != "$expected_kind" ]]; then
     echo "the bundle in $bundle is a ${BUNDLE_KIND:-unnamed} bundle, this check needs a $expected_kind one: run cargo xtask device-bundle$($dry_run && echo ' --dry-run') (and carry its parts)"
     exit 1
 fi
-export MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE CHECKSUMS_FILE
+export MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE CHECKSUMS_FILE \
+    SMOKE_RUN_PREFIX
 
 reassemble() {
     [[ -f "$bundle/part01/SHA256SUMS" ]] || { echo "no bundle in $bundle: run cargo xtask device-bundle and carry its parts"; return 1; }
@@ -354,7 +355,7 @@ if [[ "$smoke_status" != 0 && "$smoke_status" != timeout && ! -e "$smoke.trained
     stage smoke-run-autotune 400 smoke_run "$smoke"
 fi
 cp "$smoke/$METRICS_FILE" "$smoke/$REPORT_FILE" "$smoke/$GOLDEN_TABLE_FILE" "$out/" 2>/dev/null
-for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$CHECKSUMS_FILE"; do cp "$smoke/$file" "$keep/smoke-$file" 2>/dev/null; done
+for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$CHECKSUMS_FILE"; do cp "$smoke/$file" "$keep/$SMOKE_RUN_PREFIX$file" 2>/dev/null; done
 stage smoke-rerun 150 smoke_run "$work/smoke-rerun"
 cp "$work/smoke-rerun/$CHECKSUMS_FILE" "$keep/smoke-rerun-$CHECKSUMS_FILE" 2>/dev/null
 for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$METRICS_FILE"; do cp "$work/smoke-rerun/$file" "$keep/smoke-rerun-$file" 2>/dev/null; done

@@ -28,6 +28,7 @@ use anyhow::{bail, Context, Result};
 use vggq_core::places::shared_dir;
 use xshell::{cmd, Shell};
 
+use crate::device_golden;
 use crate::onnxruntime::{self, CPU_WHEEL, GPU_WHEEL};
 
 /// The bundle's folder (git-ignored).
@@ -155,10 +156,13 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 }
 
 /// The run folder's file names by their constants' names (`METRICS_FILE=metrics.json`), the training's
-/// checkpoint and the batch size, one a line: the script reads them instead of spelling them again.
+/// checkpoint, the batch size, and how `cargo xtask device-golden` finds the smoke run's files in what
+/// the check brings home, one a line: the script reads them instead of spelling them again.
 fn shared_with_vggq() -> String {
     use vggq_core::run_folder::*;
     [
+        ("RESULTS_ARCHIVE", device_golden::RESULTS_ARCHIVE.to_string()),
+        ("SMOKE_RUN_PREFIX", device_golden::SMOKE_RUN_PREFIX.to_string()),
         ("MODEL_FILE", MODEL_FILE.to_string()),
         ("TRAIN_REPORT_FILE", TRAIN_REPORT_FILE.to_string()),
         ("QUANT_REPORT_FILE", QUANT_REPORT_FILE.to_string()),

@@ -8,6 +8,7 @@ mod all;
 mod bench;
 mod debian;
 mod device_bundle;
+mod device_golden;
 mod inspect;
 mod lavapipe;
 mod onnxruntime;
@@ -65,6 +66,9 @@ enum Command {
     /// Pack what the GPU check (`scripts/device-check.sh`) needs on the lent GPU machine into `.device/`,
     /// in parts that one `device` call carries each.
     DeviceBundle(device_bundle::Args),
+    /// The golden check of the GPU check's smoke run, from the files the check brought home: the first
+    /// GPU run's table pending as `golden/smoke-cuda.snap.new` for review, or compared with the reviewed one.
+    DeviceGolden(device_golden::Args),
 }
 
 fn main() -> Result<()> {
@@ -94,6 +98,7 @@ fn dispatch(command: Command, sh: &xshell::Shell) -> Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Verify(args) => verify::run(sh, args),
         Command::DeviceBundle(args) => device_bundle::run(sh, args),
+        Command::DeviceGolden(args) => device_golden::run(sh, args),
         Command::OtherCpus => reproducibility::other_cpus(sh, &build_vggq(sh)?),
     }
 }

@@ -9,7 +9,7 @@ use vggq_core::run_folder::{CHECKSUMS_FILE, MODEL_FILE};
 use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
-use crate::{all, device_bundle, lavapipe, onnxruntime, reproducibility};
+use crate::{all, device_bundle, device_golden, lavapipe, onnxruntime, reproducibility};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -188,9 +188,12 @@ fn rehearse_device_check(sh: &Shell) -> Result<()> {
     if files > DEVICE_OUT_FILES {
         bail!("the GPU check left {files} files in {} (the device tool brings back {DEVICE_OUT_FILES})", out.display());
     }
+    // What comes home holds the smoke run's files the golden check reads (the rehearsal's run has limits:
+    // no table compares it, and the check says so).
+    all::golden_check(sh, &device_golden::smoke_run(sh, &out)?)?;
     println!(
         "device check rehearsed: {stages} stages, {FAILURES:?} failing on purpose, {} stopped at {} s, {FALLBACK_STAGE} \
-         taking over, {files} files",
+         taking over, {files} files, its smoke run read by the golden check",
         STOPPED.0, STOPPED.1
     );
     Ok(())
