@@ -98,11 +98,6 @@ impl Profile {
         self
     }
 
-    /// Whether this is its profile's recipe exactly: only such runs have golden tables.
-    pub fn is_as_named(&self) -> bool {
-        self.departures().is_empty()
-    }
-
     /// Where this recipe departs from its profile's, a line each (`train.epochs 1 where the recipe has 5`):
     /// the limits and overrides a run was given, said wherever its figures are shown, so that they are
     /// never read as the profile's.
@@ -159,15 +154,14 @@ mod tests {
     #[test]
     fn limits_make_another_recipe() {
         let full = Profile::full();
-        assert!(full.is_as_named());
-        assert!(full.clone().limited(&Limits::default()).is_as_named());
+        assert!(full.departures().is_empty());
+        assert!(full.clone().limited(&Limits::default()).departures().is_empty());
         let capped = full.limited(&Limits {
             train_images: Some(192),
             eval_images: Some(96),
             calibration_batches: Some(2),
             epochs: Some(1),
         });
-        assert!(!capped.is_as_named());
         assert_eq!((capped.data.train_images, capped.data.eval_images), (Some(192), Some(96)));
         assert_eq!((capped.quant.calibration_batches, capped.train.epochs), (2, 1));
         assert_eq!(capped.model, VggConfig::seed(), "limits never change the shapes");
