@@ -17,8 +17,9 @@
 # and prints one table last, also written to $OUT/summary.txt (rewritten after every stage, with
 # results.tar.gz, so that a call the device tool stops at its limit still brings home the stages that
 # ended). Each stage runs on its own, capped in time, in the order of what it is for: one that fails or
-# runs out of time is named in the summary and the others still run; past the deadline
-# (VGGQ_CHECK_SECONDS from the start, set by the caller from the device time left) the rest are skipped.
+# runs out of time is named in the summary and the others still run; past the deadline (set from
+# VGGQ_CHECK_SECONDS, the whole check's time, which the caller takes from the device time left: the
+# deadline leaves a stopped stage's grace period and the summary inside it) the rest are skipped.
 #
 # $OUT gets at most 8 files (what the device tool brings back): device-check.log, summary.txt,
 # bench.txt, golden_table.md, metrics.json, report.md, full-metrics.json, and results.tar.gz with
@@ -44,8 +45,9 @@
 #                                      # `cargo xtask device-bundle --dry-run` left in DIR
 #   VGGQ_CHECK_FAIL="<stage> ..." ...  # rehearses failing stages (the rest must still run; a failing
 #                                      # smoke-run hands the rest to vggq-autotune); "<stage>:eval"
-#                                      # fails that smoke run's eval on its device (it evaluates again
-#                                      # on --device auto, and the stage fails after its report)
+#                                      # fails that stage's eval on its device (a smoke run or
+#                                      # full-steps: it evaluates again on --device auto, and the stage
+#                                      # fails once it has its figures)
 #   VGGQ_CHECK_CAP="<stage>=<seconds> ..." ...  # rehearses the watchdog: that stage's cap, unscaled (the
 #                                      # stage is stopped there, its group given STOP_GRACE, the rest run)
 set -uo pipefail
@@ -110,16 +112,17 @@ stage() {
         # A vggq training stopped by the watchdog's SIGTERM saves its state at its next progress read
         # before it ends: its group has STOP_GRACE seconds for that, then is killed, so that no stage runs
         # beside the next. A stage that ended by itself left no group.
-        local waited=0
-        while kill -0 -- -"$pid" 2>/dev/null && (( waited < STOP_GRACE * 10 )); do sleep 0.1; waited=$(( waited + 1 )); done
+        local given_up=$(( $(date +%s) + STOP_GRACE ))
+        while kill -0 -- -"$pid" 2>/dev/null && (( $(date +%s) < given_up )); do sleep 0.1; done
         kill -KILL -- -"$pid" 2>/dev/null
         (( $(date +%s) - begin < limit )) || status=timeout
     fi
     echo "$name $status $(( $(date +%s) - begin ))" >> "$work/stages"
     [[ $status == 0 ]] || echo "== $name failed ($status)"
     # What has come of the check so far, in $OUT: where the device tool stops the whole call at its time
-    # limit, the stages that ended still come home.
-    bring_home > /dev/null
+    # limit, the stages that ended still come home. A skipped stage changed nothing (and the summary's
+    # seconds are what is left).
+    [[ $status == skipped ]] || bring_home > /dev/null
     return 0
 }
 
@@ -171,7 +174,7 @@ metrics_file, checksums_file, train_report_file, smoke_run = (os.environ[v] for 
 for name, label in ((metrics_file, "smoke"), (f"full-{metrics_file}", "full size")):
     metrics = load(f"{out}/{name}")
     for row in (metrics or {}).get("rows", []):
-        rows.append((f"{label}: {row['file']} [{row['requested']}]", f"{row['placement']} | top-1 {row['top1']:.2f} % | {row['inference']['images_per_s']:.1f} img/s | {row['size_mib']:.2f} MiB"))
+        rows.append((f"{label}: {row['file']} [{row['requested']}]", f"{row['placement']} | top-1 {row['top1']:.2f} % of {row['images']} images | {row['inference']['images_per_s']:.1f} img/s | {row['size_mib']:.2f} MiB"))
     for u in (metrics or {}).get("unavailable", []):
         rows.append((f"{label}: {u['provider']} not available", u["reason"]))
 first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep}/{smoke_run}{checksums_file}", f"{keep}/smoke-rerun-{checksums_file}"))
@@ -227,8 +230,16 @@ if [[ "${BUNDLE_KIND:-}" != "$expected_kind" ]]; then
     echo "the bundle in $bundle is a ${BUNDLE_KIND:-unnamed} bundle, this check needs a $expected_kind one: run cargo xtask device-bundle$($dry_run && echo ' --dry-run') (and carry its parts)"
     exit 1
 fi
-export MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE CHECKSUMS_FILE \
-    SMOKE_RUN_PREFIX
+# A bundle older than this script lacks names it reads: stopped here, not half-way with no summary.
+shared_names=(MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE
+    CHECKSUMS_FILE BATCH_SIZE RESULTS_ARCHIVE SMOKE_RUN_PREFIX)
+for name in "${shared_names[@]}"; do
+    if [[ -z "${!name:-}" ]]; then
+        echo "the bundle in $bundle names no $name (part01/vggq.env): it is older than this script; run cargo xtask device-bundle$($dry_run && echo ' --dry-run') again"
+        exit 1
+    fi
+done
+export "${shared_names[@]}"
 
 reassemble() {
     [[ -f "$bundle/part01/SHA256SUMS" ]] || { echo "no bundle in $bundle: run cargo xtask device-bundle and carry its parts"; return 1; }
@@ -315,7 +326,7 @@ smoke_training=(train --profile smoke --device "$device" --data "$data" --autotu
 # evaluate RUN [FLAGS...]: vggq eval of RUN on $device. ONNX Runtime's CUDA provider needs libraries of
 # its own (cuDNN 9 ...): where it fails, --device auto records why and evaluates on the CPU's (and where
 # even that fails, --device cpu does), with FLAGS, so that the stage's figures still come; it returns 3
-# then, for the stage to fail once it has them.
+# then, for the stage to fail once it has them (1 where no provider evaluated).
 evaluate() {
     local run="$1"; shift
     if [[ " ${VGGQ_CHECK_FAIL:-} " == *" $current_stage:eval "* ]]; then
@@ -324,7 +335,7 @@ evaluate() {
         return 0
     fi
     echo "== $current_stage: eval on --device $device failed: evaluating again on --device auto"
-    "$vggq" eval --run "$run" --device auto --data "$data" "$@" || "$vggq" eval --run "$run" --device cpu --data "$data" "$@"
+    "$vggq" eval --run "$run" --device auto --data "$data" "$@" || "$vggq" eval --run "$run" --device cpu --data "$data" "$@" || return 1
     return 3
 }
 smoke_run() {  # folder

@@ -1,8 +1,9 @@
 //! The reviewed metric table of a run (`golden/<profile>-<device>.snap`, e.g. `smoke-cpu`): exact
 //! sizes, accuracy and agreement with FP32, no timings, compared exactly for a CPU run and within the
 //! tolerance the table states for a GPU run (`vggq::report::GoldenTable`). `cargo xtask all` and
-//! `cargo xtask test` point `VGGQ_GOLDEN_RUN` at the run they made. A run with limits or overrides is
-//! not its profile's recipe and has no golden table. Where a profile and device have none yet, or the
+//! `cargo xtask test` point `VGGQ_GOLDEN_RUN` at the run they made. A run with limits or overrides, or
+//! trained on data of other image counts than CIFAR-10's, is not its profile's recipe and has no golden
+//! table. Where a profile and device have none yet, or the
 //! table differs, insta writes the run's as a pending snapshot (`.snap.new`) for review; a missing table
 //! passes (under CI, `CI=true`, it fails), a differing one fails naming the rows and the machines.
 
@@ -77,12 +78,15 @@ fn metrics_match_the_reviewed_golden_table() {
                 advice(comparison)
             );
         } else if std::env::var_os("CI").is_some() {
-            insta::assert_snapshot!(name, table);
+            panic!("{} has no reviewed golden/{name}.snap, which CI requires; its table:\n{table}", run.display());
         } else {
-            // No reviewed table for this profile and device: insta writes it as `.snap.new` and fails the
-            // assertion; the run still passes, and `cargo xtask all` says how to review the table.
-            let pending = std::panic::catch_unwind(|| insta::assert_snapshot!(name.clone(), table.clone()));
-            assert!(pending.is_err(), "insta accepted a table without a reviewed snapshot");
+            // No reviewed table for this profile and device: insta writes the run's as `.snap.new` (and
+            // fails its assertion, unless `INSTA_FORCE_PASS`, which `cargo xtask` sets so that this
+            // expected failure prints no panic); the run passes, and `cargo xtask all` says how to review
+            // the table.
+            let _ = std::panic::catch_unwind(|| insta::assert_snapshot!(name.clone(), table.clone()));
+            let pending = reviewed.with_extension("snap.new");
+            assert!(pending.is_file(), "insta left no {} for review", pending.display());
         }
     });
 }
@@ -109,6 +113,11 @@ fn a_limited_recipes_tables_say_so() {
     fewer_images.rows.iter_mut().for_each(|row| row.eval.images = 200);
     let cifar10 = Some(ImageCounts::CIFAR10);
     let cut_short = Some(ImageCounts { train: 49_999, test: 10_000 });
+    // Data with fewer test images than the profile takes: the run evaluates all of them, and only the
+    // data is said to depart.
+    let fewer_test_images = Some(ImageCounts { train: 50_000, test: 150 });
+    let mut all_of_fewer = eval.clone();
+    all_of_fewer.rows.iter_mut().for_each(|row| row.eval.images = 150);
     let note = |departure: &str| format!("not the {} profile's recipe, and no golden table's: {departure}", recipe.name());
     let departures = [
         (&limited, &eval, cifar10, note(&format!("train.epochs {} where the recipe has {epochs}", epochs + 1))),
@@ -123,6 +132,12 @@ fn a_limited_recipes_tables_say_so() {
             &eval,
             cut_short,
             note("the data holds 49999 training and 10000 test images where CIFAR-10 has 50000 and 10000"),
+        ),
+        (
+            &recipe,
+            &all_of_fewer,
+            fewer_test_images,
+            note("the data holds 50000 training and 150 test images where CIFAR-10 has 50000 and 10000"),
         ),
     ];
 

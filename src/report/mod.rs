@@ -56,9 +56,11 @@ fn is_fp32(row: &ModelMetrics) -> bool {
 pub fn departure_note(profile: &Profile, data: Option<ImageCounts>, eval: &EvalRun) -> Option<String> {
     let mut departures: Vec<String> = data.and_then(ImageCounts::departure_from_cifar10).into_iter().collect();
     departures.extend(profile.departures());
+    // Of data with fewer test images, the run takes all (said above), not the profile's count.
     let (_, profile_test_images) = profile.data.eval_counts();
-    if let Some(images) = eval.rows.first().map(|row| row.eval.images).filter(|&images| images != profile_test_images) {
-        departures.push(format!("evaluated on {images} test images (the run's profile takes {profile_test_images})"));
+    let taken = data.map_or(profile_test_images, |data| profile_test_images.min(data.test));
+    if let Some(images) = eval.rows.first().map(|row| row.eval.images).filter(|&images| images != taken) {
+        departures.push(format!("evaluated on {images} test images (the run's profile takes {taken})"));
     }
     (!departures.is_empty())
         .then(|| format!("not the {} profile's recipe, and no golden table's: {}", profile.name(), departures.join(", ")))
