@@ -83,6 +83,22 @@ cap_scale=$($dry_run && echo 4 || echo 1)
 # Background stages get process groups of their own, so that a stage past its time is stopped whole.
 set -m
 
+# kernel_cache: the compiled-kernel cache every GPU run on this machine shares, where the probe says it is.
+kernel_cache() {
+    "$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["kernel_cache"])' "$keep/device.json" 2>/dev/null
+}
+
+# clear_cache_locks: after a vggq was killed. cubecl takes a file's lock (FILE.lock, holding the time it
+# was taken) to write to its compiled-kernel and autotune caches and removes it when done; a process
+# killed in between leaves it, and the next vggq waits for it to be 30 s old (cubecl's lock_max_duration)
+# at each such file before taking it over. Stages run one at a time, so none is held once the killed
+# one is gone.
+clear_cache_locks() {
+    local locks
+    locks="$( (find "$(kernel_cache)" "${autotune:-}" -name '*.lock' -print -delete 2>/dev/null || true) | wc -l)"
+    (( locks == 0 )) || echo "== cubecl lock files the killed vggq left, removed: $locks"
+}
+
 # stage NAME CAP COMMAND...: runs COMMAND in a subshell for at most CAP seconds (times cap_scale; and not past the
 # deadline), records its status and duration; never stops the script. A stage with under 10 s left is
 # skipped (status "skipped"), one stopped at its limit is recorded as "timeout".
@@ -114,7 +130,7 @@ stage() {
         # beside the next. A stage that ended by itself left no group.
         local given_up=$(( $(date +%s) + STOP_GRACE ))
         while kill -0 -- -"$pid" 2>/dev/null && (( $(date +%s) < given_up )); do sleep 0.1; done
-        kill -KILL -- -"$pid" 2>/dev/null
+        kill -KILL -- -"$pid" 2>/dev/null && clear_cache_locks
         (( $(date +%s) - begin < limit )) || status=timeout
     fi
     echo "$name $status $(( $(date +%s) - begin ))" >> "$work/stages"
@@ -136,9 +152,8 @@ stage_status() {
 bring_home() {
     rm -rf "$keep/autotune"
     [[ -d "${autotune:-}" ]] && cp -r "$autotune" "$keep/autotune"
-    # The compiled-kernel cache every GPU run on this machine shares, where the probe says it is.
     local kernels kernel_mib
-    kernels="$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["kernel_cache"])' "$keep/device.json" 2>/dev/null)"
+    kernels="$(kernel_cache)"
     kernel_mib="$(du -sm "$kernels" 2>/dev/null | cut -f1)"
     echo "$(find "$kernels" -type f 2>/dev/null | wc -l) files, ${kernel_mib:-0} MiB in $kernels" > "$keep/kernel-cache.txt"
     tar -czf "$out/$RESULTS_ARCHIVE" -C "$keep" . || echo "$RESULTS_ARCHIVE could not be written"
@@ -411,7 +426,7 @@ smoke_resume() {
     "${train[@]}" > "$keep/smoke-resume-killed.log" 2>&1 &
     local killed=$!
     while [[ ! -e "$run/$TRAIN_CHECKPOINT" ]] && kill -0 "$killed" 2>/dev/null; do sleep 0.05; done
-    kill -KILL "$killed" 2>/dev/null || true
+    kill -KILL "$killed" 2>/dev/null && clear_cache_locks
     wait "$killed" 2>/dev/null || true
     if [[ ! -e "$run/$TRAIN_CHECKPOINT" ]]; then
         tail -n 20 "$keep/smoke-resume-killed.log"
