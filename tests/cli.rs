@@ -164,9 +164,7 @@ fn a_wgpu_run_without_a_display_prints_no_false_error() {
 /// on the JPEG copy); the other data, generated CIFAR binary files.
 #[test]
 fn a_runs_later_steps_refuse_other_data_before_loading_any() {
-    let golden = util::golden_run();
-    let run = tempfile::tempdir().unwrap();
-    std::fs::copy(golden.join(TRAIN_REPORT_FILE), run.path().join(TRAIN_REPORT_FILE)).unwrap();
+    let run = golden_run_holding(&[TRAIN_REPORT_FILE]);
     let other = tempfile::tempdir().unwrap();
     util::fixtures::write_cifar_binary(other.path());
     let cache = tempfile::tempdir().unwrap();
@@ -268,12 +266,8 @@ fn an_error_names_its_cause_once() {
 /// model, `.pth` and ONNX files, metrics and manifest, and then without its reports.
 #[test]
 fn a_missing_input_names_the_step_that_writes_it() {
-    let golden = util::golden_run();
-    let run = tempfile::tempdir().unwrap();
-    for report in [TRAIN_REPORT_FILE, QUANT_REPORT_FILE] {
-        std::fs::copy(golden.join(report), run.path().join(report)).unwrap();
-    }
-    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let run = golden_run_holding(&[TRAIN_REPORT_FILE, QUANT_REPORT_FILE]);
+    let data = util::shared_cifar10_jpeg();
     let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
     let quantize = ["quantize", "--run", folder, "--device", "cpu", "--data", data];
     let fp32_pth = Variant::Fp32.pth_file();
@@ -340,7 +334,7 @@ fn eval_says_how_many_test_images_it_ran() {
 fn a_run_folder_being_written_is_refused_by_every_writer() {
     let golden = util::golden_run();
     let run = tempfile::tempdir().unwrap();
-    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let data = util::shared_cifar10_jpeg();
     let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
     let held = vggq::steps::RunFolderLock::take(run.path()).unwrap();
     let holder = format!("{folder} is being written by another vggq (process {}:", std::process::id());
@@ -402,14 +396,10 @@ fn an_ort_library_path_that_names_no_file_is_said_to_first() {
 /// writes it again. The run is the smoke run's training report and stamp, then its model cut short.
 #[test]
 fn renamed_data_is_the_runs_and_a_damaged_model_says_so() {
-    let golden = util::golden_run();
-    let run = tempfile::tempdir().unwrap();
-    std::fs::copy(golden.join(TRAIN_REPORT_FILE), run.path().join(TRAIN_REPORT_FILE)).unwrap();
-    std::fs::create_dir(run.path().join(STEPS_FOLDER)).unwrap();
     let stamp = Path::new(STEPS_FOLDER).join("train.json");
-    std::fs::copy(golden.join(&stamp), run.path().join(&stamp)).unwrap();
+    let run = golden_run_holding(&[Path::new(TRAIN_REPORT_FILE), &stamp]);
     let renamed = run.path().join("my-copy.tar.gz");
-    std::os::unix::fs::symlink(util::shared_dir().join("data/cifar10-jpeg.tar.gz"), &renamed).unwrap();
+    std::os::unix::fs::symlink(util::shared_cifar10_jpeg(), &renamed).unwrap();
     let (folder, data) = (run.path().to_str().unwrap(), renamed.to_str().unwrap());
     let quantize = ["quantize", "--run", folder, "--device", "cpu", "--data", data];
     let expect = |said: &str| {
@@ -419,9 +409,21 @@ fn renamed_data_is_the_runs_and_a_damaged_model_says_so() {
         assert!(message.contains(said), "the message does not say `{said}`: {message}");
     };
     expect(&format!("{MODEL_FILE} is missing (run `vggq train` first)"));
-    let model = std::fs::read(golden.join(MODEL_FILE)).unwrap();
+    let model = std::fs::read(util::golden_run().join(MODEL_FILE)).unwrap();
     std::fs::write(run.path().join(MODEL_FILE), &model[..model.len() / 2]).unwrap();
     expect(&format!("{MODEL_FILE} has changed since `vggq train` wrote it: run `vggq train` again"));
+}
+
+/// A run folder holding a copy of these files (paths in the run) of `cargo xtask test`'s smoke run, and
+/// nothing else.
+fn golden_run_holding<P: AsRef<Path>>(files: &[P]) -> tempfile::TempDir {
+    let (golden, run) = (util::golden_run(), tempfile::tempdir().unwrap());
+    for file in files {
+        let copy = run.path().join(file);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(golden.join(file), copy).unwrap();
+    }
+    run
 }
 
 /// A copy of the finished run at `run`: its files and step records.
@@ -459,7 +461,7 @@ fn qat_starts_from_the_weights_training_started_from() {
     vggq::steps::Step::new("train", run.path(), &(), &[], trained).unwrap().record().unwrap();
 
     let folder = run.path().to_str().unwrap();
-    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let data = util::shared_cifar10_jpeg();
     let quantize = ["quantize", "--run", folder, "--device", "cpu", "--data", data.to_str().unwrap()];
     let expect_with = |args: &[&str], env: &[(&str, &str)], said: &str| {
         let output = vggq(args, env);
@@ -491,7 +493,7 @@ fn qat_starts_from_the_weights_training_started_from() {
 fn files_that_do_not_belong_together_are_refused() {
     let run = copy_of_run(&util::golden_run());
     let folder = run.path().to_str().unwrap();
-    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let data = util::shared_cifar10_jpeg();
     let elsewhere = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_vggq"))
         .args(["quantize", "--run", folder, "--device", "cpu", "--data", data.to_str().unwrap()])
@@ -635,7 +637,7 @@ fn a_training_asked_to_stop_saves_its_state_and_resumes_from_it() {
     use std::os::unix::process::ExitStatusExt;
     let golden = util::golden_run();
     let run = tempfile::tempdir().unwrap();
-    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let data = util::shared_cifar10_jpeg();
     let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
     let args = ["train", "--profile", "smoke", "--out", folder, "--checkpoint-minutes", "600", "--device", "cpu", "--data", data];
     let mut training =
@@ -684,7 +686,7 @@ fn a_training_asked_to_stop_saves_its_state_and_resumes_from_it() {
 fn a_killed_training_resumes_and_ends_with_the_bytes_it_would_have_written() {
     let golden = util::golden_run();
     let run = tempfile::tempdir().unwrap();
-    let data = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let data = util::shared_cifar10_jpeg();
     let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
     let steps: [(&str, &[&str], &str, Vec<String>); 2] = [
         (

@@ -14,7 +14,7 @@ use vggq::data::{load, Cifar10, DataError, DataSource};
 fn real_jpeg() -> &'static Cifar10 {
     static DATA: OnceLock<Cifar10> = OnceLock::new();
     DATA.get_or_init(|| {
-        let archive = util::shared_dir().join("data/cifar10-jpeg.tar.gz");
+        let archive = util::shared_cifar10_jpeg();
         let started = Instant::now();
         let data = load(&DataSource::Local { path: archive }).expect("the shared JPEG copy loads");
         eprintln!("read cifar10-jpeg.tar.gz (60,000 JPEGs) in {:.2} s", started.elapsed().as_secs_f64());

@@ -53,7 +53,7 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
     let profile = Profile::smoke();
     assert_eq!(report.profile, profile, "{} is not the smoke profile's recipe", run.display());
     assert_eq!(report.device.backend, BackendKind::Cpu, "{} did not train on the CPU", run.display());
-    let cifar = load(&DataSource::Local { path: util::shared_dir().join("data/cifar10-jpeg.tar.gz") }).unwrap();
+    let cifar = load(&DataSource::Local { path: util::shared_cifar10_jpeg() }).unwrap();
     // All of CIFAR-10, as the run recorded: its reports say nothing of the data's departing.
     assert_eq!((report.data_images, cifar.image_counts()), (ImageCounts::CIFAR10, ImageCounts::CIFAR10));
     let data = RunData::new(cifar, &profile).unwrap();

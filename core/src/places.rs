@@ -4,8 +4,6 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// Downloads (CIFAR-10, torchvision's weights) and the test suite's Python venv are kept here between
-/// runs: `$VGGQ_CACHE`, else `$XDG_CACHE_HOME/vggq`, else `~/.cache/vggq`.
 /// The environment variable naming the ONNX Runtime shared library (`cargo xtask setup` unpacks one and
 /// sets it for everything it runs).
 pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
@@ -23,6 +21,8 @@ pub fn test_python() -> PathBuf {
         .unwrap_or_else(|| panic!("{PYTHON_VARIABLE} is not set: run through `cargo xtask test`, which sets it"))
 }
 
+/// Downloads (CIFAR-10, torchvision's weights) and the test suite's Python venv are kept here between
+/// runs: `$VGGQ_CACHE`, else `$XDG_CACHE_HOME/vggq`, else `~/.cache/vggq`.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("VGGQ_CACHE") {
         return PathBuf::from(dir);
@@ -37,6 +37,17 @@ pub fn cache_dir() -> PathBuf {
 /// checkout.
 pub fn shared_dir() -> PathBuf {
     std::env::var_os("VGGQ_SHARED").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared"))
+}
+
+/// The team's copy of CIFAR-10 (all 60,000 images as JPEG, ImageFolder layout) in [`shared_dir`]: the
+/// data of the golden runs, the tests and the benchmarks.
+pub fn shared_cifar10_jpeg() -> PathBuf {
+    shared_dir().join("data/cifar10-jpeg.tar.gz")
+}
+
+/// PyTorch's throughput baseline in [`shared_dir`], which the benchmarks run beside vggq's.
+pub fn shared_torch_bench() -> PathBuf {
+    shared_dir().join("bench/torch_train_bench.py")
 }
 
 /// The checkout this crate was built from.

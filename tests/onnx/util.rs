@@ -15,6 +15,7 @@ use vggq::export::onnx::{Provenance, Variant};
 use vggq::model::{Vgg, VggConfig};
 use vggq::quant::{quantize_dynamic, quantize_static, Calibration, FloatVgg, FusedVgg, QuantMethod, QuantizedVgg};
 use vggq::train::TrainConfig;
+use vggq_core::places::shared_cifar10_jpeg;
 
 pub type B = Flex;
 
@@ -103,7 +104,7 @@ pub fn provenance(variant: Variant) -> Provenance {
 fn cifar() -> &'static data::Cifar10 {
     static CIFAR: OnceLock<data::Cifar10> = OnceLock::new();
     CIFAR.get_or_init(|| {
-        let path = shared_dir().join("data/cifar10-jpeg.tar.gz");
+        let path = shared_cifar10_jpeg();
         data::load(&DataSource::Local { path }).expect("the shared CIFAR-10 copy loads")
     })
 }
@@ -173,8 +174,6 @@ pub fn onnx_check(path: &Path) {
     let output = Command::new(python()).args(["-c", script]).arg(path).output().expect("python runs");
     assert!(output.status.success(), "onnx checker rejected {}:\n{}", path.display(), String::from_utf8_lossy(&output.stderr));
 }
-
-use vggq_core::places::shared_dir;
 
 /// Share of rows whose argmax agrees.
 pub fn top1_agreement(a: &[f32], b: &[f32], classes: usize) -> f64 {

@@ -5,7 +5,7 @@
 pub mod fixtures;
 pub mod http_server;
 
-pub use vggq_core::places::shared_dir;
+pub use vggq_core::places::{shared_cifar10_jpeg, shared_dir};
 
 /// The run folder `cargo xtask test` (its smoke run) or `cargo xtask all` points `VGGQ_GOLDEN_RUN` at:
 /// the tests that read a whole run read that one instead of training their own.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
 
-use vggq_core::places::shared_dir;
+use vggq_core::places::{shared_cifar10_jpeg, shared_torch_bench};
 use vggq_core::rounds::{Comparison, DEFAULT_ROUNDS};
 use vggq_core::{flag_value, DeviceRequest, ProfileName, Variant};
 
@@ -101,7 +101,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     match args.what {
         Bench::Train(shapes) => train(sh, &vggq, shapes),
         Bench::Loader => {
-            let data = shared_dir().join("data/cifar10-jpeg.tar.gz");
+            let data = shared_cifar10_jpeg();
             cmd!(sh, "{vggq} bench-loader --data {data}").run()?;
             Ok(())
         }
@@ -188,7 +188,7 @@ fn images_per_second(json: &str, variants: &[Variant], key: &str) -> Result<Vec<
 
 fn train(sh: &Shell, vggq: &Path, bench: TrainShapes) -> Result<()> {
     let python = python::ensure_venv(sh)?;
-    let script = shared_dir().join("bench/torch_train_bench.py");
+    let script = shared_torch_bench();
     let (batch, seconds, device) = (bench.batch.to_string(), bench.seconds.to_string(), flag_value(bench.device));
     let rounds = bench.rounds.to_string();
     // PyTorch has CUDA and the CPU: a wgpu run (or an `auto` one) is compared with its CPU.

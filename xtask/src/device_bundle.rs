@@ -25,7 +25,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use vggq_core::places::shared_dir;
+use vggq_core::places::{shared_cifar10_jpeg, shared_torch_bench};
 use xshell::{cmd, Shell};
 
 use crate::device_golden;
@@ -110,7 +110,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         }
     };
     let mut payloads = binaries;
-    payloads.extend([shared_dir().join("data/cifar10-jpeg.tar.gz"), shared_dir().join("bench/torch_train_bench.py")]);
+    payloads.extend([shared_cifar10_jpeg(), shared_torch_bench()]);
     for entry in std::fs::read_dir(&ort_dir).with_context(|| format!("reading {}", ort_dir.display()))? {
         let path = entry?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use vggq_core::places::{shared_dir, workspace_root, PYTHON_VARIABLE};
+use vggq_core::places::{shared_cifar10_jpeg, shared_dir, workspace_root, PYTHON_VARIABLE};
 use vggq_core::run_folder::{CHECKSUMS_FILE, MODEL_FILE};
 use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
@@ -43,7 +43,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let flags = &crate::vggq_cargo_flags();
     let setup = clock.time("onnxruntime and python", || crate::setup(sh))?;
     let vggq = clock.time("build vggq", || crate::build_vggq(sh))?;
-    let data = shared_dir().join("data/cifar10-jpeg.tar.gz");
+    let data = shared_cifar10_jpeg();
     let pipeline = |profile, init, limits, out: Option<PathBuf>, force| all::Args {
         profile,
         device: DeviceRequest::Cpu,
