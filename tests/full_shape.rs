@@ -1,5 +1,5 @@
 //! The full profile's shapes (128 px, full VGG11-BN, 8192 -> 4096 -> 4096 -> 10) through train ->
-//! quantize -> export -> eval -> report -> verify on a few hundred images from random weights:
+//! quantize -> export -> eval -> report -> verify on 128 training and 64 evaluation images from random weights:
 //! `cargo xtask test` makes that run (`VGGQ_FULL_SHAPE_RUN`), and this checks what only full size shows.
 //! The seed's run of the job is the reference for the file sizes (its FP32 ONNX: 227.37 MB, bytes / 2^20).
 

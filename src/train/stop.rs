@@ -1,7 +1,7 @@
 //! A stop asked for by a signal ([`vggq_core::signals`]: Ctrl-C, SIGTERM). While a training that keeps
 //! checkpoints runs, the first such signal asks it to save its state at its next progress read (or its
 //! epoch's end) and end there, where the signal's own action would lose every step since its last
-//! checkpoint (up to [`DEFAULT_INTERVAL`](super::DEFAULT_INTERVAL) of them); the command then says where
+//! checkpoint (up to [`DEFAULT_INTERVAL`](super::DEFAULT_INTERVAL), 10 minutes, of them); the command then says where
 //! it stopped and ends as the signal would have ended it. A second signal, or one while no such training
 //! runs, ends vggq at once. What the training writes once asked to stop ignores a closed output: Ctrl-C
 //! also ends a `| tee` that vggq writes to, and a failed write would otherwise panic before the save.

@@ -1,5 +1,6 @@
 //! VGG's operations and SGD's step composed of Burn's own (convolution, reductions, element-wise
-//! arithmetic, max-pool): what burn-cuda runs, and the reference the CPU kernels are tested against.
+//! arithmetic, max-pool): what the CubeCL backends (burn-cuda, burn-wgpu) run, and the reference the CPU
+//! kernels are tested against.
 //! Autodiff differentiates them as it differentiates any composition.
 
 use burn::prelude::*;
