@@ -239,8 +239,8 @@ fn a_run_inside_its_data_folder_is_refused() {
 }
 
 /// An error is printed with each cause once: the message that names the missing file already says
-/// what the operating system said, and its cause below it would say it again. The run folder the
-/// failed command made goes with it.
+/// what the operating system said, and its cause below it would say it again. Missing data is the first
+/// thing `train` says, and the run folder the failed command made goes with it.
 #[test]
 fn an_error_names_its_cause_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -251,6 +251,8 @@ fn an_error_names_its_cause_once() {
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(message.starts_with("Error: ") && message.contains("/nonexistent"), "{message}");
     assert_eq!(message.matches("No such file or directory").count(), 1, "{message}");
+    // Said first: nothing (the device, the profile) printed above it.
+    assert!(output.stdout.is_empty(), "before the missing data: {}", String::from_utf8_lossy(&output.stdout));
     assert!(!out.exists(), "a training that failed before it wrote anything left {}", out.display());
     // A path the environment gave, which the user never typed, is said to come from there.
     let output = vggq(&[&args[..5], &["--out", out.to_str().unwrap()]].concat(), &[("VGGQ_DATA", " ")]);

@@ -119,6 +119,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(data) = &args.data {
         refuse_run_inside_data(&out, data)?;
     }
+    // The data by its content, whatever its form (archive, folder, download): read first, so that data
+    // that is missing or damaged is said before anything else is printed.
+    let data_source = DataSource::local_or_download(args.data.clone());
+    let data_digest = super::data_digest(&data_source)?;
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().unwrap_or_else(|| out.join(AUTOTUNE_FOLDER));
     backend::autotune::use_caches(Some(&autotune))?;
@@ -134,14 +138,11 @@ pub fn run(args: Args) -> Result<()> {
             println!("{}", cpu_duration(&profile));
         }
     }
-    let data_source = DataSource::local_or_download(args.data.clone());
     let weights = match profile.init {
         Init::Pretrained => Some(PretrainedWeightsSource::new(args.weights)?),
         Init::Random => None,
     };
     let inputs: Vec<&Path> = weights.iter().filter_map(PretrainedWeightsSource::input).collect();
-    // The data by its content, whatever its form (archive, folder, download).
-    let data_digest = super::data_digest(&data_source)?;
     let step = Step::new(
         "train",
         &out,
