@@ -88,15 +88,20 @@ kernel_cache() {
     "$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["kernel_cache"])' "$keep/device.json" 2>/dev/null
 }
 
-# clear_cache_locks: after a vggq was killed. cubecl takes a file's lock (FILE.lock, holding the time it
-# was taken) to write to its compiled-kernel and autotune caches and removes it when done; a process
-# killed in between leaves it, and the next vggq waits for it to be 30 s old (cubecl's lock_max_duration)
-# at each such file before taking it over. Stages run one at a time, so none is held once the killed
-# one is gone.
+# clear_cache_locks: after a vggq was stopped by a signal (the watchdog's SIGTERM ends any vggq but a
+# training at once, whatever it was writing) or killed, once it is gone. cubecl takes a file's lock
+# (FILE.lock, created, then given the time it was taken) to write to its compiled-kernel and autotune
+# caches and removes it when done; a process ended in between leaves it, and the next vggq waits 30 s
+# (cubecl's lock_max_duration) at each such file: then takes a dated one over, or, where the lock is
+# still empty, gives the file up, which for the compiled-kernel cache (one file) is every kernel. Stages
+# run one at a time, so none is held once the stopped one is gone. The probe writes where the cache is at
+# its end: where it was the one stopped, vggq says so without probing (no kernel).
 clear_cache_locks() {
-    local locks
-    locks="$( (find "$(kernel_cache)" "${autotune:-}" -name '*.lock' -print -delete 2>/dev/null || true) | wc -l)"
-    (( locks == 0 )) || echo "== cubecl lock files the killed vggq left, removed: $locks"
+    local kernels locks
+    kernels="$(kernel_cache || timeout 20 "$vggq" device --json 2>/dev/null \
+        | "$python" -c 'import json, sys; print(json.load(sys.stdin)["kernel_cache"])' 2>/dev/null || true)"
+    locks="$( (find "$kernels" "${autotune:-}" -name '*.lock' -print -delete 2>/dev/null || true) | wc -l)"
+    (( locks == 0 )) || echo "== cubecl lock files the stopped vggq left, removed: $locks"
 }
 
 # stage NAME CAP COMMAND...: runs COMMAND in a subshell for at most CAP seconds (times cap_scale; and not past the
@@ -130,8 +135,14 @@ stage() {
         # beside the next. A stage that ended by itself left no group.
         local given_up=$(( $(date +%s) + STOP_GRACE ))
         while kill -0 -- -"$pid" 2>/dev/null && (( $(date +%s) < given_up )); do sleep 0.1; done
-        kill -KILL -- -"$pid" 2>/dev/null && clear_cache_locks
+        local killed=false
+        kill -KILL -- -"$pid" 2>/dev/null && killed=true
         (( $(date +%s) - begin < limit )) || status=timeout
+        if $killed || [[ $status == timeout ]]; then
+            # A system call under way ends before the process does.
+            while kill -0 -- -"$pid" 2>/dev/null; do sleep 0.05; done
+            clear_cache_locks
+        fi
     fi
     echo "$name $status $(( $(date +%s) - begin ))" >> "$work/stages"
     [[ $status == 0 ]] || echo "== $name failed ($status)"
@@ -273,6 +284,9 @@ data="$work/bundle/cifar10-jpeg.tar.gz"
 export ORT_DYLIB_PATH="$(ls "$work"/bundle/libonnxruntime.so.* 2>/dev/null | head -n 1)"
 
 if $dry_run; then
+    # The rehearsal's own caches: the machine's compiled-kernel cache may be a real GPU run's, whose locks
+    # are not the rehearsal's to clear (and it downloads nothing: its data is given, its weights random).
+    export VGGQ_CACHE="$work/vggq-cache"
     device=cpu
     seconds=1
     rounds=2
@@ -426,8 +440,9 @@ smoke_resume() {
     "${train[@]}" > "$keep/smoke-resume-killed.log" 2>&1 &
     local killed=$!
     while [[ ! -e "$run/$TRAIN_CHECKPOINT" ]] && kill -0 "$killed" 2>/dev/null; do sleep 0.05; done
-    kill -KILL "$killed" 2>/dev/null && clear_cache_locks
+    kill -KILL "$killed" 2>/dev/null || true
     wait "$killed" 2>/dev/null || true
+    clear_cache_locks
     if [[ ! -e "$run/$TRAIN_CHECKPOINT" ]]; then
         tail -n 20 "$keep/smoke-resume-killed.log"
         echo "vggq train ended before it wrote $run/$TRAIN_CHECKPOINT"
