@@ -120,7 +120,8 @@ pub fn run(args: Args) -> Result<()> {
         refuse_run_inside_data(&out, data)?;
     }
     // The data by its content, whatever its form (archive, folder, download): read first, so that data
-    // that is missing or damaged is said before anything else is printed.
+    // that is missing, or an archive cut short or damaged, is said before anything else is printed (a
+    // damaged image is found where the images are decoded, below).
     let data_source = DataSource::local_or_download(args.data.clone());
     let data_digest = super::data_digest(&data_source)?;
     // Before anything touches a GPU: cubecl reads where its cache is once.
