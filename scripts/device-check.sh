@@ -83,9 +83,10 @@ cap_scale=$($dry_run && echo 4 || echo 1)
 # Background stages get process groups of their own, so that a stage past its time is stopped whole.
 set -m
 
-# kernel_cache: the compiled-kernel cache every GPU run on this machine shares, where the probe says it is.
+# kernel_cache [JSON]: the compiled-kernel cache every GPU run on this machine shares, as `vggq device
+# --json` says (in JSON, a file; by default what the probe stage recorded).
 kernel_cache() {
-    "$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["kernel_cache"])' "$keep/device.json" 2>/dev/null
+    "$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["kernel_cache"])' "${1:-$keep/device.json}" 2>/dev/null
 }
 
 # clear_cache_locks: after a vggq was stopped by a signal (the watchdog's SIGTERM ends any vggq but a
@@ -98,8 +99,7 @@ kernel_cache() {
 # its end: where it was the one stopped, vggq says so without probing (no kernel).
 clear_cache_locks() {
     local kernels locks
-    kernels="$(kernel_cache || timeout 20 "$vggq" device --json 2>/dev/null \
-        | "$python" -c 'import json, sys; print(json.load(sys.stdin)["kernel_cache"])' 2>/dev/null || true)"
+    kernels="$(kernel_cache || kernel_cache <(timeout 20 "$vggq" device --json 2>/dev/null) || true)"
     locks="$( (find "$kernels" "${autotune:-}" -name '*.lock' -print -delete 2>/dev/null || true) | wc -l)"
     (( locks == 0 )) || echo "== cubecl lock files the stopped vggq left, removed: $locks"
 }
@@ -139,8 +139,10 @@ stage() {
         kill -KILL -- -"$pid" 2>/dev/null && killed=true
         (( $(date +%s) - begin < limit )) || status=timeout
         if $killed || [[ $status == timeout ]]; then
-            # A system call under way ends before the process does.
-            while kill -0 -- -"$pid" 2>/dev/null; do sleep 0.05; done
+            # A system call under way ends before the process does (within seconds: one stuck in the GPU's
+            # driver must not hold up the check, whose later stages then may wait on its locks).
+            local gone_by=$(( $(date +%s) + 5 ))
+            while kill -0 -- -"$pid" 2>/dev/null && (( $(date +%s) < gone_by )); do sleep 0.05; done
             clear_cache_locks
         fi
     fi
