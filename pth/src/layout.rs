@@ -70,7 +70,6 @@ impl VggConfig {
         Self::vgg11_bn(1, 4, 4096, 10)
     }
 
-    /// Each convolution's `features` index with its input and output channels.
     /// This network as the JSON `scripts/torch_vgg.py` builds its torchvision module from (conv widths
     /// with 0 for a max-pool, the average pool's side, the head), with the input side the tests feed it.
     pub fn torch_module_json(&self, input_side: usize) -> String {
@@ -88,6 +87,7 @@ impl VggConfig {
         )
     }
 
+    /// Each convolution's `features` index with its input and output channels.
     pub fn convs(&self) -> Vec<Conv> {
         let mut convs = Vec::new();
         let mut index = 0;

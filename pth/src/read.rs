@@ -6,6 +6,7 @@
 //! the caller's buffer.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
@@ -46,7 +47,7 @@ pub fn read_pth(bytes: &[u8]) -> Result<PthFile<'_>> {
         });
     }
     let pickle = read_pickle(record("data.pkl")?)?;
-    let decoder = Decoder { archive, by_name: &by_name };
+    let decoder = Decoder { archive, by_name: &by_name, file_len: bytes.len(), decoded: Cell::new(0) };
     let state_dict = decoder.state_dict(&pickle)?;
     Ok(PthFile { archive, entries, state_dict })
 }
@@ -70,6 +71,14 @@ fn is_global(object: &Object, module: &str, name: &str) -> bool {
 struct Decoder<'f, 'a> {
     archive: &'a str,
     by_name: &'f HashMap<&'a str, &'a [u8]>,
+    /// The file's size, which bounds [`Self::decoded`].
+    file_len: usize,
+    /// Bytes of storage decoded into owned per-channel parameters so far. Tensors borrow the file's
+    /// bytes, but per-channel scales and zero points are decoded, once for every tensor that names their
+    /// storage: a pickle that names one storage under many keys (through its memo, a few bytes each)
+    /// would have it decoded again for each, and gigabytes allocated from a file of megabytes. torch.save
+    /// gives each quantizer storages of its own, so a file's decoded bytes stay within its size.
+    decoded: Cell<usize>,
 }
 
 impl<'a> Decoder<'_, 'a> {
@@ -228,6 +237,18 @@ impl<'a> Decoder<'_, 'a> {
                 let axis = usize::try_from(*axis).map_err(|_| unexpected(key, "a non-negative channel axis"))?;
                 let scales = self.vector(key, scales, DType::F64)?;
                 let zero_points = self.vector(key, zero_points, DType::I64)?;
+                let decoded = self.decoded.get() + scales.len() + zero_points.len();
+                if decoded > self.file_len {
+                    return Err(Error::InvalidTensor {
+                        key: key.to_owned(),
+                        reason: format!(
+                            "its per-channel parameters bring the storage bytes decoded to {decoded}, more than the file's {}: \
+                             quantizers share storages, which torch.save never writes",
+                            self.file_len
+                        ),
+                    });
+                }
+                self.decoded.set(decoded);
                 Quantizer::PerChannelAffine {
                     scales: scales.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
                     zero_points: zero_points
@@ -326,6 +347,69 @@ mod tests {
         p.extend_from_slice(&[numel, b't', b'Q', b'K', 0, b'K', len, 0x85, b'K', 1, 0x85, 0x89]);
         p.extend_from_slice(b"ccollections\nOrderedDict\n)RtR");
         p
+    }
+
+    /// `_rebuild_tensor_v2` of a contiguous 1-d tensor of `len` elements in storage `storage` of `class`.
+    fn vector_tensor(class: &str, storage: &str, len: u16) -> Vec<u8> {
+        let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
+        p.extend(persistent_id(class, storage, len));
+        p.extend(b"K\x00M");
+        p.extend(len.to_le_bytes());
+        p.extend(b"\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR");
+        p
+    }
+
+    /// `('storage', torch.<class>, storage, 'cpu', numel)`, as BINPERSID takes it.
+    fn persistent_id(class: &str, storage: &str, numel: u16) -> Vec<u8> {
+        let mut p = format!("(X\x07\x00\x00\x00storagectorch\n{class}\nX").into_bytes();
+        p.extend((storage.len() as u32).to_le_bytes());
+        p.extend(storage.as_bytes());
+        p.extend(b"X\x03\x00\x00\x00cpuM");
+        p.extend(numel.to_le_bytes());
+        p.extend(b"tQ");
+        p
+    }
+
+    /// A state_dict whose `keys` all name one per-channel qint8 tensor of `channels` rows (the first
+    /// key's, fetched from the memo for the others), and its three storages.
+    fn shared_per_channel_archive(keys: &[&str], channels: u16) -> Vec<u8> {
+        let mut qtensor = b"ctorch._utils\n_rebuild_qtensor\n(".to_vec();
+        qtensor.extend(persistent_id("QInt8Storage", "0", channels));
+        qtensor.extend(b"K\x00M");
+        qtensor.extend(channels.to_le_bytes());
+        qtensor.extend(b"K\x01\x86K\x01K\x01\x86(ctorch\nper_channel_affine\n");
+        qtensor.extend(vector_tensor("DoubleStorage", "1", channels));
+        qtensor.extend(vector_tensor("LongStorage", "2", channels));
+        qtensor.extend(b"K\x00t\x89ccollections\nOrderedDict\n)RtRq\x01");
+        let mut pickle = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+        for (i, key) in keys.iter().enumerate() {
+            pickle.push(b'X');
+            pickle.extend((key.len() as u32).to_le_bytes());
+            pickle.extend(key.as_bytes());
+            pickle.extend(if i == 0 { &qtensor[..] } else { b"h\x01" });
+        }
+        pickle.extend(b"u.");
+        let channels = usize::from(channels);
+        let scales: Vec<u8> = std::iter::repeat_n(1.0f64.to_le_bytes(), channels).flatten().collect();
+        archive(&pickle, b"little", &[&vec![1; channels], &scales, &vec![0; channels * 8]])
+    }
+
+    #[test]
+    fn per_channel_parameters_decode() {
+        let bytes = shared_per_channel_archive(&["w"], 1000);
+        let Some(Value::QTensor(qtensor)) = read_state_dict(&bytes).unwrap().get("w").cloned() else { panic!("a qtensor") };
+        assert!(matches!(qtensor.quantizer, Quantizer::PerChannelAffine { scales, axis: 0, .. } if scales == [1.0; 1000]));
+    }
+
+    /// Each key would decode the same 16,000 bytes again: the second brings them past the file's size.
+    #[test]
+    fn storages_shared_between_quantizers_are_refused_before_they_multiply() {
+        let bytes = shared_per_channel_archive(&["w", "v", "u"], 1000);
+        let error = read_state_dict(&bytes).unwrap_err();
+        assert!(
+            matches!(&error, Error::InvalidTensor { key, reason } if key == "v" && reason.contains("decoded to 32000")),
+            "{error}"
+        );
     }
 
     #[test]

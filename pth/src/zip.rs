@@ -297,6 +297,10 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<ZipEntry<'_>>> {
 
     let mut directory = Cursor::at(bytes, directory_offset, "central directory header")?;
     let mut entries = Vec::with_capacity(count as usize);
+    let mut names = std::collections::HashSet::new();
+    // Entries follow one another in the file, as torch.save writes them: records that point at the same
+    // bytes again would have each read (and its CRC computed) once per record.
+    let mut previous_end = 0;
     for _ in 0..count {
         directory.signature(CENTRAL_HEADER_SIG)?;
         directory.take(4)?; // versions
@@ -326,6 +330,12 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<ZipEntry<'_>>> {
         directory.take(extra_len)?;
         directory.take(comment_len)?;
         let unsupported = |reason| Error::UnsupportedZipEntry { entry: name.to_owned(), reason };
+        if !names.insert(name) {
+            return Err(unsupported("its name is taken by an earlier entry"));
+        }
+        if u64::from(header_offset) < previous_end {
+            return Err(unsupported("it overlaps the entry before it"));
+        }
         if method != 0 {
             return Err(unsupported("compressed; only stored entries are read"));
         }
@@ -347,6 +357,7 @@ pub fn read_entries(bytes: &[u8]) -> Result<Vec<ZipEntry<'_>>> {
         local.take(local_extra_len)?;
         let data_offset = local.pos as u64;
         let data = local.take(size as usize)?;
+        previous_end = local.pos as u64;
         if crc32fast::hash(data) != crc {
             return Err(Error::CrcMismatch { entry: name.to_owned() });
         }

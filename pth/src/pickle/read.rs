@@ -136,7 +136,7 @@ pub(crate) fn read(pickle: &[u8]) -> Result<Object> {
     if pickle.len() > MAX_PICKLE_BYTES {
         return Err(Error::LimitExceeded { what: "pickle size", found: pickle.len() as u64, limit: MAX_PICKLE_BYTES as u64 });
     }
-    Machine { input: pickle, pos: 0, op_start: 0, stack: Vec::new(), marks: Vec::new(), memo: Vec::new() }.run()
+    Machine::new(pickle).run()
 }
 
 struct Machine<'a> {
@@ -145,12 +145,25 @@ struct Machine<'a> {
     op_start: usize,
     stack: Vec<Object>,
     marks: Vec<usize>,
-    /// Memo slots; `None` for unset. A dict is stored with `mutable = true`: fetching it would need
-    /// shared mutation, which torch.save never relies on, so it is refused instead.
-    memo: Vec<Option<(Object, bool)>>,
+    /// Memo slots; `None` for unset.
+    memo: Vec<Option<Memo>>,
 }
 
-impl Machine<'_> {
+/// What a memo slot holds.
+enum Memo {
+    Value(Object),
+    /// A dict or list: fetching it would need shared mutation, which torch.save never relies on, so it
+    /// is refused instead. The slot keeps no reference to it: one would make the next APPEND or SETITEM
+    /// copy the whole container (`Rc::make_mut`), and a pickle alternating puts and appends would keep
+    /// a growing copy per put.
+    MutableContainer,
+}
+
+impl<'a> Machine<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        Machine { input, pos: 0, op_start: 0, stack: Vec::new(), marks: Vec::new(), memo: Vec::new() }
+    }
+
     fn malformed(&self, reason: &'static str) -> Error {
         Error::MalformedPickle { offset: self.op_start, reason }
     }
@@ -224,20 +237,23 @@ impl Machine<'_> {
                 limit: u64::from(MAX_MEMO_INDEX),
             });
         }
-        let top = self.stack.last().ok_or(self.malformed("memo put with an empty stack"))?.clone();
-        let mutable = matches!(top.kind(), Some(NestedKind::Dict(_) | NestedKind::List(_)));
+        let top = self.stack.last().ok_or(self.malformed("memo put with an empty stack"))?;
+        let slot = match top.kind() {
+            Some(NestedKind::Dict(_) | NestedKind::List(_)) => Memo::MutableContainer,
+            _ => Memo::Value(top.clone()),
+        };
         let index = index as usize;
         if self.memo.len() <= index {
-            self.memo.resize(index + 1, None);
+            self.memo.resize_with(index + 1, || None);
         }
-        self.memo[index] = Some((top, mutable));
+        self.memo[index] = Some(slot);
         Ok(())
     }
 
     fn memo_get(&mut self, index: u32) -> Result<()> {
         let object = match self.memo.get(index as usize) {
-            Some(Some((_, true))) => return Err(self.malformed("memo fetch of a mutable container")),
-            Some(Some((object, false))) => object.clone(),
+            Some(Some(Memo::MutableContainer)) => return Err(self.malformed("memo fetch of a mutable container")),
+            Some(Some(Memo::Value(object))) => object.clone(),
             _ => return Err(self.malformed("memo fetch of an unset slot")),
         };
         self.push(object)
@@ -269,7 +285,7 @@ impl Machine<'_> {
     }
 
     /// Runs the opcodes to STOP, each family in its own function.
-    fn run(mut self) -> Result<Object> {
+    fn run(&mut self) -> Result<Object> {
         loop {
             self.op_start = self.pos;
             let [opcode] = self.take_array::<1>()?;
@@ -540,6 +556,14 @@ mod tests {
             err(b"\x80\x02}q\x00h\x00."),
             Error::MalformedPickle { reason: "memo fetch of a mutable container", .. }
         ));
+    }
+
+    /// A list put in the memo stays the stack's alone, so that APPEND extends it in place.
+    #[test]
+    fn the_memo_keeps_no_reference_to_a_mutable_container() {
+        let mut machine = Machine::new(b"\x80\x02]q\x00.");
+        let Object::Nested(list) = machine.run().unwrap() else { panic!("a list") };
+        assert_eq!(Rc::strong_count(&list), 1);
     }
 
     #[test]

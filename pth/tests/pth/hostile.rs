@@ -77,6 +77,29 @@ fn a_missing_record_is_named() {
     assert!(matches!(read_pth(&renamed), Err(Error::MissingEntry { entry }) if entry == "tiny_fp32/byteorder"));
 }
 
+/// Two entries of one name would leave which one a reader takes to the reader.
+#[test]
+fn a_repeated_entry_name_is_refused() {
+    let bytes = reference_bytes("tiny_fp32");
+    let renamed = replace_all(&bytes, b"tiny_fp32/data/1", b"tiny_fp32/data/0");
+    let err = read_pth(&renamed).unwrap_err();
+    assert_eq!(err.to_string(), "zip entry `tiny_fp32/data/0` is unsupported: its name is taken by an earlier entry");
+}
+
+/// Records pointing back into bytes an earlier entry holds would have them read once per record.
+#[test]
+fn an_entry_overlapping_the_one_before_is_refused() {
+    let mut bytes = reference_bytes("tiny_fp32");
+    let records: Vec<usize> = bytes.windows(4).enumerate().filter(|(_, w)| w == b"PK\x01\x02").map(|(i, _)| i).collect();
+    // The local header offset is the record's last fixed field, 42 bytes in.
+    let first_header: [u8; 4] = bytes[records[0] + 42..records[0] + 46].try_into().unwrap();
+    bytes[records[1] + 42..records[1] + 46].copy_from_slice(&first_header);
+    let second_name = &bytes[records[1] + 46..records[1] + 46 + usize::from(bytes[records[1] + 28])];
+    let expected =
+        format!("zip entry `{}` is unsupported: it overlaps the entry before it", String::from_utf8_lossy(second_name));
+    assert_eq!(read_pth(&bytes).unwrap_err().to_string(), expected);
+}
+
 fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     let mut out = haystack.to_vec();
     let mut i = 0;
