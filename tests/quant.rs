@@ -233,6 +233,27 @@ fn pytorchs_static_model_simulates_exactly_and_round_trips() {
     assert!(max_error < 1e-5, "{max_error}");
 }
 
+/// Quantizer parameters the kernels' int32 zero points and float32 scales cannot hold are refused by
+/// key, not wrapped (2^32 + 3 read as 3) or narrowed to zero.
+#[test]
+fn quantizer_parameters_beyond_the_kernels_types_are_refused() {
+    use vggq_pth::{Quantizer, Value};
+    let bytes = fixture("tiny_static_int8_fx.pth");
+    let reference = read_state_dict(&bytes).unwrap();
+    let (key, _) = reference.entries.iter().find(|(_, value)| matches!(value, Value::QTensor(_))).unwrap();
+    for (damage, said) in [(0, "has zero point 4294967299, beyond int32"), (1, "has scale 1e-50, not a positive float32")] {
+        let mut damaged = reference.clone();
+        let Some((_, Value::QTensor(weight))) = damaged.entries.iter_mut().find(|(k, _)| k == key) else { unreachable!() };
+        let Quantizer::PerChannelAffine { scales, zero_points, .. } = &mut weight.quantizer else { panic!("{key}: per-channel") };
+        match damage {
+            0 => zero_points[0] = (1 << 32) + 3,
+            _ => scales[0] = 1e-50,
+        }
+        let error = int8_from_state_dict(&damaged, &tiny_config(), QuantMethod::Static).unwrap_err().to_string();
+        assert!(error.contains(key) && error.contains(said), "not `{key}` and `{said}`: {error}");
+    }
+}
+
 /// MinMax calibration against PyTorch's `MinMaxObserver(reduce_range=True)` on the same activations (the
 /// fixture model's second observation point on calib_0..3, as FX feeds it): the same scale and zero
 /// point. Percentile calibration's range against numpy's quantiles of those activations (1e-4 cut at each

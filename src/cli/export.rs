@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
         let out = args.run.join(variant.onnx_file());
         onnx::write(&out, &proto)?;
         let size = std::fs::metadata(&out)?.len();
-        println!("wrote {} ({:.2} MiB) from {}", out.display(), size as f64 / f64::from(1 << 20), pth.display());
+        println!("wrote {} ({:.2} MiB) from {}", out.display(), size as f64 / vggq::eval::MIB, pth.display());
     }
     step.record()?;
     Ok(())

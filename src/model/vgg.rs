@@ -91,7 +91,11 @@ impl VggConfig {
 
     /// Channels leaving the last conv.
     pub fn feature_channels(&self) -> usize {
-        512 / self.width_divisor
+        let last_conv = VGG11_FEATURES.iter().rev().find_map(|layer| match layer {
+            FeatureLayer::Conv(width) => Some(width),
+            FeatureLayer::MaxPool => None,
+        });
+        last_conv.expect("VGG11 has convolutions") / self.width_divisor
     }
 
     /// Inputs of the first classifier layer: channels x pool x pool.

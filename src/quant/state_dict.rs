@@ -232,7 +232,7 @@ fn f32_scalar(state_dict: &StateDict<'_>, key: &str) -> Result<f32, QuantError> 
 fn i32_scalar(state_dict: &StateDict<'_>, key: &str) -> Result<i32, QuantError> {
     let tensor = plain_tensor(state_dict, key)?;
     match (tensor.dtype, tensor.data.get(..8)) {
-        (DType::I64, Some(bytes)) => Ok(i64::from_le_bytes(bytes.try_into().expect("8 bytes")) as i32),
+        (DType::I64, Some(bytes)) => zero_point(i64::from_le_bytes(bytes.try_into().expect("8 bytes")), key),
         _ => Err(QuantError::StateDict { key: key.into(), reason: "is not an int64 scalar".into() }),
     }
 }
@@ -265,14 +265,27 @@ fn weight_from_qtensor(q: &QTensor<'_>, key: &str) -> Result<QuantizedWeight, Qu
         })
         .collect();
     let (scheme, scales, zero_points) = match &q.quantizer {
-        Quantizer::PerTensorAffine { scale, zero_point } => {
-            (WeightScheme::PerTensor, vec![*scale as f32], vec![*zero_point as i32])
-        }
-        Quantizer::PerChannelAffine { scales, zero_points, .. } => (
-            WeightScheme::PerChannel,
-            scales.iter().map(|&s| s as f32).collect(),
-            zero_points.iter().map(|&z| z as i32).collect(),
-        ),
+        Quantizer::PerTensorAffine { scale, zero_point } => (WeightScheme::PerTensor, &[*scale][..], &[*zero_point][..]),
+        Quantizer::PerChannelAffine { scales, zero_points, .. } => (WeightScheme::PerChannel, &scales[..], &zero_points[..]),
     };
+    let scales = scales.iter().map(|&s| weight_scale(s, key)).collect::<Result<_, _>>()?;
+    let zero_points = zero_points.iter().map(|&z| zero_point(z, key)).collect::<Result<_, _>>()?;
     Ok(QuantizedWeight { shape: q.shape.clone(), values, scheme, scales, zero_points })
+}
+
+/// A scale as the kernels use it (float32, as PyTorch's observers compute it), refused where it is none:
+/// a float64 that narrows to zero or infinity would divide by zero or scale every value to infinity.
+fn weight_scale(scale: f64, key: &str) -> Result<f32, QuantError> {
+    let narrowed = scale as f32;
+    if narrowed.is_finite() && narrowed > 0.0 {
+        Ok(narrowed)
+    } else {
+        Err(QuantError::StateDict { key: key.into(), reason: format!("has scale {scale:?}, not a positive float32") })
+    }
+}
+
+/// A zero point as the kernels use it (int32), refused rather than wrapped where the file's int64 is wider.
+fn zero_point(zero_point: i64, key: &str) -> Result<i32, QuantError> {
+    i32::try_from(zero_point)
+        .map_err(|_| QuantError::StateDict { key: key.into(), reason: format!("has zero point {zero_point}, beyond int32") })
 }
