@@ -198,14 +198,14 @@ for line in bench:
     if m:
         summaries[f"{m.group(1)} {m.group(2)}"] = m.group(3)
 rows += summaries.items()
-metrics_file, checksums_file, train_report_file, smoke_run = (os.environ[v] for v in ("METRICS_FILE", "CHECKSUMS_FILE", "TRAIN_REPORT_FILE", "SMOKE_RUN_PREFIX"))
+metrics_file, checksums_file, train_report_file, smoke_run, smoke_rerun = (os.environ[v] for v in ("METRICS_FILE", "CHECKSUMS_FILE", "TRAIN_REPORT_FILE", "SMOKE_RUN_PREFIX", "SMOKE_RERUN_PREFIX"))
 for name, label in ((metrics_file, "smoke"), (f"full-{metrics_file}", "full size")):
     metrics = load(f"{out}/{name}")
     for row in (metrics or {}).get("rows", []):
         rows.append((f"{label}: {row['file']} [{row['requested']}]", f"{row['placement']} | top-1 {row['top1']:.2f} % of {row['images']} images | {row['inference']['images_per_s']:.1f} img/s | {row['size_mib']:.2f} MiB"))
     for u in (metrics or {}).get("unavailable", []):
         rows.append((f"{label}: {u['provider']} not available", u["reason"]))
-first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep}/{smoke_run}{checksums_file}", f"{keep}/smoke-rerun-{checksums_file}"))
+first, second = (open(p).read() if os.path.exists(p) else None for p in (f"{keep}/{smoke_run}{checksums_file}", f"{keep}/{smoke_rerun}{checksums_file}"))
 if first and second:
     differing = sorted({l.split()[1] for l in set(first.splitlines()) ^ set(second.splitlines())})
     rows.append(("smoke rerun", "identical SHA256SUMS" if not differing else "differs: " + ", ".join(differing)))
@@ -268,6 +268,8 @@ for name in "${shared_names[@]}"; do
     fi
 done
 export "${shared_names[@]}"
+# The rerun's files in results.tar.gz (the first run's prefix comes from xtask, whose device-golden reads them).
+export SMOKE_RERUN_PREFIX=smoke-rerun-
 
 reassemble() {
     [[ -f "$bundle/part01/SHA256SUMS" ]] || { echo "no bundle in $bundle: run cargo xtask device-bundle and carry its parts"; return 1; }
@@ -399,8 +401,9 @@ fi
 cp "$smoke/$METRICS_FILE" "$smoke/$REPORT_FILE" "$smoke/$GOLDEN_TABLE_FILE" "$out/" 2>/dev/null
 for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$CHECKSUMS_FILE"; do cp "$smoke/$file" "$keep/$SMOKE_RUN_PREFIX$file" 2>/dev/null; done
 stage smoke-rerun 150 smoke_run "$work/smoke-rerun"
-cp "$work/smoke-rerun/$CHECKSUMS_FILE" "$keep/smoke-rerun-$CHECKSUMS_FILE" 2>/dev/null
-for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$METRICS_FILE"; do cp "$work/smoke-rerun/$file" "$keep/smoke-rerun-$file" 2>/dev/null; done
+for file in "$CHECKSUMS_FILE" "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$METRICS_FILE"; do
+    cp "$work/smoke-rerun/$file" "$keep/$SMOKE_RERUN_PREFIX$file" 2>/dev/null
+done
 
 : > "$out/bench.txt"
 bench() {  # profile, shape flags...
