@@ -20,7 +20,9 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            vggq::train::stop::say(format_args!("{}", cli::error_report(&error)));
+            // A stop the user asked for is said as what it is, not as an error.
+            let report = stop_message(&error).unwrap_or_else(|| cli::error_report(&error));
+            vggq::train::stop::say(format_args!("{report}"));
             // A training stopped on a signal ends as the signal would have ended it (a shell's script, a
             // job runner, see the signal, not an exit status of our own).
             if let Some(signal) = vggq::train::stop::requested() {
@@ -29,6 +31,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What a training stopped on a signal says, where `error` is that stop (a pipeline's step holds the
+/// checkpoint's error transparently: the chain then shows the pipeline's error in its place).
+fn stop_message(error: &anyhow::Error) -> Option<String> {
+    use vggq::{pipeline::PipelineError, train::CheckpointError};
+    error.chain().find_map(|cause| {
+        let checkpoint = match cause.downcast_ref::<PipelineError>() {
+            Some(PipelineError::Checkpoint(checkpoint)) => Some(checkpoint),
+            _ => cause.downcast_ref::<CheckpointError>(),
+        };
+        checkpoint.filter(|checkpoint| matches!(checkpoint, CheckpointError::Stopped { .. })).map(ToString::to_string)
+    })
 }
 
 fn run() -> Result<()> {

@@ -94,17 +94,36 @@ impl Drop for RunFolderLock {
     fn drop(&mut self) {
         // Best effort: a lock that cannot be cleared is still released when the file closes.
         let _ = self.file.set_len(0);
-        let stamps = self.path.parent().expect("the lock lives in .steps");
-        if self.made.is_empty() || !holds_only(stamps, LOCK_FILE) {
-            return;
-        }
-        // Removed while held: a vggq that opened it meanwhile finds, once it has the lock, that the file
-        // is no longer the folder's, and takes the folder's anew (`take`).
-        let _ = std::fs::remove_file(&self.path);
-        for folder in &self.made {
-            // Only an empty folder goes.
-            let _ = std::fs::remove_dir(folder);
-        }
+        MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(lock, _)| lock != &self.path);
+        remove_if_unwritten(&self.path, &self.made);
+    }
+}
+
+/// The locks this process holds on folders it made, with those folders: a stop signal that ends vggq at
+/// once (before a training listens for it, or a second one) skips every `Drop`, and
+/// [`remove_unwritten_folders`] then does what theirs would have.
+static MADE_FOLDERS: std::sync::Mutex<Vec<(PathBuf, Vec<PathBuf>)>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the folders this process made for its run folder locks and has written nothing into, as a
+/// command that fails does: for a process about to end without unwinding (a stop signal's end).
+pub fn remove_unwritten_folders() {
+    for (lock, made) in MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
+        remove_if_unwritten(lock, made);
+    }
+}
+
+/// Removes the lock file at `lock` and the folders `made` for it, where `.steps` holds nothing else.
+fn remove_if_unwritten(lock: &Path, made: &[PathBuf]) {
+    let stamps = lock.parent().expect("the lock lives in .steps");
+    if made.is_empty() || !holds_only(stamps, LOCK_FILE) {
+        return;
+    }
+    // Removed while held: a vggq that opened it meanwhile finds, once it has the lock, that the file
+    // is no longer the folder's, and takes the folder's anew (`take`).
+    let _ = std::fs::remove_file(lock);
+    for folder in made {
+        // Only an empty folder goes.
+        let _ = std::fs::remove_dir(folder);
     }
 }
 
@@ -190,6 +209,9 @@ impl RunFolderLock {
                     return Ok(Self { file, path, made });
                 }
             }
+            if !made.is_empty() {
+                MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((path.clone(), made.clone()));
+            }
             let lock = Self { file, path, made };
             // Lossy: the lock file names the command for a person; a path that is not UTF-8 must not panic.
             let command: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
@@ -235,10 +257,11 @@ impl Step {
     ) -> Result<Self, StepError> {
         let mut hasher = Sha256::new();
         hasher.update(name.as_bytes());
-        // New code may compute other outputs: the running executable is an input of every step.
-        if let Ok(program) = std::env::current_exe() {
-            hasher.update(file_digest(&program, DigestAlgorithm::Sha256)?.hex.as_bytes());
-        }
+        // New code may compute other outputs: the running executable is an input of every step (a key
+        // without it would call a rebuilt vggq's step up to date).
+        let program = std::env::current_exe()
+            .map_err(|source| StepError::Io { path: PathBuf::from("the running vggq executable"), source })?;
+        hasher.update(file_digest(&program, DigestAlgorithm::Sha256)?.hex.as_bytes());
         hasher.update(serde_json::to_vec(config).expect("step configurations are plain data"));
         let mut inside = Vec::new();
         for input in inputs {
@@ -335,7 +358,11 @@ pub fn require_current(folder: &Path, steps: &[&str]) -> Result<(), StepError> {
     for &step in steps {
         let path = folder.join(STEPS_FOLDER).join(format!("{step}.json"));
         let unrecorded = || StepError::Unrecorded { folder: folder.to_path_buf(), step: step.to_string() };
-        let text = std::fs::read_to_string(&path).map_err(|_| unrecorded())?;
+        // A record that is missing is a step not run; one that cannot be read, a problem to name.
+        let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => unrecorded(),
+            _ => StepError::Io { path: path.clone(), source },
+        })?;
         let stamp: Stamp = serde_json::from_str(&text).map_err(|_| unrecorded())?;
         let step = step.to_string();
         for (name, digest) in &stamp.outputs {
@@ -450,6 +477,20 @@ mod tests {
         let nested = dir.path().join("a/b/run");
         drop(RunFolderLock::take(&nested).unwrap());
         assert!(!dir.path().join("a").exists(), "a lock released with nothing written left the folders it made");
+    }
+
+    /// A process ended at once by a stop signal (no `Drop` runs) removes the run folders it made and has
+    /// not written into, as one that fails does; one it has written into stays.
+    #[test]
+    fn an_ending_process_removes_the_folders_it_made_and_left_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (unwritten, written) = (dir.path().join("a/run"), dir.path().join("b/run"));
+        let held = [RunFolderLock::take(&unwritten).unwrap(), RunFolderLock::take(&written).unwrap()];
+        std::fs::write(written.join(STEPS_FOLDER).join("train.json"), b"{}").unwrap();
+        remove_unwritten_folders();
+        assert!(!dir.path().join("a").exists(), "the unwritten run folder and its parent stayed");
+        assert!(written.join(STEPS_FOLDER).join(LOCK_FILE).is_file(), "a written run folder lost its lock");
+        drop(held);
     }
 
     /// A file where the step records go is named, not reported as the OS's "File exists".

@@ -10,7 +10,7 @@ use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, Tens
 use vggq::model::kernels::isa::ISA_VARIABLE;
 use vggq_core::interrupted::kill_once_written;
 use vggq_core::run_folder::{
-    checkpoint_in_run, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_OUTPUTS, STEPS_FOLDER,
+    checkpoint_in_run, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, REPORT_OUTPUTS, STEPS_FOLDER,
     TRAIN_REPORT_FILE,
 };
 use vggq_core::{QatMode, Variant};
@@ -136,6 +136,37 @@ fn hostile_onnx_files_are_refused_by_name() {
     assert!(!Path::new("/nonexistent").exists());
 }
 
+/// A PyTorch file given as a model, and a model whose output is not named as vggq's export names it: each
+/// is refused by what it is (not a protobuf decoder's error, not a panic on the missing output).
+#[test]
+fn files_that_are_not_vggqs_kind_of_onnx_model_say_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = util::golden_run();
+    let mut model = ModelProto::decode(std::fs::read(run.join(Variant::StaticInt8.onnx_file())).unwrap().as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    for output in &mut graph.output {
+        output.name = Some("scores".into());
+    }
+    for name in graph.node.iter_mut().flat_map(|node| &mut node.output).filter(|name| *name == "logits") {
+        *name = "scores".into();
+    }
+    let renamed = dir.path().join("renamed.onnx");
+    std::fs::write(&renamed, model.encode_to_vec()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    util::fixtures::write_cifar_binary(data.path());
+    let pth = run.join(Variant::StaticInt8.pth_file());
+    for (model, said) in [
+        (&renamed, "the model has no output named `logits` (its outputs: `scores`)".to_string()),
+        (&pth, format!("{} is not an ONNX model (a zip archive, as a PyTorch .pth is", pth.display())),
+    ] {
+        let data = data.path().to_str().unwrap();
+        let output = vggq(&["eval", model.to_str().unwrap(), "--device", "cpu", "--data", data, "--batch", "1"], &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains(&said), "not `{said}`: {message}");
+    }
+}
+
 /// A machine with no display session (CI's, a server's): Mesa's device-selection layer looks for the
 /// display's GPU through libwayland, which prints "error: XDG_RUNTIME_DIR is invalid or not set" though
 /// nothing failed; vggq turns the layer off there, and the wgpu probe still finds its adapter.
@@ -238,8 +269,8 @@ fn a_run_inside_its_data_folder_is_refused() {
     assert!(!data.path().join("runs").exists(), "the refused run left its folder in the data");
 }
 
-/// An error is printed with each cause once: the message that names the missing file already says
-/// what the operating system said, and its cause below it would say it again. Missing data is the first
+/// An error is printed with each cause once: the message that names the missing data already says it
+/// is missing, and what `--data` takes; a cause below it would say it again. Missing data is the first
 /// thing `train` says, and the run folder the failed command made goes with it.
 #[test]
 fn an_error_names_its_cause_once() {
@@ -249,8 +280,8 @@ fn an_error_names_its_cause_once() {
     let output = vggq(&[&args[..], &["--out", out.to_str().unwrap()]].concat(), &[]);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");
-    assert!(message.starts_with("Error: ") && message.contains("/nonexistent"), "{message}");
-    assert_eq!(message.matches("No such file or directory").count(), 1, "{message}");
+    assert!(message.starts_with("Error: `/nonexistent` does not exist: --data (or $VGGQ_DATA) names CIFAR-10"), "{message}");
+    assert_eq!(message.matches("does not exist").count(), 1, "{message}");
     // Said first: nothing (the device, the profile) printed above it.
     assert!(output.stdout.is_empty(), "before the missing data: {}", String::from_utf8_lossy(&output.stdout));
     assert!(!out.exists(), "a training that failed before it wrote anything left {}", out.display());
@@ -259,7 +290,7 @@ fn an_error_names_its_cause_once() {
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(message.starts_with("Error: ` ` comes from the environment ($VGGQ_DATA)"), "{message}");
-    assert_eq!(message.matches("No such file or directory").count(), 1, "{message}");
+    assert_eq!(message.matches("does not exist").count(), 1, "{message}");
 }
 
 /// A step whose input an earlier step writes says which step to run when that file is missing (never
@@ -570,9 +601,20 @@ fn files_that_do_not_belong_together_are_refused() {
     let (metrics, moved) = (run.path().join(METRICS_FILE), elsewhere.path().join("moved-metrics.json"));
     std::fs::rename(&metrics, &moved).unwrap();
     std::os::unix::fs::symlink(&moved, &metrics).unwrap();
-    expect(&["report", "--run", folder], &format!("{folder} holds links in place of files its steps wrote: {METRICS_FILE}; put"));
+    let refused = format!("{folder} holds links in place of files its steps wrote: {METRICS_FILE} (vggq eval); put the files");
+    expect(&["report", "--run", folder], &refused);
     std::fs::remove_file(&metrics).unwrap();
     std::fs::rename(&moved, &metrics).unwrap();
+    // A link in place of report's own output is replaced by what report writes, and what it pointed to
+    // is left as it was.
+    let (report, elsewhere_report) = (run.path().join(REPORT_FILE), elsewhere.path().join("notes.md"));
+    std::fs::write(&elsewhere_report, b"someone's notes").unwrap();
+    std::fs::remove_file(&report).unwrap();
+    std::os::unix::fs::symlink(&elsewhere_report, &report).unwrap();
+    let output = vggq(&["report", "--run", folder], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!report.is_symlink() && report.is_file(), "report left the link in place of {REPORT_FILE}");
+    assert_eq!(std::fs::read(&elsewhere_report).unwrap(), b"someone's notes");
     // A CUDA evaluation asked for where ONNX Runtime's CUDA provider cannot run (no GPU, as in CI) fails
     // before it loads the data or touches the finished run.
     if vggq::eval::load_runtime(true).is_err() {
@@ -666,6 +708,7 @@ fn a_training_asked_to_stop_saves_its_state_and_resumes_from_it() {
     let saved = format!(" of 250 in epoch 1 of 2: its state is saved in {}, and the same command", checkpoint.display());
     assert!(message.contains("SIGTERM: the training stops at its next progress read"), "{message}");
     assert!(message.contains("stopped on SIGTERM after step ") && message.contains(&saved), "{message}");
+    assert!(!message.contains("Error: stopped"), "a stop asked for is no error: {message}");
 
     let resumed = vggq(&args, &[]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));

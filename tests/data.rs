@@ -398,7 +398,7 @@ mod errors {
         fs::write(&empty, b"").unwrap();
         assert!(matches!(load_error(&empty, "is empty (0 bytes)"), DataError::EmptyFile { .. }));
         let absent = dir.path().join("absent");
-        assert!(matches!(load_error(&absent, "absent"), DataError::Io { .. }));
+        assert!(matches!(load_error(&absent, "absent"), DataError::MissingSource { .. }));
     }
 }
 

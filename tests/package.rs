@@ -163,6 +163,12 @@ fn manifest_paths_links_and_stray_folders_are_caught() {
     let found = package::verify(dir.path()).unwrap();
     assert!(found.changed.is_empty() && found.missing.is_empty(), "{found}");
     assert_eq!(found.extra, ["link", "model.pth (a link in place of the file)", "sub/"]);
+    // To other bytes: the link is the finding, said once (what it points to is not the package's).
+    std::fs::remove_file(dir.path().join("model.pth")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", dir.path().join("model.pth")).unwrap();
+    let found = package::verify(dir.path()).unwrap();
+    assert!(found.changed.is_empty() && found.missing.is_empty(), "{found}");
+    assert_eq!(found.extra, ["link", "model.pth (a link in place of the file)", "sub/"]);
 }
 
 #[test]

@@ -20,6 +20,8 @@ use vggq_core::{flag_value, ModelShape, ProfileName};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Where vggq's side runs, as for `vggq train`; by default the CPU, so that a benchmark names the
+    /// device it measures rather than one a probe picks.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceRequest,
     /// The network shapes of a profile (`--size`, `--width-div` and `--hidden` override them).

@@ -19,13 +19,13 @@ use vggq_core::limits::positive;
 use super::run_dir::{is_skipped, require_from_step, QuantizedRun, TrainedRun, METRICS_FILE};
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["run", "models"])))]
 pub struct Args {
     /// A run folder: evaluates the ONNX files `vggq export` wrote there, on as many test images as its
     /// profile says (`--eval-images`), into its `metrics.json`.
-    #[arg(long, conflicts_with = "models")]
+    #[arg(long)]
     run: Option<PathBuf>,
     /// ONNX files to evaluate, instead of a run's.
-    #[arg(required_unless_present = "run")]
     models: Vec<PathBuf>,
     /// `cpu`: the CPU execution provider. `cuda`: CUDA's (it must run) and the CPU's beside it. `auto`:
     /// CUDA's too where training could use CUDA here; one that cannot run is recorded with its reason.
@@ -108,6 +108,10 @@ pub fn run(mut args: Args) -> Result<()> {
     // Made before the models run, so a report path that cannot be written fails now, not after them.
     if let Some(report) = &args.report {
         if let Some(folder) = report.parent() {
+            // The OS says "File exists" where a file stands in the path: the file is named instead.
+            if let Some(file) = folder.ancestors().find(|ancestor| ancestor.is_file()) {
+                bail!("--report {}: {} is a file, not a folder", report.display(), file.display());
+            }
             std::fs::create_dir_all(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
         }
     }
@@ -242,7 +246,13 @@ const MAX_INPUT_SIDE: i64 = 1024;
 /// The image side the model expects, from its input's shape `[N, 3, side, side]`.
 fn input_side(path: &Path) -> Result<usize> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let model = ModelProto::decode(bytes.as_slice()).with_context(|| format!("parsing {}", path.display()))?;
+    let model = ModelProto::decode(bytes.as_slice()).with_context(|| {
+        // torch.save's files are zip archives; `vggq export` writes a run's ONNX files from them.
+        let pytorch = bytes
+            .starts_with(b"PK\x03\x04")
+            .then_some(" (a zip archive, as a PyTorch .pth is: `vggq export` writes a run's ONNX files)");
+        format!("{} is not an ONNX model{}", path.display(), pytorch.unwrap_or(""))
+    })?;
     let input = model.graph.as_ref().and_then(|g| g.input.first()).context("model has no input")?;
     let Some(type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         anyhow::bail!("{}: input is not a tensor", path.display());

@@ -29,7 +29,8 @@ pub struct Args {
     /// beside them.
     #[arg(long)]
     run: PathBuf,
-    /// `auto` picks CUDA when usable, else the CPU; `cuda` never falls back.
+    /// `auto` picks CUDA when usable, else a GPU wgpu offers, else the CPU (as `vggq train`); `cuda` never
+    /// falls back.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
     /// CIFAR-10 on disk, as for `vggq train` (also `$VGGQ_DATA`); downloaded into the cache without it.

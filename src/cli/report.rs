@@ -77,13 +77,13 @@ pub fn run(args: Args) -> Result<()> {
         (TRAIN_REPORT_FILE, "json", "vggq train"),
         (QUANT_REPORT_FILE, "json", "vggq quantize"),
         (METRICS_FILE, "json", "vggq eval"),
-        (REPORT_FILE, "markdown", "vggq report"),
-        (GOLDEN_TABLE_FILE, "markdown", "vggq report"),
+        (REPORT_FILE, "markdown", REPORT_SOURCE),
+        (GOLDEN_TABLE_FILE, "markdown", REPORT_SOURCE),
     ] {
         roles.push(FileRole::varying(name, "report", format, source));
     }
     for (name, _) in &charts {
-        roles.push(FileRole::varying(name, "report", "svg", "vggq report"));
+        roles.push(FileRole::varying(name, "report", "svg", REPORT_SOURCE));
     }
     refuse_unpackaged(&args.run, &roles)?;
 
@@ -94,6 +94,9 @@ pub fn run(args: Args) -> Result<()> {
     println!("wrote {} ({}, {}, charts)", args.run.join(REPORT_FILE).display(), package::MANIFEST_FILE, package::CHECKSUMS_FILE);
     Ok(())
 }
+
+/// The source the package's manifest gives the files `vggq report` writes.
+const REPORT_SOURCE: &str = "vggq report";
 
 /// Clears what killed writes of the package's files left (their temporary files, which the next write of
 /// each would clear), then fails where the folder still holds anything else the package would not list,
@@ -110,7 +113,13 @@ fn refuse_unpackaged(run: &Path, roles: &[FileRole]) -> Result<()> {
     let (mut strays, mut links) = (Vec::new(), Vec::new());
     for entry in package::unlisted(run, names)? {
         match entry {
-            Unlisted::LinkInPlace(name) => links.push(name),
+            Unlisted::LinkInPlace(name) => {
+                // Report's own files are written anew, each in place of the link (a rename replaces the
+                // link, not what it points to); another step's file is its step's to put there.
+                if let Some(role) = roles.iter().find(|role| role.name == name && role.source != REPORT_SOURCE) {
+                    links.push(format!("{name} ({})", role.source));
+                }
+            }
             other => strays.push(other.to_string()),
         }
     }
@@ -125,7 +134,7 @@ fn refuse_unpackaged(run: &Path, roles: &[FileRole]) -> Result<()> {
     }
     if !links.is_empty() {
         refusals.push(format!(
-            "{} holds links in place of files its steps wrote: {}; put the files there",
+            "{} holds links in place of files its steps wrote: {}; put the files themselves there",
             run.display(),
             links.join(", ")
         ));

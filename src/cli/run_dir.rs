@@ -81,10 +81,7 @@ pub struct TrainedRun {
 
 impl TrainedRun {
     pub fn open(folder: &Path) -> Result<Self> {
-        let path = folder.join(TRAIN_REPORT_FILE);
-        require_from_step(&path, "train")?;
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        read_report(&folder.join(TRAIN_REPORT_FILE), "train")
     }
 
     /// The digest of the data at `source` ([`data::source_digest`], a later step's key), refused unless
@@ -118,6 +115,16 @@ impl TrainedRun {
     }
 }
 
+/// The report `vggq <step>` wrote at `path`. One it cannot have written (damaged since, or an older
+/// vggq's) is its step's to write again, as a missing one is.
+fn read_report<T: serde::de::DeserializeOwned>(path: &Path, step: &str) -> Result<T> {
+    require_from_step(path, step)?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!("{} is not a report `vggq {step}` writes (damaged, or an older vggq's): run `vggq {step}` again", path.display())
+    })
+}
+
 /// The parts of `quant_report.json` (`vggq quantize`) the later steps need: which `.pth` holds each
 /// variant, and how the quantized ones were calibrated or trained.
 #[derive(Deserialize)]
@@ -143,10 +150,7 @@ struct VariantFile {
 
 impl QuantizedRun {
     pub fn open(folder: &Path) -> Result<Self> {
-        let path = folder.join(QUANT_REPORT_FILE);
-        require_from_step(&path, "quantize")?;
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        read_report(&folder.join(QUANT_REPORT_FILE), "quantize")
     }
 
     /// The four variants, in the report's order.

@@ -26,6 +26,13 @@ pub enum DataError {
         source: io::Error,
     },
 
+    /// The data source given (`--data`, `$VGGQ_DATA`) is not there.
+    #[error(
+        "`{path}` does not exist: --data (or $VGGQ_DATA) names CIFAR-10 as a folder or .tar.gz, in its binary layout \
+         (cifar-10-batches-bin/) or as ImageFolder (train/<class>/, test/<class>/); without it, vggq downloads the official archive"
+    )]
+    MissingSource { path: PathBuf },
+
     /// A local data source, or an image in it, is a file of no bytes (a copy or download that never began).
     #[error("`{path}` is empty (0 bytes): a copy or download of it that never began?")]
     EmptyFile { path: PathBuf },

@@ -50,7 +50,10 @@ pub(crate) struct FileTree {
 impl FileTree {
     /// Reads a folder or a `.tar.gz` archive, telling them apart by content rather than by name.
     pub(crate) fn read(path: &Path) -> Result<FileTree, DataError> {
-        let metadata = fs::metadata(path).map_err(DataError::io(path))?;
+        let metadata = fs::metadata(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => DataError::MissingSource { path: path.to_owned() },
+            _ => DataError::Io { path: path.to_owned(), source },
+        })?;
         if metadata.is_dir() {
             return Self::read_folder(path);
         }

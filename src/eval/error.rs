@@ -19,8 +19,11 @@ pub enum EvalError {
     /// The profile ORT wrote is not what we read the node placement from.
     #[error("ONNX Runtime profile `{path}`: {message}")]
     Profile { path: PathBuf, message: String },
-    /// The model's output is not `[batch, classes]`.
-    #[error("unexpected output shape {shape:?} for a batch of {batch}")]
+    /// The model lacks the input or output vggq feeds and reads (the names its export gives them).
+    #[error("the model has no {role} named `{expected}` (its {role}s: {found}): vggq evaluates classifiers with input `{input}` [N, 3, side, side] and output `{output}` [N, classes]", input = crate::export::onnx::graph::INPUT_NAME, output = crate::export::onnx::graph::OUTPUT_NAME)]
+    Interface { role: &'static str, expected: &'static str, found: String },
+    /// The model's output is not `[batch, classes]` logits, with classes a label can name.
+    #[error("the model's output has shape {shape:?} for a batch of {batch}: vggq reads logits [{batch}, classes], 1 to {max_classes} classes", max_classes = crate::data::MAX_CLASSES)]
     OutputShape { shape: Vec<i64>, batch: usize },
     #[error(transparent)]
     Data(#[from] crate::data::DataError),

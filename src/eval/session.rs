@@ -13,11 +13,10 @@ use super::cuda_libraries;
 use super::placement::Placement;
 use super::EvalError;
 use crate::backend::CudaProbe;
+use crate::data::{CHANNELS, MAX_CLASSES};
 use crate::export::onnx::graph::{INPUT_NAME, OUTPUT_NAME};
 
 pub use vggq_core::places::ORT_DYLIB_PATH;
-/// RGB.
-const CHANNELS: usize = 3;
 
 /// cuDNN's convolution algorithms chosen by heuristics: ORT's default, EXHAUSTIVE, times every algorithm
 /// on the first run and may choose others on the next machine or the next run.
@@ -122,6 +121,8 @@ impl OnnxSession {
                 .map_err(|e| EvalError::CudaUnavailable(format!("ONNX Runtime could not register its CUDA provider: {e}")))?;
         }
         let session = builder.commit_from_file(path)?;
+        require_outlet("input", INPUT_NAME, session.inputs())?;
+        require_outlet("output", OUTPUT_NAME, session.outputs())?;
         let mut this = OnnxSession { session, side, requested: provider, placement: Placement::default() };
         this.run(&vec![0.0; CHANNELS * side * side], 1)?;
         let profile = PathBuf::from(this.session.end_profiling()?);
@@ -133,12 +134,24 @@ impl OnnxSession {
     pub fn run(&mut self, images: &[f32], batch: usize) -> Result<Vec<f32>, EvalError> {
         let input = TensorRef::from_array_view(([batch, CHANNELS, self.side, self.side], images))?;
         let outputs = self.session.run(ort::inputs![INPUT_NAME => input])?;
-        let (shape, logits) = outputs[OUTPUT_NAME].try_extract_tensor::<f32>()?;
-        if shape.len() != 2 || shape[0] != batch as i64 {
+        let output =
+            outputs.get(OUTPUT_NAME).ok_or_else(|| EvalError::Ort(format!("no `{OUTPUT_NAME}` in the outputs of a run")))?;
+        let (shape, logits) = output.try_extract_tensor::<f32>()?;
+        // Each prediction is a label, a u8 as the data's.
+        if shape.len() != 2 || shape[0] != batch as i64 || !(1..=MAX_CLASSES as i64).contains(&shape[1]) {
             return Err(EvalError::OutputShape { shape: shape.to_vec(), batch });
         }
         Ok(logits.to_vec())
     }
+}
+
+/// `Ok` where `outlets` (a model's inputs or outputs) hold one named `name`.
+fn require_outlet(role: &'static str, name: &'static str, outlets: &[ort::value::Outlet]) -> Result<(), EvalError> {
+    if outlets.iter().any(|outlet| outlet.name() == name) {
+        return Ok(());
+    }
+    let found: Vec<String> = outlets.iter().map(|outlet| format!("`{}`", outlet.name())).collect();
+    Err(EvalError::Interface { role, expected: name, found: found.join(", ") })
 }
 
 /// What stands between this machine and ONNX Runtime's CUDA provider: a device the driver offers, then

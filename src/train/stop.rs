@@ -44,9 +44,18 @@ pub fn watch_signals() -> std::io::Result<()> {
     std::thread::Builder::new().name("vggq-signals".into()).spawn(move || {
         for signal in watched.forever() {
             let first = REQUESTED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_ok();
-            if !first || LISTENERS.load(Ordering::SeqCst) == 0 {
-                signals::end_as(signal);
+            let listened = LISTENERS.load(Ordering::SeqCst) > 0;
+            if first && listened {
+                continue;
             }
+            if listened {
+                say(format_args!(
+                    "{}: a second stop signal ends vggq at once; the training's steps since its last checkpoint are lost",
+                    signals::name(signal)
+                ));
+            }
+            crate::steps::remove_unwritten_folders();
+            signals::end_as(signal);
         }
     })?;
     Ok(())
