@@ -206,13 +206,10 @@ impl RunFolderLock {
                         "warning: {} cannot be locked ({error}): nothing stops a second vggq writing this folder",
                         path.display()
                     );
-                    return Ok(Self { file, path, made });
+                    return Ok(Self::held(file, path, made));
                 }
             }
-            if !made.is_empty() {
-                MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((path.clone(), made.clone()));
-            }
-            let lock = Self { file, path, made };
+            let lock = Self::held(file, path, made);
             // Lossy: the lock file names the command for a person; a path that is not UTF-8 must not panic.
             let command: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
             let io_error = |source| StepError::Io { path: lock.path.clone(), source };
@@ -224,6 +221,14 @@ impl RunFolderLock {
         let gone =
             std::io::Error::other(format!("its lock {} was removed {LOCK_ATTEMPTS} times as it was taken", path.display()));
         Err(not_writable(gone))
+    }
+
+    /// The lock on `path`, open as `file`, listed with the folders `made` for it where there are any.
+    fn held(file: File, path: PathBuf, made: Vec<PathBuf>) -> Self {
+        if !made.is_empty() {
+            MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((path.clone(), made.clone()));
+        }
+        Self { file, path, made }
     }
 
     /// The process writing `folder`, if one holds its lock: a step that finds an earlier one's output
@@ -480,17 +485,24 @@ mod tests {
     }
 
     /// A process ended at once by a stop signal (no `Drop` runs) removes the run folders it made and has
-    /// not written into, as one that fails does; one it has written into stays.
+    /// not written into, as one that fails does; one it has written into stays. (This test's locks alone:
+    /// [`remove_unwritten_folders`] would also remove the folders of tests running beside it.)
     #[test]
     fn an_ending_process_removes_the_folders_it_made_and_left_unwritten() {
         let dir = tempfile::tempdir().unwrap();
         let (unwritten, written) = (dir.path().join("a/run"), dir.path().join("b/run"));
         let held = [RunFolderLock::take(&unwritten).unwrap(), RunFolderLock::take(&written).unwrap()];
         std::fs::write(written.join(STEPS_FOLDER).join("train.json"), b"{}").unwrap();
-        remove_unwritten_folders();
+        let registered: Vec<(PathBuf, Vec<PathBuf>)> =
+            MADE_FOLDERS.lock().unwrap().iter().filter(|(lock, _)| lock.starts_with(dir.path())).cloned().collect();
+        assert_eq!(registered.len(), 2, "{registered:?}");
+        for (lock, made) in &registered {
+            remove_if_unwritten(lock, made);
+        }
         assert!(!dir.path().join("a").exists(), "the unwritten run folder and its parent stayed");
         assert!(written.join(STEPS_FOLDER).join(LOCK_FILE).is_file(), "a written run folder lost its lock");
         drop(held);
+        assert!(!MADE_FOLDERS.lock().unwrap().iter().any(|(lock, _)| lock.starts_with(dir.path())), "released locks stay listed");
     }
 
     /// A file where the step records go is named, not reported as the OS's "File exists".
