@@ -397,6 +397,12 @@ mod errors {
         let empty = dir.path().join("cifar-10-binary.tar.gz");
         fs::write(&empty, b"").unwrap();
         assert!(matches!(load_error(&empty, "is empty (0 bytes)"), DataError::EmptyFile { .. }));
+        // A link to a folder above it would be read once more at every level.
+        let looped = dir.path().join("looped");
+        fs::create_dir_all(looped.join("train/cat")).unwrap();
+        std::os::unix::fs::symlink("..", looped.join("train/cat/up")).unwrap();
+        let error = load_error(&looped, "has already been read through");
+        assert!(matches!(&error, DataError::FolderReadTwice { path } if path.ends_with("train/cat/up")), "{error:?}");
         let absent = dir.path().join("absent");
         assert!(matches!(load_error(&absent, "absent"), DataError::MissingSource { .. }));
     }

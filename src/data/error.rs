@@ -92,6 +92,11 @@ pub enum DataError {
     #[error("class folders differ between `{train}` ({train_classes:?}) and `{test}` ({test_classes:?})")]
     ClassMismatch { train: PathBuf, test: PathBuf, train_classes: Vec<String>, test_classes: Vec<String> },
 
+    /// A data folder reaches a folder it has read already, through a link: a link to a folder above it
+    /// would have every path through it read, one more level each time.
+    #[error("`{path}` is a folder this data folder has already been read through (a link to it, or to a folder above it): vggq reads each folder once")]
+    FolderReadTwice { path: PathBuf },
+
     /// An archive entry, or the archive as a whole, is larger than the limit this reader accepts.
     #[error("`{path}` is larger than the {limit}-byte limit")]
     TooLarge { path: PathBuf, limit: u64 },

@@ -119,8 +119,13 @@ impl FileTree {
         let mut tree = FileTree::empty(DataOrigin::Folder(root.to_owned()));
         let mut file_names = Vec::new();
         let mut pending = vec![String::new()];
+        // Each folder by where its links lead, so that a link to a folder above it is read once.
+        let mut read_folders = BTreeSet::new();
         while let Some(folder) = pending.pop() {
             let folder_path = root.join(&folder);
+            if !read_folders.insert(fs::canonicalize(&folder_path).map_err(DataError::io(&folder_path))?) {
+                return Err(DataError::FolderReadTwice { path: folder_path });
+            }
             for dir_entry in fs::read_dir(&folder_path).map_err(DataError::io(&folder_path))? {
                 let dir_entry = dir_entry.map_err(DataError::io(&folder_path))?;
                 let name = join(&folder, &dir_entry.file_name().to_string_lossy());
