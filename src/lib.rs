@@ -26,7 +26,7 @@ pub mod upload;
 /// Files that appear whole or not at all (one implementation, shared with the `.pth` writer).
 pub use vggq_core::atomic;
 
-/// The Burn release this build uses, for reports and provenance.
-pub const BURN_VERSION: &str = "0.21.0";
-/// The `ort` crate release this build uses, for reports and provenance.
-pub const ORT_CRATE_VERSION: &str = "2.0.0-rc.15";
+/// The Burn release this build uses, for reports and provenance (as Cargo.lock has it: `build.rs`).
+pub const BURN_VERSION: &str = env!("VGGQ_BURN_VERSION");
+/// The `ort` crate release this build uses, for reports and provenance (likewise).
+pub const ORT_CRATE_VERSION: &str = env!("VGGQ_ORT_VERSION");
