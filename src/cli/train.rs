@@ -392,7 +392,11 @@ impl OnBackend for Training<'_> {
 
     fn run<B: TrainingBackend>(self, device: &B::Device) -> Result<()> {
         let (profile, inputs) = (self.profile, self.inputs);
-        println!("cpu: {}", CpuFacts::here());
+        // The CPU's kernels are the training's on the CPU alone (elsewhere the CPU prepares the batches;
+        // the report records its facts either way).
+        if self.selection.backend == BackendKind::Cpu {
+            println!("cpu: {}", CpuFacts::here());
+        }
         let precision = precision::measure::<B::InnerBackend>(&profile.model, profile.train.batch_size, device);
         println!(
             "precision: matmul {:?}, conv {:?} (measured at the run's first Linear and conv)",
