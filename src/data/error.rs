@@ -97,6 +97,10 @@ pub enum DataError {
     #[error("`{path}` is a folder this data folder has already been read through (a link to it, or to a folder above it): vggq reads each folder once")]
     FolderReadTwice { path: PathBuf },
 
+    /// A data folder or archive holds more files and folders than the limit this reader accepts.
+    #[error("`{path}` holds more than {limit} files and folders: no CIFAR-10 copy has as many")]
+    TooManyEntries { path: PathBuf, limit: usize },
+
     /// An archive entry, or the archive as a whole, is larger than the limit this reader accepts.
     #[error("`{path}` is larger than the {limit}-byte limit")]
     TooLarge { path: PathBuf, limit: u64 },

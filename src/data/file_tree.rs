@@ -17,6 +17,9 @@ use crate::data::source::Fingerprint;
 const MAX_FILE_BYTES: u64 = 256 << 20;
 /// Largest total of file contents accepted, so a malformed or hostile archive cannot exhaust memory.
 const MAX_TREE_BYTES: u64 = 2 << 30;
+/// Most files and folders accepted (CIFAR-10 as ImageFolder has 60,000 and 22): entries of no bytes
+/// cost memory too, and a gzip of empty tar headers holds millions in a few megabytes.
+const MAX_TREE_ENTRIES: usize = 1 << 18;
 /// The first bytes of every gzip stream.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -84,7 +87,10 @@ impl FileTree {
         // Past opening the file, a read that fails almost always means the archive is cut short or
         // damaged; the error says so, with what the reader said (a disk's own error would show there).
         let damaged = || DataError::damaged_archive(archive_path, None);
-        for entry in archive.entries().map_err(damaged())? {
+        for (index, entry) in archive.entries().map_err(damaged())?.enumerate() {
+            if index == MAX_TREE_ENTRIES {
+                return Err(DataError::TooManyEntries { path: archive_path.to_owned(), limit: MAX_TREE_ENTRIES });
+            }
             let mut entry = entry.map_err(damaged())?;
             let name = normalise(&entry.path().map_err(damaged())?.to_string_lossy());
             let kind = entry.header().entry_type();
@@ -128,6 +134,9 @@ impl FileTree {
             }
             for dir_entry in fs::read_dir(&folder_path).map_err(DataError::io(&folder_path))? {
                 let dir_entry = dir_entry.map_err(DataError::io(&folder_path))?;
+                if file_names.len() + tree.folders.len() == MAX_TREE_ENTRIES {
+                    return Err(DataError::TooManyEntries { path: root.to_owned(), limit: MAX_TREE_ENTRIES });
+                }
                 let name = join(&folder, &dir_entry.file_name().to_string_lossy());
                 // Follows symlinks, as a user who links a data folder in expects.
                 let metadata = fs::metadata(dir_entry.path()).map_err(DataError::io(dir_entry.path()))?;
@@ -272,6 +281,27 @@ mod tests {
     fn normalise_strips_dot_prefix_and_trailing_slash() {
         assert_eq!(normalise("./train/cat/"), "train/cat");
         assert_eq!(normalise("train/cat/1.jpg"), "train/cat/1.jpg");
+    }
+
+    /// An archive of more entries than any data set of the two layouts, each of no bytes, is refused at
+    /// the limit rather than listed whole.
+    #[test]
+    fn an_archive_of_too_many_entries_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("many.tar.gz");
+        let encoder = flate2::write::GzEncoder::new(File::create(&archive).unwrap(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(encoder);
+        for index in 0..=MAX_TREE_ENTRIES {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            builder.append_data(&mut header, format!("d{index}"), std::io::empty()).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap();
+        match FileTree::read(&archive) {
+            Err(DataError::TooManyEntries { path, limit }) => assert_eq!((path, limit), (archive, MAX_TREE_ENTRIES)),
+            other => panic!("expected TooManyEntries, got {:?}", other.err()),
+        }
     }
 
     #[test]
