@@ -342,17 +342,15 @@ mod tests {
     }
 
     /// `_rebuild_tensor_v2(('storage', torch.FloatStorage, '0', 'cpu', numel), 0, (len,), (1,), False, OrderedDict())`.
-    fn float_tensor(numel: u8, len: u8) -> Vec<u8> {
-        let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK".to_vec();
-        p.extend_from_slice(&[numel, b't', b'Q', b'K', 0, b'K', len, 0x85, b'K', 1, 0x85, 0x89]);
-        p.extend_from_slice(b"ccollections\nOrderedDict\n)RtR");
-        p
+    fn float_tensor(numel: u16, len: u16) -> Vec<u8> {
+        vector_tensor("FloatStorage", "0", numel, len)
     }
 
-    /// `_rebuild_tensor_v2` of a contiguous 1-d tensor of `len` elements in storage `storage` of `class`.
-    fn vector_tensor(class: &str, storage: &str, len: u16) -> Vec<u8> {
+    /// `_rebuild_tensor_v2` of a contiguous 1-d tensor of `len` elements in storage `storage` of `class`,
+    /// which announces `numel`.
+    fn vector_tensor(class: &str, storage: &str, numel: u16, len: u16) -> Vec<u8> {
         let mut p = b"ctorch._utils\n_rebuild_tensor_v2\n(".to_vec();
-        p.extend(persistent_id(class, storage, len));
+        p.extend(persistent_id(class, storage, numel));
         p.extend(b"K\x00M");
         p.extend(len.to_le_bytes());
         p.extend(b"\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR");
@@ -378,8 +376,8 @@ mod tests {
         qtensor.extend(b"K\x00M");
         qtensor.extend(channels.to_le_bytes());
         qtensor.extend(b"K\x01\x86K\x01K\x01\x86(ctorch\nper_channel_affine\n");
-        qtensor.extend(vector_tensor("DoubleStorage", "1", channels));
-        qtensor.extend(vector_tensor("LongStorage", "2", channels));
+        qtensor.extend(vector_tensor("DoubleStorage", "1", channels, channels));
+        qtensor.extend(vector_tensor("LongStorage", "2", channels, channels));
         qtensor.extend(b"K\x00t\x89ccollections\nOrderedDict\n)RtRq\x01");
         let mut pickle = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
         for (i, key) in keys.iter().enumerate() {
