@@ -83,8 +83,6 @@ pub enum StepError {
 pub struct RunFolderLock {
     file: File,
     path: PathBuf,
-    /// The folders [`RunFolderLock::take`] made (`.steps`, the run folder, its parents), innermost first.
-    made: Vec<PathBuf>,
 }
 
 /// The holder's name goes with the lock: a finished run's folder does not name a process long gone (nor
@@ -94,14 +92,20 @@ impl Drop for RunFolderLock {
     fn drop(&mut self) {
         // Best effort: a lock that cannot be cleared is still released when the file closes.
         let _ = self.file.set_len(0);
-        MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(lock, _)| lock != &self.path);
-        remove_if_unwritten(&self.path, &self.made);
+        let made = {
+            let mut listed = MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            listed.iter().position(|(lock, _)| lock == &self.path).map(|index| listed.swap_remove(index).1)
+        };
+        if let Some(made) = made {
+            remove_if_unwritten(&self.path, &made);
+        }
     }
 }
 
-/// The locks this process holds on folders it made, with those folders: a stop signal that ends vggq at
-/// once (before a training listens for it, or a second one) skips every `Drop`, and
-/// [`remove_unwritten_folders`] then does what theirs would have.
+/// The locks this process holds on folders it made, each with the folders [`RunFolderLock::take`] made
+/// for it (`.steps`, the run folder, its parents), innermost first: a lock's `Drop` removes them where
+/// nothing was written, and a stop signal that ends vggq at once (before a training listens for it, or a
+/// second one), which skips every `Drop`, has [`remove_unwritten_folders`] do the same.
 static MADE_FOLDERS: std::sync::Mutex<Vec<(PathBuf, Vec<PathBuf>)>> = std::sync::Mutex::new(Vec::new());
 
 /// Removes the folders this process made for its run folder locks and has written nothing into, as a
@@ -115,7 +119,7 @@ pub fn remove_unwritten_folders() {
 /// Removes the lock file at `lock` and the folders `made` for it, where `.steps` holds nothing else.
 fn remove_if_unwritten(lock: &Path, made: &[PathBuf]) {
     let stamps = lock.parent().expect("the lock lives in .steps");
-    if made.is_empty() || !holds_only(stamps, LOCK_FILE) {
+    if !holds_only(stamps, LOCK_FILE) {
         return;
     }
     // Removed while held: a vggq that opened it meanwhile finds, once it has the lock, that the file
@@ -226,9 +230,9 @@ impl RunFolderLock {
     /// The lock on `path`, open as `file`, listed with the folders `made` for it where there are any.
     fn held(file: File, path: PathBuf, made: Vec<PathBuf>) -> Self {
         if !made.is_empty() {
-            MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((path.clone(), made.clone()));
+            MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((path.clone(), made));
         }
-        Self { file, path, made }
+        Self { file, path }
     }
 
     /// The process writing `folder`, if one holds its lock: a step that finds an earlier one's output

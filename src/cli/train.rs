@@ -28,7 +28,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "full")]
     profile: ProfileName,
     /// `auto` trains on CUDA when the probe finds a usable GPU, else on a GPU wgpu offers (not a CPU
-    /// adapter such as lavapipe), else on the CPU, and says why; `cuda` never falls back. The full profile on a CPU takes hours: `auto` refuses it, `cpu` runs it.
+    /// adapter such as lavapipe), else on the CPU, and says why; `cuda` never falls back. The full
+    /// profile on a CPU takes hours: `auto` refuses it, `cpu` runs it.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
     /// Overrides the profile's initialisation.
