@@ -43,6 +43,10 @@ pub struct AutotuneCache {
 pub enum AutotuneError {
     #[error("creating the autotune cache {path}: {source}")]
     Folder { path: PathBuf, source: std::io::Error },
+    /// A cache that exists but cannot be read whole has no digest to record: a digest of what could be
+    /// read would name kernels the run may not have chosen.
+    #[error("reading the autotune cache at {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
 }
 
 /// What a GPU run on `backend` prints first: how its kernels are chosen, and why its first steps are slow.
@@ -115,8 +119,8 @@ impl AutotuneCache {
     /// `folder`, the cache of the run in `run`, as it is now; recorded by its place in the run where it
     /// lies inside (`autotune`), else as an absolute path, so that later steps find it from any working
     /// folder and in a moved run ([`AutotuneCache::folder_in`]).
-    pub fn read(run: &Path, folder: &Path) -> Self {
-        AutotuneCache { tuned: TUNED, folder: place_in_run(run, folder), sha256: digest(folder) }
+    pub fn read(run: &Path, folder: &Path) -> Result<Self, AutotuneError> {
+        Ok(AutotuneCache { tuned: TUNED, folder: place_in_run(run, folder), sha256: digest(folder)? })
     }
 
     /// Where the cache is, for the run now in `run`.
@@ -125,13 +129,22 @@ impl AutotuneCache {
     }
 }
 
-/// SHA-256 over the files under `folder`: each one's path below it, then its bytes, in path order.
-fn digest(folder: &Path) -> Option<String> {
+/// SHA-256 over the files under `folder`: each one's path below it, then its bytes, in path order; `None`
+/// where there are none, or no folder (a run that never pointed cubecl at one).
+fn digest(folder: &Path) -> Result<Option<String>, AutotuneError> {
+    let unreadable = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| AutotuneError::Read { path, source }
+    };
     let mut files = Vec::new();
     let mut pending = vec![folder.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
-            let path = entry.path();
+        let entries = match std::fs::read_dir(&dir) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && dir == folder => return Ok(None),
+            entries => entries.map_err(unreadable(&dir))?,
+        };
+        for entry in entries {
+            let path = entry.map_err(unreadable(&dir))?.path();
             if path.is_dir() {
                 pending.push(path);
             } else {
@@ -140,15 +153,15 @@ fn digest(folder: &Path) -> Option<String> {
         }
     }
     if files.is_empty() {
-        return None;
+        return Ok(None);
     }
     files.sort();
     let mut hasher = Sha256::new();
     for file in files {
         hasher.update(file.strip_prefix(folder).unwrap_or(&file).to_string_lossy().as_bytes());
-        hasher.update(std::fs::read(&file).ok()?);
+        hasher.update(std::fs::read(&file).map_err(unreadable(&file))?);
     }
-    Some(hex::encode(hasher.finalize()))
+    Ok(Some(hex::encode(hasher.finalize())))
 }
 
 #[cfg(test)]
@@ -158,8 +171,9 @@ mod tests {
     #[test]
     fn the_digest_follows_names_and_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let read = || AutotuneCache::read(dir.path(), dir.path());
+        let read = || AutotuneCache::read(dir.path(), dir.path()).unwrap();
         assert_eq!(read().sha256, None);
+        assert_eq!(AutotuneCache::read(dir.path(), &dir.path().join("never-made")).unwrap().sha256, None);
         std::fs::create_dir_all(dir.path().join("0.10.0/device-0")).unwrap();
         std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice a").unwrap();
         let first = read().sha256.unwrap();
@@ -168,6 +182,11 @@ mod tests {
         assert_ne!(first, second);
         std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice a").unwrap();
         assert_eq!(read().sha256.unwrap(), first);
+        // A file that cannot be read (here a link to nothing: the test may run as root, whom permissions
+        // do not stop) is an error, not a cache without it.
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("0.10.0/device-0/conv.json.log")).unwrap();
+        let error = AutotuneCache::read(dir.path(), dir.path()).unwrap_err().to_string();
+        assert!(error.contains("conv.json.log"), "{error}");
     }
 
     /// A run's cache is found from its record whichever folder a later step runs in, and in a moved run;
@@ -175,10 +194,10 @@ mod tests {
     #[test]
     fn the_cache_is_recorded_by_its_place_in_the_run() {
         let run = Path::new("artifacts/smoke");
-        let inside = AutotuneCache::read(run, &run.join("autotune"));
+        let inside = AutotuneCache::read(run, &run.join("autotune")).unwrap();
         assert_eq!(inside.folder, Path::new("autotune"));
         assert_eq!(inside.folder_in(Path::new("../moved")), Path::new("../moved/autotune"));
-        let outside = AutotuneCache::read(run, Path::new("shared-cache"));
+        let outside = AutotuneCache::read(run, Path::new("shared-cache")).unwrap();
         assert!(outside.folder.is_absolute() && outside.folder.ends_with("shared-cache"), "{outside:?}");
         assert_eq!(outside.folder_in(Path::new("../moved")), outside.folder);
         let here = std::env::current_dir().unwrap();

@@ -57,7 +57,8 @@ pub fn run(args: Args) -> Result<()> {
         eval: &eval,
     };
     // The cache as training and quantization left it: its digest names the kernels they chose.
-    let autotune = trained.autotune.as_ref().map(|cache| AutotuneCache::read(&args.run, &cache.folder_in(&args.run)));
+    let autotune =
+        trained.autotune.as_ref().map(|cache| AutotuneCache::read(&args.run, &cache.folder_in(&args.run))).transpose()?;
     let tolerance = report::Tolerance::for_run(&profile, trained.device.arithmetic(autotune.as_ref()));
     let charts = report::charts(&eval.rows);
     let written = [

@@ -409,7 +409,7 @@ impl OnBackend for Training<'_> {
 
         save_model(model, &self.out.join(MODEL_FILE))?;
         let cpu = CpuFacts::here();
-        let autotune = AutotuneCache::read(&self.out, self.autotune);
+        let autotune = AutotuneCache::read(&self.out, self.autotune)?;
         let report = TrainReport {
             profile,
             device: self.selection,
