@@ -406,6 +406,19 @@ mod errors {
         let absent = dir.path().join("absent");
         assert!(matches!(load_error(&absent, "absent"), DataError::MissingSource { .. }));
     }
+
+    /// A later step checks its data by digest before loading it; data of neither layout (an empty folder)
+    /// is refused as such there too, not reported as other data than the run's.
+    #[test]
+    fn a_digest_is_only_taken_of_cifar10() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = |path: &Path| DataSource::Local { path: path.to_path_buf() };
+        let error = vggq::data::source_digest(&source(dir.path())).unwrap_err();
+        assert!(matches!(error, DataError::UnknownLayout { .. }), "{error:?}");
+        fixtures::write_cifar_binary(dir.path());
+        let digest = vggq::data::source_digest(&source(dir.path())).unwrap();
+        assert_eq!(digest, load(&source(dir.path())).unwrap().fingerprint.to_string());
+    }
 }
 
 mod split {

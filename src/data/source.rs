@@ -125,7 +125,12 @@ impl ImageCounts {
 pub fn source_digest(source: &DataSource) -> Result<String, DataError> {
     match source {
         DataSource::Download { .. } => Ok(format!("md5:{} (the official archive)", CIFAR10_BINARY_ARCHIVE.digest)),
-        DataSource::Local { path } => Ok(FileTree::read(path)?.fingerprint().to_string()),
+        DataSource::Local { path } => {
+            // Known as CIFAR-10 first: data of neither layout is not CIFAR-10, whatever its digest.
+            let tree = FileTree::read(path)?;
+            Layout::of(&tree, path)?;
+            Ok(tree.fingerprint().to_string())
+        }
     }
 }
 
@@ -160,16 +165,34 @@ pub fn load(source: &DataSource) -> Result<Cifar10, DataError> {
 
 fn load_local(path: &Path) -> Result<Cifar10, DataError> {
     let tree = FileTree::read(path)?;
-    let root = tree.content_root(&[BATCH_FOLDER, TRAIN_BATCHES[0], TRAIN_FOLDER, TEST_FOLDER]);
-    let batch_folder = join(&root, BATCH_FOLDER);
-    if cifar_binary::is_batch_folder(&tree, &batch_folder) {
-        cifar_binary::read(&tree, &batch_folder)
-    } else if cifar_binary::is_batch_folder(&tree, &root) {
-        cifar_binary::read(&tree, &root)
-    } else if image_folder::is_image_folder(&tree, &root) {
-        image_folder::read(&tree, &root)
-    } else {
-        Err(DataError::UnknownLayout { path: path.to_owned() })
+    match Layout::of(&tree, path)? {
+        Layout::Batches(folder) => cifar_binary::read(&tree, &folder),
+        Layout::ImageFolder(root) => image_folder::read(&tree, &root),
+    }
+}
+
+/// Which of CIFAR-10's layouts a tree holds, and where in it.
+enum Layout {
+    /// The binary batches, in this folder of the tree.
+    Batches(String),
+    /// `train/<class>/` and `test/<class>/` under this folder of the tree.
+    ImageFolder(String),
+}
+
+impl Layout {
+    /// The layout of `tree`, read from `path`; an error naming `path` where it holds neither.
+    fn of(tree: &FileTree, path: &Path) -> Result<Layout, DataError> {
+        let root = tree.content_root(&[BATCH_FOLDER, TRAIN_BATCHES[0], TRAIN_FOLDER, TEST_FOLDER]);
+        let batch_folder = join(&root, BATCH_FOLDER);
+        if cifar_binary::is_batch_folder(tree, &batch_folder) {
+            Ok(Layout::Batches(batch_folder))
+        } else if cifar_binary::is_batch_folder(tree, &root) {
+            Ok(Layout::Batches(root))
+        } else if image_folder::is_image_folder(tree, &root) {
+            Ok(Layout::ImageFolder(root))
+        } else {
+            Err(DataError::UnknownLayout { path: path.to_owned() })
+        }
     }
 }
 
