@@ -28,6 +28,11 @@ use vggq_core::places::{has_wgpu_api, workspace_root, CudaToolkit, VULKAN_LOADER
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// How the commands that build vggq build it.
+#[derive(clap::Args)]
+struct Build {
     /// Build vggq with cubecl's autotune (the `autotune` feature): on a GPU, each operation and shape
     /// times its candidate kernels and keeps the fastest, at the cost of compiling every candidate on a
     /// machine's first run (minutes) and of kernel choices that follow timing. Without it, each operation
@@ -43,16 +48,36 @@ static AUTOTUNE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 enum Command {
     /// The main job: train VGG11-BN on CIFAR-10 and write everything under `artifacts/<profile>/`.
     /// Needs Rust and `python3 -m pip` (to fetch ONNX Runtime's wheel), nothing else.
-    All(all::Args),
+    All {
+        #[command(flatten)]
+        args: all::Args,
+        #[command(flatten)]
+        build: Build,
+    },
     /// The whole test suite, as CI runs it (sets up the pinned PyTorch venv first).
-    Test(test::Args),
+    Test {
+        #[command(flatten)]
+        args: test::Args,
+        #[command(flatten)]
+        build: Build,
+    },
     /// Install, ahead of time, what the tests and benchmarks need beside Rust: ONNX Runtime (with the CUDA
     /// provider's libraries where an NVIDIA driver is present) and the pinned Python venv. Idempotent.
     Setup,
     /// Benchmarks, each beside its baseline on the same machine.
-    Bench(bench::Args),
+    Bench {
+        #[command(flatten)]
+        args: bench::Args,
+        #[command(flatten)]
+        build: Build,
+    },
     /// Re-hash an artifact package against its manifest; fails on any missing, extra or changed file.
-    Verify(verify::Args),
+    Verify {
+        #[command(flatten)]
+        args: verify::Args,
+        #[command(flatten)]
+        build: Build,
+    },
     /// List what a `.pth` file holds, as PyTorch sees it, without executing anything in it.
     Inspect(inspect::Args),
     /// The same-bytes check CI cannot afford: x86-64 without AVX2 and FMA, and aarch64, under qemu-user.
@@ -62,20 +87,32 @@ enum Command {
     /// Linux under `qemu-aarch64` (the NEON kernels, after their unit tests there), which must give the
     /// same model files: 11 minutes on 2 cores, most of it emulation, and 18 more for the first aarch64
     /// build. Installs qemu-user, the Rust target and Debian's cross toolchain where missing.
-    OtherCpus,
+    OtherCpus {
+        #[command(flatten)]
+        build: Build,
+    },
     /// Pack what the GPU check (`scripts/device-check.sh`) needs on the lent GPU machine into `.device/`,
     /// in parts that one `device` call carries each.
-    DeviceBundle(device_bundle::Args),
+    DeviceBundle {
+        #[command(flatten)]
+        args: device_bundle::Args,
+        #[command(flatten)]
+        build: Build,
+    },
     /// The golden check of the GPU check's smoke run, from the files the check brought home: the first
     /// GPU run's table pending as `golden/smoke-cuda.snap.new` for review, or compared with the reviewed one.
-    DeviceGolden(device_golden::Args),
+    DeviceGolden {
+        #[command(flatten)]
+        args: device_golden::Args,
+        #[command(flatten)]
+        build: Build,
+    },
 }
 
 fn main() -> Result<()> {
     forget_own_package_variables();
     end_after_commands_on_stop()?;
     let cli = Cli::parse();
-    AUTOTUNE.set(cli.autotune).expect("set once, first thing");
     let sh = xshell::Shell::new()?;
     sh.change_dir(workspace_root());
     let outcome = dispatch(cli.command, &sh);
@@ -90,16 +127,35 @@ fn main() -> Result<()> {
 }
 
 fn dispatch(command: Command, sh: &xshell::Shell) -> Result<()> {
+    if let Some(build) = command.build() {
+        AUTOTUNE.set(build.autotune).expect("set once, before any build");
+    }
     match command {
-        Command::All(args) => all::run(sh, args).map(|_| ()),
-        Command::Test(args) => test::run(sh, args),
+        Command::All { args, .. } => all::run(sh, args).map(|_| ()),
+        Command::Test { args, .. } => test::run(sh, args),
         Command::Setup => setup(sh).map(|_| ()),
-        Command::Bench(args) => bench::run(sh, args),
+        Command::Bench { args, .. } => bench::run(sh, args),
         Command::Inspect(args) => inspect::run(args),
-        Command::Verify(args) => verify::run(sh, args),
-        Command::DeviceBundle(args) => device_bundle::run(sh, args),
-        Command::DeviceGolden(args) => device_golden::run(sh, args),
-        Command::OtherCpus => reproducibility::other_cpus(sh, &build_vggq(sh)?),
+        Command::Verify { args, .. } => verify::run(sh, args),
+        Command::DeviceBundle { args, .. } => device_bundle::run(sh, args),
+        Command::DeviceGolden { args, .. } => device_golden::run(sh, args),
+        Command::OtherCpus { .. } => reproducibility::other_cpus(sh, &build_vggq(sh)?),
+    }
+}
+
+impl Command {
+    /// How the command builds vggq; `None` for those that build nothing.
+    fn build(&self) -> Option<&Build> {
+        match self {
+            Command::All { build, .. }
+            | Command::Test { build, .. }
+            | Command::Bench { build, .. }
+            | Command::Verify { build, .. }
+            | Command::DeviceBundle { build, .. }
+            | Command::DeviceGolden { build, .. }
+            | Command::OtherCpus { build } => Some(build),
+            Command::Setup | Command::Inspect(_) => None,
+        }
     }
 }
 
@@ -268,5 +324,21 @@ mod tests {
         assert_eq!(rebased(data, &root.join("xtask"), root), Path::new("xtask/../shared/data.tar.gz"));
         assert_eq!(rebased(data, Path::new("/home/me"), root), Path::new("/home/me/../shared/data.tar.gz"));
         assert_eq!(rebased(Path::new("/data/cifar"), &root.join("xtask"), root), Path::new("/data/cifar"), "absolute");
+    }
+
+    /// `--autotune` is offered by the commands that build vggq, after their name as after their
+    /// subcommand's, and by no other.
+    #[test]
+    fn autotune_belongs_to_the_commands_that_build() {
+        let autotune =
+            |line: &str| Cli::try_parse_from(line.split(' ')).map(|cli| cli.command.build().map(|build| build.autotune));
+        assert_eq!(autotune("xtask all --autotune").unwrap(), Some(true));
+        assert_eq!(autotune("xtask all").unwrap(), Some(false));
+        assert_eq!(autotune("xtask bench train --autotune").unwrap(), Some(true));
+        assert_eq!(autotune("xtask device-golden dir --autotune").unwrap(), Some(true));
+        assert_eq!(autotune("xtask inspect model.pth").unwrap(), None);
+        for refused in ["xtask inspect model.pth --autotune", "xtask setup --autotune", "xtask --autotune all"] {
+            assert!(autotune(refused).is_err(), "{refused}");
+        }
     }
 }
