@@ -20,6 +20,9 @@ const FLIP_PROBABILITY: f64 = 0.5;
 /// Batches prepared ahead per worker thread: enough to absorb jitter, few enough to bound memory
 /// (a 32-image batch at 128 px is 6 MiB).
 const PREFETCH_PER_WORKER: usize = 2;
+/// Most bytes of batches prepared ahead, whatever the cores: big images or batches (a 32-image batch at
+/// 1024 px is 384 MiB) are prepared fewer at a time, down to one.
+const PREFETCH_BYTES: usize = 1 << 30;
 
 /// How a `BatchLoader` turns an `ImageSet` into batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +37,8 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Preprocessing threads.
     pub workers: usize,
-    /// Batches prepared ahead of the consumer, at least 1.
+    /// Batches prepared ahead of the consumer, at least 1; fewer where they would pass
+    /// [`PREFETCH_BYTES`] ([`LoaderConfig::batches_ahead`]).
     pub prefetch: usize,
 }
 
@@ -56,6 +60,12 @@ impl LoaderConfig {
     /// Batches in the set's order, never flipped.
     pub fn eval(side: usize) -> Self {
         LoaderConfig { shuffle: false, random_flip: false, ..Self::train(side, 0) }
+    }
+
+    /// How many batches are prepared ahead: `prefetch`, or as many as [`PREFETCH_BYTES`] holds, at least one.
+    fn batches_ahead(&self) -> usize {
+        let batch_bytes = self.batch_size * CHANNELS * self.side * self.side * std::mem::size_of::<f32>();
+        self.prefetch.min(PREFETCH_BYTES / batch_bytes).max(1)
     }
 }
 
@@ -181,9 +191,9 @@ impl BatchLoader {
             batch_size: self.config.batch_size,
             next_to_submit: first.min(self.batch_count()),
             batch_count: self.batch_count(),
-            in_flight: VecDeque::with_capacity(self.config.prefetch),
+            in_flight: VecDeque::with_capacity(self.config.batches_ahead()),
         };
-        for _ in 0..self.config.prefetch {
+        for _ in 0..self.config.batches_ahead() {
             batches.submit_next();
         }
         batches
@@ -257,5 +267,20 @@ fn build_batch(images: &ImageSet, preprocess: &Preprocess, indices: &[usize], fl
         images: pixels,
         labels: indices.iter().map(|&index| i64::from(images.label(index))).collect(),
         side: preprocess.side(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batches prepared ahead stay within [`PREFETCH_BYTES`] however many cores prepare them.
+    #[test]
+    fn batches_ahead_are_bounded_in_bytes() {
+        let config = |batch_size, side| LoaderConfig { batch_size, side, prefetch: 128, ..LoaderConfig::eval(side) };
+        assert_eq!(config(32, 128).batches_ahead(), 128, "6 MiB batches: all 128");
+        assert_eq!(config(32, 1024).batches_ahead(), 2, "384 MiB batches: two");
+        assert_eq!(config(1024, 1024).batches_ahead(), 1, "one 12 GiB batch: at least one");
+        assert_eq!(LoaderConfig { prefetch: 3, ..config(32, 128) }.batches_ahead(), 3);
     }
 }
