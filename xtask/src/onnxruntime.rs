@@ -3,14 +3,17 @@
 //! libraries its CUDA execution provider needs.
 //!
 //! `$ORT_DYLIB_PATH` wins. Otherwise the pinned PyPI wheel (`onnxruntime-gpu` where an NVIDIA driver is
-//! present, else `onnxruntime`) is fetched with `pip download --no-deps` into
+//! present, else `onnxruntime`) is fetched with `pip download --require-hashes` into
 //! `<target>/onnxruntime/<package>-<version>/` and its libraries are unpacked into `lib/` there. For
 //! the GPU wheel, every library the CUDA provider loads (`vggq_core::places::CUDA_PROVIDER_LIBRARIES`,
 //! the list `vggq eval` checks: CUDA 13, NVRTC and every cuDNN 9 part) is looked for in `lib/` and then
 //! by name, as the dynamic loader will, on every setup: a system CUDA 13 / cuDNN 9 that has them all is
-//! used as it is; otherwise the wheels the GPU wheel's `cuda` and `cudnn` extras name (read from its own
-//! metadata) are fetched with their dependencies and every library in them is unpacked into the same
-//! `lib/`, where `vggq` preloads them before it registers the CUDA provider.
+//! used as it is; otherwise the wheels of the GPU wheel's `cuda` and `cudnn` extras ([`CUDA_LIBRARIES_LOCK`])
+//! are fetched and every library in them is unpacked into the same `lib/`, where `vggq` preloads them
+//! before it registers the CUDA provider.
+//!
+//! Every wheel is pinned with the SHA-256 of each of its files on PyPI (`xtask/locks/`), so that what
+//! vggq loads into its process is the file that was reviewed, whatever index or mirror pip reads.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,9 @@ use xshell::{cmd, Shell};
 pub struct Wheel {
     pub package: &'static str,
     pub version: &'static str,
+    /// Its pin with the SHA-256 of every file of the release (a pip requirements file, under the
+    /// workspace root).
+    pub lock: &'static str,
 }
 
 impl Wheel {
@@ -32,12 +38,13 @@ impl Wheel {
 
 /// The CPU build: the newest `onnxruntime` on PyPI, the same release the test venv pins
 /// (`scripts/requirements-interop.txt`) for the Python baseline.
-pub const CPU_WHEEL: Wheel = Wheel { package: "onnxruntime", version: "1.32.0" };
+pub const CPU_WHEEL: Wheel = Wheel { package: "onnxruntime", version: "1.32.0", lock: "xtask/locks/onnxruntime.txt" };
 /// The CUDA 13 build: the newest `onnxruntime-gpu` on PyPI (it trails `onnxruntime`; the `ort` crate's
 /// `api-22` feature is below both).
-pub const GPU_WHEEL: Wheel = Wheel { package: "onnxruntime-gpu", version: "1.31.1" };
-/// The GPU wheel's extras that name the CUDA runtime, cuBLAS, cuFFT, cuRAND, NVRTC and cuDNN wheels.
-pub const GPU_EXTRAS: [&str; 2] = ["cuda", "cudnn"];
+pub const GPU_WHEEL: Wheel = Wheel { package: "onnxruntime-gpu", version: "1.31.1", lock: "xtask/locks/onnxruntime-gpu.txt" };
+/// The wheels of the GPU wheel's `cuda` and `cudnn` extras (the CUDA runtime, cuBLAS, cuFFT, cuRAND, NVRTC,
+/// nvJitLink and cuDNN), each pinned with its files' SHA-256: what pip resolved for them on PyPI.
+const CUDA_LIBRARIES_LOCK: &str = "xtask/locks/onnxruntime-gpu-cuda.txt";
 /// Where the NVIDIA kernel driver announces itself.
 const NVIDIA_DRIVER: &str = "/proc/driver/nvidia/version";
 use vggq_core::places::missing_cuda_provider_libraries;
@@ -79,10 +86,7 @@ pub fn ensure(sh: &Shell) -> Result<OnnxRuntime> {
     Ok(OnnxRuntime { library: find_library(&lib_dir)? })
 }
 
-/// The wheel's `METADATA`, kept beside its libraries for the extras it names.
-const METADATA_FILE: &str = "METADATA";
-
-/// The shared libraries of `wheel` (no CUDA or cuDNN), fetched once with `pip download --no-deps` into
+/// The shared libraries of `wheel` (no CUDA or cuDNN), fetched once with `pip download` into
 /// `<target>/onnxruntime/<package>-<version>/lib/`; returns that folder.
 pub fn wheel_libraries(sh: &Shell, wheel: Wheel) -> Result<PathBuf> {
     let root = crate::target_dir(sh).join("onnxruntime").join(format!("{}-{}", wheel.package, wheel.version));
@@ -97,12 +101,11 @@ pub fn wheel_libraries(sh: &Shell, wheel: Wheel) -> Result<PathBuf> {
     }
     eprintln!("fetching {} from PyPI into {}", wheel.requirement(), root.display());
     let downloads = root.join("downloads");
-    pip_download(sh, &downloads, &[wheel.requirement()], false)
+    pip_download(sh, &downloads, wheel.lock)
         .with_context(|| format!("or set {ORT_DYLIB_PATH} to an existing libonnxruntime.so"))?;
     let unpacked = unpack_all(sh, &downloads, &root.join("unpacked"))?;
     sh.create_dir(&lib_dir)?;
     copy_libraries(sh, &unpacked.join("onnxruntime/capi"), &lib_dir, |name| LIBRARY_NAMES.is_onnxruntime_part(name))?;
-    sh.write_file(root.join(METADATA_FILE), dist_info_metadata(sh, &unpacked)?)?;
     sh.remove_path(&downloads)?;
     sh.remove_path(&unpacked)?;
     find_library(&lib_dir)?;
@@ -110,17 +113,16 @@ pub fn wheel_libraries(sh: &Shell, wheel: Wheel) -> Result<PathBuf> {
     Ok(lib_dir)
 }
 
-/// Makes the CUDA provider's `missing` libraries loadable: unpacks the wheels the GPU wheel's extras
-/// name into `lib_dir`, beside ONNX Runtime, where `vggq eval` preloads them.
+/// Makes the CUDA provider's `missing` libraries loadable: unpacks the wheels of the GPU wheel's extras
+/// ([`CUDA_LIBRARIES_LOCK`]) into `lib_dir`, beside ONNX Runtime, where `vggq eval` preloads them.
 fn fetch_provider_libraries(sh: &Shell, missing: &[&str], lib_dir: &Path) -> Result<()> {
     let root = lib_dir.parent().expect("lib/ sits in the wheel's folder");
-    let requirements = extra_requirements(&sh.read_file(root.join(METADATA_FILE))?, &GPU_EXTRAS);
-    if requirements.is_empty() {
-        bail!("the {} wheel's metadata names no requirements for its extras {GPU_EXTRAS:?}", GPU_WHEEL.package);
-    }
-    eprintln!("the CUDA provider needs {} (not installed here): fetching {}", missing.join(", "), requirements.join(" "));
+    eprintln!(
+        "the CUDA provider needs {} (not installed here): fetching the wheels of {CUDA_LIBRARIES_LOCK}",
+        missing.join(", ")
+    );
     let downloads = root.join("cuda-downloads");
-    pip_download(sh, &downloads, &requirements, true)?;
+    pip_download(sh, &downloads, CUDA_LIBRARIES_LOCK)?;
     let wheels: Vec<String> =
         wheel_files(sh, &downloads)?.iter().filter_map(|w| w.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
     let unpacked = unpack_all(sh, &downloads, &root.join("cuda-unpacked"))?;
@@ -137,28 +139,15 @@ fn fetch_provider_libraries(sh: &Shell, missing: &[&str], lib_dir: &Path) -> Res
     Ok(())
 }
 
-/// The requirements `Requires-Dist` lines of a wheel's `METADATA` give for any of `extras`
-/// (`nvidia-cudnn-cu13~=9.0; extra == "cudnn"` -> `nvidia-cudnn-cu13~=9.0`).
-pub fn extra_requirements(metadata: &str, extras: &[&str]) -> Vec<String> {
-    metadata
-        .lines()
-        .filter_map(|line| line.strip_prefix("Requires-Dist:"))
-        .filter_map(|requirement| requirement.split_once(';'))
-        .filter(|(_, marker)| {
-            let marker = marker.replace('\'', "\"").replace(' ', "");
-            extras.iter().any(|extra| marker.contains(&format!("extra==\"{extra}\"")))
-        })
-        .map(|(requirement, _)| requirement.trim().to_string())
-        .collect()
-}
-
-/// `pip download` of binary wheels into `dest`, with their dependencies or without.
-fn pip_download(sh: &Shell, dest: &Path, requirements: &[String], with_dependencies: bool) -> Result<()> {
+/// `pip download` of the binary wheels `lock` pins (a path under the workspace root) into `dest`, each
+/// refused unless its SHA-256 is one the lock gives. The lock lists every wheel needed, dependencies
+/// included, so pip resolves nothing beyond it.
+fn pip_download(sh: &Shell, dest: &Path, lock: &str) -> Result<()> {
     let python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
-    let no_deps: &[&str] = if with_dependencies { &[] } else { &["--no-deps"] };
-    cmd!(sh, "{python} -m pip download --quiet --disable-pip-version-check {no_deps...} --only-binary=:all: --dest {dest} {requirements...}")
+    let lock = sh.current_dir().join(lock);
+    cmd!(sh, "{python} -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes --only-binary=:all: --dest {dest} -r {lock}")
         .run()
-        .with_context(|| format!("could not fetch {} (needs python3 with pip, and PyPI)", requirements.join(" ")))
+        .with_context(|| format!("could not fetch the wheels {} pins (needs python3 with pip, and PyPI)", lock.display()))
 }
 
 fn wheel_files(sh: &Shell, dir: &Path) -> Result<Vec<PathBuf>> {
@@ -176,16 +165,6 @@ fn unpack_all(sh: &Shell, downloads: &Path, dest: &Path) -> Result<PathBuf> {
         cmd!(sh, "{python} -m zipfile -e {wheel} {dest}").run().with_context(|| format!("unpacking {}", wheel.display()))?;
     }
     Ok(dest.to_path_buf())
-}
-
-/// The `METADATA` of the one `*.dist-info` in an unpacked wheel.
-fn dist_info_metadata(sh: &Shell, unpacked: &Path) -> Result<String> {
-    let dist_info = sh
-        .read_dir(unpacked)?
-        .into_iter()
-        .find(|p| p.extension().is_some_and(|e| e == "dist-info"))
-        .with_context(|| format!("no .dist-info in {}", unpacked.display()))?;
-    Ok(sh.read_file(dist_info.join("METADATA"))?)
 }
 
 /// How an operating system names shared libraries: `lib` and `so` on Linux, `lib` and `dylib` on macOS.
@@ -266,6 +245,57 @@ mod tests {
         Requires-Dist: nvidia-cufft~=12.0; extra == \"cuda\"\n\
         Requires-Dist: nvidia-curand~=10.0; extra == \"cuda\"\n\
         Requires-Dist: nvidia-cudnn-cu13~=9.0; extra == \"cudnn\"\n";
+
+    /// The requirements `Requires-Dist` lines of a wheel's `METADATA` give for any of `extras`
+    /// (`nvidia-cudnn-cu13~=9.0; extra == "cudnn"` -> `nvidia-cudnn-cu13~=9.0`).
+    fn extra_requirements(metadata: &str, extras: &[&str]) -> Vec<String> {
+        metadata
+            .lines()
+            .filter_map(|line| line.strip_prefix("Requires-Dist:"))
+            .filter_map(|requirement| requirement.split_once(';'))
+            .filter(|(_, marker)| {
+                let marker = marker.replace('\'', "\"").replace(' ', "");
+                extras.iter().any(|extra| marker.contains(&format!("extra==\"{extra}\"")))
+            })
+            .map(|(requirement, _)| requirement.trim().to_string())
+            .collect()
+    }
+
+    /// The GPU wheel's extras whose wheels [`CUDA_LIBRARIES_LOCK`] pins.
+    const GPU_EXTRAS: [&str; 2] = ["cuda", "cudnn"];
+
+    /// The pins of the lock at `path` (under the workspace root): each `name==version` with its hashes.
+    fn lock_pins(path: &str) -> Vec<(String, Vec<String>)> {
+        let text = std::fs::read_to_string(vggq_core::places::workspace_root().join(path)).unwrap();
+        let mut pins: Vec<(String, Vec<String>)> = Vec::new();
+        for line in text.lines().map(|line| line.trim().trim_end_matches('\\').trim()) {
+            if let Some(hash) = line.strip_prefix("--hash=sha256:") {
+                pins.last_mut().expect("a hash follows its pin").1.push(hash.to_string());
+            } else if !line.is_empty() && !line.starts_with('#') {
+                pins.push((line.to_string(), Vec::new()));
+            }
+        }
+        pins
+    }
+
+    /// Each lock pins exact versions, each with hashes of the right form; the wheels' locks pin their
+    /// wheel alone.
+    #[test]
+    fn the_locks_pin_versions_with_hashes() {
+        for wheel in [CPU_WHEEL, GPU_WHEEL] {
+            let pins = lock_pins(wheel.lock);
+            assert_eq!(pins.iter().map(|(pin, _)| pin.as_str()).collect::<Vec<_>>(), [wheel.requirement()], "{}", wheel.lock);
+        }
+        for lock in [CPU_WHEEL.lock, GPU_WHEEL.lock, CUDA_LIBRARIES_LOCK] {
+            for (pin, hashes) in lock_pins(lock) {
+                assert!(pin.split_once("==").is_some_and(|(_, version)| !version.is_empty()), "{lock}: {pin}");
+                assert!(!hashes.is_empty(), "{lock}: {pin} has no hash");
+                for hash in hashes {
+                    assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{lock}: {pin}: {hash}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_extras_requirements_come_from_the_metadata() {
@@ -357,13 +387,38 @@ mod tests {
             .collect()
     }
 
-    /// The pinned wheels exist on PyPI, and the GPU wheel's extras resolve to the CUDA 13 and cuDNN 9
-    /// libraries (cuBLAS through cuDNN). Needs PyPI, as `cargo xtask setup` does.
+    /// Every lock resolves on PyPI with `--require-hashes`: PyPI's SHA-256 of the file this machine
+    /// would fetch is among the lock's. A lock whose hashes are not PyPI's makes `pip_download` fail, with
+    /// nothing left behind. Needs PyPI, as `cargo xtask setup` does.
     #[test]
-    fn pinned_wheels_resolve_on_pypi_with_their_extras() {
-        let cpu = pip_resolve(&[&format!("{}=={}", CPU_WHEEL.package, CPU_WHEEL.version)]);
-        assert!(cpu.iter().any(|(name, version, _)| name == CPU_WHEEL.package && version == CPU_WHEEL.version), "{cpu:?}");
+    fn the_locks_hashes_are_pypis() {
+        let python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
+        for lock in [CPU_WHEEL.lock, GPU_WHEEL.lock, CUDA_LIBRARIES_LOCK] {
+            let status = std::process::Command::new(&python)
+                .args(["-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--require-hashes"])
+                .args(["--only-binary=:all:", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(vggq_core::places::workspace_root().join(lock))
+                .status()
+                .expect("python3 with pip");
+            assert!(status.success(), "{lock} does not resolve with its hashes on PyPI");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_pins(CPU_WHEEL.lock);
+        let forged: String =
+            lock.iter().map(|(pin, hashes)| format!("{pin} --hash=sha256:{}\n", "0".repeat(hashes[0].len()))).collect();
+        let forged_lock = dir.path().join("forged.txt");
+        std::fs::write(&forged_lock, forged).unwrap();
+        let sh = Shell::new().unwrap();
+        let dest = dir.path().join("downloads");
+        assert!(pip_download(&sh, &dest, forged_lock.to_str().unwrap()).is_err(), "a wheel not matching its lock is refused");
+        assert!(wheel_files(&sh, &dest).map_or(true, |wheels| wheels.is_empty()));
+    }
 
+    /// The CUDA libraries' lock is the closure of the GPU wheel's extras on PyPI: resolved together, the
+    /// extras' requirements and the lock's pins give the lock's wheels and no other, with the CUDA 13 and
+    /// cuDNN 9 libraries (cuBLAS through cuDNN) among them. Needs PyPI, as `cargo xtask setup` does.
+    #[test]
+    fn the_cuda_lock_is_the_gpu_wheels_extras() {
         let gpu = pip_resolve(&[&GPU_WHEEL.requirement()]);
         let (_, _, requires) = gpu
             .iter()
@@ -371,8 +426,14 @@ mod tests {
             .expect("the GPU wheel");
         let metadata: String = requires.iter().map(|r| format!("Requires-Dist: {r}\n")).collect();
         let extras = extra_requirements(&metadata, &GPU_EXTRAS);
-        let extras: Vec<&str> = extras.iter().map(String::as_str).collect();
-        let libraries = pip_resolve(&extras);
+        let pins: Vec<String> = lock_pins(CUDA_LIBRARIES_LOCK).into_iter().map(|(pin, _)| pin).collect();
+        let requirements: Vec<&str> = extras.iter().chain(&pins).map(String::as_str).collect();
+        let libraries = pip_resolve(&requirements);
+        let mut resolved: Vec<String> = libraries.iter().map(|(name, version, _)| format!("{name}=={version}")).collect();
+        resolved.sort();
+        let mut pinned = pins.clone();
+        pinned.sort();
+        assert_eq!(resolved, pinned, "the extras {extras:?} need other wheels than the lock's");
         let names: Vec<&str> = libraries.iter().map(|(name, _, _)| name.as_str()).collect();
         for needed in
             ["nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cufft", "nvidia-curand", "nvidia-cudnn-cu13", "nvidia-cublas"]
