@@ -30,6 +30,19 @@ pub fn end_as(signal: i32) -> ! {
     std::process::exit(128 + signal)
 }
 
+/// Sends `signal` to the process `pid`; one that has ended since is no error.
+pub fn send(pid: u32, signal: i32) -> std::io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::Error::other(format!("no process can have the id {pid}")))?;
+    // SAFETY: kill only asks the kernel to deliver a signal; it touches no memory of this process.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        return Ok(());
+    }
+    match std::io::Error::last_os_error() {
+        error if error.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        error => Err(error),
+    }
+}
+
 /// `SIGINT`, `SIGTERM`.
 pub fn name(signal: i32) -> &'static str {
     signal_hook::low_level::signal_name(signal).unwrap_or("a signal")
@@ -48,5 +61,17 @@ mod tests {
         unsafe { libc::signal(SIGTERM, libc::SIG_DFL) };
         assert!(stop_signals().contains(&SIGTERM));
         assert_eq!((name(SIGINT), name(SIGTERM)), ("SIGINT", "SIGTERM"));
+    }
+
+    /// A signal sent reaches its process; one sent to a process that has ended is no error.
+    #[test]
+    fn a_sent_signal_ends_its_process() {
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+        send(child.id(), SIGTERM).unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(SIGTERM));
+        // Above Linux's largest process id (2^22): no such process, as for one that has ended.
+        send((1 << 22) + 1, SIGTERM).unwrap();
+        assert!(send(u32::MAX, SIGTERM).is_err());
     }
 }

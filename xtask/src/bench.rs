@@ -9,7 +9,7 @@ use xshell::{cmd, Shell};
 
 use vggq_core::places::{shared_cifar10_jpeg, shared_torch_bench};
 use vggq_core::rounds::{Comparison, DEFAULT_ROUNDS};
-use vggq_core::{flag_value, DeviceRequest, ProfileName, Variant};
+use vggq_core::{flag_value, DeviceRequest, ProfileName, Variant, DEFAULT_BATCH_SIZE};
 
 use crate::python;
 
@@ -36,11 +36,9 @@ enum Bench {
 struct OnnxBench {
     #[arg(long, value_parser = crate::given_path)]
     run: PathBuf,
-    /// Test images per file for `vggq eval` (batches of 32; the first 3 batches are warm-up).
-    #[arg(long, default_value_t = 736)]
-    images: usize,
-    /// Timed batches for the Python baseline (after 3 warm-up batches): the same count as `vggq eval`'s.
-    #[arg(long, default_value_t = 20)]
+    /// Timed batches of 32 images per file, both sides, after 3 warm-up batches (`vggq eval` reads as
+    /// many test images: 736 by default).
+    #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     batches: usize,
     /// Intra-op threads, both sides (0: ORT's default, one per core).
     #[arg(long, default_value_t = 0)]
@@ -52,6 +50,9 @@ struct OnnxBench {
     #[arg(long, default_value_t = DEFAULT_ROUNDS)]
     rounds: usize,
 }
+
+/// Batches `bench onnx` runs on each side before it times any (they also settle ORT's thread pool).
+const ONNX_WARMUP_BATCHES: usize = 3;
 
 /// The variants `bench onnx` compares, in order.
 const ONNX_BENCH_VARIANTS: [Variant; 3] = [Variant::Fp32, Variant::StaticInt8, Variant::DynamicInt8];
@@ -83,7 +84,7 @@ impl Shapes {
 struct TrainShapes {
     #[arg(long, value_enum, default_value = "both")]
     shapes: Shapes,
-    #[arg(long, default_value_t = vggq_core::DEFAULT_BATCH_SIZE)]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     batch: usize,
     /// Seconds of measurement per figure and round, after warm-up.
     #[arg(long, default_value_t = 10.0)]
@@ -113,16 +114,22 @@ fn onnx(sh: &Shell, vggq: &PathBuf, bench: OnnxBench) -> Result<()> {
     if bench.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    let setup = crate::setup(sh)?;
-    let _onnxruntime = sh.push_env(crate::onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime.library);
+    // The CPU build even where setup takes the GPU one: the baseline is the venv's, of the same release.
+    let onnxruntime = crate::onnxruntime::ensure_cpu(sh)?;
+    let python = crate::python::ensure_venv(sh)?;
+    let _onnxruntime = sh.push_env(crate::onnxruntime::ORT_DYLIB_PATH, &onnxruntime.library);
     let variants: Vec<Variant> =
         ONNX_BENCH_VARIANTS.into_iter().filter(|v| sh.current_dir().join(&bench.run).join(v.onnx_file()).is_file()).collect();
     if variants.is_empty() {
         bail!("no exported ONNX files in {} (run `vggq export` first)", bench.run.display());
     }
     let files: Vec<PathBuf> = variants.iter().map(|v| bench.run.join(v.onnx_file())).collect();
-    let (images, batches, threads) = (bench.images.to_string(), bench.batches.to_string(), bench.threads.to_string());
+    // The same batches on both sides: `vggq eval` times all but the warm-up of the images it reads.
+    let images = (DEFAULT_BATCH_SIZE * (ONNX_WARMUP_BATCHES + bench.batches)).to_string();
+    let (batch, warmup) = (DEFAULT_BATCH_SIZE.to_string(), ONNX_WARMUP_BATCHES.to_string());
+    let (batches, threads) = (bench.batches.to_string(), bench.threads.to_string());
     let mut eval_args = vec!["--device".to_string(), flag_value(DeviceRequest::Cpu), "--images".into(), images];
+    eval_args.extend(["--batch".into(), batch.clone(), "--warmup".into(), warmup.clone()]);
     if bench.threads > 0 {
         eval_args.extend(["--threads".into(), threads.clone()]);
     }
@@ -130,8 +137,7 @@ fn onnx(sh: &Shell, vggq: &PathBuf, bench: OnnxBench) -> Result<()> {
         eval_args.extend(["--data".into(), data.display().to_string()]);
     }
     // Each round's report goes to a scratch folder of this invocation: never the run's metrics.
-    let scratch = tempfile::tempdir_in(crate::target_dir(sh)).context("a scratch folder under target/")?;
-    let python = setup.python;
+    let scratch = tempfile::tempdir_in(crate::target_dir()).context("a scratch folder under target/")?;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 1..=bench.rounds {
         println!("== round {round}/{}", bench.rounds);
@@ -139,7 +145,11 @@ fn onnx(sh: &Shell, vggq: &PathBuf, bench: OnnxBench) -> Result<()> {
         let (files, eval_args) = (&files, &eval_args);
         cmd!(sh, "{vggq} eval {files...} {eval_args...} --report {report}").run()?;
         ours.push(images_per_second(&sh.read_file(&report)?, &variants, "rows")?);
-        let output = cmd!(sh, "{python} scripts/ort_bench.py {files...} --batches {batches} --threads {threads}").read()?;
+        let output = cmd!(
+            sh,
+            "{python} scripts/ort_bench.py {files...} --batch {batch} --warmup {warmup} --batches {batches} --threads {threads}"
+        )
+        .read()?;
         println!("{output}");
         let lines: Vec<&str> = output.lines().filter(|line| line.starts_with('{')).collect();
         theirs.push(images_per_second(&format!(r#"{{"rows": [{}]}}"#, lines.join(",")), &variants, "rows")?);

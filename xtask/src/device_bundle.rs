@@ -33,6 +33,8 @@ use crate::onnxruntime::{self, CPU_WHEEL, GPU_WHEEL};
 
 /// The bundle's folder (git-ignored).
 pub const BUNDLE_DIR: &str = ".device";
+/// What a bundle's folder is called while it is written (`.device.partial`, ignored by git as `.device` is).
+const PARTIAL_SUFFIX: &str = ".partial";
 /// The dry run's bundle, in the target folder; the script finds it through `VGGQ_BUNDLE`.
 pub const DRY_RUN_BUNDLE_DIR: &str = "device-bundle-dry-run";
 /// What one `device` call carries at most: a part and the checkout's files together.
@@ -75,7 +77,7 @@ struct Contents {
 /// Where `run` writes the bundle: `.device/`, or for a dry run [`DRY_RUN_BUNDLE_DIR`] in the target folder.
 pub fn bundle_dir(sh: &Shell, dry_run: bool) -> PathBuf {
     if dry_run {
-        crate::target_dir(sh).join(DRY_RUN_BUNDLE_DIR)
+        crate::target_dir().join(DRY_RUN_BUNDLE_DIR)
     } else {
         sh.current_dir().join(BUNDLE_DIR)
     }
@@ -84,7 +86,7 @@ pub fn bundle_dir(sh: &Shell, dry_run: bool) -> PathBuf {
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let Contents { binaries, onnxruntime: ort_dir, part_limit, xz_preset } = if args.dry_run {
         let vggq = crate::build_vggq(sh)?;
-        let stand_in = crate::target_dir(sh).join(TUNING_BUILD);
+        let stand_in = crate::target_dir().join(TUNING_BUILD);
         sh.copy_file(&vggq, &stand_in)?;
         Contents {
             binaries: vec![vggq, stand_in],
@@ -93,7 +95,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             xz_preset: DRY_RUN_XZ_PRESET,
         }
     } else {
-        let target = crate::target_dir(sh).join("device");
+        let target = crate::target_dir().join("device");
         let _version = sh.push_env("CUDARC_CUDA_VERSION", DEVICE_CUDA_VERSION);
         let _target = sh.push_env("CARGO_TARGET_DIR", &target);
         // One target folder for both builds: they share every crate autotune does not change. The
@@ -119,19 +121,33 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         }
     }
     let bundle = bundle_dir(sh, args.dry_run);
+    // Written beside it and renamed over it once whole: an interrupted bundling leaves the last bundle as it
+    // was, never parts that look like one (the script takes `part01/SHA256SUMS` for a bundle).
+    let building =
+        bundle.with_file_name(format!("{}{PARTIAL_SUFFIX}", bundle.file_name().context("a bundle folder")?.to_string_lossy()));
+    if building.exists() {
+        sh.remove_path(&building)?;
+    }
+    let kind = if args.dry_run { "dry-run" } else { "cuda" };
+    let parts = write_parts(sh, &payloads, &building, part_limit, xz_preset, kind)?;
     if bundle.exists() {
         sh.remove_path(&bundle)?;
     }
-    let kind = if args.dry_run { "dry-run" } else { "cuda" };
-    let parts = write_parts(sh, &payloads, &bundle, part_limit, xz_preset, kind)?;
-    let checkout = checkout_bytes(sh)?;
+    std::fs::rename(&building, &bundle).with_context(|| format!("renaming {} to {}", building.display(), bundle.display()))?;
+    let parts: Vec<(PathBuf, u64)> =
+        parts.into_iter().map(|(part, bytes)| (bundle.join(part.strip_prefix(&building).unwrap_or(&part)), bytes)).collect();
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
-    for (part, bytes) in &parts {
-        println!("{}: {:.1} MiB, {:.1} MiB with the checkout", part.display(), mib(*bytes), mib(bytes + checkout));
-    }
     if args.dry_run {
+        for (part, bytes) in &parts {
+            println!("{}: {:.1} MiB", part.display(), mib(*bytes));
+        }
         println!("rehearse with: VGGQ_BUNDLE={} VGGQ_PYTHON=... scripts/device-check.sh --dry-run", bundle.display());
         return Ok(());
+    }
+    // What a `device` call carries beside a part; only the real bundle is carried (and needs git for it).
+    let checkout = checkout_bytes(sh)?;
+    for (part, bytes) in &parts {
+        println!("{}: {:.1} MiB, {:.1} MiB with the checkout", part.display(), mib(*bytes), mib(bytes + checkout));
     }
     if let Some((part, bytes)) = parts.iter().find(|(_, bytes)| bytes + checkout > CARRY_LIMIT) {
         bail!(

@@ -38,7 +38,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 pub fn smoke_run(sh: &Shell, check: &Path) -> Result<PathBuf> {
     // Relative to the workspace root, where the shell runs, not to this process's folder.
     let check = sh.current_dir().join(check);
-    let folder = crate::target_dir(sh).join("device-golden");
+    let folder = crate::target_dir().join("device-golden");
     if folder.exists() {
         std::fs::remove_dir_all(&folder).with_context(|| format!("clearing {}", folder.display()))?;
     }

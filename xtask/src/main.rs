@@ -19,7 +19,7 @@ mod verify;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use vggq_core::places::{has_wgpu_api, workspace_root, CudaToolkit, VULKAN_LOADER};
 
@@ -36,7 +36,7 @@ struct Build {
     /// Build vggq with cubecl's autotune (the `autotune` feature): on a GPU, each operation and shape
     /// times its candidate kernels and keeps the fastest, at the cost of compiling every candidate on a
     /// machine's first run (minutes) and of kernel choices that follow timing. Without it, each operation
-    /// runs its default kernel. Every cargo command xtask runs then takes it.
+    /// runs its default kernel. The command's builds of vggq (its binary and its tests) then take it.
     #[arg(long, global = true)]
     autotune: bool,
 }
@@ -93,12 +93,7 @@ enum Command {
     },
     /// Pack what the GPU check (`scripts/device-check.sh`) needs on the lent GPU machine into `.device/`,
     /// in parts that one `device` call carries each.
-    DeviceBundle {
-        #[command(flatten)]
-        args: device_bundle::Args,
-        #[command(flatten)]
-        build: Build,
-    },
+    DeviceBundle(device_bundle::Args),
     /// The golden check of the GPU check's smoke run, from the files the check brought home: the first
     /// GPU run's table pending as `golden/smoke-cuda.snap.new` for review, or compared with the reviewed one.
     DeviceGolden {
@@ -115,6 +110,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let sh = xshell::Shell::new()?;
     sh.change_dir(workspace_root());
+    TARGET_DIR.set(cargo_target_dir(&sh)?).expect("set once, first thing");
     let outcome = dispatch(cli.command, &sh);
     if outcome.is_err() && STOPPING.load(std::sync::atomic::Ordering::SeqCst) {
         // The command failed because the signal stopped it, and said so itself: xtask's "terminated by a
@@ -137,7 +133,7 @@ fn dispatch(command: Command, sh: &xshell::Shell) -> Result<()> {
         Command::Bench { args, .. } => bench::run(sh, args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify { args, .. } => verify::run(sh, args),
-        Command::DeviceBundle { args, .. } => device_bundle::run(sh, args),
+        Command::DeviceBundle(args) => device_bundle::run(sh, args),
         Command::DeviceGolden { args, .. } => device_golden::run(sh, args),
         Command::OtherCpus { .. } => reproducibility::other_cpus(sh, &build_vggq(sh)?),
     }
@@ -151,10 +147,10 @@ impl Command {
             | Command::Test { build, .. }
             | Command::Bench { build, .. }
             | Command::Verify { build, .. }
-            | Command::DeviceBundle { build, .. }
             | Command::DeviceGolden { build, .. }
             | Command::OtherCpus { build } => Some(build),
-            Command::Setup | Command::Inspect(_) => None,
+            // The GPU bundle builds vggq both ways itself.
+            Command::Setup | Command::Inspect(_) | Command::DeviceBundle(_) => None,
         }
     }
 }
@@ -199,7 +195,9 @@ fn end_after_commands_on_stop() -> std::io::Result<()> {
             }
             let unsignalled: Vec<String> = running.into_iter().filter(|child| !signalled.contains(child)).collect();
             for child in unsignalled {
-                let _ = std::process::Command::new("kill").arg(format!("-{}", signals::name(signal))).arg(&child).status();
+                if let Err(error) = child.parse().map_err(std::io::Error::other).and_then(|pid| signals::send(pid, signal)) {
+                    eprintln!("xtask could not pass {} on to process {child}: {error}", signals::name(signal));
+                }
                 signalled.push(child);
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -253,10 +251,21 @@ struct Setup {
     onnxruntime: onnxruntime::OnnxRuntime,
 }
 
-/// Cargo's target folder: `$CARGO_TARGET_DIR`, else `target/` in the workspace.
-fn target_dir(sh: &xshell::Shell) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
-    sh.current_dir().join(target)
+/// Cargo's target folder, as cargo resolves it for this workspace (`$CARGO_TARGET_DIR`, `build.target-dir`
+/// in a cargo config, else `target/` in the workspace); asked once, first thing.
+static TARGET_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Where cargo builds for this workspace ([`TARGET_DIR`]).
+fn target_dir() -> &'static Path {
+    TARGET_DIR.get().expect("main asks cargo first thing")
+}
+
+/// Cargo's answer for [`TARGET_DIR`] (`cargo metadata`'s `target_directory`).
+fn cargo_target_dir(sh: &xshell::Shell) -> Result<PathBuf> {
+    let metadata = xshell::cmd!(sh, "cargo metadata --no-deps --format-version 1").quiet().read()?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).context("reading `cargo metadata`")?;
+    let target = metadata["target_directory"].as_str().context("`cargo metadata` names no target_directory")?;
+    Ok(PathBuf::from(target))
 }
 
 /// The GPU backends this machine can build and run, each with why: `cuda` where it has a CUDA toolkit,
@@ -297,8 +306,18 @@ fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
         println!("vggq is built with `{feature}`: {why}");
     }
     let flags = cargo_flags(&features);
-    xshell::cmd!(sh, "cargo build --release {flags...} --bin vggq").run()?;
-    Ok(target_dir(sh).join("release/vggq"))
+    // Cargo names the binary it built (under another folder where a cargo config sets `build.target`).
+    let messages =
+        xshell::cmd!(sh, "cargo build --release {flags...} --bin vggq --message-format=json-render-diagnostics").read()?;
+    built_executable(&messages, "vggq").context("cargo built no `vggq` executable")
+}
+
+/// The executable of the binary `name` among cargo's JSON build messages (one a line).
+fn built_executable(messages: &str, name: &str) -> Option<PathBuf> {
+    messages.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).find_map(|message| {
+        let built = message["reason"] == "compiler-artifact" && message["target"]["name"] == name;
+        built.then(|| message["executable"].as_str().map(PathBuf::from)).flatten()
+    })
 }
 
 #[cfg(test)]
@@ -314,6 +333,20 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!running_commands().contains(&pid));
+    }
+
+    /// The binary is found in cargo's messages, not guessed from the target folder.
+    #[test]
+    fn the_built_binary_is_the_one_cargo_names() {
+        let messages = [
+            r#"{"reason":"compiler-artifact","target":{"name":"vggq_core"},"executable":null}"#,
+            "not json",
+            r#"{"reason":"compiler-artifact","target":{"name":"vggq"},"executable":"/t/x86_64-unknown-linux-gnu/release/vggq"}"#,
+            r#"{"reason":"build-finished","success":true}"#,
+        ]
+        .join("\n");
+        assert_eq!(built_executable(&messages, "vggq"), Some(PathBuf::from("/t/x86_64-unknown-linux-gnu/release/vggq")));
+        assert_eq!(built_executable(&messages, "xtask"), None);
     }
 
     #[test]
@@ -337,7 +370,12 @@ mod tests {
         assert_eq!(autotune("xtask bench train --autotune").unwrap(), Some(true));
         assert_eq!(autotune("xtask device-golden dir --autotune").unwrap(), Some(true));
         assert_eq!(autotune("xtask inspect model.pth").unwrap(), None);
-        for refused in ["xtask inspect model.pth --autotune", "xtask setup --autotune", "xtask --autotune all"] {
+        for refused in [
+            "xtask inspect model.pth --autotune",
+            "xtask setup --autotune",
+            "xtask device-bundle --autotune",
+            "xtask --autotune all",
+        ] {
             assert!(autotune(refused).is_err(), "{refused}");
         }
     }

@@ -64,14 +64,25 @@ pub struct OnnxRuntime {
 
 /// Returns ONNX Runtime, fetching it (and the CUDA provider's libraries) once if needed.
 pub fn ensure(sh: &Shell) -> Result<OnnxRuntime> {
+    ensure_wheel(sh, if Path::new(NVIDIA_DRIVER).exists() { GPU_WHEEL } else { CPU_WHEEL })
+}
+
+/// ONNX Runtime's CPU build, on any machine: the release the Python baseline's venv pins, for
+/// benchmarks of the CPU provider beside it.
+pub fn ensure_cpu(sh: &Shell) -> Result<OnnxRuntime> {
+    ensure_wheel(sh, CPU_WHEEL)
+}
+
+/// `$ORT_DYLIB_PATH`, else `wheel`'s library (with the CUDA provider's for the GPU wheel).
+fn ensure_wheel(sh: &Shell, wheel: Wheel) -> Result<OnnxRuntime> {
     if let Some(path) = std::env::var_os(ORT_DYLIB_PATH) {
-        let path = PathBuf::from(path);
+        // Relative to the folder xtask was started in; `vggq` runs in the workspace root.
+        let path = std::path::absolute(PathBuf::from(path)).with_context(|| format!("{ORT_DYLIB_PATH} names no path"))?;
         if !path.is_file() {
             bail!("{ORT_DYLIB_PATH}={} is not a file", path.display());
         }
         return Ok(OnnxRuntime { library: path });
     }
-    let wheel = if Path::new(NVIDIA_DRIVER).exists() { GPU_WHEEL } else { CPU_WHEEL };
     let lib_dir = wheel_libraries(sh, wheel)?;
     if wheel == GPU_WHEEL {
         // Checked on every setup (a system library may have gone since the last), with the list
@@ -89,7 +100,7 @@ pub fn ensure(sh: &Shell) -> Result<OnnxRuntime> {
 /// The shared libraries of `wheel` (no CUDA or cuDNN), fetched once with `pip download` into
 /// `<target>/onnxruntime/<package>-<version>/lib/`; returns that folder.
 pub fn wheel_libraries(sh: &Shell, wheel: Wheel) -> Result<PathBuf> {
-    let root = crate::target_dir(sh).join("onnxruntime").join(format!("{}-{}", wheel.package, wheel.version));
+    let root = crate::target_dir().join("onnxruntime").join(format!("{}-{}", wheel.package, wheel.version));
     let lib_dir = root.join("lib");
     // Written last, so an interrupted fetch is redone rather than trusted.
     let complete = root.join(".wheel-complete");
@@ -101,8 +112,9 @@ pub fn wheel_libraries(sh: &Shell, wheel: Wheel) -> Result<PathBuf> {
     }
     eprintln!("fetching {} from PyPI into {}", wheel.requirement(), root.display());
     let downloads = root.join("downloads");
-    pip_download(sh, &downloads, wheel.lock)
-        .with_context(|| format!("or set {ORT_DYLIB_PATH} to an existing libonnxruntime.so"))?;
+    pip_download(sh, &downloads, wheel.lock).with_context(|| {
+        format!("fetching {} failed; or set {ORT_DYLIB_PATH} to an existing libonnxruntime.so", wheel.requirement())
+    })?;
     let unpacked = unpack_all(sh, &downloads, &root.join("unpacked"))?;
     sh.create_dir(&lib_dir)?;
     copy_libraries(sh, &unpacked.join("onnxruntime/capi"), &lib_dir, |name| LIBRARY_NAMES.is_onnxruntime_part(name))?;
@@ -193,12 +205,18 @@ impl LibraryNames {
     }
 }
 
-/// Copies the shared libraries in `from` that `keep` accepts into `to`.
+/// Copies the shared libraries in `from` that `keep` accepts into `to`, each first beside `to` (where
+/// nothing loads every library it finds) and renamed into it once whole: setup and `vggq eval` take a
+/// library in `to` for present by its name, so an interrupted copy (cuDNN's run to 1 GB) must leave none.
 fn copy_libraries(sh: &Shell, from: &Path, to: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {
+    let beside = to.parent().context("a library folder has a parent")?;
     for library in sh.read_dir(from)? {
         let name = library.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if library.is_file() && LIBRARY_NAMES.is_library(&name) && keep(&name) {
-            sh.copy_file(&library, to)?;
+            let partial = beside.join(format!("{name}.partial"));
+            std::fs::copy(&library, &partial)
+                .with_context(|| format!("copying {} to {}", library.display(), partial.display()))?;
+            std::fs::rename(&partial, to.join(&name)).with_context(|| format!("renaming {}", partial.display()))?;
         }
     }
     Ok(())
@@ -245,6 +263,14 @@ mod tests {
         Requires-Dist: nvidia-cufft~=12.0; extra == \"cuda\"\n\
         Requires-Dist: nvidia-curand~=10.0; extra == \"cuda\"\n\
         Requires-Dist: nvidia-cudnn-cu13~=9.0; extra == \"cudnn\"\n";
+
+    /// The Python baseline's venv pins the CPU wheel's release: `bench onnx` compares the two.
+    #[test]
+    fn the_venv_pins_the_cpu_wheels_release() {
+        let requirements =
+            std::fs::read_to_string(vggq_core::places::workspace_root().join(crate::python::REQUIREMENTS)).unwrap();
+        assert!(requirements.lines().any(|line| line.trim() == CPU_WHEEL.requirement()), "{}", crate::python::REQUIREMENTS);
+    }
 
     /// The requirements `Requires-Dist` lines of a wheel's `METADATA` give for any of `extras`
     /// (`nvidia-cudnn-cu13~=9.0; extra == "cudnn"` -> `nvidia-cudnn-cu13~=9.0`).

@@ -9,17 +9,24 @@ use anyhow::{Context, Result};
 use vggq_core::places::cache_dir;
 use xshell::{cmd, Shell};
 
-const REQUIREMENTS: &str = "scripts/requirements-interop.txt";
+pub const REQUIREMENTS: &str = "scripts/requirements-interop.txt";
 
 /// Creates the venv if its requirements changed or it is incomplete; returns its python.
 pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
     let requirements = sh.read_file(REQUIREMENTS).with_context(|| format!("reading {REQUIREMENTS}"))?;
     let venv = cache_dir().join(format!("venv-{}", short_hash(&requirements)));
     let python = venv.join("bin/python");
-    // Written last, so an interrupted install is redone rather than trusted.
+    // Written last, so an interrupted install is redone rather than trusted; it records the interpreter
+    // too: after an upgrade of the system's Python, the venv's `python` (a link to it) is another version,
+    // which sees none of the venv's packages.
     let complete = venv.join(".vggq-complete");
-    if complete.exists() {
-        return Ok(python);
+    let interpreter =
+        |python: &std::path::Path| cmd!(sh, "{python} -c 'import sys; print(sys.version)'").quiet().ignore_stderr().read().ok();
+    let record = |version: &str| format!("{requirements}\n# made with Python {version}\n");
+    if let (Ok(recorded), Some(version)) = (sh.read_file(&complete), interpreter(&python)) {
+        if recorded == record(&version) {
+            return Ok(python);
+        }
     }
     eprintln!("setting up the pinned Python venv in {} (PyTorch with its CUDA wheels: a few GB, once)", venv.display());
     let system_python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -28,7 +35,8 @@ pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
         .run()
         .context("installing the pinned Python packages (needs PyPI)")?;
     cmd!(sh, "{python} -c 'import torch, torchvision, onnx, onnxruntime'").run().context("checking the venv")?;
-    sh.write_file(&complete, requirements)?;
+    let version = interpreter(&python).context("the venv's python does not run")?;
+    sh.write_file(&complete, record(&version))?;
     Ok(python)
 }
 

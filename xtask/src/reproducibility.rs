@@ -235,7 +235,7 @@ fn build_for_arm(sh: &Shell, qemu_arm: &Path) -> Result<PathBuf> {
     );
     cmd!(sh, "cargo test --release --target {ARM_TARGET} --package vggq --lib kernels").run()?;
     cmd!(sh, "cargo build --release --target {ARM_TARGET} --package vggq --bin vggq").run()?;
-    Ok(crate::target_dir(sh).join(ARM_TARGET).join("release/vggq"))
+    Ok(crate::target_dir().join(ARM_TARGET).join("release/vggq"))
 }
 
 /// `vggq` behind qemu-user, emulating `cpu`.
@@ -263,7 +263,8 @@ fn train(
     limits: &[&str],
     extra: &[&Path],
 ) -> Result<PathBuf> {
-    let out = Path::new(FOLDER).join(name);
+    // From the workspace root, where the commands run, not from the folder xtask was started in.
+    let out = sh.current_dir().join(FOLDER).join(name);
     let (first, rest) = program.split_first().context("a program")?;
     cmd!(
         sh,
@@ -352,7 +353,7 @@ fn generated_cifar(sh: &Shell) -> Result<PathBuf> {
     for batch in 1..=5 {
         std::fs::write(batches.join(format!("data_batch_{batch}.bin")), records(2_000))?;
     }
-    // Last: its presence says the folder is complete.
-    std::fs::write(&complete, records(200))?;
+    // Last, and whole (an interrupted write leaves none): its presence says the folder is complete.
+    vggq_core::atomic::write(&complete, &records(200))?;
     Ok(root)
 }

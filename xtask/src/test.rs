@@ -174,7 +174,7 @@ const FALLBACK_STAGE: &str = "smoke-run-autotune";
 /// summary must name those stages, show the fallback's smoke run and every other stage as run, and
 /// `$OUT` hold no more files than come back.
 fn rehearse_device_check(sh: &Shell) -> Result<()> {
-    let out = crate::target_dir(sh).join("device-check");
+    let out = crate::target_dir().join("device-check");
     let _out = sh.push_env("OUT", &out);
     let _fail = sh.push_env("VGGQ_CHECK_FAIL", FAILURES.join(" "));
     let _cap = sh.push_env("VGGQ_CHECK_CAP", format!("{}={}", STOPPED.0, STOPPED.1));
