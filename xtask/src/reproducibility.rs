@@ -20,8 +20,8 @@ use xshell::{cmd, Shell};
 
 use crate::debian::{self, found};
 
-/// Where the runs and their data go.
-const FOLDER: &str = "target/reproducibility";
+/// Where the runs and their data go, in the target folder.
+const FOLDER: &str = "reproducibility";
 /// The core counts the native runs use.
 const THREADS: [usize; 4] = [1, 2, 3, 5];
 /// The native runs: a few hundred images, every step of training and quantization.
@@ -55,7 +55,7 @@ const ARM_SYSROOT: &str = "/usr/aarch64-linux-gnu";
 const X86_HOST: bool = cfg!(target_arch = "x86_64");
 
 pub fn run(sh: &Shell, vggq: &Path) -> Result<()> {
-    let data = generated_cifar(sh)?;
+    let data = generated_cifar()?;
     let mut native = Vec::new();
     for threads in THREADS {
         let _threads = sh.push_env("RAYON_NUM_THREADS", threads.to_string());
@@ -103,7 +103,7 @@ const LAVAPIPE_THREADS: (&str, &str) = ("LP_NUM_THREADS", "3");
 /// `autotune`, from the first run's choices). One step runs every kernel training runs; the thread
 /// count's check trained the pipeline's 320 images again before, 102 s here against 39 s.
 pub fn lavapipe(sh: &Shell, vggq: &Path) -> Result<()> {
-    let data = generated_cifar(sh)?;
+    let data = generated_cifar()?;
     let _no_shader_cache = sh.push_env(SHADER_CACHE_OFF.0, SHADER_CACHE_OFF.1);
     let model = [MODEL_FILE.to_string()];
     let reference = train(sh, &[vggq], &data, "lavapipe-native", "wgpu", &LAVAPIPE_LIMITS, &[])?;
@@ -149,7 +149,7 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
     print_checksums(sh, &straight, &model)?;
     // The straight run's kernels (a build with `autotune` chooses them by timing).
     let autotune = straight.join(AUTOTUNE_FOLDER);
-    let out = sh.current_dir().join(FOLDER).join("lavapipe-resumed");
+    let out = crate::target_dir().join(FOLDER).join("lavapipe-resumed");
     // What an earlier check left would be resumed from, or found before this run's checkpoint.
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
@@ -193,7 +193,7 @@ pub fn other_cpus(sh: &Shell, vggq: &Path) -> Result<()> {
             std::env::consts::ARCH
         );
     }
-    let data = generated_cifar(sh)?;
+    let data = generated_cifar()?;
     let reference = train_and_quantize(sh, &[vggq], &data, "native-small", &EMULATED_LIMITS)?;
     let qemu_x86 = qemu(sh, "qemu-x86_64")?;
     let no_fma = train_and_quantize(sh, &emulated(&qemu_x86, NO_FMA_CPU, vggq), &data, "qemu-sandybridge", &EMULATED_LIMITS)?;
@@ -263,8 +263,7 @@ fn train(
     limits: &[&str],
     extra: &[&Path],
 ) -> Result<PathBuf> {
-    // From the workspace root, where the commands run, not from the folder xtask was started in.
-    let out = sh.current_dir().join(FOLDER).join(name);
+    let out = crate::target_dir().join(FOLDER).join(name);
     let (first, rest) = program.split_first().context("a program")?;
     cmd!(
         sh,
@@ -327,8 +326,8 @@ fn qemu(sh: &Shell, emulator: &str) -> Result<PathBuf> {
 
 /// CIFAR-10's binary layout (`cifar-10-batches-bin/`) with generated pixels and labels: 10,000 training
 /// images (the smoke profile's subset needs that many) and 200 test images, written once.
-fn generated_cifar(sh: &Shell) -> Result<PathBuf> {
-    let root = sh.current_dir().join(FOLDER).join("data");
+fn generated_cifar() -> Result<PathBuf> {
+    let root = crate::target_dir().join(FOLDER).join("data");
     let batches = root.join("cifar-10-batches-bin");
     let complete = batches.join("test_batch.bin");
     if complete.exists() {

@@ -18,18 +18,19 @@ pub struct Args {
     cargo_args: Vec<String>,
 }
 
-/// Where the second smoke run goes, to compare checksums with the first, and the thread count it runs on.
-const RERUN_DIR: &str = "target/reproducibility/smoke";
+/// Where the second smoke run goes (in the target folder, as the next two), to compare checksums with the
+/// first, and the thread count it runs on.
+const RERUN_DIR: &str = "reproducibility/smoke";
 const RERUN_THREADS: usize = 3;
 /// Where the full-shape run goes.
-const FULL_SHAPE_DIR: &str = "target/full-shape";
+const FULL_SHAPE_DIR: &str = "full-shape";
 /// The full profile's shapes on a few batches and one epoch, from random weights: minutes on 2 cores,
 /// and everything only full size shows (file sizes, ORT's fused INT8 operators at 128 px, the `.pth`
 /// files PyTorch loads into the seed's modules).
 const FULL_SHAPE_LIMITS: Limits =
     Limits { train_images: Some(128), eval_images: Some(64), calibration_batches: Some(2), epochs: Some(1) };
 /// Where the GPU code path's run on lavapipe goes.
-const WGPU_DIR: &str = "target/wgpu/smoke";
+const WGPU_DIR: &str = "wgpu/smoke";
 /// The smoke shapes on a few hundred images: every step of the pipeline on burn-wgpu in minutes (341 s
 /// on 2 cores without AVX-512, where lavapipe trains about 5 images/s).
 const WGPU_LIMITS: Limits =
@@ -61,7 +62,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         clock.time("smoke pipeline", || all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), None, false)))?;
     let second = clock.time("smoke pipeline again", || {
         let _threads = sh.push_env("RAYON_NUM_THREADS", RERUN_THREADS.to_string());
-        all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), Some(PathBuf::from(RERUN_DIR)), true))
+        all::run(sh, pipeline(ProfileName::Smoke, None, Limits::default(), Some(crate::target_dir().join(RERUN_DIR)), true))
     })?;
     let (a, b) = (sh.read_file(first.join(CHECKSUMS_FILE))?, sh.read_file(second.join(CHECKSUMS_FILE))?);
     if a != b {
@@ -76,7 +77,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             sh,
             all::Args {
                 device: DeviceRequest::Wgpu,
-                ..pipeline(ProfileName::Smoke, None, WGPU_LIMITS, Some(PathBuf::from(WGPU_DIR)), false)
+                ..pipeline(ProfileName::Smoke, None, WGPU_LIMITS, Some(crate::target_dir().join(WGPU_DIR)), false)
             },
         )
     })?;
@@ -84,7 +85,13 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let full_shape = clock.time("full-shape pipeline", || {
         all::run(
             sh,
-            pipeline(ProfileName::Full, Some(Init::Random), FULL_SHAPE_LIMITS, Some(PathBuf::from(FULL_SHAPE_DIR)), false),
+            pipeline(
+                ProfileName::Full,
+                Some(Init::Random),
+                FULL_SHAPE_LIMITS,
+                Some(crate::target_dir().join(FULL_SHAPE_DIR)),
+                false,
+            ),
         )
     })?;
 
