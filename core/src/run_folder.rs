@@ -1,7 +1,15 @@
 //! The files of a run folder, each written by one step and read by the next (and by the tests, xtask and
 //! the GPU check): one name each, here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::{flag_value, ProfileName};
+
+/// Where a run of `profile` goes when no `--out` names a folder (`vggq train`, `cargo xtask all`, and what
+/// `cargo xtask verify` checks): `artifacts/<profile>`, from the working folder.
+pub fn default_run_folder(profile: ProfileName) -> PathBuf {
+    Path::new("artifacts").join(flag_value(profile))
+}
 
 /// The trained FP32 model, as a Burn record (`vggq train`).
 pub const MODEL_FILE: &str = "model_fp32.mpk";

@@ -16,7 +16,8 @@ use vggq::steps::{RunFolderLock, Step};
 use vggq_core::{flag_value, QatMode, Variant};
 
 pub use vggq_core::run_folder::{
-    AUTOTUNE_FOLDER, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, TRAIN_REPORT_FILE,
+    default_run_folder, AUTOTUNE_FOLDER, GOLDEN_TABLE_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE,
+    TRAIN_REPORT_FILE,
 };
 
 /// Fails unless `path`, a file the run's step `step` writes, is in place: the operating system's "no

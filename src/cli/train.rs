@@ -20,7 +20,7 @@ use vggq::steps::{RunFolderLock, Step};
 use vggq::throughput::seconds_per_training_step;
 use vggq::train::{Checkpoints, EpochReport, DEFAULT_INTERVAL};
 
-use super::run_dir::{is_skipped, AUTOTUNE_FOLDER, MODEL_FILE, TRAIN_REPORT_FILE};
+use super::run_dir::{default_run_folder, is_skipped, AUTOTUNE_FOLDER, MODEL_FILE, TRAIN_REPORT_FILE};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut profile = Profile::named(args.profile).limited(&args.limits);
     profile.init = args.init.unwrap_or(profile.init);
     profile.train.seed = args.seed.unwrap_or(profile.train.seed);
-    let out = args.out.clone().unwrap_or_else(|| Path::new("artifacts").join(profile.name()));
+    let out = args.out.clone().unwrap_or_else(|| default_run_folder(profile.name));
     if out.exists() && !out.is_dir() {
         bail!("--out {} is not a folder", out.display());
     }

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use vggq_core::places::{has_wgpu_api, VULKAN_LOADER};
+use vggq_core::run_folder::default_run_folder;
 use vggq_core::{flag_value, DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
 
@@ -56,7 +57,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
         );
     }
     let vggq = crate::build_vggq(sh)?;
-    let out = args.out.clone().unwrap_or_else(|| Path::new("artifacts").join(flag_value(args.profile)));
+    let out = args.out.clone().unwrap_or_else(|| default_run_folder(args.profile));
 
     let data: &Vec<String> = &args.data.iter().flat_map(|d| ["--data".to_string(), d.display().to_string()]).collect();
     let force: &Vec<&str> = &if args.force { vec!["--force"] } else { vec![] };

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use vggq_core::run_folder::default_run_folder;
+use vggq_core::ProfileName;
 use xshell::{cmd, Shell};
 
 #[derive(clap::Args)]
@@ -15,7 +17,7 @@ pub struct Args {
 
 pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let vggq = crate::build_vggq(sh)?;
-    let dir = args.dir.unwrap_or_else(|| PathBuf::from("artifacts/full"));
+    let dir = args.dir.unwrap_or_else(|| default_run_folder(ProfileName::Full));
     cmd!(sh, "{vggq} verify {dir}").run()?;
     Ok(())
 }
