@@ -260,7 +260,7 @@ if [[ "${BUNDLE_KIND:-}" != "$expected_kind" ]]; then
 fi
 # A bundle older than this script lacks names it reads: stopped here, not half-way with no summary.
 shared_names=(MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE
-    CHECKSUMS_FILE BATCH_SIZE RESULTS_ARCHIVE SMOKE_RUN_PREFIX)
+    CHECKSUMS_FILE BATCH_SIZE RESULTS_ARCHIVE SMOKE_RUN_PREFIX TUNING_BUILD DATA_FILE TORCH_BENCH)
 for name in "${shared_names[@]}"; do
     if [[ -z "${!name:-}" ]]; then
         echo "the bundle in $bundle names no $name (part01/vggq.env): it is older than this script; run cargo xtask device-bundle$($dry_run && echo ' --dry-run') again"
@@ -283,8 +283,8 @@ reassemble() {
 stage reassemble 120 reassemble
 vggq="$work/bundle/vggq"
 # The same with cubecl's autotune (in a dry run's bundle, a copy of the CPU build): the fallback below.
-vggq_tuning="$work/bundle/vggq-autotune"
-data="$work/bundle/cifar10-jpeg.tar.gz"
+vggq_tuning="$work/bundle/$TUNING_BUILD"
+data="$work/bundle/$DATA_FILE"
 export ORT_DYLIB_PATH="$(ls "$work"/bundle/libonnxruntime.so.* 2>/dev/null | head -n 1)"
 
 if $dry_run; then
@@ -410,7 +410,7 @@ bench() {  # profile, shape flags...
     local profile="$1"; shift
     "$vggq" bench-train --device "$device" --profile "$profile" --seconds "$seconds" --rounds "$rounds" "$@" --autotune-cache "$autotune" \
         --baseline-name torch -- "$python" "$root/scripts/torch_bench_precision.py" "${precision[@]}" \
-        "$work/bundle/torch_train_bench.py" --device "$device" --qat | sed -u "s/^/$profile: /" | tee -a "$out/bench.txt"
+        "$work/bundle/$TORCH_BENCH" --device "$device" --qat | sed -u "s/^/$profile: /" | tee -a "$out/bench.txt"
 }
 stage bench-smoke 90 bench smoke
 stage bench-full 120 bench full "${full_shapes[@]}"

@@ -172,10 +172,12 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 }
 
 /// The run folder's file names by their constants' names (`METRICS_FILE=metrics.json`), the training's
-/// checkpoint, the batch size, and how `cargo xtask device-golden` finds the smoke run's files in what
-/// the check brings home, one a line: the script reads them instead of spelling them again.
+/// checkpoint, the batch size, how `cargo xtask device-golden` finds the smoke run's files in what the
+/// check brings home, and the bundle's payloads, one a line: the script reads them instead of spelling
+/// them again.
 fn shared_with_vggq() -> String {
     use vggq_core::run_folder::*;
+    let file_name = |path: PathBuf| path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     [
         ("RESULTS_ARCHIVE", device_golden::RESULTS_ARCHIVE.to_string()),
         ("SMOKE_RUN_PREFIX", device_golden::SMOKE_RUN_PREFIX.to_string()),
@@ -189,6 +191,9 @@ fn shared_with_vggq() -> String {
         ("CHECKSUMS_FILE", CHECKSUMS_FILE.to_string()),
         ("TRAIN_CHECKPOINT", checkpoint_in_run("train").display().to_string()),
         ("BATCH_SIZE", vggq_core::DEFAULT_BATCH_SIZE.to_string()),
+        ("TUNING_BUILD", TUNING_BUILD.to_string()),
+        ("DATA_FILE", file_name(shared_cifar10_jpeg())),
+        ("TORCH_BENCH", file_name(shared_torch_bench())),
     ]
     .iter()
     .map(|(variable, value)| format!("{variable}={value}\n"))
