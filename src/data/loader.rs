@@ -183,6 +183,7 @@ impl BatchLoader {
         } else {
             vec![false; count]
         };
+        let ahead = self.config.batches_ahead();
         let mut batches = EpochBatches {
             plan: Arc::new(EpochPlan { order, flips }),
             images: Arc::clone(&self.images),
@@ -191,9 +192,9 @@ impl BatchLoader {
             batch_size: self.config.batch_size,
             next_to_submit: first.min(self.batch_count()),
             batch_count: self.batch_count(),
-            in_flight: VecDeque::with_capacity(self.config.batches_ahead()),
+            in_flight: VecDeque::with_capacity(ahead),
         };
-        for _ in 0..self.config.batches_ahead() {
+        for _ in 0..ahead {
             batches.submit_next();
         }
         batches

@@ -155,7 +155,7 @@ fn fetch_provider_libraries(sh: &Shell, missing: &[&str], lib_dir: &Path) -> Res
 /// refused unless its SHA-256 is one the lock gives. The lock lists every wheel needed, dependencies
 /// included, so pip resolves nothing beyond it.
 fn pip_download(sh: &Shell, dest: &Path, lock: &str) -> Result<()> {
-    let python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = crate::python::system_python();
     let lock = sh.current_dir().join(lock);
     cmd!(sh, "{python} -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes --only-binary=:all: --dest {dest} -r {lock}")
         .run()
@@ -168,7 +168,7 @@ fn wheel_files(sh: &Shell, dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Unpacks every wheel in `downloads` into `dest`; returns `dest`.
 fn unpack_all(sh: &Shell, downloads: &Path, dest: &Path) -> Result<PathBuf> {
-    let python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = crate::python::system_python();
     let wheels = wheel_files(sh, downloads)?;
     if wheels.is_empty() {
         bail!("pip left no wheel in {}", downloads.display());
@@ -382,7 +382,7 @@ mod tests {
     /// against PyPI without downloading a wheel (`--dry-run` reads PyPI's separate metadata files).
     fn pip_resolve(requirements: &[&str]) -> Vec<(String, String, Vec<String>)> {
         let report = tempfile::NamedTempFile::new().unwrap();
-        let status = std::process::Command::new(std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into()))
+        let status = std::process::Command::new(crate::python::system_python())
             .args([
                 "-m",
                 "pip",
@@ -418,7 +418,7 @@ mod tests {
     /// nothing left behind. Needs PyPI, as `cargo xtask setup` does.
     #[test]
     fn the_locks_hashes_are_pypis() {
-        let python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
+        let python = crate::python::system_python();
         for lock in [CPU_WHEEL.lock, GPU_WHEEL.lock, CUDA_LIBRARIES_LOCK] {
             let status = std::process::Command::new(&python)
                 .args(["-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--require-hashes"])

@@ -11,6 +11,12 @@ use xshell::{cmd, Shell};
 
 pub const REQUIREMENTS: &str = "scripts/requirements-interop.txt";
 
+/// The system's Python, which makes the venv and runs pip for the ONNX Runtime wheels:
+/// `$VGGQ_SYSTEM_PYTHON`, else `python3`.
+pub fn system_python() -> String {
+    std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// Creates the venv if its requirements changed or it is incomplete; returns its python.
 pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
     let requirements = sh.read_file(REQUIREMENTS).with_context(|| format!("reading {REQUIREMENTS}"))?;
@@ -20,22 +26,21 @@ pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
     // too: after an upgrade of the system's Python, the venv's `python` (a link to it) is another version,
     // which sees none of the venv's packages.
     let complete = venv.join(".vggq-complete");
-    let interpreter =
-        |python: &std::path::Path| cmd!(sh, "{python} -c 'import sys; print(sys.version)'").quiet().ignore_stderr().read().ok();
+    let interpreter = || cmd!(sh, "{python} -c 'import sys; print(sys.version)'").quiet().ignore_stderr().read().ok();
     let record = |version: &str| format!("{requirements}\n# made with Python {version}\n");
-    if let (Ok(recorded), Some(version)) = (sh.read_file(&complete), interpreter(&python)) {
+    if let (Ok(recorded), Some(version)) = (sh.read_file(&complete), interpreter()) {
         if recorded == record(&version) {
             return Ok(python);
         }
     }
     eprintln!("setting up the pinned Python venv in {} (PyTorch with its CUDA wheels: a few GB, once)", venv.display());
-    let system_python = std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let system_python = system_python();
     cmd!(sh, "{system_python} -m venv --clear {venv}").run().context("creating the venv (is python3 with venv installed?)")?;
     cmd!(sh, "{python} -m pip install --quiet --disable-pip-version-check -r {REQUIREMENTS}")
         .run()
         .context("installing the pinned Python packages (needs PyPI)")?;
     cmd!(sh, "{python} -c 'import torch, torchvision, onnx, onnxruntime'").run().context("checking the venv")?;
-    let version = interpreter(&python).context("the venv's python does not run")?;
+    let version = interpreter().context("the venv's python does not run")?;
     sh.write_file(&complete, record(&version))?;
     Ok(python)
 }

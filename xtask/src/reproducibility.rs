@@ -20,8 +20,10 @@ use xshell::{cmd, Shell};
 
 use crate::debian::{self, found};
 
-/// Where the runs and their data go, in the target folder.
-const FOLDER: &str = "reproducibility";
+/// Where the runs and their data go: `reproducibility/` in the target folder.
+fn folder() -> PathBuf {
+    crate::target_dir().join("reproducibility")
+}
 /// The core counts the native runs use.
 const THREADS: [usize; 4] = [1, 2, 3, 5];
 /// The native runs: a few hundred images, every step of training and quantization.
@@ -149,7 +151,7 @@ fn resumed_on_lavapipe(sh: &Shell, vggq: &Path, data: &Path) -> Result<()> {
     print_checksums(sh, &straight, &model)?;
     // The straight run's kernels (a build with `autotune` chooses them by timing).
     let autotune = straight.join(AUTOTUNE_FOLDER);
-    let out = crate::target_dir().join(FOLDER).join("lavapipe-resumed");
+    let out = folder().join("lavapipe-resumed");
     // What an earlier check left would be resumed from, or found before this run's checkpoint.
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
@@ -244,7 +246,7 @@ fn emulated<'a>(qemu: &'a Path, cpu: &'a str, vggq: &'a Path) -> [&'a Path; 4] {
 }
 
 /// `program train` and `program quantize` (`program` possibly behind an emulator) on the CPU into
-/// `FOLDER/name`; returns the folder.
+/// `reproducibility/name` in the target folder; returns the folder.
 fn train_and_quantize(sh: &Shell, program: &[&Path], data: &Path, name: &str, limits: &[&str]) -> Result<PathBuf> {
     let out = train(sh, program, data, name, "cpu", limits, &[])?;
     let (first, rest) = program.split_first().context("a program")?;
@@ -253,7 +255,8 @@ fn train_and_quantize(sh: &Shell, program: &[&Path], data: &Path, name: &str, li
     Ok(out)
 }
 
-/// `program train` on `device` into `FOLDER/name` with `extra` arguments; returns the folder.
+/// `program train` on `device` into `reproducibility/name` in the target folder with `extra` arguments;
+/// returns the folder.
 fn train(
     sh: &Shell,
     program: &[&Path],
@@ -263,7 +266,7 @@ fn train(
     limits: &[&str],
     extra: &[&Path],
 ) -> Result<PathBuf> {
-    let out = crate::target_dir().join(FOLDER).join(name);
+    let out = folder().join(name);
     let (first, rest) = program.split_first().context("a program")?;
     cmd!(
         sh,
@@ -327,7 +330,7 @@ fn qemu(sh: &Shell, emulator: &str) -> Result<PathBuf> {
 /// CIFAR-10's binary layout (`cifar-10-batches-bin/`) with generated pixels and labels: 10,000 training
 /// images (the smoke profile's subset needs that many) and 200 test images, written once.
 fn generated_cifar() -> Result<PathBuf> {
-    let root = crate::target_dir().join(FOLDER).join("data");
+    let root = folder().join("data");
     let batches = root.join("cifar-10-batches-bin");
     let complete = batches.join("test_batch.bin");
     if complete.exists() {
