@@ -99,13 +99,13 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         let _version = sh.push_env("CUDARC_CUDA_VERSION", DEVICE_CUDA_VERSION);
         let _target = sh.push_env("CARGO_TARGET_DIR", &target);
         // One target folder for both builds: they share every crate autotune does not change. The
-        // tuning build first, copied out, so that `release/vggq` is the default one.
-        cmd!(sh, "cargo build --release --features cuda,autotune --bin vggq").run()?;
+        // tuning build first, copied out, because the default one is then built over it.
+        let build =
+            |features: &str| crate::cargo_build_bin(sh, &["--release".into(), "--features".into(), features.into()], "vggq");
         let tuning = target.join(TUNING_BUILD);
-        sh.copy_file(target.join("release/vggq"), &tuning)?;
-        cmd!(sh, "cargo build --release --features cuda --bin vggq").run()?;
+        sh.copy_file(build("cuda,autotune")?, &tuning)?;
         Contents {
-            binaries: vec![target.join("release/vggq"), tuning],
+            binaries: vec![build("cuda")?, tuning],
             onnxruntime: onnxruntime::wheel_libraries(sh, GPU_WHEEL)?,
             part_limit: PART_LIMIT,
             xz_preset: XZ_PRESET,

@@ -305,11 +305,16 @@ fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
     for (feature, why) in &features {
         println!("vggq is built with `{feature}`: {why}");
     }
-    let flags = cargo_flags(&features);
-    // Cargo names the binary it built (under another folder where a cargo config sets `build.target`).
-    let messages =
-        xshell::cmd!(sh, "cargo build --release {flags...} --bin vggq --message-format=json-render-diagnostics").read()?;
-    built_executable(&messages, "vggq").context("cargo built no `vggq` executable")
+    let mut args = vec!["--release".to_string()];
+    args.extend(cargo_flags(&features));
+    cargo_build_bin(sh, &args, "vggq")
+}
+
+/// `cargo build {args} --bin {bin}`; returns the executable's path as cargo names it, never guessed from
+/// the target folder (a cargo config's `build.target`, or `--target` in `args`, puts it elsewhere).
+fn cargo_build_bin(sh: &xshell::Shell, args: &[String], bin: &str) -> Result<PathBuf> {
+    let messages = xshell::cmd!(sh, "cargo build {args...} --bin {bin} --message-format=json-render-diagnostics").read()?;
+    built_executable(&messages, bin).with_context(|| format!("cargo built no `{bin}` executable"))
 }
 
 /// The executable of the binary `name` among cargo's JSON build messages (one a line).

@@ -236,8 +236,7 @@ fn build_for_arm(sh: &Shell, qemu_arm: &Path) -> Result<PathBuf> {
         format!("{} -L {ARM_SYSROOT}", qemu_arm.display()),
     );
     cmd!(sh, "cargo test --release --target {ARM_TARGET} --package vggq --lib kernels").run()?;
-    cmd!(sh, "cargo build --release --target {ARM_TARGET} --package vggq --bin vggq").run()?;
-    Ok(crate::target_dir().join(ARM_TARGET).join("release/vggq"))
+    crate::cargo_build_bin(sh, &["--release", "--target", ARM_TARGET, "--package", "vggq"].map(String::from), "vggq")
 }
 
 /// `vggq` behind qemu-user, emulating `cpu`.
