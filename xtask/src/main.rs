@@ -11,6 +11,7 @@ mod device_bundle;
 mod device_golden;
 mod inspect;
 mod lavapipe;
+mod locks;
 mod onnxruntime;
 mod python;
 mod reproducibility;
@@ -64,6 +65,9 @@ enum Command {
     /// Install, ahead of time, what the tests and benchmarks need beside Rust: ONNX Runtime (with the CUDA
     /// provider's libraries where an NVIDIA driver is present) and the pinned Python venv. Idempotent.
     Setup,
+    /// Write the pip locks in `xtask/locks/` again from PyPI: after a pin changes (an ONNX Runtime wheel's
+    /// version, `scripts/requirements-interop.txt`), each with everything it needs and every file's SHA-256.
+    Lock,
     /// Benchmarks, each beside its baseline on the same machine.
     Bench {
         #[command(flatten)]
@@ -130,6 +134,7 @@ fn dispatch(command: Command, sh: &xshell::Shell) -> Result<()> {
         Command::All { args, .. } => all::run(sh, args).map(|_| ()),
         Command::Test { args, .. } => test::run(sh, args),
         Command::Setup => setup(sh).map(|_| ()),
+        Command::Lock => locks::run(sh),
         Command::Bench { args, .. } => bench::run(sh, args),
         Command::Inspect(args) => inspect::run(args),
         Command::Verify { args, .. } => verify::run(sh, args),
@@ -150,7 +155,7 @@ impl Command {
             | Command::DeviceGolden { build, .. }
             | Command::OtherCpus { build } => Some(build),
             // The GPU bundle builds vggq both ways itself.
-            Command::Setup | Command::Inspect(_) | Command::DeviceBundle(_) => None,
+            Command::Setup | Command::Lock | Command::Inspect(_) | Command::DeviceBundle(_) => None,
         }
     }
 }

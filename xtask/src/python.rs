@@ -1,7 +1,9 @@
 //! The pinned Python venv (PyTorch, torchvision, onnx, onnxruntime) the tests and benchmarks use as
 //! their independent reference; the main job never runs Python. It is large (CUDA wheels included:
 //! PyPI's torch has no CPU-only build), so it lives in the user cache outside the repo and is reused
-//! until `scripts/requirements-interop.txt` changes.
+//! until its lock changes. `scripts/requirements-interop.txt` names what the tests use;
+//! `xtask/locks/interop.txt` pins that and everything it depends on, with hashes (`cargo xtask lock`),
+//! so that a new release of a dependency never changes the references under CI.
 
 use std::path::PathBuf;
 
@@ -9,7 +11,10 @@ use anyhow::{Context, Result};
 use vggq_core::places::cache_dir;
 use xshell::{cmd, Shell};
 
+/// The packages the tests use, pinned: the roots of [`INTEROP_LOCK`].
 pub const REQUIREMENTS: &str = "scripts/requirements-interop.txt";
+/// [`REQUIREMENTS`] and everything they depend on, with hashes: what the venv installs.
+pub const INTEROP_LOCK: &str = "xtask/locks/interop.txt";
 
 /// The system's Python, which makes the venv and runs pip for the ONNX Runtime wheels:
 /// `$VGGQ_SYSTEM_PYTHON`, else `python3`.
@@ -17,17 +22,17 @@ pub fn system_python() -> String {
     std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Creates the venv if its requirements changed or it is incomplete; returns its python.
+/// Creates the venv if its lock changed or it is incomplete; returns its python.
 pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
-    let requirements = sh.read_file(REQUIREMENTS).with_context(|| format!("reading {REQUIREMENTS}"))?;
-    let venv = cache_dir().join(format!("venv-{}", short_hash(&requirements)));
+    let lock = sh.read_file(INTEROP_LOCK).with_context(|| format!("reading {INTEROP_LOCK}"))?;
+    let venv = cache_dir().join(format!("venv-{}", short_hash(&lock)));
     let python = venv.join("bin/python");
     // Written last, so an interrupted install is redone rather than trusted; it records the interpreter
     // too: after an upgrade of the system's Python, the venv's `python` (a link to it) is another version,
     // which sees none of the venv's packages.
     let complete = venv.join(".vggq-complete");
     let interpreter = || cmd!(sh, "{python} -c 'import sys; print(sys.version)'").quiet().ignore_stderr().read().ok();
-    let record = |version: &str| format!("{requirements}\n# made with Python {version}\n");
+    let record = |version: &str| format!("{lock}\n# made with Python {version}\n");
     if let (Ok(recorded), Some(version)) = (sh.read_file(&complete), interpreter()) {
         if recorded == record(&version) {
             return Ok(python);
@@ -36,16 +41,19 @@ pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
     eprintln!("setting up the pinned Python venv in {} (PyTorch with its CUDA wheels: a few GB, once)", venv.display());
     let system_python = system_python();
     cmd!(sh, "{system_python} -m venv --clear {venv}").run().context("creating the venv (is python3 with venv installed?)")?;
-    cmd!(sh, "{python} -m pip install --quiet --disable-pip-version-check -r {REQUIREMENTS}")
-        .run()
-        .context("installing the pinned Python packages (needs PyPI)")?;
+    cmd!(
+        sh,
+        "{python} -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: -r {INTEROP_LOCK}"
+    )
+    .run()
+    .context("installing the locked Python packages (needs PyPI; the lock was resolved for Linux)")?;
     cmd!(sh, "{python} -c 'import torch, torchvision, onnx, onnxruntime'").run().context("checking the venv")?;
     let version = interpreter().context("the venv's python does not run")?;
     sh.write_file(&complete, record(&version))?;
     Ok(python)
 }
 
-/// FNV-1a of the requirements: names the venv after what is in it.
+/// FNV-1a of the lock: names the venv after what is in it.
 fn short_hash(text: &str) -> String {
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{:012x}", hash >> 16)

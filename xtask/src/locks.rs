@@ -1,0 +1,431 @@
+//! `cargo xtask lock`: the pip requirement locks in `xtask/locks/`, which every pip that xtask runs
+//! installs or downloads from with `--require-hashes`. A lock pins its roots (a wheel alone, or
+//! requirements with everything they depend on, as pip resolves them on PyPI) and gives each pinned
+//! version the SHA-256 of every file PyPI's index lists for it: the same versions on every machine, and
+//! from any index or mirror only the files that were reviewed. `cargo xtask lock` writes them again
+//! after a pin changes; the tests check that each is PyPI's and still the closure of its roots.
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+use crate::onnxruntime::{Wheel, CPU_WHEEL, CUDA_LIBRARIES_LOCK, GPU_EXTRAS, GPU_WHEEL};
+use crate::python;
+
+/// A pip requirements file of exact pins with their hashes.
+struct Lock {
+    /// The file, under the workspace root.
+    path: &'static str,
+    /// What it pins and what fetches it: the first lines of its header.
+    purpose: &'static str,
+    roots: Roots,
+}
+
+/// What a lock pins.
+enum Roots {
+    /// A wheel alone: its libraries are unpacked, never imported, so what it depends on does not matter.
+    Wheel(Wheel),
+    /// A wheel's extras and everything they depend on (not the wheel itself).
+    Extras(Wheel, &'static [&'static str]),
+    /// A requirements file's lines and everything they depend on.
+    Requirements(&'static str),
+}
+
+/// Every lock, in the order `cargo xtask lock` writes them.
+const LOCKS: [Lock; 4] = [
+    Lock {
+        path: CPU_WHEEL.lock,
+        purpose: "ONNX Runtime's CPU wheel, which `cargo xtask setup` fetches with `pip download --require-hashes`\n\
+                  (xtask/src/onnxruntime.rs, CPU_WHEEL).",
+        roots: Roots::Wheel(CPU_WHEEL),
+    },
+    Lock {
+        path: GPU_WHEEL.lock,
+        purpose: "ONNX Runtime's CUDA 13 wheel, which `cargo xtask setup` (on a machine with an NVIDIA driver) and\n\
+                  `cargo xtask device-bundle` fetch with `pip download --require-hashes` (xtask/src/onnxruntime.rs,\n\
+                  GPU_WHEEL).",
+        roots: Roots::Wheel(GPU_WHEEL),
+    },
+    Lock {
+        path: CUDA_LIBRARIES_LOCK,
+        purpose: "The CUDA 13 and cuDNN 9 wheels the GPU wheel's extras name, which `cargo xtask setup` fetches with\n\
+                  `pip download --no-deps --require-hashes` where the system lacks the CUDA provider's libraries\n\
+                  (xtask/src/onnxruntime.rs, CUDA_LIBRARIES_LOCK).",
+        roots: Roots::Extras(GPU_WHEEL, &GPU_EXTRAS),
+    },
+    Lock {
+        path: python::INTEROP_LOCK,
+        purpose: "The Python venv of the tests' and benchmarks' references (PyTorch, torchvision, onnx, ONNX Runtime),\n\
+                  which `cargo xtask setup` installs with `pip install --require-hashes` (xtask/src/python.rs).",
+        roots: Roots::Requirements(python::REQUIREMENTS),
+    },
+];
+
+/// PyPI's simple index, in its JSON form (PEP 691), which gives every file's SHA-256.
+const PYPI_SIMPLE: &str = "https://pypi.org/simple";
+
+pub fn run(sh: &Shell) -> Result<()> {
+    let date = cmd!(sh, "date -u +%Y-%m-%d").quiet().read()?;
+    // All resolved before any is written: a failure (PyPI unreachable) leaves the locks as they were.
+    let texts: Vec<String> = LOCKS
+        .iter()
+        .map(|lock| lock.resolve(sh, &date).with_context(|| format!("locking {}", lock.path)))
+        .collect::<Result<_>>()?;
+    for (lock, text) in LOCKS.iter().zip(texts) {
+        vggq_core::atomic::write(&sh.current_dir().join(lock.path), text.as_bytes())
+            .with_context(|| format!("writing {}", lock.path))?;
+        println!("wrote {}", lock.path);
+    }
+    Ok(())
+}
+
+impl Lock {
+    /// The requirements the lock closes over, as pip takes them (`name==version`, `name~=13.0`).
+    fn root_requirements(&self, sh: &Shell) -> Result<Vec<String>> {
+        Ok(match self.roots {
+            Roots::Wheel(wheel) => vec![wheel.requirement()],
+            Roots::Extras(wheel, extras) => {
+                let resolved = pip_resolve(sh, &[wheel.requirement()], &[])?;
+                let found = resolved.packages.iter().find(|p| p.name == wheel.package && p.version == wheel.version);
+                extra_requirements(&found.context("pip did not resolve the wheel itself")?.requires_dist, extras)
+            }
+            Roots::Requirements(path) => requirement_lines(&sh.read_file(path).with_context(|| format!("reading {path}"))?),
+        })
+    }
+
+    /// Whether the lock holds what its roots depend on too.
+    fn with_dependencies(&self) -> bool {
+        !matches!(self.roots, Roots::Wheel(_))
+    }
+
+    /// The lock's text: its header, then each pin with its files' hashes, by name.
+    fn resolve(&self, sh: &Shell, date: &str) -> Result<String> {
+        let roots = self.root_requirements(sh)?;
+        let (mut pins, resolved_for) = if self.with_dependencies() {
+            let resolved = pip_resolve(sh, &roots, &[])?;
+            let pins = resolved.packages.into_iter().map(|p| (p.name, p.version)).collect();
+            (pins, Some(resolved.environment))
+        } else {
+            let pins = roots.iter().map(|root| root.split_once("==").map(|(n, v)| (n.to_string(), v.to_string())));
+            (pins.collect::<Option<Vec<_>>>().context("a wheel's root is an exact pin")?, None)
+        };
+        pins.sort_by_key(|(name, _)| name.to_lowercase());
+        let mut locked = Vec::new();
+        for (name, version) in pins {
+            let hashes = pypi_hashes(sh, &name, &version)?;
+            locked.push((format!("{name}=={version}"), hashes));
+        }
+        let what = match (&self.roots, resolved_for) {
+            (Roots::Wheel(wheel), _) => format!("{} alone", wheel.requirement()),
+            (Roots::Extras(wheel, extras), Some(environment)) => format!(
+                "the `{}` extras of {} (not the wheel) and what they depend on, as pip resolved them on PyPI for {environment}",
+                extras.join("`, `"),
+                wheel.requirement()
+            ),
+            (Roots::Requirements(path), Some(environment)) => {
+                format!("{path} and what it depends on, as pip resolved them on PyPI for {environment}")
+            }
+            _ => unreachable!("locks with dependencies are resolved"),
+        };
+        Ok(lock_text(self.purpose, &format!("Written by `cargo xtask lock` on {date}: {what}"), &locked))
+    }
+}
+
+/// A lock's file: `purpose` and `provenance` as comments, then each pin with its hashes, one a line.
+fn lock_text(purpose: &str, provenance: &str, pins: &[(String, Vec<String>)]) -> String {
+    let provenance = format!("{provenance}; each version with the SHA-256 of every file PyPI's index lists for it.");
+    let mut text: String = purpose.lines().map(|line| format!("# {line}\n")).collect();
+    text.push_str(&wrap_comment(&provenance, 100));
+    for (pin, hashes) in pins {
+        text.push_str(pin);
+        for hash in hashes {
+            text.push_str(&format!(" \\\n    --hash=sha256:{hash}"));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// `text` as `# ` comment lines of at most `width` characters (a longer word alone on its line).
+fn wrap_comment(text: &str, width: usize) -> String {
+    let mut lines = vec![String::from("#")];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("one line at least");
+        if line.len() > 1 && line.len() + 1 + word.len() > width {
+            lines.push(format!("# {word}"));
+        } else {
+            line.push(' ');
+            line.push_str(word);
+        }
+    }
+    lines.into_iter().map(|line| line + "\n").collect()
+}
+
+/// The requirement lines of a requirements file (no comments, no blank lines).
+fn requirement_lines(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).map(String::from).collect()
+}
+
+/// What pip resolved on PyPI for some requirements.
+struct Resolution {
+    packages: Vec<Package>,
+    /// The platform it resolved for (`linux x86_64, CPython 3.11.7`): where markers and wheels differ by
+    /// system or Python, another one may need other packages.
+    environment: String,
+}
+
+/// One package of a [`Resolution`].
+struct Package {
+    name: String,
+    version: String,
+    /// Its `Requires-Dist` lines.
+    requires_dist: Vec<String>,
+}
+
+/// What pip would install for `requirements` on this machine, each package at the version `constraints`
+/// pins if it pins one (`name==version`, not required by themselves), resolved against PyPI without
+/// downloading a wheel (`--dry-run` reads PyPI's separate metadata files).
+fn pip_resolve(sh: &Shell, requirements: &[String], constraints: &[String]) -> Result<Resolution> {
+    let python = python::system_python();
+    let scratch = tempfile::tempdir()?;
+    let report = scratch.path().join("report.json");
+    let constraints_file = scratch.path().join("constraints.txt");
+    sh.write_file(&constraints_file, constraints.iter().map(|pin| format!("{pin}\n")).collect::<String>())?;
+    cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --only-binary=:all: --quiet --disable-pip-version-check --report {report} -c {constraints_file} {requirements...}")
+        .run()
+        .with_context(|| format!("pip could not resolve {} on PyPI", requirements.join(" ")))?;
+    parse_report(&sh.read_file(&report)?)
+}
+
+/// A [`Resolution`] from pip's installation report (`pip install --report`, format 1).
+fn parse_report(report: &str) -> Result<Resolution> {
+    let report: serde_json::Value = serde_json::from_str(report).context("reading pip's report")?;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let packages = report["install"]
+        .as_array()
+        .context("pip's report lists no packages to install")?
+        .iter()
+        .map(|package| {
+            let metadata = &package["metadata"];
+            let requires_dist = metadata["requires_dist"].as_array().map(|r| r.iter().map(text).collect()).unwrap_or_default();
+            Package { name: text(&metadata["name"]), version: text(&metadata["version"]), requires_dist }
+        })
+        .collect();
+    let environment = &report["environment"];
+    let environment = format!(
+        "{} {}, {} {}",
+        text(&environment["sys_platform"]),
+        text(&environment["platform_machine"]),
+        text(&environment["platform_python_implementation"]),
+        text(&environment["python_full_version"])
+    );
+    Ok(Resolution { packages, environment })
+}
+
+/// The requirements among `requires_dist` (a wheel's `Requires-Dist` lines) that any of `extras` adds
+/// (`nvidia-cudnn-cu13~=9.0; extra == "cudnn"` -> `nvidia-cudnn-cu13~=9.0`).
+fn extra_requirements(requires_dist: &[String], extras: &[&str]) -> Vec<String> {
+    requires_dist
+        .iter()
+        .filter_map(|requirement| requirement.split_once(';'))
+        .filter(|(_, marker)| {
+            let marker = marker.replace('\'', "\"").replace(' ', "");
+            extras.iter().any(|extra| marker.contains(&format!("extra==\"{extra}\"")))
+        })
+        .map(|(requirement, _)| requirement.trim().to_string())
+        .collect()
+}
+
+/// The SHA-256 of every file of `name` `version` on PyPI's index, from its JSON form (with curl, which
+/// trusts the system's certificates as pip is set up to).
+fn pypi_hashes(sh: &Shell, name: &str, version: &str) -> Result<Vec<String>> {
+    let url = format!("{PYPI_SIMPLE}/{}/", normalized_name(name));
+    let index =
+        cmd!(sh, "curl --fail --silent --show-error --location --header 'Accept: application/vnd.pypi.simple.v1+json' {url}")
+            .quiet()
+            .read()
+            .with_context(|| format!("reading {url}"))?;
+    let index: serde_json::Value = serde_json::from_str(&index).with_context(|| format!("{url} is not PyPI's JSON index"))?;
+    let mut hashes: Vec<String> = index["files"]
+        .as_array()
+        .with_context(|| format!("{url} lists no files"))?
+        .iter()
+        .filter(|file| file["filename"].as_str().and_then(file_version) == Some(version))
+        .filter_map(|file| file["hashes"]["sha256"].as_str().map(String::from))
+        .collect();
+    if hashes.is_empty() {
+        bail!("{url} lists no file of {name} {version} with a SHA-256");
+    }
+    hashes.sort();
+    Ok(hashes)
+}
+
+/// A project's name as the simple index spells it (PEP 503): lower case, each run of `-`, `_` and `.`
+/// one `-`.
+fn normalized_name(name: &str) -> String {
+    let lower = name.to_lowercase();
+    lower.split(['-', '_', '.']).filter(|part| !part.is_empty()).collect::<Vec<_>>().join("-")
+}
+
+/// The version of a distribution file: a wheel's second dash-separated field (PEP 427 escapes dashes in
+/// names and versions), an sdist's text after its name's last dash.
+fn file_version(file_name: &str) -> Option<&str> {
+    if let Some(wheel) = file_name.strip_suffix(".whl") {
+        return wheel.split('-').nth(1);
+    }
+    let sdist = [".tar.gz", ".zip"].iter().find_map(|extension| file_name.strip_suffix(extension))?;
+    sdist.rsplit_once('-').map(|(_, version)| version)
+}
+
+/// The pins of the lock at `path`: each `name==version` with its hashes.
+#[cfg(test)]
+pub fn lock_pins(path: &std::path::Path) -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut pins: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text.lines().map(|line| line.trim().trim_end_matches('\\').trim()) {
+        if let Some(hash) = line.strip_prefix("--hash=sha256:") {
+            pins.last_mut().expect("a hash follows its pin").1.push(hash.to_string());
+        } else if !line.is_empty() && !line.starts_with('#') {
+            pins.push((line.to_string(), Vec::new()));
+        }
+    }
+    pins
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vggq_core::places::workspace_root;
+
+    fn shell() -> Shell {
+        let sh = Shell::new().unwrap();
+        sh.change_dir(workspace_root());
+        sh
+    }
+
+    /// A lock as `cargo xtask lock` writes it reads back as the pins and hashes it was given.
+    #[test]
+    fn a_written_lock_reads_back() {
+        let pins =
+            vec![("a==1.0".to_string(), vec!["0".repeat(64), "1".repeat(64)]), ("b-c==2.0.1".to_string(), vec!["2".repeat(64)])];
+        let text = lock_text("What it is.\nWho reads it.", &format!("Written on a day: {}", "word ".repeat(40)), &pins);
+        assert!(text.lines().take_while(|line| line.starts_with('#')).all(|line| line.len() <= 100), "{text}");
+        assert!(text.starts_with("# What it is.\n# Who reads it.\n# Written on a day: word"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock.txt");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(lock_pins(&path), pins);
+        assert_eq!(requirement_lines(&text).first().map(String::as_str), Some("a==1.0 \\"));
+    }
+
+    /// Distribution files' versions and projects' names, as PyPI's index spells them.
+    #[test]
+    fn files_are_matched_to_versions() {
+        assert_eq!(file_version("nvidia_cudnn_cu13-9.28.1.4-py3-none-manylinux_2_27_x86_64.whl"), Some("9.28.1.4"));
+        assert_eq!(file_version("torch-2.15.0-1-cp311-cp311-linux_x86_64.whl"), Some("2.15.0"));
+        assert_eq!(file_version("jinja2-3.1.6.tar.gz"), Some("3.1.6"));
+        assert_eq!(file_version("ml-dtypes-0.7.0.zip"), Some("0.7.0"));
+        assert_eq!(file_version("README.md"), None);
+        assert_eq!(normalized_name("Jinja2"), "jinja2");
+        assert_eq!(normalized_name("typing_extensions"), "typing-extensions");
+        assert_eq!(normalized_name("zope..interface"), "zope-interface");
+    }
+
+    /// The `Requires-Dist` lines of onnxruntime_gpu-1.31.1's METADATA, as PyPI serves them.
+    const GPU_REQUIRES_DIST: [&str; 11] = [
+        "flatbuffers",
+        "numpy>=1.21.6",
+        "packaging",
+        "protobuf>=4.25.8",
+        "sympy; extra == \"symbolic\"",
+        "ml_dtypes; extra == \"quantization\"",
+        "nvidia-cuda-nvrtc~=13.0; extra == \"cuda\"",
+        "nvidia-cuda-runtime~=13.0; extra == \"cuda\"",
+        "nvidia-cufft~=12.0; extra == \"cuda\"",
+        "nvidia-curand~=10.0; extra == \"cuda\"",
+        "nvidia-cudnn-cu13~=9.0; extra == \"cudnn\"",
+    ];
+
+    #[test]
+    fn the_extras_requirements_come_from_the_metadata() {
+        let requires_dist = GPU_REQUIRES_DIST.map(String::from);
+        assert_eq!(
+            extra_requirements(&requires_dist, &GPU_EXTRAS),
+            [
+                "nvidia-cuda-nvrtc~=13.0",
+                "nvidia-cuda-runtime~=13.0",
+                "nvidia-cufft~=12.0",
+                "nvidia-curand~=10.0",
+                "nvidia-cudnn-cu13~=9.0"
+            ]
+        );
+        assert_eq!(extra_requirements(&requires_dist, &["symbolic"]), ["sympy"]);
+        assert_eq!(extra_requirements(&["a; python_version >= '3.8' and extra == 'cuda'".into()], &["cuda"]), ["a"]);
+        assert!(extra_requirements(&requires_dist, &["tensorrt"]).is_empty());
+    }
+
+    /// Each lock pins exact versions, each with hashes of the right form; a wheel's lock pins it alone.
+    #[test]
+    fn the_locks_pin_versions_with_hashes() {
+        let sh = shell();
+        for lock in &LOCKS {
+            let pins = lock_pins(&workspace_root().join(lock.path));
+            if !lock.with_dependencies() {
+                let pinned: Vec<String> = pins.iter().map(|(pin, _)| pin.clone()).collect();
+                assert_eq!(pinned, lock.root_requirements(&sh).unwrap(), "{}", lock.path);
+            }
+            for (pin, hashes) in pins {
+                assert!(pin.split_once("==").is_some_and(|(_, version)| !version.is_empty()), "{}: {pin}", lock.path);
+                assert!(!hashes.is_empty(), "{}: {pin} has no hash", lock.path);
+                for hash in hashes {
+                    assert!(hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()), "{}: {pin}: {hash}", lock.path);
+                }
+            }
+        }
+    }
+
+    /// Every lock resolves on PyPI with `--require-hashes`: PyPI's SHA-256 of each file this machine
+    /// would fetch is among the lock's. Needs PyPI, as `cargo xtask setup` does.
+    #[test]
+    fn the_locks_hashes_are_pypis() {
+        let python = python::system_python();
+        for lock in &LOCKS {
+            let status = std::process::Command::new(&python)
+                .args(["-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--require-hashes"])
+                .args(["--only-binary=:all:", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(workspace_root().join(lock.path))
+                .status()
+                .expect("python3 with pip");
+            assert!(status.success(), "{} does not resolve with its hashes on PyPI", lock.path);
+        }
+    }
+
+    /// Each lock with dependencies is still the closure of its roots on PyPI: the roots, resolved with the
+    /// lock's pins as constraints, need exactly the lock's pins: none missing (a package it lacks would
+    /// come in at PyPI's newest) and none more. Needs PyPI, as `cargo xtask setup` does.
+    #[test]
+    fn the_locks_are_their_roots_closures() {
+        let sh = shell();
+        for lock in LOCKS.iter().filter(|lock| lock.with_dependencies()) {
+            let pins: Vec<String> = lock_pins(&workspace_root().join(lock.path)).into_iter().map(|(pin, _)| pin).collect();
+            assert_eq!(closure(&sh, lock, &pins), pins, "{}: `cargo xtask lock` writes it again", lock.path);
+        }
+        let cuda = LOCKS.iter().find(|lock| lock.path == CUDA_LIBRARIES_LOCK).unwrap();
+        let pins: Vec<String> = lock_pins(&workspace_root().join(cuda.path)).into_iter().map(|(pin, _)| pin).collect();
+        let without_nvjitlink: Vec<String> = pins.iter().filter(|pin| !pin.starts_with("nvidia-nvjitlink==")).cloned().collect();
+        assert_ne!(
+            closure(&sh, cuda, &without_nvjitlink),
+            without_nvjitlink,
+            "a lock without cuFFT's dependency is not the closure"
+        );
+        let with_six: Vec<String> = pins.iter().cloned().chain(["six==1.16.0".to_string()]).collect();
+        assert_ne!(closure(&sh, cuda, &with_six), with_six, "a pin nothing needs is not in the closure");
+    }
+
+    /// The closure of `lock`'s roots with `pins` as constraints, sorted as a lock is.
+    fn closure(sh: &Shell, lock: &Lock, pins: &[String]) -> Vec<String> {
+        let resolution = pip_resolve(sh, &lock.root_requirements(sh).unwrap(), pins).unwrap();
+        let mut resolved: Vec<String> = resolution.packages.iter().map(|p| format!("{}=={}", p.name, p.version)).collect();
+        resolved.sort_by_key(|pin| pin.to_lowercase());
+        resolved
+    }
+}
