@@ -92,21 +92,21 @@ impl Lock {
         })
     }
 
-    /// Whether the lock holds what its roots depend on too.
-    fn with_dependencies(&self) -> bool {
-        !matches!(self.roots, Roots::Wheel(_))
-    }
-
     /// The lock's text: its header, then each pin with its files' hashes, by name.
     fn resolve(&self, sh: &Shell, date: &str) -> Result<String> {
-        let roots = self.root_requirements(sh)?;
-        let (mut pins, resolved_for) = if self.with_dependencies() {
-            let resolved = pip_resolve(sh, &roots, &[])?;
-            let pins = resolved.packages.into_iter().map(|p| (p.name, p.version)).collect();
-            (pins, Some(resolved.environment))
-        } else {
-            let pins = roots.iter().map(|root| root.split_once("==").map(|(n, v)| (n.to_string(), v.to_string())));
-            (pins.collect::<Option<Vec<_>>>().context("a wheel's root is an exact pin")?, None)
+        let (mut pins, what) = match self.roots {
+            Roots::Wheel(wheel) => {
+                (vec![(wheel.package.to_string(), wheel.version.to_string())], format!("{} alone", self.roots_named()))
+            }
+            Roots::Extras(..) | Roots::Requirements(_) => {
+                let resolved = pip_resolve(sh, &self.root_requirements(sh)?, &[])?;
+                let what = format!(
+                    "{} and their dependencies, as pip resolved them on PyPI for {}",
+                    self.roots_named(),
+                    resolved.environment
+                );
+                (resolved.packages.into_iter().map(|p| (p.name, p.version)).collect(), what)
+            }
         };
         pins.sort_by_key(|(name, _)| name.to_lowercase());
         let mut locked = Vec::new();
@@ -114,19 +114,18 @@ impl Lock {
             let hashes = pypi_hashes(sh, &name, &version)?;
             locked.push((format!("{name}=={version}"), hashes));
         }
-        let what = match (&self.roots, resolved_for) {
-            (Roots::Wheel(wheel), _) => format!("{} alone", wheel.requirement()),
-            (Roots::Extras(wheel, extras), Some(environment)) => format!(
-                "the `{}` extras of {} (not the wheel) and what they depend on, as pip resolved them on PyPI for {environment}",
-                extras.join("`, `"),
-                wheel.requirement()
-            ),
-            (Roots::Requirements(path), Some(environment)) => {
-                format!("{path} and what it depends on, as pip resolved them on PyPI for {environment}")
-            }
-            _ => unreachable!("locks with dependencies are resolved"),
-        };
         Ok(lock_text(self.purpose, &format!("Written by `cargo xtask lock` on {date}: {what}"), &locked))
+    }
+
+    /// The roots, in words, for the header.
+    fn roots_named(&self) -> String {
+        match self.roots {
+            Roots::Wheel(wheel) => wheel.requirement(),
+            Roots::Extras(wheel, extras) => {
+                format!("the `{}` extras of {} (not the wheel)", extras.join("`, `"), wheel.requirement())
+            }
+            Roots::Requirements(path) => path.to_string(),
+        }
     }
 }
 
@@ -296,6 +295,11 @@ mod tests {
     use super::*;
     use vggq_core::places::workspace_root;
 
+    /// Whether `lock` holds what its roots depend on too.
+    fn with_dependencies(lock: &Lock) -> bool {
+        !matches!(lock.roots, Roots::Wheel(_))
+    }
+
     fn shell() -> Shell {
         let sh = Shell::new().unwrap();
         sh.change_dir(workspace_root());
@@ -369,7 +373,7 @@ mod tests {
         let sh = shell();
         for lock in &LOCKS {
             let pins = lock_pins(&workspace_root().join(lock.path));
-            if !lock.with_dependencies() {
+            if !with_dependencies(lock) {
                 let pinned: Vec<String> = pins.iter().map(|(pin, _)| pin.clone()).collect();
                 assert_eq!(pinned, lock.root_requirements(&sh).unwrap(), "{}", lock.path);
             }
@@ -405,7 +409,7 @@ mod tests {
     #[test]
     fn the_locks_are_their_roots_closures() {
         let sh = shell();
-        for lock in LOCKS.iter().filter(|lock| lock.with_dependencies()) {
+        for lock in LOCKS.iter().filter(|lock| with_dependencies(lock)) {
             let pins: Vec<String> = lock_pins(&workspace_root().join(lock.path)).into_iter().map(|(pin, _)| pin).collect();
             assert_eq!(closure(&sh, lock, &pins), pins, "{}: `cargo xtask lock` writes it again", lock.path);
         }
