@@ -160,7 +160,7 @@ fn wrap_comment(text: &str, width: usize) -> String {
 }
 
 /// The requirement lines of a requirements file (no comments, no blank lines).
-fn requirement_lines(text: &str) -> Vec<String> {
+pub fn requirement_lines(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).map(String::from).collect()
 }
 

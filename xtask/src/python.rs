@@ -1,7 +1,7 @@
 //! The pinned Python venv (PyTorch, torchvision, onnx, onnxruntime) the tests and benchmarks use as
 //! their independent reference; the main job never runs Python. It is large (CUDA wheels included:
 //! PyPI's torch has no CPU-only build), so it lives in the user cache outside the repo and is reused
-//! until its lock changes. `scripts/requirements-interop.txt` names what the tests use;
+//! until its lock's pins change. `scripts/requirements-interop.txt` names what the tests use;
 //! `xtask/locks/interop.txt` pins that and everything it depends on, with hashes (`cargo xtask lock`),
 //! so that a new release of a dependency never changes the references under CI.
 
@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use vggq_core::places::cache_dir;
+
+use crate::locks::requirement_lines;
 use xshell::{cmd, Shell};
 
 /// The packages the tests use, pinned: the roots of [`INTEROP_LOCK`].
@@ -25,14 +27,15 @@ pub fn system_python() -> String {
 /// Creates the venv if its lock changed or it is incomplete; returns its python.
 pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
     let lock = sh.read_file(INTEROP_LOCK).with_context(|| format!("reading {INTEROP_LOCK}"))?;
-    let venv = cache_dir().join(format!("venv-{}", short_hash(&lock)));
+    let installs = installs(&lock);
+    let venv = cache_dir().join(format!("venv-{}", short_hash(&installs)));
     let python = venv.join("bin/python");
     // Written last, so an interrupted install is redone rather than trusted; it records the interpreter
     // too: after an upgrade of the system's Python, the venv's `python` (a link to it) is another version,
     // which sees none of the venv's packages.
     let complete = venv.join(".vggq-complete");
     let interpreter = || cmd!(sh, "{python} -c 'import sys; print(sys.version)'").quiet().ignore_stderr().read().ok();
-    let record = |version: &str| format!("{lock}\n# made with Python {version}\n");
+    let record = |version: &str| format!("{installs}\n# made with Python {version}\n");
     if let (Ok(recorded), Some(version)) = (sh.read_file(&complete), interpreter()) {
         if recorded == record(&version) {
             return Ok(python);
@@ -53,8 +56,28 @@ pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
     Ok(python)
 }
 
-/// FNV-1a of the lock: names the venv after what is in it.
+/// What a venv installs from a lock: its requirement lines. The venv is named and recorded by them, not
+/// by the whole text, so that rewording the lock's comments does not download PyTorch again.
+fn installs(lock: &str) -> String {
+    requirement_lines(lock).join("\n")
+}
+
+/// FNV-1a of what the venv installs: names the venv after what is in it.
 fn short_hash(text: &str) -> String {
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{:012x}", hash >> 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_venv_is_named_by_what_it_installs() {
+        let lock = "# Written on 2026-12-04.\na==1.0 \\\n    --hash=sha256:00\n";
+        let name = |lock: &str| short_hash(&installs(lock));
+        assert_eq!(name(lock), name(&lock.replace("2026-12-04", "2026-12-05, reworded")));
+        assert_ne!(name(lock), name(&lock.replace("a==1.0", "a==1.1")));
+        assert_ne!(name(lock), name(&lock.replace(":00", ":01")));
+    }
 }
