@@ -79,25 +79,27 @@ pub fn run(sh: &Shell) -> Result<()> {
 }
 
 impl Lock {
-    /// The requirements the lock closes over, as pip takes them (`name==version`, `name~=13.0`).
+    /// The requirements the lock closes over, as pip's arguments (`name==version`, `name~=13.0`, `-r FILE`:
+    /// pip reads a requirements file itself, its comments and options included).
     fn root_requirements(&self, sh: &Shell) -> Result<Vec<String>> {
         Ok(match self.roots {
             Roots::Wheel(wheel) => vec![wheel.requirement()],
             Roots::Extras(wheel, extras) => {
                 let resolved = pip_resolve(sh, &[wheel.requirement()], &[])?;
-                let found = resolved.packages.iter().find(|p| p.name == wheel.package && p.version == wheel.version);
+                let found = resolved
+                    .packages
+                    .iter()
+                    .find(|p| normalized_name(&p.name) == normalized_name(wheel.package) && p.version == wheel.version);
                 extra_requirements(&found.context("pip did not resolve the wheel itself")?.requires_dist, extras)
             }
-            Roots::Requirements(path) => requirement_lines(&sh.read_file(path).with_context(|| format!("reading {path}"))?),
+            Roots::Requirements(path) => vec!["-r".to_string(), path.to_string()],
         })
     }
 
     /// The lock's text: its header, then each pin with its files' hashes, by name.
     fn resolve(&self, sh: &Shell, date: &str) -> Result<String> {
         let (mut pins, what) = match self.roots {
-            Roots::Wheel(wheel) => {
-                (vec![(wheel.package.to_string(), wheel.version.to_string())], format!("{} alone", self.roots_named()))
-            }
+            Roots::Wheel(wheel) => (vec![wheel.requirement()], format!("{} alone", self.roots_named())),
             Roots::Extras(..) | Roots::Requirements(_) => {
                 let resolved = pip_resolve(sh, &self.root_requirements(sh)?, &[])?;
                 let what = format!(
@@ -105,14 +107,15 @@ impl Lock {
                     self.roots_named(),
                     resolved.environment
                 );
-                (resolved.packages.into_iter().map(|p| (p.name, p.version)).collect(), what)
+                (resolved.pins(), what)
             }
         };
-        pins.sort_by_key(|(name, _)| name.to_lowercase());
+        sort_pins(&mut pins);
         let mut locked = Vec::new();
-        for (name, version) in pins {
-            let hashes = pypi_hashes(sh, &name, &version)?;
-            locked.push((format!("{name}=={version}"), hashes));
+        for pin in pins {
+            let (name, version) = pin.split_once("==").expect("a pin is name==version");
+            let hashes = pypi_hashes(sh, name, version)?;
+            locked.push((pin, hashes));
         }
         Ok(lock_text(self.purpose, &format!("Written by `cargo xtask lock` on {date}: {what}"), &locked))
     }
@@ -159,6 +162,12 @@ fn wrap_comment(text: &str, width: usize) -> String {
     lines.into_iter().map(|line| line + "\n").collect()
 }
 
+/// Sorts `name==version` pins as a lock lists them: by name, case aside (not by the whole pin, where `-`
+/// and `.` sort before `=`: `pytest-cov` would come before `pytest`).
+fn sort_pins(pins: &mut [String]) {
+    pins.sort_by_key(|pin| pin.split_once("==").map_or(pin.as_str(), |(name, _)| name).to_lowercase());
+}
+
 /// The requirement lines of a requirements file (no comments, no blank lines).
 pub fn requirement_lines(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|line| !line.is_empty() && !line.starts_with('#')).map(String::from).collect()
@@ -172,6 +181,13 @@ struct Resolution {
     environment: String,
 }
 
+impl Resolution {
+    /// Each package as `name==version`.
+    fn pins(&self) -> Vec<String> {
+        self.packages.iter().map(|p| format!("{}=={}", p.name, p.version)).collect()
+    }
+}
+
 /// One package of a [`Resolution`].
 struct Package {
     name: String,
@@ -182,16 +198,23 @@ struct Package {
 
 /// What pip would install for `requirements` on this machine, each package at the version `constraints`
 /// pins if it pins one (`name==version`, not required by themselves), resolved against PyPI without
-/// downloading a wheel (`--dry-run` reads PyPI's separate metadata files).
+/// downloading a wheel (`--dry-run` reads PyPI's separate metadata files). PyPI's index only, whatever pip
+/// is configured with: the hashes come from PyPI's.
 fn pip_resolve(sh: &Shell, requirements: &[String], constraints: &[String]) -> Result<Resolution> {
     let python = python::system_python();
     let scratch = tempfile::tempdir()?;
     let report = scratch.path().join("report.json");
     let constraints_file = scratch.path().join("constraints.txt");
     sh.write_file(&constraints_file, constraints.iter().map(|pin| format!("{pin}\n")).collect::<String>())?;
-    cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --only-binary=:all: --quiet --disable-pip-version-check --report {report} -c {constraints_file} {requirements...}")
+    cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --only-binary=:all: --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -c {constraints_file} {requirements...}")
+        .env_remove("PIP_EXTRA_INDEX_URL")
+        .env_remove("PIP_FIND_LINKS")
+        .env_remove("PIP_NO_INDEX")
         .run()
-        .with_context(|| format!("pip could not resolve {} on PyPI", requirements.join(" ")))?;
+        .with_context(|| {
+            let pinned = if constraints.is_empty() { String::new() } else { format!(" with {} pins as constraints", constraints.len()) };
+            format!("pip could not resolve {}{pinned} on PyPI", requirements.join(" "))
+        })?;
     parse_report(&sh.read_file(&report)?)
 }
 
@@ -205,10 +228,16 @@ fn parse_report(report: &str) -> Result<Resolution> {
         .iter()
         .map(|package| {
             let metadata = &package["metadata"];
+            let field = |key: &str| {
+                metadata[key]
+                    .as_str()
+                    .map(String::from)
+                    .with_context(|| format!("pip's report gives a package without its {key}"))
+            };
             let requires_dist = metadata["requires_dist"].as_array().map(|r| r.iter().map(text).collect()).unwrap_or_default();
-            Package { name: text(&metadata["name"]), version: text(&metadata["version"]), requires_dist }
+            Ok(Package { name: field("name")?, version: field("version")?, requires_dist })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let environment = &report["environment"];
     let environment = format!(
         "{} {}, {} {}",
@@ -321,6 +350,51 @@ mod tests {
         assert_eq!(requirement_lines(&text).first().map(String::as_str), Some("a==1.0 \\"));
     }
 
+    /// A requirements file's lock pins each of its lines: one changed without `cargo xtask lock` would
+    /// leave the venv at what the lock still pins.
+    #[test]
+    fn each_requirements_lock_pins_its_requirements() {
+        let normalized = |pin: &str| pin.split_once("==").map(|(name, version)| format!("{}=={version}", normalized_name(name)));
+        for lock in &LOCKS {
+            if let Roots::Requirements(path) = lock.roots {
+                let pins: Vec<_> = lock_pins(&workspace_root().join(lock.path)).iter().map(|(pin, _)| normalized(pin)).collect();
+                for requirement in requirement_lines(&std::fs::read_to_string(workspace_root().join(path)).unwrap()) {
+                    assert!(
+                        normalized(&requirement).is_some_and(|pin| pins.contains(&Some(pin))),
+                        "{path} asks for {requirement}, which {} does not pin: `cargo xtask lock` writes it again",
+                        lock.path
+                    );
+                }
+            }
+        }
+    }
+
+    /// A lock lists its pins by name, whatever follows a name that begins another.
+    #[test]
+    fn pins_are_sorted_by_name() {
+        let mut pins = ["pytest-cov==5.0", "zope.interface==7.0", "pytest==8.0", "zope==2.0", "Jinja2==3.1.6"].map(String::from);
+        sort_pins(&mut pins);
+        assert_eq!(pins, ["Jinja2==3.1.6", "pytest==8.0", "pytest-cov==5.0", "zope==2.0", "zope.interface==7.0"]);
+    }
+
+    /// pip's report gives each package's name, version and dependencies; one without a name or version is
+    /// an error here, not a request for PyPI's index of "".
+    #[test]
+    fn pips_report_is_read_whole() {
+        let report = |metadata: &str| {
+            format!(
+                r#"{{"install": [{{"metadata": {metadata}}}], "environment": {{"sys_platform": "linux", "platform_machine": "x86_64", "platform_python_implementation": "CPython", "python_full_version": "3.11.7"}}}}"#
+            )
+        };
+        let resolution =
+            parse_report(&report(r#"{"name": "Jinja2", "version": "3.1.6", "requires_dist": ["MarkupSafe>=2.0"]}"#)).unwrap();
+        assert_eq!(resolution.pins(), ["Jinja2==3.1.6"]);
+        assert_eq!(resolution.packages[0].requires_dist, ["MarkupSafe>=2.0"]);
+        assert_eq!(resolution.environment, "linux x86_64, CPython 3.11.7");
+        let error = parse_report(&report(r#"{"name": "Jinja2"}"#)).err().unwrap();
+        assert!(format!("{error:#}").contains("without its version"), "{error:#}");
+    }
+
     /// Distribution files' versions and projects' names, as PyPI's index spells them.
     #[test]
     fn files_are_matched_to_versions() {
@@ -427,9 +501,8 @@ mod tests {
 
     /// The closure of `lock`'s roots with `pins` as constraints, sorted as a lock is.
     fn closure(sh: &Shell, lock: &Lock, pins: &[String]) -> Vec<String> {
-        let resolution = pip_resolve(sh, &lock.root_requirements(sh).unwrap(), pins).unwrap();
-        let mut resolved: Vec<String> = resolution.packages.iter().map(|p| format!("{}=={}", p.name, p.version)).collect();
-        resolved.sort_by_key(|pin| pin.to_lowercase());
+        let mut resolved = pip_resolve(sh, &lock.root_requirements(sh).unwrap(), pins).unwrap().pins();
+        sort_pins(&mut resolved);
         resolved
     }
 }

@@ -259,9 +259,8 @@ mod tests {
     /// The Python baseline's venv pins the CPU wheel's release: `bench onnx` compares the two.
     #[test]
     fn the_venv_pins_the_cpu_wheels_release() {
-        let requirements =
-            std::fs::read_to_string(vggq_core::places::workspace_root().join(crate::python::REQUIREMENTS)).unwrap();
-        assert!(requirements.lines().any(|line| line.trim() == CPU_WHEEL.requirement()), "{}", crate::python::REQUIREMENTS);
+        let venv = lock_pins(&vggq_core::places::workspace_root().join(crate::python::INTEROP_LOCK));
+        assert!(venv.iter().any(|(pin, _)| *pin == CPU_WHEEL.requirement()), "{}", crate::python::INTEROP_LOCK);
     }
 
     /// The shared libraries in `onnxruntime/capi/` of the 1.32.0 wheels for Linux x86-64, macOS arm64 and

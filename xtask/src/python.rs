@@ -49,7 +49,9 @@ pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
         "{python} -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: -r {INTEROP_LOCK}"
     )
     .run()
-    .context("installing the locked Python packages (needs PyPI; the lock was resolved for Linux)")?;
+    .with_context(|| {
+        format!("installing the locked Python packages (needs PyPI, and the system and Python {INTEROP_LOCK}'s header names)")
+    })?;
     cmd!(sh, "{python} -c 'import torch, torchvision, onnx, onnxruntime'").run().context("checking the venv")?;
     let version = interpreter().context("the venv's python does not run")?;
     sh.write_file(&complete, record(&version))?;
