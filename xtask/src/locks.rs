@@ -304,10 +304,15 @@ fn file_version(file_name: &str) -> Option<&str> {
     sdist.rsplit_once('-').map(|(_, version)| version)
 }
 
-/// The pins of the lock at `path`: each `name==version` with its hashes.
+/// The pins of the lock at `path`, under the workspace root: each `name==version` with its hashes.
 #[cfg(test)]
-pub fn lock_pins(path: &std::path::Path) -> Vec<(String, Vec<String>)> {
-    let text = std::fs::read_to_string(path).unwrap();
+pub fn lock_pins(path: &str) -> Vec<(String, Vec<String>)> {
+    pins_in(&std::fs::read_to_string(vggq_core::places::workspace_root().join(path)).unwrap())
+}
+
+/// The pins of a lock's text: each `name==version` with its hashes.
+#[cfg(test)]
+fn pins_in(text: &str) -> Vec<(String, Vec<String>)> {
     let mut pins: Vec<(String, Vec<String>)> = Vec::new();
     for line in text.lines().map(|line| line.trim().trim_end_matches('\\').trim()) {
         if let Some(hash) = line.strip_prefix("--hash=sha256:") {
@@ -343,10 +348,7 @@ mod tests {
         let text = lock_text("What it is.\nWho reads it.", &format!("Written on a day: {}", "word ".repeat(40)), &pins);
         assert!(text.lines().take_while(|line| line.starts_with('#')).all(|line| line.len() <= 100), "{text}");
         assert!(text.starts_with("# What it is.\n# Who reads it.\n# Written on a day: word"), "{text}");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock.txt");
-        std::fs::write(&path, &text).unwrap();
-        assert_eq!(lock_pins(&path), pins);
+        assert_eq!(pins_in(&text), pins);
         assert_eq!(requirement_lines(&text).first().map(String::as_str), Some("a==1.0 \\"));
     }
 
@@ -357,7 +359,7 @@ mod tests {
         let normalized = |pin: &str| pin.split_once("==").map(|(name, version)| format!("{}=={version}", normalized_name(name)));
         for lock in &LOCKS {
             if let Roots::Requirements(path) = lock.roots {
-                let pins: Vec<_> = lock_pins(&workspace_root().join(lock.path)).iter().map(|(pin, _)| normalized(pin)).collect();
+                let pins: Vec<_> = lock_pins(lock.path).iter().map(|(pin, _)| normalized(pin)).collect();
                 for requirement in requirement_lines(&std::fs::read_to_string(workspace_root().join(path)).unwrap()) {
                     assert!(
                         normalized(&requirement).is_some_and(|pin| pins.contains(&Some(pin))),
@@ -446,7 +448,7 @@ mod tests {
     fn the_locks_pin_versions_with_hashes() {
         let sh = shell();
         for lock in &LOCKS {
-            let pins = lock_pins(&workspace_root().join(lock.path));
+            let pins = lock_pins(lock.path);
             if !with_dependencies(lock) {
                 let pinned: Vec<String> = pins.iter().map(|(pin, _)| pin.clone()).collect();
                 assert_eq!(pinned, lock.root_requirements(&sh).unwrap(), "{}", lock.path);
@@ -484,11 +486,11 @@ mod tests {
     fn the_locks_are_their_roots_closures() {
         let sh = shell();
         for lock in LOCKS.iter().filter(|lock| with_dependencies(lock)) {
-            let pins: Vec<String> = lock_pins(&workspace_root().join(lock.path)).into_iter().map(|(pin, _)| pin).collect();
+            let pins = pinned(lock.path);
             assert_eq!(closure(&sh, lock, &pins), pins, "{}: `cargo xtask lock` writes it again", lock.path);
         }
         let cuda = LOCKS.iter().find(|lock| lock.path == CUDA_LIBRARIES_LOCK).unwrap();
-        let pins: Vec<String> = lock_pins(&workspace_root().join(cuda.path)).into_iter().map(|(pin, _)| pin).collect();
+        let pins = pinned(cuda.path);
         let without_nvjitlink: Vec<String> = pins.iter().filter(|pin| !pin.starts_with("nvidia-nvjitlink==")).cloned().collect();
         assert_ne!(
             closure(&sh, cuda, &without_nvjitlink),
@@ -497,6 +499,11 @@ mod tests {
         );
         let with_six: Vec<String> = pins.iter().cloned().chain(["six==1.16.0".to_string()]).collect();
         assert_ne!(closure(&sh, cuda, &with_six), with_six, "a pin nothing needs is not in the closure");
+    }
+
+    /// The `name==version` pins of the lock at `path`, without their hashes.
+    fn pinned(path: &str) -> Vec<String> {
+        lock_pins(path).into_iter().map(|(pin, _)| pin).collect()
     }
 
     /// The closure of `lock`'s roots with `pins` as constraints, sorted as a lock is.

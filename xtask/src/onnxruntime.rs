@@ -259,7 +259,7 @@ mod tests {
     /// The Python baseline's venv pins the CPU wheel's release: `bench onnx` compares the two.
     #[test]
     fn the_venv_pins_the_cpu_wheels_release() {
-        let venv = lock_pins(&vggq_core::places::workspace_root().join(crate::python::INTEROP_LOCK));
+        let venv = lock_pins(crate::python::INTEROP_LOCK);
         assert!(venv.iter().any(|(pin, _)| *pin == CPU_WHEEL.requirement()), "{}", crate::python::INTEROP_LOCK);
     }
 
@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn a_wheel_not_matching_its_lock_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = lock_pins(&vggq_core::places::workspace_root().join(CPU_WHEEL.lock));
+        let lock = lock_pins(CPU_WHEEL.lock);
         let forged: String =
             lock.iter().map(|(pin, hashes)| format!("{pin} --hash=sha256:{}\n", "0".repeat(hashes[0].len()))).collect();
         let forged_lock = dir.path().join("forged.txt");
@@ -321,7 +321,7 @@ mod tests {
     /// through cuDNN.
     #[test]
     fn the_cuda_lock_has_cuda_13_and_cudnn_9() {
-        let pins = lock_pins(&vggq_core::places::workspace_root().join(CUDA_LIBRARIES_LOCK));
+        let pins = lock_pins(CUDA_LIBRARIES_LOCK);
         let version = |name: &str| {
             pins.iter().find_map(|(pin, _)| pin.strip_prefix(name).and_then(|rest| rest.strip_prefix("=="))).map(String::from)
         };

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use vggq_core::places::cache_dir;
+use xshell::{cmd, Shell};
 
 use crate::locks::requirement_lines;
-use xshell::{cmd, Shell};
 
 /// The packages the tests use, pinned: the roots of [`INTEROP_LOCK`].
 pub const REQUIREMENTS: &str = "scripts/requirements-interop.txt";
