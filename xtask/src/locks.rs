@@ -1,9 +1,10 @@
 //! `cargo xtask lock`: the pip requirement locks in `xtask/locks/`, which every pip that xtask runs
 //! installs or downloads from with `--require-hashes`. A lock pins its roots (a wheel alone, or
 //! requirements with everything they depend on, as pip resolves them on PyPI) and gives each pinned
-//! version the SHA-256 of every file PyPI's index lists for it: the same versions on every machine, and
-//! from any index or mirror only the files that were reviewed. `cargo xtask lock` writes them again
-//! after a pin changes; the tests check that each is PyPI's and still the closure of its roots.
+//! version the SHA-256 of each of its wheels and source archives on PyPI's index: the same versions on
+//! every machine, and from any index or mirror only the files that were reviewed. `cargo xtask lock`
+//! writes them again after a pin changes (a lock whose pins and hashes stay keeps its file, date
+//! included); the tests check that each is PyPI's and still the closure of its roots.
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -63,19 +64,47 @@ const LOCKS: [Lock; 4] = [
 /// PyPI's simple index, in its JSON form (PEP 691), which gives every file's SHA-256.
 const PYPI_SIMPLE: &str = "https://pypi.org/simple";
 
+/// How a lock's header begins the line that says when it was written, and from what.
+const WRITTEN_ON: &str = "Written by `cargo xtask lock` on ";
+
 pub fn run(sh: &Shell) -> Result<()> {
-    let date = cmd!(sh, "date -u +%Y-%m-%d").quiet().read()?;
+    let today = cmd!(sh, "date -u +%Y-%m-%d").quiet().read()?;
     // All resolved before any is written: a failure (PyPI unreachable) leaves the locks as they were.
-    let texts: Vec<String> = LOCKS
-        .iter()
-        .map(|lock| lock.resolve(sh, &date).with_context(|| format!("locking {}", lock.path)))
-        .collect::<Result<_>>()?;
-    for (lock, text) in LOCKS.iter().zip(texts) {
-        vggq_core::atomic::write(&sh.current_dir().join(lock.path), text.as_bytes())
-            .with_context(|| format!("writing {}", lock.path))?;
-        println!("wrote {}", lock.path);
+    let resolved: Vec<Resolved> =
+        LOCKS.iter().map(|lock| lock.resolve(sh).with_context(|| format!("locking {}", lock.path))).collect::<Result<_>>()?;
+    for (lock, resolved) in LOCKS.iter().zip(resolved) {
+        let path = sh.current_dir().join(lock.path);
+        let existing = std::fs::read_to_string(&path).ok();
+        match text_to_write(existing.as_deref(), &today, |date| lock_text(lock.purpose, date, &resolved)) {
+            None => println!("{} unchanged", lock.path),
+            Some(text) => {
+                vggq_core::atomic::write(&path, text.as_bytes()).with_context(|| format!("writing {}", lock.path))?;
+                println!("wrote {}", lock.path);
+            }
+        }
     }
     Ok(())
+}
+
+/// The text of a lock that reads `text_on(date)` when written on `date`: None where `existing` already
+/// reads so on the date its header gives (its pins, hashes and words unchanged), so that a rerun on
+/// another day leaves it, date included; else the text written `today`.
+fn text_to_write(existing: Option<&str>, today: &str, text_on: impl Fn(&str) -> String) -> Option<String> {
+    let unchanged = existing.is_some_and(|existing| written_on(existing).is_some_and(|date| text_on(date) == existing));
+    (!unchanged).then(|| text_on(today))
+}
+
+/// The date a lock's header says it was written on.
+fn written_on(text: &str) -> Option<&str> {
+    let line = text.lines().find_map(|line| line.strip_prefix("# ")?.strip_prefix(WRITTEN_ON))?;
+    line.split_once(':').map(|(date, _)| date)
+}
+
+/// What `cargo xtask lock` found for a lock, whatever the day: its roots and how they were resolved, in
+/// words, and each pin with its files' hashes, by name.
+struct Resolved {
+    what: String,
+    pins: Vec<(String, Vec<String>)>,
 }
 
 impl Lock {
@@ -96,8 +125,8 @@ impl Lock {
         })
     }
 
-    /// The lock's text: its header, then each pin with its files' hashes, by name.
-    fn resolve(&self, sh: &Shell, date: &str) -> Result<String> {
+    /// The lock's pins and their files' hashes, as PyPI gives them today.
+    fn resolve(&self, sh: &Shell) -> Result<Resolved> {
         let (mut pins, what) = match self.roots {
             Roots::Wheel(wheel) => (vec![wheel.requirement()], format!("{} alone", self.roots_named())),
             Roots::Extras(..) | Roots::Requirements(_) => {
@@ -117,7 +146,7 @@ impl Lock {
             let hashes = pypi_hashes(sh, name, version)?;
             locked.push((pin, hashes));
         }
-        Ok(lock_text(self.purpose, &format!("Written by `cargo xtask lock` on {date}: {what}"), &locked))
+        Ok(Resolved { what, pins: locked })
     }
 
     /// The roots, in words, for the header.
@@ -132,12 +161,17 @@ impl Lock {
     }
 }
 
-/// A lock's file: `purpose` and `provenance` as comments, then each pin with its hashes, one a line.
-fn lock_text(purpose: &str, provenance: &str, pins: &[(String, Vec<String>)]) -> String {
-    let provenance = format!("{provenance}; each version with the SHA-256 of every file PyPI's index lists for it.");
+/// A lock's file as written on `date`: `purpose` and where its pins came from as comments, then each pin
+/// with its hashes, one a line.
+fn lock_text(purpose: &str, date: &str, resolved: &Resolved) -> String {
+    let provenance = format!(
+        "{WRITTEN_ON}{date}: {}; each version with the SHA-256 of each of its wheels and source archives \
+         (.tar.gz, .zip) on PyPI's index.",
+        resolved.what
+    );
     let mut text: String = purpose.lines().map(|line| format!("# {line}\n")).collect();
     text.push_str(&wrap_comment(&provenance, 100));
-    for (pin, hashes) in pins {
+    for (pin, hashes) in &resolved.pins {
         text.push_str(pin);
         for hash in hashes {
             text.push_str(&format!(" \\\n    --hash=sha256:{hash}"));
@@ -340,16 +374,46 @@ mod tests {
         sh
     }
 
-    /// A lock as `cargo xtask lock` writes it reads back as the pins and hashes it was given.
-    #[test]
-    fn a_written_lock_reads_back() {
+    /// Two pins with their hashes, resolved from roots described in `what`.
+    fn resolved(what: &str) -> Resolved {
         let pins =
             vec![("a==1.0".to_string(), vec!["0".repeat(64), "1".repeat(64)]), ("b-c==2.0.1".to_string(), vec!["2".repeat(64)])];
-        let text = lock_text("What it is.\nWho reads it.", &format!("Written on a day: {}", "word ".repeat(40)), &pins);
+        Resolved { what: what.to_string(), pins }
+    }
+
+    /// A lock as `cargo xtask lock` writes it reads back as the pins and hashes it was given, and the day
+    /// it was written.
+    #[test]
+    fn a_written_lock_reads_back() {
+        let resolved = resolved(&"word ".repeat(40));
+        let text = lock_text("What it is.\nWho reads it.", "2026-12-05", &resolved);
         assert!(text.lines().take_while(|line| line.starts_with('#')).all(|line| line.len() <= 100), "{text}");
-        assert!(text.starts_with("# What it is.\n# Who reads it.\n# Written on a day: word"), "{text}");
-        assert_eq!(pins_in(&text), pins);
+        assert!(
+            text.starts_with("# What it is.\n# Who reads it.\n# Written by `cargo xtask lock` on 2026-12-05: word"),
+            "{text}"
+        );
+        assert_eq!(written_on(&text), Some("2026-12-05"));
+        assert_eq!(pins_in(&text), resolved.pins);
         assert_eq!(requirement_lines(&text).first().map(String::as_str), Some("a==1.0 \\"));
+    }
+
+    /// A lock written again on another day with the same pins, hashes and words keeps its file, date
+    /// included; one with anything else changed is written with the new day.
+    #[test]
+    fn a_lock_keeps_its_date_until_it_changes() {
+        let same = resolved("a==1.0 alone");
+        let text_on = |date: &str| lock_text("What it is.", date, &same);
+        let written = text_on("2026-12-05");
+        assert_eq!(text_to_write(Some(&written), "2027-01-02", text_on), None);
+        assert_eq!(text_to_write(None, "2027-01-02", text_on), Some(text_on("2027-01-02")));
+        let mut rehashed = resolved("a==1.0 alone");
+        rehashed.pins[1].1.push("3".repeat(64));
+        let rehashed_on = |date: &str| lock_text("What it is.", date, &rehashed);
+        assert_eq!(text_to_write(Some(&written), "2027-01-02", rehashed_on), Some(rehashed_on("2027-01-02")));
+        let reworded_on = |date: &str| lock_text("What it is, reworded.", date, &same);
+        assert_eq!(text_to_write(Some(&written), "2027-01-02", reworded_on), Some(reworded_on("2027-01-02")));
+        let undated = written.replace("on 2026-12-05", "today");
+        assert_eq!(text_to_write(Some(&undated), "2027-01-02", text_on), Some(text_on("2027-01-02")));
     }
 
     /// A requirements file's lock pins each of its lines: one changed without `cargo xtask lock` would
