@@ -21,10 +21,12 @@
 # VGGQ_CHECK_SECONDS, the whole check's time, which the caller takes from the device time left: the
 # deadline leaves a stopped stage's grace period and the summary inside it) the rest are skipped.
 #
-# $OUT gets at most 8 files (what the device tool brings back): device-check.log, summary.txt,
-# bench.txt, golden_table.md, metrics.json, report.md, full-metrics.json, and results.tar.gz with
-# everything else (the probe, the reports, both runs' SHA256SUMS and manifests, the autotune cache,
-# the full steps' log, the resumed training's logs).
+# $OUT gets 7 files: device-check.log, summary.txt, bench.txt, golden_table.md, metrics.json,
+# full-metrics.json, and results.tar.gz with everything else (the probe, the smoke run's report.md, the
+# reports, both runs' SHA256SUMS and manifests, the autotune cache, the full steps' log, the resumed
+# training's logs). The summary and the archive are written beside their names and renamed, one at a
+# time: a call stopped while one is written brings home the last whole one, and with the one being
+# written still no more than the 8 files the device tool brings back.
 #
 # Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
 # 150 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) | full steps and
@@ -169,8 +171,9 @@ bring_home() {
     kernels="$(kernel_cache)"
     kernel_mib="$(du -sm "$kernels" 2>/dev/null | cut -f1)"
     echo "$(find "$kernels" -type f 2>/dev/null | wc -l) files, ${kernel_mib:-0} MiB in $kernels" > "$keep/kernel-cache.txt"
-    tar -czf "$out/$RESULTS_ARCHIVE" -C "$keep" . || echo "$RESULTS_ARCHIVE could not be written"
-    "$python" - "$out" "$keep" "$work/stages" <<'PY' > "$out/summary.txt"
+    { tar -czf "$out/$RESULTS_ARCHIVE.partial" -C "$keep" . && mv "$out/$RESULTS_ARCHIVE.partial" "$out/$RESULTS_ARCHIVE"; } \
+        || echo "$RESULTS_ARCHIVE could not be written"
+    "$python" - "$out" "$keep" "$work/stages" <<'PY' > "$out/summary.txt.partial"
 import json, os, re, sys
 out, keep, stages = sys.argv[1:4]
 
@@ -236,6 +239,7 @@ if full and full.get("epochs"):
 width = max(len(k) for k, _ in rows)
 print("\n".join(f"{k:<{width}} | {v}" for k, v in rows))
 PY
+    mv "$out/summary.txt.partial" "$out/summary.txt"
 }
 
 # The test venv's Python here (what `cargo xtask setup` installed), the machine's there.
@@ -248,7 +252,7 @@ fi
 # The bundle's kind, the run folder's file names and the batch size, as vggq has them (cargo xtask
 # device-bundle writes them).
 if ! source "$bundle/part01/vggq.env"; then
-    echo "no bundle in $bundle (part01/vggq.env): run cargo xtask device-bundle and carry its parts"
+    echo "no bundle in $bundle (part01/vggq.env): run cargo xtask device-bundle and carry its parts, from part01, one call each while the machine stays warm (a call that found it cold started a fresh one, without the parts carried before)"
     exit 1
 fi
 # A rehearsal's CPU bundle on the GPU (or a GPU bundle in a rehearsal) would spend the check on builds
@@ -259,7 +263,7 @@ if [[ "${BUNDLE_KIND:-}" != "$expected_kind" ]]; then
     exit 1
 fi
 # A bundle older than this script lacks names it reads: stopped here, not half-way with no summary.
-shared_names=(MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE
+shared_names=(BUNDLE_PARTS MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE
     CHECKSUMS_FILE BATCH_SIZE RESULTS_ARCHIVE SMOKE_RUN_PREFIX TUNING_BUILD DATA_FILE TORCH_BENCH)
 for name in "${shared_names[@]}"; do
     if [[ -z "${!name:-}" ]]; then
@@ -268,6 +272,16 @@ for name in "${shared_names[@]}"; do
     fi
 done
 export "${shared_names[@]}"
+# Every part here: a call that found the machine cold started a fresh one, without the parts carried
+# before it; stopped here, before any stage, so that the device time goes to carrying them again.
+missing=()
+for (( part = 1; part <= BUNDLE_PARTS; part++ )); do
+    [[ -d "$bundle/$(printf 'part%02d' "$part")" ]] || missing+=("$(printf 'part%02d' "$part")")
+done
+if (( ${#missing[@]} > 0 )); then
+    echo "the bundle in $bundle lacks ${missing[*]} of its $BUNDLE_PARTS parts: the machine was not warm for every call; carry them all again, from part01, one call each while it stays warm"
+    exit 1
+fi
 # The rerun's files in results.tar.gz (the first run's prefix comes from xtask, whose device-golden reads them).
 export SMOKE_RERUN_PREFIX=smoke-rerun-
 
@@ -398,7 +412,8 @@ if [[ "$smoke_status" != 0 && "$smoke_status" != timeout && ! -e "$smoke.trained
     smoke="$work/smoke-autotune"
     stage smoke-run-autotune 400 smoke_run "$smoke"
 fi
-cp "$smoke/$METRICS_FILE" "$smoke/$REPORT_FILE" "$smoke/$GOLDEN_TABLE_FILE" "$out/" 2>/dev/null
+cp "$smoke/$METRICS_FILE" "$smoke/$GOLDEN_TABLE_FILE" "$out/" 2>/dev/null
+cp "$smoke/$REPORT_FILE" "$keep/$SMOKE_RUN_PREFIX$REPORT_FILE" 2>/dev/null
 for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$CHECKSUMS_FILE"; do cp "$smoke/$file" "$keep/$SMOKE_RUN_PREFIX$file" 2>/dev/null; done
 stage smoke-rerun 150 smoke_run "$work/smoke-rerun"
 for file in "$CHECKSUMS_FILE" "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$METRICS_FILE"; do

@@ -214,8 +214,8 @@ fn checkout_bytes(sh: &Shell) -> Result<u64> {
 
 /// Compresses every payload with xz (`preset`) and deals the pieces into `bundle/partNN/` folders of at most
 /// `limit` bytes, in order; `part01/SHA256SUMS` holds each payload's digest, for the script to check what
-/// it reassembled, and `part01/vggq.env` the bundle's `kind` among vggq's names. Returns each part's folder
-/// and size.
+/// it reassembled, and `part01/vggq.env` the bundle's `kind` and its number of parts (for the script to
+/// name the parts a fresh machine lacks) among vggq's names. Returns each part's folder and size.
 fn write_parts(
     sh: &Shell,
     payloads: &[PathBuf],
@@ -251,9 +251,9 @@ fn write_parts(
     new_part(&mut parts)?;
     let sums_path = parts[0].0.join("SHA256SUMS");
     std::fs::write(&sums_path, &sums)?;
-    let shared = format!("BUNDLE_KIND={kind}\n{}", shared_with_vggq());
-    std::fs::write(parts[0].0.join(SHARED_WITH_VGGQ), &shared)?;
-    parts[0].1 += (sums.len() + shared.len()) as u64;
+    // Written once the parts are counted, its room taken first (for up to 999 parts).
+    let shared = |parts: usize| format!("BUNDLE_KIND={kind}\nBUNDLE_PARTS={parts}\n{}", shared_with_vggq());
+    parts[0].1 += (sums.len() + shared(999).len()) as u64;
     for (name, xz) in &compressed {
         let data = std::fs::read(xz)?;
         let mut offset = 0;
@@ -274,6 +274,7 @@ fn write_parts(
         }
     }
     sh.remove_path(&staging)?;
+    std::fs::write(parts[0].0.join(SHARED_WITH_VGGQ), shared(parts.len()))?;
     if let Some((part, bytes)) = parts.iter().find(|(_, bytes)| *bytes > limit) {
         bail!("{} holds {bytes} bytes, more than {limit}", part.display());
     }
