@@ -164,26 +164,26 @@ pub fn golden_table(eval: &EvalRun, tolerance: Tolerance, profile: &Profile, dat
         );
     }
     for unavailable in &eval.unavailable {
-        let _ = writeln!(
-            out,
-            "\n{:?} execution provider not available: {}",
-            unavailable.provider,
-            without_folders(&unavailable.reason)
-        );
+        let _ = writeln!(out, "\n{:?} execution provider not available: {}", unavailable.provider, portable(&unavailable.reason));
     }
     out
 }
 
-/// `text` with each absolute path cut to its last part.
-fn without_folders(text: &str) -> String {
+/// `text` without what names the machine: each absolute path cut to its last part, and the host's name
+/// that ONNX Runtime's CUDA errors give (`... ; GPU=0 ; hostname=NAME ; file=...`) left out.
+fn portable(text: &str) -> String {
     text.split(' ')
-        .map(|word| match word.strip_prefix('/') {
-            Some(path) => path.rsplit('/').next().unwrap_or(path),
-            None => word,
+        .map(|word| match (word.strip_prefix('/'), word.strip_prefix(HOSTNAME)) {
+            (Some(path), _) => path.rsplit('/').next().unwrap_or(path).to_string(),
+            (None, Some(_)) => format!("{HOSTNAME}(the machine's)"),
+            (None, None) => word.to_string(),
         })
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// How ONNX Runtime's CUDA errors name the host.
+const HOSTNAME: &str = "hostname=";
 
 /// A golden table read back.
 #[derive(Debug, Clone, PartialEq)]
@@ -388,10 +388,14 @@ mod tests {
     }
 
     #[test]
-    fn reasons_lose_their_folders() {
+    fn reasons_lose_their_folders_and_host() {
         assert_eq!(
-            without_folders("libcudnn.so.9 missing from /opt/x/target/onnxruntime/lib and /usr/lib/x86_64-linux-gnu"),
+            portable("libcudnn.so.9 missing from /opt/x/target/onnxruntime/lib and /usr/lib/x86_64-linux-gnu"),
             "libcudnn.so.9 missing from lib and x86_64-linux-gnu"
+        );
+        assert_eq!(
+            portable("CUDA failure 100: no CUDA-capable device is detected ; GPU=0 ; hostname=gpu-7f3a ; file=/src/cuda_call.cc ; line=1"),
+            "CUDA failure 100: no CUDA-capable device is detected ; GPU=0 ; hostname=(the machine's) ; file=/src/cuda_call.cc ; line=1"
         );
     }
 
