@@ -173,7 +173,7 @@ bring_home() {
     echo "$(find "$kernels" -type f 2>/dev/null | wc -l) files, ${kernel_mib:-0} MiB in $kernels" > "$keep/kernel-cache.txt"
     { tar -czf "$out/$RESULTS_ARCHIVE.partial" -C "$keep" . && mv "$out/$RESULTS_ARCHIVE.partial" "$out/$RESULTS_ARCHIVE"; } \
         || echo "$RESULTS_ARCHIVE could not be written"
-    "$python" - "$out" "$keep" "$work/stages" <<'PY' > "$out/summary.txt.partial"
+    "$python" - "$out" "$keep" "$work/stages" <<'PY' > "$out/summary.txt.partial" && mv "$out/summary.txt.partial" "$out/summary.txt"
 import json, os, re, sys
 out, keep, stages = sys.argv[1:4]
 
@@ -239,7 +239,6 @@ if full and full.get("epochs"):
 width = max(len(k) for k, _ in rows)
 print("\n".join(f"{k:<{width}} | {v}" for k, v in rows))
 PY
-    mv "$out/summary.txt.partial" "$out/summary.txt"
 }
 
 # The test venv's Python here (what `cargo xtask setup` installed), the machine's there.
