@@ -274,8 +274,9 @@ export "${shared_names[@]}"
 # Every part here: a call that found the machine cold started a fresh one, without the parts carried
 # before it; stopped here, before any stage, so that the device time goes to carrying them again.
 missing=()
-for (( part = 1; part <= BUNDLE_PARTS; part++ )); do
-    [[ -d "$bundle/$(printf 'part%02d' "$part")" ]] || missing+=("$(printf 'part%02d' "$part")")
+for (( number = 1; number <= BUNDLE_PARTS; number++ )); do
+    part="$(printf 'part%02d' "$number")"
+    [[ -d "$bundle/$part" ]] || missing+=("$part")
 done
 if (( ${#missing[@]} > 0 )); then
     echo "the bundle in $bundle lacks ${missing[*]} of its $BUNDLE_PARTS parts: the machine was not warm for every call; carry them all again, from part01, one call each while it stays warm"
