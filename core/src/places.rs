@@ -33,10 +33,13 @@ pub fn cache_dir() -> PathBuf {
         .join("vggq")
 }
 
+/// The environment variable naming the team's shared folder (`cargo xtask test` sets it for the tests).
+pub const SHARED_VARIABLE: &str = "VGGQ_SHARED";
+
 /// The team's read-only fixtures, data and baselines: `$VGGQ_SHARED`, else `../shared` beside the
 /// checkout.
 pub fn shared_dir() -> PathBuf {
-    std::env::var_os("VGGQ_SHARED").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared"))
+    std::env::var_os(SHARED_VARIABLE).map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared"))
 }
 
 /// The team's copy of CIFAR-10 (all 60,000 images as JPEG, ImageFolder layout) in [`shared_dir`]: the

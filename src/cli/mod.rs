@@ -49,7 +49,8 @@ enum Command {
     BenchTrain(bench_train::Args),
     /// Training images/s the data loader delivers (decode, resize, flip, normalise, batch).
     BenchLoader(bench_loader::Args),
-    /// What the CUDA probe finds here (driver, GPU, NVRTC, toolkit) and what `--device auto` chooses.
+    /// What the CUDA and wgpu probes find here (driver, GPU, NVRTC, toolkit; every wgpu adapter) and what
+    /// a `--device` request chooses.
     Device(device::Args),
 }
 

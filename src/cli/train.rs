@@ -56,7 +56,7 @@ pub struct Args {
     out: Option<PathBuf>,
     /// cubecl's autotune cache for a GPU run of a build with the `autotune` feature: the kernels it chose
     /// by timing, reused where it holds them (give a golden table's run's to replay its choices); a build
-    /// without it times nothing and leaves the folder empty. Default: `<out>/autotune`.
+    /// without it times nothing and neither creates nor reads the folder. Default: `<out>/autotune`.
     #[arg(long)]
     autotune_cache: Option<PathBuf>,
     /// Train from the start even when the outputs of an identical earlier run are in place, or the

@@ -34,6 +34,7 @@ enum Bench {
 /// come from `vggq train --epochs 0`: untrained, which their metadata says; calibration is still real).
 #[derive(clap::Args)]
 struct OnnxBench {
+    /// The run folder whose `.onnx` files are measured (those of FP32, static and dynamic INT8 it holds).
     #[arg(long, value_parser = crate::given_path)]
     run: PathBuf,
     /// Timed batches of 32 images per file, both sides, after 3 warm-up batches (`vggq eval` reads as
@@ -82,8 +83,10 @@ impl Shapes {
 /// What `bench train` measures and where.
 #[derive(clap::Args)]
 struct TrainShapes {
+    /// Which profile's model and image shapes both sides train and evaluate.
     #[arg(long, value_enum, default_value = "both")]
     shapes: Shapes,
+    /// Images per training step and per evaluation batch, both sides.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
     batch: usize,
     /// Seconds of measurement per figure and round, after warm-up.
@@ -92,7 +95,8 @@ struct TrainShapes {
     /// Rounds, each vggq's figures then PyTorch's.
     #[arg(long, default_value_t = DEFAULT_ROUNDS)]
     rounds: usize,
-    /// Where both run: `cpu` or `cuda` (`auto` measures vggq where it would train and PyTorch on the CPU).
+    /// Where both run: `cpu` or `cuda` (`auto` and `wgpu` measure vggq where they choose and PyTorch on
+    /// the CPU).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceRequest,
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use vggq_core::places::{shared_cifar10_jpeg, shared_dir, workspace_root, PYTHON_VARIABLE};
+use vggq_core::places::{shared_cifar10_jpeg, shared_dir, workspace_root, PYTHON_VARIABLE, SHARED_VARIABLE};
 use vggq_core::run_folder::{CHECKSUMS_FILE, MODEL_FILE};
 use vggq_core::{DeviceRequest, Init, Limits, ProfileName};
 use xshell::{cmd, Shell};
@@ -97,7 +97,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 
     let _python = sh.push_env(PYTHON_VARIABLE, &setup.python);
     let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &setup.onnxruntime.library);
-    let _shared = sh.push_env("VGGQ_SHARED", shared_dir());
+    let _shared = sh.push_env(SHARED_VARIABLE, shared_dir());
     let _golden = sh.push_env("VGGQ_GOLDEN_RUN", sh.current_dir().join(first));
     let _full_shape = sh.push_env("VGGQ_FULL_SHAPE_RUN", sh.current_dir().join(full_shape));
     // --release: the tests train a small VGG on real images, and release shares its build with `all`.
