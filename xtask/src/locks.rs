@@ -4,7 +4,10 @@
 //! version the SHA-256 of each of its wheels and source archives on PyPI's index: the same versions on
 //! every machine, and from any index or mirror only the files that were reviewed. `cargo xtask lock`
 //! writes them again after a pin changes (a lock whose pins and hashes stay keeps its file, date
-//! included); the tests check that each is PyPI's and still the closure of its roots.
+//! included); the tests check that each is PyPI's and still the closure of its roots, and that the
+//! venv's installs on each Python the venv is made with.
+
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -146,7 +149,20 @@ impl Lock {
             let hashes = pypi_hashes(sh, name, version)?;
             locked.push((pin, hashes));
         }
-        Ok(Resolved { what, pins: locked })
+        let mut resolved = Resolved { what, pins: locked };
+        if let Roots::Requirements(roots) = self.roots {
+            // A venv's lock, resolved on this Python, must install on the others the venv is made with.
+            let versions = python::INTEROP_PYTHONS;
+            resolved.what += &format!(
+                ", and checked to install on CPython {} there (a wheel of each pin among its hashes, and every \
+                 dependency those versions' markers ask for pinned)",
+                versions.join(", ")
+            );
+            let candidate = tempfile::NamedTempFile::new()?;
+            std::fs::write(candidate.path(), lock_text(self.purpose, "today", &resolved))?;
+            installs_on_each(sh, candidate.path(), roots, &versions)?;
+        }
+        Ok(resolved)
     }
 
     /// The roots, in words, for the header.
@@ -295,6 +311,48 @@ fn extra_requirements(requires_dist: &[String], extras: &[&str]) -> Vec<String> 
         })
         .map(|(requirement, _)| requirement.trim().to_string())
         .collect()
+}
+
+/// The script that walks a lock's dependencies with the markers of another Python (`installs_on`).
+const CLOSURE_SCRIPT: &str = "scripts/lock_closure.py";
+
+/// Whether the lock file `lock` installs on CPython `version` (`3.13`) on this system: pip finds a wheel of
+/// each pin for that version among the lock's hashes, and [`CLOSURE_SCRIPT`] finds everything `roots` (a
+/// requirements file) need there pinned. pip alone cannot say the second: it evaluates the markers it
+/// reads (`python_version >= "3.13"`) for the Python it runs on, whatever version it picks wheels for.
+fn installs_on(sh: &Shell, lock: &Path, roots: &str, version: &str) -> Result<()> {
+    let python = python::system_python();
+    let scratch = tempfile::tempdir()?;
+    let (report, target) = (scratch.path().join("report.json"), scratch.path().join("target"));
+    cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --no-deps --require-hashes --only-binary=:all: --python-version {version} --target {target} --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -r {lock}")
+        .env_remove("PIP_EXTRA_INDEX_URL")
+        .env_remove("PIP_FIND_LINKS")
+        .env_remove("PIP_NO_INDEX")
+        .run()
+        .with_context(|| format!("pip finds no wheel for CPython {version} among the lock's hashes of some pin"))?;
+    cmd!(sh, "{python} {CLOSURE_SCRIPT} {report} {roots} {version}")
+        .run()
+        .with_context(|| format!("the lock lacks what {roots} need on CPython {version}"))?;
+    Ok(())
+}
+
+/// [`installs_on`] for each of `versions` at once (each mostly waits on PyPI); the first that fails.
+fn installs_on_each(sh: &Shell, lock: &Path, roots: &str, versions: &[&str]) -> Result<()> {
+    let root = sh.current_dir();
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = versions
+            .iter()
+            .map(|version| {
+                let root = &root;
+                scope.spawn(move || {
+                    let sh = Shell::new()?;
+                    sh.change_dir(root);
+                    installs_on(&sh, lock, roots, version)
+                })
+            })
+            .collect();
+        checks.into_iter().try_for_each(|check| check.join().expect("a lock check panicked"))
+    })
 }
 
 /// The SHA-256 of every file of `name` `version` on PyPI's index, from its JSON form (with curl, which
@@ -563,6 +621,72 @@ mod tests {
         );
         let with_six: Vec<String> = pins.iter().cloned().chain(["six==1.16.0".to_string()]).collect();
         assert_ne!(closure(&sh, cuda, &with_six), with_six, "a pin nothing needs is not in the closure");
+    }
+
+    /// The closure script counts a dependency where the markers of the version it is given, and the
+    /// extras asked for, ask for it: here `a` needs `b>=2` on CPython 3.13 and later, and `c` with `[x]`.
+    #[test]
+    fn the_closure_follows_the_markers_of_the_version_given() {
+        let scratch = tempfile::tempdir().unwrap();
+        let package = |name: &str, version: &str, requires: &[&str]| serde_json::json!({"metadata": {"name": name, "version": version, "requires_dist": requires}});
+        let report = serde_json::json!({"install": [
+            package("a", "1.0", &["b>=2; python_version >= \"3.13\"", "c; extra == \"x\""]),
+            package("b", "1.0", &[]),
+        ]});
+        let report_path = scratch.path().join("report.json");
+        std::fs::write(&report_path, report.to_string()).unwrap();
+        let closure = |roots: &str, version: &str| {
+            let roots_path = scratch.path().join("roots.txt");
+            std::fs::write(&roots_path, format!("# the roots\n{roots}\n")).unwrap();
+            let output = std::process::Command::new(python::system_python())
+                .arg(workspace_root().join(CLOSURE_SCRIPT))
+                .args([&report_path, &roots_path])
+                .arg(version)
+                .output()
+                .expect("python3");
+            (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+        };
+        assert_eq!(closure("a==1.0", "3.12"), (true, "CPython 3.12: the 2 pins hold everything their roots need\n".into()));
+        assert_eq!(closure("a==1.0", "3.13"), (false, "CPython 3.13: b>=2 (for a==1.0): the lock pins b==1.0\n".into()));
+        assert_eq!(closure("a[x]==1.0", "3.12"), (false, "CPython 3.12: c (for a==1.0): the lock does not pin c\n".into()));
+        assert_eq!(closure("a==2.0", "3.12"), (false, "CPython 3.12: a==2.0 (for the roots): the lock pins a==1.0\n".into()));
+    }
+
+    /// The venv's lock installs on each Python it names, and a lock without a pin that a pin depends on
+    /// does not. Needs PyPI, as `cargo xtask setup` does.
+    #[test]
+    fn the_interop_lock_installs_on_each_python_it_names() {
+        let sh = shell();
+        let lock = workspace_root().join(python::INTEROP_LOCK);
+        // Jinja2 (PyTorch's) needs MarkupSafe, which none of the roots asks for itself.
+        let text = std::fs::read_to_string(&lock).unwrap();
+        let mut in_markupsafe = false;
+        let without: String = text
+            .lines()
+            .filter(|line| {
+                if !line.starts_with(' ') {
+                    in_markupsafe = line.to_lowercase().starts_with("markupsafe==");
+                }
+                !in_markupsafe
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(pins_in(&without).len() + 1, pins_in(&text).len(), "one pin, and its hashes, left out");
+        let without_path = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(without_path.path(), without).unwrap();
+        let newest = python::INTEROP_PYTHONS[python::INTEROP_PYTHONS.len() - 1];
+        // Beside the other checks: each mostly waits on PyPI.
+        let without_markupsafe = std::thread::scope(|scope| {
+            let check = scope.spawn(|| {
+                let sh = shell();
+                installs_on(&sh, without_path.path(), python::REQUIREMENTS, newest)
+            });
+            installs_on_each(&sh, &lock, python::REQUIREMENTS, &python::INTEROP_PYTHONS).unwrap();
+            check.join().unwrap()
+        });
+        let error = without_markupsafe.unwrap_err();
+        let expected = format!("the lock lacks what {} need on CPython {newest}", python::REQUIREMENTS);
+        assert!(format!("{error:#}").contains(&expected), "{error:#}");
     }
 
     /// The `name==version` pins of the lock at `path`, without their hashes.

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use vggq_core::places::cache_dir;
 use xshell::{cmd, Shell};
 
@@ -17,11 +17,17 @@ use crate::locks::requirement_lines;
 pub const REQUIREMENTS: &str = "scripts/requirements-interop.txt";
 /// [`REQUIREMENTS`] and everything they depend on, with hashes: what the venv installs.
 pub const INTEROP_LOCK: &str = "xtask/locks/interop.txt";
+/// The CPython versions (`major.minor`) [`INTEROP_LOCK`] installs on, on Linux x86-64: `cargo xtask lock`
+/// checks each (`Lock::resolve`), and the venv is made with no other.
+pub const INTEROP_PYTHONS: [&str; 4] = ["3.11", "3.12", "3.13", "3.14"];
+
+/// The environment variable naming the system's Python.
+const SYSTEM_PYTHON_VARIABLE: &str = "VGGQ_SYSTEM_PYTHON";
 
 /// The system's Python, which makes the venv and runs pip for the ONNX Runtime wheels:
 /// `$VGGQ_SYSTEM_PYTHON`, else `python3`.
 pub fn system_python() -> String {
-    std::env::var("VGGQ_SYSTEM_PYTHON").unwrap_or_else(|_| "python3".into())
+    std::env::var(SYSTEM_PYTHON_VARIABLE).unwrap_or_else(|_| "python3".into())
 }
 
 /// Creates the venv if its lock changed or it is incomplete; returns its python.
@@ -41,8 +47,19 @@ pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
             return Ok(python);
         }
     }
-    eprintln!("setting up the pinned Python venv in {} (PyTorch with its CUDA wheels: a few GB, once)", venv.display());
     let system_python = system_python();
+    let found = cmd!(sh, "{system_python} -c 'import sys; print(sys.implementation.name, \"%d.%d\" % sys.version_info[:2])'")
+        .quiet()
+        .read()
+        .with_context(|| format!("running {system_python}, which makes the venv (is python3 installed?)"))?;
+    if !INTEROP_PYTHONS.iter().any(|version| found == format!("cpython {version}")) {
+        bail!(
+            "{system_python} is {found}, and {INTEROP_LOCK} installs on CPython {} only: name one of them in \
+             {SYSTEM_PYTHON_VARIABLE} (`cargo xtask lock` checks the lock for each of them)",
+            INTEROP_PYTHONS.join(", ")
+        );
+    }
+    eprintln!("setting up the pinned Python venv in {} (PyTorch with its CUDA wheels: a few GB, once)", venv.display());
     cmd!(sh, "{system_python} -m venv --clear {venv}").run().context("creating the venv (is python3 with venv installed?)")?;
     cmd!(
         sh,
@@ -50,7 +67,7 @@ pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
     )
     .run()
     .with_context(|| {
-        format!("installing the locked Python packages (needs PyPI, and the system and Python {INTEROP_LOCK}'s header names)")
+        format!("installing the locked Python packages (needs PyPI, and Linux x86-64, which {INTEROP_LOCK} was checked for)")
     })?;
     cmd!(sh, "{python} -c 'import torch, torchvision, onnx, onnxruntime'").run().context("checking the venv")?;
     let version = interpreter().context("the venv's python does not run")?;

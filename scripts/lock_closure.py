@@ -1,0 +1,80 @@
+"""Whether a lock's pins hold everything its roots need on another CPython version.
+
+pip resolves a lock on the Python that runs it, and evaluates the `python_version` markers of what it
+reads against that Python even when asked for another (`--python-version` chooses the wheels, not the
+markers). So `cargo xtask lock` and its tests have pip pick each pin's wheel for the other version
+(`pip install --dry-run --no-deps --report REPORT -r LOCK`), and this script walks the dependencies from
+the roots with the markers evaluated for that version: every requirement that holds there must name a
+pinned package at a version it allows. Prints what is missing and exits 1, or prints one line.
+
+Usage: lock_closure.py REPORT ROOTS VERSION   (VERSION as `3.13`; ROOTS a requirements file)
+"""
+
+import json
+import sys
+
+try:
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+except ImportError:  # pip brings its own copy, where the system has none
+    from pip._vendor.packaging.markers import default_environment
+    from pip._vendor.packaging.requirements import Requirement
+    from pip._vendor.packaging.utils import canonicalize_name
+
+
+def missing(report, roots, version):
+    """What the roots need on CPython `version` that the pins in `report` do not give, in words."""
+    pinned = {}
+    for package in report["install"]:
+        metadata = package["metadata"]
+        pinned[canonicalize_name(metadata["name"])] = (metadata["version"], metadata.get("requires_dist") or [])
+    environment = dict(
+        default_environment(),
+        python_version=version,
+        python_full_version=version + ".0",
+        implementation_version=version + ".0",
+    )
+    problems = []
+    seen = set()
+    # (who needs it, the requirement, the extras it was asked for with): the roots first.
+    todo = [("the roots", Requirement(line), ()) for line in roots]
+    while todo:
+        needed_by, requirement, asked_extras = todo.pop()
+        extras = ("",) + tuple(asked_extras)
+        if requirement.marker and not any(requirement.marker.evaluate(dict(environment, extra=e)) for e in extras):
+            continue
+        name = canonicalize_name(requirement.name)
+        wanted = f"{name}{requirement.specifier} (for {needed_by})"
+        if name not in pinned:
+            problems.append(f"{wanted}: the lock does not pin {name}")
+            continue
+        version_pinned, requires_dist = pinned[name]
+        if not requirement.specifier.contains(version_pinned, prereleases=True):
+            problems.append(f"{wanted}: the lock pins {name}=={version_pinned}")
+        for extra in ("",) + tuple(sorted(requirement.extras)):
+            if (name, extra) in seen:
+                continue
+            seen.add((name, extra))
+            asked = (extra,) if extra else ()
+            todo.extend((f"{name}=={version_pinned}", Requirement(line), asked) for line in requires_dist)
+    return problems
+
+
+def main():
+    report_path, roots_path, version = sys.argv[1:]
+    with open(report_path) as report_file:
+        report = json.load(report_file)
+    with open(roots_path) as roots_file:
+        roots = [line.strip() for line in roots_file if line.strip() and not line.lstrip().startswith("#")]
+    # One line each, in the order found (a package several pins need is named once a pin).
+    problems = list(dict.fromkeys(missing(report, roots, version)))
+    for problem in problems:
+        print(f"CPython {version}: {problem}")
+    if problems:
+        sys.exit(1)
+    print(f"CPython {version}: the {len(report['install'])} pins hold everything their roots need")
+
+
+if __name__ == "__main__":
+    main()
