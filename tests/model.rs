@@ -44,7 +44,8 @@ fn pretrained_features_reproduce_pytorch() {
     let max_error: f32 = (actual - expected).abs().max().into_scalar();
     let relative = max_error / scale;
     println!("features: max abs error {max_error:e}, relative to max |output| {relative:e}");
-    assert!(relative <= 1e-4, "max relative error {relative:e} > 1e-4");
+    // Summation order alone (measured: 8.5e-7).
+    assert!(relative <= 1e-5, "max relative error {relative:e} > 1e-5");
 }
 
 #[test]

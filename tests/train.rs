@@ -1,7 +1,7 @@
 //! The smoke profile end to end through the library on the real images: CIFAR-10 (JPEG copy) -> split
-//! -> VGG11-BN with PyTorch's initialisation trained two epochs on the CPU -> the quantize flow in the
-//! settings the pipeline does not use (histogram calibration, QAT fine-tuning), each variant scored and
-//! written as a `.pth`. The FP32 model is the one `cargo xtask test`'s smoke run trained
+//! -> VGG11-BN with PyTorch's initialisation trained two epochs on the CPU -> the quantize flow with the
+//! QAT the pipeline does not run (fine-tuning the trained model), each variant scored and written as a
+//! `.pth`. The FP32 model is the one `cargo xtask test`'s smoke run trained
 //! (`VGGQ_GOLDEN_RUN`): training it here again gave the same bytes (the suite's reruns hold training to
 //! that on every core count) and took about 30 of its 130 s on 2 cores.
 
@@ -79,21 +79,21 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
     assert_eq!(scores.iter().map(|s| s.0).collect::<Vec<_>>(), Variant::all(QatMode::Finetune));
     let (_, fp32_val, fp32_test) = scores[0];
     assert_eq!((fp32_val, fp32_test), (last.val.accuracy, report.test.accuracy), "the flow scores the trained model");
-    // PTQ within what PyTorch's own quantization of such a model costs (dynamic: Linears only; measured
-    // here: +0.15 / +0.07 and -0.05 / -0.03 points); QAT fine-tuning an undertrained model for an epoch at a
-    // tenth of its learning rate trains it further (measured: +8.5 / +8.9), and must at least not lose.
-    for (variant, val, test, points) in
-        [(scores[1].0, scores[1].1, scores[1].2, 0.5), (scores[2].0, scores[2].1, scores[2].2, 1.0)]
-    {
+    // PTQ within what PyTorch's own quantization of such a model costs (measured here, val / test:
+    // dynamic, Linears only, -0.05 / +0.04 points; static -0.20 / +0.17).
+    for (variant, val, test) in [scores[1], scores[2]] {
         assert!(
-            (val - fp32_val).abs() <= points && (test - fp32_test).abs() <= points,
+            (val - fp32_val).abs() <= 0.5 && (test - fp32_test).abs() <= 0.5,
             "{variant:?}: val {val:.2} test {test:.2} vs fp32 {fp32_val:.2} {fp32_test:.2}"
         );
     }
+    // QAT fine-tuning the undertrained model for an epoch at a tenth of its learning rate trains it
+    // further: measured val 47.00 % and test 48.93 % (+2.20 / +3.51 points), as this CPU run gives on
+    // every machine; held to within half a point of them.
     let (_, qat_val, qat_test) = scores[3];
     assert!(
-        qat_val >= fp32_val && qat_test >= fp32_test,
-        "QAT finetune: val {qat_val:.2} test {qat_test:.2} vs fp32 {fp32_val:.2} {fp32_test:.2}"
+        (qat_val - 47.00).abs() <= 0.5 && (qat_test - 48.93).abs() <= 0.5,
+        "QAT finetune: val {qat_val:.2} test {qat_test:.2} (measured: 47.00 and 48.93; fp32 {fp32_val:.2} {fp32_test:.2})"
     );
 
     let dir = tempfile::tempdir().unwrap();

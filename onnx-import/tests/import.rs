@@ -5,7 +5,8 @@ use vggq_onnx_import::{fixture_config, fixture_model, fixture_onnx, imported, pa
 
 /// Set to rewrite the fixture from the current exporter instead of failing on a difference.
 const BLESS: &str = "VGGQ_BLESS";
-const MAX_RELATIVE_ERROR: f64 = 1e-4;
+/// Largest |ours - burn-import's| over the largest logit (measured: 4.4e-7, summation order).
+const MAX_RELATIVE_ERROR: f64 = 1e-5;
 
 #[test]
 fn committed_fixture_is_what_the_exporter_writes() {
@@ -32,5 +33,6 @@ fn burn_import_model_matches_our_logits() {
     assert_eq!(ours.len(), theirs.len());
     let scale = ours.iter().fold(0.0_f64, |m, v| m.max(f64::from(v.abs())));
     let error = ours.iter().zip(&theirs).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max) / scale;
+    println!("relative error {error:e}");
     assert!(error <= MAX_RELATIVE_ERROR, "relative error {error:e}");
 }

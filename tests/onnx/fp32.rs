@@ -4,8 +4,9 @@ use vggq::export::onnx::{self, Variant};
 
 use crate::util::*;
 
-/// Largest |ONNX - Burn| over the largest |Burn| logit: BN folding and summation order differ, little else.
-const MAX_RELATIVE_ERROR: f64 = 1e-4;
+/// Largest |ONNX - Burn| over the largest |Burn| logit: BN folding and summation order differ, little else
+/// (measured: 5.3e-7 at 32 px, 7.7e-7 at 128 px).
+const MAX_RELATIVE_ERROR: f64 = 1e-5;
 
 #[test]
 fn fp32_logits_equal_burns_forward() {
@@ -21,6 +22,7 @@ fn fp32_logits_equal_burns_forward() {
         let actual = session.run(&batch.images, batch.len()).unwrap();
         let scale = expected.iter().fold(0.0_f64, |m, v| m.max(f64::from(v.abs())));
         let error = actual.iter().zip(&expected).map(|(a, e)| f64::from((a - e).abs())).fold(0.0, f64::max) / scale;
+        println!("{side} px: relative error {error:e}");
         assert!(error <= MAX_RELATIVE_ERROR, "{side} px: relative error {error:e} (largest logit {scale})");
     }
 }

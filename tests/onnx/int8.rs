@@ -35,13 +35,18 @@ fn static_int8_agrees_with_the_burn_simulation_and_runs_as_integer_kernels() {
     let agreement = top1_agreement_within(&onnx_logits, &burn_logits, config.classes, one_output_step(&quantized));
     println!("top-1 agreement {agreement}");
     assert!(agreement >= MIN_AGREEMENT, "top-1 agreement {agreement}");
-    // Both sides hold logits on the output's uint8 grid: they may differ by a step where a rounding
-    // boundary falls between ORT's int32 bias and fbgemm's float one, rarely more.
+    // Both sides hold logits on the output's uint8 grid: they differ by a step where a rounding boundary
+    // falls between ORT's int32 bias and fbgemm's float one, rarely by two (measured: 563 of 2,560 logits
+    // differ, by 0.23 steps on average and 2 at most).
     let step = f64::from(quantized.classifier[2].output.expect("a static output layer").scale);
     let mean_steps = onnx_logits.iter().zip(&burn_logits).map(|(a, b)| f64::from((a - b).abs())).sum::<f64>()
         / step
         / onnx_logits.len() as f64;
-    assert!(mean_steps < 0.5, "mean difference {mean_steps} output steps");
+    let off = onnx_logits.iter().zip(&burn_logits).filter(|(a, b)| a != b).count();
+    let max_steps = onnx_logits.iter().zip(&burn_logits).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max) / step;
+    println!("mean difference {mean_steps} output steps, largest {max_steps}; {off} of {} logits differ", onnx_logits.len());
+    assert!(mean_steps < 0.3, "mean difference {mean_steps} output steps");
+    assert!(max_steps < 2.01, "largest difference {max_steps} output steps");
 }
 
 #[test]

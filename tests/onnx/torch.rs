@@ -14,7 +14,8 @@ use crate::util::*;
 
 const SIDE: usize = 32;
 const TEST_IMAGES: usize = 256;
-const MAX_RELATIVE_ERROR: f64 = 1e-4;
+/// FP32: largest |ONNX - PyTorch| over the largest logit (measured: 6.8e-7, summation order).
+const MAX_RELATIVE_ERROR: f64 = 1e-5;
 const MIN_AGREEMENT: f64 = 0.99;
 /// Static INT8: rows whose top-1 agrees with PyTorch's outright, near-ties on the output grid counted
 /// against (measured: 0.973 on the tiny model, 7 near-ties of 256 rows).
@@ -88,6 +89,7 @@ fn fp32_onnx_equals_pytorch_loaded_from_our_pth() {
     vggq_pth::write_file(&pth, &fp32_state_dict(&float).unwrap()).unwrap();
     let comparison = compare("fp32", &path, &pth, dir.path());
     let error = comparison.relative_error;
+    println!("relative error {error:e}");
     assert!(error <= MAX_RELATIVE_ERROR, "relative error {error:e}");
     assert_eq!(top1_agreement(&comparison.onnx, &comparison.torch, config.classes), 1.0);
 }
@@ -117,10 +119,18 @@ fn dynamic_int8_onnx_agrees_with_pytorch_quantize_dynamic() {
     }
     let strict = top1_agreement_within(&comparison.onnx, &comparison.torch, config.classes, 0.0);
     let agreement = top1_agreement_within(&comparison.onnx, &comparison.torch, config.classes, grid_effect);
-    println!("top-1 agreement {strict} exact, {agreement} within the grid effect {grid_effect:e}");
+    let largest = comparison.onnx.iter().zip(&comparison.torch).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    println!(
+        "top-1 agreement {strict} exact, {agreement} within the grid effect {grid_effect:e}; largest difference {largest:e}"
+    );
     assert!(agreement >= MIN_AGREEMENT, "top-1 agreement {agreement}");
-    // The tolerance only explains near-ties: most rows agree outright.
+    // The tolerance only explains near-ties: most rows agree outright (measured: 0.977).
     assert!(strict >= 0.95, "exact top-1 agreement {strict}");
+    // ORT's logits lie about as far from PyTorch's as the grids move the simulation's (measured: 1.42e-2
+    // and 1.38e-2); the grid effect is itself held near its measured size, so that a simulation gone
+    // wrong cannot widen the bound.
+    assert!(grid_effect < 2e-2, "grid effect {grid_effect:e}");
+    assert!(largest <= 1.25 * grid_effect, "largest logit difference {largest:e}, grid effect {grid_effect:e}");
 }
 
 #[test]

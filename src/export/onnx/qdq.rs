@@ -145,6 +145,7 @@ fn bias(
 
 #[cfg(test)]
 mod tests {
+    use super::super::proto::tensor_proto::DataType;
     use super::*;
 
     /// A `[2, 1]` per-channel weight with `scales`.
@@ -158,10 +159,30 @@ mod tests {
         }
     }
 
+    /// A bias is stored as int32 at the input's scale times its channel's weight scale (0.25 and 0.125
+    /// here), rounded half to even (-0.3125 / 0.125 = -2.5 -> -2), with zero points 0, and dequantized
+    /// along its channels.
     #[test]
     fn biases_are_int32_at_input_times_weight_scale() {
         let mut g = GraphBuilder::new();
-        assert!(bias(&mut g, "layer", &[0.75, -0.25], 0.5, &weight_with_scales([0.5, 0.25])).is_ok());
+        let output = bias(&mut g, "layer", &[0.75, -0.3125], 0.5, &weight_with_scales([0.5, 0.25])).unwrap();
+        let graph = g.finish("bias", 32, 10, Vec::new()).graph.unwrap();
+        let words = |name: &str, data_type: DataType| -> Vec<[u8; 4]> {
+            let tensor = graph.initializer.iter().find(|t| t.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(tensor.data_type, Some(data_type as i32), "{name}");
+            tensor.raw_data.as_ref().unwrap().chunks_exact(4).map(|word| word.try_into().unwrap()).collect()
+        };
+        let values: Vec<i32> = words("layer.bias_quantized", DataType::Int32).into_iter().map(i32::from_le_bytes).collect();
+        let scales: Vec<f32> = words("layer.bias_scale", DataType::Float).into_iter().map(f32::from_le_bytes).collect();
+        let zero_points: Vec<i32> = words("layer.bias_zero_point", DataType::Int32).into_iter().map(i32::from_le_bytes).collect();
+        assert_eq!(
+            (values.as_slice(), scales.as_slice(), zero_points.as_slice()),
+            (&[3, -2][..], &[0.25, 0.125][..], &[0, 0][..])
+        );
+        let node = graph.node.last().unwrap();
+        assert_eq!(node.op_type.as_deref(), Some("DequantizeLinear"));
+        assert_eq!(node.input, ["layer.bias_quantized", "layer.bias_scale", "layer.bias_zero_point"]);
+        assert_eq!((node.output.as_slice(), output.as_str()), (&["layer.bias".to_string()][..], "layer.bias"));
     }
 
     #[test]
