@@ -41,7 +41,7 @@ def missing(report, roots, version):
     todo = [("the roots", Requirement(line), ()) for line in roots]
     while todo:
         needed_by, requirement, asked_extras = todo.pop()
-        extras = ("",) + tuple(asked_extras)
+        extras = ("",) + asked_extras
         if requirement.marker and not any(requirement.marker.evaluate(dict(environment, extra=e)) for e in extras):
             continue
         name = canonicalize_name(requirement.name)

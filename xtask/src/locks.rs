@@ -256,16 +256,19 @@ fn pip_resolve(sh: &Shell, requirements: &[String], constraints: &[String]) -> R
     let report = scratch.path().join("report.json");
     let constraints_file = scratch.path().join("constraints.txt");
     sh.write_file(&constraints_file, constraints.iter().map(|pin| format!("{pin}\n")).collect::<String>())?;
-    cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --only-binary=:all: --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -c {constraints_file} {requirements...}")
-        .env_remove("PIP_EXTRA_INDEX_URL")
-        .env_remove("PIP_FIND_LINKS")
-        .env_remove("PIP_NO_INDEX")
+    on_pypi_only(cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --only-binary=:all: --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -c {constraints_file} {requirements...}"))
         .run()
         .with_context(|| {
             let pinned = if constraints.is_empty() { String::new() } else { format!(" with {} pins as constraints", constraints.len()) };
             format!("pip could not resolve {}{pinned} on PyPI", requirements.join(" "))
         })?;
     parse_report(&sh.read_file(&report)?)
+}
+
+/// `pip` (given `--index-url` [`PYPI_SIMPLE`]) without the settings that would add other indexes or
+/// folders, or take PyPI away: the files it finds are PyPI's, whose hashes the locks pin.
+fn on_pypi_only(pip: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
+    pip.env_remove("PIP_EXTRA_INDEX_URL").env_remove("PIP_FIND_LINKS").env_remove("PIP_NO_INDEX")
 }
 
 /// A [`Resolution`] from pip's installation report (`pip install --report`, format 1).
@@ -324,10 +327,7 @@ fn installs_on(sh: &Shell, lock: &Path, roots: &str, version: &str) -> Result<()
     let python = python::system_python();
     let scratch = tempfile::tempdir()?;
     let (report, target) = (scratch.path().join("report.json"), scratch.path().join("target"));
-    cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --no-deps --require-hashes --only-binary=:all: --python-version {version} --target {target} --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -r {lock}")
-        .env_remove("PIP_EXTRA_INDEX_URL")
-        .env_remove("PIP_FIND_LINKS")
-        .env_remove("PIP_NO_INDEX")
+    on_pypi_only(cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --no-deps --require-hashes --only-binary=:all: --python-version {version} --target {target} --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -r {lock}"))
         .run()
         .with_context(|| format!("pip finds no wheel for CPython {version} among the lock's hashes of some pin"))?;
     cmd!(sh, "{python} {CLOSURE_SCRIPT} {report} {roots} {version}")
