@@ -413,8 +413,7 @@ if [[ "$smoke_status" != 0 && "$smoke_status" != timeout && ! -e "$smoke.trained
     stage smoke-run-autotune 400 smoke_run "$smoke"
 fi
 cp "$smoke/$METRICS_FILE" "$smoke/$GOLDEN_TABLE_FILE" "$out/" 2>/dev/null
-cp "$smoke/$REPORT_FILE" "$keep/$SMOKE_RUN_PREFIX$REPORT_FILE" 2>/dev/null
-for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$CHECKSUMS_FILE"; do cp "$smoke/$file" "$keep/$SMOKE_RUN_PREFIX$file" 2>/dev/null; done
+for file in "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$CHECKSUMS_FILE" "$REPORT_FILE"; do cp "$smoke/$file" "$keep/$SMOKE_RUN_PREFIX$file" 2>/dev/null; done
 stage smoke-rerun 150 smoke_run "$work/smoke-rerun"
 for file in "$CHECKSUMS_FILE" "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$METRICS_FILE"; do
     cp "$work/smoke-rerun/$file" "$keep/$SMOKE_RERUN_PREFIX$file" 2>/dev/null
