@@ -7,12 +7,14 @@
 #      CUDA and CPU providers) and report, twice (with the same cubecl autotune cache where the build
 #      tunes), and compares the two packages' SHA256SUMS (the first run's table is
 #      golden/smoke-cuda.snap's source);
-#   3. measures burn-cuda training and evaluation beside PyTorch at the smoke and full shapes, the two
+#   3. checks one smoke training step against the CPU's, and the convolution CUDA trains with (an im2col
+#      GEMM) against Burn's conv2d (vggq device --check-step);
+#   4. measures burn-cuda training and evaluation beside PyTorch at the smoke and full shapes, the two
 #      alternating in rounds (vggq bench-train), PyTorch's matmuls and convolutions each at the
 #      arithmetic vggq's were measured to use;
-#   4. times the full profile's first training steps to project the whole run, and evaluates its four
+#   5. times the full profile's first training steps to project the whole run, and evaluates its four
 #      ONNX files at full size on ONNX Runtime's CUDA provider (the user's table; the CPU's where it fails);
-#   5. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
+#   6. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
 #      which must resume and end with the first smoke run's model;
 # and prints one table last, also written to $OUT/summary.txt (rewritten after every stage, with
 # results.tar.gz, so that a call the device tool stops at its limit still brings home the stages that
@@ -22,15 +24,15 @@
 # deadline leaves a stopped stage's grace period and the summary inside it) the rest are skipped.
 #
 # $OUT gets 7 files: device-check.log, summary.txt, bench.txt, golden_table.md, metrics.json,
-# full-metrics.json, and results.tar.gz with everything else (the probe, the smoke run's report.md, the
-# reports, both runs' SHA256SUMS and manifests, the autotune cache, the full steps' log, the resumed
-# training's logs). The summary and the archive are written beside their names and renamed, one at a
+# full-metrics.json, and results.tar.gz with everything else (the probe, the step check, the smoke
+# run's report.md, the reports, both runs' SHA256SUMS and manifests, the autotune cache, the full
+# steps' log, the resumed training's logs). The summary and the archive are written beside their names and renamed, one at a
 # time: a call stopped while one is written brings home the last whole one, and with the one being
 # written still no more than the 8 files the device tool brings back.
 #
 # Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
-# 150 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) | full steps and
-# full-size ONNX 120 | smoke resume 90 (one smoke training in two runs; last, so that the deadline
+# 150 | check step 60 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) |
+# full steps and full-size ONNX 120 | smoke resume 90 (one smoke training in two runs; last, so that the deadline
 # cuts it first); the deadline (default 570 s, the grace period and summary inside it) cuts the sum short. The first H200 check
 # (2026-11-30) found the first training step alone past 200 s: cubecl's autotune compiled every
 # candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
@@ -191,6 +193,12 @@ for line in open(stages):
 device = load(f"{keep}/device.json")
 if device:
     rows += [("device", device.get("reason")), ("precision", json.dumps(device.get("precision")))]
+checked = load(f"{keep}/check-step.json") or {}
+step = checked.get("step_agreement")
+if step:
+    rows.append(("step against the CPU", f"logits {step['logits']:.1e}, loss {step['loss']:.1e}, updates {step['update']:.1e} (at most, at {step['update_parameter']}), relative"))
+if checked.get("conv_agreement") is not None:
+    rows.append(("conv: GEMM against conv2d", f"{checked['conv_agreement']:.1e} (at most, forward and weight gradient, relative)"))
 bench = open(f"{out}/bench.txt").read().splitlines() if os.path.exists(f"{out}/bench.txt") else []
 # vggq bench-train's summary lines: "<profile>: summary <figure>: vggq M [..] | torch M [..] | ratio Rx [..] (...)",
 # a block after every round: the last of each figure covers the most rounds (a bench stopped at its cap
@@ -418,6 +426,14 @@ stage smoke-rerun 150 smoke_run "$work/smoke-rerun"
 for file in "$CHECKSUMS_FILE" "$TRAIN_REPORT_FILE" "$QUANT_REPORT_FILE" "$MANIFEST_FILE" "$METRICS_FILE"; do
     cp "$work/smoke-rerun/$file" "$keep/$SMOKE_RERUN_PREFIX$file" 2>/dev/null
 done
+
+# One smoke training step against the CPU's, and the convolution as an im2col GEMM (what CUDA trains
+# with: TF32 on tensor cores) against Burn's conv2d (FP32) on the GPU (`vggq device --check-step`): how
+# far the GPU's arithmetic moves a step, and where a smoke run failed, a first look at why.
+check_step() {
+    "$vggq" device --device "$device" --json --check-step > "$keep/check-step.json"
+}
+stage check-step 60 check_step
 
 : > "$out/bench.txt"
 bench() {  # profile, shape flags...

@@ -5,6 +5,7 @@
 
 pub mod autotune;
 mod block_reuse;
+pub mod conv_agreement;
 mod cuda_probe;
 pub mod precision;
 mod selection;

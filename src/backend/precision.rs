@@ -1,12 +1,13 @@
 //! The precision the backend's matmuls and convolutions compute in, measured rather than assumed: on
 //! NVIDIA's tensor cores burn-cuda may multiply f32 tensors as TF32 (10 mantissa bits), and its
 //! autotuner picks kernels per shape. Each probe runs at a shape of the run (the first conv, the first
-//! Linear) on inputs whose exact result needs more than TF32's mantissa: `1 + 2^-11` against `-1`, so
+//! Linear), through the operations the model calls, on inputs whose exact result needs more than TF32's mantissa: `1 + 2^-11` against `-1`, so
 //! that every partial sum stays small and exact in FP32 while TF32 rounds the `2^-11` away.
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::model::kernels::{self, VggBackend};
 use crate::model::VggConfig;
 
 /// `1 + 2^-11`: exact in FP32, `1` in TF32.
@@ -30,7 +31,7 @@ pub struct Precision {
 }
 
 /// Measures the arithmetic of `B` at `config`'s first conv and first Linear with `batch` images.
-pub fn measure<B: Backend>(config: &VggConfig, batch: usize, device: &B::Device) -> Precision {
+pub fn measure<B: VggBackend>(config: &VggConfig, batch: usize, device: &B::Device) -> Precision {
     Precision { matmul: matmul::<B>(config, batch, device), conv: conv::<B>(config, batch, device) }
 }
 
@@ -57,8 +58,7 @@ fn matmul<B: Backend>(config: &VggConfig, batch: usize, device: &B::Device) -> A
 
 /// The first conv (3 -> width channels, 3x3, padding 1) on images whose channels are `1 + 2^-11`, `-1`,
 /// `1 + 2^-11` against all-one weights: an inner pixel is `9 * (1 + 2^-10)` in FP32, 9 in TF32.
-fn conv<B: Backend>(config: &VggConfig, batch: usize, device: &B::Device) -> Arithmetic {
-    use burn::tensor::module::conv2d;
+fn conv<B: VggBackend>(config: &VggConfig, batch: usize, device: &B::Device) -> Arithmetic {
     let side = config.input_size;
     let channels = [BEYOND_TF32, -1.0, BEYOND_TF32];
     let image: Vec<f32> = channels.iter().flat_map(|&c| std::iter::repeat_n(c, side * side)).collect();
@@ -68,7 +68,7 @@ fn conv<B: Backend>(config: &VggConfig, batch: usize, device: &B::Device) -> Ari
         _ => 64 / config.width_divisor,
     };
     let weights = Tensor::<B, 4>::ones([out_channels, 3, 3, 3], device);
-    let output = conv2d(images, weights, None, crate::model::kernels::composed::conv3x3_options());
+    let output = kernels::conv3x3(images, weights, Tensor::zeros([out_channels], device));
     let inner = side / 2;
     let value = crate::host_reads::values(output.slice([0..1, 0..1, inner..inner + 1, inner..inner + 1]).reshape([1]))[0];
     classify(value, 9.0 * (1.0 + 1.0 / 1024.0), 9.0)

@@ -1,9 +1,11 @@
 //! `vggq device`: what the CUDA and wgpu probes find on this machine (every adapter wgpu sees), what a
 //! `--device` request chooses, the arithmetic that backend's matmuls and convolutions compute in at
-//! the seed's shapes, and how closely its training step follows the CPU's.
+//! the seed's shapes, how closely its training step follows the CPU's, and how closely its two ways of
+//! computing a convolution agree.
 
 use anyhow::Result;
 use serde::Serialize;
+use vggq::backend::conv_agreement;
 use vggq::backend::precision::{self, Precision};
 use vggq::backend::step_agreement::{self, StepAgreement};
 use vggq::backend::{self, DeviceRequest, OnBackend, Selection, WgpuProbe};
@@ -25,7 +27,9 @@ pub struct Args {
     /// Also train one step of the smoke model on the chosen backend and on the CPU, from the same
     /// weights on the same batch (dropout off), and print how far the logits, the loss and the
     /// parameters' updates differ, relative to the CPU's (on lavapipe, which computes in FP32: 2.8e-6,
-    /// 0 and 2.4e-4; more where a GPU multiplies in TF32).
+    /// 0 and 2.4e-4; more where a GPU multiplies in TF32), and how far the backend's im2col GEMM
+    /// convolution is from Burn's `conv2d`, forward and for the weights' gradient (the one CUDA trains
+    /// with against the one wgpu does; on lavapipe 2e-7).
     #[arg(long)]
     check_step: bool,
 }
@@ -36,6 +40,8 @@ struct Findings {
     selection: Selection,
     precision: Option<Precision>,
     step_agreement: Option<StepAgreement>,
+    /// `conv_agreement::measure`'s relative difference, with the step.
+    conv_agreement: Option<f64>,
     /// Where this machine keeps the GPU kernels it compiled.
     kernel_cache: std::path::PathBuf,
 }
@@ -53,10 +59,10 @@ impl OnBackend for Measure {
 struct CheckStep;
 
 impl OnBackend for CheckStep {
-    type Output = StepAgreement;
+    type Output = (StepAgreement, f64);
 
-    fn run<B: TrainingBackend>(self, device: &B::Device) -> StepAgreement {
-        step_agreement::measure::<B>(device)
+    fn run<B: TrainingBackend>(self, device: &B::Device) -> (StepAgreement, f64) {
+        (step_agreement::measure::<B>(device), conv_agreement::measure::<B::InnerBackend>(device))
     }
 }
 
@@ -66,7 +72,13 @@ pub fn run(args: Args) -> Result<()> {
     // The adapters are listed whatever was chosen.
     let wgpu = selection.wgpu.get_or_insert_with(WgpuProbe::run).clone();
     let precision = if args.precision { Some(selection.backend.run(Measure)?) } else { None };
-    let step_agreement = if args.check_step { Some(selection.backend.run(CheckStep)?) } else { None };
+    let (step_agreement, conv_agreement) = match args.check_step {
+        true => {
+            let (step, conv) = selection.backend.run(CheckStep)?;
+            (Some(step), Some(conv))
+        }
+        false => (None, None),
+    };
     if args.json {
         println!(
             "{}",
@@ -74,6 +86,7 @@ pub fn run(args: Args) -> Result<()> {
                 selection,
                 precision,
                 step_agreement,
+                conv_agreement,
                 kernel_cache: backend::autotune::kernel_cache()
             })?
         );
@@ -96,6 +109,9 @@ pub fn run(args: Args) -> Result<()> {
                 "one training step against the CPU's, relative: logits {:.1e}, loss {:.1e}, updates {:.1e} (at most, at {}), conv biases moved {:.1e} (rounding alone)",
                 step.logits, step.loss, step.update, step.update_parameter, step.conv_bias_update
             );
+        }
+        if let Some(difference) = conv_agreement {
+            println!("convolution as im2col GEMM against Burn's conv2d, relative: {difference:.1e} (at most, forward and weight gradient)");
         }
     }
     Ok(())

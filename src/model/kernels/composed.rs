@@ -5,16 +5,83 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::module::{conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, FloatTensor, IntTensor};
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::{ConvOptions, FloatTensor, IntTensor, PadMode};
 use burn::tensor::{Scalar, Shape, TensorMetadata};
 
 use super::{primitive, tensor, BatchNormed, FakeQuantization, FakeQuantized, Observed, SgdStep};
 use crate::model::BATCH_NORM_EPS;
 use crate::quant::qparams::device_qparams;
 
+/// Burn's convolution: the reference the CPU kernels are tested against.
 pub fn conv3x3<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
-    primitive(conv2d(tensor::<B, 4>(x), tensor(weight), Some(tensor(bias)), conv3x3_options()))
+    conv3x3_by::<B>(Conv3x3Algorithm::BurnConv2d, x, weight, Some(bias))
+}
+
+/// How a CubeCL backend computes VGG's 3x3 convolutions, forward and backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conv3x3Algorithm {
+    /// Burn's `conv2d` and its weight gradient: in a build without autotune, burn-cubecl's direct
+    /// kernels (a thread per output value, FP32); with autotune, the fastest of its kernels.
+    BurnConv2d,
+    /// The input's im2col ([`im2col3x3`]) times the weights, one Burn matmul per convolution and per
+    /// gradient: cubecl's default matmul, on tensor cores where the GPU has them.
+    Im2colGemm,
+}
+
+/// [`conv3x3`] computed by `algorithm`, the bias optional (an input's gradient has none).
+pub fn conv3x3_by<B: Backend>(
+    algorithm: Conv3x3Algorithm,
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+) -> FloatTensor<B> {
+    match algorithm {
+        Conv3x3Algorithm::BurnConv2d => B::conv2d(x, weight, bias, conv3x3_options()),
+        Conv3x3Algorithm::Im2colGemm => {
+            let x = tensor::<B, 4>(x);
+            let [n, _, h, w] = x.dims();
+            let weight = tensor::<B, 4>(weight);
+            let [o, c, _, _] = weight.dims();
+            let product = weight.reshape([o, c * 9]).matmul(im2col3x3(x));
+            let product = match bias {
+                Some(bias) => product + tensor::<B, 1>(bias).reshape([o, 1]),
+                None => product,
+            };
+            primitive(product.reshape([o, n, h, w]).swap_dims(0, 1))
+        }
+    }
+}
+
+/// The gradient of [`conv3x3`]'s weights `[O, C, 3, 3]` for its input `x` and output gradient `grad`,
+/// computed by `algorithm`: as an im2col GEMM, one matrix product over every image's positions.
+pub fn conv3x3_weight_gradient_by<B: Backend>(
+    algorithm: Conv3x3Algorithm,
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    match algorithm {
+        Conv3x3Algorithm::BurnConv2d => B::conv2d_weight_backward(x, weight, grad, conv3x3_options()),
+        Conv3x3Algorithm::Im2colGemm => {
+            let [o, c, _, _] = weight.shape().dims();
+            let grad = tensor::<B, 4>(grad);
+            let [n, _, h, w] = grad.dims();
+            let grad = grad.swap_dims(0, 1).reshape([o, n * h * w]);
+            primitive(grad.matmul(im2col3x3(tensor(x)).transpose()).reshape([o, c, 3, 3]))
+        }
+    }
+}
+
+/// im2col of a 3x3 convolution's input `[N, C, H, W]` (stride 1, padding 1) as `[C * 9, N * H * W]`: row
+/// `9 * c + 3 * ky + kx` holds channel `c` shifted by `(ky - 1, kx - 1)`, zero outside the image, the
+/// order of the weights `[O, C, 3, 3]` flattened to `[O, C * 9]`. Burn's `unfold4d` would be a
+/// convolution with one-hot weights; nine slices of the padded input are copies.
+fn im2col3x3<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
+    let [n, c, h, w] = x.dims();
+    let padded = x.swap_dims(0, 1).pad([(0, 0), (0, 0), (1, 1), (1, 1)], PadMode::Constant(0.0));
+    let taps = (0..9).map(|tap| padded.clone().slice([0..c, 0..n, tap / 3..tap / 3 + h, tap % 3..tap % 3 + w])).collect();
+    Tensor::stack::<5>(taps, 1).reshape([c * 9, n * h * w])
 }
 
 /// VGG's convolution: stride 1, padding 1, no dilation, one group.

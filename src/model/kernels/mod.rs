@@ -7,7 +7,8 @@
 //!   them backward passes of our own;
 //! - on the GPU backends (`Cuda`, `Wgpu` and their `Autodiff`) they are Burn's own operations composed
 //!   ([`composed`]), so cubecl keeps its kernels and autodiff its backward passes, but for the
-//!   convolution's input gradient ([`cubecl_autodiff`]).
+//!   convolution, computed as each backend's [`composed::Conv3x3Algorithm`] says, forward and backward
+//!   ([`cubecl_autodiff`]).
 
 pub mod composed;
 mod cpu;
@@ -286,18 +287,38 @@ pub fn sgd_step<B: VggBackend, const D: usize>(
 mod cubecl_backends {
     use burn::backend::Autodiff;
 
+    use super::composed::Conv3x3Algorithm;
     use super::{composed, cubecl_autodiff, BatchNormed, FloatTensor, VggBackend};
 
     /// A backend whose VGG operations are Burn's composed ones, its autodiff convolution
     /// [`cubecl_autodiff`]'s: burn-cuda and burn-wgpu.
-    pub trait ComposedBackend: burn::tensor::backend::Backend {}
+    pub trait ComposedBackend: burn::tensor::backend::Backend {
+        /// How its 3x3 convolutions are computed: one choice per backend and build, never timed, so that
+        /// every run on a GPU computes them alike.
+        const CONV3X3: Conv3x3Algorithm;
+    }
 
+    /// CUDA: an im2col GEMM on cubecl's default matmul, which multiplies on tensor cores (TF32 for f32,
+    /// as PyTorch's cuDNN convolutions do by default), where burn-cubecl's direct kernel computes each
+    /// output value in one thread, in FP32 and without reuse; the convolutions are 4.9 of the 5.0 GFLOP
+    /// of a 128 px image's forward pass. Chosen by that, not yet timed on a GPU (the device check's
+    /// benchmarks will). With autotune, Burn's `conv2d` times its own kernels (direct, im2col, implicit
+    /// GEMM) instead.
     #[cfg(feature = "cuda")]
-    impl ComposedBackend for burn::backend::Cuda {}
-    #[cfg(feature = "wgpu")]
-    impl ComposedBackend for burn::backend::Wgpu {}
+    impl ComposedBackend for burn::backend::Cuda {
+        const CONV3X3: Conv3x3Algorithm =
+            if cfg!(feature = "autotune") { Conv3x3Algorithm::BurnConv2d } else { Conv3x3Algorithm::Im2colGemm };
+    }
 
-    /// `$conv3x3` is the convolution: Burn's, or on autodiff ours with its own backward pass.
+    /// wgpu: Burn's `conv2d`. On lavapipe (no tensor cores; cubecl's matmul then runs its per-thread
+    /// kernel) the direct kernel trains the smoke shapes at 35.6 img/s, the im2col GEMM at 23.1
+    /// (`vggq bench-train --device wgpu --profile smoke --seconds 10 --rounds 1`, 2-core EPYC).
+    #[cfg(feature = "wgpu")]
+    impl ComposedBackend for burn::backend::Wgpu {
+        const CONV3X3: Conv3x3Algorithm = Conv3x3Algorithm::BurnConv2d;
+    }
+
+    /// `$conv3x3` is the convolution: the backend's algorithm, on autodiff with our backward pass.
     macro_rules! composed_ops {
         ($conv3x3:expr) => {
             fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -323,10 +344,10 @@ mod cubecl_backends {
     }
 
     impl<B: ComposedBackend> VggBackend for B {
-        composed_ops!(composed::conv3x3::<Self>);
+        composed_ops!(|x, weight, bias| composed::conv3x3_by::<Self>(B::CONV3X3, x, weight, Some(bias)));
     }
 
     impl<B: ComposedBackend> VggBackend for Autodiff<B> {
-        composed_ops!(cubecl_autodiff::conv3x3::<B>);
+        composed_ops!(|x, weight, bias| cubecl_autodiff::conv3x3::<B>(B::CONV3X3, x, weight, bias));
     }
 }

@@ -60,12 +60,40 @@ fn conv3x3_agrees([n, c, h, w]: [usize; 4], o: usize) {
     );
 }
 
+/// Shapes with odd channel counts, planes as small as the smoke profile's last ones, and a single row.
+const CONV3X3_SHAPES: [([usize; 4], usize); 3] = [([3, 5, 6, 8], 7), ([2, 3, 2, 2], 4), ([2, 3, 1, 3], 4)];
+
 #[test]
 fn conv3x3_and_its_gradients_are_burns() {
-    conv3x3_agrees([3, 5, 6, 8], 7);
-    // Planes as small as the smoke profile's last ones, and a single row.
-    conv3x3_agrees([2, 3, 2, 2], 4);
-    conv3x3_agrees([2, 3, 1, 3], 4);
+    for (shape, outputs) in CONV3X3_SHAPES {
+        conv3x3_agrees(shape, outputs);
+    }
+}
+
+/// The GPU backends' convolution by each algorithm, with our backward pass (the input's gradient a
+/// forward convolution), on burn-flex against Burn's convolution and its autodiff.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+#[test]
+fn the_gpu_convolution_and_its_gradients_are_burns_by_each_algorithm() {
+    use super::composed::Conv3x3Algorithm;
+    for algorithm in [Conv3x3Algorithm::BurnConv2d, Conv3x3Algorithm::Im2colGemm] {
+        for ([n, c, h, w], o) in CONV3X3_SHAPES {
+            let (x, weight, bias) = (random([n, c, h, w], 1), random([o, c, 3, 3], 2), random([1, o, 1, 1], 3));
+            agrees(
+                [x, weight, bias],
+                random([n, o, h, w], 4),
+                |t| {
+                    tensor(super::cubecl_autodiff::conv3x3::<Flex>(
+                        algorithm,
+                        primitive(t[0].clone()),
+                        primitive(t[1].clone()),
+                        primitive(flat(&t[2])),
+                    ))
+                },
+                |t| tensor(composed::conv3x3::<AD>(primitive(t[0].clone()), primitive(t[1].clone()), primitive(flat(&t[2])))),
+            );
+        }
+    }
 }
 
 /// An image whose im2col outgrows `IM2COL_BUDGET` goes in bands of rows (45 and then 3 here), each
