@@ -29,7 +29,7 @@ pub struct Args {
     /// parameters' updates differ, relative to the CPU's (on lavapipe, which computes in FP32: 2.8e-6,
     /// 0 and 2.4e-4; more where a GPU multiplies in TF32), and how far the backend's im2col GEMM
     /// convolution is from Burn's `conv2d`, forward and for the weights' gradient (the one CUDA trains
-    /// with against the one wgpu does; on lavapipe 2e-7).
+    /// with against the one wgpu does; on lavapipe 6.7e-6).
     #[arg(long)]
     check_step: bool,
 }

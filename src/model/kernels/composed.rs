@@ -24,8 +24,9 @@ pub enum Conv3x3Algorithm {
     /// Burn's `conv2d` and its weight gradient: in a build without autotune, burn-cubecl's direct
     /// kernels (a thread per output value, FP32); with autotune, the fastest of its kernels.
     BurnConv2d,
-    /// The input's im2col ([`im2col3x3`]) times the weights, one Burn matmul per convolution and per
-    /// gradient: cubecl's default matmul, on tensor cores where the GPU has them.
+    /// The input's im2col ([`im2col3x3`]) times the weights, Burn's matmul batched over groups of images,
+    /// for the convolution and each gradient: cubecl's default matmul, on tensor cores where the GPU has
+    /// them.
     Im2colGemm,
 }
 
@@ -43,18 +44,22 @@ pub fn conv3x3_by<B: Backend>(
             let [n, _, h, w] = x.dims();
             let weight = tensor::<B, 4>(weight);
             let [o, c, _, _] = weight.dims();
-            let product = weight.reshape([o, c * 9]).matmul(im2col3x3(x));
+            let images = images_per_product(n, h * w);
+            let product = weight.reshape([1, o, c * 9]).matmul(grouped(im2col3x3(x), images));
             let product = match bias {
-                Some(bias) => product + tensor::<B, 1>(bias).reshape([o, 1]),
+                Some(bias) => product + tensor::<B, 1>(bias).reshape([1, o, 1]),
                 None => product,
             };
-            primitive(product.reshape([o, n, h, w]).swap_dims(0, 1))
+            primitive(ungrouped(product, images).reshape([n, o, h, w]))
         }
     }
 }
 
 /// The gradient of [`conv3x3`]'s weights `[O, C, 3, 3]` for its input `x` and output gradient `grad`,
-/// computed by `algorithm`: as an im2col GEMM, one matrix product over every image's positions.
+/// computed by `algorithm`: as an im2col GEMM, one matrix product per group of images
+/// ([`images_per_product`]), the groups' products summed along their axis, in a fixed order. One
+/// product over the whole batch would be one reduction of `N * H * W` for the first convolutions' few
+/// outputs (64 x 27 at 128 px), which leaves most of a GPU idle.
 pub fn conv3x3_weight_gradient_by<B: Backend>(
     algorithm: Conv3x3Algorithm,
     x: FloatTensor<B>,
@@ -67,21 +72,56 @@ pub fn conv3x3_weight_gradient_by<B: Backend>(
             let [o, c, _, _] = weight.shape().dims();
             let grad = tensor::<B, 4>(grad);
             let [n, _, h, w] = grad.dims();
-            let grad = grad.swap_dims(0, 1).reshape([o, n * h * w]);
-            primitive(grad.matmul(im2col3x3(tensor(x)).transpose()).reshape([o, c, 3, 3]))
+            let images = images_per_product(n, h * w);
+            let grad = grouped(grad.reshape([n, o, h * w]), images);
+            let per_group = grad.matmul(grouped(im2col3x3(tensor(x)), images).swap_dims(1, 2));
+            primitive(per_group.sum_dim(0).reshape([o, c, 3, 3]))
         }
     }
 }
 
-/// im2col of a 3x3 convolution's input `[N, C, H, W]` (stride 1, padding 1) as `[C * 9, N * H * W]`: row
-/// `9 * c + 3 * ky + kx` holds channel `c` shifted by `(ky - 1, kx - 1)`, zero outside the image, the
-/// order of the weights `[O, C, 3, 3]` flattened to `[O, C * 9]`. Burn's `unfold4d` would be a
-/// convolution with one-hot weights; nine slices of the padded input are copies.
-fn im2col3x3<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 2> {
+/// Positions (images times their pixels) an im2col GEMM's product covers at least, where the batch has
+/// them: few enough that the first convolutions' weight gradients split into products across a GPU's
+/// cores, enough that the last ones' (8 x 8 pixels at 128 px, 2 x 2 in the smoke profile) fill its
+/// matmul tiles.
+const POSITIONS_PER_PRODUCT: usize = 8192;
+
+/// The images each of an im2col GEMM's products takes for `n` images of `plane` pixels: the most that
+/// divides `n` without passing [`POSITIONS_PER_PRODUCT`] (one where an image alone passes it). It follows
+/// the shapes alone, so every machine sums alike.
+fn images_per_product(n: usize, plane: usize) -> usize {
+    let most = (POSITIONS_PER_PRODUCT / plane).clamp(1, n);
+    (1..=most).rev().find(|images| n.is_multiple_of(*images)).unwrap_or(1)
+}
+
+/// `[N, R, P]` as `[N / images, R, images * P]`: each group's images side by side along the positions.
+fn grouped<B: Backend>(t: Tensor<B, 3>, images: usize) -> Tensor<B, 3> {
+    let [n, rows, positions] = t.dims();
+    if images == 1 {
+        return t;
+    }
+    t.reshape([n / images, images, rows, positions]).swap_dims(1, 2).reshape([n / images, rows, images * positions])
+}
+
+/// [`grouped`] undone.
+fn ungrouped<B: Backend>(t: Tensor<B, 3>, images: usize) -> Tensor<B, 3> {
+    let [groups, rows, positions] = t.dims();
+    if images == 1 {
+        return t;
+    }
+    let positions = positions / images;
+    t.reshape([groups, rows, images, positions]).swap_dims(1, 2).reshape([groups * images, rows, positions])
+}
+
+/// im2col of a 3x3 convolution's input `[N, C, H, W]` (stride 1, padding 1) as `[N, C * 9, H * W]`: row
+/// `9 * c + 3 * ky + kx` of an image holds its channel `c` shifted by `(ky - 1, kx - 1)`, zero outside
+/// the image, the order of the weights `[O, C, 3, 3]` flattened to `[O, C * 9]`. Burn's `unfold4d` would
+/// be a convolution with one-hot weights; nine slices of the padded input are copies.
+fn im2col3x3<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     let [n, c, h, w] = x.dims();
-    let padded = x.swap_dims(0, 1).pad([(0, 0), (0, 0), (1, 1), (1, 1)], PadMode::Constant(0.0));
-    let taps = (0..9).map(|tap| padded.clone().slice([0..c, 0..n, tap / 3..tap / 3 + h, tap % 3..tap % 3 + w])).collect();
-    Tensor::stack::<5>(taps, 1).reshape([c * 9, n * h * w])
+    let padded = x.pad([(0, 0), (0, 0), (1, 1), (1, 1)], PadMode::Constant(0.0));
+    let taps = (0..9).map(|tap| padded.clone().slice([0..n, 0..c, tap / 3..tap / 3 + h, tap % 3..tap % 3 + w])).collect();
+    Tensor::stack::<5>(taps, 2).reshape([n, c * 9, h * w])
 }
 
 /// VGG's convolution: stride 1, padding 1, no dilation, one group.
@@ -235,4 +275,18 @@ fn per_sample<B: Backend>(per_channel: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
 fn channel_mean<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [_, c, h, w] = x.dims();
     x.mean_dim(0).reshape([c, h * w]).mean_dim(1).reshape([1, c, 1, 1])
+}
+
+#[cfg(test)]
+mod tests {
+    /// The products' images at the full profile's planes for a batch of 32 (128 x 128 down to 8 x 8),
+    /// the smoke profile's smallest, and batches that 8 does not divide.
+    #[test]
+    fn images_per_product_follows_the_shapes() {
+        let cases =
+            [((32, 16384), 1), ((32, 4096), 2), ((32, 1024), 8), ((32, 64), 32), ((32, 4), 32), ((30, 1024), 6), ((7, 2048), 1)];
+        for ((n, plane), images) in cases {
+            assert_eq!(super::images_per_product(n, plane), images, "{n} images of {plane} pixels");
+        }
+    }
 }

@@ -311,7 +311,7 @@ mod cubecl_backends {
     }
 
     /// wgpu: Burn's `conv2d`. On lavapipe (no tensor cores; cubecl's matmul then runs its per-thread
-    /// kernel) the direct kernel trains the smoke shapes at 35.6 img/s, the im2col GEMM at 23.1
+    /// kernel) the direct kernel trains the smoke shapes at 35.6 img/s, the im2col GEMM at 17.4
     /// (`vggq bench-train --device wgpu --profile smoke --seconds 10 --rounds 1`, 2-core EPYC).
     #[cfg(feature = "wgpu")]
     impl ComposedBackend for burn::backend::Wgpu {

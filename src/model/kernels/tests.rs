@@ -76,8 +76,11 @@ fn conv3x3_and_its_gradients_are_burns() {
 #[test]
 fn the_gpu_convolution_and_its_gradients_are_burns_by_each_algorithm() {
     use super::composed::Conv3x3Algorithm;
+    // Besides the kernels' shapes (all one product over the batch in the GEMM), an image per product
+    // (96 x 96 passes the positions a product takes) and two products of three images.
+    let shapes = CONV3X3_SHAPES.into_iter().chain([([3, 2, 96, 96], 3), ([6, 2, 32, 64], 3)]);
     for algorithm in [Conv3x3Algorithm::BurnConv2d, Conv3x3Algorithm::Im2colGemm] {
-        for ([n, c, h, w], o) in CONV3X3_SHAPES {
+        for ([n, c, h, w], o) in shapes.clone() {
             let (x, weight, bias) = (random([n, c, h, w], 1), random([o, c, 3, 3], 2), random([1, o, 1, 1], 3));
             agrees(
                 [x, weight, bias],
