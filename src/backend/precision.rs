@@ -1,8 +1,9 @@
 //! The precision the backend's matmuls and convolutions compute in, measured rather than assumed: on
 //! NVIDIA's tensor cores burn-cuda may multiply f32 tensors as TF32 (10 mantissa bits), and its
 //! autotuner picks kernels per shape. Each probe runs at a shape of the run (the first conv, the first
-//! Linear), through the operations the model calls, on inputs whose exact result needs more than TF32's mantissa: `1 + 2^-11` against `-1`, so
-//! that every partial sum stays small and exact in FP32 while TF32 rounds the `2^-11` away.
+//! Linear), through the operations the model calls, on inputs whose exact result needs more than TF32's
+//! mantissa: `1 + 2^-11` against `-1`, so that every partial sum stays small and exact in FP32 while
+//! TF32 rounds the `2^-11` away.
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -80,10 +80,10 @@ pub fn conv3x3_weight_gradient_by<B: Backend>(
     }
 }
 
-/// Positions (images times their pixels) an im2col GEMM's product covers at least, where the batch has
-/// them: few enough that the first convolutions' weight gradients split into products across a GPU's
-/// cores, enough that the last ones' (8 x 8 pixels at 128 px, 2 x 2 in the smoke profile) fill its
-/// matmul tiles.
+/// Positions (images times their pixels) an im2col GEMM's product takes at most, unless one image alone
+/// has more: few enough that the first convolutions' weight gradients split into products across a
+/// GPU's cores, enough that the last ones' products (8 x 8 pixels an image at 128 px, 2 x 2 in the smoke
+/// profile) fill its matmul tiles.
 const POSITIONS_PER_PRODUCT: usize = 8192;
 
 /// The images each of an im2col GEMM's products takes for `n` images of `plane` pixels: the most that
