@@ -26,16 +26,16 @@
 # $OUT gets 7 files: device-check.log, summary.txt, bench.txt, golden_table.md, metrics.json,
 # full-metrics.json, and results.tar.gz with everything else (the probe, the step check, the smoke
 # run's report.md, the reports, both runs' SHA256SUMS and manifests, the autotune cache, the full
-# steps' log, the resumed training's logs). The summary and the archive are written beside their names and renamed, one at a
-# time: a call stopped while one is written brings home the last whole one, and with the one being
-# written still no more than the 8 files the device tool brings back.
+# steps' log, the resumed training's logs). The summary and the archive are written beside their names
+# and renamed, one at a time: a call stopped while one is written brings home the last whole one, and
+# with the one being written still no more than the 8 files the device tool brings back.
 #
 # Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
 # 150 | check step 60 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) |
-# full steps and full-size ONNX 120 | smoke resume 90 (one smoke training in two runs; last, so that the deadline
-# cuts it first); the deadline (default 570 s, the grace period and summary inside it) cuts the sum short. The first H200 check
-# (2026-11-30) found the first training step alone past 200 s: cubecl's autotune compiled every
-# candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
+# full steps and full-size ONNX 120 | smoke resume 90 (one smoke training in two runs; last, so that
+# the deadline cuts it first); the deadline (default 570 s, the grace period and summary inside it)
+# cuts the sum short. The first H200 check (2026-11-30) found the first training step alone past
+# 200 s: cubecl's autotune compiled every candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
 # operation's default kernel, compiled once; its vggq-autotune, with it, takes over the rest of the check
 # where the default build's smoke run fails (it then runs again, capped as the first). On lavapipe a
 # smoke training of 320 images took 16 s instead of 1 min 14 s and compiled 186 kernels instead of 246;

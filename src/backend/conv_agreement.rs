@@ -9,6 +9,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorPrimitive;
 use rand::{Rng, SeedableRng};
 
+use super::step_agreement::{largest, relative};
 use crate::model::kernels::composed::{conv3x3_by, conv3x3_weight_gradient_by, Conv3x3Algorithm};
 use crate::model::FeatureLayer;
 use crate::profile::Profile;
@@ -17,7 +18,8 @@ use crate::profile::Profile;
 const SEED: u64 = 7;
 
 /// The largest difference of the GEMM's output or weight gradient from Burn's `conv2d`'s, relative to
-/// the largest magnitude of Burn's, over the smoke model's convolutions with a batch of the seed's size.
+/// the largest magnitude of Burn's, over the smoke model's convolutions with a batch of the seed's size;
+/// NaN where either computes one.
 pub fn measure<B: Backend>(device: &B::Device) -> f64 {
     let config = Profile::smoke().model;
     let batch = crate::data::DEFAULT_BATCH_SIZE;
@@ -26,7 +28,7 @@ pub fn measure<B: Backend>(device: &B::Device) -> f64 {
         let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-1.0..1.0)).collect();
         Tensor::<B, 1>::from_floats(values.as_slice(), device).reshape(shape)
     };
-    let (mut channels, mut side, mut largest) = (3, config.input_size, 0.0f64);
+    let (mut channels, mut side, mut differences) = (3, config.input_size, Vec::new());
     for layer in config.features() {
         let FeatureLayer::Conv(width) = layer else {
             side /= 2;
@@ -36,24 +38,18 @@ pub fn measure<B: Backend>(device: &B::Device) -> f64 {
             (random([batch, channels, side, side]), random([width, channels, 3, 3]), random([batch, width, side, side]));
         let float = |t: &Tensor<B, 4>| t.clone().into_primitive().tensor();
         let bias = || Some(Tensor::<B, 1>::zeros([width], device).into_primitive().tensor());
-        let forward = |algorithm| conv3x3_by::<B>(algorithm, float(&x), float(&weight), bias());
-        let weight_gradient = |algorithm| conv3x3_weight_gradient_by::<B>(algorithm, float(&x), float(&weight), float(&grad));
-        let differences = [
-            relative::<B>(forward(Conv3x3Algorithm::Im2colGemm), forward(Conv3x3Algorithm::BurnConv2d)),
-            relative::<B>(weight_gradient(Conv3x3Algorithm::Im2colGemm), weight_gradient(Conv3x3Algorithm::BurnConv2d)),
-        ];
-        for difference in differences {
-            largest = if difference.is_nan() || difference > largest { difference } else { largest };
-        }
+        let forward = |algorithm| values::<B>(conv3x3_by::<B>(algorithm, float(&x), float(&weight), bias()));
+        let weight_gradient =
+            |algorithm| values::<B>(conv3x3_weight_gradient_by::<B>(algorithm, float(&x), float(&weight), float(&grad)));
+        differences.push(relative(&forward(Conv3x3Algorithm::Im2colGemm), &forward(Conv3x3Algorithm::BurnConv2d)));
+        differences
+            .push(relative(&weight_gradient(Conv3x3Algorithm::Im2colGemm), &weight_gradient(Conv3x3Algorithm::BurnConv2d)));
         channels = width;
     }
-    largest
+    largest(differences.into_iter())
 }
 
-/// `|a - b|` at its largest over the largest `|b|`; NaN where either holds a NaN.
-fn relative<B: Backend>(a: FloatTensor<B>, b: FloatTensor<B>) -> f64 {
-    let tensor = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
-    let (a, b) = (tensor(a), tensor(b));
-    let scale = crate::host_reads::scalar(b.clone().abs().max());
-    crate::host_reads::scalar((a - b).abs().max()) / scale.max(f64::MIN_POSITIVE)
+/// A result's values on the host, where [`relative`] compares them as the step's are compared.
+fn values<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
+    crate::host_reads::values(Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t)))
 }

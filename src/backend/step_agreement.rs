@@ -121,7 +121,7 @@ fn parameters(model: &FloatVgg) -> Vec<(String, Vec<f32>)> {
 }
 
 /// `|a - b|` at its largest, over the largest `|b|`.
-fn relative(a: &[f32], b: &[f32]) -> f64 {
+pub(super) fn relative(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = largest(b.iter().map(|v| f64::from(v.abs()))).max(f64::MIN_POSITIVE);
     largest(a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs()))) / scale
@@ -129,6 +129,6 @@ fn relative(a: &[f32], b: &[f32]) -> f64 {
 
 /// The largest of `values`, NaN where any is NaN: a backend that computes NaN must not look exact, as it
 /// would through `f64::max`, which skips NaN.
-fn largest(values: impl Iterator<Item = f64>) -> f64 {
+pub(super) fn largest(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(0.0, |most, value| if value.is_nan() || value > most { value } else { most })
 }

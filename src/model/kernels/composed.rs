@@ -59,7 +59,8 @@ pub fn conv3x3_by<B: Backend>(
 /// computed by `algorithm`: as an im2col GEMM, one matrix product per group of images
 /// ([`images_per_product`]), the groups' products summed along their axis, in a fixed order. One
 /// product over the whole batch would be one reduction of `N * H * W` for the first convolutions' few
-/// outputs (64 x 27 at 128 px), which leaves most of a GPU idle.
+/// outputs (64 x 27 at 128 px), which leaves most of a GPU idle. The im2col is taken from `x` again:
+/// kept from the forward pass, every layer's would stay in memory until its backward pass.
 pub fn conv3x3_weight_gradient_by<B: Backend>(
     algorithm: Conv3x3Algorithm,
     x: FloatTensor<B>,
