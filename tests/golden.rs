@@ -82,11 +82,31 @@ fn metrics_match_the_reviewed_golden_table() {
         } else {
             // No reviewed table for this profile and device: insta writes the run's as `.snap.new` (and
             // fails its assertion, unless `INSTA_FORCE_PASS`, which `cargo xtask` sets so that this
-            // expected failure prints no panic); the run passes, and `cargo xtask all` says how to review
-            // the table.
+            // expected failure prints no panic), and `cargo xtask all` says how to review the table. The
+            // run passes where its table is within the recipe's spread of the profile's reviewed tables
+            // on other devices: a first GPU table beyond it comes from a GPU path that breaks a model,
+            // and is not to be accepted as that device's reference before what broke is found.
             let _ = std::panic::catch_unwind(|| insta::assert_snapshot!(name.clone(), table.clone()));
             let pending = reviewed.with_extension("snap.new");
             assert!(pending.is_file(), "insta left no {} for review", pending.display());
+            let run_table = GoldenTable::parse(&table).unwrap();
+            let (mut beyond, mut what_to_do) = (Vec::new(), "");
+            for other in reviewed_tables().iter().filter(|other| other.profile == profile.name()) {
+                let differences = other.table.differences_across_devices(&run_table);
+                if !differences.is_empty() {
+                    let comparison = other.table.tolerance.across_devices(&run_table.tolerance);
+                    beyond.push(format!("golden/{}.snap, compared {comparison}:\n  {}", other.name, differences.join("\n  ")));
+                    what_to_do = advice(comparison);
+                }
+            }
+            assert!(
+                beyond.is_empty(),
+                "{} has no reviewed golden/{name}.snap yet, and its table (pending in {}) is beyond the recipe's \
+                 spread from the profile's reviewed table on another device:\n{}\nthis run: {machine}\n{what_to_do}",
+                run.display(),
+                pending.display(),
+                beyond.join("\n"),
+            );
         }
     });
 }
@@ -165,8 +185,56 @@ fn a_limited_recipes_tables_say_so() {
 /// leave a GPU table unreadable until its next GPU run.
 #[test]
 fn every_reviewed_table_reads_back() {
+    let tables = reviewed_tables();
+    for ReviewedTable { name, recorded_on, table, .. } in &tables {
+        match &table.tolerance {
+            Tolerance::Exact => assert!(name.ends_with("-cpu"), "{name}: an exact tolerance on a GPU table"),
+            Tolerance::Gpu(gpu) => assert!(!name.ends_with("-cpu") && !gpu.arithmetic.is_empty(), "{name}: {gpu:?}"),
+        }
+        assert_ne!(recorded_on, "(not recorded)", "{name}");
+        assert!(table.differences(table).is_empty(), "{name}");
+        let without_rows = GoldenTable::parse(&table.tolerance.to_string()).unwrap();
+        assert!(!table.differences(&without_rows).is_empty(), "{name}: no rows");
+    }
+    assert!(tables.len() >= 2, "golden/ holds smoke-cpu.snap and smoke-wgpu.snap at least; read {}", tables.len());
+}
+
+/// The reviewed tables of one profile on different devices are within the recipe's spread of each other,
+/// as a device's first table had to be of those before it (`metrics_match_the_reviewed_golden_table`):
+/// one accepted beyond it, or a table changed since, is caught here, in CI, without a GPU.
+#[test]
+fn a_profiles_reviewed_tables_hold_each_other_across_devices() {
+    let tables = reviewed_tables();
+    let mut pairs = 0;
+    for (i, first) in tables.iter().enumerate() {
+        for second in tables[i + 1..].iter().filter(|second| second.profile == first.profile) {
+            for (reviewed, run) in [(first, second), (second, first)] {
+                let differences = reviewed.table.differences_across_devices(&run.table);
+                assert!(
+                    differences.is_empty(),
+                    "golden/{}.snap against golden/{}.snap: {differences:?}",
+                    reviewed.name,
+                    run.name
+                );
+            }
+            pairs += 1;
+        }
+    }
+    assert!(pairs >= 1, "golden/ holds smoke-cpu.snap and smoke-wgpu.snap at least");
+}
+
+/// A reviewed table in `golden/`: its name (`<profile>-<device>`), its profile, where it was recorded.
+struct ReviewedTable {
+    name: String,
+    profile: String,
+    recorded_on: String,
+    table: GoldenTable,
+}
+
+/// Every reviewed table in `golden/`, in the order of their names.
+fn reviewed_tables() -> Vec<ReviewedTable> {
     let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
-    let mut read = 0;
+    let mut tables = Vec::new();
     for entry in std::fs::read_dir(&folder).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|extension| extension != "snap") {
@@ -175,17 +243,11 @@ fn every_reviewed_table_reads_back() {
         let (recorded_on, text) = reviewed_snapshot(&path);
         let table = GoldenTable::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-        match &table.tolerance {
-            Tolerance::Exact => assert!(name.ends_with("-cpu"), "{name}: an exact tolerance on a GPU table"),
-            Tolerance::Gpu(gpu) => assert!(!name.ends_with("-cpu") && !gpu.arithmetic.is_empty(), "{name}: {gpu:?}"),
-        }
-        assert_ne!(recorded_on, "(not recorded)", "{name}");
-        assert!(table.differences(&table).is_empty(), "{name}");
-        let without_rows = GoldenTable::parse(&table.tolerance.to_string()).unwrap();
-        assert!(!table.differences(&without_rows).is_empty(), "{name}: no rows");
-        read += 1;
+        let profile = name.split_once('-').unwrap_or_else(|| panic!("{name}: not <profile>-<device>")).0.to_string();
+        tables.push(ReviewedTable { name, profile, recorded_on, table });
     }
-    assert!(read >= 2, "golden/ holds smoke-cpu.snap and smoke-wgpu.snap at least; read {read}");
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    tables
 }
 
 /// The JSON file `name` of the run folder `run`.
@@ -216,6 +278,10 @@ fn advice(comparison: Comparison) -> &'static str {
             "The same GPU and kernels as the reviewed run, beyond what a rerun moves: the code, the dependencies \
              or the data changed. If you changed them on purpose, review the pending table with \
              `cargo insta review` and commit it; otherwise, find what changed."
+        }
+        Comparison::OtherDevice(_) => {
+            "A table this far from another device's comes from a path that breaks training or a quantized model, \
+             not from other rounding: find what broke before accepting it as this device's reference."
         }
         Comparison::OtherArithmetic { .. } => {
             "Beyond the spread of this recipe over seeds, which is how far other arithmetic moves it: more than \

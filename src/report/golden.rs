@@ -68,9 +68,20 @@ impl Tolerance {
             },
         }
     }
+
+    /// How this reviewed table of one device holds a run on another device of the same profile, one
+    /// without a reviewed table of its own yet (its first, before review): the two devices compute with
+    /// other arithmetic, so within the recipe's spread, as the GPU table of the two states it. Two exact
+    /// tables (no two devices give them today) exactly.
+    pub fn across_devices<'a>(&'a self, actual: &'a Tolerance) -> Comparison<'a> {
+        match (self, actual) {
+            (Tolerance::Gpu(gpu), _) | (Tolerance::Exact, Tolerance::Gpu(gpu)) => Comparison::OtherDevice(gpu),
+            (Tolerance::Exact, Tolerance::Exact) => Comparison::Exact,
+        }
+    }
 }
 
-/// Which limits a reviewed table holds a run to ([`Tolerance::comparison`]).
+/// Which limits a reviewed table holds a run to ([`Tolerance::comparison`], [`Tolerance::across_devices`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Comparison<'a> {
     /// A CPU table: every figure exactly.
@@ -79,6 +90,9 @@ pub enum Comparison<'a> {
     SameArithmetic(&'a GpuTolerance),
     /// A GPU table, and a run with other arithmetic (`run` names it).
     OtherArithmetic { reviewed: &'a GpuTolerance, run: &'a str },
+    /// Another device's table, and a device's first run: the recipe's spread, as the GPU one of the two
+    /// states it.
+    OtherDevice(&'a GpuTolerance),
 }
 
 impl Comparison<'_> {
@@ -87,7 +101,9 @@ impl Comparison<'_> {
         match self {
             Comparison::Exact => (None, None),
             Comparison::SameArithmetic(reviewed) => (Some(reviewed.same), Some(reviewed.same)),
-            Comparison::OtherArithmetic { reviewed, .. } => (Some(reviewed.other_top1), Some(reviewed.other_agreement)),
+            Comparison::OtherArithmetic { reviewed: gpu, .. } | Comparison::OtherDevice(gpu) => {
+                (Some(gpu.other_top1), Some(gpu.other_agreement))
+            }
         }
     }
 }
@@ -104,6 +120,11 @@ impl fmt::Display for Comparison<'_> {
                 f,
                 "top-1 within {} and agreement within {} points: other arithmetic (recorded with {}, this run {run})",
                 reviewed.other_top1, reviewed.other_agreement, reviewed.arithmetic
+            ),
+            Comparison::OtherDevice(gpu) => write!(
+                f,
+                "top-1 within {} and agreement within {} points in the rows both have: another device's table ({})",
+                gpu.other_top1, gpu.other_agreement, gpu.basis
             ),
         }
     }
@@ -242,13 +263,39 @@ impl GoldenTable {
     /// Where `actual` differs from this (reviewed) table beyond its tolerance: one line per difference,
     /// none where it holds.
     pub fn differences(&self, actual: &GoldenTable) -> Vec<String> {
-        let mut out = Vec::new();
-        let (top1_limit, agreement_limit) = self.tolerance.comparison(&actual.tolerance).limits();
+        let mut out = self.row_differences(actual, self.tolerance.comparison(&actual.tolerance));
         for row in &self.rows {
-            let Some(theirs) = actual.rows.iter().find(|r| r.key == row.key) else {
+            if !actual.rows.iter().any(|theirs| theirs.key == row.key) {
                 out.push(format!("{}: reviewed, missing from this run", row.key));
-                continue;
-            };
+            }
+        }
+        for row in actual.rows.iter().filter(|r| !self.rows.iter().any(|mine| mine.key == r.key)) {
+            out.push(format!("{}: in this run, not reviewed", row.key));
+        }
+        if self.notes != actual.notes {
+            out.push(format!("notes: {:?} reviewed, {:?} now", self.notes, actual.notes));
+        }
+        out
+    }
+
+    /// Where `actual`, a device's first table (no reviewed one of its own yet), is beyond this reviewed
+    /// table of another device for the same profile ([`Tolerance::across_devices`]): in the rows both
+    /// have, as each device evaluates on its own execution providers and names its own that could not run
+    /// (a CUDA run's CPU-provider rows are a CPU or wgpu table's). Rows in common there must be.
+    pub fn differences_across_devices(&self, actual: &GoldenTable) -> Vec<String> {
+        if !self.rows.iter().any(|row| actual.rows.iter().any(|theirs| theirs.key == row.key)) {
+            return vec!["no row (model and execution provider) in common".to_string()];
+        }
+        self.row_differences(actual, self.tolerance.across_devices(&actual.tolerance))
+    }
+
+    /// Where the rows `actual` shares with this table differ beyond `comparison`'s limits (sizes and
+    /// placement exactly).
+    fn row_differences(&self, actual: &GoldenTable, comparison: Comparison) -> Vec<String> {
+        let mut out = Vec::new();
+        let (top1_limit, agreement_limit) = comparison.limits();
+        for row in &self.rows {
+            let Some(theirs) = actual.rows.iter().find(|r| r.key == row.key) else { continue };
             for (field, (reviewed, actual)) in ["placement", "bytes", "MiB"].iter().zip(row.exact.iter().zip(&theirs.exact)) {
                 if reviewed != actual {
                     out.push(format!("{}: {field} {reviewed} reviewed, {actual} now", row.key));
@@ -264,12 +311,6 @@ impl GoldenTable {
                 (Some(_), Some(_)) | (None, None) => {}
                 (reviewed, now) => out.push(format!("{}: agreement {reviewed:?} reviewed, {now:?} now", row.key)),
             }
-        }
-        for row in actual.rows.iter().filter(|r| !self.rows.iter().any(|mine| mine.key == r.key)) {
-            out.push(format!("{}: in this run, not reviewed", row.key));
-        }
-        if self.notes != actual.notes {
-            out.push(format!("notes: {:?} reviewed, {:?} now", self.notes, actual.notes));
         }
         out
     }
@@ -352,6 +393,54 @@ mod tests {
         assert_eq!(
             reviewed.tolerance.comparison(&smoke_on("llvmpipe (Mesa 22.3.6), default kernels")).to_string(),
             format!("top-1 within 7 and agreement within 13 points: other arithmetic (recorded with {H200}, this run llvmpipe (Mesa 22.3.6), default kernels)")
+        );
+    }
+
+    /// A table of `tolerance` with an FP32 and an INT8 static row on each of `providers`, the static one
+    /// at `top1` and `agreement`, and `notes` below.
+    fn table_on(tolerance: &Tolerance, providers: &[&str], top1: f64, agreement: f64, notes: &str) -> GoldenTable {
+        let mut text = format!("{tolerance}\n\n| model | EP | placement | bytes | MiB | top-1 % | agreement with FP32 % |\n|---|---|---|---|---|---|---|\n");
+        for ep in providers {
+            text += &format!("| FP32 | {ep} | {ep} | 3648553 | 3.48 | 42.73 | 100.00 |\n");
+            text += &format!("| INT8 static | {ep} | {ep} | 955311 | 0.91 | {top1:.2} | {agreement:.2} |\n");
+        }
+        GoldenTable::parse(&(text + notes)).unwrap()
+    }
+
+    /// A device's first table is held to another device's reviewed table of its profile within the
+    /// recipe's spread, in the rows both have: figures as far from the CPU's as lavapipe's first smoke
+    /// run was (top-1 3.91, QAT's agreement 6.55) pass, whichever table is the GPU's; a GPU path that
+    /// breaks a model does not; sizes stay exact; the devices' own providers and reasons are not compared.
+    #[test]
+    fn a_devices_first_table_is_held_to_another_devices_within_the_spread() {
+        let cpu = table_on(&Tolerance::Exact, &["CPU"], 42.97, 66.37, "");
+        let cuda_run = |top1, agreement| {
+            table_on(&smoke_on(H200), &["CUDA", "CPU"], top1, agreement, "Cuda execution provider not available: none\n")
+        };
+        assert!(cpu.differences_across_devices(&cuda_run(39.06, 59.82)).is_empty());
+        assert!(!cpu.differences(&cuda_run(39.06, 59.82)).is_empty(), "against its own device's, exactly");
+        assert_eq!(
+            cpu.differences_across_devices(&cuda_run(10.00, 59.82)),
+            vec!["INT8 static | CPU: top-1 42.97 reviewed, 10.00 now"]
+        );
+        assert_eq!(
+            cpu.differences_across_devices(&cuda_run(39.06, 53.27)),
+            vec!["INT8 static | CPU: agreement 66.37 reviewed, 53.27 now"]
+        );
+        let resized = table_on(&smoke_on(H200), &["CPU"], 42.97, 66.37, "");
+        let resized = GoldenTable::parse(&table_text(&resized).replace("955311", "955312")).unwrap();
+        assert_eq!(cpu.differences_across_devices(&resized), vec!["INT8 static | CPU: bytes 955311 reviewed, 955312 now"]);
+        // A GPU's reviewed table holds a device's first CPU run alike.
+        let gpu = cuda_run(42.97, 66.37);
+        assert!(gpu.differences_across_devices(&table_on(&Tolerance::Exact, &["CPU"], 39.06, 59.82, "")).is_empty());
+        assert_eq!(
+            gpu.differences_across_devices(&table_on(&Tolerance::Exact, &["TensorRT"], 42.97, 66.37, "")),
+            vec!["no row (model and execution provider) in common"]
+        );
+        assert_eq!(
+            cpu.tolerance.across_devices(&gpu.tolerance).to_string(),
+            "top-1 within 7 and agreement within 13 points in the rows both have: another device's table \
+             (the smoke recipe's range over seeds 0-5 on the CPU: top-1 6.29, QAT's agreement 12.30)"
         );
     }
 
