@@ -99,7 +99,8 @@ enum Command {
     /// in parts that one `device` call carries each.
     DeviceBundle(device_bundle::Args),
     /// The golden check of the GPU check's smoke run, from the files the check brought home: the first
-    /// GPU run's table pending as `golden/smoke-cuda.snap.new` for review, or compared with the reviewed one.
+    /// GPU run's table pending as `golden/smoke-cuda.snap.new` for review (failing where it is beyond the
+    /// recipe's spread of the smoke tables of the other devices), or compared with the reviewed one.
     DeviceGolden {
         #[command(flatten)]
         args: device_golden::Args,
