@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check, in one `device` call on the lent H200 (../shared/device/README.md): from the bundle
+# The GPU check, in one `device` call on the lent GPU (../shared/device/README.md; an H100, now the
+# tool's default kind, or an H200, which the first check had): from the bundle
 # `cargo xtask device-bundle` left in .device/part*/ (carried there part by part), it
 #   1. probes the GPU (vggq device) with the CUDA libraries of the machine's PyTorch and CUDA_PATH
 #      found from nvcc;
@@ -30,7 +31,8 @@
 # and renamed, one at a time: a call stopped while one is written brings home the last whole one, and
 # with the one being written still no more than the 8 files the device tool brings back.
 #
-# Stage caps on the H200 (seconds): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
+# Stage caps (seconds), planned from the H200's first check (an H100 has its 132 multiprocessors and
+# slower memory): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
 # 150 | check step 60 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) |
 # full steps and full-size ONNX 120 | smoke resume 90 (one smoke training in two runs; last, so that
 # the deadline cuts it first); the deadline (default 570 s, the grace period and summary inside it)
