@@ -15,7 +15,8 @@
 #      arithmetic vggq's were measured to use;
 #   5. times the full profile's first training steps to project the whole run, and evaluates its four
 #      ONNX files at full size on ONNX Runtime's CUDA provider (the user's table; the CPU's where it fails);
-#   6. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
+#   6. times the two convolutions (the im2col GEMM CUDA trains with, Burn's conv2d) at the full shapes;
+#   7. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
 #      which must resume and end with the first smoke run's model;
 # and prints one table last, also written to $OUT/summary.txt (rewritten after every stage, with
 # results.tar.gz, so that a call the device tool stops at its limit still brings home the stages that
@@ -25,7 +26,8 @@
 # deadline leaves a stopped stage's grace period and the summary inside it) the rest are skipped.
 #
 # $OUT gets 7 files: device-check.log, summary.txt, bench.txt, golden_table.md, metrics.json,
-# full-metrics.json, and results.tar.gz with everything else (the probe, the step check, the smoke
+# full-metrics.json, and results.tar.gz with everything else (the probe, the step check, the
+# convolutions' times, the smoke
 # run's report.md, the reports, both runs' SHA256SUMS and manifests, the autotune cache, the full
 # steps' log, the resumed training's logs). The summary and the archive are written beside their names
 # and renamed, one at a time: a call stopped while one is written brings home the last whole one, and
@@ -34,7 +36,7 @@
 # Stage caps (seconds), planned from the H200's first check (an H100 has its 132 multiprocessors and
 # slower memory): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
 # 150 | check step 60 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) |
-# full steps and full-size ONNX 120 | smoke resume 90 (one smoke training in two runs; last, so that
+# full steps and full-size ONNX 120 | conv speed 60 | smoke resume 90 (one smoke training in two runs; last, so that
 # the deadline cuts it first); the deadline (default 570 s, the grace period and summary inside it)
 # cuts the sum short. The first H200 check (2026-11-30) found the first training step alone past
 # 200 s: cubecl's autotune compiled every candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
@@ -201,6 +203,9 @@ if step:
     rows.append(("step against the CPU", f"logits {step['logits']:.1e}, loss {step['loss']:.1e}, updates {step['update']:.1e} (at most, at {step['update_parameter']}), relative"))
 if checked.get("conv_agreement") is not None:
     rows.append(("conv: GEMM against conv2d", f"{checked['conv_agreement']:.1e} (at most, forward and weight gradient, relative)"))
+speed = (load(f"{keep}/conv-speed.json") or {}).get("conv_speed")
+if speed:
+    rows.append(("conv speed", f"GEMM {speed['gemm_ms']:.1f} ms, conv2d {speed['conv2d_ms']:.1f} ms ({speed['profile']} shapes, batch 32, forward and weight gradient, median of 3)"))
 bench = open(f"{out}/bench.txt").read().splitlines() if os.path.exists(f"{out}/bench.txt") else []
 # vggq bench-train's summary lines: "<profile>: summary <figure>: vggq M [..] | torch M [..] | ratio Rx [..] (...)",
 # a block after every round: the last of each figure covers the most rounds (a bench stopped at its cap
@@ -329,6 +334,8 @@ if $dry_run; then
     full_eval_images=32
     full_fallback_images=32
     full_shapes=(--width-div 16 --hidden 256)
+    # The convolutions' times at the smoke shapes: at the full ones a CPU takes tens of seconds.
+    conv_speed_profile=smoke
 else
     device=cuda
     seconds=2
@@ -340,6 +347,7 @@ else
     # ONNX Runtime's CPU provider on 16 cores, within what is left of the stage's cap.
     full_fallback_images=256
     full_shapes=()
+    conv_speed_profile=full
 fi
 
 setup_cuda() {
@@ -465,6 +473,14 @@ full_steps_run() {
     $evaluated || return 3
 }
 stage full-steps 120 full_steps_run
+
+# The convolution CUDA trains with (the im2col GEMM, on tensor cores) against Burn's conv2d (its
+# default, direct kernel), timed at the full profile's shapes (`vggq device --conv-speed`): which of the
+# two `ComposedBackend::CONV3X3` names for CUDA, measured rather than read.
+conv_speed() {
+    "$vggq" device --device "$device" --json --conv-speed "$conv_speed_profile" > "$keep/conv-speed.json"
+}
+stage conv-speed 60 conv_speed
 
 # The smoke training once more, taking a checkpoint at every progress read (every 50 steps), killed once
 # the first is written and run again: it must resume inside the epoch and end with the smoke run's model,

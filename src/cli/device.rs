@@ -1,17 +1,19 @@
 //! `vggq device`: what the CUDA and wgpu probes find on this machine (every adapter wgpu sees), what a
 //! `--device` request chooses, the arithmetic that backend's matmuls and convolutions compute in at
 //! the seed's shapes, how closely its training step follows the CPU's, and how closely its two ways of
-//! computing a convolution agree.
+//! computing a convolution agree and how long each takes.
 
 use anyhow::Result;
+use burn::tensor::backend::ExecutionError;
 use serde::Serialize;
-use vggq::backend::conv_agreement;
+use vggq::backend::conv_agreement::{self, ConvSpeed};
 use vggq::backend::precision::{self, Precision};
 use vggq::backend::step_agreement::{self, StepAgreement};
 use vggq::backend::{self, DeviceRequest, OnBackend, Selection, WgpuProbe};
 use vggq::data::DEFAULT_BATCH_SIZE;
 use vggq::model::TrainingBackend;
 use vggq::model::VggConfig;
+use vggq::profile::ProfileName;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,6 +34,11 @@ pub struct Args {
     /// with against the one wgpu does; on lavapipe 6.7e-6).
     #[arg(long)]
     check_step: bool,
+    /// Also time the backend's two convolutions (the im2col GEMM and Burn's `conv2d`), forward and the
+    /// weights' gradient of every 3x3 convolution of that profile's model on a batch of 32: the median
+    /// of 3 passes after one that compiles the kernels, in milliseconds.
+    #[arg(long, value_enum, value_name = "PROFILE")]
+    conv_speed: Option<ProfileName>,
 }
 
 #[derive(Serialize)]
@@ -42,6 +49,7 @@ struct Findings {
     step_agreement: Option<StepAgreement>,
     /// `conv_agreement::measure`'s relative difference, with the step.
     conv_agreement: Option<f64>,
+    conv_speed: Option<ConvSpeed>,
     /// Where this machine keeps the GPU kernels it compiled.
     kernel_cache: std::path::PathBuf,
 }
@@ -66,6 +74,16 @@ impl OnBackend for CheckStep {
     }
 }
 
+struct TimeConvolutions(ProfileName);
+
+impl OnBackend for TimeConvolutions {
+    type Output = Result<ConvSpeed, ExecutionError>;
+
+    fn run<B: TrainingBackend>(self, device: &B::Device) -> Self::Output {
+        conv_agreement::speed::<B::InnerBackend>(self.0, device)
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     backend::autotune::use_caches(None)?;
     let mut selection = backend::select(args.device)?;
@@ -79,6 +97,15 @@ pub fn run(args: Args) -> Result<()> {
         }
         false => (None, None),
     };
+    let conv_speed = match args.conv_speed {
+        Some(profile) => Some(
+            selection
+                .backend
+                .run(TimeConvolutions(profile))?
+                .map_err(|error| anyhow::anyhow!("timing the convolutions: {error:?}"))?,
+        ),
+        None => None,
+    };
     if args.json {
         println!(
             "{}",
@@ -87,6 +114,7 @@ pub fn run(args: Args) -> Result<()> {
                 precision,
                 step_agreement,
                 conv_agreement,
+                conv_speed: conv_speed.clone(),
                 kernel_cache: backend::autotune::kernel_cache()
             })?
         );
@@ -112,6 +140,14 @@ pub fn run(args: Args) -> Result<()> {
         }
         if let Some(difference) = conv_agreement {
             println!("convolution as im2col GEMM against Burn's conv2d, relative: {difference:.1e} (at most, forward and weight gradient)");
+        }
+        if let Some(speed) = conv_speed {
+            println!(
+                "convolutions of the {} model, forward and weight gradient, batch {DEFAULT_BATCH_SIZE}: im2col GEMM {:.1} ms, Burn's conv2d {:.1} ms",
+                vggq_core::flag_value(speed.profile),
+                speed.gemm_ms,
+                speed.conv2d_ms
+            );
         }
     }
     Ok(())

@@ -236,9 +236,9 @@ fn rehearse_missing_part(sh: &Shell, bundle: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The rows of the step check's figures (`vggq device --check-step`): the step against the CPU's, the
-/// two convolutions against each other.
-const STEP_CHECK_ROWS: [&str; 2] = ["step against the CPU", "conv: GEMM against conv2d"];
+/// The rows of `vggq device`'s figures: the step against the CPU's and the two convolutions against each
+/// other (`--check-step`), and the convolutions' times (`--conv-speed`).
+const DEVICE_ROWS: [&str; 3] = ["step against the CPU", "conv: GEMM against conv2d", "conv speed"];
 
 /// The figures `vggq bench-train` summarises, which the summary shows for the smoke bench with PyTorch's
 /// ratio, from the last of the blocks it prints after every round (the rehearsal runs more than one).
@@ -248,7 +248,7 @@ const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"
 /// as failed (those whose eval failed with the script's own status for it, 3, after their figures), the
 /// stopped one as stopped and ended within the grace period, the fallback's smoke run ran, every other
 /// stage is ok, the two smoke runs' SHA256SUMS were compared (the rerun packaged despite its eval), the
-/// resumed training ended with the smoke run's model, the step check's figures are there, the full-size
+/// resumed training ended with the smoke run's model, `vggq device`'s figures are there, the full-size
 /// figures are there (despite their eval), and the smoke bench's figures are there with a ratio, over
 /// more than its first round. Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
@@ -279,7 +279,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
             .all(|(_, v)| v.contains("| ok"))
         && rows.iter().any(|(key, value)| key.trim() == "smoke rerun" && *value == "identical SHA256SUMS")
         && rows.iter().any(|(key, value)| key.trim() == "smoke resume" && *value == format!("the smoke run's {MODEL_FILE}"))
-        && STEP_CHECK_ROWS.iter().all(|row| rows.iter().any(|(key, _)| key.trim() == *row))
+        && DEVICE_ROWS.iter().all(|row| rows.iter().any(|(key, _)| key.trim() == *row))
         && rows.iter().filter(|(key, _)| key.starts_with("full size: ") && key.contains(".onnx [")).count() >= FULL_SIZE_ROWS;
     let bench_shown = BENCH_FIGURES.iter().all(|figure| {
         let shown: Vec<_> = rows.iter().filter(|(key, _)| key.trim() == format!("smoke {figure}")).collect();
@@ -289,7 +289,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         bail!(
             "the GPU check's summary does not show {FAILURES:?} failed, {} stopped within {within} s, \
              {FALLBACK_STAGE} run, every other stage run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's, \
-             the step check's {STEP_CHECK_ROWS:?}, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
+             `vggq device`'s {DEVICE_ROWS:?}, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
             STOPPED.0
         );
     }
@@ -309,9 +309,11 @@ stage check-step    | ok, 3 s
 stage bench-smoke   | ok, 24 s
 stage bench-full    | STOPPED at its time limit, 24 s
 stage full-steps    | FAILED (exit 3), 72 s
+stage conv-speed    | ok, 2 s
 stage smoke-resume  | ok, 21 s
 step against the CPU | logits 0.0e0, loss 0.0e0, updates 0.0e0 (at most, at ), relative
 conv: GEMM against conv2d | 3.1e-6 (at most, forward and weight gradient, relative)
+conv speed          | GEMM 137.2 ms, conv2d 29.0 ms (smoke shapes, batch 32, forward and weight gradient, median of 3)
 smoke train         | vggq 1202.7 [1029.9-1375.4] | torch 1076.1 [988.5-1163.7] | ratio 1.11x [1.04-1.18] (median of 2 rounds)
 smoke qat train     | vggq 1018.1 [994.2-1042.0] | torch 681.2 [663.0-699.5] | ratio 1.49x [1.49-1.50] (median of 2 rounds)
 smoke eval          | vggq 5450.7 [5304.0-5597.4] | torch 3855.1 [3839.6-3870.6] | ratio 1.41x [1.37-1.46] (median of 2 rounds)
@@ -325,7 +327,7 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
 ";
 
     /// Summaries the check must refuse: (what is wrong, text of [`SUMMARY`], what it becomes).
-    const WRONG: [(&str, &str, &str); 20] = [
+    const WRONG: [(&str, &str, &str); 22] = [
         ("no fallback", "stage smoke-run-autotune | ok, 6 s\n", ""),
         ("fallback failed", "smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)"),
         ("stopped stage ran", "bench-full    | STOPPED at its time limit", "bench-full    | ok"),
@@ -350,11 +352,13 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
         ("resume differs", "the smoke run's model_fp32.mpk", "model_fp32.mpk differs from the smoke run's"),
         ("no step check", "step against the CPU | logits 0.0e0, loss 0.0e0, updates 0.0e0 (at most, at ), relative\n", ""),
         ("no convolution check", "conv: GEMM against conv2d | 3.1e-6 (at most, forward and weight gradient, relative)\n", ""),
+        ("no convolution times", "conv speed          | GEMM", "conv timed  | GEMM"),
+        ("convolutions not timed", "conv-speed    | ok", "conv-speed    | FAILED (exit 1)"),
     ];
 
     #[test]
     fn the_rehearsal_wants_its_failures_the_fallback_and_every_other_stage_ok() {
-        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 10);
+        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 11);
         for (what, text, becomes) in WRONG {
             let wrong = SUMMARY.replace(text, becomes);
             assert_ne!(wrong, SUMMARY, "{what}: the summary has no `{text}`");
