@@ -206,6 +206,8 @@ if checked.get("conv_agreement") is not None:
 speed = (load(f"{keep}/conv-speed.json") or {}).get("conv_speed")
 if speed:
     rows.append(("conv speed", f"GEMM {speed['gemm_ms']:.1f} ms, conv2d {speed['conv2d_ms']:.1f} ms ({speed['profile']} shapes, batch 32, forward and weight gradient, median of 3)"))
+    layers = ", ".join(f"{l['channels']}>{l['width']} at {l['side']} px {l['gemm_ms']:.1f}/{l['conv2d_ms']:.1f}" for l in speed.get("layers", []))
+    rows.append(("conv speed by layer", f"GEMM/conv2d ms: {layers}"))
 bench = open(f"{out}/bench.txt").read().splitlines() if os.path.exists(f"{out}/bench.txt") else []
 # vggq bench-train's summary lines: "<profile>: summary <figure>: vggq M [..] | torch M [..] | ratio Rx [..] (...)",
 # a block after every round: the last of each figure covers the most rounds (a bench stopped at its cap

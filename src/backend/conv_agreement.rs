@@ -5,7 +5,7 @@
 //! and a GPU shows what its tensor cores change, in figures and in time. `vggq device --check-step`
 //! prints the agreement (tests/wgpu.rs holds lavapipe to it), `vggq device --conv-speed` the times.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::backend::ExecutionError;
@@ -29,7 +29,10 @@ struct Operands<B: Backend> {
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     grad: FloatTensor<B>,
+    /// Input channels, output channels, input side.
+    channels: usize,
     width: usize,
+    side: usize,
 }
 
 impl<B: Backend> Operands<B> {
@@ -51,7 +54,9 @@ impl<B: Backend> Operands<B> {
                 x: random([batch, channels, side, side]),
                 weight: random([width, channels, 3, 3]),
                 grad: random([batch, width, side, side]),
+                channels,
                 width,
+                side,
             });
             channels = width;
         }
@@ -85,50 +90,69 @@ pub fn measure<B: Backend>(device: &B::Device) -> f64 {
     largest(differences.into_iter())
 }
 
-/// Timed passes of each algorithm, after one untimed that compiles its kernels; the median is reported.
+/// Timed passes of each algorithm at each convolution, after one untimed that compiles its kernels; the
+/// median is reported.
 const TIMED_PASSES: usize = 3;
 
 /// How long each algorithm takes for every convolution of a profile's model, forward and weights'
-/// gradient, on a batch of the seed's size: the median of [`TIMED_PASSES`], each ended by the backend's
-/// sync (its queued work done).
+/// gradient, on a batch of the seed's size: each convolution's median of [`TIMED_PASSES`] (each ended by
+/// the backend's sync, its queued work done), and their sums.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvSpeed {
     pub profile: ProfileName,
     pub gemm_ms: f64,
     pub conv2d_ms: f64,
+    /// Each convolution's, in the model's order: which algorithm suits which shape.
+    pub layers: Vec<LayerSpeed>,
 }
 
-/// [`ConvSpeed`] on `device`, the algorithms alternating pass by pass so that the machine's drift
-/// falls on both.
+/// One convolution's times ([`ConvSpeed`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerSpeed {
+    pub channels: usize,
+    pub width: usize,
+    pub side: usize,
+    pub gemm_ms: f64,
+    pub conv2d_ms: f64,
+}
+
+/// [`ConvSpeed`] on `device`, the algorithms alternating convolution by convolution so that the
+/// machine's drift falls on both.
 pub fn speed<B: Backend>(profile: ProfileName, device: &B::Device) -> Result<ConvSpeed, ExecutionError> {
-    let layers = Operands::<B>::of(profile, device);
-    let pass = |algorithm| -> Result<Duration, ExecutionError> {
+    let time = |layer: &Operands<B>, algorithm| -> Result<f64, ExecutionError> {
         let started = Instant::now();
         // Held until the sync: a lazy backend need not compute what is dropped unread.
-        let results: Vec<_> =
-            layers.iter().flat_map(|layer| [layer.forward(algorithm, device), layer.weight_gradient(algorithm)]).collect();
+        let results = [layer.forward(algorithm, device), layer.weight_gradient(algorithm)];
         B::sync(device)?;
         let took = started.elapsed();
         drop(results);
-        Ok(took)
+        Ok(took.as_secs_f64() * 1e3)
     };
-    B::sync(device)?;
-    let algorithms = [Conv3x3Algorithm::Im2colGemm, Conv3x3Algorithm::BurnConv2d];
-    let mut times = [Vec::new(), Vec::new()];
-    for pass_index in 0..=TIMED_PASSES {
-        for (times, algorithm) in times.iter_mut().zip(algorithms) {
-            let took = pass(algorithm)?;
-            if pass_index > 0 {
-                times.push(took.as_secs_f64() * 1e3);
-            }
-        }
-    }
-    let median = |times: &mut Vec<f64>| {
+    let median = |mut times: Vec<f64>| {
         times.sort_by(f64::total_cmp);
         times[times.len() / 2]
     };
-    let [gemm, conv2d] = &mut times;
-    Ok(ConvSpeed { profile, gemm_ms: median(gemm), conv2d_ms: median(conv2d) })
+    B::sync(device)?;
+    let mut layers = Vec::new();
+    for layer in Operands::<B>::of(profile, device) {
+        let (mut gemm, mut conv2d) = (Vec::new(), Vec::new());
+        // The first pass compiles the kernels, untimed.
+        for pass in 0..=TIMED_PASSES {
+            let times = (time(&layer, Conv3x3Algorithm::Im2colGemm)?, time(&layer, Conv3x3Algorithm::BurnConv2d)?);
+            if pass > 0 {
+                gemm.push(times.0);
+                conv2d.push(times.1);
+            }
+        }
+        let Operands { channels, width, side, .. } = layer;
+        layers.push(LayerSpeed { channels, width, side, gemm_ms: median(gemm), conv2d_ms: median(conv2d) });
+    }
+    Ok(ConvSpeed {
+        profile,
+        gemm_ms: layers.iter().map(|layer| layer.gemm_ms).sum(),
+        conv2d_ms: layers.iter().map(|layer| layer.conv2d_ms).sum(),
+        layers,
+    })
 }
 
 /// A result's values on the host, where [`relative`] compares them as the step's are compared.

@@ -35,8 +35,9 @@ pub struct Args {
     #[arg(long)]
     check_step: bool,
     /// Also time the backend's two convolutions (the im2col GEMM and Burn's `conv2d`), forward and the
-    /// weights' gradient of every 3x3 convolution of that profile's model on a batch of 32: the median
-    /// of 3 passes after one that compiles the kernels, in milliseconds.
+    /// weights' gradient of every 3x3 convolution of that profile's model on a batch of 32: each
+    /// convolution's median of 3 passes after one that compiles the kernels (in the JSON), and their
+    /// sums, in milliseconds.
     #[arg(long, value_enum, value_name = "PROFILE")]
     conv_speed: Option<ProfileName>,
 }
