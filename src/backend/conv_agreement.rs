@@ -13,6 +13,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::TensorPrimitive;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use vggq_core::rounds::{Spread, DEFAULT_ROUNDS};
 
 use super::step_agreement::{largest, relative};
 use crate::data::DEFAULT_BATCH_SIZE;
@@ -90,14 +91,11 @@ pub fn measure<B: Backend>(device: &B::Device) -> f64 {
     largest(differences.into_iter())
 }
 
-/// Timed passes of each algorithm at each convolution, after one untimed that compiles its kernels; the
-/// median is reported.
-const TIMED_PASSES: usize = 3;
-
 /// How long each algorithm takes for every convolution of a profile's model, forward and weights'
-/// gradient, on a batch of the seed's size: each convolution's median of [`TIMED_PASSES`] (each ended by
-/// the backend's sync, its queued work done), and their sums.
-#[derive(Debug, Clone, Serialize)]
+/// gradient, on a batch of the seed's size: each convolution's median of [`DEFAULT_ROUNDS`] timed passes
+/// (each ended by the backend's sync, its queued work done) after one untimed that compiles its
+/// kernels, and their sums.
+#[derive(Debug, Serialize)]
 pub struct ConvSpeed {
     pub profile: ProfileName,
     pub gemm_ms: f64,
@@ -107,7 +105,7 @@ pub struct ConvSpeed {
 }
 
 /// One convolution's times ([`ConvSpeed`]).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct LayerSpeed {
     pub channels: usize,
     pub width: usize,
@@ -128,16 +126,13 @@ pub fn speed<B: Backend>(profile: ProfileName, device: &B::Device) -> Result<Con
         drop(results);
         Ok(took.as_secs_f64() * 1e3)
     };
-    let median = |mut times: Vec<f64>| {
-        times.sort_by(f64::total_cmp);
-        times[times.len() / 2]
-    };
+    let median = |times: &[f64]| Spread::of(times).expect("timed passes").median;
     B::sync(device)?;
     let mut layers = Vec::new();
     for layer in Operands::<B>::of(profile, device) {
         let (mut gemm, mut conv2d) = (Vec::new(), Vec::new());
         // The first pass compiles the kernels, untimed.
-        for pass in 0..=TIMED_PASSES {
+        for pass in 0..=DEFAULT_ROUNDS {
             let times = (time(&layer, Conv3x3Algorithm::Im2colGemm)?, time(&layer, Conv3x3Algorithm::BurnConv2d)?);
             if pass > 0 {
                 gemm.push(times.0);
@@ -145,7 +140,7 @@ pub fn speed<B: Backend>(profile: ProfileName, device: &B::Device) -> Result<Con
             }
         }
         let Operands { channels, width, side, .. } = layer;
-        layers.push(LayerSpeed { channels, width, side, gemm_ms: median(gemm), conv2d_ms: median(conv2d) });
+        layers.push(LayerSpeed { channels, width, side, gemm_ms: median(&gemm), conv2d_ms: median(&conv2d) });
     }
     Ok(ConvSpeed {
         profile,

@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
             selection
                 .backend
                 .run(TimeConvolutions(profile))?
-                .map_err(|error| anyhow::anyhow!("timing the convolutions: {error:?}"))?,
+                .map_err(|error| anyhow::anyhow!("timing the convolutions: {error}"))?,
         ),
         None => None,
     };
@@ -115,7 +115,7 @@ pub fn run(args: Args) -> Result<()> {
                 precision,
                 step_agreement,
                 conv_agreement,
-                conv_speed: conv_speed.clone(),
+                conv_speed,
                 kernel_cache: backend::autotune::kernel_cache()
             })?
         );
