@@ -18,6 +18,7 @@
 #   6. times the two convolutions (the im2col GEMM CUDA trains with, Burn's conv2d) at the full shapes;
 #   7. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
 #      which must resume and end with the first smoke run's model;
+# sampling the GPU's memory in use all along (nvidia-smi, every half second) for each stage's peak,
 # and prints one table last, also written to $OUT/summary.txt (rewritten after every stage, with
 # results.tar.gz, so that a call the device tool stops at its limit still brings home the stages that
 # ended). Each stage runs on its own, capped in time, in the order of what it is for: one that fails or
@@ -27,7 +28,7 @@
 #
 # $OUT gets 7 files: device-check.log, summary.txt, bench.txt, golden_table.md, metrics.json,
 # full-metrics.json, and results.tar.gz with everything else (the probe, the step check, the
-# convolutions' times, the smoke
+# convolutions' times, the memory samples, the smoke
 # run's report.md, the reports, both runs' SHA256SUMS and manifests, the autotune cache, the full
 # steps' log, the resumed training's logs). The summary and the archive are written beside their names
 # and renamed, one at a time: a call stopped while one is written brings home the last whole one, and
@@ -90,6 +91,23 @@ deadline=$(( started + check_seconds - STOP_GRACE - 15 ))
 cap_scale=$($dry_run && echo 4 || echo 1)
 # Background stages get process groups of their own, so that a stage past its time is stopped whole.
 set -m
+
+# memory_used_mib: the memory the summary's peaks are of: the GPU's in use (nvidia-smi; every process on
+# it, the check's alone there), in a dry run the host's (MemTotal - MemAvailable), which rehearses the row.
+if $dry_run; then
+    export MEMORY_MEASURED="the host's memory in use (dry run: MemTotal - MemAvailable)"
+    memory_used_mib() { awk '/^MemTotal:/ { total = $2 } /^MemAvailable:/ { available = $2 } END { print int((total - available) / 1024) }' /proc/meminfo; }
+else
+    export MEMORY_MEASURED="the GPU's memory in use (nvidia-smi)"
+    memory_used_mib() { timeout 5 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n 1; }
+fi
+# Sampled every half second ("<epoch seconds> <MiB>") beside the stages, for each stage's peak: what the
+# full shapes' training, ONNX Runtime's CUDA provider and the GEMM convolution's im2col need of a GPU.
+# Outside $keep, which tar reads while the samples grow; bring_home copies them in.
+( while :; do echo "$(date +%s.%N) $(memory_used_mib)"; sleep 0.5; done ) > "$work/memory.txt" 2>/dev/null &
+sampler=$!
+disown "$sampler"  # its end at the exit is no news
+trap 'kill -- -"$sampler" 2>/dev/null; rm -rf "$work"' EXIT
 
 # kernel_cache [JSON]: the compiled-kernel cache every GPU run on this machine shares, as `vggq device
 # --json` says (in JSON, a file; by default what the probe stage recorded).
@@ -154,7 +172,7 @@ stage() {
             clear_cache_locks
         fi
     fi
-    echo "$name $status $(( $(date +%s) - begin ))" >> "$work/stages"
+    echo "$name $status $(( $(date +%s) - begin )) $begin" >> "$work/stages"
     [[ $status == 0 ]] || echo "== $name failed ($status)"
     # What has come of the check so far, in $OUT: where the device tool stops the whole call at its time
     # limit, the stages that ended still come home. A skipped stage changed nothing (and the summary's
@@ -172,6 +190,7 @@ stage_status() {
 # far; after every stage, and once more at the end.
 bring_home() {
     rm -rf "$keep/autotune"
+    cp "$work/memory.txt" "$keep/memory.txt"
     [[ -d "${autotune:-}" ]] && cp -r "$autotune" "$keep/autotune"
     local kernels kernel_mib
     kernels="$(kernel_cache)"
@@ -190,8 +209,10 @@ def load(path):
         return None
 
 rows = []
+stage_times = []
 for line in open(stages):
-    name, status, seconds = line.split()
+    name, status, seconds, begin = line.split()
+    stage_times.append((name, int(begin), int(begin) + int(seconds) + 1))
     verdict = {"0": "ok", "skipped": "SKIPPED (no time left)", "timeout": "STOPPED at its time limit"}.get(status, f"FAILED (exit {status})")
     rows.append((f"stage {name}", f"{verdict}, {seconds} s"))
 device = load(f"{keep}/device.json")
@@ -208,6 +229,19 @@ if speed:
     rows.append(("conv speed", f"GEMM {speed['gemm_ms']:.1f} ms, conv2d {speed['conv2d_ms']:.1f} ms ({speed['profile']} shapes, batch 32, forward and weight gradient, median of 3)"))
     layers = ", ".join(f"{l['channels']}>{l['width']} at {l['side']} px {l['gemm_ms']:.1f}/{l['conv2d_ms']:.1f}" for l in speed.get("layers", []))
     rows.append(("conv speed by layer", f"GEMM/conv2d ms: {layers}"))
+# Each stage's peak of the memory samples taken while it ran (a stage shorter than a sample has none).
+samples = []
+for line in open(f"{keep}/memory.txt") if os.path.exists(f"{keep}/memory.txt") else []:
+    fields = line.split()
+    if len(fields) == 2 and fields[1].isdigit():
+        samples.append((float(fields[0]), int(fields[1])))
+peaks = []
+for name, begin, end in stage_times:
+    during = [mib for when, mib in samples if begin <= when <= end]
+    if during:
+        peaks.append((name, max(during)))
+if peaks:
+    rows.append(("peak memory by stage", f"GiB of {os.environ['MEMORY_MEASURED']}: " + ", ".join(f"{name} {mib / 1024:.1f}" for name, mib in peaks)))
 bench = open(f"{out}/bench.txt").read().splitlines() if os.path.exists(f"{out}/bench.txt") else []
 # vggq bench-train's summary lines: "<profile>: summary <figure>: vggq M [..] | torch M [..] | ratio Rx [..] (...)",
 # a block after every round: the last of each figure covers the most rounds (a bench stopped at its cap

@@ -240,6 +240,18 @@ fn rehearse_missing_part(sh: &Shell, bundle: &Path) -> Result<()> {
 /// other (`--check-step`), and the convolutions' times (`--conv-speed`).
 const DEVICE_ROWS: [&str; 3] = ["step against the CPU", "conv: GEMM against conv2d", "conv speed"];
 
+/// The summary's row of each stage's peak memory in use ("<what was measured>: <stage> <GiB>, ...").
+const MEMORY_ROW: &str = "peak memory by stage";
+
+/// Whether the memory row gives `stage` a peak in GiB.
+fn memory_peak_shown(rows: &[(&str, &str)], stage: &str) -> bool {
+    rows.iter()
+        .filter(|(key, _)| key.trim() == MEMORY_ROW)
+        .filter_map(|(_, value)| value.split_once(": "))
+        .flat_map(|(_, peaks)| peaks.split(", "))
+        .any(|peak| peak.strip_prefix(stage).and_then(|gib| gib.strip_prefix(' ')).is_some_and(|gib| gib.parse::<f64>().is_ok()))
+}
+
 /// The figures `vggq bench-train` summarises, which the summary shows for the smoke bench with PyTorch's
 /// ratio, from the last of the blocks it prints after every round (the rehearsal runs more than one).
 const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"];
@@ -248,7 +260,8 @@ const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"
 /// as failed (those whose eval failed with the script's own status for it, 3, after their figures), the
 /// stopped one as stopped and ended within the grace period, the fallback's smoke run ran, every other
 /// stage is ok, the two smoke runs' SHA256SUMS were compared (the rerun packaged despite its eval), the
-/// resumed training ended with the smoke run's model, `vggq device`'s figures are there, the full-size
+/// resumed training ended with the smoke run's model, `vggq device`'s figures are there, the fallback's
+/// smoke run has its peak memory, the full-size
 /// figures are there (despite their eval), and the smoke bench's figures are there with a ratio, over
 /// more than its first round. Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
@@ -280,6 +293,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         && rows.iter().any(|(key, value)| key.trim() == "smoke rerun" && *value == "identical SHA256SUMS")
         && rows.iter().any(|(key, value)| key.trim() == "smoke resume" && *value == format!("the smoke run's {MODEL_FILE}"))
         && DEVICE_ROWS.iter().all(|row| rows.iter().any(|(key, _)| key.trim() == *row))
+        && memory_peak_shown(&rows, FALLBACK_STAGE)
         && rows.iter().filter(|(key, _)| key.starts_with("full size: ") && key.contains(".onnx [")).count() >= FULL_SIZE_ROWS;
     let bench_shown = BENCH_FIGURES.iter().all(|figure| {
         let shown: Vec<_> = rows.iter().filter(|(key, _)| key.trim() == format!("smoke {figure}")).collect();
@@ -289,7 +303,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         bail!(
             "the GPU check's summary does not show {FAILURES:?} failed, {} stopped within {within} s, \
              {FALLBACK_STAGE} run, every other stage run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's, \
-             `vggq device`'s {DEVICE_ROWS:?}, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
+             `vggq device`'s {DEVICE_ROWS:?}, {FALLBACK_STAGE}'s peak memory, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
             STOPPED.0
         );
     }
@@ -314,6 +328,7 @@ stage smoke-resume  | ok, 21 s
 step against the CPU | logits 0.0e0, loss 0.0e0, updates 0.0e0 (at most, at ), relative
 conv: GEMM against conv2d | 3.1e-6 (at most, forward and weight gradient, relative)
 conv speed          | GEMM 137.2 ms, conv2d 29.0 ms (smoke shapes, batch 32, forward and weight gradient, median of 3)
+peak memory by stage | GiB of the host's memory in use (dry run: MemTotal - MemAvailable): reassemble 0.8, smoke-run-autotune 0.9, full-steps 4.0
 smoke train         | vggq 1202.7 [1029.9-1375.4] | torch 1076.1 [988.5-1163.7] | ratio 1.11x [1.04-1.18] (median of 2 rounds)
 smoke qat train     | vggq 1018.1 [994.2-1042.0] | torch 681.2 [663.0-699.5] | ratio 1.49x [1.49-1.50] (median of 2 rounds)
 smoke eval          | vggq 5450.7 [5304.0-5597.4] | torch 3855.1 [3839.6-3870.6] | ratio 1.41x [1.37-1.46] (median of 2 rounds)
@@ -327,7 +342,7 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
 ";
 
     /// Summaries the check must refuse: (what is wrong, text of [`SUMMARY`], what it becomes).
-    const WRONG: [(&str, &str, &str); 22] = [
+    const WRONG: [(&str, &str, &str); 25] = [
         ("no fallback", "stage smoke-run-autotune | ok, 6 s\n", ""),
         ("fallback failed", "smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)"),
         ("stopped stage ran", "bench-full    | STOPPED at its time limit", "bench-full    | ok"),
@@ -354,6 +369,9 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
         ("no convolution check", "conv: GEMM against conv2d | 3.1e-6 (at most, forward and weight gradient, relative)\n", ""),
         ("no convolution times", "conv speed          | GEMM", "conv timed  | GEMM"),
         ("convolutions not timed", "conv-speed    | ok", "conv-speed    | FAILED (exit 1)"),
+        ("no memory row", "peak memory by stage |", "peak memory |"),
+        ("fallback's memory not sampled", "smoke-run-autotune 0.9, ", ""),
+        ("memory not a figure", "smoke-run-autotune 0.9", "smoke-run-autotune -"),
     ];
 
     #[test]
