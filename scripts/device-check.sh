@@ -94,12 +94,14 @@ set -m
 
 # memory_used_mib: the memory the summary's peaks are of: the GPU's in use (nvidia-smi; every process on
 # it, the check's alone there), in a dry run the host's (MemTotal - MemAvailable), which rehearses the row.
+# One nvidia-smi a sample, not one polling (`-lms`): its output into a pipe may wait in its buffer, and
+# a sample must be read when it is taken.
 if $dry_run; then
     export MEMORY_MEASURED="the host's memory in use (dry run: MemTotal - MemAvailable)"
     memory_used_mib() { awk '/^MemTotal:/ { total = $2 } /^MemAvailable:/ { available = $2 } END { print int((total - available) / 1024) }' /proc/meminfo; }
 else
     export MEMORY_MEASURED="the GPU's memory in use (nvidia-smi)"
-    memory_used_mib() { timeout 5 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -n 1; }
+    memory_used_mib() { timeout 5 nvidia-smi -i 0 --query-gpu=memory.used --format=csv,noheader,nounits; }
 fi
 # Sampled every half second ("<epoch seconds> <MiB>") beside the stages, for each stage's peak: what the
 # full shapes' training, ONNX Runtime's CUDA provider and the GEMM convolution's im2col need of a GPU.
