@@ -179,6 +179,38 @@ fn a_limited_recipes_tables_say_so() {
     }
 }
 
+/// The report sets a run beside the seed's own run only where it is a run of the seed's recipe, the full
+/// profile without limits or overrides: a smoke run, or a full one cut short, would read as falling far
+/// short of it.
+#[test]
+fn only_a_run_of_the_full_recipe_stands_beside_the_seeds_run() {
+    let run = util::golden_run();
+    let classes: Vec<String> = serde_json::from_value(read_json(&run, TRAIN_REPORT_FILE)["classes"].clone()).unwrap();
+    let mut eval: EvalRun = serde_json::from_value(read_json(&run, METRICS_FILE)).unwrap();
+    let full = Profile::full();
+    let (_, full_images) = full.data.eval_counts();
+    eval.rows.iter_mut().for_each(|row| row.eval.images = full_images);
+    let cut_short = full.clone().limited(&Limits { train_images: Some(128), ..Limits::default() });
+    for (profile, stands) in [(&full, true), (&cut_short, false), (&Profile::smoke(), false)] {
+        let input = ReportInput {
+            profile,
+            dataset: "CIFAR-10",
+            device: "CPU",
+            class_names: &classes,
+            data_images: Some(ImageCounts::CIFAR10),
+            eval: &eval,
+        };
+        let report = markdown(&input);
+        assert_eq!(
+            report.contains("## Against the seed's run"),
+            stands,
+            "{} profile, {:?}:\n{report}",
+            profile.name(),
+            profile.departures()
+        );
+    }
+}
+
 /// Every reviewed table in `golden/` reads back with today's reader, states the tolerance of its device
 /// (exact for a CPU table, a GPU table's limits and arithmetic otherwise) and where it was recorded. Only
 /// the CPU table is checked against a run in CI; without this, a change to how tables are written would

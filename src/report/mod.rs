@@ -1,8 +1,10 @@
-//! The run's report, from `metrics.json` alone: the seed's tables, agreement with FP32 and confidence
-//! intervals, per-class accuracy, EP placement and operator counts (`report.md`), bar charts (SVG), and
-//! the timing-free table the golden snapshots hold, and how a reviewed one is compared ([`golden`]).
+//! The run's report, from `metrics.json` alone: the seed's tables, a run of the full recipe beside the
+//! seed's own ([`seed_run`]), agreement with FP32 and confidence intervals, per-class accuracy, EP
+//! placement and operator counts (`report.md`), bar charts (SVG), and the timing-free table the golden
+//! snapshots hold, and how a reviewed one is compared ([`golden`]).
 
 mod golden;
+mod seed_run;
 mod stats;
 mod svg;
 
@@ -12,7 +14,7 @@ pub use golden::{golden_table, Comparison, GoldenTable, GoldenTableError, Tolera
 pub use stats::{accuracy, agreement, paired_bootstrap, per_class_accuracy, Difference};
 
 use vggq_core::run_folder::{ACCURACY_CHART_FILE, SIZE_CHART_FILE, SPEED_CHART_FILE};
-use vggq_core::Variant;
+use vggq_core::{ProfileName, Variant};
 
 use crate::data::ImageCounts;
 use crate::eval::{EvalRun, ModelMetrics};
@@ -72,7 +74,8 @@ pub fn markdown(input: &ReportInput) -> String {
     let mut out = String::new();
     let images = rows.first().map_or(0, |r| r.eval.images);
     let _ = writeln!(out, "# vggq report: profile `{}`\n", input.profile.name());
-    if let Some(note) = departure_note(input.profile, input.data_images, input.eval) {
+    let departure = departure_note(input.profile, input.data_images, input.eval);
+    if let Some(note) = &departure {
         let _ = writeln!(out, "**This run is {note}.**\n");
     }
     let _ = writeln!(
@@ -108,6 +111,10 @@ pub fn markdown(input: &ReportInput) -> String {
         );
     }
     out.push_str("\nSizes are bytes / 2^20. \"ms / image\" times `session.run` alone on preprocessed batches (warm-up excluded); the columns \"incl. preprocessing\" time the whole pass with the data loader decoding, resizing and normalising meanwhile.\n\n");
+    // The seed's table is of its full recipe: a run of it, and of nothing else, stands beside it.
+    if input.profile.name == ProfileName::Full && departure.is_none() {
+        out.push_str(&seed_run::section(rows, input.dataset));
+    }
 
     out.push_str("## INT8 against FP32\n\n");
     out.push_str("| model | EP | agreement with FP32 (top-1) | accuracy difference (points) | 95 % CI (paired bootstrap) |\n|---|---|---|---|---|\n");
