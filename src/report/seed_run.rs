@@ -67,7 +67,7 @@ pub fn section(rows: &[ModelMetrics], dataset: &str) -> String {
             }
         }
     }
-    let fp32_on_cuda = rows.iter().find(|row| row.file == Variant::Fp32.onnx_file() && row.eval.requested == Provider::Cuda);
+    let fp32_on_cuda = counterpart(rows, Variant::Fp32).filter(|row| row.eval.requested == Provider::Cuda);
     let _ = match fp32_on_cuda {
         Some(row) => writeln!(
             out,

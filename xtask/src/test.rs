@@ -261,9 +261,8 @@ const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"
 /// stopped one as stopped and ended within the grace period, the fallback's smoke run ran, every other
 /// stage is ok, the two smoke runs' SHA256SUMS were compared (the rerun packaged despite its eval), the
 /// resumed training ended with the smoke run's model, `vggq device`'s figures are there, the fallback's
-/// smoke run has its peak memory, the full-size
-/// figures are there (despite their eval), and the smoke bench's figures are there with a ratio, over
-/// more than its first round. Returns how many stages ran.
+/// smoke run has its peak memory, the full-size figures are there (despite their eval), and the smoke
+/// bench's figures are there with a ratio, over more than its first round. Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
     // Each failure's stage and its verdict: a stage failed whole exits 99 (the script's injected status),
     // one whose eval was made to fail exits 3 after its report.
