@@ -19,7 +19,7 @@
 #   7. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
 #      which must resume and end with the first smoke run's model;
 # sampling the GPU's memory in use all along (nvidia-smi, every half second) for each stage's peak,
-# and prints one table last, also written to $OUT/summary.txt (rewritten after every stage, with
+# and prints one table last (with the commit the bundle was built from), also written to $OUT/summary.txt (rewritten after every stage, with
 # results.tar.gz, so that a call the device tool stops at its limit still brings home the stages that
 # ended). Each stage runs on its own, capped in time, in the order of what it is for: one that fails or
 # runs out of time is named in the summary and the others still run; past the deadline (set from
@@ -217,6 +217,12 @@ for line in open(stages):
     stage_times.append((name, int(begin), int(begin) + int(seconds) + 1))
     verdict = {"0": "ok", "skipped": "SKIPPED (no time left)", "timeout": "STOPPED at its time limit"}.get(status, f"FAILED (exit {status})")
     rows.append((f"stage {name}", f"{verdict}, {seconds} s"))
+commit = os.environ.get("VGGQ_GIT_COMMIT")
+if commit:
+    state = {"false": "as committed", "true": "with uncommitted changes"}.get(os.environ.get("VGGQ_GIT_DIRTY"), "changes unknown")
+    rows.append(("bundle built from", f"{commit} ({state})"))
+else:
+    rows.append(("bundle built from", "no commit recorded (built outside a git checkout)"))
 device = load(f"{keep}/device.json")
 if device:
     rows += [("device", device.get("reason")), ("precision", json.dumps(device.get("precision")))]
@@ -324,6 +330,10 @@ for name in "${shared_names[@]}"; do
     fi
 done
 export "${shared_names[@]}"
+# The commit the bundle was built from, where git could tell (`cargo xtask device-bundle` records it as
+# `cargo xtask all` gives it to vggq): each run's manifest records it, and the summary says it.
+[[ -n "${VGGQ_GIT_COMMIT:-}" ]] && export VGGQ_GIT_COMMIT
+[[ -n "${VGGQ_GIT_DIRTY:-}" ]] && export VGGQ_GIT_DIRTY
 # Every part here: a call that found the machine cold started a fresh one, without the parts carried
 # before it; stopped here, before any stage, so that the device time goes to carrying them again.
 missing=()

@@ -132,13 +132,19 @@ fn pending_snapshots(golden: &Path, since: SystemTime) -> Result<Vec<PathBuf>> {
 }
 
 /// The git facts for the package's manifest, which the `vggq` binary cannot know itself (it knows its
-/// compiler and the ONNX Runtime it ran). What git cannot tell (outside a checkout, or without git)
-/// stays unset, and the manifest says it is unknown.
-fn provenance_env(sh: &Shell) -> Vec<xshell::PushEnv<'_>> {
+/// compiler and the ONNX Runtime it ran), as the variables `vggq report` reads: the commit and whether
+/// tracked files differ from it. What git cannot tell (outside a checkout, or without git) is left out,
+/// and the manifest says it is unknown.
+pub fn git_facts(sh: &Shell) -> Vec<(&'static str, String)> {
     let Ok(commit) = cmd!(sh, "git rev-parse HEAD").read() else { return Vec::new() };
-    let mut facts = vec![sh.push_env("VGGQ_GIT_COMMIT", commit)];
+    let mut facts = vec![("VGGQ_GIT_COMMIT", commit)];
     if let Ok(status) = cmd!(sh, "git status --porcelain --untracked-files=no").read() {
-        facts.push(sh.push_env("VGGQ_GIT_DIRTY", (!status.trim().is_empty()).to_string()));
+        facts.push(("VGGQ_GIT_DIRTY", (!status.trim().is_empty()).to_string()));
     }
     facts
+}
+
+/// [`git_facts`] in the environment of the steps `all` runs.
+fn provenance_env(sh: &Shell) -> Vec<xshell::PushEnv<'_>> {
+    git_facts(sh).into_iter().map(|(variable, value)| sh.push_env(variable, value)).collect()
 }

@@ -214,8 +214,9 @@ fn checkout_bytes(sh: &Shell) -> Result<u64> {
 
 /// Compresses every payload with xz (`preset`) and deals the pieces into `bundle/partNN/` folders of at most
 /// `limit` bytes, in order; `part01/SHA256SUMS` holds each payload's digest, for the script to check what
-/// it reassembled, and `part01/vggq.env` the bundle's `kind` and its number of parts (for the script to
-/// name the parts a fresh machine lacks) among vggq's names. Returns each part's folder and size.
+/// it reassembled, and `part01/vggq.env` the bundle's `kind`, its number of parts (for the script to
+/// name the parts a fresh machine lacks) and the git commit it was built from, among vggq's names.
+/// Returns each part's folder and size.
 fn write_parts(
     sh: &Shell,
     payloads: &[PathBuf],
@@ -252,7 +253,9 @@ fn write_parts(
     let sums_path = parts[0].0.join("SHA256SUMS");
     std::fs::write(&sums_path, &sums)?;
     // Written once the parts are counted, its room taken first (for up to 999 parts).
-    let shared = |parts: usize| format!("BUNDLE_KIND={kind}\nBUNDLE_PARTS={parts}\n{}", shared_with_vggq());
+    // The commit the binaries were built from, for the check's runs to record in their manifests.
+    let git: String = crate::all::git_facts(sh).iter().map(|(variable, value)| format!("{variable}={value}\n")).collect();
+    let shared = |parts: usize| format!("BUNDLE_KIND={kind}\nBUNDLE_PARTS={parts}\n{git}{}", shared_with_vggq());
     parts[0].1 += (sums.len() + shared(999).len()) as u64;
     for (name, xz) in &compressed {
         let data = std::fs::read(xz)?;

@@ -240,6 +240,20 @@ fn rehearse_missing_part(sh: &Shell, bundle: &Path) -> Result<()> {
 /// other (`--check-step`), and the convolutions' times (`--conv-speed`).
 const DEVICE_ROWS: [&str; 3] = ["step against the CPU", "conv: GEMM against conv2d", "conv speed"];
 
+/// The summary's row of the commit the bundle was built from ("<40 hex digits> (as committed)"), which
+/// the check's manifests record too: a rehearsal's bundle is built in a checkout.
+const BUNDLE_ROW: &str = "bundle built from";
+
+/// Whether the rows name the bundle's commit.
+fn bundle_commit_shown(rows: &[(&str, &str)]) -> bool {
+    rows.iter().any(|(key, value)| {
+        key.trim() == BUNDLE_ROW
+            && value
+                .split_once(' ')
+                .is_some_and(|(commit, _)| commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit()))
+    })
+}
+
 /// The summary's row of each stage's peak memory in use ("<what was measured>: <stage> <GiB>, ...").
 const MEMORY_ROW: &str = "peak memory by stage";
 
@@ -261,8 +275,9 @@ const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"
 /// stopped one as stopped and ended within the grace period, the fallback's smoke run ran, every other
 /// stage is ok, the two smoke runs' SHA256SUMS were compared (the rerun packaged despite its eval), the
 /// resumed training ended with the smoke run's model, `vggq device`'s figures are there, the fallback's
-/// smoke run has its peak memory, the full-size figures are there (despite their eval), and the smoke
-/// bench's figures are there with a ratio, over more than its first round. Returns how many stages ran.
+/// smoke run has its peak memory, the bundle's commit is named, the full-size figures are there (despite
+/// their eval), and the smoke bench's figures are there with a ratio, over more than its first round.
+/// Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
     // Each failure's stage and its verdict: a stage failed whole exits 99 (the script's injected status),
     // one whose eval was made to fail exits 3 after its report.
@@ -293,6 +308,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         && rows.iter().any(|(key, value)| key.trim() == "smoke resume" && *value == format!("the smoke run's {MODEL_FILE}"))
         && DEVICE_ROWS.iter().all(|row| rows.iter().any(|(key, _)| key.trim() == *row))
         && memory_peak_shown(&rows, FALLBACK_STAGE)
+        && bundle_commit_shown(&rows)
         && rows.iter().filter(|(key, _)| key.starts_with("full size: ") && key.contains(".onnx [")).count() >= FULL_SIZE_ROWS;
     let bench_shown = BENCH_FIGURES.iter().all(|figure| {
         let shown: Vec<_> = rows.iter().filter(|(key, _)| key.trim() == format!("smoke {figure}")).collect();
@@ -302,7 +318,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         bail!(
             "the GPU check's summary does not show {FAILURES:?} failed, {} stopped within {within} s, \
              {FALLBACK_STAGE} run, every other stage run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's, \
-             `vggq device`'s {DEVICE_ROWS:?}, {FALLBACK_STAGE}'s peak memory, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
+             `vggq device`'s {DEVICE_ROWS:?}, {FALLBACK_STAGE}'s peak memory, the bundle's commit, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
             STOPPED.0
         );
     }
@@ -324,6 +340,7 @@ stage bench-full    | STOPPED at its time limit, 24 s
 stage full-steps    | FAILED (exit 3), 72 s
 stage conv-speed    | ok, 2 s
 stage smoke-resume  | ok, 21 s
+bundle built from   | 544ea55c0f1e2d3b4a5968778695a4b3c2d1e0f9 (as committed)
 step against the CPU | logits 0.0e0, loss 0.0e0, updates 0.0e0 (at most, at ), relative
 conv: GEMM against conv2d | 3.1e-6 (at most, forward and weight gradient, relative)
 conv speed          | GEMM 137.2 ms, conv2d 29.0 ms (smoke shapes, batch 32, forward and weight gradient, median of 3)
@@ -341,7 +358,7 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
 ";
 
     /// Summaries the check must refuse: (what is wrong, text of [`SUMMARY`], what it becomes).
-    const WRONG: [(&str, &str, &str); 25] = [
+    const WRONG: [(&str, &str, &str); 27] = [
         ("no fallback", "stage smoke-run-autotune | ok, 6 s\n", ""),
         ("fallback failed", "smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)"),
         ("stopped stage ran", "bench-full    | STOPPED at its time limit", "bench-full    | ok"),
@@ -371,6 +388,12 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
         ("no memory row", "peak memory by stage |", "peak memory |"),
         ("fallback's memory not sampled", "smoke-run-autotune 0.9, ", ""),
         ("memory not a figure", "smoke-run-autotune 0.9", "smoke-run-autotune -"),
+        (
+            "no bundle commit",
+            "544ea55c0f1e2d3b4a5968778695a4b3c2d1e0f9 (as committed)",
+            "no commit recorded (built outside a git checkout)",
+        ),
+        ("bundle commit cut short", "544ea55c0f1e2d3b4a5968778695a4b3c2d1e0f9 ", "544ea55 "),
     ];
 
     #[test]
