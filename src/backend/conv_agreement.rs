@@ -30,9 +30,11 @@ struct Operands<B: Backend> {
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     grad: FloatTensor<B>,
-    /// Input channels, output channels, input side.
+    /// Input channels.
     channels: usize,
+    /// Output channels.
     width: usize,
+    /// The input's side in pixels.
     side: usize,
 }
 
