@@ -69,9 +69,21 @@ pub enum StepError {
         "`vggq {step}` ran on another {input} than the one there now (an earlier step ran again since): run `vggq {step}` again"
     )]
     InputChanged { input: PathBuf, step: String },
-    /// An earlier step left no stamp: it did not finish, or an older vggq ran it.
-    #[error("{folder} has no record that `vggq {step}` finished there: run `vggq {step}`")]
+    /// An earlier step left no stamp: it did not finish, an older vggq ran it, or the folder is a copy of a
+    /// package's files without its records.
+    #[error(
+        "{folder} has no record that `vggq {step}` finished there (in its `.steps` folder): run `vggq {step}`; a copy \
+         of a package without its records can still be checked with `vggq verify`, and its ONNX files evaluated with \
+         `vggq eval FILE...`"
+    )]
     Unrecorded { folder: PathBuf, step: String },
+    /// A folder with no step records holds files of the kind `vggq report` writes, which a step starting
+    /// there would remove ([`Step::starting`]).
+    #[error(
+        "{folder} holds {files}, which no vggq step recorded there (it has no `.steps` records), and a run there \
+         would remove them: give another folder, or move them out"
+    )]
+    OthersFiles { folder: PathBuf, files: String },
 }
 
 /// Held while a command writes into a run folder: two runs writing one folder would mix their files
@@ -129,6 +141,24 @@ fn remove_if_unwritten(lock: &Path, made: &[PathBuf]) {
         // Only an empty folder goes.
         let _ = std::fs::remove_dir(folder);
     }
+}
+
+/// Refuses a run folder that holds files of the kind `vggq report` writes but no record of any step:
+/// they are not vggq's (a person's notes, a package copied without its records), and a step starting
+/// there would remove them ([`Step::starting`], which `train` has say so before it reads the data).
+pub fn refuse_others_report_files(folder: &Path) -> Result<(), StepError> {
+    let present: Vec<&str> = REPORT_OUTPUTS.into_iter().filter(|file| folder.join(file).exists()).collect();
+    if present.is_empty() || holds_records(folder) {
+        return Ok(());
+    }
+    Err(StepError::OthersFiles { folder: folder.to_path_buf(), files: present.join(", ") })
+}
+
+/// Whether the run folder `folder` holds a record of a step (a stamp, or a checkpoint of one that
+/// stopped): its lock alone is no record.
+fn holds_records(folder: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(folder.join(STEPS_FOLDER)) else { return false };
+    entries.filter_map(Result::ok).any(|entry| entry.file_name() != LOCK_FILE)
 }
 
 /// Whether `folder` holds `name` and nothing else.
@@ -316,8 +346,10 @@ impl Step {
 
     /// Marks the run unfinished before the step changes its outputs: what `vggq report` wrote goes (the
     /// package's manifest and checksums, the report and its charts; it writes them again), so that a run
-    /// trained again keeps neither the manifest nor the figures of the model it replaces.
+    /// trained again keeps neither the manifest nor the figures of the model it replaces. Such files in a
+    /// folder with no step's record are not vggq's, and are refused ([`refuse_others_report_files`]).
     pub fn starting(&self) -> Result<(), StepError> {
+        refuse_others_report_files(&self.folder)?;
         for file in REPORT_OUTPUTS {
             let path = self.folder.join(file);
             crate::atomic::remove_if_present(&path).map_err(|source| StepError::Io { path, source })?;
@@ -395,6 +427,7 @@ pub fn require_current(folder: &Path, steps: &[&str]) -> Result<(), StepError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vggq_core::run_folder::{MANIFEST_FILE, REPORT_FILE};
 
     #[test]
     fn a_step_is_current_until_its_config_input_or_output_changes() {
@@ -415,6 +448,25 @@ mod tests {
         std::fs::write(&output, b"out").unwrap();
         std::fs::write(&input, b"new input").unwrap();
         assert!(!step(1).is_up_to_date().unwrap(), "input changed");
+    }
+
+    /// Report files in a folder with no step's record are someone else's: a step starting there refuses
+    /// to remove them (the run folder's lock is no record). Once a step is recorded, they are the run's.
+    #[test]
+    fn a_step_starting_removes_only_a_runs_own_report_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (notes, manifest) = (dir.path().join(REPORT_FILE), dir.path().join(MANIFEST_FILE));
+        std::fs::write(&notes, b"notes").unwrap();
+        std::fs::write(&manifest, b"{}").unwrap();
+        let step = Step::new("demo", dir.path(), &(), &[], vec![]).unwrap();
+        let lock = RunFolderLock::take(dir.path()).unwrap();
+        let error = step.starting().unwrap_err();
+        assert!(matches!(&error, StepError::OthersFiles { files, .. } if files == "manifest.json, report.md"), "{error}");
+        assert!(notes.is_file() && manifest.is_file());
+        step.record().unwrap();
+        step.starting().unwrap();
+        assert!(!notes.exists() && !manifest.exists());
+        drop(lock);
     }
 
     #[test]

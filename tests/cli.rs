@@ -39,6 +39,7 @@ const BAD_FLAGS: &[(&[&str], &str)] = &[
     (&["bench-train", "--size", "48"], "--size"),
     (&["bench-train", "--width-div", "0"], "--width-div"),
     (&["bench-train", "--hidden", "0"], "--hidden"),
+    (&["bench-train", "--hidden", "200000"], "--hidden"),
     (&["bench-train", "--seconds", "0"], "--seconds"),
     (&["bench-train", "--seconds", "nan"], "--seconds"),
     (&["bench-train", "--rounds", "0"], "--rounds"),
@@ -95,23 +96,80 @@ fn an_unknown_instruction_set_is_a_usage_error() {
 
 /// An ONNX model whose input is `[N, 3, side, side]` with `side` as given.
 fn model_with_side(side: i64) -> Vec<u8> {
-    let dims = [None, Some(3), Some(side), Some(side)].map(|value| tensor_shape_proto::Dimension {
-        value: value.map(tensor_shape_proto::dimension::Value::DimValue),
-        ..Default::default()
-    });
-    let input = ValueInfoProto {
-        name: Some("input".into()),
+    model_with_shapes(&[None, Some(3), Some(side), Some(side)], None)
+}
+
+/// An ONNX model (no nodes) whose input `input` and, where given, output `logits` have these dimensions
+/// (`None`: free).
+fn model_with_shapes(input: &[Option<i64>], output: Option<&[Option<i64>]>) -> Vec<u8> {
+    let value = |name: &str, dims: &[Option<i64>]| ValueInfoProto {
+        name: Some(name.into()),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
                 elem_type: Some(1),
-                shape: Some(TensorShapeProto { dim: dims.to_vec() }),
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|value| tensor_shape_proto::Dimension {
+                            value: value.map(tensor_shape_proto::dimension::Value::DimValue),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
             })),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let graph = vggq::export::onnx::proto::GraphProto { input: vec![input], ..Default::default() };
+    let graph = vggq::export::onnx::proto::GraphProto {
+        input: vec![value("input", input)],
+        output: output.map(|dims| value("logits", dims)).into_iter().collect(),
+        ..Default::default()
+    };
     ModelProto { graph: Some(graph), ..Default::default() }.encode_to_vec()
+}
+
+/// A model that cannot take the batch asked for, or gives logits for other classes than the data's, is
+/// refused naming the file and what fits, before any model runs (the last would otherwise be scored,
+/// against labels of another task, and the first fail in ONNX Runtime naming no file). An empty file is
+/// said to be empty.
+#[test]
+fn models_that_do_not_fit_the_data_or_the_batch_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    util::fixtures::write_cifar_binary_of(data.path(), &util::fixtures::CIFAR10_CLASSES);
+    let data = data.path().to_str().unwrap();
+    let side = Some(32);
+    let files: [(&str, Vec<u8>, &str, &str); 4] = [
+        (
+            "two-classes.onnx",
+            model_with_shapes(&[None, Some(3), side, side], Some(&[None, Some(2)])),
+            "1",
+            "gives logits for 2 classes, and the data has 10 (airplane, automobile,",
+        ),
+        (
+            "one-at-a-time.onnx",
+            model_with_shapes(&[Some(1), Some(3), side, side], Some(&[Some(1), Some(10)])),
+            "32",
+            "takes one image at a time: give --batch 1",
+        ),
+        (
+            "batch-of-eight.onnx",
+            model_with_shapes(&[Some(8), Some(3), side, side], None),
+            "8",
+            "takes batches of exactly 8 images, and vggq eval also runs it on one image",
+        ),
+        ("empty.onnx", Vec::new(), "1", "is empty (0 bytes), not an ONNX model"),
+    ];
+    for (name, bytes, batch, said) in files {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let output = vggq(&["eval", path.to_str().unwrap(), "--device", "cpu", "--data", data, "--batch", batch], &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {message}");
+        assert!(message.contains(&format!("{} {said}", path.display())), "{name}: not `{said}`: {message}");
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("top-1"), "{name}: the table began");
+    }
 }
 
 /// Hostile or broken files: a negative side, a side of 2^40 (a batch of it would be exabytes), a
@@ -254,6 +312,70 @@ fn an_output_folder_that_cannot_be_made_is_refused_first() {
     }
 }
 
+/// Files vggq did not write are never replaced: `eval --report` naming a model (as `--report` given
+/// before the models takes the first) or a run's file, `train` into a folder holding a report and a
+/// manifest that no step recorded (a person's, or a package copied without its records). Each is
+/// refused, before any model runs or any training, naming the files, which stay as they were; a report
+/// `eval` wrote is replaced. An autotune cache that is a file is refused before training, not after it.
+#[test]
+fn files_vggq_did_not_write_are_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    util::fixtures::write_cifar_binary_of(data.path(), &util::fixtures::CIFAR10_CLASSES);
+    let data = data.path().to_str().unwrap();
+    let golden = util::golden_run();
+    let model = dir.path().join(Variant::StaticInt8.onnx_file());
+    std::fs::copy(golden.join(Variant::StaticInt8.onnx_file()), &model).unwrap();
+    let train_report = dir.path().join(TRAIN_REPORT_FILE);
+    std::fs::copy(golden.join(TRAIN_REPORT_FILE), &train_report).unwrap();
+    let eval = |report: &Path| {
+        let (model, report) = (model.to_str().unwrap(), report.to_str().unwrap());
+        vggq(&["eval", "--device", "cpu", "--data", data, "--batch", "1", "--report", report, model], &[])
+    };
+    for theirs in [&model, &train_report] {
+        let before = std::fs::read(theirs).unwrap();
+        let output = eval(theirs);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        let said = format!("--report {} is a file `vggq eval` did not write, which the report would replace", theirs.display());
+        assert!(message.contains(&said), "{message}");
+        assert_eq!(std::fs::read(theirs).unwrap(), before, "{} changed", theirs.display());
+    }
+    let report = dir.path().join("evaluated.json");
+    for _ in 0..2 {
+        let output = eval(&report);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+
+    let out = dir.path().join("notes");
+    std::fs::create_dir(&out).unwrap();
+    for file in [REPORT_FILE, MANIFEST_FILE] {
+        std::fs::write(out.join(file), file).unwrap();
+    }
+    let out_arg = out.to_str().unwrap();
+    let train = ["train", "--profile", "smoke", "--device", "cpu", "--data", data, "--out", out_arg];
+    let output = vggq(&train, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    let said = format!("{out_arg} holds manifest.json, report.md, which no vggq step recorded there");
+    assert!(message.contains(&said), "{message}");
+    let mut left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    left.sort();
+    assert_eq!(left, [MANIFEST_FILE, REPORT_FILE], "the refused training left or removed files");
+    for file in [REPORT_FILE, MANIFEST_FILE] {
+        assert_eq!(std::fs::read_to_string(out.join(file)).unwrap(), file);
+    }
+
+    let run = dir.path().join("run");
+    let cache = train_report.to_str().unwrap();
+    let output = vggq(&[&train[..7], &["--out", run.to_str().unwrap(), "--autotune-cache", cache]].concat(), &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains(&format!("the autotune cache {cache} is a file")), "{message}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("epoch"), "it trained first");
+    assert!(!run.exists(), "the refused training left {}", run.display());
+}
+
 /// A run folder inside the data folder is refused: every file of a data folder is its data, so the
 /// run's files would be read as data (and change its fingerprint from one step to the next).
 #[test]
@@ -338,7 +460,7 @@ fn a_missing_input_names_the_step_that_writes_it() {
 fn eval_says_how_many_test_images_it_ran() {
     let model = util::golden_run().join(Variant::StaticInt8.onnx_file());
     let data = tempfile::tempdir().unwrap();
-    util::fixtures::write_cifar_binary(data.path());
+    util::fixtures::write_cifar_binary_of(data.path(), &util::fixtures::CIFAR10_CLASSES);
     let (model, data) = (model.to_str().unwrap(), data.path().to_str().unwrap());
     for (images, warmup, said) in [
         ("5", "1", "test images: all 3 (--images asked for 5)"),

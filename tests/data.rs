@@ -29,8 +29,8 @@ fn load_path(path: &Path) -> Result<Cifar10, DataError> {
 mod real_data {
     use super::*;
 
-    const CIFAR10_CLASSES: [&str; 10] =
-        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+    use crate::util::fixtures::CIFAR10_CLASSES;
+
     /// From shared/README.md.
     const JPEG_COPY_SHA256: &str = "45b041e867f5a40f79bfde38d3dd1fd511103d50068c1afecf6445e25234d4db";
 

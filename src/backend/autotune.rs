@@ -43,6 +43,9 @@ pub struct AutotuneCache {
 pub enum AutotuneError {
     #[error("creating the autotune cache {path}: {source}")]
     Folder { path: PathBuf, source: std::io::Error },
+    /// Said before any work, in every build: a build that tunes would fail there only once it times.
+    #[error("the autotune cache {path} is a file: name a folder (or one to be made)")]
+    NotAFolder { path: PathBuf },
     /// A cache that exists but cannot be read whole has no digest to record: a digest of what could be
     /// read would name kernels the run may not have chosen.
     #[error("reading the autotune cache at {path}: {source}")]
@@ -74,8 +77,11 @@ pub fn kernel_cache() -> PathBuf {
 /// Points cubecl's compiled-kernel cache at [`kernel_cache`] and, in a build that tunes ([`TUNED`]) where
 /// `autotune` names a folder (created if missing), its autotune cache and the log of the kernels it
 /// chose there; without one, autotune keeps cubecl's own cache (under `target/`). A build that does not
-/// tune leaves the folder alone: nothing would go in it.
+/// tune leaves the folder alone: nothing would go in it. A path that is a file is refused by every build.
 pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
+    if let Some(file) = autotune.filter(|path| path.exists() && !path.is_dir()) {
+        return Err(AutotuneError::NotAFolder { path: file.to_path_buf() });
+    }
     let autotune = autotune.filter(|_| TUNED);
     if let Some(folder) = autotune {
         std::fs::create_dir_all(folder).map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?;
@@ -118,9 +124,12 @@ pub fn place_in_run(run: &Path, folder: &Path) -> PathBuf {
 impl AutotuneCache {
     /// `folder`, the cache of the run in `run`, as it is now; recorded by its place in the run where it
     /// lies inside (`autotune`), else as an absolute path, so that later steps find it from any working
-    /// folder and in a moved run ([`AutotuneCache::folder_in`]).
-    pub fn read(run: &Path, folder: &Path) -> Result<Self, AutotuneError> {
-        Ok(AutotuneCache { tuned: TUNED, folder: place_in_run(run, folder), sha256: digest(folder)? })
+    /// folder and in a moved run ([`AutotuneCache::folder_in`]). `tuned`: whether the build that ran
+    /// timed its kernels ([`TUNED`]); only then is the folder read, since only then did cubecl use it (a
+    /// folder given to a build that does not tune, a shared cache say, says nothing of its kernels).
+    pub fn read(run: &Path, folder: &Path, tuned: bool) -> Result<Self, AutotuneError> {
+        let sha256 = if tuned { digest(folder)? } else { None };
+        Ok(AutotuneCache { tuned, folder: place_in_run(run, folder), sha256 })
     }
 
     /// Where the cache is, for the run now in `run`.
@@ -171,12 +180,15 @@ mod tests {
     #[test]
     fn the_digest_follows_names_and_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let read = || AutotuneCache::read(dir.path(), dir.path()).unwrap();
+        let read = || AutotuneCache::read(dir.path(), dir.path(), true).unwrap();
         assert_eq!(read().sha256, None);
-        assert_eq!(AutotuneCache::read(dir.path(), &dir.path().join("never-made")).unwrap().sha256, None);
+        assert_eq!(AutotuneCache::read(dir.path(), &dir.path().join("never-made"), true).unwrap().sha256, None);
         std::fs::create_dir_all(dir.path().join("0.10.0/device-0")).unwrap();
         std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice a").unwrap();
         let first = read().sha256.unwrap();
+        // A build that does not tune neither used nor reads the folder.
+        let untuned = AutotuneCache::read(dir.path(), dir.path(), false).unwrap();
+        assert_eq!((untuned.tuned, untuned.sha256), (false, None));
         std::fs::write(dir.path().join("0.10.0/device-0/matmul.json.log"), "choice b").unwrap();
         let second = read().sha256.unwrap();
         assert_ne!(first, second);
@@ -185,7 +197,7 @@ mod tests {
         // A file that cannot be read (here a link to nothing: the test may run as root, whom permissions
         // do not stop) is an error, not a cache without it.
         std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("0.10.0/device-0/conv.json.log")).unwrap();
-        let error = AutotuneCache::read(dir.path(), dir.path()).unwrap_err().to_string();
+        let error = AutotuneCache::read(dir.path(), dir.path(), true).unwrap_err().to_string();
         assert!(error.contains("conv.json.log"), "{error}");
     }
 
@@ -194,10 +206,10 @@ mod tests {
     #[test]
     fn the_cache_is_recorded_by_its_place_in_the_run() {
         let run = Path::new("artifacts/smoke");
-        let inside = AutotuneCache::read(run, &run.join("autotune")).unwrap();
+        let inside = AutotuneCache::read(run, &run.join("autotune"), TUNED).unwrap();
         assert_eq!(inside.folder, Path::new("autotune"));
         assert_eq!(inside.folder_in(Path::new("../moved")), Path::new("../moved/autotune"));
-        let outside = AutotuneCache::read(run, Path::new("shared-cache")).unwrap();
+        let outside = AutotuneCache::read(run, Path::new("shared-cache"), TUNED).unwrap();
         assert!(outside.folder.is_absolute() && outside.folder.ends_with("shared-cache"), "{outside:?}");
         assert_eq!(outside.folder_in(Path::new("../moved")), outside.folder);
         let here = std::env::current_dir().unwrap();

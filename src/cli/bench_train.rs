@@ -33,8 +33,9 @@ pub struct Args {
     /// Conv widths are VGG11's divided by this (1 to 64: the narrowest layer keeps a channel).
     #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=64))]
     width_div: Option<usize>,
-    /// Width of the hidden classifier layers.
-    #[arg(long, value_parser = positive)]
+    /// Width of the hidden classifier layers, 1 to 16384 (four times VGG's 4096: at the full shapes the
+    /// classifier's weights, gradients and momenta then take 4.5 GiB).
+    #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=16384))]
     hidden: Option<usize>,
     /// Images per step, 1 to 4096.
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_parser = RangedU64ValueParser::<usize>::new().range(1..=4096))]

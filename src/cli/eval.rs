@@ -12,7 +12,8 @@ use vggq::eval::{
     self, EvalError, EvalRun, ModelMetrics, OnnxSession, Provider, ProviderPlan, SessionSettings, Unavailable, MIB,
     ORT_DYLIB_PATH,
 };
-use vggq::export::onnx::proto::{tensor_shape_proto::dimension, type_proto, ModelProto};
+use vggq::export::onnx::graph::OUTPUT_NAME;
+use vggq::export::onnx::proto::{tensor_shape_proto, tensor_shape_proto::dimension, type_proto, ModelProto};
 use vggq::steps::{self, RunFolderLock, Step};
 use vggq_core::limits::positive;
 
@@ -47,7 +48,8 @@ pub struct Args {
     /// ONNX Runtime's intra-op threads, 1 to 1024 (default: one per core).
     #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     threads: Option<usize>,
-    /// Also write the results as JSON here (with `--run`: its `metrics.json`).
+    /// Also write the results as JSON here (with `--run`: its `metrics.json`); a file already there must
+    /// be a report `vggq eval` wrote.
     #[arg(long)]
     report: Option<PathBuf>,
     /// With `--run`: evaluate even when its `metrics.json` holds the results of an identical earlier
@@ -71,8 +73,12 @@ pub fn run(mut args: Args) -> Result<()> {
         args.images = args.images.or(profile.data.eval_images);
         args.report = args.report.take().or_else(|| Some(run.join(METRICS_FILE)));
     }
-    if let Some(report) = args.report.as_ref().filter(|report| report.is_dir()) {
-        bail!("--report {} is a folder: name the JSON file to write", report.display());
+    // The run's own metrics, however spelt (not a report written elsewhere, whose folder is not the run's
+    // package): the step's output, which the step replaces as it sees fit.
+    let runs_metrics =
+        args.run.as_deref().filter(|run| args.report.as_deref().is_some_and(|report| is_runs_metrics(run, report)));
+    if let Some(report) = args.report.as_ref().filter(|_| runs_metrics.is_none()) {
+        refuse_replacing_other_files(report)?;
     }
     let plan = ProviderPlan::for_request(args.device);
     println!("execution providers: {}", plan.reason);
@@ -86,13 +92,11 @@ pub fn run(mut args: Args) -> Result<()> {
             let settings = (&plan.providers, args.images, args.batch, args.warmup, args.threads, data_digest);
             let folder = report.parent().unwrap_or(Path::new("."));
             let writing = RunFolderLock::take(folder)?;
-            // The run's own metrics, however spelt (not a report written elsewhere, whose folder is not
-            // the run's package): the step is the run's, spelt as the run is, so that it records the
-            // run's files it read and wrote by their names in the run.
-            let run = args.run.as_deref().filter(|run| is_runs_metrics(run, report));
-            let (folder, report) = run.map_or((folder, report.clone()), |run| (run, run.join(METRICS_FILE)));
+            // The run's metrics make the step the run's, spelt as the run is, so that it records the run's
+            // files it read and wrote by their names in the run.
+            let (folder, report) = runs_metrics.map_or((folder, report.clone()), |run| (run, run.join(METRICS_FILE)));
             let step = Step::new("eval", folder, &settings, &inputs, vec![report])?;
-            (Some(step), Some(writing), run.is_some())
+            (Some(step), Some(writing), runs_metrics.is_some())
         }
         None => (None, None, false),
     };
@@ -117,9 +121,11 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     // Every model's input is read (and checked), the runtime loaded and the data read before the run
     // is changed.
-    let sides: Vec<usize> = args.models.iter().map(|path| input_side(path)).collect::<Result<_>>()?;
+    let interfaces: Vec<Interface> = args.models.iter().map(|path| interface(path)).collect::<Result<_>>()?;
+    require_batch(&args.models, &interfaces, args.batch)?;
     eval::load_runtime(plan.cuda_required)?;
     let cifar = super::load_data(&source)?;
+    require_classes(&args.models, &interfaces, &cifar.classes)?;
     if let Some(step) = step.as_ref().filter(|_| into_run) {
         step.starting()?;
     }
@@ -151,7 +157,7 @@ pub fn run(mut args: Args) -> Result<()> {
         "{:<44} {:>8} {:>5} {:<28} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
         "file", "MiB", "EP", "placement", "top-1 %", "ms/img", "img/s", "ms/img+p", "img/s+p", "p50 ms", "p95 ms"
     );
-    for (path, &side) in args.models.iter().zip(&sides) {
+    for (path, &Interface { side, .. }) in args.models.iter().zip(&interfaces) {
         let batches = BatchLoader::new(test.clone(), LoaderConfig { batch_size: args.batch, ..LoaderConfig::eval(side) })?;
         let size_bytes = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
         for &provider in &plan.providers {
@@ -179,7 +185,8 @@ pub fn run(mut args: Args) -> Result<()> {
                     continue;
                 }
             };
-            let report = eval::evaluate(&mut session, &batches, args.warmup)?;
+            let report = eval::evaluate(&mut session, &batches, args.warmup)
+                .with_context(|| format!("evaluating {} on the {provider} provider", path.display()))?;
             println!(
                 "{:<44} {:>8.2} {:>5} {:<28} {:>7.2} {:>8.2} {:>8.1} {:>9.2} {:>9.1} {:>8.1} {:>8.1}",
                 file_name(path),
@@ -226,9 +233,33 @@ fn cuda_unavailability(error: &EvalError, cuda_required: bool, cuda_has_run: boo
     }
 }
 
+/// Refuses a `--report` path that is a folder, or a file other than a report `vggq eval` wrote: the report
+/// would replace it. `--report` takes the path after it, so one written before the models takes the
+/// first of them; a run's model or report named there would be lost as well.
+fn refuse_replacing_other_files(report: &Path) -> Result<()> {
+    if report.is_dir() {
+        bail!("--report {} is a folder: name the JSON file to write", report.display());
+    }
+    let bytes = match std::fs::read(report) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        read => read.with_context(|| format!("reading --report {}, which the report would replace", report.display()))?,
+    };
+    // What `EvalRun` writes, in any of its versions: an object with the plan and the rows.
+    let written_by_eval = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+        .is_ok_and(|report| report.contains_key("plan") && report.contains_key("rows"));
+    if !written_by_eval {
+        bail!(
+            "--report {} is a file `vggq eval` did not write, which the report would replace: name a new file (`--report` \
+             takes the path right after it, so models go before it)",
+            report.display()
+        );
+    }
+    Ok(())
+}
+
 /// Whether `report` is the run's own `metrics.json`, however either is spelt (relative or absolute,
-/// through a link): its place, not its spelling, says whether the run's package changes. Both folders
-/// exist by now (the report's was made when its lock was taken).
+/// through a link): its place, not its spelling, says whether the run's package changes. A report whose
+/// folder does not exist is not (the run's, once opened, does).
 fn is_runs_metrics(run: &Path, report: &Path) -> bool {
     let folder = report.parent().filter(|folder| !folder.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let same_folder = matches!((folder.canonicalize(), run.canonicalize()), (Ok(a), Ok(b)) if a == b);
@@ -243,9 +274,20 @@ fn file_name(path: &Path) -> String {
 /// hostile dimension would make of a batch's allocation.
 const MAX_INPUT_SIDE: i64 = 1024;
 
-/// The image side the model expects, from its input's shape `[N, 3, side, side]`.
-fn input_side(path: &Path) -> Result<usize> {
+/// What a model takes and gives, from its file: the side of its input `[N, 3, side, side]`, and where
+/// the file fixes them, its batch `N` and the classes of its output `[N, classes]`.
+struct Interface {
+    side: usize,
+    batch: Option<usize>,
+    classes: Option<usize>,
+}
+
+/// `path`'s [`Interface`].
+fn interface(path: &Path) -> Result<Interface> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.is_empty() {
+        bail!("{} is empty (0 bytes), not an ONNX model", path.display());
+    }
     let model = ModelProto::decode(bytes.as_slice()).with_context(|| {
         // torch.save's files are zip archives; `vggq export` writes a run's ONNX files from them.
         let pytorch = bytes
@@ -253,18 +295,63 @@ fn input_side(path: &Path) -> Result<usize> {
             .then_some(" (a zip archive, as a PyTorch .pth is: `vggq export` writes a run's ONNX files)");
         format!("{} is not an ONNX model{}", path.display(), pytorch.unwrap_or(""))
     })?;
-    let input = model.graph.as_ref().and_then(|g| g.input.first()).context("model has no input")?;
+    let graph = model.graph.as_ref();
+    let input = graph.and_then(|g| g.input.first()).with_context(|| format!("{}: the model has no input", path.display()))?;
     let Some(type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
-        anyhow::bail!("{}: input is not a tensor", path.display());
+        bail!("{}: input is not a tensor", path.display());
     };
+    let fixed = |dim: Option<&tensor_shape_proto::Dimension>| match dim?.value.as_ref()? {
+        &dimension::Value::DimValue(size) => usize::try_from(size).ok(),
+        dimension::Value::DimParam(_) => None,
+    };
+    let batch = fixed(tensor.shape.as_ref().and_then(|s| s.dim.first()));
     // The file is the user's: its dimension is checked before anything is allocated from it.
-    match tensor.shape.as_ref().and_then(|s| s.dim.last()).and_then(|d| d.value.as_ref()) {
-        Some(&dimension::Value::DimValue(side)) if (1..=MAX_INPUT_SIDE).contains(&side) => Ok(side as usize),
+    let side = match tensor.shape.as_ref().and_then(|s| s.dim.last()).and_then(|d| d.value.as_ref()) {
+        Some(&dimension::Value::DimValue(side)) if (1..=MAX_INPUT_SIDE).contains(&side) => side as usize,
         Some(dimension::Value::DimValue(side)) => {
-            anyhow::bail!("{}: input width {side} is not an image side (1 to {MAX_INPUT_SIDE} pixels)", path.display())
+            bail!("{}: input width {side} is not an image side (1 to {MAX_INPUT_SIDE} pixels)", path.display())
         }
-        _ => anyhow::bail!("{}: input width is not fixed", path.display()),
+        _ => bail!("{}: input width is not fixed", path.display()),
+    };
+    // The output is looked for by name when the session opens, which says what a file without it has.
+    let output = graph.and_then(|g| g.output.iter().find(|output| output.name.as_deref() == Some(OUTPUT_NAME)));
+    let classes = output.and_then(|output| match output.r#type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(tensor) => fixed(tensor.shape.as_ref()?.dim.last()),
+        _ => None,
+    });
+    Ok(Interface { side, batch, classes })
+}
+/// Refuses a model that cannot take batches of `batch` images, before anything runs. Each model also
+/// runs once on a single image as its session opens (to see where each node runs).
+fn require_batch(models: &[PathBuf], interfaces: &[Interface], batch: usize) -> Result<()> {
+    for (path, interface) in models.iter().zip(interfaces) {
+        match interface.batch {
+            Some(1) if batch != 1 => bail!("{} takes one image at a time: give --batch 1", path.display()),
+            Some(fixed) if fixed != 1 => bail!(
+                "{} takes batches of exactly {fixed} images, and vggq eval also runs it on one image: give a model whose \
+                 batch dimension is free",
+                path.display()
+            ),
+            _ => {}
+        }
     }
+    Ok(())
+}
+
+/// Refuses a model whose logits are not one per class of the data: its top-1 would score another task's
+/// labels.
+fn require_classes(models: &[PathBuf], interfaces: &[Interface], classes: &[String]) -> Result<()> {
+    for (path, interface) in models.iter().zip(interfaces) {
+        if let Some(count) = interface.classes.filter(|&count| count != classes.len()) {
+            bail!(
+                "{} gives logits for {count} classes, and the data has {} ({}): it is not a model of these classes",
+                path.display(),
+                classes.len(),
+                classes.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -56,9 +56,13 @@ pub fn run(args: Args) -> Result<()> {
         data_images: trained.data_images,
         eval: &eval,
     };
-    // The cache as training and quantization left it: its digest names the kernels they chose.
-    let autotune =
-        trained.autotune.as_ref().map(|cache| AutotuneCache::read(&args.run, &cache.folder_in(&args.run))).transpose()?;
+    // The cache as training and quantization left it: its digest names the kernels they chose, where the
+    // build that trained timed them (whatever this build does).
+    let autotune = trained
+        .autotune
+        .as_ref()
+        .map(|cache| AutotuneCache::read(&args.run, &cache.folder_in(&args.run), cache.tuned))
+        .transpose()?;
     let tolerance = report::Tolerance::for_run(&profile, trained.device.arithmetic(autotune.as_ref()));
     let charts = report::charts(&eval.rows);
     let written = [

@@ -16,7 +16,7 @@ use vggq::model::{WeightsFile, VGG11_BN_IMAGENET1K_V1};
 use vggq::pipeline::{train_fp32, RunData, TrainedFp32};
 use vggq::profile::{Init, Limits, Profile, ProfileName};
 use vggq::score::Score;
-use vggq::steps::{RunFolderLock, Step};
+use vggq::steps::{self, RunFolderLock, Step};
 use vggq::throughput::seconds_per_training_step;
 use vggq::train::{Checkpoints, EpochReport, DEFAULT_INTERVAL};
 
@@ -117,6 +117,7 @@ pub fn run(args: Args) -> Result<()> {
     // Made (and found writable) before hours of training, not at its end, and before anything is
     // written there (the autotune cache's folder).
     let _writing = RunFolderLock::take(&out)?;
+    steps::refuse_others_report_files(&out)?;
     if let Some(data) = &args.data {
         refuse_run_inside_data(&out, data)?;
     }
@@ -409,7 +410,7 @@ impl OnBackend for Training<'_> {
 
         save_model(model, &self.out.join(MODEL_FILE))?;
         let cpu = CpuFacts::here();
-        let autotune = AutotuneCache::read(&self.out, self.autotune)?;
+        let autotune = AutotuneCache::read(&self.out, self.autotune, backend::autotune::TUNED)?;
         let report = TrainReport {
             profile,
             device: self.selection,

@@ -107,7 +107,7 @@ fn evaluating_named_files_measures_every_time_and_records_no_step() {
     let model = dir.path().join("fp32.onnx");
     onnx::write(&model, &proto).unwrap();
     let data = dir.path().join("data");
-    fixtures::write_cifar_binary(&data);
+    fixtures::write_cifar_binary_of(&data, &fixtures::CIFAR10_CLASSES);
     let report = dir.path().join("bench.json");
     for attempt in 1..=2 {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_vggq"))

@@ -7,6 +7,9 @@ use image::{Rgb, RgbImage};
 use vggq::data::{BATCH_FOLDER, CLASS_NAMES_FILE, IMAGE_BYTES, SOURCE_SIDE, TEST_BATCH, TRAIN_BATCHES};
 
 pub const CLASSES: [&str; 3] = ["cat", "dog", "frog"];
+/// CIFAR-10's classes, in label order: the data of a run's models (which give a logit for each).
+pub const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// A deterministic HWC image whose pixels depend on `id`, so images can be told apart after loading.
 pub fn hwc_image(id: u8) -> Vec<u8> {
@@ -25,15 +28,20 @@ pub fn cifar_record(label: u8, hwc: &[u8]) -> Vec<u8> {
 /// Writes `folder/cifar-10-batches-bin/` with two records per training batch and three in the test batch;
 /// image ids count up from 0 across train then test, labels cycle through `CLASSES`.
 pub fn write_cifar_binary(folder: &Path) {
+    write_cifar_binary_of(folder, &CLASSES);
+}
+
+/// [`write_cifar_binary`] with these classes (the labels cycle through them).
+pub fn write_cifar_binary_of(folder: &Path, classes: &[&str]) {
     let batches = folder.join(BATCH_FOLDER);
     fs::create_dir_all(&batches).unwrap();
-    fs::write(batches.join(CLASS_NAMES_FILE), format!("{}\n\n", CLASSES.join("\n"))).unwrap();
+    fs::write(batches.join(CLASS_NAMES_FILE), format!("{}\n\n", classes.join("\n"))).unwrap();
     let mut id = 0u8;
     let files = TRAIN_BATCHES.iter().map(|name| (name, 2)).chain([(&TEST_BATCH, 3)]);
     for (name, records) in files {
         let mut bytes = Vec::new();
         for _ in 0..records {
-            bytes.extend(cifar_record(id % CLASSES.len() as u8, &hwc_image(id)));
+            bytes.extend(cifar_record(id % classes.len() as u8, &hwc_image(id)));
             id += 1;
         }
         fs::write(batches.join(name), bytes).unwrap();
