@@ -348,13 +348,18 @@ impl Step {
     /// package's manifest and checksums, the report and its charts; it writes them again), so that a run
     /// trained again keeps neither the manifest nor the figures of the model it replaces. Such files in a
     /// folder with no step's record are not vggq's, and are refused ([`refuse_others_report_files`]).
-    pub fn starting(&self) -> Result<(), StepError> {
+    /// Returns the files it removed, in [`REPORT_OUTPUTS`]' order.
+    pub fn starting(&self) -> Result<Vec<&'static str>, StepError> {
         refuse_others_report_files(&self.folder)?;
+        let mut removed = Vec::new();
         for file in REPORT_OUTPUTS {
             let path = self.folder.join(file);
-            crate::atomic::remove_if_present(&path).map_err(|source| StepError::Io { path, source })?;
+            if path.exists() {
+                crate::atomic::remove_if_present(&path).map_err(|source| StepError::Io { path, source })?;
+                removed.push(file);
+            }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Records that the step finished: call after every output is in place. Its checkpoint goes: a
@@ -464,8 +469,9 @@ mod tests {
         assert!(matches!(&error, StepError::OthersFiles { files, .. } if files == "manifest.json, report.md"), "{error}");
         assert!(notes.is_file() && manifest.is_file());
         step.record().unwrap();
-        step.starting().unwrap();
+        assert_eq!(step.starting().unwrap(), [MANIFEST_FILE, REPORT_FILE]);
         assert!(!notes.exists() && !manifest.exists());
+        assert_eq!(step.starting().unwrap(), Vec::<&str>::new());
         drop(lock);
     }
 

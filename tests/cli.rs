@@ -687,6 +687,9 @@ fn files_that_do_not_belong_together_are_refused() {
     for reported in REPORT_OUTPUTS {
         assert!(!run.path().join(reported).exists(), "export ran and left the finished run's {reported}");
     }
+    // And says so, naming them.
+    let said = format!("export: removed {} from {folder} (they describe the run as it was", REPORT_OUTPUTS.join(", "));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&said), "not `{said}`");
     // Run by hand, `report` still names the compiler and the ONNX Runtime; git's facts, which only
     // `cargo xtask all` adds, are unknown, not a clean tree.
     let output = Command::new(env!("CARGO_BIN_EXE_vggq"))

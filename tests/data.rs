@@ -393,7 +393,16 @@ mod errors {
         let error = load_error(dir.path(), &dir.path().display().to_string());
         assert!(matches!(error, DataError::UnknownLayout { .. }), "{error:?}");
         let plain_file = dir.path().join("readme.txt");
-        assert!(matches!(load_error(&plain_file, "readme.txt"), DataError::UnknownLayout { .. }));
+        let error = load_error(&plain_file, "readme.txt` is a file but not a gzip-compressed archive");
+        assert!(matches!(error, DataError::NotGzip { plain_tar: false, .. }), "{error:?}");
+        // An archive left uncompressed is said to be one.
+        let tar = dir.path().join("cifar-10-binary.tar");
+        let mut builder = tar::Builder::new(fs::File::create(&tar).unwrap());
+        builder.append_path_with_name(&plain_file, "readme.txt").unwrap();
+        builder.finish().unwrap();
+        drop(builder);
+        let error = load_error(&tar, "cifar-10-binary.tar` is an uncompressed tar archive (gzip it, or unpack it");
+        assert!(matches!(error, DataError::NotGzip { plain_tar: true, .. }), "{error:?}");
         let empty = dir.path().join("cifar-10-binary.tar.gz");
         fs::write(&empty, b"").unwrap();
         assert!(matches!(load_error(&empty, "is empty (0 bytes)"), DataError::EmptyFile { .. }));

@@ -17,7 +17,7 @@ use vggq::export::onnx::proto::{tensor_shape_proto, tensor_shape_proto::dimensio
 use vggq::steps::{self, RunFolderLock, Step};
 use vggq_core::limits::positive;
 
-use super::run_dir::{is_skipped, require_from_step, QuantizedRun, TrainedRun, METRICS_FILE};
+use super::run_dir::{is_skipped, require_from_step, start, QuantizedRun, TrainedRun, METRICS_FILE};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["run", "models"])))]
@@ -126,8 +126,8 @@ pub fn run(mut args: Args) -> Result<()> {
     eval::load_runtime(plan.cuda_required)?;
     let cifar = super::load_data(&source)?;
     require_classes(&args.models, &interfaces, &cifar.classes)?;
-    if let Some(step) = step.as_ref().filter(|_| into_run) {
-        step.starting()?;
+    if let Some((step, run)) = step.as_ref().filter(|_| into_run).zip(args.run.as_ref()) {
+        start(step, run)?;
     }
     let available = cifar.test.len();
     let test = match args.images {

@@ -8,7 +8,7 @@ use vggq::data::{bytes_digest, DigestAlgorithm};
 use vggq::export::onnx::{self, Provenance};
 use vggq::steps::{self, RunFolderLock, Step};
 
-use super::run_dir::{is_skipped, require_from_step, QuantizedRun, TrainedRun};
+use super::run_dir::{is_skipped, require_from_step, start, QuantizedRun, TrainedRun};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,7 +42,7 @@ pub fn run(args: Args) -> Result<()> {
     if is_skipped(&step, args.force, &args.run)? {
         return Ok(());
     }
-    step.starting()?;
+    start(&step, &args.run)?;
     for (&variant, pth) in variants.iter().zip(&pths) {
         let bytes = std::fs::read(pth).with_context(|| format!("reading {}", pth.display()))?;
         let state_dict = vggq_pth::read_state_dict(&bytes).with_context(|| format!("reading {}", pth.display()))?;

@@ -19,7 +19,7 @@ use vggq::steps::{self, RunFolderLock, Step};
 use vggq::train::{Checkpoints, EpochReport};
 use vggq_core::{QatMode, Variant};
 
-use super::run_dir::{is_skipped, require_from_step, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
+use super::run_dir::{is_skipped, require_from_step, start, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
 use super::train::{CheckpointInterval, PretrainedWeightsSource, TrainingInputs};
 
 #[derive(clap::Args)]
@@ -132,7 +132,7 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let inputs = TrainingInputs::read(&profile, &source, weights)?;
-    step.starting()?;
+    start(&step, &args.run)?;
     selection.backend.run(Quantization {
         profile: &profile,
         args: &args,

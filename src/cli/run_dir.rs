@@ -30,6 +30,9 @@ pub fn require_from_step(path: &Path, step: &str) -> Result<()> {
         let what = if folder.exists() { "is not a folder" } else { "does not exist" };
         bail!("{} {what}", folder.display());
     }
+    if path.exists() && !path.is_file() {
+        bail!("{} is not a file", path.display());
+    }
     if !path.is_file() {
         if let Some(writer) = RunFolderLock::writer(folder) {
             bail!(
@@ -39,6 +42,21 @@ pub fn require_from_step(path: &Path, step: &str) -> Result<()> {
             );
         }
         bail!("{} is missing (run `vggq {step}` first)", path.display());
+    }
+    Ok(())
+}
+
+/// [`Step::starting`], saying which of the package's files it removed: a finished package changed by a
+/// step (an evaluation with other settings, say) is no package until `vggq report` runs again.
+pub fn start(step: &Step, run: &Path) -> Result<()> {
+    let removed = step.starting()?;
+    if !removed.is_empty() {
+        println!(
+            "{}: removed {} from {} (they describe the run as it was: `vggq report` writes them again)",
+            step.name(),
+            removed.join(", "),
+            run.display()
+        );
     }
     Ok(())
 }

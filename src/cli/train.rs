@@ -20,7 +20,7 @@ use vggq::steps::{self, RunFolderLock, Step};
 use vggq::throughput::seconds_per_training_step;
 use vggq::train::{Checkpoints, EpochReport, DEFAULT_INTERVAL};
 
-use super::run_dir::{default_run_folder, is_skipped, AUTOTUNE_FOLDER, MODEL_FILE, TRAIN_REPORT_FILE};
+use super::run_dir::{default_run_folder, is_skipped, start, AUTOTUNE_FOLDER, MODEL_FILE, TRAIN_REPORT_FILE};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -175,7 +175,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(departure) = inputs.data_images.departure_from_cifar10() {
         println!("note: {departure}: this run's reports will say that it is not the {} profile's recipe", profile.name());
     }
-    step.starting()?;
+    start(&step, &out)?;
     selection.backend.run(Training {
         profile: &profile,
         inputs,

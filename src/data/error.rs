@@ -44,6 +44,10 @@ pub enum DataError {
     )]
     UnknownLayout { path: PathBuf },
 
+    /// A local data source is a file, but not a gzip-compressed archive (an uncompressed tar, say).
+    #[error("`{path}` is {}: --data (or $VGGQ_DATA) names CIFAR-10 as a folder or a .tar.gz", not_gzip(*.plain_tar))]
+    NotGzip { path: PathBuf, plain_tar: bool },
+
     /// A folder the layout requires (train/ or test/) is absent.
     #[error("missing folder `{path}`")]
     MissingFolder { path: PathBuf },
@@ -151,5 +155,14 @@ impl DataError {
     pub(crate) fn damaged_archive(archive: &Path, entry: Option<&str>) -> impl FnOnce(io::Error) -> DataError {
         let (archive, entry) = (archive.to_owned(), entry.map(str::to_owned));
         move |source| DataError::DamagedArchive { archive, entry, source }
+    }
+}
+
+/// What a file that is no gzip archive is, for [`DataError::NotGzip`].
+fn not_gzip(plain_tar: bool) -> &'static str {
+    if plain_tar {
+        "an uncompressed tar archive (gzip it, or unpack it and give the folder)"
+    } else {
+        "a file but not a gzip-compressed archive"
     }
 }

@@ -22,6 +22,8 @@ const MAX_TREE_BYTES: u64 = 2 << 30;
 const MAX_TREE_ENTRIES: usize = 1 << 18;
 /// The first bytes of every gzip stream.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Where a tar header says what it is, and what it says ("ustar", in POSIX's and GNU's formats alike).
+pub(crate) const TAR_MAGIC: (usize, &[u8]) = (257, b"ustar");
 
 /// Where a dataset was read from, which decides what its SHA-256 fingerprint covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +74,12 @@ impl FileTree {
             Err(source) => return Err(DataError::Io { path: path.to_owned(), source }),
         };
         if is_gzip {
-            Self::read_tar_gz(path)
-        } else {
-            Err(DataError::UnknownLayout { path: path.to_owned() })
+            return Self::read_tar_gz(path);
         }
+        let mut header = [0u8; TAR_MAGIC.0 + TAR_MAGIC.1.len()];
+        let plain_tar =
+            File::open(path).and_then(|mut file| file.read_exact(&mut header)).is_ok() && &header[TAR_MAGIC.0..] == TAR_MAGIC.1;
+        Err(DataError::NotGzip { path: path.to_owned(), plain_tar })
     }
 
     fn read_tar_gz(archive_path: &Path) -> Result<FileTree, DataError> {

@@ -22,6 +22,7 @@ pub use digest::{bytes_digest, file_digest, DigestAlgorithm, StreamDigest};
 pub use download::{download_verified, DownloadOutcome, ExpectedFile, Verified};
 pub use error::DataError;
 pub use file_tree::DataOrigin;
+pub(crate) use file_tree::TAR_MAGIC;
 pub use image_folder::{TEST_FOLDER, TRAIN_FOLDER};
 pub use image_set::{ImageSet, CHANNELS, IMAGE_BYTES, SOURCE_SIDE};
 pub use loader::{Batch, BatchLoader, EpochBatches, LoaderConfig, DEFAULT_BATCH_SIZE};

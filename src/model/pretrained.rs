@@ -94,9 +94,10 @@ pub fn load_features<B: Backend>(mut model: Vgg<B>, config: &VggConfig, path: &P
 /// the same, where the user needs to hear that the file is not a checkpoint at all.
 fn check_saved_by_torch(path: &Path) -> Result<(), ModelError> {
     use std::io::Read;
+
+    use crate::data::TAR_MAGIC;
     const ZIP: &[u8] = b"PK\x03\x04";
     const PICKLE_PROTOCOL: u8 = 0x80;
-    const TAR_MAGIC: (usize, &[u8]) = (257, b"ustar");
     let head_len = TAR_MAGIC.0 + TAR_MAGIC.1.len();
     let mut head = Vec::with_capacity(head_len);
     std::fs::File::open(path)
