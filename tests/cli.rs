@@ -416,9 +416,10 @@ fn an_error_names_its_cause_once() {
 }
 
 /// A step whose input an earlier step writes says which step to run when that file is missing (never
-/// written, or deleted since), instead of the operating system's bare "no such file"; a run folder that
-/// does not exist is said not to. The run is the reports of `cargo xtask test`'s smoke run without its
-/// model, `.pth` and ONNX files, metrics and manifest, and then without its reports.
+/// written, or deleted since), instead of the operating system's bare "no such file"; an input that is a
+/// folder is said not to be a file, and a run folder that does not exist not to exist. The run is the
+/// reports of `cargo xtask test`'s smoke run without its model, `.pth` and ONNX files, metrics and
+/// manifest, and then without its reports.
 #[test]
 fn a_missing_input_names_the_step_that_writes_it() {
     let run = golden_run_holding(&[TRAIN_REPORT_FILE, QUANT_REPORT_FILE]);
@@ -442,6 +443,9 @@ fn a_missing_input_names_the_step_that_writes_it() {
     for (args, missing, earlier) in cases {
         expect(args, &format!("{missing} is missing (run `vggq {earlier}` first)"));
     }
+    // One there that is not a file is said to be that, not missing.
+    std::fs::create_dir(run.path().join(MANIFEST_FILE)).unwrap();
+    expect(&["verify", folder], &format!("{MANIFEST_FILE} is not a file"));
     std::fs::remove_file(run.path().join(QUANT_REPORT_FILE)).unwrap();
     expect(&["export", "--run", folder], &format!("{QUANT_REPORT_FILE} is missing (run `vggq quantize` first)"));
     std::fs::remove_file(run.path().join(TRAIN_REPORT_FILE)).unwrap();
