@@ -376,6 +376,18 @@ fn files_vggq_did_not_write_are_never_replaced() {
     assert!(!run.exists(), "the refused training left {}", run.display());
 }
 
+/// A baseline `bench-train` cannot run is said before vggq's first round, not after it.
+#[test]
+fn a_baseline_that_is_not_there_is_said_first() {
+    for program in ["/nonexistent/python3", "no-such-vggq-baseline"] {
+        let output = vggq(&["bench-train", "--profile", "smoke", "--seconds", "1", "--rounds", "1", "--", program], &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains(&format!("the baseline's program `{program}` is not there to run")), "{message}");
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("round 1"), "a round ran first");
+    }
+}
+
 /// A run folder inside the data folder is refused: every file of a data folder is its data, so the
 /// run's files would be read as data (and change its fingerprint from one step to the next).
 #[test]

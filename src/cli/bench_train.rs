@@ -4,7 +4,7 @@
 //! that the two alternate and every ratio is the median of per-round ratios. The summaries are printed
 //! after every round; the last block is the whole run's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -154,20 +154,38 @@ fn baseline_round(args: &Args, round: usize) -> Result<[Option<f64>; 3]> {
     }
     let figures = FIGURES.map(|figure| figure_in(&stdout, figure));
     if figures[0].is_none() || figures[2].is_none() {
-        bail!("the baseline printed no `train: N img/s` and `eval: N img/s` lines");
+        bail!("the baseline printed no `train: N img/s` and `eval: N img/s` lines with N a positive number");
     }
     Ok(figures)
 }
 
-/// `N` of the first line reading `... <figure>: N img/s` (`train` is not `qat train`).
+/// `N` of the first line reading `... <figure>: N img/s` (`train` is not `qat train`), a positive number
+/// (a ratio to `nan` or `-3` would be no figure).
 fn figure_in(output: &str, figure: &str) -> Option<f64> {
     output.lines().find_map(|line| {
         let (label, rest) = line.split_once(": ")?;
         let named = label == figure || label.ends_with(&format!(" {figure}"));
         let qat_as_train = figure == "train" && label.ends_with(" qat train");
         let value = rest.split(" img/s").next()?;
-        (named && !qat_as_train).then(|| value.trim().parse().ok()).flatten()
+        let value = (named && !qat_as_train).then(|| value.trim().parse::<f64>().ok()).flatten();
+        value.filter(|value| value.is_finite() && *value > 0.0)
     })
+}
+
+/// Fails unless the baseline's program is there to run (a path to a file, or a name on `$PATH`): said
+/// before vggq's first round, not after it.
+fn require_program(baseline: &[String]) -> Result<()> {
+    let Some(program) = baseline.first() else { return Ok(()) };
+    let program = Path::new(program);
+    let found = if program.components().count() > 1 {
+        program.is_file()
+    } else {
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|folder| folder.join(program).is_file()))
+    };
+    if !found {
+        bail!("the baseline's program `{}` is not there to run (a path to a file, or a name on $PATH)", program.display());
+    }
+    Ok(())
 }
 
 /// `--size`: a positive multiple of [`FEATURE_STRIDE`], at most 1024.
@@ -187,6 +205,7 @@ fn seconds(value: &str) -> Result<f64, String> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    require_program(&args.baseline)?;
     backend::autotune::use_caches(args.autotune_cache.as_deref())?;
     let selection = backend::select(args.device)?;
     eprintln!("{}", selection.announcement());
@@ -223,6 +242,9 @@ mod tests {
         assert_eq!(figure_in(torch, "qat train"), Some(469.6));
         assert_eq!(figure_in(torch, "eval"), Some(2874.5));
         assert_eq!(figure_in("torch 2.15.0 qat train: 469.6 img/s", "train"), None);
+        for not_a_figure in ["nan", "inf", "-3.0", "0"] {
+            assert_eq!(figure_in(&format!("torch train: {not_a_figure} img/s"), "train"), None, "{not_a_figure}");
+        }
         assert_eq!(figure_in("vggq (burn 0.21.0) train: 1133.0 img/s, 0.03 host reads/step", "train"), Some(1133.0));
     }
 }
