@@ -376,6 +376,20 @@ fn files_vggq_did_not_write_are_never_replaced() {
     assert!(!run.exists(), "the refused training left {}", run.display());
 }
 
+/// ImageNet weights a run does not read (a `random` run's) are said to go unread rather than passed
+/// over in silence, which reads as used. (The run then stops at the generated data, too small for the
+/// smoke profile: the note comes first.)
+#[test]
+fn weights_a_run_does_not_read_are_said_to_go_unread() {
+    let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    util::fixtures::write_cifar_binary(data.path());
+    let (data, out) = (data.path().to_str().unwrap(), dir.path().join("run"));
+    let train = ["train", "--profile", "smoke", "--device", "cpu", "--data", data, "--weights", "/nonexistent/vgg11_bn.pth"];
+    let output = vggq(&[&train[..], &["--out", out.to_str().unwrap()]].concat(), &[]);
+    let said = "note: --weights (or $VGGQ_WEIGHTS) /nonexistent/vgg11_bn.pth is not read: a `random` run starts from no weights";
+    assert!(String::from_utf8_lossy(&output.stdout).contains(said), "{}", stderr(&output));
+}
+
 /// A baseline `bench-train` cannot run is said before vggq's first round, not after it.
 #[test]
 fn a_baseline_that_is_not_there_is_said_first() {

@@ -20,7 +20,7 @@ use vggq::train::{Checkpoints, EpochReport};
 use vggq_core::{QatMode, Variant};
 
 use super::run_dir::{is_skipped, require_from_step, start, TrainedRun, AUTOTUNE_FOLDER, MODEL_FILE, QUANT_REPORT_FILE};
-use super::train::{CheckpointInterval, PretrainedWeightsSource, TrainingInputs};
+use super::train::{note_unread_weights, CheckpointInterval, PretrainedWeightsSource, TrainingInputs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -119,7 +119,13 @@ pub fn run(args: Args) -> Result<()> {
         Init::Pretrained if args.qat_mode == QatMode::Fp32match => {
             Some(PretrainedWeightsSource::for_qat_of(&args.run, trained.imagenet_weights.as_ref(), args.weights.clone())?)
         }
-        _ => None,
+        _ => {
+            note_unread_weights(
+                args.weights.as_deref(),
+                "QAT starts from ImageNet weights in a `pretrained` run's fp32match mode only",
+            );
+            None
+        }
     };
     let published = weights.as_ref().and_then(PretrainedWeightsSource::published);
     let config = (&profile, selection.backend, selection.adapter(), settings, autotune_in_run, data_digest, published);

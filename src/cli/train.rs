@@ -143,7 +143,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let weights = match profile.init {
         Init::Pretrained => Some(PretrainedWeightsSource::new(args.weights)?),
-        Init::Random => None,
+        Init::Random => {
+            note_unread_weights(args.weights.as_deref(), "a `random` run starts from no weights");
+            None
+        }
     };
     let inputs: Vec<&Path> = weights.iter().filter_map(PretrainedWeightsSource::input).collect();
     let step = Step::new(
@@ -186,6 +189,14 @@ pub fn run(args: Args) -> Result<()> {
     })??;
     step.record()?;
     Ok(())
+}
+
+/// Says that `given` ImageNet weights (`--weights`, or `$VGGQ_WEIGHTS`) go unread, and `why`: a path
+/// that is silently passed over reads as used.
+pub(super) fn note_unread_weights(given: Option<&Path>, why: &str) {
+    if let Some(weights) = given {
+        println!("note: --weights (or ${}) {} is not read: {why}", super::WEIGHTS_VARIABLE, weights.display());
+    }
 }
 
 /// What a training step (`train`, or `quantize` for QAT) reads before it changes its run: the data,
