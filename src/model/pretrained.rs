@@ -72,20 +72,33 @@ pub fn load_features<B: Backend>(mut model: Vgg<B>, config: &VggConfig, path: &P
                 format!("features.{block}.norm.$1"),
             );
     }
+    // burn-store names a tensor by our model's key; the file's own name is what its owner can look up.
+    let named = |text: String| in_torchvision_names(text, config);
     let result = model
         .load_from(&mut store)
-        .map_err(|source| ModelError::Checkpoint { path: path.to_path_buf(), message: source.to_string() })?;
+        .map_err(|source| ModelError::Checkpoint { path: path.to_path_buf(), message: named(source.to_string()) })?;
 
     if let Some(error) = result.errors.first() {
-        return Err(ModelError::Checkpoint { path: path.to_path_buf(), message: error.to_string() });
+        return Err(ModelError::Checkpoint { path: path.to_path_buf(), message: named(error.to_string()) });
     }
     if let Some((key, _)) = result.missing.iter().find(|(key, _)| key.starts_with("features.") && !key.ends_with(BATCH_COUNTER)) {
-        return Err(ModelError::MissingTensor { path: path.to_path_buf(), key: key.clone() });
+        return Err(ModelError::MissingTensor { path: path.to_path_buf(), key: named(key.clone()) });
     }
     if let Some(key) = result.unused.iter().find(|key| key.starts_with("features.") && !key.ends_with(BATCH_COUNTER)) {
         return Err(ModelError::UnexpectedTensor { path: path.to_path_buf(), key: key.clone() });
     }
     Ok(model)
+}
+
+/// `text` with our features' tensor names (`features.<block>.conv.weight`, `features.<block>.norm.bias`)
+/// as torchvision's state dict names them (`features.<index>.weight`, `features.<index + 1>.bias`): the
+/// remapping of [`load_features`], backwards.
+fn in_torchvision_names(text: String, config: &VggConfig) -> String {
+    // Each replacement leaves no `.conv.` or `.norm.` behind, so none is replaced twice.
+    torchvision_conv_indices(config).into_iter().enumerate().fold(text, |text, (block, torch_index)| {
+        text.replace(&format!("features.{block}.conv."), &format!("features.{torch_index}."))
+            .replace(&format!("features.{block}.norm."), &format!("features.{}.", torch_index + 1))
+    })
 }
 
 /// Fails unless the file at `path` begins as `torch.save` writes: a zip archive (PyTorch 1.6 on), a
@@ -128,5 +141,12 @@ mod tests {
     fn conv_indices_follow_torchvision_make_layers() {
         // torchvision's vgg11_bn state_dict has convs at these `features.N` indices.
         assert_eq!(torchvision_conv_indices(&VggConfig::seed()), vec![0, 4, 8, 11, 15, 18, 22, 25]);
+    }
+
+    #[test]
+    fn our_tensor_names_read_back_as_torchvisions() {
+        let ours = "features.1.conv.weight, features.3.norm.running_var, features.7.conv.bias, features.10.conv.weight";
+        let theirs = "features.4.weight, features.12.running_var, features.25.bias, features.10.conv.weight";
+        assert_eq!(in_torchvision_names(ours.to_string(), &VggConfig::seed()), theirs, "(VGG11 has no block 10)");
     }
 }
