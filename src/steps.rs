@@ -145,7 +145,8 @@ fn remove_if_unwritten(lock: &Path, made: &[PathBuf]) {
 
 /// Refuses a run folder that holds files of the kind `vggq report` writes but no record of any step:
 /// they are not vggq's (a person's notes, a package copied without its records), and a step starting
-/// there would remove them ([`Step::starting`], which `train` has say so before it reads the data).
+/// there would remove them. [`Step::starting`] checks it, and `train` first thing, before it reads the
+/// data.
 pub fn refuse_others_report_files(folder: &Path) -> Result<(), StepError> {
     let present: Vec<&str> = REPORT_OUTPUTS.into_iter().filter(|file| folder.join(file).exists()).collect();
     if present.is_empty() || holds_records(folder) {
