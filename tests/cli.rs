@@ -173,7 +173,8 @@ fn models_that_do_not_fit_the_data_or_the_batch_are_refused_by_name() {
 }
 
 /// Hostile or broken files: a negative side, a side of 2^40 (a batch of it would be exabytes), a
-/// truncated protobuf. Each is refused naming the file, before any batch is allocated.
+/// truncated protobuf. Each is refused naming the file, before any batch is allocated, and the folders
+/// made for its report go with the failed command.
 #[test]
 fn hostile_onnx_files_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -185,11 +186,15 @@ fn hostile_onnx_files_are_refused_by_name() {
     for (name, bytes) in files {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
-        let output = vggq(&["eval", path.to_str().unwrap(), "--device", "cpu", "--data", "/nonexistent"], &[]);
+        let report = dir.path().join("reports/of-hostile-files/report.json");
+        let report = report.to_str().unwrap();
+        let output =
+            vggq(&["eval", path.to_str().unwrap(), "--device", "cpu", "--data", "/nonexistent", "--report", report], &[]);
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{name}: {message}");
         assert!(message.contains(name), "{name}: the message does not name the file: {message}");
         assert!(!message.contains("panicked"), "{name}: {message}");
+        assert!(!dir.path().join("reports").exists(), "{name}: the failed evaluation left its report's folders");
     }
     assert!(!Path::new("/nonexistent").exists());
 }

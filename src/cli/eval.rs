@@ -109,13 +109,17 @@ pub fn run(mut args: Args) -> Result<()> {
             return Ok(());
         }
     }
-    // Made before the models run, so a report path that cannot be written fails now, not after them.
+    // Made before the models run, so a report path that cannot be written fails now, not after them; and
+    // gone again if the evaluation fails, as a failed command leaves no folder it made.
+    let mut _made = EmptyFoldersMade(Vec::new());
     if let Some(report) = &args.report {
         if let Some(folder) = report.parent() {
             // The OS says "File exists" where a file stands in the path: the file is named instead.
             if let Some(file) = folder.ancestors().find(|ancestor| ancestor.is_file()) {
                 bail!("--report {}: {} is a file, not a folder", report.display(), file.display());
             }
+            let missing = folder.ancestors().take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.exists());
+            _made.0 = missing.map(Path::to_path_buf).collect();
             std::fs::create_dir_all(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
         }
     }
@@ -255,6 +259,21 @@ fn refuse_replacing_other_files(report: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Folders made for a report, innermost first: each is removed when dropped where it is still empty (the
+/// evaluation failed before writing the report), and kept where the report, or anything, is in it.
+struct EmptyFoldersMade(Vec<PathBuf>);
+
+impl Drop for EmptyFoldersMade {
+    fn drop(&mut self) {
+        for folder in &self.0 {
+            // Only an empty folder goes; the first that stays keeps its parents.
+            if std::fs::remove_dir(folder).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Whether `report` is the run's own `metrics.json`, however either is spelt (relative or absolute,
