@@ -64,13 +64,10 @@ pub fn load_features<B: Backend>(mut model: Vgg<B>, config: &VggConfig, path: &P
         .allow_partial(true)
         .validate(false)
         .with_regex(r"^features\.");
-    for (block, torch_index) in torchvision_conv_indices(config).into_iter().enumerate() {
+    for (block, conv, norm) in torchvision_places(config) {
         store = store
-            .with_key_remapping(format!(r"^features\.{torch_index}\.(weight|bias)$"), format!("features.{block}.conv.$1"))
-            .with_key_remapping(
-                format!(r"^features\.{}\.({NORM_TENSORS})$", torch_index + 1),
-                format!("features.{block}.norm.$1"),
-            );
+            .with_key_remapping(format!(r"^features\.{conv}\.(weight|bias)$"), format!("features.{block}.conv.$1"))
+            .with_key_remapping(format!(r"^features\.{norm}\.({NORM_TENSORS})$"), format!("features.{block}.norm.$1"));
     }
     // burn-store names a tensor by our model's key; the file's own name is what its owner can look up.
     let named = |text: String| in_torchvision_names(text, config);
@@ -95,10 +92,16 @@ pub fn load_features<B: Backend>(mut model: Vgg<B>, config: &VggConfig, path: &P
 /// remapping of [`load_features`], backwards.
 fn in_torchvision_names(text: String, config: &VggConfig) -> String {
     // Each replacement leaves no `.conv.` or `.norm.` behind, so none is replaced twice.
-    torchvision_conv_indices(config).into_iter().enumerate().fold(text, |text, (block, torch_index)| {
-        text.replace(&format!("features.{block}.conv."), &format!("features.{torch_index}."))
-            .replace(&format!("features.{block}.norm."), &format!("features.{}.", torch_index + 1))
+    torchvision_places(config).fold(text, |text, (block, conv, norm)| {
+        text.replace(&format!("features.{block}.conv."), &format!("features.{conv}."))
+            .replace(&format!("features.{block}.norm."), &format!("features.{norm}."))
     })
+}
+
+/// Each of our blocks with the indices of its conv and its BatchNorm in torchvision's `features` (the
+/// BatchNorm right after the conv).
+fn torchvision_places(config: &VggConfig) -> impl Iterator<Item = (usize, usize, usize)> {
+    torchvision_conv_indices(config).into_iter().enumerate().map(|(block, conv)| (block, conv, conv + 1))
 }
 
 /// Fails unless the file at `path` begins as `torch.save` writes: a zip archive (PyTorch 1.6 on), a
