@@ -65,20 +65,15 @@ impl FileTree {
         if metadata.len() == 0 {
             return Err(DataError::EmptyFile { path: path.to_owned() });
         }
-        let mut magic = [0u8; 2];
-        let mut file = File::open(path).map_err(DataError::io(path))?;
-        let is_gzip = match file.read_exact(&mut magic) {
-            Ok(()) => magic == GZIP_MAGIC,
-            // Shorter than a gzip header: certainly no archive.
-            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => false,
-            Err(source) => return Err(DataError::Io { path: path.to_owned(), source }),
-        };
-        if is_gzip {
+        // Enough of the file to tell a gzip stream (its first bytes) from a tar archive left uncompressed.
+        let mut head = Vec::new();
+        File::open(path)
+            .and_then(|file| file.take((TAR_MAGIC.0 + TAR_MAGIC.1.len()) as u64).read_to_end(&mut head))
+            .map_err(DataError::io(path))?;
+        if head.starts_with(&GZIP_MAGIC) {
             return Self::read_tar_gz(path);
         }
-        let mut header = [0u8; TAR_MAGIC.0 + TAR_MAGIC.1.len()];
-        let plain_tar =
-            File::open(path).and_then(|mut file| file.read_exact(&mut header)).is_ok() && &header[TAR_MAGIC.0..] == TAR_MAGIC.1;
+        let plain_tar = head.get(TAR_MAGIC.0..) == Some(TAR_MAGIC.1);
         Err(DataError::NotGzip { path: path.to_owned(), plain_tar })
     }
 
