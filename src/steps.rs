@@ -162,6 +162,12 @@ fn holds_records(folder: &Path) -> bool {
     entries.filter_map(Result::ok).any(|entry| entry.file_name() != LOCK_FILE)
 }
 
+/// The folders `create_dir_all(folder)` would make, innermost first: `folder` and its parents, up to the
+/// first that is there.
+pub fn missing_folders(folder: &Path) -> Vec<PathBuf> {
+    folder.ancestors().take_while(|path| !path.as_os_str().is_empty() && !path.exists()).map(Path::to_path_buf).collect()
+}
+
 /// Whether `folder` holds `name` and nothing else.
 fn holds_only(folder: &Path, name: &str) -> bool {
     let Ok(entries) = std::fs::read_dir(folder) else { return false };
@@ -215,8 +221,7 @@ impl RunFolderLock {
         }
         let not_writable = |source| StepError::NotWritable { folder: folder.to_path_buf(), source };
         // Innermost first: `.steps`, the run folder, and any of its parents that are not there yet.
-        let made: Vec<PathBuf> =
-            stamps.ancestors().take_while(|path| !path.as_os_str().is_empty() && !path.exists()).map(Path::to_path_buf).collect();
+        let made = missing_folders(&stamps);
         let path = stamps.join(LOCK_FILE);
         for _ in 0..LOCK_ATTEMPTS {
             std::fs::create_dir_all(&stamps).map_err(not_writable)?;

@@ -118,8 +118,7 @@ pub fn run(mut args: Args) -> Result<()> {
             if let Some(file) = folder.ancestors().find(|ancestor| ancestor.is_file()) {
                 bail!("--report {}: {} is a file, not a folder", report.display(), file.display());
             }
-            let missing = folder.ancestors().take_while(|ancestor| !ancestor.as_os_str().is_empty() && !ancestor.exists());
-            _made.0 = missing.map(Path::to_path_buf).collect();
+            _made.0 = steps::missing_folders(folder);
             std::fs::create_dir_all(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
         }
     }
@@ -340,6 +339,7 @@ fn interface(path: &Path) -> Result<Interface> {
     });
     Ok(Interface { side, batch, classes })
 }
+
 /// Refuses a model that cannot take batches of `batch` images, before anything runs. Each model also
 /// runs once on a single image as its session opens (to see where each node runs).
 fn require_batch(models: &[PathBuf], interfaces: &[Interface], batch: usize) -> Result<()> {
