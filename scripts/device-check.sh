@@ -21,10 +21,11 @@
 # sampling the GPU's memory in use all along (nvidia-smi, every half second) for each stage's peak,
 # and prints one table last (with the commit the bundle was built from), also written to
 # $OUT/summary.txt (rewritten after every stage, with results.tar.gz, so that a call the device tool
-# stops at its limit still brings home the stages that ended). Each stage runs on its own, capped in time, in the order of what it is for: one that fails or
-# runs out of time is named in the summary and the others still run; past the deadline (set from
-# VGGQ_CHECK_SECONDS, the whole check's time, which the caller takes from the device time left: the
-# deadline leaves a stopped stage's grace period and the summary inside it) the rest are skipped.
+# stops at its limit still brings home the stages that ended). Each stage runs on its own, capped in
+# time, in the order of what it is for: one that fails or runs out of time is named in the summary and
+# the others still run; past the deadline (set from VGGQ_CHECK_SECONDS, the whole check's time, which
+# the caller takes from the device time left: the deadline leaves a stopped stage's grace period and
+# the summary inside it) the rest are skipped.
 #
 # $OUT gets 7 files: device-check.log, summary.txt, bench.txt, golden_table.md, metrics.json,
 # full-metrics.json, and results.tar.gz with everything else (the probe, the step check, the
