@@ -2,6 +2,7 @@
 //! names the flag (exit 2) before anything is written, every bad file a runtime error that names it
 //! (exit 1), never a panic (exit 101) or an abort; and no error printed where nothing failed.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -199,8 +200,9 @@ fn hostile_onnx_files_are_refused_by_name() {
     assert!(!Path::new("/nonexistent").exists());
 }
 
-/// A PyTorch file given as a model, and a model whose output is not named as vggq's export names it: each
-/// is refused by what it is (not a protobuf decoder's error, not a panic on the missing output).
+/// A PyTorch file given as a model, a model whose output is not named as vggq's export names it, and one
+/// ONNX Runtime cannot load: each is refused by what it is (not a protobuf decoder's error, not a panic on
+/// the missing output), in vggq's words alone.
 #[test]
 fn files_that_are_not_vggqs_kind_of_onnx_model_say_what_they_are() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,18 +217,23 @@ fn files_that_are_not_vggqs_kind_of_onnx_model_say_what_they_are() {
     }
     let renamed = dir.path().join("renamed.onnx");
     std::fs::write(&renamed, model.encode_to_vec()).unwrap();
+    let no_opset = dir.path().join("no-opset.onnx");
+    std::fs::write(&no_opset, model_with_shapes(&[None, Some(3), Some(32), Some(32)], Some(&[None, Some(3)]))).unwrap();
     let data = tempfile::tempdir().unwrap();
     util::fixtures::write_cifar_binary(data.path());
     let pth = run.join(Variant::StaticInt8.pth_file());
     for (model, said) in [
         (&renamed, "the model has no output named `logits` (its outputs: `scores`)".to_string()),
         (&pth, format!("{} is not an ONNX model (a zip archive, as a PyTorch .pth is", pth.display())),
+        (&no_opset, format!("opening {} on the CPU provider", no_opset.display())),
     ] {
         let data = data.path().to_str().unwrap();
         let output = vggq(&["eval", model.to_str().unwrap(), "--device", "cpu", "--data", data, "--batch", "1"], &[]);
         let message = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{message}");
         assert!(message.contains(&said), "not `{said}`: {message}");
+        // ONNX Runtime's own log adds nothing to ours (it said it had no profile to write).
+        assert!(!message.contains("[E:onnxruntime"), "{message}");
     }
 }
 
@@ -346,6 +353,28 @@ fn files_vggq_did_not_write_are_never_replaced() {
         assert!(message.contains(&said), "{message}");
         assert_eq!(std::fs::read(theirs).unwrap(), before, "{} changed", theirs.display());
     }
+    // A pipe (a model fed through one, say) is refused on its first bytes, not read to its end: its writer
+    // holds it open until vggq has answered, or a minute.
+    let pipe = dir.path().join("pipe.onnx");
+    assert!(Command::new("mkfifo").arg(&pipe).status().unwrap().success());
+    let (answered, wait) = std::sync::mpsc::channel::<()>();
+    let head = std::fs::read(&model).unwrap()[..4096].to_vec();
+    let writer = std::thread::spawn({
+        let pipe = pipe.clone();
+        move || {
+            // Read and write: opening a pipe so returns at once on Linux, whether vggq opens it or not.
+            let mut pipe = std::fs::OpenOptions::new().read(true).write(true).open(pipe).unwrap();
+            pipe.write_all(&head).unwrap();
+            wait.recv_timeout(std::time::Duration::from_secs(60)).is_ok()
+        }
+    });
+    let output = eval(&pipe);
+    let _ = answered.send(());
+    assert!(writer.join().unwrap(), "vggq read the pipe to its end before answering");
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("is a file `vggq eval` did not write"), "{message}");
+
     let report = dir.path().join("evaluated.json");
     for _ in 0..2 {
         let output = eval(&report);

@@ -243,13 +243,18 @@ fn refuse_replacing_other_files(report: &Path) -> Result<()> {
     if report.is_dir() {
         bail!("--report {} is a folder: name the JSON file to write", report.display());
     }
-    let bytes = match std::fs::read(report) {
+    let reading = || format!("reading --report {}, which the report would replace", report.display());
+    let file = match std::fs::File::open(report) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        read => read.with_context(|| format!("reading --report {}, which the report would replace", report.display()))?,
+        opened => opened.with_context(reading)?,
     };
-    // What `EvalRun` writes, in any of its versions: an object with the plan and the rows.
-    let written_by_eval = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
-        .is_ok_and(|report| report.contains_key("plan") && report.contains_key("rows"));
+    // What `EvalRun` writes, in any of its versions: an object with the plan and the rows. Its first byte
+    // past white space tells a JSON object from anything else before the rest is read: a model given
+    // by mistake (hundreds of MB) or a pipe that never ends is refused on its first bytes.
+    let mut file = std::io::BufReader::new(file);
+    let written_by_eval = starts_json_object(&mut file).with_context(reading)?
+        && serde_json::from_reader::<_, serde_json::Map<String, serde_json::Value>>(file)
+            .is_ok_and(|report| report.contains_key("plan") && report.contains_key("rows"));
     if !written_by_eval {
         bail!(
             "--report {} is a file `vggq eval` did not write, which the report would replace: name a new file (`--report` \
@@ -258,6 +263,28 @@ fn refuse_replacing_other_files(report: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether the first byte of `reader` past JSON's white space opens an object. Only the white space is
+/// consumed, and no more is read than the first read that holds that byte.
+fn starts_json_object(reader: &mut impl std::io::BufRead) -> std::io::Result<bool> {
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(false);
+        }
+        match buffer.iter().position(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r')) {
+            Some(at) => {
+                let opens = buffer[at] == b'{';
+                reader.consume(at);
+                return Ok(opens);
+            }
+            None => {
+                let blank = buffer.len();
+                reader.consume(blank);
+            }
+        }
+    }
 }
 
 /// Folders made for a report, innermost first: each is removed when dropped where it is still empty (the

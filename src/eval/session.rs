@@ -5,6 +5,7 @@ use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
 use ort::ep;
+use ort::logging::LogLevel;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -111,6 +112,13 @@ impl OnnxSession {
         if let Some(threads) = threads {
             builder = builder.with_intra_threads(threads)?;
         }
+        // The session's logger prints the errors ORT also returns, which reach the user in ours, naming the
+        // model and the provider, and one that is none: a model ORT cannot load leaves its profiler nothing
+        // to write ("Could not write a profile because no model was loaded"), printed before the real
+        // error. It prints only fatal ones, unless `ORT_LOG` asks for ORT's own log.
+        if std::env::var_os(ORT_LOG).is_none() {
+            builder = builder.with_log_level(LogLevel::Fatal)?;
+        }
         if provider == Provider::Cuda {
             cuda_ready()?;
             // A CUDA EP that cannot register (no GPU, a CPU-only library) is an error here rather than a
@@ -188,6 +196,9 @@ pub fn load_runtime(cuda_required: bool) -> Result<(), EvalError> {
     }
     Ok(())
 }
+
+/// The variable ort reads for ONNX Runtime's log level (`verbose` to `fatal`; its errors when unset).
+const ORT_LOG: &str = "ORT_LOG";
 
 /// The process's one ONNX Runtime environment, from the library `$ORT_DYLIB_PATH` names. ort allows one
 /// environment per process, ever, so it lives for the whole run.
