@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 static ALLOCATOR: vggq::backend::BlockReuse = vggq::backend::BlockReuse::new();
 
 fn main() -> ExitCode {
+    vggq_core::signals::end_on_closed_pipe();
     // An unknown `VGGQ_ISA` is a usage error (exit 2, as clap's), before any kernel runs with the
     // detected set instead.
     if let Err(error) = vggq::model::kernels::isa::Isa::configured() {

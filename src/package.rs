@@ -25,9 +25,9 @@ pub struct FileRole {
     pub format: String,
     /// What it was made from (another file of the package, or a pipeline step).
     pub source: String,
-    /// A function of the seed, data and code alone (the `.pth` and ONNX models), listed in `SHA256SUMS`.
-    /// Files whose bytes vary from run to run are in the manifest only: measurements (timings, reports)
-    /// and Burn's record, which stores randomly drawn parameter ids beside identical weights.
+    /// A function of the seed, data and code alone (the models: the `.pth` and ONNX files, and Burn's
+    /// record, whose parameter ids are numbered, `Vgg::with_numbered_ids`), listed in `SHA256SUMS`. Files
+    /// whose bytes vary from run to run (measurements: timings, reports) are in the manifest only.
     pub reproducible: bool,
 }
 

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use serde::Serialize;
-use vggq_core::{Init, QatMode, Variant};
+use serde::{Deserialize, Serialize};
+use vggq_core::{flag_value, Init, QatMode, Variant};
 
 use crate::data::{BatchLoader, Cifar10, DataError, ImageSet, LoaderConfig, Split};
 use crate::model::{load_features, ModelError, TrainingBackend, Vgg};
@@ -42,7 +42,7 @@ impl RunData {
         let seed = data.split_seed;
         let mut split = Split::new(cifar.train.len(), seed);
         if let Some(total) = data.subset {
-            split = split.subset(total, seed)?;
+            split = split.subset(total, seed);
         }
         // The split's parts are in shuffled order: the first N training images are a seeded random N.
         split.train.truncate(data.train_images.unwrap_or(usize::MAX));
@@ -118,12 +118,39 @@ pub fn train_fp32<B: TrainingBackend>(
     Ok(TrainedFp32 { model, epochs, test })
 }
 
-/// How the INT8 variants are made beyond the profile.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// How the INT8 variants are made beyond the profile (`vggq quantize`'s flags; `quant_report.json` records
+/// them).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QuantizeSettings {
     /// Activation observer of static quantization.
     pub calibration: Calibration,
     pub qat_mode: QatMode,
+}
+
+impl QuantizeSettings {
+    /// The user's recipe: FX's default static observer (fbgemm's histogram) and QAT from the FP32 recipe.
+    pub const RECIPE: QuantizeSettings = QuantizeSettings { calibration: Calibration::Histogram, qat_mode: QatMode::Fp32match };
+
+    /// Where these depart from [`Self::RECIPE`], a line each, as [`Profile::departures`] says its own.
+    pub fn departures(&self) -> Vec<String> {
+        let recipe = Self::RECIPE;
+        let mut departures = Vec::new();
+        if self.calibration != recipe.calibration {
+            departures.push(format!(
+                "quantize --calibration {} where the recipe has {}",
+                flag_value(self.calibration),
+                flag_value(recipe.calibration)
+            ));
+        }
+        if self.qat_mode != recipe.qat_mode {
+            departures.push(format!(
+                "quantize --qat-mode {} where the recipe has {}",
+                flag_value(self.qat_mode),
+                flag_value(recipe.qat_mode)
+            ));
+        }
+        departures
+    }
 }
 
 /// A variant's accuracy on the run's validation and test images.

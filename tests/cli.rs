@@ -200,9 +200,9 @@ fn hostile_onnx_files_are_refused_by_name() {
     assert!(!Path::new("/nonexistent").exists());
 }
 
-/// A PyTorch file given as a model, a model whose output is not named as vggq's export names it, and one
-/// ONNX Runtime cannot load: each is refused by what it is (not a protobuf decoder's error, not a panic on
-/// the missing output), in vggq's words alone.
+/// A PyTorch file given as a model, a model whose output is not named as vggq's export names it, one ONNX
+/// Runtime cannot load, and a folder (a run's, `--run` forgotten): each is refused by what it is (not a
+/// protobuf decoder's error, not a panic on the missing output), in vggq's words alone.
 #[test]
 fn files_that_are_not_vggqs_kind_of_onnx_model_say_what_they_are() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,6 +217,7 @@ fn files_that_are_not_vggqs_kind_of_onnx_model_say_what_they_are() {
     }
     let renamed = dir.path().join("renamed.onnx");
     std::fs::write(&renamed, model.encode_to_vec()).unwrap();
+    let folder = dir.path().to_path_buf();
     let no_opset = dir.path().join("no-opset.onnx");
     std::fs::write(&no_opset, model_with_shapes(&[None, Some(3), Some(32), Some(32)], Some(&[None, Some(3)]))).unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -226,6 +227,7 @@ fn files_that_are_not_vggqs_kind_of_onnx_model_say_what_they_are() {
         (&renamed, "the model has no output named `logits` (its outputs: `scores`)".to_string()),
         (&pth, format!("{} is not an ONNX model (a zip archive, as a PyTorch .pth is", pth.display())),
         (&no_opset, format!("opening {} on the CPU provider", no_opset.display())),
+        (&folder, format!("{} is a folder, not an ONNX model (a run's folder is evaluated with `--run", folder.display())),
     ] {
         let data = data.path().to_str().unwrap();
         let output = vggq(&["eval", model.to_str().unwrap(), "--device", "cpu", "--data", data, "--batch", "1"], &[]);
@@ -353,8 +355,8 @@ fn files_vggq_did_not_write_are_never_replaced() {
         assert!(message.contains(&said), "{message}");
         assert_eq!(std::fs::read(theirs).unwrap(), before, "{} changed", theirs.display());
     }
-    // A pipe (a model fed through one, say) is refused on its first bytes, not read to its end: its writer
-    // holds it open until vggq has answered, or a minute.
+    // A pipe (`/dev/stdout` piped on, a model fed through one) is refused unread, as reading it could wait
+    // forever: its writer holds it open until vggq has answered, or a minute.
     let pipe = dir.path().join("pipe.onnx");
     assert!(Command::new("mkfifo").arg(&pipe).status().unwrap().success());
     let (answered, wait) = std::sync::mpsc::channel::<()>();
@@ -373,7 +375,7 @@ fn files_vggq_did_not_write_are_never_replaced() {
     assert!(writer.join().unwrap(), "vggq read the pipe to its end before answering");
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{message}");
-    assert!(message.contains("is a file `vggq eval` did not write"), "{message}");
+    assert!(message.contains(&format!("--report {} is not a file (a pipe or a device)", pipe.display())), "{message}");
 
     let report = dir.path().join("evaluated.json");
     for _ in 0..2 {
@@ -411,8 +413,8 @@ fn files_vggq_did_not_write_are_never_replaced() {
 }
 
 /// ImageNet weights a run does not read (a `random` run's) are said to go unread rather than passed
-/// over in silence, which reads as used. (The run then stops at the generated data, too small for the
-/// smoke profile: the note comes first.)
+/// over in silence, which reads as used. (The run then stops at the generated data, of 3 classes where
+/// the model has 10: the note comes first.)
 #[test]
 fn weights_a_run_does_not_read_are_said_to_go_unread() {
     let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -422,6 +424,23 @@ fn weights_a_run_does_not_read_are_said_to_go_unread() {
     let output = vggq(&[&train[..], &["--out", out.to_str().unwrap()]].concat(), &[]);
     let said = "note: --weights (or $VGGQ_WEIGHTS) /nonexistent/vgg11_bn.pth is not read: a `random` run starts from no weights";
     assert!(String::from_utf8_lossy(&output.stdout).contains(said), "{}", stderr(&output));
+}
+
+/// A full-profile run limited to a few steps is not timed ahead, and `--device auto` trains it on the CPU
+/// it finds rather than refusing it as hours of work (here it then stops at the generated data, of 3
+/// classes where the model has 10).
+#[test]
+fn a_few_full_profile_steps_are_not_refused_as_hours() {
+    let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    util::fixtures::write_cifar_binary(data.path());
+    let (data, out) = (data.path().to_str().unwrap(), dir.path().join("run"));
+    let limited = ["--profile", "full", "--init", "random", "--epochs", "1", "--train-images", "32", "--eval-images", "32"];
+    let output =
+        vggq(&[&["train", "--device", "auto"], &limited[..], &["--data", data, "--out", out.to_str().unwrap()]].concat(), &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains("has 3 classes") && message.contains("but the model classifies CIFAR-10's 10"), "{message}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("takes about"), "a run of 2 steps was timed ahead");
 }
 
 /// A baseline `bench-train` cannot run is said before vggq's first round, not after it.
@@ -721,6 +740,13 @@ fn files_that_do_not_belong_together_are_refused() {
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && printed.contains("quantize: up to date"), "{printed}{}", stderr(&output));
+    // Another autotune cache is the same step for a CPU run, which reads none (nor makes its folder).
+    let other_cache = elsewhere.path().join("other-cache");
+    let args = ["quantize", "--run", folder, "--device", "cpu", "--data", data.to_str().unwrap(), "--autotune-cache"];
+    let output = vggq(&[&args[..], &[other_cache.to_str().unwrap()]].concat(), &[]);
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && printed.contains("quantize: up to date"), "{printed}{}", stderr(&output));
+    assert!(!other_cache.exists(), "a CPU run made its autotune cache's folder");
     // An evaluation written elsewhere leaves both that folder's package files and the run's.
     let elsewhere_report = elsewhere.path().join(METRICS_FILE);
     std::fs::write(elsewhere.path().join(MANIFEST_FILE), b"a user's").unwrap();
@@ -740,6 +766,19 @@ fn files_that_do_not_belong_together_are_refused() {
     );
     assert!(output.status.success() && elsewhere_report.is_file(), "{}", stderr(&output));
     assert!(elsewhere.path().join(MANIFEST_FILE).is_file() && run.path().join(MANIFEST_FILE).is_file());
+    // That folder is no run's, and the evaluation no step of one: it leaves no step's record there.
+    assert!(!elsewhere.path().join(STEPS_FOLDER).exists(), "the evaluation elsewhere made that folder a run's");
+    // A report into a run folder other than as its own metrics (a model named on the command line) is
+    // refused: the finished package would change under its manifest.
+    let metrics = std::fs::read(run.path().join(METRICS_FILE)).unwrap();
+    let model = run.path().join(Variant::StaticInt8.onnx_file());
+    let into_run = run.path().join(METRICS_FILE);
+    let (model, into_run_arg) = (model.to_str().unwrap(), into_run.to_str().unwrap());
+    let output = vggq(&["eval", model, "--device", "cpu", "--data", data.to_str().unwrap(), "--report", into_run_arg], &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains(&format!("--report {into_run_arg} would go into the run folder {folder}")), "{message}");
+    assert_eq!(std::fs::read(&into_run).unwrap(), metrics, "the refused evaluation changed the run's metrics");
     // export too, and the run stays finished; made to run again, it leaves the run unfinished (no
     // manifest, no checksums, no report of what it held) until `report` vouches for it again.
     let output = vggq(&["export", "--run", folder], &[]);
@@ -842,6 +881,26 @@ fn files_that_do_not_belong_together_are_refused() {
     let retrained = format!("`vggq quantize` ran on another {} than the one there now", model.display());
     expect(&["export", "--run", folder], &retrained);
     expect(&["report", "--run", folder], &retrained);
+}
+
+/// Output piped into a reader that stops early (`vggq eval ... | head -1`) ends vggq quietly, as it ends
+/// any Unix tool, not with a panic on the closed pipe (exit 101).
+#[test]
+fn a_closed_pipe_ends_vggq_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let data = tempfile::tempdir().unwrap();
+    util::fixtures::write_cifar_binary_of(data.path(), &util::fixtures::CIFAR10_CLASSES);
+    let model = util::golden_run().join(Variant::StaticInt8.onnx_file());
+    let output = Command::new(env!("CARGO_BIN_EXE_vggq"))
+        .args(["eval", model.to_str().unwrap(), "--device", "cpu", "--batch", "1", "--data"])
+        .arg(data.path())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.signal(), Some(vggq_core::signals::SIGPIPE), "{:?}: {}", output.status, stderr(&output));
+    assert!(output.stderr.is_empty(), "{}", stderr(&output));
 }
 
 /// A path that is not UTF-8 is a path like any other: the run folder's lock, which `train` takes before

@@ -13,9 +13,12 @@ use vggq::backend::autotune::AutotuneCache;
 use vggq::backend::Selection;
 use vggq::data::ImageCounts;
 use vggq::eval::EvalRun;
+use vggq::pipeline::QuantizeSettings;
 use vggq::profile::{Limits, Profile};
-use vggq::report::{departure_note, golden_table, markdown, Comparison, GoldenTable, ReportInput, Tolerance};
-use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, TRAIN_REPORT_FILE};
+use vggq::quant::Calibration;
+use vggq::report::{departure_note, golden_table, markdown, Comparison, GoldenTable, ReportInput, RunRecipe, Tolerance};
+use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
+use vggq_core::QatMode;
 
 mod util;
 
@@ -26,8 +29,10 @@ fn metrics_match_the_reviewed_golden_table() {
     let profile: Profile = serde_json::from_value(train_report["profile"].clone()).unwrap();
     let device: Selection = serde_json::from_value(train_report["device"].clone()).unwrap();
     let data_images: Option<ImageCounts> = serde_json::from_value(train_report["data_images"].clone()).unwrap();
+    let quantize: QuantizeSettings = serde_json::from_value(read_json(&run, QUANT_REPORT_FILE)).unwrap();
+    let recipe = RunRecipe { profile: &profile, data_images, quantize };
     let eval: EvalRun = serde_json::from_value(read_json(&run, METRICS_FILE)).unwrap();
-    if let Some(note) = departure_note(&profile, data_images, &eval) {
+    if let Some(note) = departure_note(&recipe, &eval) {
         // On a line of its own: `cargo xtask all` shows it among the test harness's progress dots.
         println!("\n{}: {note}", run.display());
         return;
@@ -37,7 +42,7 @@ fn metrics_match_the_reviewed_golden_table() {
     let name = format!("{}-{}", profile.name(), device.backend.name());
     let autotune: Option<AutotuneCache> = serde_json::from_value(provenance["autotune"].clone()).unwrap();
     let tolerance = Tolerance::for_run(&profile.name(), device.arithmetic(autotune.as_ref()));
-    let table = golden_table(&eval, tolerance, &profile, data_images);
+    let table = golden_table(&eval, tolerance, &recipe);
     let machine = machine(provenance);
 
     insta::with_settings!({
@@ -111,10 +116,10 @@ fn metrics_match_the_reviewed_golden_table() {
     });
 }
 
-/// A run of a recipe with limits or overrides, evaluated on other test images than its profile takes,
-/// or trained on data of other image counts than CIFAR-10's (a copy cut short), says so above its
-/// figures, in `report.md` and its golden table, and that table differs from one of the profile's own
-/// recipe: its figures are never read as the profile's.
+/// A run of a recipe with limits or overrides, quantized otherwise than the recipe, evaluated on other
+/// test images than its profile takes, or trained on data of other image counts than CIFAR-10's (a copy
+/// cut short), says so above its figures, in `report.md` and its golden table, and that table differs
+/// from one of the profile's own recipe: its figures are never read as the profile's.
 #[test]
 fn a_limited_recipes_tables_say_so() {
     let run = util::golden_run();
@@ -139,42 +144,55 @@ fn a_limited_recipes_tables_say_so() {
     let mut all_of_fewer = eval.clone();
     all_of_fewer.rows.iter_mut().for_each(|row| row.eval.images = 150);
     let note = |departure: &str| format!("not the {} profile's recipe, and no golden table's: {departure}", recipe.name());
+    let run_of = |profile, data_images, quantize| RunRecipe { profile, data_images, quantize };
+    let recipes_quantization = QuantizeSettings::RECIPE;
+    let minmax = QuantizeSettings { calibration: Calibration::Minmax, ..recipes_quantization };
+    let finetune = QuantizeSettings { qat_mode: QatMode::Finetune, ..recipes_quantization };
     let departures = [
-        (&limited, &eval, cifar10, note(&format!("train.epochs {} where the recipe has {epochs}", epochs + 1))),
         (
-            &recipe,
+            run_of(&limited, cifar10, recipes_quantization),
+            &eval,
+            note(&format!("train.epochs {} where the recipe has {epochs}", epochs + 1)),
+        ),
+        (
+            run_of(&recipe, cifar10, recipes_quantization),
             &fewer_images,
-            cifar10,
             note(&format!("evaluated on 200 test images (the run's profile takes {recipe_images})")),
         ),
         (
-            &recipe,
+            run_of(&recipe, cut_short, recipes_quantization),
             &eval,
-            cut_short,
             note("the data holds 49999 training and 10000 test images where CIFAR-10 has 50000 and 10000"),
         ),
         (
-            &recipe,
+            run_of(&recipe, fewer_test_images, recipes_quantization),
             &all_of_fewer,
-            fewer_test_images,
             note("the data holds 50000 training and 150 test images where CIFAR-10 has 50000 and 10000"),
         ),
+        (run_of(&recipe, cifar10, minmax), &eval, note("quantize --calibration minmax where the recipe has histogram")),
+        (run_of(&recipe, cifar10, finetune), &eval, note("quantize --qat-mode finetune where the recipe has fp32match")),
     ];
 
-    let recipes = GoldenTable::parse(&golden_table(&eval, Tolerance::Exact, &recipe, cifar10)).unwrap();
-    for (profile, eval, data_images, note) in departures {
-        let table = golden_table(eval, Tolerance::Exact, profile, data_images);
+    let recipes =
+        GoldenTable::parse(&golden_table(&eval, Tolerance::Exact, &run_of(&recipe, cifar10, recipes_quantization))).unwrap();
+    for (run, eval, note) in departures {
+        let table = golden_table(eval, Tolerance::Exact, &run);
         assert!(table.starts_with(&format!("{note}\n\n")), "{table}");
         let differences = recipes.differences(&GoldenTable::parse(&table).unwrap());
         assert_eq!(differences.len(), 1, "{differences:?}");
         assert!(differences[0].starts_with("notes: ") && differences[0].contains(note.as_str()), "{differences:?}");
-        let input = ReportInput { profile, dataset: "CIFAR-10", device: "CPU", class_names: &classes, data_images, eval };
+        let input = ReportInput { recipe: run, dataset: "CIFAR-10", device: "CPU", class_names: &classes, eval };
         assert!(markdown(&input).contains(&format!("**This run is {note}.**")));
     }
     // A run whose build did not record its data's counts is not said to depart for that.
     for data_images in [cifar10, None] {
-        let input =
-            ReportInput { profile: &recipe, dataset: "CIFAR-10", device: "CPU", class_names: &classes, data_images, eval: &eval };
+        let input = ReportInput {
+            recipe: run_of(&recipe, data_images, recipes_quantization),
+            dataset: "CIFAR-10",
+            device: "CPU",
+            class_names: &classes,
+            eval: &eval,
+        };
         // The departure's sentence and note (a full recipe's report says "recipe" elsewhere: beside the
         // seed's run of it).
         let report = markdown(&input);
@@ -199,11 +217,10 @@ fn only_a_run_of_the_full_recipe_stands_beside_the_seeds_run() {
     let cut_short = full.clone().limited(&Limits { train_images: Some(128), ..Limits::default() });
     for (profile, stands) in [(&full, true), (&cut_short, false), (&Profile::smoke(), false)] {
         let input = ReportInput {
-            profile,
+            recipe: RunRecipe { profile, data_images: Some(ImageCounts::CIFAR10), quantize: QuantizeSettings::RECIPE },
             dataset: "CIFAR-10",
             device: "CPU",
             class_names: &classes,
-            data_images: Some(ImageCounts::CIFAR10),
             eval: &eval,
         };
         let report = markdown(&input);

@@ -46,7 +46,9 @@ pub enum DeviceRequest {
     /// the `cuda` feature), else a GPU wgpu offers (not a CPU adapter such as Mesa's lavapipe; a binary
     /// built with the `wgpu` feature), else the CPU; the choice and its reason are printed and recorded.
     Auto,
-    /// CUDA for training and for ONNX Runtime; anything that would fall back to the CPU is an error.
+    /// CUDA for training and for ONNX Runtime, or an error naming what is missing (ONNX Runtime still runs
+    /// the nodes its CUDA provider has no kernel for on its CPU provider, as the placement column shows,
+    /// and evaluates on the CPU provider beside it).
     Cuda,
     /// Burn's wgpu backend for training (Vulkan, Metal or DX12: its default adapter, whatever its type,
     /// lavapipe included), ONNX Runtime's CPU provider for evaluation.

@@ -3,7 +3,7 @@
 //! acts on them (a training saves its state, xtask waits for the commands it runs) and then ends as the
 //! signal's own action would have ended it, so that a shell's script or a job runner sees the signal.
 
-pub use signal_hook::consts::{SIGINT, SIGTERM};
+pub use signal_hook::consts::{SIGINT, SIGPIPE, SIGTERM};
 pub use signal_hook::iterator::Signals;
 
 /// SIGINT and SIGTERM, less any that this process started with ignored: a background job of a shell
@@ -20,6 +20,14 @@ fn started_ignored(signal: i32) -> bool {
         let mut current: libc::sigaction = std::mem::zeroed();
         libc::sigaction(signal, std::ptr::null(), &mut current) == 0 && current.sa_sigaction == libc::SIG_IGN
     }
+}
+
+/// Gives SIGPIPE back its default action, which Rust's runtime sets to ignore: `vggq ... | head` then ends
+/// vggq quietly once `head` has read its fill, as any Unix tool ends, where the next print would panic on
+/// the closed pipe (exit 101).
+pub fn end_on_closed_pipe() {
+    // SAFETY: SIG_DFL is a plain disposition, set first thing in `main`, before any other thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// Ends the process as `signal`'s own action would.

@@ -109,9 +109,9 @@ pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
 /// `folder`, the autotune cache of the run in `run`, by its place in the run where it lies inside
 /// (`autotune`), else as an absolute path: both paths are resolved first (links and `..` too, where they
 /// exist; else made absolute), so that `./run`, `run/autotune`, `/abs/run` and `a/../run` agree. What the
-/// train report records and the steps' keys hold, so that a moved run, or a step run from another working
-/// folder, is the same run.
-pub fn place_in_run(run: &Path, folder: &Path) -> PathBuf {
+/// train report records and the steps' keys hold ([`in_step_key`]), so that a moved run, or a step run
+/// from another working folder, is the same run.
+fn place_in_run(run: &Path, folder: &Path) -> PathBuf {
     let absolute =
         |path: &Path| std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_path_buf());
     let folder = absolute(folder);
@@ -119,6 +119,13 @@ pub fn place_in_run(run: &Path, folder: &Path) -> PathBuf {
         Ok(inside) => inside.to_path_buf(),
         Err(_) => folder,
     }
+}
+
+/// The cache `folder` as a step of the run in `run` is keyed by: its place in the run where cubecl reads
+/// it (a build that tunes, on a GPU backend), else nothing. A CPU run, or a build that runs default
+/// kernels, neither reads nor writes the folder, so another folder is the same step, not one to redo.
+pub fn in_step_key(run: &Path, folder: &Path, backend: BackendKind) -> Option<PathBuf> {
+    (TUNED && backend.is_gpu()).then(|| place_in_run(run, folder))
 }
 
 impl AutotuneCache {
@@ -176,6 +183,17 @@ fn digest(folder: &Path) -> Result<Option<String>, AutotuneError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only where cubecl reads the cache does its folder make another step: a CPU run's, or a run of a
+    /// build that does not tune, is the same step whichever folder it is given.
+    #[test]
+    fn a_step_is_keyed_by_a_cache_it_reads() {
+        let (run, folder) = (Path::new("run"), Path::new("run/autotune"));
+        assert_eq!(in_step_key(run, folder, BackendKind::Cpu), None);
+        for gpu in [BackendKind::Cuda, BackendKind::Wgpu] {
+            assert_eq!(in_step_key(run, folder, gpu), TUNED.then(|| PathBuf::from("autotune")));
+        }
+    }
 
     #[test]
     fn the_digest_follows_names_and_bytes() {

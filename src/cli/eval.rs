@@ -16,6 +16,7 @@ use vggq::export::onnx::graph::OUTPUT_NAME;
 use vggq::export::onnx::proto::{tensor_shape_proto, tensor_shape_proto::dimension, type_proto, ModelProto};
 use vggq::steps::{self, RunFolderLock, Step};
 use vggq_core::limits::positive;
+use vggq_core::run_folder::STEPS_FOLDER;
 
 use super::run_dir::{is_skipped, require_from_step, start, QuantizedRun, TrainedRun, METRICS_FILE};
 
@@ -48,8 +49,9 @@ pub struct Args {
     /// ONNX Runtime's intra-op threads, 1 to 1024 (default: one per core).
     #[arg(long, value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
     threads: Option<usize>,
-    /// Also write the results as JSON here (with `--run`: its `metrics.json`); a file already there must
-    /// be a report `vggq eval` wrote.
+    /// Also write the results as JSON here (with `--run`, by default its `metrics.json`; another place is
+    /// a report outside the run, evaluated every time); a file already there must be a report `vggq eval`
+    /// wrote, and no run folder takes one but as its own `metrics.json`.
     #[arg(long)]
     report: Option<PathBuf>,
     /// With `--run`: evaluate even when its `metrics.json` holds the results of an identical earlier
@@ -78,27 +80,27 @@ pub fn run(mut args: Args) -> Result<()> {
     let runs_metrics =
         args.run.as_deref().filter(|run| args.report.as_deref().is_some_and(|report| is_runs_metrics(run, report)));
     if let Some(report) = args.report.as_ref().filter(|_| runs_metrics.is_none()) {
+        refuse_writing_into_a_run(report)?;
         refuse_replacing_other_files(report)?;
     }
     let plan = ProviderPlan::for_request(args.device);
     println!("execution providers: {}", plan.reason);
-    // A run's evaluation is a step of its pipeline, skipped when up to date; files named on the command
-    // line (a benchmark's, say) are always evaluated.
-    let (step, _writing, into_run) = match args.report.as_ref().zip(data_digest) {
-        Some((report, data_digest)) => {
+    // A run's evaluation into its metrics is a step of its pipeline, skipped when up to date; files named
+    // on the command line (a benchmark's, say), or a run's evaluated into a report outside it, are always
+    // evaluated, and leave no step's record outside a run.
+    let (step, _writing) = match runs_metrics.zip(data_digest) {
+        Some((run, data_digest)) => {
             // The models, the data, and the ONNX Runtime library that runs them (its version is in its bytes).
             let library = std::env::var_os(ORT_DYLIB_PATH).map(PathBuf::from);
             let inputs: Vec<&Path> = args.models.iter().map(PathBuf::as_path).chain(library.as_deref()).collect();
             let settings = (&plan.providers, args.images, args.batch, args.warmup, args.threads, data_digest);
-            let folder = report.parent().unwrap_or(Path::new("."));
-            let writing = RunFolderLock::take(folder)?;
-            // The run's metrics make the step the run's, spelt as the run is, so that it records the run's
-            // files it read and wrote by their names in the run.
-            let (folder, report) = runs_metrics.map_or((folder, report.clone()), |run| (run, run.join(METRICS_FILE)));
-            let step = Step::new("eval", folder, &settings, &inputs, vec![report])?;
-            (Some(step), Some(writing), runs_metrics.is_some())
+            let writing = RunFolderLock::take(run)?;
+            // Spelt as the run is, so that the step records the run's files it read and wrote by their
+            // names in the run.
+            let step = Step::new("eval", run, &settings, &inputs, vec![run.join(METRICS_FILE)])?;
+            (Some(step), Some(writing))
         }
-        None => (None, None, false),
+        None => (None, None),
     };
     if let Some(run) = &args.run {
         // The ONNX files as export wrote them, from the run's current .pth files and model.
@@ -129,7 +131,7 @@ pub fn run(mut args: Args) -> Result<()> {
     eval::load_runtime(plan.cuda_required)?;
     let cifar = super::load_data(&source)?;
     require_classes(&args.models, &interfaces, &cifar.classes)?;
-    if let Some((step, run)) = step.as_ref().filter(|_| into_run).zip(args.run.as_ref()) {
+    if let Some((step, run)) = step.as_ref().zip(args.run.as_ref()) {
         start(step, run)?;
     }
     let available = cifar.test.len();
@@ -236,22 +238,44 @@ fn cuda_unavailability(error: &EvalError, cuda_required: bool, cuda_has_run: boo
     }
 }
 
-/// Refuses a `--report` path that is a folder, or a file other than a report `vggq eval` wrote: the report
-/// would replace it. `--report` takes the path after it, so one written before the models takes the
+/// Refuses a report that would go into a run folder other than as its own `metrics.json` (`--run`): the
+/// run's steps write there, and its package would gain a file that `verify` calls extra, or lose the
+/// metrics its report was made from.
+fn refuse_writing_into_a_run(report: &Path) -> Result<()> {
+    let folder = report.parent().filter(|folder| !folder.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if folder.join(STEPS_FOLDER).is_dir() {
+        bail!(
+            "--report {} would go into the run folder {}, whose steps write its files: name a place outside it (the \
+             run's own figures are `vggq eval --run {}`)",
+            report.display(),
+            folder.display(),
+            folder.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a `--report` path that is a folder, a pipe or a device, or a file other than a report `vggq
+/// eval` wrote: the report would replace it. `--report` takes the path after it, so one written before the models takes the
 /// first of them; a run's model or report named there would be lost as well.
 fn refuse_replacing_other_files(report: &Path) -> Result<()> {
-    if report.is_dir() {
+    let reading = || format!("reading --report {}, which the report would replace", report.display());
+    let kind = match std::fs::metadata(report) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        found => found.with_context(reading)?.file_type(),
+    };
+    if kind.is_dir() {
         bail!("--report {} is a folder: name the JSON file to write", report.display());
     }
-    let reading = || format!("reading --report {}, which the report would replace", report.display());
-    let file = match std::fs::File::open(report) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        opened => opened.with_context(reading)?,
-    };
+    // A pipe or a device (`/dev/stdout`) is not opened: reading one can wait forever, and the report is
+    // written beside its place and renamed onto it, which a device is not.
+    if !kind.is_file() {
+        bail!("--report {} is not a file (a pipe or a device): name the JSON file to write", report.display());
+    }
     // What `EvalRun` writes, in any of its versions: an object with the plan and the rows. Its first byte
-    // past white space tells a JSON object from anything else before the rest is read: a model given
-    // by mistake (hundreds of MB) or a pipe that never ends is refused on its first bytes.
-    let mut file = std::io::BufReader::new(file);
+    // past white space tells a JSON object from anything else before the rest is read: a model given by
+    // mistake (hundreds of MB) is refused on its first bytes.
+    let mut file = std::io::BufReader::new(std::fs::File::open(report).with_context(reading)?);
     let written_by_eval = starts_json_object(&mut file).with_context(reading)?
         && serde_json::from_reader::<_, serde_json::Map<String, serde_json::Value>>(file)
             .is_ok_and(|report| report.contains_key("plan") && report.contains_key("rows"));
@@ -329,6 +353,9 @@ struct Interface {
 
 /// `path`'s [`Interface`].
 fn interface(path: &Path) -> Result<Interface> {
+    if path.is_dir() {
+        bail!("{} is a folder, not an ONNX model (a run's folder is evaluated with `--run {0}`)", path.display());
+    }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if bytes.is_empty() {
         bail!("{} is empty (0 bytes), not an ONNX model", path.display());

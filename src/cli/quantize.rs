@@ -41,12 +41,13 @@ pub struct Args {
     /// `vgg11_bn-6002323d.pth`); also `$VGGQ_WEIGHTS`.
     #[arg(long, env = super::WEIGHTS_VARIABLE, value_parser = super::non_empty_path())]
     weights: Option<PathBuf>,
-    /// Activation observer of static quantization.
-    #[arg(long, value_enum, default_value = "histogram")]
+    /// Activation observer of static quantization. Another than the recipe's is said in the report, and
+    /// no golden table holds it.
+    #[arg(long, value_enum, default_value_t = QuantizeSettings::RECIPE.calibration)]
     calibration: Calibration,
     /// QAT from the FP32 recipe, or a short fine-tune of the trained FP32 model (its files are named
-    /// `..._qat_int8_finetune.pth` / `.onnx`).
-    #[arg(long, value_enum, default_value = "fp32match")]
+    /// `..._qat_int8_finetune.pth` / `.onnx`; not the recipe, as the report says).
+    #[arg(long, value_enum, default_value_t = QuantizeSettings::RECIPE.qat_mode)]
     qat_mode: QatMode,
     /// cubecl's autotune cache for a GPU run (see `vggq train --help`). Default: the one training used.
     #[arg(long)]
@@ -111,8 +112,8 @@ pub fn run(args: Args) -> Result<()> {
         .chain([args.run.join(QUANT_REPORT_FILE)])
         .collect();
     steps::require_current(&args.run, &["train"])?;
-    // The autotune cache by its place in the run, so that a moved run is the same step.
-    let autotune_in_run = backend::autotune::place_in_run(&args.run, &autotune);
+    // The autotune cache by its place in the run where it is read, so that a moved run is the same step.
+    let autotune_in_run = backend::autotune::in_step_key(&args.run, &autotune, selection.backend);
     // QAT (fp32match) starts again from the ImageNet weights training started from: they are part of the
     // step's key too.
     let weights = match profile.init {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use vggq::backend::autotune::AutotuneCache;
 use vggq::eval::EvalRun;
 use vggq::package::{self, FileRole, Provenance, Unlisted};
-use vggq::report::{self, ReportInput};
+use vggq::report::{self, ReportInput, RunRecipe};
 use vggq::steps::{self, RunFolderLock};
 
 use super::run_dir::{
@@ -48,14 +48,9 @@ pub fn run(args: Args) -> Result<()> {
 
     let dataset = dataset_name(&trained.dataset);
     let profile = trained.profile.name();
-    let input = ReportInput {
-        profile: &trained.profile,
-        dataset: &dataset,
-        device: &trained.device.reason,
-        class_names: &trained.classes,
-        data_images: trained.data_images,
-        eval: &eval,
-    };
+    let recipe = RunRecipe { profile: &trained.profile, data_images: trained.data_images, quantize: quantized.settings };
+    let input =
+        ReportInput { recipe, dataset: &dataset, device: &trained.device.reason, class_names: &trained.classes, eval: &eval };
     // The cache as training and quantization left it: its digest names the kernels they chose, where the
     // build that trained timed them (whatever this build does).
     let autotune = trained
@@ -65,19 +60,16 @@ pub fn run(args: Args) -> Result<()> {
         .transpose()?;
     let tolerance = report::Tolerance::for_run(&profile, trained.device.arithmetic(autotune.as_ref()));
     let charts = report::charts(&eval.rows);
-    let written = [
-        (REPORT_FILE, report::markdown(&input)),
-        (GOLDEN_TABLE_FILE, report::golden_table(&eval, tolerance, &trained.profile, trained.data_images)),
-    ]
-    .into_iter()
-    .chain(charts.iter().cloned());
+    let written = [(REPORT_FILE, report::markdown(&input)), (GOLDEN_TABLE_FILE, report::golden_table(&eval, tolerance, &recipe))]
+        .into_iter()
+        .chain(charts.iter().cloned());
 
     let mut roles = Vec::new();
     for variant in quantized.variants() {
         roles.push(FileRole::reproducible(quantized.pth_file(variant)?, variant.key(), "pth", "vggq quantize"));
         roles.push(FileRole::reproducible(variant.onnx_file(), variant.key(), "onnx", "vggq export"));
     }
-    roles.push(FileRole::varying(MODEL_FILE, "fp32", "burn-record", "vggq train"));
+    roles.push(FileRole::reproducible(MODEL_FILE, "fp32", "burn-record", "vggq train"));
     for (name, format, source) in [
         (TRAIN_REPORT_FILE, "json", "vggq train"),
         (QUANT_REPORT_FILE, "json", "vggq quantize"),

@@ -10,8 +10,8 @@ use vggq::backend::precision::Precision;
 use vggq::backend::Selection;
 use vggq::data::{self, DataSource, ImageCounts, CIFAR10_BINARY_URL};
 use vggq::model::{CpuFacts, WeightsFile};
+use vggq::pipeline::QuantizeSettings;
 use vggq::profile::Profile;
-use vggq::quant::Calibration;
 use vggq::steps::{RunFolderLock, Step};
 use vggq_core::{flag_value, QatMode, Variant};
 
@@ -149,7 +149,8 @@ fn read_report<T: serde::de::DeserializeOwned>(path: &Path, step: &str) -> Resul
 #[derive(Deserialize)]
 pub struct QuantizedRun {
     dataset: String,
-    calibration: Calibration,
+    #[serde(flatten)]
+    pub settings: QuantizeSettings,
     calibration_batches: usize,
     calibration_timing: CalibratedImages,
     qat_epochs: Vec<serde_json::Value>,
@@ -204,7 +205,7 @@ impl QuantizedRun {
         (variant == Variant::StaticInt8).then(|| {
             format!(
                 "{} observers over {} batches ({} images) of the unaugmented CIFAR-10 training split ({})",
-                flag_value(self.calibration),
+                flag_value(self.settings.calibration),
                 self.calibration_batches,
                 self.calibration_timing.images,
                 self.dataset

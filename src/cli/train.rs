@@ -56,7 +56,8 @@ pub struct Args {
     out: Option<PathBuf>,
     /// cubecl's autotune cache for a GPU run of a build with the `autotune` feature: the kernels it chose
     /// by timing, reused where it holds them (give a golden table's run's to replay its choices); a build
-    /// without it times nothing and neither creates nor reads the folder. Default: `<out>/autotune`.
+    /// without it, or a CPU run, times nothing and neither creates nor reads the folder (nor redoes a run
+    /// given another). Default: `<out>/autotune`.
     #[arg(long)]
     autotune_cache: Option<PathBuf>,
     /// Train from the start even when the outputs of an identical earlier run are in place, or the
@@ -132,14 +133,17 @@ pub fn run(args: Args) -> Result<()> {
     let selection = backend::select(args.device)?;
     println!("{}", selection.announcement());
     println!("profile:\n{}", profile.to_json());
-    if profile.name == ProfileName::Full && selection.backend == BackendKind::Cpu {
+    // Timing takes three steps at the full shapes: worth it ahead of hours, not of a few steps, which
+    // `auto` runs on the CPU as it finds it.
+    if profile.name == ProfileName::Full
+        && selection.backend == BackendKind::Cpu
+        && training_steps(&profile) >= TIMED_AHEAD_MIN_STEPS
+    {
+        let duration = cpu_duration(&profile);
         if selection.request == DeviceRequest::Auto {
-            bail!("{}: --device auto does not choose that; pass --device cpu to train on the CPU anyway", cpu_duration(&profile));
+            bail!("{duration}: --device auto does not choose that; pass --device cpu to train on the CPU anyway");
         }
-        // Timing takes three steps at the full shapes: worth it ahead of hours, not of a few steps.
-        if training_steps(&profile) >= TIMED_AHEAD_MIN_STEPS {
-            println!("{}", cpu_duration(&profile));
-        }
+        println!("{duration}");
     }
     let weights = match profile.init {
         Init::Pretrained => Some(PretrainedWeightsSource::new(args.weights)?),
@@ -152,14 +156,14 @@ pub fn run(args: Args) -> Result<()> {
     let step = Step::new(
         "train",
         &out,
-        // The data by its content, the autotune cache by its place in the run: a renamed archive or a
-        // moved run is the same training.
+        // The data by its content, the autotune cache by its place in the run where it is read: a renamed
+        // archive or a moved run is the same training.
         &(
             &profile,
             selection.backend,
             selection.adapter(),
             data::content_of(&data_digest),
-            backend::autotune::place_in_run(&out, &autotune),
+            backend::autotune::in_step_key(&out, &autotune, selection.backend),
             weights.as_ref().and_then(PretrainedWeightsSource::published),
         ),
         &inputs,

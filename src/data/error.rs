@@ -133,13 +133,6 @@ pub enum DataError {
     #[error("`{url}` has {algorithm} {actual}, expected {expected}")]
     DigestMismatch { url: String, algorithm: DigestAlgorithm, expected: String, actual: String },
 
-    /// A profile's subset of the training images asks for more than the data has, or for none.
-    #[error(
-        "the profile takes a seeded {requested} of the training images, but the data has {available}: give it all of \
-         CIFAR-10's training images, or use the full profile, which takes every image the data has"
-    )]
-    SubsetSize { requested: usize, available: usize },
-
     /// A loader setting is out of range.
     #[error("invalid loader setting: {reason}")]
     LoaderConfig { reason: String },

@@ -2,7 +2,6 @@
 
 use rand::seq::SliceRandom;
 
-use crate::data::error::DataError;
 use crate::data::seed::{rng, Purpose};
 
 /// Train : validation = 8 : 2, as the seed does it.
@@ -44,15 +43,16 @@ impl Split {
     }
 
     /// A seeded random `total` images of this split, with train and val in this split's proportions
-    /// (10,000 of 40,000/10,000 give 8,000/2,000).
-    pub fn subset(&self, total: usize, seed: u64) -> Result<Split, DataError> {
+    /// (10,000 of 40,000/10,000 give 8,000/2,000); all of them where it holds fewer (data smaller than a
+    /// profile's subset, which the run's reports name as data other than CIFAR-10's, as they do data with
+    /// fewer test images than a profile evaluates, of which the run takes all).
+    pub fn subset(&self, total: usize, seed: u64) -> Split {
         let available = self.len();
-        if total == 0 || total > available {
-            return Err(DataError::SubsetSize { requested: total, available });
-        }
-        let scaled = total.checked_mul(self.val.len()).ok_or(DataError::SubsetSize { requested: total, available })?;
-        // Round to nearest; never more than either part holds since total <= available.
-        let val_count = ((scaled + available / 2) / available).min(self.val.len());
+        let total = total.min(available);
+        // Round to nearest; never more than either part holds since total <= available. In u128, where
+        // the product of two counts of images cannot overflow.
+        let (total_wide, val_wide, available_wide) = (total as u128, self.val.len() as u128, available.max(1) as u128);
+        let val_count = (((total_wide * val_wide + available_wide / 2) / available_wide) as usize).min(self.val.len());
         let train_count = total - val_count;
         let mut random = rng(seed, Purpose::Subset, 0);
         let mut pick = |part: &[usize], count: usize| {
@@ -61,7 +61,7 @@ impl Split {
             part.truncate(count);
             part
         };
-        Ok(Split { train: pick(&self.train, train_count), val: pick(&self.val, val_count) })
+        Split { train: pick(&self.train, train_count), val: pick(&self.val, val_count) }
     }
 }
 
@@ -81,12 +81,18 @@ mod tests {
     #[test]
     fn subset_keeps_fractions_and_stays_inside_parts() {
         let split = Split::new(50_000, 0);
-        let subset = split.subset(10_000, 0).unwrap();
+        let subset = split.subset(10_000, 0);
         assert_eq!((subset.train.len(), subset.val.len()), (8_000, 2_000));
         assert!(subset.val.iter().all(|i| split.val.contains(i)));
-        let too_many = split.subset(50_001, 0).unwrap_err();
-        assert!(matches!(too_many, DataError::SubsetSize { requested: 50_001, available: 50_000 }));
-        assert!(too_many.to_string().ends_with("or use the full profile, which takes every image the data has"), "{too_many}");
-        assert!(matches!(split.subset(0, 0), Err(DataError::SubsetSize { .. })));
+        // Data with fewer images than the subset: all of them, the same as the split's.
+        let all = |split: &Split| {
+            let (mut train, mut val) = (split.train.clone(), split.val.clone());
+            train.sort_unstable();
+            val.sort_unstable();
+            (train, val)
+        };
+        let small = Split::new(100, 0);
+        assert_eq!(all(&small.subset(10_000, 0)), all(&small));
+        assert!(split.subset(0, 0).is_empty());
     }
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     /// The ONNX Runtime shared library was not given.
-    #[error("`ORT_DYLIB_PATH` is not set: run `cargo xtask setup` (it fetches ONNX Runtime and says where it is), or point it at libonnxruntime.so")]
+    #[error(
+        "`ORT_DYLIB_PATH` is not set: point it at libonnxruntime.so (`cargo xtask all` fetches ONNX Runtime into the \
+         target folder's `onnxruntime/` and sets it for the steps it runs; `cargo xtask setup` does too, and the test \
+         venv, and says where it is)"
+    )]
     MissingLibrary,
     /// The library could not be loaded or initialised.
     #[error("loading ONNX Runtime from `{path}`: {message}")]

@@ -7,10 +7,8 @@
 
 use std::fmt::{self, Write};
 
-use super::{agreement, departure_note, fp32_twin, provider, variant_label};
-use crate::data::ImageCounts;
+use super::{agreement, departure_note, fp32_twin, provider, variant_label, RunRecipe};
 use crate::eval::EvalRun;
-use crate::profile::Profile;
 
 /// How far a table's accuracy figures may move before it differs.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,9 +161,9 @@ impl fmt::Display for Tolerance {
 /// such a table is no golden one, and says so), the tolerance it is compared with, exact sizes, accuracy and agreement to two
 /// decimals, no timings (those vary between runs; they are in `report.md`), and the execution
 /// providers that could not run (their reasons without folders, which differ between machines).
-pub fn golden_table(eval: &EvalRun, tolerance: Tolerance, profile: &Profile, data: Option<ImageCounts>) -> String {
+pub fn golden_table(eval: &EvalRun, tolerance: Tolerance, run: &RunRecipe) -> String {
     let rows = &eval.rows;
-    let mut out = departure_note(profile, data, eval).map_or(String::new(), |note| format!("{note}\n\n"));
+    let mut out = departure_note(run, eval).map_or(String::new(), |note| format!("{note}\n\n"));
     let _ = write!(
         out,
         "{tolerance}\n\n| model | EP | placement | bytes | MiB | top-1 % | agreement with FP32 % |\n|---|---|---|---|---|---|---|\n"

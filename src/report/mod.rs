@@ -18,18 +18,28 @@ use vggq_core::{ProfileName, Variant};
 
 use crate::data::ImageCounts;
 use crate::eval::{EvalRun, ModelMetrics};
+use crate::pipeline::QuantizeSettings;
 use crate::profile::Profile;
+
+/// How a run was made, as its report holds it to its profile's recipe ([`departure_note`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RunRecipe<'a> {
+    /// The profile the run trained with, its limits and overrides included.
+    pub profile: &'a Profile,
+    /// The images of the data the run trained on (`None` where its build did not record them).
+    pub data_images: Option<ImageCounts>,
+    /// How `vggq quantize` made the INT8 variants.
+    pub quantize: QuantizeSettings,
+}
 
 /// What a report is made of.
 pub struct ReportInput<'a> {
-    pub profile: &'a Profile,
+    pub recipe: RunRecipe<'a>,
     /// How the data is to be named, e.g. "CIFAR-10 (JPEG copy)".
     pub dataset: &'a str,
     /// Where the model was trained, and why there.
     pub device: &'a str,
     pub class_names: &'a [String],
-    /// The images of the data the run trained on (`None` where its build did not record them).
-    pub data_images: Option<ImageCounts>,
     pub eval: &'a EvalRun,
 }
 
@@ -52,12 +62,14 @@ fn is_fp32(row: &ModelMetrics) -> bool {
 }
 
 /// What a report says above figures that are not its profile's recipe's, `None` for the recipe's own:
-/// data other than CIFAR-10's images (`data`, the counts the run's training read; `None` where its
-/// build did not record them), the profile's departures from its recipe (limits, overrides), and an
-/// evaluation on other than the test images the run's profile takes (`vggq eval --run R --images N`).
-pub fn departure_note(profile: &Profile, data: Option<ImageCounts>, eval: &EvalRun) -> Option<String> {
+/// data other than CIFAR-10's images, the profile's departures from its recipe (limits, overrides),
+/// quantization other than the recipe's (`vggq quantize --calibration`, `--qat-mode`), and an evaluation
+/// on other than the test images the run's profile takes (`vggq eval --run R --images N`).
+pub fn departure_note(run: &RunRecipe, eval: &EvalRun) -> Option<String> {
+    let RunRecipe { profile, data_images: data, quantize } = *run;
     let mut departures: Vec<String> = data.and_then(ImageCounts::departure_from_cifar10).into_iter().collect();
     departures.extend(profile.departures());
+    departures.extend(quantize.departures());
     // Of data with fewer test images, the run takes all (said above), not the profile's count.
     let (_, profile_test_images) = profile.data.eval_counts();
     let taken = data.map_or(profile_test_images, |data| profile_test_images.min(data.test));
@@ -73,8 +85,8 @@ pub fn markdown(input: &ReportInput) -> String {
     let rows = &input.eval.rows;
     let mut out = String::new();
     let images = rows.first().map_or(0, |r| r.eval.images);
-    let _ = writeln!(out, "# vggq report: profile `{}`\n", input.profile.name());
-    let departure = departure_note(input.profile, input.data_images, input.eval);
+    let _ = writeln!(out, "# vggq report: profile `{}`\n", input.recipe.profile.name());
+    let departure = departure_note(&input.recipe, input.eval);
     if let Some(note) = &departure {
         let _ = writeln!(out, "**This run is {note}.**\n");
     }
@@ -112,7 +124,7 @@ pub fn markdown(input: &ReportInput) -> String {
     }
     out.push_str("\nSizes are bytes / 2^20. \"ms / image\" times `session.run` alone on preprocessed batches (warm-up excluded); the columns \"incl. preprocessing\" time the whole pass with the data loader decoding, resizing and normalising meanwhile.\n\n");
     // The seed's table is of its full recipe: a run of it, and of nothing else, stands beside it.
-    if input.profile.name == ProfileName::Full && departure.is_none() {
+    if input.recipe.profile.name == ProfileName::Full && departure.is_none() {
         out.push_str(&seed_run::section(rows, input.dataset));
     }
 

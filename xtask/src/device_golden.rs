@@ -1,6 +1,6 @@
 //! `cargo xtask device-golden DIR`: the golden check of the GPU check's smoke run. The GPU machine has no
 //! cargo, so `scripts/device-check.sh` brings the run's files home instead (into DIR, the `device` tool's
-//! `files_at`): `metrics.json`, and the training report and manifest inside `results.tar.gz`. Laid out
+//! `files_at`): `metrics.json`, and the training and quantization reports and manifest inside `results.tar.gz`. Laid out
 //! as a run folder, they are what the golden check reads: a profile and device without a reviewed table
 //! (`golden/smoke-cuda.snap`, the first GPU run) get the run's table pending as `.snap.new`, with the
 //! header insta writes (the machine's facts), for `cargo insta review`, and the check fails where that
@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, TRAIN_REPORT_FILE};
+use vggq_core::run_folder::{MANIFEST_FILE, METRICS_FILE, QUANT_REPORT_FILE, TRAIN_REPORT_FILE};
 use xshell::{cmd, Shell};
 
 /// The archive the check packs what does not come home as a file of its own into (the bundle's
@@ -55,6 +55,7 @@ pub fn smoke_run(sh: &Shell, check: &Path) -> Result<PathBuf> {
     let in_archive = |name: &str| unpacked.join(format!("{SMOKE_RUN_PREFIX}{name}"));
     let files = [
         (in_archive(TRAIN_REPORT_FILE), TRAIN_REPORT_FILE),
+        (in_archive(QUANT_REPORT_FILE), QUANT_REPORT_FILE),
         (in_archive(MANIFEST_FILE), MANIFEST_FILE),
         (check.join(METRICS_FILE), METRICS_FILE),
     ];
