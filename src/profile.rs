@@ -15,8 +15,8 @@ use crate::train::TrainConfig;
 pub struct DataConfig {
     /// Seed of the train/val split and of the subset below.
     pub split_seed: u64,
-    /// Use only this many of the split's images, train and val in the split's 8:2 proportions
-    /// (`None`: all 50,000).
+    /// Use only this many of the split's images, train and val in the split's 8:2 proportions, or all
+    /// the data has where it holds fewer (`None`: all 50,000).
     pub subset: Option<usize>,
     /// Train on at most this many images of the training part (`--train-images`).
     pub train_images: Option<usize>,

@@ -162,6 +162,18 @@ fn holds_records(folder: &Path) -> bool {
     entries.filter_map(Result::ok).any(|entry| entry.file_name() != LOCK_FILE)
 }
 
+/// The run folder a file at `path` would lie in, if any: the nearest folder holding it that is a run's
+/// (`train` recorded its step there, or a checkpoint of one that stopped; an evaluation's record alone
+/// is not, as an older vggq left one beside a report written outside a run), found from the deepest of
+/// its folders that exists, resolved (links, `..`), so that no spelling of the path escapes it.
+pub fn run_folder_holding(path: &Path) -> Option<PathBuf> {
+    let existing = path.ancestors().skip(1).find(|folder| folder.as_os_str().is_empty() || folder.exists())?;
+    let resolved = std::fs::canonicalize(if existing.as_os_str().is_empty() { Path::new(".") } else { existing }).ok()?;
+    let is_run =
+        |folder: &Path| folder.join(STEPS_FOLDER).join("train.json").exists() || folder.join(checkpoint_in_run("train")).exists();
+    resolved.ancestors().find(|folder| is_run(folder)).map(Path::to_path_buf)
+}
+
 /// The folders `create_dir_all(folder)` would make, innermost first: `folder` and its parents, up to the
 /// first that is there.
 pub fn missing_folders(folder: &Path) -> Vec<PathBuf> {

@@ -1,11 +1,12 @@
 //! The reviewed metric table of a run (`golden/<profile>-<device>.snap`, e.g. `smoke-cpu`): exact
 //! sizes, accuracy and agreement with FP32, no timings, compared exactly for a CPU run and within the
 //! tolerance the table states for a GPU run (`vggq::report::GoldenTable`). `cargo xtask all` and
-//! `cargo xtask test` point `VGGQ_GOLDEN_RUN` at the run they made. A run with limits or overrides, or
-//! trained on data of other image counts than CIFAR-10's, is not its profile's recipe and has no golden
-//! table. Where a profile and device have none yet, or the
-//! table differs, insta writes the run's as a pending snapshot (`.snap.new`) for review; a missing table
-//! passes (under CI, `CI=true`, it fails), a differing one fails naming the rows and the machines.
+//! `cargo xtask test` point `VGGQ_GOLDEN_RUN` at the run they made. A run with limits or overrides,
+//! quantized otherwise, evaluated on other test images, or trained on data of other image counts than
+//! CIFAR-10's, is not its profile's recipe and has no golden table. Where a profile and device have none
+//! yet, or the table differs, insta writes the run's as a pending snapshot (`.snap.new`) for review; a
+//! missing table passes (under CI, `CI=true`, it fails), a differing one fails naming the rows and the
+//! machines.
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,7 @@
 //! the terminal's whole process group) and SIGTERM (a job's time limit, `docker stop`, a shutdown). Each
 //! acts on them (a training saves its state, xtask waits for the commands it runs) and then ends as the
 //! signal's own action would have ended it, so that a shell's script or a job runner sees the signal.
+//! And SIGPIPE (a reader of vggq's output that stopped reading), which ends vggq as it ends any Unix tool.
 
 pub use signal_hook::consts::{SIGINT, SIGPIPE, SIGTERM};
 pub use signal_hook::iterator::Signals;
@@ -27,7 +28,7 @@ fn started_ignored(signal: i32) -> bool {
 /// the closed pipe (exit 101).
 pub fn end_on_closed_pipe() {
     // SAFETY: SIG_DFL is a plain disposition, set first thing in `main`, before any other thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    unsafe { libc::signal(SIGPIPE, libc::SIG_DFL) };
 }
 
 /// Ends the process as `signal`'s own action would.

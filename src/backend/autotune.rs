@@ -29,7 +29,7 @@ pub const TUNED: bool = cfg!(feature = "autotune");
 /// Where a run's autotune cache is and what it held at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutotuneCache {
-    /// Whether the build that ran timed its GPU kernels ([`TUNED`]); without, the cache stays empty.
+    /// Whether the run timed its GPU kernels ([`reads_cache`]); without, the cache stays empty.
     pub tuned: bool,
     /// Relative to the run folder where it lies inside it, else absolute ([`AutotuneCache::read`]).
     pub folder: PathBuf,
@@ -121,18 +121,24 @@ fn place_in_run(run: &Path, folder: &Path) -> PathBuf {
     }
 }
 
-/// The cache `folder` as a step of the run in `run` is keyed by: its place in the run where cubecl reads
-/// it (a build that tunes, on a GPU backend), else nothing. A CPU run, or a build that runs default
-/// kernels, neither reads nor writes the folder, so another folder is the same step, not one to redo.
+/// Whether a run on `backend` times its kernels with the autotune cache: a build that tunes, on a GPU
+/// backend. Any other run puts nothing in the cache and reads nothing from it (a build that tunes makes
+/// the folder before it knows the device: [`use_caches`]).
+pub fn reads_cache(backend: BackendKind) -> bool {
+    TUNED && backend.is_gpu()
+}
+
+/// The cache `folder` as a step of the run in `run` is keyed by: its place in the run where the run
+/// reads it ([`reads_cache`]), else nothing, so that another folder is the same step, not one to redo.
 pub fn in_step_key(run: &Path, folder: &Path, backend: BackendKind) -> Option<PathBuf> {
-    (TUNED && backend.is_gpu()).then(|| place_in_run(run, folder))
+    reads_cache(backend).then(|| place_in_run(run, folder))
 }
 
 impl AutotuneCache {
     /// `folder`, the cache of the run in `run`, as it is now; recorded by its place in the run where it
     /// lies inside (`autotune`), else as an absolute path, so that later steps find it from any working
-    /// folder and in a moved run ([`AutotuneCache::folder_in`]). `tuned`: whether the build that ran
-    /// timed its kernels ([`TUNED`]); only then is the folder read, since only then did cubecl use it (a
+    /// folder and in a moved run ([`AutotuneCache::folder_in`]). `tuned`: whether the run timed its
+    /// kernels ([`reads_cache`]); only then is the folder read, since only then did cubecl use it (a
     /// folder given to a build that does not tune, a shared cache say, says nothing of its kernels).
     pub fn read(run: &Path, folder: &Path, tuned: bool) -> Result<Self, AutotuneError> {
         let sha256 = if tuned { digest(folder)? } else { None };
@@ -189,8 +195,10 @@ mod tests {
     #[test]
     fn a_step_is_keyed_by_a_cache_it_reads() {
         let (run, folder) = (Path::new("run"), Path::new("run/autotune"));
+        assert!(!reads_cache(BackendKind::Cpu));
         assert_eq!(in_step_key(run, folder, BackendKind::Cpu), None);
         for gpu in [BackendKind::Cuda, BackendKind::Wgpu] {
+            assert_eq!(reads_cache(gpu), TUNED);
             assert_eq!(in_step_key(run, folder, gpu), TUNED.then(|| PathBuf::from("autotune")));
         }
     }

@@ -16,7 +16,6 @@ use vggq::export::onnx::graph::OUTPUT_NAME;
 use vggq::export::onnx::proto::{tensor_shape_proto, tensor_shape_proto::dimension, type_proto, ModelProto};
 use vggq::steps::{self, RunFolderLock, Step};
 use vggq_core::limits::positive;
-use vggq_core::run_folder::STEPS_FOLDER;
 
 use super::run_dir::{is_skipped, require_from_step, start, QuantizedRun, TrainedRun, METRICS_FILE};
 
@@ -238,26 +237,25 @@ fn cuda_unavailability(error: &EvalError, cuda_required: bool, cuda_has_run: boo
     }
 }
 
-/// Refuses a report that would go into a run folder other than as its own `metrics.json` (`--run`): the
-/// run's steps write there, and its package would gain a file that `verify` calls extra, or lose the
-/// metrics its report was made from.
+/// Refuses a report that would go into a run folder (or one of its folders) other than as the run's own
+/// `metrics.json` (`--run`): the run's steps write there, and its package would gain a file that
+/// `verify` calls extra, or lose the metrics its report was made from.
 fn refuse_writing_into_a_run(report: &Path) -> Result<()> {
-    let folder = report.parent().filter(|folder| !folder.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if folder.join(STEPS_FOLDER).is_dir() {
+    if let Some(run) = steps::run_folder_holding(report) {
         bail!(
             "--report {} would go into the run folder {}, whose steps write its files: name a place outside it (the \
              run's own figures are `vggq eval --run {}`)",
             report.display(),
-            folder.display(),
-            folder.display()
+            run.display(),
+            run.display()
         );
     }
     Ok(())
 }
 
 /// Refuses a `--report` path that is a folder, a pipe or a device, or a file other than a report `vggq
-/// eval` wrote: the report would replace it. `--report` takes the path after it, so one written before the models takes the
-/// first of them; a run's model or report named there would be lost as well.
+/// eval` wrote: the report would replace it. `--report` takes the path after it, so one written before
+/// the models takes the first of them; a run's model or report named there would be lost as well.
 fn refuse_replacing_other_files(report: &Path) -> Result<()> {
     let reading = || format!("reading --report {}, which the report would replace", report.display());
     let kind = match std::fs::metadata(report) {

@@ -75,11 +75,12 @@ struct QuantReport<'a> {
     profile: &'a Profile,
     device: &'a Selection,
     dataset: String,
-    calibration: Calibration,
+    /// `calibration` and `qat_mode`, as `QuantizedRun` reads them back.
+    #[serde(flatten)]
+    settings: QuantizeSettings,
     /// The batches calibrated on: the profile's, or all of a training split with fewer.
     calibration_batches: usize,
     calibration_timing: CalibrationTiming,
-    qat_mode: QatMode,
     /// The ImageNet weights QAT (`fp32match`, pretrained) started from.
     qat_imagenet_weights: Option<&'a WeightsFile>,
     qat_epochs: Vec<EpochReport>,
@@ -209,10 +210,9 @@ impl OnBackend for Quantization<'_> {
             profile,
             device: self.selection,
             dataset: self.inputs.dataset,
-            calibration: self.settings.calibration,
+            settings: self.settings,
             calibration_batches: quantized.calibration_timing.batches,
             calibration_timing: quantized.calibration_timing,
-            qat_mode: self.settings.qat_mode,
             qat_imagenet_weights: self.inputs.weights.as_ref(),
             qat_epochs: quantized.qat_epochs,
             qat_seconds: quantized.qat_seconds,

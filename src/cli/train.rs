@@ -29,7 +29,8 @@ pub struct Args {
     profile: ProfileName,
     /// `auto` trains on CUDA when the probe finds a usable GPU, else on a GPU wgpu offers (not a CPU
     /// adapter such as lavapipe), else on the CPU, and says why; `cuda` never falls back. The full
-    /// profile on a CPU takes hours: `auto` refuses it, `cpu` runs it.
+    /// profile on a CPU takes hours: `auto` refuses it, `cpu` runs it (a run limited to minutes' work,
+    /// under 100 training steps' worth, runs on either).
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
     /// Overrides the profile's initialisation.
@@ -55,9 +56,9 @@ pub struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// cubecl's autotune cache for a GPU run of a build with the `autotune` feature: the kernels it chose
-    /// by timing, reused where it holds them (give a golden table's run's to replay its choices); a build
-    /// without it, or a CPU run, times nothing and neither creates nor reads the folder (nor redoes a run
-    /// given another). Default: `<out>/autotune`.
+    /// by timing, reused where it holds them (give a golden table's run's to replay its choices). A build
+    /// without it times nothing and neither creates nor reads the folder; nor does a CPU run read it; and
+    /// neither redoes a run given another folder. Default: `<out>/autotune`.
     #[arg(long)]
     autotune_cache: Option<PathBuf>,
     /// Train from the start even when the outputs of an identical earlier run are in place, or the
@@ -133,11 +134,11 @@ pub fn run(args: Args) -> Result<()> {
     let selection = backend::select(args.device)?;
     println!("{}", selection.announcement());
     println!("profile:\n{}", profile.to_json());
-    // Timing takes three steps at the full shapes: worth it ahead of hours, not of a few steps, which
+    // Timing takes three steps at the full shapes: worth it ahead of hours, not of minutes' work, which
     // `auto` runs on the CPU as it finds it.
     if profile.name == ProfileName::Full
         && selection.backend == BackendKind::Cpu
-        && training_steps(&profile) >= TIMED_AHEAD_MIN_STEPS
+        && work_in_steps(&profile) >= TIMED_AHEAD_MIN_STEPS
     {
         let duration = cpu_duration(&profile);
         if selection.request == DeviceRequest::Auto {
@@ -258,25 +259,29 @@ fn refuse_run_inside_data(out: &Path, data: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The fewest training steps a full-profile CPU run times ahead (`cpu_duration`, three steps): below
-/// it, the timing would add more than about 3 % to the run it announces.
-const TIMED_AHEAD_MIN_STEPS: usize = 100;
+/// The least work, in training steps ([`work_in_steps`]), a full-profile CPU run times ahead
+/// (`cpu_duration`, three steps) and `--device auto` refuses: below it, the run takes minutes, and the
+/// timing would add more than about 3 % to it.
+const TIMED_AHEAD_MIN_STEPS: f64 = 100.0;
 
 /// The steps of FP32 and QAT (fp32match) training the profile takes: each trains the profile's epochs.
 fn training_steps(profile: &Profile) -> usize {
     2 * profile.train.epochs * profile.data.train_count().div_ceil(profile.train.batch_size)
 }
 
+/// The profile's whole work in training steps: both trainings validate after each epoch, and the FP32
+/// model and the variants are tested, an evaluation image costing about a third of a training image.
+fn work_in_steps(profile: &Profile) -> f64 {
+    let (val, test) = profile.data.eval_counts();
+    let eval_images = 2 * profile.train.epochs * val + 8 * test;
+    training_steps(profile) as f64 + eval_images as f64 / profile.train.batch_size as f64 / 3.0
+}
+
 /// How long the profile would train on this machine's CPU, from two real training steps timed here.
 fn cpu_duration(profile: &Profile) -> String {
     let batch = profile.train.batch_size;
     let seconds_per_step = seconds_per_training_step::<CpuBackend>(&profile.model, batch, &Default::default());
-    // Both trainings validate after each epoch; the FP32 model and the variants are tested; an
-    // evaluation image costs about a third of a training image.
-    let steps = training_steps(profile);
-    let (val, test) = profile.data.eval_counts();
-    let eval_images = 2 * profile.train.epochs * val + 8 * test;
-    let seconds = seconds_per_step * (steps as f64 + eval_images as f64 / batch as f64 / 3.0);
+    let (steps, seconds) = (training_steps(profile), seconds_per_step * work_in_steps(profile));
     format!(
         "the {} profile on this CPU takes about {:.1} hours ({:.1} s per training step of {batch} images, measured now; \
          {steps} steps of FP32 and QAT training)",
@@ -425,7 +430,7 @@ impl OnBackend for Training<'_> {
 
         save_model(model, &self.out.join(MODEL_FILE))?;
         let cpu = CpuFacts::here();
-        let autotune = AutotuneCache::read(&self.out, self.autotune, backend::autotune::TUNED)?;
+        let autotune = AutotuneCache::read(&self.out, self.autotune, backend::autotune::reads_cache(self.selection.backend))?;
         let report = TrainReport {
             profile,
             device: self.selection,

@@ -7,8 +7,8 @@ pub enum EvalError {
     /// The ONNX Runtime shared library was not given.
     #[error(
         "`ORT_DYLIB_PATH` is not set: point it at libonnxruntime.so (`cargo xtask all` fetches ONNX Runtime into the \
-         target folder's `onnxruntime/` and sets it for the steps it runs; `cargo xtask setup` does too, and the test \
-         venv, and says where it is)"
+         target folder's `onnxruntime/` and sets it for the steps it runs; `cargo xtask setup` fetches it and says \
+         where it put it)"
     )]
     MissingLibrary,
     /// The library could not be loaded or initialised.

@@ -1,11 +1,11 @@
 //! `cargo xtask device-golden DIR`: the golden check of the GPU check's smoke run. The GPU machine has no
 //! cargo, so `scripts/device-check.sh` brings the run's files home instead (into DIR, the `device` tool's
-//! `files_at`): `metrics.json`, and the training and quantization reports and manifest inside `results.tar.gz`. Laid out
-//! as a run folder, they are what the golden check reads: a profile and device without a reviewed table
-//! (`golden/smoke-cuda.snap`, the first GPU run) get the run's table pending as `.snap.new`, with the
-//! header insta writes (the machine's facts), for `cargo insta review`, and the check fails where that
-//! table is beyond the recipe's spread of the profile's reviewed tables on other devices; one with a
-//! reviewed table is compared with it.
+//! `files_at`): `metrics.json`, and the training and quantization reports and manifest inside
+//! `results.tar.gz`. Laid out as a run folder, they are what the golden check reads: a profile and device
+//! without a reviewed table (`golden/smoke-cuda.snap`, the first GPU run) get the run's table pending as
+//! `.snap.new`, with the header insta writes (the machine's facts), for `cargo insta review`, and the
+//! check fails where that table is beyond the recipe's spread of the profile's reviewed tables on other
+//! devices; one with a reviewed table is compared with it.
 
 use std::path::{Path, PathBuf};
 
