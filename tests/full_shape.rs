@@ -75,14 +75,15 @@ fn pth_files_load_strictly_into_the_seeds_modules() {
     assert!(stdout.lines().all(|line| line.contains(r#""logits": [2, 10]"#)), "{stdout}");
 }
 
-/// The package verifies, and `sha256sum -c` accepts its checksums of the four `.pth` and ONNX files.
+/// The package verifies, and `sha256sum -c` accepts its checksums of the models: the four `.pth` and ONNX
+/// files and Burn's record.
 #[test]
 fn the_package_verifies() {
     let run = run_dir();
     let found = vggq::package::verify(&run).unwrap();
     assert!(found.is_empty(), "{found}");
     let sums = std::fs::read_to_string(run.join(vggq::package::CHECKSUMS_FILE)).unwrap();
-    assert_eq!(sums.lines().count(), 8, "{sums}");
+    assert_eq!(sums.lines().count(), 9, "{sums}");
     let status = Command::new("sha256sum")
         .arg("--check")
         .arg("--quiet")
