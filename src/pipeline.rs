@@ -134,22 +134,14 @@ impl QuantizeSettings {
     /// Where these depart from [`Self::RECIPE`], a line each, as [`Profile::departures`] says its own.
     pub fn departures(&self) -> Vec<String> {
         let recipe = Self::RECIPE;
-        let mut departures = Vec::new();
-        if self.calibration != recipe.calibration {
-            departures.push(format!(
-                "quantize --calibration {} where the recipe has {}",
-                flag_value(self.calibration),
-                flag_value(recipe.calibration)
-            ));
-        }
-        if self.qat_mode != recipe.qat_mode {
-            departures.push(format!(
-                "quantize --qat-mode {} where the recipe has {}",
-                flag_value(self.qat_mode),
-                flag_value(recipe.qat_mode)
-            ));
-        }
-        departures
+        [
+            ("calibration", flag_value(self.calibration), flag_value(recipe.calibration)),
+            ("qat-mode", flag_value(self.qat_mode), flag_value(recipe.qat_mode)),
+        ]
+        .into_iter()
+        .filter(|(_, mine, recipe)| mine != recipe)
+        .map(|(flag, mine, recipe)| format!("quantize --{flag} {mine} where the recipe has {recipe}"))
+        .collect()
     }
 }
 

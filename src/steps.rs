@@ -167,11 +167,18 @@ fn holds_records(folder: &Path) -> bool {
 /// is not, as an older vggq left one beside a report written outside a run), found from the deepest of
 /// its folders that exists, resolved (links, `..`), so that no spelling of the path escapes it.
 pub fn run_folder_holding(path: &Path) -> Option<PathBuf> {
-    let existing = path.ancestors().skip(1).find(|folder| folder.as_os_str().is_empty() || folder.exists())?;
-    let resolved = std::fs::canonicalize(if existing.as_os_str().is_empty() { Path::new(".") } else { existing }).ok()?;
-    let is_run =
-        |folder: &Path| folder.join(STEPS_FOLDER).join("train.json").exists() || folder.join(checkpoint_in_run("train")).exists();
-    resolved.ancestors().find(|folder| is_run(folder)).map(Path::to_path_buf)
+    let existing = path
+        .ancestors()
+        .skip(1)
+        .map(|folder| if folder.as_os_str().is_empty() { Path::new(".") } else { folder })
+        .find(|folder| folder.exists())?;
+    let is_run = |folder: &Path| folder.join(record_in_run("train")).exists() || folder.join(checkpoint_in_run("train")).exists();
+    std::fs::canonicalize(existing).ok()?.ancestors().find(|folder| is_run(folder)).map(Path::to_path_buf)
+}
+
+/// Where `step` keeps its record, relative to the run folder: in [`STEPS_FOLDER`], beside its lock.
+fn record_in_run(step: &str) -> PathBuf {
+    PathBuf::from(STEPS_FOLDER).join(format!("{step}.json"))
 }
 
 /// The folders `create_dir_all(folder)` would make, innermost first: `folder` and its parents, up to the
@@ -332,7 +339,7 @@ impl Step {
             name: name.to_string(),
             inputs: inside,
             folder: out.to_path_buf(),
-            stamp: out.join(STEPS_FOLDER).join(format!("{name}.json")),
+            stamp: out.join(record_in_run(name)),
             key: hex::encode(hasher.finalize()),
             outputs,
         })
@@ -420,7 +427,7 @@ pub fn require_current(folder: &Path, steps: &[&str]) -> Result<(), StepError> {
         Ok(digest)
     };
     for &step in steps {
-        let path = folder.join(STEPS_FOLDER).join(format!("{step}.json"));
+        let path = folder.join(record_in_run(step));
         let unrecorded = || StepError::Unrecorded { folder: folder.to_path_buf(), step: step.to_string() };
         // A record that is missing is a step not run; one that cannot be read, a problem to name.
         let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
