@@ -183,8 +183,36 @@ fn record_in_run(step: &str) -> PathBuf {
 
 /// The folders `create_dir_all(folder)` would make, innermost first: `folder` and its parents, up to the
 /// first that is there.
-pub fn missing_folders(folder: &Path) -> Vec<PathBuf> {
+fn missing_folders(folder: &Path) -> Vec<PathBuf> {
     folder.ancestors().take_while(|path| !path.as_os_str().is_empty() && !path.exists()).map(Path::to_path_buf).collect()
+}
+
+/// Folders a command made for its outputs (a report's, an autotune cache), innermost first: removed when
+/// dropped where still empty, as a command that failed, or wrote nothing there (a CPU run's autotune
+/// cache), leaves no folder it made; kept where anything is in them. A run folder's own are its lock's
+/// ([`RunFolderLock`]), which also removes them on a stop signal.
+#[derive(Debug, Default)]
+pub struct FoldersMade(Vec<PathBuf>);
+
+impl FoldersMade {
+    /// Makes `folder` and whichever of its parents are missing.
+    pub fn make(folder: &Path) -> std::io::Result<Self> {
+        // Listed first, so that a failure partway removes what it made.
+        let made = FoldersMade(missing_folders(folder));
+        std::fs::create_dir_all(folder)?;
+        Ok(made)
+    }
+}
+
+impl Drop for FoldersMade {
+    fn drop(&mut self) {
+        for folder in &self.0 {
+            // Only an empty folder goes; the first that stays keeps its parents.
+            if std::fs::remove_dir(folder).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Whether `folder` holds `name` and nothing else.
@@ -590,6 +618,27 @@ mod tests {
         assert!(written.join(STEPS_FOLDER).join(LOCK_FILE).is_file(), "a written run folder lost its lock");
         drop(held);
         assert!(!MADE_FOLDERS.lock().unwrap().iter().any(|(lock, _)| lock.starts_with(dir.path())), "released locks stay listed");
+    }
+
+    /// Folders made for outputs go again where nothing was written in them (a CPU run's autotune cache,
+    /// a failed evaluation's report folder), and stay, parents too, where anything was; folders that were
+    /// there before are never removed.
+    #[test]
+    fn folders_made_for_outputs_stay_only_where_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let there = dir.path().join("there");
+        std::fs::create_dir(&there).unwrap();
+        drop(FoldersMade::make(&there.join("a/b/c")).unwrap());
+        assert_eq!(std::fs::read_dir(&there).unwrap().count(), 0, "an unwritten folder or its parents stayed");
+        assert!(there.is_dir(), "a folder made before was removed");
+        let made = FoldersMade::make(&there.join("a/b/c")).unwrap();
+        std::fs::write(there.join("a/b/kept.json"), b"{}").unwrap();
+        drop(made);
+        assert!(!there.join("a/b/c").exists(), "the empty folder stayed");
+        assert!(there.join("a/b/kept.json").is_file(), "a written folder was removed");
+        // A folder that cannot be made (a file stands in its path) is an error.
+        std::fs::write(there.join("file"), b"").unwrap();
+        assert!(FoldersMade::make(&there.join("file/new")).is_err());
     }
 
     /// A file where the step records go is named, not reported as the OS's "File exists".

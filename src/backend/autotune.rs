@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::BackendKind;
+use crate::steps::FoldersMade;
 
 /// The log of the kernels cubecl chose, in the cache's folder.
 pub const AUTOTUNE_LOG: &str = "autotune.log";
@@ -75,17 +76,23 @@ pub fn kernel_cache() -> PathBuf {
 }
 
 /// Points cubecl's compiled-kernel cache at [`kernel_cache`] and, in a build that tunes ([`TUNED`]) where
-/// `autotune` names a folder (created if missing), its autotune cache and the log of the kernels it
-/// chose there; without one, autotune keeps cubecl's own cache (under `target/`). A build that does not
-/// tune leaves the folder alone: nothing would go in it. A path that is a file is refused by every build.
-pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
+/// `autotune` names a folder, its autotune cache and the log of the kernels it chose there; without one,
+/// autotune keeps cubecl's own cache (under `target/`). The folder is made now, so that one that cannot
+/// be is said before any work (cubecl would go on without its cache), and is removed again where the
+/// command leaves it empty: held until the command ends, the folders made ([`FoldersMade`]); a CPU run,
+/// known only later (the CUDA probe runs a kernel), writes nothing there. A build that does not tune
+/// leaves the folder alone. A path that is a file is refused by every build.
+pub fn use_caches(autotune: Option<&Path>) -> Result<FoldersMade, AutotuneError> {
     if let Some(file) = autotune.filter(|path| path.exists() && !path.is_dir()) {
         return Err(AutotuneError::NotAFolder { path: file.to_path_buf() });
     }
     let autotune = autotune.filter(|_| TUNED);
-    if let Some(folder) = autotune {
-        std::fs::create_dir_all(folder).map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?;
-    }
+    let made = match autotune {
+        Some(folder) => {
+            FoldersMade::make(folder).map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?
+        }
+        None => FoldersMade::default(),
+    };
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     {
         use cubecl::config::cache::CacheConfig;
@@ -103,7 +110,7 @@ pub fn use_caches(autotune: Option<&Path>) -> Result<(), AutotuneError> {
             CubeClRuntimeConfig::set(config);
         });
     }
-    Ok(())
+    Ok(made)
 }
 
 /// `folder`, the autotune cache of the run in `run`, by its place in the run where it lies inside
@@ -122,8 +129,7 @@ fn place_in_run(run: &Path, folder: &Path) -> PathBuf {
 }
 
 /// Whether a run on `backend` times its kernels with the autotune cache: a build that tunes, on a GPU
-/// backend. Any other run puts nothing in the cache and reads nothing from it (a build that tunes makes
-/// the folder before it knows the device: [`use_caches`]).
+/// backend. Any other run puts nothing in the cache and reads nothing from it.
 pub fn reads_cache(backend: BackendKind) -> bool {
     TUNED && backend.is_gpu()
 }

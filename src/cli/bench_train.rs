@@ -206,7 +206,7 @@ fn seconds(value: &str) -> Result<f64, String> {
 
 pub fn run(args: Args) -> Result<()> {
     require_program(&args.baseline)?;
-    backend::autotune::use_caches(args.autotune_cache.as_deref())?;
+    let _cache_folders = backend::autotune::use_caches(args.autotune_cache.as_deref())?;
     let selection = backend::select(args.device)?;
     eprintln!("{}", selection.announcement());
     let shape = args.shape();

@@ -14,7 +14,7 @@ use vggq::eval::{
 };
 use vggq::export::onnx::graph::OUTPUT_NAME;
 use vggq::export::onnx::proto::{tensor_shape_proto, tensor_shape_proto::dimension, type_proto, ModelProto};
-use vggq::steps::{self, RunFolderLock, Step};
+use vggq::steps::{self, FoldersMade, RunFolderLock, Step};
 use vggq_core::limits::positive;
 
 use super::run_dir::{is_skipped, require_from_step, start, QuantizedRun, TrainedRun, METRICS_FILE};
@@ -112,15 +112,14 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     // Made before the models run, so a report path that cannot be written fails now, not after them; and
     // gone again if the evaluation fails, as a failed command leaves no folder it made.
-    let mut _made = EmptyFoldersMade(Vec::new());
+    let mut _made = FoldersMade::default();
     if let Some(report) = &args.report {
         if let Some(folder) = report.parent() {
             // The OS says "File exists" where a file stands in the path: the file is named instead.
             if let Some(file) = folder.ancestors().find(|ancestor| ancestor.is_file()) {
                 bail!("--report {}: {} is a file, not a folder", report.display(), file.display());
             }
-            _made.0 = steps::missing_folders(folder);
-            std::fs::create_dir_all(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
+            _made = FoldersMade::make(folder).with_context(|| format!("creating the report's folder {}", folder.display()))?;
         }
     }
     // Every model's input is read (and checked), the runtime loaded and the data read before the run
@@ -157,10 +156,18 @@ pub fn run(mut args: Args) -> Result<()> {
     }
     let mut rows = Vec::new();
     let mut unavailable: Vec<Unavailable> = Vec::new();
-    println!(
+    // Printed with the table's first line: a first model that cannot be opened leaves its error under no
+    // header without rows.
+    let mut header = Some(format!(
         "{:<44} {:>8} {:>5} {:<28} {:>7} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
         "file", "MiB", "EP", "placement", "top-1 %", "ms/img", "img/s", "ms/img+p", "img/s+p", "p50 ms", "p95 ms"
-    );
+    ));
+    let mut print_line = |line: String| {
+        if let Some(header) = header.take() {
+            println!("{header}");
+        }
+        println!("{line}");
+    };
     for (path, &Interface { side, .. }) in args.models.iter().zip(&interfaces) {
         let batches = BatchLoader::new(test.clone(), LoaderConfig { batch_size: args.batch, ..LoaderConfig::eval(side) })?;
         let size_bytes = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.len();
@@ -184,14 +191,19 @@ pub fn run(mut args: Args) -> Result<()> {
                     let Some(reason) = unavailability else {
                         return Err(error).with_context(|| format!("opening {} on the {provider} provider", path.display()));
                     };
-                    println!("{:<44} {:>8.2} {:>5} not available: {reason}", file_name(path), size_bytes as f64 / MIB, "CUDA");
+                    print_line(format!(
+                        "{:<44} {:>8.2} {:>5} not available: {reason}",
+                        file_name(path),
+                        size_bytes as f64 / MIB,
+                        "CUDA"
+                    ));
                     unavailable.push(Unavailable { provider, reason });
                     continue;
                 }
             };
             let report = eval::evaluate(&mut session, &batches, args.warmup)
                 .with_context(|| format!("evaluating {} on the {provider} provider", path.display()))?;
-            println!(
+            print_line(format!(
                 "{:<44} {:>8.2} {:>5} {:<28} {:>7.2} {:>8.2} {:>8.1} {:>9.2} {:>9.1} {:>8.1} {:>8.1}",
                 file_name(path),
                 size_bytes as f64 / MIB,
@@ -204,7 +216,7 @@ pub fn run(mut args: Args) -> Result<()> {
                 report.with_preprocessing.images_per_s,
                 report.p50_batch_ms,
                 report.p95_batch_ms
-            );
+            ));
             println!("    ops run: {:?}", report.op_counts);
             rows.push(ModelMetrics { file: file_name(path), size_bytes, size_mib: size_bytes as f64 / MIB, eval: report });
         }
@@ -304,21 +316,6 @@ fn starts_json_object(reader: &mut impl std::io::BufRead) -> std::io::Result<boo
             None => {
                 let blank = buffer.len();
                 reader.consume(blank);
-            }
-        }
-    }
-}
-
-/// Folders made for a report, innermost first: each is removed when dropped where it is still empty (the
-/// evaluation failed before writing the report), and kept where the report, or anything, is in it.
-struct EmptyFoldersMade(Vec<PathBuf>);
-
-impl Drop for EmptyFoldersMade {
-    fn drop(&mut self) {
-        for folder in &self.0 {
-            // Only an empty folder goes; the first that stays keeps its parents.
-            if std::fs::remove_dir(folder).is_err() {
-                return;
             }
         }
     }

@@ -101,7 +101,7 @@ pub fn run(args: Args) -> Result<()> {
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().or_else(|| trained.autotune.map(|cache| cache.folder_in(&args.run)));
     let autotune = autotune.unwrap_or_else(|| args.run.join(AUTOTUNE_FOLDER));
-    backend::autotune::use_caches(Some(&autotune))?;
+    let _cache_folders = backend::autotune::use_caches(Some(&autotune))?;
     let selection = backend::select(args.device)?;
     println!("{}", selection.announcement());
     let profile = trained.profile;

@@ -130,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
     let data_digest = super::data_digest(&data_source)?;
     // Before anything touches a GPU: cubecl reads where its cache is once.
     let autotune = args.autotune_cache.clone().unwrap_or_else(|| out.join(AUTOTUNE_FOLDER));
-    backend::autotune::use_caches(Some(&autotune))?;
+    let _cache_folders = backend::autotune::use_caches(Some(&autotune))?;
     let selection = backend::select(args.device)?;
     println!("{}", selection.announcement());
     println!("profile:\n{}", profile.to_json());
