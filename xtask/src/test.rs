@@ -44,6 +44,12 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let flags = &crate::vggq_cargo_flags();
     let setup = clock.time("onnxruntime and python", || crate::setup(sh))?;
     let vggq = clock.time("build vggq", || crate::build_vggq(sh))?;
+    // The tests are built before the pipelines, so that xtask's own start now and run beside them
+    // ([`TestsBeside`]); with a filter or cargo's options (`cargo_args`), every test runs after them.
+    let messages = clock.time("build tests", || {
+        Ok(cmd!(sh, "cargo test --release {flags...} --no-run --message-format=json-render-diagnostics").read()?)
+    })?;
+    let beside = if args.cargo_args.is_empty() { Some(TestsBeside::start(BESIDE_PACKAGE, &messages)?) } else { None };
     let data = shared_cifar10_jpeg();
     let pipeline = |profile, init, limits, out: Option<PathBuf>, force| all::Args {
         profile,
@@ -101,9 +107,19 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let _golden = sh.push_env("VGGQ_GOLDEN_RUN", sh.current_dir().join(first));
     let _full_shape = sh.push_env("VGGQ_FULL_SHAPE_RUN", sh.current_dir().join(full_shape));
     // --release: the tests train a small VGG on real images, and release shares its build with `all`.
-    let cargo_args = args.cargo_args;
-    clock.time("build tests", || Ok(cmd!(sh, "cargo test --release {flags...} --no-run").run()?))?;
-    clock.time("tests", || Ok(cmd!(sh, "cargo test --release {flags...} {cargo_args...}").run()?))?;
+    clock.time("tests", || match beside {
+        Some(beside) => {
+            let others = cmd!(sh, "cargo test --release {flags...} --exclude {BESIDE_PACKAGE}").run();
+            // Waited for, and their output printed, whether or not the others passed.
+            let own = beside.finish();
+            others?;
+            own
+        }
+        None => {
+            let cargo_args = &args.cargo_args;
+            Ok(cmd!(sh, "cargo test --release {flags...} {cargo_args...}").run()?)
+        }
+    })?;
     // Lints, with the CUDA backend and autotune compiled in: CPU machines never build them otherwise, and
     // a GPU machine must never meet code that does not build. --release: the proc macros and build
     // scripts (burn-import's whole stack among them, for onnx-import's build script) are then the ones
@@ -120,6 +136,72 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     clock.time("device check rehearsal", || {
         device_bundle::run(sh, device_bundle::Args { dry_run: true })?;
         rehearse_device_check(sh)
+    })
+}
+
+/// The package whose tests run beside the pipelines: xtask's check its locks against PyPI's index and
+/// mostly wait on the network (two to six minutes on CI's machine), while the pipelines keep both cores
+/// busy.
+const BESIDE_PACKAGE: &str = "xtask";
+
+/// A package's unit tests run in the background, their output kept in a file and printed once they have
+/// ended, so that the suite's log reads in order; killed where the suite ends before them (a stage that
+/// failed), as xtask passes a stop signal on to them.
+struct TestsBeside {
+    package: &'static str,
+    child: std::process::Child,
+    output: tempfile::NamedTempFile,
+}
+
+impl TestsBeside {
+    /// Starts `package`'s unit tests from the executable cargo's build `messages` (JSON, one a line) name,
+    /// in the package's folder, as `cargo test` runs them.
+    fn start(package: &'static str, messages: &str) -> Result<Self> {
+        let executable =
+            test_executable(messages, package).with_context(|| format!("cargo built no unit test executable of `{package}`"))?;
+        let output = tempfile::NamedTempFile::new()?;
+        println!("{package}'s tests run beside the pipelines ({}): their output follows the other tests'", executable.display());
+        let child = std::process::Command::new(&executable)
+            .current_dir(vggq_core::places::workspace_root().join(package))
+            .stdout(output.reopen()?)
+            .stderr(output.reopen()?)
+            .spawn()
+            .with_context(|| format!("starting {}", executable.display()))?;
+        Ok(TestsBeside { package, child, output })
+    }
+
+    /// Waits for the tests and prints what they printed; an error where any failed.
+    fn finish(mut self) -> Result<()> {
+        let status = self.child.wait()?;
+        print!("{}", std::fs::read_to_string(self.output.path())?);
+        // Their own time is the harness's "finished in" above: they ended before this wait, or during it.
+        println!("{}'s tests, run beside the pipelines: {status}", self.package);
+        if !status.success() {
+            bail!("{}'s tests failed ({status})", self.package);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestsBeside {
+    fn drop(&mut self) {
+        // Best effort, and nothing where `finish` waited for them.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The unit test executable of `package` among cargo's JSON build messages (one a line): its library's,
+/// else its binary's (xtask has only a binary).
+fn test_executable(messages: &str, package: &str) -> Option<PathBuf> {
+    messages.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).find_map(|message| {
+        let unit_tests = message["reason"] == "compiler-artifact"
+            && message["profile"]["test"] == true
+            && message["target"]["name"] == package
+            && message["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin" || kind == "lib"));
+        unit_tests.then(|| message["executable"].as_str().map(PathBuf::from)).flatten()
     })
 }
 
@@ -328,6 +410,29 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The package's unit tests are found in cargo's messages: not its binary, nor another package's
+    /// tests, nor its integration tests.
+    #[test]
+    fn the_tests_beside_are_the_packages_unit_tests() {
+        let artifact = |name: &str, kind: &str, test: bool, executable: &str| {
+            format!(
+                r#"{{"reason":"compiler-artifact","target":{{"name":"{name}","kind":["{kind}"]}},"profile":{{"test":{test}}},"executable":"{executable}"}}"#
+            )
+        };
+        let messages = [
+            artifact("xtask", "bin", false, "/t/release/xtask"),
+            artifact("vggq", "lib", true, "/t/release/deps/vggq-1"),
+            artifact("cli", "test", true, "/t/release/deps/cli-2"),
+            "not json".into(),
+            artifact("xtask", "bin", true, "/t/release/deps/xtask-3"),
+            r#"{"reason":"build-finished","success":true}"#.into(),
+        ]
+        .join("\n");
+        assert_eq!(test_executable(&messages, "xtask"), Some(PathBuf::from("/t/release/deps/xtask-3")));
+        assert_eq!(test_executable(&messages, "vggq"), Some(PathBuf::from("/t/release/deps/vggq-1")));
+        assert_eq!(test_executable(&messages, "cli"), None);
+    }
 
     const SUMMARY: &str = "stage reassemble    | ok, 4 s
 stage probe         | ok, 1 s
