@@ -325,8 +325,14 @@ fn cargo_build_bin(sh: &xshell::Shell, args: &[String], bin: &str) -> Result<Pat
 
 /// The executable of the binary `name` among cargo's JSON build messages (one a line).
 fn built_executable(messages: &str, name: &str) -> Option<PathBuf> {
+    executable_where(messages, |target, _| target["name"] == name)
+}
+
+/// The first executable among cargo's JSON build messages (one a line) whose artifact's target and
+/// profile `wanted` takes.
+fn executable_where(messages: &str, wanted: impl Fn(&serde_json::Value, &serde_json::Value) -> bool) -> Option<PathBuf> {
     messages.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).find_map(|message| {
-        let built = message["reason"] == "compiler-artifact" && message["target"]["name"] == name;
+        let built = message["reason"] == "compiler-artifact" && wanted(&message["target"], &message["profile"]);
         built.then(|| message["executable"].as_str().map(PathBuf::from)).flatten()
     })
 }

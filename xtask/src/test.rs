@@ -140,7 +140,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 }
 
 /// The package whose tests run beside the pipelines: xtask's check its locks against PyPI's index and
-/// mostly wait on the network (two to six minutes on CI's machine), while the pipelines keep both cores
+/// mostly wait on the network (four to seven minutes on CI's 2 cores), while the pipelines keep both cores
 /// busy.
 const BESIDE_PACKAGE: &str = "xtask";
 
@@ -196,12 +196,10 @@ impl Drop for TestsBeside {
 /// The unit test executable of `package` among cargo's JSON build messages (one a line): its library's,
 /// else its binary's (xtask has only a binary).
 fn test_executable(messages: &str, package: &str) -> Option<PathBuf> {
-    messages.lines().filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()).find_map(|message| {
-        let unit_tests = message["reason"] == "compiler-artifact"
-            && message["profile"]["test"] == true
-            && message["target"]["name"] == package
-            && message["target"]["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin" || kind == "lib"));
-        unit_tests.then(|| message["executable"].as_str().map(PathBuf::from)).flatten()
+    crate::executable_where(messages, |target, profile| {
+        profile["test"] == true
+            && target["name"] == package
+            && target["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin" || kind == "lib"))
     })
 }
 
