@@ -47,16 +47,15 @@ pub struct Args {
 
 /// Runs the pipeline; returns the package folder.
 pub fn run(sh: &Shell, args: Args) -> Result<PathBuf> {
-    let onnxruntime = onnxruntime::ensure(sh)?;
-    let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &onnxruntime.library);
-    let _provenance = provenance_env(sh);
     if args.device == DeviceRequest::Wgpu && !has_wgpu_api() {
         anyhow::bail!(
             "--device wgpu: this machine has no Vulkan loader ({VULKAN_LOADER}), so vggq is built without wgpu: install \
              libvulkan1 and a Vulkan driver (your GPU's, or mesa-vulkan-drivers for lavapipe on the CPU)"
         );
     }
-    let vggq = crate::build_vggq(sh)?;
+    let (vggq, onnxruntime, _) = crate::run_beside(sh, crate::build_vggq, onnxruntime::ensure)?;
+    let _onnxruntime = sh.push_env(onnxruntime::ORT_DYLIB_PATH, &onnxruntime.library);
+    let _provenance = provenance_env(sh);
     let out = args.out.clone().unwrap_or_else(|| default_run_folder(args.profile));
 
     let data: &Vec<String> = &args.data.iter().flat_map(|d| ["--data".to_string(), d.display().to_string()]).collect();

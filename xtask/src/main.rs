@@ -316,6 +316,31 @@ fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
     cargo_build_bin(sh, &args, "vggq")
 }
 
+/// `first` on `sh`, with `beside` run meanwhile on a shell of its own (in the same folder): for work that
+/// mostly waits on the network (ONNX Runtime's wheel, the Python venv: about two minutes of a cold CI
+/// run) beside [`build_vggq`], which keeps the cores busy (13 minutes cold on 2 cores). Returns what both
+/// returned, and how long `beside` took; `first`'s error where both failed.
+fn run_beside<A, B: Send>(
+    sh: &xshell::Shell,
+    first: impl FnOnce(&xshell::Shell) -> Result<A>,
+    beside: impl FnOnce(&xshell::Shell) -> Result<B> + Send,
+) -> Result<(A, B, std::time::Duration)> {
+    let folder = sh.current_dir();
+    std::thread::scope(|scope| {
+        let beside = scope.spawn(move || {
+            let started = std::time::Instant::now();
+            let sh = xshell::Shell::new()?;
+            sh.change_dir(folder);
+            Ok::<_, anyhow::Error>((beside(&sh)?, started.elapsed()))
+        });
+        let first = first(sh);
+        let beside = beside.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let first = first?;
+        let (done, took) = beside?;
+        Ok((first, done, took))
+    })
+}
+
 /// `cargo build {args} --bin {bin}`; returns the executable's path as cargo names it, never guessed from
 /// the target folder (a cargo config's `build.target`, or `--target` in `args`, puts it elsewhere).
 fn cargo_build_bin(sh: &xshell::Shell, args: &[String], bin: &str) -> Result<PathBuf> {
@@ -364,6 +389,36 @@ mod tests {
         .join("\n");
         assert_eq!(built_executable(&messages, "vggq"), Some(PathBuf::from("/t/x86_64-unknown-linux-gnu/release/vggq")));
         assert_eq!(built_executable(&messages, "xtask"), None);
+    }
+
+    /// The two run at once (each waits for the other's message), in the same folder, and the first's
+    /// error is the one said where both fail.
+    #[test]
+    fn work_beside_runs_meanwhile_and_the_first_error_is_said() {
+        let sh = xshell::Shell::new().unwrap();
+        sh.change_dir(std::env::temp_dir());
+        let (to_beside, from_first) = std::sync::mpsc::channel();
+        let (to_first, from_beside) = std::sync::mpsc::channel();
+        let wait = std::time::Duration::from_secs(10);
+        let (first, beside, _) = run_beside(
+            &sh,
+            |sh| {
+                to_beside.send(())?;
+                from_beside.recv_timeout(wait)?;
+                Ok(sh.current_dir())
+            },
+            move |sh| {
+                from_first.recv_timeout(wait)?;
+                to_first.send(())?;
+                Ok(sh.current_dir())
+            },
+        )
+        .unwrap();
+        assert_eq!((first, beside), (std::env::temp_dir(), std::env::temp_dir()));
+        let failed = run_beside(&sh, |_| -> Result<()> { anyhow::bail!("first") }, |_| -> Result<()> { anyhow::bail!("beside") });
+        assert_eq!(failed.unwrap_err().to_string(), "first");
+        let failed = run_beside(&sh, |_| Ok(()), |_| -> Result<()> { anyhow::bail!("beside") });
+        assert_eq!(failed.unwrap_err().to_string(), "beside");
     }
 
     #[test]

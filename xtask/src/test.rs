@@ -42,8 +42,8 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     // Before the features are chosen: lavapipe gives this machine the Vulkan loader that adds `wgpu`.
     clock.time("lavapipe", || lavapipe::ensure(sh))?;
     let flags = &crate::vggq_cargo_flags();
-    let setup = clock.time("onnxruntime and python", || crate::setup(sh))?;
-    let vggq = clock.time("build vggq", || crate::build_vggq(sh))?;
+    let (vggq, setup, setup_took) = clock.time("build vggq", || crate::run_beside(sh, crate::build_vggq, crate::setup))?;
+    clock.beside("onnxruntime and python", setup_took);
     // The tests are built before the pipelines, so that xtask's own start now and run beside them
     // ([`TestsBeside`]); with a filter or cargo's options (`cargo_args`), every test runs after them.
     let messages = clock.time("build tests", || {
@@ -207,25 +207,39 @@ fn test_executable(messages: &str, package: &str) -> Option<PathBuf> {
 /// run (empty `target/`) an hour on 2 cores, and this says where it goes.
 #[derive(Default)]
 struct StageClock {
-    stages: Vec<(&'static str, Duration)>,
+    stages: Vec<Stage>,
+}
+
+/// A stage's name, its time, and whether it ran beside the one before it (its time then inside that one's,
+/// and not in the total).
+struct Stage {
+    name: &'static str,
+    took: Duration,
+    beside: bool,
 }
 
 impl StageClock {
-    fn time<T>(&mut self, stage: &'static str, run: impl FnOnce() -> Result<T>) -> Result<T> {
+    fn time<T>(&mut self, name: &'static str, run: impl FnOnce() -> Result<T>) -> Result<T> {
         let started = Instant::now();
         let result = run();
-        self.stages.push((stage, started.elapsed()));
+        self.stages.push(Stage { name, took: started.elapsed(), beside: false });
         result
+    }
+
+    /// A stage that ran beside the last one timed, which took `took`.
+    fn beside(&mut self, name: &'static str, took: Duration) {
+        self.stages.push(Stage { name, took, beside: true });
     }
 }
 
 impl Drop for StageClock {
     fn drop(&mut self) {
         println!("\ncargo xtask test, stage times:");
-        for (stage, took) in &self.stages {
-            println!("  {stage:<24} {:>6.0} s", took.as_secs_f64());
+        for Stage { name, took, beside } in &self.stages {
+            let beside = if *beside { "  (beside the stage above)" } else { "" };
+            println!("  {name:<24} {:>6.0} s{beside}", took.as_secs_f64());
         }
-        let total: Duration = self.stages.iter().map(|(_, took)| *took).sum();
+        let total: Duration = self.stages.iter().filter(|stage| !stage.beside).map(|stage| stage.took).sum();
         println!("  {:<24} {:>6.0} s", "total", total.as_secs_f64());
     }
 }
