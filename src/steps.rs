@@ -120,11 +120,15 @@ impl Drop for RunFolderLock {
 /// second one), which skips every `Drop`, has [`remove_unwritten_folders`] do the same.
 static MADE_FOLDERS: std::sync::Mutex<Vec<(PathBuf, Vec<PathBuf>)>> = std::sync::Mutex::new(Vec::new());
 
-/// Removes the folders this process made for its run folder locks and has written nothing into, as a
-/// command that fails does: for a process about to end without unwinding (a stop signal's end).
+/// Removes the folders this process made for its run folder locks and its outputs ([`FoldersMade`]) and
+/// has written nothing into, as a command that fails does: for a process about to end without unwinding
+/// (a stop signal's end).
 pub fn remove_unwritten_folders() {
     for (lock, made) in MADE_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
         remove_if_unwritten(lock, made);
+    }
+    for (_, made) in output_folders().iter() {
+        made.remove_unwritten();
     }
 }
 
@@ -187,32 +191,85 @@ fn missing_folders(folder: &Path) -> Vec<PathBuf> {
     folder.ancestors().take_while(|path| !path.as_os_str().is_empty() && !path.exists()).map(Path::to_path_buf).collect()
 }
 
-/// Folders a command made for its outputs (a report's, an autotune cache), innermost first: removed when
-/// dropped where still empty, as a command that failed, or wrote nothing there (a CPU run's autotune
-/// cache), leaves no folder it made; kept where anything is in them. A run folder's own are its lock's
-/// ([`RunFolderLock`]), which also removes them on a stop signal.
+/// Folders a command made for its outputs (a report's, an autotune cache), innermost first, and the
+/// placeholders in them: removed when dropped, or when a stop signal ends vggq at once
+/// ([`remove_unwritten_folders`]), where still empty, as a command that failed, or wrote nothing there (a
+/// CPU run's autotune cache), leaves nothing it made; kept where anything is in them. A run folder's own
+/// are its lock's ([`RunFolderLock`]).
 #[derive(Debug, Default)]
-pub struct FoldersMade(Vec<PathBuf>);
+pub struct FoldersMade {
+    /// Its entry in [`OUTPUT_FOLDERS`]; none where nothing was made.
+    id: Option<u64>,
+}
+
+/// What a [`FoldersMade`] lists.
+#[derive(Debug, Clone, Default)]
+struct MadeForOutputs {
+    /// Innermost first.
+    folders: Vec<PathBuf>,
+    /// Files another made in them before anything was written: removed while empty.
+    placeholders: Vec<PathBuf>,
+}
+
+/// The output folders each [`FoldersMade`] of this process lists, by its id: what its `Drop` removes where
+/// unwritten, and a stop signal's end, which skips every `Drop`, too ([`remove_unwritten_folders`]).
+static OUTPUT_FOLDERS: std::sync::Mutex<Vec<(u64, MadeForOutputs)>> = std::sync::Mutex::new(Vec::new());
 
 impl FoldersMade {
     /// Makes `folder` and whichever of its parents are missing.
     pub fn make(folder: &Path) -> std::io::Result<Self> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Listed first, so that a failure partway removes what it made.
-        let made = FoldersMade(missing_folders(folder));
+        let made = MadeForOutputs { folders: missing_folders(folder), placeholders: Vec::new() };
+        output_folders().push((id, made));
+        let made = FoldersMade { id: Some(id) };
         std::fs::create_dir_all(folder)?;
         Ok(made)
+    }
+
+    /// Also removes `file` where it is empty: one a library makes there before it writes anything, or
+    /// anything at all (cubecl's autotune log, made as soon as a GPU runtime starts: a probe's too, in a
+    /// run that then takes the CPU), which says nothing while empty and would keep the folder.
+    pub fn with_placeholder(self, file: PathBuf) -> Self {
+        if let Some((_, made)) = output_folders().iter_mut().find(|(id, _)| Some(*id) == self.id) {
+            made.placeholders.push(file);
+        }
+        self
     }
 }
 
 impl Drop for FoldersMade {
     fn drop(&mut self) {
-        for folder in &self.0 {
+        let made = {
+            let mut listed = output_folders();
+            listed.iter().position(|(id, _)| Some(*id) == self.id).map(|index| listed.swap_remove(index).1)
+        };
+        if let Some(made) = made {
+            made.remove_unwritten();
+        }
+    }
+}
+
+impl MadeForOutputs {
+    fn remove_unwritten(&self) {
+        for file in &self.placeholders {
+            if std::fs::metadata(file).is_ok_and(|metadata| metadata.is_file() && metadata.len() == 0) {
+                let _ = std::fs::remove_file(file);
+            }
+        }
+        for folder in &self.folders {
             // Only an empty folder goes; the first that stays keeps its parents.
             if std::fs::remove_dir(folder).is_err() {
                 return;
             }
         }
     }
+}
+
+/// [`OUTPUT_FOLDERS`], whatever a panic left it.
+fn output_folders() -> std::sync::MutexGuard<'static, Vec<(u64, MadeForOutputs)>> {
+    OUTPUT_FOLDERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether `folder` holds `name` and nothing else.
@@ -639,6 +696,35 @@ mod tests {
         // A folder that cannot be made (a file stands in its path) is an error.
         std::fs::write(there.join("file"), b"").unwrap();
         assert!(FoldersMade::make(&there.join("file/new")).is_err());
+    }
+
+    /// A placeholder (cubecl's autotune log) goes with its folder while empty, in a folder that was there
+    /// before too, and keeps it once written; a stop signal's end ([`remove_unwritten_folders`], which
+    /// skips `Drop`) removes the same. (This test's entries alone: the whole list's would also remove
+    /// the folders of tests running beside it.)
+    #[test]
+    fn empty_placeholders_go_with_their_folders_on_drop_and_on_a_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (unwritten, written, before) = (dir.path().join("a/cache"), dir.path().join("b/cache"), dir.path().join("before"));
+        std::fs::create_dir(&before).unwrap();
+        let held: Vec<FoldersMade> = [&unwritten, &written, &before]
+            .into_iter()
+            .map(|folder| FoldersMade::make(folder).unwrap().with_placeholder(folder.join("autotune.log")))
+            .collect();
+        for folder in [&unwritten, &written, &before] {
+            std::fs::write(folder.join("autotune.log"), b"").unwrap();
+        }
+        std::fs::write(written.join("autotune.log"), b"chose a kernel\n").unwrap();
+        let ids: Vec<Option<u64>> = held.iter().map(|made| made.id).collect();
+        for (_, made) in output_folders().iter().filter(|(id, _)| ids.contains(&Some(*id))) {
+            made.remove_unwritten();
+        }
+        assert!(!dir.path().join("a").exists(), "the unwritten folder, its empty log or its parent stayed");
+        assert!(written.join("autotune.log").is_file(), "a written log was removed");
+        assert!(before.is_dir() && !before.join("autotune.log").exists(), "a folder made before went, or its empty log stayed");
+        drop(held);
+        assert!(!output_folders().iter().any(|(id, _)| ids.contains(&Some(*id))), "dropped folders stay listed");
+        assert!(written.join("autotune.log").is_file(), "a written log was removed on drop");
     }
 
     /// A file where the step records go is named, not reported as the OS's "File exists".

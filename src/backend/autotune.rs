@@ -80,17 +80,18 @@ pub fn kernel_cache() -> PathBuf {
 /// autotune keeps cubecl's own cache (under `target/`). The folder is made now, so that one that cannot
 /// be is said before any work (cubecl would go on without its cache), and is removed again where the
 /// command leaves it empty: held until the command ends, the folders made ([`FoldersMade`]); a CPU run,
-/// known only later (the CUDA probe runs a kernel), writes nothing there. A build that does not tune
-/// leaves the folder alone. A path that is a file is refused by every build.
+/// known only later (the CUDA probe runs a kernel), writes nothing there but the log, which cubecl makes
+/// (empty) when a probe starts a GPU runtime and which goes with the folder while empty. A build that
+/// does not tune leaves the folder alone. A path that is a file is refused by every build.
 pub fn use_caches(autotune: Option<&Path>) -> Result<FoldersMade, AutotuneError> {
     if let Some(file) = autotune.filter(|path| path.exists() && !path.is_dir()) {
         return Err(AutotuneError::NotAFolder { path: file.to_path_buf() });
     }
     let autotune = autotune.filter(|_| TUNED);
     let made = match autotune {
-        Some(folder) => {
-            FoldersMade::make(folder).map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?
-        }
+        Some(folder) => FoldersMade::make(folder)
+            .map_err(|source| AutotuneError::Folder { path: folder.to_path_buf(), source })?
+            .with_placeholder(folder.join(AUTOTUNE_LOG)),
         None => FoldersMade::default(),
     };
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
