@@ -316,10 +316,11 @@ fn build_vggq(sh: &xshell::Shell) -> Result<PathBuf> {
     cargo_build_bin(sh, &args, "vggq")
 }
 
-/// `first` on `sh`, with `beside` run meanwhile on a shell of its own (in the same folder): for work that
-/// mostly waits on the network (ONNX Runtime's wheel, the Python venv: about two minutes of a cold CI
-/// run) beside [`build_vggq`], which keeps the cores busy (13 minutes cold on 2 cores). Returns what both
-/// returned, and how long `beside` took; `first`'s error where both failed.
+/// `first` on `sh`, with `beside` run meanwhile on a shell of its own (in the same folder, without the
+/// variables pushed on `sh`, which a shell keeps to itself): for work that mostly waits on the network
+/// (ONNX Runtime's wheel, the Python venv: about two minutes of a cold CI run) beside [`build_vggq`],
+/// which keeps the cores busy (13 minutes cold on 2 cores). Returns what both returned, and how long
+/// `beside` took; `first`'s error where both failed.
 fn run_beside<A, B: Send>(
     sh: &xshell::Shell,
     first: impl FnOnce(&xshell::Shell) -> Result<A>,
