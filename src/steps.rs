@@ -203,7 +203,6 @@ pub struct FoldersMade {
 }
 
 /// What a [`FoldersMade`] lists.
-#[derive(Debug, Clone, Default)]
 struct MadeForOutputs {
     /// Innermost first.
     folders: Vec<PathBuf>,
