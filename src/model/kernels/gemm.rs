@@ -12,7 +12,9 @@
 //! The layout is BLIS's: `A` is packed into panels of one tile's height, interleaved along `k` so a
 //! tile broadcasts its values from one stream, in blocks of `mc x kc` (once for the whole product, or
 //! once for many, [`PackedA`]); a block of `B` (`kc x nc`) into panels of one tile's width, which a tile
-//! reads from L1.
+//! reads from L1. `A` is packed even where its rows are contiguous along `k`: tiles broadcasting from
+//! its rows in place, one stream a row, ran the full shapes' eight convolutions, forward and backward,
+//! 1.05x slower on a Zen 3 EPYC with AVX2 (the smoke shapes', whose weights serve few columns, 0.97x).
 
 #[cfg(target_arch = "aarch64")]
 use std::arch::aarch64::*;
@@ -117,43 +119,38 @@ pub fn matmul(dst: Matrix, m: usize, n: usize, k: usize, a: Operand, b: Operand,
     matmul_packed(dst, n, &PackedA::new(isa(), a, m, k), b, accumulate, cores);
 }
 
-/// `A` made ready for the products of one instruction set: where its rows are contiguous along `k`,
-/// read in place (a tile broadcasts from its rows); otherwise packed, for the `mc x kc` blocks in order
+/// `A` made ready for the products of one instruction set: packed, for the `mc x kc` blocks in order
 /// (`k` outer), into panels of a tile's height, `k`-major. Made once, it serves products with any number
-/// of `B`s (a convolution's weights against each block of its im2col).
-pub struct PackedA<'a> {
+/// of `B`s (a convolution's weights against each block of its im2col). Its buffer is the thread's
+/// [`PACKED_A`], taken while it lives and given back when it drops.
+pub struct PackedA {
     tiles: Tiles,
     blocking: Blocking,
     m: usize,
     k: usize,
-    form: Form<'a>,
+    /// The packed blocks, as `pack_a` writes them (the buffer may be longer).
+    data: Vec<f32>,
 }
 
-/// How [`PackedA`] holds `A`.
-enum Form<'a> {
-    /// In place: row `i` from `data[i * stride]`, contiguous along `k`.
-    Rows { data: &'a [f32], stride: usize },
-    /// Packed blocks, as `pack_a` writes them.
-    Packed(Vec<f32>),
-}
-
-impl<'a> PackedA<'a> {
+impl PackedA {
     /// `a` (`m x k`) ready for the tiles of `isa`.
     ///
     /// Panics unless `a` holds `m x k` entries.
-    pub fn new(isa: Isa, a: Operand<'a>, m: usize, k: usize) -> Self {
+    pub fn new(isa: Isa, a: Operand, m: usize, k: usize) -> Self {
         Self::blocked(isa, a, m, k, BLOCKING)
     }
 
     /// [`PackedA::new`] for products blocked as `blocking` says.
-    fn blocked(isa: Isa, a: Operand<'a>, m: usize, k: usize, blocking: Blocking) -> Self {
+    fn blocked(isa: Isa, a: Operand, m: usize, k: usize, blocking: Blocking) -> Self {
         assert!(a.holds(m, k), "an operand smaller than {m} x {k}");
         let tiles = Tiles::of(isa);
-        if a.column_stride == 1 {
-            return PackedA { tiles, blocking, m, k, form: Form::Rows { data: a.data, stride: a.row_stride } };
-        }
         let height = tiles.height();
-        let mut data = vec![0.0; m.div_ceil(height) * height * k];
+        let packed_len = m.div_ceil(height) * height * k;
+        // `pack_a` writes every float of the blocks, so what the buffer held before need not be cleared.
+        let mut data = PACKED_A.with_borrow_mut(std::mem::take);
+        if data.len() < packed_len {
+            data.resize(packed_len, 0.0);
+        }
         let mut offset = 0;
         for k0 in (0..k).step_by(blocking.kc) {
             let kc = blocking.kc.min(k - k0);
@@ -164,32 +161,32 @@ impl<'a> PackedA<'a> {
                 offset += len;
             }
         }
-        PackedA { tiles, blocking, m, k, form: Form::Packed(data) }
+        PackedA { tiles, blocking, m, k, data }
     }
 
-    /// The rows `i0..i0 + mc` and steps `k0..k0 + kc` of the block `offset` floats into the packing:
-    /// for each panel of a tile's height, where its first entry is and how far apart its rows are
-    /// (0: packed, `k`-major).
-    fn panels(
-        &self,
-        offset: usize,
-        i0: usize,
-        mc: usize,
-        k0: usize,
-        kc: usize,
-    ) -> (usize, impl Fn(usize) -> (*const f32, usize) + '_) {
+    /// The block of `mc` rows and `kc` steps `offset` floats into the packing: its length, and for the
+    /// panel of a tile's height from row `i` of the block, where it starts.
+    fn panels(&self, offset: usize, mc: usize, kc: usize) -> (usize, impl Fn(usize) -> *const f32 + '_) {
         let height = self.tiles.height();
         let len = mc.div_ceil(height) * height * kc;
-        let panel = move |i: usize| match &self.form {
-            Form::Rows { data, stride } => (data[(i0 + i) * stride + k0..].as_ptr(), *stride),
-            Form::Packed(data) => (data[offset + i * kc..offset + len].as_ptr(), 0),
-        };
-        (len, panel)
+        (len, move |i: usize| self.data[offset + i * kc..offset + len].as_ptr())
+    }
+}
+
+impl Drop for PackedA {
+    /// The buffer goes back to the thread's [`PACKED_A`] where it is the larger.
+    fn drop(&mut self) {
+        let data = std::mem::take(&mut self.data);
+        PACKED_A.with_borrow_mut(|kept| {
+            if data.capacity() > kept.capacity() {
+                *kept = data;
+            }
+        });
     }
 }
 
 /// [`matmul`] with `A` packed ahead; `dst` is `a.m x n` and `b` `a.k x n`.
-pub fn matmul_packed(dst: Matrix, n: usize, a: &PackedA<'_>, b: Operand, accumulate: bool, cores: Cores) {
+pub fn matmul_packed(dst: Matrix, n: usize, a: &PackedA, b: Operand, accumulate: bool, cores: Cores) {
     let (m, k) = (a.m, a.k);
     assert!(b.holds(k, n), "an operand smaller than {k} x {n}");
     assert!(dst.row_stride >= n && (m == 0 || n == 0 || dst.data.len() >= (m - 1) * dst.row_stride + n));
@@ -270,6 +267,9 @@ impl Tiles {
 }
 
 thread_local! {
+    /// Each thread's buffer for [`PackedA`], kept from one product to the next: a block of 32 MiB or
+    /// more freshly allocated would be mapped, faulted in and unmapped every time.
+    static PACKED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Each core's packed block of `B`, kept from one product to the next.
     static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -278,7 +278,7 @@ thread_local! {
 ///
 /// # Safety
 /// `c` must hold `a.m` rows reaching the last of `columns`, which no other thread writes meanwhile.
-unsafe fn column_block(c: Destination, columns: std::ops::Range<usize>, a: &PackedA<'_>, b: Operand, accumulate: bool) {
+unsafe fn column_block(c: Destination, columns: std::ops::Range<usize>, a: &PackedA, b: Operand, accumulate: bool) {
     let (tiles, blocking) = (a.tiles, a.blocking);
     let (height, width, m, k) = (tiles.height(), tiles.width(), a.m, a.k);
     PACKED_B.with_borrow_mut(|packed_b| {
@@ -292,16 +292,15 @@ unsafe fn column_block(c: Destination, columns: std::ops::Range<usize>, a: &Pack
             let load = accumulate || k0 > 0;
             for i0 in (0..m).step_by(blocking.mc) {
                 let mc = blocking.mc.min(m - i0);
-                let (len, panel_a) = a.panels(offset, i0, mc, k0, kc);
+                let (len, panel_a) = a.panels(offset, mc, kc);
                 offset += len;
                 for (panel_b, j) in (0..nc).step_by(width).enumerate() {
                     let cols = width.min(nc - j);
                     let b_panel = packed_b[panel_b * kc * width..].as_ptr();
                     for i in (0..mc).step_by(height) {
                         let rows = height.min(mc - i);
-                        let (a_panel, a_stride) = panel_a(i);
                         let tile = c.data.add((i0 + i) * c.row_stride + columns.start + j);
-                        let tile = Tile { kc, a: a_panel, a_stride, b: b_panel, c: tile, c_stride: c.row_stride, cols, load };
+                        let tile = Tile { kc, a: panel_a(i), b: b_panel, c: tile, c_stride: c.row_stride, cols, load };
                         // SAFETY: the panels hold `kc` steps of the tile's rows (`B` of a whole tile);
                         // the tile's `rows x cols` entries lie in `c` (the caller's promise).
                         unsafe { run_tile(tiles, rows, tile) };
@@ -499,14 +498,13 @@ unsafe fn transpose8(sequences: &[&[f32]], p: usize, out: &mut [f32], stride: us
 }
 
 /// One tile's work: `rows x cols` entries of `c` (rows `c_stride` apart) carried `kc` steps along their
-/// chains, from what `c` holds where `load`, else from zero. `A`'s panel is packed (`a_stride` 0: step
-/// `p` of row `r` at `a + p * height + r`) or in place (at `a + r * a_stride + p`); `B`'s is packed
+/// chains, from what `c` holds where `load`, else from zero. `A`'s panel is packed (step `p` of row `r`
+/// at `a + p * height + r`); `B`'s is packed
 /// (step `p` at `b + p * width`).
 #[derive(Clone, Copy)]
 struct Tile {
     kc: usize,
     a: *const f32,
-    a_stride: usize,
     b: *const f32,
     c: *mut f32,
     c_stride: usize,
@@ -520,8 +518,8 @@ impl Tile {
     /// # Safety
     /// The panel must hold row `r` at step `p`.
     #[inline(always)]
-    unsafe fn a<const PACKED: bool>(&self, height: usize, r: usize, p: usize) -> f32 {
-        unsafe { *self.a.add(if PACKED { p * height + r } else { r * self.a_stride + p }) }
+    unsafe fn a(&self, height: usize, r: usize, p: usize) -> f32 {
+        unsafe { *self.a.add(p * height + r) }
     }
 }
 
@@ -533,9 +531,8 @@ impl Tile {
 unsafe fn run_tile(tiles: Tiles, rows: usize, tile: Tile) {
     macro_rules! by_rows {
         ($kernel:ident, $($r:literal)+) => {
-            match (rows, tile.a_stride) {
-                $(($r, 0) => $kernel::<$r, true>(tile),)+
-                $(($r, _) => $kernel::<$r, false>(tile),)+
+            match rows {
+                $($r => $kernel::<$r>(tile),)+
                 _ => unreachable!("a tile of {rows} rows"),
             }
         };
@@ -560,7 +557,7 @@ const SCALAR_WIDTH: usize = 8;
 
 /// # Safety
 /// See [`run_tile`]. The packed panels are `SCALAR_HEIGHT` rows and `SCALAR_WIDTH` columns wide.
-unsafe fn tile_scalar<const R: usize, const PACKED: bool>(t: Tile) {
+unsafe fn tile_scalar<const R: usize>(t: Tile) {
     let mut sums = [[0.0f32; SCALAR_WIDTH]; R];
     if t.load {
         for (r, row) in sums.iter_mut().enumerate() {
@@ -571,7 +568,7 @@ unsafe fn tile_scalar<const R: usize, const PACKED: bool>(t: Tile) {
     }
     for p in 0..t.kc {
         for (r, row) in sums.iter_mut().enumerate() {
-            let value = t.a::<PACKED>(SCALAR_HEIGHT, r, p);
+            let value = t.a(SCALAR_HEIGHT, r, p);
             for (j, sum) in row.iter_mut().enumerate() {
                 *sum = value.mul_add(*t.b.add(p * SCALAR_WIDTH + j), *sum);
             }
@@ -598,7 +595,7 @@ fn mask16(cols: usize) -> __mmask16 {
 /// AVX-512F; see [`run_tile`]. The packed panels are 8 rows and 32 columns wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512<const R: usize, const PACKED: bool>(t: Tile) {
+unsafe fn tile_avx512<const R: usize>(t: Tile) {
     const HEIGHT: usize = 8;
     const WIDTH: usize = 32;
     let masks = [mask16(t.cols), mask16(t.cols.saturating_sub(16))];
@@ -615,7 +612,7 @@ unsafe fn tile_avx512<const R: usize, const PACKED: bool>(t: Tile) {
         let b0 = _mm512_loadu_ps(t.b.add(p * WIDTH));
         let b1 = _mm512_loadu_ps(t.b.add(p * WIDTH + 16));
         for (r, row) in sums.iter_mut().enumerate() {
-            let value = _mm512_set1_ps(t.a::<PACKED>(HEIGHT, r, p));
+            let value = _mm512_set1_ps(t.a(HEIGHT, r, p));
             row[0] = _mm512_fmadd_ps(value, b0, row[0]);
             row[1] = _mm512_fmadd_ps(value, b1, row[1]);
         }
@@ -640,7 +637,7 @@ fn mask8(cols: usize) -> __m256i {
 /// AVX2 and FMA; see [`run_tile`]. The packed panels are 6 rows and 16 columns wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2<const R: usize, const PACKED: bool>(t: Tile) {
+unsafe fn tile_avx2<const R: usize>(t: Tile) {
     const HEIGHT: usize = 6;
     const WIDTH: usize = 16;
     // A whole tile's entries move with plain loads and stores: AMD's CPUs run the masked ones as many
@@ -660,7 +657,7 @@ unsafe fn tile_avx2<const R: usize, const PACKED: bool>(t: Tile) {
         let b0 = _mm256_loadu_ps(t.b.add(p * WIDTH));
         let b1 = _mm256_loadu_ps(t.b.add(p * WIDTH + 8));
         for (r, row) in sums.iter_mut().enumerate() {
-            let value = _mm256_set1_ps(t.a::<PACKED>(HEIGHT, r, p));
+            let value = _mm256_set1_ps(t.a(HEIGHT, r, p));
             row[0] = _mm256_fmadd_ps(value, b0, row[0]);
             row[1] = _mm256_fmadd_ps(value, b1, row[1]);
         }
@@ -685,7 +682,7 @@ const NEON_WIDTH: usize = 12;
 /// NEON; see [`run_tile`]. The packed panels are 8 rows and 12 columns wide.
 #[cfg(target_arch = "aarch64")]
 #[target_feature(enable = "neon")]
-unsafe fn tile_neon<const R: usize, const PACKED: bool>(t: Tile) {
+unsafe fn tile_neon<const R: usize>(t: Tile) {
     const QUARTERS: usize = NEON_WIDTH / LANES;
     // How many of each register's lanes lie in the tile's columns.
     let counts: [usize; QUARTERS] = std::array::from_fn(|q| t.cols.saturating_sub(LANES * q));
@@ -702,7 +699,7 @@ unsafe fn tile_neon<const R: usize, const PACKED: bool>(t: Tile) {
         let b = t.b.add(p * NEON_WIDTH);
         let bs = [vld1q_f32(b), vld1q_f32(b.add(LANES)), vld1q_f32(b.add(2 * LANES))];
         for (r, row) in sums.iter_mut().enumerate() {
-            let value = t.a::<PACKED>(NEON_HEIGHT, r, p);
+            let value = t.a(NEON_HEIGHT, r, p);
             for (sum, &other) in row.iter_mut().zip(&bs) {
                 *sum = vfmaq_n_f32(*sum, other, value);
             }
