@@ -267,8 +267,8 @@ impl Tiles {
 }
 
 thread_local! {
-    /// Each thread's buffer for [`PackedA`], kept from one product to the next: a block of 32 MiB or
-    /// more freshly allocated would be mapped, faulted in and unmapped every time.
+    /// Each thread's buffer for [`PackedA`], kept from one product to the next (a weight gradient packs
+    /// its output gradient once for each block of columns).
     static PACKED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Each core's packed block of `B`, kept from one product to the next.
     static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -499,8 +499,7 @@ unsafe fn transpose8(sequences: &[&[f32]], p: usize, out: &mut [f32], stride: us
 
 /// One tile's work: `rows x cols` entries of `c` (rows `c_stride` apart) carried `kc` steps along their
 /// chains, from what `c` holds where `load`, else from zero. `A`'s panel is packed (step `p` of row `r`
-/// at `a + p * height + r`); `B`'s is packed
-/// (step `p` at `b + p * width`).
+/// at `a + p * height + r`), and so is `B`'s (step `p` at `b + p * width`).
 #[derive(Clone, Copy)]
 struct Tile {
     kc: usize,
