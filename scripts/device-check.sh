@@ -375,8 +375,9 @@ if $dry_run; then
     # The smoke profile on a few hundred images; the full shapes' benchmark at width/16 (a CPU needs
     # seconds for one full-width step), one full-size training step and calibration batch (8 s each
     # on 2 cores: the rehearsal checks the stage runs, the full-shape run in CI checks its figures).
-    # Two epochs of 51 full batches and a partial one, so that the resume stage has a checkpoint inside
-    # an epoch (after step 50) to resume from, as the smoke profile's 250 steps an epoch on the GPU.
+    # Two epochs of 51 full batches and a partial one (read every 13 steps), so that the resume stage
+    # has a checkpoint inside an epoch to resume from, as the smoke profile's 250 steps an epoch (read
+    # every 50) on the GPU.
     smoke_limits=(--train-images 1648 --eval-images 320 --calibration-batches 2 --epochs 2)
     full_steps=1
     full_calibration_batches=1
@@ -551,7 +552,8 @@ smoke_resume() {
         return 1
     fi
     "${train[@]}" | tee "$keep/smoke-resume.log"
-    # After step 50, or a later save where the GPU outran the wait.
+    # After the first read (step 50 of the smoke profile's epoch), or a later save where the GPU
+    # outran the wait.
     grep -q "^resuming after " "$keep/smoke-resume.log" || { echo "vggq train, run again, did not resume"; return 1; }
     # The summary compares the two (where the smoke run got as far as its model).
     [[ -f "$smoke/$MODEL_FILE" ]] || { echo "the smoke run left no $MODEL_FILE to compare with"; return 1; }

@@ -13,7 +13,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Record};
 use serde::Deserialize;
 use vggq::backend::{BackendKind, CpuBackend, Selection};
 use vggq::data::{load, BatchLoader, DataSource, ImageCounts, ImageSet, LoaderConfig};
-use vggq::host_reads::PROGRESS_READ_INTERVAL;
+use vggq::host_reads::progress_read_interval;
 use vggq::model::Vgg;
 use vggq::pipeline::{quantize, QuantizeSettings, RunData};
 use vggq::profile::Profile;
@@ -108,13 +108,13 @@ fn smoke_profile_learns_and_quantizes_on_real_cifar10() {
 /// A training run again after it stopped resumes from the checkpoint it left inside its last epoch and
 /// ends with the bytes of the run that never stopped: FP32, and QAT, whose observers are part of its
 /// state; and taking checkpoints changes nothing of what either training computes. On random images at the
-/// smoke shapes, 51 full batches and a partial one an epoch, so that the progress read after step 50
-/// lies inside it; checkpoints at every progress read (interval zero), so the straight run of two
-/// epochs leaves the one from step 50 of the second.
+/// smoke shapes, 12 full batches and a partial one an epoch, read every 3 steps, so that the progress
+/// read after step 12 lies inside it; checkpoints at every progress read (interval zero), so the straight
+/// run of two epochs leaves the one from step 12 of the second.
 #[test]
 fn a_resumed_training_ends_with_the_bytes_of_one_that_never_stopped() {
-    const STEPS_BEFORE_READ: usize = 50;
-    assert_eq!(PROGRESS_READ_INTERVAL, STEPS_BEFORE_READ, "the set below is sized for a read after step 50");
+    const STEPS_BEFORE_READ: usize = 12;
+    assert_eq!(progress_read_interval(STEPS_BEFORE_READ + 1), 3, "the set below is sized for a read after step 12");
     let _generator = GENERATOR.lock().unwrap();
     let device = Default::default();
     let profile = Profile::smoke();

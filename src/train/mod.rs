@@ -1,7 +1,7 @@
 //! Fine-tuning: cross-entropy, SGD with momentum and weight decay, a progress bar per epoch, validation
 //! after each. Inside an epoch the host never waits for the device: losses and correct counts are
 //! summed on the device and read at the end (the bar shows a loss read every
-//! [`PROGRESS_READ_INTERVAL`] steps), and the next batch is uploaded while a step runs. After each epoch
+//! [`progress_read_interval`] steps), and the next batch is uploaded while a step runs. After each epoch
 //! but the last, and inside an epoch at a progress read every so often, the state is saved
 //! ([`checkpoint`]) for a killed run to resume from, and where a signal asks it to stop ([`stop`]).
 
@@ -21,7 +21,7 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, BatchLoader, CHANNELS, DEFAULT_BATCH_SIZE};
-use crate::host_reads::PROGRESS_READ_INTERVAL;
+use crate::host_reads::{progress_read_interval, PROGRESS_READ_INTERVAL};
 use crate::model::kernels::{self, SgdStep, VggBackend};
 use crate::model::{TrainingBackend, Vgg};
 use crate::progress::progress_bar;
@@ -162,9 +162,10 @@ pub fn training_step<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
     (optimizer.step(learning_rate, model, grads), logits, loss)
 }
 
-/// One epoch of SGD over `batches` with the learning rate `learning_rate`; `bar` advances per batch.
-/// Returns the trained model, its training score over the epoch and the epoch's wall time in seconds
-/// (the end of the epoch waits for the device).
+/// One epoch of SGD over `batches` with the learning rate `learning_rate`, reading its progress as a
+/// long epoch does (every [`PROGRESS_READ_INTERVAL`] steps); `bar` advances per batch. Returns the
+/// trained model, its training score over the epoch and the epoch's wall time in seconds (the end of the
+/// epoch waits for the device).
 pub fn train_epoch<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
     model: Vgg<B>,
     optimizer: &mut O,
@@ -174,18 +175,19 @@ pub fn train_epoch<B: TrainingBackend, O: Optimizer<Vgg<B>, B>>(
     device: &B::Device,
     bar: &ProgressBar,
 ) -> (Vgg<B>, Score, f64) {
-    let epoch = EpochRun::from_the_start(batches, learning_rate);
+    let epoch = EpochRun::from_the_start(batches, learning_rate, PROGRESS_READ_INTERVAL);
     match train_epoch_from(model, optimizer, epoch, forward, device, bar, |_| ControlFlow::Continue(())) {
         ControlFlow::Continue(trained) => trained,
         ControlFlow::Break(()) => unreachable!("an epoch whose progress reads never stop it runs to its end"),
     }
 }
 
-/// An epoch to train: its batches from where it starts, its learning rate, and what its steps before
-/// that summed and took (a training resumed inside the epoch).
+/// An epoch to train: its batches from where it starts, its learning rate, the steps between its
+/// progress reads, and what its steps before that summed and took (a training resumed inside the epoch).
 struct EpochRun<B: Backend, I> {
     batches: I,
     learning_rate: f64,
+    read_interval: usize,
     /// Steps of the epoch already taken: the first of `batches` is the epoch's step `steps + 1`.
     steps: usize,
     sum: ScoreSum<B>,
@@ -194,15 +196,15 @@ struct EpochRun<B: Backend, I> {
 }
 
 impl<B: Backend, I> EpochRun<B, I> {
-    fn from_the_start(batches: I, learning_rate: f64) -> Self {
-        EpochRun { batches, learning_rate, steps: 0, sum: ScoreSum::default(), seconds: 0.0 }
+    fn from_the_start(batches: I, learning_rate: f64, read_interval: usize) -> Self {
+        EpochRun { batches, learning_rate, read_interval, steps: 0, sum: ScoreSum::default(), seconds: 0.0 }
     }
 
     /// The rest of an epoch a checkpoint was taken inside: `batches` are its batches after the
     /// `unfinished` steps.
-    fn resumed(batches: I, learning_rate: f64, unfinished: UnfinishedEpoch, device: &B::Device) -> Self {
+    fn resumed(batches: I, learning_rate: f64, read_interval: usize, unfinished: UnfinishedEpoch, device: &B::Device) -> Self {
         let UnfinishedEpoch { steps, sum, seconds } = unfinished;
-        EpochRun { batches, learning_rate, steps, sum: ScoreSum::from_values(&sum, device), seconds }
+        EpochRun { batches, learning_rate, read_interval, steps, sum: ScoreSum::from_values(&sum, device), seconds }
     }
 }
 
@@ -219,7 +221,7 @@ struct ProgressRead<'a, B: TrainingBackend, O, F> {
 }
 
 /// [`train_epoch`] for an epoch that may start inside itself, calling `at_read` at each progress read
-/// (every [`PROGRESS_READ_INTERVAL`] steps of the epoch, where the host reads the loss and so has waited
+/// (every `read_interval` steps of the epoch, where the host reads the loss and so has waited
 /// for the device, and BatchNorm's running statistics are folded in: a checkpoint taken there, which
 /// reads the state, queues nothing a run without it would not). Returns the trained model, its training
 /// score over the whole epoch and the epoch's training seconds, or `Break` where `at_read` stopped the
@@ -234,7 +236,7 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
     mut at_read: impl FnMut(ProgressRead<'_, B, O, F>) -> ControlFlow<()>,
 ) -> ControlFlow<(), (Vgg<B>, Score, f64)> {
     let started = Instant::now();
-    let EpochRun { batches, learning_rate, steps, mut sum, seconds: seconds_before } = epoch;
+    let EpochRun { batches, learning_rate, read_interval, steps, mut sum, seconds: seconds_before } = epoch;
     // What `at_read` took (a checkpoint's reads and encoding), which is not training.
     let mut reading = 0.0;
     bar.set_position(steps as u64);
@@ -247,13 +249,13 @@ fn train_epoch_from<B: TrainingBackend, O: Optimizer<Vgg<B>, B>, F: TrainingForw
         if let Some(signal) = stop::newly_requested() {
             bar.suspend(|| {
                 stop::say(format_args!(
-                    "{signal}: the training stops at its next progress read (every {PROGRESS_READ_INTERVAL} steps) or its \
+                    "{signal}: the training stops at its next progress read (every {read_interval} steps) or its \
                      epoch's end, where its state is saved (a training that ends first finishes its step); {signal} again \
                      stops at once"
                 ))
             });
         }
-        if (step + 1) % PROGRESS_READ_INTERVAL == 0 {
+        if (step + 1) % read_interval == 0 {
             // In every run, checkpoint or not: a checkpoint's record folds them in, and a GPU backend
             // that fuses its queue would otherwise run the fold here in one run and with the next step's
             // update in another.
@@ -313,6 +315,7 @@ pub fn train_with<B: TrainingBackend, F: TrainingForward<B>>(
         unfinished = checkpoint.unfinished;
     }
     let batch_count = train_batches.batch_count();
+    let read_interval = progress_read_interval(batch_count);
     // A training that keeps checkpoints stops where a signal asks, at a place one can resume from.
     let listening = checkpoints.map(|_| {
         let listening = stop::Listening::start();
@@ -324,9 +327,9 @@ pub fn train_with<B: TrainingBackend, F: TrainingForward<B>>(
         let run = match unfinished.take() {
             Some(unfinished) => {
                 let batches = train_batches.epoch_from(epoch as u64, unfinished.steps);
-                EpochRun::resumed(batches, config.learning_rate, unfinished, device)
+                EpochRun::resumed(batches, config.learning_rate, read_interval, unfinished, device)
             }
-            None => EpochRun::from_the_start(train_batches.epoch(epoch as u64), config.learning_rate),
+            None => EpochRun::from_the_start(train_batches.epoch(epoch as u64), config.learning_rate, read_interval),
         };
         let mut stopped = None;
         let epoch_run = train_epoch_from(model, &mut optimizer, run, forward, device, &bar, |read| {
