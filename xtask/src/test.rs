@@ -128,11 +128,13 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     // scripts (burn-import's whole stack among them, for onnx-import's build script) are then the ones
     // the builds above compiled, where the dev profile compiled all of them again.
     clock.time("clippy", || {
-        Ok(cmd!(
-            sh,
-            "cargo clippy --release --workspace --all-targets --features vggq/cuda,vggq/wgpu,vggq/autotune -- -D warnings"
-        )
-        .run()?)
+        Ok(cmd!(sh, "cargo clippy --release --workspace --all-targets --features {LINTED_FEATURES} -- -D warnings").run()?)
+    })?;
+    // The docs as src/lib.rs says they are read, with the private items, the features and profile clippy
+    // checked (cargo reuses the dependencies it checked): a broken link or a stray HTML tag fails.
+    clock.time("docs", || {
+        let _deny = sh.push_env("RUSTDOCFLAGS", "-D warnings");
+        Ok(cmd!(sh, "cargo doc --release --workspace --no-deps --document-private-items --features {LINTED_FEATURES}").run()?)
     })?;
     // The GPU check, rehearsed on the CPU build and the CPU ONNX Runtime: the bundle, its reassembly and
     // every step of the script.
@@ -141,6 +143,9 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         rehearse_device_check(sh)
     })
 }
+
+/// The features the lints and the docs build: every backend and autotune, which CPU builds leave out.
+const LINTED_FEATURES: &str = "vggq/cuda,vggq/wgpu,vggq/autotune";
 
 /// The package whose tests run beside the pipelines: xtask's check its locks against PyPI's index and
 /// mostly wait on the network (four to seven minutes on CI's 2 cores), while the pipelines keep both cores
@@ -351,7 +356,7 @@ fn bundle_commit_shown(rows: &[(&str, &str)]) -> bool {
     })
 }
 
-/// The summary's row of each stage's peak memory in use ("<what was measured>: <stage> <GiB>, ...").
+/// The summary's row of each stage's peak memory in use (`<what was measured>: <stage> <GiB>, ...`).
 const MEMORY_ROW: &str = "peak memory by stage";
 
 /// Whether the memory row gives `stage` a peak in GiB.

@@ -1,6 +1,6 @@
 //! The subset of Python's pickle protocol 2 that `torch.save` emits for a state_dict.
 //!
-//! [`write`] reproduces CPython's `_pickle.Pickler` byte for byte (memo numbering included);
+//! [`write`](mod@write) reproduces CPython's `_pickle.Pickler` byte for byte (memo numbering included);
 //! [`read`] is a restricted virtual machine that builds a passive object tree and never calls anything.
 
 pub(crate) mod read;
