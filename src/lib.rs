@@ -5,8 +5,8 @@
 //! is the recipe, [`backend`] picks the device. Shared by the loops: [`upload`] (batches to the device),
 //! [`score`] (loss and accuracy), [`progress`] (bars), [`host_reads`] (every read of the device, counted).
 //!
-//! These docs are for the project's developers, built with its private items as CI's lint stage builds
-//! them (`cargo doc --workspace --no-deps --document-private-items`).
+//! These docs are for the project's developers: they are read with the private items, as the `docs`
+//! stage of `cargo xtask test` builds them.
 
 // A public item's docs link to the private items that hold its facts (one home for each fact).
 #![allow(rustdoc::private_intra_doc_links)]

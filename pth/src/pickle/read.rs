@@ -1,9 +1,10 @@
 //! A restricted pickle machine in the spirit of `torch/_weights_only_unpickler.py`.
 //!
 //! It accepts only the opcodes below and only globals on [`ALLOWED_GLOBALS`]; it imports nothing and
-//! calls nothing. `REDUCE` and `BUILD` record the call as a passive [`NestedKind::Call`] / [`NestedKind::Build`]
-//! node (except `collections.OrderedDict()`, which is simply an empty dict), and the caller interprets
-//! the tree it gets back. Every size read from the input is checked against a named limit.
+//! calls nothing. `REDUCE` and `BUILD` record the call as a passive [`NestedKind::Call`] /
+//! [`NestedKind::Build`] node (except `collections.OrderedDict()`, which is simply an empty dict), and
+//! the caller interprets the tree it gets back. Every size read from the input is checked against a
+//! named limit.
 
 use std::rc::Rc;
 

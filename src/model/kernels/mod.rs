@@ -278,11 +278,11 @@ pub fn sgd_step<B: VggBackend, const D: usize>(
 /// The CubeCL backends (CUDA, wgpu) run [`VggBackend`]'s operations as Burn's own, composed: one arm
 /// for both, their kernels compiled by cubecl for the device.
 ///
-/// The impls are generic over a marker, [`cubecl_backends::ComposedBackend`], that only the concrete backends implement:
-/// the library then compiles none of their operations, whose cubecl kernel builders are most of what a
-/// GPU build compiles, and the binary, which instantiates the training for them anyway, compiles them
-/// once. Compiled in the library too, they made its release build 398 s of a cold build on 2 cores
-/// (98 s without them), and its unit tests' build compiled them a third time.
+/// The impls are generic over a marker, [`cubecl_backends::ComposedBackend`], that only the concrete
+/// backends implement: the library then compiles none of their operations, whose cubecl kernel builders
+/// are most of what a GPU build compiles, and the binary, which instantiates the training for them
+/// anyway, compiles them once. Compiled in the library too, they made its release build 398 s of a cold
+/// build on 2 cores (98 s without them), and its unit tests' build compiled them a third time.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod cubecl_backends {
     use burn::backend::Autodiff;
