@@ -1,6 +1,7 @@
 //! VGG's CPU kernels (`vggq::model::kernels` on `Autodiff<Flex>`: 3x3 convolution, BatchNorm with ReLU
 //! in training, 2x2 max-pool, Linear) against PyTorch on the same inputs: a conv block and a Linear, their
-//! outputs and the gradients of every input (tests/python/kernels.py), to FP32 rounding.
+//! outputs and the gradients of every input (tests/python/kernels.py), to FP32 rounding; and against
+//! themselves on other thread counts, bit for bit.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,10 +54,39 @@ fn a_conv_block_and_its_gradients_are_pytorchs() {
     assert!(worst.0 <= KERNEL_BOUND, "{} differs from PyTorch's by {:.2e}", worst.1, worst.0);
 }
 
-/// Each output and gradient of one conv block (conv, BatchNorm, ReLU, max-pool, Linear) on our CPU
-/// kernels, and its largest difference from PyTorch's relative to PyTorch's largest value.
-fn conv_block_errors((n, c, o, h, w): (usize, usize, usize, usize, usize), seed: u64) -> Vec<(&'static str, f64)> {
-    let python = vggq_core::places::test_python();
+/// Pools to compare: one thread, an even and an odd count, and more threads than some shapes have tasks.
+const THREAD_COUNTS: [usize; 4] = [1, 2, 3, 5];
+
+/// A conv block's outputs and gradients are the same bits on rayon pools of each of [`THREAD_COUNTS`]:
+/// the kernels share work out by the problem's shape, never by the threads (`src/model/kernels/cpu.rs`).
+/// CI's training on several thread counts (`cargo xtask test`) takes the smoke profile, whose small
+/// planes never reach the weight gradient's bands of rows that the full profile's first layers take;
+/// [`SHAPES`] reach every path.
+#[test]
+fn a_conv_block_is_the_same_bits_on_any_thread_count() {
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        let inputs = block_inputs(shape, i as u64);
+        let on = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| conv_block(&inputs));
+        let (first, rest) = THREAD_COUNTS.split_first().unwrap();
+        let reference = on(*first);
+        for &threads in rest {
+            for ((key, expected), (_, actual)) in reference.iter().zip(on(threads)) {
+                let differing = expected.iter().zip(&actual).filter(|(e, a)| e.to_bits() != a.to_bits()).count();
+                assert_eq!(differing, 0, "{shape:?} {key}: {differing} values on {threads} threads differ from {first}'s");
+            }
+        }
+    }
+}
+
+/// A conv block's shape `(n, c, o, h, w)` and its inputs: each named tensor's shape and values, drawn
+/// from a normal distribution seeded by `seed`.
+struct BlockInputs {
+    shape: (usize, usize, usize, usize, usize),
+    shapes: BTreeMap<&'static str, Vec<usize>>,
+    values: BTreeMap<&'static str, Vec<f32>>,
+}
+
+fn block_inputs(shape @ (n, c, o, h, w): (usize, usize, usize, usize, usize), seed: u64) -> BlockInputs {
     let device = Default::default();
     AD::seed(&device, 3 + seed);
     let normal =
@@ -71,43 +101,26 @@ fn conv_block_errors((n, c, o, h, w): (usize, usize, usize, usize, usize), seed:
         ("linear_bias", vec![10]),
         ("linear_output_weights", vec![n, 10]),
     ]);
-    let values: BTreeMap<&str, Vec<f32>> =
-        shapes.iter().map(|(name, shape)| (*name, vggq::host_reads::values(normal(shape.clone())))).collect();
+    let values = shapes.iter().map(|(name, shape)| (*name, vggq::host_reads::values(normal(shape.clone())))).collect();
+    BlockInputs { shape, shapes, values }
+}
 
-    let tracked = |name: &str| Tensor::<AD, 1>::from_floats(values[name].as_slice(), &device).require_grad();
+/// One conv block (conv, BatchNorm, ReLU, max-pool, Linear) on our CPU kernels, forward and backward
+/// from `sum(z * linear_output_weights)`: its outputs and every input's gradient, by name.
+fn conv_block(inputs: &BlockInputs) -> [(&'static str, Vec<f32>); 9] {
+    let (n, c, o, h, w) = inputs.shape;
+    let device = Default::default();
+    let tracked = |name: &str| Tensor::<AD, 1>::from_floats(inputs.values[name].as_slice(), &device).require_grad();
     let (x, weight, bias, gamma, beta) = (tracked("x"), tracked("weight"), tracked("bias"), tracked("gamma"), tracked("beta"));
     let conv = kernels::conv3x3(x.clone().reshape([n, c, h, w]), weight.clone().reshape([o, c, 3, 3]), bias.clone());
     let (normed, _, _) = kernels::batch_norm_relu(conv, gamma.clone(), beta.clone());
     let y = kernels::max_pool2x2(normed);
     let (linear_weight, linear_bias) = (tracked("linear_weight"), tracked("linear_bias"));
     let z = kernels::linear(y.clone().flatten(1, 3), linear_weight.clone().reshape([o * h / 2 * w / 2, 10]), linear_bias.clone());
-    let output_weights = Tensor::<AD, 1>::from_floats(values["linear_output_weights"].as_slice(), &device).reshape([n, 10]);
+    let output_weights =
+        Tensor::<AD, 1>::from_floats(inputs.values["linear_output_weights"].as_slice(), &device).reshape([n, 10]);
     let grads = (z.clone() * output_weights).sum().backward();
-
-    let dir = tempfile::tempdir().unwrap();
-    let bytes: BTreeMap<&str, Vec<u8>> =
-        values.iter().map(|(k, v)| (*k, v.iter().flat_map(|f| f.to_le_bytes()).collect())).collect();
-    let views: Vec<(&str, safetensors::tensor::TensorView)> = bytes
-        .iter()
-        .map(|(k, b)| (*k, safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shapes[k].clone(), b).unwrap()))
-        .collect();
-    let inputs = dir.path().join("inputs.safetensors");
-    std::fs::write(&inputs, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
-    let outputs = dir.path().join("outputs.safetensors");
-    let output = std::process::Command::new(python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kernels.py"))
-        .arg(&inputs)
-        .arg(&outputs)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let torch_bytes = std::fs::read(&outputs).unwrap();
-    let torch = safetensors::SafeTensors::deserialize(&torch_bytes).unwrap();
-    let expected = |key: &str| -> Vec<f32> {
-        torch.tensor(key).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
-    };
-
-    let ours = [
+    [
         ("y", vggq::host_reads::values(y.inner())),
         ("z", vggq::host_reads::values(z.inner())),
         ("grad_linear_weight", vggq::host_reads::values(linear_weight.grad(&grads).unwrap())),
@@ -117,7 +130,39 @@ fn conv_block_errors((n, c, o, h, w): (usize, usize, usize, usize, usize), seed:
         ("grad_bias", vggq::host_reads::values(bias.grad(&grads).unwrap())),
         ("grad_gamma", vggq::host_reads::values(gamma.grad(&grads).unwrap())),
         ("grad_beta", vggq::host_reads::values(beta.grad(&grads).unwrap())),
-    ];
+    ]
+}
+
+/// Each output and gradient of one conv block ([`conv_block`]) on our CPU kernels, and its largest
+/// difference from PyTorch's relative to PyTorch's largest value.
+fn conv_block_errors(shape: (usize, usize, usize, usize, usize), seed: u64) -> Vec<(&'static str, f64)> {
+    let python = vggq_core::places::test_python();
+    let inputs = block_inputs(shape, seed);
+    let ours = conv_block(&inputs);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: BTreeMap<&str, Vec<u8>> =
+        inputs.values.iter().map(|(k, v)| (*k, v.iter().flat_map(|f| f.to_le_bytes()).collect())).collect();
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(k, b)| (*k, safetensors::tensor::TensorView::new(safetensors::Dtype::F32, inputs.shapes[k].clone(), b).unwrap()))
+        .collect();
+    let input_file = dir.path().join("inputs.safetensors");
+    std::fs::write(&input_file, safetensors::tensor::serialize(views, None).unwrap()).unwrap();
+    let output_file = dir.path().join("outputs.safetensors");
+    let output = std::process::Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kernels.py"))
+        .arg(&input_file)
+        .arg(&output_file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let torch_bytes = std::fs::read(&output_file).unwrap();
+    let torch = safetensors::SafeTensors::deserialize(&torch_bytes).unwrap();
+    let expected = |key: &str| -> Vec<f32> {
+        torch.tensor(key).unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+
     ours.into_iter()
         .map(|(key, values)| {
             // The conv bias's gradient is zero in exact arithmetic (the BatchNorm after it subtracts every
