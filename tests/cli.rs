@@ -514,7 +514,7 @@ fn a_missing_input_names_the_step_that_writes_it() {
         (&["export", "--run", folder], &fp32_pth, "quantize"),
         (&["eval", "--run", folder, "--device", "cpu", "--data", data], Variant::Fp32.onnx_file(), "export"),
         (&["report", "--run", folder], METRICS_FILE, "eval"),
-        (&["verify", folder], MANIFEST_FILE, "report"),
+        (&["verify", "--run", folder], MANIFEST_FILE, "report"),
     ];
     let expect = |args: &[&str], said: &str| {
         let output = vggq(args, &[]);
@@ -537,6 +537,10 @@ fn a_missing_input_names_the_step_that_writes_it() {
     for args in [&["verify", nowhere][..], &["report", "--run", nowhere]] {
         expect(args, &format!("Error: {nowhere} does not exist\n"));
     }
+    // `verify` takes its folder as the other steps do or as its one argument, not both.
+    let both = vggq(&["verify", folder, "--run", folder], &[]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    assert!(stderr(&both).contains("cannot be used with"), "{}", stderr(&both));
 }
 
 /// `vggq eval --images N` with N past the test set evaluates the whole set and says so, instead of a
