@@ -1,13 +1,15 @@
-"""Whether a lock's pins hold everything its roots need on another CPython version.
+"""Whether a lock's pins hold everything its roots need on another CPython version and Linux machine.
 
-pip resolves a lock on the Python that runs it, and evaluates the `python_version` markers of what it
-reads against that Python even when asked for another (`--python-version` chooses the wheels, not the
-markers). So `cargo xtask lock` and its tests have pip pick each pin's wheel for the other version
-(`pip install --dry-run --no-deps --report REPORT -r LOCK`), and this script walks the dependencies from
-the roots with the markers evaluated for that version: every requirement that holds there must name a
-pinned package at a version it allows. Prints what is missing and exits 1, or prints one line.
+pip resolves a lock on the Python that runs it, and evaluates the `python_version` and
+`platform_machine` markers of what it reads against that Python and machine even when asked for others
+(`--python-version` and `--platform` choose the wheels, not the markers). So `cargo xtask lock` and its
+tests have pip pick each pin's wheel for the other version and machine (`pip install --dry-run
+--no-deps --report REPORT -r LOCK`), and this script walks the dependencies from the roots with the
+markers evaluated for them: every requirement that holds there must name a pinned package at a version
+it allows. Prints what is missing and exits 1, or prints one line.
 
-Usage: lock_closure.py REPORT ROOTS VERSION   (VERSION as `3.13`; ROOTS a requirements file)
+Usage: lock_closure.py REPORT ROOTS VERSION MACHINE
+       (VERSION as `3.13`; MACHINE as `aarch64`; ROOTS a requirements file)
 """
 
 import json
@@ -23,8 +25,9 @@ except ImportError:  # pip brings its own copy, where the system has none
     from pip._vendor.packaging.utils import canonicalize_name
 
 
-def missing(report, roots, version):
-    """What the roots need on CPython `version` that the pins in `report` do not give, in words."""
+def missing(report, roots, version, machine):
+    """What the roots need on CPython `version` on Linux `machine` that the pins in `report` do not give,
+    in words."""
     pinned = {}
     for package in report["install"]:
         metadata = package["metadata"]
@@ -34,6 +37,9 @@ def missing(report, roots, version):
         python_version=version,
         python_full_version=version + ".0",
         implementation_version=version + ".0",
+        sys_platform="linux",
+        platform_system="Linux",
+        platform_machine=machine,
     )
     problems = []
     seen = set()
@@ -62,18 +68,19 @@ def missing(report, roots, version):
 
 
 def main():
-    report_path, roots_path, version = sys.argv[1:]
+    report_path, roots_path, version, machine = sys.argv[1:]
     with open(report_path) as report_file:
         report = json.load(report_file)
     with open(roots_path) as roots_file:
         roots = [line.strip() for line in roots_file if line.strip() and not line.lstrip().startswith("#")]
     # One line each, in the order found (a package several pins need is named once a pin).
-    problems = list(dict.fromkeys(missing(report, roots, version)))
+    problems = list(dict.fromkeys(missing(report, roots, version, machine)))
+    where = f"CPython {version} on {machine}"
     for problem in problems:
-        print(f"CPython {version}: {problem}")
+        print(f"{where}: {problem}")
     if problems:
         sys.exit(1)
-    print(f"CPython {version}: the {len(report['install'])} pins hold everything their roots need")
+    print(f"{where}: the {len(report['install'])} pins hold everything their roots need")
 
 
 if __name__ == "__main__":

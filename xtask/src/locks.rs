@@ -154,9 +154,11 @@ impl Lock {
             // A venv's lock, resolved on this Python, must install on the others the venv is made with.
             let versions = python::INTEROP_PYTHONS;
             resolved.what += &format!(
-                ", and checked to install on CPython {} there (a wheel of each pin among its hashes, and every \
-                 dependency those versions' markers ask for pinned)",
-                versions.join(", ")
+                ", and checked to install on CPython {} on Linux {} with glibc 2.{GLIBC_MINOR} or newer (a wheel \
+                 of each pin among its hashes, and every dependency those versions' and machines' markers ask \
+                 for pinned)",
+                versions.join(", "),
+                python::INTEROP_MACHINES.join(" and ")
             );
             let candidate = tempfile::NamedTempFile::new()?;
             std::fs::write(candidate.path(), lock_text(self.purpose, "today", &resolved))?;
@@ -316,38 +318,55 @@ fn extra_requirements(requires_dist: &[String], extras: &[&str]) -> Vec<String> 
         .collect()
 }
 
-/// The script that walks a lock's dependencies with the markers of another Python (`installs_on`).
+/// The script that walks a lock's dependencies with the markers of another Python and machine
+/// (`installs_on`).
 const CLOSURE_SCRIPT: &str = "scripts/lock_closure.py";
 
-/// Whether the lock file `lock` installs on CPython `version` (`3.13`) on this system: pip finds a wheel of
-/// each pin for that version among the lock's hashes, and [`CLOSURE_SCRIPT`] finds everything `roots` (a
-/// requirements file) need there pinned. pip alone cannot say the second: it evaluates the markers it
-/// reads (`python_version >= "3.13"`) for the Python it runs on, whatever version it picks wheels for.
-fn installs_on(sh: &Shell, lock: &Path, roots: &str, version: &str) -> Result<()> {
+/// The newest glibc a wheel the checks take may need, as its minor version (`manylinux_2_28`: RHEL 8,
+/// Debian 10, Ubuntu 20.04 and later have it).
+const GLIBC_MINOR: u32 = 28;
+
+/// pip's `--platform` tags of the wheels that install on Linux `machine` with glibc 2.[`GLIBC_MINOR`]:
+/// PEP 600's `manylinux_2_N` up to it and the older names of three of them (PEP 513, 571 and 599). pip
+/// given one tag takes no other, older ones included (`py3-none-any` aside).
+fn manylinux_platforms(machine: &str) -> Vec<String> {
+    let older_names = ["manylinux1", "manylinux2010", "manylinux2014"].map(|name| format!("{name}_{machine}"));
+    (5..=GLIBC_MINOR).map(|minor| format!("manylinux_2_{minor}_{machine}")).chain(older_names).collect()
+}
+
+/// Whether the lock file `lock` installs on CPython `version` (`3.13`) on Linux `machine` (`aarch64`):
+/// pip finds a wheel of each pin for that version and machine among the lock's hashes, and
+/// [`CLOSURE_SCRIPT`] finds everything `roots` (a requirements file) need there pinned. pip alone cannot
+/// say the second: it evaluates the markers it reads (`python_version >= "3.13"`, `platform_machine ==
+/// "x86_64"`) for the Python it runs on, whatever version and platform it picks wheels for.
+fn installs_on(sh: &Shell, lock: &Path, roots: &str, version: &str, machine: &str) -> Result<()> {
     let python = python::system_python();
     let scratch = tempfile::tempdir()?;
     let (report, target) = (scratch.path().join("report.json"), scratch.path().join("target"));
-    on_pypi_only(cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --no-deps --require-hashes --only-binary=:all: --python-version {version} --target {target} --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -r {lock}"))
+    let platforms = manylinux_platforms(machine).into_iter().flat_map(|tag| ["--platform".to_string(), tag]);
+    on_pypi_only(cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --no-deps --require-hashes --only-binary=:all: --python-version {version} {platforms...} --target {target} --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -r {lock}"))
         .run()
-        .with_context(|| format!("pip finds no wheel for CPython {version} among the lock's hashes of some pin"))?;
-    cmd!(sh, "{python} {CLOSURE_SCRIPT} {report} {roots} {version}")
+        .with_context(|| format!("pip finds no wheel for CPython {version} on Linux {machine} among the lock's hashes of some pin"))?;
+    cmd!(sh, "{python} {CLOSURE_SCRIPT} {report} {roots} {version} {machine}")
         .run()
-        .with_context(|| format!("the lock lacks what {roots} need on CPython {version}"))?;
+        .with_context(|| format!("the lock lacks what {roots} need on CPython {version} on Linux {machine}"))?;
     Ok(())
 }
 
-/// [`installs_on`] for each of `versions` at once (each mostly waits on PyPI); the first that fails.
+/// [`installs_on`] for each of `versions` on each of [`python::INTEROP_MACHINES`] at once (each mostly
+/// waits on PyPI); the first that fails.
 fn installs_on_each(sh: &Shell, lock: &Path, roots: &str, versions: &[&str]) -> Result<()> {
     let root = sh.current_dir();
     std::thread::scope(|scope| {
         let checks: Vec<_> = versions
             .iter()
-            .map(|version| {
+            .flat_map(|version| python::INTEROP_MACHINES.map(|machine| (version, machine)))
+            .map(|(version, machine)| {
                 let root = &root;
                 scope.spawn(move || {
                     let sh = Shell::new()?;
                     sh.change_dir(root);
-                    installs_on(&sh, lock, roots, version)
+                    installs_on(&sh, lock, roots, version, machine)
                 })
             })
             .collect();
@@ -623,39 +642,46 @@ mod tests {
         assert_ne!(closure(&sh, cuda, &with_six), with_six, "a pin nothing needs is not in the closure");
     }
 
-    /// The closure script counts a dependency where the markers of the version it is given, and the
-    /// extras asked for, ask for it: here `a` needs `b>=2` on CPython 3.13 and later, and `c` with `[x]`.
+    /// The closure script counts a dependency where the markers of the version and machine it is given,
+    /// and the extras asked for, ask for it: here `a` needs `b>=2` on CPython 3.13 and later, `d` on
+    /// aarch64, and `c` with `[x]`.
     #[test]
-    fn the_closure_follows_the_markers_of_the_version_given() {
+    fn the_closure_follows_the_markers_of_the_version_and_machine_given() {
         let scratch = tempfile::tempdir().unwrap();
         let package = |name: &str, version: &str, requires: &[&str]| serde_json::json!({"metadata": {"name": name, "version": version, "requires_dist": requires}});
         let report = serde_json::json!({"install": [
-            package("a", "1.0", &["b>=2; python_version >= \"3.13\"", "c; extra == \"x\""]),
+            package("a", "1.0", &["b>=2; python_version >= \"3.13\"", "c; extra == \"x\"", "d; platform_machine == \"aarch64\""]),
             package("b", "1.0", &[]),
         ]});
         let report_path = scratch.path().join("report.json");
         std::fs::write(&report_path, report.to_string()).unwrap();
-        let closure = |roots: &str, version: &str| {
+        let closure = |roots: &str, version: &str, machine: &str| {
             let roots_path = scratch.path().join("roots.txt");
             std::fs::write(&roots_path, format!("# the roots\n{roots}\n")).unwrap();
             let output = std::process::Command::new(python::system_python())
                 .arg(workspace_root().join(CLOSURE_SCRIPT))
                 .args([&report_path, &roots_path])
-                .arg(version)
+                .args([version, machine])
                 .output()
                 .expect("python3");
             (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
         };
-        assert_eq!(closure("a==1.0", "3.12"), (true, "CPython 3.12: the 2 pins hold everything their roots need\n".into()));
-        assert_eq!(closure("a==1.0", "3.13"), (false, "CPython 3.13: b>=2 (for a==1.0): the lock pins b==1.0\n".into()));
-        assert_eq!(closure("a[x]==1.0", "3.12"), (false, "CPython 3.12: c (for a==1.0): the lock does not pin c\n".into()));
-        assert_eq!(closure("a==2.0", "3.12"), (false, "CPython 3.12: a==2.0 (for the roots): the lock pins a==1.0\n".into()));
+        let holds = "CPython 3.12 on x86_64: the 2 pins hold everything their roots need\n";
+        assert_eq!(closure("a==1.0", "3.12", "x86_64"), (true, holds.into()));
+        let newer_b = "CPython 3.13 on x86_64: b>=2 (for a==1.0): the lock pins b==1.0\n";
+        assert_eq!(closure("a==1.0", "3.13", "x86_64"), (false, newer_b.into()));
+        let no_d = "CPython 3.12 on aarch64: d (for a==1.0): the lock does not pin d\n";
+        assert_eq!(closure("a==1.0", "3.12", "aarch64"), (false, no_d.into()));
+        let no_c = "CPython 3.12 on x86_64: c (for a==1.0): the lock does not pin c\n";
+        assert_eq!(closure("a[x]==1.0", "3.12", "x86_64"), (false, no_c.into()));
+        let other_a = "CPython 3.12 on x86_64: a==2.0 (for the roots): the lock pins a==1.0\n";
+        assert_eq!(closure("a==2.0", "3.12", "x86_64"), (false, other_a.into()));
     }
 
-    /// The venv's lock installs on each Python it names, and a lock without a pin that a pin depends on
-    /// does not. Needs PyPI, as `cargo xtask setup` does.
+    /// The venv's lock installs on each Python and machine it names, and a lock without a pin that a pin
+    /// depends on does not. Needs PyPI, as `cargo xtask setup` does.
     #[test]
-    fn the_interop_lock_installs_on_each_python_it_names() {
+    fn the_interop_lock_installs_on_each_python_and_machine_it_names() {
         let sh = shell();
         let lock = workspace_root().join(python::INTEROP_LOCK);
         // Jinja2 (PyTorch's) needs MarkupSafe, which none of the roots asks for itself.
@@ -675,17 +701,18 @@ mod tests {
         let without_path = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(without_path.path(), without).unwrap();
         let newest = python::INTEROP_PYTHONS[python::INTEROP_PYTHONS.len() - 1];
+        let machine = python::INTEROP_MACHINES[python::INTEROP_MACHINES.len() - 1];
         // Beside the other checks: each mostly waits on PyPI.
         let without_markupsafe = std::thread::scope(|scope| {
             let check = scope.spawn(|| {
                 let sh = shell();
-                installs_on(&sh, without_path.path(), python::REQUIREMENTS, newest)
+                installs_on(&sh, without_path.path(), python::REQUIREMENTS, newest, machine)
             });
             installs_on_each(&sh, &lock, python::REQUIREMENTS, &python::INTEROP_PYTHONS).unwrap();
             check.join().unwrap()
         });
         let error = without_markupsafe.unwrap_err();
-        let expected = format!("the lock lacks what {} need on CPython {newest}", python::REQUIREMENTS);
+        let expected = format!("the lock lacks what {} need on CPython {newest} on Linux {machine}", python::REQUIREMENTS);
         assert!(format!("{error:#}").contains(&expected), "{error:#}");
     }
 

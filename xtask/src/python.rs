@@ -17,9 +17,12 @@ use crate::locks::requirement_lines;
 pub const REQUIREMENTS: &str = "scripts/requirements-interop.txt";
 /// [`REQUIREMENTS`] and everything they depend on, with hashes: what the venv installs.
 pub const INTEROP_LOCK: &str = "xtask/locks/interop.txt";
-/// The CPython versions (`major.minor`) [`INTEROP_LOCK`] installs on, on Linux x86-64: `cargo xtask lock`
-/// checks each (`Lock::resolve`), and the venv is made with no other.
+/// The CPython versions (`major.minor`) [`INTEROP_LOCK`] installs on, on each of [`INTEROP_MACHINES`]:
+/// `cargo xtask lock` checks each (`Lock::resolve`), and the venv is made with no other.
 pub const INTEROP_PYTHONS: [&str; 4] = ["3.11", "3.12", "3.13", "3.14"];
+/// The Linux machines (`platform_machine`) [`INTEROP_LOCK`] installs on, with glibc 2.28 or newer
+/// (`locks::GLIBC_MINOR`): `cargo xtask lock` checks each with each of [`INTEROP_PYTHONS`].
+pub const INTEROP_MACHINES: [&str; 2] = ["x86_64", "aarch64"];
 
 /// The environment variable naming the system's Python.
 const SYSTEM_PYTHON_VARIABLE: &str = "VGGQ_SYSTEM_PYTHON";
@@ -67,7 +70,11 @@ pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
     )
     .run()
     .with_context(|| {
-        format!("installing the locked Python packages (needs PyPI, and Linux x86-64, which {INTEROP_LOCK} was checked for)")
+        format!(
+            "installing the locked Python packages (needs PyPI, and Linux on {} with glibc 2.28 or newer, which \
+             {INTEROP_LOCK} was checked for)",
+            INTEROP_MACHINES.join(" or ")
+        )
     })?;
     cmd!(sh, "{python} -c 'import torch, torchvision, onnx, onnxruntime'").run().context("checking the venv")?;
     let version = interpreter().context("the venv's python does not run")?;
