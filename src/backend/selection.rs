@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::autotune::AutotuneCache;
-use super::{Adapter, BackendError, BackendKind, CudaProbe, DeviceRequest, Gpu, WgpuProbe};
+use super::{Adapter, BackendError, BackendKind, CudaProbe, CudaVersion, DeviceRequest, Gpu, WgpuProbe};
 
 /// The device a run chose, why, and what the probes saw: printed at the start, recorded in its reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,9 +40,11 @@ impl Selection {
         (self.backend == BackendKind::Wgpu).then(|| self.wgpu.as_ref().and_then(|wgpu| wgpu.chosen.as_ref())).flatten()
     }
 
-    /// What fixes a GPU run's arithmetic, in words: the GPU (CUDA's name and compute capability, or
-    /// wgpu's adapter and driver) and its kernels: each operation's default, or those a build with the
-    /// `autotune` feature chose by timing, named by its cache's digest at the end of the run. A rerun
+    /// What fixes a GPU run's arithmetic, in words: the GPU and what compiles its kernels (CUDA's name and
+    /// compute capability, NVRTC, which writes the kernels' PTX, and the driver, which compiles that PTX
+    /// for the GPU, named by the CUDA version it supports, not by its build; or wgpu's adapter and
+    /// driver) and its kernels: each operation's default, or those a build with the `autotune` feature
+    /// chose by timing, named by its cache's digest at the end of the run. A rerun
     /// that reuses a cache and tunes nothing new leaves it unchanged (cubecl writes an entry, with its
     /// timings, only when it tunes), so runs alike in this ran the same kernels; a run that tuned afresh
     /// has another digest even where it chose alike. `None` on the CPU, whose arithmetic is the same on
@@ -50,10 +52,19 @@ impl Selection {
     pub fn arithmetic(&self, autotune: Option<&AutotuneCache>) -> Option<String> {
         let hardware = match self.backend {
             BackendKind::Cpu => return None,
-            BackendKind::Cuda => self.gpu().map_or_else(
-                || "a CUDA GPU".to_string(),
-                |gpu| format!("{} (compute capability {})", gpu.name, gpu.compute_capability),
-            ),
+            BackendKind::Cuda => {
+                let probe = self.probe.as_ref();
+                let version = |found: Option<CudaVersion>| found.map_or_else(|| "unknown".to_string(), |v| v.to_string());
+                let compilers = format!(
+                    "NVRTC {}, driver CUDA {}",
+                    version(probe.and_then(|p| p.nvrtc)),
+                    version(probe.and_then(|p| p.driver))
+                );
+                self.gpu().map_or_else(
+                    || format!("a CUDA GPU ({compilers})"),
+                    |gpu| format!("{} (compute capability {}, {compilers})", gpu.name, gpu.compute_capability),
+                )
+            }
             BackendKind::Wgpu => self
                 .adapter()
                 .map_or_else(|| "a wgpu adapter".to_string(), |adapter| format!("{} ({})", adapter.name, adapter.driver)),
@@ -160,7 +171,6 @@ pub(super) fn first_kernel<R: burn_cubecl::CubeRuntime>(backend: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::CudaVersion;
 
     fn cuda(unusable: Option<&str>) -> Option<CudaProbe> {
         Some(CudaProbe {
@@ -234,11 +244,20 @@ mod tests {
     fn the_arithmetic_names_the_gpu_and_the_kernel_choice() {
         let h200 = decide(DeviceRequest::Cuda, cuda(None), None).unwrap();
         let cache = |tuned| AutotuneCache { tuned, folder: "autotune".into(), sha256: Some("0123456789abcdef0123".into()) };
-        assert_eq!(h200.arithmetic(None).unwrap(), "NVIDIA H200 (compute capability 9.0), default kernels");
-        assert_eq!(h200.arithmetic(Some(&cache(false))).unwrap(), "NVIDIA H200 (compute capability 9.0), default kernels");
+        let gpu = "NVIDIA H200 (compute capability 9.0, NVRTC 13.0, driver CUDA 13.0)";
+        assert_eq!(h200.arithmetic(None).unwrap(), format!("{gpu}, default kernels"));
+        assert_eq!(h200.arithmetic(Some(&cache(false))).unwrap(), format!("{gpu}, default kernels"));
         assert_eq!(
             h200.arithmetic(Some(&cache(true))).unwrap(),
-            "NVIDIA H200 (compute capability 9.0), kernels chosen by timing (autotune cache 0123456789abcdef)"
+            format!("{gpu}, kernels chosen by timing (autotune cache 0123456789abcdef)")
+        );
+        // Another NVRTC writes other PTX for the same kernels.
+        let mut newer_nvrtc = cuda(None).unwrap();
+        newer_nvrtc.nvrtc = Some(CudaVersion(13020));
+        let newer = decide(DeviceRequest::Cuda, Some(newer_nvrtc), None).unwrap();
+        assert_eq!(
+            newer.arithmetic(None).unwrap(),
+            "NVIDIA H200 (compute capability 9.0, NVRTC 13.2, driver CUDA 13.0), default kernels"
         );
         let lavapipe = decide(DeviceRequest::Wgpu, None, wgpu(lavapipe(), None)).unwrap();
         assert_eq!(lavapipe.arithmetic(None).unwrap(), "llvmpipe (LLVM 15.0.6, 256 bits) (Mesa 22.3.6), default kernels");

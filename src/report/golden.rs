@@ -320,14 +320,15 @@ fn parse_tolerance(text: &str) -> Option<Tolerance> {
         return Some(Tolerance::Exact);
     }
     let number = |text: &str| text.split(' ').next()?.parse::<f64>().ok();
-    let mut parts = text.split("; ");
-    let arithmetic = parts.next()?.strip_prefix(RECORDED_WITH)?.to_string();
-    let same = number(parts.next()?.strip_prefix(SAME_ARITHMETIC)?)?;
+    // The arithmetic names what the run computed on in its own words, which may hold "; " themselves.
+    let (arithmetic, rest) = text.strip_prefix(RECORDED_WITH)?.split_once(&format!("; {SAME_ARITHMETIC}"))?;
+    let mut parts = rest.split("; ");
+    let same = number(parts.next()?)?;
     let (other_top1, rest) = parts.next()?.strip_prefix(OTHER_ARITHMETIC)?.split_once(OTHER_AGREEMENT)?;
     let (other_agreement, basis) = rest.split_once(" points (")?;
     let basis = basis.strip_suffix(')')?.to_string();
     Some(Tolerance::Gpu(GpuTolerance {
-        arithmetic,
+        arithmetic: arithmetic.to_string(),
         same,
         other_top1: number(other_top1)?,
         other_agreement: number(other_agreement)?,
@@ -348,7 +349,7 @@ mod tests {
         GoldenTable::parse(&text).unwrap()
     }
 
-    const H200: &str = "NVIDIA H200 (compute capability 9.0), default kernels";
+    const H200: &str = "NVIDIA H200 (compute capability 9.0, NVRTC 13.0, driver CUDA 13.0), default kernels";
 
     fn smoke_on(arithmetic: &str) -> Tolerance {
         Tolerance::for_run("smoke", Some(arithmetic.to_string()))
@@ -371,8 +372,9 @@ mod tests {
     fn other_arithmetic_is_held_to_the_recipes_spread() {
         let reviewed = table(smoke_on(H200), 42.97, 66.37);
         for other in [
-            "NVIDIA GeForce RTX 4090 (compute capability 8.9), default kernels",
-            "NVIDIA H200 (compute capability 9.0), kernels chosen by timing",
+            "NVIDIA GeForce RTX 4090 (compute capability 8.9, NVRTC 13.0, driver CUDA 13.0), default kernels",
+            "NVIDIA H200 (compute capability 9.0, NVRTC 13.0, driver CUDA 13.0), kernels chosen by timing",
+            "NVIDIA H200 (compute capability 9.0, NVRTC 13.2, driver CUDA 13.2), default kernels",
         ] {
             assert!(reviewed.differences(&table(smoke_on(other), 39.06, 59.82)).is_empty(), "{other}");
             assert_eq!(
@@ -493,7 +495,9 @@ mod tests {
         assert_eq!((smoke.arithmetic.as_str(), smoke.same, smoke.other_top1, smoke.other_agreement), (H200, 0.5, 7.0, 13.0));
         let Tolerance::Gpu(full) = Tolerance::for_run("full", Some(H200.into())) else { panic!("a GPU run's tolerance") };
         assert_eq!((full.same, full.other_top1, full.other_agreement), (0.3, 1.0, 1.0));
-        for tolerance in [Tolerance::Exact, smoke_on(H200), Tolerance::Gpu(full)] {
+        // An adapter or driver may name itself with the line's own separator.
+        let separated = smoke_on("Some GPU (driver 1.2; build 3), default kernels");
+        for tolerance in [Tolerance::Exact, smoke_on(H200), Tolerance::Gpu(full), separated] {
             assert_eq!(GoldenTable::parse(&tolerance.to_string()).unwrap().tolerance, tolerance);
         }
     }
