@@ -154,11 +154,12 @@ impl Lock {
             // A venv's lock, resolved on this Python, must install on the others the venv is made with.
             let versions = python::INTEROP_PYTHONS;
             resolved.what += &format!(
-                ", and checked to install on CPython {} on Linux {} with glibc 2.{GLIBC_MINOR} or newer (a wheel \
+                ", and checked to install on CPython {} on Linux {} with glibc 2.{} or newer (a wheel \
                  of each pin among its hashes, and every dependency those versions' and machines' markers ask \
                  for pinned)",
                 versions.join(", "),
-                python::INTEROP_MACHINES.join(" and ")
+                python::INTEROP_MACHINES.join(" and "),
+                python::GLIBC_MINOR
             );
             let candidate = tempfile::NamedTempFile::new()?;
             std::fs::write(candidate.path(), lock_text(self.purpose, "today", &resolved))?;
@@ -322,16 +323,12 @@ fn extra_requirements(requires_dist: &[String], extras: &[&str]) -> Vec<String> 
 /// (`installs_on`).
 const CLOSURE_SCRIPT: &str = "scripts/lock_closure.py";
 
-/// The newest glibc a wheel the checks take may need, as its minor version (`manylinux_2_28`: RHEL 8,
-/// Debian 10, Ubuntu 20.04 and later have it).
-const GLIBC_MINOR: u32 = 28;
-
-/// pip's `--platform` tags of the wheels that install on Linux `machine` with glibc 2.[`GLIBC_MINOR`]:
-/// PEP 600's `manylinux_2_N` up to it and the older names of three of them (PEP 513, 571 and 599). pip
-/// given one tag takes no other, older ones included (`py3-none-any` aside).
+/// pip's `--platform` tags of the wheels that install on Linux `machine` with glibc
+/// 2.[`python::GLIBC_MINOR`]: PEP 600's `manylinux_2_N` up to it and the older names of three of them
+/// (PEP 513, 571 and 599). pip given one tag takes no other, older ones included (`py3-none-any` aside).
 fn manylinux_platforms(machine: &str) -> Vec<String> {
     let older_names = ["manylinux1", "manylinux2010", "manylinux2014"].map(|name| format!("{name}_{machine}"));
-    (5..=GLIBC_MINOR).map(|minor| format!("manylinux_2_{minor}_{machine}")).chain(older_names).collect()
+    (5..=python::GLIBC_MINOR).map(|minor| format!("manylinux_2_{minor}_{machine}")).chain(older_names).collect()
 }
 
 /// Whether the lock file `lock` installs on CPython `version` (`3.13`) on Linux `machine` (`aarch64`):

@@ -20,9 +20,12 @@ pub const INTEROP_LOCK: &str = "xtask/locks/interop.txt";
 /// The CPython versions (`major.minor`) [`INTEROP_LOCK`] installs on, on each of [`INTEROP_MACHINES`]:
 /// `cargo xtask lock` checks each (`Lock::resolve`), and the venv is made with no other.
 pub const INTEROP_PYTHONS: [&str; 4] = ["3.11", "3.12", "3.13", "3.14"];
-/// The Linux machines (`platform_machine`) [`INTEROP_LOCK`] installs on, with glibc 2.28 or newer
-/// (`locks::GLIBC_MINOR`): `cargo xtask lock` checks each with each of [`INTEROP_PYTHONS`].
+/// The Linux machines (`platform_machine`) [`INTEROP_LOCK`] installs on, with glibc 2.[`GLIBC_MINOR`] or
+/// newer: `cargo xtask lock` checks each with each of [`INTEROP_PYTHONS`].
 pub const INTEROP_MACHINES: [&str; 2] = ["x86_64", "aarch64"];
+/// The newest glibc a wheel of [`INTEROP_LOCK`] may need, as its minor version (`manylinux_2_28`: RHEL 8,
+/// Debian 10, Ubuntu 20.04 and later have it).
+pub const GLIBC_MINOR: u32 = 28;
 
 /// The environment variable naming the system's Python.
 const SYSTEM_PYTHON_VARIABLE: &str = "VGGQ_SYSTEM_PYTHON";
@@ -71,8 +74,8 @@ pub fn ensure_venv(sh: &Shell) -> Result<PathBuf> {
     .run()
     .with_context(|| {
         format!(
-            "installing the locked Python packages (needs PyPI, and Linux on {} with glibc 2.28 or newer, which \
-             {INTEROP_LOCK} was checked for)",
+            "installing the locked Python packages (needs PyPI, and Linux on {} with glibc 2.{GLIBC_MINOR} or \
+             newer, which {INTEROP_LOCK} was checked for)",
             INTEROP_MACHINES.join(" or ")
         )
     })?;
