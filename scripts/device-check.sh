@@ -18,6 +18,9 @@
 #   6. times the two convolutions (the im2col GEMM CUDA trains with, Burn's conv2d) at the full shapes;
 #   7. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
 #      which must resume and end with the first smoke run's model;
+#   8. repeats on the machine's CPU (every core, its widest kernels: AVX-512 where it has it, which CI's
+#      CPU has not) the small CPU training and quantization the bundle made where it was built, which
+#      must give the same model files;
 # sampling the GPU's memory in use all along (nvidia-smi, every half second) for each stage's peak,
 # and prints one table last (with the commit the bundle was built from), also written to
 # $OUT/summary.txt (rewritten after every stage, with results.tar.gz, so that a call the device tool
@@ -29,17 +32,18 @@
 #
 # $OUT gets 7 files: device-check.log, summary.txt, bench.txt, golden_table.md, metrics.json,
 # full-metrics.json, and results.tar.gz with everything else (the probe, the step check, the
-# convolutions' times, the memory samples, the smoke
-# run's report.md, the reports, both runs' SHA256SUMS and manifests, the autotune cache, the full
-# steps' log, the resumed training's logs). The summary and the archive are written beside their names
-# and renamed, one at a time: a call stopped while one is written brings home the last whole one, and
-# with the one being written still no more than the 8 files the device tool brings back.
+# convolutions' times, the memory samples, the smoke run's report.md, the reports, both runs'
+# SHA256SUMS and manifests, the autotune cache, the full steps' log, the resumed training's logs, the
+# CPU runs' log and verdicts). The summary and the archive are written beside their names and renamed,
+# one at a time: a call stopped while one is written brings home the last whole one, and with the one
+# being written still no more than the 8 files the device tool brings back.
 #
 # Stage caps (seconds), planned from the H200's first check (an H100 has its 132 multiprocessors and
 # slower memory): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
 # 150 | check step 60 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) |
-# full steps and full-size ONNX 120 | conv speed 60 | smoke resume 90 (one smoke training in two runs; last, so that
-# the deadline cuts it first); the deadline (default 570 s, the grace period and summary inside it)
+# full steps and full-size ONNX 120 | conv speed 60 | smoke resume 90 (one smoke training in two runs) |
+# cpu bytes 60 (320 images at the smoke shapes, twice where the first differs; last, so that the
+# deadline cuts it first); the deadline (default 570 s, the grace period and summary inside it)
 # cuts the sum short. The first H200 check (2026-11-30) found the first training step alone past
 # 200 s: cubecl's autotune compiled every candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
 # operation's default kernel, compiled once; its vggq-autotune, with it, takes over the rest of the check
@@ -276,6 +280,18 @@ resumed = open(f"{keep}/smoke-resume.sha256").read().split() if os.path.exists(f
 if len(resumed) == 4:
     model = os.path.basename(resumed[1])
     rows.append(("smoke resume", f"the smoke run's {model}" if resumed[0] == resumed[2] else f"{model} differs from the smoke run's"))
+# The CPU run against the bundle's (where it was built): the widest kernels, and the AVX2 ones where those differ.
+reference = load(f"{keep}/{os.environ['CPU_REFERENCE_FILE']}")
+facts = lambda cpu: f"[{cpu['processor']}: {cpu['threads']} threads, {cpu['isa']} kernels (the CPU has {cpu['detected_isa']})]"
+for name, label in (("widest", "cpu bytes"), ("avx2", "cpu bytes, VGGQ_ISA=avx2")):
+    ran = load(f"{keep}/cpu-bytes-{name}.json")
+    if reference and ran:
+        files, differing = len(reference["sha256"]), ran["differing"]
+        here, there = facts(ran["cpu"]), facts(reference["cpu"])
+        if differing:
+            rows.append((label, f"{', '.join(differing)} ({len(differing)} of {files} model files) differ here {here} from where the bundle was built {there}"))
+        else:
+            rows.append((label, f"the same {files} model files here {here} as where the bundle was built {there}"))
 if os.path.exists(f"{keep}/kernel-cache.txt"):
     rows.append(("compiled-kernel cache", open(f"{keep}/kernel-cache.txt").read().strip()))
 smoke_train = load(f"{keep}/{smoke_run}{train_report_file}")
@@ -323,7 +339,7 @@ if [[ "${BUNDLE_KIND:-}" != "$expected_kind" ]]; then
 fi
 # A bundle older than this script lacks names it reads: stopped here, not half-way with no summary.
 shared_names=(BUNDLE_PARTS MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE
-    CHECKSUMS_FILE BATCH_SIZE RESULTS_ARCHIVE SMOKE_RUN_PREFIX TUNING_BUILD DATA_FILE TORCH_BENCH)
+    CHECKSUMS_FILE BATCH_SIZE RESULTS_ARCHIVE SMOKE_RUN_PREFIX TUNING_BUILD DATA_FILE TORCH_BENCH CPU_REFERENCE_FILE)
 for name in "${shared_names[@]}"; do
     if [[ -z "${!name:-}" ]]; then
         echo "the bundle in $bundle names no $name (part01/vggq.env): it is older than this script; run cargo xtask device-bundle$($dry_run && echo ' --dry-run') again"
@@ -561,6 +577,43 @@ smoke_resume() {
     cmp "$smoke/$MODEL_FILE" "$run/$MODEL_FILE"
 }
 stage smoke-resume 90 smoke_resume
+
+# The promise that a CPU run is the same bytes on every machine, on this machine's CPU, which CI's cannot
+# keep (a 2-core AMD EPYC without AVX-512): the small CPU training and quantization the bundle holds as
+# made where it was built (its arguments, its model files' SHA-256, the CPU facts it ran with), run here
+# on every core with the widest kernels this CPU has (AVX-512 on the Xeons and EPYCs beside an H100 or
+# H200), must give the same model files; where it does not, once more with the AVX2 kernels forced
+# (VGGQ_ISA=avx2), which tells our kernels' width apart from what the other libraries chose for this CPU.
+# Last: it checks the CPU's promise, the stages before it the GPU's.
+cpu_bytes() {
+    local reference="$work/bundle/$CPU_REFERENCE_FILE" isa args train quantize
+    cp "$reference" "$keep/"
+    # Its two commands' arguments, a line each (a plain assignment: the stage ends where python fails).
+    args="$("$python" -c 'import json, sys; r = json.load(open(sys.argv[1])); print(" ".join(r["train"])); print(" ".join(r["quantize"]))' "$reference")"
+    read -r -a train <<< "$(sed -n 1p <<< "$args")"
+    read -r -a quantize <<< "$(sed -n 2p <<< "$args")"
+    for isa in widest avx2; do
+        local run="$work/cpu-$isa"
+        (
+            [[ $isa == widest ]] || export VGGQ_ISA="$isa"
+            "$vggq" train "${train[@]}" --data "$data" --out "$run"
+            "$vggq" quantize --run "$run" "${quantize[@]}" --data "$data"
+        ) >> "$keep/cpu-bytes.log" 2>&1
+        # {"cpu": the facts this run recorded, "differing": the reference's files it did not reproduce}
+        "$python" - "$reference" "$run" "$TRAIN_REPORT_FILE" > "$keep/cpu-bytes-$isa.json" <<'PY'
+import hashlib, json, os, sys
+reference, run, report = sys.argv[1:4]
+expected = json.load(open(reference))["sha256"]
+digest = lambda name: hashlib.sha256(open(os.path.join(run, name), "rb").read()).hexdigest()
+differing = [name for name, sha256 in expected.items() if digest(name) != sha256]
+print(json.dumps({"cpu": json.load(open(os.path.join(run, report)))["cpu"], "differing": differing}))
+PY
+        cat "$keep/cpu-bytes-$isa.json"
+        grep -q '"differing": \[\]' "$keep/cpu-bytes-$isa.json" && [[ $isa == widest ]] && return 0
+    done
+    return 1
+}
+stage cpu-bytes 60 cpu_bytes
 
 echo "== $(( $(date +%s) - started )) s: summary"
 bring_home

@@ -10,6 +10,8 @@
 //!   cubecl's autotune, which the script falls back to where the default kernels fail (the first H200
 //!   check saw the tuning build run; the default kernels have run on lavapipe only);
 //! - the JPEG copy of CIFAR-10 and the PyTorch baseline (`../shared` does not travel);
+//! - a small CPU training and quantization made here with that `vggq` ([`CPU_REFERENCE`]), which the
+//!   check repeats on the GPU machine's CPU (AVX-512 where it has it, which CI's CPU has not);
 //! - ONNX Runtime's GPU build from the pinned `onnxruntime-gpu` wheel: the library, its shared
 //!   provider and its CUDA provider (284 MB, the bulk of the bundle). The CUDA 13, cuBLAS and cuDNN 9
 //!   libraries the provider needs are on the machine already, in its PyTorch's `nvidia/` wheels.
@@ -28,8 +30,8 @@ use anyhow::{bail, Context, Result};
 use vggq_core::places::{shared_cifar10_jpeg, shared_torch_bench};
 use xshell::{cmd, Shell};
 
-use crate::device_golden;
 use crate::onnxruntime::{self, CPU_WHEEL, GPU_WHEEL};
+use crate::{device_golden, reproducibility};
 
 /// The bundle's folder (git-ignored).
 pub const BUNDLE_DIR: &str = ".device";
@@ -111,8 +113,9 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             xz_preset: XZ_PRESET,
         }
     };
+    let reference = cpu_reference(sh, &binaries[0], args.dry_run)?;
     let mut payloads = binaries;
-    payloads.extend([shared_cifar10_jpeg(), shared_torch_bench()]);
+    payloads.extend([shared_cifar10_jpeg(), shared_torch_bench(), reference]);
     for entry in std::fs::read_dir(&ort_dir).with_context(|| format!("reading {}", ort_dir.display()))? {
         let path = entry?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -171,6 +174,31 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The payload that holds the CPU run the check repeats on the GPU machine's CPU (its `cpu-bytes` stage),
+/// as made here with the bundle's vggq: its arguments, each model file's SHA-256 and the CPU facts it
+/// ran with (JSON).
+const CPU_REFERENCE: &str = "cpu-reference.json";
+
+/// [`CPU_REFERENCE`], in the folder of its run here: CI's thread check's training and quantization on the
+/// bundle's data with the bundle's `vggq` (a dry run's: the small one, which the rehearsal repeats).
+fn cpu_reference(sh: &Shell, vggq: &Path, dry_run: bool) -> Result<PathBuf> {
+    let name = if dry_run { "device-bundle-dry-run" } else { "device-bundle" };
+    let run = reproducibility::reference_run(sh, vggq, &shared_cifar10_jpeg(), name, dry_run)?;
+    let mut sha256 = serde_json::Map::new();
+    for file in &run.files {
+        let path = run.folder.join(file);
+        let digest = cmd!(sh, "sha256sum {path}").read()?;
+        sha256.insert(file.clone(), digest.split_whitespace().next().unwrap_or_default().into());
+    }
+    let report = run.folder.join(vggq_core::run_folder::TRAIN_REPORT_FILE);
+    let report: serde_json::Value =
+        serde_json::from_str(&sh.read_file(&report)?).with_context(|| format!("reading {}", report.display()))?;
+    let reference = serde_json::json!({ "train": run.train, "quantize": run.quantize, "sha256": sha256, "cpu": report["cpu"] });
+    let path = run.folder.join(CPU_REFERENCE);
+    std::fs::write(&path, serde_json::to_string_pretty(&reference)?)?;
+    Ok(path)
+}
+
 /// The run folder's file names by their constants' names (`METRICS_FILE=metrics.json`), the training's
 /// checkpoint, the batch size, how `cargo xtask device-golden` finds the smoke run's files in what the
 /// check brings home, and the bundle's payloads, one a line: the script reads them instead of spelling
@@ -194,6 +222,7 @@ fn shared_with_vggq() -> String {
         ("TUNING_BUILD", TUNING_BUILD.to_string()),
         ("DATA_FILE", file_name(shared_cifar10_jpeg())),
         ("TORCH_BENCH", file_name(shared_torch_bench())),
+        ("CPU_REFERENCE_FILE", CPU_REFERENCE.to_string()),
     ]
     .iter()
     .map(|(variable, value)| format!("{variable}={value}\n"))

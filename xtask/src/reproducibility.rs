@@ -251,9 +251,42 @@ fn emulated<'a>(qemu: &'a Path, cpu: &'a str, vggq: &'a Path) -> [&'a Path; 4] {
 fn train_and_quantize(sh: &Shell, program: &[&Path], data: &Path, name: &str, limits: &[&str]) -> Result<PathBuf> {
     let out = train(sh, program, data, name, "cpu", limits, &[])?;
     let (first, rest) = program.split_first().context("a program")?;
-    cmd!(sh, "{first} {rest...} quantize --run {out} --device cpu --force --data {data}").ignore_stdout().run()?;
+    cmd!(sh, "{first} {rest...} quantize --run {out} {QUANTIZE_ON_CPU...} --data {data}").ignore_stdout().run()?;
     print_checksums(sh, &out, &model_files())?;
     Ok(out)
+}
+
+/// `vggq quantize`'s arguments in [`train_and_quantize`], beside its run and data.
+const QUANTIZE_ON_CPU: [&str; 3] = ["--device", "cpu", "--force"];
+
+/// A CPU run that another machine repeats, to compare its model files with this one's.
+pub struct ReferenceRun {
+    /// Where it ran here.
+    pub folder: PathBuf,
+    /// `vggq train` and `vggq quantize`'s arguments, beside `--data` and `--out` / `--run`.
+    pub train: Vec<String>,
+    pub quantize: Vec<String>,
+    /// The files to compare.
+    pub files: Vec<String>,
+}
+
+/// [`run`]'s thread check's training and quantization on the CPU (where `small`, its emulated run's few
+/// dozen images), with `vggq` on `data`, into `reproducibility/name` in the target folder: for
+/// `cargo xtask device-bundle`, whose check repeats it on the GPU machine's CPU.
+pub fn reference_run(sh: &Shell, vggq: &Path, data: &Path, name: &str, small: bool) -> Result<ReferenceRun> {
+    let limits: &[&str] = if small { &EMULATED_LIMITS } else { &NATIVE_LIMITS };
+    Ok(ReferenceRun {
+        folder: train_and_quantize(sh, &[vggq], data, name, limits)?,
+        train: train_args("cpu", limits).map(String::from).collect(),
+        quantize: QUANTIZE_ON_CPU.map(String::from).to_vec(),
+        files: model_files(),
+    })
+}
+
+/// `vggq train`'s arguments in [`train`] on `device` with `limits`, beside its data, its folder and
+/// anything extra.
+fn train_args<'a>(device: &'a str, limits: &'a [&'a str]) -> impl Iterator<Item = &'a str> {
+    ["--profile", "smoke", "--device", device, "--force"].into_iter().chain(limits.iter().copied())
 }
 
 /// `program train` on `device` into `reproducibility/name` in the target folder with `extra` arguments;
@@ -269,12 +302,8 @@ fn train(
 ) -> Result<PathBuf> {
     let out = folder().join(name);
     let (first, rest) = program.split_first().context("a program")?;
-    cmd!(
-        sh,
-        "{first} {rest...} train --profile smoke --device {device} --force {limits...} {extra...} --data {data} --out {out}"
-    )
-    .ignore_stdout()
-    .run()?;
+    let args = train_args(device, limits);
+    cmd!(sh, "{first} {rest...} train {args...} {extra...} --data {data} --out {out}").ignore_stdout().run()?;
     Ok(out)
 }
 

@@ -356,6 +356,17 @@ fn bundle_commit_shown(rows: &[(&str, &str)]) -> bool {
     })
 }
 
+/// The summary's row of the CPU run against the bundle's (`<verdict> here [<this CPU>] as where the bundle
+/// was built [<that CPU>]`): in a rehearsal, the same machine and build, so the same files.
+const CPU_BYTES_ROW: &str = "cpu bytes";
+
+/// Whether the CPU run's row says it gave the bundle's files.
+fn cpu_bytes_same(rows: &[(&str, &str)]) -> bool {
+    rows.iter().any(|(key, value)| {
+        key.trim() == CPU_BYTES_ROW && value.starts_with("the same ") && value.contains(" as where the bundle was built ")
+    })
+}
+
 /// The summary's row of each stage's peak memory in use (`<what was measured>: <stage> <GiB>, ...`).
 const MEMORY_ROW: &str = "peak memory by stage";
 
@@ -377,8 +388,9 @@ const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"
 /// stopped one as stopped and ended within the grace period, the fallback's smoke run ran, every other
 /// stage is ok, the two smoke runs' SHA256SUMS were compared (the rerun packaged despite its eval), the
 /// resumed training ended with the smoke run's model, `vggq device`'s figures are there, the fallback's
-/// smoke run has its peak memory, the bundle's commit is named, the full-size figures are there (despite
-/// their eval), and the smoke bench's figures are there with a ratio, over more than its first round.
+/// smoke run has its peak memory, the bundle's commit is named, the CPU run gave the bundle's model files
+/// (the same machine and build in a rehearsal), the full-size figures are there (despite their eval),
+/// and the smoke bench's figures are there with a ratio, over more than its first round.
 /// Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
     // Each failure's stage and its verdict: a stage failed whole exits 99 (the script's injected status),
@@ -411,6 +423,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         && DEVICE_ROWS.iter().all(|row| rows.iter().any(|(key, _)| key.trim() == *row))
         && memory_peak_shown(&rows, FALLBACK_STAGE)
         && bundle_commit_shown(&rows)
+        && cpu_bytes_same(&rows)
         && rows.iter().filter(|(key, _)| key.starts_with("full size: ") && key.contains(".onnx [")).count() >= FULL_SIZE_ROWS;
     let bench_shown = BENCH_FIGURES.iter().all(|figure| {
         let shown: Vec<_> = rows.iter().filter(|(key, _)| key.trim() == format!("smoke {figure}")).collect();
@@ -420,7 +433,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         bail!(
             "the GPU check's summary does not show {FAILURES:?} failed, {} stopped within {within} s, \
              {FALLBACK_STAGE} run, every other stage run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's, \
-             `vggq device`'s {DEVICE_ROWS:?}, {FALLBACK_STAGE}'s peak memory, the bundle's commit, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
+             `vggq device`'s {DEVICE_ROWS:?}, {FALLBACK_STAGE}'s peak memory, the bundle's commit, the CPU run's files as the bundle's, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
             STOPPED.0
         );
     }
@@ -465,6 +478,7 @@ stage bench-full    | STOPPED at its time limit, 24 s
 stage full-steps    | FAILED (exit 3), 72 s
 stage conv-speed    | ok, 2 s
 stage smoke-resume  | ok, 21 s
+stage cpu-bytes     | ok, 9 s
 bundle built from   | 544ea55c0f1e2d3b4a5968778695a4b3c2d1e0f9 (as committed)
 step against the CPU | logits 0.0e0, loss 0.0e0, updates 0.0e0 (at most, at ), relative
 conv: GEMM against conv2d | 3.1e-6 (at most, forward and weight gradient, relative)
@@ -476,6 +490,7 @@ smoke eval          | vggq 5450.7 [5304.0-5597.4] | torch 3855.1 [3839.6-3870.6]
 smoke qat/fp32 train | vggq 0.86 [0.76-0.97] | torch 0.64 [0.60-0.67] | ratio 1.35x [1.26-1.44] (median of 2 rounds)
 smoke rerun         | identical SHA256SUMS
 smoke resume        | the smoke run's model_fp32.mpk
+cpu bytes           | the same 5 model files here [AMD EPYC: 2 threads, avx2 kernels (the CPU has avx2)] as where the bundle was built [AMD EPYC: 2 threads, avx2 kernels (the CPU has avx2)]
 full size: mission16_vgg11bn_fp32.onnx [cpu] | cpu | top-1 9.38 % | 58.2 img/s | 218.62 MiB
 full size: mission16_vgg11bn_int8_dynamic.onnx [cpu] | cpu | top-1 9.38 % | 60.1 img/s | 79.40 MiB
 full size: mission16_vgg11bn_int8_static.onnx [cpu] | cpu | top-1 9.38 % | 151.0 img/s | 54.39 MiB
@@ -483,7 +498,7 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
 ";
 
     /// Summaries the check must refuse: (what is wrong, text of [`SUMMARY`], what it becomes).
-    const WRONG: [(&str, &str, &str); 27] = [
+    const WRONG: [(&str, &str, &str); 30] = [
         ("no fallback", "stage smoke-run-autotune | ok, 6 s\n", ""),
         ("fallback failed", "smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)"),
         ("stopped stage ran", "bench-full    | STOPPED at its time limit", "bench-full    | ok"),
@@ -519,11 +534,18 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
             "no commit recorded (built outside a git checkout)",
         ),
         ("bundle commit cut short", "544ea55c0f1e2d3b4a5968778695a4b3c2d1e0f9 ", "544ea55 "),
+        ("cpu run failed", "cpu-bytes     | ok", "cpu-bytes     | FAILED (exit 1)"),
+        ("cpu run not compared", "cpu bytes           | the same", "cpu run | the same"),
+        (
+            "cpu run differs",
+            "| the same 5 model files here [AMD EPYC: 2 threads, avx2 kernels (the CPU has avx2)] as where",
+            "| model_fp32.mpk (1 of 5 model files) differ here [AMD EPYC: 2 threads, avx2 kernels (the CPU has avx2)] from where",
+        ),
     ];
 
     #[test]
     fn the_rehearsal_wants_its_failures_the_fallback_and_every_other_stage_ok() {
-        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 11);
+        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 12);
         for (what, text, becomes) in WRONG {
             let wrong = SUMMARY.replace(text, becomes);
             assert_ne!(wrong, SUMMARY, "{what}: the summary has no `{text}`");
