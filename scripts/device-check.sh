@@ -18,9 +18,10 @@
 #   6. times the two convolutions (the im2col GEMM CUDA trains with, Burn's conv2d) at the full shapes;
 #   7. trains the smoke profile again, killed after its first checkpoint inside an epoch and run again,
 #      which must resume and end with the first smoke run's model;
-#   8. repeats on the machine's CPU (every core, its widest kernels: AVX-512 where it has it, which CI's
-#      CPU has not) the small CPU training and quantization the bundle made where it was built, which
-#      must give the same model files;
+#   8. runs the kernels' unit tests on the machine's CPU (each instruction-set path it has, AVX-512's
+#      where it has it, which CI's CPU has not, against its definition), then repeats there (every core,
+#      the widest kernels) the small CPU training and quantization the bundle made where it was built,
+#      which must give the same model files;
 # sampling the GPU's memory in use all along (nvidia-smi, every half second) for each stage's peak,
 # and prints one table last (with the commit the bundle was built from), also written to
 # $OUT/summary.txt (rewritten after every stage, with results.tar.gz, so that a call the device tool
@@ -42,8 +43,8 @@
 # slower memory): reassemble 120 | setup 30 | probe 90 | smoke run 400 | smoke rerun
 # 150 | check step 60 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) |
 # full steps and full-size ONNX 120 | conv speed 60 | smoke resume 90 (one smoke training in two runs) |
-# cpu bytes 60 (320 images at the smoke shapes, twice where the first differs; last, so that the
-# deadline cuts it first); the deadline (default 570 s, the grace period and summary inside it)
+# cpu kernels 30 (about 1 s on 2 cores) | cpu bytes 60 (320 images at the smoke shapes, twice where the
+# first differs; the CPU's two last, so that the deadline cuts them first); the deadline (default 570 s, the grace period and summary inside it)
 # cuts the sum short. The first H200 check (2026-11-30) found the first training step alone past
 # 200 s: cubecl's autotune compiled every candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
 # operation's default kernel, compiled once; its vggq-autotune, with it, takes over the rest of the check
@@ -280,7 +281,12 @@ resumed = open(f"{keep}/smoke-resume.sha256").read().split() if os.path.exists(f
 if len(resumed) == 4:
     model = os.path.basename(resumed[1])
     rows.append(("smoke resume", f"the smoke run's {model}" if resumed[0] == resumed[2] else f"{model} differs from the smoke run's"))
-# The CPU run against the bundle's (where it was built): the widest kernels, and the AVX2 ones where those differ.
+# The kernels' tests on this CPU ("test result: ok. 24 passed; 0 failed; ..."), then the CPU run against
+# the bundle's (where it was built): the widest kernels, and the AVX2 ones where those differ.
+tested = [l for l in open(f"{keep}/kernel-tests.log")] if os.path.exists(f"{keep}/kernel-tests.log") else []
+tested = [l.split(": ", 1)[1].strip() for l in tested if l.startswith("test result: ")]
+if tested:
+    rows.append(("cpu kernel tests", f"{tested[-1]} ({os.environ['KERNEL_TESTS_FILTER']}, this CPU's instruction-set paths)"))
 reference = load(f"{keep}/{os.environ['CPU_REFERENCE_FILE']}")
 facts = lambda cpu: f"[{cpu['processor']}: {cpu['threads']} threads, {cpu['isa']} kernels (the CPU has {cpu['detected_isa']})]"
 for name, label in (("widest", "cpu bytes"), ("avx2", "cpu bytes, VGGQ_ISA=avx2")):
@@ -339,7 +345,8 @@ if [[ "${BUNDLE_KIND:-}" != "$expected_kind" ]]; then
 fi
 # A bundle older than this script lacks names it reads: stopped here, not half-way with no summary.
 shared_names=(BUNDLE_PARTS MODEL_FILE TRAIN_CHECKPOINT TRAIN_REPORT_FILE QUANT_REPORT_FILE METRICS_FILE REPORT_FILE GOLDEN_TABLE_FILE MANIFEST_FILE
-    CHECKSUMS_FILE BATCH_SIZE RESULTS_ARCHIVE SMOKE_RUN_PREFIX TUNING_BUILD DATA_FILE TORCH_BENCH CPU_REFERENCE_FILE)
+    CHECKSUMS_FILE BATCH_SIZE RESULTS_ARCHIVE SMOKE_RUN_PREFIX TUNING_BUILD DATA_FILE TORCH_BENCH CPU_REFERENCE_FILE
+    KERNEL_TESTS KERNEL_TESTS_FILTER)
 for name in "${shared_names[@]}"; do
     if [[ -z "${!name:-}" ]]; then
         echo "the bundle in $bundle names no $name (part01/vggq.env): it is older than this script; run cargo xtask device-bundle$($dry_run && echo ' --dry-run') again"
@@ -579,12 +586,21 @@ smoke_resume() {
 stage smoke-resume 90 smoke_resume
 
 # The promise that a CPU run is the same bytes on every machine, on this machine's CPU, which CI's cannot
-# keep (a 2-core AMD EPYC without AVX-512): the small CPU training and quantization the bundle holds as
-# made where it was built (its arguments, its model files' SHA-256, the CPU facts it ran with), run here
-# on every core with the widest kernels this CPU has (AVX-512 on the Xeons and EPYCs beside an H100 or
-# H200), must give the same model files; where it does not, once more with the AVX2 kernels forced
-# (VGGQ_ISA=avx2), which tells our kernels' width apart from what the other libraries chose for this CPU.
-# Last: it checks the CPU's promise, the stages before it the GPU's.
+# keep (a 2-core AMD EPYC without AVX-512). First the kernels' own tests (the library's, which the bundle
+# holds): each instruction-set path this CPU has against its definition, bit for bit.
+cpu_kernels() {
+    local status=0
+    (cd "$work" && "$work/bundle/$KERNEL_TESTS" "$KERNEL_TESTS_FILTER") > "$keep/kernel-tests.log" 2>&1 || status=$?
+    grep "^test result:" "$keep/kernel-tests.log" || tail -n 20 "$keep/kernel-tests.log"
+    return $status
+}
+stage cpu-kernels 30 cpu_kernels
+# Then the small CPU training and quantization the bundle holds as made where it was built (its
+# arguments, its model files' SHA-256, the CPU facts it ran with), run here on every core with the
+# widest kernels this CPU has (AVX-512 on the Xeons and EPYCs beside an H100 or H200), must give the
+# same model files; where it does not, once more with the AVX2 kernels forced (VGGQ_ISA=avx2), which
+# tells our kernels' width apart from what the other libraries chose for this CPU. Last, with the
+# kernels' tests: they check the CPU's promise, the stages before them the GPU's.
 cpu_bytes() {
     local reference="$work/bundle/$CPU_REFERENCE_FILE" isa args train quantize
     cp "$reference" "$keep/"

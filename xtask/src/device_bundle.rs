@@ -11,7 +11,8 @@
 //!   check saw the tuning build run; the default kernels have run on lavapipe only);
 //! - the JPEG copy of CIFAR-10 and the PyTorch baseline (`../shared` does not travel);
 //! - a small CPU training and quantization made here with that `vggq` ([`CPU_REFERENCE`]), which the
-//!   check repeats on the GPU machine's CPU (AVX-512 where it has it, which CI's CPU has not);
+//!   check repeats on the GPU machine's CPU (AVX-512 where it has it, which CI's CPU has not), and the
+//!   library's unit tests, whose kernel tests it runs there first ([`KERNEL_TESTS`]);
 //! - ONNX Runtime's GPU build from the pinned `onnxruntime-gpu` wheel: the library, its shared
 //!   provider and its CUDA provider (284 MB, the bulk of the bundle). The CUDA 13, cuBLAS and cuDNN 9
 //!   libraries the provider needs are on the machine already, in its PyTorch's `nvidia/` wheels.
@@ -31,7 +32,7 @@ use vggq_core::places::{shared_cifar10_jpeg, shared_torch_bench};
 use xshell::{cmd, Shell};
 
 use crate::onnxruntime::{self, CPU_WHEEL, GPU_WHEEL};
-use crate::{device_golden, reproducibility};
+use crate::{device_golden, reproducibility, test};
 
 /// The bundle's folder (git-ignored).
 pub const BUNDLE_DIR: &str = ".device";
@@ -115,7 +116,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     };
     let reference = cpu_reference(sh, &binaries[0], args.dry_run)?;
     let mut payloads = binaries;
-    payloads.extend([shared_cifar10_jpeg(), shared_torch_bench(), reference]);
+    payloads.extend([shared_cifar10_jpeg(), shared_torch_bench(), reference, kernel_tests(sh)?]);
     for entry in std::fs::read_dir(&ort_dir).with_context(|| format!("reading {}", ort_dir.display()))? {
         let path = entry?.path();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -199,6 +200,22 @@ fn cpu_reference(sh: &Shell, vggq: &Path, dry_run: bool) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The payload that holds the library's unit tests, whose kernel tests ([`KERNEL_TESTS_FILTER`]) the
+/// check runs on the GPU machine's CPU (its `cpu-bytes` stage): each instruction-set path that CPU has
+/// against its definition, bit for bit, AVX-512's where it has it (CI's CPU has not).
+const KERNEL_TESTS: &str = "vggq-kernel-tests";
+/// The kernels' tests among the library's: those of `vggq::model::kernels`.
+const KERNEL_TESTS_FILTER: &str = "model::kernels::";
+
+/// [`KERNEL_TESTS`] in the target folder, copied from the executable `cargo xtask test` builds (the CPU
+/// features: the kernels' tests are the CPU's; on a warm target, nothing to build).
+fn kernel_tests(sh: &Shell) -> Result<PathBuf> {
+    let built = test::test_executable(&test::build_tests(sh)?, "vggq").context("cargo built no unit tests of vggq's library")?;
+    let copy = crate::target_dir().join(KERNEL_TESTS);
+    sh.copy_file(&built, &copy)?;
+    Ok(copy)
+}
+
 /// The run folder's file names by their constants' names (`METRICS_FILE=metrics.json`), the training's
 /// checkpoint, the batch size, how `cargo xtask device-golden` finds the smoke run's files in what the
 /// check brings home, and the bundle's payloads, one a line: the script reads them instead of spelling
@@ -223,6 +240,8 @@ fn shared_with_vggq() -> String {
         ("DATA_FILE", file_name(shared_cifar10_jpeg())),
         ("TORCH_BENCH", file_name(shared_torch_bench())),
         ("CPU_REFERENCE_FILE", CPU_REFERENCE.to_string()),
+        ("KERNEL_TESTS", KERNEL_TESTS.to_string()),
+        ("KERNEL_TESTS_FILTER", KERNEL_TESTS_FILTER.to_string()),
     ]
     .iter()
     .map(|(variable, value)| format!("{variable}={value}\n"))

@@ -49,9 +49,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     clock.beside("onnxruntime and python", setup_took);
     // The tests are built before the pipelines, so that xtask's own start now and run beside them
     // ([`TestsBeside`]); with a filter or cargo's options (`cargo_args`), every test runs after them.
-    let messages = clock.time("build tests", || {
-        Ok(cmd!(sh, "cargo test --release {flags...} --no-run --message-format=json-render-diagnostics").read()?)
-    })?;
+    let messages = clock.time("build tests", || build_tests(sh))?;
     let beside = if args.cargo_args.is_empty() { Some(TestsBeside::start(BESIDE_PACKAGE, &messages)?) } else { None };
     let data = shared_cifar10_jpeg();
     let pipeline = |profile, init, limits, out: Option<PathBuf>, force| all::Args {
@@ -147,6 +145,13 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
 /// The features the lints and the docs build: every backend and autotune, which CPU builds leave out.
 const LINTED_FEATURES: &str = "vggq/cuda,vggq/wgpu,vggq/autotune";
 
+/// Builds every package's tests as the suite runs them (`--release`, [`crate::vggq_cargo_flags`]); returns
+/// cargo's JSON build messages, which name each test executable ([`test_executable`]).
+pub fn build_tests(sh: &Shell) -> Result<String> {
+    let flags = crate::vggq_cargo_flags();
+    Ok(cmd!(sh, "cargo test --release {flags...} --no-run --message-format=json-render-diagnostics").read()?)
+}
+
 /// The package whose tests run beside the pipelines: xtask's check its locks against PyPI's index and
 /// mostly wait on the network (four to seven minutes on CI's 2 cores), while the pipelines keep both cores
 /// busy.
@@ -203,7 +208,7 @@ impl Drop for TestsBeside {
 
 /// The unit test executable of `package` among cargo's JSON build messages (one a line): its library's,
 /// else its binary's (xtask has only a binary).
-fn test_executable(messages: &str, package: &str) -> Option<PathBuf> {
+pub fn test_executable(messages: &str, package: &str) -> Option<PathBuf> {
     crate::executable_where(messages, |target, profile| {
         profile["test"] == true
             && target["name"] == package
@@ -360,6 +365,20 @@ fn bundle_commit_shown(rows: &[(&str, &str)]) -> bool {
 /// was built [<that CPU>]`): in a rehearsal, the same machine and build, so the same files.
 const CPU_BYTES_ROW: &str = "cpu bytes";
 
+/// The summary's row of the kernels' tests on the check's CPU (`<cargo test's result line>, (...)`).
+const KERNEL_TESTS_ROW: &str = "cpu kernel tests";
+
+/// Whether the kernels' tests' row says they passed, some of them.
+fn kernel_tests_passed(rows: &[(&str, &str)]) -> bool {
+    rows.iter().any(|(key, value)| {
+        key.trim() == KERNEL_TESTS_ROW
+            && value
+                .strip_prefix("ok. ")
+                .and_then(|result| result.split_once(" passed; 0 failed;"))
+                .is_some_and(|(passed, _)| passed.parse::<usize>().is_ok_and(|passed| passed > 0))
+    })
+}
+
 /// Whether the CPU run's row says it gave the bundle's files.
 fn cpu_bytes_same(rows: &[(&str, &str)]) -> bool {
     rows.iter().any(|(key, value)| {
@@ -388,9 +407,10 @@ const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"
 /// stopped one as stopped and ended within the grace period, the fallback's smoke run ran, every other
 /// stage is ok, the two smoke runs' SHA256SUMS were compared (the rerun packaged despite its eval), the
 /// resumed training ended with the smoke run's model, `vggq device`'s figures are there, the fallback's
-/// smoke run has its peak memory, the bundle's commit is named, the CPU run gave the bundle's model files
-/// (the same machine and build in a rehearsal), the full-size figures are there (despite their eval),
-/// and the smoke bench's figures are there with a ratio, over more than its first round.
+/// smoke run has its peak memory, the bundle's commit is named, the kernels' tests passed there and the CPU
+/// run gave the bundle's model files (the same machine and build in a rehearsal), the full-size figures
+/// are there (despite their eval), and the smoke bench's figures are there with a ratio, over more than
+/// its first round.
 /// Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
     // Each failure's stage and its verdict: a stage failed whole exits 99 (the script's injected status),
@@ -423,6 +443,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         && DEVICE_ROWS.iter().all(|row| rows.iter().any(|(key, _)| key.trim() == *row))
         && memory_peak_shown(&rows, FALLBACK_STAGE)
         && bundle_commit_shown(&rows)
+        && kernel_tests_passed(&rows)
         && cpu_bytes_same(&rows)
         && rows.iter().filter(|(key, _)| key.starts_with("full size: ") && key.contains(".onnx [")).count() >= FULL_SIZE_ROWS;
     let bench_shown = BENCH_FIGURES.iter().all(|figure| {
@@ -433,7 +454,7 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         bail!(
             "the GPU check's summary does not show {FAILURES:?} failed, {} stopped within {within} s, \
              {FALLBACK_STAGE} run, every other stage run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's, \
-             `vggq device`'s {DEVICE_ROWS:?}, {FALLBACK_STAGE}'s peak memory, the bundle's commit, the CPU run's files as the bundle's, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
+             `vggq device`'s {DEVICE_ROWS:?}, {FALLBACK_STAGE}'s peak memory, the bundle's commit, the kernels' tests passed and the CPU run's files as the bundle's, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
             STOPPED.0
         );
     }
@@ -478,6 +499,7 @@ stage bench-full    | STOPPED at its time limit, 24 s
 stage full-steps    | FAILED (exit 3), 72 s
 stage conv-speed    | ok, 2 s
 stage smoke-resume  | ok, 21 s
+stage cpu-kernels   | ok, 1 s
 stage cpu-bytes     | ok, 9 s
 bundle built from   | 544ea55c0f1e2d3b4a5968778695a4b3c2d1e0f9 (as committed)
 step against the CPU | logits 0.0e0, loss 0.0e0, updates 0.0e0 (at most, at ), relative
@@ -490,6 +512,7 @@ smoke eval          | vggq 5450.7 [5304.0-5597.4] | torch 3855.1 [3839.6-3870.6]
 smoke qat/fp32 train | vggq 0.86 [0.76-0.97] | torch 0.64 [0.60-0.67] | ratio 1.35x [1.26-1.44] (median of 2 rounds)
 smoke rerun         | identical SHA256SUMS
 smoke resume        | the smoke run's model_fp32.mpk
+cpu kernel tests    | ok. 24 passed; 0 failed; 0 ignored; 0 measured; 82 filtered out; finished in 0.70s (model::kernels::, this CPU's instruction-set paths)
 cpu bytes           | the same 5 model files here [AMD EPYC: 2 threads, avx2 kernels (the CPU has avx2)] as where the bundle was built [AMD EPYC: 2 threads, avx2 kernels (the CPU has avx2)]
 full size: mission16_vgg11bn_fp32.onnx [cpu] | cpu | top-1 9.38 % | 58.2 img/s | 218.62 MiB
 full size: mission16_vgg11bn_int8_dynamic.onnx [cpu] | cpu | top-1 9.38 % | 60.1 img/s | 79.40 MiB
@@ -498,7 +521,7 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
 ";
 
     /// Summaries the check must refuse: (what is wrong, text of [`SUMMARY`], what it becomes).
-    const WRONG: [(&str, &str, &str); 30] = [
+    const WRONG: [(&str, &str, &str); 32] = [
         ("no fallback", "stage smoke-run-autotune | ok, 6 s\n", ""),
         ("fallback failed", "smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)"),
         ("stopped stage ran", "bench-full    | STOPPED at its time limit", "bench-full    | ok"),
@@ -534,6 +557,8 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
             "no commit recorded (built outside a git checkout)",
         ),
         ("bundle commit cut short", "544ea55c0f1e2d3b4a5968778695a4b3c2d1e0f9 ", "544ea55 "),
+        ("cpu kernel tests failed", "cpu-kernels   | ok", "cpu-kernels   | FAILED (exit 101)"),
+        ("cpu kernel tests not shown", "cpu kernel tests    | ok. 24 passed", "cpu kernel tests    | no result"),
         ("cpu run failed", "cpu-bytes     | ok", "cpu-bytes     | FAILED (exit 1)"),
         ("cpu run not compared", "cpu bytes           | the same", "cpu run | the same"),
         (
@@ -545,7 +570,7 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
 
     #[test]
     fn the_rehearsal_wants_its_failures_the_fallback_and_every_other_stage_ok() {
-        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 12);
+        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 13);
         for (what, text, becomes) in WRONG {
             let wrong = SUMMARY.replace(text, becomes);
             assert_ne!(wrong, SUMMARY, "{what}: the summary has no `{text}`");
