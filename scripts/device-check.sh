@@ -22,6 +22,7 @@
 #      where it has it, which CI's CPU has not, against its definition), then repeats there (every core,
 #      the widest kernels) the small CPU training and quantization the bundle made where it was built,
 #      which must give the same model files;
+#   9. measures vggq's CPU training and evaluation beside PyTorch's there, at the smoke shapes;
 # sampling the GPU's memory in use all along (nvidia-smi, every half second) for each stage's peak,
 # and prints one table last (with the commit the bundle was built from), also written to
 # $OUT/summary.txt (rewritten after every stage, with results.tar.gz, so that a call the device tool
@@ -44,7 +45,7 @@
 # 150 | check step 60 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) |
 # full steps and full-size ONNX 120 | conv speed 60 | smoke resume 90 (one smoke training in two runs) |
 # cpu kernels 30 (about 1 s on 2 cores) | cpu bytes 60 (320 images at the smoke shapes, twice where the
-# first differs; the CPU's two last, so that the deadline cuts them first); the deadline (default 570 s, the grace period and summary inside it)
+# first differs) | bench cpu 60 (the CPU's stages last, so that the deadline cuts them first); the deadline (default 570 s, the grace period and summary inside it)
 # cuts the sum short. The first H200 check (2026-11-30) found the first training step alone past
 # 200 s: cubecl's autotune compiled every candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
 # operation's default kernel, compiled once; its vggq-autotune, with it, takes over the rest of the check
@@ -519,14 +520,17 @@ check_step() {
 stage check-step 60 check_step
 
 : > "$out/bench.txt"
-bench() {  # profile, shape flags...
-    local profile="$1"; shift
-    "$vggq" bench-train --device "$device" --profile "$profile" --seconds "$seconds" --rounds "$rounds" "$@" --autotune-cache "$autotune" \
-        --baseline-name torch -- "$python" "$root/scripts/torch_bench_precision.py" "${precision[@]}" \
-        "$work/bundle/$TORCH_BENCH" --device "$device" --qat | sed -u "s/^/$profile: /" | tee -a "$out/bench.txt"
+bench() {  # label (the summary's rows' first word), device, profile, shape flags...
+    local label="$1" on="$2" profile="$3"; shift 3
+    # PyTorch computes as vggq was measured to on the GPU; on the CPU both compute in FP32.
+    local arithmetic=("${precision[@]}")
+    [[ $on == cpu ]] && arithmetic=(fp32 fp32)
+    "$vggq" bench-train --device "$on" --profile "$profile" --seconds "$seconds" --rounds "$rounds" "$@" --autotune-cache "$autotune" \
+        --baseline-name torch -- "$python" "$root/scripts/torch_bench_precision.py" "${arithmetic[@]}" \
+        "$work/bundle/$TORCH_BENCH" --device "$on" --qat | sed -u "s/^/$label: /" | tee -a "$out/bench.txt"
 }
-stage bench-smoke 90 bench smoke
-stage bench-full 120 bench full "${full_shapes[@]}"
+stage bench-smoke 90 bench smoke "$device" smoke
+stage bench-full 120 bench full "$device" full "${full_shapes[@]}"
 
 # The full profile's first training steps (to project the whole run), then its four ONNX files at full
 # size through ONNX Runtime (the user's table: FP32 at 516 img/s on the CUDA provider; where that
@@ -630,6 +634,11 @@ PY
     return 1
 }
 stage cpu-bytes 60 cpu_bytes
+
+# vggq's CPU training and evaluation beside PyTorch's on this machine's CPU, at the smoke shapes: every
+# core, AVX-512 where it has it, where the README's CPU figures are 2 cores' without it (and PyTorch's
+# oneDNN on many cores is another opponent). Last of all: a figure, where the stages before it check.
+stage bench-cpu 60 bench cpu cpu smoke
 
 echo "== $(( $(date +%s) - started )) s: summary"
 bring_home

@@ -398,9 +398,12 @@ fn memory_peak_shown(rows: &[(&str, &str)], stage: &str) -> bool {
         .any(|peak| peak.strip_prefix(stage).and_then(|gib| gib.strip_prefix(' ')).is_some_and(|gib| gib.parse::<f64>().is_ok()))
 }
 
-/// The figures `vggq bench-train` summarises, which the summary shows for the smoke bench with PyTorch's
-/// ratio, from the last of the blocks it prints after every round (the rehearsal runs more than one).
+/// The figures `vggq bench-train` summarises, which the summary shows for the smoke bench on the check's
+/// device and for the CPU's, with PyTorch's ratio, from the last of the blocks it prints after every round
+/// (the rehearsal runs more than one).
 const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"];
+/// The benches whose figures the rehearsal's summary must show: the first word of their rows.
+const BENCH_ROWS: [&str; 2] = ["smoke", "cpu"];
 
 /// Checks the rehearsal's summary (`stage <name> | <verdict>` lines): the stages made to fail are named
 /// as failed (those whose eval failed with the script's own status for it, 3, after their figures), the
@@ -409,8 +412,8 @@ const BENCH_FIGURES: [&str; 4] = ["train", "qat train", "eval", "qat/fp32 train"
 /// resumed training ended with the smoke run's model, `vggq device`'s figures are there, the fallback's
 /// smoke run has its peak memory, the bundle's commit is named, the kernels' tests passed there and the CPU
 /// run gave the bundle's model files (the same machine and build in a rehearsal), the full-size figures
-/// are there (despite their eval), and the smoke bench's figures are there with a ratio, over more than
-/// its first round.
+/// are there (despite their eval), and the smoke bench's and the CPU bench's figures are there with a
+/// ratio, over more than their first round.
 /// Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
     // Each failure's stage and its verdict: a stage failed whole exits 99 (the script's injected status),
@@ -446,15 +449,15 @@ fn rehearsed_stages(summary: &str) -> Result<usize> {
         && kernel_tests_passed(&rows)
         && cpu_bytes_same(&rows)
         && rows.iter().filter(|(key, _)| key.starts_with("full size: ") && key.contains(".onnx [")).count() >= FULL_SIZE_ROWS;
-    let bench_shown = BENCH_FIGURES.iter().all(|figure| {
-        let shown: Vec<_> = rows.iter().filter(|(key, _)| key.trim() == format!("smoke {figure}")).collect();
+    let bench_shown = BENCH_ROWS.iter().flat_map(|bench| BENCH_FIGURES.map(|figure| format!("{bench} {figure}"))).all(|row| {
+        let shown: Vec<_> = rows.iter().filter(|(key, _)| key.trim() == row).collect();
         matches!(shown[..], [(_, figures)] if figures.contains("| ratio ") && !figures.contains("(median of 1 rounds)"))
     });
     if !as_rehearsed || !bench_shown {
         bail!(
             "the GPU check's summary does not show {FAILURES:?} failed, {} stopped within {within} s, \
              {FALLBACK_STAGE} run, every other stage run, the smoke runs' SHA256SUMS compared, the resumed training's model as the smoke run's, \
-             `vggq device`'s {DEVICE_ROWS:?}, {FALLBACK_STAGE}'s peak memory, the bundle's commit, the kernels' tests passed and the CPU run's files as the bundle's, {FULL_SIZE_ROWS} full-size figures and the smoke bench's {BENCH_FIGURES:?} with a ratio over its rounds:\n{summary}",
+             `vggq device`'s {DEVICE_ROWS:?}, {FALLBACK_STAGE}'s peak memory, the bundle's commit, the kernels' tests passed and the CPU run's files as the bundle's, {FULL_SIZE_ROWS} full-size figures and the {BENCH_ROWS:?} benches' {BENCH_FIGURES:?} with a ratio over their rounds:\n{summary}",
             STOPPED.0
         );
     }
@@ -501,6 +504,7 @@ stage conv-speed    | ok, 2 s
 stage smoke-resume  | ok, 21 s
 stage cpu-kernels   | ok, 1 s
 stage cpu-bytes     | ok, 9 s
+stage bench-cpu     | ok, 30 s
 bundle built from   | 544ea55c0f1e2d3b4a5968778695a4b3c2d1e0f9 (as committed)
 step against the CPU | logits 0.0e0, loss 0.0e0, updates 0.0e0 (at most, at ), relative
 conv: GEMM against conv2d | 3.1e-6 (at most, forward and weight gradient, relative)
@@ -510,6 +514,10 @@ smoke train         | vggq 1202.7 [1029.9-1375.4] | torch 1076.1 [988.5-1163.7] 
 smoke qat train     | vggq 1018.1 [994.2-1042.0] | torch 681.2 [663.0-699.5] | ratio 1.49x [1.49-1.50] (median of 2 rounds)
 smoke eval          | vggq 5450.7 [5304.0-5597.4] | torch 3855.1 [3839.6-3870.6] | ratio 1.41x [1.37-1.46] (median of 2 rounds)
 smoke qat/fp32 train | vggq 0.86 [0.76-0.97] | torch 0.64 [0.60-0.67] | ratio 1.35x [1.26-1.44] (median of 2 rounds)
+cpu train           | vggq 1202.7 [1029.9-1375.4] | torch 1076.1 [988.5-1163.7] | ratio 1.11x [1.04-1.18] (median of 2 rounds)
+cpu qat train       | vggq 1018.1 [994.2-1042.0] | torch 681.2 [663.0-699.5] | ratio 1.49x [1.49-1.50] (median of 2 rounds)
+cpu eval            | vggq 5450.7 [5304.0-5597.4] | torch 3855.1 [3839.6-3870.6] | ratio 1.41x [1.37-1.46] (median of 2 rounds)
+cpu qat/fp32 train  | vggq 0.86 [0.76-0.97] | torch 0.64 [0.60-0.67] | ratio 1.35x [1.26-1.44] (median of 2 rounds)
 smoke rerun         | identical SHA256SUMS
 smoke resume        | the smoke run's model_fp32.mpk
 cpu kernel tests    | ok. 24 passed; 0 failed; 0 ignored; 0 measured; 82 filtered out; finished in 0.70s (model::kernels::, this CPU's instruction-set paths)
@@ -521,7 +529,7 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
 ";
 
     /// Summaries the check must refuse: (what is wrong, text of [`SUMMARY`], what it becomes).
-    const WRONG: [(&str, &str, &str); 32] = [
+    const WRONG: [(&str, &str, &str); 34] = [
         ("no fallback", "stage smoke-run-autotune | ok, 6 s\n", ""),
         ("fallback failed", "smoke-run-autotune | ok", "smoke-run-autotune | FAILED (exit 1)"),
         ("stopped stage ran", "bench-full    | STOPPED at its time limit", "bench-full    | ok"),
@@ -560,6 +568,8 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
         ("cpu kernel tests failed", "cpu-kernels   | ok", "cpu-kernels   | FAILED (exit 101)"),
         ("cpu kernel tests not shown", "cpu kernel tests    | ok. 24 passed", "cpu kernel tests    | no result"),
         ("cpu run failed", "cpu-bytes     | ok", "cpu-bytes     | FAILED (exit 1)"),
+        ("cpu bench stopped", "bench-cpu     | ok", "bench-cpu     | STOPPED at its time limit"),
+        ("no cpu bench figure", "cpu eval            | vggq 5450.7", "eval on the cpu | vggq 5450.7"),
         ("cpu run not compared", "cpu bytes           | the same", "cpu run | the same"),
         (
             "cpu run differs",
@@ -570,7 +580,7 @@ full size: mission_16_vgg11bn_qat_int8_fp32match.onnx [cpu] | cpu | top-1 9.38 %
 
     #[test]
     fn the_rehearsal_wants_its_failures_the_fallback_and_every_other_stage_ok() {
-        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 13);
+        assert_eq!(rehearsed_stages(SUMMARY).unwrap(), 14);
         for (what, text, becomes) in WRONG {
             let wrong = SUMMARY.replace(text, becomes);
             assert_ne!(wrong, SUMMARY, "{what}: the summary has no `{text}`");
