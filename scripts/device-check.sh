@@ -45,9 +45,10 @@
 # 150 | check step 60 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) |
 # full steps and full-size ONNX 120 | conv speed 60 | smoke resume 90 (one smoke training in two runs) |
 # cpu kernels 30 (about 1 s on 2 cores) | cpu bytes 60 (320 images at the smoke shapes, twice where the
-# first differs) | bench cpu 60 (the CPU's stages last, so that the deadline cuts them first); the deadline (default 570 s, the grace period and summary inside it)
-# cuts the sum short. The first H200 check (2026-11-30) found the first training step alone past
-# 200 s: cubecl's autotune compiled every candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
+# first differs) | bench cpu 60 (the CPU's stages last, so that the deadline cuts them first); the
+# deadline (default 570 s, the grace period and summary inside it) cuts the sum short. The first H200
+# check (2026-11-30) found the first training step alone past 200 s: cubecl's autotune compiled every
+# candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
 # operation's default kernel, compiled once; its vggq-autotune, with it, takes over the rest of the check
 # where the default build's smoke run fails (it then runs again, capped as the first). On lavapipe a
 # smoke training of 320 images took 16 s instead of 1 min 14 s and compiled 186 kernels instead of 246;
@@ -603,8 +604,8 @@ stage cpu-kernels 30 cpu_kernels
 # arguments, its model files' SHA-256, the CPU facts it ran with), run here on every core with the
 # widest kernels this CPU has (AVX-512 on the Xeons and EPYCs beside an H100 or H200), must give the
 # same model files; where it does not, once more with the AVX2 kernels forced (VGGQ_ISA=avx2), which
-# tells our kernels' width apart from what the other libraries chose for this CPU. Last, with the
-# kernels' tests: they check the CPU's promise, the stages before them the GPU's.
+# tells our kernels' width apart from what the other libraries chose for this CPU. After the GPU's
+# stages, with the kernels' tests: they check the CPU's promise, the stages before them the GPU's.
 cpu_bytes() {
     local reference="$work/bundle/$CPU_REFERENCE_FILE" isa args train quantize
     cp "$reference" "$keep/"
