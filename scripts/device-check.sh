@@ -597,6 +597,8 @@ cpu_kernels() {
     local status=0
     (cd "$work" && "$work/bundle/$KERNEL_TESTS" "$KERNEL_TESTS_FILTER") > "$keep/kernel-tests.log" 2>&1 || status=$?
     grep "^test result:" "$keep/kernel-tests.log" || tail -n 20 "$keep/kernel-tests.log"
+    # None run is no check (an executable without them, a filter that matches none).
+    grep -q "^test result: .* [1-9][0-9]* passed" "$keep/kernel-tests.log" || { echo "no kernel test ran"; return 1; }
     return $status
 }
 stage cpu-kernels 30 cpu_kernels

@@ -211,6 +211,11 @@ const KERNEL_TESTS_FILTER: &str = "model::kernels::";
 /// features: the kernels' tests are the CPU's; on a warm target, nothing to build).
 fn kernel_tests(sh: &Shell) -> Result<PathBuf> {
     let built = test::test_executable(&test::build_tests(sh)?, "vggq").context("cargo built no unit tests of vggq's library")?;
+    // What the check would run, counted here: an executable without them passes there, having run none.
+    let listed = cmd!(sh, "{built} --list {KERNEL_TESTS_FILTER}").read()?;
+    if !listed.lines().any(|line| line.ends_with(": test")) {
+        bail!("{} lists no tests under {KERNEL_TESTS_FILTER}: not vggq's library's unit tests", built.display());
+    }
     let copy = crate::target_dir().join(KERNEL_TESTS);
     sh.copy_file(&built, &copy)?;
     Ok(copy)

@@ -209,11 +209,14 @@ impl Drop for TestsBeside {
 /// The unit test executable of `package` among cargo's JSON build messages (one a line): its library's,
 /// else its binary's (xtask has only a binary).
 pub fn test_executable(messages: &str, package: &str) -> Option<PathBuf> {
-    crate::executable_where(messages, |target, profile| {
-        profile["test"] == true
-            && target["name"] == package
-            && target["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin" || kind == "lib"))
-    })
+    let of_kind = |kind: &str| {
+        crate::executable_where(messages, |target, profile| {
+            profile["test"] == true
+                && target["name"] == package
+                && target["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == kind))
+        })
+    };
+    of_kind("lib").or_else(|| of_kind("bin"))
 }
 
 /// How long each stage of the suite took, printed when the suite ends, passed or failed: CI gives a cold
@@ -469,7 +472,7 @@ mod tests {
     use super::*;
 
     /// The package's unit tests are found in cargo's messages: not its binary, nor another package's
-    /// tests, nor its integration tests.
+    /// tests, nor its integration tests; its library's before its binary's, whichever cargo names first.
     #[test]
     fn the_tests_beside_are_the_packages_unit_tests() {
         let artifact = |name: &str, kind: &str, test: bool, executable: &str| {
@@ -479,6 +482,7 @@ mod tests {
         };
         let messages = [
             artifact("xtask", "bin", false, "/t/release/xtask"),
+            artifact("vggq", "bin", true, "/t/release/deps/vggq-0"),
             artifact("vggq", "lib", true, "/t/release/deps/vggq-1"),
             artifact("cli", "test", true, "/t/release/deps/cli-2"),
             "not json".into(),
