@@ -45,8 +45,8 @@
 # 150 | check step 60 | bench smoke 90 and full 120 (3 rounds x 2 sides x 3 figures x (warm-up + 2 s)) |
 # full steps and full-size ONNX 120 | conv speed 60 | smoke resume 90 (one smoke training in two runs) |
 # cpu kernels 30 (about 1 s on 2 cores) | cpu bytes 60 (320 images at the smoke shapes, twice where the
-# first differs) | bench cpu 60 (the CPU's stages last, so that the deadline cuts them first); the
-# deadline (default 570 s, the grace period and summary inside it) cuts the sum short. The first H200
+# first differs) | bench cpu 60 (2 rounds; the CPU's stages last, so that the deadline cuts them
+# first); the deadline (default 570 s, the grace period and summary inside it) cuts the sum short. The first H200
 # check (2026-11-30) found the first training step alone past 200 s: cubecl's autotune compiled every
 # candidate kernel with NVRTC on one core. The bundle's vggq is now built without autotune: each
 # operation's default kernel, compiled once; its vggq-autotune, with it, takes over the rest of the check
@@ -397,6 +397,8 @@ if $dry_run; then
     device=cpu
     seconds=1
     rounds=2
+    # The CPU's bench is the smoke bench's command on the CPU, whose rounds the smoke bench rehearses.
+    cpu_rounds=1
     # The smoke profile on a few hundred images; the full shapes' benchmark at width/16 (a CPU needs
     # seconds for one full-width step), one full-size training step and calibration batch (8 s each
     # on 2 cores: the rehearsal checks the stage runs, the full-shape run in CI checks its figures).
@@ -415,6 +417,8 @@ else
     device=cuda
     seconds=2
     rounds=3
+    # Within its cap, each round's PyTorch started anew.
+    cpu_rounds=2
     smoke_limits=()
     full_steps=60
     full_calibration_batches=2
@@ -521,8 +525,8 @@ check_step() {
 stage check-step 60 check_step
 
 : > "$out/bench.txt"
-bench() {  # label (the summary's rows' first word), device, profile, shape flags...
-    local label="$1" on="$2" profile="$3"; shift 3
+bench() {  # label (the summary's rows' first word), device, rounds, profile, shape flags...
+    local label="$1" on="$2" rounds="$3" profile="$4"; shift 4
     # PyTorch computes as vggq was measured to on the GPU; on the CPU both compute in FP32.
     local arithmetic=("${precision[@]}")
     [[ $on == cpu ]] && arithmetic=(fp32 fp32)
@@ -530,8 +534,8 @@ bench() {  # label (the summary's rows' first word), device, profile, shape flag
         --baseline-name torch -- "$python" "$root/scripts/torch_bench_precision.py" "${arithmetic[@]}" \
         "$work/bundle/$TORCH_BENCH" --device "$on" --qat | sed -u "s/^/$label: /" | tee -a "$out/bench.txt"
 }
-stage bench-smoke 90 bench smoke "$device" smoke
-stage bench-full 120 bench full "$device" full "${full_shapes[@]}"
+stage bench-smoke 90 bench smoke "$device" "$rounds" smoke
+stage bench-full 120 bench full "$device" "$rounds" full "${full_shapes[@]}"
 
 # The full profile's first training steps (to project the whole run), then its four ONNX files at full
 # size through ONNX Runtime (the user's table: FP32 at 516 img/s on the CUDA provider; where that
@@ -641,7 +645,7 @@ stage cpu-bytes 60 cpu_bytes
 # vggq's CPU training and evaluation beside PyTorch's on this machine's CPU, at the smoke shapes: every
 # core, AVX-512 where it has it, where the README's CPU figures are 2 cores' without it (and PyTorch's
 # oneDNN on many cores is another opponent). Last of all: a figure, where the stages before it check.
-stage bench-cpu 60 bench cpu cpu smoke
+stage bench-cpu 60 bench cpu cpu "$cpu_rounds" smoke
 
 echo "== $(( $(date +%s) - started )) s: summary"
 bring_home
