@@ -185,12 +185,7 @@ const CPU_REFERENCE: &str = "cpu-reference.json";
 fn cpu_reference(sh: &Shell, vggq: &Path, dry_run: bool) -> Result<PathBuf> {
     let name = if dry_run { "device-bundle-dry-run" } else { "device-bundle" };
     let run = reproducibility::reference_run(sh, vggq, &shared_cifar10_jpeg(), name, dry_run)?;
-    let mut sha256 = serde_json::Map::new();
-    for file in &run.files {
-        let path = run.folder.join(file);
-        let digest = cmd!(sh, "sha256sum {path}").read()?;
-        sha256.insert(file.clone(), digest.split_whitespace().next().unwrap_or_default().into());
-    }
+    let sha256: serde_json::Map<_, _> = run.sha256.into_iter().map(|(file, digest)| (file, digest.into())).collect();
     let report = run.folder.join(vggq_core::run_folder::TRAIN_REPORT_FILE);
     let report: serde_json::Value =
         serde_json::from_str(&sh.read_file(&report)?).with_context(|| format!("reading {}", report.display()))?;
@@ -201,7 +196,7 @@ fn cpu_reference(sh: &Shell, vggq: &Path, dry_run: bool) -> Result<PathBuf> {
 }
 
 /// The payload that holds the library's unit tests, whose kernel tests ([`KERNEL_TESTS_FILTER`]) the
-/// check runs on the GPU machine's CPU (its `cpu-bytes` stage): each instruction-set path that CPU has
+/// check runs on the GPU machine's CPU (its `cpu-kernels` stage): each instruction-set path that CPU has
 /// against its definition, bit for bit, AVX-512's where it has it (CI's CPU has not).
 const KERNEL_TESTS: &str = "vggq-kernel-tests";
 /// The kernels' tests among the library's: those of `vggq::model::kernels`.

@@ -266,8 +266,8 @@ pub struct ReferenceRun {
     /// `vggq train` and `vggq quantize`'s arguments, beside `--data` and `--out` / `--run`.
     pub train: Vec<String>,
     pub quantize: Vec<String>,
-    /// The files to compare.
-    pub files: Vec<String>,
+    /// The files to compare, each with its SHA-256 here.
+    pub sha256: Vec<(String, String)>,
 }
 
 /// [`run`]'s thread check's training and quantization on the CPU (where `small`, its emulated run's few
@@ -275,11 +275,15 @@ pub struct ReferenceRun {
 /// `cargo xtask device-bundle`, whose check repeats it on the GPU machine's CPU.
 pub fn reference_run(sh: &Shell, vggq: &Path, data: &Path, name: &str, small: bool) -> Result<ReferenceRun> {
     let limits: &[&str] = if small { &EMULATED_LIMITS } else { &NATIVE_LIMITS };
+    let folder = train_and_quantize(sh, &[vggq], data, name, limits)?;
+    let files = model_files();
+    let digests = sha256sum(sh, &folder, &files)?;
+    let digests = digests.lines().map(|line| line.split_whitespace().next().unwrap_or_default().to_string());
     Ok(ReferenceRun {
-        folder: train_and_quantize(sh, &[vggq], data, name, limits)?,
+        sha256: files.into_iter().zip(digests).collect(),
+        folder,
         train: train_args("cpu", limits).map(String::from).collect(),
         quantize: QUANTIZE_ON_CPU.map(String::from).to_vec(),
-        files: model_files(),
     })
 }
 
@@ -309,9 +313,14 @@ fn train(
 
 /// Prints `sha256sum` of `files` in `folder`: the log shows what was compared.
 fn print_checksums(sh: &Shell, folder: &Path, files: &[String]) -> Result<()> {
-    let paths: Vec<PathBuf> = files.iter().map(|file| folder.join(file)).collect();
-    println!("{}", cmd!(sh, "sha256sum {paths...}").read()?);
+    println!("{}", sha256sum(sh, folder, files)?);
     Ok(())
+}
+
+/// `sha256sum`'s lines for `files` in `folder`, in their order (`<digest>  <path>`).
+fn sha256sum(sh: &Shell, folder: &Path, files: &[String]) -> Result<String> {
+    let paths: Vec<PathBuf> = files.iter().map(|file| folder.join(file)).collect();
+    Ok(cmd!(sh, "sha256sum {paths...}").read()?)
 }
 
 /// The model files both runs must share, byte for byte.

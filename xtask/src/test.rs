@@ -417,7 +417,7 @@ const BENCH_ROWS: [(&str, bool); 2] = [("smoke", true), ("cpu", false)];
 /// smoke run has its peak memory, the bundle's commit is named, the kernels' tests passed there and the CPU
 /// run gave the bundle's model files (the same machine and build in a rehearsal), the full-size figures
 /// are there (despite their eval), and the smoke bench's and the CPU bench's figures are there with a
-/// ratio, over more than their first round.
+/// ratio, the smoke bench's over more than its first round ([`BENCH_ROWS`]).
 /// Returns how many stages ran.
 fn rehearsed_stages(summary: &str) -> Result<usize> {
     // Each failure's stage and its verdict: a stage failed whole exits 99 (the script's injected status),
