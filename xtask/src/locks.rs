@@ -5,9 +5,10 @@
 //! every machine, and from any index or mirror only the files that were reviewed. `cargo xtask lock`
 //! writes them again after a pin changes (a lock whose pins and hashes stay keeps its file, date
 //! included); the tests check that each is PyPI's and still the closure of its roots, and that the
-//! venv's installs on each Python the venv is made with.
+//! venv's installs on each Python the venv is made with, from PyPI's index and the wheels' own metadata
+//! read by range requests, without downloading a wheel ([`locked_reports`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use xshell::{cmd, Shell};
@@ -117,12 +118,17 @@ impl Lock {
         Ok(match self.roots {
             Roots::Wheel(wheel) => vec![wheel.requirement()],
             Roots::Extras(wheel, extras) => {
-                let resolved = pip_resolve(sh, &[wheel.requirement()], &[])?;
-                let found = resolved
-                    .packages
-                    .iter()
-                    .find(|p| normalized_name(&p.name) == normalized_name(wheel.package) && p.version == wheel.version);
-                extra_requirements(&found.context("pip did not resolve the wheel itself")?.requires_dist, extras)
+                // The wheel this machine would install, pinned with PyPI's hashes of today (its lock may
+                // be about to change with it).
+                let hashes = pypi_hashes(sh, wheel.package, wheel.version)?;
+                let lock = tempfile::NamedTempFile::new()?;
+                let resolved = Resolved { what: String::new(), pins: vec![(wheel.requirement(), hashes)] };
+                std::fs::write(lock.path(), lock_text("", "today", &resolved))?;
+                let scratch = tempfile::tempdir()?;
+                let reports = locked_reports(sh, lock.path(), &[THIS_PYTHON.to_string()], scratch.path())?;
+                let picked = parse_report(&sh.read_file(&reports[0])?)?;
+                let found = picked.packages.first().context("the report lists no wheel")?;
+                extra_requirements(&found.requires_dist, extras)
             }
             Roots::Requirements(path) => vec!["-r".to_string(), path.to_string()],
         })
@@ -133,7 +139,7 @@ impl Lock {
         let (mut pins, what) = match self.roots {
             Roots::Wheel(wheel) => (vec![wheel.requirement()], format!("{} alone", self.roots_named())),
             Roots::Extras(..) | Roots::Requirements(_) => {
-                let resolved = pip_resolve(sh, &self.root_requirements(sh)?, &[])?;
+                let resolved = pip_resolve(sh, &self.root_requirements(sh)?)?;
                 let what = format!(
                     "{} and their dependencies, as pip resolved them on PyPI for {}",
                     self.roots_named(),
@@ -163,7 +169,7 @@ impl Lock {
             );
             let candidate = tempfile::NamedTempFile::new()?;
             std::fs::write(candidate.path(), lock_text(self.purpose, "today", &resolved))?;
-            installs_on_each(sh, candidate.path(), roots, &versions)?;
+            installs_on(sh, candidate.path(), roots, &each_platform(&versions))?;
         }
         Ok(resolved)
     }
@@ -249,22 +255,17 @@ struct Package {
     requires_dist: Vec<String>,
 }
 
-/// What pip would install for `requirements` on this machine, each package at the version `constraints`
-/// pins if it pins one (`name==version`, not required by themselves), resolved against PyPI without
-/// downloading a wheel (`--dry-run` reads PyPI's separate metadata files). PyPI's index only, whatever pip
+/// What pip would install for `requirements` on this machine, resolved against PyPI: `cargo xtask lock`'s
+/// resolution. pip downloads every wheel it picks, `--dry-run` or not (the index serves no metadata files
+/// here); the checks of the locks read them without ([`REPORT_SCRIPT`]). PyPI's index only, whatever pip
 /// is configured with: the hashes come from PyPI's.
-fn pip_resolve(sh: &Shell, requirements: &[String], constraints: &[String]) -> Result<Resolution> {
+fn pip_resolve(sh: &Shell, requirements: &[String]) -> Result<Resolution> {
     let python = python::system_python();
     let scratch = tempfile::tempdir()?;
     let report = scratch.path().join("report.json");
-    let constraints_file = scratch.path().join("constraints.txt");
-    sh.write_file(&constraints_file, constraints.iter().map(|pin| format!("{pin}\n")).collect::<String>())?;
-    on_pypi_only(cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --only-binary=:all: --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -c {constraints_file} {requirements...}"))
+    on_pypi_only(cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --only-binary=:all: --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} {requirements...}"))
         .run()
-        .with_context(|| {
-            let pinned = if constraints.is_empty() { String::new() } else { format!(" with {} pins as constraints", constraints.len()) };
-            format!("pip could not resolve {}{pinned} on PyPI", requirements.join(" "))
-        })?;
+        .with_context(|| format!("pip could not resolve {} on PyPI", requirements.join(" ")))?;
     parse_report(&sh.read_file(&report)?)
 }
 
@@ -319,56 +320,75 @@ fn extra_requirements(requires_dist: &[String], extras: &[&str]) -> Vec<String> 
         .collect()
 }
 
+/// The script that gives pip's report of the wheels a lock installs, without downloading them
+/// ([`locked_reports`]).
+const REPORT_SCRIPT: &str = "scripts/lock_report.py";
 /// The script that walks a lock's dependencies with the markers of another Python and machine
-/// (`installs_on`).
+/// ([`check_closure`]).
 const CLOSURE_SCRIPT: &str = "scripts/lock_closure.py";
+/// The scripts' name for the Python that runs them, where a check is made for this machine.
+const THIS_PYTHON: &str = "this";
 
-/// pip's `--platform` tags of the wheels that install on Linux `machine` with glibc
-/// 2.[`python::GLIBC_MINOR`]: PEP 600's `manylinux_2_N` up to it and the older names of three of them
-/// (PEP 513, 571 and 599). pip given one tag takes no other, older ones included (`py3-none-any` aside).
-fn manylinux_platforms(machine: &str) -> Vec<String> {
-    let older_names = ["manylinux1", "manylinux2010", "manylinux2014"].map(|name| format!("{name}_{machine}"));
-    (5..=python::GLIBC_MINOR).map(|minor| format!("manylinux_2_{minor}_{machine}")).chain(older_names).collect()
+/// The scripts' name for CPython `version` (`3.13`) on Linux `machine` (`aarch64`).
+fn platform(version: &str, machine: &str) -> String {
+    format!("{version}/{machine}")
 }
 
-/// Whether the lock file `lock` installs on CPython `version` (`3.13`) on Linux `machine` (`aarch64`):
-/// pip finds a wheel of each pin for that version and machine among the lock's hashes, and
-/// [`CLOSURE_SCRIPT`] finds everything `roots` (a requirements file) need there pinned. pip alone cannot
-/// say the second: it evaluates the markers it reads (`python_version >= "3.13"`, `platform_machine ==
-/// "x86_64"`) for the Python it runs on, whatever version and platform it picks wheels for.
-fn installs_on(sh: &Shell, lock: &Path, roots: &str, version: &str, machine: &str) -> Result<()> {
+/// What pip would install from the lock file `lock` on each of `targets` ([`platform`]s or
+/// [`THIS_PYTHON`]), as pip's reports, written into `folder`, one a target: the wheel it would pick of
+/// each pin, which must be one whose SHA-256 the lock gives, and its metadata. [`REPORT_SCRIPT`] reads
+/// them from PyPI's index and, with range requests, from the wheels' own zip directories: pip downloads
+/// each wheel it picks, gigabytes for the venv's lock on each platform (PyTorch, NVIDIA's libraries),
+/// `--dry-run` or not.
+fn locked_reports(sh: &Shell, lock: &Path, targets: &[String], folder: &Path) -> Result<Vec<PathBuf>> {
+    let reports: Vec<PathBuf> = (0..targets.len()).map(|i| folder.join(format!("report-{i}.json"))).collect();
+    let pairs = targets.iter().zip(&reports).flat_map(|(target, report)| [target.clone(), report.display().to_string()]);
+    let (python, glibc_minor) = (python::system_python(), python::GLIBC_MINOR.to_string());
+    script_output(cmd!(sh, "{python} {REPORT_SCRIPT} {PYPI_SIMPLE} {lock} {glibc_minor} {pairs...}"))
+        .with_context(|| format!("{} does not give a wheel of each pin for {}", lock.display(), targets.join(", ")))?;
+    Ok(reports)
+}
+
+/// Checks with [`CLOSURE_SCRIPT`] that the pins of `report` ([`locked_reports`]' for `target`) hold
+/// everything `roots` (a requirements file) need there and, `exact`, nothing more.
+fn check_closure(sh: &Shell, report: &Path, roots: &Path, target: &str, exact: bool) -> Result<()> {
     let python = python::system_python();
-    let scratch = tempfile::tempdir()?;
-    let (report, target) = (scratch.path().join("report.json"), scratch.path().join("target"));
-    let platforms = manylinux_platforms(machine).into_iter().flat_map(|tag| ["--platform".to_string(), tag]);
-    on_pypi_only(cmd!(sh, "{python} -m pip install --dry-run --ignore-installed --no-deps --require-hashes --only-binary=:all: --python-version {version} {platforms...} --target {target} --quiet --disable-pip-version-check --index-url {PYPI_SIMPLE} --report {report} -r {lock}"))
-        .run()
-        .with_context(|| format!("pip finds no wheel for CPython {version} on Linux {machine} among the lock's hashes of some pin"))?;
-    cmd!(sh, "{python} {CLOSURE_SCRIPT} {report} {roots} {version} {machine}")
-        .run()
-        .with_context(|| format!("the lock lacks what {roots} need on CPython {version} on Linux {machine}"))?;
+    let exact = exact.then_some("--exact");
+    let said = script_output(cmd!(sh, "{python} {CLOSURE_SCRIPT} {report} {roots} {target} {exact...}"))?;
+    print!("{said}");
     Ok(())
 }
 
-/// [`installs_on`] for each of `versions` on each of [`python::INTEROP_MACHINES`] at once (each mostly
-/// waits on PyPI); the first that fails.
-fn installs_on_each(sh: &Shell, lock: &Path, roots: &str, versions: &[&str]) -> Result<()> {
-    let root = sh.current_dir();
-    std::thread::scope(|scope| {
-        let checks: Vec<_> = versions
-            .iter()
-            .flat_map(|version| python::INTEROP_MACHINES.map(|machine| (version, machine)))
-            .map(|(version, machine)| {
-                let root = &root;
-                scope.spawn(move || {
-                    let sh = Shell::new()?;
-                    sh.change_dir(root);
-                    installs_on(&sh, lock, roots, version, machine)
-                })
-            })
-            .collect();
-        checks.into_iter().try_for_each(|check| check.join().expect("a lock check panicked"))
+/// What one of the lock scripts printed, or an error that says it (each prints what it found missing),
+/// with what it wrote to stderr.
+fn script_output(script: xshell::Cmd<'_>) -> Result<String> {
+    let output = script.ignore_status().output()?;
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!("{}{}", said, String::from_utf8_lossy(&output.stderr).trim_end());
+    }
+    Ok(said)
+}
+
+/// Whether the lock file `lock` installs on each of `platforms`, CPython `version` (`3.13`) on Linux
+/// `machine` (`aarch64`): a wheel of each pin there among the lock's hashes ([`locked_reports`]), and
+/// everything `roots` (a requirements file) need there pinned ([`check_closure`]); the first that fails.
+/// pip alone cannot say the second: it evaluates the markers it reads (`python_version >= "3.13"`,
+/// `platform_machine == "x86_64"`) for the Python it runs on, whatever version and platform it picks
+/// wheels for.
+fn installs_on(sh: &Shell, lock: &Path, roots: &str, platforms: &[(&str, &str)]) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let targets: Vec<String> = platforms.iter().map(|(version, machine)| platform(version, machine)).collect();
+    let reports = locked_reports(sh, lock, &targets, scratch.path())?;
+    platforms.iter().zip(targets.iter().zip(&reports)).try_for_each(|((version, machine), (target, report))| {
+        check_closure(sh, report, Path::new(roots), target, false)
+            .with_context(|| format!("the lock lacks what {roots} need on CPython {version} on Linux {machine}"))
     })
+}
+
+/// Each of `versions` on each of [`python::INTEROP_MACHINES`], for [`installs_on`].
+fn each_platform<'a>(versions: &[&'a str]) -> Vec<(&'a str, &'static str)> {
+    versions.iter().flat_map(|version| python::INTEROP_MACHINES.map(|machine| (*version, machine))).collect()
 }
 
 /// The SHA-256 of every file of `name` `version` on PyPI's index, from its JSON form (with curl, which
@@ -400,6 +420,12 @@ fn pypi_hashes(sh: &Shell, name: &str, version: &str) -> Result<Vec<String>> {
 fn normalized_name(name: &str) -> String {
     let lower = name.to_lowercase();
     lower.split(['-', '_', '.']).filter(|part| !part.is_empty()).collect::<Vec<_>>().join("-")
+}
+
+/// A `name==version` pin with its name as the simple index spells it; None for another requirement.
+#[cfg(test)]
+fn normalized_pin(pin: &str) -> Option<String> {
+    pin.split_once("==").map(|(name, version)| format!("{}=={version}", normalized_name(name)))
 }
 
 /// The version of a distribution file: a wheel's second dash-separated field (PEP 427 escapes dashes in
@@ -494,13 +520,12 @@ mod tests {
     /// leave the venv at what the lock still pins.
     #[test]
     fn each_requirements_lock_pins_its_requirements() {
-        let normalized = |pin: &str| pin.split_once("==").map(|(name, version)| format!("{}=={version}", normalized_name(name)));
         for lock in &LOCKS {
             if let Roots::Requirements(path) = lock.roots {
-                let pins: Vec<_> = lock_pins(lock.path).iter().map(|(pin, _)| normalized(pin)).collect();
+                let pins: Vec<_> = lock_pins(lock.path).iter().map(|(pin, _)| normalized_pin(pin)).collect();
                 for requirement in requirement_lines(&std::fs::read_to_string(workspace_root().join(path)).unwrap()) {
                     assert!(
-                        normalized(&requirement).is_some_and(|pin| pins.contains(&Some(pin))),
+                        normalized_pin(&requirement).is_some_and(|pin| pins.contains(&Some(pin))),
                         "{path} asks for {requirement}, which {} does not pin: `cargo xtask lock` writes it again",
                         lock.path
                     );
@@ -601,42 +626,45 @@ mod tests {
         }
     }
 
-    /// Every lock resolves on PyPI with `--require-hashes`: PyPI's SHA-256 of each file this machine
-    /// would fetch is among the lock's. Needs PyPI, as `cargo xtask setup` does.
+    /// Every lock resolves on PyPI: the file pip would pick of each pin on this machine is one whose
+    /// SHA-256 on PyPI's index the lock gives, and a lock without that hash is refused. Needs PyPI, as
+    /// `cargo xtask setup` does.
     #[test]
     fn the_locks_hashes_are_pypis() {
-        let python = python::system_python();
+        let sh = shell();
+        let scratch = tempfile::tempdir().unwrap();
+        let this = [THIS_PYTHON.to_string()];
+        let mut reports = Vec::new();
         for lock in &LOCKS {
-            let status = std::process::Command::new(&python)
-                .args(["-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--require-hashes"])
-                .args(["--only-binary=:all:", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(workspace_root().join(lock.path))
-                .status()
-                .expect("python3 with pip");
-            assert!(status.success(), "{} does not resolve with its hashes on PyPI", lock.path);
+            reports = locked_reports(&sh, &workspace_root().join(lock.path), &this, scratch.path()).unwrap();
         }
+        let picked: serde_json::Value = serde_json::from_str(&sh.read_file(&reports[0]).unwrap()).unwrap();
+        let sha256 = picked["install"][0]["download_info"]["archive_info"]["hashes"]["sha256"].as_str().unwrap().to_string();
+        let text = std::fs::read_to_string(workspace_root().join(LOCKS[LOCKS.len() - 1].path)).unwrap();
+        let forged = scratch.path().join("forged.txt");
+        std::fs::write(&forged, text.replace(&sha256, &"0".repeat(64))).unwrap();
+        let error = locked_reports(&sh, &forged, &this, scratch.path()).unwrap_err();
+        assert!(format!("{error:#}").contains(&format!("whose SHA-256 {sha256} is not among the lock's")), "{error:#}");
     }
 
-    /// Each lock with dependencies is still the closure of its roots on PyPI: the roots, resolved with the
-    /// lock's pins as constraints, need exactly the lock's pins: none missing (a package it lacks would
-    /// come in at PyPI's newest) and none more. Needs PyPI, as `cargo xtask setup` does.
+    /// Each lock with dependencies is still the closure of its roots on PyPI, on this machine: their
+    /// dependencies, read from the pinned wheels, need exactly the lock's pins: none missing (a package it
+    /// lacks would come in at PyPI's newest) and none more. Needs PyPI, as `cargo xtask setup` does.
     #[test]
     fn the_locks_are_their_roots_closures() {
         let sh = shell();
         for lock in LOCKS.iter().filter(|lock| with_dependencies(lock)) {
-            let pins = pinned(lock.path);
-            assert_eq!(closure(&sh, lock, &pins), pins, "{}: `cargo xtask lock` writes it again", lock.path);
+            let text = std::fs::read_to_string(workspace_root().join(lock.path)).unwrap();
+            is_closure(&sh, lock, &text).unwrap_or_else(|e| panic!("{}: {e:#}; `cargo xtask lock` writes it again", lock.path));
         }
         let cuda = LOCKS.iter().find(|lock| lock.path == CUDA_LIBRARIES_LOCK).unwrap();
-        let pins = pinned(cuda.path);
-        let without_nvjitlink: Vec<String> = pins.iter().filter(|pin| !pin.starts_with("nvidia-nvjitlink==")).cloned().collect();
-        assert_ne!(
-            closure(&sh, cuda, &without_nvjitlink),
-            without_nvjitlink,
-            "a lock without cuFFT's dependency is not the closure"
-        );
-        let with_six: Vec<String> = pins.iter().cloned().chain(["six==1.16.0".to_string()]).collect();
-        assert_ne!(closure(&sh, cuda, &with_six), with_six, "a pin nothing needs is not in the closure");
+        let text = std::fs::read_to_string(workspace_root().join(cuda.path)).unwrap();
+        let error = is_closure(&sh, cuda, &without_pin(&text, "nvidia-nvjitlink")).unwrap_err();
+        assert!(format!("{error:#}").contains("the lock does not pin nvidia-nvjitlink"), "cuFFT's dependency: {error:#}");
+        let six: String =
+            pypi_hashes(&sh, "six", "1.16.0").unwrap().iter().map(|hash| format!(" \\\n    --hash=sha256:{hash}")).collect();
+        let error = is_closure(&sh, cuda, &format!("{text}six==1.16.0{six}\n")).unwrap_err();
+        assert!(format!("{error:#}").contains("six==1.16.0: the roots need it nowhere"), "a pin nothing needs: {error:#}");
     }
 
     /// The closure script counts a dependency where the markers of the version and machine it is given,
@@ -658,7 +686,7 @@ mod tests {
             let output = std::process::Command::new(python::system_python())
                 .arg(workspace_root().join(CLOSURE_SCRIPT))
                 .args([&report_path, &roots_path])
-                .args([version, machine])
+                .arg(platform(version, machine))
                 .output()
                 .expect("python3");
             (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
@@ -683,45 +711,49 @@ mod tests {
         let lock = workspace_root().join(python::INTEROP_LOCK);
         // Jinja2 (PyTorch's) needs MarkupSafe, which none of the roots asks for itself.
         let text = std::fs::read_to_string(&lock).unwrap();
-        let mut in_markupsafe = false;
-        let without: String = text
-            .lines()
-            .filter(|line| {
-                if !line.starts_with(' ') {
-                    in_markupsafe = line.to_lowercase().starts_with("markupsafe==");
-                }
-                !in_markupsafe
-            })
-            .map(|line| format!("{line}\n"))
-            .collect();
-        assert_eq!(pins_in(&without).len() + 1, pins_in(&text).len(), "one pin, and its hashes, left out");
+        let without = without_pin(&text, "markupsafe");
         let without_path = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(without_path.path(), without).unwrap();
         let newest = python::INTEROP_PYTHONS[python::INTEROP_PYTHONS.len() - 1];
         let machine = python::INTEROP_MACHINES[python::INTEROP_MACHINES.len() - 1];
-        // Beside the other checks: each mostly waits on PyPI.
-        let without_markupsafe = std::thread::scope(|scope| {
-            let check = scope.spawn(|| {
-                let sh = shell();
-                installs_on(&sh, without_path.path(), python::REQUIREMENTS, newest, machine)
-            });
-            installs_on_each(&sh, &lock, python::REQUIREMENTS, &python::INTEROP_PYTHONS).unwrap();
-            check.join().unwrap()
-        });
-        let error = without_markupsafe.unwrap_err();
+        installs_on(&sh, &lock, python::REQUIREMENTS, &each_platform(&python::INTEROP_PYTHONS)).unwrap();
+        let error = installs_on(&sh, without_path.path(), python::REQUIREMENTS, &[(newest, machine)]).unwrap_err();
         let expected = format!("the lock lacks what {} need on CPython {newest} on Linux {machine}", python::REQUIREMENTS);
         assert!(format!("{error:#}").contains(&expected), "{error:#}");
     }
 
-    /// The `name==version` pins of the lock at `path`, without their hashes.
-    fn pinned(path: &str) -> Vec<String> {
-        lock_pins(path).into_iter().map(|(pin, _)| pin).collect()
+    /// A lock's `text` without the pin of `name` (as the index spells it) and its hashes.
+    fn without_pin(text: &str, name: &str) -> String {
+        let mut in_pin = false;
+        let without: String = text
+            .lines()
+            .filter(|line| {
+                if !line.starts_with(' ') {
+                    in_pin =
+                        normalized_pin(line.trim_end_matches(" \\")).is_some_and(|pin| pin.starts_with(&format!("{name}==")));
+                }
+                !in_pin
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(pins_in(&without).len() + 1, pins_in(text).len(), "one pin, and its hashes, left out");
+        without
     }
 
-    /// The closure of `lock`'s roots with `pins` as constraints, sorted as a lock is.
-    fn closure(sh: &Shell, lock: &Lock, pins: &[String]) -> Vec<String> {
-        let mut resolved = pip_resolve(sh, &lock.root_requirements(sh).unwrap(), pins).unwrap().pins();
-        sort_pins(&mut resolved);
-        resolved
+    /// Whether the lock `text` is exactly the closure of `lock`'s roots on this machine.
+    fn is_closure(sh: &Shell, lock: &Lock, text: &str) -> Result<()> {
+        let scratch = tempfile::tempdir()?;
+        let lock_path = scratch.path().join("lock.txt");
+        std::fs::write(&lock_path, text)?;
+        let roots = match lock.roots {
+            Roots::Requirements(path) => workspace_root().join(path),
+            _ => {
+                let roots = scratch.path().join("roots.txt");
+                std::fs::write(&roots, lock.root_requirements(sh)?.iter().map(|root| format!("{root}\n")).collect::<String>())?;
+                roots
+            }
+        };
+        let reports = locked_reports(sh, &lock_path, &[THIS_PYTHON.to_string()], scratch.path())?;
+        check_closure(sh, &reports[0], &roots, THIS_PYTHON, true)
     }
 }
