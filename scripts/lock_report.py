@@ -24,6 +24,7 @@ import functools
 import http.client
 import io
 import json
+import platform
 import ssl
 import sys
 import threading
@@ -62,9 +63,10 @@ def lock_pins(text):
 
 
 def supported_tags(target, glibc_minor):
-    """The wheel tags `target` installs, best first, and its Python version as `3.13`."""
+    """The wheel tags `target` installs, best first, and its Python version as pip compares it with a
+    file's Requires-Python (`3.13` as `--python-version` gives it; this Python's in full)."""
     if target == "this":
-        return list(tags.sys_tags()), "%d.%d" % sys.version_info[:2]
+        return list(tags.sys_tags()), platform.python_version()
     version, machine = target.split("/")
     python = tuple(int(part) for part in version.split("."))
     platforms = []
