@@ -9,7 +9,8 @@ directory and its `.dist-info/METADATA` member, kilobytes of wheels that weigh g
 NVIDIA's). `pip install --dry-run --no-deps --report` says the same, but downloads every wheel it picks,
 hash-checking or not (pip 23.2 to 26.3), as the index serves no metadata files (PEP 658) here.
 
-Writes the report for each TARGET (pip's format 1, with the fields xtask and lock_closure.py read) to
+Writes the report for each TARGET (pip's format 1, with the fields xtask and lock_closure.py read:
+each package's metadata and file, not pip's `environment`, which lock_closure.py makes from TARGET) to
 the OUT after it. Prints each pin it could not pick a locked wheel of and exits 1. The targets share
 what they read (each project's index, each wheel's metadata) and a few kept-alive connections.
 
@@ -34,12 +35,10 @@ import zipfile
 
 try:
     from packaging import tags
-    from packaging.markers import default_environment
     from packaging.specifiers import SpecifierSet
     from packaging.utils import canonicalize_name, parse_wheel_filename
 except ImportError:  # pip brings its own copy, where the system has none
     from pip._vendor.packaging import tags
-    from pip._vendor.packaging.markers import default_environment
     from pip._vendor.packaging.specifiers import SpecifierSet
     from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -63,10 +62,11 @@ def lock_pins(text):
 
 
 def supported_tags(target, glibc_minor):
-    """The wheel tags `target` installs, best first, and its Python version as pip compares it with a
-    file's Requires-Python (`3.13` as `--python-version` gives it; this Python's in full)."""
+    """The wheel tags `target` installs, each with its rank (0 the best), and its Python version as pip
+    compares it with a file's Requires-Python (`3.13` as `--python-version` gives it; this Python's in
+    full)."""
     if target == "this":
-        return list(tags.sys_tags()), platform.python_version()
+        return ranked(tags.sys_tags()), platform.python_version()
     version, machine = target.split("/")
     python = tuple(int(part) for part in version.split("."))
     platforms = []
@@ -77,7 +77,12 @@ def supported_tags(target, glibc_minor):
     interpreter = "cp%d%d" % python
     found = list(tags.cpython_tags(python, platforms=platforms))
     found += list(tags.compatible_tags(python, interpreter, platforms))
-    return found, version
+    return ranked(found), version
+
+
+def ranked(supported):
+    """Each of the tags `supported`, best first, by its rank."""
+    return {tag: rank for rank, tag in enumerate(supported)}
 
 
 # Each thread's kept-alive connections, by host: with a new connection for each request, each would look
@@ -173,10 +178,10 @@ def project_files(index, name):
     return json.loads(body)["files"]
 
 
-def pick(index, pin, hashes, supported, version):
-    """The report entry of the wheel pip would pick for `pin`, or what went wrong, in words."""
+def pick(index, pin, hashes, priority, version):
+    """The report entry of the wheel pip would pick for `pin` where `priority` ranks the tags, or what
+    went wrong, in words."""
     name, pinned_version = pin.split("==")
-    priority = {tag: rank for rank, tag in enumerate(supported)}
     candidates = []
     for file in project_files(index, name):
         if not file["filename"].endswith(".whl"):
@@ -220,13 +225,7 @@ def main():
             if problem:
                 print(f"{where}: {problem}")
                 failed = True
-        environment = default_environment()
-        if target != "this":
-            machine = target.split("/")[1]
-            environment.update(
-                python_version=version, python_full_version=version + ".0", platform_machine=machine, sys_platform="linux"
-            )
-        report = {"version": "1", "install": [entry for entry, _ in entries], "environment": environment}
+        report = {"version": "1", "install": [entry for entry, _ in entries]}
         with open(out, "w") as out_file:
             json.dump(report, out_file)
     if failed:
