@@ -10,7 +10,8 @@
 //!
 //! - 3x3 convolution: tasks take groups of images and multiply the weights by their im2col in one-core
 //!   GEMMs, a block of columns at a time that half the L2 holds: several images where planes are small,
-//!   bands of one image's rows where they are large. The input gradient is the same forward convolution
+//!   bands of one image's rows where they are large; the forward pass writes the im2col straight into
+//!   the GEMM's panels. The input gradient is the same forward convolution
 //!   of the output gradient with the weights flipped and transposed; the weight gradient multiplies the
 //!   output gradient by the im2col's transpose the same way (as dot products of rows where blocks are
 //!   wide), each group of images into a partial of its own, the partials added in a fixed tree (burn's
@@ -39,7 +40,7 @@ use std::thread::LocalKey;
 
 use super::dot_products::{dot_products, Rows};
 use super::fake_quantize;
-use super::gemm::{matmul, matmul_packed, Cores, Matrix, Operand, PackedA};
+use super::gemm::{matmul, matmul_packed, BOperand, Cores, Matrix, Operand, PackedA, Panels};
 use super::isa::isa;
 use super::{BatchNormed, FakeQuantization, FakeQuantized, Observed, SgdStep, VggBackend};
 use crate::model::BATCH_NORM_EPS;
@@ -614,23 +615,96 @@ fn column_blocks(shape: Nchw, channels: usize, images: Range<usize>) -> Vec<Colu
     }
 }
 
-/// Channel `c`'s 3x3 neighbourhoods over `block`: in `rows` (9 rows of the block's width, `kh * 3 + kw`),
-/// at column `i * band + (y - y0) * W + x`, `x[first + i, c, y + kh - 1, x + kw - 1]`, zero outside the
-/// image. One channel's part of an im2col whose columns run over several images or a band of one.
-///
-/// Within an image's band, a shifted neighbour's rows are one contiguous run of the input, so each is
-/// one copy (small planes would otherwise pay a call per row of a few floats), after which the column
-/// the shift brought in from the next or previous row is zeroed.
-fn im2col3x3_channel(x: &[f32], shape: Nchw, block: &ColumnBlock, c: usize, rows: &mut [f32]) {
-    let (h, w, plane) = (shape.h as isize, shape.w, shape.plane());
-    let (y0, y1) = (block.rows.start as isize, block.rows.end as isize);
-    let band = block.rows.len() * w;
-    for (k, row) in rows.chunks_mut(block.width(shape)).enumerate() {
-        let (dy, dx) = (k as isize / 3 - 1, k as isize % 3 - 1);
+/// Bands of an image's rows shorter than this many positions are gathered value by value
+/// ([`BlockIm2col`]): a copy per image and tap costs more than it moves there. Measured on one core of an
+/// Intel Xeon with AVX-512, forward, batch 32: the smoke shapes' 2 x 2 planes 0.57 ms a convolution
+/// gathered against 0.65-0.72 copied; their 4 x 4 planes 0.89-1.14 gathered against 0.83-0.94.
+const GATHER_BAND: usize = 16;
+
+/// A block's im2col, made a row at a time: row `(c, tap)` (`tap = kh * 3 + kw`) holds at column
+/// `i * band + (y - y0) * W + x` the value `x[first + i, c, y + kh - 1, x + kw - 1]`, zero outside the
+/// image; its columns run over several images or a band of one.
+struct BlockIm2col<'a> {
+    x: &'a [f32],
+    shape: Nchw,
+    block: &'a ColumnBlock,
+    /// Where the band is shorter than `GATHER_BAND`: for each tap, each column's source as an offset
+    /// from image `first`'s start (`NO_SOURCE` where the value is zero), the same for every channel.
+    gathers: Option<Vec<usize>>,
+}
+
+/// A gathered column that reads nothing: the neighbour lies outside the image.
+const NO_SOURCE: usize = usize::MAX;
+
+impl<'a> BlockIm2col<'a> {
+    fn new(x: &'a [f32], shape: Nchw, block: &'a ColumnBlock) -> Self {
+        Self::made(x, shape, block, block.rows.len() * shape.w < GATHER_BAND)
+    }
+
+    /// The block's im2col, its rows gathered where `gather` says, else copied.
+    fn made(x: &'a [f32], shape: Nchw, block: &'a ColumnBlock, gather: bool) -> Self {
+        let band = block.rows.len() * shape.w;
+        let gathers = gather.then(|| {
+            let mut sources = Vec::with_capacity(9 * block.width(shape));
+            for (dy, dx) in (0..9).map(|tap| (tap as isize / 3 - 1, tap as isize % 3 - 1)) {
+                for i in 0..block.count {
+                    for position in 0..band {
+                        let y = (block.rows.start + position / shape.w) as isize + dy;
+                        let x = (position % shape.w) as isize + dx;
+                        let inside = (0..shape.h as isize).contains(&y) && (0..shape.w as isize).contains(&x);
+                        sources.push(if inside { i * shape.image() + y as usize * shape.w + x as usize } else { NO_SOURCE });
+                    }
+                }
+            }
+            sources
+        });
+        BlockIm2col { x, shape, block, gathers }
+    }
+
+    /// Channel `c`'s 9 rows, in `rows` (9 rows of the block's width).
+    fn channel(&self, c: usize, rows: &mut [f32]) {
+        for (tap, row) in rows.chunks_mut(self.block.width(self.shape)).enumerate() {
+            self.row(c, tap, row);
+        }
+    }
+
+    /// The rows of `channels` (`channels.len()*9 x width`, channel by channel) as the GEMM's [`Panels`] of
+    /// `panel_width`: each row made in this core's [`IM2COL_ROW`], which L1 holds, and spread across the
+    /// panels from there (rows made 2 to 16 at a time and written panel by panel ran the smoke shapes'
+    /// 13 forward convolutions slower on one Intel core: 13.1-14.5 ms against 12.8).
+    fn panels(&self, channels: Range<usize>, panel_width: usize, panels: &mut [f32]) {
+        let (k9, width) = (channels.len() * 9, self.block.width(self.shape));
+        with_scratch(&IM2COL_ROW, width, |row| {
+            for (step, (c, tap)) in channels.flat_map(|c| (0..9).map(move |tap| (c, tap))).enumerate() {
+                self.row(c, tap, row);
+                Panels::spread_steps(panels, k9, panel_width, step, 1, width, row, width);
+            }
+        });
+    }
+
+    /// Row `(c, tap)`.
+    ///
+    /// Within an image's band, a shifted neighbour's rows are one contiguous run of the input, so each is
+    /// one copy (small planes would otherwise pay a call per row of a few floats), after which the column
+    /// the shift brought in from the next or previous row is zeroed; short bands are gathered.
+    fn row(&self, c: usize, tap: usize, row: &mut [f32]) {
+        let (shape, block) = (self.shape, self.block);
+        let (h, w, plane) = (shape.h as isize, shape.w, shape.plane());
+        if let Some(gathers) = &self.gathers {
+            let input = &self.x[block.first * shape.image() + c * plane..];
+            let sources = &gathers[tap * row.len()..][..row.len()];
+            for (value, &source) in row.iter_mut().zip(sources) {
+                *value = if source == NO_SOURCE { 0.0 } else { input[source] };
+            }
+            return;
+        }
+        let (y0, y1) = (block.rows.start as isize, block.rows.end as isize);
+        let band = block.rows.len() * w;
+        let (dy, dx) = (tap as isize / 3 - 1, tap as isize % 3 - 1);
         // Output rows whose source row `y + dy` lies in the image.
         let (first, last) = (y0.max(-dy), y1.min(h - dy));
         for (i, out) in row.chunks_mut(band).enumerate() {
-            let input = &x[(block.first + i) * shape.image() + c * plane..][..plane];
+            let input = &self.x[(block.first + i) * shape.image() + c * plane..][..plane];
             if first >= last {
                 out.fill(0.0);
                 continue;
@@ -659,6 +733,8 @@ thread_local! {
     /// Each core's im2col buffer, and its buffer for a GEMM's operand or product in another layout: kept
     /// from one call to the next, which zero-filled fresh ones every time.
     static IM2COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each core's row of an im2col on its way into panels.
+    static IM2COL_ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static REORDERED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -672,26 +748,46 @@ fn with_scratch<R>(buffer: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: 
     })
 }
 
+/// How a block's im2col is laid out for its product.
+#[derive(Debug, Clone, Copy)]
+enum Im2colLayout {
+    /// Row-major, `channels.len()*9 x width` (channel by channel, [`BlockIm2col::channel`]'s rows).
+    Rows,
+    /// The GEMM's [`Panels`] of this width.
+    Panels(usize),
+}
+
 /// Calls `f(block, col)` for each of `column_blocks(shape, channels.len(), images)`, with `col` the
-/// block's im2col of `channels` (`channels.len()*9 x width`: channel by channel, `im2col3x3_channel`'s
-/// rows). The loop a task runs over its images in the forward pass and the weight gradient.
+/// block's im2col of `channels` in `layout`. The loop a task runs over its images in the forward pass and
+/// the weight gradient.
 fn for_each_im2col_block(
     x: &[f32],
     shape: Nchw,
     images: Range<usize>,
     channels: Range<usize>,
+    layout: Im2colLayout,
     mut f: impl FnMut(&ColumnBlock, &[f32]),
 ) {
     let blocks = column_blocks(shape, channels.len(), images);
     let k9 = channels.len() * 9;
-    let most = blocks.iter().map(|b| b.width(shape)).max().unwrap_or(0);
-    with_scratch(&IM2COL, k9 * most, |col| {
+    let len = |block: &ColumnBlock| match layout {
+        Im2colLayout::Rows => k9 * block.width(shape),
+        Im2colLayout::Panels(panel_width) => Panels::len(k9, block.width(shape), panel_width),
+    };
+    let most = blocks.iter().map(len).max().unwrap_or(0);
+    with_scratch(&IM2COL, most, |col| {
         for block in &blocks {
-            let width = block.width(shape);
-            for (c, rows) in channels.clone().zip(col[..k9 * width].chunks_mut(9 * width)) {
-                im2col3x3_channel(x, shape, block, c, rows);
+            let col = &mut col[..len(block)];
+            let im2col = BlockIm2col::new(x, shape, block);
+            match layout {
+                Im2colLayout::Rows => {
+                    for (c, rows) in channels.clone().zip(col.chunks_mut(9 * block.width(shape))) {
+                        im2col.channel(c, rows);
+                    }
+                }
+                Im2colLayout::Panels(panel_width) => im2col.panels(channels.clone(), panel_width, col),
             }
-            f(block, &col[..k9 * width]);
+            f(block, col);
         }
     })
 }
@@ -726,11 +822,12 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
     let out_image = out_channels * plane;
     let groups = ranges(shape.n, power_of_two_at_most((shape.n * plane / MIN_TASK_COLUMNS).min(shape.n)));
     let weights = PackedA::new(isa(), Operand::rows(weight, k9), out_channels, k9);
+    let panel_width = Panels::width(isa());
     let mut output = vec![0.0f32; shape.n * out_image];
     let chunks: Vec<&mut [f32]> = output.chunks_mut(groups[0].len().max(1) * out_image).collect();
     chunks.into_par_iter().zip(groups).for_each(|(out, images)| {
         let first_image = images.start;
-        for_each_im2col_block(x, shape, images, 0..shape.c, |block, col| {
+        for_each_im2col_block(x, shape, images, 0..shape.c, Im2colLayout::Panels(panel_width), |block, col| {
             let width = block.width(shape);
             let local = (block.first - first_image) * out_image;
             let bias_of = |o: usize| bias.map_or(0.0, |bias| bias[o]);
@@ -738,7 +835,7 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
             // the tile's rows would lie a plane apart (4 KiB at 32 x 32), all in the same L1 sets.
             let band = block.rows.len() * shape.w;
             with_scratch(&REORDERED, out_channels * width, |product| {
-                let col = Operand::rows(col, width);
+                let col = BOperand::Panels(Panels::new(col, k9, width, panel_width));
                 matmul_packed(Matrix::rows(product, width), width, &weights, col, false, Cores::Calling);
                 // `O x count*band` to `count x O x HW`, with the bias.
                 for (o, row) in product.chunks(width).enumerate() {
@@ -792,7 +889,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
         .map(|(images, channels)| {
             let k9 = channels.len() * 9;
             let mut dw = vec![0.0f32; out_channels * k9];
-            for_each_im2col_block(x, shape, images, channels, |block, col| {
+            for_each_im2col_block(x, shape, images, channels, Im2colLayout::Rows, |block, col| {
                 let width = block.width(shape);
                 // `dw (O x k9) += lhs (O x width) * col^T`: rows of both along the block's positions.
                 let mut multiply = |lhs: &[f32], lhs_row_stride: usize| {
@@ -867,18 +964,77 @@ pub(super) fn conv_bias_grad(grad: &[f32], shape: Nchw) -> Vec<f32> {
 mod tests {
     use super::*;
 
+    /// Blocks of several images (small planes, panels that span images) and bands of rows (first,
+    /// middle and last).
+    fn blocks() -> Vec<(Nchw, ColumnBlock, Range<usize>)> {
+        vec![
+            (Nchw { n: 5, c: 3, h: 2, w: 3 }, ColumnBlock { first: 1, count: 4, rows: 0..2 }, 0..3),
+            (Nchw { n: 3, c: 4, h: 4, w: 4 }, ColumnBlock { first: 0, count: 3, rows: 0..4 }, 1..3),
+            (Nchw { n: 2, c: 2, h: 9, w: 7 }, ColumnBlock { first: 1, count: 1, rows: 0..4 }, 0..2),
+            (Nchw { n: 2, c: 2, h: 9, w: 7 }, ColumnBlock { first: 1, count: 1, rows: 4..8 }, 0..2),
+            (Nchw { n: 2, c: 2, h: 9, w: 7 }, ColumnBlock { first: 0, count: 1, rows: 8..9 }, 1..2),
+            (Nchw { n: 1, c: 1, h: 1, w: 1 }, ColumnBlock { first: 0, count: 1, rows: 0..1 }, 0..1),
+        ]
+    }
+
+    /// Each row, copied or gathered, is its neighbours written out one by one.
     #[test]
-    fn im2col_shifts_and_pads_each_image() {
-        let shape = Nchw { n: 2, c: 1, h: 2, w: 3 };
-        let images = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0];
-        let mut rows = vec![f32::NAN; 9 * 12];
-        im2col3x3_channel(&images, shape, &ColumnBlock { first: 0, count: 2, rows: 0..2 }, 0, &mut rows);
-        // kh = 0, kw = 0: the pixel up and to the left, image by image.
-        assert_eq!(&rows[..12], &[0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 10.0, 20.0]);
-        // kh = 1, kw = 1: the images themselves.
-        assert_eq!(&rows[4 * 12..5 * 12], &images);
-        // kh = 2, kw = 2: down and to the right.
-        assert_eq!(&rows[8 * 12..], &[5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 50.0, 60.0, 0.0, 0.0, 0.0, 0.0]);
+    fn im2col_rows_are_the_shifted_images() {
+        for (shape, block, channels) in blocks() {
+            let x: Vec<f32> = (0..shape.len()).map(|i| i as f32 + 1.0).collect();
+            let (band, width) = (block.rows.len() * shape.w, block.width(shape));
+            for gather in [false, true] {
+                let im2col = BlockIm2col::made(&x, shape, &block, gather);
+                for c in channels.clone() {
+                    let mut rows = vec![f32::NAN; 9 * width];
+                    im2col.channel(c, &mut rows);
+                    for (tap, j) in (0..9).flat_map(|tap| (0..width).map(move |j| (tap, j))) {
+                        let (i, position) = (j / band, j % band);
+                        let y = (block.rows.start + position / shape.w + tap / 3) as isize - 1;
+                        let x_at = (position % shape.w + tap % 3) as isize - 1;
+                        let inside = (0..shape.h as isize).contains(&y) && (0..shape.w as isize).contains(&x_at);
+                        let plane = &x[(block.first + i) * shape.image() + c * shape.plane()..];
+                        let want = if inside { plane[y as usize * shape.w + x_at as usize] } else { 0.0 };
+                        let got = rows[tap * width + j];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{shape:?} {block:?} gather {gather}: channel {c}, ({tap}, {j})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The im2col as panels holds the rows' entries where the GEMM reads them, and zeros past the last
+    /// column, at each path's width: ragged panels, a range of channels.
+    #[test]
+    fn im2col_panels_hold_the_rows_entries() {
+        for (shape, block, channels) in blocks() {
+            let x: Vec<f32> = (0..shape.len()).map(|i| i as f32 + 1.0).collect();
+            let (k9, width) = (channels.len() * 9, block.width(shape));
+            let im2col = BlockIm2col::new(&x, shape, &block);
+            let mut rows = vec![f32::NAN; k9 * width];
+            for (c, rows) in channels.clone().zip(rows.chunks_mut(9 * width)) {
+                im2col.channel(c, rows);
+            }
+            for panel_width in [8, 12, 16, 32] {
+                let mut panels = vec![f32::NAN; Panels::len(k9, width, panel_width)];
+                im2col.panels(channels.clone(), panel_width, &mut panels);
+                for k in 0..k9 {
+                    for j in 0..width.next_multiple_of(panel_width) {
+                        let want = if j < width { rows[k * width + j] } else { 0.0 };
+                        let got = panels[(j / panel_width * k9 + k) * panel_width + j % panel_width];
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{shape:?} {block:?} {channels:?} width {panel_width}: ({k}, {j})"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

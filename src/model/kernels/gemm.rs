@@ -12,7 +12,7 @@
 //! The layout is BLIS's: `A` is packed into panels of one tile's height, interleaved along `k` so a
 //! tile broadcasts its values from one stream, in blocks of `mc x kc` (once for the whole product, or
 //! once for many, [`PackedA`]); a block of `B` (`kc x nc`) into panels of one tile's width, which a tile
-//! reads from L1. `A` is packed even where its rows are contiguous along `k`: tiles broadcasting from
+//! reads from L1, or all of `B` ahead ([`Panels`]). `A` is packed even where its rows are contiguous along `k`: tiles broadcasting from
 //! its rows in place, one stream a row, ran the full shapes' eight convolutions, forward and backward,
 //! 1.05x slower on a Zen 3 EPYC with AVX2 (the smoke shapes', whose weights serve few columns, 0.97x).
 
@@ -38,7 +38,7 @@ pub(super) struct Blocking {
     /// Steps of `k` a block holds: a tile's panel of `B` (`kc x 32` floats, 32 KiB) is read from L1, and
     /// its entries are loaded and stored once per `kc` steps.
     pub kc: usize,
-    /// Columns of `B` a packed block holds (a multiple of every tile width): `kc x nc` floats, 512 KiB,
+    /// Columns of `B` a packed block holds (rounded down to whole panels of a tile's width): `kc x nc` floats, 512 KiB,
     /// stay in L2 while every block of `A` passes them.
     pub nc: usize,
 }
@@ -84,6 +84,88 @@ impl<'a> Operand<'a> {
     }
 }
 
+/// `B` (`k x n`) packed ahead of a product for the tiles of one instruction set, all of `k` at once: panel
+/// `q`, a tile's width of columns, holds at `q * k * width + p * width + c` the entry `(p, q * width + c)`,
+/// zero past the last column. That is [`pack_b`]'s layout for one block of all of `k`, so any block of
+/// `k` of a panel is one run of it, as a tile reads it. A convolution writes its im2col so, where packing
+/// the im2col's rows block by block took a second pass (the smoke shapes' 13 forward convolutions on one
+/// core of an Intel Xeon with AVX-512: 13.1-13.7 ms against 14.1-15.2).
+#[derive(Clone, Copy)]
+pub struct Panels<'a> {
+    data: &'a [f32],
+    k: usize,
+    n: usize,
+    width: usize,
+}
+
+impl<'a> Panels<'a> {
+    /// The width of `isa`'s panels (its tiles').
+    pub fn width(isa: Isa) -> usize {
+        Tiles::of(isa).width()
+    }
+
+    /// Floats the panels of a `k x n` matrix take at `width`.
+    pub fn len(k: usize, n: usize, width: usize) -> usize {
+        n.div_ceil(width) * width * k
+    }
+
+    /// Writes `B`'s steps `p0..p0 + steps` into `out`, the panels of `k` steps at `width`, zero past the
+    /// last column: step `p0 + s`'s `n` entries are `rows[s * row_stride..][..n]`. One copy of a panel's
+    /// width per panel and step, a fixed size for each path's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spread_steps(
+        out: &mut [f32],
+        k: usize,
+        width: usize,
+        p0: usize,
+        steps: usize,
+        n: usize,
+        rows: &[f32],
+        row_stride: usize,
+    ) {
+        let spread = match width {
+            SCALAR_WIDTH => spread_steps::<SCALAR_WIDTH>,
+            NEON_WIDTH => spread_steps::<NEON_WIDTH>,
+            AVX2_WIDTH => spread_steps::<AVX2_WIDTH>,
+            AVX512_WIDTH => spread_steps::<AVX512_WIDTH>,
+            _ => unreachable!("no path has panels {width} wide"),
+        };
+        spread(out, k, p0, steps, n, rows, row_stride);
+    }
+
+    /// `data`, `Panels::len(k, n, width)` floats or more, as the panels of a `k x n` matrix.
+    ///
+    /// Panics where `data` is shorter.
+    pub fn new(data: &'a [f32], k: usize, n: usize, width: usize) -> Self {
+        assert!(data.len() >= Self::len(k, n, width), "panels of {k} x {n} in {} floats", data.len());
+        Panels { data, k, n, width }
+    }
+}
+
+/// [`Panels::spread_steps`] at the width `W`.
+fn spread_steps<const W: usize>(out: &mut [f32], k: usize, p0: usize, steps: usize, n: usize, rows: &[f32], row_stride: usize) {
+    for s in 0..steps {
+        let mut chunks = rows[s * row_stride..][..n].chunks_exact(W);
+        for (q, chunk) in chunks.by_ref().enumerate() {
+            let panel: &mut [f32; W] = (&mut out[(q * k + p0 + s) * W..][..W]).try_into().expect("W floats");
+            *panel = chunk.try_into().expect("W floats");
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let panel = &mut out[(n / W * k + p0 + s) * W..][..W];
+            panel[..rest.len()].copy_from_slice(rest);
+            panel[rest.len()..].fill(0.0);
+        }
+    }
+}
+
+/// The product's `B`: a matrix packed a block at a time as the product goes, or panels packed ahead.
+#[derive(Clone, Copy)]
+pub enum BOperand<'a> {
+    Matrix(Operand<'a>),
+    Panels(Panels<'a>),
+}
+
 /// The destination: row-major, its rows `row_stride` apart.
 pub struct Matrix<'a> {
     data: &'a mut [f32],
@@ -98,7 +180,7 @@ impl<'a> Matrix<'a> {
 
 /// Tasks a product on every core is split into, where its columns allow.
 const TASKS: usize = 8;
-/// Columns a task takes at least (a multiple of every tile width).
+/// Columns a task takes at least (rounded up to whole panels of a tile's width).
 const MIN_TASK_COLUMNS: usize = 64;
 
 /// Where a product runs.
@@ -116,7 +198,7 @@ pub enum Cores {
 /// Panics unless `a`, `b` and `dst` hold the entries their sizes name.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(dst: Matrix, m: usize, n: usize, k: usize, a: Operand, b: Operand, accumulate: bool, cores: Cores) {
-    matmul_packed(dst, n, &PackedA::new(isa(), a, m, k), b, accumulate, cores);
+    matmul_packed(dst, n, &PackedA::new(isa(), a, m, k), BOperand::Matrix(b), accumulate, cores);
 }
 
 /// `A` made ready for the products of one instruction set: packed, for the `mc x kc` blocks in order
@@ -185,10 +267,22 @@ impl Drop for PackedA {
     }
 }
 
-/// [`matmul`] with `A` packed ahead; `dst` is `a.m x n` and `b` `a.k x n`.
-pub fn matmul_packed(dst: Matrix, n: usize, a: &PackedA, b: Operand, accumulate: bool, cores: Cores) {
-    let (m, k) = (a.m, a.k);
-    assert!(b.holds(k, n), "an operand smaller than {k} x {n}");
+/// [`matmul`] with `A` packed ahead, and `B` where given as [`Panels`]; `dst` is `a.m x n` and `b`
+/// `a.k x n`.
+///
+/// Panics unless `b` and `dst` hold the entries their sizes name, and panels are `A`'s tiles' width.
+pub fn matmul_packed(dst: Matrix, n: usize, a: &PackedA, b: BOperand, accumulate: bool, cores: Cores) {
+    let (m, k, width) = (a.m, a.k, a.tiles.width());
+    match b {
+        BOperand::Matrix(b) => assert!(b.holds(k, n), "an operand smaller than {k} x {n}"),
+        BOperand::Panels(b) => assert!(
+            b.k == k && b.n >= n && b.width == width,
+            "panels of {} x {} at width {} for a product of {k} x {n} at width {width}",
+            b.k,
+            b.n,
+            b.width
+        ),
+    }
     assert!(dst.row_stride >= n && (m == 0 || n == 0 || dst.data.len() >= (m - 1) * dst.row_stride + n));
     if m == 0 || n == 0 {
         return;
@@ -205,15 +299,16 @@ pub fn matmul_packed(dst: Matrix, n: usize, a: &PackedA, b: Operand, accumulate:
         // SAFETY: each call writes only the columns it is given, within `dst` (checked above).
         unsafe { column_block(c, columns, a, b, accumulate) }
     };
+    // Blocks of columns start on a panel's edge: at most `nc` columns, a whole number of panels.
+    let nc = a.blocking.nc / width * width;
     match cores {
         Cores::All => {
-            // Blocks of at most `nc` columns, as many as `TASKS` while each keeps `MIN_TASK_COLUMNS`.
-            let nc = a.blocking.nc;
-            let size = n.div_ceil(TASKS).next_multiple_of(MIN_TASK_COLUMNS).min(nc);
+            // As many blocks as `TASKS` while each keeps `MIN_TASK_COLUMNS`.
+            let size = n.div_ceil(TASKS).next_multiple_of(MIN_TASK_COLUMNS).min(nc).next_multiple_of(width);
             let blocks: Vec<_> = (0..n).step_by(size).map(|j| j..(j + size).min(n)).collect();
             blocks.into_par_iter().for_each(block);
         }
-        Cores::Calling => (0..n).step_by(a.blocking.nc).for_each(|j| block(j..(j + a.blocking.nc).min(n))),
+        Cores::Calling => (0..n).step_by(nc).for_each(|j| block(j..(j + nc).min(n))),
     }
 }
 
@@ -259,8 +354,8 @@ impl Tiles {
     fn width(self) -> usize {
         match self {
             Tiles::Scalar => SCALAR_WIDTH,
-            Tiles::Avx2 => 16,
-            Tiles::Avx512 => 32,
+            Tiles::Avx2 => AVX2_WIDTH,
+            Tiles::Avx512 => AVX512_WIDTH,
             Tiles::Neon => NEON_WIDTH,
         }
     }
@@ -277,17 +372,27 @@ thread_local! {
 /// `columns` of the product, every row and all of `k`, on the calling thread.
 ///
 /// # Safety
-/// `c` must hold `a.m` rows reaching the last of `columns`, which no other thread writes meanwhile.
-unsafe fn column_block(c: Destination, columns: std::ops::Range<usize>, a: &PackedA, b: Operand, accumulate: bool) {
+/// `c` must hold `a.m` rows reaching the last of `columns`, which no other thread writes meanwhile;
+/// `columns` must start on a panel's edge.
+unsafe fn column_block(c: Destination, columns: std::ops::Range<usize>, a: &PackedA, b: BOperand, accumulate: bool) {
     let (tiles, blocking) = (a.tiles, a.blocking);
     let (height, width, m, k) = (tiles.height(), tiles.width(), a.m, a.k);
     PACKED_B.with_borrow_mut(|packed_b| {
-        packed_b.resize(blocking.kc * columns.len().next_multiple_of(width), 0.0);
+        if let BOperand::Matrix(_) = b {
+            packed_b.resize(blocking.kc * columns.len().next_multiple_of(width), 0.0);
+        }
         let mut offset = 0;
         for k0 in (0..k).step_by(blocking.kc) {
             let kc = blocking.kc.min(k - k0);
             let nc = columns.len();
-            pack_b(tiles, b, k0, kc, columns.start, nc, packed_b);
+            // This block of `k` of the columns' panels, each `kc * width` floats, `panel_stride` apart.
+            let (b_panels, panel_stride): (&[f32], usize) = match b {
+                BOperand::Matrix(b) => {
+                    pack_b(tiles, b, k0, kc, columns.start, nc, packed_b);
+                    (packed_b, kc * width)
+                }
+                BOperand::Panels(b) => (&b.data[(columns.start / width * k + k0) * width..], k * width),
+            };
             // Where this block of `k` starts a chain: from zero, unless asked to go on from `dst`.
             let load = accumulate || k0 > 0;
             for i0 in (0..m).step_by(blocking.mc) {
@@ -296,7 +401,7 @@ unsafe fn column_block(c: Destination, columns: std::ops::Range<usize>, a: &Pack
                 offset += len;
                 for (panel_b, j) in (0..nc).step_by(width).enumerate() {
                     let cols = width.min(nc - j);
-                    let b_panel = packed_b[panel_b * kc * width..].as_ptr();
+                    let b_panel = b_panels[panel_b * panel_stride..].as_ptr();
                     for i in (0..mc).step_by(height) {
                         let rows = height.min(mc - i);
                         let tile = c.data.add((i0 + i) * c.row_stride + columns.start + j);
@@ -343,27 +448,25 @@ fn pack_a(tiles: Tiles, a: Operand, i0: usize, mc: usize, k0: usize, kc: usize, 
 /// `q * kc * width + p * width + c` the entry `(k0 + p, j0 + q * width + c)`, zero past the last column.
 fn pack_b(tiles: Tiles, b: Operand, k0: usize, kc: usize, j0: usize, nc: usize, packed: &mut [f32]) {
     let width = tiles.width();
-    for (q, panel) in packed[..nc.div_ceil(width) * width * kc].chunks_exact_mut(width * kc).enumerate() {
+    let packed = &mut packed[..Panels::len(kc, nc, width)];
+    if b.column_stride == 1 {
+        // Along a row, the columns are contiguous: one copy per panel and step.
+        Panels::spread_steps(packed, kc, width, 0, kc, nc, &b.data[k0 * b.row_stride + j0..], b.row_stride);
+        return;
+    }
+    for (q, panel) in packed.chunks_exact_mut(width * kc).enumerate() {
         let (first, cols) = (j0 + q * width, width.min(nc - q * width));
-        if b.column_stride == 1 {
-            // Along a row, the columns are contiguous: one copy per step.
-            for (p, row) in panel.chunks_exact_mut(width).enumerate() {
-                row[..cols].copy_from_slice(&b.data[(k0 + p) * b.row_stride + first..][..cols]);
-                row[cols..].fill(0.0);
-            }
-        } else {
-            // Panel row `p` is `B`'s row `k0 + p` across the panel's columns; each column is contiguous
-            // down `k` where `B` is a transpose.
-            interleave(
-                tiles,
-                panel,
-                width,
-                cols,
-                kc,
-                |c| b.run(k0, first + c, kc, true),
-                |c, p| b.data[(k0 + p) * b.row_stride + (first + c) * b.column_stride],
-            );
-        }
+        // Panel row `p` is `B`'s row `k0 + p` across the panel's columns; each column is contiguous down
+        // `k` where `B` is a transpose.
+        interleave(
+            tiles,
+            panel,
+            width,
+            cols,
+            kc,
+            |c| b.run(k0, first + c, kc, true),
+            |c, p| b.data[(k0 + p) * b.row_stride + (first + c) * b.column_stride],
+        );
     }
 }
 
@@ -590,13 +693,16 @@ fn mask16(cols: usize) -> __mmask16 {
     }
 }
 
+/// The AVX-512 path's panels' width.
+const AVX512_WIDTH: usize = 32;
+
 /// # Safety
 /// AVX-512F; see [`run_tile`]. The packed panels are 8 rows and 32 columns wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_avx512<const R: usize>(t: Tile) {
     const HEIGHT: usize = 8;
-    const WIDTH: usize = 32;
+    const WIDTH: usize = AVX512_WIDTH;
     let masks = [mask16(t.cols), mask16(t.cols.saturating_sub(16))];
     let mut sums = [[_mm512_setzero_ps(); 2]; R];
     if t.load {
@@ -632,13 +738,16 @@ fn mask8(cols: usize) -> __m256i {
     unsafe { _mm256_loadu_si256(LANES.as_ptr().add(8 - cols.min(8)).cast()) }
 }
 
+/// The AVX2 path's panels' width.
+const AVX2_WIDTH: usize = 16;
+
 /// # Safety
 /// AVX2 and FMA; see [`run_tile`]. The packed panels are 6 rows and 16 columns wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2<const R: usize>(t: Tile) {
     const HEIGHT: usize = 6;
-    const WIDTH: usize = 16;
+    const WIDTH: usize = AVX2_WIDTH;
     // A whole tile's entries move with plain loads and stores: AMD's CPUs run the masked ones as many
     // micro-ops, which on a Zen 3 EPYC took about 15 % of the tile's samples (perf) at the full shapes.
     let whole = t.cols == WIDTH;
@@ -734,8 +843,8 @@ mod tests {
     const OTHER_BLOCKING: Blocking = Blocking { mc: 24, kc: 5, nc: 64 };
 
     /// Every path against the chains written out, bit for bit: ragged tiles and blocks in both
-    /// directions, `k` over several blocks, both layouts of each operand, accumulating or not, one core
-    /// or all, another blocking.
+    /// directions, `k` over several blocks, both layouts of each operand and `B` as panels, accumulating
+    /// or not, one core or all, another blocking.
     #[test]
     fn every_path_computes_the_same_chains() {
         let (mc, kc, nc) = (BLOCKING.mc, BLOCKING.kc, BLOCKING.nc);
@@ -751,17 +860,26 @@ mod tests {
                 let mut expected = start.clone();
                 chains(&mut expected, stride, m, n, k, a, b, accumulate);
                 for &isa in Isa::available() {
+                    // `B` as panels packed ahead, as `pack_b` packs one block of all of `k`.
+                    let width = Panels::width(isa);
+                    let mut panels = vec![f32::NAN; Panels::len(k, n, width)];
+                    if k > 0 {
+                        pack_b(Tiles::of(isa), b, 0, k, 0, n, &mut panels);
+                    }
+                    let operands = [BOperand::Matrix(b), BOperand::Panels(Panels::new(&panels, k, n, width))];
                     for (cores, blocking) in
                         [(Cores::All, BLOCKING), (Cores::Calling, BLOCKING), (Cores::Calling, OTHER_BLOCKING)]
                     {
-                        let mut got = start.clone();
-                        let packed = PackedA::blocked(isa, a, m, k, blocking);
-                        matmul_packed(Matrix::rows(&mut got, stride), n, &packed, b, accumulate, cores);
-                        let same = got.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
-                        assert!(
-                            same,
-                            "{isa:?} {cores:?} {blocking:?}: {m}x{n}x{k} transposed {transpose_a}/{transpose_b}, accumulate {accumulate}"
-                        );
+                        for (operand, b) in operands.iter().enumerate() {
+                            let mut got = start.clone();
+                            let packed = PackedA::blocked(isa, a, m, k, blocking);
+                            matmul_packed(Matrix::rows(&mut got, stride), n, &packed, *b, accumulate, cores);
+                            let same = got.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
+                            assert!(
+                                same,
+                                "{isa:?} {cores:?} {blocking:?} operand {operand}: {m}x{n}x{k} transposed {transpose_a}/{transpose_b}, accumulate {accumulate}"
+                            );
+                        }
                     }
                 }
             }
