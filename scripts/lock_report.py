@@ -12,13 +12,16 @@ hash-checking or not (pip 23.2 to 26.3), as the index serves no metadata files (
 Writes the report for each TARGET (pip's format 1, with the fields xtask and lock_closure.py read:
 each package's metadata and file, not pip's `environment`, which lock_closure.py makes from TARGET) to
 the OUT after it. Prints each pin it could not pick a locked wheel of and exits 1. The targets share
-what they read (each project's index, each wheel's metadata) and a few kept-alive connections.
+what they read (each project's index, each wheel's metadata) and a few kept-alive connections, which go
+through the http:// proxy `https_proxy` (or `HTTPS_PROXY`) names, as pip's do, unless `no_proxy` exempts
+the host.
 
 Usage: lock_report.py INDEX LOCK GLIBC_MINOR TARGET OUT [TARGET OUT ...]
        (INDEX: PyPI's simple index URL; GLIBC_MINOR: the newest glibc a wheel may need, as 28;
         TARGET: VERSION/MACHINE as 3.13/aarch64, or `this`)
 """
 
+import base64
 import concurrent.futures
 import email.parser
 import functools
@@ -31,6 +34,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 import zipfile
 
 try:
@@ -92,15 +96,42 @@ SSL_CONTEXT = ssl.create_default_context()
 ATTEMPTS = 4
 
 
+def proxy_for(netloc):
+    """The proxy `https_proxy` names for `netloc` (as a split URL), or None: none named, or `no_proxy`
+    exempts the host."""
+    proxy = urllib.request.getproxies().get("https")
+    if not proxy or urllib.request.proxy_bypass(urllib.parse.urlsplit(f"//{netloc}").hostname):
+        return None
+    proxy_url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if proxy_url.scheme != "http":
+        raise OSError(f"https_proxy={proxy}: lock_report.py reaches a proxy over http:// only")
+    return proxy_url
+
+
+def connect(netloc, proxy):
+    """An HTTPS connection to `netloc`: straight, or through a tunnel (CONNECT) of `proxy`, with the
+    credentials it gives."""
+    if proxy is None:
+        return http.client.HTTPSConnection(netloc, timeout=180, context=SSL_CONTEXT)
+    headers = {}
+    if proxy.username is not None:
+        user, password = (urllib.parse.unquote(part or "") for part in (proxy.username, proxy.password))
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    connection = http.client.HTTPSConnection(proxy.hostname, proxy.port or 80, timeout=180, context=SSL_CONTEXT)
+    connection.set_tunnel(netloc, headers=headers)
+    return connection
+
+
 def fetch(url, headers):
     """The body of `url`'s answer (200, or 206 to a range request) with its headers, asked again after
     a failed connection or a server's error."""
     parts = urllib.parse.urlsplit(url)
     path = parts.path + (f"?{parts.query}" if parts.query else "")
+    proxy = proxy_for(parts.netloc)
     connections = CONNECTIONS.__dict__.setdefault("by_host", {})
     for attempt in range(ATTEMPTS):
         if parts.netloc not in connections:
-            connections[parts.netloc] = http.client.HTTPSConnection(parts.netloc, timeout=180, context=SSL_CONTEXT)
+            connections[parts.netloc] = connect(parts.netloc, proxy)
         try:
             connections[parts.netloc].request("GET", path, headers=headers)
             response = connections[parts.netloc].getresponse()
@@ -115,7 +146,8 @@ def fetch(url, headers):
                 raise OSError(f"{url}: {failure}")
         connections.pop(parts.netloc).close()
         time.sleep(2**attempt)
-    raise OSError(f"{url}: {failure} (asked {ATTEMPTS} times)")
+    through = "" if proxy is None else f" through the proxy {proxy.hostname}:{proxy.port or 80}"
+    raise OSError(f"{url}: {failure} (asked {ATTEMPTS} times{through})")
 
 
 class RemoteFile(io.RawIOBase):

@@ -647,6 +647,80 @@ mod tests {
         assert!(format!("{error:#}").contains(&format!("whose SHA-256 {sha256} is not among the lock's")), "{error:#}");
     }
 
+    /// The lock check reaches PyPI through the proxy `https_proxy` names, as pip does: a tunnel to the
+    /// index and one to the wheels' host, each asked with the URL's credentials (percent-decoded), and
+    /// the report the one it gives without. Needs PyPI.
+    #[test]
+    fn the_lock_check_goes_through_the_https_proxy() {
+        let sh = shell();
+        let scratch = tempfile::tempdir().unwrap();
+        let lock = workspace_root().join(LOCKS[0].path);
+        let this = [THIS_PYTHON.to_string()];
+        let (straight, proxied) = (scratch.path().join("straight"), scratch.path().join("proxied"));
+        std::fs::create_dir_all(&straight).unwrap();
+        std::fs::create_dir_all(&proxied).unwrap();
+        let straight = locked_reports(&sh, &lock, &this, &straight).unwrap();
+        let (proxy, hosts) = tunnelling_proxy();
+        sh.set_var("https_proxy", proxy.replace("http://", "http://vggq:s%40cret@"));
+        sh.set_var("no_proxy", "");
+        let proxied = locked_reports(&sh, &lock, &this, &proxied).unwrap();
+        assert_eq!(sh.read_file(&proxied[0]).unwrap(), sh.read_file(&straight[0]).unwrap());
+        let tunnels = hosts.lock().unwrap();
+        for host in ["pypi.org:443", "files.pythonhosted.org:443"] {
+            assert!(tunnels.iter().any(|(tunnelled, _)| tunnelled == host), "no tunnel to {host}: {tunnels:?}");
+        }
+        // `vggq:s@cret` in base64.
+        let credentials = "Basic dmdncTpzQGNyZXQ=";
+        assert!(tunnels.iter().all(|(_, authorization)| authorization == credentials), "{tunnels:?}");
+    }
+
+    /// Each tunnel of [`tunnelling_proxy`]: the host, and the request's `Proxy-Authorization`.
+    type Tunnels = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+    /// A proxy on this machine that answers each CONNECT by joining its client to the host it names:
+    /// its `http://` address, and the tunnels it made.
+    fn tunnelling_proxy() -> (String, Tunnels) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let hosts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let joined = hosts.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let joined = joined.clone();
+                std::thread::spawn(move || tunnel(client, &joined));
+            }
+        });
+        (format!("http://{address}"), hosts)
+    }
+
+    /// One tunnel of [`tunnelling_proxy`], until either side closes.
+    fn tunnel(client: std::net::TcpStream, joined: &std::sync::Mutex<Vec<(String, String)>>) -> std::io::Result<()> {
+        use std::io::{BufRead, Write};
+        let mut request = std::io::BufReader::new(client.try_clone()?);
+        let mut line = String::new();
+        request.read_line(&mut line)?;
+        let host = line.strip_prefix("CONNECT ").and_then(|rest| rest.split_whitespace().next()).unwrap_or_default().to_string();
+        // The request's headers, to the blank line after them.
+        let mut authorization = String::new();
+        while {
+            line.clear();
+            request.read_line(&mut line)? > 2
+        } {
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("proxy-authorization") {
+                    authorization = value.trim().to_string();
+                }
+            }
+        }
+        let server = std::net::TcpStream::connect(&host)?;
+        joined.lock().unwrap().push((host, authorization));
+        (&client).write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
+        let (mut from_server, mut to_client) = (server.try_clone()?, client);
+        std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+        std::io::copy(&mut request, &mut &server)?;
+        server.shutdown(std::net::Shutdown::Write)
+    }
+
     /// Each lock with dependencies is still the closure of its roots on PyPI, on this machine: their
     /// dependencies, read from the pinned wheels, need exactly the lock's pins: none missing (a package it
     /// lacks would come in at PyPI's newest) and none more. Needs PyPI, as `cargo xtask setup` does.
