@@ -577,8 +577,18 @@ struct ColumnBlock {
 impl ColumnBlock {
     /// Columns: positions of the block, image by image.
     fn width(&self, shape: Nchw) -> usize {
-        self.count * self.rows.len() * shape.w
+        self.count * self.band(shape)
     }
+
+    /// Positions of each image in the block: its rows, `W` each.
+    fn band(&self, shape: Nchw) -> usize {
+        self.rows.len() * shape.w
+    }
+}
+
+/// The shift of neighbour `tap` (`kh * 3 + kw`) from its position: `(kh - 1, kw - 1)`.
+fn tap_shift(tap: usize) -> (isize, isize) {
+    (tap as isize / 3 - 1, tap as isize % 3 - 1)
 }
 
 /// Floats of im2col a GEMM takes at most: half of a Zen 4 core's 1 MiB L2, so that the columns the GEMM
@@ -638,15 +648,15 @@ const NO_SOURCE: usize = usize::MAX;
 
 impl<'a> BlockIm2col<'a> {
     fn new(x: &'a [f32], shape: Nchw, block: &'a ColumnBlock) -> Self {
-        Self::made(x, shape, block, block.rows.len() * shape.w < GATHER_BAND)
+        Self::made(x, shape, block, block.band(shape) < GATHER_BAND)
     }
 
     /// The block's im2col, its rows gathered where `gather` says, else copied.
     fn made(x: &'a [f32], shape: Nchw, block: &'a ColumnBlock, gather: bool) -> Self {
-        let band = block.rows.len() * shape.w;
+        let band = block.band(shape);
         let gathers = gather.then(|| {
             let mut sources = Vec::with_capacity(9 * block.width(shape));
-            for (dy, dx) in (0..9).map(|tap| (tap as isize / 3 - 1, tap as isize % 3 - 1)) {
+            for (dy, dx) in (0..9).map(tap_shift) {
                 for i in 0..block.count {
                     for position in 0..band {
                         let y = (block.rows.start + position / shape.w) as isize + dy;
@@ -699,8 +709,8 @@ impl<'a> BlockIm2col<'a> {
             return;
         }
         let (y0, y1) = (block.rows.start as isize, block.rows.end as isize);
-        let band = block.rows.len() * w;
-        let (dy, dx) = (tap as isize / 3 - 1, tap as isize % 3 - 1);
+        let band = block.band(shape);
+        let (dy, dx) = tap_shift(tap);
         // Output rows whose source row `y + dy` lies in the image.
         let (first, last) = (y0.max(-dy), y1.min(h - dy));
         for (i, out) in row.chunks_mut(band).enumerate() {
@@ -833,7 +843,7 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
             let bias_of = |o: usize| bias.map_or(0.0, |bias| bias[o]);
             // Into a product of contiguous rows, then to the output: written straight into the output,
             // the tile's rows would lie a plane apart (4 KiB at 32 x 32), all in the same L1 sets.
-            let band = block.rows.len() * shape.w;
+            let band = block.band(shape);
             with_scratch(&REORDERED, out_channels * width, |product| {
                 let col = BOperand::Panels(Panels::new(col, k9, width, panel_width));
                 matmul_packed(Matrix::rows(product, width), width, &weights, col, false, Cores::Calling);
@@ -982,7 +992,7 @@ mod tests {
     fn im2col_rows_are_the_shifted_images() {
         for (shape, block, channels) in blocks() {
             let x: Vec<f32> = (0..shape.len()).map(|i| i as f32 + 1.0).collect();
-            let (band, width) = (block.rows.len() * shape.w, block.width(shape));
+            let (band, width) = (block.band(shape), block.width(shape));
             for gather in [false, true] {
                 let im2col = BlockIm2col::made(&x, shape, &block, gather);
                 for c in channels.clone() {

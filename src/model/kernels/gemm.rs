@@ -379,7 +379,7 @@ unsafe fn column_block(c: Destination, columns: std::ops::Range<usize>, a: &Pack
     let (height, width, m, k) = (tiles.height(), tiles.width(), a.m, a.k);
     PACKED_B.with_borrow_mut(|packed_b| {
         if let BOperand::Matrix(_) = b {
-            packed_b.resize(blocking.kc * columns.len().next_multiple_of(width), 0.0);
+            packed_b.resize(Panels::len(blocking.kc, columns.len(), width), 0.0);
         }
         let mut offset = 0;
         for k0 in (0..k).step_by(blocking.kc) {
