@@ -9,8 +9,7 @@
 use rayon::prelude::*;
 
 use super::cpu::{lane_sum, per_channel_sums, Nchw};
-#[cfg(target_arch = "x86_64")]
-use super::isa::{isa, Isa};
+use super::isa::vectorized;
 use super::FakeQuantization;
 use crate::quant::qparams::{runtime_qparams, QParams};
 
@@ -27,6 +26,7 @@ pub(super) struct FakeQuantizedValues {
     pub max: Vec<f32>,
 }
 
+vectorized! {
 /// Fake-quantizes `values`, `rows` rows of equal length (one for a tensor, one per output channel for a
 /// weight), each row scaled by `factor[row]` first where given: the observer's range `observed` (per
 /// row; `None` before the first batch) folds in each row's minimum and maximum, `quantization` gives the
@@ -63,9 +63,10 @@ pub(super) fn fake_quantize(
         out.par_chunks_mut(CHUNK)
             .zip(inside.par_chunks_mut(CHUNK))
             .zip(row_values(row).par_chunks(CHUNK))
-            .for_each(|((out, inside), values)| quantize(values, out, inside, grid));
+            .for_each(|((out, inside), values)| quantize_values(values, out, inside, grid));
     });
     FakeQuantizedValues { output, mask, min, max }
+}
 }
 
 /// One channel's grid: what each of its values is scaled by first, and fbgemm's parameters.
@@ -94,25 +95,7 @@ impl Grid {
 }
 
 /// `values` quantized and dequantized on `grid` into `out`, and 1 in `inside` where the integer fell in
-/// the range. Each value's arithmetic is the same whatever the instruction set: the vector path is the
-/// same code, compiled for AVX2.
-fn quantize(values: &[f32], out: &mut [f32], inside: &mut [u8], grid: Grid) {
-    #[cfg(target_arch = "x86_64")]
-    if matches!(isa(), Isa::Avx2 | Isa::Avx512) {
-        // SAFETY: the CPU has AVX2 (`isa` never names a set it lacks).
-        return unsafe { quantize_avx2(values, out, inside, grid) };
-    }
-    quantize_values(values, out, inside, grid);
-}
-
-/// # Safety
-/// AVX2 must be present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_avx2(values: &[f32], out: &mut [f32], inside: &mut [u8], grid: Grid) {
-    quantize_values(values, out, inside, grid);
-}
-
+/// the range.
 #[inline(always)]
 fn quantize_values(values: &[f32], out: &mut [f32], inside: &mut [u8], grid: Grid) {
     for ((out, inside), &v) in out.iter_mut().zip(inside).zip(values) {
@@ -125,6 +108,7 @@ fn quantize_values(values: &[f32], out: &mut [f32], inside: &mut [u8], grid: Gri
 /// Rows of a Linear's weight a task of [`fake_quantize_columns`] takes.
 const ROW_BLOCK: usize = 64;
 
+vectorized! {
 /// [`fake_quantize`] of a Linear's weight in Burn's layout, `[inputs, outputs]`, per output: one channel
 /// per column, read where it lies (transposing a full-size classifier's 134 MB weight there and back cost
 /// more than quantizing it).
@@ -171,6 +155,7 @@ pub(super) fn fake_quantize_columns(
     );
     FakeQuantizedValues { output, mask, min, max }
 }
+}
 
 /// The observer's range after a batch whose ranges are `ranges`: the moving average, in f32 as the
 /// composed version rounds it, or the batch's own for the first.
@@ -205,26 +190,16 @@ fn round_half_even(x: f32) -> f32 {
     }
 }
 
+vectorized! {
 /// The gradient of a fake quantizer's input: `grad` where `mask` is 1, zero elsewhere.
 pub(super) fn straight_through(grad: &[f32], mask: &[u8]) -> Vec<f32> {
     let mut dx = vec![0.0f32; grad.len()];
-    dx.par_chunks_mut(CHUNK).zip(grad.par_chunks(CHUNK)).zip(mask.par_chunks(CHUNK)).for_each(|((dx, grad), mask)| {
-        #[cfg(target_arch = "x86_64")]
-        if matches!(isa(), Isa::Avx2 | Isa::Avx512) {
-            // SAFETY: the CPU has AVX2 (`isa` never names a set it lacks).
-            return unsafe { masked_avx2(dx, grad, mask) };
-        }
-        masked(dx, grad, mask);
-    });
+    dx.par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(mask.par_chunks(CHUNK))
+        .for_each(|((dx, grad), mask)| masked(dx, grad, mask));
     dx
 }
-
-/// # Safety
-/// AVX2 must be present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn masked_avx2(dx: &mut [f32], grad: &[f32], mask: &[u8]) {
-    masked(dx, grad, mask);
 }
 
 /// `grad` where `mask` is 1, zero elsewhere.
@@ -235,22 +210,29 @@ fn masked(dx: &mut [f32], grad: &[f32], mask: &[u8]) {
     }
 }
 
+vectorized! {
 /// The gradients of a weight fake-quantized after scaling by `factor` per row: the weight's
 /// (`grad * mask * factor[row]`) and the factor's (`sum over the row of grad * mask * weight`, f64).
 pub(super) fn scaled_weight_grads(grad: &[f32], mask: &[u8], weight: &[f32], factor: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let len = weight.len() / factor.len().max(1);
-    let masked = |row: usize, i: usize| if mask[row * len + i] == 1 { grad[row * len + i] } else { 0.0 };
-    let dfactor: Vec<f32> =
-        (0..factor.len()).into_par_iter().map(|row| lane_sum(len, |i| masked(row, i) * weight[row * len + i]) as f32).collect();
     let mut dweight = vec![0.0f32; weight.len()];
-    dweight.par_chunks_mut(len.max(1)).enumerate().for_each(|(row, out)| {
-        for (i, d) in out.iter_mut().enumerate() {
-            *d = masked(row, i) * factor[row];
-        }
-    });
+    // Each row's masked gradient first, in the row of `dweight` that then takes it times the factor.
+    let dfactor = dweight
+        .par_chunks_mut(len.max(1))
+        .zip(grad.par_chunks(len.max(1)).zip(mask.par_chunks(len.max(1))))
+        .zip(weight.par_chunks(len.max(1)).zip(factor))
+        .map(|((out, (grad, mask)), (weight, &factor))| {
+            masked(out, grad, mask);
+            let dfactor = lane_sum([out, weight], |[g, w]| g * w) as f32;
+            out.iter_mut().for_each(|d| *d *= factor);
+            dfactor
+        })
+        .collect();
     (dweight, dfactor)
 }
+}
 
+vectorized! {
 /// ConvBnReLU2d's unscaling of its conv's output, `y / factor[c] + bias[c]` per channel.
 pub(super) fn unscale_bias(y: &[f32], shape: Nchw, factor: &[f32], bias: &[f32]) -> Vec<f32> {
     let mut output = vec![0.0f32; y.len()];
@@ -262,14 +244,16 @@ pub(super) fn unscale_bias(y: &[f32], shape: Nchw, factor: &[f32], bias: &[f32])
     });
     output
 }
+}
 
+vectorized! {
 /// The gradients of [`unscale_bias`] with respect to `y` (`grad / factor[c]`), the factor
 /// (`-sum(grad * y) / factor[c]^2`) and the bias (`sum(grad)`), the sums in f64.
 pub(super) fn unscale_bias_grads(grad: &[f32], y: &[f32], shape: Nchw, factor: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let plane = shape.plane();
     let sums = per_channel_sums(shape, |p| {
         let (g, y) = (&grad[p * plane..][..plane], &y[p * plane..][..plane]);
-        [lane_sum(plane, |i| g[i] * y[i]), lane_sum(plane, |i| g[i])]
+        [lane_sum([g, y], |[g, y]| g * y), lane_sum([g], |[g]| g)]
     });
     let dfactor = sums.iter().zip(factor).map(|(&[gy, _], &f)| (-gy / (f64::from(f) * f64::from(f))) as f32).collect();
     let dbias = sums.iter().map(|&[_, g]| g as f32).collect();
@@ -281,6 +265,7 @@ pub(super) fn unscale_bias_grads(grad: &[f32], y: &[f32], shape: Nchw, factor: &
         }
     });
     (dy, dfactor, dbias)
+}
 }
 
 #[cfg(test)]

@@ -101,3 +101,27 @@ pub fn isa() -> Isa {
     static CHOSEN: OnceLock<Isa> = OnceLock::new();
     *CHOSEN.get_or_init(|| Isa::configured().unwrap_or_else(|_| Isa::detected()))
 }
+
+/// Defines a function whose body is compiled twice, for the baseline target and for AVX2, the latter run
+/// where [`isa`] allows it: for loops over values that the compiler vectorizes, which the baseline x86-64
+/// target runs 4 floats at a time. Closures in the body (rayon's tasks, the sums' terms) are compiled with
+/// it. The same arithmetic on each path: Rust neither fuses nor reorders float operations, so the vectors
+/// change only how many values an instruction takes.
+macro_rules! vectorized {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            fn avx2($($arg: $ty),*) $(-> $ret)? $body
+            fn baseline($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            if matches!($crate::model::kernels::isa::isa(), $crate::model::kernels::isa::Isa::Avx2 | $crate::model::kernels::isa::Isa::Avx512) {
+                // SAFETY: the CPU has AVX2 (`isa` never names a set it lacks).
+                return unsafe { avx2($($arg),*) };
+            }
+            baseline($($arg),*)
+        }
+    };
+}
+pub(crate) use vectorized;
