@@ -214,13 +214,14 @@ vectorized! {
 /// The gradients of a weight fake-quantized after scaling by `factor` per row: the weight's
 /// (`grad * mask * factor[row]`) and the factor's (`sum over the row of grad * mask * weight`, f64).
 pub(super) fn scaled_weight_grads(grad: &[f32], mask: &[u8], weight: &[f32], factor: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let len = weight.len() / factor.len().max(1);
+    // A row's length (at least 1, as chunks must be).
+    let row = (weight.len() / factor.len().max(1)).max(1);
     let mut dweight = vec![0.0f32; weight.len()];
     // Each row's masked gradient first, in the row of `dweight` that then takes it times the factor.
     let dfactor = dweight
-        .par_chunks_mut(len.max(1))
-        .zip(grad.par_chunks(len.max(1)).zip(mask.par_chunks(len.max(1))))
-        .zip(weight.par_chunks(len.max(1)).zip(factor))
+        .par_chunks_mut(row)
+        .zip(grad.par_chunks(row).zip(mask.par_chunks(row)))
+        .zip(weight.par_chunks(row).zip(factor))
         .map(|((out, (grad, mask)), (weight, &factor))| {
             masked(out, grad, mask);
             let dfactor = lane_sum([out, weight], |[g, w]| g * w) as f32;
