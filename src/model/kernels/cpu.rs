@@ -40,6 +40,7 @@ use std::thread::LocalKey;
 
 use super::dot_products::{dot_products, Rows};
 use super::fake_quantize;
+use super::fresh::{Fresh, Part};
 use super::gemm::{matmul, matmul_packed, BOperand, Cores, Matrix, Operand, PackedA, Panels};
 use super::isa::{isa, vectorized};
 use super::{BatchNormed, FakeQuantization, FakeQuantized, Observed, SgdStep, VggBackend};
@@ -146,7 +147,7 @@ impl VggBackend for Flex {
         let shape = accumulator.shape();
         let (bias, multiplier) = (values(&bias), values(&multiplier));
         let plane = shape.num_elements() / (shape[0] * shape[1]);
-        let mut output = vec![0.0f32; shape.num_elements()];
+        let mut output = Fresh::new(shape.num_elements());
         let image = shape[1] * plane;
         output.par_chunks_mut(image).zip(values(&accumulator).par_chunks(image)).for_each(|(out, image)| {
             for (channel, (out, input)) in out.chunks_mut(plane).zip(image.chunks(plane)).enumerate() {
@@ -158,7 +159,7 @@ impl VggBackend for Flex {
                 }
             }
         });
-        new_tensor(output, shape)
+        new_tensor(output.into_vec(), shape)
     }
 
     fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
@@ -428,9 +429,9 @@ fn per_channel_sum(shape: Nchw, f: impl Fn(usize) -> f64 + Sync) -> Vec<f64> {
 /// channel's planes still in the core's L2 (the smoke shapes' 8 BatchNorm+ReLU forward passes, batch 32,
 /// both cores of the Intel Xeon: 2.3-2.8 ms against 2.9-3.4 for passes over all channels; the 32 x 32
 /// layer 0.65-0.71 against 0.99-1.17, the 2 x 2 layers slower, 0.18-0.21 against 0.13-0.17).
-fn channel_planes_mut(values: &mut [f32], shape: Nchw) -> Vec<Vec<&mut [f32]>> {
-    let mut channels: Vec<Vec<&mut [f32]>> = (0..shape.c).map(|_| Vec::with_capacity(shape.n)).collect();
-    for (p, plane) in values.chunks_mut(shape.plane()).enumerate() {
+fn channel_planes_mut(values: &mut Fresh<f32>, shape: Nchw) -> Vec<Vec<Part<'_, f32>>> {
+    let mut channels: Vec<Vec<Part<'_, f32>>> = (0..shape.c).map(|_| Vec::with_capacity(shape.n)).collect();
+    for (p, plane) in values.parts(shape.plane()).enumerate() {
         channels[p % shape.c].push(plane);
     }
     channels
@@ -440,7 +441,7 @@ vectorized! {
 pub(super) fn batch_norm_relu_forward(x: &[f32], shape: Nchw, gamma: &[f32], beta: &[f32]) -> BatchNormForward {
     let (plane, count) = (shape.plane(), (shape.n * shape.plane()) as f64);
     let slice = |p: usize| &x[p * plane..(p + 1) * plane];
-    let mut output = vec![0.0f32; shape.len()];
+    let mut output = Fresh::new(shape.len());
     // Per channel: `[mean, variance, inverse_std]`, its output written.
     let statistics: Vec<[f32; 3]> = channel_planes_mut(&mut output, shape)
         .into_par_iter()
@@ -453,14 +454,14 @@ pub(super) fn batch_norm_relu_forward(x: &[f32], shape: Nchw, gamma: &[f32], bet
             let variance = (squares / count) as f32;
             let inverse_std = 1.0 / (variance + BATCH_NORM_EPS).sqrt();
             let coefficients = (mean, inverse_std * gamma[channel], beta[channel]);
-            for (image, out) in outputs.into_iter().enumerate() {
+            for (image, out) in Part::clear_each(outputs).into_iter().enumerate() {
                 affine_relu_plane(out, slice(image * shape.c + channel), coefficients);
             }
             [mean, variance, inverse_std]
         })
         .collect();
     let statistic = |k: usize| statistics.iter().map(|s| s[k]).collect();
-    BatchNormForward { output, mean: statistic(0), variance: statistic(1), inverse_std: statistic(2) }
+    BatchNormForward { output: output.into_vec(), mean: statistic(0), variance: statistic(1), inverse_std: statistic(2) }
 }
 }
 
@@ -468,13 +469,13 @@ vectorized! {
 /// `max(0, (v - offset) * scale + shift)` for every value `v` of `x`, with `(offset, scale, shift)` the
 /// channel's, as `coefficients` gives them: BatchNorm+ReLU with running statistics.
 fn affine_relu(x: &[f32], shape: Nchw, coefficients: impl Fn(usize) -> (f32, f32, f32) + Sync) -> Vec<f32> {
-    let mut output = vec![0.0f32; shape.len()];
+    let mut output = Fresh::new(shape.len());
     output.par_chunks_mut(shape.image()).zip(x.par_chunks(shape.image())).for_each(|(out, image)| {
         for (channel, (out, input)) in out.chunks_mut(shape.plane()).zip(image.chunks(shape.plane())).enumerate() {
             affine_relu_plane(out, input, coefficients(channel));
         }
     });
-    output
+    output.into_vec()
 }
 }
 
@@ -514,7 +515,7 @@ pub(super) fn batch_norm_relu_backward(
     });
     let sum_dz: Vec<f64> = sums.iter().map(|&[dz, _]| dz).collect();
     let sum_dz_xhat: Vec<f64> = sums.iter().zip(inverse_std).map(|(&[_, dz_centred], &s)| dz_centred * f64::from(s)).collect();
-    let mut dx = vec![0.0f32; shape.len()];
+    let mut dx = Fresh::new(shape.len());
     dx.par_chunks_mut(shape.image()).enumerate().for_each(|(image, out)| {
         for (channel, out) in out.chunks_mut(plane).enumerate() {
             let (g, x, o) = planes(image * shape.c + channel);
@@ -529,15 +530,15 @@ pub(super) fn batch_norm_relu_backward(
     });
     let dgamma = sum_dz_xhat.iter().map(|&v| v as f32).collect();
     let dbeta = sum_dz.iter().map(|&v| v as f32).collect();
-    (dx, dgamma, dbeta)
+    (dx.into_vec(), dgamma, dbeta)
 }
 }
 
 /// 2x2 max-pool of every plane, and the window position (0..4, row-major) each maximum came from.
 pub(super) fn max_pool2x2_forward(x: &[f32], shape: Nchw) -> (Vec<f32>, Vec<u8>) {
     let (h, w) = (shape.h / 2, shape.w / 2);
-    let mut output = vec![0.0f32; shape.n * shape.c * h * w];
-    let mut positions = vec![0u8; output.len()];
+    let mut output = Fresh::new(shape.n * shape.c * h * w);
+    let mut positions = Fresh::new(shape.n * shape.c * h * w);
     output.par_chunks_mut(h * w).zip(positions.par_chunks_mut(h * w)).zip(x.par_chunks(shape.plane())).for_each(
         |((out, position), input)| {
             for ((out, position), rows) in out.chunks_mut(w).zip(position.chunks_mut(w)).zip(input.chunks(2 * shape.w)) {
@@ -557,13 +558,13 @@ pub(super) fn max_pool2x2_forward(x: &[f32], shape: Nchw) -> (Vec<f32>, Vec<u8>)
             }
         },
     );
-    (output, positions)
+    (output.into_vec(), positions.into_vec())
 }
 
 /// The input gradient of a 2x2 max-pool: each output gradient goes to the position its maximum came from.
 pub(super) fn max_pool2x2_backward(grad: &[f32], positions: &[u8], input: Nchw) -> Vec<f32> {
     let (h, w) = (input.h / 2, input.w / 2);
-    let mut dx = vec![0.0f32; input.len()];
+    let mut dx = Fresh::new(input.len());
     dx.par_chunks_mut(input.plane()).zip(grad.par_chunks(h * w)).zip(positions.par_chunks(h * w)).for_each(
         |((out, grad), positions)| {
             for ((rows, grad), positions) in out.chunks_mut(2 * input.w).zip(grad.chunks(w)).zip(positions.chunks(w)) {
@@ -577,7 +578,7 @@ pub(super) fn max_pool2x2_backward(grad: &[f32], positions: &[u8], input: Nchw) 
             }
         },
     );
-    dx
+    dx.into_vec()
 }
 
 /// The input gradient of a 3x3 convolution (padding 1): the convolution of the output gradient with the
@@ -865,9 +866,8 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
     let groups = ranges(shape.n, power_of_two_at_most((shape.n * plane / MIN_TASK_COLUMNS).min(shape.n)));
     let weights = PackedA::new(isa(), Operand::rows(weight, k9), out_channels, k9);
     let panel_width = Panels::width(isa());
-    let mut output = vec![0.0f32; shape.n * out_image];
-    let chunks: Vec<&mut [f32]> = output.chunks_mut(groups[0].len().max(1) * out_image).collect();
-    chunks.into_par_iter().zip(groups).for_each(|(out, images)| {
+    let mut output = Fresh::new(shape.n * out_image);
+    output.par_chunks_mut(groups[0].len().max(1) * out_image).zip(groups).for_each(|(out, images)| {
         let first_image = images.start;
         for_each_im2col_block(x, shape, images, 0..shape.c, Im2colLayout::Panels(panel_width), |block, col| {
             let width = block.width(shape);
@@ -889,7 +889,7 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
             });
         });
     });
-    output
+    output.into_vec()
 }
 
 /// Floats the partial sums of a weight gradient may take in all.
@@ -963,7 +963,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
         .collect();
     // Task `g * ranges + r` holds group `g`'s columns for channel range `r`.
     let k9 = shape.c * 9;
-    let mut total = vec![0.0f32; out_channels * k9];
+    let mut total = Fresh::new(out_channels * k9);
     total.par_chunks_mut(k9).enumerate().for_each(|(o, row)| {
         for (r, channels) in channel_ranges.iter().enumerate() {
             let width = channels.len() * 9;
@@ -972,7 +972,7 @@ pub(super) fn conv3x3_weight_grad(x: &[f32], shape: Nchw, grad: &[f32], out_chan
             tree_sum(&mut row[channels.start * 9..][..width], &partials);
         }
     });
-    total
+    total.into_vec()
 }
 
 /// `out = partials[0] + ... + partials[last]`, value by value, added in one fixed tree: the first half's

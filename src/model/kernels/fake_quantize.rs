@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::cpu::{lane_sum, per_channel_sums, Nchw};
+use super::fresh::Fresh;
 use super::isa::vectorized;
 use super::FakeQuantization;
 use crate::quant::qparams::{runtime_qparams, QParams};
@@ -56,16 +57,17 @@ pub(super) fn fake_quantize(
         .collect();
     let (min, max) = observe(&ranges, observed, quantization);
     let qparams = qparams(&min, &max, quantization);
-    let mut output = vec![0.0f32; values.len()];
-    let mut mask = vec![0u8; values.len()];
-    output.par_chunks_mut(len.max(1)).zip(mask.par_chunks_mut(len.max(1))).enumerate().for_each(|(row, (out, inside))| {
+    let mut output = Fresh::new(values.len());
+    let mut mask = Fresh::new(values.len());
+    let rows = output.parts(len.max(1)).zip(mask.parts(len.max(1))).collect::<Vec<_>>();
+    rows.into_par_iter().enumerate().for_each(|(row, (out, inside))| {
         let grid = Grid::new(qparams[row], scale_of(row), quantization);
         out.par_chunks_mut(CHUNK)
             .zip(inside.par_chunks_mut(CHUNK))
             .zip(row_values(row).par_chunks(CHUNK))
             .for_each(|((out, inside), values)| quantize_values(values, out, inside, grid));
     });
-    FakeQuantizedValues { output, mask, min, max }
+    FakeQuantizedValues { output: output.into_vec(), mask: mask.into_vec(), min, max }
 }
 }
 
@@ -141,8 +143,8 @@ pub(super) fn fake_quantize_columns(
         });
     let (min, max) = observe(&ranges, observed, quantization);
     let grids: Vec<Grid> = qparams(&min, &max, quantization).into_iter().map(|q| Grid::new(q, 1.0, quantization)).collect();
-    let mut output = vec![0.0f32; values.len()];
-    let mut mask = vec![0u8; values.len()];
+    let mut output = Fresh::new(values.len());
+    let mut mask = Fresh::new(values.len());
     let block = ROW_BLOCK * columns.max(1);
     output.par_chunks_mut(block).zip(mask.par_chunks_mut(block)).zip(values.par_chunks(block)).for_each(
         |((out, inside), values)| {
@@ -153,7 +155,7 @@ pub(super) fn fake_quantize_columns(
             }
         },
     );
-    FakeQuantizedValues { output, mask, min, max }
+    FakeQuantizedValues { output: output.into_vec(), mask: mask.into_vec(), min, max }
 }
 }
 
@@ -193,12 +195,12 @@ fn round_half_even(x: f32) -> f32 {
 vectorized! {
 /// The gradient of a fake quantizer's input: `grad` where `mask` is 1, zero elsewhere.
 pub(super) fn straight_through(grad: &[f32], mask: &[u8]) -> Vec<f32> {
-    let mut dx = vec![0.0f32; grad.len()];
+    let mut dx = Fresh::new(grad.len());
     dx.par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
         .zip(mask.par_chunks(CHUNK))
         .for_each(|((dx, grad), mask)| masked(dx, grad, mask));
-    dx
+    dx.into_vec()
 }
 }
 
@@ -216,7 +218,7 @@ vectorized! {
 pub(super) fn scaled_weight_grads(grad: &[f32], mask: &[u8], weight: &[f32], factor: &[f32]) -> (Vec<f32>, Vec<f32>) {
     // A row's length (at least 1, as chunks must be).
     let row = (weight.len() / factor.len().max(1)).max(1);
-    let mut dweight = vec![0.0f32; weight.len()];
+    let mut dweight = Fresh::new(weight.len());
     // Each row's masked gradient first, in the row of `dweight` that then takes it times the factor.
     let dfactor = dweight
         .par_chunks_mut(row)
@@ -229,21 +231,21 @@ pub(super) fn scaled_weight_grads(grad: &[f32], mask: &[u8], weight: &[f32], fac
             dfactor
         })
         .collect();
-    (dweight, dfactor)
+    (dweight.into_vec(), dfactor)
 }
 }
 
 vectorized! {
 /// ConvBnReLU2d's unscaling of its conv's output, `y / factor[c] + bias[c]` per channel.
 pub(super) fn unscale_bias(y: &[f32], shape: Nchw, factor: &[f32], bias: &[f32]) -> Vec<f32> {
-    let mut output = vec![0.0f32; y.len()];
+    let mut output = Fresh::new(y.len());
     output.par_chunks_mut(shape.plane()).zip(y.par_chunks(shape.plane())).enumerate().for_each(|(p, (out, y))| {
         let c = p % shape.c;
         for (o, &v) in out.iter_mut().zip(y) {
             *o = v / factor[c] + bias[c];
         }
     });
-    output
+    output.into_vec()
 }
 }
 
@@ -258,14 +260,14 @@ pub(super) fn unscale_bias_grads(grad: &[f32], y: &[f32], shape: Nchw, factor: &
     });
     let dfactor = sums.iter().zip(factor).map(|(&[gy, _], &f)| (-gy / (f64::from(f) * f64::from(f))) as f32).collect();
     let dbias = sums.iter().map(|&[_, g]| g as f32).collect();
-    let mut dy = vec![0.0f32; y.len()];
+    let mut dy = Fresh::new(y.len());
     dy.par_chunks_mut(plane).zip(grad.par_chunks(plane)).enumerate().for_each(|(p, (out, grad))| {
         let f = factor[p % shape.c];
         for (d, &g) in out.iter_mut().zip(grad) {
             *d = g / f;
         }
     });
-    (dy, dfactor, dbias)
+    (dy.into_vec(), dfactor, dbias)
 }
 }
 

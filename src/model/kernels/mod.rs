@@ -17,6 +17,7 @@ mod cpu_autodiff;
 mod cubecl_autodiff;
 mod dot_products;
 mod fake_quantize;
+mod fresh;
 mod gemm;
 pub mod isa;
 mod machine;
