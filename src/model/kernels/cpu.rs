@@ -864,7 +864,7 @@ pub(super) fn conv3x3_forward(x: &[f32], shape: Nchw, weight: &[f32], bias: Opti
     let (plane, k9) = (shape.plane(), shape.c * 9);
     let out_image = out_channels * plane;
     let groups = ranges(shape.n, power_of_two_at_most((shape.n * plane / MIN_TASK_COLUMNS).min(shape.n)));
-    let weights = PackedA::new(isa(), Operand::rows(weight, k9), out_channels, k9);
+    let weights = PackedA::new(isa(), Operand::rows(weight, k9), out_channels, k9, Cores::All);
     let panel_width = Panels::width(isa());
     let mut output = Fresh::new(shape.n * out_image);
     output.par_chunks_mut(groups[0].len().max(1) * out_image).zip(groups).for_each(|(out, images)| {

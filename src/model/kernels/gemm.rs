@@ -198,7 +198,7 @@ pub enum Cores {
 /// Panics unless `a`, `b` and `dst` hold the entries their sizes name.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(dst: Matrix, m: usize, n: usize, k: usize, a: Operand, b: Operand, accumulate: bool, cores: Cores) {
-    matmul_packed(dst, n, &PackedA::new(isa(), a, m, k), BOperand::Matrix(b), accumulate, cores);
+    matmul_packed(dst, n, &PackedA::new(isa(), a, m, k, cores), BOperand::Matrix(b), accumulate, cores);
 }
 
 /// `A` made ready for the products of one instruction set: packed, for the `mc x kc` blocks in order
@@ -215,15 +215,15 @@ pub struct PackedA {
 }
 
 impl PackedA {
-    /// `a` (`m x k`) ready for the tiles of `isa`.
+    /// `a` (`m x k`) ready for the tiles of `isa`, its blocks packed on `cores`.
     ///
     /// Panics unless `a` holds `m x k` entries.
-    pub fn new(isa: Isa, a: Operand, m: usize, k: usize) -> Self {
-        Self::blocked(isa, a, m, k, BLOCKING)
+    pub fn new(isa: Isa, a: Operand, m: usize, k: usize, cores: Cores) -> Self {
+        Self::blocked(isa, a, m, k, BLOCKING, cores)
     }
 
     /// [`PackedA::new`] for products blocked as `blocking` says.
-    fn blocked(isa: Isa, a: Operand, m: usize, k: usize, blocking: Blocking) -> Self {
+    fn blocked(isa: Isa, a: Operand, m: usize, k: usize, blocking: Blocking, cores: Cores) -> Self {
         assert!(a.holds(m, k), "an operand smaller than {m} x {k}");
         let tiles = Tiles::of(isa);
         let height = tiles.height();
@@ -233,15 +233,24 @@ impl PackedA {
         if data.len() < packed_len {
             data.resize(packed_len, 0.0);
         }
-        let mut offset = 0;
+        // Each block with its part of the buffer, in order.
+        let mut blocks = Vec::new();
+        let mut rest = &mut data[..packed_len];
         for k0 in (0..k).step_by(blocking.kc) {
             let kc = blocking.kc.min(k - k0);
             for i0 in (0..m).step_by(blocking.mc) {
                 let mc = blocking.mc.min(m - i0);
-                let len = mc.div_ceil(height) * height * kc;
-                pack_a(tiles, a, i0, mc, k0, kc, &mut data[offset..offset + len]);
-                offset += len;
+                let (part, tail) = std::mem::take(&mut rest).split_at_mut(mc.div_ceil(height) * height * kc);
+                blocks.push((i0, mc, k0, kc, part));
+                rest = tail;
             }
+        }
+        let pack = |(i0, mc, k0, kc, part): (usize, usize, usize, usize, &mut [f32])| pack_a(tiles, a, i0, mc, k0, kc, part);
+        match cores {
+            // A convolution's weights are packed on the calling thread before its tasks start: in
+            // parallel, the other cores share it (3 % of the calling thread's samples at the smoke shapes).
+            Cores::All => blocks.into_par_iter().for_each(pack),
+            Cores::Calling => blocks.into_iter().for_each(pack),
         }
         PackedA { tiles, blocking, m, k, data }
     }
@@ -872,7 +881,7 @@ mod tests {
                     {
                         for (operand, b) in operands.iter().enumerate() {
                             let mut got = start.clone();
-                            let packed = PackedA::blocked(isa, a, m, k, blocking);
+                            let packed = PackedA::blocked(isa, a, m, k, blocking, cores);
                             matmul_packed(Matrix::rows(&mut got, stride), n, &packed, *b, accumulate, cores);
                             let same = got.iter().zip(&expected).all(|(x, y)| x.to_bits() == y.to_bits());
                             assert!(
