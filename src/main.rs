@@ -6,11 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-/// Large blocks are kept for reuse when freed (see [`vggq::backend::BlockReuse`]).
+/// Large blocks are kept for reuse when freed (see [`vggq::backend::BlockReuse`]), and smaller ones'
+/// pages stay mapped (`keep_heap_mapped`, first thing in `main`).
 #[global_allocator]
 static ALLOCATOR: vggq::backend::BlockReuse = vggq::backend::BlockReuse::new();
 
 fn main() -> ExitCode {
+    vggq::backend::keep_heap_mapped();
     vggq_core::signals::end_on_closed_pipe();
     // An unknown `VGGQ_ISA` is a usage error (exit 2, as clap's), before any kernel runs with the
     // detected set instead.

@@ -1,5 +1,6 @@
 //! The process's allocator: the system's, except that large blocks are kept when freed and handed out
-//! again for the next request of the same layout.
+//! again for the next request of the same layout, and glibc's heap keeps the pages of smaller ones
+//! mapped ([`keep_heap_mapped`]).
 //!
 //! A training step allocates the same tensors every step, and glibc maps each block of 32 MiB or more
 //! afresh (its largest `mmap` threshold) and unmaps it when freed, so every step faulted in and cleared
@@ -20,6 +21,28 @@ const SLOTS: usize = 256;
 /// at 1.5 GiB 82 %, at 2 GiB 96 %), paid for with as much more resident memory at most (a full-shape
 /// training's peak went from 1.45 to 2.50 GiB).
 const BUDGET: usize = 2 << 30;
+
+/// Makes glibc's heaps, which serve the blocks below [`LARGE`] bytes, keep their freed memory mapped, and
+/// glibc map the blocks of [`LARGE`] bytes or more apart (which [`BlockReuse`] keeps). By default glibc gives
+/// the top of its heaps back to the system once more than its trim threshold is free there, and moves
+/// its mapping threshold with the blocks freed: a smoke training step freed its gradients and gave their
+/// pages back, and faulted them in again the next step (293,000 page faults in a 3 s `vggq bench-train
+/// --profile smoke`, 28,000 with this; `perf` put the faults at 6 % of a step's samples, the kernel's
+/// TLB shootdowns on top). The price is memory: the heaps' peak stays mapped, as [`BUDGET`] bytes of
+/// large blocks do. Nothing elsewhere than glibc's malloc is changed (its trim threshold and the mapping
+/// threshold are glibc's own knobs).
+pub fn keep_heap_mapped() {
+    // Free memory a heap keeps at its top (at most): all of a run's heap, in practice.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    const TRIM_THRESHOLD: usize = 1 << 30;
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    for (parameter, value) in [(libc::M_MMAP_THRESHOLD, LARGE), (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD)] {
+        // SAFETY: `mallopt` only sets glibc's malloc parameters, under its own lock.
+        let taken = unsafe { libc::mallopt(parameter, value as libc::c_int) };
+        // Constants glibc takes on every machine it runs on (a test holds them to it).
+        assert_eq!(taken, 1, "glibc's mallopt refused {value} for parameter {parameter}");
+    }
+}
 
 /// [`System`], keeping freed blocks of [`LARGE`] to [`BUDGET`] bytes for reuse: at most [`SLOTS`] of
 /// them, [`BUDGET`] bytes in all, the least recently freed going back to the system to make room.
@@ -153,6 +176,13 @@ mod tests {
         let mut addresses: Vec<_> = allocator.lock().blocks.iter().flatten().map(|block| block.address).collect();
         addresses.sort();
         addresses
+    }
+
+    /// glibc takes both settings (it refuses a mapping threshold above 32 MiB, half its largest heap).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn glibc_keeps_the_heap_mapped_as_asked() {
+        keep_heap_mapped();
     }
 
     #[test]

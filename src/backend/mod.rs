@@ -18,7 +18,7 @@ use crate::model::TrainingBackend;
 use serde::{Deserialize, Serialize};
 pub use vggq_core::DeviceRequest;
 
-pub use block_reuse::BlockReuse;
+pub use block_reuse::{keep_heap_mapped, BlockReuse};
 pub use cuda_probe::{CudaProbe, CudaVersion, Gpu};
 pub use selection::{probe_cuda, select, Selection};
 pub use startup::{disable_device_select_without_display, export_cuda_path, join_cpu_pool};
