@@ -27,7 +27,7 @@ const BUDGET: usize = 2 << 30;
 /// the top of its heaps back to the system once more than its trim threshold is free there, and moves
 /// its mapping threshold with the blocks freed: a smoke training step freed its gradients and gave their
 /// pages back, and faulted them in again the next step (293,000 page faults in a 3 s `vggq bench-train
-/// --profile smoke`, 28,000 with this; `perf` put the faults at 6 % of a step's samples, the kernel's
+/// --profile smoke`, 25,000 with this; `perf` put the faults at 6 % of a step's samples, the kernel's
 /// TLB shootdowns on top). The price is memory: the heaps' peak stays mapped, as [`BUDGET`] bytes of
 /// large blocks do. Nothing elsewhere than glibc's malloc is changed (its trim threshold and the mapping
 /// threshold are glibc's own knobs).

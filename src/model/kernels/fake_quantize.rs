@@ -52,7 +52,7 @@ pub(super) fn fake_quantize(
                 .map(|chunk| scaled_range(chunk, f))
                 .collect::<Vec<_>>()
                 .into_iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (l, h)| (lo.min(l), hi.max(h)))
+                .fold((f32::INFINITY, f32::NEG_INFINITY), earlier_on_ties)
         })
         .collect();
     let (min, max) = observe(&ranges, observed, quantization);
@@ -106,6 +106,13 @@ fn scaled_range(values: &[f32], f: f32) -> (f32, f32) {
         max = first_zero().unwrap_or(max);
     }
     (min, max)
+}
+
+/// Two ranges, `earlier`'s values first, combined: an extreme equal in both (a zero of either sign) is
+/// `earlier`'s, so that chunks combined in order keep [`scaled_range`]'s rule (`f32::min` and `max` have
+/// none). Neither holds a NaN.
+fn earlier_on_ties((lo, hi): (f32, f32), (l, h): (f32, f32)) -> (f32, f32) {
+    (if l < lo { l } else { lo }, if h > hi { h } else { hi })
 }
 
 /// One channel's grid: what each of its values is scaled by first, and fbgemm's parameters.
@@ -310,7 +317,19 @@ pub(super) fn unscale_bias_grads(grad: &[f32], y: &[f32], shape: Nchw, factor: &
 
 #[cfg(test)]
 mod tests {
-    use super::{round_half_even, scaled_range};
+    use super::super::FakeQuantization;
+    use super::{fake_quantize, round_half_even, scaled_range, CHUNK};
+
+    /// A zero extreme takes the first zero's sign across the range pass's chunks too.
+    #[test]
+    fn a_zero_extreme_across_chunks_is_the_first_zeros() {
+        for (first, second) in [(-0.0f32, 0.0f32), (0.0, -0.0)] {
+            let mut values = vec![1.0f32; 2 * CHUNK];
+            (values[5], values[CHUNK + 5]) = (first, second);
+            let range = fake_quantize(&values, 1, None, None, FakeQuantization::ACTIVATION);
+            assert_eq!(range.min[0].to_bits(), first.to_bits(), "{first} then {second}");
+        }
+    }
 
     /// Bit for bit its definition, written out: the extremes of the products that are not NaN, a zero
     /// one with the first zero product's sign. Zeros of both signs, NaNs and infinities, at lengths
