@@ -110,7 +110,8 @@ fn scaled_range(values: &[f32], f: f32) -> (f32, f32) {
 
 /// Two ranges, `earlier`'s values first, combined: an extreme equal in both (a zero of either sign) is
 /// `earlier`'s, so that chunks combined in order keep [`scaled_range`]'s rule (`f32::min` and `max` have
-/// none). Neither holds a NaN.
+/// none). A NaN in `later` is left out; `earlier` holds none.
+#[inline(always)]
 fn earlier_on_ties((lo, hi): (f32, f32), (l, h): (f32, f32)) -> (f32, f32) {
     (if l < lo { l } else { lo }, if h > hi { h } else { hi })
 }
@@ -165,14 +166,15 @@ pub(super) fn fake_quantize_columns(
     quantization: FakeQuantization,
 ) -> FakeQuantizedValues {
     let empty = || vec![(f32::INFINITY, f32::NEG_INFINITY); columns];
-    // Each block of rows' column ranges in parallel, combined in block order.
+    // Each block of rows' column ranges in parallel, combined in block order; every step keeps the
+    // earlier of equal extremes, so that a zero extreme is a column's first zero, as in `scaled_range`.
     let ranges = values
         .par_chunks(ROW_BLOCK * columns.max(1))
         .map(|block| {
             let mut ranges = empty();
             for row in block.chunks(columns.max(1)) {
-                for ((lo, hi), &v) in ranges.iter_mut().zip(row) {
-                    (*lo, *hi) = (lo.min(v), hi.max(v));
+                for (range, &v) in ranges.iter_mut().zip(row) {
+                    *range = earlier_on_ties(*range, (v, v));
                 }
             }
             ranges
@@ -180,8 +182,8 @@ pub(super) fn fake_quantize_columns(
         .collect::<Vec<_>>()
         .into_iter()
         .fold(empty(), |mut all, block| {
-            for ((lo, hi), (l, h)) in all.iter_mut().zip(block) {
-                (*lo, *hi) = (lo.min(l), hi.max(h));
+            for (range, later) in all.iter_mut().zip(block) {
+                *range = earlier_on_ties(*range, later);
             }
             all
         });
@@ -318,7 +320,7 @@ pub(super) fn unscale_bias_grads(grad: &[f32], y: &[f32], shape: Nchw, factor: &
 #[cfg(test)]
 mod tests {
     use super::super::FakeQuantization;
-    use super::{fake_quantize, round_half_even, scaled_range, CHUNK};
+    use super::{fake_quantize, fake_quantize_columns, round_half_even, scaled_range, CHUNK, ROW_BLOCK};
 
     /// A zero extreme takes the first zero's sign across the range pass's chunks too.
     #[test]
@@ -328,6 +330,23 @@ mod tests {
             (values[5], values[CHUNK + 5]) = (first, second);
             let range = fake_quantize(&values, 1, None, None, FakeQuantization::ACTIVATION);
             assert_eq!(range.min[0].to_bits(), first.to_bits(), "{first} then {second}");
+        }
+    }
+
+    /// A Linear weight's column whose extreme is zero takes its first zero's sign, within a block of rows
+    /// and across blocks; a NaN is left out.
+    #[test]
+    fn a_zero_extreme_of_a_column_is_its_first_zeros() {
+        let columns = 3;
+        for (first_row, second_row) in [(1, 3), (ROW_BLOCK - 1, ROW_BLOCK + 2)] {
+            for (first, second) in [(-0.0f32, 0.0f32), (0.0, -0.0)] {
+                let mut values = vec![1.0f32; 2 * ROW_BLOCK * columns];
+                (values[first_row * columns + 1], values[second_row * columns + 1]) = (first, second);
+                values[2 * columns + 1] = f32::NAN;
+                let range = fake_quantize_columns(&values, columns, None, FakeQuantization::WEIGHT);
+                assert_eq!(range.min[1].to_bits(), first.to_bits(), "rows {first_row}, {second_row}: {first} then {second}");
+                assert_eq!((range.min[0], range.max[1]), (1.0, 1.0));
+            }
         }
     }
 
