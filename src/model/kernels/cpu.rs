@@ -535,6 +535,8 @@ pub(super) fn batch_norm_relu_backward(
 
 /// 2x2 max-pool of every plane: each window's maximum, for inference, which needs no positions (writing
 /// them made a pool 1.45-3.0x as slow at the smoke shapes' five pools, 1.03-1.40x at the full shapes').
+/// A loop of its own: the forward pass's loop, made generic over a slot per output that inference left
+/// empty, ran the smoke shapes' first three pools only 1.0-1.2x faster than the forward pass.
 pub(super) fn max_pool2x2_values(x: &[f32], shape: Nchw) -> Vec<f32> {
     let w = shape.w / 2;
     let mut output = Fresh::new(shape.len() / 4);
