@@ -154,14 +154,13 @@ struct Grid {
 
 impl Grid {
     fn new(q: QParams, factor: f32, quantization: FakeQuantization) -> Self {
-        Grid {
-            factor,
-            inverse: 1.0 / q.scale,
-            scale: q.scale,
-            zero_point: q.zero_point as f32,
-            qmin: quantization.range.min as f32,
-            qmax: quantization.range.max as f32,
-        }
+        let (qmin, qmax) = Grid::integers(quantization);
+        Grid { factor, inverse: 1.0 / q.scale, scale: q.scale, zero_point: q.zero_point as f32, qmin, qmax }
+    }
+
+    /// The least and greatest integer of `quantization`'s range, as floats.
+    fn integers(quantization: FakeQuantization) -> (f32, f32) {
+        (quantization.range.min as f32, quantization.range.max as f32)
     }
 }
 
@@ -170,10 +169,36 @@ impl Grid {
 #[inline(always)]
 fn quantize_values(values: &[f32], out: &mut [f32], inside: &mut [u8], grid: Grid) {
     for ((out, inside), &v) in out.iter_mut().zip(inside).zip(values) {
-        let integer = round_half_even(v * grid.factor * grid.inverse) + grid.zero_point;
-        *inside = u8::from(integer >= grid.qmin && integer <= grid.qmax);
-        *out = (integer.clamp(grid.qmin, grid.qmax) - grid.zero_point) * grid.scale;
+        (*out, *inside) = quantize_value(v, grid);
     }
+}
+
+/// A Linear weight's row quantized, each column on its own grid (`[inverse, scale, zero_point]` per
+/// column). A function of its own, inlined, so that the compiler knows the slices apart and vectorizes
+/// the loop (within the closure it would have had to check six pointers against each other at run time).
+#[inline(always)]
+fn quantize_row(
+    out: &mut [f32],
+    inside: &mut [u8],
+    values: &[f32],
+    [inverses, scales, zero_points]: [&[f32]; 3],
+    (qmin, qmax): (f32, f32),
+) {
+    let n = out.len();
+    let (inside, values) = (&mut inside[..n], &values[..n]);
+    let (inverses, scales, zero_points) = (&inverses[..n], &scales[..n], &zero_points[..n]);
+    for j in 0..n {
+        let grid = Grid { factor: 1.0, inverse: inverses[j], scale: scales[j], zero_point: zero_points[j], qmin, qmax };
+        (out[j], inside[j]) = quantize_value(values[j], grid);
+    }
+}
+
+/// `v` quantized and dequantized on `grid`, and 1 where its integer fell in the range (else 0).
+#[inline(always)]
+fn quantize_value(v: f32, grid: Grid) -> (f32, u8) {
+    let integer = round_half_even(v * grid.factor * grid.inverse) + grid.zero_point;
+    let inside = u8::from(integer >= grid.qmin && integer <= grid.qmax);
+    ((integer.clamp(grid.qmin, grid.qmax) - grid.zero_point) * grid.scale, inside)
 }
 
 /// Rows of a Linear's weight a task of [`fake_quantize_columns`] takes.
@@ -213,15 +238,17 @@ pub(super) fn fake_quantize_columns(
         });
     let (min, max) = observe(&ranges, observed, quantization);
     let grids: Vec<Grid> = qparams(&min, &max, quantization).into_iter().map(|q| Grid::new(q, 1.0, quantization)).collect();
+    // The grids' fields column by column, so that a row's columns are quantized as vectors.
+    let field = |of: fn(&Grid) -> f32| grids.iter().map(of).collect::<Vec<f32>>();
+    let (inverses, scales, zero_points) = (field(|g| g.inverse), field(|g| g.scale), field(|g| g.zero_point));
+    let integers = Grid::integers(quantization);
     let mut output = Fresh::new(values.len());
     let mut mask = Fresh::new(values.len());
     let block = ROW_BLOCK * columns.max(1);
     output.par_chunks_mut(block).zip(mask.par_chunks_mut(block)).zip(values.par_chunks(block)).for_each(
         |((out, inside), values)| {
             for ((out, inside), values) in out.chunks_mut(columns).zip(inside.chunks_mut(columns)).zip(values.chunks(columns)) {
-                for (((out, inside), value), &grid) in out.iter_mut().zip(inside).zip(values).zip(&grids) {
-                    quantize_values(std::slice::from_ref(value), std::slice::from_mut(out), std::slice::from_mut(inside), grid);
-                }
+                quantize_row(out, inside, values, [&inverses, &scales, &zero_points], integers);
             }
         },
     );
