@@ -93,13 +93,9 @@ fn scaled_range(values: &[f32], f: f32) -> (f32, f32) {
             (*lo, *hi) = (lower(*lo, v), higher(*hi, v));
         }
     }
-    let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
-    for (&l, &h) in lo.iter().zip(&hi) {
-        (min, max) = (min.min(l), max.max(h));
-    }
-    for &v in rest {
-        (min, max) = (min.min(v * f), max.max(v * f));
-    }
+    let lanes = lo.into_iter().zip(hi);
+    let (mut min, mut max) =
+        lanes.chain(rest.iter().map(|&v| (v * f, v * f))).fold((f32::INFINITY, f32::NEG_INFINITY), earlier_on_ties);
     let first_zero = || values.iter().map(|&v| v * f).find(|&v| v == 0.0);
     if min == 0.0 {
         min = first_zero().unwrap_or(min);
