@@ -392,6 +392,11 @@ mod errors {
         fs::write(dir.path().join("readme.txt"), "nothing here").unwrap();
         let error = load_error(dir.path(), &dir.path().display().to_string());
         assert!(matches!(error, DataError::UnknownLayout { .. }), "{error:?}");
+        // What it holds, for a user to see the copy they meant (here, beside it).
+        fs::create_dir(dir.path().join("wrapped")).unwrap();
+        fs::write(dir.path().join("wrapped/cifar-10-binary.tar.gz"), "not read").unwrap();
+        load_error(dir.path(), "it holds `wrapped/`, `readme.txt`");
+        load_error(&dir.path().join("wrapped"), "it holds `cifar-10-binary.tar.gz`");
         let plain_file = dir.path().join("readme.txt");
         let error = load_error(&plain_file, "readme.txt` is a file but not a gzip-compressed archive");
         assert!(matches!(error, DataError::NotGzip { plain_tar: false, .. }), "{error:?}");

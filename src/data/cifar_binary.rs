@@ -20,7 +20,7 @@ const PLANE_BYTES: usize = SOURCE_SIDE * SOURCE_SIDE;
 
 /// Whether `folder` of `tree` holds CIFAR-10 binary batches.
 pub(crate) fn is_batch_folder(tree: &FileTree, folder: &str) -> bool {
-    tree.file(&join(folder, TRAIN_BATCHES[0])).is_some()
+    tree.has_file(&join(folder, TRAIN_BATCHES[0]))
 }
 
 /// Reads the batches in `folder` of `tree`.

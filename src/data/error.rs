@@ -37,12 +37,17 @@ pub enum DataError {
     #[error("`{path}` is empty (0 bytes): a copy or download of it that never began?")]
     EmptyFile { path: PathBuf },
 
-    /// A local data source is neither a CIFAR-10 binary folder/archive nor an ImageFolder folder/archive.
+    /// A local data source is neither a CIFAR-10 binary folder/archive nor an ImageFolder folder/archive
+    /// (told from its names, before a folder's files are read).
     #[error(
         "`{path}` is neither a CIFAR-10 binary folder or archive (cifar-10-batches-bin/) nor an ImageFolder \
-         folder or archive (train/<class>/, test/<class>/)"
+         folder or archive (train/<class>/, test/<class>/): {holds}"
     )]
-    UnknownLayout { path: PathBuf },
+    UnknownLayout {
+        path: PathBuf,
+        /// What its top folder holds, as a user would look for a misplaced copy.
+        holds: String,
+    },
 
     /// A local data source is a file, but not a gzip-compressed archive (an uncompressed tar, say).
     #[error("`{path}` is {}: --data (or $VGGQ_DATA) names CIFAR-10 as a folder or a .tar.gz", not_gzip(*.plain_tar))]

@@ -53,14 +53,21 @@ pub(crate) struct FileTree {
 }
 
 impl FileTree {
-    /// Reads a folder or a `.tar.gz` archive, telling them apart by content rather than by name.
-    pub(crate) fn read(path: &Path) -> Result<FileTree, DataError> {
+    /// Reads a folder or a `.tar.gz` archive, telling them apart by content rather than by name, and what
+    /// `recognise` makes of its names (the layout it holds, or why none). `recognise` reads names only
+    /// ([`has_file`](Self::has_file), the folders): a folder's files are read once their names are
+    /// recognised, so that a folder of other things (a home folder named by mistake) is refused as such,
+    /// not read first, up to the limits, and then refused for its size.
+    pub(crate) fn read<T>(
+        path: &Path,
+        recognise: impl FnOnce(&FileTree) -> Result<T, DataError>,
+    ) -> Result<(FileTree, T), DataError> {
         let metadata = fs::metadata(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => DataError::MissingSource { path: path.to_owned() },
             _ => DataError::Io { path: path.to_owned(), source },
         })?;
         if metadata.is_dir() {
-            return Self::read_folder(path);
+            return Self::read_folder(path, recognise);
         }
         if metadata.len() == 0 {
             return Err(DataError::EmptyFile { path: path.to_owned() });
@@ -71,7 +78,10 @@ impl FileTree {
             .and_then(|file| file.take((TAR_MAGIC.0 + TAR_MAGIC.1.len()) as u64).read_to_end(&mut head))
             .map_err(DataError::io(path))?;
         if head.starts_with(&GZIP_MAGIC) {
-            return Self::read_tar_gz(path);
+            // A gzip stream lists its names only as it is read.
+            let tree = Self::read_tar_gz(path)?;
+            let recognised = recognise(&tree)?;
+            return Ok((tree, recognised));
         }
         let plain_tar = head.get(TAR_MAGIC.0..) == Some(TAR_MAGIC.1);
         Err(DataError::NotGzip { path: path.to_owned(), plain_tar })
@@ -120,9 +130,13 @@ impl FileTree {
         Ok(tree)
     }
 
-    fn read_folder(root: &Path) -> Result<FileTree, DataError> {
+    fn read_folder<T>(
+        root: &Path,
+        recognise: impl FnOnce(&FileTree) -> Result<T, DataError>,
+    ) -> Result<(FileTree, T), DataError> {
+        // The names first, each file listed with no contents: what `recognise` reads.
         let mut tree = FileTree::empty(DataOrigin::Folder(root.to_owned()));
-        let mut file_names = Vec::new();
+        let mut file_sizes = Vec::new();
         let mut pending = vec![String::new()];
         // Each folder by where its links lead, so that a link to a folder above it is read once.
         let mut read_folders = BTreeSet::new();
@@ -133,7 +147,7 @@ impl FileTree {
             }
             for dir_entry in fs::read_dir(&folder_path).map_err(DataError::io(&folder_path))? {
                 let dir_entry = dir_entry.map_err(DataError::io(&folder_path))?;
-                if file_names.len() + tree.folders.len() == MAX_TREE_ENTRIES {
+                if tree.files.len() + tree.folders.len() == MAX_TREE_ENTRIES {
                     return Err(DataError::TooManyEntries { path: root.to_owned(), limit: MAX_TREE_ENTRIES });
                 }
                 let name = join(&folder, &dir_entry.file_name().to_string_lossy());
@@ -142,30 +156,31 @@ impl FileTree {
                 if metadata.is_dir() {
                     tree.add_folder(&name);
                     pending.push(name);
-                } else if metadata.len() > MAX_FILE_BYTES {
-                    return Err(DataError::TooLarge { path: dir_entry.path(), limit: MAX_FILE_BYTES });
                 } else {
-                    file_names.push((name, metadata.len()));
+                    tree.add_file(name.clone(), Vec::new());
+                    file_sizes.push((name, metadata.len()));
                 }
             }
         }
-        let total = file_names.iter().fold(0u64, |sum, (_, len)| sum.saturating_add(*len));
+        let recognised = recognise(&tree)?;
+        if let Some((name, _)) = file_sizes.iter().find(|(_, size)| *size > MAX_FILE_BYTES) {
+            return Err(DataError::TooLarge { path: root.join(name), limit: MAX_FILE_BYTES });
+        }
+        let total = file_sizes.iter().fold(0u64, |sum, (_, size)| sum.saturating_add(*size));
         if total > MAX_TREE_BYTES {
             return Err(DataError::TooLarge { path: root.to_owned(), limit: MAX_TREE_BYTES });
         }
         // Tens of thousands of small files: reading them in parallel hides the per-file latency.
-        let contents: Vec<(String, Vec<u8>)> = file_names
+        let contents: Vec<(String, Vec<u8>)> = file_sizes
             .into_par_iter()
             .map(|(name, _)| {
                 let path = root.join(&name);
                 fs::read(&path).map(|bytes| (name, bytes)).map_err(DataError::io(path))
             })
             .collect::<Result<_, _>>()?;
-        for (name, bytes) in contents {
-            tree.add_file(name, bytes);
-        }
+        tree.files.extend(contents);
         tree.sha256 = tree.listing_sha256();
-        Ok(tree)
+        Ok((tree, recognised))
     }
 
     fn empty(origin: DataOrigin) -> Self {
@@ -212,6 +227,11 @@ impl FileTree {
         name.is_empty() || self.folders.contains(name)
     }
 
+    /// Whether the tree lists a file `name` (what [`read`](Self::read)'s `recognise` may ask).
+    pub(crate) fn has_file(&self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+
     pub(crate) fn file(&self, name: &str) -> Option<&[u8]> {
         self.files.get(name).map(Vec::as_slice)
     }
@@ -229,6 +249,14 @@ impl FileTree {
             .collect()
     }
 
+    /// What `folder` holds directly, sorted: its folders' names with a `/` after them, then its files'.
+    pub(crate) fn entries(&self, folder: &str) -> Vec<String> {
+        let folders = self.subfolders(folder).into_iter().map(|name| name + "/");
+        let prefix_len = join(folder, "").len();
+        let files = self.files_below(folder).filter(|(name, _)| !name[prefix_len..].contains('/'));
+        folders.chain(files.map(|(name, _)| name[prefix_len..].to_owned())).collect()
+    }
+
     /// Files anywhere below `folder`, sorted by name, as (name, bytes).
     pub(crate) fn files_below<'a>(&'a self, folder: &str) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         let prefix = join(folder, "");
@@ -241,7 +269,7 @@ impl FileTree {
     /// The folder a layout should be looked for in: the root when it holds one of `markers`, else the single
     /// folder an archive may wrap everything in (as `tar czf x.tar.gz dataset/` does).
     pub(crate) fn content_root(&self, markers: &[&str]) -> String {
-        let marked = |name: &&str| self.has_folder(name) || self.files.contains_key(*name);
+        let marked = |name: &&str| self.has_folder(name) || self.has_file(name);
         if markers.iter().any(marked) {
             return String::new();
         }
@@ -297,7 +325,7 @@ mod tests {
             builder.append_data(&mut header, format!("d{index}"), std::io::empty()).unwrap();
         }
         builder.into_inner().unwrap().finish().unwrap();
-        match FileTree::read(&archive) {
+        match FileTree::read(&archive, |_| Ok(())) {
             Err(DataError::TooManyEntries { path, limit }) => assert_eq!((path, limit), (archive, MAX_TREE_ENTRIES)),
             other => panic!("expected TooManyEntries, got {:?}", other.err()),
         }
@@ -317,10 +345,34 @@ mod tests {
         let mut encoder = flate2::write::GzEncoder::new(File::create(&archive).unwrap(), flate2::Compression::fast());
         std::io::Write::write_all(&mut encoder, &tar_bytes).unwrap();
         encoder.finish().unwrap();
-        match FileTree::read(&archive) {
+        match FileTree::read(&archive, |_| Ok(())) {
             Err(DataError::TooLarge { path, limit }) => {
                 assert_eq!(limit, MAX_FILE_BYTES);
                 assert!(path.ends_with("data_batch_1.bin"), "{}", path.display());
+            }
+            other => panic!("expected TooLarge, got {:?}", other.err()),
+        }
+    }
+
+    /// A folder's names are recognised before its files are read: one of neither layout is refused as
+    /// such however large its files, and a file over the limit is refused only in one that is.
+    #[test]
+    fn a_folders_names_are_recognised_before_its_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("videos")).unwrap();
+        // Sparse: no bytes written, but its length over the limit.
+        File::create(dir.path().join("videos/large.mp4")).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+        let refused = |tree: &FileTree| {
+            assert!(tree.has_file("videos/large.mp4") && tree.has_folder("videos"));
+            Err::<(), _>(DataError::UnknownLayout { path: dir.path().to_owned(), holds: tree.entries("").join(", ") })
+        };
+        match FileTree::read(dir.path(), refused) {
+            Err(DataError::UnknownLayout { holds, .. }) => assert_eq!(holds, "videos/"),
+            other => panic!("expected UnknownLayout, got {:?}", other.err()),
+        }
+        match FileTree::read(dir.path(), |_| Ok(())) {
+            Err(DataError::TooLarge { path, limit }) => {
+                assert_eq!((path, limit), (dir.path().join("videos/large.mp4"), MAX_FILE_BYTES));
             }
             other => panic!("expected TooLarge, got {:?}", other.err()),
         }
@@ -338,5 +390,8 @@ mod tests {
         assert_eq!(tree.content_root(&["data"]), "");
         assert_eq!(tree.files_below("data/train").count(), 1);
         assert_eq!(tree.files_below("data/tr").count(), 0);
+        tree.add_file("data/notes.txt".into(), vec![2]);
+        assert_eq!(tree.entries("data"), ["test/", "train/", "notes.txt"]);
+        assert_eq!(tree.entries(""), ["data/"]);
     }
 }

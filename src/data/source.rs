@@ -127,8 +127,7 @@ pub fn source_digest(source: &DataSource) -> Result<String, DataError> {
         DataSource::Download { .. } => Ok(format!("md5:{} (the official archive)", CIFAR10_BINARY_ARCHIVE.digest)),
         DataSource::Local { path } => {
             // Known as CIFAR-10 first: data of neither layout is not CIFAR-10, whatever its digest.
-            let tree = FileTree::read(path)?;
-            Layout::of(&tree, path)?;
+            let (tree, _) = FileTree::read(path, |tree| Layout::of(tree, path))?;
             Ok(tree.fingerprint().to_string())
         }
     }
@@ -164,8 +163,8 @@ pub fn load(source: &DataSource) -> Result<Cifar10, DataError> {
 }
 
 fn load_local(path: &Path) -> Result<Cifar10, DataError> {
-    let tree = FileTree::read(path)?;
-    match Layout::of(&tree, path)? {
+    let (tree, layout) = FileTree::read(path, |tree| Layout::of(tree, path))?;
+    match layout {
         Layout::Batches(folder) => cifar_binary::read(&tree, &folder),
         Layout::ImageFolder(root) => image_folder::read(&tree, &root),
     }
@@ -180,7 +179,8 @@ enum Layout {
 }
 
 impl Layout {
-    /// The layout of `tree`, read from `path`; an error naming `path` where it holds neither.
+    /// The layout of `tree`, read from `path`, from its names alone; an error naming `path` and what it
+    /// holds where it holds neither.
     fn of(tree: &FileTree, path: &Path) -> Result<Layout, DataError> {
         let root = tree.content_root(&[BATCH_FOLDER, TRAIN_BATCHES[0], TRAIN_FOLDER, TEST_FOLDER]);
         let batch_folder = join(&root, BATCH_FOLDER);
@@ -191,8 +191,24 @@ impl Layout {
         } else if image_folder::is_image_folder(tree, &root) {
             Ok(Layout::ImageFolder(root))
         } else {
-            Err(DataError::UnknownLayout { path: path.to_owned() })
+            Err(DataError::UnknownLayout { path: path.to_owned(), holds: holdings(&tree.entries(&root), &root) })
         }
+    }
+}
+
+/// How an error says what `folder` (the tree's root where empty) holds: its first few `entries`.
+fn holdings(entries: &[String], folder: &str) -> String {
+    /// Enough names to see a misplaced archive or folder among them, few enough for one line.
+    const SHOWN: usize = 6;
+    let place = if folder.is_empty() { "it".to_owned() } else { format!("its one folder `{folder}/`") };
+    let mut shown = entries.iter().take(SHOWN).map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
+    if entries.len() > SHOWN {
+        shown += &format!(" and {} more", entries.len() - SHOWN);
+    }
+    if entries.is_empty() {
+        format!("{place} holds nothing")
+    } else {
+        format!("{place} holds {shown}")
     }
 }
 
