@@ -4,7 +4,8 @@
 //! - The driver: the library cudarc loads (`cudarc::driver::sys::culib`, its own name candidates),
 //!   initialised with `cuInit`, its CUDA version read with `cuDriverGetVersion` and checked against
 //!   the CUDA API this binary binds (cudarc calls functions of that version), devices counted and
-//!   described.
+//!   described. The driver's build (580.159.03, say) comes from NVML, where it loads: the driver
+//!   compiles the PTX that NVRTC writes, and its compiler is that build's.
 //! - NVRTC: loaded by cudarc under its own name candidates; where none is on the library path, the
 //!   toolkit's (`$CUDA_PATH`, `$CUDA_HOME`, `$CUDA_ROOT`, `/usr/local/cuda`, `/opt/cuda`) is loaded by
 //!   its full path first, so cudarc's load by name finds it already loaded (the dynamic loader matches
@@ -69,6 +70,10 @@ impl std::fmt::Display for Gpu {
 pub struct CudaProbe {
     /// The CUDA version the driver supports; `None` when no driver library loaded and initialised.
     pub driver: Option<CudaVersion>,
+    /// The driver's build, as `nvidia-smi` shows it (NVML's `nvmlSystemGetDriverVersion`); `None` where
+    /// NVML does not load or answer, or no driver did.
+    #[serde(default)]
+    pub driver_build: Option<String>,
     pub built_for: CudaVersion,
     pub gpus: Vec<Gpu>,
     /// NVRTC's version, when cudarc can load it.
@@ -88,6 +93,7 @@ impl CudaProbe {
     pub fn run() -> CudaProbe {
         let mut probe = CudaProbe {
             driver: None,
+            driver_build: None,
             built_for: CudaVersion::BUILT_FOR,
             gpus: Vec::new(),
             nvrtc: None,
@@ -113,6 +119,7 @@ impl CudaProbe {
         driver.init()?;
         let version = driver.version()?;
         self.driver = Some(version);
+        self.driver_build = driver_build();
         self.gpus = driver.gpus()?;
         if version < self.built_for {
             return Err(format!(
@@ -144,11 +151,20 @@ impl CudaProbe {
         Ok(())
     }
 
+    /// The driver, as messages and a run's arithmetic name it: its build where NVML gave it, and the
+    /// CUDA version it supports; `None` where no driver loaded.
+    pub fn driver_name(&self) -> Option<String> {
+        let version = self.driver?;
+        Some(match &self.driver_build {
+            Some(build) => format!("driver {build} (CUDA {version})"),
+            None => format!("driver CUDA {version}"),
+        })
+    }
+
     /// One line for the user: the GPU, or why there is none to use.
     pub fn summary(&self) -> String {
         let gpu = self.gpus.first().map(|gpu| gpu.to_string());
-        let driver = self.driver.map(|v| format!("driver CUDA {v}"));
-        let facts: Vec<String> = gpu.into_iter().chain(driver).collect();
+        let facts: Vec<String> = gpu.into_iter().chain(self.driver_name()).collect();
         match (&self.unusable, facts.is_empty()) {
             (None, _) => facts.join(", "),
             (Some(reason), true) => reason.clone(),
@@ -255,6 +271,30 @@ impl Driver {
     }
 }
 
+/// The driver's build from NVML (`nvidia-smi`'s library), which ships with the driver; `None` where it
+/// does not load or answer: the build is then unknown, not a reason against CUDA.
+fn driver_build() -> Option<String> {
+    /// NVML's `NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE`.
+    const BUFFER: usize = 80;
+    let name = if cfg!(windows) { "nvml.dll" } else { "libnvidia-ml.so.1" };
+    // SAFETY: loading NVML runs only its initialisers; each symbol has the signature NVML documents,
+    // and the version is written into a buffer of the size NVML asks for.
+    unsafe {
+        let library = libloading::Library::new(name).ok()?;
+        let init = library.get::<unsafe extern "C" fn() -> c_int>(b"nvmlInit_v2").ok()?;
+        let version = library.get::<unsafe extern "C" fn(*mut c_char, c_uint) -> c_int>(b"nvmlSystemGetDriverVersion").ok()?;
+        let shutdown = library.get::<unsafe extern "C" fn() -> c_int>(b"nvmlShutdown").ok()?;
+        if init() != 0 {
+            return None;
+        }
+        let mut text = [0 as c_char; BUFFER];
+        let answered = version(text.as_mut_ptr(), BUFFER as c_uint) == 0;
+        shutdown();
+        let build = CStr::from_ptr(text.as_ptr()).to_string_lossy().trim().to_owned();
+        (answered && !build.is_empty()).then_some(build)
+    }
+}
+
 /// Makes NVRTC loadable under cudarc's names (from the toolkit's library folders when the library path
 /// has none) and returns its version.
 fn load_nvrtc(toolkit: &CudaToolkit) -> Result<CudaVersion, String> {
@@ -311,6 +351,7 @@ mod tests {
     fn probe(unusable: Option<&str>, gpus: Vec<Gpu>) -> CudaProbe {
         CudaProbe {
             driver: (!gpus.is_empty()).then_some(CudaVersion(13000)),
+            driver_build: None,
             built_for: CudaVersion(13000),
             gpus,
             nvrtc: None,
@@ -339,6 +380,8 @@ mod tests {
             "NVIDIA H200, 139.7 GiB, compute capability 9.0, driver CUDA 13.0 found, but no CUDA toolkit"
         );
         assert_eq!(probe(Some("no NVIDIA driver"), vec![]).summary(), "no NVIDIA driver");
+        let built = CudaProbe { driver_build: Some("580.159.03".into()), ..probe(None, vec![h200()]) };
+        assert_eq!(built.summary(), "NVIDIA H200, 139.7 GiB, compute capability 9.0, driver 580.159.03 (CUDA 13.0)");
     }
 
     /// NVRTC's real soname is `libnvrtc.so.<major>` (13 for CUDA 13), the driver's `libcuda.so.1`: a

@@ -42,7 +42,8 @@ impl Selection {
 
     /// What fixes a GPU run's arithmetic, in words: the GPU and what compiles its kernels (CUDA's name and
     /// compute capability, NVRTC, which writes the kernels' PTX, and the driver, which compiles that PTX
-    /// for the GPU, named by the CUDA version it supports, not by its build; or wgpu's adapter and
+    /// for the GPU, named by its build where NVML tells it (two builds may compile alike PTX otherwise:
+    /// the device machines have had 580.159.03 and .04) and the CUDA version it supports; or wgpu's adapter and
     /// driver) and its kernels: each operation's default, or those a build with the `autotune` feature
     /// chose by timing, named by its cache's digest at the end of the run. A rerun
     /// that reuses a cache and tunes nothing new leaves it unchanged (cubecl writes an entry, with its
@@ -56,9 +57,9 @@ impl Selection {
                 let probe = self.probe.as_ref();
                 let version = |found: Option<CudaVersion>| found.map_or_else(|| "unknown".to_string(), |v| v.to_string());
                 let compilers = format!(
-                    "NVRTC {}, driver CUDA {}",
+                    "NVRTC {}, {}",
                     version(probe.and_then(|p| p.nvrtc)),
-                    version(probe.and_then(|p| p.driver))
+                    probe.and_then(CudaProbe::driver_name).unwrap_or_else(|| "driver CUDA unknown".to_string())
                 );
                 self.gpu().map_or_else(
                     || format!("a CUDA GPU ({compilers})"),
@@ -175,6 +176,7 @@ mod tests {
     fn cuda(unusable: Option<&str>) -> Option<CudaProbe> {
         Some(CudaProbe {
             driver: Some(CudaVersion(13000)),
+            driver_build: None,
             built_for: CudaVersion(13000),
             gpus: vec![Gpu { name: "NVIDIA H200".into(), memory_bytes: 150_000_000_000, compute_capability: "9.0".into() }],
             nvrtc: Some(CudaVersion(13000)),
@@ -258,6 +260,13 @@ mod tests {
         assert_eq!(
             newer.arithmetic(None).unwrap(),
             "NVIDIA H200 (compute capability 9.0, NVRTC 13.2, driver CUDA 13.0), default kernels"
+        );
+        // Another driver build compiles the PTX; where NVML names it, so does the arithmetic.
+        let mut built = cuda(None).unwrap();
+        built.driver_build = Some("580.159.04".into());
+        assert_eq!(
+            decide(DeviceRequest::Cuda, Some(built), None).unwrap().arithmetic(None).unwrap(),
+            "NVIDIA H200 (compute capability 9.0, NVRTC 13.0, driver 580.159.04 (CUDA 13.0)), default kernels"
         );
         let lavapipe = decide(DeviceRequest::Wgpu, None, wgpu(lavapipe(), None)).unwrap();
         assert_eq!(lavapipe.arithmetic(None).unwrap(), "llvmpipe (LLVM 15.0.6, 256 bits) (Mesa 22.3.6), default kernels");
