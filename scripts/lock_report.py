@@ -14,7 +14,7 @@ each package's metadata and file, not pip's `environment`, which lock_closure.py
 the OUT after it. Prints each pin it could not pick a locked wheel of and exits 1. The targets share
 what they read (each project's index, each wheel's metadata) and a few kept-alive connections, which go
 through the http:// proxy `https_proxy` (or `HTTPS_PROXY`) names, as pip's do, unless `no_proxy` exempts
-the host.
+the host. (xtask gives it pip's own proxy setting, where pip has one, as `https_proxy` and no `no_proxy`.)
 
 Usage: lock_report.py INDEX LOCK GLIBC_MINOR TARGET OUT [TARGET OUT ...]
        (INDEX: PyPI's simple index URL; GLIBC_MINOR: the newest glibc a wheel may need, as 28;

@@ -275,6 +275,36 @@ fn on_pypi_only(pip: xshell::Cmd<'_>) -> xshell::Cmd<'_> {
     pip.env_remove("PIP_EXTRA_INDEX_URL").env_remove("PIP_FIND_LINKS").env_remove("PIP_NO_INDEX")
 }
 
+/// `command` (curl, [`REPORT_SCRIPT`]: what reads PyPI beside pip) through the proxy pip is set up with,
+/// where it is: pip's `proxy` setting (`--proxy`, `PIP_PROXY`, `proxy =` in a pip.conf), which pip takes
+/// for every host over `https_proxy` and `no_proxy`, so `command` is given it as `https_proxy` and no
+/// `no_proxy`. Without it, `command` reads `https_proxy` and `no_proxy` itself, as pip then does.
+fn through_pips_proxy<'a>(sh: &Shell, command: xshell::Cmd<'a>) -> Result<xshell::Cmd<'a>> {
+    let python = python::system_python();
+    let settings = cmd!(sh, "{python} -m pip config list").quiet().read().context("asking pip for its settings")?;
+    Ok(match pips_proxy(&settings) {
+        None => command,
+        Some(proxy) => ["https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"]
+            .iter()
+            .fold(command, |command, name| command.env_remove(name))
+            .env("https_proxy", proxy),
+    })
+}
+
+/// The proxy `pip install` takes from `pip config list`'s `settings`: an environment variable's
+/// (`:env:.proxy`) before the `install` section's before the `global` one, as pip reads them.
+fn pips_proxy(settings: &str) -> Option<String> {
+    let value = |key: &str| {
+        settings.lines().find_map(|line| {
+            let quoted = line.strip_prefix(key)?.strip_prefix('=')?;
+            // pip prints each value as Python's repr: in single quotes, or double where it holds one.
+            let value = quoted.strip_prefix(['\'', '"'])?.strip_suffix(['\'', '"'])?;
+            (!value.is_empty()).then(|| value.to_string())
+        })
+    };
+    [":env:.proxy", "install.proxy", "global.proxy"].into_iter().find_map(value)
+}
+
 /// A [`Resolution`] from pip's installation report (`pip install --report`, format 1).
 fn parse_report(report: &str) -> Result<Resolution> {
     let report: serde_json::Value = serde_json::from_str(report).context("reading pip's report")?;
@@ -344,7 +374,7 @@ fn locked_reports(sh: &Shell, lock: &Path, targets: &[String], folder: &Path) ->
     let reports: Vec<PathBuf> = (0..targets.len()).map(|i| folder.join(format!("report-{i}.json"))).collect();
     let pairs = targets.iter().zip(&reports).flat_map(|(target, report)| [target.clone(), report.display().to_string()]);
     let (python, glibc_minor) = (python::system_python(), python::GLIBC_MINOR.to_string());
-    script_output(cmd!(sh, "{python} {REPORT_SCRIPT} {PYPI_SIMPLE} {lock} {glibc_minor} {pairs...}"))
+    script_output(through_pips_proxy(sh, cmd!(sh, "{python} {REPORT_SCRIPT} {PYPI_SIMPLE} {lock} {glibc_minor} {pairs...}"))?)
         .with_context(|| format!("{} does not give a wheel of each pin for {}", lock.display(), targets.join(", ")))?;
     Ok(reports)
 }
@@ -395,11 +425,9 @@ fn each_platform<'a>(versions: &[&'a str]) -> Vec<(&'a str, &'static str)> {
 /// trusts the system's certificates as pip is set up to).
 fn pypi_hashes(sh: &Shell, name: &str, version: &str) -> Result<Vec<String>> {
     let url = format!("{PYPI_SIMPLE}/{}/", normalized_name(name));
-    let index =
-        cmd!(sh, "curl --fail --silent --show-error --location --header 'Accept: application/vnd.pypi.simple.v1+json' {url}")
-            .quiet()
-            .read()
-            .with_context(|| format!("reading {url}"))?;
+    let curl =
+        cmd!(sh, "curl --fail --silent --show-error --location --header 'Accept: application/vnd.pypi.simple.v1+json' {url}");
+    let index = through_pips_proxy(sh, curl)?.quiet().read().with_context(|| format!("reading {url}"))?;
     let index: serde_json::Value = serde_json::from_str(&index).with_context(|| format!("{url} is not PyPI's JSON index"))?;
     let mut hashes: Vec<String> = index["files"]
         .as_array()
@@ -665,13 +693,41 @@ mod tests {
         sh.set_var("no_proxy", "");
         let proxied = locked_reports(&sh, &lock, &this, &proxied).unwrap();
         assert_eq!(sh.read_file(&proxied[0]).unwrap(), sh.read_file(&straight[0]).unwrap());
-        let tunnels = hosts.lock().unwrap();
+        let tunnels = std::mem::take(&mut *hosts.lock().unwrap());
         for host in ["pypi.org:443", "files.pythonhosted.org:443"] {
             assert!(tunnels.iter().any(|(tunnelled, _)| tunnelled == host), "no tunnel to {host}: {tunnels:?}");
         }
         // `vggq:s@cret` in base64.
         let credentials = "Basic dmdncTpzQGNyZXQ=";
         assert!(tunnels.iter().all(|(_, authorization)| authorization == credentials), "{tunnels:?}");
+
+        // pip's own setting, in a pip.conf, goes before `https_proxy` (here no proxy at all) and for
+        // every host, `no_proxy`'s too.
+        let configured = scratch.path().join("configured");
+        std::fs::create_dir_all(&configured).unwrap();
+        let pip_conf = scratch.path().join("pip.conf");
+        std::fs::write(&pip_conf, format!("[global]\nproxy = {}\n", proxy.replace("http://", "http://vggq:s%40cret@"))).unwrap();
+        sh.set_var("PIP_CONFIG_FILE", &pip_conf);
+        sh.set_var("https_proxy", "http://127.0.0.1:9");
+        sh.set_var("no_proxy", "pypi.org,files.pythonhosted.org");
+        let configured = locked_reports(&sh, &lock, &this, &configured).unwrap();
+        assert_eq!(sh.read_file(&configured[0]).unwrap(), sh.read_file(&straight[0]).unwrap());
+        let tunnels = hosts.lock().unwrap();
+        assert!(tunnels.iter().any(|(tunnelled, _)| tunnelled == "pypi.org:443"), "no tunnel to PyPI: {tunnels:?}");
+        assert!(tunnels.iter().all(|(_, authorization)| authorization == credentials), "{tunnels:?}");
+    }
+
+    /// pip's proxy setting as pip takes it: an environment variable's before a command's section's
+    /// before the global one; none where pip has none.
+    #[test]
+    fn pips_proxy_is_the_one_pip_takes() {
+        let settings = "global.cert='/etc/ssl/certs/ca-certificates.crt'\nglobal.proxy='http://global:3128'\n";
+        assert_eq!(pips_proxy(settings).as_deref(), Some("http://global:3128"));
+        let install = format!("{settings}install.proxy=\"http://it's:3128\"\n");
+        assert_eq!(pips_proxy(&install).as_deref(), Some("http://it's:3128"));
+        let env = format!(":env:.proxy='http://env:1'\n{install}");
+        assert_eq!(pips_proxy(&env).as_deref(), Some("http://env:1"));
+        assert_eq!(pips_proxy(":env:.find-links='/opt/wheels'\nglobal.proxies='x'\n"), None);
     }
 
     /// Each tunnel of [`tunnelling_proxy`]: the host, and the request's `Proxy-Authorization`.
