@@ -201,15 +201,18 @@ fn holdings(entries: &[String], folder: &str) -> String {
     /// Enough names to see a misplaced archive or folder among them, few enough for one line.
     const SHOWN: usize = 6;
     let place = if folder.is_empty() { "it".to_owned() } else { format!("its one folder `{folder}/`") };
-    let mut shown = entries.iter().take(SHOWN).map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
-    if entries.len() > SHOWN {
-        shown += &format!(" and {} more", entries.len() - SHOWN);
-    }
-    if entries.is_empty() {
-        format!("{place} holds nothing")
-    } else {
-        format!("{place} holds {shown}")
-    }
+    let held = match entries.len() {
+        0 => "nothing".to_owned(),
+        count => {
+            let named = entries.iter().take(SHOWN).map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
+            if count > SHOWN {
+                format!("{named} and {} more", count - SHOWN)
+            } else {
+                named
+            }
+        }
+    };
+    format!("{place} holds {held}")
 }
 
 #[cfg(test)]
