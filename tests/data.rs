@@ -417,6 +417,12 @@ mod errors {
         std::os::unix::fs::symlink("..", looped.join("train/cat/up")).unwrap();
         let error = load_error(&looped, "has already been read through");
         assert!(matches!(&error, DataError::FolderReadTwice { path } if path.ends_with("train/cat/up")), "{error:?}");
+        // In a folder of other things, the loop does not hide that it is not CIFAR-10.
+        let error = load_error(dir.path(), "`cifar-10-binary.tar.gz`, `readme.txt` (listing it stopped early: `");
+        assert!(
+            matches!(&error, DataError::UnknownLayout { holds, .. } if holds.contains("train/cat/up` is a folder")),
+            "{error:?}"
+        );
         let absent = dir.path().join("absent");
         assert!(matches!(load_error(&absent, "absent"), DataError::MissingSource { .. }));
     }

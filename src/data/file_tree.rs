@@ -1,7 +1,7 @@
 //! A folder or `.tar.gz` archive read into memory as one tree of files, so that both dataset layouts are
 //! parsed by one code path whatever container they come in (and archives need no extraction to disk).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -137,32 +137,17 @@ impl FileTree {
         // The names first, each file listed with no contents: what `recognise` reads.
         let mut tree = FileTree::empty(DataOrigin::Folder(root.to_owned()));
         let mut file_sizes = Vec::new();
-        let mut pending = vec![String::new()];
-        // Each folder by where its links lead, so that a link to a folder above it is read once.
-        let mut read_folders = BTreeSet::new();
-        while let Some(folder) = pending.pop() {
-            let folder_path = root.join(&folder);
-            if !read_folders.insert(fs::canonicalize(&folder_path).map_err(DataError::io(&folder_path))?) {
-                return Err(DataError::FolderReadTwice { path: folder_path });
+        let listed = tree.list_folder(root, &mut file_sizes);
+        let recognised = match (recognise(&tree), listed) {
+            (Ok(recognised), Ok(())) => recognised,
+            // A folder of other things is refused as such even where its listing stopped (at a link looping
+            // back in a home folder named by mistake, say), with why it stopped: the names it holds decide,
+            // and they are listed first.
+            (Err(DataError::UnknownLayout { path, holds }), Err(stopped)) => {
+                return Err(DataError::UnknownLayout { path, holds: format!("{holds} (listing it stopped early: {stopped})") })
             }
-            for dir_entry in fs::read_dir(&folder_path).map_err(DataError::io(&folder_path))? {
-                let dir_entry = dir_entry.map_err(DataError::io(&folder_path))?;
-                if tree.files.len() + tree.folders.len() == MAX_TREE_ENTRIES {
-                    return Err(DataError::TooManyEntries { path: root.to_owned(), limit: MAX_TREE_ENTRIES });
-                }
-                let name = join(&folder, &dir_entry.file_name().to_string_lossy());
-                // Follows symlinks, as a user who links a data folder in expects.
-                let metadata = fs::metadata(dir_entry.path()).map_err(DataError::io(dir_entry.path()))?;
-                if metadata.is_dir() {
-                    tree.add_folder(&name);
-                    pending.push(name);
-                } else {
-                    tree.add_file(name.clone(), Vec::new());
-                    file_sizes.push((name, metadata.len()));
-                }
-            }
-        }
-        let recognised = recognise(&tree)?;
+            (Err(refused), _) | (Ok(_), Err(refused)) => return Err(refused),
+        };
         if let Some((name, _)) = file_sizes.iter().find(|(_, size)| *size > MAX_FILE_BYTES) {
             return Err(DataError::TooLarge { path: root.join(name), limit: MAX_FILE_BYTES });
         }
@@ -181,6 +166,38 @@ impl FileTree {
         tree.files.extend(contents);
         tree.sha256 = tree.listing_sha256();
         Ok((tree, recognised))
+    }
+
+    /// Lists the folder `root` into this tree, its files with no contents and their sizes in `file_sizes`,
+    /// shallowest first: where it stops at an error, the names nearest the root, which tell a layout, are
+    /// listed.
+    fn list_folder(&mut self, root: &Path, file_sizes: &mut Vec<(String, u64)>) -> Result<(), DataError> {
+        let mut pending = VecDeque::from([String::new()]);
+        // Each folder by where its links lead, so that a link to a folder above it is read once.
+        let mut read_folders = BTreeSet::new();
+        while let Some(folder) = pending.pop_front() {
+            let folder_path = root.join(&folder);
+            if !read_folders.insert(fs::canonicalize(&folder_path).map_err(DataError::io(&folder_path))?) {
+                return Err(DataError::FolderReadTwice { path: folder_path });
+            }
+            for dir_entry in fs::read_dir(&folder_path).map_err(DataError::io(&folder_path))? {
+                let dir_entry = dir_entry.map_err(DataError::io(&folder_path))?;
+                if self.files.len() + self.folders.len() == MAX_TREE_ENTRIES {
+                    return Err(DataError::TooManyEntries { path: root.to_owned(), limit: MAX_TREE_ENTRIES });
+                }
+                let name = join(&folder, &dir_entry.file_name().to_string_lossy());
+                // Follows symlinks, as a user who links a data folder in expects.
+                let metadata = fs::metadata(dir_entry.path()).map_err(DataError::io(dir_entry.path()))?;
+                if metadata.is_dir() {
+                    self.add_folder(&name);
+                    pending.push_back(name);
+                } else {
+                    self.add_file(name.clone(), Vec::new());
+                    file_sizes.push((name, metadata.len()));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn empty(origin: DataOrigin) -> Self {
