@@ -242,6 +242,61 @@ fn files_that_are_not_vggqs_kind_of_onnx_model_say_what_they_are() {
     }
 }
 
+/// Logits that cannot be scored are refused, not counted: more classes than the data's behind a symbolic
+/// dimension (no fixed size to check before the run), and a model that gives NaN (argmax would call every
+/// such row class 0, a plausible-looking top-1). A model listing another input before vggq's `input` is
+/// fed by name and runs.
+#[test]
+fn logits_that_cannot_be_scored_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    util::fixtures::write_cifar_binary_of(data.path(), &util::fixtures::CIFAR10_CLASSES);
+    let eval = |model: &Path| {
+        let data = data.path().to_str().unwrap();
+        vggq(&["eval", model.to_str().unwrap(), "--device", "cpu", "--data", data, "--batch", "1"], &[])
+    };
+    let golden = std::fs::read(util::golden_run().join(Variant::Fp32.onnx_file())).unwrap();
+    let edited = |name: &str, edit: &dyn Fn(&mut vggq::export::onnx::proto::GraphProto)| {
+        let mut model = ModelProto::decode(golden.as_slice()).unwrap();
+        edit(model.graph.as_mut().unwrap());
+        let path = dir.path().join(name);
+        std::fs::write(&path, model.encode_to_vec()).unwrap();
+        path
+    };
+    let eleven_classes = edited("eleven-classes.onnx", &|graph| {
+        for initializer in graph.initializer.iter_mut().filter(|i| i.name.as_deref().unwrap().starts_with("classifier.output.")) {
+            let row = initializer.raw_data.as_ref().unwrap()[..initializer.raw_data.as_ref().unwrap().len() / 10].to_vec();
+            initializer.raw_data.as_mut().unwrap().extend(row);
+            initializer.dims[0] = 11;
+        }
+        let Some(type_proto::Value::TensorType(tensor)) = graph.output[0].r#type.as_mut().unwrap().value.as_mut() else {
+            unreachable!("the export's output is a tensor")
+        };
+        tensor.shape.as_mut().unwrap().dim[1].value = Some(tensor_shape_proto::dimension::Value::DimParam("classes".into()));
+    });
+    let not_a_number = edited("not-a-number.onnx", &|graph| {
+        let bias = graph.initializer.iter_mut().find(|i| i.name.as_deref() == Some("classifier.output.bias")).unwrap();
+        bias.raw_data.as_mut().unwrap()[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    for (model, said) in [
+        (&eleven_classes, "the model gives logits for 11 classes, and the data has 10: it is not a model of these classes"),
+        (&not_a_number, "the model's logits for test image 0 include NaN: a broken model (or export)"),
+    ] {
+        let output = eval(model);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains(&format!("evaluating {} on the CPU provider", model.display())), "{message}");
+        assert!(message.contains(said), "not `{said}`: {message}");
+    }
+    let another_input_first = edited("another-input-first.onnx", &|graph| {
+        let mut mask = graph.input[0].clone();
+        mask.name = Some("mask".into());
+        graph.input.insert(0, mask);
+    });
+    let output = eval(&another_input_first);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
 /// A machine with no display session (CI's, a server's): Mesa's device-selection layer looks for the
 /// display's GPU through libwayland, which prints "error: XDG_RUNTIME_DIR is invalid or not set" though
 /// nothing failed; vggq turns the layer off there, and the wgpu probe still finds its adapter.
@@ -873,6 +928,17 @@ fn files_that_do_not_belong_together_are_refused() {
     // Its record holds the run's ONNX files it read, so that a later export is seen to outdate it.
     let record = std::fs::read_to_string(run.path().join(STEPS_FOLDER).join("eval.json")).unwrap();
     assert!(record.contains(&format!("\"{}\"", Variant::Fp32.onnx_file())), "{record}");
+    // The step is its request's: up to date for the CPU it was evaluated on, not for another request with
+    // the same providers (wgpu's evaluation is the CPU provider's; `auto`'s may be where CUDA cannot
+    // run), which evaluates again and says so in the metrics.
+    let eval_on = |device| ["eval", "--run", folder, "--device", device, "--data", data.to_str().unwrap()];
+    let said = |output: &std::process::Output| String::from_utf8_lossy(&output.stdout).into_owned();
+    let output = vggq(&eval_on("cpu"), &[]);
+    assert!(output.status.success() && said(&output).contains("eval: up to date"), "{}{}", said(&output), stderr(&output));
+    let output = vggq(&eval_on("wgpu"), &[]);
+    assert!(output.status.success() && !said(&output).contains("up to date"), "{}{}", said(&output), stderr(&output));
+    let metrics = std::fs::read_to_string(run.path().join(METRICS_FILE)).unwrap();
+    assert!(metrics.contains("\"request\": \"wgpu\""), "{metrics}");
     let output = vggq(&["report", "--run", folder], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let onnx = run.path().join(Variant::Fp32.onnx_file());

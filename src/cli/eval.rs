@@ -12,7 +12,7 @@ use vggq::eval::{
     self, EvalError, EvalRun, ModelMetrics, OnnxSession, Provider, ProviderPlan, SessionSettings, Unavailable, MIB,
     ORT_DYLIB_PATH,
 };
-use vggq::export::onnx::graph::OUTPUT_NAME;
+use vggq::export::onnx::graph::{INPUT_NAME, OUTPUT_NAME};
 use vggq::export::onnx::proto::{tensor_shape_proto, tensor_shape_proto::dimension, type_proto, ModelProto};
 use vggq::steps::{self, FoldersMade, RunFolderLock, Step};
 use vggq_core::limits::positive;
@@ -92,7 +92,9 @@ pub fn run(mut args: Args) -> Result<()> {
             // The models, the data, and the ONNX Runtime library that runs them (its version is in its bytes).
             let library = std::env::var_os(ORT_DYLIB_PATH).map(PathBuf::from);
             let inputs: Vec<&Path> = args.models.iter().map(PathBuf::as_path).chain(library.as_deref()).collect();
-            let settings = (&plan.providers, args.images, args.batch, args.warmup, args.threads, data_digest);
+            // The request, not only the providers it gives: `--device cuda` must run (or fail) where an
+            // `auto` evaluation found CUDA unusable and ran on the CPU, and metrics.json records it.
+            let settings = (plan.request, &plan.providers, args.images, args.batch, args.warmup, args.threads, data_digest);
             let writing = RunFolderLock::take(run)?;
             // Spelt as the run is, so that the step records the run's files it read and wrote by their
             // names in the run.
@@ -201,7 +203,7 @@ pub fn run(mut args: Args) -> Result<()> {
                     continue;
                 }
             };
-            let report = eval::evaluate(&mut session, &batches, args.warmup)
+            let report = eval::evaluate(&mut session, &batches, cifar.classes.len(), args.warmup)
                 .with_context(|| format!("evaluating {} on the {provider} provider", path.display()))?;
             print_line(format!(
                 "{:<44} {:>8.2} {:>5} {:<28} {:>7.2} {:>8.2} {:>8.1} {:>9.2} {:>9.1} {:>8.1} {:>8.1}",
@@ -363,7 +365,13 @@ fn interface(path: &Path) -> Result<Interface> {
         format!("{} is not an ONNX model{}", path.display(), pytorch.unwrap_or(""))
     })?;
     let graph = model.graph.as_ref();
-    let input = graph.and_then(|g| g.input.first()).with_context(|| format!("{}: the model has no input", path.display()))?;
+    // By the name the session feeds, as the output is looked for: a graph may list other inputs first.
+    let inputs = graph.map_or(&[][..], |g| g.input.as_slice());
+    let Some(input) = inputs.iter().find(|input| input.name.as_deref() == Some(INPUT_NAME)) else {
+        let found: Vec<String> = inputs.iter().map(|input| format!("`{}`", input.name.as_deref().unwrap_or(""))).collect();
+        let missing = EvalError::Interface { role: "input", expected: INPUT_NAME, found: found.join(", ") };
+        bail!("{}: {missing}", path.display());
+    };
     let Some(type_proto::Value::TensorType(tensor)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         bail!("{}: input is not a tensor", path.display());
     };

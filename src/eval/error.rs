@@ -29,8 +29,19 @@ pub enum EvalError {
     /// The model's output is not `[batch, classes]` logits, with classes a label can name.
     #[error("the model's output has shape {shape:?} for a batch of {batch}: vggq reads logits [{batch}, classes], 1 to {max_classes} classes", max_classes = crate::data::MAX_CLASSES)]
     OutputShape { shape: Vec<i64>, batch: usize },
-    #[error(transparent)]
-    Data(#[from] crate::data::DataError),
+    /// The model's logits are not one per class of the data: its top-1 would score another task's labels.
+    #[error("the model gives logits for {found} classes, and the data has {classes}: it is not a model of these classes")]
+    ClassCount { found: usize, classes: usize },
+    /// The model gave a logit that is not a number (or is infinite): no class is its prediction, and a
+    /// top-1 counted from such rows would hide a broken model.
+    #[error("the model's logits for test image {image} include {value}: a broken model (or export)")]
+    NonFiniteLogits { image: usize, value: f32 },
+    /// Fewer images than one batch: the timing needs a full one.
+    #[error("{images} images are fewer than one batch of {batch}, and the timing needs a full one")]
+    NoFullBatch { images: usize, batch: usize },
+    /// The temporary folder for ONNX Runtime's profile (where the node placement is read from).
+    #[error("making a temporary folder for ONNX Runtime's profile: {0}")]
+    ProfileFolder(#[source] std::io::Error),
 }
 
 impl<E> From<ort::Error<E>> for EvalError {

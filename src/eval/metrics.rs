@@ -81,33 +81,44 @@ pub fn warmup_within(asked: usize, full_batches: usize) -> usize {
 /// batch is). Then runs up to `TIMED_BATCHES` of those preprocessed batches again with the loader idle,
 /// timing `session.run` alone: on a machine with few cores the loader's threads would otherwise slow the
 /// inference they overlap.
-pub fn evaluate(session: &mut OnnxSession, batches: &BatchLoader, warmup_batches: usize) -> Result<EvalReport, EvalError> {
+pub fn evaluate(
+    session: &mut OnnxSession,
+    batches: &BatchLoader,
+    classes: usize,
+    warmup_batches: usize,
+) -> Result<EvalReport, EvalError> {
     let batch_size = batches.config().batch_size;
+    if batches.len() < batch_size {
+        return Err(EvalError::NoFullBatch { images: batches.len(), batch: batch_size });
+    }
     let warmup_batches = warmup_within(warmup_batches, batches.len() / batch_size);
     let (mut predictions, mut labels) = (Vec::new(), Vec::new());
     let mut kept = Vec::new();
     let mut measured_images = 0_usize;
+    // From the end of the last warm-up batch (or the start), so that every timed batch's wait for the
+    // loader lies inside the window.
     let mut loop_start = Instant::now();
     let mut loop_end = loop_start;
     for (index, batch) in batches.epoch(0).enumerate() {
-        if index == warmup_batches {
-            loop_start = Instant::now();
-        }
         let logits = session.run(&batch.images, batch.len())?;
-        let classes = logits.len() / batch.len();
+        if logits.len() != batch.len() * classes {
+            return Err(EvalError::ClassCount { found: logits.len() / batch.len(), classes });
+        }
+        if let Some(at) = logits.iter().position(|logit| !logit.is_finite()) {
+            return Err(EvalError::NonFiniteLogits { image: predictions.len() + at / classes, value: logits[at] });
+        }
         // Classes fit in a u8: CIFAR-10 has 10, and the data readers refuse more than 256.
         predictions.extend(logits.chunks(classes).map(|row| argmax(row) as u8));
         labels.extend(batch.labels.iter().map(|&label| label as u8));
-        if index >= warmup_batches && batch.len() == batch_size {
+        if index + 1 == warmup_batches {
+            loop_start = Instant::now();
+        } else if index >= warmup_batches && batch.len() == batch_size {
             measured_images += batch.len();
             loop_end = Instant::now();
             if kept.len() < TIMED_BATCHES {
                 kept.push(batch);
             }
         }
-    }
-    if kept.is_empty() {
-        return Err(EvalError::Ort(format!("no full batch left to time after {warmup_batches} warm-up batches")));
     }
     let mut latencies: Vec<Duration> = Vec::with_capacity(kept.len());
     for batch in &kept {
@@ -144,7 +155,7 @@ pub fn accuracy(predictions: &[u8], labels: &[u8]) -> f64 {
     100.0 * correct as f64 / labels.len().max(1) as f64
 }
 
-/// Index of the largest value (the first on ties, as torch.argmax).
+/// Index of the largest value (the first on ties, as torch.argmax), of finite values.
 pub fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }

@@ -73,10 +73,11 @@ fn runtime_name(path: &Path) -> String {
 }
 
 /// The execution provider a session is asked to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
-    /// CUDA first; nodes it cannot take, or the whole model when the EP fails to register, go to the CPU.
+    /// CUDA first, the nodes it has no kernel for on the CPU; a CUDA provider that cannot register is an
+    /// error ([`EvalError::CudaUnavailable`]), not a session on the CPU alone.
     Cuda,
     Cpu,
 }
@@ -105,7 +106,7 @@ impl OnnxSession {
     /// then runs one image with ORT's profiler on to record which provider ran each node. `threads`
     /// bounds ORT's intra-op pool (its default is one thread per core).
     pub fn open(path: &Path, side: usize, provider: Provider, threads: Option<usize>) -> Result<Self, EvalError> {
-        let profile_dir = tempfile::tempdir().map_err(|e| EvalError::Ort(format!("profile folder: {e}")))?;
+        let profile_dir = tempfile::tempdir().map_err(EvalError::ProfileFolder)?;
         let mut builder = Session::builder(environment()?)?
             .with_optimization_level(GraphOptimizationLevel::All)?
             .with_profiling(profile_dir.path().join("ort_profile"))?;
