@@ -53,6 +53,6 @@ fn run() -> Result<()> {
     vggq::backend::export_cuda_path();
     vggq::backend::disable_device_select_without_display();
     vggq::backend::join_cpu_pool()?;
-    vggq::train::stop::watch_signals().context("watching for SIGINT and SIGTERM")?;
+    vggq::train::stop::watch_signals().context("watching for SIGINT, SIGHUP and SIGTERM")?;
     cli::Cli::parse_noting_environment().run()
 }

@@ -995,43 +995,57 @@ fn a_path_that_is_not_utf8_is_no_panic() {
     assert!(message.contains("/nonexistent"), "{message}");
 }
 
-/// `train` asked to stop by SIGTERM (a job's time limit) as it trains saves its state at its next
-/// progress read (its interval takes no checkpoint of its own), says where, and ends as SIGTERM ends a
-/// process; run again, it resumes there and ends with the smoke run's model.
+/// `train` asked to stop by SIGHUP (its terminal closed) or SIGTERM (a job's time limit) as it trains
+/// saves its state at its next progress read (its interval takes no checkpoint of its own), says where,
+/// and ends as the signal ends a process; run again, it resumes there (stopped once more, by the other
+/// signal) and ends with the smoke run's model.
 #[test]
 fn a_training_asked_to_stop_saves_its_state_and_resumes_from_it() {
     use std::io::BufRead;
     use std::os::unix::process::ExitStatusExt;
+    use vggq_core::signals::{self, SIGHUP, SIGTERM};
     let golden = util::golden_run();
     let run = tempfile::tempdir().unwrap();
     let data = util::shared_cifar10_jpeg();
     let (folder, data) = (run.path().to_str().unwrap(), data.to_str().unwrap());
     let args = ["train", "--profile", "smoke", "--out", folder, "--checkpoint-minutes", "600", "--device", "cpu", "--data", data];
-    let mut training =
-        Command::new(env!("CARGO_BIN_EXE_vggq")).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    // Signalled once it says it trains and listens (before, SIGTERM would end it at once); its output is
-    // read to its end, so that it never writes into a closed pipe.
-    let said = std::io::BufReader::new(training.stdout.take().unwrap());
-    let (listening, heard) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in said.lines().map_while(Result::ok) {
-            if line == vggq::train::stop::HOW_TO_STOP {
-                let _ = listening.send(());
-            }
-        }
-    });
-    heard.recv().expect("the training says that it listens");
-    let terminated = Command::new("kill").args(["-TERM", &training.id().to_string()]).status().unwrap();
-    assert!(terminated.success());
-    let stopped = training.wait_with_output().unwrap();
-    reader.join().unwrap();
-    let message = stderr(&stopped);
-    assert_eq!(stopped.status.signal(), Some(vggq_core::signals::SIGTERM), "{message}");
     let checkpoint = run.path().join(checkpoint_in_run("train"));
-    let saved = format!(" of 250 in epoch 1 of 2: its state is saved in {}, and the same command", checkpoint.display());
-    assert!(message.contains("SIGTERM: the training stops at its next progress read"), "{message}");
-    assert!(message.contains("stopped on SIGTERM after step ") && message.contains(&saved), "{message}");
-    assert!(!message.contains("Error: stopped"), "a stop asked for is no error: {message}");
+    for signal in [SIGHUP, SIGTERM] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vggq"));
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // With the signal's default action, as a terminal's session gives it, where the tests run with it
+        // ignored (under `nohup`, which vggq then leaves ignored).
+        // SAFETY: signal() is async-signal-safe, as the time between fork and exec requires.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                libc::signal(signal, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut training = command.spawn().unwrap();
+        // Signalled once it says it trains and listens (before, the signal would end it at once); its
+        // output is read to its end, so that it never writes into a closed pipe.
+        let said = std::io::BufReader::new(training.stdout.take().unwrap());
+        let (listening, heard) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in said.lines().map_while(Result::ok) {
+                if line == vggq::train::stop::HOW_TO_STOP {
+                    let _ = listening.send(());
+                }
+            }
+        });
+        heard.recv().expect("the training says that it listens");
+        signals::send(training.id(), signal).unwrap();
+        let stopped = training.wait_with_output().unwrap();
+        reader.join().unwrap();
+        let message = stderr(&stopped);
+        let name = signals::name(signal);
+        assert_eq!(stopped.status.signal(), Some(signal), "{message}");
+        let saved = format!(" of 250 in epoch 1 of 2: its state is saved in {}, and the same command", checkpoint.display());
+        assert!(message.contains(&format!("{name}: the training stops at its next progress read")), "{message}");
+        assert!(message.contains(&format!("stopped on {name} after step ")) && message.contains(&saved), "{message}");
+        assert!(!message.contains("Error: stopped"), "a stop asked for is no error: {message}");
+    }
 
     let resumed = vggq(&args, &[]);
     assert!(resumed.status.success(), "{}", stderr(&resumed));

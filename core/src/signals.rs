@@ -1,16 +1,24 @@
 //! The signals that end a run early, as `vggq` and `cargo xtask` both watch them: SIGINT (Ctrl-C, sent to
-//! the terminal's whole process group) and SIGTERM (a job's time limit, `docker stop`, a shutdown). Each
+//! the terminal's whole process group), SIGHUP (the terminal closed: an SSH session that dropped, sent to
+//! that group too) and SIGTERM (a job's time limit, `docker stop`, a shutdown). Each
 //! acts on them (a training saves its state, xtask waits for the commands it runs) and then ends as the
 //! signal's own action would have ended it, so that a shell's script or a job runner sees the signal.
 //! And SIGPIPE (a reader of vggq's output that stopped reading), which ends vggq as it ends any Unix tool.
 
-pub use signal_hook::consts::{SIGINT, SIGPIPE, SIGTERM};
+pub use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGTERM};
 pub use signal_hook::iterator::Signals;
 
-/// SIGINT and SIGTERM, less any that this process started with ignored: a background job of a shell
-/// without job control ignores SIGINT, and a handler would make it answer the terminal's Ctrl-C.
+/// SIGINT, SIGHUP and SIGTERM, less any that this process started with ignored: a background job of a
+/// shell without job control ignores SIGINT, and a handler would make it answer the terminal's Ctrl-C;
+/// `nohup` ignores SIGHUP, and a handler would make a run started with it end with its terminal.
 pub fn stop_signals() -> Vec<i32> {
-    [SIGINT, SIGTERM].into_iter().filter(|&signal| !started_ignored(signal)).collect()
+    [SIGINT, SIGHUP, SIGTERM].into_iter().filter(|&signal| !started_ignored(signal)).collect()
+}
+
+/// Whether `signal` reaches the terminal's whole process group (Ctrl-C's SIGINT, a hang-up's SIGHUP),
+/// and so the commands a process runs in it as well as the process.
+pub fn reaches_the_group(signal: i32) -> bool {
+    [SIGINT, SIGHUP].contains(&signal)
 }
 
 /// Whether `signal`'s action is to be ignored, as this process was started with it.
@@ -33,7 +41,7 @@ pub fn end_on_closed_pipe() {
 
 /// Ends the process as `signal`'s own action would.
 pub fn end_as(signal: i32) -> ! {
-    // Both signals' default action ends the process; the exit is the shell's code for one that the
+    // Each stop signal's default action ends the process; the exit is the shell's code for one that the
     // table would not know.
     let _ = signal_hook::low_level::emulate_default_handler(signal);
     std::process::exit(128 + signal)
@@ -52,7 +60,7 @@ pub fn send(pid: u32, signal: i32) -> std::io::Result<()> {
     }
 }
 
-/// `SIGINT`, `SIGTERM`.
+/// `SIGINT`, `SIGHUP`, `SIGTERM`.
 pub fn name(signal: i32) -> &'static str {
     signal_hook::low_level::signal_name(signal).unwrap_or("a signal")
 }
@@ -69,7 +77,7 @@ mod tests {
         assert!(!stop_signals().contains(&SIGTERM));
         unsafe { libc::signal(SIGTERM, libc::SIG_DFL) };
         assert!(stop_signals().contains(&SIGTERM));
-        assert_eq!((name(SIGINT), name(SIGTERM)), ("SIGINT", "SIGTERM"));
+        assert_eq!((name(SIGINT), name(SIGHUP), name(SIGTERM)), ("SIGINT", "SIGHUP", "SIGTERM"));
     }
 
     /// A signal sent reaches its process; one sent to a process that has ended is no error.

@@ -77,7 +77,7 @@ pub(super) struct CheckpointInterval {
     /// steps, or every quarter of an epoch shorter than 200) after them (one is also taken after each
     /// epoch but the last): a killed run resumes from the last, and so loses about this much training
     /// and up to 50 steps; each writes the model and SGD's velocities (477 MB at the full profile). 0: at
-    /// every progress read. Ctrl-C or SIGTERM takes one at the next progress read and stops there.
+    /// every progress read. Ctrl-C, SIGTERM or SIGHUP takes one at the next progress read and stops there.
     #[arg(long = "checkpoint-minutes", default_value_t = DEFAULT_INTERVAL.as_secs() / 60)]
     minutes: u64,
 }

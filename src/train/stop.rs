@@ -1,4 +1,4 @@
-//! A stop asked for by a signal ([`vggq_core::signals`]: Ctrl-C, SIGTERM). While a training that keeps
+//! A stop asked for by a signal ([`vggq_core::signals`]: Ctrl-C, a closed terminal, SIGTERM). While a training that keeps
 //! checkpoints runs, the first such signal asks it to save its state at its next progress read (or its
 //! epoch's end) and end there, where the signal's own action would lose every step since its last
 //! checkpoint (up to [`DEFAULT_INTERVAL`](super::DEFAULT_INTERVAL), 10 minutes, of them); the command then says where
@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use vggq_core::signals::{self, Signals};
 
 /// What a training that listens says as it starts.
-pub const HOW_TO_STOP: &str = "Ctrl-C (SIGINT) or SIGTERM stops the training at its next progress read, its state saved \
-                               for the same command (without --force) to resume from";
+pub const HOW_TO_STOP: &str = "Ctrl-C (SIGINT), SIGTERM or a closed terminal (SIGHUP) stops the training at its next \
+                               progress read, its state saved for the same command (without --force) to resume from";
 
 /// The signal that asked for a stop, 0 for none.
 static REQUESTED: AtomicI32 = AtomicI32::new(0);

@@ -180,19 +180,19 @@ fn forget_own_package_variables() {
 /// Whether a stop signal came: the commands' errors from then on are the stop's.
 static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Ctrl-C reaches xtask and the commands it runs alike (one process group), SIGTERM maybe xtask alone
+/// Ctrl-C and a terminal's hang-up reach xtask and the commands it runs alike (one process group), SIGTERM maybe xtask alone
 /// (a job runner's): either way xtask ends, as the signal ends a process, only once the commands it runs
 /// have ended, the signal passed on to any that did not get it (SIGTERM's, and one xtask started since).
 /// A `vggq` training saves its state before it ends, and xtask ending at once would give the prompt back
 /// while it still runs (a rerun then refused as busy). A second signal ends xtask at once.
 fn end_after_commands_on_stop() -> std::io::Result<()> {
-    use vggq_core::signals::{self, Signals, SIGINT};
+    use vggq_core::signals::{self, Signals};
     let mut watched = Signals::new(signals::stop_signals())?;
     std::thread::Builder::new().name("xtask-signals".into()).spawn(move || {
         let Some(signal) = watched.forever().next() else { return };
         STOPPING.store(true, std::sync::atomic::Ordering::SeqCst);
-        // The terminal's Ctrl-C reached the commands running now.
-        let mut signalled = if signal == SIGINT { running_commands() } else { Vec::new() };
+        // The terminal's Ctrl-C or hang-up reached the commands running now.
+        let mut signalled = if signals::reaches_the_group(signal) { running_commands() } else { Vec::new() };
         loop {
             let running = running_commands();
             // A second signal ends xtask at once, as it does vggq, whatever still runs.
