@@ -31,6 +31,7 @@ fn stderr(output: &Output) -> String {
 const BAD_FLAGS: &[(&[&str], &str)] = &[
     (&["train", "--train-images", "0"], "--train-images"),
     (&["train", "--eval-images", "0"], "--eval-images"),
+    (&["train", "--eval-images", "31"], "must be at least 32: the run's evaluation times full batches of 32 images"),
     (&["train", "--calibration-batches", "0"], "--calibration-batches"),
     (&["train", "--epochs", "100000000000"], "--epochs"),
     (&["train", "--profile", "medium"], "--profile"),

@@ -4,6 +4,8 @@
 use clap::builder::RangedU64ValueParser;
 use serde::{Deserialize, Serialize};
 
+use crate::names::DEFAULT_BATCH_SIZE;
+
 /// The most epochs a run may ask for: far beyond any recipe (the seed's is 5), far short of what a typo
 /// would make of the reports' allocations.
 pub const MAX_EPOCHS: u64 = 1000;
@@ -18,13 +20,26 @@ pub fn positive(value: &str) -> Result<usize, String> {
     }
 }
 
+/// A count of test images for a run: at least one batch, as `vggq eval --run` (and `cargo xtask all`)
+/// times full batches of [`DEFAULT_BATCH_SIZE`] (fewer would pass train, quantize and export, and fail
+/// there), and as many as CIFAR-10's classes.
+fn at_least_a_batch(value: &str) -> Result<usize, String> {
+    match positive(value)? {
+        count if count < DEFAULT_BATCH_SIZE => Err(format!(
+            "must be at least {DEFAULT_BATCH_SIZE}: the run's evaluation times full batches of {DEFAULT_BATCH_SIZE} images"
+        )),
+        count => Ok(count),
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 pub struct Limits {
     /// Train on at most N images of the training split (a seeded random N: the split is shuffled).
     #[arg(long, value_name = "N", value_parser = positive)]
     pub train_images: Option<usize>,
-    /// Validate and test on at most N images each, evenly spread over each set (so every class is in).
-    #[arg(long, value_name = "N", value_parser = positive)]
+    /// Validate and test on at most N images each, evenly spread over each set (so every class is in), at
+    /// least 32 (a batch: the evaluation times full ones).
+    #[arg(long, value_name = "N", value_parser = at_least_a_batch)]
     pub eval_images: Option<usize>,
     /// Static quantization calibrates on N batches instead of the profile's.
     #[arg(long, value_name = "N", value_parser = positive)]
@@ -75,12 +90,13 @@ mod tests {
     #[test]
     fn empty_and_huge_limits_are_usage_errors() {
         for args in
-            [["--train-images", "0"], ["--eval-images", "0"], ["--calibration-batches", "0"], ["--epochs", "100000000000"]]
+            [["--train-images", "0"], ["--eval-images", "31"], ["--calibration-batches", "0"], ["--epochs", "100000000000"]]
         {
             let error = Command::try_parse_from(["command", args[0], args[1]]).err().expect("refused");
             assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}");
             assert!(error.to_string().contains(args[0]), "{error}");
         }
         assert_eq!(Command::parse_from(["command", "--epochs", "0"]).limits.epochs, Some(0));
+        assert_eq!(Command::parse_from(["command", "--eval-images", "32"]).limits.eval_images, Some(32));
     }
 }
