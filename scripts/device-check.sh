@@ -237,7 +237,7 @@ if device:
 checked = load(f"{keep}/check-step.json") or {}
 step = checked.get("step_agreement")
 if step:
-    rows.append(("step against the CPU", f"logits {step['logits']:.1e}, loss {step['loss']:.1e}, updates {step['update']:.1e} (at most, at {step['update_parameter']}), relative"))
+    rows.append(("step against the CPU", f"logits {step['logits']:.1e}, loss {step['loss']:.1e}, updates {step['update']:.1e} (at most{', at ' + step['update_parameter'] if step['update_parameter'] else ''}), relative"))
 if checked.get("conv_agreement") is not None:
     rows.append(("conv: GEMM against conv2d", f"{checked['conv_agreement']:.1e} (at most, forward and weight gradient, relative)"))
 speed = (load(f"{keep}/conv-speed.json") or {}).get("conv_speed")

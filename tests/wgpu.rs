@@ -35,7 +35,7 @@ fn a_training_step_on_wgpu_is_the_cpu_step() {
     let step: StepAgreement = serde_json::from_value(findings["step_agreement"].clone()).expect("a step agreement");
     println!("{step:?}");
     assert!(step.logits <= FORWARD_BOUND && step.loss <= FORWARD_BOUND, "logits {:.2e}, loss {:.2e}", step.logits, step.loss);
-    assert!(step.update <= UPDATE_BOUND, "{} updated {:.2e} apart (relative)", step.update_parameter, step.update);
+    assert!(step.update <= UPDATE_BOUND, "{:?} updated {:.2e} apart (relative)", step.update_parameter, step.update);
     assert!(step.conv_bias_update <= CONV_BIAS_UPDATE, "a conv bias moved {:.2e}", step.conv_bias_update);
     let conv = findings["conv_agreement"].as_f64().expect("the convolutions' agreement");
     assert!(conv <= CONV_ALGORITHMS_BOUND, "the im2col GEMM convolution is {conv:.2e} from Burn's");

@@ -31,8 +31,8 @@ pub struct StepAgreement {
     /// the parameter where it is largest: an update is 1e-5 to 1e-3 of a parameter, so the parameters'
     /// own FP32 spacing makes 1e-4 of it alone.
     pub update: f64,
-    /// That parameter, by its PyTorch name.
-    pub update_parameter: String,
+    /// That parameter, by its PyTorch name; none where every update is the CPU's exactly.
+    pub update_parameter: Option<String>,
     /// The largest update of a conv bias, on either backend: zero in exact arithmetic (training-mode
     /// BatchNorm follows each conv and removes any shift, and the bias starts at 0, so does its weight
     /// decay), so it is rounding alone. Left out of `update`, where it would divide rounding by rounding.
@@ -59,7 +59,7 @@ pub fn measure<B: TrainingBackend>(device: &B::Device) -> StepAgreement {
     let (cpu_after, backend_after) = (parameters(&on_cpu.after), parameters(&on_backend.after));
     let conv_biases: Vec<String> =
         torchvision_conv_indices(&config).iter().map(|index| format!("features.{index}.bias")).collect();
-    let (mut update, mut update_parameter, mut conv_bias_update) = (0.0f64, String::new(), 0.0);
+    let (mut update, mut update_parameter, mut conv_bias_update) = (0.0f64, None, 0.0);
     for (((name, initial), (_, cpu)), (_, backend)) in before.iter().zip(&cpu_after).zip(&backend_after) {
         let update_of = |after: &[f32]| after.iter().zip(initial).map(|(a, b)| a - b).collect::<Vec<f32>>();
         let (cpu_update, backend_update) = (update_of(cpu), update_of(backend));
@@ -71,7 +71,7 @@ pub fn measure<B: TrainingBackend>(device: &B::Device) -> StepAgreement {
         let difference = relative(&backend_update, &cpu_update);
         // The first NaN stays: it names the parameter that went wrong.
         if !update.is_nan() && (difference.is_nan() || difference > update) {
-            (update, update_parameter) = (difference, name.clone());
+            (update, update_parameter) = (difference, Some(name.clone()));
         }
     }
     StepAgreement {

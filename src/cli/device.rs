@@ -134,9 +134,10 @@ pub fn run(args: Args) -> Result<()> {
             println!("arithmetic at the seed's shapes: matmul {:?}, conv {:?}", precision.matmul, precision.conv);
         }
         if let Some(step) = step_agreement {
+            let at = step.update_parameter.as_ref().map_or(String::new(), |name| format!(", at {name}"));
             println!(
-                "one training step against the CPU's, relative: logits {:.1e}, loss {:.1e}, updates {:.1e} (at most, at {}), conv biases moved {:.1e} (rounding alone)",
-                step.logits, step.loss, step.update, step.update_parameter, step.conv_bias_update
+                "one training step against the CPU's, relative: logits {:.1e}, loss {:.1e}, updates {:.1e} (at most{at}), conv biases moved {:.1e} (rounding alone)",
+                step.logits, step.loss, step.update, step.conv_bias_update
             );
         }
         if let Some(difference) = conv_agreement {

@@ -58,7 +58,8 @@ pub struct Args {
     /// cubecl's autotune cache for a GPU run of a build with the `autotune` feature: the kernels it chose
     /// by timing, reused where it holds them (give a golden table's run's to replay its choices). A build
     /// without it times nothing and neither creates nor reads the folder; nor does a CPU run read it; and
-    /// neither redoes a run given another folder. Default: `<out>/autotune`.
+    /// neither redoes a run given another folder (a path that is a file is refused by any run, as a
+    /// mistake). Default: `<out>/autotune`.
     #[arg(long)]
     autotune_cache: Option<PathBuf>,
     /// Train from the start even when the outputs of an identical earlier run are in place, or the
@@ -140,6 +141,7 @@ pub fn run(args: Args) -> Result<()> {
         && selection.backend == BackendKind::Cpu
         && work_in_steps(&profile) >= TIMED_AHEAD_MIN_STEPS
     {
+        println!("timing three training steps of the {} profile on this CPU, for how long the run would take", profile.name());
         let duration = cpu_duration(&profile);
         if selection.request == DeviceRequest::Auto {
             bail!("{duration}: --device auto does not choose that; pass --device cpu to train on the CPU anyway");
@@ -284,7 +286,7 @@ fn cpu_duration(profile: &Profile) -> String {
     let (steps, seconds) = (training_steps(profile), seconds_per_step * work_in_steps(profile));
     format!(
         "the {} profile on this CPU takes about {:.1} hours ({:.1} s per training step of {batch} images, measured now; \
-         {steps} steps of FP32 and QAT training)",
+         {steps} steps of FP32 and QAT training, and their evaluations)",
         profile.name(),
         seconds / 3600.0,
         seconds_per_step
