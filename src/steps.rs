@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::{file_digest, DataError, DigestAlgorithm};
-use vggq_core::run_folder::{checkpoint_in_run, REPORT_OUTPUTS, STEPS_FOLDER};
+use vggq_core::run_folder::{checkpoint_in_run, every_run_file, REPORT_OUTPUTS, RUN_FOLDERS, STEPS_FOLDER};
 
 /// The run folder's lock, beside the stamps; it names the process that holds it.
 const LOCK_FILE: &str = "writer.lock";
@@ -84,6 +84,13 @@ pub enum StepError {
          would remove them: give another folder, or move them out"
     )]
     OthersFiles { folder: PathBuf, files: String },
+
+    /// A folder that is no run's yet holds what no step of a run writes ([`refuse_foreign_entries`]).
+    #[error(
+        "{folder} holds {entries}, which no step of a run writes: `vggq report` would refuse to package the run beside \
+         them, once it had trained; give another folder, or move them out"
+    )]
+    ForeignEntries { folder: PathBuf, entries: String },
 }
 
 /// Held while a command writes into a run folder: two runs writing one folder would mix their files
@@ -157,6 +164,34 @@ pub fn refuse_others_report_files(folder: &Path) -> Result<(), StepError> {
         return Ok(());
     }
     Err(StepError::OthersFiles { folder: folder.to_path_buf(), files: present.join(", ") })
+}
+
+/// Refuses to start a run (`train` does, first thing) in a folder that holds no step's record and
+/// something no step of a run writes (a person's notes, the data itself): `vggq report` refuses to
+/// package a run beside it, which it would say only once the run has trained. A folder that is a run's
+/// is left to `report`, which knows the files its steps wrote.
+pub fn refuse_foreign_entries(folder: &Path) -> Result<(), StepError> {
+    if holds_records(folder) {
+        return Ok(());
+    }
+    let run_files = every_run_file();
+    let ours = |name: &str| run_files.iter().any(|file| file == name || vggq_core::atomic::is_temp_of(name, file));
+    let Ok(entries) = std::fs::read_dir(folder) else { return Ok(()) };
+    let mut foreign: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                true => (!RUN_FOLDERS.contains(&name.as_str())).then(|| format!("{name}/")),
+                false => (!ours(&name)).then_some(name),
+            }
+        })
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    foreign.sort();
+    Err(StepError::ForeignEntries { folder: folder.to_path_buf(), entries: foreign.join(", ") })
 }
 
 /// Whether the run folder `folder` holds a record of a step (a stamp, or a checkpoint of one that

@@ -11,8 +11,8 @@ use vggq::export::onnx::proto::{tensor_shape_proto, type_proto, ModelProto, Tens
 use vggq::model::kernels::isa::ISA_VARIABLE;
 use vggq_core::interrupted::kill_once_written;
 use vggq_core::run_folder::{
-    checkpoint_in_run, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, REPORT_OUTPUTS, STEPS_FOLDER,
-    TRAIN_REPORT_FILE,
+    checkpoint_in_run, AUTOTUNE_FOLDER, MANIFEST_FILE, METRICS_FILE, MODEL_FILE, QUANT_REPORT_FILE, REPORT_FILE, REPORT_OUTPUTS,
+    STEPS_FOLDER, TRAIN_REPORT_FILE,
 };
 use vggq_core::{QatMode, Variant};
 
@@ -460,6 +460,21 @@ fn files_vggq_did_not_write_are_never_replaced() {
     for file in [REPORT_FILE, MANIFEST_FILE] {
         assert_eq!(std::fs::read_to_string(out.join(file)).unwrap(), file);
     }
+    // Anything else no step writes (notes, the data itself), which `report` would refuse to package
+    // beside the run, is refused before the training, not after it; a step's file or the run's own
+    // folders are not.
+    std::fs::remove_file(out.join(REPORT_FILE)).unwrap();
+    std::fs::remove_file(out.join(MANIFEST_FILE)).unwrap();
+    std::fs::create_dir_all(out.join("data")).unwrap();
+    std::fs::create_dir_all(out.join(AUTOTUNE_FOLDER)).unwrap();
+    for file in ["notes.txt", MODEL_FILE, &Variant::Qat(QatMode::Finetune).pth_file()] {
+        std::fs::write(out.join(file), file).unwrap();
+    }
+    let output = vggq(&train, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(message.contains(&format!("{out_arg} holds data/, notes.txt, which no step of a run writes")), "{message}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("epoch"), "it trained first");
 
     let run = dir.path().join("run");
     let cache = train_report.to_str().unwrap();
@@ -514,8 +529,9 @@ fn a_baseline_that_is_not_there_is_said_first() {
     }
 }
 
-/// A run folder inside the data folder is refused: every file of a data folder is its data, so the
-/// run's files would be read as data (and change its fingerprint from one step to the next).
+/// A run folder or an evaluation's report inside the data folder is refused: every file of a data
+/// folder is its data, so the run's files would be read as data (and change its fingerprint from one
+/// step to the next).
 #[test]
 fn a_run_inside_its_data_folder_is_refused() {
     let data = tempfile::tempdir().unwrap();
@@ -527,6 +543,17 @@ fn a_run_inside_its_data_folder_is_refused() {
     assert_eq!(output.status.code(), Some(1), "{message}");
     assert!(message.contains(&format!("--out {out_arg} is inside the --data folder {data_arg}")), "{message}");
     assert!(!data.path().join("runs").exists(), "the refused run left its folder in the data");
+    // An evaluation's report likewise, before any model runs, where it is to be and where it is.
+    let model = util::golden_run().join(Variant::Fp32.onnx_file());
+    for report in [data.path().join("reports/eval.json"), data.path().join("cifar-10-batches-bin/../eval.json")] {
+        let report_arg = report.to_str().unwrap();
+        let output = vggq(&["eval", model.to_str().unwrap(), "--device", "cpu", "--data", data_arg, "--report", report_arg], &[]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{message}");
+        assert!(message.contains(&format!("--report {report_arg} is inside the --data folder {data_arg}")), "{message}");
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("top-1"), "a model ran first");
+    }
+    assert!(!data.path().join("reports").exists(), "the refused evaluation left its folder in the data");
 }
 
 /// An error is printed with each cause once: the message that names the missing data already says it

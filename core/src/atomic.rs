@@ -24,7 +24,7 @@ fn temp_file_of(folder: &Path, file_name: &str) -> std::io::Result<tempfile::Nam
 }
 
 /// Whether `entry` is a temporary file that a write of `file_name` made.
-fn is_temp_of(entry: &str, file_name: &str) -> bool {
+pub fn is_temp_of(entry: &str, file_name: &str) -> bool {
     entry
         .strip_prefix(&temp_prefix(file_name))
         .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))

@@ -51,3 +51,12 @@ pub fn checkpoint_in_run(step: &str) -> PathBuf {
 
 /// The folders a run folder may hold beside its files: the package check lists any other.
 pub const RUN_FOLDERS: [&str; 2] = [STEPS_FOLDER, AUTOTUNE_FOLDER];
+
+/// Every file a step of any run writes into its folder: each variant's `.pth` and ONNX file, the
+/// model, the steps' reports and what `vggq report` writes.
+pub fn every_run_file() -> Vec<String> {
+    let variants = crate::Variant::every();
+    let models = variants.iter().flat_map(|variant| [variant.pth_file(), variant.onnx_file().to_owned()]);
+    let reports = [MODEL_FILE, TRAIN_REPORT_FILE, QUANT_REPORT_FILE, METRICS_FILE].into_iter().chain(REPORT_OUTPUTS);
+    models.chain(reports.map(str::to_owned)).collect()
+}

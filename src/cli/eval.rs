@@ -82,6 +82,9 @@ pub fn run(mut args: Args) -> Result<()> {
         refuse_writing_into_a_run(report)?;
         refuse_replacing_other_files(report)?;
     }
+    if let Some((report, data)) = args.report.as_ref().zip(args.data.as_ref()) {
+        super::refuse_writing_into_data("--report", report, data)?;
+    }
     let plan = ProviderPlan::for_request(args.device);
     println!("execution providers: {}", plan.reason);
     // A run's evaluation into its metrics is a step of its pipeline, skipped when up to date; files named

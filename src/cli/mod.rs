@@ -11,7 +11,9 @@ mod run_dir;
 mod train;
 mod verify;
 
-use anyhow::{Context, Result};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
 use clap::builder::TypedValueParser;
 use clap::{Parser, Subcommand};
 use vggq::data::{self, Cifar10, DataSource};
@@ -133,6 +135,24 @@ fn non_empty_path() -> impl TypedValueParser<Value = std::path::PathBuf> {
 }
 
 /// CIFAR-10 from `source`; where it was to be downloaded, a failure says how to give it on disk instead.
+/// Fails where `written` (a run folder, a report file; there yet or not), given as `flag`, lies inside
+/// the data folder `data`: a folder's data is every file in it, so what is written there would be read
+/// as data, and change the data's fingerprint from one step to the next.
+fn refuse_writing_into_data(flag: &str, written: &Path, data: &Path) -> Result<()> {
+    // Where it would be, as far as it is there yet.
+    let mut there = written.ancestors().map(|path| if path.as_os_str().is_empty() { Path::new(".") } else { path });
+    let Some(there) = there.find(|path| path.exists()) else { return Ok(()) };
+    let (Ok(there), Ok(data_real)) = (there.canonicalize(), data.canonicalize()) else { return Ok(()) };
+    if data_real.is_dir() && there.starts_with(&data_real) {
+        bail!(
+            "{flag} {} is inside the --data folder {}: what is written there would be read as data; write it elsewhere",
+            written.display(),
+            data.display()
+        );
+    }
+    Ok(())
+}
+
 fn load_data(source: &DataSource) -> Result<Cifar10> {
     let cifar = data::load(source);
     match source {

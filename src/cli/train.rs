@@ -121,8 +121,9 @@ pub fn run(args: Args) -> Result<()> {
     // written there (the autotune cache's folder).
     let _writing = RunFolderLock::take(&out)?;
     steps::refuse_others_report_files(&out)?;
+    steps::refuse_foreign_entries(&out)?;
     if let Some(data) = &args.data {
-        refuse_run_inside_data(&out, data)?;
+        super::refuse_writing_into_data("--out", &out, data)?;
     }
     // The data by its content, whatever its form (archive, folder, download): read first, so that data
     // that is missing, or an archive cut short or damaged, is said before anything else is printed (a
@@ -244,21 +245,6 @@ impl TrainingInputs {
     pub(super) fn weights_path(&self) -> Option<&Path> {
         self.weights.as_ref().map(|weights| weights.path.as_path())
     }
-}
-
-/// Fails where the run folder `out` (made by now) is inside the data folder `data`: a folder's data is
-/// every file in it, so the run's own files would be read as data, and change the data's fingerprint
-/// from one step to the next.
-fn refuse_run_inside_data(out: &Path, data: &Path) -> Result<()> {
-    let (Ok(out_real), Ok(data_real)) = (out.canonicalize(), data.canonicalize()) else { return Ok(()) };
-    if data_real.is_dir() && out_real.starts_with(&data_real) {
-        bail!(
-            "--out {} is inside the --data folder {}: its files would be read as data; write the run elsewhere",
-            out.display(),
-            data.display()
-        );
-    }
-    Ok(())
 }
 
 /// The least work, in training steps ([`work_in_steps`]), a full-profile CPU run times ahead
