@@ -58,8 +58,13 @@ impl QParams {
 
 /// Observer `_calculate_qparams` for `per_tensor_affine` / `per_channel_affine` (activations):
 /// the range is widened to include 0, `scale = (max - min) / (qmax - qmin)`, and the zero point is
-/// `qmin - round(min / scale)`, all in f32.
+/// `qmin - round(min / scale)`, all in f32. An observer that saw nothing (its range still `+inf..-inf`:
+/// a QAT run of 0 epochs) gives scale 1 and zero point 0, as `check_min_max_valid` makes PyTorch's
+/// ("must run observer before calling calculate_qparams. Returning default values.").
 pub fn affine_qparams(min: f32, max: f32, range: QuantRange) -> QParams {
+    if min == f32::INFINITY && max == f32::NEG_INFINITY {
+        return QParams { scale: 1.0, zero_point: 0 };
+    }
     let (min_neg, max_pos) = (min.min(0.0), max.max(0.0));
     let scale = ((max_pos - min_neg) / (range.max - range.min) as f32).max(SCALE_EPS);
     let zero_point = range.min - (min_neg / scale).round_ties_even() as i32;
@@ -208,6 +213,10 @@ mod tests {
         assert_eq!(q.zero_point, 32); // round(31.75)
                                       // An all-zero tensor still gets a usable scale.
         assert_eq!(affine_qparams(0.0, 0.0, QuantRange::QUINT8_REDUCED).scale, SCALE_EPS);
+        // One that observed nothing, PyTorch's default values.
+        let unobserved = crate::quant::observer::MinMax::default();
+        let q = affine_qparams(unobserved.min, unobserved.max, QuantRange::QUINT8_REDUCED);
+        assert_eq!(q, QParams { scale: 1.0, zero_point: 0 });
     }
 
     #[test]
