@@ -3,8 +3,10 @@
 //! to int8 with per-channel symmetric weights.
 //!
 //! Observation points are those FX inserts for this graph: the network input, the output of every fused
-//! conv (the max-pool after it shares its parameters) and of every Linear. The adaptive average pool,
-//! flatten and dropout share their input's parameters, so they add none.
+//! conv (the max-pool after it shares its parameters) and of every Linear. The adaptive average pool and
+//! flatten share their input's parameters, so they add none. FX gives each classifier dropout an
+//! observer of its own (as QAT's), which in calibration (eval mode: the dropout is the identity) sees
+//! exactly its input's values; conversion keeps no parameters of it.
 
 use std::time::Instant;
 
