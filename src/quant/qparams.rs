@@ -80,11 +80,34 @@ pub fn symmetric_qparams(min: f32, max: f32, range: QuantRange) -> QParams {
     QParams { scale: (max_abs / half_range as f32).max(SCALE_EPS), zero_point: 0 }
 }
 
-/// fbgemm's `ChooseQuantizationParams(min, max, qmin, qmax, preserve_sparsity)` (ATen's
-/// `quant_utils.h`): f64 arithmetic, the zero point chosen from the end with the smaller rounding
-/// error; with `preserve_sparsity` the range is made symmetric and the zero point the middle of it.
-/// Used by dynamic Linears for their inputs and by QAT's fused fake quantization.
+/// ATen's `quant_utils::ChooseQuantizationParams(min, max, qmin, qmax, preserve_sparsity)`: f64
+/// arithmetic, the zero point chosen from the end with the smaller rounding error; with
+/// `preserve_sparsity` the range is made symmetric and the zero point the middle of it. What dynamic
+/// Linears quantize their inputs with.
 pub fn runtime_qparams(min: f32, max: f32, range: QuantRange, preserve_sparsity: bool) -> QParams {
+    choose_qparams(min, max, range, preserve_sparsity, Chooser::Aten)
+}
+
+/// fbgemm's own `ChooseQuantizationParams`, which x86 builds of PyTorch (`USE_FBGEMM`) call in
+/// `fused_moving_avg_obs_fake_quant`, QAT's fake quantization: as [`runtime_qparams`], but the scale is
+/// rounded to f32 before the zero point is computed from it, and each end's error is the sum of its
+/// terms' magnitudes. The two give another zero point for about one range in two million: on
+/// [-0.016910309, 0.029274836] in 0..127, 46 (ATen's) against fbgemm's 47, which PyTorch's fused op
+/// gives. The device twin is [`device_qparams`].
+pub fn fbgemm_qparams(min: f32, max: f32, range: QuantRange, preserve_sparsity: bool) -> QParams {
+    choose_qparams(min, max, range, preserve_sparsity, Chooser::Fbgemm)
+}
+
+/// Which of PyTorch's two `ChooseQuantizationParams` to follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chooser {
+    /// ATen's `quant_utils.h`.
+    Aten,
+    /// fbgemm's `QuantUtils.cc`.
+    Fbgemm,
+}
+
+fn choose_qparams(min: f32, max: f32, range: QuantRange, preserve_sparsity: bool, chooser: Chooser) -> QParams {
     let (qmin, qmax) = (range.min, range.max);
     let (mut min, mut max) = (min, max);
     let symmetric = min < 0.0 && max > 0.0 && preserve_sparsity;
@@ -98,6 +121,9 @@ pub fn runtime_qparams(min: f32, max: f32, range: QuantRange, preserve_sparsity:
     min = min.min(0.0);
     max = max.max(0.0);
     let mut scale = (max as f64 - min as f64) / (qmax - qmin) as f64;
+    if chooser == Chooser::Fbgemm {
+        scale = f64::from(scale as f32);
+    }
     if scale as f32 == 0.0 || (1.0 / scale as f32).is_infinite() {
         scale = 0.1;
     }
@@ -116,8 +142,11 @@ pub fn runtime_qparams(min: f32, max: f32, range: QuantRange, preserve_sparsity:
     }
     let from_min = qmin as f64 - min as f64 / scale;
     let from_max = qmax as f64 - max as f64 / scale;
-    let from_min_error = (qmin as f64).abs() - (min as f64 / scale).abs();
-    let from_max_error = (qmax as f64).abs() - (max as f64 / scale).abs();
+    let error = |q: i32, steps: f64| match chooser {
+        Chooser::Aten => f64::from(q).abs() - steps.abs(),
+        Chooser::Fbgemm => f64::from(q).abs() + steps.abs(),
+    };
+    let (from_min_error, from_max_error) = (error(qmin, min as f64 / scale), error(qmax, max as f64 / scale));
     let mut initial = if from_min_error < from_max_error { from_min } else { from_max };
     if symmetric {
         initial = (qmin + qmax) as f64 / 2.0;
@@ -135,8 +164,8 @@ pub fn runtime_qparams(min: f32, max: f32, range: QuantRange, preserve_sparsity:
 /// fbgemm's `ChooseQuantizationParams(min, max, qmin, qmax, preserve_sparsity)` element-wise on device
 /// tensors of ranges, as `FusedMovingAvgObsFakeQuantize` calls it: returns `(scale, zero_point)`, the
 /// zero point as a float holding an integer. Each step is computed in the precision fbgemm computes it
-/// in (the range in f32, the scale and the zero point's arithmetic in f64), so the results are
-/// fbgemm's exactly. The host twin is [`super::qparams::runtime_qparams`].
+/// in (the range and the scale in f32, the zero point's arithmetic in f64), so the results are
+/// fbgemm's exactly. The host twin is [`fbgemm_qparams`].
 pub fn device_qparams<B: Backend>(
     min: Tensor<B, 1>,
     max: Tensor<B, 1>,
@@ -157,7 +186,7 @@ pub fn device_qparams<B: Backend>(
         max = max.mask_where(symmetric.clone(), narrow(max_scale * symmetric_qmax));
     }
     let (mut min, mut max) = (min.clamp_max(0.0), max.clamp_min(0.0));
-    let mut scale = (wide(max.clone()) - wide(min.clone())) / span;
+    let mut scale = wide(narrow((wide(max.clone()) - wide(min.clone())) / span));
     let scale_f32 = narrow(scale.clone());
     let degenerate = scale_f32.clone().equal_elem(0.0).bool_or(scale_f32.recip().is_inf());
     scale = scale.mask_fill(degenerate, 0.1);
@@ -175,8 +204,8 @@ pub fn device_qparams<B: Backend>(
     max = max.mask_where(small.clone(), amplified_max);
     let scale = scale.mask_fill(small, f64::from(SMALL_SCALE_THRESHOLD));
     let (min_steps, max_steps) = (wide(min) / scale.clone(), wide(max) / scale.clone());
-    let from_min_error = min_steps.clone().abs().neg() + qmin.abs();
-    let from_max_error = max_steps.clone().abs().neg() + qmax.abs();
+    let from_min_error = min_steps.clone().abs() + qmin.abs();
+    let from_max_error = max_steps.clone().abs() + qmax.abs();
     let initial = (max_steps.neg() + qmax).mask_where(from_min_error.lower(from_max_error), min_steps.neg() + qmin);
     let initial = match symmetric {
         Some(symmetric) => initial.mask_fill(symmetric, (qmin + qmax) / 2.0),
@@ -226,9 +255,22 @@ mod tests {
         assert_eq!(q.zero_point, 0);
         assert!((q.scale - 0.02).abs() < 1e-7);
         // Symmetric (QAT weights): the scale covers |min| / 128 and |max| / 127, the zero point is 0.
-        let w = runtime_qparams(-1.28, 0.5, QuantRange::QINT8, true);
+        let w = fbgemm_qparams(-1.28, 0.5, QuantRange::QINT8, true);
         assert_eq!(w.zero_point, 0);
         assert!((w.scale - 0.01).abs() < 1e-8);
+    }
+
+    /// PyTorch's two formulas on a range whose zero point lies on a half in exact arithmetic,
+    /// [-0.016910309, 0.029274836] in 0..127 (PyTorch 2.15, x86): QAT's fused fake quantization
+    /// (`torch.fused_moving_avg_obs_fake_quant`, fbgemm's, the scale rounded to f32 first) gives scale
+    /// 0.0003636625478975475 and zero point 47; a dynamic Linear's (`torch._choose_qparams_per_tensor`
+    /// with `reduce_range`, ATen's, the scale kept in f64) 0.00036366256027240454 and 46.
+    #[test]
+    fn fake_quantization_and_dynamic_inputs_each_take_their_formula() {
+        let (min, max) = (-0.016910309, 0.029274836);
+        let fused = fbgemm_qparams(min, max, QuantRange::QUINT8_REDUCED, false);
+        assert_eq!(fused, QParams { scale: 0.000_363_662_55, zero_point: 47 });
+        assert_eq!(runtime_qparams(min, max, QuantRange::QUINT8_REDUCED, false).zero_point, 46);
     }
 
     /// The device formula against the host's (fbgemm's) on ranges of every kind: identical.
@@ -236,8 +278,17 @@ mod tests {
     fn device_qparams_are_fbgemms() {
         use rand::{Rng, SeedableRng};
         let mut random = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let mut ranges: Vec<(f32, f32)> =
-            vec![(0.0, 0.0), (0.0, 2.54), (-1.28, 0.5), (-3.0, 0.0), (1e-7, 2e-6), (-4e-6, 1e-6), (0.5, 4.0), (-4.0, -0.5)];
+        let mut ranges: Vec<(f32, f32)> = vec![
+            (0.0, 0.0),
+            (0.0, 2.54),
+            (-1.28, 0.5),
+            (-3.0, 0.0),
+            (1e-7, 2e-6),
+            (-4e-6, 1e-6),
+            (0.5, 4.0),
+            (-4.0, -0.5),
+            (-0.016910309, 0.029274836),
+        ];
         ranges.extend((0..2000).map(|_| {
             let magnitude = 10f32.powf(random.random_range(-6.0..2.0));
             let (a, b) = (random.random_range(-1.0..1.0) * magnitude, random.random_range(-1.0..1.0) * magnitude);
@@ -254,7 +305,7 @@ mod tests {
             );
             let (scales, zero_points) = (host_reads::values(scales), host_reads::values(zero_points));
             for (i, &(min, max)) in ranges.iter().enumerate() {
-                let host = runtime_qparams(min, max, range, symmetric);
+                let host = fbgemm_qparams(min, max, range, symmetric);
                 assert_eq!(zero_points[i] as i32, host.zero_point, "zero point of [{min}, {max}] ({range:?})");
                 assert_eq!(scales[i], host.scale, "scale of [{min}, {max}] ({range:?})");
             }

@@ -9,7 +9,7 @@
 //! for the smoke model; wider layers may differ from int32 sums in rare last-step roundings.
 //!
 //! Dynamic (fbgemm `quantized::linear_dynamic`, `reduce_range=True`): each Linear input tensor (the whole
-//! batch) gets parameters from its min/max with fbgemm's `ChooseQuantizationParams`, the product is
+//! batch) gets parameters from its min/max with ATen's `quant_utils::ChooseQuantizationParams`, the product is
 //! scaled back to float and the bias added in float.
 
 use burn::prelude::*;

@@ -3,7 +3,7 @@
 //! activations and per output channel for weights (scaled first by ConvBnReLU2d's
 //! `gamma / sqrt(running_var + eps)`), with its straight-through gradient, and the conv output's
 //! unscaling. One pass finds the range (fixed chunks, combined in order), one quantizes and keeps the
-//! mask the gradient passes through; the parameters are fbgemm's (`runtime_qparams`, which the composed
+//! mask the gradient passes through; the parameters are fbgemm's (`fbgemm_qparams`, which the composed
 //! GPU version, `device_qparams`, matches bit for bit).
 
 use rayon::prelude::*;
@@ -12,7 +12,7 @@ use super::cpu::{lane_sum, per_channel_sums, Nchw};
 use super::fresh::Fresh;
 use super::isa::vectorized;
 use super::FakeQuantization;
-use crate::quant::qparams::{runtime_qparams, QParams};
+use crate::quant::qparams::{fbgemm_qparams, QParams};
 
 /// Values a task of the range or quantization pass takes.
 const CHUNK: usize = 1 << 14;
@@ -268,7 +268,7 @@ fn observe(ranges: &[(f32, f32)], observed: Option<(&[f32], &[f32])>, quantizati
 
 /// fbgemm's parameters of each range.
 fn qparams(min: &[f32], max: &[f32], quantization: FakeQuantization) -> Vec<QParams> {
-    min.iter().zip(max).map(|(&lo, &hi)| runtime_qparams(lo, hi, quantization.range, quantization.symmetric)).collect()
+    min.iter().zip(max).map(|(&lo, &hi)| fbgemm_qparams(lo, hi, quantization.range, quantization.symmetric)).collect()
 }
 
 /// `x` rounded to the nearest integer, ties to even, the sign of a zero kept (as `nearbyint` and Burn's
