@@ -181,9 +181,10 @@ pub fn refuse_foreign_entries(folder: &Path) -> Result<(), StepError> {
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().to_string_lossy().into_owned();
-            match entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                true => (!RUN_FOLDERS.contains(&name.as_str())).then(|| format!("{name}/")),
-                false => (!ours(&name)).then_some(name),
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                (!RUN_FOLDERS.contains(&name.as_str())).then(|| format!("{name}/"))
+            } else {
+                (!ours(&name)).then_some(name)
             }
         })
         .collect();

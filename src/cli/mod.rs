@@ -134,7 +134,6 @@ fn non_empty_path() -> impl TypedValueParser<Value = std::path::PathBuf> {
     })
 }
 
-/// CIFAR-10 from `source`; where it was to be downloaded, a failure says how to give it on disk instead.
 /// Fails where `written` (a run folder, a report file; there yet or not), given as `flag`, lies inside
 /// the data folder `data`: a folder's data is every file in it, so what is written there would be read
 /// as data, and change the data's fingerprint from one step to the next.
@@ -153,6 +152,7 @@ fn refuse_writing_into_data(flag: &str, written: &Path, data: &Path) -> Result<(
     Ok(())
 }
 
+/// CIFAR-10 from `source`; where it was to be downloaded, a failure says how to give it on disk instead.
 fn load_data(source: &DataSource) -> Result<Cifar10> {
     let cifar = data::load(source);
     match source {
